@@ -1,0 +1,123 @@
+"""Argument normalisation for convolution and pooling: the one place that computes output sizes."""
+import operator
+from collections import namedtuple
+
+# Every GEMM dimension and leading dimension must fit BLAS's 32-bit int.
+_BLAS_INT_MAX = 2**31 - 1
+
+ConvGeometry = namedtuple(
+    "ConvGeometry", "stride padding dilation groups output_shape"
+)
+ConvGeometry.__doc__ = """Normalised convolution arguments.
+
+stride, dilation: (h, w); padding: (top, bottom, left, right); output_shape: (N, F, OH, OW).
+"""
+
+
+def as_int(value, name, minimum=None):
+    """`value` as a Python int (NumPy integers accepted, bool and float refused)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def as_pair(value, name, minimum):
+    """An int or a pair of ints -> (h, w), each >= minimum."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
+        return tuple(as_int(v, f"{name}[{i}]", minimum) for i, v in enumerate(value))
+    v = as_int(value, name, minimum)
+    return (v, v)
+
+
+def as_shape(shape, name, ndim):
+    """A tuple of `ndim` non-negative ints."""
+    if not isinstance(shape, (tuple, list)) or len(shape) != ndim:
+        raise ValueError(f"{name} must be a tuple of {ndim} ints, got {shape!r}")
+    return tuple(as_int(v, f"{name}[{i}]", 0) for i, v in enumerate(shape))
+
+
+def _same_padding(size, kernel, stride, dilation):
+    """TensorFlow's 'SAME': output = ceil(size / stride); the odd extra goes after (bottom/right)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_padding(padding, hw, khw, stride, dilation):
+    """Any accepted padding form -> (top, bottom, left, right)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            return _same_padding(hw[0], khw[0], stride[0], dilation[0]) + _same_padding(
+                hw[1], khw[1], stride[1], dilation[1]
+            )
+        raise ValueError(f"padding must be an int, a pair, a pair of pairs, 'valid' or 'same'; "
+                         f"got {padding!r}")
+    if isinstance(padding, (tuple, list)):
+        if len(padding) != 2:
+            raise ValueError(f"padding must be an int, (ph, pw) or ((top, bottom), (left, right)); "
+                             f"got {padding!r}")
+        if all(isinstance(p, (tuple, list)) for p in padding):
+            out = []
+            for axis, pair in zip(("h", "w"), padding):
+                if len(pair) != 2:
+                    raise ValueError(f"padding must be ((top, bottom), (left, right)); got "
+                                     f"{padding!r}")
+                out += [as_int(p, f"padding ({axis})", 0) for p in pair]
+            return tuple(out)
+        ph, pw = as_pair(padding, "padding", 0)
+        return (ph, ph, pw, pw)
+    p = as_int(padding, "padding", 0)
+    return (p, p, p, p)
+
+
+def output_size(size, kernel, stride, dilation, pad_before, pad_after):
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Validate convolution arguments for x (N,C,H,W), weight (F,C//groups,KH,KW) -> ConvGeometry."""
+    N, C, H, W = input_shape
+    F, Cg, KH, KW = weight_shape
+    groups = as_int(groups, "groups", 1)
+    stride = as_pair(stride, "stride", 1)
+    dilation = as_pair(dilation, "dilation", 1)
+    for name, value in (("x channels (C)", C), ("x height", H), ("x width", W),
+                        ("weight filters (F)", F), ("weight channels", Cg),
+                        ("weight height (KH)", KH), ("weight width (KW)", KW)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if C != Cg * groups:
+        raise ValueError(f"x has C={C} channels but weight expects weight.shape[1] * groups = "
+                         f"{Cg} * {groups} = {Cg * groups}")
+    if F % groups:
+        raise ValueError(f"weight.shape[0] (F={F}) must be divisible by groups={groups}")
+    padding = conv_padding(padding, (H, W), (KH, KW), stride, dilation)
+    OH = output_size(H, KH, stride[0], dilation[0], padding[0], padding[1])
+    OW = output_size(W, KW, stride[1], dilation[1], padding[2], padding[3])
+    if OH < 1 or OW < 1:
+        raise ValueError(
+            f"output size would be {OH}x{OW} (< 1): input {H}x{W} with padding {padding} is smaller "
+            f"than the dilated kernel {dilation[0] * (KH - 1) + 1}x{dilation[1] * (KW - 1) + 1}"
+        )
+    biggest = max(C * KH * KW, OH * OW, H * W, F)
+    if biggest > _BLAS_INT_MAX:
+        raise ValueError(f"a GEMM dimension ({biggest}) exceeds BLAS's 32-bit int; split the input")
+    return ConvGeometry(stride, padding, dilation, groups, (N, F, OH, OW))
+
+
+def conv_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Output shape (N, F, OH, OW) of conv2d for x of `input_shape` (N, C, H, W) and weight of
+    `weight_shape` (F, C // groups, KH, KW); raises ValueError/TypeError like conv2d."""
+    input_shape = as_shape(input_shape, "input_shape", 4)
+    weight_shape = as_shape(weight_shape, "weight_shape", 4)
+    return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups).output_shape

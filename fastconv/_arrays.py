@@ -1,0 +1,90 @@
+"""Array checks shared by the public functions: backend dispatch, the dtype rule, layout, out=.
+
+The dtype rule: float32 and float64 are computed natively. Otherwise the inputs' dtypes combine by
+NumPy's promotion (np.result_type); float16 is computed and returned as float32; all-integer or bool
+inputs give float64. Complex, object, string and other dtypes raise TypeError.
+"""
+import numpy as np
+
+from . import _compat
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def backend(**arrays):
+    """The backend module for these arrays (None values ignored): fastconv._cpu or fastconv._gpu.
+
+    Mixing NumPy and CuPy arrays raises TypeError naming the arguments."""
+    on_gpu = {name: _compat.is_cupy_array(a) for name, a in arrays.items() if a is not None}
+    if any(on_gpu.values()):
+        if not all(on_gpu.values()):
+            cpu = [name for name, g in on_gpu.items() if not g]
+            gpu = [name for name, g in on_gpu.items() if g]
+            raise TypeError(f"cannot mix NumPy and CuPy arrays: {', '.join(gpu)} on the GPU but "
+                            f"{', '.join(cpu)} not; move them with cupy.asarray / cupy.asnumpy")
+        from . import _gpu
+
+        return _gpu
+    from . import _cpu
+
+    return _cpu
+
+
+def as_array(a, name, ndim=None):
+    """`a` as an ndarray (NumPy or CuPy), checking ndim; array-likes become NumPy arrays."""
+    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+        try:
+            a = np.asarray(a)
+        except Exception as exc:
+            raise TypeError(f"{name} must be an array, got {type(a).__name__}") from exc
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got {a.ndim}-D with shape {tuple(a.shape)}")
+    return a
+
+
+def compute_dtype(**arrays):
+    """The dtype the computation runs in (see the module docstring), None values ignored."""
+    dtypes = []
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        dt = np.dtype(a.dtype)
+        if dt.kind not in "biuf" or dt.itemsize > 8:
+            raise TypeError(f"{name} must have a real dtype (float32 or float64 are computed "
+                            f"natively), got {dt}")
+        dtypes.append(dt)
+    dt = np.result_type(*dtypes)
+    if dt.kind in "biu":
+        return np.dtype(np.float64)
+    if dt == np.float16:
+        return np.dtype(np.float32)
+    return dt
+
+
+def contiguous(a, dtype):
+    """C-contiguous `a` of `dtype`, copied at most once (cast and layout in the same copy)."""
+    xp = _compat.array_module(a)
+    return xp.ascontiguousarray(a, dtype=dtype)
+
+
+def empty(like, shape, dtype):
+    return _compat.array_module(like).empty(shape, dtype=dtype)
+
+
+def check_out(out, shape, dtype, inputs, name="out"):
+    """Validate a user-provided output array; `inputs` maps names to arrays it must not overlap."""
+    if not hasattr(out, "dtype") or not hasattr(out, "flags"):
+        raise TypeError(f"{name} must be an array, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if not getattr(out.flags, "writeable", True):
+        raise ValueError(f"{name} must be writeable")
+    xp = _compat.array_module(out)
+    for other_name, other in inputs.items():
+        if other is not None and _compat.array_module(other) is xp and xp.shares_memory(out, other):
+            raise ValueError(f"{name} must not share memory with {other_name}")
+    return out

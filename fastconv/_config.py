@@ -1,0 +1,55 @@
+"""show_config(): what was compiled in and what runs, for bug reports and benchmark headers."""
+import platform
+
+import numpy as np
+import scipy
+
+from . import _compat, _threads
+from ._version import __version__
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def config():
+    """The facts show_config prints, as a dict."""
+    return {
+        "fastconv": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "openmp": _threads.openmp_enabled(),
+        "threads": _threads.get_num_threads(),
+        "blas": [
+            {k: info.get(k) for k in ("internal_api", "version", "architecture",
+                                      "threading_layer", "num_threads", "filepath")}
+            for info in _threads.blas_info()
+        ],
+        "openblas_coretype_env": _threads.coretype_env(),
+        "cpu": _cpu_model(),
+        "cupy": getattr(_compat.cupy, "__version__", None),
+        "gpu_available": _compat.gpu_available(),
+    }
+
+
+def show_config():
+    """Print fastconv's version, OpenMP, thread count, BLAS (core type), CPU and GPU support."""
+    c = config()
+    print(f"fastconv {c['fastconv']} (numpy {c['numpy']}, scipy {c['scipy']})")
+    print(f"  OpenMP compiled in: {c['openmp']}")
+    print(f"  threads: {c['threads']} (fastconv.set_num_threads; default honours OMP_NUM_THREADS)")
+    for b in c["blas"]:
+        print(f"  BLAS: {b['internal_api']} {b['version']}, core type {b['architecture']}, "
+              f"{b['threading_layer']}, {b['num_threads']} threads, {b['filepath']}")
+    env = c["openblas_coretype_env"]
+    print(f"  OPENBLAS_CORETYPE: {env if env else '(unset)'}"
+          + ("  <- forces OpenBLAS's kernels for that core; unset it for full speed" if env else ""))
+    print(f"  CPU: {c['cpu']}")
+    print(f"  GPU: cupy {c['cupy']}, device available: {c['gpu_available']}")

@@ -1,0 +1,99 @@
+"""Who owns the cores: the thread count of fastconv's kernels, and BLAS held to one thread meanwhile.
+
+fastconv's kernels parallelise with OpenMP and call single-threaded GEMMs from each thread. SciPy's
+OpenBLAS is a pthreads build with its own pool: left alone it would start its threads inside ours
+(oversubscription) or keep them spinning next to ours. So while a kernel runs, BLAS is limited to one
+thread and restored afterwards. The limit is reference-counted so that concurrent calls from several
+Python threads neither fight over it nor leave it changed.
+"""
+import operator
+import os
+import threading
+
+from . import _cpu_conv
+
+_lock = threading.Lock()
+_num_threads = None  # None: OpenMP's default (OMP_NUM_THREADS or the number of cores)
+_blas = None  # threadpoolctl controllers of the loaded BLAS libraries, found on first use
+_blas_depth = 0
+_blas_saved = []
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP (else they run on one thread)."""
+    return _cpu_conv.openmp_enabled()
+
+
+def get_num_threads():
+    """The number of threads fastconv's CPU kernels use."""
+    if _num_threads is not None:
+        return _num_threads
+    return max(1, int(_cpu_conv.omp_max_threads()))
+
+
+def set_num_threads(n):
+    """Set the number of threads of fastconv's CPU kernels (process-wide); None restores the default.
+
+    The default honours OMP_NUM_THREADS, else uses every core. Returns the previous value.
+    """
+    global _num_threads
+    previous = get_num_threads()
+    if n is None:
+        _num_threads = None
+        return previous
+    if isinstance(n, bool):
+        raise TypeError("n must be an int >= 1 or None, got bool")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an int >= 1 or None, got {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _num_threads = int(n)
+    return previous
+
+
+def _blas_controllers():
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    return _blas
+
+
+class _BlasSingleThread:
+    """Context manager: BLAS on one thread while at least one kernel runs."""
+
+    def __enter__(self):
+        global _blas_depth, _blas_saved
+        with _lock:
+            if _blas_depth == 0:
+                controllers = _blas_controllers()
+                _blas_saved = [c.get_num_threads() for c in controllers]
+                for c, n in zip(controllers, _blas_saved):
+                    if n != 1:
+                        c.set_num_threads(1)
+            _blas_depth += 1
+
+    def __exit__(self, *exc):
+        global _blas_depth
+        with _lock:
+            _blas_depth -= 1
+            if _blas_depth == 0:
+                for c, n in zip(_blas_controllers(), _blas_saved):
+                    if n != 1:
+                        c.set_num_threads(n)
+        return False
+
+
+blas_single_thread = _BlasSingleThread()
+
+
+def blas_info():
+    """The BLAS libraries SciPy/NumPy loaded, as threadpoolctl reports them (list of dicts)."""
+    return [c.info() for c in _blas_controllers()]
+
+
+def coretype_env():
+    return os.environ.get("OPENBLAS_CORETYPE")

@@ -1,0 +1,173 @@
+"""Public 2-D convolution: conv2d and its gradients (NCHW, cross-correlation, torch's semantics).
+
+Each function validates in Python, picks the backend from the array type (NumPy -> CPU kernels,
+CuPy -> GPU kernels), makes the inputs C-contiguous of the computed dtype (at most one copy each),
+allocates the result and calls the backend. Inputs are never modified.
+"""
+from . import _arrays
+from ._args import as_shape, conv_geometry
+
+_NEEDS = ("input", "weight", "bias")
+_ACTIVATIONS = (None, "relu")
+
+
+def _kernel_args(geom):
+    """Backend arguments: stride, (pad_top, pad_left), dilation, groups."""
+    return geom.stride, (geom.padding[0], geom.padding[2]), geom.dilation, geom.groups
+
+
+def _check_grad_out(grad_out, shape):
+    if tuple(grad_out.shape) != tuple(shape):
+        raise ValueError(f"grad_out must have the conv output's shape {tuple(shape)}, "
+                         f"got {tuple(grad_out.shape)}")
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           activation=None, out=None):
+    """2-D convolution (cross-correlation) of a batch of images.
+
+    Parameters
+    ----------
+    x : ndarray (N, C, H, W)
+    weight : ndarray (F, C // groups, KH, KW)
+    bias : ndarray (F,) or None
+    stride, dilation : int or (h, w)
+    padding : int, (ph, pw), ((top, bottom), (left, right)), 'valid' or 'same'
+        'same' follows TensorFlow's rule, also with stride > 1: OH = ceil(H / stride_h), the odd
+        extra row/column of padding goes to the bottom/right.
+    groups : int dividing C and F (groups = C is depthwise).
+    activation : None or 'relu' (fused with the bias in the same pass).
+    out : ndarray (N, F, OH, OW), optional; C-contiguous, of the result dtype, not overlapping an
+        input. Written and returned.
+
+    Returns
+    -------
+    y : ndarray (N, F, OH, OW), float32 or float64 (see the dtype rule in the README), on the
+        inputs' device (NumPy or CuPy).
+    """
+    be = _arrays.backend(x=x, weight=weight, bias=bias, out=out)
+    x = _arrays.as_array(x, "x", 4)
+    weight = _arrays.as_array(weight, "weight", 4)
+    if bias is not None:
+        bias = _arrays.as_array(bias, "bias", 1)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must have shape ({weight.shape[0]},) (one per filter), "
+                             f"got {tuple(bias.shape)}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    dtype = _arrays.compute_dtype(x=x, weight=weight, bias=bias)
+    if out is not None:
+        y = _arrays.check_out(out, geom.output_shape, dtype, {"x": x, "weight": weight, "bias": bias})
+    else:
+        y = _arrays.empty(x, geom.output_shape, dtype)
+    if y.size == 0:
+        return y
+    x = _arrays.contiguous(x, dtype)
+    weight = _arrays.contiguous(weight, dtype)
+    if bias is not None:
+        bias = _arrays.contiguous(bias, dtype)
+    be.conv2d_forward(x, weight, bias, y, *_kernel_args(geom), activation == "relu")
+    return y
+
+
+def _as_needs(needs):
+    if isinstance(needs, str):
+        needs = (needs,)
+    try:
+        needs = tuple(needs)
+    except TypeError:
+        raise TypeError(f"needs must be a tuple of names from {_NEEDS}, got {needs!r}") from None
+    unknown = [n for n in needs if n not in _NEEDS]
+    if unknown:
+        raise ValueError(f"needs must name gradients from {_NEEDS}, got unknown {unknown!r}")
+    return set(needs)
+
+
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    needs=_NEEDS):
+    """Gradients of conv2d with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_out : ndarray (N, F, OH, OW), the gradient of the loss with respect to conv2d's output.
+    x : ndarray (N, C, H, W), weight : ndarray (F, C // groups, KH, KW): conv2d's inputs.
+    stride, padding, dilation, groups : as given to conv2d.
+    needs : names from ("input", "weight", "bias"); gradients not named are not computed.
+
+    Returns
+    -------
+    (grad_input (N, C, H, W), grad_weight (F, C // groups, KH, KW), grad_bias (F,)), each None
+    when not in `needs`; dtype: the dtype rule over (grad_out, x, weight).
+    """
+    needs = _as_needs(needs)
+    be = _arrays.backend(grad_out=grad_out, x=x, weight=weight)
+    grad_out = _arrays.as_array(grad_out, "grad_out", 4)
+    x = _arrays.as_array(x, "x", 4)
+    weight = _arrays.as_array(weight, "weight", 4)
+    geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    _check_grad_out(grad_out, geom.output_shape)
+    dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
+    grad_out = _arrays.contiguous(grad_out, dtype)
+    grad_input = grad_weight = grad_bias = None
+    if "input" in needs:
+        grad_input = _grad_input(be, grad_out, _arrays.contiguous(weight, dtype), x.shape, geom)
+    if "weight" in needs:
+        grad_weight = _grad_weight(be, grad_out, _arrays.contiguous(x, dtype), weight.shape, geom)
+    if "bias" in needs:
+        grad_bias = _arrays.empty(grad_out, (weight.shape[0],), dtype)
+        if grad_out.size == 0:
+            grad_bias[...] = 0
+        else:
+            be.conv2d_grad_bias(grad_out, grad_bias)
+    return grad_input, grad_weight, grad_bias
+
+
+def _grad_input(be, grad_out, weight, input_shape, geom):
+    grad_input = _arrays.empty(grad_out, input_shape, grad_out.dtype)
+    if grad_input.size:
+        be.conv2d_grad_input(grad_out, weight, grad_input, *_kernel_args(geom))
+    return grad_input
+
+
+def _grad_weight(be, grad_out, x, weight_shape, geom):
+    grad_weight = _arrays.empty(grad_out, weight_shape, grad_out.dtype)
+    if grad_out.size == 0:
+        grad_weight[...] = 0
+    else:
+        be.conv2d_grad_weight(grad_out, x, grad_weight, *_kernel_args(geom))
+    return grad_weight
+
+
+def conv2d_grad_input(grad_out, weight, input_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Gradient of conv2d with respect to its input.
+
+    grad_out (N, F, OH, OW), weight (F, C // groups, KH, KW), input_shape (N, C, H, W)
+    -> grad_input (N, C, H, W).
+    """
+    be = _arrays.backend(grad_out=grad_out, weight=weight)
+    grad_out = _arrays.as_array(grad_out, "grad_out", 4)
+    weight = _arrays.as_array(weight, "weight", 4)
+    input_shape = as_shape(input_shape, "input_shape", 4)
+    geom = conv_geometry(input_shape, weight.shape, stride, padding, dilation, groups)
+    _check_grad_out(grad_out, geom.output_shape)
+    dtype = _arrays.compute_dtype(grad_out=grad_out, weight=weight)
+    return _grad_input(be, _arrays.contiguous(grad_out, dtype), _arrays.contiguous(weight, dtype),
+                       input_shape, geom)
+
+
+def conv2d_grad_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Gradient of conv2d with respect to its weight.
+
+    grad_out (N, F, OH, OW), x (N, C, H, W), weight_shape (F, C // groups, KH, KW)
+    -> grad_weight (F, C // groups, KH, KW).
+    """
+    be = _arrays.backend(grad_out=grad_out, x=x)
+    grad_out = _arrays.as_array(grad_out, "grad_out", 4)
+    x = _arrays.as_array(x, "x", 4)
+    weight_shape = as_shape(weight_shape, "weight_shape", 4)
+    geom = conv_geometry(x.shape, weight_shape, stride, padding, dilation, groups)
+    _check_grad_out(grad_out, geom.output_shape)
+    dtype = _arrays.compute_dtype(grad_out=grad_out, x=x)
+    return _grad_weight(be, _arrays.contiguous(grad_out, dtype), _arrays.contiguous(x, dtype),
+                        weight_shape, geom)

@@ -1,0 +1,134 @@
+# Direct convolution for one input channel per group (depthwise, and C = 1): a GEMM would have an
+# inner dimension of KH * KW only, so loops over taps with a contiguous inner row are faster.
+# Output channel f reads input channel f // (F // groups). Every output element is owned by one
+# work item and summed in a fixed order: results do not depend on the thread count.
+from cython.parallel cimport prange
+from libc.string cimport memset
+
+from _types cimport real
+from im2col cimport end_valid, first_valid
+
+
+cdef void _plane_forward(const real* xc, const real* wf, real* yf, real b, bint relu,
+                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
+                         Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
+    cdef Py_ssize_t kh, kw, oh, ow, ih, lo, hi, offset, j
+    cdef real wv, v
+    cdef real* yrow
+    cdef const real* xrow
+    for j in range(OH * OW):
+        yf[j] = b
+    for kh in range(KH):
+        for kw in range(KW):
+            wv = wf[kh * KW + kw]
+            offset = kw * dw - pl
+            lo = first_valid(OW, W, sw, offset)
+            hi = end_valid(OW, W, sw, offset)
+            for oh in range(OH):
+                ih = oh * sh - pt + kh * dh
+                if ih < 0 or ih >= H:
+                    continue
+                yrow = yf + oh * OW
+                xrow = xc + ih * W + offset
+                if sw == 1:
+                    for ow in range(lo, hi):
+                        yrow[ow] = yrow[ow] + wv * xrow[ow]
+                else:
+                    for ow in range(lo, hi):
+                        yrow[ow] = yrow[ow] + wv * xrow[ow * sw]
+    if relu:
+        for j in range(OH * OW):
+            v = yf[j]
+            yf[j] = v if v > 0 else 0
+
+
+def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const real[::1] bias,
+            real[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, bint has_bias, bint relu,
+            int num_threads):
+    """y[n, f] = sum over taps of weight[f, 0] * x[n, f // (F // groups)] (+ bias) (then ReLU)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
+    cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], mult = F // groups, item, n, f
+    cdef const real* xp = &x[0, 0, 0, 0]
+    cdef const real* wp = &weight[0, 0, 0, 0]
+    cdef real* yp = &y[0, 0, 0, 0]
+    with nogil:
+        for item in prange(N * F, num_threads=num_threads, schedule="static"):
+            n = item // F
+            f = item - n * F
+            _plane_forward(xp + (n * C + f // mult) * H * W, wp + f * KH * KW,
+                           yp + item * OH * OW, bias[f] if has_bias else 0, relu,
+                           H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw)
+
+
+def grad_input(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] weight,
+               real[:, :, :, ::1] grad_x, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+               Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int num_threads):
+    """grad_x[n, c] = sum over c's output channels and taps of weight * grad_y (a scatter per plane)."""
+    cdef Py_ssize_t N = grad_x.shape[0], C = grad_x.shape[1], H = grad_x.shape[2]
+    cdef Py_ssize_t W = grad_x.shape[3], F = weight.shape[0], KH = weight.shape[2]
+    cdef Py_ssize_t KW = weight.shape[3], OH = grad_y.shape[2], OW = grad_y.shape[3]
+    cdef Py_ssize_t mult = F // groups, item, n, c, f, kh, kw, oh, ow, ih, lo, hi, offset
+    cdef real wv
+    cdef real* dxrow
+    cdef const real* dyrow
+    cdef const real* dy = &grad_y[0, 0, 0, 0]
+    cdef const real* wp = &weight[0, 0, 0, 0]
+    cdef real* dx = &grad_x[0, 0, 0, 0]
+    with nogil:
+        for item in prange(N * C, num_threads=num_threads, schedule="static"):
+            n = item // C
+            c = item - n * C
+            memset(dx + item * H * W, 0, H * W * sizeof(real))
+            for f in range(c * mult, (c + 1) * mult):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        wv = wp[f * KH * KW + kh * KW + kw]
+                        offset = kw * dw - pl
+                        lo = first_valid(OW, W, sw, offset)
+                        hi = end_valid(OW, W, sw, offset)
+                        for oh in range(OH):
+                            ih = oh * sh - pt + kh * dh
+                            if ih < 0 or ih >= H:
+                                continue
+                            dxrow = dx + item * H * W + ih * W + offset
+                            dyrow = dy + ((n * F + f) * OH + oh) * OW
+                            for ow in range(lo, hi):
+                                dxrow[ow * sw] = dxrow[ow * sw] + wv * dyrow[ow]
+
+
+def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
+                real[:, :, :, ::1] grad_w, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int num_threads):
+    """grad_w[f, 0, kh, kw] = sum over images and positions of grad_y * x at that tap."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = grad_w.shape[0], KH = grad_w.shape[2], KW = grad_w.shape[3]
+    cdef Py_ssize_t OH = grad_y.shape[2], OW = grad_y.shape[3], mult = F // groups
+    cdef Py_ssize_t f, n, kh, kw, oh, ow, ih, lo, hi, offset
+    cdef real acc
+    cdef const real* xrow
+    cdef const real* dyrow
+    cdef const real* dy = &grad_y[0, 0, 0, 0]
+    cdef const real* xp = &x[0, 0, 0, 0]
+    cdef real* dwp = &grad_w[0, 0, 0, 0]
+    with nogil:
+        for f in prange(F, num_threads=num_threads, schedule="dynamic"):
+            memset(dwp + f * KH * KW, 0, KH * KW * sizeof(real))
+            for n in range(N):
+                for oh in range(OH):
+                    dyrow = dy + ((n * F + f) * OH + oh) * OW
+                    for kh in range(KH):
+                        ih = oh * sh - pt + kh * dh
+                        if ih < 0 or ih >= H:
+                            continue
+                        for kw in range(KW):
+                            offset = kw * dw - pl
+                            lo = first_valid(OW, W, sw, offset)
+                            hi = end_valid(OW, W, sw, offset)
+                            xrow = xp + ((n * C + f // mult) * H + ih) * W + offset
+                            acc = 0
+                            for ow in range(lo, hi):
+                                acc = acc + dyrow[ow] * xrow[ow * sw]
+                            dwp[(f * KH + kh) * KW + kw] = dwp[(f * KH + kh) * KW + kw] + acc
