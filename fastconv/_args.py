@@ -121,3 +121,30 @@ def conv_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1
     input_shape = as_shape(input_shape, "input_shape", 4)
     weight_shape = as_shape(weight_shape, "weight_shape", 4)
     return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups).output_shape
+
+
+PoolGeometry = namedtuple("PoolGeometry", "kernel stride padding output_shape")
+PoolGeometry.__doc__ = "Normalised pooling arguments: (h, w) pairs and output_shape (N, C, OH, OW)."
+
+
+def pool_geometry(input_shape, kernel_size, stride=None, padding=0):
+    """Validate pooling arguments for x (N, C, H, W) -> PoolGeometry (floor mode, like torch)."""
+    N, C, H, W = input_shape
+    kernel = as_pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else as_pair(stride, "stride", 1)
+    padding = as_pair(padding, "padding", 0)
+    for axis, k, p in zip(("h", "w"), kernel, padding):
+        if 2 * p > k:
+            raise ValueError(f"padding ({axis}) must be at most half the kernel size {k}, got {p}")
+    OH = output_size(H, kernel[0], stride[0], 1, padding[0], padding[0])
+    OW = output_size(W, kernel[1], stride[1], 1, padding[1], padding[1])
+    if OH < 1 or OW < 1:
+        raise ValueError(f"output size would be {OH}x{OW} (< 1): input {H}x{W} with padding "
+                         f"{padding} is smaller than kernel_size {kernel}")
+    return PoolGeometry(kernel, stride, padding, (N, C, OH, OW))
+
+
+def pool_output_shape(input_shape, kernel_size, stride=None, padding=0):
+    """Output shape (N, C, OH, OW) of max_pool2d/avg_pool2d for x of `input_shape` (N, C, H, W)."""
+    input_shape = as_shape(input_shape, "input_shape", 4)
+    return pool_geometry(input_shape, kernel_size, stride, padding).output_shape

@@ -1,30 +1,55 @@
-"""The only place that imports CuPy: optional, and never required to import fastconv."""
+"""The one place fastconv imports CuPy.
+
+Everything else asks this module: ``cupy`` is the module or ``None``; :func:`gpu_available`
+says whether a CUDA device can be used; :func:`is_cupy_array` and :func:`array_module` look at
+an array without importing CuPy themselves.
+"""
+from __future__ import annotations
+
 import functools
 
-import numpy as np
+import numpy
 
 try:
     import cupy
-except Exception:  # not installed, or installed without a usable CUDA runtime
+except Exception as exc:  # not only ImportError: a broken CUDA install can fail in many ways
     cupy = None
+    CUPY_IMPORT_ERROR: str | None = f"{type(exc).__name__}: {exc}"
+else:
+    CUPY_IMPORT_ERROR = None
 
-
-def is_cupy_array(a):
-    """True for a CuPy ndarray; never imports CuPy."""
-    return type(a).__module__.startswith("cupy")
-
-
-def array_module(a):
-    """numpy or cupy, whichever `a` belongs to."""
-    return cupy if (cupy is not None and is_cupy_array(a)) else np
+INSTALL_HINT = (
+    'install CuPy with `pip install "fastconv[gpu]"`, or the CuPy wheel built for your CUDA '
+    "version, e.g. `pip install cupy-cuda12x` (CUDA 12) or `pip install cupy-cuda13x` (CUDA 13)"
+)
 
 
 @functools.lru_cache(maxsize=None)
-def gpu_available():
-    """CuPy importable and at least one CUDA device visible; never raises."""
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device. Cached; never raises."""
     if cupy is None:
         return False
     try:
         return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
+    except Exception:  # no driver, a driver too old for the runtime, no device: all "no GPU"
         return False
+
+
+def is_cupy_array(a) -> bool:
+    """True when ``a`` is a CuPy array (checked by its type's module, without importing CuPy)."""
+    return type(a).__module__.startswith("cupy")
+
+
+def require_cupy():
+    """Return the cupy module, or raise RuntimeError saying how to install it."""
+    if cupy is None:
+        detail = f" (importing cupy failed: {CUPY_IMPORT_ERROR})" if CUPY_IMPORT_ERROR else ""
+        raise RuntimeError(f"fastconv's GPU backend needs CuPy{detail}; {INSTALL_HINT}")
+    return cupy
+
+
+def array_module(a):
+    """``cupy`` for a CuPy array, else ``numpy``."""
+    if is_cupy_array(a):
+        return require_cupy()
+    return numpy

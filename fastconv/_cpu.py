@@ -1,11 +1,12 @@
 """CPU backend: the backend interface (docs/INTERNALS.md) over the compiled kernels.
 
 Arguments arrive validated and C-contiguous; outputs are preallocated. Each op picks its kernel,
-hands it the thread count and holds BLAS to one thread while the kernel's OpenMP threads run.
+hands it the thread count and, where the kernel calls BLAS from OpenMP threads, holds BLAS to one
+thread meanwhile.
 """
 import numpy as np
 
-from . import _cpu_conv, _cpu_depthwise
+from . import _cpu_conv, _cpu_dense, _cpu_depthwise, _cpu_pool
 from ._threads import blas_single_thread, get_num_threads
 
 OPS = (
@@ -13,6 +14,15 @@ OPS = (
     "conv2d_grad_input",
     "conv2d_grad_weight",
     "conv2d_grad_bias",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "relu_backward",
+    "linear_forward",
+    "linear_backward",
+    "softmax_cross_entropy_forward",
+    "softmax_cross_entropy_backward",
 )
 
 
@@ -21,10 +31,13 @@ def _conv_kernel(weight):
     return _cpu_depthwise if weight.shape[1] == 1 else _cpu_conv
 
 
+def _bias_or_empty(bias, dtype):
+    # The kernels take a typed memoryview; an empty one stands for "no bias".
+    return (np.empty(0, dtype=dtype), False) if bias is None else (bias, True)
+
+
 def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
-    has_bias = bias is not None
-    if not has_bias:
-        bias = np.empty(0, dtype=x.dtype)
+    bias, has_bias = _bias_or_empty(bias, x.dtype)
     with blas_single_thread:
         _conv_kernel(weight).forward(x, weight, bias, y, *stride, *padding, *dilation, groups,
                                      has_bias, relu, get_num_threads())
@@ -44,3 +57,50 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
 
 def conv2d_grad_bias(grad_y, grad_bias):
     _cpu_conv.grad_bias(grad_y, grad_bias, get_num_threads())
+
+
+def max_pool2d_forward(x, y, indices, kernel, stride, padding):
+    _cpu_pool.max_forward(x, y, indices, *kernel, *stride, *padding, get_num_threads())
+
+
+def max_pool2d_backward(grad_y, indices, grad_x):
+    _cpu_pool.max_backward(grad_y, indices, grad_x, get_num_threads())
+
+
+def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad):
+    _cpu_pool.avg_forward(x, y, *kernel, *stride, *padding, count_include_pad, get_num_threads())
+
+
+def avg_pool2d_backward(grad_y, grad_x, kernel, stride, padding, count_include_pad):
+    _cpu_pool.avg_backward(grad_y, grad_x, *kernel, *stride, *padding, count_include_pad,
+                           get_num_threads())
+
+
+def relu_backward(grad_y, y, grad_x):
+    _cpu_dense.relu_backward(grad_y.reshape(-1), y.reshape(-1), grad_x.reshape(-1),
+                             get_num_threads())
+
+
+def linear_forward(x, weight, bias, y, relu):
+    bias, has_bias = _bias_or_empty(bias, x.dtype)
+    with blas_single_thread:
+        _cpu_dense.linear_forward(x, weight, bias, y, has_bias, relu, get_num_threads())
+
+
+def linear_backward(grad_y, x, weight, grad_x, grad_weight, grad_bias):
+    with blas_single_thread:
+        if grad_x is not None:
+            _cpu_dense.linear_grad_input(grad_y, weight, grad_x, get_num_threads())
+        if grad_weight is not None:
+            _cpu_dense.linear_grad_weight(grad_y, x, grad_weight, get_num_threads())
+    if grad_bias is not None:
+        _cpu_dense.column_sums(grad_y, grad_bias)
+
+
+def softmax_cross_entropy_forward(logits, labels, log_probs, losses):
+    _cpu_dense.softmax_xent_forward(logits, labels, log_probs, losses, get_num_threads())
+
+
+def softmax_cross_entropy_backward(log_probs, labels, grad_logits, scale):
+    _cpu_dense.softmax_xent_backward(log_probs, labels, grad_logits, float(scale),
+                                     get_num_threads())

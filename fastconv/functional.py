@@ -1,6 +1,9 @@
 """The public functional namespace: every op of fastconv, NumPy or CuPy arrays in and out."""
-from ._args import conv_output_shape
+from ._args import conv_output_shape, pool_output_shape
 from .conv import conv2d, conv2d_backward, conv2d_grad_input, conv2d_grad_weight
+from .ops import (linear, linear_backward, relu, relu_backward, softmax_cross_entropy,
+                  softmax_cross_entropy_backward)
+from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
     "conv2d",
@@ -8,4 +11,15 @@ __all__ = [
     "conv2d_grad_input",
     "conv2d_grad_weight",
     "conv_output_shape",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "pool_output_shape",
+    "relu",
+    "relu_backward",
+    "linear",
+    "linear_backward",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_backward",
 ]

@@ -1,0 +1,93 @@
+"""Public 2-D max and average pooling and their gradients (NCHW, floor mode, torch's semantics)."""
+import numpy as np
+
+from . import _arrays
+from ._args import as_shape, pool_geometry
+
+
+def _input(x):
+    x = _arrays.as_array(x, "x", 4)
+    return x, _arrays.compute_dtype(x=x)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
+    """Max pooling.
+
+    x (N, C, H, W); kernel_size, stride (default: kernel_size), padding: int or (h, w); padding at
+    most half the kernel, padded cells never win. Returns y (N, C, OH, OW), and with
+    return_indices also indices (N, C, OH, OW) int64: ih * W + iw of each max within its plane
+    (ties: the first in row-major order; a NaN in the window wins), what max_pool2d_backward needs.
+    """
+    be = _arrays.backend(x=x)
+    x, dtype = _input(x)
+    geom = pool_geometry(x.shape, kernel_size, stride, padding)
+    y = _arrays.empty(x, geom.output_shape, dtype)
+    indices = _arrays.empty(x, geom.output_shape, np.int64)
+    if y.size:
+        be.max_pool2d_forward(_arrays.contiguous(x, dtype), y, indices, geom.kernel, geom.stride,
+                              geom.padding)
+    return (y, indices) if return_indices else y
+
+
+def max_pool2d_backward(grad_out, indices, input_shape):
+    """Gradient of max_pool2d: grad_out (N, C, OH, OW) and the indices from
+    max_pool2d(..., return_indices=True) -> grad_input of `input_shape` (N, C, H, W)."""
+    be = _arrays.backend(grad_out=grad_out, indices=indices)
+    grad_out = _arrays.as_array(grad_out, "grad_out", 4)
+    indices = _arrays.as_array(indices, "indices", 4)
+    N, C, H, W = as_shape(input_shape, "input_shape", 4)
+    if tuple(indices.shape) != tuple(grad_out.shape):
+        raise ValueError(f"indices must have grad_out's shape {tuple(grad_out.shape)}, "
+                         f"got {tuple(indices.shape)}")
+    if grad_out.shape[:2] != (N, C):
+        raise ValueError(f"grad_out must have shape ({N}, {C}, OH, OW) for input_shape "
+                         f"{(N, C, H, W)}, got {tuple(grad_out.shape)}")
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer array (from max_pool2d), got {indices.dtype}")
+    dtype = _arrays.compute_dtype(grad_out=grad_out)
+    grad_x = _arrays.empty(grad_out, (N, C, H, W), dtype)
+    if grad_out.size == 0:
+        grad_x[...] = 0
+        return grad_x
+    if int(indices.min()) < 0 or int(indices.max()) >= H * W:
+        raise ValueError(f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape "
+                         f"{(N, C, H, W)}")
+    be.max_pool2d_backward(_arrays.contiguous(grad_out, dtype),
+                           _arrays.contiguous(indices, np.int64), grad_x)
+    return grad_x
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Average pooling: x (N, C, H, W) -> y (N, C, OH, OW).
+
+    count_include_pad=True (torch's default) divides every window by KH*KW, padded zeros included;
+    False divides by the number of cells inside the image.
+    """
+    be = _arrays.backend(x=x)
+    x, dtype = _input(x)
+    geom = pool_geometry(x.shape, kernel_size, stride, padding)
+    y = _arrays.empty(x, geom.output_shape, dtype)
+    if y.size:
+        be.avg_pool2d_forward(_arrays.contiguous(x, dtype), y, geom.kernel, geom.stride,
+                              geom.padding, bool(count_include_pad))
+    return y
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        count_include_pad=True):
+    """Gradient of avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`."""
+    be = _arrays.backend(grad_out=grad_out)
+    grad_out = _arrays.as_array(grad_out, "grad_out", 4)
+    input_shape = as_shape(input_shape, "input_shape", 4)
+    geom = pool_geometry(input_shape, kernel_size, stride, padding)
+    if tuple(grad_out.shape) != geom.output_shape:
+        raise ValueError(f"grad_out must have shape {geom.output_shape}, got "
+                         f"{tuple(grad_out.shape)}")
+    dtype = _arrays.compute_dtype(grad_out=grad_out)
+    grad_x = _arrays.empty(grad_out, input_shape, dtype)
+    if grad_out.size == 0:
+        grad_x[...] = 0
+        return grad_x
+    be.avg_pool2d_backward(_arrays.contiguous(grad_out, dtype), grad_x, geom.kernel, geom.stride,
+                           geom.padding, bool(count_include_pad))
+    return grad_x

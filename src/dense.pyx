@@ -1,0 +1,114 @@
+# The trainer's dense hot path: linear layers over SciPy's GEMM, ReLU backward, and a stable
+# log-softmax + cross-entropy. Row blocks have a fixed size (not a per-thread share), so results do
+# not depend on the thread count.
+from cython.parallel cimport prange
+from libc.math cimport exp, log
+
+from _types cimport real
+from _blas cimport gemm
+
+cdef enum:
+    ROW_BLOCK = 64
+
+
+cdef inline void _bias_relu_rows(real* y, const real* bias, bint has_bias, bint relu,
+                                 Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef real v
+    for i in range(rows):
+        for j in range(cols):
+            v = y[i * cols + j] + (bias[j] if has_bias else 0)
+            y[i * cols + j] = v if (v > 0 or not relu) else 0
+
+
+def linear_forward(const real[:, ::1] x, const real[:, ::1] weight, const real[::1] bias,
+                   real[:, ::1] y, bint has_bias, bint relu, int num_threads):
+    """y (N, OUT) = x (N, IN) @ weight (OUT, IN)^T (+ bias) (then ReLU)."""
+    cdef Py_ssize_t N = x.shape[0], IN = x.shape[1], OUT = weight.shape[0]
+    cdef Py_ssize_t blocks = (N + ROW_BLOCK - 1) // ROW_BLOCK, blk, r0, r1
+    cdef const real* b = &bias[0] if has_bias else NULL
+    with nogil:
+        for blk in prange(blocks, num_threads=num_threads, schedule="static"):
+            r0 = blk * ROW_BLOCK
+            r1 = min(N, r0 + ROW_BLOCK)
+            gemm(False, True, <int>(r1 - r0), <int>OUT, <int>IN, <real>1, &x[r0, 0], <int>IN,
+                 &weight[0, 0], <int>IN, <real>0, &y[r0, 0], <int>OUT)
+            _bias_relu_rows(&y[r0, 0], b, has_bias, relu, r1 - r0, OUT)
+
+
+def linear_grad_input(const real[:, ::1] grad_y, const real[:, ::1] weight, real[:, ::1] grad_x,
+                      int num_threads):
+    """grad_x (N, IN) = grad_y (N, OUT) @ weight (OUT, IN)."""
+    cdef Py_ssize_t N = grad_y.shape[0], OUT = grad_y.shape[1], IN = weight.shape[1]
+    cdef Py_ssize_t blocks = (N + ROW_BLOCK - 1) // ROW_BLOCK, blk, r0, r1
+    with nogil:
+        for blk in prange(blocks, num_threads=num_threads, schedule="static"):
+            r0 = blk * ROW_BLOCK
+            r1 = min(N, r0 + ROW_BLOCK)
+            gemm(False, False, <int>(r1 - r0), <int>IN, <int>OUT, <real>1, &grad_y[r0, 0],
+                 <int>OUT, &weight[0, 0], <int>IN, <real>0, &grad_x[r0, 0], <int>IN)
+
+
+def linear_grad_weight(const real[:, ::1] grad_y, const real[:, ::1] x, real[:, ::1] grad_w,
+                       int num_threads):
+    """grad_w (OUT, IN) = grad_y (N, OUT)^T @ x (N, IN); blocks of OUT rows, no reduction."""
+    cdef Py_ssize_t N = grad_y.shape[0], OUT = grad_y.shape[1], IN = x.shape[1]
+    cdef Py_ssize_t blocks = (OUT + ROW_BLOCK - 1) // ROW_BLOCK, blk, r0, r1
+    with nogil:
+        for blk in prange(blocks, num_threads=num_threads, schedule="static"):
+            r0 = blk * ROW_BLOCK
+            r1 = min(OUT, r0 + ROW_BLOCK)
+            gemm(True, False, <int>(r1 - r0), <int>IN, <int>N, <real>1, &grad_y[0, r0], <int>OUT,
+                 &x[0, 0], <int>IN, <real>0, &grad_w[r0, 0], <int>IN)
+
+
+def column_sums(const real[:, ::1] a, real[::1] out):
+    """out[j] = sum over rows of a[:, j], accumulated in double in row order."""
+    cdef Py_ssize_t N = a.shape[0], M = a.shape[1], i, j
+    cdef double[::1] acc = __import__("numpy").zeros(M)
+    with nogil:
+        for i in range(N):
+            for j in range(M):
+                acc[j] += a[i, j]
+        for j in range(M):
+            out[j] = <real>acc[j]
+
+
+def relu_backward(const real[::1] grad_y, const real[::1] y, real[::1] grad_x, int num_threads):
+    """grad_x = grad_y where y > 0, else 0 (flat arrays)."""
+    cdef Py_ssize_t i, n = grad_y.shape[0]
+    with nogil:
+        for i in prange(n, num_threads=num_threads if n > 65536 else 1, schedule="static"):
+            grad_x[i] = grad_y[i] if y[i] > 0 else 0
+
+
+def softmax_xent_forward(const real[:, ::1] logits, const long long[::1] labels,
+                         real[:, ::1] log_probs, real[::1] losses, int num_threads):
+    """log_probs = logits - logsumexp(logits) per row (max-subtracted); losses = -log_probs[label]."""
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], i, j
+    cdef real m, lse
+    cdef double s
+    with nogil:
+        for i in prange(N, num_threads=num_threads if N * K > 65536 else 1, schedule="static"):
+            m = logits[i, 0]
+            for j in range(1, K):
+                if logits[i, j] > m or logits[i, j] != logits[i, j]:
+                    m = logits[i, j]
+            s = 0
+            for j in range(K):
+                s = s + exp(<double>(logits[i, j] - m))
+            lse = m + <real>log(s)
+            for j in range(K):
+                log_probs[i, j] = logits[i, j] - lse
+            losses[i] = -log_probs[i, labels[i]]
+
+
+def softmax_xent_backward(const real[:, ::1] log_probs, const long long[::1] labels,
+                          real[:, ::1] grad_logits, double scale, int num_threads):
+    """grad_logits = (softmax - onehot(labels)) * scale."""
+    cdef Py_ssize_t N = log_probs.shape[0], K = log_probs.shape[1], i, j
+    with nogil:
+        for i in prange(N, num_threads=num_threads if N * K > 65536 else 1, schedule="static"):
+            for j in range(K):
+                grad_logits[i, j] = <real>(exp(<double>log_probs[i, j]) * scale)
+            grad_logits[i, labels[i]] -= <real>scale
