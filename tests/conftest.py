@@ -1,0 +1,103 @@
+"""Shared fixtures: the array backend (NumPy / CuPy), per-dtype tolerances, the hypothesis profile."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+# pytest runs with --import-mode=importlib (see pyproject.toml), which keeps tests/ off sys.path;
+# put it back so the test modules can `import reference`.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+try:
+    from hypothesis import settings
+except ImportError:  # the property tests skip themselves without hypothesis
+    pass
+else:
+    settings.register_profile("ci", max_examples=30, deadline=None)
+    settings.register_profile("thorough", max_examples=500, deadline=None)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _to_numpy(a):
+    if isinstance(a, np.ndarray) or np.isscalar(a):
+        return np.asarray(a)
+    return a.get()  # cupy.ndarray
+
+
+class Backend:
+    """The array module a test runs on: `xp` is numpy or cupy."""
+
+    def __init__(self, name, xp):
+        self.name = name
+        self.xp = xp
+
+    def to_device(self, a):
+        return a if self.xp is np else self.xp.asarray(a)
+
+    def to_numpy(self, a):
+        return _to_numpy(a)
+
+    def __repr__(self):
+        return f"Backend({self.name})"
+
+
+def _gpu_backend():
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install raising at import
+        pytest.skip(f"cupy not importable: {exc}")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        pytest.skip(f"no CUDA device: {exc}")
+    if count < 1:
+        pytest.skip("no CUDA device")
+    return Backend("gpu", cupy)
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def backend(request):
+    if request.param == "cpu":
+        return Backend("cpu", np)
+    return _gpu_backend()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240611)
+
+
+def tolerance(dtype, reduction=1):
+    """rtol/atol for a result of `dtype` that sums `reduction` products of O(1) random values.
+
+    Such a sum has magnitude ~ sqrt(reduction), so atol grows with sqrt(reduction) too.
+    """
+    dtype = np.dtype(dtype)
+    scale = float(np.sqrt(max(int(reduction), 1)))
+    if dtype == np.float32:
+        return dict(rtol=1e-4, atol=1e-5 * scale)
+    if dtype == np.float64:
+        return dict(rtol=1e-10, atol=1e-10 * scale)
+    raise AssertionError(f"no tolerance for {dtype}")
+
+
+def assert_close(actual, expected, dtype, reduction=1, err_msg=""):
+    """Check the dtype of `actual` (numpy or cupy) and its values against a float64 reference."""
+    actual = _to_numpy(actual)
+    assert actual.dtype == np.dtype(dtype), f"dtype {actual.dtype}, expected {np.dtype(dtype)}"
+    assert actual.shape == np.shape(expected), f"shape {actual.shape}, expected {np.shape(expected)}"
+    np.testing.assert_allclose(
+        actual.astype(np.float64), expected, err_msg=err_msg, equal_nan=True, **tolerance(dtype, reduction)
+    )
+
+
+@pytest.fixture(scope="session", name="assert_close")
+def assert_close_fixture():
+    return assert_close
+
+
+@pytest.fixture(scope="session", name="tolerance")
+def tolerance_fixture():
+    return tolerance
