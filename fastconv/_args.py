@@ -109,6 +109,11 @@ def conv_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, gr
             f"output size would be {OH}x{OW} (< 1): input {H}x{W} with padding {padding} is smaller "
             f"than the dilated kernel {dilation[0] * (KH - 1) + 1}x{dilation[1] * (KW - 1) + 1}"
         )
+    # Huge strides or dilations of a size-1 kernel axis are valid but do not fit a C integer;
+    # clamped, they give the same output.
+    stride = (min(stride[0], H + padding[0] + padding[1]),
+              min(stride[1], W + padding[2] + padding[3]))
+    dilation = (1 if KH == 1 else dilation[0], 1 if KW == 1 else dilation[1])
     biggest = max(C * KH * KW, OH * OW, H * W, F)
     if biggest > _BLAS_INT_MAX:
         raise ValueError(f"a GEMM dimension ({biggest}) exceeds BLAS's 32-bit int; split the input")

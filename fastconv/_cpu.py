@@ -26,9 +26,15 @@ OPS = (
 )
 
 
-def _conv_kernel(weight):
-    # One input channel per group: a GEMM's inner dimension would be KH*KW only.
-    return _cpu_depthwise if weight.shape[1] == 1 else _cpu_conv
+def _conv_kernel(weight, skipped_operand=None):
+    """The direct kernel for one input channel per group (a GEMM's inner dimension would be KH*KW
+    only), unless `skipped_operand` (what meets the padding) holds inf/NaN: the direct kernel skips
+    padded taps, and 0 * inf must still give NaN."""
+    if weight.shape[1] != 1:
+        return _cpu_conv
+    if skipped_operand is not None and not np.isfinite(skipped_operand).all():
+        return _cpu_conv
+    return _cpu_depthwise
 
 
 def _bias_or_empty(bias, dtype):
@@ -39,7 +45,7 @@ def _bias_or_empty(bias, dtype):
 def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
     bias, has_bias = _bias_or_empty(bias, x.dtype)
     with blas_single_thread:
-        _conv_kernel(weight).forward(x, weight, bias, y, *stride, *padding, *dilation, groups,
+        _conv_kernel(weight, weight).forward(x, weight, bias, y, *stride, *padding, *dilation, groups,
                                      has_bias, relu, get_num_threads())
 
 
@@ -51,7 +57,7 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups):
     with blas_single_thread:
-        _conv_kernel(grad_weight).grad_weight(grad_y, x, grad_weight, *stride, *padding,
+        _conv_kernel(grad_weight, grad_y).grad_weight(grad_y, x, grad_weight, *stride, *padding,
                                               *dilation, groups, get_num_threads())
 
 

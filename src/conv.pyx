@@ -110,7 +110,7 @@ cdef inline void _bias_relu(real* y, const real* bias, bint has_bias, bint relu,
             if relu:
                 for j in range(j0, j1):
                     v = plane[j] + b
-                    plane[j] = v if v > 0 else 0
+                    plane[j] = 0 if v <= 0 else v  # NaN stays NaN, as in np.maximum
             elif has_bias:
                 for j in range(j0, j1):
                     plane[j] = plane[j] + b

@@ -18,7 +18,7 @@ cdef inline void _bias_relu_rows(real* y, const real* bias, bint has_bias, bint 
     for i in range(rows):
         for j in range(cols):
             v = y[i * cols + j] + (bias[j] if has_bias else 0)
-            y[i * cols + j] = v if (v > 0 or not relu) else 0
+            y[i * cols + j] = 0 if (relu and v <= 0) else v  # NaN stays NaN
 
 
 def linear_forward(const real[:, ::1] x, const real[:, ::1] weight, const real[::1] bias,

@@ -1,5 +1,7 @@
 # Direct convolution for one input channel per group (depthwise, and C = 1): a GEMM would have an
 # inner dimension of KH * KW only, so loops over taps with a contiguous inner row are faster.
+# Taps that fall on padding are skipped rather than multiplied by zero, so the caller sends
+# non-finite weights (forward) or gradients (grad-weight) to the im2col path, where 0 * inf = NaN.
 # Output channel f reads input channel f // (F // groups). Every output element is owned by one
 # work item and summed in a fixed order: results do not depend on the thread count.
 from cython.parallel cimport prange
@@ -40,7 +42,7 @@ cdef void _plane_forward(const real* xc, const real* wf, real* yf, real b, bint 
     if relu:
         for j in range(OH * OW):
             v = yf[j]
-            yf[j] = v if v > 0 else 0
+            yf[j] = 0 if v <= 0 else v  # NaN stays NaN, as in np.maximum
 
 
 def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const real[::1] bias,

@@ -14,6 +14,7 @@ import numpy as np
 
 __all__ = [
     "CASES",
+    "MEDIUM_CASES",
     "Case",
     "case_kwargs",
     "case_tblr",
@@ -244,6 +245,23 @@ CASES = [
     _case("k1x1_groups", KH=1, KW=1, C=6, F=4, groups=2, stride=(1, 2)),
     _case("large_C", N=2, C=300, H=4, W=4, F=8, padding=1),
     _case("large_C_groups", N=1, C=300, H=3, W=5, F=6, groups=3, KH=2, KW=2),
+]
+
+
+# Bigger shapes (a few 10^4 elements) that make the CPU kernels split work: output tiles of part of
+# an image, tiles of several images with a short last one, grad_weight partial sums over tiles,
+# grad_input channel chunks, the depthwise and pointwise kernels.
+MEDIUM_CASES = [
+    _case("tiles_partial_image", N=2, C=32, H=23, W=23, F=16, padding=1),
+    _case("tiles_multi_image_uneven", N=5, C=32, H=15, W=15, F=8, padding=1),
+    _case("tiles_few_channels", N=9, C=3, H=32, W=32, F=4, padding=1),
+    _case("tiles_strided_groups", N=3, C=16, H=40, W=39, F=16, stride=2, padding="same", dilation=2, groups=2),
+    _case("tiles_tall_kernel", N=2, C=8, H=48, W=30, F=6, KH=7, KW=2, stride=(1, 2), padding=((3, 2), (0, 1))),
+    _case("depthwise_big", N=2, C=32, H=24, W=24, F=32, padding=1, groups=32),
+    _case("depthwise_big_x2_s2", N=3, C=16, H=25, W=26, F=32, KH=5, KW=5, stride=2, padding=2, groups=16),
+    _case("pointwise_big", N=3, C=64, H=16, W=16, F=32, KH=1, KW=1),
+    _case("wide_rows", N=2, C=2, H=2, W=3000, F=3, KH=1, KW=5, padding=(0, 2)),
+    _case("tall_columns", N=1, C=3, H=2500, W=3, F=2, KH=4, KW=3, stride=(3, 1), padding="same"),
 ]
 
 

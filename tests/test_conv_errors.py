@@ -313,6 +313,37 @@ def test_grad_weight_errors(args, exc, match):
         fastconv.conv2d_grad_weight(*args, groups=2)
 
 
+_X9 = np.arange(9.0).reshape(1, 1, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, kernel, expected",
+    [
+        pytest.param(dict(stride=2**70), (3, 3), [[36.0]], id="stride_2**70"),
+        pytest.param(dict(stride=(1, 2**64)), (1, 1), [[0.0], [3.0], [6.0]], id="stride_w_2**64"),
+        pytest.param(dict(dilation=2**70), (1, 1), _X9[0, 0], id="dilation_2**70_1x1"),
+    ],
+)
+def test_huge_but_valid_parameters(kwargs, kernel, expected):
+    """A stride past the input, or any dilation of a 1x1 kernel, is valid: computed, or at worst
+    refused with ValueError (a documented size limit), never another exception."""
+    try:
+        y = fastconv.conv2d(_X9, np.ones((1, 1) + kernel), **kwargs)
+    except ValueError:
+        return
+    np.testing.assert_array_equal(y[0, 0], expected)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(padding=2**40), dict(padding=((0, 2**62), (0, 0))), dict(groups=2**70), dict(dilation=2**70)],
+    ids=str,
+)
+def test_huge_invalid_parameters_raise_value_error(kwargs):
+    with pytest.raises(ValueError):
+        conv(**kwargs)
+
+
 def test_errors_leave_out_untouched():
     out = np.full((2, 6, 6, 5), 7.0)
     with pytest.raises(ValueError):

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 
 import fastconv  # noqa: E402
-from reference import CASES, case_kwargs, case_tblr, make_inputs  # noqa: E402
+from reference import CASES, MEDIUM_CASES, case_kwargs, case_tblr, make_inputs  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
@@ -21,7 +21,7 @@ EXTRA = [
     ("depthwise_same_s2", dict(N=2, C=8, H=10, W=11, F=16, KH=3, KW=3, stride=2, padding="same", dilation=1,
                                groups=8)),
 ]
-GRID = [pytest.param(c, id=c.id) for c in CASES] + [
+GRID = [pytest.param(c, id=c.id) for c in CASES + MEDIUM_CASES] + [
     pytest.param(CASES[0]._replace(id=name, **kw), id=name) for name, kw in EXTRA
 ]
 
@@ -101,6 +101,7 @@ def test_relu_matches_torch(case, dtype, rng):
         np.testing.assert_allclose(got, want, **tol(dtype, red))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 @pytest.mark.parametrize("case", [p for p in GRID if p.values[0].padding == "same" and p.values[0].stride == 1])
 def test_same_padding_matches_torch_same(case, rng):
     """torch supports padding='same' at stride 1; both must agree (including even kernels)."""
