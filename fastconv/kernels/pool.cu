@@ -1,0 +1,137 @@
+// 2-D max and average pooling over (N*C) independent planes, symmetric padding (ph, pw).
+// Forward kernels and the average-pool backward are gathers (one thread per output element,
+// grid-stride). Max-pool backward is a scatter-add through the saved indices: the backend
+// interface gives it no window geometry to gather with, so it uses atomicAdd.
+#include "common.cuh"
+
+// y = max over the window's in-image cells; indices = ih*W + iw of the winner. Row-major scan,
+// a later cell wins only if strictly greater (first max wins), a NaN beats any number and the
+// first NaN stays (NaN wins, as in torch). Padded cells never win. A window with no cell in the
+// image (possible only if the caller allowed padding > kernel/2) gives -inf and index -1,
+// which max_pool2d_backward skips.
+template <typename T>
+__global__ void max_pool2d_forward(const T* __restrict__ x,          // IN  (planes, H, W)
+                                   T* __restrict__ y,                // OUT (planes, OH, OW)
+                                   long long* __restrict__ indices,  // OUT (planes, OH, OW)
+                                   idx_t planes, idx_t H, idx_t W, idx_t OH, idx_t OW, int KH,
+                                   int KW, int sh, int sw, int ph, int pw) {
+    const idx_t total = planes * OH * OW;
+    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
+    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        const idx_t ow = i % OW;
+        const idx_t t = i / OW;
+        const idx_t oh = t % OH;
+        const idx_t plane = t / OH;
+        const T* xp = x + plane * H * W;
+        const idx_t hs = oh * sh - ph;
+        const idx_t ws = ow * sw - pw;
+        T best = fc_neg_inf(T(0));
+        idx_t best_idx = -1;
+        for (int kh = 0; kh < KH; ++kh) {
+            const idx_t ih = hs + kh;
+            if (ih < 0 || ih >= H) continue;
+            for (int kw = 0; kw < KW; ++kw) {
+                const idx_t iw = ws + kw;
+                if (iw < 0 || iw >= W) continue;
+                const T v = xp[ih * W + iw];
+                if (best_idx < 0 || v > best || (fc_isnan(v) && !fc_isnan(best))) {
+                    best = v;
+                    best_idx = ih * W + iw;
+                }
+            }
+        }
+        y[i] = best;
+        indices[i] = best_idx;
+    }
+}
+
+// grad_x[plane, indices[i]] += grad_y[i]; grad_x must be zeroed first. Overlapping windows
+// (stride < kernel) can send several outputs to one cell: atomicAdd (float and double atomics
+// exist from sm_60). Two contributions add exactly alike in any order; three or more may
+// round differently run to run.
+template <typename T>
+__global__ void max_pool2d_backward(const T* __restrict__ grad_y,           // IN  (planes, OH, OW)
+                                    const long long* __restrict__ indices,  // IN  (planes, OH, OW)
+                                    T* __restrict__ grad_x,                 // OUT (planes, H, W)
+                                    idx_t planes, idx_t OHW, idx_t HW) {
+    const idx_t total = planes * OHW;
+    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
+    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        const idx_t idx = indices[i];
+        if (idx < 0 || idx >= HW) continue;  // window entirely in padding: no input cell
+        const idx_t plane = i / OHW;
+        atomicAdd(grad_x + plane * HW + idx, grad_y[i]);
+    }
+}
+
+// Number the window's sum is divided by: KH*KW with count_include_pad (torch's default; with
+// floor-mode output sizes a window never reaches past the padding), else its in-image cells.
+__device__ __forceinline__ idx_t avg_pool_divisor(idx_t hs, idx_t ws, idx_t H, idx_t W, int KH,
+                                                  int KW, int count_include_pad) {
+    if (count_include_pad) return (idx_t)KH * KW;
+    const idx_t h = imin64(hs + KH, H) - imax64(hs, 0);
+    const idx_t w = imin64(ws + KW, W) - imax64(ws, 0);
+    return (h > 0 && w > 0) ? h * w : 0;
+}
+
+template <typename T>
+__global__ void avg_pool2d_forward(const T* __restrict__ x,  // IN  (planes, H, W)
+                                   T* __restrict__ y,        // OUT (planes, OH, OW)
+                                   idx_t planes, idx_t H, idx_t W, idx_t OH, idx_t OW, int KH,
+                                   int KW, int sh, int sw, int ph, int pw, int count_include_pad) {
+    const idx_t total = planes * OH * OW;
+    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
+    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        const idx_t ow = i % OW;
+        const idx_t t = i / OW;
+        const idx_t oh = t % OH;
+        const idx_t plane = t / OH;
+        const T* xp = x + plane * H * W;
+        const idx_t hs = oh * sh - ph;
+        const idx_t ws = ow * sw - pw;
+        const idx_t h_end = imin64(hs + KH, H);
+        const idx_t w_end = imin64(ws + KW, W);
+        T acc = T(0);
+        for (idx_t ih = imax64(hs, 0); ih < h_end; ++ih) {
+            for (idx_t iw = imax64(ws, 0); iw < w_end; ++iw) acc += xp[ih * W + iw];
+        }
+        const idx_t div = avg_pool_divisor(hs, ws, H, W, KH, KW, count_include_pad);
+        y[i] = div > 0 ? acc / T(div) : T(0);  // div == 0: window all padding, nothing to average
+    }
+}
+
+// grad_x[plane, ih, iw] = sum over the windows (oh, ow) that contain (ih, iw) of
+// grad_y[plane, oh, ow] / divisor(oh, ow). A gather: deterministic, no atomics.
+template <typename T>
+__global__ void avg_pool2d_backward(const T* __restrict__ grad_y,  // IN  (planes, OH, OW)
+                                    T* __restrict__ grad_x,        // OUT (planes, H, W)
+                                    idx_t planes, idx_t H, idx_t W, idx_t OH, idx_t OW, int KH,
+                                    int KW, int sh, int sw, int ph, int pw,
+                                    int count_include_pad) {
+    const idx_t total = planes * H * W;
+    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
+    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        const idx_t iw = i % W;
+        const idx_t t = i / W;
+        const idx_t ih = t % H;
+        const idx_t plane = t / H;
+        const T* gp = grad_y + plane * OH * OW;
+        // Window oh covers rows [oh*sh - ph, oh*sh - ph + KH): it contains ih when
+        // ih + ph - KH < oh*sh <= ih + ph.
+        const idx_t ah = ih + ph - KH + 1;
+        const idx_t aw = iw + pw - KW + 1;
+        const idx_t oh_lo = ah <= 0 ? 0 : (ah + sh - 1) / sh;
+        const idx_t ow_lo = aw <= 0 ? 0 : (aw + sw - 1) / sw;
+        const idx_t oh_hi = imin64(OH - 1, (ih + ph) / sh);
+        const idx_t ow_hi = imin64(OW - 1, (iw + pw) / sw);
+        T acc = T(0);
+        for (idx_t oh = oh_lo; oh <= oh_hi; ++oh) {
+            for (idx_t ow = ow_lo; ow <= ow_hi; ++ow) {
+                const idx_t div = avg_pool_divisor(oh * sh - ph, ow * sw - pw, H, W, KH, KW,
+                                                   count_include_pad);
+                if (div > 0) acc += gp[oh * OW + ow] / T(div);
+            }
+        }
+        grad_x[i] = acc;
+    }
+}

@@ -1,0 +1,282 @@
+"""The GPU backend against its contract (docs/INTERNALS.md).
+
+Runs anywhere: both backends export the same OPS with identical signatures; the kernel table of
+fastconv._gpu matches the templates in the .cu files; without CuPy every op raises the install
+hint; a compile failure is reported with file, kernel and log.
+On a CUDA machine (marker `gpu`, skipped otherwise): every op on CuPy arrays against the CPU
+backend on the same NumPy inputs, float32 and float64, over groups, depthwise, strides,
+asymmetric padding and dilation.
+"""
+import importlib
+import inspect
+import re
+import types
+
+import numpy as np
+import pytest
+
+from fastconv import _compat, _gpu
+
+needs_gpu = pytest.mark.skipif(not _compat.gpu_available(), reason="needs CuPy and a CUDA device")
+DTYPES = [np.float32, np.float64]
+
+
+def _cpu():
+    # Imported per test so that a missing CPU op fails these tests, not the module's collection.
+    return importlib.import_module("fastconv._cpu")
+
+
+# ------------------------------------------------------------------------- the interface
+
+
+def test_ops_tuples_equal():
+    assert _cpu().OPS == _gpu.OPS
+
+
+def test_signatures_identical():
+    cpu = _cpu()
+    for name in _gpu.OPS:
+        assert hasattr(cpu, name), f"fastconv._cpu lacks {name}"
+        assert hasattr(_gpu, name), f"fastconv._gpu lacks {name}"
+        assert inspect.signature(getattr(cpu, name)) == inspect.signature(getattr(_gpu, name)), name
+
+
+def test_kernel_table_matches_cu_files():
+    pattern = re.compile(r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+"
+                         r"(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(")
+    on_disk = sorted(p.name for p in _gpu.KERNEL_DIR.glob("*.cu"))
+    assert sorted(_gpu.KERNELS) == on_disk
+    for filename, names in _gpu.KERNELS.items():
+        source = _gpu.kernel_source(filename)
+        assert not re.search(r"^\s*#\s*include", source, re.M), f"{filename}: include left"
+        assert sorted(pattern.findall(source)) == sorted(names), filename
+
+
+def test_tile_constants_match_common_cuh():
+    header = (_gpu.KERNEL_DIR / "common.cuh").read_text()
+    for name in ("GEMM_BM", "GEMM_BN", "GEMM_BK", "GEMM_THREADS", "REDUCE_THREADS"):
+        found = re.search(rf"\b{name}\s*=\s*(\d+)", header)
+        assert found and int(found.group(1)) == getattr(_gpu, name), name
+
+
+def test_ops_without_cupy_raise_install_hint(monkeypatch):
+    monkeypatch.setattr(_compat, "cupy", None)
+    for name in _gpu.OPS:
+        op = getattr(_gpu, name)
+        n_args = len(inspect.signature(op).parameters)
+        with pytest.raises(RuntimeError, match=r'pip install "fastconv\[gpu\]"'):
+            op(*[None] * n_args)
+
+
+def test_compile_error_names_file_kernel_and_log(monkeypatch):
+    class CompileException(Exception):
+        def get_message(self):
+            return "conv_implicit_gemm.cu(12): error: expected a ';'"
+
+    class RawModule:
+        def __init__(self, code, options, name_expressions):
+            assert "__global__" in code and "-std=c++17" in options
+
+        def get_function(self, name):
+            raise CompileException()
+
+    runtime = types.SimpleNamespace(getDevice=lambda: 0)
+    fake = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(runtime=runtime))
+    monkeypatch.setattr(_compat, "cupy", fake)
+    monkeypatch.setattr(_gpu, "_modules", {})
+    with pytest.raises(RuntimeError) as info:
+        _gpu._kernel("conv_implicit_gemm.cu", "conv2d_forward_igemm", np.float32)
+    message = str(info.value)
+    assert "conv_implicit_gemm.cu" in message and "conv2d_forward_igemm<float>" in message
+    assert "expected a ';'" in message
+
+
+def test_launch_refuses_arrays_a_kernel_would_misread():
+    # Checked before any CuPy call, so NumPy arrays stand in for device arrays here.
+    square = np.zeros((3, 3), np.float32)
+    for bad, why in [(square.T, "non-contiguous"), (square.astype(np.float64), "float64")]:
+        with pytest.raises(ValueError, match=why):
+            _gpu._launch("elementwise.cu", "relu_backward", np.float32, (1,), (1,), (bad,))
+
+
+def test_compat_helpers():
+    assert isinstance(_compat.gpu_available(), bool)
+    assert not _compat.is_cupy_array(np.zeros(2))
+    fake_type = type("ndarray", (), {"__module__": "cupy._core.core"})
+    assert _compat.is_cupy_array(fake_type())
+    assert _compat.array_module(np.zeros(2)) is np
+
+
+# ------------------------------------------------------------------ numbers, on a GPU only
+
+
+def _both(op, inputs, outputs, *params):
+    """Run `op` on the CPU backend (NumPy) and the GPU backend (CuPy) with the same inputs.
+
+    `outputs` are NumPy arrays giving each output's shape and dtype (or None: not computed).
+    Returns (cpu results, gpu results as NumPy).
+    """
+    cp = _compat.cupy
+    cpu_out = [None if o is None else np.empty_like(o) for o in outputs]
+    getattr(_cpu(), op)(*inputs, *cpu_out, *params)
+    dev = [None if a is None else cp.asarray(a) for a in inputs]
+    gpu_out = [None if o is None else cp.empty(o.shape, o.dtype) for o in outputs]
+    getattr(_gpu, op)(*dev, *gpu_out, *params)
+    return cpu_out, [None if o is None else cp.asnumpy(o) for o in gpu_out]
+
+
+def _check(cpu_out, gpu_out, dtype, reduction=1):
+    scale = float(np.sqrt(reduction))
+    tol = dict(rtol=1e-4, atol=1e-5 * scale) if dtype == np.float32 else dict(rtol=1e-10,
+                                                                              atol=1e-10 * scale)
+    for c, g in zip(cpu_out, gpu_out):
+        if c is None:
+            continue
+        assert g.dtype == c.dtype and g.shape == c.shape
+        if c.dtype.kind == "i":
+            np.testing.assert_array_equal(g, c)
+        else:
+            np.testing.assert_allclose(g, c, equal_nan=True, **tol)
+
+
+# N, C, H, W, F, KH, KW, stride, (top, bottom, left, right) padding, dilation, groups
+CONV_CASES = {
+    "basic_nonsquare": (2, 3, 9, 8, 4, 3, 2, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "stride_asym_pad_dil": (2, 4, 9, 11, 6, 3, 3, (2, 3), (1, 2, 0, 1), (2, 1), 2),
+    "groups3_stride_dil": (2, 6, 9, 9, 3, 3, 3, (2, 2), (1, 1, 1, 1), (2, 2), 3),
+    "depthwise_x2": (1, 3, 7, 6, 6, 3, 3, (2, 2), (1, 0, 1, 1), (1, 2), 3),
+    "depthwise_x1": (2, 5, 6, 6, 5, 2, 3, (1, 1), (0, 1, 2, 0), (1, 1), 5),
+    "C1_5x5": (2, 1, 8, 8, 3, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), 1),
+    "pad_gt_kernel": (2, 3, 5, 4, 4, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1), 1),
+    "many_tiles": (3, 20, 12, 12, 70, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "split_reduction": (4, 6, 32, 33, 8, 3, 3, (1, 1), (1, 0, 1, 1), (1, 1), 2),
+    "pointwise_groups": (2, 8, 10, 9, 130, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 2),
+}
+
+
+def _conv_inputs(case, dtype, rng):
+    N, C, H, W, F, KH, KW, stride, (pt, pb, pl, pr), dil, groups = case
+    OH = (H + pt + pb - dil[0] * (KH - 1) - 1) // stride[0] + 1
+    OW = (W + pl + pr - dil[1] * (KW - 1) - 1) // stride[1] + 1
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C // groups, KH, KW)).astype(dtype)
+    bias = rng.standard_normal(F).astype(dtype)
+    gy = rng.standard_normal((N, F, OH, OW)).astype(dtype)
+    params = (stride, (pt, pl), dil, groups)
+    return x, w, bias, gy, params
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(CONV_CASES.values()), ids=list(CONV_CASES))
+@pytest.mark.parametrize("bias,relu", [(True, False), (True, True), (False, False)])
+def test_conv2d_forward(case, dtype, bias, relu, rng):
+    x, w, b, gy, params = _conv_inputs(case, dtype, rng)
+    out = _both("conv2d_forward", [x, w, b if bias else None], [gy], *params, relu)
+    _check(*out, dtype, reduction=w[0].size)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(CONV_CASES.values()), ids=list(CONV_CASES))
+def test_conv2d_backward(case, dtype, rng):
+    x, w, b, gy, params = _conv_inputs(case, dtype, rng)
+    _check(*_both("conv2d_grad_input", [gy, w], [x], *params), dtype, reduction=w.size)
+    _check(*_both("conv2d_grad_weight", [gy, x], [w], *params), dtype, reduction=gy[:, 0].size)
+    _check(*_both("conv2d_grad_bias", [gy], [b]), dtype, reduction=gy[:, 0].size)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["basic_nonsquare", "stride_asym_pad_dil", "depthwise_x2"])
+def test_conv2d_non_finite_like_cpu(case, dtype, rng):
+    """NaN/inf land where the CPU backend puts them: padding multiplies as zero in forward and
+    grad_weight (0 * inf = NaN); grad_input sums only the taps that reach a pixel."""
+    x, w, b, gy, params = _conv_inputs(CONV_CASES[case], dtype, rng)
+    w[1, 0, 0, 1], x[0, 0, 2, 2], gy[0, 1, 0, 0] = np.nan, np.inf, -np.inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        _check(*_both("conv2d_forward", [x, w, b], [gy], *params, True), dtype, 100)
+        _check(*_both("conv2d_grad_input", [gy, w], [x], *params), dtype, 100)
+        _check(*_both("conv2d_grad_weight", [gy, x], [w], *params), dtype, 100)
+
+
+# N, C, H, W, kernel, stride, padding
+POOL_CASES = [
+    (2, 3, 7, 8, (3, 3), (2, 2), (1, 1)),  # overlapping windows
+    (1, 2, 6, 5, (2, 3), (1, 2), (1, 0)),
+    (2, 2, 4, 4, (2, 2), (2, 2), (0, 0)),
+]
+
+
+def _pool_out(case):
+    N, C, H, W, k, s, p = case
+    return N, C, (H + 2 * p[0] - k[0]) // s[0] + 1, (W + 2 * p[1] - k[1]) // s[1] + 1
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool2d(case, dtype, rng):
+    N, C, H, W, k, s, p = case
+    x = rng.integers(-3, 4, size=(N, C, H, W)).astype(dtype)  # many ties: first max must win
+    x[0, 0, 1, 1] = np.nan  # NaN wins its windows
+    y_shape = _pool_out(case)
+    cpu, gpu = _both("max_pool2d_forward", [x], [np.empty(y_shape, dtype),
+                                                 np.empty(y_shape, np.int64)], k, s, p)
+    _check(cpu, gpu, dtype)
+    gy = rng.standard_normal(y_shape).astype(dtype)
+    _check(*_both("max_pool2d_backward", [gy, cpu[1]], [x]), dtype, reduction=4)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool2d(case, dtype, count_include_pad, rng):
+    N, C, H, W, k, s, p = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    y = np.empty(_pool_out(case), dtype)
+    _check(*_both("avg_pool2d_forward", [x], [y], k, s, p, count_include_pad), dtype, 9)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    _check(*_both("avg_pool2d_backward", [gy], [x], k, s, p, count_include_pad), dtype, 9)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_backward(dtype, rng):
+    gy, y = rng.standard_normal((2, 3, 4, 5)).astype(dtype), rng.standard_normal((2, 3, 4, 5))
+    _check(*_both("relu_backward", [gy, y.astype(dtype)], [gy]), dtype)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias,relu", [(True, False), (True, True), (False, True), (False, False)])
+def test_linear(dtype, bias, relu, rng):
+    x, w = rng.standard_normal((5, 70)).astype(dtype), rng.standard_normal((9, 70)).astype(dtype)
+    b = rng.standard_normal(9).astype(dtype)
+    y = np.empty((5, 9), dtype)
+    _check(*_both("linear_forward", [x, w, b if bias else None], [y], relu), dtype, 70)
+    gy = rng.standard_normal((5, 9)).astype(dtype)
+    _check(*_both("linear_backward", [gy, x, w], [x, w, b]), dtype, 9)
+    _check(*_both("linear_backward", [gy, x, w], [None, w, None]), dtype, 9)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,K", [(6, 10), (3, 700)])
+def test_softmax_cross_entropy(dtype, N, K, rng):
+    logits = (30 * rng.standard_normal((N, K))).astype(dtype)  # large: needs the max shift
+    labels = rng.integers(0, K, N).astype(np.int64)
+    out = [np.empty((N, K), dtype), np.empty(N, dtype)]
+    cpu, gpu = _both("softmax_cross_entropy_forward", [logits, labels], out)
+    _check(cpu, gpu, dtype, reduction=K * 900)  # |log_probs| ~ 100: absolute errors scale up
+    _check(*_both("softmax_cross_entropy_backward", [cpu[0], labels], [logits], 0.25), dtype)
+
