@@ -1,7 +1,6 @@
 # im2col / col2im over one tile, as inline nogil helpers shared by the conv kernels.
 # Column j of a tile is the output position (q, ow) with q = n * OH + oh running over [q0, q1):
 # a tile is whole output rows, possibly spanning several images.
-from libc.string cimport memcpy, memset
 from _types cimport real
 
 
@@ -47,13 +46,17 @@ cdef inline void im2col(const real* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                     ih = oh * sh - pt + kh * dh
                     dst = row + (q - q0) * OW
                     if ih < 0 or ih >= H:
-                        memset(dst, 0, OW * sizeof(real))
+                        for ow in range(OW):
+                            dst[ow] = 0
                         continue
                     src = x + ((n * C + c) * H + ih) * W + offset
                     for ow in range(lo):
                         dst[ow] = 0
+                    # Plain loops, not memcpy/memset: rows are often a few elements long (LeNet:
+                    # OW = 10), where a library call per row costs more than the copy.
                     if sw == 1:
-                        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(real))
+                        for ow in range(lo, hi):
+                            dst[ow] = src[ow]
                     else:
                         for ow in range(lo, hi):
                             dst[ow] = src[ow * sw]
