@@ -40,28 +40,34 @@ cdef inline void im2col(const real* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                 offset = kw * dw - pl
                 lo = first_valid(OW, W, sw, offset)
                 hi = end_valid(OW, W, sw, offset)
+                # (n, oh) advance together: a division per row costs more than a short row's copy.
+                n = q0 // OH
+                oh = q0 - n * OH
+                dst = row
                 for q in range(q0, q1):
-                    n = q // OH
-                    oh = q - n * OH
                     ih = oh * sh - pt + kh * dh
-                    dst = row + (q - q0) * OW
                     if ih < 0 or ih >= H:
                         for ow in range(OW):
                             dst[ow] = 0
-                        continue
-                    src = x + ((n * C + c) * H + ih) * W + offset
-                    for ow in range(lo):
-                        dst[ow] = 0
-                    # Plain loops, not memcpy/memset: rows are often a few elements long (LeNet:
-                    # OW = 10), where a library call per row costs more than the copy.
-                    if sw == 1:
-                        for ow in range(lo, hi):
-                            dst[ow] = src[ow]
                     else:
-                        for ow in range(lo, hi):
-                            dst[ow] = src[ow * sw]
-                    for ow in range(hi, OW):
-                        dst[ow] = 0
+                        src = x + ((n * C + c) * H + ih) * W + offset
+                        for ow in range(lo):
+                            dst[ow] = 0
+                        # Plain loops, not memcpy/memset: rows are often a few elements long
+                        # (LeNet: OW = 10), where a library call per row costs more than the copy.
+                        if sw == 1:
+                            for ow in range(lo, hi):
+                                dst[ow] = src[ow]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow] = src[ow * sw]
+                        for ow in range(hi, OW):
+                            dst[ow] = 0
+                    dst = dst + OW
+                    oh = oh + 1
+                    if oh == OH:
+                        oh = 0
+                        n = n + 1
 
 
 cdef inline void col2im_add(const real* dcols, Py_ssize_t c0, Py_ssize_t c1,
