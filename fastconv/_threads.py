@@ -15,6 +15,7 @@ from . import _cpu_conv
 _lock = threading.Lock()
 _num_threads = None  # None: OpenMP's default (OMP_NUM_THREADS or the number of cores)
 _blas = None  # threadpoolctl controllers of the loaded BLAS libraries, found on first use
+_blas_calls = None  # (get_num_threads, set_num_threads) per controller
 _blas_depth = 0
 _blas_saved = []
 
@@ -62,6 +63,25 @@ def _blas_controllers():
     return _blas
 
 
+def _thread_calls():
+    """(get, set) callables per BLAS library. For OpenBLAS, the C functions themselves, looked up
+    once: threadpoolctl's methods look the symbol up on every call (~3 us each, on every kernel)."""
+    global _blas_calls
+    if _blas_calls is None:
+        calls = []
+        for c in _blas_controllers():
+            try:
+                get = c._get_symbol("openblas_get_num_threads")
+                set_ = c._get_symbol("openblas_set_num_threads")
+                if get is None or set_ is None:
+                    raise AttributeError
+            except Exception:  # another BLAS, or threadpoolctl's internals changed
+                get, set_ = c.get_num_threads, c.set_num_threads
+            calls.append((get, set_))
+        _blas_calls = calls
+    return _blas_calls
+
+
 class _BlasSingleThread:
     """Context manager: BLAS on one thread while at least one kernel runs."""
 
@@ -69,11 +89,11 @@ class _BlasSingleThread:
         global _blas_depth, _blas_saved
         with _lock:
             if _blas_depth == 0:
-                controllers = _blas_controllers()
-                _blas_saved = [c.get_num_threads() for c in controllers]
-                for c, n in zip(controllers, _blas_saved):
+                calls = _thread_calls()
+                _blas_saved = [get() for get, _ in calls]
+                for (_, set_), n in zip(calls, _blas_saved):
                     if n != 1:
-                        c.set_num_threads(1)
+                        set_(1)
             _blas_depth += 1
 
     def __exit__(self, *exc):
@@ -81,9 +101,9 @@ class _BlasSingleThread:
         with _lock:
             _blas_depth -= 1
             if _blas_depth == 0:
-                for c, n in zip(_blas_controllers(), _blas_saved):
+                for (_, set_), n in zip(_thread_calls(), _blas_saved):
                     if n != 1:
-                        c.set_num_threads(n)
+                        set_(n)
         return False
 
 
