@@ -24,6 +24,7 @@ cdef enum:
     MIN_CHANNELS_FOR_SPLIT = 4
     WEIGHT_CHUNKS = 16
     WEIGHT_PARTIALS = 8
+    PARTIALS_MAX_WEIGHT = 131072
     # Grad-input: work items aimed at, and the dcols budget of one item.
     INPUT_ITEMS = 8
     DCOLS_ELEMENTS = 262144
@@ -281,7 +282,7 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef Py_ssize_t G = groups, Cg = C // G, Fg = F // G, Kg = Cg * KK
     cdef bint pointwise = KK == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
         and OH == H and OW == W
-    cdef bint split = C >= MIN_CHANNELS_FOR_SPLIT
+    cdef bint split = C >= MIN_CHANNELS_FOR_SPLIT and F * Kg > PARTIALS_MAX_WEIGHT
     cdef Py_ssize_t chunks = 1, cc = 1, rows, tiles, n_items, stride, partials, per_item
     cdef Py_ssize_t item, g, k, c0, c1, t, t0, t1, q0, q1, e, p, size = F * Kg
     cdef real s
