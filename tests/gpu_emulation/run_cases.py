@@ -1,0 +1,396 @@
+"""Run fastconv._gpu's ops on the CPU kernel emulator and compare them with fastconv._cpu.
+
+The child-process half of tests/test_gpu_emulated.py (which describes the whole setup). Run as
+
+    PYTHONPATH=tests/gpu_emulation/fakecupy[:...] python tests/gpu_emulation/run_cases.py ID...
+
+with the fake ``cupy`` first on the path (and FASTCONV_PACKAGE_DIR naming the fastconv package
+folder to test; without it, whichever ``import fastconv`` finds). Prints one JSON object per
+line on stdout:
+``{"probe": "skip", "reason": ...}`` when g++ cannot build the emulator at all (then exits),
+``{"fatal": ...}`` when the kernel files do not build (then exits), and for each case
+``{"case": ID, "event": "start"}`` then ``{"case": ID, "status": "ok" | "fail", "detail": ...}``.
+A case that crashes the process (say a kernel reading past an array: SIGSEGV) leaves a start
+line without a result; the parent reruns the remaining cases in a new process.
+
+This module imports only the standard library and NumPy at the top, so that the test module
+can read CASES without importing (the fake or the real) cupy.
+"""
+import importlib.util
+import json
+import os
+import sys
+import traceback
+import zlib
+
+import numpy as np
+
+F32, F64 = np.float32, np.float64
+
+# ------------------------------------------------------------------------------- devices
+# Limits the fake device reports (fastconv._gpu sizes its launches from them). DEFAULT is a
+# small ordinary GPU. TINY allows at most 2 blocks along x and z: the 1-D kernels (256 threads)
+# and the per-row kernels grid-stride, and the GEMMs grid-stride over groups (gridDim.z = 2).
+# FEW_THREADS also caps blocks at 64 threads, for cases that launch only 1-D kernels (the
+# GEMM and per-row kernels are written for exactly 256 threads and would be refused).
+DEFAULT = dict(sm_count=2)
+TINY = dict(sm_count=1, max_threads=256, max_grid=(2, 65535, 2))
+FEW_THREADS = dict(sm_count=1, max_threads=64, max_grid=(2, 65535, 2))  # no 256-thread kernels
+
+# -------------------------------------------------------------------------------- cases
+# Convolutions: N, C, H, W, F, KH, KW, stride, (top, bottom, left, right) padding, dilation,
+# groups; the device; and the kernels the case must reach (so that a change in fastconv._gpu's
+# dispatch cannot silently stop a case from covering what it is here for).
+CONV = {
+    "basic": ((2, 3, 6, 5, 4, 3, 2, (1, 1), (1, 1, 1, 1), (1, 1), 1), DEFAULT,
+              {"conv2d_forward_igemm", "conv2d_grad_input_igemm", "conv2d_grad_weight_igemm",
+               "conv2d_grad_bias_partial"}),
+    "groups2_stride_asympad_dilation": (
+        (2, 4, 9, 11, 6, 3, 3, (2, 3), (1, 2, 0, 1), (2, 1), 2), DEFAULT, set()),
+    "groups3_gridz_stride": (  # 3 groups on a gridDim.z of 2
+        (2, 6, 7, 7, 3, 3, 3, (2, 2), (1, 1, 1, 1), (2, 2), 3), TINY, set()),
+    "tiles_multi": (  # > 64 output columns, filters and channels: several tiles per grid axis,
+        # a K = 66 reduction ending in a partial 16-slice
+        (1, 66, 9, 9, 70, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1), DEFAULT, set()),
+    "split_reduction": (  # grad_weight over 2 splits of N*OH*OW, then sum_splits
+        (2, 3, 16, 16, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1), DEFAULT, {"sum_splits"}),
+    "pad_beyond_kernel": (  # outputs whose window lies entirely in the padding
+        (1, 2, 4, 4, 3, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1), 1), DEFAULT, set()),
+    "depthwise_x2": ((1, 3, 7, 6, 6, 3, 3, (2, 2), (1, 0, 1, 1), (1, 2), 3), TINY,
+                     {"depthwise_forward", "depthwise_grad_input", "depthwise_grad_weight"}),
+    "depthwise_split": (  # depthwise grad_weight and grad_bias over 2 splits each
+        (1, 2, 64, 64, 2, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2), dict(sm_count=16),
+        {"depthwise_grad_weight", "sum_splits"}),
+    "c1_single_group": (  # C == 1: the depthwise kernels with F output channels per input
+        (2, 1, 6, 6, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1), DEFAULT, {"depthwise_forward"}),
+}
+
+# Pooling: N, C, H, W, kernel, stride, padding.
+POOL = {
+    "overlap": (2, 3, 7, 8, (3, 3), (2, 2), (1, 1)),
+    "rect": (1, 2, 6, 5, (2, 3), (1, 2), (1, 0)),
+    "tiled": (2, 2, 4, 4, (2, 2), (2, 2), (0, 0)),
+    "floor_uncovered": (1, 2, 8, 7, (3, 3), (2, 2), (0, 0)),  # last row/column in no window
+}
+
+
+def _igemm(launches):
+    return [(g, b) for name, g, b in launches if name.split("<")[0].endswith("_igemm")]
+
+
+# Checks on the launch configurations a case must produce: (what, predicate on LAUNCHES).
+LAUNCH_CHECKS = {
+    "groups3_gridz_stride": ("a GEMM launched with gridDim.z = 2 < groups = 3",
+                             lambda ls: any(g[2] == 2 for g, _ in _igemm(ls))),
+    "tiles_multi": ("a GEMM launched with gridDim.x >= 2 and gridDim.y >= 2",
+                    lambda ls: any(g[0] >= 2 and g[1] >= 2 for g, _ in _igemm(ls))),
+}
+_FEW = ("every launch with 64-thread blocks and at most 2 blocks",
+        lambda ls: all(b == (64, 1, 1) and g[0] <= 2 for _, g, b in ls))
+
+CASES = {}
+for _name, (_geom, _dev, _expect) in CONV.items():
+    for _dt in (F32, F64):
+        CASES[f"conv-{_name}-{np.dtype(_dt).name}"] = dict(
+            kind="conv", geom=_geom, device=_dev, expect=_expect, dtype=_dt,
+            launch_check=LAUNCH_CHECKS.get(_name))
+CASES["conv-nonfinite-float64"] = dict(kind="conv_nonfinite", geom=CONV["basic"][0],
+                                       device=DEFAULT, expect=set(), dtype=F64)
+CASES["conv-nonfinite_depthwise-float32"] = dict(
+    kind="conv_nonfinite", geom=CONV["depthwise_x2"][0], device=DEFAULT, expect=set(), dtype=F32)
+for _name, _geom in POOL.items():
+    for _dt in (F32, F64):
+        CASES[f"pool-{_name}-{np.dtype(_dt).name}"] = dict(
+            kind="pool", geom=_geom, device=FEW_THREADS, dtype=_dt, launch_check=_FEW,
+            expect={"max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+                    "avg_pool2d_backward"})
+for _dt in (F32, F64):
+    _n = np.dtype(_dt).name
+    CASES[f"linear-{_n}"] = dict(kind="linear", device=FEW_THREADS, dtype=_dt,
+                                 expect={"bias_act"}, launch_check=_FEW)
+    CASES[f"relu_backward-{_n}"] = dict(kind="relu_backward", device=FEW_THREADS, dtype=_dt,
+                                        expect={"relu_backward"}, launch_check=_FEW)
+    CASES[f"softmax_xent-{_n}"] = dict(
+        kind="softmax_xent", device=TINY, dtype=_dt,
+        expect={"softmax_xent_forward", "softmax_xent_backward"},
+        launch_check=("softmax_xent_forward grid-strides over rows (gridDim.x = 2 < N)",
+                      lambda ls: any(n.startswith("softmax_xent_forward") and g[0] == 2
+                                     for n, g, _ in ls)))
+CASES["emulator-self-check"] = dict(kind="self_check", device=DEFAULT)
+
+# ----------------------------------------------------------------------------- running
+
+cupy = _cpu = _gpu = None  # imported by main()
+
+
+def _tol(dtype, reduction):
+    scale = float(np.sqrt(max(reduction, 1)))
+    if np.dtype(dtype) == np.float32:
+        return dict(rtol=1e-4, atol=1e-5 * scale)
+    return dict(rtol=1e-10, atol=1e-10 * scale)
+
+
+def _both(op, inputs, outputs, *params):
+    """Run `op` on the CPU backend and on the emulated GPU backend with the same inputs.
+
+    `outputs` are NumPy arrays giving each output's shape and dtype (None: not computed).
+    Returns (cpu results, gpu results as NumPy arrays)."""
+    cpu_out = [None if o is None else np.empty_like(o) for o in outputs]
+    getattr(_cpu, op)(*inputs, *cpu_out, *params)
+    dev_in = [None if a is None else cupy.asarray(a) for a in inputs]
+    dev_out = [None if o is None else cupy.empty(o.shape, o.dtype) for o in outputs]
+    getattr(_gpu, op)(*dev_in, *dev_out, *params)
+    return cpu_out, [None if o is None else cupy.asnumpy(o) for o in dev_out]
+
+
+def _check(what, result, dtype, reduction=1):
+    cpu_out, gpu_out = result
+    for i, (c, g) in enumerate(zip(cpu_out, gpu_out)):
+        if c is None:
+            continue
+        msg = f"{what}, output {i}"
+        assert g.dtype == c.dtype and g.shape == c.shape, f"{msg}: {g.dtype}{g.shape}"
+        if c.dtype.kind == "i":
+            np.testing.assert_array_equal(g, c, err_msg=msg)
+        else:
+            np.testing.assert_allclose(g, c, equal_nan=True, err_msg=msg, **_tol(dtype, reduction))
+
+
+def _conv_inputs(geom, dtype, rng):
+    N, C, H, W, F, KH, KW, stride, (pt, pb, pl, pr), dil, groups = geom
+    OH = (H + pt + pb - dil[0] * (KH - 1) - 1) // stride[0] + 1
+    OW = (W + pl + pr - dil[1] * (KW - 1) - 1) // stride[1] + 1
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C // groups, KH, KW)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    gy = rng.standard_normal((N, F, OH, OW)).astype(dtype)
+    return x, w, b, gy, (stride, (pt, pl), dil, groups)
+
+
+def run_conv(spec, rng):
+    dt = spec["dtype"]
+    x, w, b, gy, params = _conv_inputs(spec["geom"], dt, rng)
+    for bias, relu in [(True, False), (True, True), (False, False)]:
+        _check(f"conv2d_forward bias={bias} relu={relu}",
+               _both("conv2d_forward", [x, w, b if bias else None], [gy], *params, relu),
+               dt, w[0].size)
+    _check("conv2d_grad_input", _both("conv2d_grad_input", [gy, w], [x], *params), dt, w.size)
+    _check("conv2d_grad_weight", _both("conv2d_grad_weight", [gy, x], [w], *params), dt,
+           gy[:, 0].size)
+    _check("conv2d_grad_bias", _both("conv2d_grad_bias", [gy], [b]), dt, gy[:, 0].size)
+
+
+def run_conv_nonfinite(spec, rng):
+    """NaN/inf end up where the CPU backend puts them (padding multiplies as zero in forward
+    and grad_weight; grad_input sums only the taps that reach a pixel)."""
+    dt = spec["dtype"]
+    x, w, b, gy, params = _conv_inputs(spec["geom"], dt, rng)
+    w[1, 0, 0, 1], x[0, 0, 2, 2], gy[0, 1, 0, 0] = np.nan, np.inf, -np.inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        _check("conv2d_forward", _both("conv2d_forward", [x, w, b], [gy], *params, True), dt, 100)
+        _check("conv2d_grad_input", _both("conv2d_grad_input", [gy, w], [x], *params), dt, 100)
+        _check("conv2d_grad_weight", _both("conv2d_grad_weight", [gy, x], [w], *params), dt, 100)
+
+
+def run_pool(spec, rng):
+    dt = spec["dtype"]
+    N, C, H, W, k, s, p = spec["geom"]
+    y_shape = (N, C, (H + 2 * p[0] - k[0]) // s[0] + 1, (W + 2 * p[1] - k[1]) // s[1] + 1)
+    x = rng.integers(-3, 4, size=(N, C, H, W)).astype(dt)  # many ties: the first max must win
+    x[0, 0, 1, 1] = np.nan  # a NaN wins its windows
+    cpu, gpu = _both("max_pool2d_forward", [x], [np.empty(y_shape, dt),
+                                                 np.empty(y_shape, np.int64)], k, s, p)
+    _check("max_pool2d_forward", (cpu, gpu), dt)
+    gy = rng.standard_normal(y_shape).astype(dt)
+    _check("max_pool2d_backward", _both("max_pool2d_backward", [gy, cpu[1]], [x]), dt, 4)
+    x = rng.standard_normal((N, C, H, W)).astype(dt)
+    for cip in (True, False):
+        _check(f"avg_pool2d_forward count_include_pad={cip}",
+               _both("avg_pool2d_forward", [x], [np.empty(y_shape, dt)], k, s, p, cip), dt, 9)
+        _check(f"avg_pool2d_backward count_include_pad={cip}",
+               _both("avg_pool2d_backward", [gy], [x], k, s, p, cip), dt, 9)
+
+
+def run_linear(spec, rng):
+    dt = spec["dtype"]
+    x, w = rng.standard_normal((5, 70)).astype(dt), rng.standard_normal((9, 70)).astype(dt)
+    b, gy = rng.standard_normal(9).astype(dt), rng.standard_normal((5, 9)).astype(dt)
+    y = np.empty((5, 9), dt)
+    for bias, relu in [(True, False), (True, True), (False, True), (False, False)]:
+        _check(f"linear_forward bias={bias} relu={relu}",
+               _both("linear_forward", [x, w, b if bias else None], [y], relu), dt, 70)
+    _check("linear_backward", _both("linear_backward", [gy, x, w], [x, w, b]), dt, 9)
+    _check("linear_backward grad_weight only",
+           _both("linear_backward", [gy, x, w], [None, w, None]), dt, 9)
+
+
+def run_relu_backward(spec, rng):
+    dt = spec["dtype"]
+    gy, y = rng.standard_normal((2, 3, 7, 11)).astype(dt), rng.standard_normal((2, 3, 7, 11))
+    y[0, 0, 0, :3] = [0.0, np.nan, -0.0]
+    _check("relu_backward", _both("relu_backward", [gy, y.astype(dt)], [gy]), dt)
+
+
+def run_softmax_xent(spec, rng):
+    dt = spec["dtype"]
+    for N, K in [(5, 10), (3, 700)]:  # K > 256: each thread of a row's block takes several
+        logits = (30 * rng.standard_normal((N, K))).astype(dt)  # large: needs the max shift
+        labels = rng.integers(0, K, N).astype(np.int64)
+        out = [np.empty((N, K), dt), np.empty(N, dt)]
+        cpu, gpu = _both("softmax_cross_entropy_forward", [logits, labels], out)
+        _check(f"softmax_cross_entropy_forward K={K}", (cpu, gpu), dt, K * 900)
+        _check(f"softmax_cross_entropy_backward K={K}",
+               _both("softmax_cross_entropy_backward", [cpu[0], labels], [logits], 0.25), dt)
+
+
+SELF_CHECK_SOURCE = r"""
+template <typename T>
+__global__ void stale_read(T* out) {  // a missing __syncthreads between write and read
+    __shared__ T s[64];
+    s[threadIdx.x] = T(threadIdx.x);
+    out[threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x];
+}
+template <typename T>
+__global__ void divergent_barrier(T* out) {
+    if (threadIdx.x < 2) __syncthreads();
+    out[threadIdx.x] = T(1);
+}
+template <typename T>
+__global__ void block_total(T* out) {  // barriers done right: every thread sums all slots
+    __shared__ T s[64];
+    s[threadIdx.x] = T(threadIdx.x);
+    __syncthreads();
+    T acc = T(0);
+    for (unsigned i = 0; i < blockDim.x; ++i) acc += s[i];
+    __syncthreads();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
+}
+"""
+
+
+def run_self_check(spec, rng):
+    """The emulator catches what it claims to: a missing barrier (stale shared memory), a
+    barrier in divergent code, a wrong argument type; unwritten outputs read as NaN."""
+    exprs = ["stale_read<float>", "divergent_barrier<float>", "block_total<double>"]
+    mod = cupy.RawModule(code=SELF_CHECK_SOURCE, options=("-std=c++17",), name_expressions=exprs)
+    out = cupy.empty(8, np.float32)
+    mod.get_function("stale_read<float>")((1,), (8,), (out,))
+    assert not np.array_equal(out.get(), (np.arange(8) + 1) % 8), "missing barrier not caught"
+    try:
+        mod.get_function("divergent_barrier<float>")((1,), (8,), (out,))
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("divergent __syncthreads not caught")
+    total = cupy.empty(3 * 16, np.float64)
+    try:
+        mod.get_function("block_total<double>")((3,), (16,), (cupy.empty(48, np.float32),))
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("a float array for a double* parameter not caught")
+    mod.get_function("block_total<double>")((3,), (16,), (total,))
+    np.testing.assert_array_equal(total.get(), np.full(48, 120.0))
+    assert np.isnan(cupy.empty(3, np.float32).get()).all()
+
+
+RUNNERS = {"conv": run_conv, "conv_nonfinite": run_conv_nonfinite, "pool": run_pool,
+           "linear": run_linear, "relu_backward": run_relu_backward,
+           "softmax_xent": run_softmax_xent, "self_check": run_self_check}
+
+PROBE_SOURCE = r"""
+template <typename T>
+__global__ void probe(T* out, int n) {
+    __shared__ T s[4];
+    s[threadIdx.x] = T(threadIdx.x + n);
+    __syncthreads();
+    out[threadIdx.x] = s[3 - threadIdx.x];
+}
+"""
+
+
+def _emit(**record):
+    print(json.dumps(record), flush=True)
+
+
+def _probe():
+    """None when the emulator builds and runs here; the reason when the toolchain cannot
+    build it (no g++, no C++17, no <ucontext.h>, ...). A wrong result is a bug, not a skip."""
+    mod = cupy.RawModule(code=PROBE_SOURCE, options=("-std=c++17",),
+                         name_expressions=["probe<float>"])
+    try:
+        kernel = mod.get_function("probe<float>")
+    except (cupy.CompileException, OSError) as exc:
+        return str(exc)[-2000:]
+    out = cupy.empty(4, np.float32)
+    kernel((1,), (4,), (out, np.int32(10)))
+    np.testing.assert_array_equal(out.get(), [13, 12, 11, 10])
+    return None
+
+
+def main(case_ids):
+    global cupy, _cpu, _gpu
+    import cupy as _cupy
+
+    if not getattr(_cupy, "IS_FASTCONV_EMULATOR", False):
+        _emit(fatal=f"imported the real cupy ({_cupy.__file__}), not the emulator: "
+                    "the fake cupy must come first on PYTHONPATH")
+        return 1
+    cupy = _cupy
+    pkg = os.environ.get("FASTCONV_PACKAGE_DIR")
+    if pkg:  # the very package the parent tests, whatever sys.path would find first here
+        spec = importlib.util.spec_from_file_location(
+            "fastconv", os.path.join(pkg, "__init__.py"), submodule_search_locations=[pkg])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["fastconv"] = module
+        spec.loader.exec_module(module)
+    import fastconv
+    from fastconv import _compat
+    from fastconv import _cpu as cpu_backend
+    from fastconv import _gpu as gpu_backend
+
+    got = os.path.dirname(os.path.realpath(fastconv.__file__))
+    if pkg and got != os.path.realpath(pkg):
+        _emit(fatal=f"child imported fastconv from {got}, the tests use {pkg}")
+        return 1
+    assert _compat.cupy is cupy and _compat.gpu_available()
+    _cpu, _gpu = cpu_backend, gpu_backend
+
+    reason = _probe()
+    if reason is not None:
+        _emit(probe="skip", reason=reason)
+        return 0
+    try:  # all kernel files at once, a few g++ at a time; _gpu then finds them in the cache
+        cupy.precompile([cupy.RawModule(code=_gpu.kernel_source(f), options=_gpu.NVRTC_OPTIONS,
+                                        name_expressions=_gpu.name_expressions(f))
+                         for f in _gpu.KERNELS])
+    except cupy.CompileException as exc:
+        _emit(fatal=f"a kernel file does not build under the emulator:\n{exc}")
+        return 1
+
+    for case in case_ids:
+        spec = CASES[case]
+        _emit(case=case, event="start")
+        try:
+            cupy.configure_device(**spec["device"])
+            _gpu._device_infos.clear()
+            del cupy.LAUNCHES[:]
+            RUNNERS[spec["kind"]](spec, np.random.default_rng(zlib.crc32(case.encode())))
+            launched = {name.split("<")[0] for name, _, _ in cupy.LAUNCHES}
+            missing = set(spec.get("expect", ())) - launched
+            assert not missing, f"kernels {sorted(missing)} never launched (ran {sorted(launched)})"
+            if spec.get("launch_check"):
+                what, predicate = spec["launch_check"]
+                assert predicate(cupy.LAUNCHES), f"expected {what}; launches: {cupy.LAUNCHES}"
+        except Exception:
+            _emit(case=case, status="fail", detail=traceback.format_exc())
+        else:
+            _emit(case=case, status="ok", detail=f"{len(cupy.LAUNCHES)} launches")
+    return 0
+
+
+if __name__ == "__main__":
+    import faulthandler
+
+    faulthandler.enable()  # a crash inside a kernel prints the Python stack (the op) to stderr
+    sys.exit(main(sys.argv[1:] or list(CASES)))
