@@ -9,6 +9,7 @@ from libc.string cimport memcpy, memset
 
 from _types cimport real
 from _blas cimport gemm
+from _select cimport relu
 from _omp cimport omp_get_thread_num, omp_get_max_threads, FASTCONV_OPENMP
 from im2col cimport im2col, col2im_add
 
@@ -95,7 +96,7 @@ cdef inline void _scatter_rows(const real* src, Py_ssize_t F, Py_ssize_t OH, Py_
             memcpy(dst + (n * F + f) * OHW, src + f * T + (n * OH - q0) * OW, OHW * sizeof(real))
 
 
-cdef inline void _bias_relu(real* y, const real* bias, bint has_bias, bint relu,
+cdef inline void _bias_relu(real* y, const real* bias, bint has_bias, bint do_relu,
                             Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW,
                             Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
     """Epilogue on the y elements of one tile, while they are still in cache."""
@@ -108,10 +109,9 @@ cdef inline void _bias_relu(real* y, const real* bias, bint has_bias, bint relu,
         for f in range(F):
             plane = y + (n * F + f) * OHW
             b = bias[f] if has_bias else 0
-            if relu:
+            if do_relu:
                 for j in range(j0, j1):
-                    v = plane[j] + b
-                    plane[j] = 0 if v <= 0 else v  # NaN stays NaN, as in np.maximum
+                    plane[j] = relu(plane[j] + b)
             elif has_bias:
                 for j in range(j0, j1):
                     plane[j] = plane[j] + b
@@ -343,17 +343,35 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
 
 
 def grad_bias(const real[:, :, :, ::1] grad_y, real[::1] grad_b, int num_threads):
-    """grad_b[f] = sum of grad_y[:, f]; accumulated in double, in a fixed order."""
+    """grad_b[f] = sum of grad_y[:, f]; accumulated in double, in a fixed order.
+
+    Eight interleaved partial sums: one running sum is a chain of dependent adds (4 cycles each)."""
     cdef Py_ssize_t N = grad_y.shape[0], F = grad_y.shape[1]
-    cdef Py_ssize_t OHW = grad_y.shape[2] * grad_y.shape[3], f, n, j
-    cdef double s
+    cdef Py_ssize_t OHW = grad_y.shape[2] * grad_y.shape[3], f, n, j, k
+    cdef double s0, s1, s2, s3, s4, s5, s6, s7
     cdef const real* plane
     cdef const real* dy = &grad_y[0, 0, 0, 0]
     with nogil:
         for f in prange(F, num_threads=num_threads, schedule="static"):
-            s = 0
+            s0 = 0
+            s1 = 0
+            s2 = 0
+            s3 = 0
+            s4 = 0
+            s5 = 0
+            s6 = 0
+            s7 = 0
             for n in range(N):
                 plane = dy + (n * F + f) * OHW
-                for j in range(OHW):
-                    s = s + plane[j]
-            grad_b[f] = <real>s
+                for j in range(0, OHW - 7, 8):
+                    s0 = s0 + plane[j]
+                    s1 = s1 + plane[j + 1]
+                    s2 = s2 + plane[j + 2]
+                    s3 = s3 + plane[j + 3]
+                    s4 = s4 + plane[j + 4]
+                    s5 = s5 + plane[j + 5]
+                    s6 = s6 + plane[j + 6]
+                    s7 = s7 + plane[j + 7]
+                for k in range(OHW - OHW % 8, OHW):
+                    s0 = s0 + plane[k]
+            grad_b[f] = <real>(((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))

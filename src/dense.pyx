@@ -6,19 +6,22 @@ from libc.math cimport exp, log
 
 from _types cimport real
 from _blas cimport gemm
+from _select cimport relu, select
+
+import numpy as np
 
 cdef enum:
     ROW_BLOCK = 64
 
 
-cdef inline void _bias_relu_rows(real* y, const real* bias, bint has_bias, bint relu,
+cdef inline void _bias_relu_rows(real* y, const real* bias, bint has_bias, bint do_relu,
                                  Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     cdef Py_ssize_t i, j
     cdef real v
     for i in range(rows):
         for j in range(cols):
             v = y[i * cols + j] + (bias[j] if has_bias else 0)
-            y[i * cols + j] = 0 if (relu and v <= 0) else v  # NaN stays NaN
+            y[i * cols + j] = relu(v) if do_relu else v
 
 
 def linear_forward(const real[:, ::1] x, const real[:, ::1] weight, const real[::1] bias,
@@ -65,11 +68,13 @@ def linear_grad_weight(const real[:, ::1] grad_y, const real[:, ::1] x, real[:, 
 def column_sums(const real[:, ::1] a, real[::1] out):
     """out[j] = sum over rows of a[:, j], accumulated in double in row order."""
     cdef Py_ssize_t N = a.shape[0], M = a.shape[1], i, j
-    cdef double[::1] acc = __import__("numpy").zeros(M)
+    cdef double[::1] acc_view = np.zeros(M)
+    cdef double* acc = &acc_view[0]
+    cdef const real* ap = &a[0, 0]
     with nogil:
         for i in range(N):
             for j in range(M):
-                acc[j] += a[i, j]
+                acc[j] += ap[i * M + j]
         for j in range(M):
             out[j] = <real>acc[j]
 
@@ -77,9 +82,14 @@ def column_sums(const real[:, ::1] a, real[::1] out):
 def relu_backward(const real[::1] grad_y, const real[::1] y, real[::1] grad_x, int num_threads):
     """grad_x = grad_y where y > 0, else 0 (flat arrays)."""
     cdef Py_ssize_t i, n = grad_y.shape[0]
+    # Raw pointers: with Python's -fno-strict-aliasing, memoryview indexing inside the OpenMP
+    # region reloads the view's data pointer on every element and blocks vectorisation (17x slower).
+    cdef const real* dy = &grad_y[0]
+    cdef const real* yp = &y[0]
+    cdef real* dx = &grad_x[0]
     with nogil:
         for i in prange(n, num_threads=num_threads if n > 65536 else 1, schedule="static"):
-            grad_x[i] = grad_y[i] if y[i] > 0 else 0
+            dx[i] = select(yp[i] > 0, dy[i], <real>0)
 
 
 def softmax_xent_forward(const real[:, ::1] logits, const long long[::1] labels,
@@ -88,27 +98,38 @@ def softmax_xent_forward(const real[:, ::1] logits, const long long[::1] labels,
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], i, j
     cdef real m, lse
     cdef double s
+    cdef const real* row
+    cdef real* out
+    cdef const real* zp = &logits[0, 0]
+    cdef real* lp = &log_probs[0, 0]
+    cdef const long long* lab = &labels[0]
+    cdef real* loss = &losses[0]
     with nogil:
         for i in prange(N, num_threads=num_threads if N * K > 65536 else 1, schedule="static"):
-            m = logits[i, 0]
+            row = zp + i * K
+            out = lp + i * K
+            m = row[0]
             for j in range(1, K):
-                if logits[i, j] > m or logits[i, j] != logits[i, j]:
-                    m = logits[i, j]
+                if row[j] > m or row[j] != row[j]:
+                    m = row[j]
             s = 0
             for j in range(K):
-                s = s + exp(<double>(logits[i, j] - m))
+                s = s + exp(<double>(row[j] - m))
             lse = m + <real>log(s)
             for j in range(K):
-                log_probs[i, j] = logits[i, j] - lse
-            losses[i] = -log_probs[i, labels[i]]
+                out[j] = row[j] - lse
+            loss[i] = -out[lab[i]]
 
 
 def softmax_xent_backward(const real[:, ::1] log_probs, const long long[::1] labels,
                           real[:, ::1] grad_logits, double scale, int num_threads):
     """grad_logits = (softmax - onehot(labels)) * scale."""
     cdef Py_ssize_t N = log_probs.shape[0], K = log_probs.shape[1], i, j
+    cdef const real* lp = &log_probs[0, 0]
+    cdef real* g = &grad_logits[0, 0]
+    cdef const long long* lab = &labels[0]
     with nogil:
         for i in prange(N, num_threads=num_threads if N * K > 65536 else 1, schedule="static"):
             for j in range(K):
-                grad_logits[i, j] = <real>(exp(<double>log_probs[i, j]) * scale)
-            grad_logits[i, labels[i]] -= <real>scale
+                g[i * K + j] = <real>(exp(<double>lp[i * K + j]) * scale)
+            g[i * K + lab[i]] -= <real>scale

@@ -8,13 +8,14 @@ from cython.parallel cimport parallel, prange
 from libc.string cimport memset
 
 from _types cimport real
+from _select cimport relu
 from _omp cimport omp_get_thread_num
 from im2col cimport end_valid, first_valid
 
 from fastconv._workspace import get_workspace
 
 
-cdef void _plane_forward(const real* xc, const real* wf, real* yf, real b, bint relu,
+cdef void _plane_forward(const real* xc, const real* wf, real* yf, real b, bint do_relu,
                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
                          Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
                          Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
@@ -42,10 +43,9 @@ cdef void _plane_forward(const real* xc, const real* wf, real* yf, real b, bint 
                 else:
                     for ow in range(lo, hi):
                         yrow[ow] = yrow[ow] + wv * xrow[ow * sw]
-    if relu:
+    if do_relu:
         for j in range(OH * OW):
-            v = yf[j]
-            yf[j] = 0 if v <= 0 else v  # NaN stays NaN, as in np.maximum
+            yf[j] = relu(yf[j])
 
 
 def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const real[::1] bias,

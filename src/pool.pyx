@@ -4,39 +4,7 @@ from cython.parallel cimport prange
 from libc.string cimport memset
 
 from _types cimport real
-
-
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-    /* Bitwise selects: compilers turn `take ? a : b` on random data into mispredicted branches
-       (measured 5x slower on max pooling). memcpy compiles to register moves. */
-    static inline float fc_select_float(int take, float a, float b) {
-        uint32_t ia, ib, m = (uint32_t)0 - (uint32_t)(take != 0);
-        memcpy(&ia, &a, 4); memcpy(&ib, &b, 4); ia = (ia & m) | (ib & ~m); memcpy(&a, &ia, 4);
-        return a;
-    }
-    static inline double fc_select_double(int take, double a, double b) {
-        uint64_t ia, ib, m = (uint64_t)0 - (uint64_t)(take != 0);
-        memcpy(&ia, &a, 8); memcpy(&ib, &b, 8); ia = (ia & m) | (ib & ~m); memcpy(&a, &ia, 8);
-        return a;
-    }
-    static inline long long fc_select_index(int take, long long a, long long b) {
-        long long m = -(long long)(take != 0);
-        return (a & m) | (b & ~m);
-    }
-    """
-    float fc_select_float(int take, float a, float b) noexcept nogil
-    double fc_select_double(int take, double a, double b) noexcept nogil
-    long long fc_select_index(int take, long long a, long long b) noexcept nogil
-
-
-cdef inline real _select(int take, real a, real b) noexcept nogil:
-    if real is float:
-        return fc_select_float(take, a, b)
-    else:
-        return fc_select_double(take, a, b)
+from _select cimport fc_select_index, select
 
 
 cdef inline bint _takes(real v, real best) noexcept nogil:
@@ -58,15 +26,15 @@ cdef void _max_2x2(const real* xplane, real* yplane, long long* iplane, Py_ssize
             best_index = i
             v = xplane[i + 1]
             take = _takes(v, best)
-            best = _select(take, v, best)
+            best = select(take, v, best)
             best_index = fc_select_index(take, i + 1, best_index)
             v = xplane[i + W]
             take = _takes(v, best)
-            best = _select(take, v, best)
+            best = select(take, v, best)
             best_index = fc_select_index(take, i + W, best_index)
             v = xplane[i + W + 1]
             take = _takes(v, best)
-            best = _select(take, v, best)
+            best = select(take, v, best)
             best_index = fc_select_index(take, i + W + 1, best_index)
             yplane[oh * OW + ow] = best
             iplane[oh * OW + ow] = best_index
@@ -104,7 +72,7 @@ def max_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, long long[:, :
                             index = ih * W + iw
                             v = xplane[index]
                             take = _takes(v, best)
-                            best = _select(take, v, best)
+                            best = select(take, v, best)
                             best_index = fc_select_index(take, index, best_index)
                     yp[(plane * OH + oh) * OW + ow] = best
                     ip[(plane * OH + oh) * OW + ow] = best_index

@@ -1,0 +1,6 @@
+"""``python -m fastconv.lenet``: the fastconv-lenet command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

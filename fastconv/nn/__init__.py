@@ -1,0 +1,42 @@
+"""Layers with forward and backward over :mod:`fastconv.functional`, for NumPy or CuPy arrays.
+
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> model = nn.Sequential(nn.Conv2D(1, 4, 3, activation="relu", rng=0), nn.Flatten(),
+    ...                       nn.Linear(4 * 6 * 6, 10, rng=1))
+    >>> x = np.zeros((2, 1, 8, 8), np.float32)
+    >>> loss_fn = nn.SoftmaxCrossEntropy()
+    >>> loss = loss_fn(model(x), np.array([3, 7]))
+    >>> _ = model.backward(loss_fn.backward())     # accumulates into each Parameter.grad
+    >>> sorted(model.named_parameters())
+    ['0.bias', '0.weight', '2.bias', '2.weight']
+
+See :class:`Layer` for what every layer offers (parameters, train/eval, state_dict, save/load,
+to(device)) and :mod:`fastconv.gradcheck` to check a layer's backward numerically.
+"""
+from .activation import ReLU, Sigmoid, Tanh
+from .container import Sequential
+from .conv import Conv2D
+from .dropout import Dropout
+from .init import INITS
+from .layer import Layer
+from .linear import Linear
+from .loss import SoftmaxCrossEntropy
+from .pooling import AvgPool2D, MaxPool2D
+from .reshape import Flatten
+
+__all__ = [
+    "Layer",
+    "Conv2D",
+    "Linear",
+    "MaxPool2D",
+    "AvgPool2D",
+    "ReLU",
+    "Tanh",
+    "Sigmoid",
+    "Flatten",
+    "Dropout",
+    "SoftmaxCrossEntropy",
+    "Sequential",
+    "INITS",
+]

@@ -1,0 +1,60 @@
+"""Sequential: layers applied one after the other; backward runs them in reverse."""
+from .layer import Layer
+
+__all__ = ["Sequential"]
+
+
+class Sequential(Layer):
+    """A chain of layers: ``forward`` feeds each layer's output to the next.
+
+    Build it from layers, named "0", "1", ... (``Sequential(Conv2D(...), ReLU())``), or from one
+    dict name -> layer (``Sequential({"conv1": Conv2D(...), "relu1": ReLU()})``): the names
+    prefix the parameter names ("0.weight", "conv1.weight"). A child can be reached as
+    ``seq[0]``, ``seq["conv1"]`` or ``seq.conv1``.
+
+    Shapes: whatever the first layer takes, to whatever the last one returns.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], dict):
+            named = dict(layers[0])
+        else:
+            named = {str(i): layer for i, layer in enumerate(layers)}
+        for name, layer in named.items():
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential takes Layers, got a {type(layer).__name__} "
+                                f"for {name!r}")
+            if not isinstance(name, str) or not name or "." in name:
+                raise ValueError(f"layer names must be non-empty strings without '.', got "
+                                 f"{name!r}")
+            setattr(self, name, layer)
+        self._sequence = tuple(named.values())
+
+    def forward(self, x):
+        """Apply every layer in order."""
+        for layer in self._sequence:
+            x = layer(x)
+        return x
+
+    def backward(self, grad, *, input_grad=True):
+        """Backpropagate through every layer in reverse; returns grad wrt the first input (or
+        None when ``input_grad`` is False: the first layer then skips that computation)."""
+        last = len(self._sequence) - 1
+        for i in range(last, -1, -1):
+            grad = self._sequence[i].backward(grad, input_grad=input_grad or i > 0)
+        return grad
+
+    def __len__(self):
+        return len(self._sequence)
+
+    def __iter__(self):
+        return iter(self._sequence)
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            try:
+                return self._children[key]
+            except KeyError:
+                raise KeyError(f"no layer named {key!r}; names: {list(self._children)}") from None
+        return self._sequence[key]

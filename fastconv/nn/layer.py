@@ -1,0 +1,281 @@
+"""The base class of every layer: parameters, children, modes, state and devices.
+
+A layer computes ``forward(x)`` and, given the gradient of the loss with respect to its output,
+``backward(grad)`` returns the gradient with respect to its input and *accumulates* the gradients
+of its parameters into ``Parameter.grad`` (``+=``, as PyTorch does; an optimiser's ``zero_grad()``
+resets them). What backward needs is cached by the last forward in training mode.
+
+Parameters and sub-layers assigned as attributes (``self.weight = Parameter(...)``,
+``self.c1 = Conv2D(...)``) are registered automatically, in assignment order, which gives the
+dotted names of :meth:`Layer.named_parameters` (``"c1.weight"``).
+"""
+import numpy as np
+
+from .. import _compat
+from .._atomic import save_npz_atomic
+from ..parameter import Parameter, array_module
+
+__all__ = ["Layer", "accumulate_grad"]
+
+_DEVICES = ("cpu", "gpu")
+
+
+def _to_host(a):
+    """``a`` as a NumPy array (CuPy arrays are copied to the host, others not copied)."""
+    return a.get() if _compat.is_cupy_array(a) else np.asarray(a)
+
+
+def _to_numpy(a):
+    """A NumPy copy of a NumPy or CuPy array (a state dict must not alias live buffers)."""
+    if _compat.is_cupy_array(a):
+        return a.get()
+    return np.array(a, copy=True)
+
+
+def accumulate_grad(param, grad):
+    """``param.grad += grad`` (PyTorch's accumulation); a None grad ("none yet") is replaced."""
+    if param.grad is None:
+        param.grad = grad
+    else:
+        param.grad += grad
+
+
+class Layer:
+    """Base class of the layers in :mod:`fastconv.nn`.
+
+    Subclasses call ``super().__init__()`` first, then assign their parameters and sub-layers as
+    attributes, and implement :meth:`forward` and :meth:`backward`.
+
+    Attributes
+    ----------
+    training : bool
+        True after construction and :meth:`train`; False after :meth:`eval`.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_children", {})
+        object.__setattr__(self, "training", True)
+
+    # -- registration -----------------------------------------------------------------
+    def __setattr__(self, name, value):
+        try:
+            parameters = self._parameters
+            children = self._children
+        except AttributeError:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                               f"before assigning attributes") from None
+        if isinstance(value, Parameter):
+            children.pop(name, None)
+            parameters[name] = value
+        elif isinstance(value, Layer):
+            parameters.pop(name, None)
+            children[name] = value
+            for sub_name, p in value.named_parameters().items():
+                p.name = f"{name}.{sub_name}"
+        elif name in parameters or name in children:
+            # e.g. `self.bias = None`: the slot stays an attribute but holds no parameter.
+            parameters.pop(name, None)
+            children.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    def _new_parameter(self, name, data):
+        """Register ``data`` as the parameter ``name`` (its Parameter.name is ``name``)."""
+        setattr(self, name, Parameter(data, name=name))
+        return getattr(self, name)
+
+    # -- the computation ----------------------------------------------------------------
+    def forward(self, x):
+        """Compute the layer's output from ``x``; in training mode, cache what backward needs."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, grad, *, input_grad=True):
+        """Gradient of the loss with respect to the last forward's input.
+
+        Parameters
+        ----------
+        grad : ndarray, the shape of the last forward's output
+            Gradient of the loss with respect to that output.
+        input_grad : bool, default True
+            False skips computing the gradient with respect to the input (e.g. for the first
+            layer, whose input is data) and returns None; parameter gradients are still
+            accumulated.
+
+        Returns
+        -------
+        ndarray of the last forward's input shape, or None when ``input_grad`` is False.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _cached(self, cache):
+        """``cache`` if a training-mode forward has filled it, else a clear RuntimeError."""
+        if cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward called before forward: run forward in training "
+                f"mode (layer.train()) first; eval-mode forwards keep nothing for backward")
+        return cache
+
+    # -- structure --------------------------------------------------------------------
+    def named_children(self):
+        """dict name -> direct sub-layer, in registration order."""
+        return dict(self._children)
+
+    def children(self):
+        """list of the direct sub-layers."""
+        return list(self._children.values())
+
+    def modules(self):
+        """list of this layer and all its descendants, depth first (self first)."""
+        out = [self]
+        for child in self._children.values():
+            out.extend(child.modules())
+        return out
+
+    def named_parameters(self):
+        """dict dotted name -> Parameter ("weight", "c1.weight", "0.bias"), parents' first."""
+        out = dict(self._parameters)
+        for child_name, child in self._children.items():
+            for name, p in child.named_parameters().items():
+                out[f"{child_name}.{name}"] = p
+        return out
+
+    def parameters(self):
+        """list of every Parameter of this layer and its descendants (what an optimiser takes)."""
+        return list(self.named_parameters().values())
+
+    # -- modes ------------------------------------------------------------------------
+    def train(self, mode=True):
+        """Set training mode (``mode=True``) or evaluation mode, recursively; returns self."""
+        for layer in self.modules():
+            object.__setattr__(layer, "training", bool(mode))
+            layer._clear_cache()
+        return self
+
+    def eval(self):
+        """Evaluation mode: Dropout is the identity, forward caches nothing; returns self."""
+        return self.train(False)
+
+    def _clear_cache(self):
+        """Drop what the last forward cached (layers with a cache override this)."""
+
+    # -- state ------------------------------------------------------------------------
+    def state_dict(self):
+        """dict dotted name -> NumPy copy of the parameter's data (CuPy data is copied to host)."""
+        return {name: _to_numpy(p.data) for name, p in self.named_parameters().items()}
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays from ``state`` (name -> array) into the parameters, in place.
+
+        The data arrays are written into (not rebound), so an optimiser built on this layer
+        keeps working. Values are cast to each parameter's dtype and device.
+
+        Parameters
+        ----------
+        state : mapping name -> array (e.g. :meth:`state_dict`, or ``np.load`` of :meth:`save`)
+        strict : bool, default True
+            True: a missing or unexpected name raises ValueError. False: those are skipped.
+            A shape mismatch always raises.
+
+        Returns
+        -------
+        (missing, unexpected) : lists of names (both empty when strict succeeds).
+
+        Raises
+        ------
+        ValueError naming the parameter; nothing is changed when it is raised.
+        """
+        params = self.named_parameters()
+        missing = [name for name in params if name not in state]
+        unexpected = [name for name in state if name not in params]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing parameters {missing}")
+            if unexpected:
+                parts.append(f"unexpected parameters {unexpected}")
+            raise ValueError(f"state does not fit this {type(self).__name__}: " + "; ".join(parts))
+        updates = []
+        for name, p in params.items():
+            if name not in state:
+                continue
+            value = _to_host(state[name])
+            if tuple(value.shape) != tuple(p.data.shape):
+                raise ValueError(f"parameter {name!r}: the state has shape {tuple(value.shape)}, "
+                                 f"this {type(self).__name__} has {tuple(p.data.shape)}")
+            updates.append((p, value))
+        for p, value in updates:
+            p.data[...] = array_module(p.data).asarray(value, dtype=p.data.dtype)
+        return missing, unexpected
+
+    def save(self, path):
+        """Write :meth:`state_dict` to ``path`` as an uncompressed .npz, atomically.
+
+        The name is used as given (no ".npz" appended). Read it back with :meth:`load`.
+        """
+        save_npz_atomic(path, **self.state_dict())
+
+    def load(self, path, strict=True, prefix=""):
+        """Load parameters from a .npz written by :meth:`save` (see :meth:`load_state_dict`).
+
+        ``prefix`` selects the entries whose names start with it (stripped before matching):
+        ``prefix="model."`` reads the model out of a :mod:`fastconv.lenet` checkpoint.
+        Returns self.
+        """
+        with np.load(path, allow_pickle=False) as archive:
+            state = {name[len(prefix):]: archive[name] for name in archive.files
+                     if name.startswith(prefix)}
+        self.load_state_dict(state, strict=strict)
+        return self
+
+    # -- devices and dtypes ------------------------------------------------------------
+    def to(self, device):
+        """Move every parameter (data and grad) to ``device``: 'cpu' (NumPy) or 'gpu' (CuPy).
+
+        The Parameter objects stay the same but their arrays are replaced: build the optimiser
+        after moving the model. Cached forward results are dropped. Returns self.
+        """
+        if device not in _DEVICES:
+            raise ValueError(f"device must be one of {_DEVICES}, got {device!r}")
+        if device == "gpu":
+            cupy = _compat.require_cupy()
+            move = cupy.asarray
+        else:
+            move = (lambda a: a.get() if _compat.is_cupy_array(a) else a)
+        for p in self.parameters():
+            p.data = move(p.data)
+            p.grad = None if p.grad is None else move(p.grad)
+        for layer in self.modules():
+            layer._clear_cache()
+        return self
+
+    def astype(self, dtype):
+        """Cast every parameter (data and grad) to the floating ``dtype``; returns self.
+
+        As with :meth:`to`, the arrays are replaced: build the optimiser afterwards.
+        """
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = None if p.grad is None else p.grad.astype(dtype)
+        for layer in self.modules():
+            layer._clear_cache()
+        return self
+
+    def __repr__(self):
+        extra = self.extra_repr()
+        if not self._children:
+            return f"{type(self).__name__}({extra})"
+        lines = [f"{type(self).__name__}({extra}"]
+        for name, child in self._children.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_repr}")
+        return "\n".join(lines) + "\n)"
+
+    def extra_repr(self):
+        """The arguments shown by repr (layers override it)."""
+        return ""

@@ -1,0 +1,85 @@
+"""Linear: a fully connected layer, optionally with the bias + ReLU fused into the kernel."""
+import numpy as np
+
+from .. import functional as F
+from .init import as_generator, check_init, default_init, initial_weights
+from .layer import Layer, accumulate_grad
+
+__all__ = ["Linear"]
+
+_ACTIVATIONS = (None, "relu")
+
+
+class Linear(Layer):
+    """Fully connected layer: y = x @ weight.T + bias, then ReLU when activation='relu'.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        IN and OUT.
+    bias : bool, default True
+    activation : None or 'relu'
+        'relu' is fused with the bias; its backward uses the cached output.
+    init : str, optional
+        A scheme of :mod:`fastconv.nn.init`; default 'he_uniform' with activation='relu',
+        else 'glorot_uniform'. Biases start at zero.
+    rng : None, int or numpy.random.Generator
+    dtype : float dtype, default float32
+
+    Shapes
+    ------
+    x (N, IN) -> y (N, OUT); ``weight`` (OUT, IN), ``bias`` (OUT,).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, activation=None, init=None,
+                 rng=None, dtype=np.float32):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.activation = activation
+        self.init = check_init(init if init is not None else default_init(activation))
+        shape = (self.out_features, self.in_features)
+        self._new_parameter("weight", initial_weights(self.init, shape, self.in_features,
+                                                      self.out_features, as_generator(rng),
+                                                      dtype))
+        if bias:
+            self._new_parameter("bias", np.zeros(self.out_features, dtype=dtype))
+        else:
+            self.bias = None
+        self._cache = None
+
+    def _clear_cache(self):
+        self._cache = None
+
+    def forward(self, x):
+        """x (N, IN) -> y (N, OUT)."""
+        y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data,
+                     activation=self.activation)
+        self._cache = (x, y) if self.training else None
+        return y
+
+    def backward(self, grad, *, input_grad=True):
+        """grad (N, OUT) -> grad wrt x (N, IN) (None if not input_grad); accumulates
+        weight.grad and bias.grad."""
+        x, y = self._cached(self._cache)
+        if self.activation == "relu":
+            grad = F.relu_backward(grad, y)
+        needs = ("input", "weight") if input_grad else ("weight",)
+        if self.bias is not None:
+            needs += ("bias",)
+        grad_x, grad_weight, grad_bias = F.linear_backward(grad, x, self.weight.data, needs=needs)
+        accumulate_grad(self.weight, grad_weight)
+        if self.bias is not None:
+            accumulate_grad(self.bias, grad_bias)
+        return grad_x
+
+    def extra_repr(self):
+        parts = [f"{self.in_features}, {self.out_features}"]
+        if self.bias is None:
+            parts.append("bias=False")
+        if self.activation is not None:
+            parts.append(f"activation={self.activation!r}")
+        parts.append(f"dtype={self.weight.dtype}")
+        return ", ".join(parts)

@@ -1,0 +1,322 @@
+"""fastconv.nn: numerical gradient checks of every layer, state, modes, initialisation, errors."""
+
+import numpy as np
+import pytest
+
+from fastconv import functional as F
+from fastconv import nn
+from fastconv.gradcheck import gradcheck_layer
+from fastconv.parameter import Parameter
+
+
+@pytest.fixture
+def x4(rng):
+    return rng.standard_normal((2, 4, 7, 6))
+
+
+# ----------------------------------------------------------------- gradient checks (float64)
+
+@pytest.mark.parametrize("kwargs", [
+    dict(in_channels=4, out_channels=6, kernel_size=3),
+    dict(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=2, padding=1),
+    dict(in_channels=4, out_channels=6, kernel_size=(2, 3), stride=(1, 2), padding=(2, 0),
+         dilation=(2, 1)),
+    dict(in_channels=4, out_channels=6, kernel_size=3, groups=2, padding="same"),
+    dict(in_channels=4, out_channels=4, kernel_size=3, groups=4, stride=2),  # depthwise
+    dict(in_channels=4, out_channels=5, kernel_size=3, activation="relu", padding=1),
+    dict(in_channels=4, out_channels=5, kernel_size=2, bias=False),
+    dict(in_channels=4, out_channels=5, kernel_size=(7, 6), activation="relu"),  # a matmul
+    dict(in_channels=4, out_channels=5, kernel_size=(7, 6), stride=3, bias=False),
+], ids=["plain", "stride-pad", "dilated-nonsquare", "groups-same", "depthwise", "relu", "nobias",
+        "whole-input", "whole-input-nobias"])
+def test_conv2d_gradcheck(kwargs, x4):
+    layer = nn.Conv2D(**kwargs, rng=3)
+    report = gradcheck_layer(layer, x4)
+    expected = {"input", "weight"} | ({"bias"} if kwargs.get("bias", True) else set())
+    assert set(report.checks) == expected
+    assert report["weight"].checked == layer.weight.size
+
+
+@pytest.mark.parametrize("layer", [
+    nn.MaxPool2D(2), nn.MaxPool2D((3, 2), stride=(2, 1), padding=1),
+    nn.AvgPool2D(2), nn.AvgPool2D(3, 2, 1), nn.AvgPool2D(3, 2, 1, count_include_pad=False),
+    nn.ReLU(), nn.Tanh(), nn.Sigmoid(), nn.Flatten(), nn.Dropout(0.4, rng=5),
+], ids=lambda layer: repr(layer))
+def test_parameter_free_layers_gradcheck(layer, x4):
+    report = gradcheck_layer(layer, x4)
+    assert list(report.checks) == ["input"] and report["input"].checked == x4.size
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_linear_gradcheck(activation, rng):
+    report = gradcheck_layer(nn.Linear(7, 5, activation=activation, rng=0),
+                             rng.standard_normal((4, 7)))
+    assert set(report.checks) == {"input", "weight", "bias"}
+
+
+def test_softmax_cross_entropy_gradcheck(rng):
+    logits = rng.standard_normal((5, 4)) * 3
+    labels = np.array([0, 3, 1, 1, 2])
+    report = gradcheck_layer(nn.SoftmaxCrossEntropy(), logits, labels)
+    assert report["input"].checked == logits.size
+
+
+def test_sequential_gradcheck(rng):
+    model = nn.Sequential(nn.Conv2D(2, 3, 3, activation="relu", rng=0), nn.AvgPool2D(2),
+                          nn.Flatten(), nn.Dropout(0.3, rng=1), nn.Linear(3 * 3 * 3, 4, rng=2),
+                          nn.Sigmoid())
+    report = gradcheck_layer(model, rng.standard_normal((3, 2, 8, 8)))
+    assert set(report.checks) == {"input", "0.weight", "0.bias", "4.weight", "4.bias"}
+
+
+# ----------------------------------------------------------------- forward semantics
+
+def test_conv_and_linear_forward_match_functional(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    conv = nn.Conv2D(3, 4, 3, padding=1, activation="relu", rng=0)
+    conv.bias.data[...] = rng.standard_normal(4)
+    expected = np.maximum(F.conv2d(x, conv.weight.data, conv.bias.data, padding=1), 0)
+    np.testing.assert_allclose(conv(x), expected, rtol=1e-6, atol=1e-6)
+    lin = nn.Linear(6, 2, rng=1)
+    x2 = rng.standard_normal((3, 6)).astype(np.float32)
+    np.testing.assert_allclose(lin(x2), x2 @ lin.weight.data.T, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_whole_input_conv_matches_conv2d(input_grad, rng):
+    # C5-like: the kernel covers the input, so Conv2D runs a matrix product instead of conv2d.
+    x = rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
+    g = rng.standard_normal((3, 6, 1, 1)).astype(np.float32)
+    conv = nn.Conv2D(4, 6, 5, rng=0)
+    conv.bias.data[...] = rng.standard_normal(6)
+    y = conv(x)
+    np.testing.assert_allclose(y, F.conv2d(x, conv.weight.data, conv.bias.data), rtol=1e-5,
+                               atol=1e-5)
+    assert y.shape == (3, 6, 1, 1)
+    grad_x = conv.backward(g, input_grad=input_grad)
+    expected = F.conv2d_backward(g, x, conv.weight.data)
+    if input_grad:
+        np.testing.assert_allclose(grad_x, expected[0], rtol=1e-5, atol=1e-5)
+    else:
+        assert grad_x is None
+    np.testing.assert_allclose(conv.weight.grad, expected[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(conv.bias.grad, expected[2], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="channels"):  # conv2d's own error for a wrong C
+        conv(np.zeros((1, 3, 5, 5), np.float32))
+
+
+def test_activations_values(rng):
+    x = np.array([-1e4, -3.0, 0.0, 2.0, 1e4], dtype=np.float32)
+    with np.errstate(all="raise"):  # no overflow for large |x|
+        y = nn.Sigmoid()(x)
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(y, 1 / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6,
+                                   atol=1e-7)
+    np.testing.assert_allclose(nn.Tanh()(x), np.tanh(x))
+    np.testing.assert_array_equal(nn.ReLU()(x), [0, 0, 0, 2, 1e4])
+    assert nn.Sigmoid()(x).dtype == np.float32
+
+
+def test_flatten_is_a_view():
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
+    y = nn.Flatten()(x)
+    assert y.shape == (2, 12) and np.shares_memory(x, y)
+
+
+def test_dropout_train_and_eval(rng):
+    x = np.ones((200, 100), dtype=np.float32)
+    drop = nn.Dropout(0.25, rng=0)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.mean() - 0.75) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)
+    np.testing.assert_array_equal(drop.backward(x), y)  # backward applies the same mask
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(nn.Dropout(0.25, rng=0)(x), y)  # seeded
+    assert drop.eval()(x) is x
+    assert np.all(nn.Dropout(1.0, rng=0)(x) == 0)
+    for bad in (-0.1, 1.5, "0.5"):
+        with pytest.raises(ValueError, match="probability"):
+            nn.Dropout(bad)
+
+
+# ----------------------------------------------------------------- backward protocol
+
+def test_gradients_accumulate_and_input_grad_false(rng):
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    conv = nn.Conv2D(3, 2, 3, rng=0)
+    g = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    conv(x)
+    assert conv.backward(g, input_grad=False) is None
+    first = conv.weight.grad.copy()
+    assert np.abs(first).sum() > 0
+    grad_x = conv.backward(g)
+    assert grad_x.shape == x.shape
+    np.testing.assert_allclose(conv.weight.grad, 2 * first, rtol=1e-6)
+    conv.weight.zero_grad()
+    assert not conv.weight.grad.any()
+    conv.bias.grad = None  # "no gradient yet": backward assigns it
+    conv.backward(g)
+    np.testing.assert_allclose(conv.bias.grad, g.sum(axis=(0, 2, 3)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Conv2D(1, 1, 1), lambda: nn.Linear(2, 2), lambda: nn.MaxPool2D(2),
+    lambda: nn.AvgPool2D(2), lambda: nn.ReLU(), lambda: nn.Tanh(), lambda: nn.Sigmoid(),
+    lambda: nn.Flatten(), lambda: nn.Dropout(), lambda: nn.SoftmaxCrossEntropy(),
+    lambda: nn.Sequential(nn.ReLU()),
+])
+def test_backward_before_forward_raises(make):
+    with pytest.raises(RuntimeError, match="before forward"):
+        make().backward(np.ones((1, 1, 2, 2)))
+
+
+def test_eval_forward_keeps_nothing_for_backward():
+    conv = nn.Conv2D(1, 1, 1, rng=0)
+    x = np.ones((1, 1, 2, 2), np.float32)
+    conv.eval()(x)
+    with pytest.raises(RuntimeError, match="eval-mode"):
+        conv.backward(x)
+    conv.train()(x)
+    assert conv.backward(x).shape == x.shape
+
+
+def test_train_eval_flags_are_recursive():
+    model = nn.Sequential(nn.Conv2D(1, 1, 1), nn.Sequential(nn.Dropout(), nn.ReLU()))
+    assert model.eval() is model
+    assert not any(m.training for m in model.modules())
+    model.train()
+    assert all(m.training for m in model.modules()) and len(model.modules()) == 5
+
+
+# ----------------------------------------------------------------- structure and state
+
+def test_named_parameters_and_children():
+    seq = nn.Sequential(nn.Conv2D(1, 2, 3, rng=0), nn.ReLU(), nn.Linear(2, 3, bias=False))
+    assert list(seq.named_parameters()) == ["0.weight", "0.bias", "2.weight"]
+    assert [p.name for p in seq.parameters()] == ["0.weight", "0.bias", "2.weight"]
+    named = nn.Sequential({"conv1": nn.Conv2D(1, 2, 3), "act": nn.ReLU()})
+    assert list(named.named_parameters()) == ["conv1.weight", "conv1.bias"]
+    assert named["conv1"] is named.conv1 is named[0] and len(named) == 2
+    with pytest.raises(TypeError, match="Layers"):
+        nn.Sequential(nn.ReLU(), np.zeros(3))
+
+
+def test_state_dict_round_trip_and_copies(rng):
+    a = nn.Sequential(nn.Conv2D(1, 2, 3, rng=0), nn.Linear(4, 3, rng=1))
+    b = nn.Sequential(nn.Conv2D(1, 2, 3, rng=7), nn.Linear(4, 3, rng=8))
+    state = a.state_dict()
+    state["0.weight"][...] = 5.0  # a copy: the model is untouched
+    assert not np.all(a[0].weight.data == 5.0)
+    weight_buffer = b[0].weight.data
+    assert b.load_state_dict(a.state_dict()) == ([], [])
+    assert b[0].weight.data is weight_buffer  # written in place: optimisers keep working
+    for name, p in b.named_parameters().items():
+        np.testing.assert_array_equal(p.data, a.named_parameters()[name].data)
+
+
+def test_load_state_dict_errors_name_the_parameter():
+    model = nn.Sequential(nn.Conv2D(1, 2, 3, rng=0), nn.Linear(4, 3, rng=1))
+    before = model.state_dict()
+    bad = dict(before, **{"0.weight": np.zeros((2, 1, 5, 5))})
+    with pytest.raises(ValueError, match=r"'0\.weight'.*\(2, 1, 5, 5\)"):
+        model.load_state_dict(bad)
+    with pytest.raises(ValueError, match=r"missing parameters \['1\.bias'\]"):
+        model.load_state_dict({k: v for k, v in before.items() if k != "1.bias"})
+    with pytest.raises(ValueError, match=r"unexpected parameters \['2\.weight'\]"):
+        model.load_state_dict(dict(before, **{"2.weight": np.zeros(1)}))
+    for name, p in model.named_parameters().items():  # nothing was changed by the failures
+        np.testing.assert_array_equal(p.data, before[name])
+    missing, unexpected = model.load_state_dict({"0.bias": np.ones(2), "x": np.ones(1)},
+                                                strict=False)
+    assert missing == ["0.weight", "1.weight", "1.bias"] and unexpected == ["x"]
+    np.testing.assert_array_equal(model[0].bias.data, [1, 1])
+
+
+def test_save_load(tmp_path, rng):
+    model = nn.Sequential(nn.Conv2D(1, 2, 3, rng=0), nn.Flatten(), nn.Linear(18, 3, rng=1))
+    path = tmp_path / "model.npz"
+    model.save(path)
+    other = nn.Sequential(nn.Conv2D(1, 2, 3, rng=5), nn.Flatten(), nn.Linear(18, 3, rng=6))
+    x = rng.standard_normal((4, 1, 5, 5)).astype(np.float32)
+    assert not np.array_equal(other(x), model(x))
+    assert other.load(path) is other
+    np.testing.assert_array_equal(other(x), model(x))
+
+
+def test_setattr_needs_super_init():
+    class Broken(nn.Layer):
+        def __init__(self):
+            self.weight = Parameter(np.zeros(2))
+
+    with pytest.raises(RuntimeError, match="super"):
+        Broken()
+
+
+def test_bias_none_is_not_a_parameter():
+    conv = nn.Conv2D(2, 2, 1, bias=False)
+    assert conv.bias is None and list(conv.named_parameters()) == ["weight"]
+
+
+# ----------------------------------------------------------------- initialisation, dtype, device
+
+def test_seeded_init_is_reproducible():
+    a, b, c = (nn.Conv2D(3, 8, 5, rng=s) for s in (1, 1, 2))
+    np.testing.assert_array_equal(a.weight.data, b.weight.data)
+    assert not np.array_equal(a.weight.data, c.weight.data)
+    assert a.weight.dtype == np.float32 and not a.bias.data.any()
+    g1, g2 = np.random.default_rng(4), np.random.default_rng(4)
+    np.testing.assert_array_equal(nn.Linear(3, 2, rng=g1).weight.data,
+                                  nn.Linear(3, 2, rng=g2).weight.data)
+
+
+def test_init_schemes_have_their_scale():
+    fan_in = 64 * 3 * 3
+    relu = nn.Conv2D(64, 64, 3, activation="relu", rng=0)  # default: he_uniform
+    assert relu.init == "he_uniform"
+    assert np.abs(relu.weight.data).max() <= np.sqrt(6 / fan_in)
+    np.testing.assert_allclose(relu.weight.data.std(), np.sqrt(2 / fan_in), rtol=0.02)
+    glorot = nn.Linear(300, 100, rng=0)  # default without ReLU: glorot_uniform
+    assert glorot.init == "glorot_uniform"
+    np.testing.assert_allclose(glorot.weight.data.std(), np.sqrt(2 / 400), rtol=0.02)
+    he_normal = nn.Linear(400, 300, init="kaiming_normal", rng=0)
+    np.testing.assert_allclose(he_normal.weight.data.std(), np.sqrt(2 / 400), rtol=0.02)
+    with pytest.raises(ValueError, match="init must be one of"):
+        nn.Linear(2, 2, init="orthogonal")
+    with pytest.raises(TypeError, match="rng"):
+        nn.Linear(2, 2, rng="seed")
+
+
+def test_astype_and_device_errors():
+    lin = nn.Linear(3, 2, dtype=np.float32, rng=0)
+    assert lin.astype(np.float64) is lin and lin.weight.dtype == np.float64
+    assert lin.weight.grad.dtype == np.float64
+    assert lin(np.ones((1, 3))).dtype == np.float64
+    with pytest.raises(ValueError, match="device"):
+        lin.to("tpu")
+    assert lin.to("cpu") is lin and isinstance(lin.weight.data, np.ndarray)
+
+
+@pytest.mark.gpu
+def test_gpu_layers_match_cpu(rng):
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except Exception as exc:
+        pytest.skip(f"no CUDA device: {exc}")
+    def make():
+        return nn.Sequential(nn.Conv2D(1, 3, 3, activation="relu", rng=0), nn.MaxPool2D(2),
+                             nn.Flatten(), nn.Dropout(0.2, rng=1), nn.Linear(27, 4, rng=2),
+                             nn.Tanh())
+
+    cpu, gpu = make(), make().to("gpu")
+    x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    gpu.eval(), cpu.eval()
+    np.testing.assert_allclose(cupy.asnumpy(gpu(cupy.asarray(x))), cpu(x), rtol=1e-4, atol=1e-5)
+    gpu.train()
+    out = gpu(cupy.asarray(x))
+    gx = gpu.backward(cupy.ones_like(out))
+    assert isinstance(gx, cupy.ndarray) and gx.shape == x.shape
+    assert isinstance(gpu.state_dict()["0.weight"], np.ndarray)
+    assert isinstance(gpu.to("cpu")[0].weight.data, np.ndarray)
