@@ -16,10 +16,11 @@ from im2col cimport im2col, col2im_add
 from fastconv._workspace import get_workspace
 
 cdef enum:
-    # Columns per tile aim at a cols buffer of about this many elements (L2-sized with the panels).
-    TILE_ELEMENTS = 131072
+    # Columns per tile aim at a cols buffer of about this many elements (about L2-sized).
+    TILE_ELEMENTS = 262144
     MIN_TILE_COLUMNS = 256
     MAX_TILE_COLUMNS = 8192
+    MIN_TILES = 8
     # Grad-weight: split by channel chunks (no reduction) from this many channels on; else a fixed
     # number of partial sums.
     MIN_CHANNELS_FOR_SPLIT = 4
@@ -48,7 +49,8 @@ cdef Py_ssize_t _rows_per_tile(Py_ssize_t K, Py_ssize_t N, Py_ssize_t OH, Py_ssi
         rows = max(1, target // OW)
         tiles = (OH + rows - 1) // rows
         return (OH + tiles - 1) // tiles  # balance the tiles of an image
-    return OH * max(1, min(N, target // (OH * OW)))
+    # Whole images per tile, but at least MIN_TILES tiles (when N allows) to share among threads.
+    return OH * max(1, min(N, target // (OH * OW), (N + MIN_TILES - 1) // MIN_TILES))
 
 
 # A tile is output rows [q0, q1) of the flattened (n, oh) index: part of one image's rows when
