@@ -248,7 +248,9 @@ def test_cli_ctrl_c_exits_130(tmp_path, capsys, monkeypatch):
     assert "checkpoint saved to x.npz" in capsys.readouterr().err
 
 
-def test_python_m_entry_point():
-    result = subprocess.run([sys.executable, "-m", "fastconv.lenet", "train"],
+def test_python_m_entry_point(tmp_path):
+    # Run from elsewhere: `python -m` puts the working directory first on sys.path, and the
+    # repository root holds the unbuilt source folder.
+    result = subprocess.run([sys.executable, "-m", "fastconv.lenet", "train"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "usage: fastconv-lenet" in result.stderr
