@@ -4,26 +4,26 @@ Same op names and signatures as ``fastconv._cpu``. Arguments arrive validated: C
 CuPy arrays of one float dtype (float32 or float64; ``indices``/``labels`` int64) on one
 device, outputs preallocated with ``empty`` and fully written here. Every op returns None.
 
-The kernels are C++ templates (float, double) in ``fastconv/kernels/*.cu``, read at run time
-and compiled with NVRTC through ``cupy.RawModule`` the first time a file is needed on a device
-(CuPy also caches the binaries on disk). RawKernel checks nothing about its arguments: every
-launch here passes C-contiguous arrays and scalars of the exact C++ type (``int`` ->
-numpy.int32, ``idx_t``/``long long`` -> numpy.int64, ``T`` -> the array's dtype), since a
-Python int would be passed as a 64-bit integer and a float as a double.
+The kernels, their compilation and the launch helpers live in ``fastconv._gpu_kernels``
+(names the tests use are re-exported here); every launch passes C-contiguous arrays and
+scalars of the exact C++ type the kernel expects.
 
 Importing this module never imports CuPy (only ``_compat`` does); calling an op without CuPy
 raises RuntimeError saying how to install it.
 """
 from __future__ import annotations
 
-import re
-import threading
-from pathlib import Path
-from typing import NamedTuple
+from . import _compat, _gpu_kernels
+from ._gpu_kernels import (
+    GEMM_BK, GEMM_BM, GEMM_BN, REDUCE_THREADS, _cdiv, _i32, _i64, _launch_1d, _launch_gemm,
+    _launch_rows, _modules, _splits,
+)
 
-import numpy as np
-
-from . import _compat
+# Re-exported: the tests and tests/gpu_emulation reach these through fastconv._gpu.
+from ._gpu_kernels import (  # noqa: F401
+    GEMM_THREADS, KERNEL_DIR, KERNELS, NVRTC_OPTIONS, DeviceInfo, _device_infos, _launch,
+    device_info, kernel_source, name_expressions,
+)
 
 OPS = (
     "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
@@ -32,199 +32,10 @@ OPS = (
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
 )
 
-KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
-
-# Kernel file -> its __global__ templates; each is instantiated for float and double.
-KERNELS = {
-    "conv_implicit_gemm.cu": ("conv2d_forward_igemm", "conv2d_grad_input_igemm"),
-    "conv_grad_weight.cu": ("conv2d_grad_weight_igemm",),
-    "conv_depthwise.cu": ("depthwise_forward", "depthwise_grad_input", "depthwise_grad_weight"),
-    "reduce.cu": ("sum_splits", "conv2d_grad_bias_partial"),
-    "pool.cu": ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
-                "avg_pool2d_backward"),
-    "elementwise.cu": ("relu_backward", "bias_act", "softmax_xent_forward",
-                       "softmax_xent_backward"),
-}
-NVRTC_OPTIONS = ("-std=c++17",)
-_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-_INT64 = np.dtype(np.int64)
-
-# Must match common.cuh.
-GEMM_BM = GEMM_BN = 64
-GEMM_BK = 16
-GEMM_THREADS = 256
-REDUCE_THREADS = 256
-
-_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)
-
-
-def name_expressions(filename):
-    """The NVRTC name expressions compiled for a kernel file: ``name<float>``, ``name<double>``."""
-    return [f"{name}<{ctype}>" for name in KERNELS[filename] for ctype in ("float", "double")]
-
-
-def kernel_source(filename):
-    """The text of kernels/<filename> with its local ``#include "x.cuh"`` lines pasted in.
-
-    Pasting (rather than passing -I to NVRTC) makes the headers part of the text CuPy hashes
-    for its on-disk cache, so editing a header can never reuse a stale binary.
-    """
-    seen = set()
-
-    def expand(name):
-        if name in seen:  # each header once, like #pragma once
-            return ""
-        seen.add(name)
-        text = (KERNEL_DIR / name).read_text(encoding="utf-8")
-        text = re.sub(r"^[ \t]*#[ \t]*pragma[ \t]+once[ \t]*$", "", text, flags=re.MULTILINE)
-        return _INCLUDE.sub(lambda m: expand(m.group(1)), text)
-
-    return expand(filename)
-
-
-_modules = {}  # (filename, device id) -> {name expression: cupy.RawKernel}
-_modules_lock = threading.Lock()
-
 
 def _kernel(filename, name, dtype):
-    """The compiled ``name<T>`` of kernels/<filename> for the current device, T from dtype."""
-    cupy = _compat.require_cupy()
-    expr = f"{name}<{_CTYPES[np.dtype(dtype)]}>"
-    key = (filename, cupy.cuda.runtime.getDevice())
-    kernels = _modules.get(key)
-    if kernels is None:
-        with _modules_lock:
-            kernels = _modules.get(key)
-            if kernels is None:
-                kernels = _compile(cupy, filename, expr)
-                _modules[key] = kernels
-    return kernels[expr]
-
-
-def _compile(cupy, filename, wanted):
-    exprs = name_expressions(filename)
-    try:
-        module = cupy.RawModule(
-            code=kernel_source(filename), options=NVRTC_OPTIONS, name_expressions=exprs
-        )
-        # get_function triggers the (lazy) compilation: do it now, inside the try.
-        return {expr: module.get_function(expr) for expr in exprs}
-    except Exception as exc:
-        log = exc.get_message() if hasattr(exc, "get_message") else str(exc)
-        raise RuntimeError(
-            f"fastconv: CUDA kernel file {KERNEL_DIR / filename} failed to compile or load "
-            f"(needed for kernel {wanted}; NVRTC options {' '.join(NVRTC_OPTIONS)}):\n{log}"
-        ) from exc
-
-
-class DeviceInfo(NamedTuple):
-    max_threads: int  # per block
-    shared_mem: int  # bytes per block (static + dynamic, without opt-in)
-    sm_count: int
-    max_grid: tuple  # (x, y, z)
-
-
-_device_infos = {}
-
-
-def device_info():
-    """Launch limits of the current device (cached per device)."""
-    cupy = _compat.require_cupy()
-    rt = cupy.cuda.runtime
-    dev = rt.getDevice()
-    info = _device_infos.get(dev)
-    if info is None:
-        attr = lambda a: int(rt.deviceGetAttribute(a, dev))  # noqa: E731
-        info = DeviceInfo(
-            max_threads=attr(rt.cudaDevAttrMaxThreadsPerBlock),
-            shared_mem=attr(rt.cudaDevAttrMaxSharedMemoryPerBlock),
-            sm_count=attr(rt.cudaDevAttrMultiProcessorCount),
-            max_grid=tuple(attr(a) for a in (rt.cudaDevAttrMaxGridDimX, rt.cudaDevAttrMaxGridDimY,
-                                              rt.cudaDevAttrMaxGridDimZ)),
-        )
-        _device_infos[dev] = info
-    return info
-
-
-def _cdiv(a, b):
-    return -(-a // b)
-
-
-def _i32(*values):
-    """numpy.int32 scalars for the kernels' ``int`` parameters (refusing silent wrap-around)."""
-    for v in values:
-        if not -(2**31) <= int(v) < 2**31:
-            raise ValueError(f"fastconv GPU kernels need this size to fit in int32: {v}")
-    return tuple(np.int32(v) for v in values)
-
-
-def _i64(*values):
-    """numpy.int64 scalars for the kernels' ``idx_t`` (long long) parameters."""
-    return tuple(np.int64(v) for v in values)
-
-
-def _launch(filename, name, dtype, grid, block, args):
-    """Launch ``name<T>``. RawKernel reads whatever it is given, so refuse here what it would
-    misread: an array that is not C-contiguous, or not of dtype T (int64 for indices/labels)."""
-    dtype = np.dtype(dtype)
-    for a in args:
-        if isinstance(a, np.generic):
-            continue
-        if not a.flags.c_contiguous or a.dtype not in (dtype, _INT64):
-            raise ValueError(f"fastconv: kernel {name} needs C-contiguous {dtype} arrays, got "
-                             f"{'' if a.flags.c_contiguous else 'non-contiguous '}{a.dtype}")
-    _kernel(filename, name, dtype)(grid, block, args)
-
-
-def _launch_1d(filename, name, dtype, n, args):
-    """Launch a grid-stride kernel over ``n`` elements (none when n == 0: CUDA refuses empty
-    grids); a few waves of blocks per SM are enough."""
-    if n == 0:
-        return
-    info = device_info()
-    threads = min(256, info.max_threads)
-    blocks = max(1, min(_cdiv(n, threads), 32 * info.sm_count, info.max_grid[0]))
-    _launch(filename, name, dtype, (blocks,), (threads,), args)
-
-
-def _launch_fixed(filename, name, dtype, grid, threads, shared_bytes, args):
-    """Launch a kernel written for exactly ``threads`` threads and ``shared_bytes`` of static
-    shared memory per block, after checking that this device allows them and the grid."""
-    info = device_info()
-    if threads > info.max_threads or shared_bytes > info.shared_mem:
-        raise RuntimeError(
-            f"fastconv: this GPU allows {info.max_threads} threads and {info.shared_mem} bytes of "
-            f"shared memory per block; kernel {name} needs {threads} and {shared_bytes}"
-        )
-    if any(g > m for g, m in zip(grid, info.max_grid)):
-        raise RuntimeError(f"fastconv: input too large for one launch of {name} (grid {grid})")
-    _launch(filename, name, dtype, tuple(grid), (threads,), args)
-
-
-def _launch_gemm(filename, name, dtype, n_cols, n_rows, z, args):
-    """An implicit-GEMM kernel: a block per 64x64 output tile, z (groups[*splits]) grid-strided."""
-    grid = (_cdiv(n_cols, GEMM_BN), _cdiv(n_rows, GEMM_BM), min(z, device_info().max_grid[2]))
-    shared = 2 * GEMM_BK * (GEMM_BM + 1) * np.dtype(dtype).itemsize + 4 * GEMM_BN  # As, Bs, Hit
-    _launch_fixed(filename, name, dtype, grid, GEMM_THREADS, shared, args)
-
-
-def _launch_rows(filename, name, dtype, rows, splits, args):
-    """A block-reduction kernel: x = rows (grid-strided), y = splits of each row's reduction."""
-    grid = (min(rows, device_info().max_grid[0]), splits)
-    shared = REDUCE_THREADS * np.dtype(dtype).itemsize
-    _launch_fixed(filename, name, dtype, grid, REDUCE_THREADS, shared, args)
-
-
-def _splits(total, base_blocks, min_per_split, align=1):
-    """Cut a reduction over ``total`` items into contiguous splits for a deterministic 2-pass sum.
-
-    Aims at ~4 blocks per SM in all (``base_blocks`` per split), each split holding at least
-    ``min_per_split`` items (a multiple of ``align``). Returns (splits, items per split).
-    """
-    want = _cdiv(4 * device_info().sm_count, max(base_blocks, 1))
-    splits = max(1, min(want, total // max(min_per_split, 1), 1024))
-    per_split = _cdiv(_cdiv(max(total, 1), splits), align) * align
-    return _cdiv(max(total, 1), per_split), per_split
+    """``_gpu_kernels._kernel`` over this module's ``_modules`` (the same cache unless swapped)."""
+    return _gpu_kernels._kernel(filename, name, dtype, _modules)
 
 
 def _sum_splits(partial, out, splits):

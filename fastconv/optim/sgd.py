@@ -1,0 +1,85 @@
+"""SGD with optional (Nesterov) momentum, as ``torch.optim.SGD``."""
+
+import numpy as np
+
+from ..parameter import array_module
+from ._base import Optimizer, _check_nonnegative
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD``.
+
+    For each parameter ``p`` with gradient ``g`` (dampening 0)::
+
+        g = g + weight_decay * p                # L2 penalty
+        if momentum:
+            b = g               (first step)    # b: the momentum buffer
+            b = momentum * b + g  (later steps)
+            g = g + momentum * b  if nesterov else  b
+        p = p - lr * g
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float > 0
+    momentum : float >= 0, default 0
+    nesterov : bool, default False; needs ``momentum > 0``
+    weight_decay : float >= 0, default 0
+
+    ``p.grad`` is only read, never modified.
+    """
+
+    _HYPER = (("momentum", float), ("nesterov", bool), ("weight_decay", float))
+    _BUFFERS = ("momentum_buffer",)
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        self._check_hyper(momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+        super().__init__(params, lr)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+
+    @staticmethod
+    def _check_hyper(momentum, nesterov, weight_decay):
+        momentum = _check_nonnegative("momentum", momentum)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise ValueError(f"nesterov must be a bool, got {nesterov!r}")
+        if nesterov and momentum <= 0.0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        _check_nonnegative("weight_decay", weight_decay)
+
+    def step(self):
+        """Apply one update to every parameter that has a gradient."""
+        lr = self._lr
+        mom = self.momentum
+        nesterov = self.nesterov
+        wd = self.weight_decay
+        for i, p in enumerate(self.params):
+            g = self._grad_of(i, p)
+            if g is None:
+                continue
+            d = p.data
+            xp = array_module(d)
+            tmp = self._scratch(i, d)
+            if wd != 0.0:
+                xp.multiply(d, wd, out=tmp)
+                xp.add(g, tmp, out=tmp)
+                g = tmp
+            if mom != 0.0:
+                st = self._state[i]
+                buf = st.get("momentum_buffer")
+                if buf is None:
+                    buf = st["momentum_buffer"] = g.copy()
+                else:
+                    xp.multiply(buf, mom, out=buf)
+                    xp.add(buf, g, out=buf)
+                if nesterov:
+                    tmp2 = self._scratch(i, d, 1)
+                    xp.multiply(buf, mom, out=tmp2)
+                    xp.add(g, tmp2, out=tmp)
+                    g = tmp
+                else:
+                    g = buf
+            xp.multiply(g, -lr, out=tmp)
+            xp.add(d, tmp, out=d)
+        self.step_count += 1
