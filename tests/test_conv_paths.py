@@ -1,0 +1,115 @@
+"""Both CPU convolution paths against the reference, whichever the shape would pick.
+
+fastconv._cpu sends one-group convolutions with few filters to the SIMD direct kernel
+(fastconv._cpu_direct) and the rest to im2col + GEMM. Most test shapes are small, so the other
+test files mostly see the direct path on a CPU with AVX2; here every case runs on the GEMM path
+and on the direct kernel compiled for each instruction set this CPU has.
+"""
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _cpu, _cpu_direct
+from reference import CASES, MEDIUM_CASES, _case, case_kwargs, case_tblr, conv2d_backward_ref, conv2d_ref
+from reference import make_inputs, output_hw
+
+DTYPES = [np.float32, np.float64]
+PATHS = ["gemm"] + [f"direct{level}" for level in range(_cpu_direct.detected_level() + 1)]
+EXTRA_CASES = [
+    _case("many_filters", N=2, C=3, H=9, W=8, F=37, padding=1),  # several blocks, a partial one
+    _case("lenet_conv2", N=3, C=6, H=14, W=14, F=16, KH=5, KW=5),
+    _case("lenet_conv1_pad", N=2, C=1, H=28, W=28, F=6, KH=5, KW=5, padding=2),
+    _case("rgb_7x7_s2", N=1, C=3, H=33, W=31, F=20, KH=7, KW=7, stride=2, padding=3),
+]
+ONE_GROUP = [pytest.param(c, id=c.id) for c in CASES + MEDIUM_CASES + EXTRA_CASES if c.groups == 1]
+
+
+@pytest.fixture(params=PATHS)
+def path(request, monkeypatch):
+    """Force one path: the GEMM path, or the direct kernel at one instruction-set level."""
+    if request.param == "gemm":
+        monkeypatch.setattr(_cpu, "_direct_fits", lambda *args: False)
+    else:
+        monkeypatch.setattr(_cpu, "_direct_fits", lambda *args: True)
+        previous = _cpu_direct.set_level(int(request.param[len("direct"):]))
+        request.addfinalizer(lambda: _cpu_direct.set_level(previous))
+    return request.param
+
+
+def inputs(case, rng, dtype):
+    x, w, b = (a.astype(dtype) for a in make_inputs(case, rng))
+    OH, OW = output_hw((case.H, case.W), (case.KH, case.KW), case.stride, case_tblr(case), case.dilation)
+    g = rng.standard_normal((case.N, case.F, OH, OW)).astype(dtype)
+    return x, w, b, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ONE_GROUP)
+def test_forward(case, dtype, path, rng, assert_close):
+    x, w, b, _ = inputs(case, rng, dtype)
+    expected = conv2d_ref(x, w, b, case.stride, case_tblr(case), case.dilation)
+    reduction = case.C * case.KH * case.KW
+    assert_close(fastconv.conv2d(x, w, b, **case_kwargs(case)), expected, dtype, reduction)
+    relu = fastconv.conv2d(x, w, b, **case_kwargs(case), activation="relu")
+    assert_close(relu, np.maximum(expected, 0), dtype, reduction)
+    assert_close(fastconv.conv2d(x, w, **case_kwargs(case)), expected - b[:, None, None], dtype, reduction)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ONE_GROUP)
+def test_grad_input(case, dtype, path, rng, assert_close):
+    x, w, _, g = inputs(case, rng, dtype)
+    expected, _, _ = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
+    got = fastconv.conv2d_grad_input(g, w, x.shape, **case_kwargs(case))
+    assert_close(got, expected, dtype, case.F * case.KH * case.KW)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_direct_matches_gemm_bitwise_across_threads(dtype, rng, monkeypatch):
+    case = EXTRA_CASES[0]
+    x, w, b, _ = inputs(case, rng, dtype)
+    monkeypatch.setattr(_cpu, "_direct_fits", lambda *args: True)
+    old = fastconv.set_num_threads(1)
+    try:
+        one = fastconv.conv2d(x, w, b, **case_kwargs(case))
+        fastconv.set_num_threads(2)
+        two = fastconv.conv2d(x, w, b, **case_kwargs(case))
+    finally:
+        fastconv.set_num_threads(old)
+    np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("path_name", ["gemm", "direct"])
+def test_nonfinite_weights_meet_padding_as_in_numpy(path_name, rng, monkeypatch):
+    """A padded tap is 0 * w: with w = inf that is NaN on both paths (as torch gives), and
+    grad_input (where the direct reuse would multiply padding) stays on the GEMM path."""
+    monkeypatch.setattr(_cpu, "_direct_fits", lambda *args: path_name == "direct")
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((3, 2, 3, 3))
+    w[1, 0, 0, 0] = np.inf
+    y = fastconv.conv2d(x, w, padding=1)
+    assert np.isnan(y[0, 1, 0, :]).all()  # the top row reads the padding with the inf tap
+    assert not np.isnan(y[0, [0, 2]]).any()
+    g = np.ones_like(y)
+    expected, _, _ = conv2d_backward_ref(g, x, np.where(np.isinf(w), 0.0, w), 1, (1, 1, 1, 1), 1)
+    gx = fastconv.conv2d_grad_input(g, w, x.shape, padding=1)
+    # inf reaches the input cells that tap touches, and nothing else becomes NaN
+    assert not np.isnan(gx).any()
+    finite = np.isfinite(gx)
+    np.testing.assert_allclose(gx[finite], expected[finite], rtol=1e-12, atol=1e-12)
+
+
+def test_dispatch_picks_direct_for_small_filter_counts():
+    has_simd = _cpu_direct.level() > 0
+    assert _cpu._direct_fits(16, 150, np.float32) is has_simd  # LeNet-5 conv2
+    assert _cpu._direct_fits(64, 147, np.float32) is has_simd  # 7x7 on RGB
+    assert _cpu._direct_fits(256, 2304, np.float32) is False  # wide layers stay on GEMM
+
+
+def test_set_level_refuses_what_the_cpu_lacks():
+    with pytest.raises(ValueError, match="level must be in"):
+        _cpu_direct.set_level(_cpu_direct.detected_level() + 1)
+    with pytest.raises(ValueError, match="level must be in"):
+        _cpu_direct.set_level(-1)
+    assert _cpu_direct.level() == _cpu_direct.detected_level()
