@@ -39,14 +39,15 @@ def _conv_kernel(weight, groups, skipped_operand=None):
 
 
 def _direct_fits(filters, taps, dtype):
-    """Whether the SIMD direct kernel beats im2col + GEMM for `filters` outputs per pixel of
-    `taps` = C * KH * KW products each (one group). Measured with AVX2 (2 threads): direct 1.3-3x
-    faster up to 32 float32 / 16 float64 filters, and up to 64 / 32 when taps <= 160 (7x7 on RGB);
-    about even at 64 float32 filters of 3x3x64; GEMM faster beyond."""
+    """Whether the SIMD direct kernels beat im2col + GEMM for `filters` outputs per pixel (the
+    SIMD lanes) of `taps` = C * KH * KW products each (one group). Measured with AVX2 (2 threads,
+    forward): direct 1.3-3x faster from 4 up to 32 float32 (2 to 16 float64) filters, and up to
+    64 / 32 when taps <= 160 (7x7 on RGB); about even at 64 float32 filters of 3x3x64; GEMM faster
+    beyond, and for a single filter (grad-input of a one-channel input: 2x)."""
     if _cpu_direct.level() == 0:
         return False
     filter_bytes = filters * np.dtype(dtype).itemsize
-    return filter_bytes <= 128 or (filter_bytes <= 256 and taps <= 160)
+    return 16 <= filter_bytes and (filter_bytes <= 128 or (filter_bytes <= 256 and taps <= 160))
 
 
 def _bias_or_empty(bias, dtype):
@@ -87,6 +88,11 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups):
+    F, Cg, KH, KW = grad_weight.shape
+    if groups == 1 and _direct_fits(F, Cg * KH * KW, x.dtype):
+        _cpu_direct.grad_weight(grad_y, x, grad_weight, *stride, *padding, *dilation, groups,
+                                get_num_threads())
+        return
     with blas_single_thread:
         kernel = _conv_kernel(grad_weight, groups, grad_y)
         kernel.grad_weight(grad_y, x, grad_weight, *stride, *padding, *dilation, groups,

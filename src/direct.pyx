@@ -1,7 +1,8 @@
-# Direct (no im2col) forward convolution for few filters and one group; the SIMD kernels are in
-# direct_conv.h. A work item is a run of output rows of one image, all filter blocks: its input
-# rows are copied once into a zero-padded window when the convolution pads, so the kernels never
-# test bounds. Each output element belongs to one item: results do not depend on the thread count.
+# Direct (no im2col) convolution for few filters and one group: forward and grad-weight; the SIMD
+# kernels are in direct_conv.h. The input an item reads is copied once into a zero-padded window
+# when the convolution pads (or crops), so the kernels never test bounds. Each output element is
+# summed by one item, or by a fixed number of partial sums added in a fixed order: results do not
+# depend on the thread count.
 from cython.parallel cimport parallel, prange
 from libc.string cimport memcpy, memset
 
@@ -13,23 +14,34 @@ from _omp cimport omp_get_thread_num
 from fastconv._workspace import get_workspace
 
 cdef extern from "direct_conv.h" nogil:
+    int FC_PIX
     int fc_direct_level()
     int fc_direct_block(int level, int itemsize)
-    void fc_direct_float(int level, const float* x, Py_ssize_t XPLANE, Py_ssize_t XW,
-                         const float* wpack, const float* bias, float* y, Py_ssize_t YPLANE,
-                         Py_ssize_t FB, Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW,
-                         Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
-                         Py_ssize_t dw, Py_ssize_t npix, int relu)
-    void fc_direct_double(int level, const double* x, Py_ssize_t XPLANE, Py_ssize_t XW,
-                          const double* wpack, const double* bias, double* y, Py_ssize_t YPLANE,
-                          Py_ssize_t FB, Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW,
-                          Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
-                          Py_ssize_t dw, Py_ssize_t npix, int relu)
+    void fc_direct_forward_float(int level, const float* x, Py_ssize_t XW,
+                                 const Py_ssize_t* tapoff, Py_ssize_t K, const float* wpack,
+                                 const float* bias, float* y, Py_ssize_t YPLANE, Py_ssize_t FB,
+                                 Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t npix,
+                                 int relu)
+    void fc_direct_forward_double(int level, const double* x, Py_ssize_t XW,
+                                  const Py_ssize_t* tapoff, Py_ssize_t K, const double* wpack,
+                                  const double* bias, double* y, Py_ssize_t YPLANE, Py_ssize_t FB,
+                                  Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t npix,
+                                  int relu)
+    void fc_direct_grad_weight_float(int level, const float* x, const Py_ssize_t* tapoff,
+                                     Py_ssize_t k0, Py_ssize_t k1, const Py_ssize_t* pixoff,
+                                     const float* gyt, Py_ssize_t npix, float* dw)
+    void fc_direct_grad_weight_double(int level, const double* x, const Py_ssize_t* tapoff,
+                                      Py_ssize_t k0, Py_ssize_t k1, const Py_ssize_t* pixoff,
+                                      const double* gyt, Py_ssize_t npix, double* dw)
 
 cdef enum:
-    # Output pixels per work item: enough to amortise the call and the window copy, few enough
-    # that a single large image still splits among threads.
+    # Forward: output pixels per work item, enough to amortise the call and the window copy, few
+    # enough that a single large image still splits among threads.
     PIXELS_PER_ITEM = 512
+    # Grad-weight: partial sums over fixed parts of the batch (never the thread count), and taps
+    # per item at most (a part's taps split among items when the batch is small).
+    WEIGHT_PARTIALS = 8
+    TAPS_PER_ITEM = 64
 
 cdef int _detected = fc_direct_level()
 cdef int _level = _detected
@@ -55,6 +67,11 @@ def set_level(int value):
     return previous
 
 
+def block(dtype):
+    """Filters per SIMD block for `dtype` at the current level."""
+    return fc_direct_block(_level, np.dtype(dtype).itemsize)
+
+
 cdef void _window(const real* x_image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                   Py_ssize_t ih0, Py_ssize_t R, Py_ssize_t iw0, Py_ssize_t XW,
                   real* out) noexcept nogil:
@@ -75,11 +92,28 @@ cdef void _window(const real* x_image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
             memset(row + hi, 0, (XW - hi) * sizeof(real))
 
 
+def _tap_offsets(Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t plane, Py_ssize_t row,
+                 Py_ssize_t dh, Py_ssize_t dw):
+    """offset of tap (c, kh, kw) in a window of `plane`-element planes and `row`-element rows."""
+    c, kh, kw = np.ogrid[:C, :KH, :KW]
+    return np.ascontiguousarray((c * plane + kh * dh * row + kw * dw).ravel(), dtype=np.intp)
+
+
+def _pack(a, Py_ssize_t rows, Py_ssize_t BL, dtype):
+    """(rows, K) -> (blocks, K, BL): blocks of BL rows as columns, rows past `rows` zero."""
+    cdef Py_ssize_t blocks = (rows + BL - 1) // BL
+    packed = np.zeros((blocks * BL,) + a.shape[1:], dtype=dtype)
+    packed[:rows] = a
+    return np.ascontiguousarray(packed.reshape((blocks, BL) + a.shape[1:]).swapaxes(1, 2))
+
+
 def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const real[::1] bias,
             real[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, bint has_bias, bint relu,
             int num_threads):
-    """y = conv(x, weight) (+ bias) (then ReLU) for groups == 1; shapes validated by the caller."""
+    """y = conv(x, weight) (+ bias) (then ReLU) for groups == 1; shapes validated by the caller.
+
+    A work item is a run of output rows of one image, all filter blocks."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
     cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], OHW = OH * OW, K = C * KH * KW
@@ -88,33 +122,29 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     dtype = np.float32 if real is float else np.float64
     cdef int lvl = _level
     cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
-    # Weights as (block, tap, lane) and bias as (block, lane), lanes past F zero.
-    wpack_arr = np.zeros((blocks * BL, K), dtype=dtype)
-    wpack_arr[:F] = np.asarray(weight).reshape(F, K)
-    wpack_arr = np.ascontiguousarray(wpack_arr.reshape(blocks, BL, K).transpose(0, 2, 1))
+    cdef const real[:, :, ::1] wpack = _pack(np.asarray(weight).reshape(F, K), F, BL, dtype)
     bias_arr = np.zeros(blocks * BL, dtype=dtype)
     if has_bias:
         bias_arr[:F] = bias
-    cdef const real[:, :, ::1] wpack = wpack_arr
     cdef const real[::1] bpack = bias_arr
     cdef Py_ssize_t rows = max(1, min(OH, PIXELS_PER_ITEM // OW))
     cdef Py_ssize_t runs = (OH + rows - 1) // rows
     rows = (OH + runs - 1) // runs  # balance the runs of an image
     runs = (OH + rows - 1) // rows
-    # The input rows and columns a run of `rows` output rows reads.
+    # The input rows and columns a run of `rows` output rows reads. Negative padding (the
+    # grad-input reuse of this kernel) crops: also a window.
     cdef Py_ssize_t R = (rows - 1) * sh + (KH - 1) * dh + 1, XW = (OW - 1) * sw + (KW - 1) * dw + 1
-    # Negative padding (grad-input's reuse of this kernel) crops: also a window.
     cdef bint padded = pt != 0 or pl != 0 or (OH - 1) * sh + (KH - 1) * dh >= H or XW > W
+    if not padded:
+        R, XW = H, W
+    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, KH, KW, R * XW, XW, dh, dw)
     cdef Py_ssize_t n_items = N * runs, stride = C * R * XW if padded else 0
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef real[::1] ws = get_workspace(dtype, max(1, stride * nt))
     cdef Py_ssize_t item, n, oh0, oh1, blk
     cdef const real* xw
     cdef real* window
-    cdef real* yblk
     cdef const real* xp = &x[0, 0, 0, 0]
-    cdef const real* wp = &wpack[0, 0, 0]
-    cdef const real* bp = &bpack[0]
     cdef real* yp = &y[0, 0, 0, 0]
     with nogil, parallel(num_threads=nt):
         window = &ws[0] + omp_get_thread_num() * stride
@@ -128,14 +158,99 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
             else:
                 xw = xp + (n * C * H + oh0 * sh) * W
             for blk in range(blocks):
-                yblk = yp + (n * F + blk * BL) * OHW + oh0 * OW
                 if real is float:
-                    fc_direct_float(lvl, xw, R * XW if padded else H * W, XW if padded else W,
-                                    wp + blk * K * BL, bp + blk * BL, yblk, OHW,
-                                    min(BL, F - blk * BL), C, KH, KW, OW, sh, sw, dh, dw,
-                                    (oh1 - oh0) * OW, relu)
+                    fc_direct_forward_float(
+                        lvl, xw, XW, &tapoff[0], K, &wpack[blk, 0, 0], &bpack[blk * BL],
+                        yp + (n * F + blk * BL) * OHW + oh0 * OW, OHW, min(BL, F - blk * BL),
+                        OW, sh, sw, (oh1 - oh0) * OW, relu)
                 else:
-                    fc_direct_double(lvl, xw, R * XW if padded else H * W, XW if padded else W,
-                                     wp + blk * K * BL, bp + blk * BL, yblk, OHW,
-                                     min(BL, F - blk * BL), C, KH, KW, OW, sh, sw, dh, dw,
-                                     (oh1 - oh0) * OW, relu)
+                    fc_direct_forward_double(
+                        lvl, xw, XW, &tapoff[0], K, &wpack[blk, 0, 0], &bpack[blk * BL],
+                        yp + (n * F + blk * BL) * OHW + oh0 * OW, OHW, min(BL, F - blk * BL),
+                        OW, sh, sw, (oh1 - oh0) * OW, relu)
+
+
+def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
+                real[:, :, :, ::1] grad_w, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int num_threads):
+    """grad_w[f, k] = sum over images and output pixels of grad_y[n, f, p] * tap k of pixel p.
+
+    A work item is (part of the batch, run of taps): per image of its part it copies the padded
+    window and grad_y transposed to (pixel, filter), then accumulates its taps of the part's
+    private partial sum; the parts are added up in order at the end."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = grad_w.shape[0], KH = grad_w.shape[2], KW = grad_w.shape[3]
+    cdef Py_ssize_t OH = grad_y.shape[2], OW = grad_y.shape[3], OHW = OH * OW, K = C * KH * KW
+    if groups != 1:
+        raise ValueError(f"the direct kernel needs groups == 1, got {groups}")
+    dtype = np.float32 if real is float else np.float64
+    cdef int lvl = _level
+    cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
+    cdef Py_ssize_t R = (OH - 1) * sh + (KH - 1) * dh + 1, XW = (OW - 1) * sw + (KW - 1) * dw + 1
+    cdef bint padded = pt != 0 or pl != 0 or R > H or XW > W
+    if not padded:
+        R, XW = H, W
+    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, KH, KW, R * XW, XW, dh, dw)
+    oh, ow = np.ogrid[:OH, :OW]
+    cdef const Py_ssize_t[::1] pixoff = np.ascontiguousarray((oh * sh * XW + ow * sw).ravel(),
+                                                             dtype=np.intp)
+    cdef Py_ssize_t parts = min(N, WEIGHT_PARTIALS), per_part = (N + parts - 1) // parts
+    parts = (N + per_part - 1) // per_part
+    # Taps per item: a multiple of the register block; runs split the taps when parts are few.
+    cdef Py_ssize_t tap_runs = max(1, min((K + FC_PIX - 1) // FC_PIX,
+                                          (2 * num_threads + parts - 1) // parts,
+                                          (K + TAPS_PER_ITEM - 1) // TAPS_PER_ITEM))
+    cdef Py_ssize_t per_run = ((K + tap_runs - 1) // tap_runs + FC_PIX - 1) // FC_PIX * FC_PIX
+    tap_runs = (K + per_run - 1) // per_run
+    cdef Py_ssize_t n_items = parts * tap_runs, part_size = blocks * K * BL
+    cdef Py_ssize_t stride = (C * R * XW if padded else 0) + blocks * OHW * BL
+    cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
+    cdef real[::1] ws = get_workspace(dtype, stride * nt + parts * part_size)
+    cdef real* partial = &ws[0] + stride * nt
+    cdef Py_ssize_t item, part, k0, k1, n, blk, f, j, i, k
+    cdef real s
+    cdef const real* xw
+    cdef real* work
+    cdef real* gyt
+    cdef const real* xp = &x[0, 0, 0, 0]
+    cdef const real* gyp = &grad_y[0, 0, 0, 0]
+    cdef real* dwp = &grad_w[0, 0, 0, 0]
+    with nogil, parallel(num_threads=nt):
+        work = &ws[0] + omp_get_thread_num() * stride
+        gyt = work + (C * R * XW if padded else 0)
+        for item in prange(n_items, schedule="dynamic"):
+            part = item // tap_runs
+            k0 = (item % tap_runs) * per_run
+            k1 = min(K, k0 + per_run)
+            for blk in range(blocks):
+                for k in range(k0, k1):
+                    memset(partial + part * part_size + (blk * K + k) * BL, 0, BL * sizeof(real))
+            for n in range(part * per_part, min(N, (part + 1) * per_part)):
+                if padded:
+                    _window(xp + n * C * H * W, C, H, W, -pt, R, -pl, XW, work)
+                    xw = work
+                else:
+                    xw = xp + n * C * H * W
+                # grad_y of image n as (block, pixel, lane), lanes past F zero
+                for blk in range(blocks):
+                    for j in range(OHW):
+                        for i in range(BL):
+                            f = blk * BL + i
+                            gyt[(blk * OHW + j) * BL + i] = gyp[(n * F + f) * OHW + j] if f < F else 0
+                for blk in range(blocks):
+                    if real is float:
+                        fc_direct_grad_weight_float(lvl, xw, &tapoff[0], k0, k1, &pixoff[0],
+                                                    gyt + blk * OHW * BL, OHW,
+                                                    partial + part * part_size + blk * K * BL)
+                    else:
+                        fc_direct_grad_weight_double(lvl, xw, &tapoff[0], k0, k1, &pixoff[0],
+                                                     gyt + blk * OHW * BL, OHW,
+                                                     partial + part * part_size + blk * K * BL)
+    with nogil:
+        for f in prange(F, num_threads=nt, schedule="static"):
+            blk = f // BL
+            for k in range(K):
+                s = 0
+                for part in range(parts):
+                    s = s + partial[part * part_size + (blk * K + k) * BL + f - blk * BL]
+                dwp[f * K + k] = s

@@ -23,13 +23,11 @@
 
 typedef ptrdiff_t fc_idx;
 
-/* Vectors per pixel and pixels per register block. AVX2 measured here (LeNet-5 conv2, one
- * thread): 1 x 8 55 GFLOP/s, 2 x 6 53, 2 x 4 35, 1 x 12 36. AVX-512 takes the same shape (not
- * measured: no AVX-512 CPU was at hand when this was tuned). */
-#define FC_NV_AVX2 1
-#define FC_PIX_AVX2 8
-#define FC_NV_AVX512 1
-#define FC_PIX_AVX512 8
+/* Pixels (forward) or taps (grad-weight) per register block: that many vector accumulators.
+ * AVX2, LeNet-5 conv2 forward on one thread, measured here: 8 -> 55 GFLOP/s, 12 -> 36 (spills);
+ * two vectors per pixel (16 filters) x 6 pixels -> 53. AVX-512 takes the same shape (not measured:
+ * no AVX-512 CPU was at hand when this was tuned). */
+#define FC_PIX 8
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #define FC_X86_DISPATCH 1
@@ -47,50 +45,47 @@ static int fc_direct_level(void) {
     return 0;
 }
 
-/* One call: output pixels [0, npix) (flattened, OW per row) of one image for one block of
- * FB <= NV * VL filters, every tap inside x (the caller pads x). x: (C, rows, XW) with channel
- * planes XPLANE apart and row 0 the first input row of output row 0; wpack: the block's weights
- * as (C * KH * KW, NV * VL), lanes >= FB zero; bias: NV * VL values (zero-padded); y: the first
- * output plane of the block, planes YPLANE apart. */
-#define FC_DEFINE_DIRECT(NAME, T, VBYTES, NV, PIX, TARGET)                                         \
-typedef T NAME##_vec __attribute__((vector_size(VBYTES), aligned(sizeof(T))));                     \
-TARGET static void NAME(const T *x, fc_idx XPLANE, fc_idx XW, const T *wpack, const T *bias,       \
-                        T *y, fc_idx YPLANE, fc_idx FB, fc_idx C, fc_idx KH, fc_idx KW,            \
-                        fc_idx OW, fc_idx sh, fc_idx sw, fc_idx dh, fc_idx dw, fc_idx npix,        \
-                        int relu) {                                                                \
-    enum { VL = VBYTES / sizeof(T), BL = NV * VL };                                                \
-    typedef NAME##_vec vec;                                                                        \
-    vec acc[PIX][NV];                                                                              \
-    T lanes[BL];                                                                                   \
-    fc_idx base[PIX];                                                                              \
+/* The shared inner product, in both kernels: for q < FC_PIX,
+ *     acc[q] += sum over j < J of x[base[q] + off[j]] * V[j]      (V[j]: one vector)
+ * Forward: q runs over output pixels, j over taps (V = the weights of tap j for a block of
+ * filters). Grad-weight: q runs over taps, j over output pixels (V = grad_y at pixel j for the
+ * block of filters). x is the zero-padded input window, so every index is in bounds. */
+#define FC_DEFINE_KERNELS(SFX, T, VBYTES, TARGET)                                                  \
+typedef T fc_vec_##SFX __attribute__((vector_size(VBYTES), aligned(sizeof(T))));                   \
+enum { FC_VL_##SFX = VBYTES / sizeof(T) };                                                         \
+TARGET static inline __attribute__((always_inline)) void fc_core_##SFX(                            \
+        const T *x, const fc_idx *base, const fc_idx *off, const T *V, fc_idx J,                  \
+        fc_vec_##SFX *acc) {                                                                       \
+    for (fc_idx j = 0; j < J; j++) {                                                               \
+        const fc_vec_##SFX v = *(const fc_vec_##SFX *)(V + j * FC_VL_##SFX);                       \
+        const T *xj = x + off[j];                                                                  \
+        for (int q = 0; q < FC_PIX; q++) acc[q] += xj[base[q]] * v;                                \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* y[f, p] (f < FB, p < npix; planes YPLANE apart) = bias[f] + sum over taps k of                  \
+ * x[pixoff(p) + tapoff[k]] * wpack[k, f], then ReLU if asked; pixoff(p) = oh*sh*XW + ow*sw for    \
+ * p = oh * OW + ow. wpack: (K, VL), lanes >= FB zero; bias: VL values. */                         \
+TARGET static void fc_forward_##SFX(const T *x, fc_idx XW, const fc_idx *tapoff, fc_idx K,         \
+                                   const T *wpack, const T *bias, T *y, fc_idx YPLANE, fc_idx FB, \
+                                   fc_idx OW, fc_idx sh, fc_idx sw, fc_idx npix, int relu) {       \
+    enum { VL = FC_VL_##SFX };                                                                     \
+    fc_vec_##SFX acc[FC_PIX];                                                                      \
+    T lanes[VL];                                                                                   \
+    fc_idx base[FC_PIX];                                                                           \
     fc_idx oh = 0, ow = 0; /* of pixel p; advanced without dividing */                             \
-    for (fc_idx p = 0; p < npix; p += PIX) {                                                       \
-        const fc_idx np = npix - p < PIX ? npix - p : PIX;                                         \
+    for (fc_idx p = 0; p < npix; p += FC_PIX) {                                                    \
+        const fc_idx np = npix - p < FC_PIX ? npix - p : FC_PIX;                                   \
         for (fc_idx q = 0; q < np; q++) {                                                          \
             base[q] = oh * sh * XW + ow * sw;                                                      \
             if (++ow == OW) { ow = 0; oh++; }                                                      \
         }                                                                                          \
         /* A short last block repeats its last pixel: computed, never stored. */                   \
-        for (fc_idx q = np; q < PIX; q++) base[q] = base[np - 1];                                  \
-        for (int q = 0; q < PIX; q++)                                                              \
-            for (int v = 0; v < NV; v++) acc[q][v] = *(const vec *)(bias + v * VL);                \
-        const T *wk = wpack;                                                                       \
-        for (fc_idx c = 0; c < C; c++) {                                                           \
-            for (fc_idx kh = 0; kh < KH; kh++) {                                                   \
-                const T *xrow = x + c * XPLANE + kh * dh * XW;                                     \
-                for (fc_idx kw = 0; kw < KW; kw++, wk += BL) {                                     \
-                    const T *xt = xrow + kw * dw;                                                  \
-                    vec wv[NV];                                                                    \
-                    for (int v = 0; v < NV; v++) wv[v] = *(const vec *)(wk + v * VL);              \
-                    for (int q = 0; q < PIX; q++) {                                                \
-                        const T xv = xt[base[q]];                                                  \
-                        for (int v = 0; v < NV; v++) acc[q][v] += xv * wv[v];                      \
-                    }                                                                              \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
+        for (fc_idx q = np; q < FC_PIX; q++) base[q] = base[np - 1];                               \
+        for (int q = 0; q < FC_PIX; q++) acc[q] = *(const fc_vec_##SFX *)bias;                     \
+        fc_core_##SFX(x, base, tapoff, wpack, K, acc);                                             \
         for (fc_idx q = 0; q < np; q++) {                                                          \
-            memcpy(lanes, acc[q], sizeof lanes);                                                   \
+            memcpy(lanes, &acc[q], sizeof lanes);                                                  \
             for (fc_idx f = 0; f < FB; f++) {                                                      \
                 const T v = lanes[f];                                                              \
                 /* v <= 0 is false for NaN: the fused ReLU keeps NaN, as the GEMM path's does. */  \
@@ -98,48 +93,67 @@ TARGET static void NAME(const T *x, fc_idx XPLANE, fc_idx XW, const T *wpack, co
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* dw[k, :] += sum over pixels p < npix of x[tapoff[k] + pixoff[p]] * gyt[p, :] for taps           \
+ * k in [k0, k1); dw: (K, VL), gyt: (npix, VL) (grad_y transposed, one block of filters). */      \
+TARGET static void fc_grad_weight_##SFX(const T *x, const fc_idx *tapoff, fc_idx k0, fc_idx k1,    \
+                                       const fc_idx *pixoff, const T *gyt, fc_idx npix, T *dw) {   \
+    fc_vec_##SFX acc[FC_PIX];                                                                      \
+    for (fc_idx k = k0; k < k1; k += FC_PIX) {                                                     \
+        const fc_idx nk = k1 - k < FC_PIX ? k1 - k : FC_PIX;                                       \
+        fc_idx base[FC_PIX];                                                                       \
+        for (fc_idx q = 0; q < FC_PIX; q++) base[q] = tapoff[k + (q < nk ? q : nk - 1)];           \
+        for (int q = 0; q < FC_PIX; q++) acc[q] = (fc_vec_##SFX){0};                               \
+        fc_core_##SFX(x, base, pixoff, gyt, npix, acc);                                            \
+        for (fc_idx q = 0; q < nk; q++) {                                                          \
+            fc_vec_##SFX *row = (fc_vec_##SFX *)(dw + (k + q) * FC_VL_##SFX);                      \
+            *row += acc[q];                                                                        \
+        }                                                                                          \
+    }                                                                                              \
 }
 
-/* Per instruction set: vector bytes, vectors per pixel (NV) and pixels per block (PIX), so that
- * the NV * PIX accumulators, NV weight vectors and a broadcast fit the register file (16 vector
- * registers below AVX-512, 32 with it) and enough independent FMAs are in flight. */
+/* One set of kernels per instruction set: the vector is the widest register. */
 #ifdef FC_X86_DISPATCH
-FC_DEFINE_DIRECT(fc_direct_float_avx512, float, 64, FC_NV_AVX512, FC_PIX_AVX512, FC_TARGET_AVX512)
-FC_DEFINE_DIRECT(fc_direct_double_avx512, double, 64, FC_NV_AVX512, FC_PIX_AVX512, FC_TARGET_AVX512)
-FC_DEFINE_DIRECT(fc_direct_float_avx2, float, 32, FC_NV_AVX2, FC_PIX_AVX2, FC_TARGET_AVX2)
-FC_DEFINE_DIRECT(fc_direct_double_avx2, double, 32, FC_NV_AVX2, FC_PIX_AVX2, FC_TARGET_AVX2)
+FC_DEFINE_KERNELS(float_avx512, float, 64, FC_TARGET_AVX512)
+FC_DEFINE_KERNELS(double_avx512, double, 64, FC_TARGET_AVX512)
+FC_DEFINE_KERNELS(float_avx2, float, 32, FC_TARGET_AVX2)
+FC_DEFINE_KERNELS(double_avx2, double, 32, FC_TARGET_AVX2)
 #endif
-FC_DEFINE_DIRECT(fc_direct_float_base, float, 16, 1, 8, )
-FC_DEFINE_DIRECT(fc_direct_double_base, double, 16, 1, 8, )
+FC_DEFINE_KERNELS(float_base, float, 16, )
+FC_DEFINE_KERNELS(double_base, double, 16, )
 
-/* Filters per block at `level`, for elements of `itemsize` bytes: the packing the kernels read. */
+/* Filters per block at `level` for elements of `itemsize` bytes: the vector the kernels use. */
 static int fc_direct_block(int level, int itemsize) {
-    if (level == 2) return FC_NV_AVX512 * 64 / itemsize;
-    if (level == 1) return FC_NV_AVX2 * 32 / itemsize;
-    return 16 / itemsize;
+    return (level == 2 ? 64 : level == 1 ? 32 : 16) / itemsize;
 }
 
 #ifdef FC_X86_DISPATCH
-#define FC_DISPATCH(T, ...)                                                                        \
+#define FC_DISPATCH(KERNEL, T, ...)                                                                \
     do {                                                                                           \
-        if (level == 2) fc_direct_##T##_avx512(__VA_ARGS__);                                       \
-        else if (level == 1) fc_direct_##T##_avx2(__VA_ARGS__);                                    \
-        else fc_direct_##T##_base(__VA_ARGS__);                                                    \
+        if (level == 2) KERNEL##_##T##_avx512(__VA_ARGS__);                                        \
+        else if (level == 1) KERNEL##_##T##_avx2(__VA_ARGS__);                                     \
+        else KERNEL##_##T##_base(__VA_ARGS__);                                                     \
     } while (0)
 #else
-#define FC_DISPATCH(T, ...) fc_direct_##T##_base(__VA_ARGS__)
+#define FC_DISPATCH(KERNEL, T, ...) KERNEL##_##T##_base(__VA_ARGS__)
 #endif
 
 /* The entry points Cython calls; `level` comes from fc_direct_level(). */
-#define FC_DEFINE_ENTRY(T)                                                                         \
-static void fc_direct_##T(int level, const T *x, fc_idx XPLANE, fc_idx XW, const T *wpack,        \
-                          const T *bias, T *y, fc_idx YPLANE, fc_idx FB, fc_idx C, fc_idx KH,     \
-                          fc_idx KW, fc_idx OW, fc_idx sh, fc_idx sw, fc_idx dh, fc_idx dw,       \
-                          fc_idx npix, int relu) {                                                 \
-    FC_DISPATCH(T, x, XPLANE, XW, wpack, bias, y, YPLANE, FB, C, KH, KW, OW, sh, sw, dh, dw,       \
-                npix, relu);                                                                       \
+#define FC_DEFINE_ENTRIES(T)                                                                       \
+static void fc_direct_forward_##T(int level, const T *x, fc_idx XW, const fc_idx *tapoff,          \
+                                  fc_idx K, const T *wpack, const T *bias, T *y, fc_idx YPLANE,    \
+                                  fc_idx FB, fc_idx OW, fc_idx sh, fc_idx sw, fc_idx npix,         \
+                                  int relu) {                                                      \
+    FC_DISPATCH(fc_forward, T, x, XW, tapoff, K, wpack, bias, y, YPLANE, FB, OW, sh, sw, npix,     \
+                relu);                                                                             \
+}                                                                                                  \
+static void fc_direct_grad_weight_##T(int level, const T *x, const fc_idx *tapoff, fc_idx k0,      \
+                                      fc_idx k1, const fc_idx *pixoff, const T *gyt, fc_idx npix,  \
+                                      T *dw) {                                                     \
+    FC_DISPATCH(fc_grad_weight, T, x, tapoff, k0, k1, pixoff, gyt, npix, dw);                      \
 }
-FC_DEFINE_ENTRY(float)
-FC_DEFINE_ENTRY(double)
+FC_DEFINE_ENTRIES(float)
+FC_DEFINE_ENTRIES(double)
 
 #endif

@@ -66,18 +66,33 @@ def test_grad_input(case, dtype, path, rng, assert_close):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_direct_matches_gemm_bitwise_across_threads(dtype, rng, monkeypatch):
-    case = EXTRA_CASES[0]
-    x, w, b, _ = inputs(case, rng, dtype)
+@pytest.mark.parametrize("case", ONE_GROUP)
+def test_grad_weight(case, dtype, path, rng, assert_close):
+    x, w, _, g = inputs(case, rng, dtype)
+    _, expected, _ = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
+    got = fastconv.conv2d_grad_weight(g, x, w.shape, **case_kwargs(case))
+    OH, OW = g.shape[2:]
+    assert_close(got, expected, dtype, case.N * OH * OW)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N", [1, 3, 20])  # one part, one image per part, several per part
+def test_direct_bitwise_identical_across_threads(N, dtype, rng, monkeypatch):
+    case = EXTRA_CASES[0]._replace(N=N)
+    x, w, b, g = inputs(case, rng, dtype)
     monkeypatch.setattr(_cpu, "_direct_fits", lambda *args: True)
+    results = []
     old = fastconv.set_num_threads(1)
     try:
-        one = fastconv.conv2d(x, w, b, **case_kwargs(case))
-        fastconv.set_num_threads(2)
-        two = fastconv.conv2d(x, w, b, **case_kwargs(case))
+        for threads in (1, 2, 3):
+            fastconv.set_num_threads(threads)
+            results.append((fastconv.conv2d(x, w, b, **case_kwargs(case)),)
+                           + fastconv.conv2d_backward(g, x, w, **case_kwargs(case)))
     finally:
         fastconv.set_num_threads(old)
-    np.testing.assert_array_equal(one, two)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("path_name", ["gemm", "direct"])
