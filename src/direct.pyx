@@ -18,15 +18,15 @@ cdef extern from "direct_conv.h" nogil:
     int fc_direct_level()
     int fc_direct_block(int level, int itemsize)
     void fc_direct_forward_float(int level, const float* x, Py_ssize_t XW,
-                                 const Py_ssize_t* tapoff, Py_ssize_t K, const float* wpack,
-                                 const float* bias, float* y, Py_ssize_t YPLANE, Py_ssize_t FB,
-                                 Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t npix,
-                                 int relu)
+                                 const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
+                                 const int* khr, const float* wpack, const float* bias, float* y,
+                                 Py_ssize_t YPLANE, Py_ssize_t FB, Py_ssize_t OW, Py_ssize_t sh,
+                                 Py_ssize_t sw, Py_ssize_t npix, int relu)
     void fc_direct_forward_double(int level, const double* x, Py_ssize_t XW,
-                                  const Py_ssize_t* tapoff, Py_ssize_t K, const double* wpack,
-                                  const double* bias, double* y, Py_ssize_t YPLANE, Py_ssize_t FB,
-                                  Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t npix,
-                                  int relu)
+                                  const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
+                                  const int* khr, const double* wpack, const double* bias,
+                                  double* y, Py_ssize_t YPLANE, Py_ssize_t FB, Py_ssize_t OW,
+                                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t npix, int relu)
     void fc_direct_grad_weight_float(int level, const float* x, const Py_ssize_t* tapoff,
                                      Py_ssize_t k0, Py_ssize_t k1, const Py_ssize_t* pixoff,
                                      const float* gyt, Py_ssize_t npix, float* dw)
@@ -93,10 +93,26 @@ cdef void _window(const real* x_image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
 
 
 def _tap_offsets(Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t plane, Py_ssize_t row,
-                 Py_ssize_t dh, Py_ssize_t dw):
-    """offset of tap (c, kh, kw) in a window of `plane`-element planes and `row`-element rows."""
+                 Py_ssize_t dh, Py_ssize_t dw, bint kh_major=False):
+    """Offsets of taps (c, kh, kw), or (kh, c, kw) if kh_major, in a window of `plane`-element
+    planes and `row`-element rows."""
     c, kh, kw = np.ogrid[:C, :KH, :KW]
-    return np.ascontiguousarray((c * plane + kh * dh * row + kw * dw).ravel(), dtype=np.intp)
+    offsets = c * plane + kh * dh * row + kw * dw
+    if kh_major:
+        offsets = offsets.transpose(1, 0, 2)
+    return np.ascontiguousarray(offsets.ravel(), dtype=np.intp)
+
+
+def _kernel_rows(Py_ssize_t OH, Py_ssize_t H, Py_ssize_t KH, Py_ssize_t sh, Py_ssize_t pt,
+                 Py_ssize_t dh):
+    """(OH, 2) int32: per output row, the kernel rows [lo, hi) that read input rows (not
+    padding); (KH, 0) when none do."""
+    ih = np.arange(OH)[:, None] * sh - pt + np.arange(KH)[None, :] * dh
+    inside = (ih >= 0) & (ih < H)
+    any_inside = inside.any(axis=1)
+    lo = np.where(any_inside, inside.argmax(axis=1), KH)
+    hi = np.where(any_inside, KH - inside[:, ::-1].argmax(axis=1), 0)
+    return np.ascontiguousarray(np.stack([lo, hi], axis=1), dtype=np.intc)
 
 
 def _pack(a, Py_ssize_t rows, Py_ssize_t BL, dtype):
@@ -122,7 +138,9 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     dtype = np.float32 if real is float else np.float64
     cdef int lvl = _level
     cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
-    cdef const real[:, :, ::1] wpack = _pack(np.asarray(weight).reshape(F, K), F, BL, dtype)
+    # Taps in (kh, c, kw) order, so that the kernel rows an output row needs are one range.
+    w_kh_major = np.asarray(weight).transpose(0, 2, 1, 3).reshape(F, K)
+    cdef const real[:, :, ::1] wpack = _pack(w_kh_major, F, BL, dtype)
     bias_arr = np.zeros(blocks * BL, dtype=dtype)
     if has_bias:
         bias_arr[:F] = bias
@@ -137,12 +155,17 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     cdef bint padded = pt != 0 or pl != 0 or (OH - 1) * sh + (KH - 1) * dh >= H or XW > W
     if not padded:
         R, XW = H, W
-    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, KH, KW, R * XW, XW, dh, dw)
+    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, KH, KW, R * XW, XW, dh, dw, True)
+    # Kernel rows that read only padding contribute 0 * w: skipped, unless a weight is not
+    # finite (0 * inf = NaN, as the GEMM path gives).
+    cdef bint skip_rows = padded and bool(np.isfinite(weight).all())
+    cdef const int[:, ::1] khr = _kernel_rows(OH, H, KH, sh, pt, dh)
     cdef Py_ssize_t n_items = N * runs, stride = C * R * XW if padded else 0
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef real[::1] ws = get_workspace(dtype, max(1, stride * nt))
     cdef Py_ssize_t item, n, oh0, oh1, blk
     cdef const real* xw
+    cdef const int* rows_of
     cdef real* window
     cdef const real* xp = &x[0, 0, 0, 0]
     cdef real* yp = &y[0, 0, 0, 0]
@@ -157,17 +180,18 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
                 xw = window
             else:
                 xw = xp + (n * C * H + oh0 * sh) * W
+            rows_of = &khr[oh0, 0] if skip_rows else NULL
             for blk in range(blocks):
                 if real is float:
                     fc_direct_forward_float(
-                        lvl, xw, XW, &tapoff[0], K, &wpack[blk, 0, 0], &bpack[blk * BL],
-                        yp + (n * F + blk * BL) * OHW + oh0 * OW, OHW, min(BL, F - blk * BL),
-                        OW, sh, sw, (oh1 - oh0) * OW, relu)
+                        lvl, xw, XW, &tapoff[0], KH, C * KW, rows_of, &wpack[blk, 0, 0],
+                        &bpack[blk * BL], yp + (n * F + blk * BL) * OHW + oh0 * OW, OHW,
+                        min(BL, F - blk * BL), OW, sh, sw, (oh1 - oh0) * OW, relu)
                 else:
                     fc_direct_forward_double(
-                        lvl, xw, XW, &tapoff[0], K, &wpack[blk, 0, 0], &bpack[blk * BL],
-                        yp + (n * F + blk * BL) * OHW + oh0 * OW, OHW, min(BL, F - blk * BL),
-                        OW, sh, sw, (oh1 - oh0) * OW, relu)
+                        lvl, xw, XW, &tapoff[0], KH, C * KW, rows_of, &wpack[blk, 0, 0],
+                        &bpack[blk * BL], yp + (n * F + blk * BL) * OHW + oh0 * OW, OHW,
+                        min(BL, F - blk * BL), OW, sh, sw, (oh1 - oh0) * OW, relu)
 
 
 def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,

@@ -65,10 +65,14 @@ TARGET static inline __attribute__((always_inline)) void fc_core_##SFX(         
                                                                                                    \
 /* y[f, p] (f < FB, p < npix; planes YPLANE apart) = bias[f] + sum over taps k of                  \
  * x[pixoff(p) + tapoff[k]] * wpack[k, f], then ReLU if asked; pixoff(p) = oh*sh*XW + ow*sw for    \
- * p = oh * OW + ow. wpack: (K, VL), lanes >= FB zero; bias: VL values. */                         \
-TARGET static void fc_forward_##SFX(const T *x, fc_idx XW, const fc_idx *tapoff, fc_idx K,         \
-                                   const T *wpack, const T *bias, T *y, fc_idx YPLANE, fc_idx FB, \
-                                   fc_idx OW, fc_idx sh, fc_idx sw, fc_idx npix, int relu) {       \
+ * p = oh * OW + ow. Taps are ordered (kh, c, kw), KTAPS = C * KW per kernel row. wpack: (K, VL),   \
+ * lanes >= FB zero; bias: VL values. khr (or NULL): for output row oh, kernel rows outside         \
+ * [khr[2 oh], khr[2 oh + 1]) read only padding and are skipped (the caller allows it only when    \
+ * the weights are finite, as 0 * inf must otherwise give NaN). */                                 \
+TARGET static void fc_forward_##SFX(const T *x, fc_idx XW, const fc_idx *tapoff, fc_idx KH,        \
+                                   fc_idx KTAPS, const int *khr, const T *wpack, const T *bias,    \
+                                   T *y, fc_idx YPLANE, fc_idx FB, fc_idx OW, fc_idx sh,           \
+                                   fc_idx sw, fc_idx npix, int relu) {                             \
     enum { VL = FC_VL_##SFX };                                                                     \
     fc_vec_##SFX acc[FC_PIX];                                                                      \
     T lanes[VL];                                                                                   \
@@ -76,14 +80,26 @@ TARGET static void fc_forward_##SFX(const T *x, fc_idx XW, const fc_idx *tapoff,
     fc_idx oh = 0, ow = 0; /* of pixel p; advanced without dividing */                             \
     for (fc_idx p = 0; p < npix; p += FC_PIX) {                                                    \
         const fc_idx np = npix - p < FC_PIX ? npix - p : FC_PIX;                                   \
+        const fc_idx oh_first = oh;                                                                \
         for (fc_idx q = 0; q < np; q++) {                                                          \
             base[q] = oh * sh * XW + ow * sw;                                                      \
             if (++ow == OW) { ow = 0; oh++; }                                                      \
         }                                                                                          \
         /* A short last block repeats its last pixel: computed, never stored. */                   \
         for (fc_idx q = np; q < FC_PIX; q++) base[q] = base[np - 1];                               \
+        fc_idx lo = 0, hi = KH;                                                                    \
+        if (khr) {                                                                                 \
+            const fc_idx oh_last = ow == 0 ? oh - 1 : oh;                                          \
+            lo = KH, hi = 0;                                                                       \
+            for (fc_idx r = oh_first; r <= oh_last; r++) {                                         \
+                if (khr[2 * r] < lo) lo = khr[2 * r];                                              \
+                if (khr[2 * r + 1] > hi) hi = khr[2 * r + 1];                                      \
+            }                                                                                      \
+        }                                                                                          \
         for (int q = 0; q < FC_PIX; q++) acc[q] = *(const fc_vec_##SFX *)bias;                     \
-        fc_core_##SFX(x, base, tapoff, wpack, K, acc);                                             \
+        if (lo < hi)                                                                               \
+            fc_core_##SFX(x, base, tapoff + lo * KTAPS, wpack + lo * KTAPS * VL,                   \
+                          (hi - lo) * KTAPS, acc);                                                 \
         for (fc_idx q = 0; q < np; q++) {                                                          \
             memcpy(lanes, &acc[q], sizeof lanes);                                                  \
             for (fc_idx f = 0; f < FB; f++) {                                                      \
@@ -142,11 +158,11 @@ static int fc_direct_block(int level, int itemsize) {
 /* The entry points Cython calls; `level` comes from fc_direct_level(). */
 #define FC_DEFINE_ENTRIES(T)                                                                       \
 static void fc_direct_forward_##T(int level, const T *x, fc_idx XW, const fc_idx *tapoff,          \
-                                  fc_idx K, const T *wpack, const T *bias, T *y, fc_idx YPLANE,    \
-                                  fc_idx FB, fc_idx OW, fc_idx sh, fc_idx sw, fc_idx npix,         \
-                                  int relu) {                                                      \
-    FC_DISPATCH(fc_forward, T, x, XW, tapoff, K, wpack, bias, y, YPLANE, FB, OW, sh, sw, npix,     \
-                relu);                                                                             \
+                                  fc_idx KH, fc_idx KTAPS, const int *khr, const T *wpack,         \
+                                  const T *bias, T *y, fc_idx YPLANE, fc_idx FB, fc_idx OW,        \
+                                  fc_idx sh, fc_idx sw, fc_idx npix, int relu) {                   \
+    FC_DISPATCH(fc_forward, T, x, XW, tapoff, KH, KTAPS, khr, wpack, bias, y, YPLANE, FB, OW, sh,  \
+                sw, npix, relu);                                                                   \
 }                                                                                                  \
 static void fc_direct_grad_weight_##T(int level, const T *x, const fc_idx *tapoff, fc_idx k0,      \
                                       fc_idx k1, const fc_idx *pixoff, const T *gyt, fc_idx npix,  \
