@@ -4,7 +4,7 @@ import platform
 import numpy as np
 import scipy
 
-from . import _compat, _threads
+from . import _compat, _cpu_direct, _threads
 from ._version import __version__
 
 
@@ -17,6 +17,9 @@ def _cpu_model():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+_SIMD_NAMES = {0: "baseline (direct kernels unused)", 1: "AVX2 + FMA", 2: "AVX-512"}
 
 
 def config():
@@ -34,13 +37,15 @@ def config():
         ],
         "openblas_coretype_env": _threads.coretype_env(),
         "cpu": _cpu_model(),
+        "simd": _SIMD_NAMES[_cpu_direct.level()],
         "cupy": getattr(_compat.cupy, "__version__", None),
         "gpu_available": _compat.gpu_available(),
     }
 
 
 def show_config():
-    """Print fastconv's version, OpenMP, thread count, BLAS (core type), CPU and GPU support."""
+    """Print fastconv's version, OpenMP, thread count, BLAS (core type), CPU (and the SIMD level of
+    the direct kernels) and GPU support."""
     c = config()
     print(f"fastconv {c['fastconv']} (numpy {c['numpy']}, scipy {c['scipy']})")
     print(f"  OpenMP compiled in: {c['openmp']}")
@@ -52,4 +57,5 @@ def show_config():
     print(f"  OPENBLAS_CORETYPE: {env if env else '(unset)'}"
           + ("  <- forces OpenBLAS's kernels for that core; unset it for full speed" if env else ""))
     print(f"  CPU: {c['cpu']}")
+    print(f"  direct kernels (few-filter convolutions): {c['simd']}")
     print(f"  GPU: cupy {c['cupy']}, device available: {c['gpu_available']}")

@@ -70,6 +70,10 @@ def test_show_config(capsys):
     assert "threads" in text.lower()
     assert "BLAS" in text
     assert fastconv.__version__ in text
+    from fastconv import _cpu_direct
+
+    level_name = {0: "baseline", 1: "AVX2", 2: "AVX-512"}[_cpu_direct.level()]
+    assert f"direct kernels (few-filter convolutions): {level_name}" in text
 
 
 # --------------------------------------------------------------------------------------------
