@@ -92,35 +92,59 @@ cdef void _window(const real* x_image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
             memset(row + hi, 0, (XW - hi) * sizeof(real))
 
 
-def _tap_offsets(Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t plane, Py_ssize_t row,
-                 Py_ssize_t dh, Py_ssize_t dw, bint kh_major=False):
+cdef Py_ssize_t[::1] _tap_offsets(Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t plane,
+                                  Py_ssize_t row, Py_ssize_t dh, Py_ssize_t dw, bint kh_major):
     """Offsets of taps (c, kh, kw), or (kh, c, kw) if kh_major, in a window of `plane`-element
-    planes and `row`-element rows."""
-    c, kh, kw = np.ogrid[:C, :KH, :KW]
-    offsets = c * plane + kh * dh * row + kw * dw
-    if kh_major:
-        offsets = offsets.transpose(1, 0, 2)
-    return np.ascontiguousarray(offsets.ravel(), dtype=np.intp)
+    planes and `row`-element rows. (Typed loops: NumPy's per-call overhead was most of a small
+    convolution's time.)"""
+    cdef Py_ssize_t[::1] offsets = np.empty(C * KH * KW, dtype=np.intp)
+    cdef Py_ssize_t c, kh, kw, k
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                k = ((kh * C + c) if kh_major else (c * KH + kh)) * KW + kw
+                offsets[k] = c * plane + kh * dh * row + kw * dw
+    return offsets
 
 
-def _kernel_rows(Py_ssize_t OH, Py_ssize_t H, Py_ssize_t KH, Py_ssize_t sh, Py_ssize_t pt,
-                 Py_ssize_t dh):
-    """(OH, 2) int32: per output row, the kernel rows [lo, hi) that read input rows (not
-    padding); (KH, 0) when none do."""
-    ih = np.arange(OH)[:, None] * sh - pt + np.arange(KH)[None, :] * dh
-    inside = (ih >= 0) & (ih < H)
-    any_inside = inside.any(axis=1)
-    lo = np.where(any_inside, inside.argmax(axis=1), KH)
-    hi = np.where(any_inside, KH - inside[:, ::-1].argmax(axis=1), 0)
-    return np.ascontiguousarray(np.stack([lo, hi], axis=1), dtype=np.intc)
+cdef int[:, ::1] _kernel_rows(Py_ssize_t OH, Py_ssize_t H, Py_ssize_t KH, Py_ssize_t sh,
+                              Py_ssize_t pt, Py_ssize_t dh):
+    """(OH, 2): per output row, the kernel rows [lo, hi) that read input rows (not padding);
+    (KH, 0) when none do."""
+    cdef int[:, ::1] rows = np.empty((OH, 2), dtype=np.intc)
+    cdef Py_ssize_t oh, kh, ih
+    for oh in range(OH):
+        rows[oh, 0] = <int>KH
+        rows[oh, 1] = 0
+        for kh in range(KH):
+            ih = oh * sh - pt + kh * dh
+            if 0 <= ih < H:
+                rows[oh, 0] = <int>min(rows[oh, 0], kh)
+                rows[oh, 1] = <int>(kh + 1)
+    return rows
 
 
-def _pack(a, Py_ssize_t rows, Py_ssize_t BL, dtype):
-    """(rows, K) -> (blocks, K, BL): blocks of BL rows as columns, rows past `rows` zero."""
-    cdef Py_ssize_t blocks = (rows + BL - 1) // BL
-    packed = np.zeros((blocks * BL,) + a.shape[1:], dtype=dtype)
-    packed[:rows] = a
-    return np.ascontiguousarray(packed.reshape((blocks, BL) + a.shape[1:]).swapaxes(1, 2))
+cdef real[:, :, ::1] _pack(const real[:, ::1] a, Py_ssize_t BL):
+    """(rows, K) -> (blocks, K, BL): blocks of BL rows as columns, rows past the end zero."""
+    cdef Py_ssize_t rows = a.shape[0], K = a.shape[1], blocks = (rows + BL - 1) // BL, f, k
+    cdef real[:, :, ::1] packed = np.zeros((blocks, K, BL),
+                                           dtype=np.float32 if real is float else np.float64)
+    for f in range(rows):
+        for k in range(K):
+            packed[f // BL, k, f % BL] = a[f, k]
+    return packed
+
+
+cdef (Py_ssize_t, Py_ssize_t, bint) _window_shape(
+        Py_ssize_t rows, Py_ssize_t OW, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH,
+        Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+        Py_ssize_t dw, Py_ssize_t OH):
+    """(R, XW, padded): the input rows and columns `rows` output rows read, and whether they
+    need a zero-padded (or cropped: negative padding) copy; if not, x itself: (H, W, False)."""
+    cdef Py_ssize_t R = (rows - 1) * sh + (KH - 1) * dh + 1, XW = (OW - 1) * sw + (KW - 1) * dw + 1
+    if pt != 0 or pl != 0 or (OH - 1) * sh + (KH - 1) * dh >= H or XW > W:
+        return R, XW, True
+    return H, W, False
 
 
 def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const real[::1] bias,
@@ -139,8 +163,9 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     cdef int lvl = _level
     cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
     # Taps in (kh, c, kw) order, so that the kernel rows an output row needs are one range.
-    w_kh_major = np.asarray(weight).transpose(0, 2, 1, 3).reshape(F, K)
-    cdef const real[:, :, ::1] wpack = _pack(w_kh_major, F, BL, dtype)
+    cdef const real[:, ::1] w_kh_major = np.ascontiguousarray(
+        np.asarray(weight).transpose(0, 2, 1, 3)).reshape(F, K)
+    cdef const real[:, :, ::1] wpack = _pack(w_kh_major, BL)
     bias_arr = np.zeros(blocks * BL, dtype=dtype)
     if has_bias:
         bias_arr[:F] = bias
@@ -149,12 +174,9 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     cdef Py_ssize_t runs = (OH + rows - 1) // rows
     rows = (OH + runs - 1) // runs  # balance the runs of an image
     runs = (OH + rows - 1) // rows
-    # The input rows and columns a run of `rows` output rows reads. Negative padding (the
-    # grad-input reuse of this kernel) crops: also a window.
-    cdef Py_ssize_t R = (rows - 1) * sh + (KH - 1) * dh + 1, XW = (OW - 1) * sw + (KW - 1) * dw + 1
-    cdef bint padded = pt != 0 or pl != 0 or (OH - 1) * sh + (KH - 1) * dh >= H or XW > W
-    if not padded:
-        R, XW = H, W
+    cdef Py_ssize_t R, XW
+    cdef bint padded
+    R, XW, padded = _window_shape(rows, OW, H, W, KH, KW, sh, sw, pt, pl, dh, dw, OH)
     cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, KH, KW, R * XW, XW, dh, dw, True)
     # Kernel rows that read only padding contribute 0 * w: skipped, unless a weight is not
     # finite (0 * inf = NaN, as the GEMM path gives).
@@ -210,14 +232,12 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     dtype = np.float32 if real is float else np.float64
     cdef int lvl = _level
     cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
-    cdef Py_ssize_t R = (OH - 1) * sh + (KH - 1) * dh + 1, XW = (OW - 1) * sw + (KW - 1) * dw + 1
-    cdef bint padded = pt != 0 or pl != 0 or R > H or XW > W
-    if not padded:
-        R, XW = H, W
-    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, KH, KW, R * XW, XW, dh, dw)
-    oh, ow = np.ogrid[:OH, :OW]
-    cdef const Py_ssize_t[::1] pixoff = np.ascontiguousarray((oh * sh * XW + ow * sw).ravel(),
-                                                             dtype=np.intp)
+    cdef Py_ssize_t R, XW
+    cdef bint padded
+    R, XW, padded = _window_shape(OH, OW, H, W, KH, KW, sh, sw, pt, pl, dh, dw, OH)
+    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, KH, KW, R * XW, XW, dh, dw, False)
+    # Output pixels are taps of a 1-channel "kernel" of OH x OW with steps sh, sw.
+    cdef const Py_ssize_t[::1] pixoff = _tap_offsets(1, OH, OW, 0, XW, sh, sw, False)
     cdef Py_ssize_t parts = min(N, WEIGHT_PARTIALS), per_part = (N + parts - 1) // parts
     parts = (N + per_part - 1) // per_part
     # Taps per item: a multiple of the register block; runs split the taps when parts are few.
