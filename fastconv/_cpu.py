@@ -38,13 +38,17 @@ def _conv_kernel(weight, groups, skipped_operand=None):
     return _cpu_depthwise
 
 
+def _direct_level():
+    return _cpu_direct.level()
+
+
 def _direct_fits(filters, taps, dtype):
     """Whether the SIMD direct kernels beat im2col + GEMM for `filters` outputs per pixel (the
     SIMD lanes) of `taps` = C * KH * KW products each (one group). Measured with AVX2 (2 threads,
     forward): direct 1.3-3x faster from 4 up to 32 float32 (2 to 16 float64) filters, and up to
     64 / 32 when taps <= 160 (7x7 on RGB); about even at 64 float32 filters of 3x3x64; GEMM faster
     beyond, and for a single filter (grad-input of a one-channel input: 2x)."""
-    if _cpu_direct.level() == 0:
+    if _direct_level() == 0:
         return False
     filter_bytes = filters * np.dtype(dtype).itemsize
     return 16 <= filter_bytes and (filter_bytes <= 128 or (filter_bytes <= 256 and taps <= 160))
@@ -70,17 +74,23 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
 
 def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups):
     F, Cg, KH, KW = weight.shape
-    if (groups == 1 and tuple(stride) == (1, 1) and _direct_fits(Cg, F * KH * KW, weight.dtype)
-            and np.isfinite(weight).all()):
-        # With stride 1, grad_x is the convolution of grad_y, padded by the kernel's reach less
-        # the forward padding, with the flipped, transposed weight. The direct kernel multiplies
-        # that padding by the weights, where the GEMM path adds nothing: so finite weights only.
-        flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        (dh, dw), (pt, pl) = dilation, padding
-        no_bias, _ = _bias_or_empty(None, weight.dtype)
-        _cpu_direct.forward(grad_y, flipped, no_bias, grad_x, 1, 1, (KH - 1) * dh - pt,
-                            (KW - 1) * dw - pl, dh, dw, 1, False, False, get_num_threads())
-        return
+    # With stride 1, grad_x is the convolution of grad_y, padded by the kernel's reach less the
+    # forward padding, with the flipped, transposed weight: a forward pass of the direct kernels.
+    # They multiply that padding by the weights, where the GEMM path adds nothing: so finite
+    # weights only.
+    if tuple(stride) == (1, 1) and _direct_level() > 0 and np.isfinite(weight).all():
+        direct = groups == 1 and _direct_fits(Cg, F * KH * KW, weight.dtype)
+        depthwise = groups == F == grad_x.shape[1] and Cg == 1  # one filter per channel
+        if direct or depthwise:
+            flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+            if depthwise:
+                flipped = flipped.reshape(F, 1, KH, KW)
+            (dh, dw), (pt, pl) = dilation, padding
+            no_bias, _ = _bias_or_empty(None, weight.dtype)
+            kernel = _cpu_direct if direct else _cpu_depthwise
+            kernel.forward(grad_y, flipped, no_bias, grad_x, 1, 1, (KH - 1) * dh - pt,
+                           (KW - 1) * dw - pl, dh, dw, groups, False, False, get_num_threads())
+            return
     with blas_single_thread:
         kernel = _conv_kernel(weight, groups)
         kernel.grad_input(grad_y, weight, grad_x, *stride, *padding, *dilation, groups,

@@ -1,7 +1,9 @@
 # Direct convolution for one input channel per group (depthwise, and C = 1): a GEMM would have an
 # inner dimension of KH * KW only, so loops over taps with a contiguous inner row are faster.
-# Taps that fall on padding are skipped rather than multiplied by zero, so the caller sends
-# non-finite weights (forward) or gradients (grad-weight) to the im2col path, where 0 * inf = NaN.
+# The forward pass with stride 1 along W runs the SIMD plane kernel of depthwise_rows.h on a
+# zero-padded copy of the plane when the CPU has AVX2. Elsewhere taps that fall on padding are
+# skipped rather than multiplied by zero, so the caller sends non-finite weights (forward) or
+# gradients (grad-weight) to the im2col path, where 0 * inf = NaN.
 # Output channel f reads input channel f // (F // groups). Every output element is owned by one
 # work item and summed in a fixed order: results do not depend on the thread count.
 from cython.parallel cimport parallel, prange
@@ -11,8 +13,20 @@ from _types cimport real
 from _select cimport relu
 from _omp cimport omp_get_thread_num
 from im2col cimport end_valid, first_valid
+from window cimport copy_window
 
+from fastconv._cpu_direct import level as simd_level
 from fastconv._workspace import get_workspace
+
+cdef extern from "depthwise_rows.h" nogil:
+    void fc_depthwise_plane_float(int level, const float* x, Py_ssize_t XW, const float* w,
+                                  Py_ssize_t KH, Py_ssize_t KW, float bias, float* y,
+                                  Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t dh,
+                                  Py_ssize_t dw, int relu)
+    void fc_depthwise_plane_double(int level, const double* x, Py_ssize_t XW, const double* w,
+                                   Py_ssize_t KH, Py_ssize_t KW, double bias, double* y,
+                                   Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t dh,
+                                   Py_ssize_t dw, int relu)
 
 
 cdef void _plane_forward(const real* xc, const real* wf, real* yf, real b, bint do_relu,
@@ -59,6 +73,11 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     cdef const real* xp = &x[0, 0, 0, 0]
     cdef const real* wp = &weight[0, 0, 0, 0]
     cdef real* yp = &y[0, 0, 0, 0]
+    cdef int lvl = simd_level()
+    if sw == 1 and lvl > 0:
+        _forward_simd(xp, wp, bias, has_bias, relu, yp, N, C, H, W, F, KH, KW, OH, OW, sh, pt,
+                      pl, dh, dw, mult, lvl, num_threads)
+        return
     with nogil:
         for item in prange(N * F, num_threads=num_threads, schedule="static"):
             n = item // F
@@ -66,6 +85,41 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
             _plane_forward(xp + (n * C + f // mult) * H * W, wp + f * KH * KW,
                            yp + item * OH * OW, bias[f] if has_bias else 0, relu,
                            H, W, KH, KW, OH, OW, sh, sw, pt, pl, dh, dw)
+
+
+cdef _forward_simd(const real* xp, const real* wp, const real[::1] bias, bint has_bias,
+                   bint relu, real* yp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                   Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW,
+                   Py_ssize_t sh, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                   Py_ssize_t mult, int lvl, int num_threads):
+    """The forward pass with stride 1 along W: per (image, filter) plane, the SIMD kernel on the
+    input plane, or on a zero-padded copy of it when the convolution pads."""
+    cdef Py_ssize_t R = (OH - 1) * sh + (KH - 1) * dh + 1, XW = OW + (KW - 1) * dw
+    cdef bint padded = pt != 0 or pl != 0 or R > H or XW > W
+    if not padded:
+        R, XW = H, W
+    cdef Py_ssize_t stride = R * XW if padded else 0, item, n, f
+    cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, N * F))
+    cdef real[::1] ws = get_workspace("float32" if real is float else "float64", max(1, stride * nt))
+    cdef real* window
+    cdef const real* plane
+    cdef real b
+    with nogil, parallel(num_threads=nt):
+        window = &ws[0] + omp_get_thread_num() * stride
+        for item in prange(N * F, schedule="static"):
+            n = item // F
+            f = item - n * F
+            plane = xp + (n * C + f // mult) * H * W
+            if padded:
+                copy_window(plane, 1, H, W, -pt, R, -pl, XW, window)
+                plane = window
+            b = bias[f] if has_bias else 0
+            if real is float:
+                fc_depthwise_plane_float(lvl, plane, XW, wp + f * KH * KW, KH, KW, b,
+                                         yp + item * OH * OW, OH, OW, sh, dh, dw, relu)
+            else:
+                fc_depthwise_plane_double(lvl, plane, XW, wp + f * KH * KW, KH, KW, b,
+                                          yp + item * OH * OW, OH, OW, sh, dh, dw, relu)
 
 
 def grad_input(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] weight,

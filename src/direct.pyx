@@ -4,18 +4,19 @@
 # summed by one item, or by a fixed number of partial sums added in a fixed order: results do not
 # depend on the thread count.
 from cython.parallel cimport parallel, prange
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 import numpy as np
 
 from _types cimport real
 from _omp cimport omp_get_thread_num
+from window cimport copy_window
 
 from fastconv._workspace import get_workspace
 
 cdef extern from "direct_conv.h" nogil:
     int FC_PIX
-    int fc_direct_level()
+    int fc_simd_level()
     int fc_direct_block(int level, int itemsize)
     void fc_direct_forward_float(int level, const float* x, Py_ssize_t XW,
                                  const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
@@ -43,7 +44,7 @@ cdef enum:
     WEIGHT_PARTIALS = 8
     TAPS_PER_ITEM = 64
 
-cdef int _detected = fc_direct_level()
+cdef int _detected = fc_simd_level()
 cdef int _level = _detected
 
 
@@ -70,26 +71,6 @@ def set_level(int value):
 def block(dtype):
     """Filters per SIMD block for `dtype` at the current level."""
     return fc_direct_block(_level, np.dtype(dtype).itemsize)
-
-
-cdef void _window(const real* x_image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                  Py_ssize_t ih0, Py_ssize_t R, Py_ssize_t iw0, Py_ssize_t XW,
-                  real* out) noexcept nogil:
-    """out[c, r, j] = x_image[c, ih0 + r, iw0 + j], zero outside the image."""
-    cdef Py_ssize_t c, r, ih, lo, hi
-    cdef real* row
-    lo = min(XW, max(0, -iw0))
-    hi = max(lo, min(XW, W - iw0))
-    for c in range(C):
-        for r in range(R):
-            row = out + (c * R + r) * XW
-            ih = ih0 + r
-            if ih < 0 or ih >= H:
-                memset(row, 0, XW * sizeof(real))
-                continue
-            memset(row, 0, lo * sizeof(real))
-            memcpy(row + lo, x_image + (c * H + ih) * W + iw0 + lo, (hi - lo) * sizeof(real))
-            memset(row + hi, 0, (XW - hi) * sizeof(real))
 
 
 cdef Py_ssize_t[::1] _tap_offsets(Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t plane,
@@ -198,7 +179,7 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
             oh0 = (item % runs) * rows
             oh1 = min(OH, oh0 + rows)
             if padded:
-                _window(xp + n * C * H * W, C, H, W, oh0 * sh - pt, R, -pl, XW, window)
+                copy_window(xp + n * C * H * W, C, H, W, oh0 * sh - pt, R, -pl, XW, window)
                 xw = window
             else:
                 xw = xp + (n * C * H + oh0 * sh) * W
@@ -271,7 +252,7 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
                     memset(partial + part * part_size + (blk * K + k) * BL, 0, BL * sizeof(real))
             for n in range(part * per_part, min(N, (part + 1) * per_part)):
                 if padded:
-                    _window(xp + n * C * H * W, C, H, W, -pt, R, -pl, XW, work)
+                    copy_window(xp + n * C * H * W, C, H, W, -pt, R, -pl, XW, work)
                     xw = work
                 else:
                     xw = xp + n * C * H * W

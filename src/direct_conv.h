@@ -5,10 +5,8 @@
  * oneDNN's speed). Here SIMD registers hold a block of filters of one output pixel; a few pixels
  * share each weight-vector load; no column matrix is built.
  *
- * The library is compiled for the baseline instruction set, so the kernels are compiled three
- * times (AVX-512, AVX2+FMA, baseline) with GCC/Clang `target` attributes and chosen at run time
- * with __builtin_cpu_supports. Elsewhere (other compilers or CPUs) fc_direct_level() is 0: the
- * caller keeps the GEMM path (the baseline kernel still runs when asked for, e.g. by the tests).
+ * Compiled once per instruction set (simd.h); without AVX2 the caller keeps the GEMM path (the
+ * baseline kernel still runs when asked for, e.g. by the tests).
  *
  * The caller pads the input, so padded taps are multiplied by zero, never skipped: 0 * inf = NaN
  * as in the GEMM path.
@@ -18,32 +16,13 @@
 #ifndef FASTCONV_DIRECT_CONV_H
 #define FASTCONV_DIRECT_CONV_H
 
-#include <stddef.h>
-#include <string.h>
-
-typedef ptrdiff_t fc_idx;
+#include "simd.h"
 
 /* Pixels (forward) or taps (grad-weight) per register block: that many vector accumulators.
  * AVX2, LeNet-5 conv2 forward on one thread, measured here: 8 -> 55 GFLOP/s, 12 -> 36 (spills);
  * two vectors per pixel (16 filters) x 6 pixels -> 53. AVX-512 takes the same shape (not measured:
  * no AVX-512 CPU was at hand when this was tuned). */
 #define FC_PIX 8
-
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-#define FC_X86_DISPATCH 1
-#define FC_TARGET_AVX512 __attribute__((target("avx512f")))
-#define FC_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#endif
-
-/* 2: AVX-512, 1: AVX2 + FMA, 0: neither (the baseline kernel is no faster than the GEMM path). */
-static int fc_direct_level(void) {
-#ifdef FC_X86_DISPATCH
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return 2;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
-#endif
-    return 0;
-}
 
 /* The shared inner product, in both kernels: for q < FC_PIX,
  *     acc[q] += sum over j < J of x[base[q] + off[j]] * V[j]      (V[j]: one vector)
@@ -129,33 +108,12 @@ TARGET static void fc_grad_weight_##SFX(const T *x, const fc_idx *tapoff, fc_idx
     }                                                                                              \
 }
 
-/* One set of kernels per instruction set: the vector is the widest register. */
-#ifdef FC_X86_DISPATCH
-FC_DEFINE_KERNELS(float_avx512, float, 64, FC_TARGET_AVX512)
-FC_DEFINE_KERNELS(double_avx512, double, 64, FC_TARGET_AVX512)
-FC_DEFINE_KERNELS(float_avx2, float, 32, FC_TARGET_AVX2)
-FC_DEFINE_KERNELS(double_avx2, double, 32, FC_TARGET_AVX2)
-#endif
-FC_DEFINE_KERNELS(float_base, float, 16, )
-FC_DEFINE_KERNELS(double_base, double, 16, )
+FC_SIMD_INSTANTIATE(FC_DEFINE_KERNELS)
 
 /* Filters per block at `level` for elements of `itemsize` bytes: the vector the kernels use. */
-static int fc_direct_block(int level, int itemsize) {
-    return (level == 2 ? 64 : level == 1 ? 32 : 16) / itemsize;
-}
+static int fc_direct_block(int level, int itemsize) { return fc_vector_bytes(level) / itemsize; }
 
-#ifdef FC_X86_DISPATCH
-#define FC_DISPATCH(KERNEL, T, ...)                                                                \
-    do {                                                                                           \
-        if (level == 2) KERNEL##_##T##_avx512(__VA_ARGS__);                                        \
-        else if (level == 1) KERNEL##_##T##_avx2(__VA_ARGS__);                                     \
-        else KERNEL##_##T##_base(__VA_ARGS__);                                                     \
-    } while (0)
-#else
-#define FC_DISPATCH(KERNEL, T, ...) KERNEL##_##T##_base(__VA_ARGS__)
-#endif
-
-/* The entry points Cython calls; `level` comes from fc_direct_level(). */
+/* The entry points Cython calls; `level` comes from fc_simd_level(). */
 #define FC_DEFINE_ENTRIES(T)                                                                       \
 static void fc_direct_forward_##T(int level, const T *x, fc_idx XW, const fc_idx *tapoff,          \
                                   fc_idx KH, fc_idx KTAPS, const int *khr, const T *wpack,         \

@@ -128,3 +128,32 @@ def test_set_level_refuses_what_the_cpu_lacks():
     with pytest.raises(ValueError, match="level must be in"):
         _cpu_direct.set_level(-1)
     assert _cpu_direct.level() == _cpu_direct.detected_level()
+
+
+DEPTHWISE = [pytest.param(c, id=c.id) for c in CASES + MEDIUM_CASES + [
+    _case("depthwise_wide", N=2, C=3, H=9, W=70, F=3, groups=3, padding=(1, 2)),  # SIMD runs + tail
+    _case("depthwise_crop", N=1, C=2, H=8, W=40, F=2, groups=2, KH=2, KW=3, padding=3),
+] if c.groups > 1 and c.C == c.groups]
+
+
+@pytest.fixture(params=range(_cpu_direct.detected_level() + 1), ids=lambda v: f"level{v}")
+def simd_level(request):
+    """Level 0 runs the scalar depthwise kernels; above, the SIMD plane kernel (stride 1 in W)."""
+    previous = _cpu_direct.set_level(request.param)
+    yield request.param
+    _cpu_direct.set_level(previous)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", DEPTHWISE)
+def test_depthwise_forward_and_grad_input(case, dtype, simd_level, rng, assert_close):
+    x, w, b, g = inputs(case, rng, dtype)
+    tblr = case_tblr(case)
+    expected = conv2d_ref(x, w, b, case.stride, tblr, case.dilation, case.groups)
+    reduction = case.KH * case.KW
+    assert_close(fastconv.conv2d(x, w, b, **case_kwargs(case)), expected, dtype, reduction)
+    relu = fastconv.conv2d(x, w, b, **case_kwargs(case), activation="relu")
+    assert_close(relu, np.maximum(expected, 0), dtype, reduction)
+    gx, _, _ = conv2d_backward_ref(g, x, w, case.stride, tblr, case.dilation, case.groups)
+    got = fastconv.conv2d_grad_input(g, w, x.shape, **case_kwargs(case))
+    assert_close(got, gx, dtype, case.F // case.groups * reduction)

@@ -1,0 +1,58 @@
+/* Run-time choice of instruction set for the hand-vectorised kernels (direct_conv.h,
+ * depthwise_rows.h).
+ *
+ * The library is compiled for the baseline instruction set (a wheel must run on any x86-64), so
+ * each kernel is compiled three times with GCC/Clang `target` attributes (AVX-512, AVX2 + FMA,
+ * baseline) and the caller picks one with fc_simd_level(). Other compilers or CPUs get the
+ * baseline variant only.
+ */
+#ifndef FASTCONV_SIMD_H
+#define FASTCONV_SIMD_H
+
+#include <stddef.h>
+#include <string.h>
+
+typedef ptrdiff_t fc_idx;
+
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define FC_X86_DISPATCH 1
+#define FC_TARGET_AVX512 __attribute__((target("avx512f")))
+#define FC_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#endif
+
+/* 2: AVX-512, 1: AVX2 + FMA, 0: neither. */
+static int fc_simd_level(void) {
+#ifdef FC_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+    return 0;
+}
+
+/* Bytes of the vector the kernels use at `level`: the widest register. */
+static int fc_vector_bytes(int level) { return level == 2 ? 64 : level == 1 ? 32 : 16; }
+
+/* DEFINE(SUFFIX, T, VECTOR_BYTES, TARGET) once per type and instruction set. */
+#ifdef FC_X86_DISPATCH
+#define FC_SIMD_INSTANTIATE(DEFINE)                                                                \
+    DEFINE(float_avx512, float, 64, FC_TARGET_AVX512)                                              \
+    DEFINE(double_avx512, double, 64, FC_TARGET_AVX512)                                            \
+    DEFINE(float_avx2, float, 32, FC_TARGET_AVX2)                                                  \
+    DEFINE(double_avx2, double, 32, FC_TARGET_AVX2)                                                \
+    DEFINE(float_base, float, 16, )                                                                \
+    DEFINE(double_base, double, 16, )
+#define FC_DISPATCH(KERNEL, T, ...)                                                                \
+    do {                                                                                           \
+        if (level == 2) KERNEL##_##T##_avx512(__VA_ARGS__);                                        \
+        else if (level == 1) KERNEL##_##T##_avx2(__VA_ARGS__);                                     \
+        else KERNEL##_##T##_base(__VA_ARGS__);                                                     \
+    } while (0)
+#else
+#define FC_SIMD_INSTANTIATE(DEFINE)                                                                \
+    DEFINE(float_base, float, 16, )                                                                \
+    DEFINE(double_base, double, 16, )
+#define FC_DISPATCH(KERNEL, T, ...) KERNEL##_##T##_base(__VA_ARGS__)
+#endif
+
+#endif
