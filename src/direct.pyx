@@ -68,11 +68,6 @@ def set_level(int value):
     return previous
 
 
-def block(dtype):
-    """Filters per SIMD block for `dtype` at the current level."""
-    return fc_direct_block(_level, np.dtype(dtype).itemsize)
-
-
 cdef Py_ssize_t[::1] _tap_offsets(Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t plane,
                                   Py_ssize_t row, Py_ssize_t dh, Py_ssize_t dw, bint kh_major):
     """Offsets of taps (c, kh, kw), or (kh, c, kw) if kh_major, in a window of `plane`-element
