@@ -2,6 +2,8 @@
 import operator
 from collections import namedtuple
 
+import numpy as np
+
 # Every GEMM dimension and leading dimension must fit BLAS's 32-bit int.
 _BLAS_INT_MAX = 2**31 - 1
 
@@ -35,6 +37,32 @@ def as_pair(value, name, minimum):
         return tuple(as_int(v, f"{name}[{i}]", minimum) for i, v in enumerate(value))
     v = as_int(value, name, minimum)
     return (v, v)
+
+
+def as_real(value, name):
+    """`value` (a Python or NumPy real number, or a 0-d real array) as a Python float."""
+    a = value if hasattr(value, "dtype") else np.asarray(value)
+    if isinstance(value, bool) or a.dtype.kind not in "iuf" or a.ndim != 0:
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}"[:200])
+    return float(value)
+
+
+NEEDS = ("input", "weight", "bias")
+
+
+def as_needs(needs, name="needs"):
+    """A name or an iterable of names from NEEDS -> a set (what a backward pass computes)."""
+    if isinstance(needs, str):
+        needs = (needs,)
+    try:
+        needs = tuple(needs)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of names from {NEEDS}, got "
+                        f"{type(needs).__name__}") from None
+    unknown = [n for n in needs if not isinstance(n, str) or n not in NEEDS]
+    if unknown:
+        raise ValueError(f"{name} must name gradients from {NEEDS}, got unknown {unknown!r}")
+    return set(needs)
 
 
 def as_shape(shape, name, ndim):
@@ -84,30 +112,36 @@ def output_size(size, kernel, stride, dilation, pad_before, pad_after):
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def conv_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):
-    """Validate convolution arguments for x (N,C,H,W), weight (F,C//groups,KH,KW) -> ConvGeometry."""
+def conv_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
+                  names=("x", "weight")):
+    """Validate convolution arguments for x (N,C,H,W), weight (F,C//groups,KH,KW) -> ConvGeometry.
+
+    `names`: what the caller calls the input and the weight (or their shapes), for messages."""
     N, C, H, W = input_shape
     F, Cg, KH, KW = weight_shape
+    xn, wn = names
     groups = as_int(groups, "groups", 1)
     stride = as_pair(stride, "stride", 1)
     dilation = as_pair(dilation, "dilation", 1)
-    for name, value in (("x channels (C)", C), ("x height", H), ("x width", W),
-                        ("weight filters (F)", F), ("weight channels", Cg),
-                        ("weight height (KH)", KH), ("weight width (KW)", KW)):
+    for name, value in ((f"{xn} channels (C, axis 1)", C), (f"{xn} height (H, axis 2)", H),
+                        (f"{xn} width (W, axis 3)", W), (f"{wn} filters (F, axis 0)", F),
+                        (f"{wn} channels (C // groups, axis 1)", Cg),
+                        (f"{wn} height (KH, axis 2)", KH), (f"{wn} width (KW, axis 3)", KW)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if C != Cg * groups:
-        raise ValueError(f"x has C={C} channels but weight expects weight.shape[1] * groups = "
+        raise ValueError(f"{xn} has C={C} channels but {wn} expects {wn}[1] * groups = "
                          f"{Cg} * {groups} = {Cg * groups}")
     if F % groups:
-        raise ValueError(f"weight.shape[0] (F={F}) must be divisible by groups={groups}")
+        raise ValueError(f"{wn}[0] (F={F}) must be divisible by groups={groups}")
     padding = conv_padding(padding, (H, W), (KH, KW), stride, dilation)
     OH = output_size(H, KH, stride[0], dilation[0], padding[0], padding[1])
     OW = output_size(W, KW, stride[1], dilation[1], padding[2], padding[3])
     if OH < 1 or OW < 1:
         raise ValueError(
-            f"output size would be {OH}x{OW} (< 1): input {H}x{W} with padding {padding} is smaller "
-            f"than the dilated kernel {dilation[0] * (KH - 1) + 1}x{dilation[1] * (KW - 1) + 1}"
+            f"output size would be {OH}x{OW} (< 1): {xn} ({H}x{W}) with padding {padding} is "
+            f"smaller than the kernel of {wn} ({KH}x{KW}) at dilation {dilation} "
+            f"({dilation[0] * (KH - 1) + 1}x{dilation[1] * (KW - 1) + 1})"
         )
     # Huge strides or dilations of a size-1 kernel axis are valid but do not fit a C integer;
     # clamped, they give the same output.
@@ -125,15 +159,18 @@ def conv_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1
     `weight_shape` (F, C // groups, KH, KW); raises ValueError/TypeError like conv2d."""
     input_shape = as_shape(input_shape, "input_shape", 4)
     weight_shape = as_shape(weight_shape, "weight_shape", 4)
-    return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups).output_shape
+    return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups,
+                         ("input_shape", "weight_shape")).output_shape
 
 
 PoolGeometry = namedtuple("PoolGeometry", "kernel stride padding output_shape")
 PoolGeometry.__doc__ = "Normalised pooling arguments: (h, w) pairs and output_shape (N, C, OH, OW)."
 
 
-def pool_geometry(input_shape, kernel_size, stride=None, padding=0):
-    """Validate pooling arguments for x (N, C, H, W) -> PoolGeometry (floor mode, like torch)."""
+def pool_geometry(input_shape, kernel_size, stride=None, padding=0, x_name="x"):
+    """Validate pooling arguments for x (N, C, H, W) -> PoolGeometry (floor mode, like torch).
+
+    `x_name`: what the caller calls the input (or its shape), for messages."""
     N, C, H, W = input_shape
     kernel = as_pair(kernel_size, "kernel_size", 1)
     stride = kernel if stride is None else as_pair(stride, "stride", 1)
@@ -144,12 +181,15 @@ def pool_geometry(input_shape, kernel_size, stride=None, padding=0):
     OH = output_size(H, kernel[0], stride[0], 1, padding[0], padding[0])
     OW = output_size(W, kernel[1], stride[1], 1, padding[1], padding[1])
     if OH < 1 or OW < 1:
-        raise ValueError(f"output size would be {OH}x{OW} (< 1): input {H}x{W} with padding "
-                         f"{padding} is smaller than kernel_size {kernel}")
+        raise ValueError(f"output size would be {OH}x{OW} (< 1): {x_name} ({H}x{W}) with "
+                         f"padding {padding} is smaller than kernel_size {kernel}")
+    # A stride past the padded input gives one window per axis, as the clamped stride does (and
+    # fits the kernels' C integers).
+    stride = (min(stride[0], H + 2 * padding[0]), min(stride[1], W + 2 * padding[1]))
     return PoolGeometry(kernel, stride, padding, (N, C, OH, OW))
 
 
 def pool_output_shape(input_shape, kernel_size, stride=None, padding=0):
     """Output shape (N, C, OH, OW) of max_pool2d/avg_pool2d for x of `input_shape` (N, C, H, W)."""
     input_shape = as_shape(input_shape, "input_shape", 4)
-    return pool_geometry(input_shape, kernel_size, stride, padding).output_shape
+    return pool_geometry(input_shape, kernel_size, stride, padding, "input_shape").output_shape

@@ -3,11 +3,14 @@
 The data goes to a temporary file in the target's directory (same file system, so
 the final ``os.replace`` is an atomic rename), is flushed and ``fsync``-ed, and only
 then replaces the target. On any exception (KeyboardInterrupt included) the
-temporary file is deleted and the target is left untouched.
+temporary file is deleted and the target is left untouched. A writer killed outright
+(SIGKILL, power loss) cannot delete its temporary file: its name carries the host and process
+id, and the next write to the same target removes those whose process is gone.
 """
 
 import contextlib
 import os
+import socket
 import tempfile
 
 import numpy as np
@@ -29,6 +32,48 @@ def _umask():
     mask = os.umask(0o022)  # no way to read it but to set it; restored at once
     os.umask(mask)
     return mask
+
+
+def _owner_tag():
+    """``host-pid`` of this process, as written into its temporary files' names."""
+    host = socket.gethostname().replace(".", "_").replace("-", "_") or "localhost"
+    return f"{host}-{os.getpid()}"
+
+
+def _process_gone(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def _remove_stale(directory, name):
+    """Delete ``.<name>.<host>-<pid>.*.tmp`` left in `directory` by dead writers on this host.
+
+    Only on POSIX (elsewhere ``os.kill(pid, 0)`` is no existence check); files of other hosts
+    (a shared file system) and of live processes are left alone."""
+    if os.name != "posix":
+        return
+    prefix, host = f".{name}.", _owner_tag().rsplit("-", 1)[0]
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        owner = entry[len(prefix):].split(".", 1)[0]
+        owner_host, _, pid = owner.rpartition("-")
+        if owner_host != host or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        if _process_gone(int(pid)):
+            try:
+                os.unlink(os.path.join(directory, entry))
+            except OSError:
+                pass
 
 
 @contextlib.contextmanager
@@ -54,7 +99,8 @@ def atomic_write(path, mode="wb", **open_kwargs):
 
     Notes
     -----
-    The temporary file is ``.<name>.<random>.tmp`` beside the target. The new file
+    The temporary file is ``.<name>.<host>-<pid>.<random>.tmp`` beside the target; ones left by
+    killed writers of the same target are removed first. The new file
     keeps the permission bits of the file it replaces, or gets the usual
     ``0o666 & ~umask`` when the target is new (``mkstemp`` alone would give 0o600).
     """
@@ -62,7 +108,8 @@ def atomic_write(path, mode="wb", **open_kwargs):
         raise ValueError(f"atomic_write: mode must be one of {_WRITE_MODES}, got {mode!r}")
     path = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    _remove_stale(directory, name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{_owner_tag()}.", suffix=".tmp", dir=directory)
     try:
         try:
             perm = os.stat(path).st_mode & 0o7777

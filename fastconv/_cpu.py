@@ -54,6 +54,23 @@ def _direct_fits(filters, taps, dtype):
     return 16 <= filter_bytes and (filter_bytes <= 128 or (filter_bytes <= 256 and taps <= 160))
 
 
+# The direct and depthwise SIMD kernels copy the input rectangle their outputs span, padding
+# included, into a zero-padded window. That rectangle may hold far more than anything read: a 4x4
+# input padded by 20,000 with stride 20,000 spans 40,003^2 cells (12 GiB, 35 s) for 9 outputs.
+# Past this many times the input and output planes, the GEMM path (whose columns hold only the
+# taps outputs read) is taken instead.
+_WINDOW_FACTOR = 4
+
+
+def _window_fits(in_hw, out_hw, kernel_hw, stride, dilation):
+    """Whether the padded window spanned by `out_hw` outputs of a (KH, KW) kernel with these
+    strides and dilations stays within _WINDOW_FACTOR x (input plane + output plane)."""
+    (H, W), (OH, OW), (KH, KW) = in_hw, out_hw, kernel_hw
+    span_h = (OH - 1) * stride[0] + (KH - 1) * dilation[0] + 1
+    span_w = (OW - 1) * stride[1] + (KW - 1) * dilation[1] + 1
+    return span_h * span_w <= _WINDOW_FACTOR * (H * W + OH * OW)
+
+
 def _bias_or_empty(bias, dtype):
     # The kernels take a typed memoryview; an empty one stands for "no bias".
     return (np.empty(0, dtype=dtype), False) if bias is None else (bias, True)
@@ -62,12 +79,13 @@ def _bias_or_empty(bias, dtype):
 def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
     bias, has_bias = _bias_or_empty(bias, x.dtype)
     F, Cg, KH, KW = weight.shape
-    if groups == 1 and _direct_fits(F, Cg * KH * KW, x.dtype):
+    windowed = _window_fits(x.shape[2:], y.shape[2:], (KH, KW), stride, dilation)
+    if groups == 1 and windowed and _direct_fits(F, Cg * KH * KW, x.dtype):
         _cpu_direct.forward(x, weight, bias, y, *stride, *padding, *dilation, groups, has_bias,
                             relu, get_num_threads())
         return
     with blas_single_thread:
-        kernel = _conv_kernel(weight, groups, weight)
+        kernel = _conv_kernel(weight, groups, weight) if windowed else _cpu_conv
         kernel.forward(x, weight, bias, y, *stride, *padding, *dilation, groups, has_bias, relu,
                        get_num_threads())
 
@@ -78,7 +96,9 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
     # forward padding, with the flipped, transposed weight: a forward pass of the direct kernels.
     # They multiply that padding by the weights, where the GEMM path adds nothing: so finite
     # weights only.
-    if tuple(stride) == (1, 1) and _direct_level() > 0 and np.isfinite(weight).all():
+    windowed = _window_fits(grad_y.shape[2:], grad_x.shape[2:], (KH, KW), (1, 1), dilation)
+    if (tuple(stride) == (1, 1) and windowed and _direct_level() > 0
+            and np.isfinite(weight).all()):
         direct = groups == 1 and _direct_fits(Cg, F * KH * KW, weight.dtype)
         depthwise = groups == F == grad_x.shape[1] and Cg == 1  # one filter per channel
         if direct or depthwise:
@@ -99,7 +119,8 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups):
     F, Cg, KH, KW = grad_weight.shape
-    if groups == 1 and _direct_fits(F, Cg * KH * KW, x.dtype):
+    windowed = _window_fits(x.shape[2:], grad_y.shape[2:], (KH, KW), stride, dilation)
+    if groups == 1 and windowed and _direct_fits(F, Cg * KH * KW, x.dtype):
         _cpu_direct.grad_weight(grad_y, x, grad_weight, *stride, *padding, *dilation, groups,
                                 get_num_threads())
         return

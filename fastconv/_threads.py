@@ -12,6 +12,10 @@ import threading
 
 from . import _cpu_conv
 
+# The kernels take the count as a C int; past any real machine's cores more threads only
+# oversubscribe.
+MAX_THREADS = 4096
+
 _lock = threading.Lock()
 _num_threads = None  # None: OpenMP's default (OMP_NUM_THREADS or the number of cores)
 _blas = None  # threadpoolctl controllers of the loaded BLAS libraries, found on first use
@@ -35,7 +39,8 @@ def get_num_threads():
 def set_num_threads(n):
     """Set the number of threads of fastconv's CPU kernels (process-wide); None restores the default.
 
-    The default honours OMP_NUM_THREADS, else uses every core. Returns the previous value.
+    The default honours OMP_NUM_THREADS, else uses every core; n must be in [1, MAX_THREADS]
+    (4096). Returns the previous value.
     """
     global _num_threads
     previous = get_num_threads()
@@ -48,8 +53,8 @@ def set_num_threads(n):
         n = operator.index(n)
     except TypeError:
         raise TypeError(f"n must be an int >= 1 or None, got {type(n).__name__}") from None
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"n must be in [1, {MAX_THREADS}], got {n}")
     _num_threads = int(n)
     return previous
 

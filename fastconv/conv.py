@@ -5,9 +5,7 @@ CuPy -> GPU kernels), makes the inputs C-contiguous of the computed dtype (at mo
 allocates the result and calls the backend. Inputs are never modified.
 """
 from . import _arrays
-from ._args import as_shape, conv_geometry
-
-_NEEDS = ("input", "weight", "bias")
+from ._args import NEEDS, as_needs, as_shape, conv_geometry
 _ACTIVATIONS = (None, "relu")
 
 
@@ -71,21 +69,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     return y
 
 
-def _as_needs(needs):
-    if isinstance(needs, str):
-        needs = (needs,)
-    try:
-        needs = tuple(needs)
-    except TypeError:
-        raise TypeError(f"needs must be a tuple of names from {_NEEDS}, got {needs!r}") from None
-    unknown = [n for n in needs if n not in _NEEDS]
-    if unknown:
-        raise ValueError(f"needs must name gradients from {_NEEDS}, got unknown {unknown!r}")
-    return set(needs)
-
-
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    needs=_NEEDS):
+                    needs=NEEDS):
     """Gradients of conv2d with respect to its input, weight and bias.
 
     Parameters
@@ -100,7 +85,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     (grad_input (N, C, H, W), grad_weight (F, C // groups, KH, KW), grad_bias (F,)), each None
     when not in `needs`; dtype: the dtype rule over (grad_out, x, weight).
     """
-    needs = _as_needs(needs)
+    needs = as_needs(needs)
     be = _arrays.backend(grad_out=grad_out, x=x, weight=weight)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     x = _arrays.as_array(x, "x", 4)
@@ -149,7 +134,8 @@ def conv2d_grad_input(grad_out, weight, input_shape, stride=1, padding=0, dilati
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     weight = _arrays.as_array(weight, "weight", 4)
     input_shape = as_shape(input_shape, "input_shape", 4)
-    geom = conv_geometry(input_shape, weight.shape, stride, padding, dilation, groups)
+    geom = conv_geometry(input_shape, weight.shape, stride, padding, dilation, groups,
+                         ("input_shape", "weight"))
     _check_grad_out(grad_out, geom.output_shape)
     dtype = _arrays.compute_dtype(grad_out=grad_out, weight=weight)
     return _grad_input(be, _arrays.contiguous(grad_out, dtype), _arrays.contiguous(weight, dtype),
@@ -166,7 +152,8 @@ def conv2d_grad_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     x = _arrays.as_array(x, "x", 4)
     weight_shape = as_shape(weight_shape, "weight_shape", 4)
-    geom = conv_geometry(x.shape, weight_shape, stride, padding, dilation, groups)
+    geom = conv_geometry(x.shape, weight_shape, stride, padding, dilation, groups,
+                         ("x", "weight_shape"))
     _check_grad_out(grad_out, geom.output_shape)
     dtype = _arrays.compute_dtype(grad_out=grad_out, x=x)
     return _grad_weight(be, _arrays.contiguous(grad_out, dtype), _arrays.contiguous(x, dtype),

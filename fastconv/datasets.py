@@ -62,18 +62,22 @@ _IDX_DTYPES = {
 }
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# Payload bytes read per step: never more than the header promises plus this, so a gzip bomb
+# (1 MiB expanding to 1 GiB) is stopped as soon as it passes the size its header declares.
+_CHUNK = 1 << 22
 
 
-def _read_bytes(path):
-    """The file's content, gunzipped when it starts with the gzip magic bytes."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:2] != _GZIP_MAGIC:
-        return data, False
-    try:
-        return gzip.decompress(data), True
-    except (EOFError, zlib.error, OSError) as e:  # gzip.BadGzipFile is an OSError
-        raise DatasetError(path, f"corrupt gzip stream ({type(e).__name__}: {e})") from e
+def _read_upto(stream, n):
+    """Up to `n` bytes from `stream`, in chunks: a header claiming terabytes costs nothing
+    (``read(n)`` would allocate n bytes first)."""
+    parts, got = [], 0
+    while got < n:
+        part = stream.read(min(_CHUNK, n - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
 def read_idx(path):
@@ -102,8 +106,22 @@ def read_idx(path):
     FileNotFoundError
         ``path`` does not exist.
     """
-    data, gz = _read_bytes(path)
-    what = "decompressed data" if gz else "file"
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        if not gz:
+            return _parse_idx(raw, path, "file")
+        try:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                return _parse_idx(stream, path, "decompressed data")
+        except (EOFError, zlib.error, OSError) as e:  # gzip.BadGzipFile is an OSError
+            raise DatasetError(path, f"corrupt gzip stream ({type(e).__name__}: {e})") from e
+
+
+def _parse_idx(stream, path, what):
+    """Read the header, then exactly the payload it declares (plus one byte, to detect trailing
+    data) from `stream`; `what` names the stream in messages."""
+    data = _read_upto(stream, 4)
     if len(data) < 4:
         raise DatasetError(path, f"too short for an IDX header: {what} has {len(data)} bytes")
     if data[0] != 0 or data[1] != 0:
@@ -119,6 +137,7 @@ def read_idx(path):
     if ndim < 1:
         raise DatasetError(path, "IDX header says ndim 0 (at least 1 dimension expected)")
     header = 4 + 4 * ndim
+    data += _read_upto(stream, header - 4)
     if len(data) < header:
         raise DatasetError(
             path,
@@ -131,14 +150,17 @@ def read_idx(path):
     dtype = _IDX_DTYPES[code]
     count = math.prod(dims)
     expected = header + count * dtype.itemsize
-    if len(data) != expected:
-        problem = "truncated" if len(data) < expected else "trailing bytes"
+    payload = _read_upto(stream, expected - header + 1)
+    size = header + len(payload)
+    if size != expected:
+        problem = "truncated" if size < expected else "trailing bytes"
+        has = f"has {size}" if size < expected else f"has at least {size}"
         raise DatasetError(
             path,
             f"{problem}: expected {expected} bytes ({header}-byte header + {count} x "
-            f"{dtype.itemsize}-byte {dtype.name} for shape {dims}), {what} has {len(data)}",
+            f"{dtype.itemsize}-byte {dtype.name} for shape {dims}), {what} {has}",
         )
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
+    arr = np.frombuffer(payload, dtype=dtype, count=count).reshape(dims)
     return arr.astype(dtype.newbyteorder("="))  # copy: writable, native byte order
 
 

@@ -2,8 +2,7 @@
 import numpy as np
 
 from . import _arrays
-
-_NEEDS = ("input", "weight", "bias")
+from ._args import NEEDS, as_needs, as_real
 
 
 def relu(x):
@@ -64,14 +63,10 @@ def linear(x, weight, bias=None, *, activation=None):
     return y
 
 
-def linear_backward(grad_out, x, weight, *, needs=_NEEDS):
+def linear_backward(grad_out, x, weight, *, needs=NEEDS):
     """Gradients of linear: grad_out (N, OUT), x (N, IN), weight (OUT, IN) ->
     (grad_input (N, IN), grad_weight (OUT, IN), grad_bias (OUT,)), None where not in `needs`."""
-    if isinstance(needs, str):
-        needs = (needs,)
-    unknown = [n for n in needs if n not in _NEEDS]
-    if unknown:
-        raise ValueError(f"needs must name gradients from {_NEEDS}, got unknown {unknown!r}")
+    needs = as_needs(needs)
     be = _arrays.backend(grad_out=grad_out, x=x, weight=weight)
     x, weight = _linear_inputs(x, weight)
     grad_out = _arrays.as_array(grad_out, "grad_out", 2)
@@ -130,6 +125,7 @@ def softmax_cross_entropy_backward(log_probs, labels, grad_loss=1.0):
     """Gradient of the mean softmax cross-entropy with respect to the logits:
     log_probs (N, K) from softmax_cross_entropy -> grad_logits (N, K) =
     (softmax - onehot(labels)) * grad_loss / N."""
+    grad_loss = as_real(grad_loss, "grad_loss")
     be = _arrays.backend(log_probs=log_probs, labels=labels)
     log_probs = _arrays.as_array(log_probs, "log_probs", 2)
     N, K = log_probs.shape
@@ -139,5 +135,5 @@ def softmax_cross_entropy_backward(log_probs, labels, grad_loss=1.0):
     dtype = _arrays.compute_dtype(log_probs=log_probs)
     grad = _arrays.empty(log_probs, (N, K), dtype)
     be.softmax_cross_entropy_backward(_arrays.contiguous(log_probs, dtype), labels, grad,
-                                      float(grad_loss) / N)
+                                      grad_loss / N)
     return grad

@@ -79,7 +79,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     be = _arrays.backend(grad_out=grad_out)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     input_shape = as_shape(input_shape, "input_shape", 4)
-    geom = pool_geometry(input_shape, kernel_size, stride, padding)
+    geom = pool_geometry(input_shape, kernel_size, stride, padding, "input_shape")
     if tuple(grad_out.shape) != geom.output_shape:
         raise ValueError(f"grad_out must have shape {geom.output_shape}, got "
                          f"{tuple(grad_out.shape)}")

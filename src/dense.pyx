@@ -94,10 +94,10 @@ def relu_backward(const real[::1] grad_y, const real[::1] y, real[::1] grad_x, i
 
 def softmax_xent_forward(const real[:, ::1] logits, const long long[::1] labels,
                          real[:, ::1] log_probs, real[::1] losses, int num_threads):
-    """log_probs = logits - logsumexp(logits) per row (max-subtracted); losses = -log_probs[label]."""
+    """log_probs = (logits - max) - log(sum(exp(logits - max))) per row; losses = -log_probs[label]."""
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], i, j
-    cdef real m, lse
-    cdef double s
+    cdef real m
+    cdef double s, ls
     cdef const real* row
     cdef real* out
     cdef const real* zp = &logits[0, 0]
@@ -115,9 +115,11 @@ def softmax_xent_forward(const real[:, ::1] logits, const long long[::1] labels,
             s = 0
             for j in range(K):
                 s = s + exp(<double>(row[j] - m))
-            lse = m + <real>log(s)
+            # (row - m) - log(s), never row - (m + log(s)): beside a large shared offset m,
+            # m + log(s) rounds log(s) away (logits [1e8, 1e8] gave log-probs [0, 0]).
+            ls = log(s)
             for j in range(K):
-                out[j] = row[j] - lse
+                out[j] = <real>(<double>(row[j] - m) - ls)
             loss[i] = -out[lab[i]]
 
 

@@ -8,6 +8,7 @@ second, deliberately dumb implementation (one loop per output element) used only
 check ``conv2d_ref`` itself on tiny inputs.
 """
 
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -280,3 +281,72 @@ def case_tblr(case):
 def case_kwargs(case):
     """The conv2d keyword arguments (stride, padding, dilation, groups) of a Case."""
     return dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups)
+
+
+# ------------------------------------------------------------------ pooling, dense, loss
+def max_pool2d_ref(x, kernel, stride, padding):
+    """Naive max pooling (float64): a loop over windows; padded cells are -inf (never win).
+
+    Returns (y, indices) with indices = ih * W + iw of the first maximum in row-major order (a NaN
+    wins, like torch)."""
+    x = np.asarray(x, dtype=np.float64)
+    N, C, H, W = x.shape
+    (KH, KW), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
+    OH = (H + 2 * ph - KH) // sh + 1
+    OW = (W + 2 * pw - KW) // sw + 1
+    y = np.empty((N, C, OH, OW))
+    idx = np.empty((N, C, OH, OW), np.int64)
+    for n in range(N):
+        for c in range(C):
+            for i in range(OH):
+                for j in range(OW):
+                    best, at = -np.inf, -1
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            ih, iw = i * sh - ph + kh, j * sw - pw + kw
+                            if not (0 <= ih < H and 0 <= iw < W):
+                                continue
+                            v = x[n, c, ih, iw]
+                            if at < 0 or v > best or (np.isnan(v) and not np.isnan(best)):
+                                best, at = v, ih * W + iw
+                    y[n, c, i, j], idx[n, c, i, j] = best, at
+    return y, idx
+
+
+def avg_pool2d_ref(x, kernel, stride, padding, count_include_pad=True):
+    """Naive average pooling (float64): the window's sum over KH*KW (count_include_pad) or over
+    the cells inside the image."""
+    x = np.asarray(x, dtype=np.float64)
+    N, C, H, W = x.shape
+    (KH, KW), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
+    OH = (H + 2 * ph - KH) // sh + 1
+    OW = (W + 2 * pw - KW) // sw + 1
+    y = np.empty((N, C, OH, OW))
+    for i in range(OH):
+        for j in range(OW):
+            r0, c0 = i * sh - ph, j * sw - pw
+            rows = slice(max(r0, 0), min(r0 + KH, H))
+            cols = slice(max(c0, 0), min(c0 + KW, W))
+            inside = (rows.stop - rows.start) * (cols.stop - cols.start)
+            total = x[:, :, rows, cols].sum(axis=(2, 3))
+            y[:, :, i, j] = total / (KH * KW if count_include_pad else inside)
+    return y
+
+
+def linear_ref(x, w, b=None):
+    """y[n, o] = b[o] + sum_i x[n, i] w[o, i], one dot product per output (float64)."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    y = np.array([[sum(x[n, i] * w[o, i] for i in range(x.shape[1])) for o in range(w.shape[0])]
+                  for n in range(x.shape[0])], dtype=np.float64).reshape(x.shape[0], w.shape[0])
+    return y if b is None else y + np.asarray(b, np.float64)
+
+
+def softmax_cross_entropy_ref(logits, labels):
+    """(mean loss, log_probs) in float64, with math.fsum over exp(z - max) per row."""
+    z = np.asarray(logits, np.float64)
+    log_probs = np.empty_like(z)
+    for i, row in enumerate(z):
+        m = row.max()
+        log_probs[i] = (row - m) - math.log(math.fsum(math.exp(v - m) for v in row))
+    losses = -log_probs[np.arange(z.shape[0]), np.asarray(labels)]
+    return losses.mean(), log_probs

@@ -53,12 +53,14 @@ softmax_xent_forward(const T* __restrict__ logits,         // IN  (N, K)
         T s = T(0);
         for (idx_t j = tid; j < K; j += REDUCE_THREADS) s += fc_exp(lp[j] - m);
         s = block_sum(s, smem);
-        const T lse = m + fc_log(s);
+        // (x - m) - log(s), never x - (m + log(s)): beside a large shared offset m, m + log(s)
+        // rounds log(s) away (logits [1e8, 1e8] gave log-probs [0, 0]).
+        const T log_s = fc_log(s);
         T* out = log_probs + row * K;
-        for (idx_t j = tid; j < K; j += REDUCE_THREADS) out[j] = lp[j] - lse;
+        for (idx_t j = tid; j < K; j += REDUCE_THREADS) out[j] = (lp[j] - m) - log_s;
         if (tid == 0) {
             const long long label = labels[row];
-            losses[row] = (label >= 0 && label < K) ? -(lp[label] - lse) : fc_nan(T(0));
+            losses[row] = (label >= 0 && label < K) ? -((lp[label] - m) - log_s) : fc_nan(T(0));
         }
     }
 }

@@ -1,0 +1,326 @@
+"""fastconv's fuzzer: random valid calls against the independent references, random invalid calls
+that must raise ValueError/TypeError naming the bad argument, crashes caught in subprocesses.
+
+    python tests/fuzz.py --cases 10000 [--seed 0] [--chunk 500]
+
+runs the cases in child processes of `--chunk` cases each (a crash ends one child and is reported
+with its seed), and ends with 'fuzz: N passed, N failed'. tests/test_fuzz.py runs the same case
+functions under hypothesis (bounded in CI) and a short run of this command.
+
+Every case is a function of one integer seed, so any failure is reproduced by
+`python tests/fuzz.py --replay SEED`.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import traceback
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference import (avg_pool2d_ref, conv2d_backward_ref, conv2d_ref,  # noqa: E402
+                       max_pool2d_ref, pad_tblr)
+
+import fastconv  # noqa: E402
+
+# --------------------------------------------------------------------------- valid calls
+
+_DTYPES = [np.float32, np.float64, np.float16, np.int32]
+
+
+def _layout(a, rng):
+    """`a` in a random memory layout: C order, Fortran order, a strided view or reversed axes."""
+    kind = rng.integers(4)
+    if kind == 1:
+        return np.asfortranarray(a)
+    if kind == 2:
+        big = np.zeros(tuple(2 * s for s in a.shape), a.dtype)
+        view = big[tuple(slice(None, None, 2) for _ in a.shape)]
+        view[...] = a
+        return view
+    if kind == 3:
+        return a[..., ::-1].copy()[..., ::-1]
+    return a
+
+
+def _padding(rng):
+    kind = rng.integers(5)
+    if kind == 0:
+        return int(rng.integers(0, 4))
+    if kind == 1:
+        return (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+    if kind == 2:
+        return tuple(tuple(int(v) for v in rng.integers(0, 4, 2)) for _ in range(2))
+    return ["same", "valid", "same"][kind - 2]
+
+
+def valid_conv_case(seed):
+    """A valid conv2d problem drawn from `seed`: (x, w, b, kwargs, activation)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        groups = int(rng.choice([1, 1, 1, 2, 3]))
+        Cg, Fg = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        depthwise = rng.random() < 0.2
+        if depthwise:
+            Cg = 1
+        N, H, W = int(rng.integers(1, 4)), int(rng.integers(1, 13)), int(rng.integers(1, 13))
+        KH, KW = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        kwargs = dict(stride=(int(rng.integers(1, 4)), int(rng.integers(1, 4))),
+                      dilation=(int(rng.integers(1, 4)), int(rng.integers(1, 3))),
+                      padding=_padding(rng), groups=groups)
+        if rng.random() < 0.5:
+            kwargs["stride"] = kwargs["stride"][0]
+        try:
+            fastconv.conv_output_shape((N, Cg * groups, H, W), (Fg * groups, Cg, KH, KW),
+                                       **kwargs)
+            break
+        except ValueError:
+            continue
+    dtype = _DTYPES[rng.integers(len(_DTYPES))]
+    x = rng.standard_normal((N, Cg * groups, H, W))
+    w = rng.standard_normal((Fg * groups, Cg, KH, KW))
+    b = rng.standard_normal(Fg * groups) if rng.random() < 0.5 else None
+    if dtype == np.int32:
+        x, w = np.round(x * 3), np.round(w * 3)
+        b = None if b is None else np.round(b * 3).astype(dtype)
+    elif b is not None:
+        b = b.astype(dtype)
+    x, w = _layout(x.astype(dtype), rng), _layout(w.astype(dtype), rng)
+    activation = "relu" if rng.random() < 0.3 else None
+    return x, w, b, kwargs, activation
+
+
+def _check_close(name, actual, expected, reduction):
+    tol = (2e-4 if actual.dtype == np.float32 else 1e-9) * np.sqrt(max(reduction, 1))
+    scale = max(1.0, float(np.abs(expected).max(initial=0)))
+    err = float(np.abs(actual.astype(np.float64) - expected).max(initial=0)) / scale
+    if not err <= tol:
+        raise AssertionError(f"{name}: relative error {err:.3g} > {tol:.3g}")
+
+
+def check_valid_conv(seed):
+    """conv2d and conv2d_backward against the float64 references; inputs left unmodified."""
+    x, w, b, kwargs, activation = valid_conv_case(seed)
+    saved = [a.copy() for a in (x, w)]
+    y = fastconv.conv2d(x, w, b, activation=activation, **kwargs)
+    tblr = pad_tblr(kwargs["padding"], x.shape[2:], w.shape[2:], kwargs["stride"],
+                    kwargs["dilation"])
+    ref_kwargs = dict(stride=kwargs["stride"], pad=tblr, dilation=kwargs["dilation"],
+                      groups=kwargs["groups"])
+    expected = conv2d_ref(x, w, b, **ref_kwargs)
+    if activation:
+        expected = np.maximum(expected, 0)
+    want = np.result_type(*(a.dtype for a in (x, w, b) if a is not None))
+    want = np.float64 if want.kind in "biu" else np.float32 if want == np.float16 else want
+    assert y.dtype == want, f"result dtype {y.dtype}, expected {np.dtype(want)}"
+    reduction = w.shape[1] * w.shape[2] * w.shape[3]
+    _check_close("forward", y, expected, reduction)
+    grad_out = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(y.dtype)
+    gx, gw, gb = fastconv.conv2d_backward(grad_out, x, w, **kwargs)
+    rx, rw, rb = conv2d_backward_ref(grad_out, x, w, **ref_kwargs)
+    _check_close("grad_input", gx, rx, w.shape[0] * w.shape[2] * w.shape[3])
+    _check_close("grad_weight", gw, rw, y.shape[0] * y.shape[2] * y.shape[3])
+    _check_close("grad_bias", gb, rb, y.shape[0] * y.shape[2] * y.shape[3])
+    for before, after in zip(saved, (x, w)):
+        np.testing.assert_array_equal(before, after, err_msg="an input was modified")
+
+
+def check_valid_pool(seed):
+    """max_pool2d / avg_pool2d against the naive loops."""
+    rng = np.random.default_rng(seed)
+    N, C, H, W = (int(v) for v in np.concatenate([rng.integers(1, 4, 2), rng.integers(1, 10, 2)]))
+    kernel = (int(rng.integers(1, H + 1)), int(rng.integers(1, W + 1)))
+    stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    padding = (int(rng.integers(0, kernel[0] // 2 + 1)), int(rng.integers(0, kernel[1] // 2 + 1)))
+    dtype = _DTYPES[rng.integers(2)]
+    x = _layout(rng.integers(-3, 4, (N, C, H, W)).astype(dtype), rng)
+    y, idx = fastconv.max_pool2d(x, kernel, stride, padding, return_indices=True)
+    y_ref, idx_ref = max_pool2d_ref(x, kernel, stride, padding)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+    include = bool(rng.integers(2))
+    a = fastconv.avg_pool2d(x, kernel, stride, padding, count_include_pad=include)
+    _check_close("avg_pool2d", a, avg_pool2d_ref(x, kernel, stride, padding, include),
+                 kernel[0] * kernel[1])
+
+
+# ------------------------------------------------------------------------- invalid calls
+
+_X, _W, _B = np.ones((2, 4, 6, 6)), np.ones((6, 2, 3, 3)), np.ones(6)
+_CONV = dict(x=_X, weight=_W, bias=_B, stride=1, padding=1, dilation=1, groups=2)
+_BAD_INTS = [0, -1, -(2**63), 1.5, "2", None, True, (1, 2, 3), (1, 0), [1, "a"], 2j,
+             np.float64(2.0), object()]
+_BAD_ARRAYS = [np.ones((2, 4, 6)), np.ones((2, 4, 6, 6), complex), np.array("abc"),
+               np.ones((2, 4, 6, 6), object), "x", 3, np.ones((0, 4, 6, 6, 1))]
+
+
+def _conv_call(args):
+    a = dict(args)
+    return fastconv.conv2d(a.pop("x"), a.pop("weight"), a.pop("bias"), **a)
+
+
+def _backward_call(args):
+    a = dict(args)
+    a.pop("bias")
+    go = a.pop("grad_out", np.ones((2, 6, 6, 6)))
+    return fastconv.conv2d_backward(go, a.pop("x"), a.pop("weight"), **a)
+
+
+def _pool_call(args):
+    a = dict(args)
+    fn = fastconv.max_pool2d if a.pop("max") else fastconv.avg_pool2d
+    return fn(a.pop("x"), **a)
+
+
+def _families():
+    """(name, baseline arguments, call, {argument: bad values})."""
+    geometry = {"stride": _BAD_INTS, "dilation": _BAD_INTS,
+                "groups": _BAD_INTS + [3, 5, 2**63],
+                "padding": [-1, (1, -1), ((1, 2), (3,)), "full", 1.5, None, (1, 2, 3),
+                            ((1, -2), (0, 0))]}
+    conv_bad = dict(geometry, x=_BAD_ARRAYS + [np.ones((2, 3, 6, 6)), np.ones((2, 4, 0, 6)),
+                                               np.ones((2, 4, 1, 1))],
+                    weight=_BAD_ARRAYS + [np.ones((6, 3, 3, 3)), np.ones((5, 2, 3, 3)),
+                                          np.ones((6, 2, 0, 3)), np.ones((6, 2, 9, 9))],
+                    bias=[np.ones(5), np.ones((6, 1)), np.ones(6, complex), "b"])
+    back_bad = dict(geometry, x=conv_bad["x"], weight=conv_bad["weight"],
+                    grad_out=[np.ones((2, 6, 5, 6)), np.ones((2, 6, 6)), np.ones((2, 6, 6, 6),
+                              complex), "g"],
+                    needs=[5, ("input", "nope"), (3,), None])
+    pool = dict(x=_X, kernel_size=2, stride=None, padding=0, max=True)
+    pool_bad = {"x": _BAD_ARRAYS + [np.ones((1, 1, 1, 1))],
+                "kernel_size": [k for k in _BAD_INTS if k is not None] + [(7, 7)],
+                "stride": [k for k in _BAD_INTS if k is not None],
+                "padding": [-1, 2, (0, 2), 1.5, "1", (1, 2, 3)]}
+    pool_avg = dict(pool, max=False)
+    dense = dict(x=np.ones((3, 5)), weight=np.ones((4, 5)), bias=np.ones(4))
+    dense_bad = {"x": [np.ones((3, 4)), np.ones(5), np.ones((3, 5), complex), "x"],
+                 "weight": [np.ones((4, 6)), np.ones(4), "w"],
+                 "bias": [np.ones(3), np.ones((4, 1)), "b"],
+                 "activation": ["tanh", 1, "RELU"]}
+    softmax = dict(logits=np.zeros((3, 4)), labels=np.array([0, 1, 3]))
+    softmax_bad = {"logits": [np.zeros(4), np.zeros((3, 0)), np.zeros((3, 4), complex), "z"],
+                   "labels": [np.array([0, 1]), np.array([0, 1, 4]), np.array([0., 1., 2.]),
+                              np.array([-1, 0, 0]), np.zeros((3, 1), int)]}
+    return [
+        ("conv2d", dict(_CONV), _conv_call, conv_bad),
+        ("conv2d_backward", dict(_CONV, needs=("input", "weight", "bias")), _backward_call,
+         back_bad),
+        ("conv_output_shape", dict(input_shape=(2, 4, 6, 6), weight_shape=(6, 2, 3, 3),
+                                   stride=1, padding=1, dilation=1, groups=2),
+         lambda a: fastconv.conv_output_shape(**a),
+         dict(geometry, input_shape=[(2, 4, 6), (2, 4, 0, 6), (2, 4, "6", 6), None, (2, 3, 6, 6)],
+              weight_shape=[(6, 2, 3), (6, 2, -3, 3), (6, 2, 9, 9), "w"])),
+        ("max_pool2d", pool, _pool_call, pool_bad),
+        ("avg_pool2d", pool_avg, _pool_call, pool_bad),
+        ("linear", dense, lambda a: fastconv.linear(a["x"], a["weight"], a["bias"],
+                                                    activation=a.get("activation")), dense_bad),
+        ("linear_backward", dict(dense, grad_out=np.ones((3, 4)), needs=("input",)),
+         lambda a: fastconv.linear_backward(a["grad_out"], a["x"], a["weight"], needs=a["needs"]),
+         {"grad_out": [np.ones((3, 5)), np.ones(4), "g"], "x": dense_bad["x"],
+          "needs": [5, ("bias", 2), ("x",)]}),
+        ("softmax_cross_entropy", softmax,
+         lambda a: fastconv.softmax_cross_entropy(a["logits"], a["labels"]), softmax_bad),
+        ("softmax_cross_entropy_backward", dict(log_probs=np.zeros((3, 4)), labels=softmax["labels"],
+                                                grad_loss=1.0),
+         lambda a: fastconv.softmax_cross_entropy_backward(a["log_probs"], a["labels"],
+                                                           a["grad_loss"]),
+         {"log_probs": softmax_bad["logits"], "labels": softmax_bad["labels"],
+          "grad_loss": ["abc", None, [1.0], 1j]}),
+        ("set_num_threads", dict(n=2), lambda a: fastconv.set_num_threads(a["n"]),
+         {"n": [0, -1, 2**31, 2**63, 1.5, "2", True]}),
+    ]
+
+
+_FAMILIES = _families()
+
+
+def check_invalid(seed):
+    """One bad argument in an otherwise valid call: ValueError or TypeError naming it."""
+    rng = np.random.default_rng(seed)
+    name, base, call, bad = _FAMILIES[rng.integers(len(_FAMILIES))]
+    arg = list(bad)[rng.integers(len(bad))]
+    value = bad[arg][rng.integers(len(bad[arg]))]
+    threads = fastconv.get_num_threads()
+    try:
+        call(dict(base, **{arg: value}))
+    except (ValueError, TypeError) as exc:
+        label = {"n": r"\bn\b"}.get(arg, rf"(?<![\w]){re.escape(arg)}(?![\w])")
+        if not re.search(label, str(exc)):
+            raise AssertionError(f"{name}({arg}={value!r}): {type(exc).__name__} does not name "
+                                 f"{arg!r}: {exc}") from None
+        return
+    finally:
+        fastconv.set_num_threads(threads)
+    raise AssertionError(f"{name}({arg}={value!r}) raised nothing")
+
+
+CHECKS = (check_valid_conv, check_valid_conv, check_valid_pool, check_invalid)
+
+
+def run_case(seed):
+    """The case of `seed` (conv, pooling or invalid call by seed % 4)."""
+    if os.environ.get("FASTCONV_FUZZ_SELFTEST_CRASH") == str(seed):  # the runner's own test
+        os.abort()
+    CHECKS[seed % len(CHECKS)](seed)
+
+
+# ----------------------------------------------------------------------------- the runner
+
+def _run_chunk(first, count):
+    """Run cases first..first+count-1 here; print one line per failure; return failures."""
+    failed = 0
+    for seed in range(first, first + count):
+        try:
+            run_case(seed)
+            print(f"PASS {seed}", flush=True)
+        except Exception as exc:  # a wrong result or an unnamed error: report and go on
+            failed += 1
+            print(f"FAIL seed={seed} {CHECKS[seed % len(CHECKS)].__name__}: "
+                  f"{type(exc).__name__}: {str(exc)[:300]}", flush=True)
+    return failed
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0, help="first case's seed")
+    ap.add_argument("--chunk", type=int, default=500, help="cases per child process")
+    ap.add_argument("--replay", type=int, help="run one case here, with its traceback")
+    ap.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.replay is not None:
+        try:
+            run_case(args.replay)
+        except Exception:
+            traceback.print_exc()
+            return 1
+        print("ok")
+        return 0
+    if args.child:
+        return 1 if _run_chunk(*args.child) else 0
+    passed = failed = crashed = 0
+    for first in range(args.seed, args.seed + args.cases, args.chunk):
+        count = min(args.chunk, args.seed + args.cases - first)
+        run = subprocess.run([sys.executable, __file__, "--child", str(first), str(count)],
+                             capture_output=True, text=True)
+        lines = run.stdout.splitlines()
+        fails = [ln for ln in lines if ln.startswith("FAIL")]
+        passes = sum(ln.startswith("PASS") for ln in lines)
+        for ln in fails:
+            print(ln)
+        passed += passes
+        failed += count - passes  # a crash, and what it left unrun, count as failed
+        if run.returncode not in (0, 1):  # a signal or an unexpected exit: the chunk crashed
+            crashed += 1
+            print(f"CRASH in seeds {first}..{first + count - 1}: exit {run.returncode}\n"
+                  f"{run.stderr[-2000:]}")
+    print(f"crashes: {crashed}")
+    print(f"fuzz: {passed} passed, {failed} failed")
+    return 1 if failed or crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Forward values of pooling, linear and softmax cross-entropy against naive float64 loops."""
+import numpy as np
+import pytest
+
+import fastconv
+from reference import (avg_pool2d_ref, linear_ref, max_pool2d_ref,
+                       softmax_cross_entropy_ref)
+
+DTYPES = [np.float32, np.float64]
+POOL_CASES = [  # (shape, kernel, stride, padding)
+    ((2, 3, 7, 6), 2, 2, 0),
+    ((1, 1, 5, 5), 3, 1, 1),
+    ((2, 2, 9, 8), (3, 2), (2, 3), (1, 1)),
+    ((1, 4, 6, 7), (2, 3), 1, (1, 0)),
+    ((3, 1, 4, 4), 4, 4, 2),
+    ((1, 2, 1, 9), (1, 3), (1, 2), 0),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding", POOL_CASES)
+def test_max_pool_forward(dtype, shape, kernel, stride, padding):
+    rng = np.random.default_rng(1)
+    # Few distinct values: ties, which the first maximum (row-major) must win.
+    x = rng.integers(-3, 4, shape).astype(dtype)
+    y, idx = fastconv.max_pool2d(x, kernel, stride, padding, return_indices=True)
+    y_ref, idx_ref = max_pool2d_ref(x, kernel, stride, padding)
+    np.testing.assert_array_equal(y, y_ref.astype(dtype))
+    np.testing.assert_array_equal(idx, idx_ref)
+
+
+def test_max_pool_nan_wins():
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 1, 1] = np.nan
+    y, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    y_ref, idx_ref = max_pool2d_ref(x, 2, 2, 0)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("shape, kernel, stride, padding", POOL_CASES)
+def test_avg_pool_forward(assert_close, dtype, count_include_pad, shape, kernel, stride, padding):
+    x = np.random.default_rng(2).standard_normal(shape).astype(dtype)
+    y = fastconv.avg_pool2d(x, kernel, stride, padding, count_include_pad=count_include_pad)
+    assert y.dtype == dtype
+    assert_close(y, avg_pool2d_ref(x, kernel, stride, padding, count_include_pad), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N, IN, OUT", [(1, 1, 1), (3, 5, 4), (70, 33, 10), (2, 0, 3)])
+@pytest.mark.parametrize("bias, activation", [(False, None), (True, None), (True, "relu")])
+def test_linear_forward(assert_close, dtype, N, IN, OUT, bias, activation):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((N, IN)).astype(dtype)
+    w = rng.standard_normal((OUT, IN)).astype(dtype)
+    b = rng.standard_normal(OUT).astype(dtype) if bias else None
+    expected = linear_ref(x, w, b)
+    if activation == "relu":
+        expected = np.maximum(expected, 0)
+    y = fastconv.linear(x, w, b, activation=activation)
+    assert y.dtype == dtype and y.shape == (N, OUT)
+    assert_close(y, expected, dtype, reduction=max(IN, 1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N, K", [(1, 1), (1, 10), (7, 3), (300, 10)])
+def test_softmax_cross_entropy_forward(assert_close, dtype, N, K):
+    rng = np.random.default_rng(4)
+    logits = (rng.standard_normal((N, K)) * 5).astype(dtype)
+    labels = rng.integers(0, K, N)
+    loss, log_probs = fastconv.softmax_cross_entropy(logits, labels)
+    loss_ref, log_probs_ref = softmax_cross_entropy_ref(logits, labels)
+    assert log_probs.dtype == dtype
+    assert_close(log_probs, log_probs_ref, dtype, reduction=K)
+    assert_close(np.asarray(loss), np.asarray(loss_ref), dtype, reduction=K * N)
