@@ -65,6 +65,20 @@ def as_needs(needs, name="needs"):
     return set(needs)
 
 
+# Convolution algorithms by name; "auto" lets the backend's planner choose (fastconv._planner
+# describes each).
+CONV_ALGORITHMS = ("auto", "gemm", "direct", "depthwise", "matmul", "winograd", "fft")
+
+
+def as_algorithm(value, name="algorithm"):
+    """`value` checked to be one of CONV_ALGORITHMS."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str from {CONV_ALGORITHMS}, got {type(value).__name__}")
+    if value not in CONV_ALGORITHMS:
+        raise ValueError(f"{name} must be one of {CONV_ALGORITHMS}, got {value!r}")
+    return value
+
+
 def as_shape(shape, name, ndim):
     """A tuple of `ndim` non-negative ints."""
     if not isinstance(shape, (tuple, list)) or len(shape) != ndim:

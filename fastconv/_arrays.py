@@ -22,6 +22,13 @@ def backend(**arrays):
             gpu = [name for name, g in on_gpu.items() if g]
             raise TypeError(f"cannot mix NumPy and CuPy arrays: {', '.join(gpu)} on the GPU but "
                             f"{', '.join(cpu)} not; move them with cupy.asarray / cupy.asnumpy")
+        return backend_for("gpu")
+    return backend_for("cpu")
+
+
+def backend_for(device):
+    """The backend module for "cpu" or "gpu"."""
+    if device == "gpu":
         from . import _gpu
 
         return _gpu

@@ -6,10 +6,12 @@ thread meanwhile.
 """
 import numpy as np
 
-from . import _cpu_conv, _cpu_dense, _cpu_depthwise, _cpu_direct, _cpu_pool
+from . import _cpu_conv, _cpu_dense, _cpu_depthwise, _cpu_direct, _cpu_pool, _planner
 from ._threads import blas_single_thread, get_num_threads
 
 OPS = (
+    "conv2d_plan",
+    "conv2d_algorithms",
     "conv2d_forward",
     "conv2d_grad_input",
     "conv2d_grad_weight",
@@ -26,49 +28,29 @@ OPS = (
 )
 
 
-def _conv_kernel(weight, groups, skipped_operand=None):
-    """The direct kernel for depthwise convolutions (one input channel per group, groups > 1: a
-    GEMM per group would have an inner dimension of KH*KW only), unless `skipped_operand` (what
-    meets the padding) holds inf/NaN: the direct kernel skips padded taps, and 0 * inf must still
-    give NaN. With a single group (C = 1) one GEMM over all filters measured faster."""
-    if weight.shape[1] != 1 or groups == 1:
-        return _cpu_conv
-    if skipped_operand is not None and not np.isfinite(skipped_operand).all():
-        return _cpu_conv
-    return _cpu_depthwise
-
-
-def _direct_level():
+def _level():
     return _cpu_direct.level()
 
 
-def _direct_fits(filters, taps, dtype):
-    """Whether the SIMD direct kernels beat im2col + GEMM for `filters` outputs per pixel (the
-    SIMD lanes) of `taps` = C * KH * KW products each (one group). Measured with AVX2 (2 threads,
-    forward): direct 1.3-3x faster from 4 up to 32 float32 (2 to 16 float64) filters, and up to
-    64 / 32 when taps <= 160 (7x7 on RGB); about even at 64 float32 filters of 3x3x64; GEMM faster
-    beyond, and for a single filter (grad-input of a one-channel input: 2x)."""
-    if _direct_level() == 0:
-        return False
-    filter_bytes = filters * np.dtype(dtype).itemsize
-    return 16 <= filter_bytes and (filter_bytes <= 128 or (filter_bytes <= 256 and taps <= 160))
+def _conv(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
+    return _planner.Conv(tuple(x_shape), tuple(w_shape), tuple(y_shape), tuple(stride),
+                         tuple(padding), tuple(dilation), groups, np.dtype(dtype))
 
 
-# The direct and depthwise SIMD kernels copy the input rectangle their outputs span, padding
-# included, into a zero-padded window. That rectangle may hold far more than anything read: a 4x4
-# input padded by 20,000 with stride 20,000 spans 40,003^2 cells (12 GiB, 35 s) for 9 outputs.
-# Past this many times the input and output planes, the GEMM path (whose columns hold only the
-# taps outputs read) is taken instead.
-_WINDOW_FACTOR = 4
+def conv2d_plan(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm):
+    """{pass: algorithm} for the three passes, with `algorithm` ("auto" or a name) resolved."""
+    conv = _conv(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype)
+    return {p: _planner.resolve(algorithm, p, conv, _level()) for p in _planner.PASSES}
 
 
-def _window_fits(in_hw, out_hw, kernel_hw, stride, dilation):
-    """Whether the padded window spanned by `out_hw` outputs of a (KH, KW) kernel with these
-    strides and dilations stays within _WINDOW_FACTOR x (input plane + output plane)."""
-    (H, W), (OH, OW), (KH, KW) = in_hw, out_hw, kernel_hw
-    span_h = (OH - 1) * stride[0] + (KH - 1) * dilation[0] + 1
-    span_w = (OW - 1) * stride[1] + (KW - 1) * dilation[1] + 1
-    return span_h * span_w <= _WINDOW_FACTOR * (H * W + OH * OW)
+def conv2d_algorithms(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
+    """{pass: the algorithms that can compute it} (finite data)."""
+    conv = _conv(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype)
+    return {p: _planner.runnable(p, conv, _level()) for p in _planner.PASSES}
+
+
+def _finite(a):
+    return bool(np.isfinite(a).all())
 
 
 def _bias_or_empty(bias, dtype):
@@ -76,58 +58,92 @@ def _bias_or_empty(bias, dtype):
     return (np.empty(0, dtype=dtype), False) if bias is None else (bias, True)
 
 
-def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
+def _matrices(x, weight, y):
+    """The 2-D views of a whole-input convolution: x (N, C*KH*KW), weight (F, C*KH*KW),
+    y (N, F)."""
+    N, F = y.shape[0], weight.shape[0]
+    return x.reshape(N, -1), weight.reshape(F, -1), y.reshape(N, F)
+
+
+def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, algorithm):
+    conv = _conv(x.shape, weight.shape, y.shape, stride, padding, dilation, groups, x.dtype)
+    algorithm = _planner.resolve(algorithm, "forward", conv, _level())
+    if algorithm == "depthwise" and not _finite(weight):
+        algorithm = "gemm"  # the depthwise kernels skip padded taps: 0 * inf must give NaN
     bias, has_bias = _bias_or_empty(bias, x.dtype)
-    F, Cg, KH, KW = weight.shape
-    windowed = _window_fits(x.shape[2:], y.shape[2:], (KH, KW), stride, dilation)
-    if groups == 1 and windowed and _direct_fits(F, Cg * KH * KW, x.dtype):
-        _cpu_direct.forward(x, weight, bias, y, *stride, *padding, *dilation, groups, has_bias,
-                            relu, get_num_threads())
+    args = (*stride, *padding, *dilation, groups, has_bias, relu, get_num_threads())
+    if algorithm == "direct":
+        _cpu_direct.forward(x, weight, bias, y, *args)
         return
     with blas_single_thread:
-        kernel = _conv_kernel(weight, groups, weight) if windowed else _cpu_conv
-        kernel.forward(x, weight, bias, y, *stride, *padding, *dilation, groups, has_bias, relu,
-                       get_num_threads())
+        if algorithm == "matmul":
+            x2, w2, y2 = _matrices(x, weight, y)
+            _cpu_dense.linear_forward(x2, w2, bias, y2, has_bias, relu, get_num_threads())
+        else:
+            kernel = _cpu_depthwise if algorithm == "depthwise" else _cpu_conv
+            kernel.forward(x, weight, bias, y, *args)
 
 
-def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups):
+def _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups):
+    """grad_x for stride 1 as the convolution of grad_y, padded by the kernel's reach less the
+    forward padding, with the flipped, transposed weight: a forward pass of a direct kernel.
+    That padding is multiplied by the weights, where the GEMM path adds nothing: finite weights
+    only."""
     F, Cg, KH, KW = weight.shape
-    # With stride 1, grad_x is the convolution of grad_y, padded by the kernel's reach less the
-    # forward padding, with the flipped, transposed weight: a forward pass of the direct kernels.
-    # They multiply that padding by the weights, where the GEMM path adds nothing: so finite
-    # weights only.
-    windowed = _window_fits(grad_y.shape[2:], grad_x.shape[2:], (KH, KW), (1, 1), dilation)
-    if (tuple(stride) == (1, 1) and windowed and _direct_level() > 0
-            and np.isfinite(weight).all()):
-        direct = groups == 1 and _direct_fits(Cg, F * KH * KW, weight.dtype)
-        depthwise = groups == F == grad_x.shape[1] and Cg == 1  # one filter per channel
-        if direct or depthwise:
-            flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-            if depthwise:
-                flipped = flipped.reshape(F, 1, KH, KW)
-            (dh, dw), (pt, pl) = dilation, padding
-            no_bias, _ = _bias_or_empty(None, weight.dtype)
-            kernel = _cpu_direct if direct else _cpu_depthwise
-            kernel.forward(grad_y, flipped, no_bias, grad_x, 1, 1, (KH - 1) * dh - pt,
-                           (KW - 1) * dw - pl, dh, dw, groups, False, False, get_num_threads())
-            return
+    flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    if kernel is _cpu_depthwise:
+        flipped = flipped.reshape(F, 1, KH, KW)
+    (dh, dw), (pt, pl) = dilation, padding
+    no_bias, _ = _bias_or_empty(None, weight.dtype)
+    kernel.forward(grad_y, flipped, no_bias, grad_x, 1, 1, (KH - 1) * dh - pt, (KW - 1) * dw - pl,
+                   dh, dw, groups, False, False, get_num_threads())
+
+
+def _depthwise_flips(conv):
+    """Whether depthwise grad-input runs as the SIMD forward over flipped weights: one filter per
+    channel, stride 1, SIMD, and a window of bounded size."""
+    (_, C, H, W), (F, _, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
+    return (F == C and tuple(conv.stride) == (1, 1) and _level() > 0
+            and min(_planner.flipped_padding(conv)) >= 0
+            and _planner.window_fits((OH, OW), (H, W), (KH, KW), (1, 1), conv.dilation))
+
+
+def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups, algorithm):
+    conv = _conv(grad_x.shape, weight.shape, grad_y.shape, stride, padding, dilation, groups,
+                 grad_x.dtype)
+    algorithm = _planner.resolve(algorithm, "grad_input", conv, _level())
+    flips = algorithm == "direct" or (algorithm == "depthwise" and _depthwise_flips(conv))
+    if flips and _finite(weight):
+        kernel = _cpu_direct if algorithm == "direct" else _cpu_depthwise
+        _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups)
+        return
     with blas_single_thread:
-        kernel = _conv_kernel(weight, groups)
+        if algorithm == "matmul":
+            gx2, w2, gy2 = _matrices(grad_x, weight, grad_y)
+            _cpu_dense.linear_grad_input(gy2, w2, gx2, get_num_threads())
+            return
+        kernel = _cpu_depthwise if algorithm == "depthwise" else _cpu_conv
         kernel.grad_input(grad_y, weight, grad_x, *stride, *padding, *dilation, groups,
                           get_num_threads())
 
 
-def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups):
-    F, Cg, KH, KW = grad_weight.shape
-    windowed = _window_fits(x.shape[2:], grad_y.shape[2:], (KH, KW), stride, dilation)
-    if groups == 1 and windowed and _direct_fits(F, Cg * KH * KW, x.dtype):
-        _cpu_direct.grad_weight(grad_y, x, grad_weight, *stride, *padding, *dilation, groups,
-                                get_num_threads())
+def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
+    conv = _conv(x.shape, grad_weight.shape, grad_y.shape, stride, padding, dilation, groups,
+                 x.dtype)
+    algorithm = _planner.resolve(algorithm, "grad_weight", conv, _level())
+    if algorithm == "depthwise" and not _finite(grad_y):
+        algorithm = "gemm"  # the depthwise kernel skips padded taps: 0 * inf must give NaN
+    args = (*stride, *padding, *dilation, groups, get_num_threads())
+    if algorithm == "direct":
+        _cpu_direct.grad_weight(grad_y, x, grad_weight, *args)
         return
     with blas_single_thread:
-        kernel = _conv_kernel(grad_weight, groups, grad_y)
-        kernel.grad_weight(grad_y, x, grad_weight, *stride, *padding, *dilation, groups,
-                           get_num_threads())
+        if algorithm == "matmul":
+            x2, gw2, gy2 = _matrices(x, grad_weight, grad_y)
+            _cpu_dense.linear_grad_weight(gy2, x2, gw2, get_num_threads())
+            return
+        kernel = _cpu_depthwise if algorithm == "depthwise" else _cpu_conv
+        kernel.grad_weight(grad_y, x, grad_weight, *args)
 
 
 def conv2d_grad_bias(grad_y, grad_bias):

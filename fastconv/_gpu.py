@@ -26,6 +26,7 @@ from ._gpu_kernels import (  # noqa: F401
 )
 
 OPS = (
+    "conv2d_plan", "conv2d_algorithms",
     "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
     "relu_backward", "linear_forward", "linear_backward",
@@ -56,12 +57,40 @@ def _conv_args(x_shape, w_shape, y_shape, stride, padding, dilation):
     )
 
 
-def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
+def _algorithm(w_shape):
+    """The one kernel family the GPU runs a convolution with: depthwise when each group has one
+    input channel (a GEMM would reduce over KH*KW only), else implicit GEMM."""
+    return "depthwise" if w_shape[1] == 1 else "gemm"
+
+
+def _check_algorithm(algorithm, w_shape, pass_):
+    if algorithm not in ("auto", _algorithm(w_shape)):
+        raise ValueError(f"algorithm {algorithm!r} cannot compute the {pass_} pass of this "
+                         f"convolution on the GPU; it runs {_algorithm(w_shape)!r} (or 'auto')")
+
+
+def conv2d_plan(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm):
+    """{pass: algorithm} for the three passes, with `algorithm` ("auto" or a name) resolved."""
+    _compat.require_cupy()
+    passes = ("forward", "grad_input", "grad_weight")
+    for p in passes:
+        _check_algorithm(algorithm, w_shape, p)
+    return {p: _algorithm(w_shape) for p in passes}
+
+
+def conv2d_algorithms(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
+    """{pass: the algorithms that can compute it}."""
+    _compat.require_cupy()
+    return {p: (_algorithm(w_shape),) for p in ("forward", "grad_input", "grad_weight")}
+
+
+def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, algorithm):
     """y (N,F,OH,OW) = conv(x (N,C,H,W), weight (F,C//groups,KH,KW)) + bias (F,) or None.
 
     ReLU applied when ``relu``. padding is (pad_top, pad_left); bottom/right follow from OH/OW.
     """
     _compat.require_cupy()
+    _check_algorithm(algorithm, weight.shape, "forward")
     if y.size == 0:
         return
     with x.device:
@@ -77,9 +106,10 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
                          (x, weight, b, y, *args, *_i32(groups), *flags))
 
 
-def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups):
+def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups, algorithm):
     """grad_x (N,C,H,W) from grad_y (N,F,OH,OW) and weight (F,C//groups,KH,KW): a gather."""
     _compat.require_cupy()
+    _check_algorithm(algorithm, weight.shape, "grad_input")
     if grad_x.size == 0:
         return
     with grad_x.device:
@@ -93,12 +123,13 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
                          (grad_y, weight, grad_x, *args, *_i32(groups)))
 
 
-def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups):
+def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
     """grad_weight (F,C//groups,KH,KW) = sum over N, OH, OW of grad_y (N,F,OH,OW) x im2col(x).
 
     The reduction over N*OH*OW is split over blocks; splits are summed in a fixed order.
     """
     cupy = _compat.require_cupy()
+    _check_algorithm(algorithm, grad_weight.shape, "grad_weight")
     F, Cg, KH, KW = grad_weight.shape
     P = grad_y.shape[0] * grad_y.shape[2] * grad_y.shape[3]
     if grad_weight.size == 0:

@@ -1,6 +1,7 @@
 """The public functional namespace: every op of fastconv, NumPy or CuPy arrays in and out."""
 from ._args import conv_output_shape, pool_output_shape
-from .conv import conv2d, conv2d_backward, conv2d_grad_input, conv2d_grad_weight
+from .conv import (conv2d, conv2d_algorithms, conv2d_backward, conv2d_grad_input,
+                   conv2d_grad_weight, conv2d_plan)
 from .ops import (linear, linear_backward, relu, relu_backward, softmax_cross_entropy,
                   softmax_cross_entropy_backward)
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
@@ -11,6 +12,8 @@ __all__ = [
     "conv2d_grad_input",
     "conv2d_grad_weight",
     "conv_output_shape",
+    "conv2d_plan",
+    "conv2d_algorithms",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",

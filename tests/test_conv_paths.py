@@ -1,16 +1,17 @@
-"""Both CPU convolution paths against the reference, whichever the shape would pick.
+"""The GEMM and direct CPU algorithms against the reference, whichever the planner would pick.
 
-fastconv._cpu sends one-group convolutions with few filters to the SIMD direct kernel
-(fastconv._cpu_direct) and the rest to im2col + GEMM. Most test shapes are small, so the other
-test files mostly see the direct path on a CPU with AVX2; here every case runs on the GEMM path
-and on the direct kernel compiled for each instruction set this CPU has.
+The planner (fastconv._planner) sends one-group convolutions with few filters to the SIMD direct
+kernel (fastconv._cpu_direct) and the rest to im2col + GEMM. Most test shapes are small, so the
+other test files mostly see the direct path on a CPU with AVX2; here every case is forced
+(`algorithm=`) onto the GEMM path and onto the direct kernel compiled for each instruction set
+this CPU has. A pass the forced algorithm cannot compute must raise ValueError.
 """
 
 import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _cpu, _cpu_direct
+from fastconv import _cpu_direct, _planner
 from reference import CASES, MEDIUM_CASES, _case, case_kwargs, case_tblr, conv2d_backward_ref, conv2d_ref
 from reference import make_inputs, output_hw
 
@@ -26,15 +27,26 @@ ONE_GROUP = [pytest.param(c, id=c.id) for c in CASES + MEDIUM_CASES + EXTRA_CASE
 
 
 @pytest.fixture(params=PATHS)
-def path(request, monkeypatch):
-    """Force one path: the GEMM path, or the direct kernel at one instruction-set level."""
+def path(request):
+    """Force one algorithm: "gemm", or "direct" at one instruction-set level."""
     if request.param == "gemm":
-        monkeypatch.setattr(_cpu, "_direct_fits", lambda *args: False)
-    else:
-        monkeypatch.setattr(_cpu, "_direct_fits", lambda *args: True)
-        previous = _cpu_direct.set_level(int(request.param[len("direct"):]))
-        request.addfinalizer(lambda: _cpu_direct.set_level(previous))
-    return request.param
+        return "gemm"
+    previous = _cpu_direct.set_level(int(request.param[len("direct"):]))
+    request.addfinalizer(lambda: _cpu_direct.set_level(previous))
+    return "direct"
+
+
+def forced(fn, case, algorithm, pass_, *args, **kwargs):
+    """fn(*args, algorithm=algorithm) if the planner says `algorithm` computes `pass_` of `case`,
+    else check that forcing it raises ValueError naming it, and return None."""
+    can = fastconv.conv2d_algorithms((case.N, case.C, case.H, case.W),
+                                     (case.F, case.C // case.groups, case.KH, case.KW),
+                                     **case_kwargs(case))[pass_]
+    if algorithm in can:
+        return fn(*args, **kwargs, algorithm=algorithm)
+    with pytest.raises(ValueError, match=r"algorithm 'direct' cannot compute the " + pass_):
+        fn(*args, **kwargs, algorithm=algorithm)
+    return None
 
 
 def inputs(case, rng, dtype):
@@ -50,10 +62,11 @@ def test_forward(case, dtype, path, rng, assert_close):
     x, w, b, _ = inputs(case, rng, dtype)
     expected = conv2d_ref(x, w, b, case.stride, case_tblr(case), case.dilation)
     reduction = case.C * case.KH * case.KW
-    assert_close(fastconv.conv2d(x, w, b, **case_kwargs(case)), expected, dtype, reduction)
-    relu = fastconv.conv2d(x, w, b, **case_kwargs(case), activation="relu")
+    kw = dict(case_kwargs(case), algorithm=path)
+    assert_close(fastconv.conv2d(x, w, b, **kw), expected, dtype, reduction)
+    relu = fastconv.conv2d(x, w, b, **kw, activation="relu")
     assert_close(relu, np.maximum(expected, 0), dtype, reduction)
-    assert_close(fastconv.conv2d(x, w, **case_kwargs(case)), expected - b[:, None, None], dtype, reduction)
+    assert_close(fastconv.conv2d(x, w, **kw), expected - b[:, None, None], dtype, reduction)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -61,8 +74,10 @@ def test_forward(case, dtype, path, rng, assert_close):
 def test_grad_input(case, dtype, path, rng, assert_close):
     x, w, _, g = inputs(case, rng, dtype)
     expected, _, _ = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
-    got = fastconv.conv2d_grad_input(g, w, x.shape, **case_kwargs(case))
-    assert_close(got, expected, dtype, case.F * case.KH * case.KW)
+    got = forced(fastconv.conv2d_grad_input, case, path, "grad_input", g, w, x.shape,
+                 **case_kwargs(case))
+    if got is not None:
+        assert_close(got, expected, dtype, case.F * case.KH * case.KW)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -70,24 +85,26 @@ def test_grad_input(case, dtype, path, rng, assert_close):
 def test_grad_weight(case, dtype, path, rng, assert_close):
     x, w, _, g = inputs(case, rng, dtype)
     _, expected, _ = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
-    got = fastconv.conv2d_grad_weight(g, x, w.shape, **case_kwargs(case))
-    OH, OW = g.shape[2:]
-    assert_close(got, expected, dtype, case.N * OH * OW)
+    got = forced(fastconv.conv2d_grad_weight, case, path, "grad_weight", g, x, w.shape,
+                 **case_kwargs(case))
+    if got is not None:
+        OH, OW = g.shape[2:]
+        assert_close(got, expected, dtype, case.N * OH * OW)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N", [1, 3, 20])  # one part, one image per part, several per part
-def test_direct_bitwise_identical_across_threads(N, dtype, rng, monkeypatch):
+def test_direct_bitwise_identical_across_threads(N, dtype, rng):
     case = EXTRA_CASES[0]._replace(N=N)
     x, w, b, g = inputs(case, rng, dtype)
-    monkeypatch.setattr(_cpu, "_direct_fits", lambda *args: True)
+    kw = dict(case_kwargs(case), algorithm="direct" if _cpu_direct.level() else "gemm")
     results = []
     old = fastconv.set_num_threads(1)
     try:
         for threads in (1, 2, 3):
             fastconv.set_num_threads(threads)
-            results.append((fastconv.conv2d(x, w, b, **case_kwargs(case)),)
-                           + fastconv.conv2d_backward(g, x, w, **case_kwargs(case)))
+            results.append((fastconv.conv2d(x, w, b, **kw),) + fastconv.conv2d_backward(
+                g, x, w, needs=("input", "weight"), **kw))
     finally:
         fastconv.set_num_threads(old)
     for other in results[1:]:
@@ -96,19 +113,20 @@ def test_direct_bitwise_identical_across_threads(N, dtype, rng, monkeypatch):
 
 
 @pytest.mark.parametrize("path_name", ["gemm", "direct"])
-def test_nonfinite_weights_meet_padding_as_in_numpy(path_name, rng, monkeypatch):
+def test_nonfinite_weights_meet_padding_as_in_numpy(path_name, rng):
     """A padded tap is 0 * w: with w = inf that is NaN on both paths (as torch gives), and
     grad_input (where the direct reuse would multiply padding) stays on the GEMM path."""
-    monkeypatch.setattr(_cpu, "_direct_fits", lambda *args: path_name == "direct")
+    if path_name == "direct" and not _cpu_direct.level():
+        pytest.skip("no SIMD direct kernels on this CPU")
     x = rng.standard_normal((1, 2, 5, 5))
     w = rng.standard_normal((3, 2, 3, 3))
     w[1, 0, 0, 0] = np.inf
-    y = fastconv.conv2d(x, w, padding=1)
+    y = fastconv.conv2d(x, w, padding=1, algorithm=path_name)
     assert np.isnan(y[0, 1, 0, :]).all()  # the top row reads the padding with the inf tap
     assert not np.isnan(y[0, [0, 2]]).any()
     g = np.ones_like(y)
     expected, _, _ = conv2d_backward_ref(g, x, np.where(np.isinf(w), 0.0, w), 1, (1, 1, 1, 1), 1)
-    gx = fastconv.conv2d_grad_input(g, w, x.shape, padding=1)
+    gx = fastconv.conv2d_grad_input(g, w, x.shape, padding=1, algorithm=path_name)
     # inf reaches the input cells that tap touches, and nothing else becomes NaN
     assert not np.isnan(gx).any()
     finite = np.isfinite(gx)
@@ -116,10 +134,11 @@ def test_nonfinite_weights_meet_padding_as_in_numpy(path_name, rng, monkeypatch)
 
 
 def test_dispatch_picks_direct_for_small_filter_counts():
-    has_simd = _cpu_direct.level() > 0
-    assert _cpu._direct_fits(16, 150, np.float32) is has_simd  # LeNet-5 conv2
-    assert _cpu._direct_fits(64, 147, np.float32) is has_simd  # 7x7 on RGB
-    assert _cpu._direct_fits(256, 2304, np.float32) is False  # wide layers stay on GEMM
+    level = _cpu_direct.level()
+    assert _planner.direct_fits(16, 150, np.float32, level) is (level > 0)  # LeNet-5 conv2
+    assert _planner.direct_fits(64, 147, np.float32, level) is (level > 0)  # 7x7 on RGB
+    assert _planner.direct_fits(256, 2304, np.float32, level) is False  # wide: GEMM
+    assert _planner.direct_fits(16, 150, np.float32, 0) is False  # no SIMD: GEMM
 
 
 def test_set_level_refuses_what_the_cpu_lacks():
@@ -149,11 +168,14 @@ def simd_level(request):
 def test_depthwise_forward_and_grad_input(case, dtype, simd_level, rng, assert_close):
     x, w, b, g = inputs(case, rng, dtype)
     tblr = case_tblr(case)
+    kw = dict(case_kwargs(case), algorithm="depthwise")
     expected = conv2d_ref(x, w, b, case.stride, tblr, case.dilation, case.groups)
     reduction = case.KH * case.KW
-    assert_close(fastconv.conv2d(x, w, b, **case_kwargs(case)), expected, dtype, reduction)
-    relu = fastconv.conv2d(x, w, b, **case_kwargs(case), activation="relu")
+    assert_close(fastconv.conv2d(x, w, b, **kw), expected, dtype, reduction)
+    relu = fastconv.conv2d(x, w, b, **kw, activation="relu")
     assert_close(relu, np.maximum(expected, 0), dtype, reduction)
-    gx, _, _ = conv2d_backward_ref(g, x, w, case.stride, tblr, case.dilation, case.groups)
-    got = fastconv.conv2d_grad_input(g, w, x.shape, **case_kwargs(case))
+    gx, gw, _ = conv2d_backward_ref(g, x, w, case.stride, tblr, case.dilation, case.groups)
+    got = fastconv.conv2d_grad_input(g, w, x.shape, **kw)
     assert_close(got, gx, dtype, case.F // case.groups * reduction)
+    got = fastconv.conv2d_grad_weight(g, x, w.shape, **kw)
+    assert_close(got, gw, dtype, case.N * g.shape[2] * g.shape[3])

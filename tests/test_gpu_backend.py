@@ -173,7 +173,7 @@ def _conv_inputs(case, dtype, rng):
 @pytest.mark.parametrize("bias,relu", [(True, False), (True, True), (False, False)])
 def test_conv2d_forward(case, dtype, bias, relu, rng):
     x, w, b, gy, params = _conv_inputs(case, dtype, rng)
-    out = _both("conv2d_forward", [x, w, b if bias else None], [gy], *params, relu)
+    out = _both("conv2d_forward", [x, w, b if bias else None], [gy], *params, relu, "auto")
     _check(*out, dtype, reduction=w[0].size)
 
 
@@ -183,8 +183,9 @@ def test_conv2d_forward(case, dtype, bias, relu, rng):
 @pytest.mark.parametrize("case", list(CONV_CASES.values()), ids=list(CONV_CASES))
 def test_conv2d_backward(case, dtype, rng):
     x, w, b, gy, params = _conv_inputs(case, dtype, rng)
-    _check(*_both("conv2d_grad_input", [gy, w], [x], *params), dtype, reduction=w.size)
-    _check(*_both("conv2d_grad_weight", [gy, x], [w], *params), dtype, reduction=gy[:, 0].size)
+    _check(*_both("conv2d_grad_input", [gy, w], [x], *params, "auto"), dtype, reduction=w.size)
+    _check(*_both("conv2d_grad_weight", [gy, x], [w], *params, "auto"), dtype,
+           reduction=gy[:, 0].size)
     _check(*_both("conv2d_grad_bias", [gy], [b]), dtype, reduction=gy[:, 0].size)
 
 
@@ -198,9 +199,9 @@ def test_conv2d_non_finite_like_cpu(case, dtype, rng):
     x, w, b, gy, params = _conv_inputs(CONV_CASES[case], dtype, rng)
     w[1, 0, 0, 1], x[0, 0, 2, 2], gy[0, 1, 0, 0] = np.nan, np.inf, -np.inf
     with np.errstate(invalid="ignore", over="ignore"):
-        _check(*_both("conv2d_forward", [x, w, b], [gy], *params, True), dtype, 100)
-        _check(*_both("conv2d_grad_input", [gy, w], [x], *params), dtype, 100)
-        _check(*_both("conv2d_grad_weight", [gy, x], [w], *params), dtype, 100)
+        _check(*_both("conv2d_forward", [x, w, b], [gy], *params, True, "auto"), dtype, 100)
+        _check(*_both("conv2d_grad_input", [gy, w], [x], *params, "auto"), dtype, 100)
+        _check(*_both("conv2d_grad_weight", [gy, x], [w], *params, "auto"), dtype, 100)
 
 
 # N, C, H, W, kernel, stride, padding

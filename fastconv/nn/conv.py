@@ -2,20 +2,13 @@
 import numpy as np
 
 from .. import functional as F
+from .._args import as_algorithm, as_pair
 from .init import as_generator, check_init, default_init, initial_weights
 from .layer import Layer, accumulate_grad
 
 __all__ = ["Conv2D"]
 
 _ACTIVATIONS = (None, "relu")
-
-
-def _pair(value, name):
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
-        return tuple(int(v) for v in value)
-    return (int(value), int(value))
 
 
 class Conv2D(Layer):
@@ -38,20 +31,17 @@ class Conv2D(Layer):
     rng : None, int or numpy.random.Generator
         Source of the initial weights (None: fresh entropy, not reproducible).
     dtype : float dtype, default float32
+    algorithm : "auto" or an algorithm name, as :func:`fastconv.functional.conv2d` takes it
+        (forward and both gradients).
 
     Shapes
     ------
     x (N, C, H, W) -> y (N, F, OH, OW); ``weight`` (F, C // groups, KH, KW), ``bias`` (F,).
-
-    Notes
-    -----
-    When the kernel covers the whole unpadded input (H = KH, W = KW, groups 1, dilation 1, as
-    LeNet-5's C5), the output is 1x1 and the convolution is a matrix product: it then runs as
-    :func:`fastconv.functional.linear` on reshaped views, the same arithmetic for 2-3x less time.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, activation=None, init=None, rng=None, dtype=np.float32):
+                 groups=1, bias=True, activation=None, init=None, rng=None, dtype=np.float32,
+                 algorithm="auto"):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be None or 'relu', got {activation!r}")
@@ -60,7 +50,8 @@ class Conv2D(Layer):
                              f"must both be divisible by groups ({groups})")
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.algorithm = as_algorithm(algorithm)
         self.stride = stride
         self.padding = padding
         self.dilation = dilation
@@ -77,10 +68,6 @@ class Conv2D(Layer):
             self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
         else:
             self.bias = None
-        # The whole-input case of the Notes: C, KH, KW of an input that makes it a matmul.
-        unpadded = padding in (0, (0, 0), "valid") or padding == ((0, 0), (0, 0))
-        plain = self.groups == 1 and dilation in (1, (1, 1))
-        self._matmul_input = (self.in_channels, kh, kw) if unpadded and plain else None
         self._cache = None
 
     def _clear_cache(self):
@@ -88,25 +75,12 @@ class Conv2D(Layer):
 
     def _geometry(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups)
-
-    def _is_matmul(self, x):
-        return (self._matmul_input is not None and getattr(x, "ndim", 0) == 4
-                and tuple(x.shape[1:]) == self._matmul_input)
-
-    def _weight_matrix(self):
-        return self.weight.data.reshape(self.out_channels, -1)  # (F, C*KH*KW), a view
+                    groups=self.groups, algorithm=self.algorithm)
 
     def forward(self, x):
         """x (N, C, H, W) -> y (N, F, OH, OW)."""
         bias = None if self.bias is None else self.bias.data
-        if self._is_matmul(x):
-            n = x.shape[0]
-            y = F.linear(x.reshape(n, -1), self._weight_matrix(), bias,
-                         activation=self.activation).reshape(n, self.out_channels, 1, 1)
-        else:
-            y = F.conv2d(x, self.weight.data, bias, activation=self.activation,
-                         **self._geometry())
+        y = F.conv2d(x, self.weight.data, bias, activation=self.activation, **self._geometry())
         # The fused ReLU's backward needs its output; the conv's backward needs the input.
         self._cache = (x, y) if self.training else None
         return y
@@ -120,16 +94,8 @@ class Conv2D(Layer):
         needs = ("input", "weight") if input_grad else ("weight",)
         if self.bias is not None:
             needs += ("bias",)
-        if self._is_matmul(x):
-            n = x.shape[0]
-            grad_x, grad_weight, grad_bias = F.linear_backward(
-                grad.reshape(n, self.out_channels), x.reshape(n, -1), self._weight_matrix(),
-                needs=needs)
-            grad_weight = grad_weight.reshape(self.weight.shape)
-            grad_x = None if grad_x is None else grad_x.reshape(x.shape)
-        else:
-            grad_x, grad_weight, grad_bias = F.conv2d_backward(grad, x, self.weight.data,
-                                                               needs=needs, **self._geometry())
+        grad_x, grad_weight, grad_bias = F.conv2d_backward(grad, x, self.weight.data,
+                                                           needs=needs, **self._geometry())
         accumulate_grad(self.weight, grad_weight)
         if self.bias is not None:
             accumulate_grad(self.bias, grad_bias)
@@ -138,7 +104,8 @@ class Conv2D(Layer):
     def extra_repr(self):
         kh, kw = self.kernel_size
         parts = [f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw})"]
-        for name, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)):
+        for name, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1),
+                              ("algorithm", "auto")):
             value = getattr(self, name)
             if value != default:
                 parts.append(f"{name}={value!r}")

@@ -172,10 +172,12 @@ def run_conv(spec, rng):
     x, w, b, gy, params = _conv_inputs(spec["geom"], dt, rng)
     for bias, relu in [(True, False), (True, True), (False, False)]:
         _check(f"conv2d_forward bias={bias} relu={relu}",
-               _both("conv2d_forward", [x, w, b if bias else None], [gy], *params, relu),
+               _both("conv2d_forward", [x, w, b if bias else None], [gy], *params, relu,
+                     "auto"),
                dt, w[0].size)
-    _check("conv2d_grad_input", _both("conv2d_grad_input", [gy, w], [x], *params), dt, w.size)
-    _check("conv2d_grad_weight", _both("conv2d_grad_weight", [gy, x], [w], *params), dt,
+    _check("conv2d_grad_input", _both("conv2d_grad_input", [gy, w], [x], *params, "auto"), dt,
+           w.size)
+    _check("conv2d_grad_weight", _both("conv2d_grad_weight", [gy, x], [w], *params, "auto"), dt,
            gy[:, 0].size)
     _check("conv2d_grad_bias", _both("conv2d_grad_bias", [gy], [b]), dt, gy[:, 0].size)
 
@@ -187,9 +189,10 @@ def run_conv_nonfinite(spec, rng):
     x, w, b, gy, params = _conv_inputs(spec["geom"], dt, rng)
     w[1, 0, 0, 1], x[0, 0, 2, 2], gy[0, 1, 0, 0] = np.nan, np.inf, -np.inf
     with np.errstate(invalid="ignore", over="ignore"):
-        _check("conv2d_forward", _both("conv2d_forward", [x, w, b], [gy], *params, True), dt, 100)
-        _check("conv2d_grad_input", _both("conv2d_grad_input", [gy, w], [x], *params), dt, 100)
-        _check("conv2d_grad_weight", _both("conv2d_grad_weight", [gy, x], [w], *params), dt, 100)
+        for op, ins, outs, extra in (("conv2d_forward", [x, w, b], [gy], (True, "auto")),
+                                     ("conv2d_grad_input", [gy, w], [x], ("auto",)),
+                                     ("conv2d_grad_weight", [gy, x], [w], ("auto",))):
+            _check(op, _both(op, ins, outs, *params, *extra), dt, 100)
 
 
 def run_pool(spec, rng):

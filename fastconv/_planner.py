@@ -1,0 +1,132 @@
+"""The CPU backend's planner: which algorithm computes each pass of a convolution.
+
+One place decides, per pass ("forward", "grad_input", "grad_weight"), from the shapes, the dtype,
+the geometry and the SIMD level of the direct kernels, among
+
+- "gemm":      im2col + SciPy's BLAS GEMM over cache-sized tiles (every convolution);
+- "direct":    SIMD direct kernels for few filters, one group (forward, grad-weight; grad-input
+               with stride 1 as a forward pass of grad_out with the flipped weights);
+- "depthwise": direct kernels for one input channel per group (groups > 1);
+- "matmul":    one GEMM when the kernel covers the whole unpadded input (a 1x1 output, as
+               LeNet-5's C5): the convolution is then exactly a dense layer;
+- "winograd":  Winograd F(4x4, 3x3), float32, 3x3 kernels, stride 1, one group;
+- "fft":       FFT convolution (scipy.fft) for large kernels.
+
+`runnable` says which algorithms can compute a pass exactly; `choose` is the "auto" choice, from
+the measurements the thresholds cite; `resolve` checks a user's choice. Values that are not finite
+are a run-time matter for the backend: the paths that skip or transform padded taps (direct
+grad-input, depthwise, winograd, fft) would turn inf into NaN differently from NumPy, so the
+backend computes such inputs on "gemm", whatever the plan.
+"""
+from collections import namedtuple
+
+import numpy as np
+
+from ._args import CONV_ALGORITHMS
+
+ALGORITHMS = CONV_ALGORITHMS[1:]  # without "auto"
+PASSES = ("forward", "grad_input", "grad_weight")
+
+Conv = namedtuple("Conv", "x_shape w_shape y_shape stride padding dilation groups dtype")
+Conv.__doc__ = """A convolution to plan: x (N,C,H,W), weight (F,C//groups,KH,KW), y (N,F,OH,OW)
+shapes; stride, dilation (h, w); padding (top, left); groups; the computing dtype."""
+
+# The direct and depthwise SIMD kernels copy the input rectangle their outputs span, padding
+# included, into a zero-padded window. That rectangle may hold far more than anything read: a 4x4
+# input padded by 20,000 with stride 20,000 spans 40,003^2 cells (12 GiB, 35 s) for 9 outputs.
+# Past this many times the input and output planes, a path without such a window is taken.
+_WINDOW_FACTOR = 4
+
+
+def window_fits(in_hw, out_hw, kernel_hw, stride, dilation):
+    """Whether the padded window spanned by `out_hw` outputs of a (KH, KW) kernel with these
+    strides and dilations stays within _WINDOW_FACTOR x (input plane + output plane)."""
+    (H, W), (OH, OW), (KH, KW) = in_hw, out_hw, kernel_hw
+    span_h = (OH - 1) * stride[0] + (KH - 1) * dilation[0] + 1
+    span_w = (OW - 1) * stride[1] + (KW - 1) * dilation[1] + 1
+    return span_h * span_w <= _WINDOW_FACTOR * (H * W + OH * OW)
+
+
+def direct_fits(filters, taps, dtype, level):
+    """Whether the SIMD direct kernels beat im2col + GEMM for `filters` outputs per pixel (the
+    SIMD lanes) of `taps` = C * KH * KW products each (one group). Measured with AVX2 (2 threads,
+    forward): direct 1.3-3x faster from 4 up to 32 float32 (2 to 16 float64) filters, and up to
+    64 / 32 when taps <= 160 (7x7 on RGB); about even at 64 float32 filters of 3x3x64; GEMM faster
+    beyond, and for a single filter (grad-input of a one-channel input: 2x)."""
+    if level == 0:
+        return False
+    filter_bytes = filters * np.dtype(dtype).itemsize
+    return 16 <= filter_bytes and (filter_bytes <= 128 or (filter_bytes <= 256 and taps <= 160))
+
+
+def _is_matmul(conv):
+    (N, C, H, W), (F, Cg, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
+    return (conv.groups == 1 and (OH, OW) == (1, 1) and (H, W) == (KH, KW)
+            and tuple(conv.padding) == (0, 0))
+
+
+def flipped_padding(conv):
+    """The padding of grad-input computed as a forward pass over grad_out (stride 1)."""
+    (_, _, KH, KW), (dh, dw), (pt, pl) = conv.w_shape, conv.dilation, conv.padding
+    return (KH - 1) * dh - pt, (KW - 1) * dw - pl
+
+
+def _winograd_shape(conv):
+    F, Cg, KH, KW = conv.w_shape
+    return (np.dtype(conv.dtype) == np.float32 and (KH, KW) == (3, 3) and conv.groups == 1
+            and tuple(conv.stride) == (1, 1))
+
+
+def runnable(pass_, conv, level):
+    """The algorithms that compute `pass_` of `conv` (finite data), in ALGORITHMS order. (The
+    direct kernels run at any SIMD `level`, 0 being their portable build; only `choose` asks
+    for SIMD.)"""
+    (N, C, H, W), (F, Cg, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
+    out = ["gemm"]
+    depthwise = Cg == 1 and conv.groups > 1
+    if pass_ == "grad_input":
+        stride1 = tuple(conv.stride) == (1, 1) and min(flipped_padding(conv)) >= 0
+        windowed = window_fits((OH, OW), (H, W), (KH, KW), (1, 1), conv.dilation)
+        if conv.groups == 1 and stride1 and windowed:
+            out.append("direct")
+        if depthwise:
+            out.append("depthwise")
+    else:
+        windowed = window_fits((H, W), (OH, OW), (KH, KW), conv.stride, conv.dilation)
+        if conv.groups == 1 and windowed:
+            out.append("direct")
+        if depthwise and (windowed or pass_ == "grad_weight"):
+            out.append("depthwise")
+    if _is_matmul(conv):
+        out.append("matmul")
+    return tuple(out)
+
+
+def choose(pass_, conv, level):
+    """The "auto" algorithm for `pass_` of `conv`."""
+    can = runnable(pass_, conv, level)
+    F, Cg, KH, KW = conv.w_shape
+    if "matmul" in can:
+        # LeNet-5's C5 (16x5x5 -> 120 on 5x5 inputs): 2-3x faster as one GEMM than as im2col.
+        return "matmul"
+    if "depthwise" in can:
+        return "depthwise"
+    if "direct" in can:
+        lanes, taps = (Cg, F * KH * KW) if pass_ == "grad_input" else (F, Cg * KH * KW)
+        if direct_fits(lanes, taps, conv.dtype, level):
+            return "direct"
+    return "gemm"
+
+
+def resolve(algorithm, pass_, conv, level):
+    """`algorithm` ("auto" or a name in ALGORITHMS) -> the algorithm that computes `pass_`;
+    ValueError naming `algorithm` when it cannot."""
+    if algorithm == "auto":
+        return choose(pass_, conv, level)
+    can = runnable(pass_, conv, level)
+    if algorithm not in can:
+        raise ValueError(f"algorithm {algorithm!r} cannot compute the {pass_} pass of this "
+                         f"convolution on the CPU (x {conv.x_shape}, weight {conv.w_shape}, "
+                         f"stride {conv.stride}, dilation {conv.dilation}, groups {conv.groups},"
+                         f" {np.dtype(conv.dtype).name}); it can run: {', '.join(can)}")
+    return algorithm

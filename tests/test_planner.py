@@ -1,0 +1,88 @@
+"""The planner: which algorithm each pass takes, the public way to see it, and forcing one."""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _cpu_direct
+from reference import conv2d_backward_ref, conv2d_ref
+
+SIMD = _cpu_direct.level() > 0
+
+
+def test_plan_matches_known_choices():
+    # LeNet-5: conv1 (C=1, 6 filters) and conv2 (16 filters of 6x5x5) on the direct kernels,
+    # C5 (a 5x5 kernel over a 5x5 input) as one matrix product.
+    direct = "direct" if SIMD else "gemm"
+    conv1 = fastconv.conv2d_plan((64, 1, 32, 32), (6, 1, 5, 5))
+    assert conv1["forward"] == direct and conv1["grad_weight"] == direct
+    assert fastconv.conv2d_plan((64, 6, 14, 14), (16, 6, 5, 5))["forward"] == direct
+    assert set(fastconv.conv2d_plan((64, 16, 5, 5), (120, 16, 5, 5)).values()) == {"matmul"}
+    assert set(fastconv.conv2d_plan((8, 32, 20, 20), (32, 1, 3, 3), padding=1,
+                                    groups=32).values()) == {"depthwise"}
+    wide = fastconv.conv2d_plan((8, 256, 14, 14), (256, 256, 3, 3), stride=2, padding=1)
+    assert wide == {"forward": "gemm", "grad_input": "gemm", "grad_weight": "gemm"}
+
+
+def test_algorithms_lists_what_runs():
+    algs = fastconv.conv2d_algorithms((2, 4, 9, 9), (8, 4, 3, 3), stride=2)
+    assert algs["forward"][0] == "gemm" and "gemm" in algs["grad_input"]
+    assert "direct" not in algs["grad_input"]  # the flipped forward needs stride 1
+    assert ("direct" in algs["forward"]) is SIMD
+
+
+@pytest.mark.parametrize("algorithm", ["winograd", "fft", "matmul", "depthwise"])
+def test_forcing_what_cannot_run_names_the_algorithm(algorithm):
+    x = np.ones((1, 4, 6, 6), np.float32)
+    w = np.ones((8, 2, 3, 3), np.float32)  # groups=2, stride 2: none of these apply
+    can = fastconv.conv2d_algorithms(x.shape, w.shape, stride=2, groups=2)
+    if algorithm in can["forward"]:
+        pytest.skip(f"{algorithm} runs this convolution")
+    with pytest.raises(ValueError, match=rf"algorithm '{algorithm}' cannot compute the forward"):
+        fastconv.conv2d(x, w, stride=2, groups=2, algorithm=algorithm)
+    with pytest.raises(ValueError, match=rf"algorithm '{algorithm}'"):
+        fastconv.conv2d_plan(x.shape, w.shape, stride=2, groups=2, algorithm=algorithm)
+
+
+@pytest.mark.parametrize("bad, exc", [("nope", ValueError), (3, TypeError), (None, TypeError)])
+def test_unknown_algorithm(bad, exc):
+    x, w = np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3))
+    for call in (lambda: fastconv.conv2d(x, w, algorithm=bad),
+                 lambda: fastconv.conv2d_backward(np.ones((1, 1, 2, 2)), x, w, algorithm=bad),
+                 lambda: fastconv.conv2d_plan(x.shape, w.shape, algorithm=bad),
+                 lambda: fastconv.nn.Conv2D(1, 1, 3, algorithm=bad)):
+        with pytest.raises(exc, match=r"\balgorithm\b"):
+            call()
+
+
+def test_plan_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"\bdevice\b"):
+        fastconv.conv2d_plan((1, 1, 4, 4), (1, 1, 3, 3), device="tpu")
+    with pytest.raises(TypeError, match=r"\bdtype\b"):
+        fastconv.conv2d_plan((1, 1, 4, 4), (1, 1, 3, 3), dtype="not a dtype")
+    with pytest.raises(ValueError, match=r"\binput_shape\b"):
+        fastconv.conv2d_plan((1, 1, 2, 2), (1, 1, 3, 3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu", [False, True])
+def test_matmul_algorithm_against_reference(dtype, relu, rng, assert_close):
+    x = rng.standard_normal((5, 16, 5, 4)).astype(dtype)
+    w = rng.standard_normal((12, 16, 5, 4)).astype(dtype)
+    b = rng.standard_normal(12).astype(dtype)
+    expected = conv2d_ref(x, w, b)
+    y = fastconv.conv2d(x, w, b, activation="relu" if relu else None, algorithm="matmul")
+    assert_close(y, np.maximum(expected, 0) if relu else expected, dtype, 16 * 20)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx, gw, gb = fastconv.conv2d_backward(g, x, w, algorithm="matmul")
+    rx, rw, rb = conv2d_backward_ref(g, x, w)
+    assert_close(gx, rx, dtype, 12)
+    assert_close(gw, rw, dtype, 5)
+    assert_close(gb, rb, dtype, 5)
+
+
+def test_conv2d_layer_passes_its_algorithm(rng):
+    layer = fastconv.nn.Conv2D(3, 4, 3, padding=1, algorithm="gemm", rng=0)
+    assert "algorithm='gemm'" in repr(layer)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(layer.forward(x), fastconv.conv2d(
+        x, layer.weight.data, layer.bias.data, padding=1, algorithm="gemm"))
