@@ -180,8 +180,7 @@ def _families():
                 "groups": _BAD_INTS + [3, 5, 2**63],
                 "padding": [-1, (1, -1), ((1, 2), (3,)), "full", 1.5, None, (1, 2, 3),
                             ((1, -2), (0, 0))]}
-    conv_bad = dict(geometry, x=_BAD_ARRAYS + [np.ones((2, 3, 6, 6)), np.ones((2, 4, 0, 6)),
-                                               np.ones((2, 4, 1, 1))],
+    conv_bad = dict(geometry, x=_BAD_ARRAYS + [np.ones((2, 3, 6, 6)), np.ones((2, 4, 0, 6))],
                     weight=_BAD_ARRAYS + [np.ones((6, 3, 3, 3)), np.ones((5, 2, 3, 3)),
                                           np.ones((6, 2, 0, 3)), np.ones((6, 2, 9, 9))],
                     bias=[np.ones(5), np.ones((6, 1)), np.ones(6, complex), "b"])
