@@ -40,6 +40,11 @@ def is_cupy_array(a) -> bool:
     return type(a).__module__.startswith("cupy")
 
 
+def is_dask_array(a) -> bool:
+    """True when ``a`` is a Dask array (checked by its type's module, without importing Dask)."""
+    return type(a).__module__.startswith("dask.array")
+
+
 def require_cupy():
     """Return the cupy module, or raise RuntimeError saying how to install it."""
     if cupy is None:

@@ -6,6 +6,7 @@ OpenBLAS is a pthreads build with its own pool: left alone it would start its th
 thread and restored afterwards. The limit is reference-counted so that concurrent calls from several
 Python threads neither fight over it nor leave it changed.
 """
+import contextlib
 import operator
 import os
 import threading
@@ -17,6 +18,7 @@ from . import _cpu_conv
 MAX_THREADS = 4096
 
 _lock = threading.Lock()
+_local = threading.local()  # .n: this Python thread's count inside `limited`
 _num_threads = None  # None: OpenMP's default (OMP_NUM_THREADS or the number of cores)
 _blas = None  # threadpoolctl controllers of the loaded BLAS libraries, found on first use
 _blas_calls = None  # (get_num_threads, set_num_threads) per controller
@@ -30,7 +32,10 @@ def openmp_enabled():
 
 
 def get_num_threads():
-    """The number of threads fastconv's CPU kernels use."""
+    """The number of threads fastconv's CPU kernels use (from the calling Python thread)."""
+    local = getattr(_local, "n", None)
+    if local is not None:
+        return local
     if _num_threads is not None:
         return _num_threads
     return max(1, int(_cpu_conv.omp_max_threads()))
@@ -57,6 +62,18 @@ def set_num_threads(n):
         raise ValueError(f"n must be in [1, {MAX_THREADS}], got {n}")
     _num_threads = int(n)
     return previous
+
+
+@contextlib.contextmanager
+def limited(n):
+    """Within the block, kernels called from this Python thread use at most `n` threads (and
+    other threads are unaffected): what a Dask task uses to share the cores with its siblings."""
+    previous = getattr(_local, "n", None)
+    _local.n = max(1, min(int(n), get_num_threads()))
+    try:
+        yield
+    finally:
+        _local.n = previous
 
 
 def _blas_controllers():

@@ -6,7 +6,7 @@ allocates the result and calls the backend. Inputs are never modified.
 """
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _dask
 from ._args import NEEDS, as_algorithm, as_needs, as_shape, conv_geometry
 _ACTIVATIONS = (None, "relu")
 
@@ -60,6 +60,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     algorithm = as_algorithm(algorithm)
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     dtype = _arrays.compute_dtype(x=x, weight=weight, bias=bias)
+    if _dask.is_dask(x, weight, bias):
+        if out is not None:
+            raise TypeError("out= cannot be used with Dask arrays (the result is lazy)")
+        return _dask.conv2d(x, weight, bias, stride, padding, dilation, groups, activation,
+                            algorithm)
     if out is not None:
         y = _arrays.check_out(out, geom.output_shape, dtype, {"x": x, "weight": weight, "bias": bias})
     else:
@@ -100,6 +105,9 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     _check_grad_out(grad_out, geom.output_shape, ("x", "weight"))
     dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
+    if _dask.is_dask(grad_out, x, weight):
+        return _dask.conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups,
+                                     needs, algorithm)
     grad_out = _arrays.contiguous(grad_out, dtype)
     grad_input = grad_weight = grad_bias = None
     if "input" in needs:
@@ -149,6 +157,9 @@ def conv2d_grad_input(grad_out, weight, input_shape, stride=1, padding=0, dilati
                          ("input_shape", "weight"))
     _check_grad_out(grad_out, geom.output_shape, ("input_shape", "weight"))
     dtype = _arrays.compute_dtype(grad_out=grad_out, weight=weight)
+    if _dask.is_dask(grad_out, weight):
+        return _dask.conv2d_grad_input(grad_out, weight, input_shape, stride, padding, dilation,
+                                       groups, algorithm)
     return _grad_input(be, _arrays.contiguous(grad_out, dtype), _arrays.contiguous(weight, dtype),
                        input_shape, geom, algorithm)
 
@@ -169,6 +180,9 @@ def conv2d_grad_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=
                          ("x", "weight_shape"))
     _check_grad_out(grad_out, geom.output_shape, ("x", "weight_shape"))
     dtype = _arrays.compute_dtype(grad_out=grad_out, x=x)
+    if _dask.is_dask(grad_out, x):
+        return _dask.conv2d_grad_weight(grad_out, x, weight_shape, stride, padding, dilation,
+                                        groups, algorithm)
     return _grad_weight(be, _arrays.contiguous(grad_out, dtype), _arrays.contiguous(x, dtype),
                         weight_shape, geom, algorithm)
 

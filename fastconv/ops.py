@@ -1,7 +1,7 @@
 """Public dense ops for the layers' hot path: ReLU, linear (fully connected), softmax cross-entropy."""
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _dask
 from ._args import NEEDS, as_needs, as_real
 
 
@@ -24,6 +24,8 @@ def relu_backward(grad_out, y):
         raise ValueError(f"grad_out must have y's shape {tuple(y.shape)}, got "
                          f"{tuple(grad_out.shape)}")
     dtype = _arrays.compute_dtype(grad_out=grad_out, y=y)
+    if _dask.is_dask(grad_out, y):
+        return _dask.elementwise(relu_backward, grad_out, y, dtype=dtype)
     grad_x = _arrays.empty(grad_out, grad_out.shape, dtype)
     if grad_x.size:
         be.relu_backward(_arrays.contiguous(grad_out, dtype), _arrays.contiguous(y, dtype), grad_x)
@@ -51,6 +53,9 @@ def linear(x, weight, bias=None, *, activation=None):
     if activation not in (None, "relu"):
         raise ValueError(f"activation must be None or 'relu', got {activation!r}")
     dtype = _arrays.compute_dtype(x=x, weight=weight, bias=bias)
+    if _dask.is_dask(x, weight, bias):
+        return _dask.rows(linear, x, weight, bias, out_cols=weight.shape[0], dtype=dtype,
+                          activation=activation)
     y = _arrays.empty(x, (x.shape[0], weight.shape[0]), dtype)
     if y.size == 0:
         return y
@@ -73,6 +78,8 @@ def linear_backward(grad_out, x, weight, *, needs=NEEDS):
     if tuple(grad_out.shape) != (x.shape[0], weight.shape[0]):
         raise ValueError(f"grad_out must have shape {(x.shape[0], weight.shape[0])}, got "
                          f"{tuple(grad_out.shape)}")
+    if _dask.is_dask(grad_out, x, weight):
+        return _dask.linear_backward(grad_out, x, weight, needs)
     dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
     grads = {
         "input": _arrays.empty(x, x.shape, dtype) if "input" in needs else None,
@@ -98,6 +105,8 @@ def _labels(labels, n, k):
     if labels.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},) (one per row of logits), got "
                          f"{tuple(labels.shape)}")
+    if _dask.is_dask(labels):
+        return labels  # checked block by block when computed
     if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
         raise ValueError(f"labels must lie in [0, {k}) (the number of classes)")
     return _arrays.contiguous(labels, np.int64)
@@ -115,6 +124,8 @@ def softmax_cross_entropy(logits, labels):
         raise ValueError(f"logits must have at least one row and one class, got {(N, K)}")
     labels = _labels(labels, N, K)
     dtype = _arrays.compute_dtype(logits=logits)
+    if _dask.is_dask(logits, labels):
+        return _dask.softmax_cross_entropy(softmax_cross_entropy, logits, labels, dtype)
     log_probs = _arrays.empty(logits, (N, K), dtype)
     losses = _arrays.empty(logits, (N,), dtype)
     be.softmax_cross_entropy_forward(_arrays.contiguous(logits, dtype), labels, log_probs, losses)
@@ -133,6 +144,9 @@ def softmax_cross_entropy_backward(log_probs, labels, grad_loss=1.0):
         raise ValueError(f"log_probs must have at least one row and one class, got {(N, K)}")
     labels = _labels(labels, N, K)
     dtype = _arrays.compute_dtype(log_probs=log_probs)
+    if _dask.is_dask(log_probs, labels):
+        return _dask.softmax_cross_entropy_backward(softmax_cross_entropy_backward, log_probs,
+                                                    labels, grad_loss, dtype)
     grad = _arrays.empty(log_probs, (N, K), dtype)
     be.softmax_cross_entropy_backward(_arrays.contiguous(log_probs, dtype), labels, grad,
                                       grad_loss / N)

@@ -1,7 +1,7 @@
 """Public 2-D max and average pooling and their gradients (NCHW, floor mode, torch's semantics)."""
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _dask
 from ._args import as_shape, pool_geometry
 
 
@@ -21,12 +21,26 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
     be = _arrays.backend(x=x)
     x, dtype = _input(x)
     geom = pool_geometry(x.shape, kernel_size, stride, padding)
+    if _dask.is_dask(x):
+        y = _dask.pool2d(max_pool2d, x, kernel_size, stride, padding)
+        if not return_indices:
+            return y
+        return y, _dask.pool2d(_max_pool_global_indices, x, kernel_size, stride, padding,
+                               plane=x.shape[2:])
     y = _arrays.empty(x, geom.output_shape, dtype)
     indices = _arrays.empty(x, geom.output_shape, np.int64)
     if y.size:
         be.max_pool2d_forward(_arrays.contiguous(x, dtype), y, indices, geom.kernel, geom.stride,
                               geom.padding)
     return (y, indices) if return_indices else y
+
+
+def _max_pool_global_indices(x, kernel_size, stride, padding, *, plane, origin=(0, 0)):
+    """max_pool2d's indices for a block of a larger plane (H, W) whose top-left cell is at
+    `origin` (a Dask block)."""
+    _, idx = max_pool2d(x, kernel_size, stride, padding, return_indices=True)
+    W_block = x.shape[3]
+    return (idx // W_block + origin[0]) * plane[1] + idx % W_block + origin[1]
 
 
 def max_pool2d_backward(grad_out, indices, input_shape):
@@ -45,6 +59,9 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     if indices.dtype.kind not in "iu":
         raise TypeError(f"indices must be an integer array (from max_pool2d), got {indices.dtype}")
     dtype = _arrays.compute_dtype(grad_out=grad_out)
+    if _dask.is_dask(grad_out, indices):
+        return _dask.per_plane(max_pool2d_backward, grad_out, indices, plane=(H, W),
+                               dtype=dtype)
     grad_x = _arrays.empty(grad_out, (N, C, H, W), dtype)
     if grad_out.size == 0:
         grad_x[...] = 0
@@ -66,6 +83,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
     be = _arrays.backend(x=x)
     x, dtype = _input(x)
     geom = pool_geometry(x.shape, kernel_size, stride, padding)
+    if _dask.is_dask(x):
+        return _dask.pool2d(avg_pool2d, x, kernel_size, stride, padding,
+                            count_include_pad=count_include_pad)
     y = _arrays.empty(x, geom.output_shape, dtype)
     if y.size:
         be.avg_pool2d_forward(_arrays.contiguous(x, dtype), y, geom.kernel, geom.stride,
@@ -84,6 +104,10 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
         raise ValueError(f"grad_out must have shape {geom.output_shape}, got "
                          f"{tuple(grad_out.shape)}")
     dtype = _arrays.compute_dtype(grad_out=grad_out)
+    if _dask.is_dask(grad_out):
+        return _dask.per_plane(avg_pool2d_backward, grad_out, plane=input_shape[2:], dtype=dtype,
+                               kernel_size=kernel_size, stride=stride, padding=padding,
+                               count_include_pad=count_include_pad)
     grad_x = _arrays.empty(grad_out, input_shape, dtype)
     if grad_out.size == 0:
         grad_x[...] = 0

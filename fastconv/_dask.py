@@ -1,0 +1,515 @@
+"""Dask arrays in, lazy Dask arrays out: the public ops over chunked arrays.
+
+The public functions send a call with a ``dask.array.Array`` argument here. Each chunk of work is
+one call of the same public function on NumPy (CPU kernels) or CuPy (GPU kernels) blocks, so the
+result is computed by fastconv's kernels wherever Dask runs it (threads, processes, a
+``dask.distributed`` cluster). Shapes, chunks, dtype and the array type (``_meta``) of the lazy
+result are exact before anything is computed.
+
+How a convolution is cut:
+- along N: one call per chunk;
+- along H and W: output blocks whose windows start in one input chunk; each reads the input rows
+  and columns its windows span (the halo), with per-block padding where the block meets the
+  image's border, so 'same', asymmetric padding, stride and dilation are exact;
+- along C: with one group, partial convolutions of each channel chunk summed by a tree
+  reduction; with groups, chunks are aligned to whole groups and give their own filters.
+Grad-input is cut like x; grad-weight and grad-bias are sums over the blocks.
+
+Weights are small: a Dask weight is computed once, when the call is made.
+"""
+import os
+import threading
+
+import numpy as np
+
+from . import _compat, _threads
+from ._args import as_needs, as_shape, conv_geometry, pool_geometry
+
+
+def _import_dask():
+    try:
+        import dask.array as da
+    except ImportError as exc:  # pragma: no cover - only a Dask array without dask.array
+        raise ImportError('fastconv on Dask arrays needs dask[array]: pip install '
+                          '"fastconv[dask]"') from exc
+    return da
+
+
+def _concrete(a):
+    """A small operand (weight, bias, labels) in memory."""
+    return a.compute() if _compat.is_dask_array(a) else a
+
+
+def _meta(like, dtype, ndim):
+    """An empty array of `like`'s type (NumPy or CuPy) with this dtype and ndim."""
+    meta = getattr(like, "_meta", like)
+    return np.empty_like(meta, shape=(0,) * ndim, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------ threads
+
+def _task_threads():
+    """fastconv threads for one Dask task, so that tasks x threads stays within the cores:
+    a distributed worker's share (its process has OMP_NUM_THREADS=1 by Dask's default), the
+    threaded scheduler's share of its pool, or all of them in the synchronous scheduler."""
+    total = _threads.get_num_threads()
+    try:
+        from distributed import get_worker
+
+        return max(1, total // max(1, get_worker().state.nthreads))
+    except Exception:  # not in a distributed worker
+        pass
+    if threading.current_thread() is threading.main_thread():
+        return total
+    import dask
+
+    pool = dask.config.get("num_workers", None) or os.cpu_count() or 1
+    return max(1, total // pool)
+
+
+def _in_task(fn):
+    """`fn` run with the thread count of the task it runs in."""
+    def run(*args, **kwargs):
+        with _threads.limited(_task_threads()):
+            return fn(*args, **kwargs)
+    return run
+
+
+# --------------------------------------------------------------------------- geometry
+
+def _bounds(chunks):
+    """Chunk sizes -> boundaries [0, c0, c0 + c1, ..., size]."""
+    out = [0]
+    for c in chunks:
+        out.append(out[-1] + c)
+    return out
+
+
+def _out_ranges(in_chunks, OUT, stride, pad_before):
+    """Output index ranges [o0, o1), one per input chunk: the outputs whose windows start in it."""
+    starts = {0, OUT}
+    for b in _bounds(in_chunks)[1:-1]:
+        starts.add(min(OUT, max(0, -(-(b + pad_before) // stride))))
+    starts = sorted(starts)
+    return [(a, b) for a, b in zip(starts, starts[1:]) if b > a]
+
+
+def _window(o0, o1, stride, pad_before, K, dilation, size):
+    """Input rows [r0, r1) that outputs o0..o1-1 read, clipped to [a0, a1) in the image, and
+    the padding before/after the clip."""
+    r0 = o0 * stride - pad_before
+    r1 = (o1 - 1) * stride - pad_before + (K - 1) * dilation + 1
+    a0, a1 = max(r0, 0), min(r1, size)
+    return r0, r1, a0, a1
+
+
+def _channel_ranges(chunks, groups, Cg):
+    """Channel ranges of x's chunks, aligned to whole groups when groups > 1."""
+    if groups == 1:
+        return [tuple(p) for p in zip(_bounds(chunks), _bounds(chunks)[1:])]
+    cuts = sorted({min(groups, round(b / Cg)) for b in _bounds(chunks)} | {0, groups})
+    return [(a * Cg, b * Cg) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def _tree_sum(parts):
+    while len(parts) > 1:
+        parts = [parts[i] + parts[i + 1] if i + 1 < len(parts) else parts[i]
+                 for i in range(0, len(parts), 2)]
+    return parts[0]
+
+
+class _Plan:
+    """A convolution's geometry and how x's chunks cut it into block problems."""
+
+    def __init__(self, x_shape, x_chunks, w_shape, stride, padding, dilation, groups):
+        from . import conv
+
+        geom = conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+        self.geom, self.conv = geom, conv
+        self.N, self.C, self.H, self.W = x_shape
+        self.F, self.Cg, self.KH, self.KW = w_shape
+        self.OH, self.OW = geom.output_shape[2:]
+        self.groups = geom.groups
+        (self.sh, self.sw), (self.dh, self.dw) = geom.stride, geom.dilation
+        self.pt, self.pb, self.pl, self.pr = geom.padding
+        self.n_ranges = [tuple(p) for p in zip(_bounds(x_chunks[0]), _bounds(x_chunks[0])[1:])]
+        self.c_ranges = _channel_ranges(x_chunks[1], self.groups, self.Cg)
+        self.rows = _out_ranges(x_chunks[2], self.OH, self.sh, self.pt)
+        self.cols = _out_ranges(x_chunks[3], self.OW, self.sw, self.pl)
+
+    def filters(self, c0, c1):
+        """The filters and groups of channel range [c0, c1), and its slice of weight axis 1."""
+        if self.groups == 1:
+            return (0, self.F), 1, (c0, c1)
+        Fg = self.F // self.groups
+        g0, g1 = c0 // self.Cg, c1 // self.Cg
+        return (g0 * Fg, g1 * Fg), g1 - g0, (0, self.Cg)
+
+    def block(self, rows, cols):
+        """Input slice and per-block padding of the output block rows x cols."""
+        r0, r1, a0, a1 = _window(*rows, self.sh, self.pt, self.KH, self.dh, self.H)
+        q0, q1, b0, b1 = _window(*cols, self.sw, self.pl, self.KW, self.dw, self.W)
+        return (a0, a1, b0, b1), ((a0 - r0, r1 - a1), (b0 - q0, q1 - b1)), (r1 - r0, q1 - q0)
+
+    def kwargs(self, pads, groups):
+        return dict(stride=(self.sh, self.sw), padding=pads, dilation=(self.dh, self.dw),
+                    groups=groups)
+
+
+def _x_block(x, n, c, box, span, dtype):
+    """The input block x[n, c, rows, cols] as one chunk, or (when the block reads only padding)
+    zeros of the spanned size, which the kernels multiply like padding."""
+    da = _import_dask()
+    a0, a1, b0, b1 = box
+    if a1 <= a0 or b1 <= b0:
+        shape = (n[1] - n[0], c[1] - c[0]) + span
+        return da.zeros(shape, dtype=dtype, chunks=shape, meta=_meta(x, dtype, 4)), True
+    xb = x[n[0]:n[1], c[0]:c[1], a0:a1, b0:b1]
+    return xb.rechunk(xb.shape), False
+
+
+# ------------------------------------------------------------------------ convolution
+
+def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algorithm):
+    """Lazy conv2d of a Dask x (N, C, H, W) -> Dask y (N, F, OH, OW)."""
+    da = _import_dask()
+    from . import _arrays, conv
+
+    weight, bias = _concrete(weight), _concrete(bias)
+    x = x if _compat.is_dask_array(x) else da.from_array(x, chunks=x.shape)
+    plan = _Plan(x.shape, x.chunks, weight.shape, stride, padding, dilation, groups)
+    dtype = _arrays.compute_dtype(x=x, weight=weight, bias=bias)
+    meta = _meta(x, dtype, 4)
+    run = _in_task(conv.conv2d)
+    reduce_c = plan.groups == 1 and len(plan.c_ranges) > 1
+    n_blocks = []
+    for n in plan.n_ranges:
+        f_blocks = {}
+        for ci, c in enumerate(plan.c_ranges):
+            (f0, f1), groups_b, (w0, w1) = plan.filters(*c)
+            w = weight[f0:f1, w0:w1]
+            b = None if bias is None or (reduce_c and ci) else bias[f0:f1]
+            act = None if reduce_c else activation
+            rows = []
+            for r in plan.rows:
+                row = []
+                for q in plan.cols:
+                    box, pads, span = plan.block(r, q)
+                    xb, _ = _x_block(x, n, c, box, span, dtype)
+                    shape = (n[1] - n[0], f1 - f0, r[1] - r[0], q[1] - q[0])
+                    row.append(xb.map_blocks(run, w, b, activation=act, algorithm=algorithm,
+                                             **plan.kwargs(pads, groups_b), chunks=shape,
+                                             dtype=dtype, meta=meta))
+                rows.append(row)
+            f_blocks.setdefault((f0, f1), []).append(da.block(rows))
+        parts = [_tree_sum(v) for _, v in sorted(f_blocks.items())]
+        if reduce_c and activation == "relu":
+            parts = [p.map_blocks(_in_task(_relu_of), dtype=dtype, meta=meta) for p in parts]
+        n_blocks.append(da.concatenate(parts, axis=1) if len(parts) > 1 else parts[0])
+    y = da.concatenate(n_blocks, axis=0) if len(n_blocks) > 1 else n_blocks[0]
+    assert y.shape == plan.geom.output_shape, (y.shape, plan.geom.output_shape)
+    return y
+
+
+def _relu_of(y):
+    from . import ops
+
+    return ops.relu(y)
+
+
+def _as_dask(a, like_chunks=None):
+    da = _import_dask()
+    if _compat.is_dask_array(a):
+        return a
+    return da.from_array(a, chunks=like_chunks or a.shape)
+
+
+def conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, needs, algorithm):
+    """Lazy (grad_input, grad_weight, grad_bias) of conv2d; x chunked like the forward call."""
+    da = _import_dask()
+    from . import _arrays
+
+    needs = as_needs(needs)
+    weight = _concrete(weight)
+    x = _as_dask(x)
+    grad_out = _as_dask(grad_out)
+    plan = _Plan(x.shape, x.chunks, weight.shape, stride, padding, dilation, groups)
+    if tuple(grad_out.shape) != plan.geom.output_shape:
+        raise ValueError(f"grad_out must have the shape of conv2d's output for x and weight, "
+                         f"{plan.geom.output_shape}, got {tuple(grad_out.shape)}")
+    dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
+    gi = _grad_input(grad_out, weight, x, plan, dtype, algorithm) if "input" in needs else None
+    gw = _grad_weight(grad_out, x, weight.shape, plan, dtype, algorithm) \
+        if "weight" in needs else None
+    gb = grad_out.astype(dtype).sum(axis=(0, 2, 3)) if "bias" in needs else None
+    return gi, gw, gb
+
+
+def _crop_rows_cols(g, lo_r, lo_c, size):
+    """g's rows/cols from (lo_r, lo_c), `size` (rows, cols) long, zero where g has none."""
+    xp = _compat.array_module(g)
+    out = xp.zeros(g.shape[:2] + size, dtype=g.dtype)
+    r0, c0 = max(lo_r, 0), max(lo_c, 0)
+    r1, c1 = min(lo_r + size[0], g.shape[2]), min(lo_c + size[1], g.shape[3])
+    if r1 > r0 and c1 > c0:
+        out[:, :, r0 - lo_r:r1 - lo_r, c0 - lo_c:c1 - lo_c] = g[:, :, r0:r1, c0:c1]
+    return out
+
+
+def _grad_input_block(g, weight, R, Q, lo_r, lo_c, size, kwargs, algorithm):
+    from . import conv
+
+    shape = (g.shape[0], weight.shape[1] * kwargs["groups"], R, Q)
+    gR = conv.conv2d_grad_input(g, weight, shape, algorithm=algorithm, **kwargs)
+    return _crop_rows_cols(gR, lo_r, lo_c, size)
+
+
+def _grad_input(grad_out, weight, x, plan, dtype, algorithm):
+    """Cut like x: each input block takes the outputs whose windows reach it, computes the
+    gradient of the rows and columns those windows span (no padding), and keeps its own."""
+    da = _import_dask()
+    meta = _meta(x, dtype, 4)
+    run = _in_task(_grad_input_block)
+    rows_in = list(zip(_bounds(x.chunks[2]), _bounds(x.chunks[2])[1:]))
+    cols_in = list(zip(_bounds(x.chunks[3]), _bounds(x.chunks[3])[1:]))
+
+    def reach(a0, a1, stride, pad, K, dil, OUT):
+        o0 = max(0, -(-(a0 + pad - (K - 1) * dil) // stride))
+        o1 = min(OUT, (a1 - 1 + pad) // stride + 1)
+        return o0, o1
+
+    n_blocks = []
+    for n in plan.n_ranges:
+        c_blocks = []
+        for c in plan.c_ranges:
+            (f0, f1), groups_b, (w0, w1) = plan.filters(*c)
+            w = weight[f0:f1, w0:w1]
+            rows = []
+            for a0, a1 in rows_in:
+                row = []
+                for b0, b1 in cols_in:
+                    shape = (n[1] - n[0], c[1] - c[0], a1 - a0, b1 - b0)
+                    o0, o1 = reach(a0, a1, plan.sh, plan.pt, plan.KH, plan.dh, plan.OH)
+                    p0, p1 = reach(b0, b1, plan.sw, plan.pl, plan.KW, plan.dw, plan.OW)
+                    if o1 <= o0 or p1 <= p0:  # no window reaches this block
+                        row.append(da.zeros(shape, dtype=dtype, chunks=shape, meta=meta))
+                        continue
+                    g = grad_out[n[0]:n[1], f0:f1, o0:o1, p0:p1]
+                    g = g.rechunk(g.shape)
+                    R = (o1 - o0 - 1) * plan.sh + (plan.KH - 1) * plan.dh + 1
+                    Q = (p1 - p0 - 1) * plan.sw + (plan.KW - 1) * plan.dw + 1
+                    lo_r, lo_c = a0 - (o0 * plan.sh - plan.pt), b0 - (p0 * plan.sw - plan.pl)
+                    row.append(g.map_blocks(run, w, R, Q, lo_r, lo_c, shape[2:],
+                                            plan.kwargs(0, groups_b), algorithm, chunks=shape,
+                                            dtype=dtype, meta=meta))
+                rows.append(row)
+            c_blocks.append(da.block(rows))
+        n_blocks.append(da.concatenate(c_blocks, axis=1) if len(c_blocks) > 1 else c_blocks[0])
+    return da.concatenate(n_blocks, axis=0) if len(n_blocks) > 1 else n_blocks[0]
+
+
+def _grad_weight_block(g, xb, w_shape, kwargs, algorithm):
+    from . import conv
+
+    return conv.conv2d_grad_weight(g, xb, w_shape, algorithm=algorithm, **kwargs)
+
+
+def _grad_weight(grad_out, x, w_shape, plan, dtype, algorithm):
+    """The sum over the forward's blocks of each block's weight gradient."""
+    da = _import_dask()
+    meta = _meta(x, dtype, 4)
+    run = _in_task(_grad_weight_block)
+    pieces = []
+    for c in plan.c_ranges:
+        (f0, f1), groups_b, (w0, w1) = plan.filters(*c)
+        shape = (f1 - f0, w1 - w0, plan.KH, plan.KW)
+        parts = []
+        for n in plan.n_ranges:
+            for r in plan.rows:
+                for q in plan.cols:
+                    box, pads, span = plan.block(r, q)
+                    xb, _ = _x_block(x, n, c, box, span, dtype)
+                    g = grad_out[n[0]:n[1], f0:f1, r[0]:r[1], q[0]:q[1]]
+                    g = g.rechunk(g.shape)
+                    parts.append(da.map_blocks(run, g, xb, shape, plan.kwargs(pads, groups_b),
+                                               algorithm, chunks=shape, dtype=dtype, meta=meta))
+        pieces.append(_tree_sum(parts))
+    axis = 1 if plan.groups == 1 else 0
+    return da.concatenate(pieces, axis=axis) if len(pieces) > 1 else pieces[0]
+
+
+def conv2d_grad_input(grad_out, weight, input_shape, stride, padding, dilation, groups,
+                      algorithm, x_chunks=None):
+    """Lazy grad_input with chunks along N from grad_out (and along H, W from `x_chunks`)."""
+    da = _import_dask()
+    input_shape = as_shape(input_shape, "input_shape", 4)
+    grad_out = _as_dask(grad_out)
+    if x_chunks is None:
+        x_chunks = (grad_out.chunks[0], (input_shape[1],), (input_shape[2],), (input_shape[3],))
+    dtype = np.result_type(grad_out.dtype, _concrete(weight).dtype)
+    x = da.zeros(input_shape, dtype=dtype, chunks=x_chunks, meta=_meta(grad_out, dtype, 4))
+    return conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, ("input",),
+                           algorithm)[0]
+
+
+def conv2d_grad_weight(grad_out, x, weight_shape, stride, padding, dilation, groups, algorithm):
+    """Lazy grad_weight: a sum over x's blocks."""
+    from . import _arrays
+
+    weight_shape = as_shape(weight_shape, "weight_shape", 4)
+    x = _as_dask(x)
+    dtype = _arrays.compute_dtype(grad_out=grad_out, x=x)
+    weight = np.empty(weight_shape, dtype)  # only its shape and dtype are used
+    return conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, ("weight",),
+                           algorithm)[1]
+
+
+# ---------------------------------------------------------------------------- pooling
+
+def _pool_block(xb, fn, kernel, stride, padding, kwargs):
+    return fn(xb, kernel, stride, padding, **kwargs)
+
+
+def pool2d(fn, x, kernel_size, stride, padding, **kwargs):
+    """Lazy `fn` (max/avg pooling) over blocks of x, cut along N and C, and along H and W when
+    padding is 0 (padded pooling keeps each plane in one chunk). With a `plane` keyword (the
+    global indices of max pooling) each block is also told its top-left cell: `origin`."""
+    da = _import_dask()
+    from . import _arrays
+
+    geom = pool_geometry(x.shape, kernel_size, stride, padding)
+    if geom.padding != (0, 0):
+        x = x.rechunk({2: -1, 3: -1})
+    dtype = np.int64 if "plane" in kwargs else _arrays.compute_dtype(x=x)
+    (kh, kw), (sh, sw) = geom.kernel, geom.stride
+    rows = _out_ranges(x.chunks[2], geom.output_shape[2], sh, geom.padding[0])
+    cols = _out_ranges(x.chunks[3], geom.output_shape[3], sw, geom.padding[1])
+    run = _in_task(_pool_block)
+    meta = _meta(x, dtype, 4)
+    n_blocks = []
+    for n0, n1 in zip(_bounds(x.chunks[0]), _bounds(x.chunks[0])[1:]):
+        c_blocks = []
+        for c0, c1 in zip(_bounds(x.chunks[1]), _bounds(x.chunks[1])[1:]):
+            grid = []
+            for r in rows:
+                row = []
+                for q in cols:
+                    _, _, a0, a1 = _window(*r, sh, geom.padding[0], kh, 1, x.shape[2])
+                    _, _, b0, b1 = _window(*q, sw, geom.padding[1], kw, 1, x.shape[3])
+                    xb = x[n0:n1, c0:c1, a0:a1, b0:b1]
+                    shape = (n1 - n0, c1 - c0, r[1] - r[0], q[1] - q[0])
+                    where = dict(kwargs, origin=(a0, b0)) if "plane" in kwargs else kwargs
+                    row.append(xb.rechunk(xb.shape).map_blocks(
+                        run, fn, geom.kernel, geom.stride, geom.padding, where, chunks=shape,
+                        dtype=dtype, meta=meta))
+                grid.append(row)
+            c_blocks.append(da.block(grid))
+        n_blocks.append(da.concatenate(c_blocks, axis=1))
+    return da.concatenate(n_blocks, axis=0)
+
+
+def _plane_call(first, *others, fn, plane, kwargs):
+    return fn(first, *others, input_shape=tuple(first.shape[:2]) + tuple(plane), **kwargs)
+
+
+def per_plane(fn, first, *others, plane, dtype, **kwargs):
+    """`fn(first_block, *other_blocks, input_shape=(n, c) + plane, **kwargs)` over whole
+    (N-chunk, C-chunk) planes: the pooling gradients, whose indices or windows span the plane."""
+    first = _as_dask(first).rechunk({2: -1, 3: -1})
+    others = [_as_dask(o).rechunk(first.chunks) for o in others]
+    chunks = (first.chunks[0], first.chunks[1], (plane[0],), (plane[1],))
+    return first.map_blocks(_in_task(_plane_call), *others, fn=fn, plane=plane, kwargs=kwargs,
+                            chunks=chunks, dtype=dtype, meta=_meta(first, dtype, 4))
+
+
+# ------------------------------------------------------------------------------ dense
+
+def rows(fn, x, *operands, out_cols, dtype, **kwargs):
+    """`fn(x_block, *operands)` over row chunks of a 2-D Dask x (features in one chunk)."""
+    x = _as_dask(x).rechunk({1: -1})
+    operands = [_concrete(o) for o in operands]
+    return x.map_blocks(_in_task(fn), *operands, chunks=(x.chunks[0], (out_cols,)), dtype=dtype,
+                        meta=_meta(x, dtype, 2), **kwargs)
+
+
+def _linear_t(a, b):
+    """a.T @ b for a block pair (a (N, OUT), b (N, IN) -> (OUT, IN)): linear(a.T, b.T)."""
+    from . import ops
+
+    return ops.linear(a.T, b.T)
+
+
+def linear_backward(grad_out, x, weight, needs):
+    """Lazy linear gradients: grad_input by row chunks, grad_weight and grad_bias as sums."""
+    da = _import_dask()
+    from . import _arrays, ops
+
+    needs = as_needs(needs)
+    weight = _concrete(weight)
+    x = _as_dask(x).rechunk({1: -1})
+    grad_out = _as_dask(grad_out).rechunk((x.chunks[0], -1))
+    dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
+    gi = gw = gb = None
+    if "input" in needs:  # grad_out @ weight = linear(grad_out, weight.T)
+        gi = rows(ops.linear, grad_out, weight.T, out_cols=x.shape[1], dtype=dtype)
+    if "weight" in needs:
+        run = _in_task(_linear_t)
+        parts = [da.map_blocks(run, grad_out.blocks[i], x.blocks[i], chunks=weight.shape,
+                               dtype=dtype, meta=_meta(x, dtype, 2))
+                 for i in range(len(x.chunks[0]))]
+        gw = _tree_sum(parts)
+    if "bias" in needs:
+        gb = grad_out.astype(dtype).sum(axis=0)
+    return gi, gw, gb
+
+
+def elementwise(fn, first, *others, dtype):
+    """`fn` over aligned blocks of same-shaped arrays."""
+    first = _as_dask(first)
+    others = [_as_dask(o).rechunk(first.chunks) for o in others]
+    return first.map_blocks(_in_task(fn), *others, dtype=dtype,
+                            meta=_meta(first, dtype, first.ndim))
+
+
+def _labels_like(labels, rows_of):
+    """labels (N,) as an (N, 1) column chunked like the rows of `rows_of` (map_blocks aligns
+    the trailing axes of arrays of different ndim, not the rows)."""
+    return _as_dask(labels).rechunk((rows_of.chunks[0],))[:, None]
+
+
+def _log_probs(z, labels, fn):
+    return fn(z, labels[:, 0])[1]
+
+
+def _row_losses(log_probs, labels):
+    xp = _compat.array_module(log_probs)
+    return -xp.take_along_axis(log_probs, labels.astype(np.int64), axis=1)[:, 0]
+
+
+def softmax_cross_entropy(fn, logits, labels, dtype):
+    """Lazy (mean loss, log_probs) of `fn` (softmax_cross_entropy) by row chunks."""
+    logits = _as_dask(logits).rechunk({1: -1})
+    labels = _labels_like(labels, logits)
+    log_probs = logits.map_blocks(_in_task(_log_probs), labels, fn=fn, dtype=dtype,
+                                  meta=_meta(logits, dtype, 2))
+    losses = log_probs.map_blocks(_row_losses, labels, drop_axis=1, dtype=dtype,
+                                  meta=_meta(logits, dtype, 1))
+    return losses.mean(), log_probs
+
+
+def _scaled_backward(log_probs, labels, fn, grad_loss, N):
+    # fn divides by the block's rows: scale to the batch's N.
+    return fn(log_probs, labels[:, 0], grad_loss * log_probs.shape[0] / N)
+
+
+def softmax_cross_entropy_backward(fn, log_probs, labels, grad_loss, dtype):
+    """Lazy grad_logits of `fn` (softmax_cross_entropy_backward) by row chunks."""
+    log_probs = _as_dask(log_probs).rechunk({1: -1})
+    labels = _labels_like(labels, log_probs)
+    return log_probs.map_blocks(_in_task(_scaled_backward), labels, fn=fn, grad_loss=grad_loss,
+                                N=log_probs.shape[0], dtype=dtype, meta=_meta(log_probs, dtype, 2))
+
+
+def is_dask(*arrays):
+    """Whether any of `arrays` (None ignored) is a Dask array."""
+    return any(_compat.is_dask_array(a) for a in arrays if a is not None)
