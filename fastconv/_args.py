@@ -65,6 +65,17 @@ def as_needs(needs, name="needs"):
     return set(needs)
 
 
+# Activations the kernels fuse into a convolution or dense layer.
+FUSED_ACTIVATIONS = (None, "relu")
+
+
+def as_activation(value, name="activation"):
+    """`value` checked to be one of FUSED_ACTIVATIONS."""
+    if not (value is None or isinstance(value, str)) or value not in FUSED_ACTIVATIONS:
+        raise ValueError(f"{name} must be None or 'relu', got {value!r}")
+    return value
+
+
 # Convolution algorithms by name; "auto" lets the backend's planner choose (fastconv._planner
 # describes each).
 CONV_ALGORITHMS = ("auto", "gemm", "direct", "depthwise", "matmul", "winograd", "fft")

@@ -74,10 +74,6 @@ def contiguous(a, dtype):
     return xp.ascontiguousarray(a, dtype=dtype)
 
 
-def array_module(a):
-    return _compat.array_module(a)
-
-
 def empty(like, shape, dtype):
     return _compat.array_module(like).empty(shape, dtype=dtype)
 

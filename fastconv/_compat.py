@@ -58,3 +58,11 @@ def array_module(a):
     if is_cupy_array(a):
         return require_cupy()
     return numpy
+
+
+def to_numpy(a, copy=False):
+    """A NumPy array of a NumPy or CuPy array (device to host for CuPy, which always copies);
+    `copy` also copies a NumPy array (a state dict must not alias live buffers)."""
+    if is_cupy_array(a):
+        return a.get()
+    return numpy.array(a, copy=True) if copy else numpy.asarray(a)

@@ -7,8 +7,7 @@ allocates the result and calls the backend. Inputs are never modified.
 import numpy as np
 
 from . import _arrays, _dask
-from ._args import NEEDS, as_algorithm, as_needs, as_shape, conv_geometry
-_ACTIVATIONS = (None, "relu")
+from ._args import NEEDS, as_activation, as_algorithm, as_needs, as_shape, conv_geometry
 
 
 def _kernel_args(geom):
@@ -55,8 +54,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(f"bias must have shape ({weight.shape[0]},) (one per filter of "
                              f"weight), got {tuple(bias.shape)}")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    activation = as_activation(activation)
     algorithm = as_algorithm(algorithm)
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     dtype = _arrays.compute_dtype(x=x, weight=weight, bias=bias)

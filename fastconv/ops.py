@@ -1,15 +1,15 @@
 """Public dense ops for the layers' hot path: ReLU, linear (fully connected), softmax cross-entropy."""
 import numpy as np
 
-from . import _arrays, _dask
-from ._args import NEEDS, as_needs, as_real
+from . import _arrays, _compat, _dask
+from ._args import NEEDS, as_activation, as_needs, as_real
 
 
 def relu(x):
     """max(x, 0) elementwise; any shape; the dtype rule applies (float32/float64 result)."""
     x = _arrays.as_array(x, "x")
     dtype = _arrays.compute_dtype(x=x)
-    xp = _arrays.array_module(x)
+    xp = _compat.array_module(x)
     return xp.maximum(x.astype(dtype, copy=False), 0)
 
 
@@ -50,8 +50,7 @@ def linear(x, weight, bias=None, *, activation=None):
         bias = _arrays.as_array(bias, "bias", 1)
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-    if activation not in (None, "relu"):
-        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    activation = as_activation(activation)
     dtype = _arrays.compute_dtype(x=x, weight=weight, bias=bias)
     if _dask.is_dask(x, weight, bias):
         return _dask.rows(linear, x, weight, bias, out_cols=weight.shape[0], dtype=dtype,

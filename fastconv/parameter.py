@@ -7,26 +7,14 @@ and dtype on the same device). Layers write (or accumulate) their gradients into
 new array once an optimiser holds the parameter (copy into it with
 ``p.data[...] = new`` instead).
 
-This module is pure Python + NumPy and never imports CuPy unless it is handed a
-CuPy array.
+This module is pure Python + NumPy; CuPy is only ever reached through fastconv._compat.
 """
 
 import numpy as np
 
+from ._compat import array_module
+
 __all__ = ["Parameter", "array_module"]
-
-
-def array_module(a):
-    """Return the array module (``numpy`` or ``cupy``) that owns array ``a``.
-
-    Decided by the type's module name, so CuPy is imported only when ``a`` is
-    already a CuPy array (and therefore CuPy is already loaded).
-    """
-    if type(a).__module__.startswith("cupy"):
-        import cupy
-
-        return cupy
-    return np
 
 
 class Parameter:

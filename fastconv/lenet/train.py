@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import nn, optim, set_num_threads
+from .. import _compat, nn, optim, set_num_threads
 from ..parameter import array_module
 from .._atomic import save_npz_atomic
 from .model import LeNet5
@@ -61,19 +61,15 @@ def evaluate(model, images, labels, batch_size=500):
         predictions = []
         for start in range(0, len(labels), batch_size):
             logits = model(images[start:start + batch_size])
-            predictions.append(_host(logits.argmax(axis=1)))
+            predictions.append(_compat.to_numpy(logits.argmax(axis=1)))
         num_classes = logits.shape[1]
     finally:
         model.train(was_training)
     predicted = np.concatenate(predictions)
-    truth = _host(labels).astype(np.int64)
+    truth = _compat.to_numpy(labels).astype(np.int64)
     confusion = np.bincount(truth * num_classes + predicted, minlength=num_classes ** 2)
     return Evaluation(float(np.mean(predicted == truth)),
                       confusion.reshape(num_classes, num_classes))
-
-
-def _host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def keep_freed_memory():

@@ -2,13 +2,12 @@
 import numpy as np
 
 from .. import functional as F
-from .._args import as_algorithm, as_pair
+from .._args import as_activation, as_algorithm, as_pair
 from .init import as_generator, check_init, default_init, initial_weights
 from .layer import Layer, accumulate_grad
 
 __all__ = ["Conv2D"]
 
-_ACTIVATIONS = (None, "relu")
 
 
 class Conv2D(Layer):
@@ -43,8 +42,7 @@ class Conv2D(Layer):
                  groups=1, bias=True, activation=None, init=None, rng=None, dtype=np.float32,
                  algorithm="auto"):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        as_activation(activation)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must both be divisible by groups ({groups})")

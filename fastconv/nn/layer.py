@@ -20,18 +20,6 @@ __all__ = ["Layer", "accumulate_grad"]
 _DEVICES = ("cpu", "gpu")
 
 
-def _to_host(a):
-    """``a`` as a NumPy array (CuPy arrays are copied to the host, others not copied)."""
-    return a.get() if _compat.is_cupy_array(a) else np.asarray(a)
-
-
-def _to_numpy(a):
-    """A NumPy copy of a NumPy or CuPy array (a state dict must not alias live buffers)."""
-    if _compat.is_cupy_array(a):
-        return a.get()
-    return np.array(a, copy=True)
-
-
 def accumulate_grad(param, grad):
     """``param.grad += grad`` (PyTorch's accumulation); a None grad ("none yet") is replaced."""
     if param.grad is None:
@@ -164,7 +152,8 @@ class Layer:
     # -- state ------------------------------------------------------------------------
     def state_dict(self):
         """dict dotted name -> NumPy copy of the parameter's data (CuPy data is copied to host)."""
-        return {name: _to_numpy(p.data) for name, p in self.named_parameters().items()}
+        return {name: _compat.to_numpy(p.data, copy=True)
+                for name, p in self.named_parameters().items()}
 
     def load_state_dict(self, state, strict=True):
         """Copy arrays from ``state`` (name -> array) into the parameters, in place.
@@ -201,7 +190,7 @@ class Layer:
         for name, p in params.items():
             if name not in state:
                 continue
-            value = _to_host(state[name])
+            value = _compat.to_numpy(state[name])
             if tuple(value.shape) != tuple(p.data.shape):
                 raise ValueError(f"parameter {name!r}: the state has shape {tuple(value.shape)}, "
                                  f"this {type(self).__name__} has {tuple(p.data.shape)}")

@@ -2,12 +2,11 @@
 import numpy as np
 
 from .. import functional as F
+from .._args import as_activation
 from .init import as_generator, check_init, default_init, initial_weights
 from .layer import Layer, accumulate_grad
 
 __all__ = ["Linear"]
-
-_ACTIVATIONS = (None, "relu")
 
 
 class Linear(Layer):
@@ -34,8 +33,7 @@ class Linear(Layer):
     def __init__(self, in_features, out_features, bias=True, activation=None, init=None,
                  rng=None, dtype=np.float32):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        as_activation(activation)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.activation = activation

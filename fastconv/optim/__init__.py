@@ -24,7 +24,7 @@ the parameter. Loading it into a fresh optimiser over the same parameters resume
 training bit for bit.
 """
 
-from ._base import Optimizer, _check_nonnegative, _check_positive, _scalar, _to_numpy  # noqa: F401
+from ._base import Optimizer, _check_nonnegative, _check_positive, _scalar  # noqa: F401
 from .adam import Adam
 from .lr_scheduler import StepLR
 from .sgd import SGD

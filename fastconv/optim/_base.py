@@ -8,14 +8,7 @@ import numbers
 
 import numpy as np
 
-from ..parameter import array_module
-
-
-def _to_numpy(a):
-    """A NumPy copy of a NumPy or CuPy array (state must not alias live buffers)."""
-    if type(a).__module__.startswith("cupy"):
-        return a.get()
-    return np.array(a, copy=True)
+from .._compat import array_module, to_numpy
 
 
 def _scalar(d, key, kind):
@@ -160,7 +153,7 @@ class Optimizer:
                 d[f"param.{i}.step"] = st.get("step", 0)
             for b in self._BUFFERS:
                 if b in st:
-                    d[f"param.{i}.{b}"] = _to_numpy(st[b])
+                    d[f"param.{i}.{b}"] = to_numpy(st[b], copy=True)
         return d
 
     def load_state_dict(self, state):
