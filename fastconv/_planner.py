@@ -60,7 +60,7 @@ def direct_fits(filters, taps, dtype, level):
 
 
 def _is_matmul(conv):
-    (N, C, H, W), (F, Cg, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
+    (_, _, H, W), (_, _, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
     return (conv.groups == 1 and (OH, OW) == (1, 1) and (H, W) == (KH, KW)
             and tuple(conv.padding) == (0, 0))
 
@@ -81,7 +81,7 @@ def runnable(pass_, conv, level):
     """The algorithms that compute `pass_` of `conv` (finite data), in ALGORITHMS order. (The
     direct kernels run at any SIMD `level`, 0 being their portable build; only `choose` asks
     for SIMD.)"""
-    (N, C, H, W), (F, Cg, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
+    (_, _, H, W), (_, Cg, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
     out = ["gemm"]
     depthwise = Cg == 1 and conv.groups > 1
     if pass_ == "grad_input":

@@ -125,7 +125,7 @@ def test_lenet_inference_on_dask_array():
 
 def test_tasks_share_the_cores():
     """Under the threaded scheduler each task's kernels get a share of the threads."""
-    from fastconv import _dask
+    from fastconv._dask import _common
 
     seen = []
 
@@ -135,7 +135,7 @@ def test_tasks_share_the_cores():
 
     total = fastconv.get_num_threads()
     with __import__("dask").config.set(num_workers=2):
-        da.ones((8,), chunks=1).map_blocks(_dask._in_task(probe), meta=np.empty(0)).compute(
+        da.ones((8,), chunks=1).map_blocks(_common._in_task(probe), meta=np.empty(0)).compute(
             scheduler="threads")
     assert seen and max(seen) == max(1, total // 2)
     assert fastconv.get_num_threads() == total  # nothing leaks out of the tasks

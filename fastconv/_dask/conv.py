@@ -1,106 +1,10 @@
-"""Dask arrays in, lazy Dask arrays out: the public ops over chunked arrays.
-
-The public functions send a call with a ``dask.array.Array`` argument here. Each chunk of work is
-one call of the same public function on NumPy (CPU kernels) or CuPy (GPU kernels) blocks, so the
-result is computed by fastconv's kernels wherever Dask runs it (threads, processes, a
-``dask.distributed`` cluster). Shapes, chunks, dtype and the array type (``_meta``) of the lazy
-result are exact before anything is computed.
-
-How a convolution is cut:
-- along N: one call per chunk;
-- along H and W: output blocks whose windows start in one input chunk; each reads the input rows
-  and columns its windows span (the halo), with per-block padding where the block meets the
-  image's border, so 'same', asymmetric padding, stride and dilation are exact;
-- along C: with one group, partial convolutions of each channel chunk summed by a tree
-  reduction; with groups, chunks are aligned to whole groups and give their own filters.
-Grad-input is cut like x; grad-weight and grad-bias are sums over the blocks.
-
-Weights are small: a Dask weight is computed once, when the call is made.
-"""
-import os
-import threading
-
+"""conv2d and its gradients over Dask arrays (see the package docstring for the cuts)."""
 import numpy as np
 
-from . import _compat, _threads
-from ._args import as_needs, as_shape, conv_geometry, pool_geometry
-
-
-def _import_dask():
-    try:
-        import dask.array as da
-    except ImportError as exc:  # pragma: no cover - only a Dask array without dask.array
-        raise ImportError('fastconv on Dask arrays needs dask[array]: pip install '
-                          '"fastconv[dask]"') from exc
-    return da
-
-
-def _concrete(a):
-    """A small operand (weight, bias, labels) in memory."""
-    return a.compute() if _compat.is_dask_array(a) else a
-
-
-def _meta(like, dtype, ndim):
-    """An empty array of `like`'s type (NumPy or CuPy) with this dtype and ndim."""
-    meta = getattr(like, "_meta", like)
-    return np.empty_like(meta, shape=(0,) * ndim, dtype=dtype)
-
-
-# ------------------------------------------------------------------------------ threads
-
-def _task_threads():
-    """fastconv threads for one Dask task, so that tasks x threads stays within the cores:
-    a distributed worker's share (its process has OMP_NUM_THREADS=1 by Dask's default), the
-    threaded scheduler's share of its pool, or all of them in the synchronous scheduler."""
-    total = _threads.get_num_threads()
-    try:
-        from distributed import get_worker
-
-        return max(1, total // max(1, get_worker().state.nthreads))
-    except Exception:  # not in a distributed worker
-        pass
-    if threading.current_thread() is threading.main_thread():
-        return total
-    import dask
-
-    pool = dask.config.get("num_workers", None) or os.cpu_count() or 1
-    return max(1, total // pool)
-
-
-def _in_task(fn):
-    """`fn` run with the thread count of the task it runs in."""
-    def run(*args, **kwargs):
-        with _threads.limited(_task_threads()):
-            return fn(*args, **kwargs)
-    return run
-
-
-# --------------------------------------------------------------------------- geometry
-
-def _bounds(chunks):
-    """Chunk sizes -> boundaries [0, c0, c0 + c1, ..., size]."""
-    out = [0]
-    for c in chunks:
-        out.append(out[-1] + c)
-    return out
-
-
-def _out_ranges(in_chunks, OUT, stride, pad_before):
-    """Output index ranges [o0, o1), one per input chunk: the outputs whose windows start in it."""
-    starts = {0, OUT}
-    for b in _bounds(in_chunks)[1:-1]:
-        starts.add(min(OUT, max(0, -(-(b + pad_before) // stride))))
-    starts = sorted(starts)
-    return [(a, b) for a, b in zip(starts, starts[1:]) if b > a]
-
-
-def _window(o0, o1, stride, pad_before, K, dilation, size):
-    """Input rows [r0, r1) that outputs o0..o1-1 read, clipped to [a0, a1) in the image, and
-    the padding before/after the clip."""
-    r0 = o0 * stride - pad_before
-    r1 = (o1 - 1) * stride - pad_before + (K - 1) * dilation + 1
-    a0, a1 = max(r0, 0), min(r1, size)
-    return r0, r1, a0, a1
+from .. import _compat
+from .._args import as_needs, as_shape, conv_geometry
+from ._common import (_as_dask, _bounds, _concrete, _import_dask, _in_task, _meta, _out_ranges,
+                      _tree_sum, _window)
 
 
 def _channel_ranges(chunks, groups, Cg):
@@ -111,18 +15,11 @@ def _channel_ranges(chunks, groups, Cg):
     return [(a * Cg, b * Cg) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
-def _tree_sum(parts):
-    while len(parts) > 1:
-        parts = [parts[i] + parts[i + 1] if i + 1 < len(parts) else parts[i]
-                 for i in range(0, len(parts), 2)]
-    return parts[0]
-
-
 class _Plan:
     """A convolution's geometry and how x's chunks cut it into block problems."""
 
     def __init__(self, x_shape, x_chunks, w_shape, stride, padding, dilation, groups):
-        from . import conv
+        from .. import conv
 
         geom = conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
         self.geom, self.conv = geom, conv
@@ -168,12 +65,10 @@ def _x_block(x, n, c, box, span, dtype):
     return xb.rechunk(xb.shape), False
 
 
-# ------------------------------------------------------------------------ convolution
-
 def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algorithm):
     """Lazy conv2d of a Dask x (N, C, H, W) -> Dask y (N, F, OH, OW)."""
     da = _import_dask()
-    from . import _arrays, conv
+    from .. import _arrays, conv
 
     weight, bias = _concrete(weight), _concrete(bias)
     x = x if _compat.is_dask_array(x) else da.from_array(x, chunks=x.shape)
@@ -212,22 +107,14 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algor
 
 
 def _relu_of(y):
-    from . import ops
+    from .. import ops
 
     return ops.relu(y)
 
 
-def _as_dask(a, like_chunks=None):
-    da = _import_dask()
-    if _compat.is_dask_array(a):
-        return a
-    return da.from_array(a, chunks=like_chunks or a.shape)
-
-
 def conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, needs, algorithm):
     """Lazy (grad_input, grad_weight, grad_bias) of conv2d; x chunked like the forward call."""
-    da = _import_dask()
-    from . import _arrays
+    from .. import _arrays
 
     needs = as_needs(needs)
     weight = _concrete(weight)
@@ -257,7 +144,7 @@ def _crop_rows_cols(g, lo_r, lo_c, size):
 
 
 def _grad_input_block(g, weight, R, Q, lo_r, lo_c, size, kwargs, algorithm):
-    from . import conv
+    from .. import conv
 
     shape = (g.shape[0], weight.shape[1] * kwargs["groups"], R, Q)
     gR = conv.conv2d_grad_input(g, weight, shape, algorithm=algorithm, **kwargs)
@@ -309,7 +196,7 @@ def _grad_input(grad_out, weight, x, plan, dtype, algorithm):
 
 
 def _grad_weight_block(g, xb, w_shape, kwargs, algorithm):
-    from . import conv
+    from .. import conv
 
     return conv.conv2d_grad_weight(g, xb, w_shape, algorithm=algorithm, **kwargs)
 
@@ -354,7 +241,7 @@ def conv2d_grad_input(grad_out, weight, input_shape, stride, padding, dilation, 
 
 def conv2d_grad_weight(grad_out, x, weight_shape, stride, padding, dilation, groups, algorithm):
     """Lazy grad_weight: a sum over x's blocks."""
-    from . import _arrays
+    from .. import _arrays
 
     weight_shape = as_shape(weight_shape, "weight_shape", 4)
     x = _as_dask(x)
@@ -362,154 +249,3 @@ def conv2d_grad_weight(grad_out, x, weight_shape, stride, padding, dilation, gro
     weight = np.empty(weight_shape, dtype)  # only its shape and dtype are used
     return conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, ("weight",),
                            algorithm)[1]
-
-
-# ---------------------------------------------------------------------------- pooling
-
-def _pool_block(xb, fn, kernel, stride, padding, kwargs):
-    return fn(xb, kernel, stride, padding, **kwargs)
-
-
-def pool2d(fn, x, kernel_size, stride, padding, **kwargs):
-    """Lazy `fn` (max/avg pooling) over blocks of x, cut along N and C, and along H and W when
-    padding is 0 (padded pooling keeps each plane in one chunk). With a `plane` keyword (the
-    global indices of max pooling) each block is also told its top-left cell: `origin`."""
-    da = _import_dask()
-    from . import _arrays
-
-    geom = pool_geometry(x.shape, kernel_size, stride, padding)
-    if geom.padding != (0, 0):
-        x = x.rechunk({2: -1, 3: -1})
-    dtype = np.int64 if "plane" in kwargs else _arrays.compute_dtype(x=x)
-    (kh, kw), (sh, sw) = geom.kernel, geom.stride
-    rows = _out_ranges(x.chunks[2], geom.output_shape[2], sh, geom.padding[0])
-    cols = _out_ranges(x.chunks[3], geom.output_shape[3], sw, geom.padding[1])
-    run = _in_task(_pool_block)
-    meta = _meta(x, dtype, 4)
-    n_blocks = []
-    for n0, n1 in zip(_bounds(x.chunks[0]), _bounds(x.chunks[0])[1:]):
-        c_blocks = []
-        for c0, c1 in zip(_bounds(x.chunks[1]), _bounds(x.chunks[1])[1:]):
-            grid = []
-            for r in rows:
-                row = []
-                for q in cols:
-                    _, _, a0, a1 = _window(*r, sh, geom.padding[0], kh, 1, x.shape[2])
-                    _, _, b0, b1 = _window(*q, sw, geom.padding[1], kw, 1, x.shape[3])
-                    xb = x[n0:n1, c0:c1, a0:a1, b0:b1]
-                    shape = (n1 - n0, c1 - c0, r[1] - r[0], q[1] - q[0])
-                    where = dict(kwargs, origin=(a0, b0)) if "plane" in kwargs else kwargs
-                    row.append(xb.rechunk(xb.shape).map_blocks(
-                        run, fn, geom.kernel, geom.stride, geom.padding, where, chunks=shape,
-                        dtype=dtype, meta=meta))
-                grid.append(row)
-            c_blocks.append(da.block(grid))
-        n_blocks.append(da.concatenate(c_blocks, axis=1))
-    return da.concatenate(n_blocks, axis=0)
-
-
-def _plane_call(first, *others, fn, plane, kwargs):
-    return fn(first, *others, input_shape=tuple(first.shape[:2]) + tuple(plane), **kwargs)
-
-
-def per_plane(fn, first, *others, plane, dtype, **kwargs):
-    """`fn(first_block, *other_blocks, input_shape=(n, c) + plane, **kwargs)` over whole
-    (N-chunk, C-chunk) planes: the pooling gradients, whose indices or windows span the plane."""
-    first = _as_dask(first).rechunk({2: -1, 3: -1})
-    others = [_as_dask(o).rechunk(first.chunks) for o in others]
-    chunks = (first.chunks[0], first.chunks[1], (plane[0],), (plane[1],))
-    return first.map_blocks(_in_task(_plane_call), *others, fn=fn, plane=plane, kwargs=kwargs,
-                            chunks=chunks, dtype=dtype, meta=_meta(first, dtype, 4))
-
-
-# ------------------------------------------------------------------------------ dense
-
-def rows(fn, x, *operands, out_cols, dtype, **kwargs):
-    """`fn(x_block, *operands)` over row chunks of a 2-D Dask x (features in one chunk)."""
-    x = _as_dask(x).rechunk({1: -1})
-    operands = [_concrete(o) for o in operands]
-    return x.map_blocks(_in_task(fn), *operands, chunks=(x.chunks[0], (out_cols,)), dtype=dtype,
-                        meta=_meta(x, dtype, 2), **kwargs)
-
-
-def _linear_t(a, b):
-    """a.T @ b for a block pair (a (N, OUT), b (N, IN) -> (OUT, IN)): linear(a.T, b.T)."""
-    from . import ops
-
-    return ops.linear(a.T, b.T)
-
-
-def linear_backward(grad_out, x, weight, needs):
-    """Lazy linear gradients: grad_input by row chunks, grad_weight and grad_bias as sums."""
-    da = _import_dask()
-    from . import _arrays, ops
-
-    needs = as_needs(needs)
-    weight = _concrete(weight)
-    x = _as_dask(x).rechunk({1: -1})
-    grad_out = _as_dask(grad_out).rechunk((x.chunks[0], -1))
-    dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
-    gi = gw = gb = None
-    if "input" in needs:  # grad_out @ weight = linear(grad_out, weight.T)
-        gi = rows(ops.linear, grad_out, weight.T, out_cols=x.shape[1], dtype=dtype)
-    if "weight" in needs:
-        run = _in_task(_linear_t)
-        parts = [da.map_blocks(run, grad_out.blocks[i], x.blocks[i], chunks=weight.shape,
-                               dtype=dtype, meta=_meta(x, dtype, 2))
-                 for i in range(len(x.chunks[0]))]
-        gw = _tree_sum(parts)
-    if "bias" in needs:
-        gb = grad_out.astype(dtype).sum(axis=0)
-    return gi, gw, gb
-
-
-def elementwise(fn, first, *others, dtype):
-    """`fn` over aligned blocks of same-shaped arrays."""
-    first = _as_dask(first)
-    others = [_as_dask(o).rechunk(first.chunks) for o in others]
-    return first.map_blocks(_in_task(fn), *others, dtype=dtype,
-                            meta=_meta(first, dtype, first.ndim))
-
-
-def _labels_like(labels, rows_of):
-    """labels (N,) as an (N, 1) column chunked like the rows of `rows_of` (map_blocks aligns
-    the trailing axes of arrays of different ndim, not the rows)."""
-    return _as_dask(labels).rechunk((rows_of.chunks[0],))[:, None]
-
-
-def _log_probs(z, labels, fn):
-    return fn(z, labels[:, 0])[1]
-
-
-def _row_losses(log_probs, labels):
-    xp = _compat.array_module(log_probs)
-    return -xp.take_along_axis(log_probs, labels.astype(np.int64), axis=1)[:, 0]
-
-
-def softmax_cross_entropy(fn, logits, labels, dtype):
-    """Lazy (mean loss, log_probs) of `fn` (softmax_cross_entropy) by row chunks."""
-    logits = _as_dask(logits).rechunk({1: -1})
-    labels = _labels_like(labels, logits)
-    log_probs = logits.map_blocks(_in_task(_log_probs), labels, fn=fn, dtype=dtype,
-                                  meta=_meta(logits, dtype, 2))
-    losses = log_probs.map_blocks(_row_losses, labels, drop_axis=1, dtype=dtype,
-                                  meta=_meta(logits, dtype, 1))
-    return losses.mean(), log_probs
-
-
-def _scaled_backward(log_probs, labels, fn, grad_loss, N):
-    # fn divides by the block's rows: scale to the batch's N.
-    return fn(log_probs, labels[:, 0], grad_loss * log_probs.shape[0] / N)
-
-
-def softmax_cross_entropy_backward(fn, log_probs, labels, grad_loss, dtype):
-    """Lazy grad_logits of `fn` (softmax_cross_entropy_backward) by row chunks."""
-    log_probs = _as_dask(log_probs).rechunk({1: -1})
-    labels = _labels_like(labels, log_probs)
-    return log_probs.map_blocks(_in_task(_scaled_backward), labels, fn=fn, grad_loss=grad_loss,
-                                N=log_probs.shape[0], dtype=dtype, meta=_meta(log_probs, dtype, 2))
-
-
-def is_dask(*arrays):
-    """Whether any of `arrays` (None ignored) is a Dask array."""
-    return any(_compat.is_dask_array(a) for a in arrays if a is not None)

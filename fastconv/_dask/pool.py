@@ -1,0 +1,61 @@
+"""Pooling and its gradients over Dask arrays."""
+import numpy as np
+
+from .._args import pool_geometry
+from ._common import _as_dask, _bounds, _import_dask, _in_task, _meta, _out_ranges, _window
+
+
+def _pool_block(xb, fn, kernel, stride, padding, kwargs):
+    return fn(xb, kernel, stride, padding, **kwargs)
+
+
+def pool2d(fn, x, kernel_size, stride, padding, **kwargs):
+    """Lazy `fn` (max/avg pooling) over blocks of x, cut along N and C, and along H and W when
+    padding is 0 (padded pooling keeps each plane in one chunk). With a `plane` keyword (the
+    global indices of max pooling) each block is also told its top-left cell: `origin`."""
+    da = _import_dask()
+    from .. import _arrays
+
+    geom = pool_geometry(x.shape, kernel_size, stride, padding)
+    if geom.padding != (0, 0):
+        x = x.rechunk({2: -1, 3: -1})
+    dtype = np.int64 if "plane" in kwargs else _arrays.compute_dtype(x=x)
+    (kh, kw), (sh, sw) = geom.kernel, geom.stride
+    rows = _out_ranges(x.chunks[2], geom.output_shape[2], sh, geom.padding[0])
+    cols = _out_ranges(x.chunks[3], geom.output_shape[3], sw, geom.padding[1])
+    run = _in_task(_pool_block)
+    meta = _meta(x, dtype, 4)
+    n_blocks = []
+    for n0, n1 in zip(_bounds(x.chunks[0]), _bounds(x.chunks[0])[1:]):
+        c_blocks = []
+        for c0, c1 in zip(_bounds(x.chunks[1]), _bounds(x.chunks[1])[1:]):
+            grid = []
+            for r in rows:
+                row = []
+                for q in cols:
+                    _, _, a0, a1 = _window(*r, sh, geom.padding[0], kh, 1, x.shape[2])
+                    _, _, b0, b1 = _window(*q, sw, geom.padding[1], kw, 1, x.shape[3])
+                    xb = x[n0:n1, c0:c1, a0:a1, b0:b1]
+                    shape = (n1 - n0, c1 - c0, r[1] - r[0], q[1] - q[0])
+                    where = dict(kwargs, origin=(a0, b0)) if "plane" in kwargs else kwargs
+                    row.append(xb.rechunk(xb.shape).map_blocks(
+                        run, fn, geom.kernel, geom.stride, geom.padding, where, chunks=shape,
+                        dtype=dtype, meta=meta))
+                grid.append(row)
+            c_blocks.append(da.block(grid))
+        n_blocks.append(da.concatenate(c_blocks, axis=1))
+    return da.concatenate(n_blocks, axis=0)
+
+
+def _plane_call(first, *others, fn, plane, kwargs):
+    return fn(first, *others, input_shape=tuple(first.shape[:2]) + tuple(plane), **kwargs)
+
+
+def per_plane(fn, first, *others, plane, dtype, **kwargs):
+    """`fn(first_block, *other_blocks, input_shape=(n, c) + plane, **kwargs)` over whole
+    (N-chunk, C-chunk) planes: the pooling gradients, whose indices or windows span the plane."""
+    first = _as_dask(first).rechunk({2: -1, 3: -1})
+    others = [_as_dask(o).rechunk(first.chunks) for o in others]
+    chunks = (first.chunks[0], first.chunks[1], (plane[0],), (plane[1],))
+    return first.map_blocks(_in_task(_plane_call), *others, fn=fn, plane=plane, kwargs=kwargs,
+                            chunks=chunks, dtype=dtype, meta=_meta(first, dtype, 4))
