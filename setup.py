@@ -11,7 +11,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["conv", "direct", "depthwise", "pool", "dense"]  # src/<name>.pyx -> fastconv._cpu_<name>
+KERNELS = ["conv", "direct", "depthwise", "pool", "dense", "openmp"]  # src/<name>.pyx -> fastconv._kernels.<name>
 
 
 def _openmp_flags(compiler):
@@ -74,7 +74,7 @@ class BuildExt(build_ext):
 
 extensions = [
     Extension(
-        f"fastconv._cpu_{name}",
+        f"fastconv._kernels.{name}",
         [f"src/{name}.pyx"],
         include_dirs=[numpy.get_include(), "src"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -82,7 +82,8 @@ def _profile(data, args):
     The functional layer looks its backend ops up on the module at each call, so wrapping the
     module attributes times exactly the kernels; what is left is Python: layers, argument
     checks, batch gathering, bookkeeping."""
-    from fastconv import _cpu, optim
+    from fastconv import optim
+    from fastconv._backend import cpu as _cpu
 
     spent, calls = {}, {}
 

@@ -9,16 +9,17 @@
 from ._version import __version__
 
 try:
-    from . import _cpu_conv  # noqa: F401
+    from ._kernels import conv  # noqa: F401
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError(
         "fastconv's compiled kernels are missing: install the package with `pip install .` "
         "(running from the source folder imports the unbuilt sources)"
     ) from exc
 
+del conv  # only imported to check the build
 from ._config import show_config
-from ._threads import get_num_threads, openmp_enabled, set_num_threads
-from ._workspace import release_workspace
+from ._backend.threads import get_num_threads, openmp_enabled, set_num_threads
+from ._kernels.workspace import release_workspace
 from .functional import *  # noqa: F401,F403
 from .functional import __all__ as _functional_all
 

@@ -76,7 +76,7 @@ def as_activation(value, name="activation"):
     return value
 
 
-# Convolution algorithms by name; "auto" lets the backend's planner choose (fastconv._planner
+# Convolution algorithms by name; "auto" lets the backend's planner choose (fastconv._backend.planner
 # describes each).
 CONV_ALGORITHMS = ("auto", "gemm", "direct", "depthwise", "matmul", "winograd", "fft")
 

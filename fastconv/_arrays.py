@@ -12,7 +12,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def backend(**arrays):
-    """The backend module for these arrays (None values ignored): fastconv._cpu or fastconv._gpu.
+    """The backend module for these arrays (None values ignored): fastconv._backend.cpu or .gpu.
 
     Mixing NumPy and CuPy arrays raises TypeError naming the arguments."""
     on_gpu = {name: _compat.is_cupy_array(a) for name, a in arrays.items() if a is not None}
@@ -29,12 +29,12 @@ def backend(**arrays):
 def backend_for(device):
     """The backend module for "cpu" or "gpu"."""
     if device == "gpu":
-        from . import _gpu
+        from ._backend import gpu
 
-        return _gpu
-    from . import _cpu
+        return gpu
+    from ._backend import cpu
 
-    return _cpu
+    return cpu
 
 
 def as_array(a, name, ndim=None):

@@ -4,7 +4,9 @@ import platform
 import numpy as np
 import scipy
 
-from . import _compat, _cpu_direct, _threads
+from . import _compat
+from ._backend import threads as _threads
+from ._kernels import direct as _direct
 from ._version import __version__
 
 
@@ -37,7 +39,7 @@ def config():
         ],
         "openblas_coretype_env": _threads.coretype_env(),
         "cpu": _cpu_model(),
-        "simd": _SIMD_NAMES[_cpu_direct.level()],
+        "simd": _SIMD_NAMES[_direct.level()],
         "cupy": getattr(_compat.cupy, "__version__", None),
         "gpu_available": _compat.gpu_available(),
     }

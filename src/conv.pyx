@@ -1,6 +1,6 @@
 # GEMM-based 2-D convolution (im2col over tiles of output rows, SciPy's BLAS) and its gradients.
 #
-# Threads: OpenMP owns the cores; the caller (fastconv._cpu) holds BLAS to one thread meanwhile, so
+# Threads: OpenMP owns the cores; the caller (fastconv._backend.cpu) holds BLAS to one thread meanwhile, so
 # each OpenMP thread runs its own single-threaded GEMMs on its own tiles.
 # Determinism: how work is split depends on the shapes only, never on the thread count, and no
 # output element is summed by two threads, so results are bitwise identical for any thread count.
@@ -10,10 +10,10 @@ from libc.string cimport memcpy, memset
 from _types cimport real
 from _blas cimport gemm
 from _select cimport relu
-from _omp cimport omp_get_thread_num, omp_get_max_threads, FASTCONV_OPENMP
+from _omp cimport omp_get_thread_num
 from im2col cimport im2col, col2im_add
 
-from fastconv._workspace import get_workspace
+from fastconv._kernels.workspace import get_workspace
 
 cdef enum:
     # Columns per tile aim at a cols buffer of about this many elements (about L2-sized).
@@ -30,14 +30,6 @@ cdef enum:
     # Grad-input: work items aimed at, and the dcols budget of one item.
     INPUT_ITEMS = 8
     DCOLS_ELEMENTS = 262144
-
-
-def openmp_enabled():
-    return bool(FASTCONV_OPENMP)
-
-
-def omp_max_threads():
-    return omp_get_max_threads()
 
 
 cdef Py_ssize_t _rows_per_tile(Py_ssize_t K, Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW):

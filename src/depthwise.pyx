@@ -15,8 +15,8 @@ from _omp cimport omp_get_thread_num
 from im2col cimport end_valid, first_valid
 from window cimport copy_window
 
-from fastconv._cpu_direct import level as simd_level
-from fastconv._workspace import get_workspace
+from fastconv._kernels.direct import level as simd_level
+from fastconv._kernels.workspace import get_workspace
 
 cdef extern from "depthwise_rows.h" nogil:
     void fc_depthwise_plane_float(int level, const float* x, Py_ssize_t XW, const float* w,

@@ -12,7 +12,7 @@ from _types cimport real
 from _omp cimport omp_get_thread_num
 from window cimport copy_window
 
-from fastconv._workspace import get_workspace
+from fastconv._kernels.workspace import get_workspace
 
 cdef extern from "direct_conv.h" nogil:
     int FC_PIX

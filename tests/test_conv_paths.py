@@ -1,7 +1,7 @@
 """The GEMM and direct CPU algorithms against the reference, whichever the planner would pick.
 
-The planner (fastconv._planner) sends one-group convolutions with few filters to the SIMD direct
-kernel (fastconv._cpu_direct) and the rest to im2col + GEMM. Most test shapes are small, so the
+The planner (fastconv._backend.planner) sends one-group convolutions with few filters to the SIMD direct
+kernel (fastconv._kernels.direct) and the rest to im2col + GEMM. Most test shapes are small, so the
 other test files mostly see the direct path on a CPU with AVX2; here every case is forced
 (`algorithm=`) onto the GEMM path and onto the direct kernel compiled for each instruction set
 this CPU has. A pass the forced algorithm cannot compute must raise ValueError.
@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _cpu_direct, _planner
+from fastconv._backend import planner as _planner
+from fastconv._kernels import direct as direct_kernels
 from reference import CASES, MEDIUM_CASES, _case, case_kwargs, case_tblr, conv2d_backward_ref, conv2d_ref
 from reference import make_inputs, output_hw
 
 DTYPES = [np.float32, np.float64]
-PATHS = ["gemm"] + [f"direct{level}" for level in range(_cpu_direct.detected_level() + 1)]
+PATHS = ["gemm"] + [f"direct{level}" for level in range(direct_kernels.detected_level() + 1)]
 EXTRA_CASES = [
     _case("many_filters", N=2, C=3, H=9, W=8, F=37, padding=1),  # several blocks, a partial one
     _case("lenet_conv2", N=3, C=6, H=14, W=14, F=16, KH=5, KW=5),
@@ -31,8 +32,8 @@ def path(request):
     """Force one algorithm: "gemm", or "direct" at one instruction-set level."""
     if request.param == "gemm":
         return "gemm"
-    previous = _cpu_direct.set_level(int(request.param[len("direct"):]))
-    request.addfinalizer(lambda: _cpu_direct.set_level(previous))
+    previous = direct_kernels.set_level(int(request.param[len("direct"):]))
+    request.addfinalizer(lambda: direct_kernels.set_level(previous))
     return "direct"
 
 
@@ -97,7 +98,7 @@ def test_grad_weight(case, dtype, path, rng, assert_close):
 def test_direct_bitwise_identical_across_threads(N, dtype, rng):
     case = EXTRA_CASES[0]._replace(N=N)
     x, w, b, g = inputs(case, rng, dtype)
-    kw = dict(case_kwargs(case), algorithm="direct" if _cpu_direct.level() else "gemm")
+    kw = dict(case_kwargs(case), algorithm="direct" if direct_kernels.level() else "gemm")
     results = []
     old = fastconv.set_num_threads(1)
     try:
@@ -116,7 +117,7 @@ def test_direct_bitwise_identical_across_threads(N, dtype, rng):
 def test_nonfinite_weights_meet_padding_as_in_numpy(path_name, rng):
     """A padded tap is 0 * w: with w = inf that is NaN on both paths (as torch gives), and
     grad_input (where the direct reuse would multiply padding) stays on the GEMM path."""
-    if path_name == "direct" and not _cpu_direct.level():
+    if path_name == "direct" and not direct_kernels.level():
         pytest.skip("no SIMD direct kernels on this CPU")
     x = rng.standard_normal((1, 2, 5, 5))
     w = rng.standard_normal((3, 2, 3, 3))
@@ -134,7 +135,7 @@ def test_nonfinite_weights_meet_padding_as_in_numpy(path_name, rng):
 
 
 def test_dispatch_picks_direct_for_small_filter_counts():
-    level = _cpu_direct.level()
+    level = direct_kernels.level()
     assert _planner.direct_fits(16, 150, np.float32, level) is (level > 0)  # LeNet-5 conv2
     assert _planner.direct_fits(64, 147, np.float32, level) is (level > 0)  # 7x7 on RGB
     assert _planner.direct_fits(256, 2304, np.float32, level) is False  # wide: GEMM
@@ -143,10 +144,10 @@ def test_dispatch_picks_direct_for_small_filter_counts():
 
 def test_set_level_refuses_what_the_cpu_lacks():
     with pytest.raises(ValueError, match="level must be in"):
-        _cpu_direct.set_level(_cpu_direct.detected_level() + 1)
+        direct_kernels.set_level(direct_kernels.detected_level() + 1)
     with pytest.raises(ValueError, match="level must be in"):
-        _cpu_direct.set_level(-1)
-    assert _cpu_direct.level() == _cpu_direct.detected_level()
+        direct_kernels.set_level(-1)
+    assert direct_kernels.level() == direct_kernels.detected_level()
 
 
 DEPTHWISE = [pytest.param(c, id=c.id) for c in CASES + MEDIUM_CASES + [
@@ -155,12 +156,12 @@ DEPTHWISE = [pytest.param(c, id=c.id) for c in CASES + MEDIUM_CASES + [
 ] if c.groups > 1 and c.C == c.groups]
 
 
-@pytest.fixture(params=range(_cpu_direct.detected_level() + 1), ids=lambda v: f"level{v}")
+@pytest.fixture(params=range(direct_kernels.detected_level() + 1), ids=lambda v: f"level{v}")
 def simd_level(request):
     """Level 0 runs the scalar depthwise kernels; above, the SIMD plane kernel (stride 1 in W)."""
-    previous = _cpu_direct.set_level(request.param)
+    previous = direct_kernels.set_level(request.param)
     yield request.param
-    _cpu_direct.set_level(previous)
+    direct_kernels.set_level(previous)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

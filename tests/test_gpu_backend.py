@@ -1,7 +1,7 @@
 """The GPU backend against its contract (docs/INTERNALS.md).
 
 Runs anywhere: both backends export the same OPS with identical signatures; the kernel table of
-fastconv._gpu matches the templates in the .cu files; without CuPy every op raises the install
+fastconv._backend.gpu matches the templates in the .cu files; without CuPy every op raises the install
 hint; a compile failure is reported with file, kernel and log.
 On a CUDA machine (marker `gpu`, skipped otherwise): every op on CuPy arrays against the CPU
 backend on the same NumPy inputs, float32 and float64, over groups, depthwise, strides,
@@ -15,7 +15,8 @@ import types
 import numpy as np
 import pytest
 
-from fastconv import _compat, _gpu
+from fastconv import _compat
+from fastconv._backend import gpu as _gpu
 
 needs_gpu = pytest.mark.skipif(not _compat.gpu_available(), reason="needs CuPy and a CUDA device")
 DTYPES = [np.float32, np.float64]
@@ -23,7 +24,7 @@ DTYPES = [np.float32, np.float64]
 
 def _cpu():
     # Imported per test so that a missing CPU op fails these tests, not the module's collection.
-    return importlib.import_module("fastconv._cpu")
+    return importlib.import_module("fastconv._backend.cpu")
 
 
 # ------------------------------------------------------------------------- the interface
@@ -36,8 +37,8 @@ def test_ops_tuples_equal():
 def test_signatures_identical():
     cpu = _cpu()
     for name in _gpu.OPS:
-        assert hasattr(cpu, name), f"fastconv._cpu lacks {name}"
-        assert hasattr(_gpu, name), f"fastconv._gpu lacks {name}"
+        assert hasattr(cpu, name), f"fastconv._backend.cpu lacks {name}"
+        assert hasattr(_gpu, name), f"fastconv._backend.gpu lacks {name}"
         assert inspect.signature(getattr(cpu, name)) == inspect.signature(getattr(_gpu, name)), name
 
 

@@ -4,7 +4,7 @@
   that takes the address of every ``template <typename T> __global__`` kernel for float and
   double (which forces both instantiations), compiled for sm_80 and sm_90 in one nvcc call.
 * NVRTC (skipped when CuPy or libnvrtc is missing): the exact text and name expressions that
-  fastconv._gpu hands to cupy.RawModule at run time, compiled for sm_80 and sm_90. This goes
+  fastconv._backend.gpu hands to cupy.RawModule at run time, compiled for sm_80 and sm_90. This goes
   through CuPy's private ``_NVRTCProgram`` because RawModule asks a (missing) device for its
   architecture; NVRTC itself needs no device.
 """
@@ -69,9 +69,9 @@ def _nvrtc_program():
 @pytest.mark.parametrize("cu_file", CU_FILES)
 def test_nvrtc_compiles_runtime_source(cu_file):
     program = _nvrtc_program()
-    from fastconv import _gpu
+    from fastconv._backend import gpu as _gpu
 
-    assert cu_file in _gpu.KERNELS, f"{cu_file} is not listed in fastconv._gpu.KERNELS"
+    assert cu_file in _gpu.KERNELS, f"{cu_file} is not listed in fastconv._backend.gpu.KERNELS"
     source = _gpu.kernel_source(cu_file)
     exprs = _gpu.name_expressions(cu_file)
     for arch in ARCHS:

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _cpu_direct
+from fastconv._kernels import direct as direct_kernels
 from reference import conv2d_backward_ref, conv2d_ref
 
-SIMD = _cpu_direct.level() > 0
+SIMD = direct_kernels.level() > 0
 
 
 def test_plan_matches_known_choices():

@@ -70,9 +70,9 @@ def test_show_config(capsys):
     assert "threads" in text.lower()
     assert "BLAS" in text
     assert fastconv.__version__ in text
-    from fastconv import _cpu_direct
+    from fastconv._kernels import direct as direct_kernels
 
-    level_name = {0: "baseline", 1: "AVX2", 2: "AVX-512"}[_cpu_direct.level()]
+    level_name = {0: "baseline", 1: "AVX2", 2: "AVX-512"}[direct_kernels.level()]
     assert f"direct kernels (few-filter convolutions): {level_name}" in text
 
 

@@ -4,7 +4,8 @@ import threading
 
 import numpy as np
 
-from .. import _compat, _threads
+from .. import _compat
+from .._backend import threads as _threads
 
 
 def _import_dask():

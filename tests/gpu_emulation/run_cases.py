@@ -1,4 +1,4 @@
-"""Run fastconv._gpu's ops on the CPU kernel emulator and compare them with fastconv._cpu.
+"""Run fastconv._backend.gpu's ops on the CPU kernel emulator and compare them with fastconv._backend.cpu.
 
 The child-process half of tests/test_gpu_emulated.py (which describes the whole setup). Run as
 
@@ -28,7 +28,7 @@ import numpy as np
 F32, F64 = np.float32, np.float64
 
 # ------------------------------------------------------------------------------- devices
-# Limits the fake device reports (fastconv._gpu sizes its launches from them). DEFAULT is a
+# Limits the fake device reports (fastconv._backend.gpu sizes its launches from them). DEFAULT is a
 # small ordinary GPU. TINY allows at most 2 blocks along x and z: the 1-D kernels (256 threads)
 # and the per-row kernels grid-stride, and the GEMMs grid-stride over groups (gridDim.z = 2).
 # FEW_THREADS also caps blocks at 64 threads, for cases that launch only 1-D kernels (the
@@ -39,7 +39,7 @@ FEW_THREADS = dict(sm_count=1, max_threads=64, max_grid=(2, 65535, 2))  # no 256
 
 # -------------------------------------------------------------------------------- cases
 # Convolutions: N, C, H, W, F, KH, KW, stride, (top, bottom, left, right) padding, dilation,
-# groups; the device; and the kernels the case must reach (so that a change in fastconv._gpu's
+# groups; the device; and the kernels the case must reach (so that a change in fastconv._backend.gpu's
 # dispatch cannot silently stop a case from covering what it is here for).
 CONV = {
     "basic": ((2, 3, 6, 5, 4, 3, 2, (1, 1), (1, 1, 1, 1), (1, 1), 1), DEFAULT,
@@ -349,8 +349,8 @@ def main(case_ids):
         spec.loader.exec_module(module)
     import fastconv
     from fastconv import _compat
-    from fastconv import _cpu as cpu_backend
-    from fastconv import _gpu as gpu_backend
+    from fastconv._backend import cpu as cpu_backend
+    from fastconv._backend import gpu as gpu_backend
 
     got = os.path.dirname(os.path.realpath(fastconv.__file__))
     if pkg and got != os.path.realpath(pkg):

@@ -1,4 +1,4 @@
-"""A fake ``cupy``, just enough of it for ``fastconv._gpu`` to run its CUDA kernels on the CPU.
+"""A fake ``cupy``, just enough of it for ``fastconv._backend.gpu`` to run its CUDA kernels on the CPU.
 
 For tests only (tests/test_gpu_emulated.py puts the folder holding this package first on
 PYTHONPATH of a child process). What it does:
@@ -55,8 +55,8 @@ DEVICE = {}
 
 def configure_device(max_threads=1024, shared_mem=48 * 1024, sm_count=2,
                      max_grid=(2**31 - 1, 65535, 65535)):
-    """Set the limits the fake device reports (fastconv._gpu caches them: clear
-    ``fastconv._gpu._device_infos`` after changing them)."""
+    """Set the limits the fake device reports (fastconv._backend.gpu caches them: clear
+    ``fastconv._backend.gpu._device_infos`` after changing them)."""
     DEVICE.update(max_threads=int(max_threads), shared_mem=int(shared_mem),
                   sm_count=int(sm_count), max_grid=tuple(int(g) for g in max_grid))
 

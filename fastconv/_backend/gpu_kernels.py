@@ -1,4 +1,4 @@
-"""CUDA kernel machinery for the GPU backend (fastconv._gpu): sources, compilation, launches.
+"""CUDA kernel machinery for the GPU backend (fastconv._backend.gpu): sources, compilation, launches.
 
 The kernels are C++ templates (float, double) in ``fastconv/kernels/*.cu``, read at run time
 and compiled with NVRTC through ``cupy.RawModule`` the first time a file is needed on a device
@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _compat
+from .. import _compat
 
-KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
+KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernels"  # fastconv/kernels: package data
 
 # Kernel file -> its __global__ templates; each is instantiated for float and double.
 KERNELS = {
@@ -78,7 +78,7 @@ _modules_lock = threading.Lock()
 def _kernel(filename, name, dtype, modules=_modules):
     """The compiled ``name<T>`` of kernels/<filename> for the current device, T from dtype.
 
-    ``modules`` is the cache (``_modules`` unless given: ``fastconv._gpu._kernel`` passes its own
+    ``modules`` is the cache (``_modules`` unless given: ``fastconv._backend.gpu._kernel`` passes its own
     ``_modules`` name, so that a test swapping that attribute gets a fresh cache)."""
     cupy = _compat.require_cupy()
     expr = f"{name}<{_CTYPES[np.dtype(dtype)]}>"

@@ -6,46 +6,30 @@ thread meanwhile.
 """
 import numpy as np
 
-from . import _cpu_conv, _cpu_dense, _cpu_depthwise, _cpu_direct, _cpu_pool, _planner
-from ._threads import blas_single_thread, get_num_threads
-
-OPS = (
-    "conv2d_plan",
-    "conv2d_algorithms",
-    "conv2d_forward",
-    "conv2d_grad_input",
-    "conv2d_grad_weight",
-    "conv2d_grad_bias",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
-    "avg_pool2d_forward",
-    "avg_pool2d_backward",
-    "relu_backward",
-    "linear_forward",
-    "linear_backward",
-    "softmax_cross_entropy_forward",
-    "softmax_cross_entropy_backward",
-)
-
+from .._kernels import conv as _conv, dense as _dense, depthwise as _depthwise, direct as _direct
+from .._kernels import pool as _pool
+from . import OPS  # noqa: F401  (the interface: the op names this module exports)
+from . import planner as _planner
+from .threads import blas_single_thread, get_num_threads
 
 def _level():
-    return _cpu_direct.level()
+    return _direct.level()
 
 
-def _conv(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
+def _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
     return _planner.Conv(tuple(x_shape), tuple(w_shape), tuple(y_shape), tuple(stride),
                          tuple(padding), tuple(dilation), groups, np.dtype(dtype))
 
 
 def conv2d_plan(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm):
     """{pass: algorithm} for the three passes, with `algorithm` ("auto" or a name) resolved."""
-    conv = _conv(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype)
+    conv = _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype)
     return {p: _planner.resolve(algorithm, p, conv, _level()) for p in _planner.PASSES}
 
 
 def conv2d_algorithms(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
     """{pass: the algorithms that can compute it} (finite data)."""
-    conv = _conv(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype)
+    conv = _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype)
     return {p: _planner.runnable(p, conv, _level()) for p in _planner.PASSES}
 
 
@@ -66,21 +50,21 @@ def _matrices(x, weight, y):
 
 
 def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, algorithm):
-    conv = _conv(x.shape, weight.shape, y.shape, stride, padding, dilation, groups, x.dtype)
+    conv = _problem(x.shape, weight.shape, y.shape, stride, padding, dilation, groups, x.dtype)
     algorithm = _planner.resolve(algorithm, "forward", conv, _level())
     if algorithm == "depthwise" and not _finite(weight):
         algorithm = "gemm"  # the depthwise kernels skip padded taps: 0 * inf must give NaN
     bias, has_bias = _bias_or_empty(bias, x.dtype)
     args = (*stride, *padding, *dilation, groups, has_bias, relu, get_num_threads())
     if algorithm == "direct":
-        _cpu_direct.forward(x, weight, bias, y, *args)
+        _direct.forward(x, weight, bias, y, *args)
         return
     with blas_single_thread:
         if algorithm == "matmul":
             x2, w2, y2 = _matrices(x, weight, y)
-            _cpu_dense.linear_forward(x2, w2, bias, y2, has_bias, relu, get_num_threads())
+            _dense.linear_forward(x2, w2, bias, y2, has_bias, relu, get_num_threads())
         else:
-            kernel = _cpu_depthwise if algorithm == "depthwise" else _cpu_conv
+            kernel = _depthwise if algorithm == "depthwise" else _conv
             kernel.forward(x, weight, bias, y, *args)
 
 
@@ -91,7 +75,7 @@ def _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups):
     only."""
     F, Cg, KH, KW = weight.shape
     flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-    if kernel is _cpu_depthwise:
+    if kernel is _depthwise:
         flipped = flipped.reshape(F, 1, KH, KW)
     (dh, dw), (pt, pl) = dilation, padding
     no_bias, _ = _bias_or_empty(None, weight.dtype)
@@ -109,89 +93,89 @@ def _depthwise_flips(conv):
 
 
 def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups, algorithm):
-    conv = _conv(grad_x.shape, weight.shape, grad_y.shape, stride, padding, dilation, groups,
+    conv = _problem(grad_x.shape, weight.shape, grad_y.shape, stride, padding, dilation, groups,
                  grad_x.dtype)
     algorithm = _planner.resolve(algorithm, "grad_input", conv, _level())
     flips = algorithm == "direct" or (algorithm == "depthwise" and _depthwise_flips(conv))
     if flips and _finite(weight):
-        kernel = _cpu_direct if algorithm == "direct" else _cpu_depthwise
+        kernel = _direct if algorithm == "direct" else _depthwise
         _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups)
         return
     with blas_single_thread:
         if algorithm == "matmul":
             gx2, w2, gy2 = _matrices(grad_x, weight, grad_y)
-            _cpu_dense.linear_grad_input(gy2, w2, gx2, get_num_threads())
+            _dense.linear_grad_input(gy2, w2, gx2, get_num_threads())
             return
-        kernel = _cpu_depthwise if algorithm == "depthwise" else _cpu_conv
+        kernel = _depthwise if algorithm == "depthwise" else _conv
         kernel.grad_input(grad_y, weight, grad_x, *stride, *padding, *dilation, groups,
                           get_num_threads())
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
-    conv = _conv(x.shape, grad_weight.shape, grad_y.shape, stride, padding, dilation, groups,
+    conv = _problem(x.shape, grad_weight.shape, grad_y.shape, stride, padding, dilation, groups,
                  x.dtype)
     algorithm = _planner.resolve(algorithm, "grad_weight", conv, _level())
     if algorithm == "depthwise" and not _finite(grad_y):
         algorithm = "gemm"  # the depthwise kernel skips padded taps: 0 * inf must give NaN
     args = (*stride, *padding, *dilation, groups, get_num_threads())
     if algorithm == "direct":
-        _cpu_direct.grad_weight(grad_y, x, grad_weight, *args)
+        _direct.grad_weight(grad_y, x, grad_weight, *args)
         return
     with blas_single_thread:
         if algorithm == "matmul":
             x2, gw2, gy2 = _matrices(x, grad_weight, grad_y)
-            _cpu_dense.linear_grad_weight(gy2, x2, gw2, get_num_threads())
+            _dense.linear_grad_weight(gy2, x2, gw2, get_num_threads())
             return
-        kernel = _cpu_depthwise if algorithm == "depthwise" else _cpu_conv
+        kernel = _depthwise if algorithm == "depthwise" else _conv
         kernel.grad_weight(grad_y, x, grad_weight, *args)
 
 
 def conv2d_grad_bias(grad_y, grad_bias):
-    _cpu_conv.grad_bias(grad_y, grad_bias, get_num_threads())
+    _conv.grad_bias(grad_y, grad_bias, get_num_threads())
 
 
 def max_pool2d_forward(x, y, indices, kernel, stride, padding):
-    _cpu_pool.max_forward(x, y, indices, *kernel, *stride, *padding, get_num_threads())
+    _pool.max_forward(x, y, indices, *kernel, *stride, *padding, get_num_threads())
 
 
 def max_pool2d_backward(grad_y, indices, grad_x):
-    _cpu_pool.max_backward(grad_y, indices, grad_x, get_num_threads())
+    _pool.max_backward(grad_y, indices, grad_x, get_num_threads())
 
 
 def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad):
-    _cpu_pool.avg_forward(x, y, *kernel, *stride, *padding, count_include_pad, get_num_threads())
+    _pool.avg_forward(x, y, *kernel, *stride, *padding, count_include_pad, get_num_threads())
 
 
 def avg_pool2d_backward(grad_y, grad_x, kernel, stride, padding, count_include_pad):
-    _cpu_pool.avg_backward(grad_y, grad_x, *kernel, *stride, *padding, count_include_pad,
+    _pool.avg_backward(grad_y, grad_x, *kernel, *stride, *padding, count_include_pad,
                            get_num_threads())
 
 
 def relu_backward(grad_y, y, grad_x):
-    _cpu_dense.relu_backward(grad_y.reshape(-1), y.reshape(-1), grad_x.reshape(-1),
+    _dense.relu_backward(grad_y.reshape(-1), y.reshape(-1), grad_x.reshape(-1),
                              get_num_threads())
 
 
 def linear_forward(x, weight, bias, y, relu):
     bias, has_bias = _bias_or_empty(bias, x.dtype)
     with blas_single_thread:
-        _cpu_dense.linear_forward(x, weight, bias, y, has_bias, relu, get_num_threads())
+        _dense.linear_forward(x, weight, bias, y, has_bias, relu, get_num_threads())
 
 
 def linear_backward(grad_y, x, weight, grad_x, grad_weight, grad_bias):
     with blas_single_thread:
         if grad_x is not None:
-            _cpu_dense.linear_grad_input(grad_y, weight, grad_x, get_num_threads())
+            _dense.linear_grad_input(grad_y, weight, grad_x, get_num_threads())
         if grad_weight is not None:
-            _cpu_dense.linear_grad_weight(grad_y, x, grad_weight, get_num_threads())
+            _dense.linear_grad_weight(grad_y, x, grad_weight, get_num_threads())
     if grad_bias is not None:
-        _cpu_dense.column_sums(grad_y, grad_bias)
+        _dense.column_sums(grad_y, grad_bias)
 
 
 def softmax_cross_entropy_forward(logits, labels, log_probs, losses):
-    _cpu_dense.softmax_xent_forward(logits, labels, log_probs, losses, get_num_threads())
+    _dense.softmax_xent_forward(logits, labels, log_probs, losses, get_num_threads())
 
 
 def softmax_cross_entropy_backward(log_probs, labels, grad_logits, scale):
-    _cpu_dense.softmax_xent_backward(log_probs, labels, grad_logits, float(scale),
+    _dense.softmax_xent_backward(log_probs, labels, grad_logits, float(scale),
                                      get_num_threads())

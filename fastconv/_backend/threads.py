@@ -11,7 +11,7 @@ import operator
 import os
 import threading
 
-from . import _cpu_conv
+from .._kernels import openmp as _openmp
 
 # The kernels take the count as a C int; past any real machine's cores more threads only
 # oversubscribe.
@@ -28,7 +28,7 @@ _blas_saved = []
 
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP (else they run on one thread)."""
-    return _cpu_conv.openmp_enabled()
+    return _openmp.enabled()
 
 
 def get_num_threads():
@@ -38,7 +38,7 @@ def get_num_threads():
         return local
     if _num_threads is not None:
         return _num_threads
-    return max(1, int(_cpu_conv.omp_max_threads()))
+    return max(1, int(_openmp.max_threads()))
 
 
 def set_num_threads(n):

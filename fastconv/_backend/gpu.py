@@ -1,10 +1,10 @@
 """GPU backend: the backend interface of docs/INTERNALS.md over CuPy.
 
-Same op names and signatures as ``fastconv._cpu``. Arguments arrive validated: C-contiguous
+Same op names and signatures as ``fastconv._backend.cpu``. Arguments arrive validated: C-contiguous
 CuPy arrays of one float dtype (float32 or float64; ``indices``/``labels`` int64) on one
 device, outputs preallocated with ``empty`` and fully written here. Every op returns None.
 
-The kernels, their compilation and the launch helpers live in ``fastconv._gpu_kernels``
+The kernels, their compilation and the launch helpers live in ``fastconv._backend.gpu_kernels``
 (names the tests use are re-exported here); every launch passes C-contiguous arrays and
 scalars of the exact C++ type the kernel expects.
 
@@ -13,26 +13,19 @@ raises RuntimeError saying how to install it.
 """
 from __future__ import annotations
 
-from . import _compat, _gpu_kernels
-from ._gpu_kernels import (
+from .. import _compat
+from . import OPS  # noqa: F401  (the interface: the op names this module exports)
+from . import gpu_kernels as _gpu_kernels
+from .gpu_kernels import (
     GEMM_BK, GEMM_BM, GEMM_BN, REDUCE_THREADS, _cdiv, _i32, _i64, _launch_1d, _launch_gemm,
     _launch_rows, _modules, _splits,
 )
 
-# Re-exported: the tests and tests/gpu_emulation reach these through fastconv._gpu.
-from ._gpu_kernels import (  # noqa: F401
+# Re-exported: the tests and tests/gpu_emulation reach these through fastconv._backend.gpu.
+from .gpu_kernels import (  # noqa: F401
     GEMM_THREADS, KERNEL_DIR, KERNELS, NVRTC_OPTIONS, DeviceInfo, _device_infos, _launch,
     device_info, kernel_source, name_expressions,
 )
-
-OPS = (
-    "conv2d_plan", "conv2d_algorithms",
-    "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
-    "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
-    "relu_backward", "linear_forward", "linear_backward",
-    "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
-)
-
 
 def _kernel(filename, name, dtype):
     """``_gpu_kernels._kernel`` over this module's ``_modules`` (the same cache unless swapped)."""
