@@ -8,7 +8,7 @@
 """
 from ._version import __version__
 
-def _missing_kernels_message():
+def _missing_kernels_message(exc):
     """Why the compiled kernels cannot be imported, and what to do about it.
 
     The usual cause is not a broken install: Python puts the current directory first on
@@ -21,6 +21,9 @@ def _missing_kernels_message():
     checkout = os.path.dirname(package)
     in_checkout = (os.path.isfile(os.path.join(checkout, "setup.py"))
                    and os.path.isdir(os.path.join(checkout, "src")))
+    if any(name.startswith("_cpu_conv.") for name in os.listdir(package)):
+        return (f"fastconv's compiled kernels in {package} cannot be loaded ({exc}): rebuild "
+                f"them with `pip install .` (or `pip install -e .` in a source checkout)")
     if not in_checkout:
         return (f"fastconv's compiled kernels (fastconv._cpu_conv) are missing from {package}: "
                 f"reinstall the package with `pip install fastconv` (or `pip install .` in a "
@@ -39,7 +42,7 @@ def _missing_kernels_message():
 try:
     from . import _cpu_conv  # noqa: F401
 except ImportError as exc:
-    raise ImportError(_missing_kernels_message()) from exc
+    raise ImportError(_missing_kernels_message(exc)) from exc
 
 from ._config import show_config
 from ._threads import get_num_threads, openmp_enabled, set_num_threads

@@ -22,12 +22,13 @@ import numpy as np
 from .. import nn, optim, set_num_threads
 from ..parameter import array_module
 from .._atomic import save_npz_atomic
+from .checkpoint import FORMAT, CheckpointError, read_checkpoint, read_model_entries
+from .history import write_history
 from .model import LeNet5
 
 __all__ = ["fit", "evaluate", "Evaluation", "TrainingInterrupted", "load_model", "DEFAULT_LR",
            "DEFAULT_LR_DECAY", "shuffle_generator", "keep_freed_memory"]
 
-FORMAT = "fastconv.lenet.checkpoint/1"
 # Measured on MNIST (seeds 0, 1, 2; 10 epochs): Adam at 1e-3 without decay ends at 98.9-99.0%;
 # 2e-3 decayed by 0.7 per epoch at 99.12-99.21%.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.01}
@@ -135,27 +136,30 @@ def _save_checkpoint(path, model, optimizer, position, args, history):
     save_npz_atomic(path, format=FORMAT, args=json.dumps(args), history=json.dumps(history),
                     position=json.dumps(position), layer_rngs=json.dumps(layer_rngs),
                     model_config=json.dumps(config), **arrays)
+    write_history(path, history)  # NAME.history.csv / .json beside it, for people and plots
 
 
 def _read_checkpoint(path):
-    with np.load(path, allow_pickle=False) as archive:
-        entries = {k: archive[k] for k in archive.files}
-    if str(entries.get("format", "")) != FORMAT:
-        raise ValueError(f"{path} is not a fastconv.lenet checkpoint (no format {FORMAT!r})")
-    return entries
+    return read_checkpoint(path)  # checked, never unpickled: see checkpoint.py
 
 
 def load_model(path):
-    """A LeNet5 from a checkpoint written by :func:`fit`, or from ``LeNet5().save(path)``."""
-    with np.load(path, allow_pickle=False) as archive:
-        entries = {k: archive[k] for k in archive.files}
-    if "format" in entries:
-        _read_checkpoint(path)  # checks the format string
-        model = LeNet5(**json.loads(str(entries["model_config"])), rng=0)
-        model.load_state_dict({k[6:]: v for k, v in entries.items() if k.startswith("model.")})
-    else:
-        model = LeNet5(rng=0)
-        model.load_state_dict(entries)
+    """A LeNet5 from a checkpoint written by :func:`fit`, or from ``LeNet5().save(path)``.
+
+    Raises CheckpointError (a ValueError naming the file) when it is not such a file, OSError
+    when it cannot be read.
+    """
+    entries = read_model_entries(path)
+    try:
+        if "format" in entries:
+            model = LeNet5(**json.loads(str(entries["model_config"])), rng=0)
+            model.load_state_dict({k[6:]: v for k, v in entries.items()
+                                   if k.startswith("model.")})
+        else:
+            model = LeNet5(rng=0)
+            model.load_state_dict(entries)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"not a LeNet-5 model: {exc}") from None
     return model
 
 
