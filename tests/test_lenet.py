@@ -198,7 +198,10 @@ def test_ctrl_c_saves_and_resume_matches(tmp_path, monkeypatch):
 # ----------------------------------------------------------------- the command line
 
 def test_cli_bad_arguments_exit_2(capsys):
-    for argv in ([], ["train"], ["train", "--data", "d", "--epochs", "0"],
+    # (`train` without --data is no longer an argument error: it reads the default data
+    # directory, see tests/test_cli.py::test_missing_data)
+    for argv in ([], ["train", "--epochs", "2", "--more-epochs", "1"],
+                 ["train", "--data", "d", "--epochs", "0"],
                  ["train", "--data", "d", "--optimizer", "rmsprop"], ["evaluate", "--data", "d"],
                  ["train", "--data", "d", "--lr", "-1"], ["fit"]):
         with pytest.raises(SystemExit) as exc:
@@ -251,6 +254,6 @@ def test_cli_ctrl_c_exits_130(tmp_path, capsys, monkeypatch):
 def test_python_m_entry_point(tmp_path):
     # Run from elsewhere: `python -m` puts the working directory first on sys.path, and the
     # repository root holds the unbuilt source folder.
-    result = subprocess.run([sys.executable, "-m", "fastconv.lenet", "train"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "fastconv.lenet", "train", "--epochs", "0"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "usage: fastconv-lenet" in result.stderr
