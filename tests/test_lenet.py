@@ -254,6 +254,6 @@ def test_cli_ctrl_c_exits_130(tmp_path, capsys, monkeypatch):
 def test_python_m_entry_point(tmp_path):
     # Run from elsewhere: `python -m` puts the working directory first on sys.path, and the
     # repository root holds the unbuilt source folder.
-    result = subprocess.run([sys.executable, "-m", "fastconv.lenet", "train", "--epochs", "0"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "fastconv.lenet", "train", "--epochs", "0"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "usage: fastconv-lenet" in result.stderr
