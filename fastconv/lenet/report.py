@@ -157,8 +157,8 @@ def _confusion(ax: Any, confusion: np.ndarray, accuracy: float, PowerNorm: Any) 
                 ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=7,
                         color="white" if rate[i, j] > 0.5 else "black")
     errors = int(confusion.sum() - np.trace(confusion))
-    ax.set_title(f"confusion matrix: {100 * accuracy:.2f}% correct, {errors} errors "
-                 f"in {int(confusion.sum()):,}")
+    ax.set_title(f"confusion matrix on the test set\n{100 * accuracy:.2f}% correct, {errors} "
+                 f"errors in {int(confusion.sum()):,} images")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_xticks(range(k))
@@ -167,22 +167,24 @@ def _confusion(ax: Any, confusion: np.ndarray, accuracy: float, PowerNorm: Any) 
 
 def _maps(fig: Any, digit: np.ndarray, label: int, predicted: int, filters: np.ndarray,
           c1: np.ndarray, c3: np.ndarray) -> None:
-    left, middle, right = fig.subfigures(1, 3, width_ratios=[1, 3.1, 3.6])
+    left, middle, right = fig.subfigures(1, 3, width_ratios=[1, 3.9, 2.8])
     ax = left.subplots()
     ax.imshow(digit, cmap="gray_r")
     ax.set_title(f"test digit: {label}\npredicted: {predicted}")
     ax.axis("off")
 
-    axes = middle.subplots(2, len(filters))
+    upper, lower = middle.subfigures(2, 1)
     bound = float(np.abs(filters).max()) or 1.0
-    for i, (a, b) in enumerate(zip(axes[0], axes[1])):
+    for i, a in enumerate(upper.subplots(1, len(filters))):
         a.imshow(filters[i], cmap="RdBu_r", vmin=-bound, vmax=bound)
-        b.imshow(c1[i], cmap="magma")
-        a.set_title(f"filter {i}", fontsize=9)
+        a.set_title(f"{i}", fontsize=9)
         a.axis("off")
-        b.axis("off")
-    middle.suptitle("C1: the six learned 5x5 filters (red +, blue -) and their feature maps",
-                    fontsize=11)
+    upper.suptitle("C1: the six learned 5x5 filters (red +, blue -)", fontsize=11)
+    for i, a in enumerate(lower.subplots(1, len(c1))):
+        a.imshow(c1[i], cmap="magma")
+        a.set_title(f"{i}", fontsize=9)
+        a.axis("off")
+    lower.suptitle(f"C1's feature maps of the digit ({c1.shape[1]}x{c1.shape[2]})", fontsize=11)
 
     cols = 4
     axes = right.subplots(int(np.ceil(len(c3) / cols)), cols)
@@ -190,7 +192,7 @@ def _maps(fig: Any, digit: np.ndarray, label: int, predicted: int, filters: np.n
         if i < len(c3):
             a.imshow(c3[i], cmap="magma")
         a.axis("off")
-    right.suptitle(f"C3: its {len(c3)} feature maps (10x10)", fontsize=11)
+    right.suptitle(f"C3's {len(c3)} feature maps ({c3.shape[1]}x{c3.shape[2]})", fontsize=11)
 
 
 def history_from_entries(entries: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
