@@ -8,7 +8,7 @@ leaves the caller's matplotlib state alone.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union, cast
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def layer_outputs(model: LeNet5, x: Any) -> Dict[str, np.ndarray]:
     """{layer name: its output} for images ``x`` (N, 1, 32, 32) run through ``model`` in eval
     mode (host NumPy copies; the model's mode is restored). With tanh the activation is its own
     layer: ``c1_tanh`` holds C1's activated maps."""
-    was_training = model.training
+    was_training = bool(getattr(model, "training"))  # set by Layer.__init__ (object.__setattr__)
     model.eval()
     outputs = {}
     try:
@@ -105,7 +105,7 @@ def render_report(model: LeNet5, images: Any, labels: Any, out: PathLike, *,
     fig = Figure(figsize=(13, 10.5), layout="constrained")
     if title:
         fig.suptitle(title, fontsize=14, fontweight="bold")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.25, 1])
+    top, bottom = cast(Any, fig.subfigures(2, 1, height_ratios=[1.25, 1]))
     ax_loss, ax_acc, ax_conf = top.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.15]})
     _curves(ax_loss, ax_acc, history)
     _confusion(ax_conf, confusion, evaluation.accuracy, PowerNorm)
@@ -167,13 +167,13 @@ def _confusion(ax: Any, confusion: np.ndarray, accuracy: float, PowerNorm: Any) 
 
 def _maps(fig: Any, digit: np.ndarray, label: int, predicted: int, filters: np.ndarray,
           c1: np.ndarray, c3: np.ndarray) -> None:
-    left, middle, right = fig.subfigures(1, 3, width_ratios=[1, 3.9, 2.8])
+    left, middle, right = cast(Any, fig.subfigures(1, 3, width_ratios=[1, 3.9, 2.8]))
     ax = left.subplots()
     ax.imshow(digit, cmap="gray_r")
     ax.set_title(f"test digit: {label}\npredicted: {predicted}")
     ax.axis("off")
 
-    upper, lower = middle.subfigures(2, 1)
+    upper, lower = cast(Any, middle.subfigures(2, 1))
     bound = float(np.abs(filters).max()) or 1.0
     for i, a in enumerate(upper.subplots(1, len(filters))):
         a.imshow(filters[i], cmap="RdBu_r", vmin=-bound, vmax=bound)
