@@ -39,7 +39,7 @@ def layer_outputs(model: LeNet5, x: Any) -> Dict[str, np.ndarray]:
     """{layer name: its output} for images ``x`` (N, 1, 32, 32) run through ``model`` in eval
     mode (host NumPy copies; the model's mode is restored). With tanh the activation is its own
     layer: ``c1_tanh`` holds C1's activated maps."""
-    was_training = bool(getattr(model, "training"))  # set by Layer.__init__ (object.__setattr__)
+    was_training = model.training
     model.eval()
     outputs = {}
     try:

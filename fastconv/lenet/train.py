@@ -10,12 +10,13 @@ same results as an uninterrupted run (same seed, batch size, optimiser and lr).
 import ctypes
 import json
 import math
+import os
 import platform
 import signal
 import sys
 import threading
 import time
-from typing import NamedTuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -35,6 +36,7 @@ DEFAULT_LR = {"adam": 2e-3, "sgd": 0.01}
 DEFAULT_LR_DECAY = 0.7
 SGD_MOMENTUM = 0.9
 _POSTFIX_EVERY = 50  # batches between progress-bar text updates (formatting them costs)
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 class Evaluation(NamedTuple):
@@ -46,12 +48,12 @@ class Evaluation(NamedTuple):
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped :func:`fit` at a batch boundary; ``checkpoint``: the file saved, or None."""
 
-    def __init__(self, message, checkpoint):
+    def __init__(self, message: str, checkpoint: Optional[PathLike]) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
 
 
-def evaluate(model, images, labels, batch_size=500):
+def evaluate(model: nn.Layer, images: Any, labels: Any, batch_size: int = 500) -> Evaluation:
     """Accuracy and confusion matrix of ``model`` (eval mode, restored afterwards).
 
     images (N, 1, 32, 32), labels (N,) ints in [0, K) -> Evaluation(accuracy, confusion (K, K)).
@@ -77,7 +79,7 @@ def _host(a):
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
-def keep_freed_memory():
+def keep_freed_memory() -> bool:
     """On glibc, let freed buffers of up to 32 MiB stay in the heap instead of going back to the OS.
 
     A training step allocates and frees the same ~0.1-2 MB activations and gradients every batch.
@@ -96,14 +98,14 @@ def keep_freed_memory():
                                  and mallopt(_M_TRIM_THRESHOLD, 128 << 20) == 1)
             except (OSError, AttributeError):
                 pass
-    return _malloc_tuned
+    return bool(_malloc_tuned)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
-_malloc_tuned = None
+_malloc_tuned: Optional[bool] = None
 
 
-def shuffle_generator(seed):
+def shuffle_generator(seed: int) -> np.random.Generator:
     """The generator that shuffles the training set: seeded by ``seed`` on a stream apart from
     ``LeNet5(seed=seed)``'s initialisation (which uses ``default_rng(seed)``)."""
     return np.random.default_rng([1, seed])
@@ -143,7 +145,7 @@ def _read_checkpoint(path):
     return read_checkpoint(path)  # checked, never unpickled: see checkpoint.py
 
 
-def load_model(path):
+def load_model(path: PathLike) -> LeNet5:
     """A LeNet5 from a checkpoint written by :func:`fit`, or from ``LeNet5().save(path)``.
 
     Raises CheckpointError (a ValueError naming the file) when it is not such a file, OSError
@@ -195,8 +197,11 @@ def _progress_bar(total, initial, desc, enabled):
                 file=sys.stderr, disable=None, dynamic_ncols=True)
 
 
-def fit(model, data, epochs, batch_size=64, lr=None, optimizer="adam", seed=0, threads=None,
-        save=None, resume=None, progress=True, log=print, lr_decay=DEFAULT_LR_DECAY):
+def fit(model: nn.Layer, data: Any, epochs: int, batch_size: int = 64, lr: Optional[float] = None,
+        optimizer: str = "adam", seed: int = 0, threads: Optional[int] = None,
+        save: Optional[PathLike] = None, resume: Optional[PathLike] = None, progress: bool = True,
+        log: Callable[[str], Any] = print,
+        lr_decay: float = DEFAULT_LR_DECAY) -> List[Dict[str, Any]]:
     """Train ``model`` on ``data`` for ``epochs`` epochs (in total, counting resumed ones).
 
     Parameters
