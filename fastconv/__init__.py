@@ -8,6 +8,7 @@
 """
 from ._version import __version__
 
+
 def _missing_kernels_message(exc):
     """Why the compiled kernels cannot be imported, and what to do about it.
 

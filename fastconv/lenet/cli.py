@@ -6,7 +6,8 @@
     fastconv-lenet evaluate --model lenet.npz
     fastconv-lenet report --model lenet.npz --out report.png
 
-Without ``--data`` MNIST is read from ``$FASTCONV_DATA/mnist`` (default ``~/.cache/fastconv/mnist``);
+Without ``--data`` MNIST is read from ``$FASTCONV_DATA/mnist`` (default
+``~/.cache/fastconv/mnist``);
 ``--download`` (or the ``download`` command) fetches the missing files there, MD5-verified.
 
 Exit status: 0 on success, 1 on an error (one line on stderr, never a traceback: missing or
