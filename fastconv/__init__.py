@@ -22,7 +22,10 @@ def _missing_kernels_message(exc):
     checkout = os.path.dirname(package)
     in_checkout = (os.path.isfile(os.path.join(checkout, "setup.py"))
                    and os.path.isdir(os.path.join(checkout, "src")))
-    if any(name.startswith("_cpu_conv.") for name in os.listdir(package)):
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    if any(os.path.isfile(os.path.join(package, "_cpu_conv" + suffix))
+           for suffix in EXTENSION_SUFFIXES):
         return (f"fastconv's compiled kernels in {package} cannot be loaded ({exc}): rebuild "
                 f"them with `pip install .` (or `pip install -e .` in a source checkout)")
     if not in_checkout:
