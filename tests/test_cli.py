@@ -4,6 +4,7 @@ an unpickled file); --version, defaults in --help, resumed epochs, download, his
 import csv
 import gzip
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -327,6 +328,19 @@ def test_download_command(tmp_path, mirror, capsys):
     (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"changed"))
     assert main(["download"]) == 1
     error_line(capsys, "MD5 mismatch for t10k-labels-idx1-ubyte.gz", "delete it")
+
+
+def test_download_shows_progress_on_a_terminal(tmp_path, mirror, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["download"]) == 0
+    text = terminal.getvalue()
+    for name in datasets.MNIST_FILES:  # one tqdm bar per file, named after it
+        assert f"{name}:" in text and "%|" in text, text
 
 
 def test_train_download_into_default_directory(tmp_path, mirror, capsys):
