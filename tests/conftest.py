@@ -106,8 +106,8 @@ def tolerance_fixture():
 # ----------------------------------------------------------------- MNIST
 
 MNIST_ENV = "FASTCONV_MNIST"
-_DEFAULT_MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              os.pardir, "shared", "data", "mnist")
+_DEFAULT_MNIST = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                              os.pardir, os.pardir, "shared", "data", "mnist"))
 
 
 def real_mnist_dir():

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from fastconv.gradcheck import gradcheck_layer
 from fastconv.lenet import LeNet5, TrainingInterrupted, evaluate, fit, load_model
 from fastconv.lenet.cli import main
 
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 VARIANTS = [("relu", "max"), ("relu", "avg"), ("tanh", "max"), ("tanh", "avg")]
 
 
@@ -40,10 +38,8 @@ def synthetic(n_train=192, n_test=64, seed=0):
 
 
 @pytest.fixture(scope="module")
-def real_mnist():
-    if not MNIST_DIR.is_dir():
-        pytest.skip(f"MNIST not found in {MNIST_DIR}")
-    return mnist(MNIST_DIR, padding=2)
+def real_mnist(mnist_dir):  # conftest: $FASTCONV_MNIST, else ../shared/data/mnist, else skip
+    return mnist(mnist_dir, padding=2)
 
 
 def write_idx_mnist(root, n_train=128, n_test=40, seed=0):
