@@ -48,6 +48,21 @@ def _openmp_flags(compiler):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _release_flags(compiler):
+    """(compile, link) flags that leave the debug info out of the extension modules.
+
+    Python's own CFLAGS usually carry -g: with it the five modules ship ~6x larger (_kernels.conv
+    1.85 MB instead of 0.32 MB). -g0 comes after them and wins; the link strips the symbol
+    table as well (the module's entry point PyInit_* is in the dynamic symbol table, which
+    stripping keeps). FASTCONV_DEBUG=1 keeps the debug info (for gdb, perf annotate).
+    """
+    if os.environ.get("FASTCONV_DEBUG", "") not in ("", "0") or compiler.compiler_type == "msvc":
+        return [], []  # MSVC writes debug info to a separate .pdb only when asked (/Zi)
+    if sys.platform == "darwin":
+        return ["-g0"], ["-Wl,-S,-x"]  # Apple's ld: -s is obsolete; -S -x drop debug, locals
+    return ["-g0"], ["-s"]
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         flags = _openmp_flags(self.compiler)
@@ -66,6 +81,8 @@ class BuildExt(build_ext):
             cflags = cflags + ["/O2"]
         else:
             cflags = cflags + ["-O3", "-fno-math-errno", "-Wno-unused-function"]
+        release_cflags, release_lflags = _release_flags(self.compiler)
+        cflags, lflags = cflags + release_cflags, lflags + release_lflags
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args) + cflags
             ext.extra_link_args = list(ext.extra_link_args) + lflags

@@ -8,13 +8,45 @@
 """
 from ._version import __version__
 
+
+def _missing_kernels_message(exc):
+    """Why the compiled kernels cannot be imported, and what to do about it.
+
+    The usual cause is not a broken install: Python puts the current directory first on
+    sys.path, so `python` started in a source checkout imports its unbuilt fastconv/ folder and
+    never sees the installed package.
+    """
+    import os
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    checkout = os.path.dirname(package)
+    in_checkout = (os.path.isfile(os.path.join(checkout, "setup.py"))
+                   and os.path.isdir(os.path.join(checkout, "src")))
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    if any(os.path.isfile(os.path.join(package, "_kernels", "conv" + suffix))
+           for suffix in EXTENSION_SUFFIXES):
+        return (f"fastconv's compiled kernels in {package} cannot be loaded ({exc}): rebuild "
+                f"them with `pip install .` (or `pip install -e .` in a source checkout)")
+    if not in_checkout:
+        return (f"fastconv's compiled kernels (fastconv._kernels.conv) are missing from {package}: "
+                f"reinstall the package with `pip install fastconv` (or `pip install .` in a "
+                f"source checkout; it needs a C compiler)")
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        installed = f"fastconv {version('fastconv')} is installed, but "
+    except (ImportError, PackageNotFoundError):
+        installed = ""
+    return (f"{installed}Python imported fastconv from the source checkout {checkout}, "
+            f"whose fastconv/ folder has no compiled kernels (Python looks in the current "
+            f"directory first). Run Python from another directory (e.g. `cd ..`), or build the "
+            f"checkout in place with `pip install -e .`")
+
+
 try:
     from ._kernels import conv  # noqa: F401
-except ImportError as exc:  # pragma: no cover - only without a build
-    raise ImportError(
-        "fastconv's compiled kernels are missing: install the package with `pip install .` "
-        "(running from the source folder imports the unbuilt sources)"
-    ) from exc
+except ImportError as exc:
+    raise ImportError(_missing_kernels_message(exc)) from exc
 
 del conv  # only imported to check the build
 from ._config import show_config

@@ -19,8 +19,8 @@ else:
     CUPY_IMPORT_ERROR = None
 
 INSTALL_HINT = (
-    'install CuPy with `pip install "fastconv[gpu]"`, or the CuPy wheel built for your CUDA '
-    "version, e.g. `pip install cupy-cuda12x` (CUDA 12) or `pip install cupy-cuda13x` (CUDA 13)"
+    'install the CuPy wheel for your CUDA version: `pip install "fastconv[cuda12]"` (CUDA 12) or '
+    '`pip install "fastconv[cuda13]"` (CUDA 13), i.e. cupy-cuda12x / cupy-cuda13x'
 )
 
 

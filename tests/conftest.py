@@ -101,3 +101,28 @@ def assert_close_fixture():
 @pytest.fixture(scope="session", name="tolerance")
 def tolerance_fixture():
     return tolerance
+
+
+# ----------------------------------------------------------------- MNIST
+
+MNIST_ENV = "FASTCONV_MNIST"
+_DEFAULT_MNIST = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                              os.pardir, os.pardir, "shared", "data", "mnist"))
+
+
+def real_mnist_dir():
+    """The directory of the real MNIST files: $FASTCONV_MNIST when set, else ../shared/data/mnist
+    beside the repository; None when it is not there."""
+    from pathlib import Path
+
+    path = Path(os.environ.get(MNIST_ENV) or _DEFAULT_MNIST).resolve()
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The real MNIST directory (see real_mnist_dir); skips the test without it."""
+    path = real_mnist_dir()
+    if path is None:
+        pytest.skip(f"real MNIST not found: set {MNIST_ENV} or put it in {_DEFAULT_MNIST}")
+    return path

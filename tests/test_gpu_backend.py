@@ -65,7 +65,7 @@ def test_ops_without_cupy_raise_install_hint(monkeypatch):
     for name in _gpu.OPS:
         op = getattr(_gpu, name)
         n_args = len(inspect.signature(op).parameters)
-        with pytest.raises(RuntimeError, match=r'pip install "fastconv\[gpu\]"'):
+        with pytest.raises(RuntimeError, match=r'pip install "fastconv\[cuda12\]"'):
             op(*[None] * n_args)
 
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from fastconv.gradcheck import gradcheck_layer
 from fastconv.lenet import LeNet5, TrainingInterrupted, evaluate, fit, load_model
 from fastconv.lenet.cli import main
 
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 VARIANTS = [("relu", "max"), ("relu", "avg"), ("tanh", "max"), ("tanh", "avg")]
 
 
@@ -40,10 +38,8 @@ def synthetic(n_train=192, n_test=64, seed=0):
 
 
 @pytest.fixture(scope="module")
-def real_mnist():
-    if not MNIST_DIR.is_dir():
-        pytest.skip(f"MNIST not found in {MNIST_DIR}")
-    return mnist(MNIST_DIR, padding=2)
+def real_mnist(mnist_dir):  # conftest: $FASTCONV_MNIST, else ../shared/data/mnist, else skip
+    return mnist(mnist_dir, padding=2)
 
 
 def write_idx_mnist(root, n_train=128, n_test=40, seed=0):
@@ -198,7 +194,10 @@ def test_ctrl_c_saves_and_resume_matches(tmp_path, monkeypatch):
 # ----------------------------------------------------------------- the command line
 
 def test_cli_bad_arguments_exit_2(capsys):
-    for argv in ([], ["train"], ["train", "--data", "d", "--epochs", "0"],
+    # (`train` without --data is no longer an argument error: it reads the default data
+    # directory, see tests/test_cli.py::test_missing_data)
+    for argv in ([], ["train", "--epochs", "2", "--more-epochs", "1"],
+                 ["train", "--data", "d", "--epochs", "0"],
                  ["train", "--data", "d", "--optimizer", "rmsprop"], ["evaluate", "--data", "d"],
                  ["train", "--data", "d", "--lr", "-1"], ["fit"]):
         with pytest.raises(SystemExit) as exc:
@@ -251,6 +250,6 @@ def test_cli_ctrl_c_exits_130(tmp_path, capsys, monkeypatch):
 def test_python_m_entry_point(tmp_path):
     # Run from elsewhere: `python -m` puts the working directory first on sys.path, and the
     # repository root holds the unbuilt source folder.
-    result = subprocess.run([sys.executable, "-m", "fastconv.lenet", "train"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "fastconv.lenet", "train", "--epochs", "0"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "usage: fastconv-lenet" in result.stderr

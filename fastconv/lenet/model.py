@@ -1,4 +1,6 @@
 """LeNet-5 (LeCun et al., 1998) for 32x32 single-channel images, as a Sequential of nn layers."""
+from typing import Any, Optional, Union
+
 import numpy as np
 
 from .. import nn
@@ -36,8 +38,9 @@ class LeNet5(nn.Sequential):
     -> logits (N, 10).
     """
 
-    def __init__(self, activation="relu", pooling="max", rng=None, *, seed=None,
-                 dtype=np.float32):
+    def __init__(self, activation: str = "relu", pooling: str = "max",
+                 rng: Union[None, int, np.random.Generator] = None, *, seed: Optional[int] = None,
+                 dtype: Any = np.float32) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if pooling not in POOLINGS:
@@ -69,10 +72,10 @@ class LeNet5(nn.Sequential):
         self.activation = activation
         self.pooling = pooling
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"activation={self.activation!r}, pooling={self.pooling!r}"
 
-    def predict(self, x):
+    def predict(self, x: Any) -> Any:
         """Class predictions (N,) int64 for images x (N, 1, 32, 32): argmax of the logits."""
         logits = self.forward(x)
         return logits.argmax(axis=1)

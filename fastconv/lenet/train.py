@@ -10,30 +10,33 @@ same results as an uninterrupted run (same seed, batch size, optimiser and lr).
 import ctypes
 import json
 import math
+import os
 import platform
 import signal
 import sys
 import threading
 import time
-from typing import NamedTuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Union
 
 import numpy as np
 
 from .. import _compat, nn, optim, set_num_threads
 from ..parameter import array_module
 from .._atomic import save_npz_atomic
+from .checkpoint import FORMAT, CheckpointError, read_checkpoint, read_model_entries
+from .history import write_history
 from .model import LeNet5
 
 __all__ = ["fit", "evaluate", "Evaluation", "TrainingInterrupted", "load_model", "DEFAULT_LR",
            "DEFAULT_LR_DECAY", "shuffle_generator", "keep_freed_memory"]
 
-FORMAT = "fastconv.lenet.checkpoint/1"
 # Measured on MNIST (seeds 0, 1, 2; 10 epochs): Adam at 1e-3 without decay ends at 98.9-99.0%;
 # 2e-3 decayed by 0.7 per epoch at 99.12-99.21%.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.01}
 DEFAULT_LR_DECAY = 0.7
 SGD_MOMENTUM = 0.9
 _POSTFIX_EVERY = 50  # batches between progress-bar text updates (formatting them costs)
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 class Evaluation(NamedTuple):
@@ -45,12 +48,12 @@ class Evaluation(NamedTuple):
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped :func:`fit` at a batch boundary; ``checkpoint``: the file saved, or None."""
 
-    def __init__(self, message, checkpoint):
+    def __init__(self, message: str, checkpoint: Optional[PathLike]) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
 
 
-def evaluate(model, images, labels, batch_size=500):
+def evaluate(model: nn.Layer, images: Any, labels: Any, batch_size: int = 500) -> Evaluation:
     """Accuracy and confusion matrix of ``model`` (eval mode, restored afterwards).
 
     images (N, 1, 32, 32), labels (N,) ints in [0, K) -> Evaluation(accuracy, confusion (K, K)).
@@ -72,7 +75,7 @@ def evaluate(model, images, labels, batch_size=500):
                       confusion.reshape(num_classes, num_classes))
 
 
-def keep_freed_memory():
+def keep_freed_memory() -> bool:
     """On glibc, let freed buffers of up to 32 MiB stay in the heap instead of going back to the OS.
 
     A training step allocates and frees the same ~0.1-2 MB activations and gradients every batch.
@@ -91,14 +94,14 @@ def keep_freed_memory():
                                  and mallopt(_M_TRIM_THRESHOLD, 128 << 20) == 1)
             except (OSError, AttributeError):
                 pass
-    return _malloc_tuned
+    return bool(_malloc_tuned)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
-_malloc_tuned = None
+_malloc_tuned: Optional[bool] = None
 
 
-def shuffle_generator(seed):
+def shuffle_generator(seed: int) -> np.random.Generator:
     """The generator that shuffles the training set: seeded by ``seed`` on a stream apart from
     ``LeNet5(seed=seed)``'s initialisation (which uses ``default_rng(seed)``)."""
     return np.random.default_rng([1, seed])
@@ -131,27 +134,30 @@ def _save_checkpoint(path, model, optimizer, position, args, history):
     save_npz_atomic(path, format=FORMAT, args=json.dumps(args), history=json.dumps(history),
                     position=json.dumps(position), layer_rngs=json.dumps(layer_rngs),
                     model_config=json.dumps(config), **arrays)
+    write_history(path, history)  # NAME.history.csv / .json beside it, for people and plots
 
 
 def _read_checkpoint(path):
-    with np.load(path, allow_pickle=False) as archive:
-        entries = {k: archive[k] for k in archive.files}
-    if str(entries.get("format", "")) != FORMAT:
-        raise ValueError(f"{path} is not a fastconv.lenet checkpoint (no format {FORMAT!r})")
-    return entries
+    return read_checkpoint(path)  # checked, never unpickled: see checkpoint.py
 
 
-def load_model(path):
-    """A LeNet5 from a checkpoint written by :func:`fit`, or from ``LeNet5().save(path)``."""
-    with np.load(path, allow_pickle=False) as archive:
-        entries = {k: archive[k] for k in archive.files}
-    if "format" in entries:
-        _read_checkpoint(path)  # checks the format string
-        model = LeNet5(**json.loads(str(entries["model_config"])), rng=0)
-        model.load_state_dict({k[6:]: v for k, v in entries.items() if k.startswith("model.")})
-    else:
-        model = LeNet5(rng=0)
-        model.load_state_dict(entries)
+def load_model(path: PathLike) -> LeNet5:
+    """A LeNet5 from a checkpoint written by :func:`fit`, or from ``LeNet5().save(path)``.
+
+    Raises CheckpointError (a ValueError naming the file) when it is not such a file, OSError
+    when it cannot be read.
+    """
+    entries = read_model_entries(path)
+    try:
+        if "format" in entries:
+            model = LeNet5(**json.loads(str(entries["model_config"])), rng=0)
+            model.load_state_dict({k[6:]: v for k, v in entries.items()
+                                   if k.startswith("model.")})
+        else:
+            model = LeNet5(rng=0)
+            model.load_state_dict(entries)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"not a LeNet-5 model: {exc}") from None
     return model
 
 
@@ -187,8 +193,11 @@ def _progress_bar(total, initial, desc, enabled):
                 file=sys.stderr, disable=None, dynamic_ncols=True)
 
 
-def fit(model, data, epochs, batch_size=64, lr=None, optimizer="adam", seed=0, threads=None,
-        save=None, resume=None, progress=True, log=print, lr_decay=DEFAULT_LR_DECAY):
+def fit(model: nn.Layer, data: Any, epochs: int, batch_size: int = 64, lr: Optional[float] = None,
+        optimizer: str = "adam", seed: int = 0, threads: Optional[int] = None,
+        save: Optional[PathLike] = None, resume: Optional[PathLike] = None, progress: bool = True,
+        log: Callable[[str], Any] = print,
+        lr_decay: float = DEFAULT_LR_DECAY) -> List[Dict[str, Any]]:
     """Train ``model`` on ``data`` for ``epochs`` epochs (in total, counting resumed ones).
 
     Parameters

@@ -40,6 +40,8 @@ class Layer:
         True after construction and :meth:`train`; False after :meth:`eval`.
     """
 
+    training: bool  # set in __init__ (through object.__setattr__, which type checkers miss)
+
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_children", {})
