@@ -1,4 +1,5 @@
-"""Public 2-D max and average pooling and their gradients (NCHW, floor mode, torch's semantics)."""
+"""Public 2-D max and average pooling and their gradients (NCHW, floor or ceil mode, torch's
+semantics)."""
 import numpy as np
 
 from . import _arrays
@@ -10,17 +11,19 @@ def _input(x):
     return x, _arrays.compute_dtype(x=x)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, ceil_mode=False):
     """Max pooling.
 
     x (N, C, H, W); kernel_size, stride (default: kernel_size), padding: int or (h, w); padding at
     most half the kernel, padded cells never win. Returns y (N, C, OH, OW), and with
     return_indices also indices (N, C, OH, OW) int64: ih * W + iw of each max within its plane
     (ties: the first in row-major order; a NaN in the window wins), what max_pool2d_backward needs.
+    ceil_mode=True rounds OH, OW up (torch's rule): a last, partial window is kept when it starts
+    inside the input or its left padding; it is clipped to the input.
     """
     be = _arrays.backend(x=x)
     x, dtype = _input(x)
-    geom = pool_geometry(x.shape, kernel_size, stride, padding)
+    geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     y = _arrays.empty(x, geom.output_shape, dtype)
     indices = _arrays.empty(x, geom.output_shape, np.int64)
     if y.size:
@@ -57,15 +60,16 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     return grad_x
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, ceil_mode=False):
     """Average pooling: x (N, C, H, W) -> y (N, C, OH, OW).
 
     count_include_pad=True (torch's default) divides every window by KH*KW, padded zeros included;
-    False divides by the number of cells inside the image.
+    False divides by the number of cells inside the image. ceil_mode as for max_pool2d; a last,
+    partial window is divided by its cells inside the input and the padding (torch's rule).
     """
     be = _arrays.backend(x=x)
     x, dtype = _input(x)
-    geom = pool_geometry(x.shape, kernel_size, stride, padding)
+    geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     y = _arrays.empty(x, geom.output_shape, dtype)
     if y.size:
         be.avg_pool2d_forward(_arrays.contiguous(x, dtype), y, geom.kernel, geom.stride,
@@ -74,12 +78,12 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
-                        count_include_pad=True):
+                        count_include_pad=True, *, ceil_mode=False):
     """Gradient of avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`."""
     be = _arrays.backend(grad_out=grad_out)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     input_shape = as_shape(input_shape, "input_shape", 4)
-    geom = pool_geometry(input_shape, kernel_size, stride, padding)
+    geom = pool_geometry(input_shape, kernel_size, stride, padding, ceil_mode)
     if tuple(grad_out.shape) != geom.output_shape:
         raise ValueError(f"grad_out must have shape {geom.output_shape}, got "
                          f"{tuple(grad_out.shape)}")
