@@ -205,6 +205,8 @@ def _flatten(layer, shape):
 
 
 def _linear(layer, shape):
+    if tuple(shape) != (layer.in_features,):
+        raise ValueError(f"Linear takes (N, {layer.in_features}) inputs (Flatten first)")
     return (layer.out_features,), layer.in_features * layer.out_features, _ALL
 
 
