@@ -4,6 +4,8 @@ Both gradients take the activation's *output* y (what a layer caches): sigmoid' 
 tanh' = 1 - y^2. Computed with the array module's ufuncs (elementwise, so the same numbers for
 any thread count); the dtype rule of the other ops applies (float32/float64 results).
 """
+import numpy as np
+
 from . import _arrays
 
 __all__ = ["sigmoid", "sigmoid_backward", "tanh", "tanh_backward"]
@@ -25,12 +27,15 @@ def sigmoid(x):
     x : ndarray, any shape -> y : ndarray, same shape, float32 or float64.
     """
     x, xp = _input(x)
-    z = xp.abs(x)
-    xp.negative(z, out=z)
-    xp.exp(z, out=z)
-    numerator = xp.where(x >= 0, xp.ones_like(z), z)
-    z += 1
-    numerator /= z
+    # exp(-|x|) underflows to 0 for large |x|: the right limit, not worth a warning (or an
+    # exception under np.errstate(all="raise"))
+    with np.errstate(under="ignore"):
+        z = xp.abs(x)
+        xp.negative(z, out=z)
+        xp.exp(z, out=z)
+        numerator = xp.where(x >= 0, xp.ones_like(z), z)
+        z += 1
+        numerator /= z
     return numerator
 
 
