@@ -10,6 +10,10 @@ Columns: ``fastconv`` (conv_transpose2d / conv1d and their backward), ``torch`` 
 / F.conv1d in inference mode; backward = aten.convolution_backward, what autograd runs), and for
 the 1-D case ``fastconv-2d``: conv2d on the (N, C, 1, L) view, the work conv1d hands over, to show
 the 1-D wrapper costs nothing.
+
+``--cpu-time`` times with the process's CPU time (all its threads) instead of the wall clock: on a
+shared machine other processes' load then inflates neither column, which makes it the fairer
+measure of the work each implementation does (with ``--threads 1``: single-core efficiency).
 """
 import argparse
 import datetime
@@ -29,6 +33,19 @@ from bench_conv import (Impl, LoadMeter, Timer, blas_info, cpu_model, describe_b
                         logical_cpus, rel_err, time_phase)
 
 TOLERANCE = 1e-4  # float32, relative to max |torch|
+
+
+class CpuTimer(Timer):
+    """bench_conv's CPU timer on time.process_time: CPU seconds of every thread of the process."""
+
+    def __call__(self, fn, calls):
+        out = None
+        t0 = time.process_time()
+        for _ in range(calls):
+            out = fn()
+        dt = time.process_time() - t0
+        del out
+        return dt / calls
 
 
 def cases():
@@ -147,6 +164,8 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=7, help="timed repetitions (medians)")
     p.add_argument("--retries", type=int, default=2, help="re-timings when the machine is busy")
     p.add_argument("--busy-limit", type=float, default=0.10)
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time with process CPU time instead of the wall clock (see above)")
     p.add_argument("--json", default=None, metavar="PATH")
     args = p.parse_args(argv)
     args.warmup, args.switch_warmup, args.min_rep_s, args.max_calls = 2, 2, 0.02, 50
@@ -177,8 +196,11 @@ def main(argv=None):
            "scipy_blas": scipy_blas, "numpy_blas": numpy_blas}
     print(f"fastconv toolkit benchmark: {env['cpu']}, {nthreads} threads, torch {env['torch']}, "
           f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE'] or '(unset)'}")
-    print(f"  SciPy BLAS {describe_blas(scipy_blas)}; median of {args.reps} interleaved reps")
-    timers = {"cpu": Timer("cpu")}
+    clock = "process CPU time" if args.cpu_time else "wall clock"
+    env["clock"] = clock
+    print(f"  SciPy BLAS {describe_blas(scipy_blas)}; median of {args.reps} interleaved reps, "
+          f"{clock}")
+    timers = {"cpu": CpuTimer("cpu") if args.cpu_time else Timer("cpu")}
     records = []
     try:
         for name, case in cases().items():
