@@ -6,15 +6,15 @@
     28
     >>> conv_transpose_output_size(28, 4, stride=2, padding=1)
     56
-    >>> receptive_field([(5, 1), (2, 2), (5, 1), (2, 2)])   # C1, S2, C3, S4: (size, jump) after each
+    >>> receptive_field([(5, 1), (2, 2), (5, 1), (2, 2)])  # LeNet's C1..S4: (size, jump) after each
     [(5, 1), (6, 2), (14, 2), (16, 4)]
 
 Receptive field (Dumoulin & Visin, "A guide to convolution arithmetic", 2016; Araujo et al.,
 "Computing receptive fields of convolutional neural networks", Distill 2019): after a layer of
 kernel k, stride s and dilation d, an output cell sees ``size + (d (k - 1)) * jump`` input pixels,
 and neighbouring output cells are ``jump * s`` input pixels apart. A transposed convolution divides
-the jump by s, and one of its outputs is reached by at most ``floor(d (k - 1) / s) + 1`` neighbouring
-inputs, so its size grows by ``floor(d (k - 1) / s) * jump``. Jumps are exact fractions.
+the jump by s, and one of its outputs is reached by at most ``floor(d (k - 1) / s) + 1``
+neighbouring inputs, so its size grows by ``floor(d (k - 1) / s) * jump``. Jumps are exact fractions.
 """
 from fractions import Fraction
 

@@ -2,6 +2,7 @@
 import numpy as np
 
 from .. import functional as F
+from .._args import as_int
 from .init import as_generator, check_init, default_init, initial_weights
 from .layer import Layer, accumulate_grad
 
@@ -45,7 +46,7 @@ class Conv1D(Layer):
                              f"must both be divisible by groups ({groups})")
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
-        self.kernel_size = int(kernel_size)
+        self.kernel_size = as_int(kernel_size, "kernel_size", 1)
         self.stride = stride
         self.padding = padding
         self.dilation = dilation
