@@ -151,3 +151,30 @@ def test_constructor_errors():
         nn.SeparableConv2D(3, 4, 3, activation="gelu")
     with pytest.raises(ValueError, match="output_padding"):
         nn.ConvTranspose2D(3, 4, 3, stride=2, output_padding=2)(np.zeros((1, 3, 4, 4)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bitwise_identical_across_thread_counts(dtype, rng):
+    before = fc.get_num_threads()
+    x = rng.standard_normal((5, 16, 13, 11)).astype(dtype)
+    w = rng.standard_normal((16, 8, 4, 4)).astype(dtype)
+    s = rng.standard_normal((5, 16, 301)).astype(dtype)
+    w1 = rng.standard_normal((12, 16, 9)).astype(dtype)
+    gy = rng.standard_normal((5, 8, 26, 22)).astype(dtype)
+    gs = rng.standard_normal((5, 12, 301)).astype(dtype)
+
+    def run():
+        return (fc.conv_transpose2d(x, w, None, 2, 1),
+                *fc.conv_transpose2d_backward(gy, x, w, 2, 1),
+                fc.conv1d(s, w1, padding="same"), *fc.conv1d_backward(gs, s, w1, padding="same"),
+                fc.adaptive_avg_pool2d(x, (5, 4)), fc.sigmoid(x))
+    try:
+        results = []
+        for n in (1, 2, 3):
+            fc.set_num_threads(n)
+            results.append(run())
+    finally:
+        fc.set_num_threads(before)
+    for other in results[1:]:
+        for i, (a, b) in enumerate(zip(results[0], other)):
+            np.testing.assert_array_equal(a, b, err_msg=f"result {i}")
