@@ -192,19 +192,32 @@ PoolGeometry = namedtuple("PoolGeometry", "kernel stride padding output_shape")
 PoolGeometry.__doc__ = "Normalised pooling arguments: (h, w) pairs and output_shape (N, C, OH, OW)."
 
 
-def pool_geometry(input_shape, kernel_size, stride=None, padding=0, x_name="x"):
-    """Validate pooling arguments for x (N, C, H, W) -> PoolGeometry (floor mode, like torch).
+def pool_output_size(size, kernel, stride, pad, ceil_mode=False):
+    """Pooled length of one axis (torch's rule). ceil_mode counts a last, partial window, provided
+    it starts inside the input or its left padding (never in the right padding alone)."""
+    if not ceil_mode:
+        return output_size(size, kernel, stride, 1, pad, pad)
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    if (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
 
-    `x_name`: what the caller calls the input (or its shape), for messages."""
+
+def pool_geometry(input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                  x_name="x"):
+    """Validate pooling arguments for x (N, C, H, W) -> PoolGeometry (floor mode unless
+    ceil_mode, like torch). `x_name`: what the caller calls the input (or its shape)."""
     N, C, H, W = input_shape
     kernel = as_pair(kernel_size, "kernel_size", 1)
     stride = kernel if stride is None else as_pair(stride, "stride", 1)
     padding = as_pair(padding, "padding", 0)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
     for axis, k, p in zip(("h", "w"), kernel, padding):
         if 2 * p > k:
             raise ValueError(f"padding ({axis}) must be at most half the kernel size {k}, got {p}")
-    OH = output_size(H, kernel[0], stride[0], 1, padding[0], padding[0])
-    OW = output_size(W, kernel[1], stride[1], 1, padding[1], padding[1])
+    OH = pool_output_size(H, kernel[0], stride[0], padding[0], ceil_mode)
+    OW = pool_output_size(W, kernel[1], stride[1], padding[1], ceil_mode)
     if OH < 1 or OW < 1:
         raise ValueError(f"output size would be {OH}x{OW} (< 1): {x_name} ({H}x{W}) with "
                          f"padding {padding} is smaller than kernel_size {kernel}")
@@ -214,7 +227,8 @@ def pool_geometry(input_shape, kernel_size, stride=None, padding=0, x_name="x"):
     return PoolGeometry(kernel, stride, padding, (N, C, OH, OW))
 
 
-def pool_output_shape(input_shape, kernel_size, stride=None, padding=0):
+def pool_output_shape(input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
     """Output shape (N, C, OH, OW) of max_pool2d/avg_pool2d for x of `input_shape` (N, C, H, W)."""
     input_shape = as_shape(input_shape, "input_shape", 4)
-    return pool_geometry(input_shape, kernel_size, stride, padding, "input_shape").output_shape
+    return pool_geometry(input_shape, kernel_size, stride, padding, ceil_mode,
+                         "input_shape").output_shape

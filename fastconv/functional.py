@@ -5,6 +5,13 @@ from .conv import (conv2d, conv2d_algorithms, conv2d_backward, conv2d_grad_input
 from .ops import (linear, linear_backward, relu, relu_backward, softmax_cross_entropy,
                   softmax_cross_entropy_backward)
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from .activation import sigmoid, sigmoid_backward, tanh, tanh_backward
+from .adaptive_pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, global_avg_pool2d,
+                            global_avg_pool2d_backward)
+from .conv1d import (conv1d, conv1d_backward, conv1d_grad_input, conv1d_grad_weight,
+                     conv1d_output_shape)
+from .conv_transpose import (conv_transpose2d, conv_transpose2d_backward,
+                             conv_transpose_output_shape)
 
 __all__ = [
     "conv2d",
@@ -25,4 +32,20 @@ __all__ = [
     "linear_backward",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "conv_transpose_output_shape",
+    "conv1d",
+    "conv1d_backward",
+    "conv1d_grad_input",
+    "conv1d_grad_weight",
+    "conv1d_output_shape",
+    "sigmoid",
+    "sigmoid_backward",
+    "tanh",
+    "tanh_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
 ]

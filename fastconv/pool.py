@@ -1,4 +1,5 @@
-"""Public 2-D max and average pooling and their gradients (NCHW, floor mode, torch's semantics)."""
+"""Public 2-D max and average pooling and their gradients (NCHW, floor or ceil mode, torch's
+semantics)."""
 import numpy as np
 
 from . import _arrays, _dask
@@ -10,23 +11,25 @@ def _input(x):
     return x, _arrays.compute_dtype(x=x)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, ceil_mode=False):
     """Max pooling.
 
     x (N, C, H, W); kernel_size, stride (default: kernel_size), padding: int or (h, w); padding at
     most half the kernel, padded cells never win. Returns y (N, C, OH, OW), and with
     return_indices also indices (N, C, OH, OW) int64: ih * W + iw of each max within its plane
     (ties: the first in row-major order; a NaN in the window wins), what max_pool2d_backward needs.
+    ceil_mode=True rounds OH, OW up (torch's rule): a last, partial window is kept when it starts
+    inside the input or its left padding; it is clipped to the input.
     """
     be = _arrays.backend(x=x)
     x, dtype = _input(x)
-    geom = pool_geometry(x.shape, kernel_size, stride, padding)
+    geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     if _dask.is_dask(x):
-        y = _dask.pool2d(max_pool2d, x, kernel_size, stride, padding)
+        y = _dask.pool2d(max_pool2d, x, kernel_size, stride, padding, ceil_mode=ceil_mode)
         if not return_indices:
             return y
         return y, _dask.pool2d(_max_pool_global_indices, x, kernel_size, stride, padding,
-                               plane=x.shape[2:])
+                               ceil_mode=ceil_mode, plane=x.shape[2:])
     y = _arrays.empty(x, geom.output_shape, dtype)
     indices = _arrays.empty(x, geom.output_shape, np.int64)
     if y.size:
@@ -35,10 +38,12 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False):
     return (y, indices) if return_indices else y
 
 
-def _max_pool_global_indices(x, kernel_size, stride, padding, *, plane, origin=(0, 0)):
+def _max_pool_global_indices(x, kernel_size, stride, padding, *, ceil_mode=False, plane,
+                             origin=(0, 0)):
     """max_pool2d's indices for a block of a larger plane (H, W) whose top-left cell is at
     `origin` (a Dask block)."""
-    _, idx = max_pool2d(x, kernel_size, stride, padding, return_indices=True)
+    _, idx = max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode,
+                        return_indices=True)
     W_block = x.shape[3]
     return (idx // W_block + origin[0]) * plane[1] + idx % W_block + origin[1]
 
@@ -74,17 +79,18 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     return grad_x
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, ceil_mode=False):
     """Average pooling: x (N, C, H, W) -> y (N, C, OH, OW).
 
     count_include_pad=True (torch's default) divides every window by KH*KW, padded zeros included;
-    False divides by the number of cells inside the image.
+    False divides by the number of cells inside the image. ceil_mode as for max_pool2d; a last,
+    partial window is divided by its cells inside the input and the padding (torch's rule).
     """
     be = _arrays.backend(x=x)
     x, dtype = _input(x)
-    geom = pool_geometry(x.shape, kernel_size, stride, padding)
+    geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     if _dask.is_dask(x):
-        return _dask.pool2d(avg_pool2d, x, kernel_size, stride, padding,
+        return _dask.pool2d(avg_pool2d, x, kernel_size, stride, padding, ceil_mode=ceil_mode,
                             count_include_pad=count_include_pad)
     y = _arrays.empty(x, geom.output_shape, dtype)
     if y.size:
@@ -94,12 +100,12 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
-                        count_include_pad=True):
+                        count_include_pad=True, *, ceil_mode=False):
     """Gradient of avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`."""
     be = _arrays.backend(grad_out=grad_out)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     input_shape = as_shape(input_shape, "input_shape", 4)
-    geom = pool_geometry(input_shape, kernel_size, stride, padding, "input_shape")
+    geom = pool_geometry(input_shape, kernel_size, stride, padding, ceil_mode, "input_shape")
     if tuple(grad_out.shape) != geom.output_shape:
         raise ValueError(f"grad_out must have shape {geom.output_shape}, got "
                          f"{tuple(grad_out.shape)}")
@@ -107,7 +113,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     if _dask.is_dask(grad_out):
         return _dask.per_plane(avg_pool2d_backward, grad_out, plane=input_shape[2:], dtype=dtype,
                                kernel_size=kernel_size, stride=stride, padding=padding,
-                               count_include_pad=count_include_pad)
+                               count_include_pad=count_include_pad, ceil_mode=ceil_mode)
     grad_x = _arrays.empty(grad_out, input_shape, dtype)
     if grad_out.size == 0:
         grad_x[...] = 0

@@ -56,7 +56,10 @@ def max_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, long long[:, :
     with nogil:
         for plane in prange(N * C, num_threads=num_threads, schedule="static"):
             xplane = xp + plane * H * W
-            if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            # (unless ceil mode added a last window that runs past the input: the general loop
+            # clips it)
+            if (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+                    and 2 * OH <= H and 2 * OW <= W):
                 _max_2x2(xplane, yp + plane * OH * OW, ip + plane * OH * OW, W, OH, OW)
                 continue
             for oh in range(OH):
@@ -65,7 +68,9 @@ def max_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, long long[:, :
                 for ow in range(OW):
                     iw0 = max(ow * sw - pw, 0)
                     iw1 = min(ow * sw - pw + kw, W)
-                    best_index = ih0 * W + iw0  # padding <= kernel / 2: never an empty window
+                    # padding <= kernel / 2, and a ceil-mode window starts inside the input or
+                    # its left padding: never an empty window
+                    best_index = ih0 * W + iw0
                     best = xplane[best_index]
                     for ih in range(ih0, ih1):
                         for iw in range(iw0, iw1):
@@ -95,9 +100,12 @@ def max_backward(const real[:, :, :, ::1] grad_y, const long long[:, :, :, ::1] 
 
 
 cdef inline Py_ssize_t _divisor(Py_ssize_t ih0, Py_ssize_t iw0, Py_ssize_t kh, Py_ssize_t kw,
-                                Py_ssize_t H, Py_ssize_t W, bint count_include_pad) noexcept nogil:
+                                Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
+                                bint count_include_pad) noexcept nogil:
     if count_include_pad:
-        return kh * kw
+        # The window clipped to the padded input (torch's rule): KH*KW except for a ceil-mode
+        # window that runs past the right/bottom padding.
+        return (min(ih0 + kh, H + ph) - ih0) * (min(iw0 + kw, W + pw) - iw0)
     return (min(ih0 + kh, H) - max(ih0, 0)) * (min(iw0 + kw, W) - max(iw0, 0))
 
 
@@ -122,7 +130,7 @@ def avg_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, Py_ssize_t kh,
                         for iw in range(max(iw0, 0), min(iw0 + kw, W)):
                             s = s + xp[(plane * H + ih) * W + iw]
                     yp[(plane * OH + oh) * OW + ow] = s / <real>_divisor(ih0, iw0, kh, kw, H, W,
-                                                                   count_include_pad)
+                                                                   ph, pw, count_include_pad)
 
 
 def avg_backward(const real[:, :, :, ::1] grad_y, real[:, :, :, ::1] grad_x, Py_ssize_t kh,
@@ -143,7 +151,7 @@ def avg_backward(const real[:, :, :, ::1] grad_y, real[:, :, :, ::1] grad_x, Py_
                 for ow in range(OW):
                     iw0 = ow * sw - pw
                     g = dy[(plane * OH + oh) * OW + ow] / <real>_divisor(ih0, iw0, kh, kw, H, W,
-                                                                         count_include_pad)
+                                                                         ph, pw, count_include_pad)
                     for ih in range(max(ih0, 0), min(ih0 + kh, H)):
                         for iw in range(max(iw0, 0), min(iw0 + kw, W)):
                             dx[(plane * H + ih) * W + iw] += g

@@ -17,16 +17,24 @@ __all__ = [
     "CASES",
     "MEDIUM_CASES",
     "Case",
+    "adaptive_avg_pool2d_ref",
+    "avg_pool2d_ref",
     "case_kwargs",
     "case_tblr",
     "conv2d_backward_ref",
     "conv2d_loops",
     "conv2d_ref",
+    "conv1d_ref",
+    "conv_transpose2d_backward_ref",
+    "conv_transpose2d_ref",
     "make_inputs",
+    "max_pool2d_ref",
     "numeric_grad",
     "output_hw",
     "pad_tblr",
+    "pool_out_size",
     "same_padding",
+    "sigmoid_ref",
 ]
 
 
@@ -284,7 +292,7 @@ def case_kwargs(case):
 
 
 # ------------------------------------------------------------------ pooling, dense, loss
-def max_pool2d_ref(x, kernel, stride, padding):
+def max_pool2d_ref(x, kernel, stride, padding, ceil_mode=False):
     """Naive max pooling (float64): a loop over windows; padded cells are -inf (never win).
 
     Returns (y, indices) with indices = ih * W + iw of the first maximum in row-major order (a NaN
@@ -292,8 +300,8 @@ def max_pool2d_ref(x, kernel, stride, padding):
     x = np.asarray(x, dtype=np.float64)
     N, C, H, W = x.shape
     (KH, KW), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
-    OH = (H + 2 * ph - KH) // sh + 1
-    OW = (W + 2 * pw - KW) // sw + 1
+    OH = pool_out_size(H, KH, sh, ph, ceil_mode)
+    OW = pool_out_size(W, KW, sw, pw, ceil_mode)
     y = np.empty((N, C, OH, OW))
     idx = np.empty((N, C, OH, OW), np.int64)
     for n in range(N):
@@ -313,26 +321,6 @@ def max_pool2d_ref(x, kernel, stride, padding):
     return y, idx
 
 
-def avg_pool2d_ref(x, kernel, stride, padding, count_include_pad=True):
-    """Naive average pooling (float64): the window's sum over KH*KW (count_include_pad) or over
-    the cells inside the image."""
-    x = np.asarray(x, dtype=np.float64)
-    N, C, H, W = x.shape
-    (KH, KW), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
-    OH = (H + 2 * ph - KH) // sh + 1
-    OW = (W + 2 * pw - KW) // sw + 1
-    y = np.empty((N, C, OH, OW))
-    for i in range(OH):
-        for j in range(OW):
-            r0, c0 = i * sh - ph, j * sw - pw
-            rows = slice(max(r0, 0), min(r0 + KH, H))
-            cols = slice(max(c0, 0), min(c0 + KW, W))
-            inside = (rows.stop - rows.start) * (cols.stop - cols.start)
-            total = x[:, :, rows, cols].sum(axis=(2, 3))
-            y[:, :, i, j] = total / (KH * KW if count_include_pad else inside)
-    return y
-
-
 def linear_ref(x, w, b=None):
     """y[n, o] = b[o] + sum_i x[n, i] w[o, i], one dot product per output (float64)."""
     x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
@@ -350,3 +338,156 @@ def softmax_cross_entropy_ref(logits, labels):
         log_probs[i] = (row - m) - math.log(math.fsum(math.exp(v - m) for v in row))
     losses = -log_probs[np.arange(z.shape[0]), np.asarray(labels)]
     return losses.mean(), log_probs
+
+
+# ---------------------------------------------------------------------------------------------
+# The toolkit ops: transposed convolution, 1-D convolution, pooling (floor and ceil mode),
+# adaptive average pooling, sigmoid. Written from the definitions, not from fastconv's code.
+# ---------------------------------------------------------------------------------------------
+
+def _transpose_sizes(x_shape, w_shape, stride, padding, output_padding, dilation):
+    _, _, H, W = x_shape
+    _, _, KH, KW = w_shape
+    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = map(_pair, (stride, padding, output_padding, dilation))
+    OH = (H - 1) * sh - 2 * ph + dh * (KH - 1) + oph + 1
+    OW = (W - 1) * sw - 2 * pw + dw * (KW - 1) + opw + 1
+    # the uncropped output: every input pixel's kernel footprint, plus the output padding
+    full = ((H - 1) * sh + dh * (KH - 1) + 1 + oph, (W - 1) * sw + dw * (KW - 1) + 1 + opw)
+    return (sh, sw), (ph, pw), (dh, dw), (OH, OW), full
+
+
+def conv_transpose2d_ref(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed convolution as a scatter: input pixel (i, j) of channel c adds
+    x[n, c, i, j] * w[c, f, kh, kw] to the uncropped output at (i*sh + kh*dh, j*sw + kw*dw),
+    for the output channels f of c's group; the result is that array cropped by `padding` at the
+    top/left, of size OH x OW. float64."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    N, C_in, H, W = x.shape
+    _, Cg_out, KH, KW = w.shape
+    Cg_in = C_in // groups
+    (sh, sw), (ph, pw), (dh, dw), (OH, OW), full_hw = _transpose_sizes(
+        x.shape, w.shape, stride, padding, output_padding, dilation)
+    full = np.zeros((N, Cg_out * groups) + full_hw)
+    for g in range(groups):
+        cin = slice(g * Cg_in, (g + 1) * Cg_in)
+        fout = slice(g * Cg_out, (g + 1) * Cg_out)
+        for i in range(H):
+            for j in range(W):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        full[:, fout, i * sh + kh * dh, j * sw + kw * dw] += (
+                            x[:, cin, i, j] @ w[cin, :, kh, kw])
+    y = full[:, :, ph:ph + OH, pw:pw + OW]
+    assert y.shape[2:] == (OH, OW)
+    if b is not None:
+        y = y + np.asarray(b, dtype=np.float64)[None, :, None, None]
+    return y
+
+
+def conv_transpose2d_backward_ref(grad_out, x, w, stride=1, padding=0, output_padding=0, groups=1,
+                                  dilation=1):
+    """Gradients of sum(conv_transpose2d_ref(x, w, b) * grad_out): each scatter of the forward
+    read back as a gather. Returns (grad_input, grad_weight, grad_bias), float64."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    g = np.asarray(grad_out, dtype=np.float64)
+    N, C_in, H, W = x.shape
+    _, Cg_out, KH, KW = w.shape
+    Cg_in = C_in // groups
+    (sh, sw), (ph, pw), (dh, dw), (OH, OW), full_hw = _transpose_sizes(
+        x.shape, w.shape, stride, padding, output_padding, dilation)
+    assert g.shape == (N, Cg_out * groups, OH, OW)
+    gfull = np.zeros((N, Cg_out * groups) + full_hw)
+    gfull[:, :, ph:ph + OH, pw:pw + OW] = g
+    gx = np.zeros_like(x)
+    gw = np.zeros_like(w)
+    for grp in range(groups):
+        cin = slice(grp * Cg_in, (grp + 1) * Cg_in)
+        fout = slice(grp * Cg_out, (grp + 1) * Cg_out)
+        for i in range(H):
+            for j in range(W):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        go = gfull[:, fout, i * sh + kh * dh, j * sw + kw * dw]  # (N, Cg_out)
+                        gx[:, cin, i, j] += go @ w[cin, :, kh, kw].T
+                        gw[cin, :, kh, kw] += x[:, cin, i, j].T @ go
+    return gx, gw, g.sum(axis=(0, 2, 3))
+
+
+def conv1d_ref(x, w, b=None, stride=1, pad=(0, 0), dilation=1, groups=1):
+    """1-D convolution: y[n, f, i] = b[f] + sum_{c, k} xpad[n, g*Cg + c, i*stride + k*dilation]
+    * w[f, c, k], with pad = (left, right). float64."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    N, C, L = x.shape
+    F, Cg, K = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), tuple(pad)))
+    OL = (L + pad[0] + pad[1] - dilation * (K - 1) - 1) // stride + 1
+    Fg = F // groups
+    y = np.zeros((N, F, OL))
+    for grp in range(groups):
+        cin = slice(grp * Cg, (grp + 1) * Cg)
+        fout = slice(grp * Fg, (grp + 1) * Fg)
+        for k in range(K):
+            taps = xp[:, cin, k * dilation: k * dilation + (OL - 1) * stride + 1: stride]
+            y[:, fout] += np.einsum("ncl,fc->nfl", taps, w[fout, :, k])
+    if b is not None:
+        y += np.asarray(b, dtype=np.float64)[None, :, None]
+    return y
+
+
+def pool_out_size(size, kernel, stride, pad, ceil_mode):
+    """torch's pooled length: floor or ceil of (size + 2 pad - kernel) / stride, plus one; in
+    ceil mode the last window must start inside the input or its left padding."""
+    n = (size + 2 * pad - kernel) / stride
+    out = (math.ceil(n) if ceil_mode else math.floor(n)) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pool_windows(size, kernel, stride, pad, ceil_mode):
+    """(first, stop) of each window in input coordinates, unclipped."""
+    out = pool_out_size(size, kernel, stride, pad, ceil_mode)
+    return [(o * stride - pad, o * stride - pad + kernel) for o in range(out)]
+
+
+def avg_pool2d_ref(x, kernel, stride, pad, count_include_pad=True, ceil_mode=False):
+    """Window sums over the cells inside the input, divided by the window's cells inside the
+    padded input (count_include_pad) or inside the input. float64."""
+    x = np.asarray(x, dtype=np.float64)
+    H, W = x.shape[2:]
+    kernel, stride, pad = _pair(kernel), _pair(stride), _pair(pad)
+    rows = _pool_windows(H, kernel[0], stride[0], pad[0], ceil_mode)
+    cols = _pool_windows(W, kernel[1], stride[1], pad[1], ceil_mode)
+    y = np.empty(x.shape[:2] + (len(rows), len(cols)))
+    for i, (a, b) in enumerate(rows):
+        for j, (c, d) in enumerate(cols):
+            s = x[:, :, max(a, 0):min(b, H), max(c, 0):min(d, W)].sum(axis=(2, 3))
+            if count_include_pad:
+                n = (min(b, H + pad[0]) - a) * (min(d, W + pad[1]) - c)
+            else:
+                n = (min(b, H) - max(a, 0)) * (min(d, W) - max(c, 0))
+            y[:, :, i, j] = s / n
+    return y
+
+
+def adaptive_avg_pool2d_ref(x, out_hw):
+    """torch's adaptive windows: output row i averages rows [floor(i H / OH), ceil((i+1) H / OH))."""
+    x = np.asarray(x, dtype=np.float64)
+    H, W = x.shape[2:]
+    OH, OW = out_hw
+    y = np.empty(x.shape[:2] + (OH, OW))
+    for i in range(OH):
+        a, b = math.floor(i * H / OH), math.ceil((i + 1) * H / OH)
+        for j in range(OW):
+            c, d = math.floor(j * W / OW), math.ceil((j + 1) * W / OW)
+            y[:, :, i, j] = x[:, :, a:b, c:d].mean(axis=(2, 3))
+    return y
+
+
+def sigmoid_ref(x):
+    """1 / (1 + exp(-x)) in float64 (exp overflowing to inf gives the right limit 0)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))

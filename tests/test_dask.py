@@ -79,6 +79,8 @@ def test_pooling(padding):
     gd = da.from_array(g, chunks=(1, 2, 3, 3))
     np.testing.assert_array_equal(fastconv.max_pool2d_backward(gd, idx, x.shape).compute(),
                                   fastconv.max_pool2d_backward(g, eidx, x.shape))
+    np.testing.assert_array_equal(fastconv.max_pool2d(xd, 3, 2, padding, ceil_mode=True).compute(),
+                                  fastconv.max_pool2d(x, 3, 2, padding, ceil_mode=True))
     a = fastconv.avg_pool2d(xd, 2, padding=padding, count_include_pad=False)
     np.testing.assert_allclose(a.compute(), fastconv.avg_pool2d(x, 2, padding=padding,
                                                                 count_include_pad=False))

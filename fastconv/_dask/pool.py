@@ -9,16 +9,17 @@ def _pool_block(xb, fn, kernel, stride, padding, kwargs):
     return fn(xb, kernel, stride, padding, **kwargs)
 
 
-def pool2d(fn, x, kernel_size, stride, padding, **kwargs):
+def pool2d(fn, x, kernel_size, stride, padding, ceil_mode=False, **kwargs):
     """Lazy `fn` (max/avg pooling) over blocks of x, cut along N and C, and along H and W when
-    padding is 0 (padded pooling keeps each plane in one chunk). With a `plane` keyword (the
+    padding is 0 and not ceil_mode (otherwise each plane stays in one chunk). With a `plane` keyword (the
     global indices of max pooling) each block is also told its top-left cell: `origin`."""
     da = _import_dask()
     from .. import _arrays
 
-    geom = pool_geometry(x.shape, kernel_size, stride, padding)
-    if geom.padding != (0, 0):
+    geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
+    if geom.padding != (0, 0) or ceil_mode:  # windows past the border: whole planes
         x = x.rechunk({2: -1, 3: -1})
+    kwargs = dict(kwargs, ceil_mode=ceil_mode)
     dtype = np.int64 if "plane" in kwargs else _arrays.compute_dtype(x=x)
     (kh, kw), (sh, sw) = geom.kernel, geom.stride
     rows = _out_ranges(x.chunks[2], geom.output_shape[2], sh, geom.padding[0])

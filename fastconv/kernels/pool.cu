@@ -64,11 +64,12 @@ __global__ void max_pool2d_backward(const T* __restrict__ grad_y,           // I
     }
 }
 
-// Number the window's sum is divided by: KH*KW with count_include_pad (torch's default; with
-// floor-mode output sizes a window never reaches past the padding), else its in-image cells.
+// Number the window's sum is divided by: with count_include_pad (torch's default) its cells in
+// the padded input (KH*KW, except for a ceil-mode window that runs past the bottom/right
+// padding), else its in-image cells.
 __device__ __forceinline__ idx_t avg_pool_divisor(idx_t hs, idx_t ws, idx_t H, idx_t W, int KH,
-                                                  int KW, int count_include_pad) {
-    if (count_include_pad) return (idx_t)KH * KW;
+                                                  int KW, int ph, int pw, int count_include_pad) {
+    if (count_include_pad) return (imin64(hs + KH, H + ph) - hs) * (imin64(ws + KW, W + pw) - ws);
     const idx_t h = imin64(hs + KH, H) - imax64(hs, 0);
     const idx_t w = imin64(ws + KW, W) - imax64(ws, 0);
     return (h > 0 && w > 0) ? h * w : 0;
@@ -95,7 +96,7 @@ __global__ void avg_pool2d_forward(const T* __restrict__ x,  // IN  (planes, H, 
         for (idx_t ih = imax64(hs, 0); ih < h_end; ++ih) {
             for (idx_t iw = imax64(ws, 0); iw < w_end; ++iw) acc += xp[ih * W + iw];
         }
-        const idx_t div = avg_pool_divisor(hs, ws, H, W, KH, KW, count_include_pad);
+        const idx_t div = avg_pool_divisor(hs, ws, H, W, KH, KW, ph, pw, count_include_pad);
         y[i] = div > 0 ? acc / T(div) : T(0);  // div == 0: window all padding, nothing to average
     }
 }
@@ -127,8 +128,8 @@ __global__ void avg_pool2d_backward(const T* __restrict__ grad_y,  // IN  (plane
         T acc = T(0);
         for (idx_t oh = oh_lo; oh <= oh_hi; ++oh) {
             for (idx_t ow = ow_lo; ow <= ow_hi; ++ow) {
-                const idx_t div = avg_pool_divisor(oh * sh - ph, ow * sw - pw, H, W, KH, KW,
-                                                   count_include_pad);
+                const idx_t div = avg_pool_divisor(oh * sh - ph, ow * sw - pw, H, W, KH, KW, ph,
+                                                   pw, count_include_pad);
                 if (div > 0) acc += gp[oh * OW + ow] / T(div);
             }
         }

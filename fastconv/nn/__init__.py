@@ -15,8 +15,11 @@ See :class:`Layer` for what every layer offers (parameters, train/eval, state_di
 to(device)) and :mod:`fastconv.gradcheck` to check a layer's backward numerically.
 """
 from .activation import ReLU, Sigmoid, Tanh
+from .adaptive_pooling import AdaptiveAvgPool2D, GlobalAvgPool2D
 from .container import Sequential
 from .conv import Conv2D
+from .conv1d import Conv1D
+from .conv_transpose import ConvTranspose2D
 from .dropout import Dropout
 from .init import INITS
 from .layer import Layer
@@ -24,6 +27,8 @@ from .linear import Linear
 from .loss import SoftmaxCrossEntropy
 from .pooling import AvgPool2D, MaxPool2D
 from .reshape import Flatten
+from .separable import DepthwiseConv2D, SeparableConv2D
+from .summary import ModelSummary, summary
 
 __all__ = [
     "Layer",
@@ -39,4 +44,12 @@ __all__ = [
     "SoftmaxCrossEntropy",
     "Sequential",
     "INITS",
+    "Conv1D",
+    "ConvTranspose2D",
+    "DepthwiseConv2D",
+    "SeparableConv2D",
+    "GlobalAvgPool2D",
+    "AdaptiveAvgPool2D",
+    "summary",
+    "ModelSummary",
 ]

@@ -1,10 +1,9 @@
-"""Elementwise activations: ReLU (fastconv's kernel), Tanh and Sigmoid (array arithmetic).
+"""Elementwise activations ReLU, Tanh and Sigmoid over the public functions of the same names.
 
 Each caches its *output*, from which its derivative follows: relu' = (y > 0),
 tanh' = 1 - y^2, sigmoid' = y (1 - y). Works for NumPy and CuPy arrays alike.
 """
 from .. import functional as F
-from ..parameter import array_module
 from .layer import Layer
 
 __all__ = ["ReLU", "Tanh", "Sigmoid"]
@@ -48,21 +47,17 @@ class Tanh(_Elementwise):
     """tanh(x)."""
 
     def _apply(self, x):
-        return array_module(x).tanh(x)
+        return F.tanh(x)
 
     def _derivative_times(self, grad, y):
-        return grad * (1 - y * y)
+        return F.tanh_backward(grad, y)
 
 
 class Sigmoid(_Elementwise):
-    """1 / (1 + exp(-x)), computed as (1 + tanh(x / 2)) / 2: no overflow for large |x|."""
+    """1 / (1 + exp(-x)), without overflow for large |x| (see fastconv.functional.sigmoid)."""
 
     def _apply(self, x):
-        xp = array_module(x)
-        y = xp.tanh(x * 0.5)
-        y += 1
-        y *= 0.5
-        return y
+        return F.sigmoid(x)
 
     def _derivative_times(self, grad, y):
-        return grad * y * (1 - y)
+        return F.sigmoid_backward(grad, y)

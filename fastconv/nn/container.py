@@ -45,6 +45,14 @@ class Sequential(Layer):
             grad = self._sequence[i].backward(grad, input_grad=input_grad or i > 0)
         return grad
 
+    def summary(self, input_shape):
+        """The model's layers with output shapes, parameters, multiply-adds and receptive fields
+        for inputs of `input_shape` (without the batch axis): ``print(model.summary((1, 32,
+        32)))``. See :func:`fastconv.nn.summary`."""
+        from .summary import summary  # summary knows every layer type, this module none
+
+        return summary(self, input_shape)
+
     def __len__(self):
         return len(self._sequence)
 

@@ -1,4 +1,4 @@
-"""MaxPool2D and AvgPool2D: 2-D pooling layers (NCHW, floor mode, PyTorch's semantics)."""
+"""MaxPool2D and AvgPool2D: 2-D pooling layers (NCHW, floor or ceil mode, PyTorch's semantics)."""
 from .. import functional as F
 from .layer import Layer
 
@@ -13,6 +13,8 @@ class MaxPool2D(Layer):
     kernel_size : int or (KH, KW)
     stride : int or (h, w), default kernel_size
     padding : int or (h, w), default 0 (at most half the kernel; padded cells never win)
+    ceil_mode : bool, default False
+        Round the output size up (see :func:`fastconv.functional.max_pool2d`).
 
     Shapes
     ------
@@ -20,11 +22,12 @@ class MaxPool2D(Layer):
     (N, C, OH, OW), which is all its backward needs.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, *, ceil_mode=False):
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = padding
+        self.ceil_mode = ceil_mode
         self._cache = None
 
     def _clear_cache(self):
@@ -33,9 +36,10 @@ class MaxPool2D(Layer):
     def forward(self, x):
         """x (N, C, H, W) -> y (N, C, OH, OW)."""
         if not self.training:
-            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                                ceil_mode=self.ceil_mode)
         y, indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                  return_indices=True)
+                                  return_indices=True, ceil_mode=self.ceil_mode)
         self._cache = (indices, tuple(x.shape))
         return y
 
@@ -47,7 +51,9 @@ class MaxPool2D(Layer):
         return F.max_pool2d_backward(grad, indices, input_shape)
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size!r}, stride={self.stride!r}, padding={self.padding!r}"
+        ceil = ", ceil_mode=True" if self.ceil_mode else ""
+        return (f"kernel_size={self.kernel_size!r}, stride={self.stride!r}, "
+                f"padding={self.padding!r}{ceil}")
 
 
 class AvgPool2D(Layer):
@@ -61,18 +67,22 @@ class AvgPool2D(Layer):
     count_include_pad : bool, default True
         True divides every window by KH*KW (padded zeros included, PyTorch's default); False by
         the number of cells inside the image.
+    ceil_mode : bool, default False
+        Round the output size up (see :func:`fastconv.functional.avg_pool2d`).
 
     Shapes
     ------
     x (N, C, H, W) -> y (N, C, OH, OW); only the input shape is cached.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, *,
+                 ceil_mode=False):
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = padding
         self.count_include_pad = bool(count_include_pad)
+        self.ceil_mode = ceil_mode
         self._input_shape = None
 
     def _clear_cache(self):
@@ -80,7 +90,8 @@ class AvgPool2D(Layer):
 
     def forward(self, x):
         """x (N, C, H, W) -> y (N, C, OH, OW)."""
-        y = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad)
+        y = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad,
+                         ceil_mode=self.ceil_mode)
         self._input_shape = tuple(x.shape) if self.training else None
         return y
 
@@ -90,8 +101,10 @@ class AvgPool2D(Layer):
         if not input_grad:
             return None
         return F.avg_pool2d_backward(grad, input_shape, self.kernel_size, self.stride,
-                                     self.padding, self.count_include_pad)
+                                     self.padding, self.count_include_pad,
+                                     ceil_mode=self.ceil_mode)
 
     def extra_repr(self):
+        ceil = ", ceil_mode=True" if self.ceil_mode else ""
         return (f"kernel_size={self.kernel_size!r}, stride={self.stride!r}, "
-                f"padding={self.padding!r}, count_include_pad={self.count_include_pad}")
+                f"padding={self.padding!r}, count_include_pad={self.count_include_pad}{ceil}")

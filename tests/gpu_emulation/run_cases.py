@@ -65,12 +65,15 @@ CONV = {
         (2, 1, 6, 6, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1), DEFAULT, {"depthwise_forward"}),
 }
 
-# Pooling: N, C, H, W, kernel, stride, padding.
+# Pooling: N, C, H, W, kernel, stride, padding[, ceil_mode].
 POOL = {
     "overlap": (2, 3, 7, 8, (3, 3), (2, 2), (1, 1)),
     "rect": (1, 2, 6, 5, (2, 3), (1, 2), (1, 0)),
     "tiled": (2, 2, 4, 4, (2, 2), (2, 2), (0, 0)),
     "floor_uncovered": (1, 2, 8, 7, (3, 3), (2, 2), (0, 0)),  # last row/column in no window
+    # ceil mode: last windows run past the input (and past the right padding: divisor < KH*KW)
+    "ceil_overhang": (1, 2, 8, 7, (3, 3), (2, 2), (1, 1), True),
+    "ceil_2x2_odd": (2, 1, 5, 7, (2, 2), (2, 2), (0, 0), True),
 }
 
 
@@ -197,8 +200,14 @@ def run_conv_nonfinite(spec, rng):
 
 def run_pool(spec, rng):
     dt = spec["dtype"]
-    N, C, H, W, k, s, p = spec["geom"]
-    y_shape = (N, C, (H + 2 * p[0] - k[0]) // s[0] + 1, (W + 2 * p[1] - k[1]) // s[1] + 1)
+    N, C, H, W, k, s, p, *ceil = spec["geom"]
+
+    def out(size, k, s, p):  # torch's rule; ceil mode keeps a last window starting before H + p
+        if not ceil:
+            return (size + 2 * p - k) // s + 1
+        o = -(-(size + 2 * p - k) // s) + 1
+        return o - 1 if (o - 1) * s >= size + p else o
+    y_shape = (N, C, out(H, k[0], s[0], p[0]), out(W, k[1], s[1], p[1]))
     x = rng.integers(-3, 4, size=(N, C, H, W)).astype(dt)  # many ties: the first max must win
     x[0, 0, 1, 1] = np.nan  # a NaN wins its windows
     cpu, gpu = _both("max_pool2d_forward", [x], [np.empty(y_shape, dt),

@@ -1,0 +1,108 @@
+"""Conv1D: a 1-D convolution layer (NCL), optionally with the bias + ReLU fused."""
+import numpy as np
+
+from .. import functional as F
+from .._args import as_int
+from .init import as_generator, check_init, default_init, initial_weights
+from .layer import Layer, accumulate_grad
+
+__all__ = ["Conv1D"]
+
+_ACTIVATIONS = (None, "relu")
+
+
+class Conv1D(Layer):
+    """1-D convolution (cross-correlation) over :func:`fastconv.functional.conv1d`.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C and F; both divisible by ``groups``.
+    kernel_size : int
+        K.
+    stride, dilation : int
+    padding : int, (left, right), 'valid' or 'same'
+    groups : int
+    bias : bool, default True
+    activation : None or 'relu' (fused with the bias)
+    init : str, optional
+        Default 'he_uniform' with activation='relu', else 'glorot_uniform'; fan_in =
+        C/groups * K, fan_out = F/groups * K. Biases start at zero.
+    rng : None, int or numpy.random.Generator
+    dtype : float dtype, default float32
+
+    Shapes
+    ------
+    x (N, C, L) -> y (N, F, OL); ``weight`` (F, C // groups, K), ``bias`` (F,).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, activation=None, init=None, rng=None, dtype=np.float32):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must both be divisible by groups ({groups})")
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = as_int(kernel_size, "kernel_size", 1)
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = int(groups)
+        self.activation = activation
+        self.init = check_init(init if init is not None else default_init(activation))
+        k = self.kernel_size
+        shape = (self.out_channels, self.in_channels // self.groups, k)
+        self._new_parameter("weight", initial_weights(
+            self.init, shape, shape[1] * k, self.out_channels // self.groups * k,
+            as_generator(rng), dtype))
+        if bias:
+            self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
+        else:
+            self.bias = None
+        self._cache = None
+
+    def _clear_cache(self):
+        self._cache = None
+
+    def _geometry(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups)
+
+    def forward(self, x):
+        """x (N, C, L) -> y (N, F, OL)."""
+        y = F.conv1d(x, self.weight.data, None if self.bias is None else self.bias.data,
+                     activation=self.activation, **self._geometry())
+        self._cache = (x, y) if self.training else None
+        return y
+
+    def backward(self, grad, *, input_grad=True):
+        """grad (N, F, OL) -> grad wrt x (N, C, L) (None if not input_grad); accumulates
+        weight.grad and bias.grad."""
+        x, y = self._cached(self._cache)
+        if self.activation == "relu":
+            grad = F.relu_backward(grad, y)
+        needs = ("input", "weight") if input_grad else ("weight",)
+        if self.bias is not None:
+            needs += ("bias",)
+        grad_x, grad_weight, grad_bias = F.conv1d_backward(grad, x, self.weight.data,
+                                                           needs=needs, **self._geometry())
+        accumulate_grad(self.weight, grad_weight)
+        if self.bias is not None:
+            accumulate_grad(self.bias, grad_bias)
+        return grad_x
+
+    def extra_repr(self):
+        parts = [f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"]
+        for name, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)):
+            value = getattr(self, name)
+            if value != default:
+                parts.append(f"{name}={value!r}")
+        if self.bias is None:
+            parts.append("bias=False")
+        if self.activation is not None:
+            parts.append(f"activation={self.activation!r}")
+        parts.append(f"dtype={self.weight.dtype}")
+        return ", ".join(parts)

@@ -1,0 +1,104 @@
+"""ConvTranspose2D: a 2-D transposed convolution layer (upsampling, PyTorch's weight layout)."""
+import numpy as np
+
+from .. import functional as F
+from .._args import as_pair
+from .init import as_generator, check_init, initial_weights
+from .layer import Layer, accumulate_grad
+
+__all__ = ["ConvTranspose2D"]
+
+
+class ConvTranspose2D(Layer):
+    """2-D transposed convolution over :func:`fastconv.functional.conv_transpose2d`.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C_in and C_out; both divisible by ``groups``.
+    kernel_size : int or (KH, KW)
+    stride, padding, output_padding, groups, dilation
+        As for :func:`fastconv.functional.conv_transpose2d` (``output_padding`` smaller than
+        max(stride, dilation)). The usual 2x upsampling: kernel 4, stride 2, padding 1.
+    bias : bool, default True
+    init : str, default 'glorot_uniform'
+        A scheme of :mod:`fastconv.nn.init`; fan_in = C_in/groups * KH * KW, fan_out =
+        C_out/groups * KH * KW. Biases start at zero.
+    rng : None, int or numpy.random.Generator
+    dtype : float dtype, default float32
+
+    Shapes
+    ------
+    x (N, C_in, H, W) -> y (N, C_out, OH, OW), OH = (H - 1) * stride - 2 * padding
+    + dilation * (KH - 1) + output_padding + 1; ``weight`` (C_in, C_out // groups, KH, KW),
+    ``bias`` (C_out,).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, dilation=1, bias=True, init=None, rng=None,
+                 dtype=np.float32):
+        super().__init__()
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must both be divisible by groups ({groups})")
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = stride
+        self.padding = padding
+        self.output_padding = output_padding
+        self.groups = int(groups)
+        self.dilation = dilation
+        self.init = check_init(init if init is not None else "glorot_uniform")
+        kh, kw = self.kernel_size
+        shape = (self.in_channels, self.out_channels // self.groups, kh, kw)
+        fan_in = self.in_channels // self.groups * kh * kw
+        fan_out = shape[1] * kh * kw
+        self._new_parameter("weight", initial_weights(self.init, shape, fan_in, fan_out,
+                                                      as_generator(rng), dtype))
+        if bias:
+            self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
+        else:
+            self.bias = None
+        self._input = None
+
+    def _clear_cache(self):
+        self._input = None
+
+    def _geometry(self):
+        return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,
+                    groups=self.groups, dilation=self.dilation)
+
+    def forward(self, x):
+        """x (N, C_in, H, W) -> y (N, C_out, OH, OW)."""
+        y = F.conv_transpose2d(x, self.weight.data, None if self.bias is None else self.bias.data,
+                               **self._geometry())
+        self._input = x if self.training else None
+        return y
+
+    def backward(self, grad, *, input_grad=True):
+        """grad (N, C_out, OH, OW) -> grad wrt x (N, C_in, H, W) (None if not input_grad);
+        accumulates weight.grad and bias.grad."""
+        x = self._cached(self._input)
+        needs = ("input", "weight") if input_grad else ("weight",)
+        if self.bias is not None:
+            needs += ("bias",)
+        grad_x, grad_weight, grad_bias = F.conv_transpose2d_backward(
+            grad, x, self.weight.data, needs=needs, **self._geometry())
+        accumulate_grad(self.weight, grad_weight)
+        if self.bias is not None:
+            accumulate_grad(self.bias, grad_bias)
+        return grad_x
+
+    def extra_repr(self):
+        kh, kw = self.kernel_size
+        parts = [f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw})"]
+        for name, default in (("stride", 1), ("padding", 0), ("output_padding", 0),
+                              ("groups", 1), ("dilation", 1)):
+            value = getattr(self, name)
+            if value != default:
+                parts.append(f"{name}={value!r}")
+        if self.bias is None:
+            parts.append("bias=False")
+        parts.append(f"dtype={self.weight.dtype}")
+        return ", ".join(parts)

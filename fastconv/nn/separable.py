@@ -1,0 +1,178 @@
+"""DepthwiseConv2D and SeparableConv2D: the MobileNet / Xception building blocks.
+
+A depthwise convolution filters each input channel on its own (groups = C, ``depth_multiplier``
+filters per channel); a separable convolution follows it with a pointwise (1x1) convolution that
+mixes the channels: C*M*KH*KW + C*M*F weights instead of a full convolution's C*F*KH*KW.
+"""
+import numpy as np
+
+from .. import functional as F
+from .._args import as_pair
+from .conv import Conv2D
+from .init import as_generator, check_init, default_init, initial_weights
+from .layer import Layer, accumulate_grad
+
+__all__ = ["DepthwiseConv2D", "SeparableConv2D"]
+
+_ACTIVATIONS = (None, "relu")
+
+
+def _depth_multiplier(value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"depth_multiplier must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+class DepthwiseConv2D(Conv2D):
+    """Depthwise 2-D convolution: each of the C input channels convolved with its own
+    ``depth_multiplier`` filters (a :class:`Conv2D` with groups = C).
+
+    Parameters
+    ----------
+    in_channels : int
+        C.
+    kernel_size : int or (KH, KW)
+    depth_multiplier : int, default 1
+        M: output channels per input channel (F = C * M).
+    stride, padding, dilation, bias, activation, init, rng, dtype
+        As for :class:`Conv2D`.
+
+    Shapes
+    ------
+    x (N, C, H, W) -> y (N, C * M, OH, OW); ``weight`` (C * M, 1, KH, KW), ``bias`` (C * M,).
+    Output channel c * M + m is filter m of input channel c.
+    """
+
+    def __init__(self, in_channels, kernel_size, depth_multiplier=1, stride=1, padding=0,
+                 dilation=1, bias=True, activation=None, init=None, rng=None, dtype=np.float32):
+        M = _depth_multiplier(depth_multiplier)
+        super().__init__(in_channels, int(in_channels) * M, kernel_size, stride, padding,
+                         dilation, groups=int(in_channels), bias=bias, activation=activation,
+                         init=init, rng=rng, dtype=dtype)
+        self.depth_multiplier = M
+
+    def extra_repr(self):
+        kh, kw = self.kernel_size
+        parts = [f"{self.in_channels}, kernel_size=({kh}, {kw})"]
+        if self.depth_multiplier != 1:
+            parts.append(f"depth_multiplier={self.depth_multiplier}")
+        for name, default in (("stride", 1), ("padding", 0), ("dilation", 1)):
+            value = getattr(self, name)
+            if value != default:
+                parts.append(f"{name}={value!r}")
+        if self.bias is None:
+            parts.append("bias=False")
+        if self.activation is not None:
+            parts.append(f"activation={self.activation!r}")
+        parts.append(f"dtype={self.weight.dtype}")
+        return ", ".join(parts)
+
+
+class SeparableConv2D(Layer):
+    """Depthwise-separable 2-D convolution: depthwise (groups = C, no bias), then pointwise 1x1
+    with the one bias (and the optional fused ReLU), as Keras' SeparableConv2D.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C and F.
+    kernel_size : int or (KH, KW)
+        The depthwise kernel.
+    depth_multiplier : int, default 1
+        M: depthwise filters per input channel.
+    stride, padding, dilation
+        Of the depthwise convolution (the pointwise one has none).
+    bias : bool, default True
+    activation : None or 'relu' (fused into the pointwise convolution)
+    init : str, optional
+        For both weights; default 'he_uniform' with activation='relu', else 'glorot_uniform'.
+    rng : None, int or numpy.random.Generator
+    dtype : float dtype, default float32
+
+    Shapes
+    ------
+    x (N, C, H, W) -> (N, C * M, OH, OW) -> y (N, F, OH, OW); ``depthwise_weight``
+    (C * M, 1, KH, KW), ``pointwise_weight`` (F, C * M, 1, 1), ``bias`` (F,). The forward caches
+    its input, the depthwise output and (with ReLU) its output.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, depth_multiplier=1, stride=1,
+                 padding=0, dilation=1, bias=True, activation=None, init=None, rng=None,
+                 dtype=np.float32):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ValueError(f"in_channels and out_channels must be >= 1, got "
+                             f"{in_channels}, {out_channels}")
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.depth_multiplier = _depth_multiplier(depth_multiplier)
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.activation = activation
+        self.init = check_init(init if init is not None else default_init(activation))
+        rng = as_generator(rng)
+        kh, kw = self.kernel_size
+        M = self.depth_multiplier
+        mid = self.in_channels * M
+        self._new_parameter("depthwise_weight", initial_weights(
+            self.init, (mid, 1, kh, kw), kh * kw, M * kh * kw, rng, dtype))
+        self._new_parameter("pointwise_weight", initial_weights(
+            self.init, (self.out_channels, mid, 1, 1), mid, self.out_channels, rng, dtype))
+        if bias:
+            self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
+        else:
+            self.bias = None
+        self._cache = None
+
+    def _clear_cache(self):
+        self._cache = None
+
+    def _depthwise(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.in_channels)
+
+    def forward(self, x):
+        """x (N, C, H, W) -> y (N, F, OH, OW)."""
+        t = F.conv2d(x, self.depthwise_weight.data, None, **self._depthwise())
+        y = F.conv2d(t, self.pointwise_weight.data,
+                     None if self.bias is None else self.bias.data, activation=self.activation)
+        self._cache = (x, t, y) if self.training else None
+        return y
+
+    def backward(self, grad, *, input_grad=True):
+        """grad (N, F, OH, OW) -> grad wrt x (N, C, H, W) (None if not input_grad); accumulates
+        depthwise_weight.grad, pointwise_weight.grad and bias.grad."""
+        x, t, y = self._cached(self._cache)
+        if self.activation == "relu":
+            grad = F.relu_backward(grad, y)
+        needs = ("input", "weight") + (("bias",) if self.bias is not None else ())
+        grad_t, grad_pw, grad_bias = F.conv2d_backward(grad, t, self.pointwise_weight.data,
+                                                       needs=needs)
+        needs = ("input", "weight") if input_grad else ("weight",)
+        grad_x, grad_dw, _ = F.conv2d_backward(grad_t, x, self.depthwise_weight.data,
+                                               needs=needs, **self._depthwise())
+        accumulate_grad(self.depthwise_weight, grad_dw)
+        accumulate_grad(self.pointwise_weight, grad_pw)
+        if self.bias is not None:
+            accumulate_grad(self.bias, grad_bias)
+        return grad_x
+
+    def extra_repr(self):
+        kh, kw = self.kernel_size
+        parts = [f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw})"]
+        if self.depth_multiplier != 1:
+            parts.append(f"depth_multiplier={self.depth_multiplier}")
+        for name, default in (("stride", 1), ("padding", 0), ("dilation", 1)):
+            value = getattr(self, name)
+            if value != default:
+                parts.append(f"{name}={value!r}")
+        if self.bias is None:
+            parts.append("bias=False")
+        if self.activation is not None:
+            parts.append(f"activation={self.activation!r}")
+        parts.append(f"dtype={self.pointwise_weight.dtype}")
+        return ", ".join(parts)
