@@ -1,0 +1,313 @@
+"""FFT convolution on the CPU for large kernels: forward, grad-input and grad-weight.
+
+Same signatures as the backend ops of fastconv._cpu (docs/INTERNALS.md): arrays arrive validated
+and C-contiguous, outputs are preallocated and fully written, nothing is returned.
+
+How it works (one spatial axis shown; the two axes are independent). With the kernel dilated by
+zero insertion to KD = (K - 1) * d + 1 taps, the stride-1 result at padded position p is
+z[p] = sum_a x[p - pad + a] * wd[a]. Put x at offset 0 of a circular grid of L >= size cells and
+write m = p - pad: the circular correlation c = irfft(rfft(x) * conj(rfft(wd))) gives
+c[m mod L] = z[p] for every m in [-min(pad, KD-1), size) as long as
+
+    L >= max(size + max(min(pad_before, KD - 1), min(pad_after, KD - 1), 0), KD)
+
+(the wrapped-around terms then land on cells of the grid that hold zeros). Outputs with m outside
+[-(KD - 1), size) see only padding: they are 0 (+ bias) and are never transformed. Strides pick
+every s-th m (the stride-1 result is computed and subsampled: wasteful by s^2, but exact).
+Grad-input is the circular convolution of grad_y, placed at those m, with wd:
+irfft(rfft(g) * rfft(wd)); grad-weight the circular correlation of g with x:
+irfft(conj(rfft(g)) * rfft(x)) at lags [0, KD), taken every d-th.
+
+The sum over channels (forward: C, grad-input: F, grad-weight: the batch) is done per frequency
+bin in the frequency domain, so there is one inverse transform per output plane. float32 stays in
+complex64 (scipy.fft keeps single precision), float64 in complex128.
+
+Threads and determinism: scipy.fft's `workers` (fastconv's thread count) split a batch of
+transforms into whole 1-D transforms, each computed the same way whatever the split; the
+per-bin channel sums are split into bin blocks fixed by the shape, each done by one thread with
+BLAS on one thread. So results are bitwise identical for any thread count. The batch is processed
+in chunks, also sized from the shape only, so that the spectra stay within a few times the size of
+the arrays given.
+"""
+import math
+from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import scipy.fft as sfft
+
+from ._threads import blas_single_thread, get_num_threads
+
+__all__ = ["conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "fft_shape"]
+
+# Spectra of one batch chunk may take max(_MIN_WORKSPACE, _WORKSPACE_FACTOR * bytes of the
+# arrays given and returned). The floor keeps small problems in one chunk.
+_MIN_WORKSPACE = 64 * 2**20
+_WORKSPACE_FACTOR = 3
+# Bytes of complex data one bin block of the channel sum touches: inside L2 on current x86 cores.
+_BLOCK_BYTES = 256 * 2**10
+# Channel sums with a reduction of at most this many terms are done as broadcast multiply-adds;
+# above, as a batched matmul per bin block. Measured (2 threads, complex64, interleaved):
+# (8x3)@(3x16) per bin: multiply-adds 0.9x the matmul's time; (8x64)@(64x64): 1.7x.
+_LOOP_MAX_K = 4
+
+_Axis = namedtuple("_Axis", "L lo hi src")
+_Axis.__doc__ = """Geometry of one spatial axis.
+
+L: circular FFT length; outputs lo..hi-1 (stride-1 grid indices of the output, subsampled) see the
+input; src: their positions m mod L on the circular grid (int array of hi - lo entries).
+"""
+
+
+def _axis(size, K, stride, pad, dilation, out, real):
+    """The _Axis of an input axis of `size` cells, K taps, and `out` outputs."""
+    KD = (K - 1) * dilation + 1
+    pad_after = (out - 1) * stride + KD - pad - size  # implied; negative: rows never read
+    need = max(size + max(min(pad, KD - 1), min(pad_after, KD - 1), 0), KD)
+    L = sfft.next_fast_len(need, real=real)
+    # Output i reads m = i*stride - pad .. m + KD - 1; it sees the input iff -(KD-1) <= m < size.
+    lo = min(out, max(0, -(-(pad - KD + 1) // stride)))
+    hi = max(lo, min(out, (size - 1 + pad) // stride + 1))
+    src = (np.arange(lo, hi) * stride - pad) % L
+    return _Axis(L, lo, hi, src)
+
+
+def _geometry(H, W, KH, KW, OH, OW, stride, padding, dilation):
+    return (_axis(H, KH, stride[0], padding[0], dilation[0], OH, real=False),
+            _axis(W, KW, stride[1], padding[1], dilation[1], OW, real=True))
+
+
+def fft_shape(input_hw, kernel_hw, output_hw, stride, padding, dilation):
+    """The real FFT size (L1, L2) the FFT path transforms for this geometry (for the planner's
+    cost model): input_hw (H, W), kernel_hw (KH, KW), output_hw (OH, OW), the rest (h, w) pairs
+    with padding (top, left)."""
+    ah, aw = _geometry(*input_hw, *kernel_hw, *output_hw, stride, padding, dilation)
+    return ah.L, aw.L
+
+
+def _complex(dtype):
+    return np.complex64 if np.dtype(dtype) == np.float32 else np.complex128
+
+
+def _batch_chunk(N, per_image_bytes, fixed_bytes, given_bytes):
+    """Images per chunk: the spectra of a chunk within the workspace budget (at least one)."""
+    budget = max(_MIN_WORKSPACE, _WORKSPACE_FACTOR * given_bytes) - fixed_bytes
+    return int(min(N, max(1, budget // max(per_image_bytes, 1))))
+
+
+def _dilated(weight, dilation):
+    """weight (F, Cg, KH, KW) with (d - 1) zeros between taps: (F, Cg, KHD, KWD)."""
+    dh, dw = dilation
+    if dh == dw == 1:
+        return weight
+    F, Cg, KH, KW = weight.shape
+    wd = np.zeros((F, Cg, (KH - 1) * dh + 1, (KW - 1) * dw + 1), dtype=weight.dtype)
+    wd[:, :, ::dh, ::dw] = weight
+    return wd
+
+
+def _rfft2(a, ah, aw, workers):
+    return sfft.rfft2(a, s=(ah.L, aw.L), axes=(-2, -1), workers=workers)
+
+
+def _irfft2(a, ah, aw, workers):
+    return sfft.irfft2(a, s=(ah.L, aw.L), axes=(-2, -1), workers=workers, overwrite_x=True)
+
+
+# --------------------------------------------------------------------------- channel sums
+_pool = None
+_pool_size = 0
+
+
+def _executor(threads):
+    global _pool, _pool_size
+    if _pool is None or _pool_size < threads:
+        # Never shut down: other calls may still hold the old one; it ends with the process.
+        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fastconv-fft")
+        _pool_size = threads
+    return _pool
+
+
+def _sum_block(A, B, out, b0, b1):
+    """out[p, q, b0:b1] = sum_k A[p, k, b0:b1] * B[q, k, b0:b1] (views (P, K, bins), (Q, K, bins))."""
+    P, K, _ = A.shape
+    Q = B.shape[0]
+    o = out[:, :, b0:b1]
+    if K <= _LOOP_MAX_K:
+        np.multiply(A[:, None, 0, b0:b1], B[None, :, 0, b0:b1], out=o)
+        if K > 1:
+            tmp = np.empty_like(o)
+            for k in range(1, K):
+                np.multiply(A[:, None, k, b0:b1], B[None, :, k, b0:b1], out=tmp)
+                o += tmp
+        return
+    a = np.ascontiguousarray(A[:, :, b0:b1].transpose(2, 0, 1))  # (bins, P, K)
+    b = np.ascontiguousarray(B[:, :, b0:b1].transpose(2, 1, 0))  # (bins, K, Q)
+    o[...] = np.matmul(a, b).transpose(1, 2, 0)
+
+
+def _channel_sum(A, B, out, threads):
+    """out (P, Q, bins) = sum over k of A (P, K, bins) * B (Q, K, bins), per bin.
+
+    Bin blocks are fixed by the shapes; each is summed by one thread in a fixed order, so the
+    result does not depend on `threads`."""
+    P, K, bins = A.shape
+    Q = B.shape[0]
+    if K == 1 and P * Q == 1:
+        np.multiply(A[0, 0], B[0, 0], out=out[0, 0])
+        return
+    per_bin = (P * Q * 2 + (P + Q) * K) * out.itemsize
+    block = max(64, _BLOCK_BYTES // per_bin)
+    starts = range(0, bins, block)
+    with blas_single_thread:
+        if threads <= 1 or len(starts) == 1:
+            for b0 in starts:
+                _sum_block(A, B, out, b0, min(bins, b0 + block))
+            return
+        jobs = [_executor(threads).submit(_sum_block, A, B, out, b0, min(bins, b0 + block))
+                for b0 in starts]
+        for job in jobs:
+            job.result()
+
+
+def _bins(a):
+    """(P, K, L1, L2h) -> (P, K, L1 * L2h) without a copy (the bin axes are contiguous)."""
+    P, K, L1, L2h = a.shape
+    return a.reshape(P, K, L1 * L2h)
+
+
+# --------------------------------------------------------------------------- placement
+def _place(gy, ah, aw, dtype):
+    """grad_y planes (n, F, OH, OW) placed on the circular grid: (n, F, L1, L2) real, zeros
+    elsewhere. Only outputs that see the input are placed (the others add nothing)."""
+    n, F = gy.shape[:2]
+    g = np.zeros((n, F, ah.L, aw.L), dtype=dtype)
+    g[:, :, ah.src[:, None], aw.src] = gy[:, :, ah.lo:ah.hi, aw.lo:aw.hi]
+    return g
+
+
+# --------------------------------------------------------------------------- the three passes
+def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
+    """y = conv2d(x, weight) + bias (then ReLU if `relu`), by FFT.
+
+    x (N, C, H, W), weight (F, C // groups, KH, KW), bias (F,) or None, y (N, F, OH, OW) written;
+    stride, dilation (h, w); padding (top, left), bottom/right implied by y's size.
+    """
+    N, C, H, W = x.shape
+    F, Cg, KH, KW = weight.shape
+    OH, OW = y.shape[2:]
+    Fg = F // groups
+    ah, aw = _geometry(H, W, KH, KW, OH, OW, stride, padding, dilation)
+    threads = get_num_threads()
+    ctype = _complex(x.dtype)
+    # Outputs that see only padding: 0 + bias. Those that see the input are overwritten below.
+    if ah.hi - ah.lo < OH or aw.hi - aw.lo < OW:
+        y[...] = 0 if bias is None else bias[None, :, None, None]
+        if relu:
+            np.maximum(y, 0, out=y)
+    if ah.hi == ah.lo or aw.hi == aw.lo:
+        return
+    bins = ah.L * (aw.L // 2 + 1)
+    csize = np.dtype(ctype).itemsize
+    given = x.nbytes + weight.nbytes + y.nbytes
+    chunk = _batch_chunk(N, (Cg + Fg) * bins * csize + Fg * ah.L * aw.L * x.itemsize,
+                         Fg * Cg * bins * csize, given)
+    wd = _dilated(weight, dilation)
+    for g in range(groups):
+        fs, cs = slice(g * Fg, (g + 1) * Fg), slice(g * Cg, (g + 1) * Cg)
+        Wc = np.conj(_rfft2(wd[fs], ah, aw, threads))  # (Fg, Cg, L1, L2h)
+        for n0 in range(0, N, chunk):
+            n1 = min(N, n0 + chunk)
+            X = _rfft2(x[n0:n1, cs], ah, aw, threads)  # (n, Cg, L1, L2h)
+            Y = np.empty((n1 - n0, Fg) + X.shape[2:], dtype=ctype)
+            _channel_sum(_bins(X), _bins(Wc), _bins(Y), threads)
+            del X
+            z = _irfft2(Y, ah, aw, threads)  # (n, Fg, L1, L2)
+            del Y
+            out = y[n0:n1, fs, ah.lo:ah.hi, aw.lo:aw.hi]
+            out[...] = z[:, :, ah.src[:, None], aw.src]
+            del z
+            if bias is not None:
+                out += bias[fs, None, None]
+            if relu:
+                np.maximum(out, 0, out=out)
+
+
+def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups):
+    """grad_x = the gradient of conv2d with respect to x, by FFT.
+
+    grad_y (N, F, OH, OW), weight (F, C // groups, KH, KW) -> grad_x (N, C, H, W) written.
+    """
+    N, F, OH, OW = grad_y.shape
+    _, Cg, KH, KW = weight.shape
+    H, W = grad_x.shape[2:]
+    Fg = F // groups
+    ah, aw = _geometry(H, W, KH, KW, OH, OW, stride, padding, dilation)
+    if ah.hi == ah.lo or aw.hi == aw.lo:  # no output sees the input
+        grad_x[...] = 0
+        return
+    threads = get_num_threads()
+    ctype = _complex(grad_y.dtype)
+    bins = ah.L * (aw.L // 2 + 1)
+    csize = np.dtype(ctype).itemsize
+    given = grad_y.nbytes + weight.nbytes + grad_x.nbytes
+    chunk = _batch_chunk(N, (Cg + Fg) * bins * csize + max(Fg, Cg) * ah.L * aw.L * grad_y.itemsize,
+                         Fg * Cg * bins * csize, given)
+    wd = _dilated(weight, dilation)
+    for g in range(groups):
+        fs, cs = slice(g * Fg, (g + 1) * Fg), slice(g * Cg, (g + 1) * Cg)
+        Wf = _rfft2(wd[fs], ah, aw, threads).transpose(1, 0, 2, 3)  # (Cg, Fg, L1, L2h) view
+        for n0 in range(0, N, chunk):
+            n1 = min(N, n0 + chunk)
+            G = _rfft2(_place(grad_y[n0:n1, fs], ah, aw, grad_y.dtype), ah, aw, threads)
+            GX = np.empty((n1 - n0, Cg) + G.shape[2:], dtype=ctype)
+            _channel_sum(_bins(G), _bins(Wf), _bins(GX), threads)
+            del G
+            gx = _irfft2(GX, ah, aw, threads)  # (n, Cg, L1, L2)
+            del GX
+            grad_x[n0:n1, cs] = gx[:, :, :H, :W]
+            del gx
+
+
+def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups):
+    """grad_weight = the gradient of conv2d with respect to its weight, by FFT.
+
+    grad_y (N, F, OH, OW), x (N, C, H, W) -> grad_weight (F, C // groups, KH, KW) written.
+    """
+    N, F, OH, OW = grad_y.shape
+    H, W = x.shape[2:]
+    _, Cg, KH, KW = grad_weight.shape
+    Fg = F // groups
+    dh, dw = dilation
+    ah, aw = _geometry(H, W, KH, KW, OH, OW, stride, padding, dilation)
+    if ah.hi == ah.lo or aw.hi == aw.lo:  # every output sees only padding
+        grad_weight[...] = 0
+        return
+    threads = get_num_threads()
+    ctype = _complex(x.dtype)
+    bins = ah.L * (aw.L // 2 + 1)
+    csize = np.dtype(ctype).itemsize
+    given = grad_y.nbytes + x.nbytes + grad_weight.nbytes
+    chunk = _batch_chunk(N, (Cg + Fg) * bins * csize + Fg * ah.L * aw.L * x.itemsize,
+                         2 * Fg * Cg * bins * csize, given)
+    for g in range(groups):
+        fs, cs = slice(g * Fg, (g + 1) * Fg), slice(g * Cg, (g + 1) * Cg)
+        GW = None
+        for n0 in range(0, N, chunk):
+            n1 = min(N, n0 + chunk)
+            G = _rfft2(_place(grad_y[n0:n1, fs], ah, aw, grad_y.dtype), ah, aw, threads)
+            np.conj(G, out=G)
+            X = _rfft2(x[n0:n1, cs], ah, aw, threads)
+            part = np.empty((Fg, Cg) + G.shape[2:], dtype=ctype)
+            # (Fg, n) x (n, Cg) per bin: the batch is the reduction.
+            _channel_sum(_bins(G.transpose(1, 0, 2, 3)), _bins(X.transpose(1, 0, 2, 3)),
+                         _bins(part), threads)
+            del G, X
+            if GW is None:
+                GW = part
+            else:
+                GW += part  # chunks in a fixed order: the same sums for any thread count
+            del part
+        gwd = _irfft2(GW, ah, aw, threads)  # (Fg, Cg, L1, L2)
+        del GW
+        grad_weight[fs] = gwd[:, :, :(KH - 1) * dh + 1:dh, :(KW - 1) * dw + 1:dw]
