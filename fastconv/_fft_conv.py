@@ -44,18 +44,22 @@ __all__ = ["conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "fft_sha
 # arrays given and returned). The floor keeps small problems in one chunk.
 _MIN_WORKSPACE = 64 * 2**20
 _WORKSPACE_FACTOR = 3
-# Bytes of complex data one bin block of the channel sum touches: inside L2 on current x86 cores.
-_BLOCK_BYTES = 256 * 2**10
+# Bytes of complex data one bin block of the channel sum touches: about L2 on current x86 cores
+# (smaller blocks add Python overhead per block).
+_BLOCK_BYTES = 2**20
 # Channel sums with a reduction of at most this many terms are done as broadcast multiply-adds;
-# above, as a batched matmul per bin block. Measured (2 threads, complex64, interleaved):
-# (8x3)@(3x16) per bin: multiply-adds 0.9x the matmul's time; (8x64)@(64x64): 1.7x.
-_LOOP_MAX_K = 4
+# above, as a batched matmul per bin block. Measured (CPU time, one thread, complex64, AVX2,
+# 36720 bins; 2112 for the last): (8x3)@(3x16) per bin: multiply-adds 51 ms, matmul 39 ms;
+# (8x16)@(16x3): 30 / 29; (16x8)@(8x3): 39 / 38; (8x32)@(32x32): 57 / 24; (1x1)@(1x1) over
+# 568050 bins: 1.7 / 6.4 ms.
+_LOOP_MAX_K = 1
 
-_Axis = namedtuple("_Axis", "L lo hi src")
+_Axis = namedtuple("_Axis", "L lo hi runs")
 _Axis.__doc__ = """Geometry of one spatial axis.
 
-L: circular FFT length; outputs lo..hi-1 (stride-1 grid indices of the output, subsampled) see the
-input; src: their positions m mod L on the circular grid (int array of hi - lo entries).
+L: circular FFT length; outputs lo..hi-1 see the input; runs: (output slice, grid slice) pairs
+mapping those outputs to their positions m mod L on the circular grid (one pair, or two where the
+outputs of the leading padding wrap around to the end of the grid).
 """
 
 
@@ -68,8 +72,15 @@ def _axis(size, K, stride, pad, dilation, out, real):
     # Output i reads m = i*stride - pad .. m + KD - 1; it sees the input iff -(KD-1) <= m < size.
     lo = min(out, max(0, -(-(pad - KD + 1) // stride)))
     hi = max(lo, min(out, (size - 1 + pad) // stride + 1))
-    src = (np.arange(lo, hi) * stride - pad) % L
-    return _Axis(L, lo, hi, src)
+    runs = []
+    i = lo
+    while i < hi:  # -L < m < L: at most one wrap
+        m = i * stride - pad
+        end = min(hi, -(-pad // stride)) if m < 0 else hi
+        start = m % L
+        runs.append((slice(i, end), slice(start, start + (end - i - 1) * stride + 1, stride)))
+        i = end
+    return _Axis(L, lo, hi, tuple(runs))
 
 
 def _geometry(H, W, KH, KW, OH, OW, stride, padding, dilation):
@@ -106,12 +117,22 @@ def _dilated(weight, dilation):
     return wd
 
 
-def _rfft2(a, ah, aw, workers):
-    return sfft.rfft2(a, s=(ah.L, aw.L), axes=(-2, -1), workers=workers)
+def _spectrum(a, ah, aw, threads):
+    """Real planes (..., h, w), at offset 0 of the (L1, L2) grid -> spectra (..., L1, L2 // 2 + 1).
+
+    Rows first, then columns: the h <= L1 rows are transformed without the zero rows below them
+    (for a kernel, most of the grid)."""
+    A = sfft.rfft(a, n=aw.L, axis=-1, workers=threads)
+    return sfft.fft(A, n=ah.L, axis=-2, workers=threads, overwrite_x=True)
 
 
-def _irfft2(a, ah, aw, workers):
-    return sfft.irfft2(a, s=(ah.L, aw.L), axes=(-2, -1), workers=workers, overwrite_x=True)
+def _inverse(S, ah, aw, threads, rows=None):
+    """Spectra (..., L1, L2 // 2 + 1) -> real planes (..., rows, L2): only the first `rows` rows
+    (all when None) get their last transform."""
+    B = sfft.ifft(S, axis=-2, workers=threads, overwrite_x=True)
+    if rows is not None and rows < ah.L:
+        B = B[..., :rows, :]
+    return sfft.irfft(B, n=aw.L, axis=-1, workers=threads, overwrite_x=True)
 
 
 # --------------------------------------------------------------------------- channel sums
@@ -182,7 +203,9 @@ def _place(gy, ah, aw, dtype):
     elsewhere. Only outputs that see the input are placed (the others add nothing)."""
     n, F = gy.shape[:2]
     g = np.zeros((n, F, ah.L, aw.L), dtype=dtype)
-    g[:, :, ah.src[:, None], aw.src] = gy[:, :, ah.lo:ah.hi, aw.lo:aw.hi]
+    for rows, grid_rows in ah.runs:
+        for cols, grid_cols in aw.runs:
+            g[:, :, grid_rows, grid_cols] = gy[:, :, rows, cols]
     return g
 
 
@@ -215,18 +238,21 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
     wd = _dilated(weight, dilation)
     for g in range(groups):
         fs, cs = slice(g * Fg, (g + 1) * Fg), slice(g * Cg, (g + 1) * Cg)
-        Wc = np.conj(_rfft2(wd[fs], ah, aw, threads))  # (Fg, Cg, L1, L2h)
+        Wc = _spectrum(wd[fs], ah, aw, threads)  # (Fg, Cg, L1, L2h)
+        np.conj(Wc, out=Wc)
         for n0 in range(0, N, chunk):
             n1 = min(N, n0 + chunk)
-            X = _rfft2(x[n0:n1, cs], ah, aw, threads)  # (n, Cg, L1, L2h)
+            X = _spectrum(x[n0:n1, cs], ah, aw, threads)  # (n, Cg, L1, L2h)
             Y = np.empty((n1 - n0, Fg) + X.shape[2:], dtype=ctype)
             _channel_sum(_bins(X), _bins(Wc), _bins(Y), threads)
             del X
-            z = _irfft2(Y, ah, aw, threads)  # (n, Fg, L1, L2)
+            z = _inverse(Y, ah, aw, threads)  # (n, Fg, L1, L2)
             del Y
-            out = y[n0:n1, fs, ah.lo:ah.hi, aw.lo:aw.hi]
-            out[...] = z[:, :, ah.src[:, None], aw.src]
+            for rows, grid_rows in ah.runs:
+                for cols, grid_cols in aw.runs:
+                    y[n0:n1, fs, rows, cols] = z[:, :, grid_rows, grid_cols]
             del z
+            out = y[n0:n1, fs, ah.lo:ah.hi, aw.lo:aw.hi]
             if bias is not None:
                 out += bias[fs, None, None]
             if relu:
@@ -256,14 +282,14 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
     wd = _dilated(weight, dilation)
     for g in range(groups):
         fs, cs = slice(g * Fg, (g + 1) * Fg), slice(g * Cg, (g + 1) * Cg)
-        Wf = _rfft2(wd[fs], ah, aw, threads).transpose(1, 0, 2, 3)  # (Cg, Fg, L1, L2h) view
+        Wf = _spectrum(wd[fs], ah, aw, threads).transpose(1, 0, 2, 3)  # (Cg, Fg, L1, L2h) view
         for n0 in range(0, N, chunk):
             n1 = min(N, n0 + chunk)
-            G = _rfft2(_place(grad_y[n0:n1, fs], ah, aw, grad_y.dtype), ah, aw, threads)
+            G = _spectrum(_place(grad_y[n0:n1, fs], ah, aw, grad_y.dtype), ah, aw, threads)
             GX = np.empty((n1 - n0, Cg) + G.shape[2:], dtype=ctype)
             _channel_sum(_bins(G), _bins(Wf), _bins(GX), threads)
             del G
-            gx = _irfft2(GX, ah, aw, threads)  # (n, Cg, L1, L2)
+            gx = _inverse(GX, ah, aw, threads, rows=H)  # (n, Cg, H, L2)
             del GX
             grad_x[n0:n1, cs] = gx[:, :, :H, :W]
             del gx
@@ -295,9 +321,9 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
         GW = None
         for n0 in range(0, N, chunk):
             n1 = min(N, n0 + chunk)
-            G = _rfft2(_place(grad_y[n0:n1, fs], ah, aw, grad_y.dtype), ah, aw, threads)
+            G = _spectrum(_place(grad_y[n0:n1, fs], ah, aw, grad_y.dtype), ah, aw, threads)
             np.conj(G, out=G)
-            X = _rfft2(x[n0:n1, cs], ah, aw, threads)
+            X = _spectrum(x[n0:n1, cs], ah, aw, threads)
             part = np.empty((Fg, Cg) + G.shape[2:], dtype=ctype)
             # (Fg, n) x (n, Cg) per bin: the batch is the reduction.
             _channel_sum(_bins(G.transpose(1, 0, 2, 3)), _bins(X.transpose(1, 0, 2, 3)),
@@ -308,6 +334,6 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
             else:
                 GW += part  # chunks in a fixed order: the same sums for any thread count
             del part
-        gwd = _irfft2(GW, ah, aw, threads)  # (Fg, Cg, L1, L2)
+        gwd = _inverse(GW, ah, aw, threads, rows=(KH - 1) * dh + 1)  # (Fg, Cg, KHD, L2)
         del GW
         grad_weight[fs] = gwd[:, :, :(KH - 1) * dh + 1:dh, :(KW - 1) * dw + 1:dw]
