@@ -25,9 +25,9 @@ complex64 (scipy.fft keeps single precision), float64 in complex128.
 Threads and determinism: scipy.fft's `workers` (fastconv's thread count) split a batch of
 transforms into whole 1-D transforms, each computed the same way whatever the split; the
 per-bin channel sums are split into bin blocks fixed by the shape, each done by one thread with
-BLAS on one thread. So results are bitwise identical for any thread count. The batch is processed
-in chunks, also sized from the shape only, so that the spectra stay within a few times the size of
-the arrays given.
+BLAS on one thread. So results are bitwise identical for any thread count. The batch and the
+filters are processed in chunks, also sized from the shapes only, so that the spectra stay within
+a few times the size of the arrays given (or 64 MiB).
 """
 import math
 from collections import namedtuple
@@ -100,10 +100,18 @@ def _complex(dtype):
     return np.complex64 if np.dtype(dtype) == np.float32 else np.complex128
 
 
-def _batch_chunk(N, per_image_bytes, fixed_bytes, given_bytes):
-    """Images per chunk: the spectra of a chunk within the workspace budget (at least one)."""
-    budget = max(_MIN_WORKSPACE, _WORKSPACE_FACTOR * given_bytes) - fixed_bytes
-    return int(min(N, max(1, budget // max(per_image_bytes, 1))))
+def _chunks(N, Fg, Cg, ah, aw, dtype, given_bytes, accumulators=1):
+    """(images, filters) per chunk, from the shapes only: the weight-side spectra of a filter
+    chunk (`accumulators` arrays of (filters, Cg) spectra) take at most half the workspace budget,
+    the image-side spectra and planes of a batch chunk the rest; at least one of each."""
+    budget = max(_MIN_WORKSPACE, _WORKSPACE_FACTOR * given_bytes)
+    bins = ah.L * (aw.L // 2 + 1)
+    csize = np.dtype(_complex(dtype)).itemsize
+    per_filter = accumulators * Cg * bins * csize
+    filters = int(min(Fg, max(1, (budget // 2) // per_filter)))
+    per_image = (Cg + filters) * bins * csize + max(filters, Cg) * ah.L * aw.L * np.dtype(dtype).itemsize
+    images = int(min(N, max(1, (budget - filters * per_filter) // per_image)))
+    return images, filters
 
 
 def _dilated(weight, dilation):
@@ -221,8 +229,6 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
     OH, OW = y.shape[2:]
     Fg = F // groups
     ah, aw = _geometry(H, W, KH, KW, OH, OW, stride, padding, dilation)
-    threads = get_num_threads()
-    ctype = _complex(x.dtype)
     # Outputs that see only padding: 0 + bias. Those that see the input are overwritten below.
     if ah.hi - ah.lo < OH or aw.hi - aw.lo < OW:
         y[...] = 0 if bias is None else bias[None, :, None, None]
@@ -230,33 +236,32 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
             np.maximum(y, 0, out=y)
     if ah.hi == ah.lo or aw.hi == aw.lo:
         return
-    bins = ah.L * (aw.L // 2 + 1)
-    csize = np.dtype(ctype).itemsize
-    given = x.nbytes + weight.nbytes + y.nbytes
-    chunk = _batch_chunk(N, (Cg + Fg) * bins * csize + Fg * ah.L * aw.L * x.itemsize,
-                         Fg * Cg * bins * csize, given)
+    threads = get_num_threads()
+    nb, fb = _chunks(N, Fg, Cg, ah, aw, x.dtype, x.nbytes + weight.nbytes + y.nbytes)
     wd = _dilated(weight, dilation)
     for g in range(groups):
-        fs, cs = slice(g * Fg, (g + 1) * Fg), slice(g * Cg, (g + 1) * Cg)
-        Wc = _spectrum(wd[fs], ah, aw, threads)  # (Fg, Cg, L1, L2h)
-        np.conj(Wc, out=Wc)
-        for n0 in range(0, N, chunk):
-            n1 = min(N, n0 + chunk)
-            X = _spectrum(x[n0:n1, cs], ah, aw, threads)  # (n, Cg, L1, L2h)
-            Y = np.empty((n1 - n0, Fg) + X.shape[2:], dtype=ctype)
-            _channel_sum(_bins(X), _bins(Wc), _bins(Y), threads)
-            del X
-            z = _inverse(Y, ah, aw, threads)  # (n, Fg, L1, L2)
-            del Y
-            for rows, grid_rows in ah.runs:
-                for cols, grid_cols in aw.runs:
-                    y[n0:n1, fs, rows, cols] = z[:, :, grid_rows, grid_cols]
-            del z
-            out = y[n0:n1, fs, ah.lo:ah.hi, aw.lo:aw.hi]
-            if bias is not None:
-                out += bias[fs, None, None]
-            if relu:
-                np.maximum(out, 0, out=out)
+        cs = slice(g * Cg, (g + 1) * Cg)
+        for f0 in range(g * Fg, (g + 1) * Fg, fb):
+            fs = slice(f0, min((g + 1) * Fg, f0 + fb))
+            Wc = _spectrum(wd[fs], ah, aw, threads)  # (f, Cg, L1, L2h)
+            np.conj(Wc, out=Wc)
+            for n0 in range(0, N, nb):
+                ns = slice(n0, min(N, n0 + nb))
+                X = _spectrum(x[ns, cs], ah, aw, threads)  # (n, Cg, L1, L2h)
+                Y = np.empty((X.shape[0], Wc.shape[0]) + X.shape[2:], dtype=X.dtype)
+                _channel_sum(_bins(X), _bins(Wc), _bins(Y), threads)
+                del X
+                z = _inverse(Y, ah, aw, threads)  # (n, f, L1, L2)
+                del Y
+                for rows, grid_rows in ah.runs:
+                    for cols, grid_cols in aw.runs:
+                        y[ns, fs, rows, cols] = z[:, :, grid_rows, grid_cols]
+                del z
+                out = y[ns, fs, ah.lo:ah.hi, aw.lo:aw.hi]
+                if bias is not None:
+                    out += bias[fs, None, None]
+                if relu:
+                    np.maximum(out, 0, out=out)
 
 
 def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups):
@@ -273,26 +278,27 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
         grad_x[...] = 0
         return
     threads = get_num_threads()
-    ctype = _complex(grad_y.dtype)
-    bins = ah.L * (aw.L // 2 + 1)
-    csize = np.dtype(ctype).itemsize
-    given = grad_y.nbytes + weight.nbytes + grad_x.nbytes
-    chunk = _batch_chunk(N, (Cg + Fg) * bins * csize + max(Fg, Cg) * ah.L * aw.L * grad_y.itemsize,
-                         Fg * Cg * bins * csize, given)
+    nb, fb = _chunks(N, Fg, Cg, ah, aw, grad_y.dtype, grad_y.nbytes + weight.nbytes + grad_x.nbytes)
     wd = _dilated(weight, dilation)
     for g in range(groups):
-        fs, cs = slice(g * Fg, (g + 1) * Fg), slice(g * Cg, (g + 1) * Cg)
-        Wf = _spectrum(wd[fs], ah, aw, threads).transpose(1, 0, 2, 3)  # (Cg, Fg, L1, L2h) view
-        for n0 in range(0, N, chunk):
-            n1 = min(N, n0 + chunk)
-            G = _spectrum(_place(grad_y[n0:n1, fs], ah, aw, grad_y.dtype), ah, aw, threads)
-            GX = np.empty((n1 - n0, Cg) + G.shape[2:], dtype=ctype)
-            _channel_sum(_bins(G), _bins(Wf), _bins(GX), threads)
-            del G
-            gx = _inverse(GX, ah, aw, threads, rows=H)  # (n, Cg, H, L2)
-            del GX
-            grad_x[n0:n1, cs] = gx[:, :, :H, :W]
-            del gx
+        cs = slice(g * Cg, (g + 1) * Cg)
+        for f0 in range(g * Fg, (g + 1) * Fg, fb):
+            fs = slice(f0, min((g + 1) * Fg, f0 + fb))
+            Wf = _spectrum(wd[fs], ah, aw, threads).transpose(1, 0, 2, 3)  # (Cg, f, L1, L2h)
+            for n0 in range(0, N, nb):
+                ns = slice(n0, min(N, n0 + nb))
+                G = _spectrum(_place(grad_y[ns, fs], ah, aw, grad_y.dtype), ah, aw, threads)
+                GX = np.empty((G.shape[0], Cg) + G.shape[2:], dtype=G.dtype)
+                _channel_sum(_bins(G), _bins(Wf), _bins(GX), threads)
+                del G
+                gx = _inverse(GX, ah, aw, threads, rows=H)  # (n, Cg, H, L2)
+                del GX
+                # Filter chunks add up in a fixed order: the same sums for any thread count.
+                if f0 == g * Fg:
+                    grad_x[ns, cs] = gx[:, :, :, :W]
+                else:
+                    grad_x[ns, cs] += gx[:, :, :, :W]
+                del gx
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups):
@@ -310,30 +316,28 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
         grad_weight[...] = 0
         return
     threads = get_num_threads()
-    ctype = _complex(x.dtype)
-    bins = ah.L * (aw.L // 2 + 1)
-    csize = np.dtype(ctype).itemsize
-    given = grad_y.nbytes + x.nbytes + grad_weight.nbytes
-    chunk = _batch_chunk(N, (Cg + Fg) * bins * csize + Fg * ah.L * aw.L * x.itemsize,
-                         2 * Fg * Cg * bins * csize, given)
+    nb, fb = _chunks(N, Fg, Cg, ah, aw, x.dtype, grad_y.nbytes + x.nbytes + grad_weight.nbytes,
+                     accumulators=2)
     for g in range(groups):
-        fs, cs = slice(g * Fg, (g + 1) * Fg), slice(g * Cg, (g + 1) * Cg)
-        GW = None
-        for n0 in range(0, N, chunk):
-            n1 = min(N, n0 + chunk)
-            G = _spectrum(_place(grad_y[n0:n1, fs], ah, aw, grad_y.dtype), ah, aw, threads)
-            np.conj(G, out=G)
-            X = _spectrum(x[n0:n1, cs], ah, aw, threads)
-            part = np.empty((Fg, Cg) + G.shape[2:], dtype=ctype)
-            # (Fg, n) x (n, Cg) per bin: the batch is the reduction.
-            _channel_sum(_bins(G.transpose(1, 0, 2, 3)), _bins(X.transpose(1, 0, 2, 3)),
-                         _bins(part), threads)
-            del G, X
-            if GW is None:
-                GW = part
-            else:
-                GW += part  # chunks in a fixed order: the same sums for any thread count
-            del part
-        gwd = _inverse(GW, ah, aw, threads, rows=(KH - 1) * dh + 1)  # (Fg, Cg, KHD, L2)
-        del GW
-        grad_weight[fs] = gwd[:, :, :(KH - 1) * dh + 1:dh, :(KW - 1) * dw + 1:dw]
+        cs = slice(g * Cg, (g + 1) * Cg)
+        for f0 in range(g * Fg, (g + 1) * Fg, fb):
+            fs = slice(f0, min((g + 1) * Fg, f0 + fb))
+            GW = None
+            for n0 in range(0, N, nb):
+                ns = slice(n0, min(N, n0 + nb))
+                G = _spectrum(_place(grad_y[ns, fs], ah, aw, grad_y.dtype), ah, aw, threads)
+                np.conj(G, out=G)
+                X = _spectrum(x[ns, cs], ah, aw, threads)
+                part = np.empty((G.shape[1], Cg) + G.shape[2:], dtype=G.dtype)
+                # (f, n) x (n, Cg) per bin: the batch is the reduction.
+                _channel_sum(_bins(G.transpose(1, 0, 2, 3)), _bins(X.transpose(1, 0, 2, 3)),
+                             _bins(part), threads)
+                del G, X
+                if GW is None:
+                    GW = part
+                else:
+                    GW += part  # batch chunks in a fixed order: the same sums for any thread count
+                del part
+            gwd = _inverse(GW, ah, aw, threads, rows=(KH - 1) * dh + 1)  # (f, Cg, KHD, L2)
+            del GW
+            grad_weight[fs] = gwd[:, :, ::dh, :(KW - 1) * dw + 1:dw]
