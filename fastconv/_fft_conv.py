@@ -255,12 +255,14 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
                 del Y
                 for rows, grid_rows in ah.runs:
                     for cols, grid_cols in aw.runs:
-                        y[ns, fs, rows, cols] = z[:, :, grid_rows, grid_cols]
+                        if bias is None:
+                            y[ns, fs, rows, cols] = z[:, :, grid_rows, grid_cols]
+                        else:  # the bias in the same pass as the copy
+                            np.add(z[:, :, grid_rows, grid_cols], bias[fs, None, None],
+                                   out=y[ns, fs, rows, cols])
                 del z
-                out = y[ns, fs, ah.lo:ah.hi, aw.lo:aw.hi]
-                if bias is not None:
-                    out += bias[fs, None, None]
                 if relu:
+                    out = y[ns, fs, ah.lo:ah.hi, aw.lo:aw.hi]
                     np.maximum(out, 0, out=out)
 
 
