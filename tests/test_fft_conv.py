@@ -106,12 +106,12 @@ def test_large_kernel_float32_accuracy():
 
 
 def test_batch_chunks_and_bin_blocks(monkeypatch):
-    """Workspace small enough that every image is its own chunk (grad_weight then sums chunks) and
-    the channel sums run in many bin blocks."""
+    """Workspace small enough that every image and every filter is its own chunk (grad_weight then
+    sums batch chunks, grad_input filter chunks) and the channel sums run in many bin blocks."""
     monkeypatch.setattr(_fft_conv, "_MIN_WORKSPACE", 1)
     monkeypatch.setattr(_fft_conv, "_WORKSPACE_FACTOR", 0)
     monkeypatch.setattr(_fft_conv, "_BLOCK_BYTES", 4096)
-    for case in (FFT_CASES[0], FFT_CASES[-1], FFT_CASES[2]):
+    for case in (FFT_CASES[0], FFT_CASES[-1], FFT_CASES[2], FFT_CASES[4]):
         _check_case(case, np.float32)
         _check_case(case, np.float64)
 
@@ -135,7 +135,8 @@ def test_bitwise_identical_for_1_2_3_threads(monkeypatch, dtype):
     # enough for scipy.fft to split its transforms over workers.
     monkeypatch.setattr(_fft_conv, "_BLOCK_BYTES", 16384)
     cases = [Case("thr_many_ch", 3, 6, 64, 60, 8, 9, 9, 1, 4, 1, 1),
-             Case("thr_one_plane", 1, 1, 200, 180, 1, 21, 21, 1, 10, 1, 1)]
+             Case("thr_one_plane", 1, 1, 200, 180, 1, 21, 21, 1, 10, 1, 1),
+             Case("thr_strided_groups", 2, 4, 50, 47, 6, 7, 6, (2, 3), 3, 1, 2)]
     before = fastconv.get_num_threads()
     try:
         for case in cases:
@@ -150,8 +151,8 @@ def test_bitwise_identical_for_1_2_3_threads(monkeypatch, dtype):
         fastconv.set_num_threads(before)
 
 
-def test_inputs_not_modified():
-    case = FFT_CASES[2]
+@pytest.mark.parametrize("case", [FFT_CASES[2], FFT_CASES[4]], ids=["dilated_groups", "strided"])
+def test_inputs_not_modified(case):
     x, w, b = _inputs(case, np.float32)
     (OH, OW), args, _ = _backend_args(case)
     gy = np.random.default_rng(1).standard_normal((case.N, case.F, OH, OW)).astype(np.float32)
