@@ -32,7 +32,6 @@ BLAS on one thread. So results are bitwise identical for any thread count. The b
 filters are processed in chunks, also sized from the shapes only, so that the spectra stay within
 a few times the size of the arrays given (or 64 MiB).
 """
-import math
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
@@ -43,19 +42,19 @@ from ._threads import blas_single_thread, get_num_threads
 
 __all__ = ["conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "fft_shape"]
 
-# Spectra of one batch chunk may take max(_MIN_WORKSPACE, _WORKSPACE_FACTOR * bytes of the
-# arrays given and returned). The floor keeps small problems in one chunk.
+# The spectra of one batch chunk and one filter chunk may take max(_MIN_WORKSPACE,
+# _WORKSPACE_FACTOR * bytes of the arrays given and returned). The floor keeps small problems in
+# one chunk.
 _MIN_WORKSPACE = 64 * 2**20
 _WORKSPACE_FACTOR = 3
 # Bytes of complex data one bin block of the channel sum touches: about L2 on current x86 cores
 # (smaller blocks add Python overhead per block).
 _BLOCK_BYTES = 2**20
-# Channel sums with a reduction of at most this many terms are done as broadcast multiply-adds;
-# above, as a batched matmul per bin block. Measured (CPU time, one thread, complex64, AVX2,
-# 36720 bins; 2112 for the last): (8x3)@(3x16) per bin: multiply-adds 51 ms, matmul 39 ms;
-# (8x16)@(16x3): 30 / 29; (16x8)@(8x3): 39 / 38; (8x32)@(32x32): 57 / 24; (1x1)@(1x1) over
-# 568050 bins: 1.7 / 6.4 ms.
-_LOOP_MAX_K = 1
+# Channel sums: one term (K = 1) is a broadcast multiply; more, a batched matmul per bin block
+# (numpy's matmul over stacked matrices). Measured, CPU time, one thread, complex64, AVX2, 36720
+# bins (2112 for the 4th), broadcast multiply-adds over k vs matmul: (8x3)@(3x16) per bin 51 / 39
+# ms; (8x16)@(16x3) 30 / 29; (16x8)@(8x3) 39 / 38; (8x32)@(32x32) 57 / 24; (1x1)@(1x1) over
+# 568050 bins 1.7 / 6.4 ms.
 
 _Axis = namedtuple("_Axis", "L lo hi runs")
 _Axis.__doc__ = """Geometry of one spatial axis.
@@ -162,16 +161,10 @@ def _executor(threads):
 
 def _sum_block(A, B, out, b0, b1):
     """out[p, q, b0:b1] = sum_k A[p, k, b0:b1] * B[q, k, b0:b1] (views (P, K, bins), (Q, K, bins))."""
-    P, K, _ = A.shape
-    Q = B.shape[0]
+    K = A.shape[1]
     o = out[:, :, b0:b1]
-    if K <= _LOOP_MAX_K:
+    if K == 1:
         np.multiply(A[:, None, 0, b0:b1], B[None, :, 0, b0:b1], out=o)
-        if K > 1:
-            tmp = np.empty_like(o)
-            for k in range(1, K):
-                np.multiply(A[:, None, k, b0:b1], B[None, :, k, b0:b1], out=tmp)
-                o += tmp
         return
     a = np.ascontiguousarray(A[:, :, b0:b1].transpose(2, 0, 1))  # (bins, P, K)
     b = np.ascontiguousarray(B[:, :, b0:b1].transpose(2, 1, 0))  # (bins, K, Q)
