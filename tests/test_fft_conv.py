@@ -171,3 +171,25 @@ def test_fft_shape_is_fast_and_covers_the_kernel():
     assert L1 <= 1100 and L2 <= 1100
     # 'valid': the circular grid needs only the input's size
     assert _fft_conv.fft_shape((64, 60), (9, 9), (56, 52), (1, 1), (0, 0), (1, 1)) == (64, 60)
+
+
+def test_concurrent_calls_from_python_threads(monkeypatch):
+    """Calls from several Python threads share the channel-sum pool and the BLAS limit: each gets
+    the same bits as when run alone."""
+    import threading
+
+    monkeypatch.setattr(_fft_conv, "_BLOCK_BYTES", 16384)  # many bin blocks per call
+    cases = [FFT_CASES[-1], FFT_CASES[4], FFT_CASES[0]]
+    alone = [_all_passes(c, np.float32) for c in cases]
+    results = [None] * len(cases)
+
+    def work(i):
+        results[i] = _all_passes(cases[i], np.float32)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, r in zip(alone, results):
+        assert all(np.array_equal(u, v) for u, v in zip(a, r))
