@@ -27,7 +27,7 @@ complex64 (scipy.fft keeps single precision), float64 in complex128.
 
 Non-finite values: an inf or NaN anywhere in an image (or in the weight) reaches every bin of its
 spectrum, so every output of that image becomes NaN, where direct convolution spoils only the
-outputs whose window holds it. The planner chooses this path for finite inputs only.
+outputs whose window holds it: the planner must choose this path for finite inputs only.
 Accuracy: the error is relative to the largest output of a plane, not to each output; measured
 (float32, tests/test_fft_conv.py shapes up to 41x41 kernels) max|err| / max|ref| <= 3.1e-7.
 
