@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import fastconv
+import fastconv.nn
 from fastconv._kernels import direct as direct_kernels
 from reference import conv2d_backward_ref, conv2d_ref
 
@@ -86,3 +87,34 @@ def test_conv2d_layer_passes_its_algorithm(rng):
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
     np.testing.assert_array_equal(layer.forward(x), fastconv.conv2d(
         x, layer.weight.data, layer.bias.data, padding=1, algorithm="gemm"))
+
+
+def test_large_kernels_take_fft_and_match_the_reference(rng, assert_close):
+    plan = fastconv.conv2d_plan((1, 1, 64, 64), (1, 1, 21, 21), padding=10)
+    assert plan == {"forward": "fft", "grad_input": "fft", "grad_weight": "fft"}
+    assert fastconv.conv2d_plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)["forward"] != "fft"
+    x = rng.standard_normal((2, 3, 30, 27)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 11, 9)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    kw = dict(padding=((5, 3), (4, 4)), algorithm="fft")
+    y = fastconv.conv2d(x, w, b, activation="relu", **kw)
+    expected = conv2d_ref(x, w, b, pad=(5, 3, 4, 4))
+    assert np.abs(y - np.maximum(expected, 0)).max() <= 1e-5 * np.abs(expected).max()
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    for got, ref in zip(fastconv.conv2d_backward(g, x, w, **kw),
+                        conv2d_backward_ref(g, x, w, pad=(5, 3, 4, 4))):
+        assert np.abs(got - ref).max() <= 5e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("where", ["x", "weight"])
+def test_transforms_keep_numpy_inf_semantics(where, rng):
+    """One inf spreads over a whole FFT plane as NaN; the backend computes such inputs on an
+    exact path, so inf and NaN land where the reference puts them."""
+    x = rng.standard_normal((1, 2, 32, 32))
+    w = rng.standard_normal((3, 2, 9, 9))
+    (x if where == "x" else w)[0, 1, 5, 5] = np.inf
+    y = fastconv.conv2d(x, w, padding=4, algorithm="fft")
+    with np.errstate(invalid="ignore"):
+        expected = conv2d_ref(x, w, pad=(4, 4, 4, 4))
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))

@@ -9,6 +9,7 @@ import numpy as np
 from .._kernels import conv as _conv, dense as _dense, depthwise as _depthwise, direct as _direct
 from .._kernels import pool as _pool
 from . import OPS  # noqa: F401  (the interface: the op names this module exports)
+from . import fft as _fft
 from . import planner as _planner
 from .threads import blas_single_thread, get_num_threads
 
@@ -37,6 +38,15 @@ def _finite(a):
     return bool(np.isfinite(a).all())
 
 
+def _resolve(algorithm, pass_, conv, *operands):
+    """`algorithm` resolved for `pass_`; a transform (FFT, Winograd) would spread an inf or NaN of
+    `operands` over whole planes or tiles, so such inputs take the planner's exact choice."""
+    chosen = _planner.resolve(algorithm, pass_, conv, _level())
+    if chosen in _planner.TRANSFORMS and not all(_finite(a) for a in operands):
+        chosen = _planner.choose(pass_, conv, _level(), transforms=False)
+    return chosen
+
+
 def _bias_or_empty(bias, dtype):
     # The kernels take a typed memoryview; an empty one stands for "no bias".
     return (np.empty(0, dtype=dtype), False) if bias is None else (bias, True)
@@ -51,9 +61,12 @@ def _matrices(x, weight, y):
 
 def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, algorithm):
     conv = _problem(x.shape, weight.shape, y.shape, stride, padding, dilation, groups, x.dtype)
-    algorithm = _planner.resolve(algorithm, "forward", conv, _level())
+    algorithm = _resolve(algorithm, "forward", conv, x, weight)
     if algorithm == "depthwise" and not _finite(weight):
         algorithm = "gemm"  # the depthwise kernels skip padded taps: 0 * inf must give NaN
+    if algorithm == "fft":
+        _fft.conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu)
+        return
     bias, has_bias = _bias_or_empty(bias, x.dtype)
     args = (*stride, *padding, *dilation, groups, has_bias, relu, get_num_threads())
     if algorithm == "direct":
@@ -95,7 +108,10 @@ def _depthwise_flips(conv):
 def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups, algorithm):
     conv = _problem(grad_x.shape, weight.shape, grad_y.shape, stride, padding, dilation, groups,
                  grad_x.dtype)
-    algorithm = _planner.resolve(algorithm, "grad_input", conv, _level())
+    algorithm = _resolve(algorithm, "grad_input", conv, grad_y, weight)
+    if algorithm == "fft":
+        _fft.conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
+        return
     flips = algorithm == "direct" or (algorithm == "depthwise" and _depthwise_flips(conv))
     if flips and _finite(weight):
         kernel = _direct if algorithm == "direct" else _depthwise
@@ -114,7 +130,10 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups,
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
     conv = _problem(x.shape, grad_weight.shape, grad_y.shape, stride, padding, dilation, groups,
                  x.dtype)
-    algorithm = _planner.resolve(algorithm, "grad_weight", conv, _level())
+    algorithm = _resolve(algorithm, "grad_weight", conv, grad_y, x)
+    if algorithm == "fft":
+        _fft.conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups)
+        return
     if algorithm == "depthwise" and not _finite(grad_y):
         algorithm = "gemm"  # the depthwise kernel skips padded taps: 0 * inf must give NaN
     args = (*stride, *padding, *dilation, groups, get_num_threads())

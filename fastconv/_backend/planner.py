@@ -99,13 +99,42 @@ def runnable(pass_, conv, level):
             out.append("depthwise")
     if _is_matmul(conv):
         out.append("matmul")
+    out.append("fft")  # any padding, stride (polyphase), dilation and groups
     return tuple(out)
 
 
-def choose(pass_, conv, level):
-    """The "auto" algorithm for `pass_` of `conv`."""
+# FFT's crossover: the smallest kernel side from which it beat the algorithm chosen otherwise,
+# float32, 'same' padding, stride 1 (benchmarks/results/fft_crossover_1thread_cputime.json, one
+# thread, CPU time; AVX2 EPYC), as (forward, grad-input, grad-weight):
+_FFT_ONE_PLANE = (5, 19, 5)  # 1x1x256x256 > 1: GEMM with one filter is slow; depthwise grad-input
+_FFT_FEW_CHANNELS = (15, 9, 11)  # 8x3x128x128 > 16: 48 (filter, channel) pairs per group
+_FFT_CHANNELS = (7, 7, 7)  # 8x16x64x64 > 16 up to 8x64x28x28 > 64: >= 256 pairs
+_PASS_INDEX = {"forward": 0, "grad_input": 1, "grad_weight": 2}
+
+
+def fft_pays(pass_, conv):
+    """Whether FFT beats the other algorithms on `pass_` of `conv`, by the measured crossover:
+    stride 1 and no dilation (the measured cases), outputs of at least 16x16."""
+    F, Cg, KH, KW = conv.w_shape
+    OH, OW = conv.y_shape[2:]
+    if tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1) or OH * OW < 256:
+        return False
+    pairs = Cg * (F // conv.groups)
+    sides = _FFT_ONE_PLANE if pairs == 1 else _FFT_FEW_CHANNELS if pairs < 256 else _FFT_CHANNELS
+    return min(KH, KW) >= sides[_PASS_INDEX[pass_]]
+
+
+# The algorithms that transform whole tiles or planes: an inf or NaN anywhere in one spreads to
+# every output of it, so the backend computes inputs that are not finite on the exact paths.
+TRANSFORMS = ("winograd", "fft")
+
+
+def choose(pass_, conv, level, transforms=True):
+    """The "auto" algorithm for `pass_` of `conv` (among the exact paths if not `transforms`)."""
     can = runnable(pass_, conv, level)
     F, Cg, KH, KW = conv.w_shape
+    if transforms and fft_pays(pass_, conv):
+        return "fft"
     if "matmul" in can:
         # LeNet-5's C5 (16x5x5 -> 120 on 5x5 inputs): 2-3x faster as one GEMM than as im2col.
         return "matmul"
