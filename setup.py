@@ -1,4 +1,5 @@
 """Build fastconv's compiled kernels: extension list, OpenMP probe, per-compiler flags."""
+
 import os
 import shutil
 import sys
@@ -11,7 +12,14 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["conv", "direct", "depthwise", "pool", "dense", "openmp"]  # src/<name>.pyx -> fastconv._kernels.<name>
+KERNELS = [
+    "conv",
+    "direct",
+    "depthwise",
+    "pool",
+    "dense",
+    "openmp",
+]  # src/<name>.pyx -> fastconv._kernels.<name>
 
 
 def _openmp_flags(compiler):

@@ -10,6 +10,7 @@ baseline and (when installed) PyTorch, interleaved in one process.
 
 See benchmarks/README.md for what the columns mean.
 """
+
 import argparse
 import contextlib
 import datetime
@@ -73,7 +74,12 @@ class Case:
         s = f"{self.N}x{self.C}x{self.H}x{self.W}>{self.F} k{self.K[0]}"
         if self.K[0] != self.K[1]:
             s += f"x{self.K[1]}"
-        for tag, v in (("s", self.stride), ("p", self.padding), ("d", self.dilation), ("g", self.groups)):
+        for tag, v in (
+            ("s", self.stride),
+            ("p", self.padding),
+            ("d", self.dilation),
+            ("g", self.groups),
+        ):
             if v != (0 if tag == "p" else 1):
                 s += f" {tag}{v}"
         return s
@@ -81,12 +87,18 @@ class Case:
     def record(self):
         OH, OW = self.out_hw
         return {
-            "name": self.name, "spec": self.spec, "dtype": self.dtype,
+            "name": self.name,
+            "spec": self.spec,
+            "dtype": self.dtype,
             "x_shape": [self.N, self.C, self.H, self.W],
             "weight_shape": [self.F, self.C // self.groups, self.K[0], self.K[1]],
             "y_shape": [self.N, self.F, OH, OW],
-            "stride": self.stride, "padding": self.padding, "dilation": self.dilation,
-            "groups": self.groups, "flops_fwd": self.flops_fwd, "flops_bwd": self.flops_bwd,
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+            "flops_fwd": self.flops_fwd,
+            "flops_bwd": self.flops_bwd,
         }
 
 
@@ -119,8 +131,10 @@ def make_data(case, seed=0):
     OH, OW = case.out_hw
     fan_in = (case.C // case.groups) * KH * KW
     x = rng.standard_normal((case.N, case.C, case.H, case.W), dtype=np.float32).astype(dt)
-    w = (rng.standard_normal((case.F, case.C // case.groups, KH, KW), dtype=np.float32)
-         / np.float32(math.sqrt(fan_in))).astype(dt)
+    w = (
+        rng.standard_normal((case.F, case.C // case.groups, KH, KW), dtype=np.float32)
+        / np.float32(math.sqrt(fan_in))
+    ).astype(dt)
     b = rng.standard_normal(case.F, dtype=np.float32).astype(dt)
     gy = rng.standard_normal((case.N, case.F, OH, OW), dtype=np.float32).astype(dt)
     return x, w, b, gy
@@ -133,6 +147,7 @@ class Impl:
 
     to_host(output) -> numpy array; timer: "cpu" | "cupy" | "torch".
     """
+
     name: str
     prepare: object
     to_host: object
@@ -154,23 +169,30 @@ def fastconv_impl(fc, device):
 
         def host(a):
             return cp.asnumpy(a)
+
         timer = "cupy"
     else:
+
         def put(a):
             return a
+
         host, timer = _np_host, "cpu"
 
     def prepare(case, x, w, b, gy):
         x, w, b, gy = put(x), put(w), put(b), put(gy)
         s, p, d, g = case.stride, case.padding, case.dilation, case.groups
-        return (lambda: fc.conv2d(x, w, b, s, p, d, g),
-                lambda: fc.conv2d_backward(gy, x, w, s, p, d, g))
+        return (
+            lambda: fc.conv2d(x, w, b, s, p, d, g),
+            lambda: fc.conv2d_backward(gy, x, w, s, p, d, g),
+        )
+
     return Impl("fastconv", prepare, host, timer)
 
 
 def baseline_impl(device):
     if device == "gpu":
         import cupy as cp
+
         put, host, timer, name = cp.asarray, cp.asnumpy, "cupy", "cupy-im2col"
     else:
         put, host, timer, name = (lambda a: a), _np_host, "cpu", "numpy"
@@ -178,8 +200,11 @@ def baseline_impl(device):
     def prepare(case, x, w, b, gy):
         x, w, b, gy = put(x), put(w), put(b), put(gy)
         s, p, d, g = case.stride, case.padding, case.dilation, case.groups
-        return (lambda: numpy_im2col.conv2d(x, w, b, s, p, d, g),
-                lambda: numpy_im2col.conv2d_backward(gy, x, w, s, p, d, g))
+        return (
+            lambda: numpy_im2col.conv2d(x, w, b, s, p, d, g),
+            lambda: numpy_im2col.conv2d_backward(gy, x, w, s, p, d, g),
+        )
+
     return Impl(name, prepare, host, timer, baseline=True)
 
 
@@ -208,11 +233,15 @@ def torch_impls(torch, device):
                 flag()
                 with torch.inference_mode():
                     return conv_bwd(gy, x, w, [F], s, p, d, False, [0, 0], g, [True, True, True])
+
             return fwd, bwd
 
         def host(t):
             return t.detach().cpu().numpy()
-        return Impl("torch-tf32" if tf32 else "torch", prepare, host, "torch" if dev == "cuda" else "cpu")
+
+        return Impl(
+            "torch-tf32" if tf32 else "torch", prepare, host, "torch" if dev == "cuda" else "cpu"
+        )
 
     impls = [make(False)]
     if device == "gpu":
@@ -287,7 +316,8 @@ def reference(case, data, torch, device):
         with torch.inference_mode():
             y = torch.nn.functional.conv2d(t[0], t[1], t[2], s, p, d, g).numpy()
             grads = torch.ops.aten.convolution_backward(
-                t[3], t[0], t[1], [case.F], (s, s), (p, p), (d, d), False, [0, 0], g, [True] * 3)
+                t[3], t[0], t[1], [case.F], (s, s), (p, p), (d, d), False, [0, 0], g, [True] * 3
+            )
         return (y,), tuple(a.numpy() for a in grads), "torch"
     y = numpy_im2col.conv2d(x, w, b, s, p, d, g)
     return (y,), numpy_im2col.conv2d_backward(gy, x, w, s, p, d, g), "numpy"
@@ -334,7 +364,11 @@ def time_phase(phase, active, args, timers):
         timer = timers[impl.timer]
         t = min(timer(fn, 1) for _ in range(args.warmup if not impl.baseline else 1))
         # calls per rep so that one rep lasts >= min_rep_s (the baseline is slow enough as it is)
-        calls = 1 if impl.baseline else max(1, min(args.max_calls, math.ceil(args.min_rep_s / max(t, 1e-9))))
+        calls = (
+            1
+            if impl.baseline
+            else max(1, min(args.max_calls, math.ceil(args.min_rep_s / max(t, 1e-9))))
+        )
         reps = min(args.reps, args.numpy_reps) if impl.baseline else args.reps
         plan.append((impl, fn, timer, calls, reps, []))
     gc.collect()
@@ -344,7 +378,9 @@ def time_phase(phase, active, args, timers):
             k = r % max(1, len(plan))
             for impl, fn, timer, calls, reps, times in plan[k:] + plan[:k]:  # rotate the order
                 if r < reps:
-                    if len(plan) > 1 and not impl.baseline:  # untimed: absorbs the switch from another column
+                    if (
+                        len(plan) > 1 and not impl.baseline
+                    ):  # untimed: absorbs the switch from another column
                         for _ in range(args.switch_warmup):
                             fn()
                     times.append(timer(fn, calls))
@@ -359,8 +395,14 @@ def run_case(case, impls, args, timers, torch):
     ref_fwd, ref_bwd, ref_name = reference(case, data, torch, args.device)
     tol = TOLERANCE[case.dtype]
     rec = case.record()
-    rec.update(reference=ref_name + (" float64" if args.device == "gpu" else ""), tolerance=tol,
-               errors={}, skipped={}, fwd={}, bwd={})
+    rec.update(
+        reference=ref_name + (" float64" if args.device == "gpu" else ""),
+        tolerance=tol,
+        errors={},
+        skipped={},
+        fwd={},
+        bwd={},
+    )
 
     skip_baseline = args.numpy_skip_big and case.big
     active = []
@@ -372,8 +414,10 @@ def run_case(case, impls, args, timers, torch):
             fwd, bwd = impl.prepare(case, *data)
             y = fwd()  # the first warm-up call doubles as the correctness check
             grads = bwd()
-            err = {"fwd": errors((y,), ref_fwd, impl.to_host),
-                   "bwd": errors(grads[:3], ref_bwd, impl.to_host)}
+            err = {
+                "fwd": errors((y,), ref_fwd, impl.to_host),
+                "bwd": errors(grads[:3], ref_bwd, impl.to_host),
+            }
             del y, grads
         except Exception as e:  # a missing path (e.g. no GPU kernel yet) skips the column
             rec["skipped"][impl.name] = f"{type(e).__name__}: {e}"
@@ -389,16 +433,21 @@ def run_case(case, impls, args, timers, torch):
             busy = meter.other()
             if busy is None or busy <= args.busy_limit or attempt == args.retries:
                 break
-            print(f"  [{case.name} {phase}: other processes used {100 * busy:.0f}% of the CPUs; timing again]",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  [{case.name} {phase}: other processes used {100 * busy:.0f}% of the CPUs; timing again]",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(1.0 + attempt)  # let a burst of other work pass
         rec.setdefault("busy", {})[phase] = busy
         rec.setdefault("attempts", {})[phase] = attempt + 1
         for name, (times, calls) in res.items():
             med = statistics.median(times)
             rec[phase][name] = {
-                "median_ms": med * 1e3, "times_ms": [t * 1e3 for t in times],
-                "calls_per_rep": calls, "gflops": flops / med / 1e9,
+                "median_ms": med * 1e3,
+                "times_ms": [t * 1e3 for t in times],
+                "calls_per_rep": calls,
+                "gflops": flops / med / 1e9,
             }
     del active, data
     gc.collect()
@@ -415,7 +464,9 @@ def run_case(case, impls, args, timers, torch):
         if base and "fastconv" in t:
             r[f"{base}/fastconv"] = t[base] / t["fastconv"]
         rec["ratios"][phase] = r
-    rec["ok"] = {name: all(e <= tol for e in err["fwd"] + err["bwd"]) for name, err in rec["errors"].items()}
+    rec["ok"] = {
+        name: all(e <= tol for e in err["fwd"] + err["bwd"]) for name, err in rec["errors"].items()
+    }
     return rec
 
 
@@ -462,7 +513,15 @@ def logical_cpus():
 
 
 def _blas_entry(e):
-    keep = ("internal_api", "prefix", "version", "architecture", "threading_layer", "num_threads", "filepath")
+    keep = (
+        "internal_api",
+        "prefix",
+        "version",
+        "architecture",
+        "threading_layer",
+        "num_threads",
+        "filepath",
+    )
     return {k: e.get(k) for k in keep if k in e}
 
 
@@ -488,7 +547,9 @@ def describe_blas(entries):
         return "unknown (threadpoolctl not installed)"
     return "; ".join(
         f"{e.get('internal_api')} {e.get('version')} core={e.get('architecture', '?')} "
-        f"({os.path.basename(e.get('filepath', ''))})" for e in entries)
+        f"({os.path.basename(e.get('filepath', ''))})"
+        for e in entries
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -523,9 +584,16 @@ class Table:
 
     def header(self):
         top = " ".join(f"{'':{w}}" for _, w, _ in self.cols[:2])
-        width = sum(w + 1 for _, w, _ in self.cols[2:2 + len(self.impls) + 2]) - 1
-        top += " " + f"{'forward: ms per call':^{width}}" + " " + f"{'backward (dx, dw, db): ms per call':^{width}}"
-        names = [c[0].split(" ", 1)[-1] if c[0].startswith(("fwd ", "bwd ")) else c[0] for c in self.cols]
+        width = sum(w + 1 for _, w, _ in self.cols[2 : 2 + len(self.impls) + 2]) - 1
+        top += (
+            " "
+            + f"{'forward: ms per call':^{width}}"
+            + " "
+            + f"{'backward (dx, dw, db): ms per call':^{width}}"
+        )
+        names = [
+            c[0].split(" ", 1)[-1] if c[0].startswith(("fwd ", "bwd ")) else c[0] for c in self.cols
+        ]
         sep = "-" * (sum(w + 1 for _, w, _ in self.cols) - 1)
         return "\n".join([top, self.line(names), sep])
 
@@ -559,41 +627,92 @@ def check_mark(rec):
 
 # --------------------------------------------------------------------------- main
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                   help="cpu: NumPy arrays (default); gpu: CuPy arrays, torch on cuda, CUDA-event timing")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for every column: fastconv.set_num_threads, torch.set_num_threads and "
-                        "threadpoolctl's BLAS limit (default: the CPUs this process may use)")
-    p.add_argument("--quick", action="store_true",
-                   help="batch sizes / 4, 3 reps, 1 baseline rep, no re-timing when busy: < 1 minute")
-    p.add_argument("--cases", default=None, metavar="REGEX", help="only cases whose name matches (re.search)")
-    p.add_argument("--impls", default="fastconv,torch,numpy",
-                   help="comma-separated columns: fastconv, torch, numpy (default: all; torch is dropped "
-                        "with a note when it is not installed)")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 7, --quick 3)")
-    p.add_argument("--numpy-reps", type=int, default=None,
-                   help="cap on the baseline's repetitions (default 3, --quick 1; 0 skips it)")
-    p.add_argument("--numpy-skip-big", action="store_true", help="skip the baseline on the big (batch-8) cases")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up calls per implementation (default 2, --quick 1)")
-    p.add_argument("--min-rep-ms", type=float, default=None,
-                   help="calls per rep are repeated until a rep lasts this long (default 20, --quick 5)")
-    p.add_argument("--busy-limit", type=float, default=0.10,
-                   help="re-time a case when other processes used more than this fraction of the CPUs "
-                        "during it (default 0.10)")
-    p.add_argument("--retries", type=int, default=None,
-                   help="re-timings allowed per case and phase when busy (default 2, --quick 0)")
-    p.add_argument("--switch-warmup", type=int, default=2,
-                   help="untimed calls before each timed rep, after switching from another column (default 2): "
-                        "they absorb what the previous column left behind (allocator state, caches, threads)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write all results and the environment here")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu: NumPy arrays (default); gpu: CuPy arrays, torch on cuda, CUDA-event timing",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for every column: fastconv.set_num_threads, torch.set_num_threads and "
+        "threadpoolctl's BLAS limit (default: the CPUs this process may use)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="batch sizes / 4, 3 reps, 1 baseline rep, no re-timing when busy: < 1 minute",
+    )
+    p.add_argument(
+        "--cases", default=None, metavar="REGEX", help="only cases whose name matches (re.search)"
+    )
+    p.add_argument(
+        "--impls",
+        default="fastconv,torch,numpy",
+        help="comma-separated columns: fastconv, torch, numpy (default: all; torch is dropped "
+        "with a note when it is not installed)",
+    )
+    p.add_argument(
+        "--reps", type=int, default=None, help="timed repetitions (default 7, --quick 3)"
+    )
+    p.add_argument(
+        "--numpy-reps",
+        type=int,
+        default=None,
+        help="cap on the baseline's repetitions (default 3, --quick 1; 0 skips it)",
+    )
+    p.add_argument(
+        "--numpy-skip-big", action="store_true", help="skip the baseline on the big (batch-8) cases"
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="warm-up calls per implementation (default 2, --quick 1)",
+    )
+    p.add_argument(
+        "--min-rep-ms",
+        type=float,
+        default=None,
+        help="calls per rep are repeated until a rep lasts this long (default 20, --quick 5)",
+    )
+    p.add_argument(
+        "--busy-limit",
+        type=float,
+        default=0.10,
+        help="re-time a case when other processes used more than this fraction of the CPUs "
+        "during it (default 0.10)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="re-timings allowed per case and phase when busy (default 2, --quick 0)",
+    )
+    p.add_argument(
+        "--switch-warmup",
+        type=int,
+        default=2,
+        help="untimed calls before each timed rep, after switching from another column (default 2): "
+        "they absorb what the previous column left behind (allocator state, caches, threads)",
+    )
+    p.add_argument(
+        "--json", default=None, metavar="PATH", help="write all results and the environment here"
+    )
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     args = p.parse_args(argv)
     q = args.quick
     args.reps = args.reps if args.reps is not None else (3 if q else 7)
     args.numpy_reps = args.numpy_reps if args.numpy_reps is not None else (1 if q else 3)
     args.warmup = max(1, args.warmup if args.warmup is not None else (1 if q else 2))
-    args.min_rep_s = (args.min_rep_ms if args.min_rep_ms is not None else (5.0 if q else 20.0)) / 1e3
+    args.min_rep_s = (
+        args.min_rep_ms if args.min_rep_ms is not None else (5.0 if q else 20.0)
+    ) / 1e3
     args.max_calls = 50
     args.retries = args.retries if args.retries is not None else (0 if q else 2)
     return args
@@ -627,12 +746,20 @@ def main(argv=None):
         try:
             import fastconv as fc
         except ImportError as e:
-            print(f"error: fastconv is not importable ({e}).\nBuild it in place first, or run "
-                  "without it: --impls torch,numpy", file=sys.stderr)
+            print(
+                f"error: fastconv is not importable ({e}).\nBuild it in place first, or run "
+                "without it: --impls torch,numpy",
+                file=sys.stderr,
+            )
             return 2
-        if not hasattr(fc, "conv2d"):  # e.g. the unbuilt source folder imported as a namespace package
-            print(f"error: the fastconv found at {list(getattr(fc, '__path__', []))} has no conv2d "
-                  "(not built?)", file=sys.stderr)
+        if not hasattr(
+            fc, "conv2d"
+        ):  # e.g. the unbuilt source folder imported as a namespace package
+            print(
+                f"error: the fastconv found at {list(getattr(fc, '__path__', []))} has no conv2d "
+                "(not built?)",
+                file=sys.stderr,
+            )
             return 2
     torch = None
     if "torch" in wanted or args.device == "gpu":
@@ -644,9 +771,13 @@ def main(argv=None):
     if args.device == "gpu":
         try:
             import cupy as cp
+
             cp.cuda.runtime.getDeviceCount()
         except Exception as e:
-            print(f"error: --device gpu needs CuPy and a CUDA device ({type(e).__name__}: {e})", file=sys.stderr)
+            print(
+                f"error: --device gpu needs CuPy and a CUDA device ({type(e).__name__}: {e})",
+                file=sys.stderr,
+            )
             return 2
         if torch is not None and not torch.cuda.is_available():
             notes.append("torch has no CUDA: its GPU columns are skipped")
@@ -665,6 +796,7 @@ def main(argv=None):
         torch.set_num_threads(nthreads)
     try:
         from threadpoolctl import threadpool_limits
+
         limiter = threadpool_limits(limits=nthreads, user_api="blas")  # held for the whole run
     except ImportError:
         notes.append("threadpoolctl is not installed: NumPy's BLAS threads are not limited")
@@ -676,7 +808,11 @@ def main(argv=None):
         impls += torch_impls(torch, args.device)
     if "numpy" in wanted:
         impls.append(baseline_impl(args.device))
-    timers = {"cpu": Timer("cpu"), "cupy": Timer("cupy", cp=cp), "torch": Timer("torch", torch=torch)}
+    timers = {
+        "cpu": Timer("cpu"),
+        "cupy": Timer("cupy", cp=cp),
+        "torch": Timer("torch", torch=torch),
+    }
 
     # ---------------------------------------------------------------- header
     env = {
@@ -684,24 +820,39 @@ def main(argv=None):
         "device": args.device,
         "fastconv": getattr(fc, "__version__", None) if fc else None,
         "fastconv_file": getattr(fc, "__file__", None) if fc else None,
-        "python": platform.python_version(), "numpy": np.__version__,
-        "platform": platform.platform(), "cpu": cpu_model(), "logical_cpus": logical_cpus(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "logical_cpus": logical_cpus(),
         "threads": nthreads,
         "fastconv_threads": fc.get_num_threads() if fc else None,
         "torch": getattr(torch, "__version__", None),
         "torch_threads": torch.get_num_threads() if torch else None,
         "OPENBLAS_CORETYPE": coretype,
-        "numpy_blas": numpy_blas, "scipy_blas": scipy_blas,
-        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                                  "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT") if k in os.environ},
+        "numpy_blas": numpy_blas,
+        "scipy_blas": scipy_blas,
+        "thread_env": {
+            k: os.environ[k]
+            for k in (
+                "OMP_NUM_THREADS",
+                "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS",
+                "OMP_WAIT_POLICY",
+                "OPENBLAS_THREAD_TIMEOUT",
+            )
+            if k in os.environ
+        },
     }
     try:
         from threadpoolctl import threadpool_info
+
         env["openmp"] = [_blas_entry(e) for e in threadpool_info() if e.get("user_api") == "openmp"]
     except ImportError:
         env["openmp"] = None
     try:
         import scipy
+
         env["scipy"] = scipy.__version__
     except ImportError:
         pass
@@ -727,35 +878,54 @@ def main(argv=None):
 
     out = sys.stdout
     print("fastconv conv2d benchmark", file=out)
-    print(f"  fastconv      {env['fastconv'] or '(not run)'}"
-          + (f"  [{os.path.dirname(env['fastconv_file'])}]" if env.get("fastconv_file") else ""), file=out)
-    print(f"  device        {args.device}" + (f": {env['gpu']}, CuPy {env['cupy']}" if args.device == "gpu" else ""),
-          file=out)
+    print(
+        f"  fastconv      {env['fastconv'] or '(not run)'}"
+        + (f"  [{os.path.dirname(env['fastconv_file'])}]" if env.get("fastconv_file") else ""),
+        file=out,
+    )
+    print(
+        f"  device        {args.device}"
+        + (f": {env['gpu']}, CuPy {env['cupy']}" if args.device == "gpu" else ""),
+        file=out,
+    )
     print(f"  CPU           {env['cpu']}, {env['logical_cpus']} logical CPUs available", file=out)
-    print(f"  threads       {nthreads} for every column (fastconv {env['fastconv_threads']}, "
-          f"torch {env['torch_threads']}, NumPy BLAS limited by threadpoolctl)", file=out)
+    print(
+        f"  threads       {nthreads} for every column (fastconv {env['fastconv_threads']}, "
+        f"torch {env['torch_threads']}, NumPy BLAS limited by threadpoolctl)",
+        file=out,
+    )
     print(f"  SciPy BLAS    {describe_blas(scipy_blas)}   <- fastconv's GEMM", file=out)
     print(f"  NumPy BLAS    {describe_blas(numpy_blas)}   <- numpy baseline", file=out)
     if env["openmp"]:
-        libs = "; ".join(f"{os.path.basename(e.get('filepath', ''))} ({e.get('num_threads')} threads)"
-                         for e in env["openmp"])
+        libs = "; ".join(
+            f"{os.path.basename(e.get('filepath', ''))} ({e.get('num_threads')} threads)"
+            for e in env["openmp"]
+        )
         shared = "   (one runtime, shared by every column)" if len(env["openmp"]) == 1 else ""
         print(f"  OpenMP        {libs}{shared}", file=out)
     print(f"  OPENBLAS_CORETYPE = {coretype if coretype is not None else '(unset)'}", file=out)
     if coretype is not None:
-        print(f"  WARNING: OPENBLAS_CORETYPE={coretype} forces OpenBLAS's kernels for that core (Haswell: AVX2, "
-              "about half the\n           SGEMM speed of an AVX-512 CPU). Users do not have it set; headline "
-              "figures are taken with\n           it unset:  env -u OPENBLAS_CORETYPE python "
-              "benchmarks/bench_conv.py", file=out)
+        print(
+            f"  WARNING: OPENBLAS_CORETYPE={coretype} forces OpenBLAS's kernels for that core (Haswell: AVX2, "
+            "about half the\n           SGEMM speed of an AVX-512 CPU). Users do not have it set; headline "
+            "figures are taken with\n           it unset:  env -u OPENBLAS_CORETYPE python "
+            "benchmarks/bench_conv.py",
+            file=out,
+        )
     tv = env["torch"] or "(not installed)"
     if args.device == "gpu" and torch is not None:
-        tv += f", CUDA {env.get('torch_cuda')}, cuDNN {env.get('cudnn')}; 'torch' = strict fp32 " \
-              "(allow_tf32=False), 'torch-tf32' = torch's default"
+        tv += (
+            f", CUDA {env.get('torch_cuda')}, cuDNN {env.get('cudnn')}; 'torch' = strict fp32 "
+            "(allow_tf32=False), 'torch-tf32' = torch's default"
+        )
     print(f"  torch         {tv}", file=out)
     print(f"  NumPy {np.__version__}, SciPy {env.get('scipy')}, Python {env['python']}", file=out)
-    print(f"  timing        {'CUDA events' if args.device == 'gpu' else 'perf_counter'}; median of {args.reps} "
-          f"reps (baseline {min(args.reps, args.numpy_reps)}), implementations interleaved rep by rep; "
-          f"{args.warmup} warm-up call(s), then {args.switch_warmup} untimed before each rep", file=out)
+    print(
+        f"  timing        {'CUDA events' if args.device == 'gpu' else 'perf_counter'}; median of {args.reps} "
+        f"reps (baseline {min(args.reps, args.numpy_reps)}), implementations interleaved rep by rep; "
+        f"{args.warmup} warm-up call(s), then {args.switch_warmup} untimed before each rep",
+        file=out,
+    )
     if env.get("fastconv_config"):
         print("  fastconv.show_config():", file=out)
         for line in env["fastconv_config"].rstrip().splitlines():
@@ -784,7 +954,9 @@ def main(argv=None):
     print("-" * len(table.header().splitlines()[-1]), file=out)
     geo = {}
     base_name = "cupy-im2col" if args.device == "gpu" else "numpy"
-    keys = ["fastconv/torch", f"{base_name}/fastconv"] + (["fastconv/torch-tf32"] if args.device == "gpu" else [])
+    keys = ["fastconv/torch", f"{base_name}/fastconv"] + (
+        ["fastconv/torch-tf32"] if args.device == "gpu" else []
+    )
     for phase in ("fwd", "bwd"):
         geo[phase] = {}
         for key in keys:
@@ -798,44 +970,70 @@ def main(argv=None):
             g = geo[phase][key]
             if g["geomean"] is not None:
                 parts.append(f"{key} = {g['geomean']:.3f} ({g['cases']} cases)")
-        print(f"geomean {label[phase]}  time ratio  " + ("   ".join(parts) if parts else "(nothing to compare)"),
-              file=out)
-    print("  fastconv/torch < 1: fastconv faster than torch;  "
-          f"{base_name}/fastconv > 1: fastconv faster than the baseline", file=out)
+        print(
+            f"geomean {label[phase]}  time ratio  "
+            + ("   ".join(parts) if parts else "(nothing to compare)"),
+            file=out,
+        )
+    print(
+        "  fastconv/torch < 1: fastconv faster than torch;  "
+        f"{base_name}/fastconv > 1: fastconv faster than the baseline",
+        file=out,
+    )
 
     bad = [r for r in records if check_mark(r) not in ("ok", "n/a")]
-    skipped = {(r["name"], k): v for r in records for k, v in r["skipped"].items() if not v.startswith("--")}
+    skipped = {
+        (r["name"], k): v
+        for r in records
+        for k, v in r["skipped"].items()
+        if not v.startswith("--")
+    }
     if bad:
-        print("\nMISMATCHES (max |a - ref| / max |ref| per output; tolerance in brackets):", file=out)
+        print(
+            "\nMISMATCHES (max |a - ref| / max |ref| per output; tolerance in brackets):", file=out
+        )
         for r in bad:
             for name, err in r["errors"].items():
                 if name == "torch-tf32":
                     continue
                 if any(e > r["tolerance"] for e in err["fwd"] + err["bwd"]):
-                    print(f"  {r['name']:22} {name:11} vs {r['reference']}: y {err['fwd'][0]:.2e}  "
-                          + "  ".join(f"{k} {e:.2e}" for k, e in zip(("gx", "gw", "gb"), err["bwd"]))
-                          + f"  [{r['tolerance']:.0e}]", file=out)
+                    print(
+                        f"  {r['name']:22} {name:11} vs {r['reference']}: y {err['fwd'][0]:.2e}  "
+                        + "  ".join(f"{k} {e:.2e}" for k, e in zip(("gx", "gw", "gb"), err["bwd"]))
+                        + f"  [{r['tolerance']:.0e}]",
+                        file=out,
+                    )
     if skipped:
         print("\nSKIPPED (an implementation raised):", file=out)
         for (case, name), why in skipped.items():
             print(f"  {case:22} {name:11} {why[:200]}", file=out)
-    noisy = [r["name"] for r in records
-             if any(b is not None and b > args.busy_limit for b in r.get("busy", {}).values())]
+    noisy = [
+        r["name"]
+        for r in records
+        if any(b is not None and b > args.busy_limit for b in r.get("busy", {}).values())
+    ]
     if noisy:
-        print(f"\nWARNING: other processes used more than {100 * args.busy_limit:.0f}% of the CPUs while timing "
-              f"{', '.join(noisy)} (column busy%): those figures are unreliable; run again on a quiet machine",
-              file=out)
+        print(
+            f"\nWARNING: other processes used more than {100 * args.busy_limit:.0f}% of the CPUs while timing "
+            f"{', '.join(noisy)} (column busy%): those figures are unreliable; run again on a quiet machine",
+            file=out,
+        )
     n_base_skipped = sum(1 for r in records if "--numpy-skip-big" in r["skipped"].values())
     if n_base_skipped:
-        print(f"\nnote: the {base_name} baseline was skipped on {n_base_skipped} big case(s) (--numpy-skip-big)",
-              file=out)
+        print(
+            f"\nnote: the {base_name} baseline was skipped on {n_base_skipped} big case(s) (--numpy-skip-big)",
+            file=out,
+        )
     print(f"\ntotal {elapsed:.1f} s", file=out)
 
     if args.json:
         result = {
             "environment": env,
-            "config": {k: v for k, v in vars(args).items() if k != "json"} | {"implementations": names},
-            "cases": records, "geomeans": geo, "elapsed_s": elapsed,
+            "config": {k: v for k, v in vars(args).items() if k != "json"}
+            | {"implementations": names},
+            "cases": records,
+            "geomeans": geo,
+            "elapsed_s": elapsed,
         }
         d = os.path.dirname(os.path.abspath(args.json))
         os.makedirs(d, exist_ok=True)

@@ -14,6 +14,7 @@
     where installed.
 Timings are medians of `--reps` runs; the machine's CPU is recorded.
 """
+
 import argparse
 import json
 import os
@@ -69,28 +70,39 @@ def stack_case(args, tmp):
     src_dir = os.path.join(tmp, "x")
     os.makedirs(src_dir)
     for i in range(args.blocks):
-        np.save(os.path.join(src_dir, f"{i}.npy"),
-                rng.standard_normal((8,) + shape[1:], dtype=np.float32))
+        np.save(
+            os.path.join(src_dir, f"{i}.npy"),
+            rng.standard_normal((8,) + shape[1:], dtype=np.float32),
+        )
     with open(os.path.join(src_dir, "info"), "wb") as f:
         import pickle
 
-        pickle.dump({"chunks": ((8,) * args.blocks, (64,), (112,), (112,)),
-                     "dtype": np.dtype(np.float32), "axis": 0}, f)
+        pickle.dump(
+            {
+                "chunks": ((8,) * args.blocks, (64,), (112,), (112,)),
+                "dtype": np.dtype(np.float32),
+                "axis": 0,
+            },
+            f,
+        )
     w = (rng.standard_normal((64, 64, 3, 3)) * 0.05).astype(np.float32)
     dst = np.lib.format.open_memmap(os.path.join(tmp, "y.npy"), "w+", np.float32, shape)
 
     def one_process():
         for i in range(args.blocks):
             block = np.load(os.path.join(src_dir, f"{i}.npy"), mmap_mode="r")
-            dst[8 * i:8 * i + 8] = fastconv.conv2d(block, w, padding="same")
+            dst[8 * i : 8 * i + 8] = fastconv.conv2d(block, w, padding="same")
         dst.flush()
 
     results = {"case": "stack", "shape": shape, "gib": round(gb, 2)}
     results["one_process_s"] = median_time(one_process, args.reps)
     for workers in (1, 2):
-        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster, \
-                distributed.Client(cluster) as client:
+        with (
+            distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
             x = da.from_npy_stack(src_dir, mmap_mode="r")
 
             def run():
@@ -109,8 +121,7 @@ def stack_case(args, tmp):
 
 def image_case(args):
     rng = np.random.default_rng(1)
-    img = da.from_array(rng.standard_normal((args.side, args.side), dtype=np.float32),
-                        chunks=2048)
+    img = da.from_array(rng.standard_normal((args.side, args.side), dtype=np.float32), chunks=2048)
     out = []
     for k in (3, 15):
         w = rng.standard_normal((1, 1, k, k)).astype(np.float32)
@@ -118,13 +129,14 @@ def image_case(args):
         row = {"case": f"image {args.side}^2 k{k}", "chunks": 2048}
         with dask.config.set(scheduler="threads"):
             row["fastconv_s"] = median_time(
-                lambda: fastconv.conv2d(x4, w, padding="same").compute(), args.reps)
+                lambda: fastconv.conv2d(x4, w, padding="same").compute(), args.reps
+            )
             try:
                 from dask_image import ndfilters
 
                 row["dask_image_s"] = median_time(
-                    lambda: ndfilters.correlate(img, w[0, 0], mode="constant").compute(),
-                    args.reps)
+                    lambda: ndfilters.correlate(img, w[0, 0], mode="constant").compute(), args.reps
+                )
             except ImportError:
                 row["dask_image_s"] = None
         out.append(row)
@@ -138,24 +150,35 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json")
     args = ap.parse_args()
-    meta = {"cpu": cpu_model(), "cores": os.cpu_count(), "fastconv_threads":
-            fastconv.get_num_threads(), "dask": dask.__version__, "date": time.strftime("%F")}
+    meta = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "fastconv_threads": fastconv.get_num_threads(),
+        "dask": dask.__version__,
+        "date": time.strftime("%F"),
+    }
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         stack = stack_case(args, tmp)
     images = image_case(args)
     print(f"# {meta}")
-    print(f"(a) {stack['gib']} GiB stack {stack['shape']}, 3x3 64->64 'same', blocks of "
-          f"{stack['block_mib']:.0f} MiB")
+    print(
+        f"(a) {stack['gib']} GiB stack {stack['shape']}, 3x3 64->64 'same', blocks of "
+        f"{stack['block_mib']:.0f} MiB"
+    )
     print(f"{'run':<22}{'time s':>9}{'GiB/s':>8}{'peak MiB/worker':>17}")
     print(f"{'one process':<22}{stack['one_process_s']:9.2f}{stack['one_process_gib_per_s']:8.3f}")
     for w in (1, 2):
-        print(f"{f'LocalCluster {w} worker':<22}{stack[f'dask_{w}w_s']:9.2f}"
-              f"{stack[f'dask_{w}w_gib_per_s']:8.3f}{stack[f'dask_{w}w_peak_mib_per_worker']:17.0f}")
+        print(
+            f"{f'LocalCluster {w} worker':<22}{stack[f'dask_{w}w_s']:9.2f}"
+            f"{stack[f'dask_{w}w_gib_per_s']:8.3f}{stack[f'dask_{w}w_peak_mib_per_worker']:17.0f}"
+        )
     print("(b) one image, 2048^2 chunks, threaded scheduler")
     for row in images:
         di = row["dask_image_s"]
-        print(f"{row['case']:<22}fastconv {row['fastconv_s']:.2f} s   dask_image "
-              f"{'not installed' if di is None else f'{di:.2f} s'}")
+        print(
+            f"{row['case']:<22}fastconv {row['fastconv_s']:.2f} s   dask_image "
+            f"{'not installed' if di is None else f'{di:.2f} s'}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "stack": stack, "image": images}, f, indent=1)

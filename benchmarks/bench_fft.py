@@ -23,6 +23,7 @@ smallest kernel size from which FFT is faster.
 
 Every comparison is interleaved rep by rep (A, B, C, A, B, C, ...), medians reported.
 """
+
 import argparse
 import datetime
 import gc
@@ -89,7 +90,9 @@ class Setup:
         self.N, self.C, self.F, self.H, self.K = N, C, F, H, K
         self.p = (K - 1) // 2
         self.x = rng.standard_normal((N, C, H, H), dtype=np.float32)
-        self.w = rng.standard_normal((F, C, K, K), dtype=np.float32) / np.float32(np.sqrt(C * K * K))
+        self.w = rng.standard_normal((F, C, K, K), dtype=np.float32) / np.float32(
+            np.sqrt(C * K * K)
+        )
         self.b = rng.standard_normal(F, dtype=np.float32)
         self.gy = rng.standard_normal((N, F, H, H), dtype=np.float32)
         self.args = ((1, 1), (self.p, self.p), (1, 1), 1)
@@ -111,8 +114,7 @@ class Setup:
     # --- one pass of a backend module (fastconv._backend.cpu or .fft), output allocated
     def forward(self, be):
         y = np.empty((self.N, self.F, self.H, self.H), np.float32)
-        be.conv2d_forward(self.x, self.w, self.b, y, *self.args, False,
-                          *self._extra(be, "forward"))
+        be.conv2d_forward(self.x, self.w, self.b, y, *self.args, False, *self._extra(be, "forward"))
         return y
 
     def grad_input(self, be):
@@ -151,10 +153,13 @@ def scipy_impls(s, threads):
             with scipy.fft.set_workers(threads):
                 gx = conv(s.gy[:, :, None], s.w[None], mode="full", axes=(-2, -1))[same].sum(axis=1)
                 xp = np.pad(s.x, ((0, 0), (0, 0), (s.p, s.p), (s.p, s.p)))
-                gw = conv(xp[:, None], s.gy[:, :, None, ::-1, ::-1], mode="valid",
-                          axes=(-2, -1)).sum(axis=0)
+                gw = conv(
+                    xp[:, None], s.gy[:, :, None, ::-1, ::-1], mode="valid", axes=(-2, -1)
+                ).sum(axis=0)
             return gx, gw, s.gy.sum(axis=(0, 2, 3))
+
         return fwd, bwd
+
     return {"fftconv": make(scipy.signal.fftconvolve), "oaconv": make(scipy.signal.oaconvolve)}
 
 
@@ -168,9 +173,21 @@ def torch_impl(torch, s):
 
     def bwd():
         with torch.inference_mode():
-            r = bwd_op(t[3], t[0], t[1], [s.F], (1, 1), (s.p, s.p), (1, 1), False, [0, 0], 1,
-                       [True, True, True])
+            r = bwd_op(
+                t[3],
+                t[0],
+                t[1],
+                [s.F],
+                (1, 1),
+                (s.p, s.p),
+                (1, 1),
+                False,
+                [0, 0],
+                1,
+                [True, True, True],
+            )
         return tuple(a.numpy() for a in r)
+
     return fwd, bwd
 
 
@@ -186,9 +203,11 @@ def run_cases(args, torch, out):
     from fastconv._backend import fft as _fft_conv
 
     records = []
-    hdr = f"{'case':18} {'shape':26} {'pass':4} " + " ".join(
-        f"{n:>9}" for n in ("fft", "current", "fftconv", "oaconv", "torch")) + \
-        "   fft/scipy-best  fft/torch  err(fft)"
+    hdr = (
+        f"{'case':18} {'shape':26} {'pass':4} "
+        + " ".join(f"{n:>9}" for n in ("fft", "current", "fftconv", "oaconv", "torch"))
+        + "   fft/scipy-best  fft/torch  err(fft)"
+    )
     print(hdr, file=out)
     print("-" * len(hdr), file=out)
     for name, N, C, F, H, K in CASES:
@@ -196,11 +215,18 @@ def run_cases(args, torch, out):
             continue
         s = Setup(N, C, F, H, K)
         sp = scipy_impls(s, args.threads)
-        fwd = {"fft": lambda: s.forward(_fft_conv), "current": lambda: s.forward(_cpu),
-               "fftconv": sp["fftconv"][0], "oaconv": sp["oaconv"][0]}
-        bwd = {"fft": lambda: s.backward(_fft_conv, _cpu.conv2d_grad_bias),
-               "current": lambda: s.backward(_cpu, _cpu.conv2d_grad_bias),
-               "fftconv": sp["fftconv"][1], "oaconv": sp["oaconv"][1]}
+        fwd = {
+            "fft": lambda: s.forward(_fft_conv),
+            "current": lambda: s.forward(_cpu),
+            "fftconv": sp["fftconv"][0],
+            "oaconv": sp["oaconv"][0],
+        }
+        bwd = {
+            "fft": lambda: s.backward(_fft_conv, _cpu.conv2d_grad_bias),
+            "current": lambda: s.backward(_cpu, _cpu.conv2d_grad_bias),
+            "fftconv": sp["fftconv"][1],
+            "oaconv": sp["oaconv"][1],
+        }
         if torch is not None:
             fwd["torch"], bwd["torch"] = torch_impl(torch, s)
         # accuracy against float64 (scipy's fftconvolve on float64 inputs)
@@ -213,17 +239,26 @@ def run_cases(args, torch, out):
             if phase == "fwd":
                 errs[phase] = {n: rel_err(o, ref_y) for n, o in first.items()}
             else:
-                errs[phase] = {n: max(rel_err(a, r) for a, r in zip(o, ref_b)) for n, o in first.items()}
+                errs[phase] = {
+                    n: max(rel_err(a, r) for a, r in zip(o, ref_b)) for n, o in first.items()
+                }
             del first
-            rec[phase] = {n: {"median_ms": v * 1e3, "times_ms": [t * 1e3 for t in times[n]]}
-                          for n, v in med.items()}
+            rec[phase] = {
+                n: {"median_ms": v * 1e3, "times_ms": [t * 1e3 for t in times[n]]}
+                for n, v in med.items()
+            }
             best_scipy = min(med["fftconv"], med["oaconv"])
             ratio_t = med["fft"] / med["torch"] if "torch" in med else None
-            cols = " ".join(f"{med[n] * 1e3:9.2f}" if n in med else f"{'-':>9}"
-                            for n in ("fft", "current", "fftconv", "oaconv", "torch"))
-            print(f"{name:18} {s.spec:26} {phase:4} {cols}   {med['fft'] / best_scipy:14.2f}"
-                  f"  {ratio_t if ratio_t is None else f'{ratio_t:9.2f}'}  {errs[phase]['fft']:.1e}",
-                  file=out, flush=True)
+            cols = " ".join(
+                f"{med[n] * 1e3:9.2f}" if n in med else f"{'-':>9}"
+                for n in ("fft", "current", "fftconv", "oaconv", "torch")
+            )
+            print(
+                f"{name:18} {s.spec:26} {phase:4} {cols}   {med['fft'] / best_scipy:14.2f}"
+                f"  {ratio_t if ratio_t is None else f'{ratio_t:9.2f}'}  {errs[phase]['fft']:.1e}",
+                file=out,
+                flush=True,
+            )
         records.append(rec)
     return records
 
@@ -265,45 +300,67 @@ def run_crossover(args, out):
             for p in PASSES:
                 if wins[p] >= 2:  # FFT won twice in a row: larger kernels only widen the gap
                     continue
-                fns = {"fft": (lambda p=p: getattr(s, p)(_fft_conv)),
-                       "current": (lambda p=p: getattr(s, p)(_cpu))}
+                fns = {
+                    "fft": (lambda p=p: getattr(s, p)(_fft_conv)),
+                    "current": (lambda p=p: getattr(s, p)(_cpu)),
+                }
                 med, _, _ = interleaved(fns, args.reps, max_calls=10)
                 ratios[p] = med["fft"] / med["current"]
-                rows.append({"K": K, "pass": p, "fft_ms": med["fft"] * 1e3,
-                             "current_ms": med["current"] * 1e3})
+                rows.append(
+                    {
+                        "K": K,
+                        "pass": p,
+                        "fft_ms": med["fft"] * 1e3,
+                        "current_ms": med["current"] * 1e3,
+                    }
+                )
                 if ratios[p] < 1:
                     wins[p] += 1
                     if first[p] is None:
                         first[p] = K
                 else:
                     wins[p], first[p] = 0, None
-            cols = " ".join(f"{ratios[p]:20.2f}" if p in ratios else f"{'(fft wins)':>20}"
-                            for p in PASSES)
+            cols = " ".join(
+                f"{ratios[p]:20.2f}" if p in ratios else f"{'(fft wins)':>20}" for p in PASSES
+            )
             print(f"{f'{N}x{C}x{H}x{H}>{F}':20} {K:3d} {cols}", file=out, flush=True)
             if all(w >= 2 for w in wins.values()):
                 break
         table.append({"shape": [N, C, F, H], "first_fft_win_K": first, "rows": rows})
-    print(f"\ncrossover (smallest K from which FFT was faster, 'same' padding, float32, "
-          f"{args.threads} threads):", file=out)
+    print(
+        f"\ncrossover (smallest K from which FFT was faster, 'same' padding, float32, "
+        f"{args.threads} threads):",
+        file=out,
+    )
     print(f"{'N x C x H x W > F':20} " + " ".join(f"{p:>12}" for p in PASSES), file=out)
     for t in table:
         N, C, F, H = t["shape"]
-        print(f"{f'{N}x{C}x{H}x{H}>{F}':20} " + " ".join(
-            f"{str(t['first_fft_win_K'][p] or '>' + str(kernels[-1])):>12}" for p in PASSES), file=out)
+        print(
+            f"{f'{N}x{C}x{H}x{H}>{F}':20} "
+            + " ".join(
+                f"{str(t['first_fft_win_K'][p] or '>' + str(kernels[-1])):>12}" for p in PASSES
+            ),
+            file=out,
+        )
     return table
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--part", choices=("all", "cases", "crossover"), default="all")
     ap.add_argument("--cases", default=None, help="comma-separated case names")
     ap.add_argument("--kernels", default="3,5,7,9,11,13,15,19,23,31")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--cpu-time", action="store_true",
-                    help="time with process_time (needs --threads 1): on a loaded machine, wall "
-                         "times of OpenMP code are inflated by threads waiting for a time slice")
+    ap.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with process_time (needs --threads 1): on a loaded machine, wall "
+        "times of OpenMP code are inflated by threads waiting for a time slice",
+    )
     args = ap.parse_args(argv)
     if args.cpu_time:
         if args.threads != 1:
@@ -311,26 +368,37 @@ def main(argv=None):
         global CLOCK
         CLOCK = time.process_time
 
-    import fastconv
     from threadpoolctl import threadpool_limits
+
+    import fastconv
 
     fastconv.set_num_threads(args.threads)
     try:
         import torch
+
         torch.set_num_threads(args.threads)
     except ImportError:
         torch = None
     out = sys.stdout
-    env = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-           "cpu": _cpu_model(), "threads": args.threads, "python": platform.python_version(),
-           "numpy": np.__version__, "torch": getattr(torch, "__version__", None),
-           "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-           "load_before": os.getloadavg(), "clock": "process_time" if args.cpu_time else "perf_counter"}
+    env = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "threads": args.threads,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": getattr(torch, "__version__", None),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "load_before": os.getloadavg(),
+        "clock": "process_time" if args.cpu_time else "perf_counter",
+    }
     import scipy
+
     env["scipy"] = scipy.__version__
-    print(f"bench_fft: {env['cpu']}, {args.threads} threads, scipy {env['scipy']}, torch "
-          f"{env['torch']}, OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, load {env['load_before']}",
-          file=out)
+    print(
+        f"bench_fft: {env['cpu']}, {args.threads} threads, scipy {env['scipy']}, torch "
+        f"{env['torch']}, OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, load {env['load_before']}",
+        file=out,
+    )
     result = {"environment": env}
     with threadpool_limits(limits=args.threads, user_api="blas"):
         if args.part in ("all", "cases"):

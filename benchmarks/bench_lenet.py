@@ -14,6 +14,7 @@ continues training the same models. Reported: the median over reps, as seconds p
 extrapolated to a 60,000-image epoch, and images/s; the best rep is shown too (on a shared
 machine the fastest rep is the one least disturbed by other work).
 """
+
 import argparse
 import json
 import os
@@ -40,15 +41,19 @@ def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="MNIST directory (the four IDX files)")
     p.add_argument("--threads", type=int, default=2, help="threads for both (default 2)")
-    p.add_argument("--batches", type=int, default=None,
-                   help="batches per rep (default: a full epoch, 938)")
+    p.add_argument(
+        "--batches", type=int, default=None, help="batches per rep (default: a full epoch, 938)"
+    )
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     p.add_argument("--impls", default="fastconv,torch", help="comma-separated subset")
     p.add_argument("--json", metavar="PATH", help="write the records and the environment here")
-    p.add_argument("--profile", action="store_true",
-                   help="after the reps, one more fastconv rep with every backend op timed")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the reps, one more fastconv rep with every backend op timed",
+    )
     args = p.parse_args(argv)
     args.impls = [s for s in args.impls.split(",") if s]
     unknown = set(args.impls) - {"fastconv", "torch"}
@@ -61,18 +66,32 @@ def _fastconv_runner(data, args):
     model = LeNet5(seed=0)
 
     def run():
-        history = fit(model, data, epochs=1, batch_size=args.batch_size,
-                      optimizer=args.optimizer, threads=args.threads, progress=False,
-                      log=lambda line: None)
+        history = fit(
+            model,
+            data,
+            epochs=1,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            threads=args.threads,
+            progress=False,
+            log=lambda line: None,
+        )
         return history[-1]["seconds"]
+
     return run
 
 
 def _torch_runner(data, args):
     from lenet_torch import TorchTrainer
 
-    trainer = TorchTrainer(data.train_images, data.train_labels, args.batch_size,
-                           args.optimizer, threads=args.threads, lr_decay=1.0)
+    trainer = TorchTrainer(
+        data.train_images,
+        data.train_labels,
+        args.batch_size,
+        args.optimizer,
+        threads=args.threads,
+        lr_decay=1.0,
+    )
     return lambda: trainer.train_epoch()[0]
 
 
@@ -95,6 +114,7 @@ def _profile(data, args):
             finally:
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
                 calls[name] = calls.get(name, 0) + 1
+
         return wrapper
 
     originals = {name: getattr(_cpu, name) for name in _cpu.OPS}
@@ -114,34 +134,48 @@ def _profile(data, args):
         for name, fn in opt_originals.items():
             setattr(opt_cls, name, fn)
     batches = -(-len(data.train_labels) // args.batch_size)
-    print(f"\nfastconv profile: {total:.3f} s for {batches} batches = "
-          f"{1e3 * total / batches:.3f} ms/batch")
+    print(
+        f"\nfastconv profile: {total:.3f} s for {batches} batches = "
+        f"{1e3 * total / batches:.3f} ms/batch"
+    )
     print(f"  {'op':<32} {'calls/batch':>11} {'ms/batch':>9} {'share':>6}")
     for name, t in sorted(spent.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:<32} {calls[name] / batches:11.0f} {1e3 * t / batches:9.3f} "
-              f"{100 * t / total:5.1f}%")
+        print(
+            f"  {name:<32} {calls[name] / batches:11.0f} {1e3 * t / batches:9.3f} "
+            f"{100 * t / total:5.1f}%"
+        )
     rest = total - sum(spent.values())
-    print(f"  {'rest (Python: layers, checks, batching)':<32} {'':>11} "
-          f"{1e3 * rest / batches:9.3f} {100 * rest / total:5.1f}%")
-    return {"seconds": total, "batches": batches,
-            "ms_per_batch": {k: 1e3 * v / batches for k, v in spent.items()},
-            "rest_ms_per_batch": 1e3 * rest / batches}
+    print(
+        f"  {'rest (Python: layers, checks, batching)':<32} {'':>11} "
+        f"{1e3 * rest / batches:9.3f} {100 * rest / total:5.1f}%"
+    )
+    return {
+        "seconds": total,
+        "batches": batches,
+        "ms_per_batch": {k: 1e3 * v / batches for k, v in spent.items()},
+        "rest_ms_per_batch": 1e3 * rest / batches,
+    }
 
 
 def _environment():
-    import io
     import contextlib
+    import io
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         fastconv.show_config()
-    env = {"python": platform.python_version(), "numpy": np.__version__,
-           "fastconv": fastconv.__version__, "platform": platform.platform(),
-           "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-           "fastconv_config": buf.getvalue()}
+    env = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "fastconv": fastconv.__version__,
+        "platform": platform.platform(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "fastconv_config": buf.getvalue(),
+    }
     try:
         import torch
+
         env["torch"] = torch.__version__
     except ImportError:
         env["torch"] = None
@@ -156,8 +190,12 @@ def main(argv=None):
     full = mnist(args.data, padding=2)
     n = FULL_EPOCH if args.batches is None else min(FULL_EPOCH, args.batches * args.batch_size)
     # fit evaluates on the test set after every epoch (not timed): a small one keeps reps short.
-    data = MNIST(full.train_images[:n], full.train_labels[:n], full.test_images[:1000],
-                 full.test_labels[:1000])
+    data = MNIST(
+        full.train_images[:n],
+        full.train_labels[:n],
+        full.test_images[:1000],
+        full.test_labels[:1000],
+    )
     runners = {}
     for impl in args.impls:
         if impl == "torch":
@@ -168,42 +206,61 @@ def main(argv=None):
         else:
             runners[impl] = _fastconv_runner(data, args)
     batches = -(-n // args.batch_size)
-    print(f"LeNet-5 training on MNIST: {n} images = {batches} batches of {args.batch_size} per "
-          f"rep, {args.optimizer}, {args.threads} threads, {args.reps} reps (alternating), "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
-          f"malloc keeps freed memory: {malloc_tuned}")
+    print(
+        f"LeNet-5 training on MNIST: {n} images = {batches} batches of {args.batch_size} per "
+        f"rep, {args.optimizer}, {args.threads} threads, {args.reps} reps (alternating), "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+        f"malloc keeps freed memory: {malloc_tuned}"
+    )
     times = {impl: [] for impl in runners}
     order = list(runners)
     for rep in range(args.reps):
-        for impl in (order if rep % 2 == 0 else order[::-1]):
+        for impl in order if rep % 2 == 0 else order[::-1]:
             seconds = runners[impl]()
             times[impl].append(seconds)
             print(f"  rep {rep + 1}: {impl:<8} {seconds:7.3f} s", flush=True)
     records = {}
-    print(f"\n{'impl':<9} {'median s/rep':>12} {'s/epoch (60k)':>14} {'img/s':>9} "
-          f"{'best s/epoch':>13}  all reps (s)")
+    print(
+        f"\n{'impl':<9} {'median s/rep':>12} {'s/epoch (60k)':>14} {'img/s':>9} "
+        f"{'best s/epoch':>13}  all reps (s)"
+    )
     for impl, ts in times.items():
         median = statistics.median(ts)
-        records[impl] = {"reps_seconds": ts, "median_seconds": median,
-                         "seconds_per_60k_epoch": median * FULL_EPOCH / n,
-                         "best_seconds_per_60k_epoch": min(ts) * FULL_EPOCH / n,
-                         "images_per_second": n / median}
-        print(f"{impl:<9} {median:12.3f} {median * FULL_EPOCH / n:14.2f} {n / median:9,.0f} "
-              f"{min(ts) * FULL_EPOCH / n:13.2f}  " + " ".join(f"{t:.3f}" for t in ts))
+        records[impl] = {
+            "reps_seconds": ts,
+            "median_seconds": median,
+            "seconds_per_60k_epoch": median * FULL_EPOCH / n,
+            "best_seconds_per_60k_epoch": min(ts) * FULL_EPOCH / n,
+            "images_per_second": n / median,
+        }
+        print(
+            f"{impl:<9} {median:12.3f} {median * FULL_EPOCH / n:14.2f} {n / median:9,.0f} "
+            f"{min(ts) * FULL_EPOCH / n:13.2f}  " + " ".join(f"{t:.3f}" for t in ts)
+        )
     if "fastconv" in records and "torch" in records:
         ratio = records["fastconv"]["median_seconds"] / records["torch"]["median_seconds"]
         records["fastconv_over_torch"] = ratio
-        print(f"fastconv / torch time: {ratio:.3f} ({1 / ratio:.2f}x "
-              f"{'faster' if ratio < 1 else 'slower'})")
+        print(
+            f"fastconv / torch time: {ratio:.3f} ({1 / ratio:.2f}x "
+            f"{'faster' if ratio < 1 else 'slower'})"
+        )
     if args.profile and "fastconv" in runners:
         records["fastconv_profile"] = _profile(data, args)
     if args.json:
-        out = {"config": {"images_per_rep": n, "batches_per_rep": batches,
-                          "batch_size": args.batch_size, "optimizer": args.optimizer,
-                          "threads": args.threads, "reps": args.reps,
-                          "malloc_keeps_freed_memory": malloc_tuned},
-               "results": records, "environment": _environment(),
-               "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        out = {
+            "config": {
+                "images_per_rep": n,
+                "batches_per_rep": batches,
+                "batch_size": args.batch_size,
+                "optimizer": args.optimizer,
+                "threads": args.threads,
+                "reps": args.reps,
+                "malloc_keeps_freed_memory": malloc_tuned,
+            },
+            "results": records,
+            "environment": _environment(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
         print(f"wrote {args.json}")

@@ -11,6 +11,7 @@ training loop is timed; the test accuracy is reported separately.
 torch is needed only here (and by bench_lenet.py's torch column); fastconv never imports it.
 fastconv is used only to read MNIST (fastconv.datasets.mnist).
 """
+
 import argparse
 import time
 
@@ -27,10 +28,17 @@ class TorchLeNet5(nn.Module):
         act = nn.ReLU if activation == "relu" else nn.Tanh
         pool = nn.MaxPool2d if pooling == "max" else nn.AvgPool2d
         self.layers = nn.Sequential(
-            nn.Conv2d(1, 6, 5), act(), pool(2),
-            nn.Conv2d(6, 16, 5), act(), pool(2),
-            nn.Conv2d(16, 120, 5), act(), nn.Flatten(),
-            nn.Linear(120, 84), act(),
+            nn.Conv2d(1, 6, 5),
+            act(),
+            pool(2),
+            nn.Conv2d(6, 16, 5),
+            act(),
+            pool(2),
+            nn.Conv2d(16, 120, 5),
+            act(),
+            nn.Flatten(),
+            nn.Linear(120, 84),
+            act(),
             nn.Linear(84, 10),
         )
 
@@ -45,15 +53,29 @@ class TorchTrainer:
     images (N, 1, 32, 32) float32 and labels (N,) int64 NumPy arrays (shared, not copied).
     """
 
-    def __init__(self, images, labels, batch_size=64, optimizer="adam", lr=None, threads=None,
-                 seed=0, activation="relu", pooling="max", lr_decay=0.7):
+    def __init__(
+        self,
+        images,
+        labels,
+        batch_size=64,
+        optimizer="adam",
+        lr=None,
+        threads=None,
+        seed=0,
+        activation="relu",
+        pooling="max",
+        lr_decay=0.7,
+    ):
         if threads is not None:
             torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.model = TorchLeNet5(activation, pooling)
         lr = (2e-3 if optimizer == "adam" else 0.01) if lr is None else lr
-        self.optimizer = (torch.optim.Adam(self.model.parameters(), lr=lr) if optimizer == "adam"
-                          else torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9))
+        self.optimizer = (
+            torch.optim.Adam(self.model.parameters(), lr=lr)
+            if optimizer == "adam"
+            else torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9)
+        )
         for group in self.optimizer.param_groups:
             group["initial_lr"] = lr
         self.loss_fn = nn.CrossEntropyLoss()
@@ -68,14 +90,14 @@ class TorchTrainer:
         """One pass over the data in a fresh shuffled order -> (seconds, mean loss, accuracy)."""
         self.model.train()
         for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * self.lr_decay ** self.epochs_done
+            group["lr"] = group["initial_lr"] * self.lr_decay**self.epochs_done
         n = len(self.labels)
         order = torch.from_numpy(self.rng.permutation(n))
         loss_sum = 0.0
         correct = 0
         start = time.perf_counter()
         for b in range(0, n, self.batch_size):
-            index = order[b:b + self.batch_size]
+            index = order[b : b + self.batch_size]
             x = self.images[index]
             y = self.labels[index]
             self.optimizer.zero_grad()
@@ -96,8 +118,8 @@ class TorchTrainer:
         self.model.eval()
         correct = 0
         for b in range(0, len(labels), batch_size):
-            logits = self.model(torch.from_numpy(images[b:b + batch_size]))
-            correct += int((logits.argmax(1) == torch.from_numpy(labels[b:b + batch_size])).sum())
+            logits = self.model(torch.from_numpy(images[b : b + batch_size]))
+            correct += int((logits.argmax(1) == torch.from_numpy(labels[b : b + batch_size])).sum())
         return correct / len(labels)
 
 
@@ -117,17 +139,31 @@ def main(argv=None):
     from fastconv.datasets import mnist
 
     data = mnist(args.data, padding=2)
-    trainer = TorchTrainer(data.train_images, data.train_labels, args.batch_size,
-                           args.optimizer, args.lr, args.threads, args.seed, args.activation,
-                           args.pooling, args.lr_decay)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch "
-          f"{args.batch_size}, {args.optimizer}")
+    trainer = TorchTrainer(
+        data.train_images,
+        data.train_labels,
+        args.batch_size,
+        args.optimizer,
+        args.lr,
+        args.threads,
+        args.seed,
+        args.activation,
+        args.pooling,
+        args.lr_decay,
+    )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch "
+        f"{args.batch_size}, {args.optimizer}"
+    )
     for epoch in range(args.epochs):
         seconds, loss, acc = trainer.train_epoch()
         test = trainer.accuracy(data.test_images, data.test_labels)
-        print(f"epoch {epoch + 1:>2}/{args.epochs}  train loss {loss:.4f}  train acc "
-              f"{100 * acc:.2f}%  test acc {100 * test:.2f}%  {seconds:.2f} s  "
-              f"{len(data.train_labels) / seconds:,.0f} img/s", flush=True)
+        print(
+            f"epoch {epoch + 1:>2}/{args.epochs}  train loss {loss:.4f}  train acc "
+            f"{100 * acc:.2f}%  test acc {100 * test:.2f}%  {seconds:.2f} s  "
+            f"{len(data.train_labels) / seconds:,.0f} img/s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

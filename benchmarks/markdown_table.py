@@ -1,7 +1,8 @@
 """Print a bench_conv.py JSON record as the Markdown table the README shows.
 
-    python benchmarks/markdown_table.py benchmarks/results/conv_cpu_2threads.json
+python benchmarks/markdown_table.py benchmarks/results/conv_cpu_2threads.json
 """
+
 import argparse
 import json
 

@@ -21,6 +21,7 @@ Two deliberate choices, so that the baseline is fair rather than a straw man:
 Public functions: ``conv2d`` and ``conv2d_backward`` with the signatures of
 ``fastconv.conv2d`` / ``fastconv.conv2d_backward`` (without ``activation``/``out``).
 """
+
 from functools import lru_cache
 
 import numpy as np
@@ -118,7 +119,9 @@ def _check(x, weight, groups):
     N, C, H, W = x.shape
     F, Cg, KH, KW = weight.shape
     if C % groups or F % groups or Cg != C // groups:
-        raise ValueError(f"channels do not match groups: x {x.shape}, weight {weight.shape}, groups {groups}")
+        raise ValueError(
+            f"channels do not match groups: x {x.shape}, weight {weight.shape}, groups {groups}"
+        )
     return N, C, H, W, F, Cg, KH, KW
 
 
@@ -138,8 +141,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return y
 
 
-def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1,
-                    needs=("input", "weight", "bias")):
+def conv2d_backward(
+    grad_out,
+    x,
+    weight,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    needs=("input", "weight", "bias"),
+):
     """Gradients (gx, gw, gb) of conv2d for grad_out (N, F, OH, OW); an unneeded one is None.
 
     Recomputes im2col of x (as fastconv.conv2d_backward does: it is handed x, not the columns).
@@ -178,9 +189,12 @@ def _naive_conv2d(x, weight, bias, stride, padding, dilation, groups):
         g = f // Fg
         for oh in range(OH):
             for ow in range(OW):
-                patch = xpad[:, g * Cg:(g + 1) * Cg,
-                             oh * sh: oh * sh + dh * (KH - 1) + 1: dh,
-                             ow * sw: ow * sw + dw * (KW - 1) + 1: dw]
+                patch = xpad[
+                    :,
+                    g * Cg : (g + 1) * Cg,
+                    oh * sh : oh * sh + dh * (KH - 1) + 1 : dh,
+                    ow * sw : ow * sw + dw * (KW - 1) + 1 : dw,
+                ]
                 y[:, f, oh, ow] = (patch * weight[f]).sum(axis=(1, 2, 3))
     if bias is not None:
         y += bias.reshape(1, F, 1, 1)
@@ -196,8 +210,8 @@ def _selftest():
         torch = None
     rng = np.random.default_rng(0)
     configs = 0
-    for (N, C, H, W) in [(2, 4, 9, 7), (1, 6, 8, 11)]:
-        for (KH, KW) in [(1, 1), (3, 3), (2, 3), (5, 2)]:
+    for N, C, H, W in [(2, 4, 9, 7), (1, 6, 8, 11)]:
+        for KH, KW in [(1, 1), (3, 3), (2, 3), (5, 2)]:
             for stride in (1, 2, (2, 1)):
                 for padding in (0, 1, (2, 0)):
                     for dilation in (1, 2, (1, 2)):
@@ -214,23 +228,46 @@ def _selftest():
                             args = (stride, padding, dilation, groups)
                             y = conv2d(x, w, b, *args)
                             gx, gw, gb = conv2d_backward(gy, x, w, *args)
-                            np.testing.assert_allclose(y, _naive_conv2d(x, w, b, *args), rtol=1e-12, atol=1e-12)
+                            np.testing.assert_allclose(
+                                y, _naive_conv2d(x, w, b, *args), rtol=1e-12, atol=1e-12
+                            )
                             lin = float((conv2d(x, w, None, *args) * gy).sum())
-                            np.testing.assert_allclose([(x * gx).sum(), (w * gw).sum()], [lin, lin], rtol=1e-10)
+                            np.testing.assert_allclose(
+                                [(x * gx).sum(), (w * gw).sum()], [lin, lin], rtol=1e-10
+                            )
                             np.testing.assert_allclose(gb, gy.sum(axis=(0, 2, 3)), rtol=1e-12)
                             if torch is not None:
                                 t = [torch.from_numpy(a) for a in (x, w, b, gy)]
                                 ref = torch.ops.aten.convolution_backward(
-                                    t[3], t[0], t[1], [F], _pair(stride), _pair(padding), _pair(dilation),
-                                    False, [0, 0], groups, [True] * 3)
-                                yt = torch.nn.functional.conv2d(t[0], t[1], t[2], _pair(stride), _pair(padding),
-                                                                _pair(dilation), groups)
+                                    t[3],
+                                    t[0],
+                                    t[1],
+                                    [F],
+                                    _pair(stride),
+                                    _pair(padding),
+                                    _pair(dilation),
+                                    False,
+                                    [0, 0],
+                                    groups,
+                                    [True] * 3,
+                                )
+                                yt = torch.nn.functional.conv2d(
+                                    t[0],
+                                    t[1],
+                                    t[2],
+                                    _pair(stride),
+                                    _pair(padding),
+                                    _pair(dilation),
+                                    groups,
+                                )
                                 np.testing.assert_allclose(y, yt.numpy(), rtol=1e-10, atol=1e-10)
                                 for a, r in zip((gx, gw, gb), ref):
                                     np.testing.assert_allclose(a, r.numpy(), rtol=1e-10, atol=1e-10)
                             configs += 1
-    print(f"numpy_im2col self-test: {configs} configurations ok"
-          + (" (also against torch)" if torch is not None else " (torch not installed)"))
+    print(
+        f"numpy_im2col self-test: {configs} configurations ok"
+        + (" (also against torch)" if torch is not None else " (torch not installed)")
+    )
 
 
 if __name__ == "__main__":

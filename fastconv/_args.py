@@ -1,4 +1,5 @@
 """Argument normalisation for convolution and pooling: the one place that computes output sizes."""
+
 import operator
 from collections import namedtuple
 
@@ -7,9 +8,7 @@ import numpy as np
 # Every GEMM dimension and leading dimension must fit BLAS's 32-bit int.
 _BLAS_INT_MAX = 2**31 - 1
 
-ConvGeometry = namedtuple(
-    "ConvGeometry", "stride padding dilation groups output_shape"
-)
+ConvGeometry = namedtuple("ConvGeometry", "stride padding dilation groups output_shape")
 ConvGeometry.__doc__ = """Normalised convolution arguments.
 
 stride, dilation: (h, w); padding: (top, bottom, left, right); output_shape: (N, F, OH, OW).
@@ -57,8 +56,9 @@ def as_needs(needs, name="needs"):
     try:
         needs = tuple(needs)
     except TypeError:
-        raise TypeError(f"{name} must be a tuple of names from {NEEDS}, got "
-                        f"{type(needs).__name__}") from None
+        raise TypeError(
+            f"{name} must be a tuple of names from {NEEDS}, got {type(needs).__name__}"
+        ) from None
     unknown = [n for n in needs if not isinstance(n, str) or n not in NEEDS]
     if unknown:
         raise ValueError(f"{name} must name gradients from {NEEDS}, got unknown {unknown!r}")
@@ -113,18 +113,22 @@ def conv_padding(padding, hw, khw, stride, dilation):
             return _same_padding(hw[0], khw[0], stride[0], dilation[0]) + _same_padding(
                 hw[1], khw[1], stride[1], dilation[1]
             )
-        raise ValueError(f"padding must be an int, a pair, a pair of pairs, 'valid' or 'same'; "
-                         f"got {padding!r}")
+        raise ValueError(
+            f"padding must be an int, a pair, a pair of pairs, 'valid' or 'same'; got {padding!r}"
+        )
     if isinstance(padding, (tuple, list)):
         if len(padding) != 2:
-            raise ValueError(f"padding must be an int, (ph, pw) or ((top, bottom), (left, right)); "
-                             f"got {padding!r}")
+            raise ValueError(
+                f"padding must be an int, (ph, pw) or ((top, bottom), (left, right)); "
+                f"got {padding!r}"
+            )
         if all(isinstance(p, (tuple, list)) for p in padding):
             out = []
             for axis, pair in zip(("h", "w"), padding):
                 if len(pair) != 2:
-                    raise ValueError(f"padding must be ((top, bottom), (left, right)); got "
-                                     f"{padding!r}")
+                    raise ValueError(
+                        f"padding must be ((top, bottom), (left, right)); got {padding!r}"
+                    )
                 out += [as_int(p, f"padding ({axis})", 0) for p in pair]
             return tuple(out)
         ph, pw = as_pair(padding, "padding", 0)
@@ -137,8 +141,9 @@ def output_size(size, kernel, stride, dilation, pad_before, pad_after):
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def conv_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
-                  names=("x", "weight")):
+def conv_geometry(
+    input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, names=("x", "weight")
+):
     """Validate convolution arguments for x (N,C,H,W), weight (F,C//groups,KH,KW) -> ConvGeometry.
 
     `names`: what the caller calls the input and the weight (or their shapes), for messages."""
@@ -148,15 +153,22 @@ def conv_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, gr
     groups = as_int(groups, "groups", 1)
     stride = as_pair(stride, "stride", 1)
     dilation = as_pair(dilation, "dilation", 1)
-    for name, value in ((f"{xn} channels (C, axis 1)", C), (f"{xn} height (H, axis 2)", H),
-                        (f"{xn} width (W, axis 3)", W), (f"{wn} filters (F, axis 0)", F),
-                        (f"{wn} channels (C // groups, axis 1)", Cg),
-                        (f"{wn} height (KH, axis 2)", KH), (f"{wn} width (KW, axis 3)", KW)):
+    for name, value in (
+        (f"{xn} channels (C, axis 1)", C),
+        (f"{xn} height (H, axis 2)", H),
+        (f"{xn} width (W, axis 3)", W),
+        (f"{wn} filters (F, axis 0)", F),
+        (f"{wn} channels (C // groups, axis 1)", Cg),
+        (f"{wn} height (KH, axis 2)", KH),
+        (f"{wn} width (KW, axis 3)", KW),
+    ):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if C != Cg * groups:
-        raise ValueError(f"{xn} has C={C} channels but {wn} expects {wn}[1] * groups = "
-                         f"{Cg} * {groups} = {Cg * groups}")
+        raise ValueError(
+            f"{xn} has C={C} channels but {wn} expects {wn}[1] * groups = "
+            f"{Cg} * {groups} = {Cg * groups}"
+        )
     if F % groups:
         raise ValueError(f"{wn}[0] (F={F}) must be divisible by groups={groups}")
     padding = conv_padding(padding, (H, W), (KH, KW), stride, dilation)
@@ -170,8 +182,10 @@ def conv_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, gr
         )
     # Huge strides or dilations of a size-1 kernel axis are valid but do not fit a C integer;
     # clamped, they give the same output.
-    stride = (min(stride[0], H + padding[0] + padding[1]),
-              min(stride[1], W + padding[2] + padding[3]))
+    stride = (
+        min(stride[0], H + padding[0] + padding[1]),
+        min(stride[1], W + padding[2] + padding[3]),
+    )
     dilation = (1 if KH == 1 else dilation[0], 1 if KW == 1 else dilation[1])
     biggest = max(C * KH * KW, OH * OW, H * W, F)
     if biggest > _BLAS_INT_MAX:
@@ -184,8 +198,15 @@ def conv_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1
     `weight_shape` (F, C // groups, KH, KW); raises ValueError/TypeError like conv2d."""
     input_shape = as_shape(input_shape, "input_shape", 4)
     weight_shape = as_shape(weight_shape, "weight_shape", 4)
-    return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups,
-                         ("input_shape", "weight_shape")).output_shape
+    return conv_geometry(
+        input_shape,
+        weight_shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        ("input_shape", "weight_shape"),
+    ).output_shape
 
 
 PoolGeometry = namedtuple("PoolGeometry", "kernel stride padding output_shape")
@@ -203,8 +224,7 @@ def pool_output_size(size, kernel, stride, pad, ceil_mode=False):
     return out
 
 
-def pool_geometry(input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-                  x_name="x"):
+def pool_geometry(input_shape, kernel_size, stride=None, padding=0, ceil_mode=False, x_name="x"):
     """Validate pooling arguments for x (N, C, H, W) -> PoolGeometry (floor mode unless
     ceil_mode, like torch). `x_name`: what the caller calls the input (or its shape)."""
     N, C, H, W = input_shape
@@ -219,8 +239,10 @@ def pool_geometry(input_shape, kernel_size, stride=None, padding=0, ceil_mode=Fa
     OH = pool_output_size(H, kernel[0], stride[0], padding[0], ceil_mode)
     OW = pool_output_size(W, kernel[1], stride[1], padding[1], ceil_mode)
     if OH < 1 or OW < 1:
-        raise ValueError(f"output size would be {OH}x{OW} (< 1): {x_name} ({H}x{W}) with "
-                         f"padding {padding} is smaller than kernel_size {kernel}")
+        raise ValueError(
+            f"output size would be {OH}x{OW} (< 1): {x_name} ({H}x{W}) with "
+            f"padding {padding} is smaller than kernel_size {kernel}"
+        )
     # A stride past the padded input gives one window per axis, as the clamped stride does (and
     # fits the kernels' C integers).
     stride = (min(stride[0], H + 2 * padding[0]), min(stride[1], W + 2 * padding[1]))
@@ -230,5 +252,6 @@ def pool_geometry(input_shape, kernel_size, stride=None, padding=0, ceil_mode=Fa
 def pool_output_shape(input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
     """Output shape (N, C, OH, OW) of max_pool2d/avg_pool2d for x of `input_shape` (N, C, H, W)."""
     input_shape = as_shape(input_shape, "input_shape", 4)
-    return pool_geometry(input_shape, kernel_size, stride, padding, ceil_mode,
-                         "input_shape").output_shape
+    return pool_geometry(
+        input_shape, kernel_size, stride, padding, ceil_mode, "input_shape"
+    ).output_shape

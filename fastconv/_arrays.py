@@ -4,6 +4,7 @@ The dtype rule: float32 and float64 are computed natively. Otherwise the inputs'
 NumPy's promotion (np.result_type); float16 is computed and returned as float32; all-integer or bool
 inputs give float64. Complex, object, string and other dtypes raise TypeError.
 """
+
 import numpy as np
 
 from . import _compat
@@ -20,8 +21,10 @@ def backend(**arrays):
         if not all(on_gpu.values()):
             cpu = [name for name, g in on_gpu.items() if not g]
             gpu = [name for name, g in on_gpu.items() if g]
-            raise TypeError(f"cannot mix NumPy and CuPy arrays: {', '.join(gpu)} on the GPU but "
-                            f"{', '.join(cpu)} not; move them with cupy.asarray / cupy.asnumpy")
+            raise TypeError(
+                f"cannot mix NumPy and CuPy arrays: {', '.join(gpu)} on the GPU but "
+                f"{', '.join(cpu)} not; move them with cupy.asarray / cupy.asnumpy"
+            )
         return backend_for("gpu")
     return backend_for("cpu")
 
@@ -57,8 +60,10 @@ def compute_dtype(**arrays):
             continue
         dt = np.dtype(a.dtype)
         if dt.kind not in "biuf" or dt.itemsize > 8:
-            raise TypeError(f"{name} must have a real dtype (float32 or float64 are computed "
-                            f"natively), got {dt}")
+            raise TypeError(
+                f"{name} must have a real dtype (float32 or float64 are computed "
+                f"natively), got {dt}"
+            )
         dtypes.append(dt)
     dt = np.result_type(*dtypes)
     if dt.kind in "biu":

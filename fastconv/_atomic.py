@@ -65,7 +65,7 @@ def _remove_stale(directory, name):
     for entry in entries:
         if not (entry.startswith(prefix) and entry.endswith(".tmp")):
             continue
-        owner = entry[len(prefix):].split(".", 1)[0]
+        owner = entry[len(prefix) :].split(".", 1)[0]
         owner_host, _, pid = owner.rpartition("-")
         if owner_host != host or not pid.isdigit() or int(pid) == os.getpid():
             continue

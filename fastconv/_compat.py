@@ -4,6 +4,7 @@ Everything else asks this module: ``cupy`` is the module or ``None``; :func:`gpu
 says whether a CUDA device can be used; :func:`is_cupy_array` and :func:`array_module` look at
 an array without importing CuPy themselves.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """show_config(): what was compiled in and what runs, for bug reports and benchmark headers."""
+
 import platform
 
 import numpy as np
@@ -33,8 +34,17 @@ def config():
         "openmp": _threads.openmp_enabled(),
         "threads": _threads.get_num_threads(),
         "blas": [
-            {k: info.get(k) for k in ("internal_api", "version", "architecture",
-                                      "threading_layer", "num_threads", "filepath")}
+            {
+                k: info.get(k)
+                for k in (
+                    "internal_api",
+                    "version",
+                    "architecture",
+                    "threading_layer",
+                    "num_threads",
+                    "filepath",
+                )
+            }
             for info in _threads.blas_info()
         ],
         "openblas_coretype_env": _threads.coretype_env(),
@@ -53,11 +63,15 @@ def show_config():
     print(f"  OpenMP compiled in: {c['openmp']}")
     print(f"  threads: {c['threads']} (fastconv.set_num_threads; default honours OMP_NUM_THREADS)")
     for b in c["blas"]:
-        print(f"  BLAS: {b['internal_api']} {b['version']}, core type {b['architecture']}, "
-              f"{b['threading_layer']}, {b['num_threads']} threads, {b['filepath']}")
+        print(
+            f"  BLAS: {b['internal_api']} {b['version']}, core type {b['architecture']}, "
+            f"{b['threading_layer']}, {b['num_threads']} threads, {b['filepath']}"
+        )
     env = c["openblas_coretype_env"]
-    print(f"  OPENBLAS_CORETYPE: {env if env else '(unset)'}"
-          + ("  <- forces OpenBLAS's kernels for that core; unset it for full speed" if env else ""))
+    print(
+        f"  OPENBLAS_CORETYPE: {env if env else '(unset)'}"
+        + ("  <- forces OpenBLAS's kernels for that core; unset it for full speed" if env else "")
+    )
     print(f"  CPU: {c['cpu']}")
     print(f"  direct kernels (few-filter convolutions): {c['simd']}")
     print(f"  GPU: cupy {c['cupy']}, device available: {c['gpu_available']}")

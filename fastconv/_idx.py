@@ -3,6 +3,7 @@
 The header states the payload's size, so a file (raw or gzip-compressed) is read up to that size
 plus one byte and no further: a gzip bomb costs at most one read chunk past what it declares.
 """
+
 import gzip
 import math
 import os

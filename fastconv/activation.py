@@ -4,6 +4,7 @@ Both gradients take the activation's *output* y (what a layer caches): sigmoid' 
 tanh' = 1 - y^2. Computed with the array module's ufuncs (elementwise, so the same numbers for
 any thread count); the dtype rule of the other ops applies (float32/float64 results).
 """
+
 import numpy as np
 
 from . import _arrays, _compat
@@ -52,8 +53,9 @@ def _grad_inputs(grad_out, y):
     grad_out = _arrays.as_array(grad_out, "grad_out")
     y = _arrays.as_array(y, "y")
     if tuple(grad_out.shape) != tuple(y.shape):
-        raise ValueError(f"grad_out must have y's shape {tuple(y.shape)}, got "
-                         f"{tuple(grad_out.shape)}")
+        raise ValueError(
+            f"grad_out must have y's shape {tuple(y.shape)}, got {tuple(grad_out.shape)}"
+        )
     dtype = _arrays.compute_dtype(grad_out=grad_out, y=y)
     return grad_out.astype(dtype, copy=False), y.astype(dtype, copy=False)
 

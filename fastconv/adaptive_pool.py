@@ -7,12 +7,18 @@ of avg_pool2d with kernel = stride = H / OH, which runs. Otherwise the windows h
 may overlap: the mean is taken over rows, then over columns, one window at a time with the array
 module's reductions (OH + OW vectorised steps; no BLAS, so the same numbers for any thread count).
 """
+
 from . import _arrays, _compat
 from ._args import as_int, as_shape
 from .pool import avg_pool2d, avg_pool2d_backward
 
-__all__ = ["global_avg_pool2d", "global_avg_pool2d_backward", "adaptive_avg_pool2d",
-           "adaptive_avg_pool2d_backward", "adaptive_windows"]
+__all__ = [
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_windows",
+]
 
 
 def _input(x):
@@ -43,8 +49,10 @@ def _output_size(output_size, H, W):
     if isinstance(output_size, (tuple, list)):
         if len(output_size) != 2:
             raise ValueError(f"output_size must be an int or a pair (h, w), got {output_size!r}")
-        sizes = [size if o is None else as_int(o, f"output_size[{i}]", 1)
-                 for i, (o, size) in enumerate(zip(output_size, (H, W)))]
+        sizes = [
+            size if o is None else as_int(o, f"output_size[{i}]", 1)
+            for i, (o, size) in enumerate(zip(output_size, (H, W)))
+        ]
         return tuple(sizes)
     o = as_int(output_size, "output_size", 1)
     return o, o
@@ -92,8 +100,10 @@ def adaptive_avg_pool2d_backward(grad_out, input_shape):
         raise ValueError(f"input_shape must have H, W >= 1, got {(N, C, H, W)}")
     OH, OW = grad_out.shape[2:]
     if tuple(grad_out.shape[:2]) != (N, C) or OH < 1 or OW < 1:
-        raise ValueError(f"grad_out must have shape ({N}, {C}, OH, OW) with OH, OW >= 1 for "
-                         f"input_shape {(N, C, H, W)}, got {tuple(grad_out.shape)}")
+        raise ValueError(
+            f"grad_out must have shape ({N}, {C}, OH, OW) with OH, OW >= 1 for "
+            f"input_shape {(N, C, H, W)}, got {tuple(grad_out.shape)}"
+        )
     if _tiles(H, OH) and _tiles(W, OW):
         return avg_pool2d_backward(grad_out, (N, C, H, W), (H // OH, W // OW))
     dtype = _arrays.compute_dtype(grad_out=grad_out)
@@ -101,8 +111,8 @@ def adaptive_avg_pool2d_backward(grad_out, input_shape):
     grad_out = grad_out.astype(dtype, copy=False)
     grad_rows = xp.zeros((N, C, OH, W), dtype)
     for j, (a, b) in enumerate(adaptive_windows(W, OW)):
-        grad_rows[:, :, :, a:b] += grad_out[:, :, :, j:j + 1] / (b - a)
+        grad_rows[:, :, :, a:b] += grad_out[:, :, :, j : j + 1] / (b - a)
     grad_x = xp.zeros((N, C, H, W), dtype)
     for i, (a, b) in enumerate(adaptive_windows(H, OH)):
-        grad_x[:, :, a:b, :] += grad_rows[:, :, i:i + 1, :] / (b - a)
+        grad_x[:, :, a:b, :] += grad_rows[:, :, i : i + 1, :] / (b - a)
     return grad_x

@@ -16,6 +16,7 @@ and neighbouring output cells are ``jump * s`` input pixels apart. A transposed 
 the jump by s, and one of its outputs is reached by at most ``floor(d (k - 1) / s) + 1``
 neighbouring inputs, so its size grows by ``floor(d (k - 1) / s) * jump``. Jumps are exact fractions.
 """
+
 from fractions import Fraction
 
 from ._args import _same_padding, as_int, output_size, pool_output_size
@@ -36,8 +37,9 @@ def _axis_padding(padding, size, kernel, stride, dilation):
             return 0, 0
         if padding == "same":
             return _same_padding(size, kernel, stride, dilation)
-        raise ValueError(f"padding must be an int, (before, after), 'valid' or 'same'; got "
-                         f"{padding!r}")
+        raise ValueError(
+            f"padding must be an int, (before, after), 'valid' or 'same'; got {padding!r}"
+        )
     if isinstance(padding, (tuple, list)):
         if len(padding) != 2:
             raise ValueError(f"padding must be an int or a pair (before, after), got {padding!r}")

@@ -4,6 +4,7 @@ Each function validates in Python, picks the backend from the array type (NumPy 
 CuPy -> GPU kernels), makes the inputs C-contiguous of the computed dtype (at most one copy each),
 allocates the result and calls the backend. Inputs are never modified.
 """
+
 import numpy as np
 
 from . import _arrays, _dask
@@ -17,12 +18,25 @@ def _kernel_args(geom):
 
 def _check_grad_out(grad_out, shape, names):
     if tuple(grad_out.shape) != tuple(shape):
-        raise ValueError(f"grad_out must have the shape of conv2d's output for {names[0]} and "
-                         f"{names[1]}, {tuple(shape)}, got {tuple(grad_out.shape)}")
+        raise ValueError(
+            f"grad_out must have the shape of conv2d's output for {names[0]} and "
+            f"{names[1]}, {tuple(shape)}, got {tuple(grad_out.shape)}"
+        )
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           activation=None, out=None, algorithm="auto"):
+def conv2d(
+    x,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    *,
+    activation=None,
+    out=None,
+    algorithm="auto",
+):
     """2-D convolution (cross-correlation) of a batch of images.
 
     Parameters
@@ -52,8 +66,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     if bias is not None:
         bias = _arrays.as_array(bias, "bias", 1)
         if bias.shape[0] != weight.shape[0]:
-            raise ValueError(f"bias must have shape ({weight.shape[0]},) (one per filter of "
-                             f"weight), got {tuple(bias.shape)}")
+            raise ValueError(
+                f"bias must have shape ({weight.shape[0]},) (one per filter of "
+                f"weight), got {tuple(bias.shape)}"
+            )
     activation = as_activation(activation)
     algorithm = as_algorithm(algorithm)
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
@@ -61,10 +77,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     if _dask.is_dask(x, weight, bias):
         if out is not None:
             raise TypeError("out= cannot be used with Dask arrays (the result is lazy)")
-        return _dask.conv2d(x, weight, bias, stride, padding, dilation, groups, activation,
-                            algorithm)
+        return _dask.conv2d(
+            x, weight, bias, stride, padding, dilation, groups, activation, algorithm
+        )
     if out is not None:
-        y = _arrays.check_out(out, geom.output_shape, dtype, {"x": x, "weight": weight, "bias": bias})
+        y = _arrays.check_out(
+            out, geom.output_shape, dtype, {"x": x, "weight": weight, "bias": bias}
+        )
     else:
         y = _arrays.empty(x, geom.output_shape, dtype)
     if y.size == 0:
@@ -77,8 +96,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     return y
 
 
-def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    needs=NEEDS, algorithm="auto"):
+def conv2d_backward(
+    grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *, needs=NEEDS, algorithm="auto"
+):
     """Gradients of conv2d with respect to its input, weight and bias.
 
     Parameters
@@ -104,16 +124,19 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     _check_grad_out(grad_out, geom.output_shape, ("x", "weight"))
     dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
     if _dask.is_dask(grad_out, x, weight):
-        return _dask.conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups,
-                                     needs, algorithm)
+        return _dask.conv2d_backward(
+            grad_out, x, weight, stride, padding, dilation, groups, needs, algorithm
+        )
     grad_out = _arrays.contiguous(grad_out, dtype)
     grad_input = grad_weight = grad_bias = None
     if "input" in needs:
-        grad_input = _grad_input(be, grad_out, _arrays.contiguous(weight, dtype), x.shape, geom,
-                                 algorithm)
+        grad_input = _grad_input(
+            be, grad_out, _arrays.contiguous(weight, dtype), x.shape, geom, algorithm
+        )
     if "weight" in needs:
-        grad_weight = _grad_weight(be, grad_out, _arrays.contiguous(x, dtype), weight.shape, geom,
-                                   algorithm)
+        grad_weight = _grad_weight(
+            be, grad_out, _arrays.contiguous(x, dtype), weight.shape, geom, algorithm
+        )
     if "bias" in needs:
         grad_bias = _arrays.empty(grad_out, (weight.shape[0],), dtype)
         if grad_out.size == 0:
@@ -139,8 +162,9 @@ def _grad_weight(be, grad_out, x, weight_shape, geom, algorithm):
     return grad_weight
 
 
-def conv2d_grad_input(grad_out, weight, input_shape, stride=1, padding=0, dilation=1, groups=1,
-                      *, algorithm="auto"):
+def conv2d_grad_input(
+    grad_out, weight, input_shape, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"
+):
     """Gradient of conv2d with respect to its input.
 
     grad_out (N, F, OH, OW), weight (F, C // groups, KH, KW), input_shape (N, C, H, W)
@@ -151,19 +175,28 @@ def conv2d_grad_input(grad_out, weight, input_shape, stride=1, padding=0, dilati
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     weight = _arrays.as_array(weight, "weight", 4)
     input_shape = as_shape(input_shape, "input_shape", 4)
-    geom = conv_geometry(input_shape, weight.shape, stride, padding, dilation, groups,
-                         ("input_shape", "weight"))
+    geom = conv_geometry(
+        input_shape, weight.shape, stride, padding, dilation, groups, ("input_shape", "weight")
+    )
     _check_grad_out(grad_out, geom.output_shape, ("input_shape", "weight"))
     dtype = _arrays.compute_dtype(grad_out=grad_out, weight=weight)
     if _dask.is_dask(grad_out, weight):
-        return _dask.conv2d_grad_input(grad_out, weight, input_shape, stride, padding, dilation,
-                                       groups, algorithm)
-    return _grad_input(be, _arrays.contiguous(grad_out, dtype), _arrays.contiguous(weight, dtype),
-                       input_shape, geom, algorithm)
+        return _dask.conv2d_grad_input(
+            grad_out, weight, input_shape, stride, padding, dilation, groups, algorithm
+        )
+    return _grad_input(
+        be,
+        _arrays.contiguous(grad_out, dtype),
+        _arrays.contiguous(weight, dtype),
+        input_shape,
+        geom,
+        algorithm,
+    )
 
 
-def conv2d_grad_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=1, groups=1,
-                       *, algorithm="auto"):
+def conv2d_grad_weight(
+    grad_out, x, weight_shape, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"
+):
     """Gradient of conv2d with respect to its weight.
 
     grad_out (N, F, OH, OW), x (N, C, H, W), weight_shape (F, C // groups, KH, KW)
@@ -174,22 +207,37 @@ def conv2d_grad_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     x = _arrays.as_array(x, "x", 4)
     weight_shape = as_shape(weight_shape, "weight_shape", 4)
-    geom = conv_geometry(x.shape, weight_shape, stride, padding, dilation, groups,
-                         ("x", "weight_shape"))
+    geom = conv_geometry(
+        x.shape, weight_shape, stride, padding, dilation, groups, ("x", "weight_shape")
+    )
     _check_grad_out(grad_out, geom.output_shape, ("x", "weight_shape"))
     dtype = _arrays.compute_dtype(grad_out=grad_out, x=x)
     if _dask.is_dask(grad_out, x):
-        return _dask.conv2d_grad_weight(grad_out, x, weight_shape, stride, padding, dilation,
-                                        groups, algorithm)
-    return _grad_weight(be, _arrays.contiguous(grad_out, dtype), _arrays.contiguous(x, dtype),
-                        weight_shape, geom, algorithm)
+        return _dask.conv2d_grad_weight(
+            grad_out, x, weight_shape, stride, padding, dilation, groups, algorithm
+        )
+    return _grad_weight(
+        be,
+        _arrays.contiguous(grad_out, dtype),
+        _arrays.contiguous(x, dtype),
+        weight_shape,
+        geom,
+        algorithm,
+    )
 
 
 def _plan_args(input_shape, weight_shape, stride, padding, dilation, groups, dtype, device):
     input_shape = as_shape(input_shape, "input_shape", 4)
     weight_shape = as_shape(weight_shape, "weight_shape", 4)
-    geom = conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups,
-                         ("input_shape", "weight_shape"))
+    geom = conv_geometry(
+        input_shape,
+        weight_shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        ("input_shape", "weight_shape"),
+    )
     try:
         dtype = np.dtype(dtype)
     except TypeError:
@@ -201,8 +249,18 @@ def _plan_args(input_shape, weight_shape, stride, padding, dilation, groups, dty
     return be, (input_shape, weight_shape, geom.output_shape, *_kernel_args(geom), dtype)
 
 
-def conv2d_plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
-                dtype=np.float32, algorithm="auto", device="cpu"):
+def conv2d_plan(
+    input_shape,
+    weight_shape,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    *,
+    dtype=np.float32,
+    algorithm="auto",
+    device="cpu",
+):
     """Which algorithm computes each pass of this convolution.
 
     Parameters
@@ -220,15 +278,26 @@ def conv2d_plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, grou
     plan.
     """
     algorithm = as_algorithm(algorithm)
-    be, args = _plan_args(input_shape, weight_shape, stride, padding, dilation, groups, dtype,
-                          device)
+    be, args = _plan_args(
+        input_shape, weight_shape, stride, padding, dilation, groups, dtype, device
+    )
     return be.conv2d_plan(*args, algorithm)
 
 
-def conv2d_algorithms(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
-                      dtype=np.float32, device="cpu"):
+def conv2d_algorithms(
+    input_shape,
+    weight_shape,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    *,
+    dtype=np.float32,
+    device="cpu",
+):
     """The algorithms that can compute each pass of this convolution (arguments as for
     conv2d_plan): {"forward": (names...), "grad_input": (...), "grad_weight": (...)}."""
-    be, args = _plan_args(input_shape, weight_shape, stride, padding, dilation, groups, dtype,
-                          device)
+    be, args = _plan_args(
+        input_shape, weight_shape, stride, padding, dilation, groups, dtype, device
+    )
     return be.conv2d_algorithms(*args)

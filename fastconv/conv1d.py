@@ -4,13 +4,19 @@ A 1-D convolution is a 2-D one of height 1: (N, C, L) is viewed as (N, C, 1, L) 
 (F, C // groups, K) as (F, C // groups, 1, K) (views, no copies), so every conv2d path of either
 backend serves it, and the results are reshaped views of conv2d's.
 """
+
 from . import _arrays
 from ._args import as_int, as_shape, conv_output_shape, output_size
 from .arith import _axis_padding
 from .conv import conv2d, conv2d_backward, conv2d_grad_input, conv2d_grad_weight
 
-__all__ = ["conv1d", "conv1d_backward", "conv1d_grad_input", "conv1d_grad_weight",
-           "conv1d_output_shape"]
+__all__ = [
+    "conv1d",
+    "conv1d_backward",
+    "conv1d_grad_input",
+    "conv1d_grad_weight",
+    "conv1d_output_shape",
+]
 
 _NEEDS = ("input", "weight", "bias")
 
@@ -27,11 +33,14 @@ def _geometry(input_shape, weight_shape, stride, padding, dilation, groups):
     left, right = _axis_padding(padding, L, K, stride, dilation)
     OL = output_size(L, K, stride, dilation, left, right)
     if OL < 1:
-        raise ValueError(f"output length would be {OL} (< 1): input length {L} with padding "
-                         f"{(left, right)} is shorter than the dilated kernel "
-                         f"{dilation * (K - 1) + 1}")
-    kwargs = dict(stride=(1, stride), padding=((0, 0), (left, right)), dilation=(1, dilation),
-                  groups=groups)
+        raise ValueError(
+            f"output length would be {OL} (< 1): input length {L} with padding "
+            f"{(left, right)} is shorter than the dilated kernel "
+            f"{dilation * (K - 1) + 1}"
+        )
+    kwargs = dict(
+        stride=(1, stride), padding=((0, 0), (left, right)), dilation=(1, dilation), groups=groups
+    )
     return kwargs, (N, F, OL)
 
 
@@ -42,13 +51,17 @@ def conv1d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
     weight_shape = as_shape(weight_shape, "weight_shape", 3)
     kwargs, shape = _geometry(input_shape, weight_shape, stride, padding, dilation, groups)
     # conv2d's checks of channels and groups
-    conv_output_shape(input_shape[:2] + (1,) + input_shape[2:],
-                      weight_shape[:2] + (1,) + weight_shape[2:], **kwargs)
+    conv_output_shape(
+        input_shape[:2] + (1,) + input_shape[2:],
+        weight_shape[:2] + (1,) + weight_shape[2:],
+        **kwargs,
+    )
     return shape
 
 
-def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
-           out=None):
+def conv1d(
+    x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, out=None
+):
     """1-D convolution (cross-correlation) of a batch of sequences.
 
     Parameters
@@ -75,13 +88,15 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
         if not hasattr(out, "ndim") or out.ndim != 3:
             raise ValueError(f"out must be a 3-D array of shape {shape}")
         out4 = out[:, :, None, :]
-    y = conv2d(x[:, :, None, :], weight[:, :, None, :], bias, activation=activation, out=out4,
-               **kwargs)
+    y = conv2d(
+        x[:, :, None, :], weight[:, :, None, :], bias, activation=activation, out=out4, **kwargs
+    )
     return out if out is not None else y.reshape(shape)
 
 
-def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    needs=_NEEDS):
+def conv1d_backward(
+    grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *, needs=_NEEDS
+):
     """Gradients of conv1d with respect to its input, weight and bias.
 
     grad_out (N, F, OL), x (N, C, L), weight (F, C // groups, K), the arguments given to conv1d,
@@ -93,12 +108,17 @@ def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     weight = _arrays.as_array(weight, "weight", 3)
     kwargs, shape = _geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     if tuple(grad_out.shape) != shape:
-        raise ValueError(f"grad_out must have the conv1d output's shape {shape}, got "
-                         f"{tuple(grad_out.shape)}")
-    gx, gw, gb = conv2d_backward(grad_out[:, :, None, :], x[:, :, None, :],
-                                 weight[:, :, None, :], needs=needs, **kwargs)
-    return (None if gx is None else gx.reshape(x.shape),
-            None if gw is None else gw.reshape(weight.shape), gb)
+        raise ValueError(
+            f"grad_out must have the conv1d output's shape {shape}, got {tuple(grad_out.shape)}"
+        )
+    gx, gw, gb = conv2d_backward(
+        grad_out[:, :, None, :], x[:, :, None, :], weight[:, :, None, :], needs=needs, **kwargs
+    )
+    return (
+        None if gx is None else gx.reshape(x.shape),
+        None if gw is None else gw.reshape(weight.shape),
+        gb,
+    )
 
 
 def conv1d_grad_input(grad_out, weight, input_shape, stride=1, padding=0, dilation=1, groups=1):

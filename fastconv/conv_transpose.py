@@ -12,6 +12,7 @@ so it runs on the conv2d kernels of either backend. ``output_padding`` picks the
 among the ``stride`` sizes that convolution maps to the input's: it becomes extra bottom/right
 padding of the equivalent convolution (rows no input reaches beyond that are zero, plus the bias).
 """
+
 from collections import namedtuple
 
 from . import _arrays, _compat
@@ -32,8 +33,9 @@ OW)."""
 
 def _padding(padding):
     if isinstance(padding, str):
-        raise ValueError(f"padding must be an int or a pair (h, w) for a transposed convolution, "
-                         f"got {padding!r}")
+        raise ValueError(
+            f"padding must be an int or a pair (h, w) for a transposed convolution, got {padding!r}"
+        )
     return as_pair(padding, "padding", 0)
 
 
@@ -46,25 +48,38 @@ def _geometry(input_shape, weight_shape, stride, padding, output_padding, groups
     output_padding = as_pair(output_padding, "output_padding", 0)
     dilation = as_pair(dilation, "dilation", 1)
     groups = as_int(groups, "groups", 1)
-    for name, value in (("x channels (C_in)", C_in), ("x height", H), ("x width", W),
-                        ("weight.shape[1] (C_out // groups)", Cg_out),
-                        ("weight height (KH)", KH), ("weight width (KW)", KW)):
+    for name, value in (
+        ("x channels (C_in)", C_in),
+        ("x height", H),
+        ("x width", W),
+        ("weight.shape[1] (C_out // groups)", Cg_out),
+        ("weight height (KH)", KH),
+        ("weight width (KW)", KW),
+    ):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if Cw != C_in:
-        raise ValueError(f"weight must have shape (C_in, C_out // groups, KH, KW) with C_in = x's "
-                         f"{C_in} channels, got weight.shape[0] = {Cw}")
+        raise ValueError(
+            f"weight must have shape (C_in, C_out // groups, KH, KW) with C_in = x's "
+            f"{C_in} channels, got weight.shape[0] = {Cw}"
+        )
     if C_in % groups:
         raise ValueError(f"x's channels (C_in={C_in}) must be divisible by groups={groups}")
     for axis, op, s, d in zip(("h", "w"), output_padding, stride, dilation):
         if op >= max(s, d):
-            raise ValueError(f"output_padding ({axis}) must be smaller than stride or dilation "
-                             f"(max {max(s, d)}), got {op}")
-    OH, OW = (conv_transpose_output_size(size, k, s, p, op, d) for size, k, s, p, op, d in
-              zip((H, W), (KH, KW), stride, padding, output_padding, dilation))
+            raise ValueError(
+                f"output_padding ({axis}) must be smaller than stride or dilation "
+                f"(max {max(s, d)}), got {op}"
+            )
+    OH, OW = (
+        conv_transpose_output_size(size, k, s, p, op, d)
+        for size, k, s, p, op, d in zip((H, W), (KH, KW), stride, padding, output_padding, dilation)
+    )
     if OH < 1 or OW < 1:
-        raise ValueError(f"output size would be {OH}x{OW} (< 1): input {H}x{W}, kernel {KH}x{KW}, "
-                         f"padding {padding} crops more than the transposed convolution makes")
+        raise ValueError(
+            f"output size would be {OH}x{OW} (< 1): input {H}x{W}, kernel {KH}x{KW}, "
+            f"padding {padding} crops more than the transposed convolution makes"
+        )
     conv_padding, core = [], []
     for size, out, s, p, op in zip((H, W), (OH, OW), stride, padding, output_padding):
         # Bottom padding b of the equivalent convolution maps `out` rows back to `size`:
@@ -76,18 +91,21 @@ def _geometry(input_shape, weight_shape, stride, padding, output_padding, groups
     return TransposeGeometry(conv, tuple(core), (N, Cg_out * groups, OH, OW))
 
 
-def conv_transpose_output_shape(input_shape, weight_shape, stride=1, padding=0, output_padding=0,
-                                groups=1, dilation=1):
+def conv_transpose_output_shape(
+    input_shape, weight_shape, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
     """Output shape (N, C_out, OH, OW) of conv_transpose2d for x of `input_shape` (N, C_in, H, W)
     and weight of `weight_shape` (C_in, C_out // groups, KH, KW); raises like conv_transpose2d."""
     input_shape = as_shape(input_shape, "input_shape", 4)
     weight_shape = as_shape(weight_shape, "weight_shape", 4)
-    return _geometry(input_shape, weight_shape, stride, padding, output_padding, groups,
-                     dilation).output_shape
+    return _geometry(
+        input_shape, weight_shape, stride, padding, output_padding, groups, dilation
+    ).output_shape
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1):
+def conv_transpose2d(
+    x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
     """2-D transposed convolution ("deconvolution", fractionally strided convolution).
 
     Parameters
@@ -116,8 +134,10 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     if bias is not None:
         bias = _arrays.as_array(bias, "bias", 1)
         if bias.shape[0] != C_out:
-            raise ValueError(f"bias must have shape ({C_out},) (one per output channel C_out = "
-                             f"weight.shape[1] * groups), got {tuple(bias.shape)}")
+            raise ValueError(
+                f"bias must have shape ({C_out},) (one per output channel C_out = "
+                f"weight.shape[1] * groups), got {tuple(bias.shape)}"
+            )
     dtype = _arrays.compute_dtype(x=x, weight=weight, bias=bias)
     x = _arrays.contiguous(x, dtype)
     weight = _arrays.contiguous(weight, dtype)
@@ -147,8 +167,18 @@ def _as_needs(needs):
     return set(needs)
 
 
-def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1, *, needs=_NEEDS):
+def conv_transpose2d_backward(
+    grad_out,
+    x,
+    weight,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups=1,
+    dilation=1,
+    *,
+    needs=_NEEDS,
+):
     """Gradients of conv_transpose2d with respect to its input, weight and bias.
 
     Parameters
@@ -170,8 +200,10 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     weight = _arrays.as_array(weight, "weight", 4)
     geom = _geometry(x.shape, weight.shape, stride, padding, output_padding, groups, dilation)
     if tuple(grad_out.shape) != geom.output_shape:
-        raise ValueError(f"grad_out must have the transposed convolution's output shape "
-                         f"{geom.output_shape}, got {tuple(grad_out.shape)}")
+        raise ValueError(
+            f"grad_out must have the transposed convolution's output shape "
+            f"{geom.output_shape}, got {tuple(grad_out.shape)}"
+        )
     dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
     grad_out = _arrays.contiguous(grad_out, dtype)
     CH, CW = geom.core_hw
@@ -181,8 +213,9 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     if "input" in needs:
         grad_input = conv2d(core, _arrays.contiguous(weight, dtype), **geom.conv)
     if "weight" in needs:
-        grad_weight = conv2d_grad_weight(_arrays.contiguous(x, dtype), core, weight.shape,
-                                         **geom.conv)
+        grad_weight = conv2d_grad_weight(
+            _arrays.contiguous(x, dtype), core, weight.shape, **geom.conv
+        )
     if "bias" in needs:
         grad_bias = _arrays.empty(grad_out, (geom.output_shape[1],), dtype)
         if grad_out.size == 0:

@@ -100,8 +100,14 @@ def _fetch(url, fileobj, *, timeout=60.0, desc=None):
         bar = None
         if tqdm is not None:
             bar = tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc or url.rsplit("/", 1)[-1], file=sys.stderr, disable=None, leave=False,
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=desc or url.rsplit("/", 1)[-1],
+                file=sys.stderr,
+                disable=None,
+                leave=False,
             )
         done = 0
         try:
@@ -206,8 +212,9 @@ def _load_pair(images_path, labels_path, dtype, padding):
     n = images.shape[0]
     side = 28 + 2 * padding
     out = np.zeros((n, 1, side, side), dtype=dtype)
-    np.true_divide(images, 255, out=out[:, 0, padding : padding + 28, padding : padding + 28],
-                   dtype=dtype)
+    np.true_divide(
+        images, 255, out=out[:, 0, padding : padding + 28, padding : padding + 28], dtype=dtype
+    )
     return out, labels.astype(np.int64)
 
 

@@ -1,17 +1,38 @@
 """The public functional namespace: every op of fastconv, NumPy or CuPy arrays in and out."""
+
 from ._args import conv_output_shape, pool_output_shape
-from .conv import (conv2d, conv2d_algorithms, conv2d_backward, conv2d_grad_input,
-                   conv2d_grad_weight, conv2d_plan)
-from .ops import (linear, linear_backward, relu, relu_backward, softmax_cross_entropy,
-                  softmax_cross_entropy_backward)
-from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from .activation import sigmoid, sigmoid_backward, tanh, tanh_backward
-from .adaptive_pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, global_avg_pool2d,
-                            global_avg_pool2d_backward)
-from .conv1d import (conv1d, conv1d_backward, conv1d_grad_input, conv1d_grad_weight,
-                     conv1d_output_shape)
-from .conv_transpose import (conv_transpose2d, conv_transpose2d_backward,
-                             conv_transpose_output_shape)
+from .adaptive_pool import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+)
+from .conv import (
+    conv2d,
+    conv2d_algorithms,
+    conv2d_backward,
+    conv2d_grad_input,
+    conv2d_grad_weight,
+    conv2d_plan,
+)
+from .conv1d import (
+    conv1d,
+    conv1d_backward,
+    conv1d_grad_input,
+    conv1d_grad_weight,
+    conv1d_output_shape,
+)
+from .conv_transpose import conv_transpose2d, conv_transpose2d_backward, conv_transpose_output_shape
+from .ops import (
+    linear,
+    linear_backward,
+    relu,
+    relu_backward,
+    softmax_cross_entropy,
+    softmax_cross_entropy_backward,
+)
+from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
     "conv2d",

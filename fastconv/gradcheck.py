@@ -20,6 +20,7 @@ A central difference costs two forwards per checked element: on big tensors pass
 a numerical derivative meaningless when an input lies within ``eps`` of one; random inputs
 almost never do.
 """
+
 import copy
 
 import numpy as np
@@ -66,8 +67,10 @@ class TensorCheck:
         self.passed = bool(np.all(excess <= 0))
 
     def __repr__(self):
-        return (f"TensorCheck({self.name!r}, max_abs_error={self.max_abs_error:.3g}, "
-                f"max_rel_error={self.max_rel_error:.3g}, passed={self.passed})")
+        return (
+            f"TensorCheck({self.name!r}, max_abs_error={self.max_abs_error:.3g}, "
+            f"max_rel_error={self.max_rel_error:.3g}, passed={self.passed})"
+        )
 
 
 class GradcheckReport:
@@ -93,15 +96,24 @@ class GradcheckReport:
         return iter(self.checks.values())
 
     def __str__(self):
-        lines = [f"gradient check (central differences, eps={self.eps:g}; pass: "
-                 f"|analytic - numerical| <= {self.atol:g} + {self.rtol:g} * |numerical|)",
-                 f"  {'tensor':<16} {'checked':>13} {'max abs err':>12} {'max rel err':>12}  "
-                 f"result"]
+        lines = [
+            f"gradient check (central differences, eps={self.eps:g}; pass: "
+            f"|analytic - numerical| <= {self.atol:g} + {self.rtol:g} * |numerical|)",
+            f"  {'tensor':<16} {'checked':>13} {'max abs err':>12} {'max rel err':>12}  result",
+        ]
         for c in self.checks.values():
-            result = "ok" if c.passed else (f"FAILED at {c.worst_index}: analytic "
-                                            f"{c.analytic:.9g}, numerical {c.numerical:.9g}")
-            lines.append(f"  {c.name:<16} {f'{c.checked}/{c.total}':>13} "
-                         f"{c.max_abs_error:12.3g} {c.max_rel_error:12.3g}  {result}")
+            result = (
+                "ok"
+                if c.passed
+                else (
+                    f"FAILED at {c.worst_index}: analytic "
+                    f"{c.analytic:.9g}, numerical {c.numerical:.9g}"
+                )
+            )
+            lines.append(
+                f"  {c.name:<16} {f'{c.checked}/{c.total}':>13} "
+                f"{c.max_abs_error:12.3g} {c.max_rel_error:12.3g}  {result}"
+            )
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -123,8 +135,19 @@ def _sample(shape, max_checks, rng):
     return np.stack(np.unravel_index(flat, shape), axis=1) if shape else np.zeros((1, 0), int)
 
 
-def gradcheck(f, inputs, grad_inputs_fn=None, eps=1e-6, rtol=1e-5, atol=1e-8,
-              raise_on_failure=True, *, grad_output=None, max_checks=None, seed=0):
+def gradcheck(
+    f,
+    inputs,
+    grad_inputs_fn=None,
+    eps=1e-6,
+    rtol=1e-5,
+    atol=1e-8,
+    raise_on_failure=True,
+    *,
+    grad_output=None,
+    max_checks=None,
+    seed=0,
+):
     """Check analytic gradients of ``f`` against central differences.
 
     With ``y = f(*inputs)`` and an output gradient ``g`` (random normal unless given), the
@@ -162,26 +185,37 @@ def gradcheck(f, inputs, grad_inputs_fn=None, eps=1e-6, rtol=1e-5, atol=1e-8,
     GradcheckReport
     """
     if grad_inputs_fn is None:
-        raise TypeError("gradcheck needs grad_inputs_fn (the backward to check); for a Layer "
-                        "use gradcheck_layer(layer, x)")
+        raise TypeError(
+            "gradcheck needs grad_inputs_fn (the backward to check); for a Layer "
+            "use gradcheck_layer(layer, x)"
+        )
     names, arrays = _names_and_arrays(inputs)
     for name, a in zip(names, arrays):
         if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
-            raise TypeError(f"input {name!r} must be a floating-point NumPy array, got "
-                            f"{getattr(a, 'dtype', type(a).__name__)}")
-    call = ((lambda: f(**dict(zip(names, arrays)))) if isinstance(inputs, dict)
-            else (lambda: f(*arrays)))
+            raise TypeError(
+                f"input {name!r} must be a floating-point NumPy array, got "
+                f"{getattr(a, 'dtype', type(a).__name__)}"
+            )
+    call = (
+        (lambda: f(**dict(zip(names, arrays))))
+        if isinstance(inputs, dict)
+        else (lambda: f(*arrays))
+    )
     rng = np.random.default_rng(seed)
     y = np.asarray(call())
-    g = (rng.standard_normal(y.shape) if grad_output is None
-         else np.asarray(grad_output, dtype=np.float64))
+    g = (
+        rng.standard_normal(y.shape)
+        if grad_output is None
+        else np.asarray(grad_output, dtype=np.float64)
+    )
     if g.shape != y.shape:
         raise ValueError(f"grad_output must have the output's shape {y.shape}, got {g.shape}")
     analytic = grad_inputs_fn(g.astype(y.dtype) if y.dtype.kind == "f" else g)
-    analytic = ([analytic[n] for n in names] if isinstance(analytic, dict) else list(analytic))
+    analytic = [analytic[n] for n in names] if isinstance(analytic, dict) else list(analytic)
     if len(analytic) != len(arrays):
-        raise ValueError(f"grad_inputs_fn returned {len(analytic)} gradients for "
-                         f"{len(arrays)} inputs")
+        raise ValueError(
+            f"grad_inputs_fn returned {len(analytic)} gradients for {len(arrays)} inputs"
+        )
 
     def objective():
         return float(np.sum(np.asarray(call(), dtype=np.float64) * g))
@@ -211,9 +245,20 @@ def gradcheck(f, inputs, grad_inputs_fn=None, eps=1e-6, rtol=1e-5, atol=1e-8,
     return report
 
 
-def gradcheck_layer(layer, x, *args, eps=1e-6, rtol=1e-5, atol=1e-8, raise_on_failure=True,
-                    grad_output=None, max_checks=None, seed=0, dtype=np.float64,
-                    check_input=True):
+def gradcheck_layer(
+    layer,
+    x,
+    *args,
+    eps=1e-6,
+    rtol=1e-5,
+    atol=1e-8,
+    raise_on_failure=True,
+    grad_output=None,
+    max_checks=None,
+    seed=0,
+    dtype=np.float64,
+    check_input=True,
+):
     """Check ``layer.backward`` (input and parameter gradients) by central differences.
 
     The check runs on a copy of ``layer`` cast to ``dtype`` (float64) and put in training mode,
@@ -244,8 +289,11 @@ def gradcheck_layer(layer, x, *args, eps=1e-6, rtol=1e-5, atol=1e-8, raise_on_fa
     layer = copy.deepcopy(layer).astype(dtype).train()
     x = np.array(x.get() if hasattr(x, "get") else x, dtype=dtype, copy=True)
     params = layer.named_parameters()
-    generators = [(m, copy.deepcopy(m.rng.bit_generator.state)) for m in layer.modules()
-                  if isinstance(getattr(m, "rng", None), np.random.Generator)]
+    generators = [
+        (m, copy.deepcopy(m.rng.bit_generator.state))
+        for m in layer.modules()
+        if isinstance(getattr(m, "rng", None), np.random.Generator)
+    ]
 
     def forward(**arrays):
         for module, state in generators:
@@ -256,10 +304,21 @@ def gradcheck_layer(layer, x, *args, eps=1e-6, rtol=1e-5, atol=1e-8, raise_on_fa
         for p in params.values():
             p.grad = np.zeros_like(p.data)
         grad_x = layer.backward(g, input_grad=check_input)
-        return {"input": grad_x if check_input else None,
-                **{name: p.grad for name, p in params.items()}}
+        return {
+            "input": grad_x if check_input else None,
+            **{name: p.grad for name, p in params.items()},
+        }
 
     inputs = {"input": x, **{name: p.data for name, p in params.items()}}
-    return gradcheck(forward, inputs, backward, eps=eps, rtol=rtol, atol=atol,
-                     raise_on_failure=raise_on_failure, grad_output=grad_output,
-                     max_checks=max_checks, seed=seed)
+    return gradcheck(
+        forward,
+        inputs,
+        backward,
+        eps=eps,
+        rtol=rtol,
+        atol=atol,
+        raise_on_failure=raise_on_failure,
+        grad_output=grad_output,
+        max_checks=max_checks,
+        seed=seed,
+    )

@@ -1,4 +1,5 @@
 """Public dense ops for the layers' hot path: ReLU, linear (fully connected), softmax cross-entropy."""
+
 import numpy as np
 
 from . import _arrays, _compat, _dask
@@ -21,8 +22,9 @@ def relu_backward(grad_out, y):
     grad_out = _arrays.as_array(grad_out, "grad_out")
     y = _arrays.as_array(y, "y")
     if tuple(grad_out.shape) != tuple(y.shape):
-        raise ValueError(f"grad_out must have y's shape {tuple(y.shape)}, got "
-                         f"{tuple(grad_out.shape)}")
+        raise ValueError(
+            f"grad_out must have y's shape {tuple(y.shape)}, got {tuple(grad_out.shape)}"
+        )
     dtype = _arrays.compute_dtype(grad_out=grad_out, y=y)
     if _dask.is_dask(grad_out, y):
         return _dask.elementwise(relu_backward, grad_out, y, dtype=dtype)
@@ -36,8 +38,9 @@ def _linear_inputs(x, weight):
     x = _arrays.as_array(x, "x", 2)
     weight = _arrays.as_array(weight, "weight", 2)
     if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} features but weight expects weight.shape[1] = "
-                         f"{weight.shape[1]}")
+        raise ValueError(
+            f"x has {x.shape[1]} features but weight expects weight.shape[1] = {weight.shape[1]}"
+        )
     return x, weight
 
 
@@ -53,17 +56,22 @@ def linear(x, weight, bias=None, *, activation=None):
     activation = as_activation(activation)
     dtype = _arrays.compute_dtype(x=x, weight=weight, bias=bias)
     if _dask.is_dask(x, weight, bias):
-        return _dask.rows(linear, x, weight, bias, out_cols=weight.shape[0], dtype=dtype,
-                          activation=activation)
+        return _dask.rows(
+            linear, x, weight, bias, out_cols=weight.shape[0], dtype=dtype, activation=activation
+        )
     y = _arrays.empty(x, (x.shape[0], weight.shape[0]), dtype)
     if y.size == 0:
         return y
     if x.shape[1] == 0:
         y[...] = 0 if bias is None else bias
         return relu(y) if activation == "relu" else y
-    be.linear_forward(_arrays.contiguous(x, dtype), _arrays.contiguous(weight, dtype),
-                      None if bias is None else _arrays.contiguous(bias, dtype), y,
-                      activation == "relu")
+    be.linear_forward(
+        _arrays.contiguous(x, dtype),
+        _arrays.contiguous(weight, dtype),
+        None if bias is None else _arrays.contiguous(bias, dtype),
+        y,
+        activation == "relu",
+    )
     return y
 
 
@@ -75,8 +83,9 @@ def linear_backward(grad_out, x, weight, *, needs=NEEDS):
     x, weight = _linear_inputs(x, weight)
     grad_out = _arrays.as_array(grad_out, "grad_out", 2)
     if tuple(grad_out.shape) != (x.shape[0], weight.shape[0]):
-        raise ValueError(f"grad_out must have shape {(x.shape[0], weight.shape[0])}, got "
-                         f"{tuple(grad_out.shape)}")
+        raise ValueError(
+            f"grad_out must have shape {(x.shape[0], weight.shape[0])}, got {tuple(grad_out.shape)}"
+        )
     if _dask.is_dask(grad_out, x, weight):
         return _dask.linear_backward(grad_out, x, weight, needs)
     dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
@@ -91,9 +100,14 @@ def linear_backward(grad_out, x, weight, *, needs=NEEDS):
                 g[...] = 0
         if grad_out.size == 0 or grads["bias"] is None:
             return grads["input"], grads["weight"], grads["bias"]
-    be.linear_backward(_arrays.contiguous(grad_out, dtype), _arrays.contiguous(x, dtype),
-                       _arrays.contiguous(weight, dtype), grads["input"], grads["weight"],
-                       grads["bias"])
+    be.linear_backward(
+        _arrays.contiguous(grad_out, dtype),
+        _arrays.contiguous(x, dtype),
+        _arrays.contiguous(weight, dtype),
+        grads["input"],
+        grads["weight"],
+        grads["bias"],
+    )
     return grads["input"], grads["weight"], grads["bias"]
 
 
@@ -102,8 +116,9 @@ def _labels(labels, n, k):
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be an integer array, got {labels.dtype}")
     if labels.shape[0] != n:
-        raise ValueError(f"labels must have shape ({n},) (one per row of logits), got "
-                         f"{tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must have shape ({n},) (one per row of logits), got {tuple(labels.shape)}"
+        )
     if _dask.is_dask(labels):
         return labels  # checked block by block when computed
     if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
@@ -144,9 +159,11 @@ def softmax_cross_entropy_backward(log_probs, labels, grad_loss=1.0):
     labels = _labels(labels, N, K)
     dtype = _arrays.compute_dtype(log_probs=log_probs)
     if _dask.is_dask(log_probs, labels):
-        return _dask.softmax_cross_entropy_backward(softmax_cross_entropy_backward, log_probs,
-                                                    labels, grad_loss, dtype)
+        return _dask.softmax_cross_entropy_backward(
+            softmax_cross_entropy_backward, log_probs, labels, grad_loss, dtype
+        )
     grad = _arrays.empty(log_probs, (N, K), dtype)
-    be.softmax_cross_entropy_backward(_arrays.contiguous(log_probs, dtype), labels, grad,
-                                      grad_loss / N)
+    be.softmax_cross_entropy_backward(
+        _arrays.contiguous(log_probs, dtype), labels, grad, grad_loss / N
+    )
     return grad

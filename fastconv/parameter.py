@@ -70,12 +70,7 @@ class Parameter:
         """
         g = self.grad
         d = self.data
-        if (
-            g is not None
-            and type(g) is type(d)
-            and g.shape == d.shape
-            and g.dtype == d.dtype
-        ):
+        if g is not None and type(g) is type(d) and g.shape == d.shape and g.dtype == d.dtype:
             g[...] = 0
         else:
             self.grad = array_module(d).zeros_like(d)

@@ -1,5 +1,6 @@
 """Public 2-D max and average pooling and their gradients (NCHW, floor or ceil mode, torch's
 semantics)."""
+
 import numpy as np
 
 from . import _arrays, _dask
@@ -28,22 +29,30 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
         y = _dask.pool2d(max_pool2d, x, kernel_size, stride, padding, ceil_mode=ceil_mode)
         if not return_indices:
             return y
-        return y, _dask.pool2d(_max_pool_global_indices, x, kernel_size, stride, padding,
-                               ceil_mode=ceil_mode, plane=x.shape[2:])
+        return y, _dask.pool2d(
+            _max_pool_global_indices,
+            x,
+            kernel_size,
+            stride,
+            padding,
+            ceil_mode=ceil_mode,
+            plane=x.shape[2:],
+        )
     y = _arrays.empty(x, geom.output_shape, dtype)
     indices = _arrays.empty(x, geom.output_shape, np.int64)
     if y.size:
-        be.max_pool2d_forward(_arrays.contiguous(x, dtype), y, indices, geom.kernel, geom.stride,
-                              geom.padding)
+        be.max_pool2d_forward(
+            _arrays.contiguous(x, dtype), y, indices, geom.kernel, geom.stride, geom.padding
+        )
     return (y, indices) if return_indices else y
 
 
-def _max_pool_global_indices(x, kernel_size, stride, padding, *, ceil_mode=False, plane,
-                             origin=(0, 0)):
+def _max_pool_global_indices(
+    x, kernel_size, stride, padding, *, ceil_mode=False, plane, origin=(0, 0)
+):
     """max_pool2d's indices for a block of a larger plane (H, W) whose top-left cell is at
     `origin` (a Dask block)."""
-    _, idx = max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode,
-                        return_indices=True)
+    _, idx = max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode, return_indices=True)
     W_block = x.shape[3]
     return (idx // W_block + origin[0]) * plane[1] + idx % W_block + origin[1]
 
@@ -56,26 +65,31 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     indices = _arrays.as_array(indices, "indices", 4)
     N, C, H, W = as_shape(input_shape, "input_shape", 4)
     if tuple(indices.shape) != tuple(grad_out.shape):
-        raise ValueError(f"indices must have grad_out's shape {tuple(grad_out.shape)}, "
-                         f"got {tuple(indices.shape)}")
+        raise ValueError(
+            f"indices must have grad_out's shape {tuple(grad_out.shape)}, "
+            f"got {tuple(indices.shape)}"
+        )
     if grad_out.shape[:2] != (N, C):
-        raise ValueError(f"grad_out must have shape ({N}, {C}, OH, OW) for input_shape "
-                         f"{(N, C, H, W)}, got {tuple(grad_out.shape)}")
+        raise ValueError(
+            f"grad_out must have shape ({N}, {C}, OH, OW) for input_shape "
+            f"{(N, C, H, W)}, got {tuple(grad_out.shape)}"
+        )
     if indices.dtype.kind not in "iu":
         raise TypeError(f"indices must be an integer array (from max_pool2d), got {indices.dtype}")
     dtype = _arrays.compute_dtype(grad_out=grad_out)
     if _dask.is_dask(grad_out, indices):
-        return _dask.per_plane(max_pool2d_backward, grad_out, indices, plane=(H, W),
-                               dtype=dtype)
+        return _dask.per_plane(max_pool2d_backward, grad_out, indices, plane=(H, W), dtype=dtype)
     grad_x = _arrays.empty(grad_out, (N, C, H, W), dtype)
     if grad_out.size == 0:
         grad_x[...] = 0
         return grad_x
     if int(indices.min()) < 0 or int(indices.max()) >= H * W:
-        raise ValueError(f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape "
-                         f"{(N, C, H, W)}")
-    be.max_pool2d_backward(_arrays.contiguous(grad_out, dtype),
-                           _arrays.contiguous(indices, np.int64), grad_x)
+        raise ValueError(
+            f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape {(N, C, H, W)}"
+        )
+    be.max_pool2d_backward(
+        _arrays.contiguous(grad_out, dtype), _arrays.contiguous(indices, np.int64), grad_x
+    )
     return grad_x
 
 
@@ -90,34 +104,70 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *
     x, dtype = _input(x)
     geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     if _dask.is_dask(x):
-        return _dask.pool2d(avg_pool2d, x, kernel_size, stride, padding, ceil_mode=ceil_mode,
-                            count_include_pad=count_include_pad)
+        return _dask.pool2d(
+            avg_pool2d,
+            x,
+            kernel_size,
+            stride,
+            padding,
+            ceil_mode=ceil_mode,
+            count_include_pad=count_include_pad,
+        )
     y = _arrays.empty(x, geom.output_shape, dtype)
     if y.size:
-        be.avg_pool2d_forward(_arrays.contiguous(x, dtype), y, geom.kernel, geom.stride,
-                              geom.padding, bool(count_include_pad))
+        be.avg_pool2d_forward(
+            _arrays.contiguous(x, dtype),
+            y,
+            geom.kernel,
+            geom.stride,
+            geom.padding,
+            bool(count_include_pad),
+        )
     return y
 
 
-def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
-                        count_include_pad=True, *, ceil_mode=False):
+def avg_pool2d_backward(
+    grad_out,
+    input_shape,
+    kernel_size,
+    stride=None,
+    padding=0,
+    count_include_pad=True,
+    *,
+    ceil_mode=False,
+):
     """Gradient of avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`."""
     be = _arrays.backend(grad_out=grad_out)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     input_shape = as_shape(input_shape, "input_shape", 4)
     geom = pool_geometry(input_shape, kernel_size, stride, padding, ceil_mode, "input_shape")
     if tuple(grad_out.shape) != geom.output_shape:
-        raise ValueError(f"grad_out must have shape {geom.output_shape}, got "
-                         f"{tuple(grad_out.shape)}")
+        raise ValueError(
+            f"grad_out must have shape {geom.output_shape}, got {tuple(grad_out.shape)}"
+        )
     dtype = _arrays.compute_dtype(grad_out=grad_out)
     if _dask.is_dask(grad_out):
-        return _dask.per_plane(avg_pool2d_backward, grad_out, plane=input_shape[2:], dtype=dtype,
-                               kernel_size=kernel_size, stride=stride, padding=padding,
-                               count_include_pad=count_include_pad, ceil_mode=ceil_mode)
+        return _dask.per_plane(
+            avg_pool2d_backward,
+            grad_out,
+            plane=input_shape[2:],
+            dtype=dtype,
+            kernel_size=kernel_size,
+            stride=stride,
+            padding=padding,
+            count_include_pad=count_include_pad,
+            ceil_mode=ceil_mode,
+        )
     grad_x = _arrays.empty(grad_out, input_shape, dtype)
     if grad_out.size == 0:
         grad_x[...] = 0
         return grad_x
-    be.avg_pool2d_backward(_arrays.contiguous(grad_out, dtype), grad_x, geom.kernel, geom.stride,
-                           geom.padding, bool(count_include_pad))
+    be.avg_pool2d_backward(
+        _arrays.contiguous(grad_out, dtype),
+        grad_x,
+        geom.kernel,
+        geom.stride,
+        geom.padding,
+        bool(count_include_pad),
+    )
     return grad_x

@@ -87,9 +87,15 @@ def assert_close(actual, expected, dtype, reduction=1, err_msg=""):
     """Check the dtype of `actual` (numpy or cupy) and its values against a float64 reference."""
     actual = _to_numpy(actual)
     assert actual.dtype == np.dtype(dtype), f"dtype {actual.dtype}, expected {np.dtype(dtype)}"
-    assert actual.shape == np.shape(expected), f"shape {actual.shape}, expected {np.shape(expected)}"
+    assert actual.shape == np.shape(expected), (
+        f"shape {actual.shape}, expected {np.shape(expected)}"
+    )
     np.testing.assert_allclose(
-        actual.astype(np.float64), expected, err_msg=err_msg, equal_nan=True, **tolerance(dtype, reduction)
+        actual.astype(np.float64),
+        expected,
+        err_msg=err_msg,
+        equal_nan=True,
+        **tolerance(dtype, reduction),
     )
 
 
@@ -106,8 +112,11 @@ def tolerance_fixture():
 # ----------------------------------------------------------------- MNIST
 
 MNIST_ENV = "FASTCONV_MNIST"
-_DEFAULT_MNIST = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                              os.pardir, os.pardir, "shared", "data", "mnist"))
+_DEFAULT_MNIST = os.path.normpath(
+    os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared", "data", "mnist"
+    )
+)
 
 
 def real_mnist_dir():

@@ -10,6 +10,7 @@ functions under hypothesis (bounded in CI) and a short run of this command.
 Every case is a function of one integer seed, so any failure is reproduced by
 `python tests/fuzz.py --replay SEED`.
 """
+
 import argparse
 import os
 import re
@@ -20,8 +21,7 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference import (avg_pool2d_ref, conv2d_backward_ref, conv2d_ref,  # noqa: E402
-                       max_pool2d_ref, pad_tblr)
+from reference import avg_pool2d_ref, conv2d_backward_ref, conv2d_ref, max_pool2d_ref, pad_tblr  # noqa: E402
 
 import fastconv  # noqa: E402
 
@@ -67,14 +67,16 @@ def valid_conv_case(seed):
             Cg = 1
         N, H, W = int(rng.integers(1, 4)), int(rng.integers(1, 13)), int(rng.integers(1, 13))
         KH, KW = int(rng.integers(1, 6)), int(rng.integers(1, 6))
-        kwargs = dict(stride=(int(rng.integers(1, 4)), int(rng.integers(1, 4))),
-                      dilation=(int(rng.integers(1, 4)), int(rng.integers(1, 3))),
-                      padding=_padding(rng), groups=groups)
+        kwargs = dict(
+            stride=(int(rng.integers(1, 4)), int(rng.integers(1, 4))),
+            dilation=(int(rng.integers(1, 4)), int(rng.integers(1, 3))),
+            padding=_padding(rng),
+            groups=groups,
+        )
         if rng.random() < 0.5:
             kwargs["stride"] = kwargs["stride"][0]
         try:
-            fastconv.conv_output_shape((N, Cg * groups, H, W), (Fg * groups, Cg, KH, KW),
-                                       **kwargs)
+            fastconv.conv_output_shape((N, Cg * groups, H, W), (Fg * groups, Cg, KH, KW), **kwargs)
             break
         except ValueError:
             continue
@@ -105,10 +107,12 @@ def check_valid_conv(seed):
     x, w, b, kwargs, activation = valid_conv_case(seed)
     saved = [a.copy() for a in (x, w)]
     y = fastconv.conv2d(x, w, b, activation=activation, **kwargs)
-    tblr = pad_tblr(kwargs["padding"], x.shape[2:], w.shape[2:], kwargs["stride"],
-                    kwargs["dilation"])
-    ref_kwargs = dict(stride=kwargs["stride"], pad=tblr, dilation=kwargs["dilation"],
-                      groups=kwargs["groups"])
+    tblr = pad_tblr(
+        kwargs["padding"], x.shape[2:], w.shape[2:], kwargs["stride"], kwargs["dilation"]
+    )
+    ref_kwargs = dict(
+        stride=kwargs["stride"], pad=tblr, dilation=kwargs["dilation"], groups=kwargs["groups"]
+    )
     expected = conv2d_ref(x, w, b, **ref_kwargs)
     if activation:
         expected = np.maximum(expected, 0)
@@ -142,18 +146,39 @@ def check_valid_pool(seed):
     np.testing.assert_array_equal(idx, idx_ref)
     include = bool(rng.integers(2))
     a = fastconv.avg_pool2d(x, kernel, stride, padding, count_include_pad=include)
-    _check_close("avg_pool2d", a, avg_pool2d_ref(x, kernel, stride, padding, include),
-                 kernel[0] * kernel[1])
+    _check_close(
+        "avg_pool2d", a, avg_pool2d_ref(x, kernel, stride, padding, include), kernel[0] * kernel[1]
+    )
 
 
 # ------------------------------------------------------------------------- invalid calls
 
 _X, _W, _B = np.ones((2, 4, 6, 6)), np.ones((6, 2, 3, 3)), np.ones(6)
 _CONV = dict(x=_X, weight=_W, bias=_B, stride=1, padding=1, dilation=1, groups=2)
-_BAD_INTS = [0, -1, -(2**63), 1.5, "2", None, True, (1, 2, 3), (1, 0), [1, "a"], 2j,
-             np.float64(2.0), object()]
-_BAD_ARRAYS = [np.ones((2, 4, 6)), np.ones((2, 4, 6, 6), complex), np.array("abc"),
-               np.ones((2, 4, 6, 6), object), "x", 3, np.ones((0, 4, 6, 6, 1))]
+_BAD_INTS = [
+    0,
+    -1,
+    -(2**63),
+    1.5,
+    "2",
+    None,
+    True,
+    (1, 2, 3),
+    (1, 0),
+    [1, "a"],
+    2j,
+    np.float64(2.0),
+    object(),
+]
+_BAD_ARRAYS = [
+    np.ones((2, 4, 6)),
+    np.ones((2, 4, 6, 6), complex),
+    np.array("abc"),
+    np.ones((2, 4, 6, 6), object),
+    "x",
+    3,
+    np.ones((0, 4, 6, 6, 1)),
+]
 
 
 def _conv_call(args):
@@ -176,60 +201,128 @@ def _pool_call(args):
 
 def _families():
     """(name, baseline arguments, call, {argument: bad values})."""
-    geometry = {"stride": _BAD_INTS, "dilation": _BAD_INTS,
-                "groups": _BAD_INTS + [3, 5, 2**63],
-                "padding": [-1, (1, -1), ((1, 2), (3,)), "full", 1.5, None, (1, 2, 3),
-                            ((1, -2), (0, 0))]}
-    conv_bad = dict(geometry, x=_BAD_ARRAYS + [np.ones((2, 3, 6, 6)), np.ones((2, 4, 0, 6))],
-                    weight=_BAD_ARRAYS + [np.ones((6, 3, 3, 3)), np.ones((5, 2, 3, 3)),
-                                          np.ones((6, 2, 0, 3)), np.ones((6, 2, 9, 9))],
-                    bias=[np.ones(5), np.ones((6, 1)), np.ones(6, complex), "b"])
-    back_bad = dict(geometry, x=conv_bad["x"], weight=conv_bad["weight"],
-                    grad_out=[np.ones((2, 6, 5, 6)), np.ones((2, 6, 6)), np.ones((2, 6, 6, 6),
-                              complex), "g"],
-                    needs=[5, ("input", "nope"), (3,), None])
+    geometry = {
+        "stride": _BAD_INTS,
+        "dilation": _BAD_INTS,
+        "groups": _BAD_INTS + [3, 5, 2**63],
+        "padding": [-1, (1, -1), ((1, 2), (3,)), "full", 1.5, None, (1, 2, 3), ((1, -2), (0, 0))],
+    }
+    conv_bad = dict(
+        geometry,
+        x=_BAD_ARRAYS + [np.ones((2, 3, 6, 6)), np.ones((2, 4, 0, 6))],
+        weight=_BAD_ARRAYS
+        + [
+            np.ones((6, 3, 3, 3)),
+            np.ones((5, 2, 3, 3)),
+            np.ones((6, 2, 0, 3)),
+            np.ones((6, 2, 9, 9)),
+        ],
+        bias=[np.ones(5), np.ones((6, 1)), np.ones(6, complex), "b"],
+    )
+    back_bad = dict(
+        geometry,
+        x=conv_bad["x"],
+        weight=conv_bad["weight"],
+        grad_out=[np.ones((2, 6, 5, 6)), np.ones((2, 6, 6)), np.ones((2, 6, 6, 6), complex), "g"],
+        needs=[5, ("input", "nope"), (3,), None],
+    )
     pool = dict(x=_X, kernel_size=2, stride=None, padding=0, max=True)
-    pool_bad = {"x": _BAD_ARRAYS + [np.ones((1, 1, 1, 1))],
-                "kernel_size": [k for k in _BAD_INTS if k is not None] + [(7, 7)],
-                "stride": [k for k in _BAD_INTS if k is not None],
-                "padding": [-1, 2, (0, 2), 1.5, "1", (1, 2, 3)]}
+    pool_bad = {
+        "x": _BAD_ARRAYS + [np.ones((1, 1, 1, 1))],
+        "kernel_size": [k for k in _BAD_INTS if k is not None] + [(7, 7)],
+        "stride": [k for k in _BAD_INTS if k is not None],
+        "padding": [-1, 2, (0, 2), 1.5, "1", (1, 2, 3)],
+    }
     pool_avg = dict(pool, max=False)
     dense = dict(x=np.ones((3, 5)), weight=np.ones((4, 5)), bias=np.ones(4))
-    dense_bad = {"x": [np.ones((3, 4)), np.ones(5), np.ones((3, 5), complex), "x"],
-                 "weight": [np.ones((4, 6)), np.ones(4), "w"],
-                 "bias": [np.ones(3), np.ones((4, 1)), "b"],
-                 "activation": ["tanh", 1, "RELU"]}
+    dense_bad = {
+        "x": [np.ones((3, 4)), np.ones(5), np.ones((3, 5), complex), "x"],
+        "weight": [np.ones((4, 6)), np.ones(4), "w"],
+        "bias": [np.ones(3), np.ones((4, 1)), "b"],
+        "activation": ["tanh", 1, "RELU"],
+    }
     softmax = dict(logits=np.zeros((3, 4)), labels=np.array([0, 1, 3]))
-    softmax_bad = {"logits": [np.zeros(4), np.zeros((3, 0)), np.zeros((3, 4), complex), "z"],
-                   "labels": [np.array([0, 1]), np.array([0, 1, 4]), np.array([0., 1., 2.]),
-                              np.array([-1, 0, 0]), np.zeros((3, 1), int)]}
+    softmax_bad = {
+        "logits": [np.zeros(4), np.zeros((3, 0)), np.zeros((3, 4), complex), "z"],
+        "labels": [
+            np.array([0, 1]),
+            np.array([0, 1, 4]),
+            np.array([0.0, 1.0, 2.0]),
+            np.array([-1, 0, 0]),
+            np.zeros((3, 1), int),
+        ],
+    }
     return [
         ("conv2d", dict(_CONV), _conv_call, conv_bad),
-        ("conv2d_backward", dict(_CONV, needs=("input", "weight", "bias")), _backward_call,
-         back_bad),
-        ("conv_output_shape", dict(input_shape=(2, 4, 6, 6), weight_shape=(6, 2, 3, 3),
-                                   stride=1, padding=1, dilation=1, groups=2),
-         lambda a: fastconv.conv_output_shape(**a),
-         dict(geometry, input_shape=[(2, 4, 6), (2, 4, 0, 6), (2, 4, "6", 6), None, (2, 3, 6, 6)],
-              weight_shape=[(6, 2, 3), (6, 2, -3, 3), (6, 2, 9, 9), "w"])),
+        (
+            "conv2d_backward",
+            dict(_CONV, needs=("input", "weight", "bias")),
+            _backward_call,
+            back_bad,
+        ),
+        (
+            "conv_output_shape",
+            dict(
+                input_shape=(2, 4, 6, 6),
+                weight_shape=(6, 2, 3, 3),
+                stride=1,
+                padding=1,
+                dilation=1,
+                groups=2,
+            ),
+            lambda a: fastconv.conv_output_shape(**a),
+            dict(
+                geometry,
+                input_shape=[(2, 4, 6), (2, 4, 0, 6), (2, 4, "6", 6), None, (2, 3, 6, 6)],
+                weight_shape=[(6, 2, 3), (6, 2, -3, 3), (6, 2, 9, 9), "w"],
+            ),
+        ),
         ("max_pool2d", pool, _pool_call, pool_bad),
         ("avg_pool2d", pool_avg, _pool_call, pool_bad),
-        ("linear", dense, lambda a: fastconv.linear(a["x"], a["weight"], a["bias"],
-                                                    activation=a.get("activation")), dense_bad),
-        ("linear_backward", dict(dense, grad_out=np.ones((3, 4)), needs=("input",)),
-         lambda a: fastconv.linear_backward(a["grad_out"], a["x"], a["weight"], needs=a["needs"]),
-         {"grad_out": [np.ones((3, 5)), np.ones(4), "g"], "x": dense_bad["x"],
-          "needs": [5, ("bias", 2), ("x",)]}),
-        ("softmax_cross_entropy", softmax,
-         lambda a: fastconv.softmax_cross_entropy(a["logits"], a["labels"]), softmax_bad),
-        ("softmax_cross_entropy_backward", dict(log_probs=np.zeros((3, 4)), labels=softmax["labels"],
-                                                grad_loss=1.0),
-         lambda a: fastconv.softmax_cross_entropy_backward(a["log_probs"], a["labels"],
-                                                           a["grad_loss"]),
-         {"log_probs": softmax_bad["logits"], "labels": softmax_bad["labels"],
-          "grad_loss": ["abc", None, [1.0], 1j]}),
-        ("set_num_threads", dict(n=2), lambda a: fastconv.set_num_threads(a["n"]),
-         {"n": [0, -1, 2**31, 2**63, 1.5, "2", True]}),
+        (
+            "linear",
+            dense,
+            lambda a: fastconv.linear(
+                a["x"], a["weight"], a["bias"], activation=a.get("activation")
+            ),
+            dense_bad,
+        ),
+        (
+            "linear_backward",
+            dict(dense, grad_out=np.ones((3, 4)), needs=("input",)),
+            lambda a: fastconv.linear_backward(
+                a["grad_out"], a["x"], a["weight"], needs=a["needs"]
+            ),
+            {
+                "grad_out": [np.ones((3, 5)), np.ones(4), "g"],
+                "x": dense_bad["x"],
+                "needs": [5, ("bias", 2), ("x",)],
+            },
+        ),
+        (
+            "softmax_cross_entropy",
+            softmax,
+            lambda a: fastconv.softmax_cross_entropy(a["logits"], a["labels"]),
+            softmax_bad,
+        ),
+        (
+            "softmax_cross_entropy_backward",
+            dict(log_probs=np.zeros((3, 4)), labels=softmax["labels"], grad_loss=1.0),
+            lambda a: fastconv.softmax_cross_entropy_backward(
+                a["log_probs"], a["labels"], a["grad_loss"]
+            ),
+            {
+                "log_probs": softmax_bad["logits"],
+                "labels": softmax_bad["labels"],
+                "grad_loss": ["abc", None, [1.0], 1j],
+            },
+        ),
+        (
+            "set_num_threads",
+            dict(n=2),
+            lambda a: fastconv.set_num_threads(a["n"]),
+            {"n": [0, -1, 2**31, 2**63, 1.5, "2", True]},
+        ),
     ]
 
 
@@ -248,8 +341,9 @@ def check_invalid(seed):
     except (ValueError, TypeError) as exc:
         label = {"n": r"\bn\b"}.get(arg, rf"(?<![\w]){re.escape(arg)}(?![\w])")
         if not re.search(label, str(exc)):
-            raise AssertionError(f"{name}({arg}={value!r}): {type(exc).__name__} does not name "
-                                 f"{arg!r}: {exc}") from None
+            raise AssertionError(
+                f"{name}({arg}={value!r}): {type(exc).__name__} does not name {arg!r}: {exc}"
+            ) from None
         return
     finally:
         fastconv.set_num_threads(threads)
@@ -268,6 +362,7 @@ def run_case(seed):
 
 # ----------------------------------------------------------------------------- the runner
 
+
 def _run_chunk(first, count):
     """Run cases first..first+count-1 here; print one line per failure; return failures."""
     failed = 0
@@ -277,8 +372,11 @@ def _run_chunk(first, count):
             print(f"PASS {seed}", flush=True)
         except Exception as exc:  # a wrong result or an unnamed error: report and go on
             failed += 1
-            print(f"FAIL seed={seed} {CHECKS[seed % len(CHECKS)].__name__}: "
-                  f"{type(exc).__name__}: {str(exc)[:300]}", flush=True)
+            print(
+                f"FAIL seed={seed} {CHECKS[seed % len(CHECKS)].__name__}: "
+                f"{type(exc).__name__}: {str(exc)[:300]}",
+                flush=True,
+            )
     return failed
 
 
@@ -303,8 +401,11 @@ def main(argv=None):
     passed = failed = crashed = 0
     for first in range(args.seed, args.seed + args.cases, args.chunk):
         count = min(args.chunk, args.seed + args.cases - first)
-        run = subprocess.run([sys.executable, __file__, "--child", str(first), str(count)],
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, __file__, "--child", str(first), str(count)],
+            capture_output=True,
+            text=True,
+        )
         lines = run.stdout.splitlines()
         fails = [ln for ln in lines if ln.startswith("FAIL")]
         passes = sum(ln.startswith("PASS") for ln in lines)
@@ -314,8 +415,10 @@ def main(argv=None):
         failed += count - passes  # a crash, and what it left unrun, count as failed
         if run.returncode not in (0, 1):  # a signal or an unexpected exit: the chunk crashed
             crashed += 1
-            print(f"CRASH in seeds {first}..{first + count - 1}: exit {run.returncode}\n"
-                  f"{run.stderr[-2000:]}")
+            print(
+                f"CRASH in seeds {first}..{first + count - 1}: exit {run.returncode}\n"
+                f"{run.stderr[-2000:]}"
+            )
     print(f"crashes: {crashed}")
     print(f"fuzz: {passed} passed, {failed} failed")
     return 1 if failed or crashed else 0

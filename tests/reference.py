@@ -237,7 +237,9 @@ CASES = [
     _case("groups3_stride_dil", C=6, F=3, groups=3, stride=2, dilation=2, padding=1, H=9, W=9),
     _case("depthwise", C=5, F=5, groups=5, padding=1),
     _case("depthwise_x2", C=4, F=8, groups=4, padding=1, stride=2),
-    _case("depthwise_5x5_dil", C=3, F=3, groups=3, KH=5, KW=5, dilation=2, padding="same", H=10, W=9),
+    _case(
+        "depthwise_5x5_dil", C=3, F=3, groups=3, KH=5, KW=5, dilation=2, padding="same", H=10, W=9
+    ),
     _case("kernel_2x5", KH=2, KW=5, W=9),
     _case("kernel_5x1", KH=5, KW=1, H=8),
     _case("input_5x11", H=5, W=11, KH=3, KW=2, stride=(1, 2)),
@@ -264,10 +266,44 @@ MEDIUM_CASES = [
     _case("tiles_partial_image", N=2, C=32, H=23, W=23, F=16, padding=1),
     _case("tiles_multi_image_uneven", N=5, C=32, H=15, W=15, F=8, padding=1),
     _case("tiles_few_channels", N=9, C=3, H=32, W=32, F=4, padding=1),
-    _case("tiles_strided_groups", N=3, C=16, H=40, W=39, F=16, stride=2, padding="same", dilation=2, groups=2),
-    _case("tiles_tall_kernel", N=2, C=8, H=48, W=30, F=6, KH=7, KW=2, stride=(1, 2), padding=((3, 2), (0, 1))),
+    _case(
+        "tiles_strided_groups",
+        N=3,
+        C=16,
+        H=40,
+        W=39,
+        F=16,
+        stride=2,
+        padding="same",
+        dilation=2,
+        groups=2,
+    ),
+    _case(
+        "tiles_tall_kernel",
+        N=2,
+        C=8,
+        H=48,
+        W=30,
+        F=6,
+        KH=7,
+        KW=2,
+        stride=(1, 2),
+        padding=((3, 2), (0, 1)),
+    ),
     _case("depthwise_big", N=2, C=32, H=24, W=24, F=32, padding=1, groups=32),
-    _case("depthwise_big_x2_s2", N=3, C=16, H=25, W=26, F=32, KH=5, KW=5, stride=2, padding=2, groups=16),
+    _case(
+        "depthwise_big_x2_s2",
+        N=3,
+        C=16,
+        H=25,
+        W=26,
+        F=32,
+        KH=5,
+        KW=5,
+        stride=2,
+        padding=2,
+        groups=16,
+    ),
     _case("pointwise_big", N=3, C=64, H=16, W=16, F=32, KH=1, KW=1),
     _case("wide_rows", N=2, C=2, H=2, W=3000, F=3, KH=1, KW=5, padding=(0, 2)),
     _case("tall_columns", N=1, C=3, H=2500, W=3, F=2, KH=4, KW=3, stride=(3, 1), padding="same"),
@@ -288,7 +324,9 @@ def case_tblr(case):
 
 def case_kwargs(case):
     """The conv2d keyword arguments (stride, padding, dilation, groups) of a Case."""
-    return dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups)
+    return dict(
+        stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups
+    )
 
 
 # ------------------------------------------------------------------ pooling, dense, loss
@@ -324,8 +362,13 @@ def max_pool2d_ref(x, kernel, stride, padding, ceil_mode=False):
 def linear_ref(x, w, b=None):
     """y[n, o] = b[o] + sum_i x[n, i] w[o, i], one dot product per output (float64)."""
     x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
-    y = np.array([[sum(x[n, i] * w[o, i] for i in range(x.shape[1])) for o in range(w.shape[0])]
-                  for n in range(x.shape[0])], dtype=np.float64).reshape(x.shape[0], w.shape[0])
+    y = np.array(
+        [
+            [sum(x[n, i] * w[o, i] for i in range(x.shape[1])) for o in range(w.shape[0])]
+            for n in range(x.shape[0])
+        ],
+        dtype=np.float64,
+    ).reshape(x.shape[0], w.shape[0])
     return y if b is None else y + np.asarray(b, np.float64)
 
 
@@ -345,10 +388,13 @@ def softmax_cross_entropy_ref(logits, labels):
 # adaptive average pooling, sigmoid. Written from the definitions, not from fastconv's code.
 # ---------------------------------------------------------------------------------------------
 
+
 def _transpose_sizes(x_shape, w_shape, stride, padding, output_padding, dilation):
     _, _, H, W = x_shape
     _, _, KH, KW = w_shape
-    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = map(_pair, (stride, padding, output_padding, dilation))
+    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = map(
+        _pair, (stride, padding, output_padding, dilation)
+    )
     OH = (H - 1) * sh - 2 * ph + dh * (KH - 1) + oph + 1
     OW = (W - 1) * sw - 2 * pw + dw * (KW - 1) + opw + 1
     # the uncropped output: every input pixel's kernel footprint, plus the output padding
@@ -367,7 +413,8 @@ def conv_transpose2d_ref(x, w, b=None, stride=1, padding=0, output_padding=0, gr
     _, Cg_out, KH, KW = w.shape
     Cg_in = C_in // groups
     (sh, sw), (ph, pw), (dh, dw), (OH, OW), full_hw = _transpose_sizes(
-        x.shape, w.shape, stride, padding, output_padding, dilation)
+        x.shape, w.shape, stride, padding, output_padding, dilation
+    )
     full = np.zeros((N, Cg_out * groups) + full_hw)
     for g in range(groups):
         cin = slice(g * Cg_in, (g + 1) * Cg_in)
@@ -377,16 +424,18 @@ def conv_transpose2d_ref(x, w, b=None, stride=1, padding=0, output_padding=0, gr
                 for kh in range(KH):
                     for kw in range(KW):
                         full[:, fout, i * sh + kh * dh, j * sw + kw * dw] += (
-                            x[:, cin, i, j] @ w[cin, :, kh, kw])
-    y = full[:, :, ph:ph + OH, pw:pw + OW]
+                            x[:, cin, i, j] @ w[cin, :, kh, kw]
+                        )
+    y = full[:, :, ph : ph + OH, pw : pw + OW]
     assert y.shape[2:] == (OH, OW)
     if b is not None:
         y = y + np.asarray(b, dtype=np.float64)[None, :, None, None]
     return y
 
 
-def conv_transpose2d_backward_ref(grad_out, x, w, stride=1, padding=0, output_padding=0, groups=1,
-                                  dilation=1):
+def conv_transpose2d_backward_ref(
+    grad_out, x, w, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
     """Gradients of sum(conv_transpose2d_ref(x, w, b) * grad_out): each scatter of the forward
     read back as a gather. Returns (grad_input, grad_weight, grad_bias), float64."""
     x = np.asarray(x, dtype=np.float64)
@@ -396,10 +445,11 @@ def conv_transpose2d_backward_ref(grad_out, x, w, stride=1, padding=0, output_pa
     _, Cg_out, KH, KW = w.shape
     Cg_in = C_in // groups
     (sh, sw), (ph, pw), (dh, dw), (OH, OW), full_hw = _transpose_sizes(
-        x.shape, w.shape, stride, padding, output_padding, dilation)
+        x.shape, w.shape, stride, padding, output_padding, dilation
+    )
     assert g.shape == (N, Cg_out * groups, OH, OW)
     gfull = np.zeros((N, Cg_out * groups) + full_hw)
-    gfull[:, :, ph:ph + OH, pw:pw + OW] = g
+    gfull[:, :, ph : ph + OH, pw : pw + OW] = g
     gx = np.zeros_like(x)
     gw = np.zeros_like(w)
     for grp in range(groups):
@@ -430,7 +480,7 @@ def conv1d_ref(x, w, b=None, stride=1, pad=(0, 0), dilation=1, groups=1):
         cin = slice(grp * Cg, (grp + 1) * Cg)
         fout = slice(grp * Fg, (grp + 1) * Fg)
         for k in range(K):
-            taps = xp[:, cin, k * dilation: k * dilation + (OL - 1) * stride + 1: stride]
+            taps = xp[:, cin, k * dilation : k * dilation + (OL - 1) * stride + 1 : stride]
             y[:, fout] += np.einsum("ncl,fc->nfl", taps, w[fout, :, k])
     if b is not None:
         y += np.asarray(b, dtype=np.float64)[None, :, None]
@@ -464,7 +514,7 @@ def avg_pool2d_ref(x, kernel, stride, pad, count_include_pad=True, ceil_mode=Fal
     y = np.empty(x.shape[:2] + (len(rows), len(cols)))
     for i, (a, b) in enumerate(rows):
         for j, (c, d) in enumerate(cols):
-            s = x[:, :, max(a, 0):min(b, H), max(c, 0):min(d, W)].sum(axis=(2, 3))
+            s = x[:, :, max(a, 0) : min(b, H), max(c, 0) : min(d, W)].sum(axis=(2, 3))
             if count_include_pad:
                 n = (min(b, H + pad[0]) - a) * (min(d, W + pad[1]) - c)
             else:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_lenet import write_idx_mnist  # the tiny random MNIST the CLI tests share
 
 from fastconv import __version__, datasets
 from fastconv.lenet import LeNet5
 from fastconv.lenet.cli import main
 from fastconv.lenet.history import history_paths, read_history
-from test_lenet import write_idx_mnist  # the tiny random MNIST the CLI tests share
 
 TINY = ["--batch-size", "32", "--threads", "1", "--no-progress"]
 
@@ -70,9 +70,9 @@ def bad_checkpoints(tmp_path, good):
         path.write_bytes(data)
         out[name] = (path, phrase)
 
-    put("truncated.npz", raw[:len(raw) // 2], "truncated or corrupt")
+    put("truncated.npz", raw[: len(raw) // 2], "truncated or corrupt")
     corrupt = bytearray(raw)
-    corrupt[len(raw) // 3:len(raw) // 3 + 64] = bytes(64)  # inside an array: CRC mismatch
+    corrupt[len(raw) // 3 : len(raw) // 3 + 64] = bytes(64)  # inside an array: CRC mismatch
     put("corrupt.npz", bytes(corrupt), "truncated or corrupt")
     put("notes.txt", b"epoch 1: loss 0.3\nthis is not a checkpoint\n", "a text file")
     put("empty.npz", b"", "empty file")
@@ -101,8 +101,15 @@ def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for default in ("images per step (default: 64)", "(default: 0.7)", "(default: adam)",
-                    "(default: 10)", "default: relu", "--more-epochs K", "FASTCONV_DATA"):
+    for default in (
+        "images per step (default: 64)",
+        "(default: 0.7)",
+        "(default: adam)",
+        "(default: 10)",
+        "default: relu",
+        "--more-epochs K",
+        "FASTCONV_DATA",
+    ):
         assert default in text, default
     assert "(default: None)" not in text and "(default: False)" not in text
     with pytest.raises(SystemExit):
@@ -111,6 +118,7 @@ def test_help_shows_defaults(capsys):
 
 
 # ----------------------------------------------------------------- checkpoints
+
 
 @pytest.mark.parametrize("command", ["evaluate", "resume", "report"])
 def test_bad_checkpoints_one_line_never_unpickled(tmp_path, tiny, capsys, command):
@@ -121,8 +129,15 @@ def test_bad_checkpoints_one_line_never_unpickled(tmp_path, tiny, capsys, comman
             argv = ["evaluate", "--model", str(path), "--data", str(data)]
         elif command == "report":
             pytest.importorskip("matplotlib")
-            argv = ["report", "--model", str(path), "--data", str(data),
-                    "--out", str(tmp_path / "r.png")]
+            argv = [
+                "report",
+                "--model",
+                str(path),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "r.png"),
+            ]
         else:
             argv = ["train", "--resume", str(path), "--data", str(data), "--epochs", "2"] + TINY
             if name == "foreign.npz":
@@ -174,9 +189,22 @@ def test_truncated_checkpoint_in_a_subprocess(tmp_path, tiny):
     data, good = tiny
     path = tmp_path / "cut.npz"
     path.write_bytes(good.read_bytes()[:1000])
-    result = subprocess.run([sys.executable, "-m", "fastconv.lenet", "evaluate", "--model",
-                             str(path), "--data", str(data)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastconv.lenet",
+            "evaluate",
+            "--model",
+            str(path),
+            "--data",
+            str(data),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "cut.npz: truncated or corrupt archive" in result.stderr
@@ -199,6 +227,7 @@ def test_unexpected_error_is_one_line(tmp_path, tiny, capsys, monkeypatch):
 
 # ----------------------------------------------------------------- data
 
+
 def test_missing_data(tmp_path, capsys, monkeypatch):
     assert main(["train", "--data", str(tmp_path / "nowhere")] + TINY) == 1
     error_line(capsys, "nowhere", "does not exist", "fastconv-lenet download", "--download")
@@ -208,8 +237,13 @@ def test_missing_data(tmp_path, capsys, monkeypatch):
     ckpt = tmp_path / "m.npz"
     LeNet5(seed=0).save(ckpt)
     assert main(["evaluate", "--model", str(ckpt)]) == 1
-    error_line(capsys, "MNIST files not found in", str(tmp_path / "cache" / "mnist"),
-               "FASTCONV_DATA", "--download")
+    error_line(
+        capsys,
+        "MNIST files not found in",
+        str(tmp_path / "cache" / "mnist"),
+        "FASTCONV_DATA",
+        "--download",
+    )
     (tmp_path / "file").write_text("x")
     assert main(["train", "--data", str(tmp_path / "file")] + TINY) == 1
     error_line(capsys, "is a file")
@@ -232,14 +266,17 @@ def test_corrupt_data(tmp_path, capsys, damage):
 
 # ----------------------------------------------------------------- unwritable paths
 
+
 def test_unwritable_save_path_fails_before_training(tmp_path, tiny, capsys, monkeypatch):
     data, _ = tiny
     calls = []
     monkeypatch.setattr("fastconv.lenet.cli.fit", lambda *a, **k: calls.append(1))
     (tmp_path / "file").write_text("x")
-    for save, phrase in ((tmp_path / "no" / "dir" / "c.npz", "does not exist"),
-                         (tmp_path / "file" / "c.npz", "is not a directory"),
-                         (tmp_path, "is a directory")):
+    for save, phrase in (
+        (tmp_path / "no" / "dir" / "c.npz", "does not exist"),
+        (tmp_path / "file" / "c.npz", "is not a directory"),
+        (tmp_path, "is a directory"),
+    ):
         assert main(["train", "--data", str(data), "--save", str(save)] + TINY) == 1
         error_line(capsys, phrase)
     assert calls == []
@@ -252,12 +289,18 @@ def test_write_failure_during_training_is_one_line(tmp_path, tiny, capsys, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("fastconv.lenet.train.save_npz_atomic", disk_full)
-    assert main(["train", "--data", str(data), "--epochs", "1", "--save",
-                 str(tmp_path / "c.npz")] + TINY) == 1
+    assert (
+        main(
+            ["train", "--data", str(data), "--epochs", "1", "--save", str(tmp_path / "c.npz")]
+            + TINY
+        )
+        == 1
+    )
     error_line(capsys, "cannot write the checkpoint", "No space left on device")
 
 
 # ----------------------------------------------------------------- epochs and history
+
 
 def test_resume_epochs_are_unambiguous(tmp_path, tiny, capsys):
     data, _ = tiny
@@ -303,13 +346,15 @@ def test_more_epochs_without_resume_and_architecture_on_resume(tmp_path, tiny, c
 
 # ----------------------------------------------------------------- download
 
+
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
     """A local mirror (file:// URLs through the real download code) of tiny MNIST files."""
     src = write_idx_mnist(tmp_path / "mirror", n_train=64, n_test=32)
     files = {name: (src / name).read_bytes() for name in datasets.MNIST_FILES}
-    monkeypatch.setattr(datasets, "MNIST_FILES",
-                        {n: (hashlib.md5(b).hexdigest(), len(b)) for n, b in files.items()})
+    monkeypatch.setattr(
+        datasets, "MNIST_FILES", {n: (hashlib.md5(b).hexdigest(), len(b)) for n, b in files.items()}
+    )
     monkeypatch.setattr(datasets, "MNIST_MIRRORS", (src.as_uri() + "/",))
     monkeypatch.setenv("FASTCONV_DATA", str(tmp_path / "cache"))
     return files
@@ -319,8 +364,10 @@ def test_download_command(tmp_path, mirror, capsys):
     root = tmp_path / "cache" / "mnist"  # $FASTCONV_DATA/mnist
     assert main(["download"]) == 0
     captured = capsys.readouterr()
-    assert f"MNIST ready in {root}: 64 training and 32 test images (4 of 4 files MD5-verified)" \
+    assert (
+        f"MNIST ready in {root}: 64 training and 32 test images (4 of 4 files MD5-verified)"
         in captured.out
+    )
     assert "downloading 4 MNIST file(s)" in captured.err
     assert sorted(p.name for p in root.iterdir()) == sorted(mirror)
     assert main(["download"]) == 0  # all there: nothing fetched, checked again
@@ -371,6 +418,7 @@ def test_download_failures(tmp_path, mirror, monkeypatch, capsys):
 
 # ----------------------------------------------------------------- report
 
+
 def png_size(path):
     data = Path(path).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -383,17 +431,48 @@ def test_report_renders_a_png(tmp_path, tiny, capsys):
     pytest.importorskip("matplotlib")
     data, ckpt = tiny
     out = tmp_path / "report.png"
-    assert main(["report", "--model", str(ckpt), "--data", str(data), "--out", str(out),
-                 "--dpi", "40", "--digit", "3"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--model",
+                str(ckpt),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--dpi",
+                "40",
+                "--digit",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert f"wrote {out}" in capsys.readouterr().out
     width, height, raw = png_size(out)
     assert (width, height) == (13 * 40, 420)
     # a real picture, not a blank canvas: the decoded pixels vary a lot
     from matplotlib.image import imread
+
     pixels = imread(out)
     assert pixels.std() > 0.1 and len(zlib.compress(raw)) > 10_000
-    assert main(["report", "--model", str(ckpt), "--data", str(data), "--out", str(out),
-                 "--digit", "40"]) == 1
+    assert (
+        main(
+            [
+                "report",
+                "--model",
+                str(ckpt),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--digit",
+                "40",
+            ]
+        )
+        == 1
+    )
     error_line(capsys, "--digit 40 is out of range", "40 images")
 
 
@@ -403,19 +482,39 @@ def test_report_of_a_saved_model_without_history(tmp_path, tiny, capsys):
     model = tmp_path / "weights.npz"
     LeNet5(seed=0).save(model)
     out = tmp_path / "r.png"
-    assert main(["report", "--model", str(model), "--data", str(data), "--out", str(out),
-                 "--dpi", "30"]) == 0
+    assert (
+        main(
+            ["report", "--model", str(model), "--data", str(data), "--out", str(out), "--dpi", "30"]
+        )
+        == 0
+    )
     assert png_size(out)[:2] == (390, 315)
-    assert main(["report", "--model", str(model), "--data", str(data), "--out",
-                 str(tmp_path / "no" / "r.png")]) == 1
+    assert (
+        main(
+            [
+                "report",
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "no" / "r.png"),
+            ]
+        )
+        == 1
+    )
     error_line(capsys, "cannot write --out", "does not exist")
 
 
 def test_report_without_matplotlib(tmp_path, tiny, capsys, monkeypatch):
     data, ckpt = tiny
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    assert main(["report", "--model", str(ckpt), "--data", str(data), "--out",
-                 str(tmp_path / "r.png")]) == 1
+    assert (
+        main(
+            ["report", "--model", str(ckpt), "--data", str(data), "--out", str(tmp_path / "r.png")]
+        )
+        == 1
+    )
     error_line(capsys, "needs matplotlib", 'pip install "fastconv[plot]"')
     assert not (tmp_path / "r.png").exists()
 
@@ -423,10 +522,41 @@ def test_report_without_matplotlib(tmp_path, tiny, capsys, monkeypatch):
 def test_report_on_real_mnist(tmp_path, mnist_dir, capsys):
     pytest.importorskip("matplotlib")
     ckpt, out = tmp_path / "lenet.npz", tmp_path / "report.png"
-    assert main(["train", "--data", str(mnist_dir), "--limit", "1000", "--epochs", "2",
-                 "--save", str(ckpt)] + TINY) == 0
-    assert main(["report", "--model", str(ckpt), "--data", str(mnist_dir), "--limit", "1000",
-                 "--out", str(out), "--dpi", "50"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(mnist_dir),
+                "--limit",
+                "1000",
+                "--epochs",
+                "2",
+                "--save",
+                str(ckpt),
+            ]
+            + TINY
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "report",
+                "--model",
+                str(ckpt),
+                "--data",
+                str(mnist_dir),
+                "--limit",
+                "1000",
+                "--out",
+                str(out),
+                "--dpi",
+                "50",
+            ]
+        )
+        == 0
+    )
     assert "on 1000 images" in capsys.readouterr().out
     assert png_size(out)[:2] == (650, 525)
 

@@ -1,11 +1,12 @@
 """conv1d and its gradients against the float64 reference (tests/reference.py), PyTorch when
 importable, and central differences; views instead of copies; argument errors."""
+
 import numpy as np
 import pytest
+from reference import conv1d_ref, conv2d_backward_ref, same_padding
 
 import fastconv as fc
 from fastconv.gradcheck import gradcheck
-from reference import conv1d_ref, conv2d_backward_ref, same_padding
 
 DTYPES = [np.float32, np.float64]
 
@@ -47,8 +48,9 @@ def _pad(kw, L, K):
 
 
 def _ref(x, w, b, kw):
-    return conv1d_ref(x, w, b, kw["stride"], _pad(kw, x.shape[2], w.shape[2]), kw["dilation"],
-                      kw["groups"])
+    return conv1d_ref(
+        x, w, b, kw["stride"], _pad(kw, x.shape[2], w.shape[2]), kw["dilation"], kw["groups"]
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -59,8 +61,12 @@ def test_forward_matches_reference(case, dtype, rng, backend, assert_close):
     xs, ws, bs = (backend.to_device(a.astype(dtype)) for a in (x, w, b))
     assert fc.conv1d_output_shape(x.shape, w.shape, **kw) == expected.shape
     assert_close(fc.conv1d(xs, ws, bs, **kw), expected, dtype, reduction=w[0].size)
-    assert_close(fc.conv1d(xs, ws, bs, activation="relu", **kw), np.maximum(expected, 0), dtype,
-                 reduction=w[0].size)
+    assert_close(
+        fc.conv1d(xs, ws, bs, activation="relu", **kw),
+        np.maximum(expected, 0),
+        dtype,
+        reduction=w[0].size,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -70,25 +76,47 @@ def test_backward_matches_reference(case, dtype, rng, backend, assert_close):
     gy = rng.standard_normal(_ref(x, w, b, kw).shape)
     # the 2-D reference's gradients on height-1 arrays (its own correctness: test_conv_backward)
     left, right = _pad(kw, x.shape[2], w.shape[2])
-    gx_ref, gw_ref, gb_ref = (a.squeeze(2) if a.ndim == 4 else a for a in conv2d_backward_ref(
-        gy[:, :, None], x[:, :, None], w[:, :, None], (1, kw["stride"]), (0, 0, left, right),
-        (1, kw["dilation"]), kw["groups"]))
+    gx_ref, gw_ref, gb_ref = (
+        a.squeeze(2) if a.ndim == 4 else a
+        for a in conv2d_backward_ref(
+            gy[:, :, None],
+            x[:, :, None],
+            w[:, :, None],
+            (1, kw["stride"]),
+            (0, 0, left, right),
+            (1, kw["dilation"]),
+            kw["groups"],
+        )
+    )
     gys, xs, ws = (backend.to_device(a.astype(dtype)) for a in (gy, x, w))
     gx, gw, gb = fc.conv1d_backward(gys, xs, ws, **kw)
     assert_close(gx, gx_ref, dtype, reduction=gy.shape[1] * w.shape[2])
     assert_close(gw, gw_ref, dtype, reduction=gy.shape[0] * gy.shape[2])
     assert_close(gb, gb_ref, dtype, reduction=gy[:, 0].size)
-    assert_close(fc.conv1d_grad_input(gys, ws, x.shape, **kw), gx_ref, dtype,
-                 reduction=gy.shape[1] * w.shape[2])
-    assert_close(fc.conv1d_grad_weight(gys, xs, w.shape, **kw), gw_ref, dtype,
-                 reduction=gy.shape[0] * gy.shape[2])
+    assert_close(
+        fc.conv1d_grad_input(gys, ws, x.shape, **kw),
+        gx_ref,
+        dtype,
+        reduction=gy.shape[1] * w.shape[2],
+    )
+    assert_close(
+        fc.conv1d_grad_weight(gys, xs, w.shape, **kw),
+        gw_ref,
+        dtype,
+        reduction=gy.shape[0] * gy.shape[2],
+    )
 
 
 @pytest.mark.parametrize("case", ["same_stride3_dil2", "groups2"])
 def test_gradients_match_central_differences(case, rng):
     x, w, b, kw = _make(case, rng)
-    gradcheck(lambda x, w, b: fc.conv1d(x, w, b, **kw), [x, w, b],
-              lambda g: fc.conv1d_backward(g, x, w, **kw), rtol=1e-6, atol=1e-8)
+    gradcheck(
+        lambda x, w, b: fc.conv1d(x, w, b, **kw),
+        [x, w, b],
+        lambda g: fc.conv1d_backward(g, x, w, **kw),
+        rtol=1e-6,
+        atol=1e-8,
+    )
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
@@ -101,8 +129,9 @@ def test_matches_torch(case, dtype, rng):
     if kw["padding"] == "same" and kw["stride"] != 1:
         pytest.skip("torch refuses padding='same' with stride > 1")
     xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
-    yt = torch.nn.functional.conv1d(xt, wt, bt, kw["stride"], kw["padding"], kw["dilation"],
-                                    kw["groups"])
+    yt = torch.nn.functional.conv1d(
+        xt, wt, bt, kw["stride"], kw["padding"], kw["dilation"], kw["groups"]
+    )
     gy = rng.standard_normal(tuple(yt.shape)).astype(dtype)
     yt.backward(torch.from_numpy(gy))
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
@@ -127,16 +156,19 @@ def test_views_not_copies_and_out(rng):
     np.testing.assert_array_equal(copies[1], w)
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    (dict(stride=0), ValueError, "stride"),
-    (dict(stride=(1, 2)), TypeError, "stride"),
-    (dict(dilation=0), ValueError, "dilation"),
-    (dict(padding=-1), ValueError, "padding"),
-    (dict(padding=(1, 2, 3)), ValueError, "padding"),
-    (dict(padding="full"), ValueError, "padding"),
-    (dict(groups=2), ValueError, "groups"),
-    (dict(padding=0, dilation=5), ValueError, "output length"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(stride=0), ValueError, "stride"),
+        (dict(stride=(1, 2)), TypeError, "stride"),
+        (dict(dilation=0), ValueError, "dilation"),
+        (dict(padding=-1), ValueError, "padding"),
+        (dict(padding=(1, 2, 3)), ValueError, "padding"),
+        (dict(padding="full"), ValueError, "padding"),
+        (dict(groups=2), ValueError, "groups"),
+        (dict(padding=0, dilation=5), ValueError, "output length"),
+    ],
+)
 def test_bad_arguments_name_the_argument(kwargs, error, match):
     with pytest.raises(error, match=match):
         fc.conv1d(np.zeros((1, 3, 8)), np.zeros((4, 3, 3)), **kwargs)

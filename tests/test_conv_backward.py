@@ -4,8 +4,6 @@ import itertools
 
 import numpy as np
 import pytest
-
-import fastconv
 from reference import (
     CASES,
     MEDIUM_CASES,
@@ -18,6 +16,8 @@ from reference import (
     output_hw,
 )
 
+import fastconv
+
 DTYPES = [np.float32, np.float64]
 CASE_BY_ID = {c.id: c for c in CASES + MEDIUM_CASES}
 
@@ -28,13 +28,21 @@ def cases(*ids):
 
 ALL_CASES = cases(*(c.id for c in CASES + MEDIUM_CASES))
 SMALL_CASES = cases(
-    "basic", "pad_pairs_asym2", "pad_same_stride2", "groups3_stride_dil", "depthwise_x2", "kernel_2x5",
-    "stride_drops_rows", "dil_stride_pad",
+    "basic",
+    "pad_pairs_asym2",
+    "pad_same_stride2",
+    "groups3_stride_dil",
+    "depthwise_x2",
+    "kernel_2x5",
+    "stride_drops_rows",
+    "dil_stride_pad",
 )
 
 
 def out_hw(case):
-    return output_hw((case.H, case.W), (case.KH, case.KW), case.stride, case_tblr(case), case.dilation)
+    return output_hw(
+        (case.H, case.W), (case.KH, case.KW), case.stride, case_tblr(case), case.dilation
+    )
 
 
 def problem(case, rng, dtype):
@@ -56,7 +64,9 @@ def reductions(case):
 
 def check_grads(grads, expected, dtype, case, assert_close):
     assert isinstance(grads, tuple) and len(grads) == 3
-    for name, got, want, red in zip(("grad_input", "grad_weight", "grad_bias"), grads, expected, reductions(case)):
+    for name, got, want, red in zip(
+        ("grad_input", "grad_weight", "grad_bias"), grads, expected, reductions(case)
+    ):
         assert_close(got, want, dtype, red, err_msg=name)
 
 
@@ -65,15 +75,23 @@ def check_grads(grads, expected, dtype, case, assert_close):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", cases("basic", "pad_pairs_asym2", "groups3_stride_dil", "pad_same_stride_2x3_dil2"))
+@pytest.mark.parametrize(
+    "case", cases("basic", "pad_pairs_asym2", "groups3_stride_dil", "pad_same_stride_2x3_dil2")
+)
 def test_reference_backward_matches_finite_differences(case, rng):
     x, w, b, g = problem(case, rng, np.float64)
     x, g = x[:1], g[:1]
     kw = (case.stride, case_tblr(case), case.dilation, case.groups)
     gx, gw, gb = conv2d_backward_ref(g, x, w, *kw)
-    np.testing.assert_allclose(gx, numeric_grad(lambda v: (conv2d_ref(v, w, b, *kw) * g).sum(), x), atol=1e-6)
-    np.testing.assert_allclose(gw, numeric_grad(lambda v: (conv2d_ref(x, v, b, *kw) * g).sum(), w), atol=1e-6)
-    np.testing.assert_allclose(gb, numeric_grad(lambda v: (conv2d_ref(x, w, v, *kw) * g).sum(), b), atol=1e-6)
+    np.testing.assert_allclose(
+        gx, numeric_grad(lambda v: (conv2d_ref(v, w, b, *kw) * g).sum(), x), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        gw, numeric_grad(lambda v: (conv2d_ref(x, v, b, *kw) * g).sum(), w), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        gb, numeric_grad(lambda v: (conv2d_ref(x, w, v, *kw) * g).sum(), b), atol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,9 +118,15 @@ def test_backward_matches_finite_differences(case, rng):
     kw = case_kwargs(case)
     gx, gw, gb = fastconv.conv2d_backward(g, x, w, **kw)
     tol = dict(rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(gx, numeric_grad(lambda v: (fastconv.conv2d(v, w, b, **kw) * g).sum(), x), **tol)
-    np.testing.assert_allclose(gw, numeric_grad(lambda v: (fastconv.conv2d(x, v, b, **kw) * g).sum(), w), **tol)
-    np.testing.assert_allclose(gb, numeric_grad(lambda v: (fastconv.conv2d(x, w, v, **kw) * g).sum(), b), **tol)
+    np.testing.assert_allclose(
+        gx, numeric_grad(lambda v: (fastconv.conv2d(v, w, b, **kw) * g).sum(), x), **tol
+    )
+    np.testing.assert_allclose(
+        gw, numeric_grad(lambda v: (fastconv.conv2d(x, v, b, **kw) * g).sum(), w), **tol
+    )
+    np.testing.assert_allclose(
+        gb, numeric_grad(lambda v: (fastconv.conv2d(x, w, v, **kw) * g).sum(), b), **tol
+    )
 
 
 @pytest.mark.parametrize("case", cases("basic", "pad_same_stride2", "depthwise_x2"))
@@ -122,7 +146,12 @@ def test_backward_empty_batch(backend, case):
 # --------------------------------------------------------------------------------------------
 
 NAMES = ("input", "weight", "bias")
-NEEDS = [tuple(p) for r in (1, 2, 3) for c in itertools.combinations(NAMES, r) for p in itertools.permutations(c)]
+NEEDS = [
+    tuple(p)
+    for r in (1, 2, 3)
+    for c in itertools.combinations(NAMES, r)
+    for p in itertools.permutations(c)
+]
 
 
 @pytest.mark.parametrize("needs", NEEDS + [["weight", "bias"]], ids=str)
@@ -144,7 +173,9 @@ def test_needs_default_is_all(rng):
     case = CASE_BY_ID["basic"]
     x, w, _, g = problem(case, rng, np.float64)
     full = fastconv.conv2d_backward(g, x, w, **case_kwargs(case))
-    explicit = fastconv.conv2d_backward(g, x, w, needs=("bias", "input", "weight"), **case_kwargs(case))
+    explicit = fastconv.conv2d_backward(
+        g, x, w, needs=("bias", "input", "weight"), **case_kwargs(case)
+    )
     for a, b in zip(full, explicit):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
 
@@ -155,7 +186,9 @@ def test_needs_default_is_all(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", SMALL_CASES + cases("large_C", "k1x1_groups", "kernel_gt_input_pad"))
+@pytest.mark.parametrize(
+    "case", SMALL_CASES + cases("large_C", "k1x1_groups", "kernel_gt_input_pad")
+)
 def test_grad_functions_agree_with_backward(backend, case, dtype, rng, assert_close, tolerance):
     x, w, _, g = problem(case, rng, dtype)
     d = backend.to_device
@@ -167,8 +200,12 @@ def test_grad_functions_agree_with_backward(backend, case, dtype, rng, assert_cl
     rx, rw, _ = reference_grads(case, g, x, w)
     assert_close(gi, rx, dtype, red_x)
     assert_close(gwt, rw, dtype, red_w)
-    np.testing.assert_allclose(backend.to_numpy(gi), backend.to_numpy(gx), **tolerance(dtype, red_x))
-    np.testing.assert_allclose(backend.to_numpy(gwt), backend.to_numpy(gw), **tolerance(dtype, red_w))
+    np.testing.assert_allclose(
+        backend.to_numpy(gi), backend.to_numpy(gx), **tolerance(dtype, red_x)
+    )
+    np.testing.assert_allclose(
+        backend.to_numpy(gwt), backend.to_numpy(gw), **tolerance(dtype, red_w)
+    )
 
 
 def test_grad_input_uses_input_shape(rng):
@@ -214,7 +251,9 @@ def test_backward_dtype_promotion(backend, g_dtype, x_dtype, w_dtype, expected, 
     check_grads(grads, reference_grads(case, g, x, w), expected, case, assert_close)
 
 
-@pytest.mark.parametrize("case", cases("basic", "pad_pairs_asym2", "groups3_stride_dil", "depthwise_x2"))
+@pytest.mark.parametrize(
+    "case", cases("basic", "pad_pairs_asym2", "groups3_stride_dil", "depthwise_x2")
+)
 def test_backward_strided_views(backend, case, rng, assert_close):
     x, w, _, g = problem(case, rng, np.float64)
     xp = backend.xp
@@ -226,7 +265,9 @@ def test_backward_strided_views(backend, case, rng, assert_close):
     np.testing.assert_array_equal(backend.to_numpy(gv), g)
     kw = case_kwargs(case)
     expected = reference_grads(case, g, x, w)
-    check_grads(fastconv.conv2d_backward(gv, xv, wv, **kw), expected, np.float64, case, assert_close)
+    check_grads(
+        fastconv.conv2d_backward(gv, xv, wv, **kw), expected, np.float64, case, assert_close
+    )
     red_x, red_w, _ = reductions(case)
     assert_close(fastconv.conv2d_grad_input(gv, wv, x.shape, **kw), expected[0], np.float64, red_x)
     assert_close(fastconv.conv2d_grad_weight(gv, xv, w.shape, **kw), expected[1], np.float64, red_w)
@@ -252,7 +293,9 @@ def test_backward_inputs_not_modified(backend, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", cases("basic", "pad_same_stride2", "groups2", "depthwise_x2", "large_C"))
+@pytest.mark.parametrize(
+    "case", cases("basic", "pad_same_stride2", "groups2", "depthwise_x2", "large_C")
+)
 def test_relu_forward_consistent(backend, case, dtype, rng, tolerance):
     x, w, b, _ = (backend.to_device(a) for a in problem(case, rng, dtype))
     kw = case_kwargs(case)

@@ -41,10 +41,24 @@ def test_base_problem_is_valid():
 
 GEOMETRY_ERRORS = [
     # channels / groups
-    pytest.param(dict(x=np.zeros((2, 5, 8, 8))), ValueError, names("x", "weight", "groups"), id="C_mismatch"),
-    pytest.param(dict(groups=1), ValueError, names("x", "weight", "groups"), id="C_mismatch_groups1"),
-    pytest.param(dict(weight=np.zeros((5, 2, 3, 3)), bias=None), ValueError, names("weight", "groups"), id="F_not_div"),
-    pytest.param(dict(groups=4, weight=np.zeros((6, 1, 3, 3))), ValueError, names("weight", "groups"), id="F_not_div4"),
+    pytest.param(
+        dict(x=np.zeros((2, 5, 8, 8))), ValueError, names("x", "weight", "groups"), id="C_mismatch"
+    ),
+    pytest.param(
+        dict(groups=1), ValueError, names("x", "weight", "groups"), id="C_mismatch_groups1"
+    ),
+    pytest.param(
+        dict(weight=np.zeros((5, 2, 3, 3)), bias=None),
+        ValueError,
+        names("weight", "groups"),
+        id="F_not_div",
+    ),
+    pytest.param(
+        dict(groups=4, weight=np.zeros((6, 1, 3, 3))),
+        ValueError,
+        names("weight", "groups"),
+        id="F_not_div4",
+    ),
     pytest.param(dict(groups=0), ValueError, names("groups"), id="groups0"),
     pytest.param(dict(groups=-2), ValueError, names("groups"), id="groups_negative"),
     pytest.param(dict(groups=2.0), TypeError, names("groups"), id="groups_float"),
@@ -55,7 +69,12 @@ GEOMETRY_ERRORS = [
     pytest.param(dict(x=np.zeros((2, 4, 2, 8))), ValueError, r"(?i)output", id="output_H_lt_1"),
     pytest.param(dict(x=np.zeros((2, 4, 8, 2))), ValueError, r"(?i)output", id="output_W_lt_1"),
     pytest.param(dict(dilation=4), ValueError, r"(?i)output", id="output_dilated_kernel_too_big"),
-    pytest.param(dict(padding="valid", x=np.zeros((2, 4, 8, 1))), ValueError, r"(?i)output", id="output_valid"),
+    pytest.param(
+        dict(padding="valid", x=np.zeros((2, 4, 8, 1))),
+        ValueError,
+        r"(?i)output",
+        id="output_valid",
+    ),
     # stride / dilation
     *[
         pytest.param({arg: value}, exc, names(arg), id=f"{arg}_{tag}")
@@ -80,24 +99,44 @@ GEOMETRY_ERRORS = [
     # padding
     pytest.param(dict(padding=-1), ValueError, names("padding"), id="padding_negative"),
     pytest.param(dict(padding=(0, -1)), ValueError, names("padding"), id="padding_pair_negative"),
-    pytest.param(dict(padding=((0, 0), (-1, 0))), ValueError, names("padding"), id="padding_pairs_negative_left"),
-    pytest.param(dict(padding=((0, -2), (0, 0))), ValueError, names("padding"), id="padding_pairs_negative_bottom"),
+    pytest.param(
+        dict(padding=((0, 0), (-1, 0))),
+        ValueError,
+        names("padding"),
+        id="padding_pairs_negative_left",
+    ),
+    pytest.param(
+        dict(padding=((0, -2), (0, 0))),
+        ValueError,
+        names("padding"),
+        id="padding_pairs_negative_bottom",
+    ),
     pytest.param(dict(padding="full"), ValueError, names("padding"), id="padding_full"),
     pytest.param(dict(padding="causal"), ValueError, names("padding"), id="padding_causal"),
     pytest.param(dict(padding=""), ValueError, names("padding"), id="padding_empty_str"),
     pytest.param(dict(padding=(1, 2, 3)), ValueError, names("padding"), id="padding_len3"),
     pytest.param(dict(padding=(1,)), ValueError, names("padding"), id="padding_len1"),
-    pytest.param(dict(padding=((1, 2), (3, 4), (5, 6))), ValueError, names("padding"), id="padding_3_pairs"),
-    pytest.param(dict(padding=((1, 2, 3), (1, 2))), ValueError, names("padding"), id="padding_triple"),
+    pytest.param(
+        dict(padding=((1, 2), (3, 4), (5, 6))), ValueError, names("padding"), id="padding_3_pairs"
+    ),
+    pytest.param(
+        dict(padding=((1, 2, 3), (1, 2))), ValueError, names("padding"), id="padding_triple"
+    ),
     pytest.param(dict(padding=((1,), (1,))), ValueError, names("padding"), id="padding_singles"),
     pytest.param(dict(padding=1.0), TypeError, names("padding"), id="padding_float"),
     pytest.param(dict(padding=(1, 1.0)), TypeError, names("padding"), id="padding_pair_float"),
-    pytest.param(dict(padding=((0, 1), (0, 0.5))), TypeError, names("padding"), id="padding_pairs_float"),
+    pytest.param(
+        dict(padding=((0, 1), (0, 0.5))), TypeError, names("padding"), id="padding_pairs_float"
+    ),
     pytest.param(dict(padding=None), TypeError, names("padding"), id="padding_None"),
     pytest.param(dict(padding=True), TypeError, names("padding"), id="padding_bool"),
     pytest.param(dict(padding=(True, 0)), TypeError, names("padding"), id="padding_pair_bool"),
-    pytest.param(dict(padding=((0, False), (0, 0))), TypeError, names("padding"), id="padding_pairs_bool"),
-    pytest.param(dict(padding=((1, 2), 3)), (ValueError, TypeError), names("padding"), id="padding_mixed"),
+    pytest.param(
+        dict(padding=((0, False), (0, 0))), TypeError, names("padding"), id="padding_pairs_bool"
+    ),
+    pytest.param(
+        dict(padding=((1, 2), 3)), (ValueError, TypeError), names("padding"), id="padding_mixed"
+    ),
 ]
 
 
@@ -152,7 +191,9 @@ def test_conv_output_shape_wrong_length(input_shape, weight_shape, match):
         pytest.param(dict(x=np.float64(1.0)), ValueError, names("x"), id="x_scalar"),
         pytest.param(dict(x=None), (ValueError, TypeError), names("x"), id="x_None"),
         pytest.param(dict(weight=np.zeros((6, 2, 3))), ValueError, names("weight"), id="weight_3d"),
-        pytest.param(dict(weight=np.zeros((6, 2, 3, 3, 1))), ValueError, names("weight"), id="weight_5d"),
+        pytest.param(
+            dict(weight=np.zeros((6, 2, 3, 3, 1))), ValueError, names("weight"), id="weight_5d"
+        ),
         pytest.param(dict(bias=np.zeros(7)), ValueError, names("bias"), id="bias_too_long"),
         pytest.param(dict(bias=np.zeros(3)), ValueError, names("bias"), id="bias_F_over_groups"),
         pytest.param(dict(bias=np.zeros((6, 1))), ValueError, names("bias"), id="bias_column"),
@@ -161,12 +202,20 @@ def test_conv_output_shape_wrong_length(input_shape, weight_shape, match):
         pytest.param(dict(x=X.astype(np.complex128)), TypeError, names("x"), id="x_complex"),
         pytest.param(dict(x=X.astype(object)), TypeError, names("x"), id="x_object"),
         pytest.param(dict(x=np.full(X.shape, "a")), TypeError, names("x"), id="x_str"),
-        pytest.param(dict(weight=W.astype(np.complex64)), TypeError, names("weight"), id="weight_complex"),
+        pytest.param(
+            dict(weight=W.astype(np.complex64)), TypeError, names("weight"), id="weight_complex"
+        ),
         pytest.param(dict(weight=W.astype(object)), TypeError, names("weight"), id="weight_object"),
-        pytest.param(dict(weight=np.full(W.shape, b"a")), TypeError, names("weight"), id="weight_bytes"),
-        pytest.param(dict(bias=B.astype(np.complex128)), TypeError, names("bias"), id="bias_complex"),
+        pytest.param(
+            dict(weight=np.full(W.shape, b"a")), TypeError, names("weight"), id="weight_bytes"
+        ),
+        pytest.param(
+            dict(bias=B.astype(np.complex128)), TypeError, names("bias"), id="bias_complex"
+        ),
         pytest.param(dict(bias=B.astype(object)), TypeError, names("bias"), id="bias_object"),
-        pytest.param(dict(activation="sigmoid"), ValueError, names("activation"), id="activation_unknown"),
+        pytest.param(
+            dict(activation="sigmoid"), ValueError, names("activation"), id="activation_unknown"
+        ),
     ],
 )
 def test_conv2d_array_errors(overrides, exc, match):
@@ -206,15 +255,22 @@ def _read_only():
 OUT_ERRORS = [
     pytest.param(lambda: dict(out=np.zeros((2, 6, 6, 5))), ValueError, id="wrong_shape"),
     pytest.param(lambda: dict(out=np.zeros((2, 6, 36))), ValueError, id="wrong_ndim"),
-    pytest.param(lambda: dict(out=np.zeros(Y_SHAPE, dtype=np.float32)), TypeError, id="float32_for_float64"),
+    pytest.param(
+        lambda: dict(out=np.zeros(Y_SHAPE, dtype=np.float32)), TypeError, id="float32_for_float64"
+    ),
     pytest.param(lambda: dict(out=np.zeros(Y_SHAPE, dtype=np.int64)), TypeError, id="int64"),
     pytest.param(
-        lambda: dict(x=X.astype(np.float32), weight=W.astype(np.float32), bias=None, out=np.zeros(Y_SHAPE)),
-        TypeError, id="float64_for_float32",
+        lambda: dict(
+            x=X.astype(np.float32), weight=W.astype(np.float32), bias=None, out=np.zeros(Y_SHAPE)
+        ),
+        TypeError,
+        id="float64_for_float32",
     ),
     pytest.param(lambda: dict(out=np.zeros(Y_SHAPE, order="F")), ValueError, id="fortran"),
     pytest.param(lambda: dict(out=np.zeros((2, 6, 6, 12))[..., ::2]), ValueError, id="strided"),
-    pytest.param(lambda: dict(out=np.zeros((2, 6, 6, 6))[:, ::-1]), ValueError, id="negative_strides"),
+    pytest.param(
+        lambda: dict(out=np.zeros((2, 6, 6, 6))[:, ::-1]), ValueError, id="negative_strides"
+    ),
     pytest.param(_read_only, ValueError, id="read_only"),
     pytest.param(_overlapping_x, ValueError, id="overlaps_x"),
     pytest.param(_overlapping_weight, ValueError, id="overlaps_weight"),
@@ -252,22 +308,43 @@ def backward(grad_out=G, x=X, weight=W, **kwargs):
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        pytest.param(dict(grad_out=np.zeros((2, 6, 6, 5))), ValueError, names("grad_out"), id="grad_out_W"),
-        pytest.param(dict(grad_out=np.zeros((2, 6, 7, 6))), ValueError, names("grad_out"), id="grad_out_H"),
-        pytest.param(dict(grad_out=np.zeros((2, 5, 6, 6))), ValueError, names("grad_out"), id="grad_out_F"),
-        pytest.param(dict(grad_out=np.zeros((1, 6, 6, 6))), ValueError, names("grad_out"), id="grad_out_N"),
-        pytest.param(dict(grad_out=np.zeros((6, 6, 6))), ValueError, names("grad_out"), id="grad_out_3d"),
-        pytest.param(dict(grad_out=G.astype(np.complex128)), TypeError, names("grad_out"), id="grad_out_complex"),
-        pytest.param(dict(grad_out=G.astype(object)), TypeError, names("grad_out"), id="grad_out_object"),
+        pytest.param(
+            dict(grad_out=np.zeros((2, 6, 6, 5))), ValueError, names("grad_out"), id="grad_out_W"
+        ),
+        pytest.param(
+            dict(grad_out=np.zeros((2, 6, 7, 6))), ValueError, names("grad_out"), id="grad_out_H"
+        ),
+        pytest.param(
+            dict(grad_out=np.zeros((2, 5, 6, 6))), ValueError, names("grad_out"), id="grad_out_F"
+        ),
+        pytest.param(
+            dict(grad_out=np.zeros((1, 6, 6, 6))), ValueError, names("grad_out"), id="grad_out_N"
+        ),
+        pytest.param(
+            dict(grad_out=np.zeros((6, 6, 6))), ValueError, names("grad_out"), id="grad_out_3d"
+        ),
+        pytest.param(
+            dict(grad_out=G.astype(np.complex128)),
+            TypeError,
+            names("grad_out"),
+            id="grad_out_complex",
+        ),
+        pytest.param(
+            dict(grad_out=G.astype(object)), TypeError, names("grad_out"), id="grad_out_object"
+        ),
         pytest.param(dict(x=np.zeros((4, 8, 8))), ValueError, names("x"), id="x_3d"),
         pytest.param(dict(x=X.astype(np.complex64)), TypeError, names("x"), id="x_complex"),
         pytest.param(dict(weight=np.zeros((6, 2, 3))), ValueError, names("weight"), id="weight_3d"),
         pytest.param(dict(weight=W.astype(object)), TypeError, names("weight"), id="weight_object"),
         pytest.param(dict(needs=("input", "foo")), ValueError, names("needs"), id="needs_unknown"),
-        pytest.param(dict(needs=("grad_input",)), ValueError, names("needs"), id="needs_grad_prefix"),
+        pytest.param(
+            dict(needs=("grad_input",)), ValueError, names("needs"), id="needs_grad_prefix"
+        ),
         pytest.param(dict(needs=("Input",)), ValueError, names("needs"), id="needs_capitalised"),
         pytest.param(dict(needs=5), TypeError, names("needs"), id="needs_int"),
-        pytest.param(dict(needs=(None,)), (ValueError, TypeError), names("needs"), id="needs_None_item"),
+        pytest.param(
+            dict(needs=(None,)), (ValueError, TypeError), names("needs"), id="needs_None_item"
+        ),
     ],
 )
 def test_backward_errors(kwargs, exc, match):
@@ -279,15 +356,32 @@ def test_backward_errors(kwargs, exc, match):
     "args, exc, match",
     [
         pytest.param((G, W, (2, 4, 8)), ValueError, names("input_shape"), id="input_shape_len3"),
-        pytest.param((G, W, (2, 4, 8, 8, 1)), ValueError, names("input_shape"), id="input_shape_len5"),
-        pytest.param((G, W, (2, 4, -8, 8)), ValueError, names("input_shape", "x"), id="input_shape_negative"),
-        pytest.param((G, W, (2, 4, 8.0, 8)), TypeError, names("input_shape"), id="input_shape_float"),
-        pytest.param((G, W, (2, 4, 10, 10)), ValueError, names("grad_out", "input_shape"), id="grad_out_vs_H"),
-        pytest.param((G, W, (3, 4, 8, 8)), ValueError, names("grad_out", "input_shape"), id="grad_out_vs_N"),
-        pytest.param((G, W, (2, 6, 8, 8)), ValueError, names("input_shape", "x", "weight", "groups"), id="C"),
+        pytest.param(
+            (G, W, (2, 4, 8, 8, 1)), ValueError, names("input_shape"), id="input_shape_len5"
+        ),
+        pytest.param(
+            (G, W, (2, 4, -8, 8)), ValueError, names("input_shape", "x"), id="input_shape_negative"
+        ),
+        pytest.param(
+            (G, W, (2, 4, 8.0, 8)), TypeError, names("input_shape"), id="input_shape_float"
+        ),
+        pytest.param(
+            (G, W, (2, 4, 10, 10)), ValueError, names("grad_out", "input_shape"), id="grad_out_vs_H"
+        ),
+        pytest.param(
+            (G, W, (3, 4, 8, 8)), ValueError, names("grad_out", "input_shape"), id="grad_out_vs_N"
+        ),
+        pytest.param(
+            (G, W, (2, 6, 8, 8)), ValueError, names("input_shape", "x", "weight", "groups"), id="C"
+        ),
         pytest.param((G[0], W, (2, 4, 8, 8)), ValueError, names("grad_out"), id="grad_out_3d"),
         pytest.param((G, W[0], (2, 4, 8, 8)), ValueError, names("weight"), id="weight_3d"),
-        pytest.param((G.astype(complex), W, (2, 4, 8, 8)), TypeError, names("grad_out"), id="grad_out_complex"),
+        pytest.param(
+            (G.astype(complex), W, (2, 4, 8, 8)),
+            TypeError,
+            names("grad_out"),
+            id="grad_out_complex",
+        ),
     ],
 )
 def test_grad_input_errors(args, exc, match):
@@ -299,11 +393,21 @@ def test_grad_input_errors(args, exc, match):
     "args, exc, match",
     [
         pytest.param((G, X, (6, 2, 3)), ValueError, names("weight_shape"), id="weight_shape_len3"),
-        pytest.param((G, X, (6, 2, 3, 3, 1)), ValueError, names("weight_shape"), id="weight_shape_len5"),
-        pytest.param((G, X, (6, 2, 3.0, 3)), TypeError, names("weight_shape"), id="weight_shape_float"),
-        pytest.param((G, X, (6, 2, 5, 5)), ValueError, names("grad_out", "weight_shape"), id="grad_out_vs_K"),
-        pytest.param((G, X, (4, 2, 3, 3)), ValueError, names("grad_out", "weight_shape"), id="grad_out_vs_F"),
-        pytest.param((G, X, (6, 3, 3, 3)), ValueError, names("weight_shape", "x", "weight", "groups"), id="C"),
+        pytest.param(
+            (G, X, (6, 2, 3, 3, 1)), ValueError, names("weight_shape"), id="weight_shape_len5"
+        ),
+        pytest.param(
+            (G, X, (6, 2, 3.0, 3)), TypeError, names("weight_shape"), id="weight_shape_float"
+        ),
+        pytest.param(
+            (G, X, (6, 2, 5, 5)), ValueError, names("grad_out", "weight_shape"), id="grad_out_vs_K"
+        ),
+        pytest.param(
+            (G, X, (4, 2, 3, 3)), ValueError, names("grad_out", "weight_shape"), id="grad_out_vs_F"
+        ),
+        pytest.param(
+            (G, X, (6, 3, 3, 3)), ValueError, names("weight_shape", "x", "weight", "groups"), id="C"
+        ),
         pytest.param((G, X[0], (6, 2, 3, 3)), ValueError, names("x"), id="x_3d"),
         pytest.param((G, X.astype(object), (6, 2, 3, 3)), TypeError, names("x"), id="x_object"),
     ],
@@ -336,7 +440,12 @@ def test_huge_but_valid_parameters(kwargs, kernel, expected):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(padding=2**40), dict(padding=((0, 2**62), (0, 0))), dict(groups=2**70), dict(dilation=2**70)],
+    [
+        dict(padding=2**40),
+        dict(padding=((0, 2**62), (0, 0))),
+        dict(groups=2**70),
+        dict(dilation=2**70),
+    ],
     ids=str,
 )
 def test_huge_invalid_parameters_raise_value_error(kwargs):

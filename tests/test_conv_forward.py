@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-
-import fastconv
 from reference import (
     CASES,
     MEDIUM_CASES,
@@ -16,6 +14,8 @@ from reference import (
     same_padding,
 )
 
+import fastconv
+
 DTYPES = [np.float32, np.float64]
 CASE_BY_ID = {c.id: c for c in CASES + MEDIUM_CASES}
 
@@ -26,7 +26,13 @@ def cases(*ids):
 
 ALL_CASES = cases(*(c.id for c in CASES + MEDIUM_CASES))
 FEW_CASES = cases(
-    "basic", "pad_pairs_asym2", "pad_same_stride2", "groups2", "depthwise_x2", "k1x1_stride2", "kernel_2x5"
+    "basic",
+    "pad_pairs_asym2",
+    "pad_same_stride2",
+    "groups2",
+    "depthwise_x2",
+    "k1x1_stride2",
+    "kernel_2x5",
 )
 
 
@@ -102,7 +108,9 @@ def test_same_padding_helper(size, k, s, d, expected):
 @pytest.mark.parametrize("case", ALL_CASES)
 def test_forward_matches_reference(backend, case, dtype, rng, assert_close):
     x, w, b = cast_inputs(case, rng, dtype)
-    y = fastconv.conv2d(backend.to_device(x), backend.to_device(w), backend.to_device(b), **case_kwargs(case))
+    y = fastconv.conv2d(
+        backend.to_device(x), backend.to_device(w), backend.to_device(b), **case_kwargs(case)
+    )
     assert isinstance(y, backend.xp.ndarray)
     assert_close(y, expected_for(case, x, w, b), dtype, reduction(case))
 
@@ -114,14 +122,20 @@ def test_forward_without_bias(backend, case, dtype, rng, assert_close):
     xd, wd = backend.to_device(x), backend.to_device(w)
     expected = expected_for(case, x, w, None)
     assert_close(fastconv.conv2d(xd, wd, **case_kwargs(case)), expected, dtype, reduction(case))
-    assert_close(fastconv.conv2d(xd, wd, None, **case_kwargs(case)), expected, dtype, reduction(case))
+    assert_close(
+        fastconv.conv2d(xd, wd, None, **case_kwargs(case)), expected, dtype, reduction(case)
+    )
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
 def test_conv_output_shape(case):
-    OH, OW = output_hw((case.H, case.W), (case.KH, case.KW), case.stride, case_tblr(case), case.dilation)
+    OH, OW = output_hw(
+        (case.H, case.W), (case.KH, case.KW), case.stride, case_tblr(case), case.dilation
+    )
     shape = fastconv.conv_output_shape(
-        (case.N, case.C, case.H, case.W), (case.F, case.C // case.groups, case.KH, case.KW), **case_kwargs(case)
+        (case.N, case.C, case.H, case.W),
+        (case.F, case.C // case.groups, case.KH, case.KW),
+        **case_kwargs(case),
     )
     assert isinstance(shape, tuple)
     assert all(type(d) is int for d in shape), [type(d) for d in shape]
@@ -134,7 +148,9 @@ def test_conv_output_shape_defaults():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", cases("basic", "pad_same_stride2", "groups2", "depthwise_x2", "large_C"))
+@pytest.mark.parametrize(
+    "case", cases("basic", "pad_same_stride2", "groups2", "depthwise_x2", "large_C")
+)
 def test_relu_activation(backend, case, dtype, rng, assert_close):
     x, w, b = cast_inputs(case, rng, dtype)
     args = backend.to_device(x), backend.to_device(w), backend.to_device(b)
@@ -151,7 +167,9 @@ def test_empty_batch(backend, case, dtype):
     x = backend.xp.zeros((0, case.C, case.H, case.W), dtype=dtype)
     w = backend.xp.ones((case.F, case.C // case.groups, case.KH, case.KW), dtype=dtype)
     b = backend.xp.ones(case.F, dtype=dtype)
-    OH, OW = output_hw((case.H, case.W), (case.KH, case.KW), case.stride, case_tblr(case), case.dilation)
+    OH, OW = output_hw(
+        (case.H, case.W), (case.KH, case.KW), case.stride, case_tblr(case), case.dilation
+    )
     for activation in (None, "relu"):
         y = fastconv.conv2d(x, w, b, activation=activation, **case_kwargs(case))
         assert isinstance(y, backend.xp.ndarray)
@@ -185,9 +203,16 @@ def test_numpy_integer_parameters_accepted(rng):
     x = rng.standard_normal((1, 4, 7, 7))
     w = rng.standard_normal((2, 2, 3, 3))
     y = fastconv.conv2d(
-        x, w, stride=np.int64(2), padding=(np.int32(1), np.int64(0)), dilation=np.int64(1), groups=np.int64(2)
+        x,
+        w,
+        stride=np.int64(2),
+        padding=(np.int32(1), np.int64(0)),
+        dilation=np.int64(1),
+        groups=np.int64(2),
     )
-    np.testing.assert_allclose(y, conv2d_ref(x, w, None, 2, (1, 1, 0, 0), 1, 2), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        y, conv2d_ref(x, w, None, 2, (1, 1, 0, 0), 1, 2), rtol=1e-10, atol=1e-10
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,7 +229,12 @@ def _embedded(xp, a, index, base_shape):
 
 def _flip_step(xp, a):  # x[:, :, ::-1, ::2]: negative stride along H, step 2 along W
     N, C, H, W = a.shape
-    return _embedded(xp, a, (slice(None), slice(None), slice(None, None, -1), slice(None, None, 2)), (N, C, H, 2 * W))
+    return _embedded(
+        xp,
+        a,
+        (slice(None), slice(None), slice(None, None, -1), slice(None, None, 2)),
+        (N, C, H, 2 * W),
+    )
 
 
 def _all_negative(xp, a):
@@ -219,7 +249,9 @@ def _spatial_transpose(xp, a):  # e.g. a weight stored (F, C, KW, KH) and used t
     return xp.ascontiguousarray(xp.asarray(a).transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
 
 
-def _padded_slice(xp, a):  # an interior window of a bigger array: every axis offset, rows not adjacent
+def _padded_slice(
+    xp, a
+):  # an interior window of a bigger array: every axis offset, rows not adjacent
     index = (slice(1, None), slice(2, -1), slice(1, -2), slice(3, None))
     return _embedded(xp, a, index, tuple(d + e for d, e in zip(a.shape, (1, 3, 3, 3))))
 
@@ -237,7 +269,9 @@ LAYOUTS = {
 
 @pytest.mark.parametrize("x_layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("w_layout", ["spatial_transpose", "all_negative", "fortran"])
-@pytest.mark.parametrize("case", cases("basic", "pad_pairs_asym2", "groups3_stride_dil", "depthwise_x2", "kernel_2x5"))
+@pytest.mark.parametrize(
+    "case", cases("basic", "pad_pairs_asym2", "groups3_stride_dil", "depthwise_x2", "kernel_2x5")
+)
 def test_strided_views(backend, case, x_layout, w_layout, rng, assert_close):
     x, w, b = make_inputs(case, rng)
     xv, wv = LAYOUTS[x_layout](backend.xp, x), LAYOUTS[w_layout](backend.xp, w)
@@ -305,14 +339,24 @@ def test_inputs_not_modified(backend, case, dtype, rng):
 @pytest.mark.parametrize("case", cases("basic", "pad_same_stride2", "depthwise_x2", "large_C"))
 def test_out_is_written_and_returned(backend, case, dtype, activation, rng, assert_close):
     x, w, b = cast_inputs(case, rng, dtype)
-    OH, OW = output_hw((case.H, case.W), (case.KH, case.KW), case.stride, case_tblr(case), case.dilation)
-    out = backend.xp.full((case.N, case.F, OH, OW), np.nan, dtype=dtype)  # garbage must be overwritten
+    OH, OW = output_hw(
+        (case.H, case.W), (case.KH, case.KW), case.stride, case_tblr(case), case.dilation
+    )
+    out = backend.xp.full(
+        (case.N, case.F, OH, OW), np.nan, dtype=dtype
+    )  # garbage must be overwritten
     y = fastconv.conv2d(
-        backend.to_device(x), backend.to_device(w), backend.to_device(b),
-        activation=activation, out=out, **case_kwargs(case),
+        backend.to_device(x),
+        backend.to_device(w),
+        backend.to_device(b),
+        activation=activation,
+        out=out,
+        **case_kwargs(case),
     )
     assert y is out
-    assert_close(out, expected_for(case, x, w, b, relu=activation == "relu"), dtype, reduction(case))
+    assert_close(
+        out, expected_for(case, x, w, b, relu=activation == "relu"), dtype, reduction(case)
+    )
 
 
 def test_out_with_promoted_dtype(rng, assert_close):
@@ -406,8 +450,13 @@ def test_nan_inf_propagate(backend, case, where, dtype, activation, rng):
     with np.errstate(invalid="ignore"):
         expected = expected_for(case, x, w, b, relu=activation == "relu")
     y = backend.to_numpy(
-        fastconv.conv2d(backend.to_device(x), backend.to_device(w), backend.to_device(b), activation=activation,
-                        **case_kwargs(case))
+        fastconv.conv2d(
+            backend.to_device(x),
+            backend.to_device(w),
+            backend.to_device(b),
+            activation=activation,
+            **case_kwargs(case),
+        )
     )
     special = ~np.isfinite(expected)
     assert special.any()

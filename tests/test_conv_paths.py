@@ -9,12 +9,21 @@ this CPU has. A pass the forced algorithm cannot compute must raise ValueError.
 
 import numpy as np
 import pytest
+from reference import (
+    CASES,
+    MEDIUM_CASES,
+    _case,
+    case_kwargs,
+    case_tblr,
+    conv2d_backward_ref,
+    conv2d_ref,
+    make_inputs,
+    output_hw,
+)
 
 import fastconv
 from fastconv._backend import planner as _planner
 from fastconv._kernels import direct as direct_kernels
-from reference import CASES, MEDIUM_CASES, _case, case_kwargs, case_tblr, conv2d_backward_ref, conv2d_ref
-from reference import make_inputs, output_hw
 
 DTYPES = [np.float32, np.float64]
 PATHS = ["gemm"] + [f"direct{level}" for level in range(direct_kernels.detected_level() + 1)]
@@ -32,7 +41,7 @@ def path(request):
     """Force one algorithm: "gemm", or "direct" at one instruction-set level."""
     if request.param == "gemm":
         return "gemm"
-    previous = direct_kernels.set_level(int(request.param[len("direct"):]))
+    previous = direct_kernels.set_level(int(request.param[len("direct") :]))
     request.addfinalizer(lambda: direct_kernels.set_level(previous))
     return "direct"
 
@@ -40,9 +49,11 @@ def path(request):
 def forced(fn, case, algorithm, pass_, *args, **kwargs):
     """fn(*args, algorithm=algorithm) if the planner says `algorithm` computes `pass_` of `case`,
     else check that forcing it raises ValueError naming it, and return None."""
-    can = fastconv.conv2d_algorithms((case.N, case.C, case.H, case.W),
-                                     (case.F, case.C // case.groups, case.KH, case.KW),
-                                     **case_kwargs(case))[pass_]
+    can = fastconv.conv2d_algorithms(
+        (case.N, case.C, case.H, case.W),
+        (case.F, case.C // case.groups, case.KH, case.KW),
+        **case_kwargs(case),
+    )[pass_]
     if algorithm in can:
         return fn(*args, **kwargs, algorithm=algorithm)
     with pytest.raises(ValueError, match=r"algorithm 'direct' cannot compute the " + pass_):
@@ -52,7 +63,9 @@ def forced(fn, case, algorithm, pass_, *args, **kwargs):
 
 def inputs(case, rng, dtype):
     x, w, b = (a.astype(dtype) for a in make_inputs(case, rng))
-    OH, OW = output_hw((case.H, case.W), (case.KH, case.KW), case.stride, case_tblr(case), case.dilation)
+    OH, OW = output_hw(
+        (case.H, case.W), (case.KH, case.KW), case.stride, case_tblr(case), case.dilation
+    )
     g = rng.standard_normal((case.N, case.F, OH, OW)).astype(dtype)
     return x, w, b, g
 
@@ -75,8 +88,9 @@ def test_forward(case, dtype, path, rng, assert_close):
 def test_grad_input(case, dtype, path, rng, assert_close):
     x, w, _, g = inputs(case, rng, dtype)
     expected, _, _ = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
-    got = forced(fastconv.conv2d_grad_input, case, path, "grad_input", g, w, x.shape,
-                 **case_kwargs(case))
+    got = forced(
+        fastconv.conv2d_grad_input, case, path, "grad_input", g, w, x.shape, **case_kwargs(case)
+    )
     if got is not None:
         assert_close(got, expected, dtype, case.F * case.KH * case.KW)
 
@@ -86,8 +100,9 @@ def test_grad_input(case, dtype, path, rng, assert_close):
 def test_grad_weight(case, dtype, path, rng, assert_close):
     x, w, _, g = inputs(case, rng, dtype)
     _, expected, _ = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
-    got = forced(fastconv.conv2d_grad_weight, case, path, "grad_weight", g, x, w.shape,
-                 **case_kwargs(case))
+    got = forced(
+        fastconv.conv2d_grad_weight, case, path, "grad_weight", g, x, w.shape, **case_kwargs(case)
+    )
     if got is not None:
         OH, OW = g.shape[2:]
         assert_close(got, expected, dtype, case.N * OH * OW)
@@ -104,8 +119,10 @@ def test_direct_bitwise_identical_across_threads(N, dtype, rng):
     try:
         for threads in (1, 2, 3):
             fastconv.set_num_threads(threads)
-            results.append((fastconv.conv2d(x, w, b, **kw),) + fastconv.conv2d_backward(
-                g, x, w, needs=("input", "weight"), **kw))
+            results.append(
+                (fastconv.conv2d(x, w, b, **kw),)
+                + fastconv.conv2d_backward(g, x, w, needs=("input", "weight"), **kw)
+            )
     finally:
         fastconv.set_num_threads(old)
     for other in results[1:]:
@@ -150,10 +167,18 @@ def test_set_level_refuses_what_the_cpu_lacks():
     assert direct_kernels.level() == direct_kernels.detected_level()
 
 
-DEPTHWISE = [pytest.param(c, id=c.id) for c in CASES + MEDIUM_CASES + [
-    _case("depthwise_wide", N=2, C=3, H=9, W=70, F=3, groups=3, padding=(1, 2)),  # SIMD runs + tail
-    _case("depthwise_crop", N=1, C=2, H=8, W=40, F=2, groups=2, KH=2, KW=3, padding=3),
-] if c.groups > 1 and c.C == c.groups]
+DEPTHWISE = [
+    pytest.param(c, id=c.id)
+    for c in CASES
+    + MEDIUM_CASES
+    + [
+        _case(
+            "depthwise_wide", N=2, C=3, H=9, W=70, F=3, groups=3, padding=(1, 2)
+        ),  # SIMD runs + tail
+        _case("depthwise_crop", N=1, C=2, H=8, W=40, F=2, groups=2, KH=2, KW=3, padding=3),
+    ]
+    if c.groups > 1 and c.C == c.groups
+]
 
 
 @pytest.fixture(params=range(direct_kernels.detected_level() + 1), ids=lambda v: f"level{v}")

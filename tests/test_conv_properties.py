@@ -6,9 +6,9 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from reference import conv2d_backward_ref, conv2d_ref, output_hw, pad_tblr  # noqa: E402
 
 import fastconv  # noqa: E402
-from reference import conv2d_backward_ref, conv2d_ref, output_hw, pad_tblr  # noqa: E402
 
 small = st.integers(0, 2)
 pair_or_int = lambda s: st.one_of(s, st.tuples(s, s))  # noqa: E731
@@ -68,7 +68,9 @@ def test_forward_matches_reference(problem):
     assert y.dtype == np.float64
     assert fastconv.conv_output_shape(x.shape, w.shape, **kwargs) == y.shape
     if x.shape[0]:
-        np.testing.assert_allclose(y, conv2d_ref(x, w, b, *_ref_args(x, w, kwargs, tblr)), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(
+            y, conv2d_ref(x, w, b, *_ref_args(x, w, kwargs, tblr)), rtol=1e-10, atol=1e-10
+        )
 
 
 @given(conv_problems(), st.sampled_from([np.float32, np.float64]))
@@ -128,7 +130,10 @@ BAD_PADDING = st.one_of(
     st.none(),
     st.text(max_size=6).filter(lambda s: s not in ("same", "valid")),
     st.tuples(st.integers(-3, -1), st.integers(0, 2)),
-    st.tuples(st.tuples(st.integers(0, 2), st.integers(-3, -1)), st.tuples(st.integers(0, 2), st.integers(0, 2))),
+    st.tuples(
+        st.tuples(st.integers(0, 2), st.integers(-3, -1)),
+        st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    ),
     st.lists(st.integers(0, 2), min_size=3, max_size=4).map(tuple),
     st.tuples(st.tuples(st.integers(0, 2)), st.tuples(st.integers(0, 2), st.integers(0, 2))),
 )
@@ -138,14 +143,31 @@ BAD_PADDING = st.one_of(
 def invalid_calls(draw):
     """A valid problem with one thing broken: returns (kwargs, x, weight, bias)."""
     x, w, b, kwargs, _ = draw(conv_problems())
-    what = draw(st.sampled_from(["stride", "dilation", "padding", "groups", "x_ndim", "w_ndim",
-                                 "channels", "filters", "tiny_input", "bias", "dtype"]))
+    what = draw(
+        st.sampled_from(
+            [
+                "stride",
+                "dilation",
+                "padding",
+                "groups",
+                "x_ndim",
+                "w_ndim",
+                "channels",
+                "filters",
+                "tiny_input",
+                "bias",
+                "dtype",
+            ]
+        )
+    )
     if what in ("stride", "dilation"):
         kwargs[what] = draw(BAD_PAIRS)
     elif what == "padding":
         kwargs["padding"] = draw(BAD_PADDING)
     elif what == "groups":
-        kwargs["groups"] = draw(st.one_of(st.integers(-3, 0), st.floats(), st.booleans(), st.none()))
+        kwargs["groups"] = draw(
+            st.one_of(st.integers(-3, 0), st.floats(), st.booleans(), st.none())
+        )
     elif what == "x_ndim":
         x = np.zeros(draw(st.sampled_from([x.shape[1:], x.shape + (1,), (x.size,), ()])))
     elif what == "w_ndim":

@@ -1,11 +1,12 @@
 """conv_transpose2d and its gradients against the scatter-loop reference (tests/reference.py),
 PyTorch when importable, and central differences; argument errors."""
+
 import numpy as np
 import pytest
+from reference import conv_transpose2d_backward_ref, conv_transpose2d_ref
 
 import fastconv as fc
 from fastconv.gradcheck import gradcheck
-from reference import conv_transpose2d_backward_ref, conv_transpose2d_ref
 
 DTYPES = [np.float32, np.float64]
 
@@ -39,8 +40,13 @@ def _make(case, rng):
 
 
 def _ref_kwargs(kw):
-    return dict(stride=kw["stride"], padding=kw["padding"], output_padding=kw["output_padding"],
-                groups=kw["groups"], dilation=kw["dilation"])
+    return dict(
+        stride=kw["stride"],
+        padding=kw["padding"],
+        output_padding=kw["output_padding"],
+        groups=kw["groups"],
+        dilation=kw["dilation"],
+    )
 
 
 def test_reference_is_the_adjoint_of_conv2d_ref(rng):
@@ -68,8 +74,12 @@ def test_forward_matches_reference(case, dtype, rng, backend, assert_close):
     assert fc.conv_transpose_output_shape(x.shape, w.shape, **kw) == expected.shape
     assert_close(y, expected, dtype, reduction=w.shape[0] * w.shape[2] * w.shape[3])
     y_nobias = fc.conv_transpose2d(xs, ws, None, **kw)
-    assert_close(y_nobias, expected - b[None, :, None, None], dtype,
-                 reduction=w.shape[0] * w.shape[2] * w.shape[3])
+    assert_close(
+        y_nobias,
+        expected - b[None, :, None, None],
+        dtype,
+        reduction=w.shape[0] * w.shape[2] * w.shape[3],
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -109,8 +119,9 @@ def test_matches_torch(case, dtype, rng):
     x, w, b, kw = _make(case, rng)
     x, w, b = (a.astype(dtype) for a in (x, w, b))
     xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
-    yt = torch.nn.functional.conv_transpose2d(xt, wt, bt, kw["stride"], kw["padding"],
-                                              kw["output_padding"], kw["groups"], kw["dilation"])
+    yt = torch.nn.functional.conv_transpose2d(
+        xt, wt, bt, kw["stride"], kw["padding"], kw["output_padding"], kw["groups"], kw["dilation"]
+    )
     gy = rng.standard_normal(tuple(yt.shape)).astype(dtype)
     yt.backward(torch.from_numpy(gy))
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
@@ -126,8 +137,9 @@ def test_inputs_not_modified_and_noncontiguous_accepted(rng):
     y = fc.conv_transpose2d(xw, w[:, ::-1][:, ::-1], b, **kw)
     for a, c in zip((xw, w, b), copies):
         np.testing.assert_array_equal(a, c)
-    np.testing.assert_allclose(y, conv_transpose2d_ref(x, w, b, **_ref_kwargs(kw)), rtol=1e-10,
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        y, conv_transpose2d_ref(x, w, b, **_ref_kwargs(kw)), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_empty_batch_and_dtype_rule(rng):
@@ -140,20 +152,23 @@ def test_empty_batch_and_dtype_rule(rng):
     assert y.dtype == np.float64
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    (dict(output_padding=2, stride=2), ValueError, "output_padding"),
-    (dict(output_padding=(0, 1)), ValueError, r"output_padding \(w\)"),
-    (dict(output_padding=-1), ValueError, "output_padding"),
-    (dict(stride=0), ValueError, "stride"),
-    (dict(dilation=0), ValueError, "dilation"),
-    (dict(padding=-1), ValueError, "padding"),
-    (dict(padding="same"), ValueError, "padding"),
-    (dict(padding=3), ValueError, "output size"),
-    (dict(groups=2), ValueError, "groups"),
-    (dict(groups=0), ValueError, "groups"),
-    (dict(groups=1.0), TypeError, "groups"),
-    (dict(stride=1.5), TypeError, "stride"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(output_padding=2, stride=2), ValueError, "output_padding"),
+        (dict(output_padding=(0, 1)), ValueError, r"output_padding \(w\)"),
+        (dict(output_padding=-1), ValueError, "output_padding"),
+        (dict(stride=0), ValueError, "stride"),
+        (dict(dilation=0), ValueError, "dilation"),
+        (dict(padding=-1), ValueError, "padding"),
+        (dict(padding="same"), ValueError, "padding"),
+        (dict(padding=3), ValueError, "output size"),
+        (dict(groups=2), ValueError, "groups"),
+        (dict(groups=0), ValueError, "groups"),
+        (dict(groups=1.0), TypeError, "groups"),
+        (dict(stride=1.5), TypeError, "stride"),
+    ],
+)
 def test_bad_arguments_name_the_argument(kwargs, error, match):
     x = np.zeros((1, 3, 3, 3))
     w = np.zeros((3, 2, 3, 3))

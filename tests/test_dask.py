@@ -1,4 +1,5 @@
 """fastconv on Dask arrays: lazy results equal to the in-memory calls, whatever the chunks."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,12 @@ da = pytest.importorskip("dask.array")
 CONV_CASES = [  # (x shape, x chunks, weight shape, kwargs)
     ((5, 6, 23, 19), (2, 6, 7, 6), (8, 6, 3, 3), dict(padding=1)),
     ((3, 4, 17, 16), (3, 4, 5, 16), (6, 4, 3, 2), dict(padding="same", stride=2)),
-    ((2, 3, 21, 18), (1, 3, 8, 5), (4, 3, 3, 3),
-     dict(padding=((2, 0), (1, 3)), stride=(2, 3), dilation=2)),
+    (
+        (2, 3, 21, 18),
+        (1, 3, 8, 5),
+        (4, 3, 3, 3),
+        dict(padding=((2, 0), (1, 3)), stride=(2, 3), dilation=2),
+    ),
     ((2, 8, 12, 12), (2, 3, 12, 5), (8, 8, 5, 5), dict(padding=2)),  # C chunks: partial sums
     ((2, 6, 11, 13), (1, 4, 6, 6), (9, 2, 3, 3), dict(padding=1, groups=3)),  # group-aligned
     ((1, 4, 9, 9), (1, 1, 4, 4), (4, 1, 3, 3), dict(padding=(0, 2), groups=4)),  # depthwise
@@ -52,10 +57,16 @@ def test_single_gradients_and_dask_weight():
     xd, gd = da.from_array(x, chunks=(2, 3, 4, 4)), da.from_array(g, chunks=(1, 5, 10, 9))
     np.testing.assert_allclose(
         fastconv.conv2d_grad_input(gd, da.from_array(w), x.shape, padding=1).compute(),
-        fastconv.conv2d_grad_input(g, w, x.shape, padding=1), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(fastconv.conv2d_grad_weight(g, xd, w.shape, padding=1).compute(),
-                               fastconv.conv2d_grad_weight(g, x, w.shape, padding=1),
-                               rtol=1e-12, atol=1e-12)
+        fastconv.conv2d_grad_input(g, w, x.shape, padding=1),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        fastconv.conv2d_grad_weight(g, xd, w.shape, padding=1).compute(),
+        fastconv.conv2d_grad_weight(g, x, w.shape, padding=1),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_errors_as_in_memory():
@@ -77,18 +88,24 @@ def test_pooling(padding):
     np.testing.assert_array_equal(idx.compute(), eidx)
     g = rng.standard_normal(ey.shape).astype(np.float32)
     gd = da.from_array(g, chunks=(1, 2, 3, 3))
-    np.testing.assert_array_equal(fastconv.max_pool2d_backward(gd, idx, x.shape).compute(),
-                                  fastconv.max_pool2d_backward(g, eidx, x.shape))
-    np.testing.assert_array_equal(fastconv.max_pool2d(xd, 3, 2, padding, ceil_mode=True).compute(),
-                                  fastconv.max_pool2d(x, 3, 2, padding, ceil_mode=True))
+    np.testing.assert_array_equal(
+        fastconv.max_pool2d_backward(gd, idx, x.shape).compute(),
+        fastconv.max_pool2d_backward(g, eidx, x.shape),
+    )
+    np.testing.assert_array_equal(
+        fastconv.max_pool2d(xd, 3, 2, padding, ceil_mode=True).compute(),
+        fastconv.max_pool2d(x, 3, 2, padding, ceil_mode=True),
+    )
     a = fastconv.avg_pool2d(xd, 2, padding=padding, count_include_pad=False)
-    np.testing.assert_allclose(a.compute(), fastconv.avg_pool2d(x, 2, padding=padding,
-                                                                count_include_pad=False))
+    np.testing.assert_allclose(
+        a.compute(), fastconv.avg_pool2d(x, 2, padding=padding, count_include_pad=False)
+    )
     ga = fastconv.avg_pool2d(x, 2, padding=padding)
     gad = da.from_array(np.ones_like(ga), chunks=(2, 2, 3, 3))
     np.testing.assert_allclose(
         fastconv.avg_pool2d_backward(gad, x.shape, 2, padding=padding).compute(),
-        fastconv.avg_pool2d_backward(np.ones_like(ga), x.shape, 2, padding=padding))
+        fastconv.avg_pool2d_backward(np.ones_like(ga), x.shape, 2, padding=padding),
+    )
 
 
 def test_dense_ops():
@@ -99,19 +116,26 @@ def test_dense_ops():
     y = fastconv.linear(xd, w, b, activation="relu")
     np.testing.assert_allclose(y.compute(), fastconv.linear(x, w, b, activation="relu"))
     g = rng.standard_normal((37, 7))
-    for a, e in zip(fastconv.linear_backward(da.from_array(g, chunks=(5, 7)), xd, w),
-                    fastconv.linear_backward(g, x, w)):
+    for a, e in zip(
+        fastconv.linear_backward(da.from_array(g, chunks=(5, 7)), xd, w),
+        fastconv.linear_backward(g, x, w),
+    ):
         np.testing.assert_allclose(a.compute(), e, rtol=1e-12, atol=1e-12)
     z = fastconv.linear(x, w)
     loss, lp = fastconv.softmax_cross_entropy(da.from_array(z, chunks=(8, 7)), ld)
     eloss, elp = fastconv.softmax_cross_entropy(z, labels)
     np.testing.assert_allclose(loss.compute(), eloss, rtol=1e-12)
     np.testing.assert_allclose(lp.compute(), elp, rtol=1e-12)
-    np.testing.assert_allclose(fastconv.softmax_cross_entropy_backward(lp, ld, 2.0).compute(),
-                               fastconv.softmax_cross_entropy_backward(elp, labels, 2.0),
-                               rtol=1e-12, atol=1e-15)
-    np.testing.assert_array_equal(fastconv.relu_backward(da.from_array(g, chunks=5), z).compute(),
-                                  fastconv.relu_backward(g, z))
+    np.testing.assert_allclose(
+        fastconv.softmax_cross_entropy_backward(lp, ld, 2.0).compute(),
+        fastconv.softmax_cross_entropy_backward(elp, labels, 2.0),
+        rtol=1e-12,
+        atol=1e-15,
+    )
+    np.testing.assert_array_equal(
+        fastconv.relu_backward(da.from_array(g, chunks=5), z).compute(),
+        fastconv.relu_backward(g, z),
+    )
 
 
 def test_lenet_inference_on_dask_array():
@@ -138,7 +162,8 @@ def test_tasks_share_the_cores():
     total = fastconv.get_num_threads()
     with __import__("dask").config.set(num_workers=2):
         da.ones((8,), chunks=1).map_blocks(_common._in_task(probe), meta=np.empty(0)).compute(
-            scheduler="threads")
+            scheduler="threads"
+        )
     assert seen and max(seen) == max(1, total // 2)
     assert fastconv.get_num_threads() == total  # nothing leaks out of the tasks
 
@@ -150,16 +175,20 @@ def test_distributed_local_cluster():
     x = rng.standard_normal((4, 3, 30, 28)).astype(np.float32)
     w = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
     xd = da.from_array(x, chunks=(2, 3, 12, 10))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         y = fastconv.conv2d(xd, w, padding="same", stride=2)
         g = da.ones(y.shape, chunks=(1, 6, 8, 8), dtype=np.float32)
         gx, gw, gb = fastconv.conv2d_backward(g, xd, w, padding="same", stride=2)
         got = client.compute([y, gx, gw, gb], sync=True)
         threads = client.run(lambda: __import__("fastconv").get_num_threads())
     want = (fastconv.conv2d(x, w, padding="same", stride=2),) + fastconv.conv2d_backward(
-        np.ones(y.shape, np.float32), x, w, padding="same", stride=2)
+        np.ones(y.shape, np.float32), x, w, padding="same", stride=2
+    )
     for a, e in zip(got, want):
         np.testing.assert_allclose(a, e, rtol=2e-5, atol=2e-5)
     assert set(threads.values()) == {1}  # workers x threads x OpenMP threads <= cores

@@ -12,8 +12,14 @@ from fastconv import datasets
 from fastconv.datasets import DatasetError, DownloadError, mnist, read_idx
 
 CODES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-NATIVE = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32,
-          0x0E: np.float64}
+NATIVE = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.int16,
+    0x0C: np.int32,
+    0x0D: np.float32,
+    0x0E: np.float64,
+}
 REAL_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 
@@ -34,6 +40,7 @@ def sample(code, shape, seed=0):
 
 
 # ----------------------------------------------------------------------------- read_idx
+
 
 @pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
 @pytest.mark.parametrize("code", sorted(CODES))
@@ -297,6 +304,7 @@ def test_mnist_bad_labels(tmp_path):
 
 # ------------------------------------------------------------------ download (mocked)
 
+
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """Replace the network: ``_fetch`` serves bytes from a dict keyed by URL.
@@ -308,7 +316,8 @@ def server(tmp_path, monkeypatch):
     arrays = write_tiny_mnist(src)
     files = {name: (src / name).read_bytes() for name in NAMES}
     monkeypatch.setattr(
-        datasets, "MNIST_FILES",
+        datasets,
+        "MNIST_FILES",
         {n: (hashlib.md5(b).hexdigest(), len(b)) for n, b in files.items()},
     )
     mirrors = ("https://mirror-a.invalid/mnist/", "https://mirror-b.invalid/mnist/")
@@ -462,12 +471,15 @@ def test_fetch_writes_chunks_and_checks_length(monkeypatch):
     assert datasets._fetch("https://example.invalid/x.gz", out) == len(body)
     assert out.getvalue() == body
 
-    monkeypatch.setattr(urllib.request, "urlopen", lambda req, timeout: Response(body, len(body) + 1))
+    monkeypatch.setattr(
+        urllib.request, "urlopen", lambda req, timeout: Response(body, len(body) + 1)
+    )
     with pytest.raises(OSError, match="incomplete"):
         datasets._fetch("https://example.invalid/x.gz", io.BytesIO())
 
 
 # --------------------------------------------------------------------------- real MNIST
+
 
 def test_real_mnist_checksums():
     if not REAL_MNIST.is_dir():
@@ -488,9 +500,29 @@ def test_real_mnist():
     assert d.train_labels.shape == (60000,) and d.test_labels.shape == (10000,)
     # Published class counts.
     assert np.bincount(d.train_labels).tolist() == [
-        5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
     assert np.bincount(d.test_labels).tolist() == [
-        980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
     for x in (d.train_images, d.test_images):
         assert x.min() == 0.0 and x.max() == 1.0
         assert not x[:, :, :2].any() and not x[:, :, -2:].any()  # zero padding

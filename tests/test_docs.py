@@ -1,5 +1,6 @@
 """The documentation's checkable claims against the code: docs/INTERNALS.md's backend table and
 layer map, the README's API table and algorithm names."""
+
 import inspect
 import re
 from pathlib import Path

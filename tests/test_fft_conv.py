@@ -4,12 +4,21 @@ Accuracy bar (issue 8): relative error max|err| / max|ref| <= 1e-5 forward and <
 gradients in float32; float64 must be exact to rounding. The functions are called directly with
 the backend's arguments (padding (top, left); bottom/right implied by the output size).
 """
+
 import numpy as np
 import pytest
+from reference import (
+    CASES,
+    Case,
+    case_tblr,
+    conv2d_backward_ref,
+    conv2d_ref,
+    make_inputs,
+    output_hw,
+)
 
 import fastconv
 from fastconv._backend import fft as _fft_conv
-from reference import CASES, Case, case_tblr, conv2d_backward_ref, conv2d_ref, make_inputs, output_hw
 
 REL_TOL = {
     np.float32: {"forward": 1e-5, "grad": 5e-5},
@@ -41,7 +50,9 @@ def rel_err(actual, ref):
 
 def _backend_args(case):
     t, b, l, r = case_tblr(case)
-    OH, OW = output_hw((case.H, case.W), (case.KH, case.KW), case.stride, (t, b, l, r), case.dilation)
+    OH, OW = output_hw(
+        (case.H, case.W), (case.KH, case.KW), case.stride, (t, b, l, r), case.dilation
+    )
     pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
     return (OH, OW), (pair(case.stride), (t, l), pair(case.dilation), case.groups), (t, b, l, r)
 
@@ -100,8 +111,10 @@ def test_fft_forward_no_bias_outputs_in_padding_only():
 def test_large_kernel_float32_accuracy():
     """A 1-image 160x150 plane with a 41x41 kernel and a 3-channel batch with 25x25: the sizes where
     float32 FFT error would show."""
-    for case in (Case("k41", 1, 1, 160, 150, 1, 41, 41, 1, 20, 1, 1),
-                 Case("k25_rgb", 2, 3, 96, 90, 4, 25, 25, 1, "valid", 1, 1)):
+    for case in (
+        Case("k41", 1, 1, 160, 150, 1, 41, 41, 1, 20, 1, 1),
+        Case("k25_rgb", 2, 3, 96, 90, 4, 25, 25, 1, "valid", 1, 1),
+    ):
         _check_case(case, np.float32)
 
 
@@ -134,9 +147,11 @@ def test_bitwise_identical_for_1_2_3_threads(monkeypatch, dtype):
     # Small bin blocks so that the channel sums really are spread over the threads, and planes big
     # enough for scipy.fft to split its transforms over workers.
     monkeypatch.setattr(_fft_conv, "_BLOCK_BYTES", 16384)
-    cases = [Case("thr_many_ch", 3, 6, 64, 60, 8, 9, 9, 1, 4, 1, 1),
-             Case("thr_one_plane", 1, 1, 200, 180, 1, 21, 21, 1, 10, 1, 1),
-             Case("thr_strided_groups", 2, 4, 50, 47, 6, 7, 6, (2, 3), 3, 1, 2)]
+    cases = [
+        Case("thr_many_ch", 3, 6, 64, 60, 8, 9, 9, 1, 4, 1, 1),
+        Case("thr_one_plane", 1, 1, 200, 180, 1, 21, 21, 1, 10, 1, 1),
+        Case("thr_strided_groups", 2, 4, 50, 47, 6, 7, 6, (2, 3), 3, 1, 2),
+    ]
     before = fastconv.get_num_threads()
     try:
         for case in cases:

@@ -4,21 +4,26 @@ FASTCONV_FUZZ=long runs 10,000 examples per property instead of 100 (a developer
 half an hour on 2 cores); `python tests/fuzz.py --cases 10000` is the same with crashes isolated
 in child processes.
 """
+
 import os
 import subprocess
 import sys
 
+import fuzz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fuzz
-
-settings.register_profile("fuzz-ci", max_examples=100, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("fuzz-long", max_examples=10_000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-FUZZ = settings.get_profile("fuzz-long" if os.environ.get("FASTCONV_FUZZ") == "long"
-                            else "fuzz-ci")
+settings.register_profile(
+    "fuzz-ci",
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz-long", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+FUZZ = settings.get_profile("fuzz-long" if os.environ.get("FASTCONV_FUZZ") == "long" else "fuzz-ci")
 SEEDS = st.integers(0, 2**32 - 1)
 
 
@@ -41,8 +46,12 @@ def test_invalid_call_names_its_argument(seed):
 
 
 def test_runner_isolates_crashes_and_reports():
-    run = subprocess.run([sys.executable, fuzz.__file__, "--cases", "120", "--chunk", "60",
-                          "--seed", "7"], capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, fuzz.__file__, "--cases", "120", "--chunk", "60", "--seed", "7"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "fuzz: 120 passed, 0 failed" in run.stdout
     assert "crashes: 0" in run.stdout
@@ -50,8 +59,13 @@ def test_runner_isolates_crashes_and_reports():
 
 def test_runner_reports_a_crash_as_failure():
     env = dict(os.environ, FASTCONV_FUZZ_SELFTEST_CRASH="3")
-    run = subprocess.run([sys.executable, fuzz.__file__, "--cases", "8", "--chunk", "4"],
-                         capture_output=True, text=True, timeout=300, env=env)
+    run = subprocess.run(
+        [sys.executable, fuzz.__file__, "--cases", "8", "--chunk", "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert run.returncode == 1
     assert "CRASH in seeds 0..3" in run.stdout and "crashes: 1" in run.stdout
     assert "fuzz: 7 passed, 1 failed" in run.stdout  # seeds 0-2 and 4-7 ran, 3 crashed

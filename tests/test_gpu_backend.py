@@ -7,6 +7,7 @@ On a CUDA machine (marker `gpu`, skipped otherwise): every op on CuPy arrays aga
 backend on the same NumPy inputs, float32 and float64, over groups, depthwise, strides,
 asymmetric padding and dilation.
 """
+
 import importlib
 import inspect
 import re
@@ -43,8 +44,10 @@ def test_signatures_identical():
 
 
 def test_kernel_table_matches_cu_files():
-    pattern = re.compile(r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+"
-                         r"(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(")
+    pattern = re.compile(
+        r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+"
+        r"(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\("
+    )
     on_disk = sorted(p.name for p in _gpu.KERNEL_DIR.glob("*.cu"))
     assert sorted(_gpu.KERNELS) == on_disk
     for filename, names in _gpu.KERNELS.items():
@@ -128,8 +131,11 @@ def _both(op, inputs, outputs, *params):
 
 def _check(cpu_out, gpu_out, dtype, reduction=1):
     scale = float(np.sqrt(reduction))
-    tol = dict(rtol=1e-4, atol=1e-5 * scale) if dtype == np.float32 else dict(rtol=1e-10,
-                                                                              atol=1e-10 * scale)
+    tol = (
+        dict(rtol=1e-4, atol=1e-5 * scale)
+        if dtype == np.float32
+        else dict(rtol=1e-10, atol=1e-10 * scale)
+    )
     for c, g in zip(cpu_out, gpu_out):
         if c is None:
             continue
@@ -185,8 +191,9 @@ def test_conv2d_forward(case, dtype, bias, relu, rng):
 def test_conv2d_backward(case, dtype, rng):
     x, w, b, gy, params = _conv_inputs(case, dtype, rng)
     _check(*_both("conv2d_grad_input", [gy, w], [x], *params, "auto"), dtype, reduction=w.size)
-    _check(*_both("conv2d_grad_weight", [gy, x], [w], *params, "auto"), dtype,
-           reduction=gy[:, 0].size)
+    _check(
+        *_both("conv2d_grad_weight", [gy, x], [w], *params, "auto"), dtype, reduction=gy[:, 0].size
+    )
     _check(*_both("conv2d_grad_bias", [gy], [b]), dtype, reduction=gy[:, 0].size)
 
 
@@ -227,8 +234,9 @@ def test_max_pool2d(case, dtype, rng):
     x = rng.integers(-3, 4, size=(N, C, H, W)).astype(dtype)  # many ties: first max must win
     x[0, 0, 1, 1] = np.nan  # NaN wins its windows
     y_shape = _pool_out(case)
-    cpu, gpu = _both("max_pool2d_forward", [x], [np.empty(y_shape, dtype),
-                                                 np.empty(y_shape, np.int64)], k, s, p)
+    cpu, gpu = _both(
+        "max_pool2d_forward", [x], [np.empty(y_shape, dtype), np.empty(y_shape, np.int64)], k, s, p
+    )
     _check(cpu, gpu, dtype)
     gy = rng.standard_normal(y_shape).astype(dtype)
     _check(*_both("max_pool2d_backward", [gy, cpu[1]], [x]), dtype, reduction=4)
@@ -281,4 +289,3 @@ def test_softmax_cross_entropy(dtype, N, K, rng):
     cpu, gpu = _both("softmax_cross_entropy_forward", [logits, labels], out)
     _check(cpu, gpu, dtype, reduction=K * 900)  # |log_probs| ~ 100: absolute errors scale up
     _check(*_both("softmax_cross_entropy_backward", [cpu[0], labels], [logits], 0.25), dtype)
-

@@ -8,6 +8,7 @@
   through CuPy's private ``_NVRTCProgram`` because RawModule asks a (missing) device for its
   architecture; NVRTC itself needs no device.
 """
+
 import re
 import shutil
 import subprocess

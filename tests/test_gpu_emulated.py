@@ -35,6 +35,7 @@ the code (tests/test_gpu_compile.py) or speed.
 Skipped when no C++17 g++ (with <ucontext.h>) can build the emulator; $FAKECUPY_CXX names
 another compiler.
 """
+
 import importlib.util
 import json
 import os
@@ -80,7 +81,9 @@ def _child_env(cache, cxxflags):
         FAKECUPY_JOBS=str(max(1, min(2, os.cpu_count() or 1))),
         FASTCONV_PACKAGE_DIR=str(Path(fastconv.__file__).resolve().parent),
         # the CPU reference in the child: one thread is plenty for these sizes
-        OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
     )
     return env
 
@@ -88,9 +91,15 @@ def _child_env(cache, cxxflags):
 def _run_child(case_ids, env, cwd):
     """Run the driver on case_ids; returns (parsed stdout records, returncode, stderr)."""
     try:
-        proc = subprocess.run([sys.executable, str(DRIVER), *case_ids], env=env, cwd=cwd,
-                              capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
-                              check=False)
+        proc = subprocess.run(
+            [sys.executable, str(DRIVER), *case_ids],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT_S,
+            check=False,
+        )
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
@@ -127,8 +136,9 @@ def emulated_results(tmp_path_factory):
             pytest.skip(f"{cxx} cannot build the CUDA kernel emulator:\n{probe['reason']}")
         fatal = next((r["fatal"] for r in records if "fatal" in r), None)
         if fatal is not None:
-            pytest.fail(f"GPU kernel emulation cannot run:\n{fatal}\n{stderr[-3000:]}",
-                        pytrace=False)
+            pytest.fail(
+                f"GPU kernel emulation cannot run:\n{fatal}\n{stderr[-3000:]}", pytrace=False
+            )
         started = None
         for r in records:
             if r.get("event") == "start":

@@ -71,29 +71,31 @@ def test_layer_under_test_is_left_untouched(rng):
 
 
 def test_max_checks_samples_elements(rng):
-    report = gradcheck_layer(nn.Linear(30, 20, rng=0), rng.standard_normal((2, 30)),
-                             max_checks=7)
+    report = gradcheck_layer(nn.Linear(30, 20, rng=0), rng.standard_normal((2, 30)), max_checks=7)
     assert report["weight"].checked == 7 and report["weight"].total == 600
     assert report["bias"].checked == 7 and report["input"].checked == 7
 
 
 def test_check_input_false_checks_parameters_only(rng):
-    report = gradcheck_layer(nn.Linear(3, 2, rng=0), rng.standard_normal((2, 3)),
-                             check_input=False)
+    report = gradcheck_layer(nn.Linear(3, 2, rng=0), rng.standard_normal((2, 3)), check_input=False)
     assert set(report.checks) == {"weight", "bias"}
 
 
 def test_generic_gradcheck_with_dict_and_sequence(rng):
     a, b = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
-    report = gradcheck(lambda a, b: a * b + np.sin(a), {"a": a, "b": b},
-                       lambda g: {"a": g * (b + np.cos(a)), "b": g * a})
+    report = gradcheck(
+        lambda a, b: a * b + np.sin(a),
+        {"a": a, "b": b},
+        lambda g: {"a": g * (b + np.cos(a)), "b": g * a},
+    )
     assert report.passed and set(report.checks) == {"a", "b"}
     # None: not checked; a deliberately wrong gradient of the other input fails.
     report = gradcheck(lambda a, b: a * b, [a, b], lambda g: (None, g * b), raise_on_failure=False)
     assert list(report.checks) == ["1"] and not report.passed
     # A 0-d output and a given output gradient.
-    report = gradcheck(lambda a: (a ** 2).sum(), [a], lambda g: (2 * a * g,),
-                       grad_output=np.array(3.0))
+    report = gradcheck(
+        lambda a: (a**2).sum(), [a], lambda g: (2 * a * g,), grad_output=np.array(3.0)
+    )
     assert report.passed
 
 

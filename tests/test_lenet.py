@@ -31,7 +31,7 @@ def synthetic(n_train=192, n_test=64, seed=0):
         labels = rng.integers(0, 10, n)
         images = rng.random((n, 1, 32, 32), dtype=np.float32) * 0.2
         for i, label in enumerate(labels):
-            images[i, 0, 3 + 2 * label:5 + 2 * label, 4:28] = 1.0
+            images[i, 0, 3 + 2 * label : 5 + 2 * label, 4:28] = 1.0
         return images, labels.astype(np.int64)
 
     return MNIST(*make(n_train), *make(n_test))
@@ -49,14 +49,17 @@ def write_idx_mnist(root, n_train=128, n_test=40, seed=0):
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, n).astype(np.uint8)
-        for kind, arr, header in (("images-idx3", images, [0x0803, n, 28, 28]),
-                                  ("labels-idx1", labels, [0x0801, n])):
+        for kind, arr, header in (
+            ("images-idx3", images, [0x0803, n, 28, 28]),
+            ("labels-idx1", labels, [0x0801, n]),
+        ):
             data = np.array(header, dtype=">i4").tobytes() + arr.tobytes()
             (root / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(data))
     return root
 
 
 # ----------------------------------------------------------------- the model
+
 
 @pytest.mark.parametrize("activation, pooling", VARIANTS)
 def test_lenet_gradcheck(activation, pooling, rng):
@@ -69,8 +72,11 @@ def test_lenet_gradcheck(activation, pooling, rng):
 def test_lenet_structure():
     model = LeNet5(seed=0)
     names = list(model.named_parameters())
-    assert names == [f"{layer}.{kind}" for layer in ("c1", "c3", "c5", "f6", "output")
-                     for kind in ("weight", "bias")]
+    assert names == [
+        f"{layer}.{kind}"
+        for layer in ("c1", "c3", "c5", "f6", "output")
+        for kind in ("weight", "bias")
+    ]
     assert sum(p.size for p in model.parameters()) == 61706
     assert model(np.zeros((3, 1, 32, 32), np.float32)).shape == (3, 10)
     tanh = LeNet5("tanh", "avg", seed=0)
@@ -111,12 +117,18 @@ def test_save_load_identical_predictions(tmp_path, rng):
 
 # ----------------------------------------------------------------- training
 
+
 def test_training_beats_90_percent_on_2000_images(real_mnist):
-    data = MNIST(real_mnist.train_images[:2000], real_mnist.train_labels[:2000],
-                 real_mnist.test_images[:2000], real_mnist.test_labels[:2000])
+    data = MNIST(
+        real_mnist.train_images[:2000],
+        real_mnist.train_labels[:2000],
+        real_mnist.test_images[:2000],
+        real_mnist.test_labels[:2000],
+    )
     model = LeNet5(seed=0)
-    history = fit(model, data, 8, batch_size=32, lr=2e-3, seed=0, threads=1, progress=False,
-                  log=quiet)
+    history = fit(
+        model, data, 8, batch_size=32, lr=2e-3, seed=0, threads=1, progress=False, log=quiet
+    )
     accuracy, confusion = evaluate(model, data.test_images, data.test_labels)
     assert accuracy > 0.90
     assert history[-1]["test_accuracy"] == accuracy and confusion.sum() == 2000
@@ -125,8 +137,10 @@ def test_training_beats_90_percent_on_2000_images(real_mnist):
 
 def test_fit_is_reproducible_and_logs(tmp_path):
     lines = []
-    runs = [fit(LeNet5(seed=0), synthetic(), 2, batch_size=32, seed=5, progress=False,
-                log=lines.append) for _ in range(2)]
+    runs = [
+        fit(LeNet5(seed=0), synthetic(), 2, batch_size=32, seed=5, progress=False, log=lines.append)
+        for _ in range(2)
+    ]
     assert [r["train_loss"] for r in runs[0]] == [r["train_loss"] for r in runs[1]]
     assert len(lines) == 4 and "train loss" in lines[0] and "img/s" in lines[0]
     other = fit(LeNet5(seed=0), synthetic(), 1, batch_size=32, seed=6, progress=False, log=quiet)
@@ -138,8 +152,9 @@ def test_evaluate_confusion_matrix():
     data = synthetic(32, 50)
     accuracy, confusion = evaluate(model, data.test_images, data.test_labels, batch_size=7)
     assert confusion.shape == (10, 10) and confusion.sum() == 50
-    np.testing.assert_array_equal(confusion.sum(axis=1),
-                                  np.bincount(data.test_labels, minlength=10))
+    np.testing.assert_array_equal(
+        confusion.sum(axis=1), np.bincount(data.test_labels, minlength=10)
+    )
     assert accuracy == np.trace(confusion) / 50
     assert model.training  # evaluate restores the mode
 
@@ -157,8 +172,9 @@ def test_resume_continues_where_it_stopped(tmp_path):
     first = LeNet5(seed=0)
     fit(first, data, 1, batch_size=32, seed=1, save=path, progress=False, log=quiet)
     resumed = LeNet5(seed=7)  # other weights: all of them come from the checkpoint
-    history = fit(resumed, data, 2, batch_size=32, seed=1, resume=path, save=path,
-                  progress=False, log=quiet)
+    history = fit(
+        resumed, data, 2, batch_size=32, seed=1, resume=path, save=path, progress=False, log=quiet
+    )
     _same_params(resumed, straight)
     assert [h["train_loss"] for h in history] == [h["train_loss"] for h in full]
     with np.load(path) as ckpt:
@@ -193,13 +209,19 @@ def test_ctrl_c_saves_and_resume_matches(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------- the command line
 
+
 def test_cli_bad_arguments_exit_2(capsys):
     # (`train` without --data is no longer an argument error: it reads the default data
     # directory, see tests/test_cli.py::test_missing_data)
-    for argv in ([], ["train", "--epochs", "2", "--more-epochs", "1"],
-                 ["train", "--data", "d", "--epochs", "0"],
-                 ["train", "--data", "d", "--optimizer", "rmsprop"], ["evaluate", "--data", "d"],
-                 ["train", "--data", "d", "--lr", "-1"], ["fit"]):
+    for argv in (
+        [],
+        ["train", "--epochs", "2", "--more-epochs", "1"],
+        ["train", "--data", "d", "--epochs", "0"],
+        ["train", "--data", "d", "--optimizer", "rmsprop"],
+        ["evaluate", "--data", "d"],
+        ["train", "--data", "d", "--lr", "-1"],
+        ["fit"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2, argv
@@ -219,8 +241,20 @@ def test_cli_missing_data_dir(tmp_path, capsys):
 def test_cli_train_then_evaluate(tmp_path, capsys):
     data_dir = write_idx_mnist(tmp_path / "mnist")
     ckpt = tmp_path / "lenet.npz"
-    args = ["train", "--data", str(data_dir), "--epochs", "1", "--batch-size", "32",
-            "--threads", "1", "--save", str(ckpt), "--no-progress"]
+    args = [
+        "train",
+        "--data",
+        str(data_dir),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "--save",
+        str(ckpt),
+        "--no-progress",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "epoch  1/1" in out and "test acc" in out and ckpt.is_file()
@@ -250,6 +284,11 @@ def test_cli_ctrl_c_exits_130(tmp_path, capsys, monkeypatch):
 def test_python_m_entry_point(tmp_path):
     # Run from elsewhere: `python -m` puts the working directory first on sys.path, and the
     # repository root holds the unbuilt source folder.
-    result = subprocess.run([sys.executable, "-m", "fastconv.lenet", "train", "--epochs", "0"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "fastconv.lenet", "train", "--epochs", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "usage: fastconv-lenet" in result.stderr

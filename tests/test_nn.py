@@ -16,19 +16,39 @@ def x4(rng):
 
 # ----------------------------------------------------------------- gradient checks (float64)
 
-@pytest.mark.parametrize("kwargs", [
-    dict(in_channels=4, out_channels=6, kernel_size=3),
-    dict(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=2, padding=1),
-    dict(in_channels=4, out_channels=6, kernel_size=(2, 3), stride=(1, 2), padding=(2, 0),
-         dilation=(2, 1)),
-    dict(in_channels=4, out_channels=6, kernel_size=3, groups=2, padding="same"),
-    dict(in_channels=4, out_channels=4, kernel_size=3, groups=4, stride=2),  # depthwise
-    dict(in_channels=4, out_channels=5, kernel_size=3, activation="relu", padding=1),
-    dict(in_channels=4, out_channels=5, kernel_size=2, bias=False),
-    dict(in_channels=4, out_channels=5, kernel_size=(7, 6), activation="relu"),  # a matmul
-    dict(in_channels=4, out_channels=5, kernel_size=(7, 6), stride=3, bias=False),
-], ids=["plain", "stride-pad", "dilated-nonsquare", "groups-same", "depthwise", "relu", "nobias",
-        "whole-input", "whole-input-nobias"])
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(in_channels=4, out_channels=6, kernel_size=3),
+        dict(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=2, padding=1),
+        dict(
+            in_channels=4,
+            out_channels=6,
+            kernel_size=(2, 3),
+            stride=(1, 2),
+            padding=(2, 0),
+            dilation=(2, 1),
+        ),
+        dict(in_channels=4, out_channels=6, kernel_size=3, groups=2, padding="same"),
+        dict(in_channels=4, out_channels=4, kernel_size=3, groups=4, stride=2),  # depthwise
+        dict(in_channels=4, out_channels=5, kernel_size=3, activation="relu", padding=1),
+        dict(in_channels=4, out_channels=5, kernel_size=2, bias=False),
+        dict(in_channels=4, out_channels=5, kernel_size=(7, 6), activation="relu"),  # a matmul
+        dict(in_channels=4, out_channels=5, kernel_size=(7, 6), stride=3, bias=False),
+    ],
+    ids=[
+        "plain",
+        "stride-pad",
+        "dilated-nonsquare",
+        "groups-same",
+        "depthwise",
+        "relu",
+        "nobias",
+        "whole-input",
+        "whole-input-nobias",
+    ],
+)
 def test_conv2d_gradcheck(kwargs, x4):
     layer = nn.Conv2D(**kwargs, rng=3)
     report = gradcheck_layer(layer, x4)
@@ -37,11 +57,22 @@ def test_conv2d_gradcheck(kwargs, x4):
     assert report["weight"].checked == layer.weight.size
 
 
-@pytest.mark.parametrize("layer", [
-    nn.MaxPool2D(2), nn.MaxPool2D((3, 2), stride=(2, 1), padding=1),
-    nn.AvgPool2D(2), nn.AvgPool2D(3, 2, 1), nn.AvgPool2D(3, 2, 1, count_include_pad=False),
-    nn.ReLU(), nn.Tanh(), nn.Sigmoid(), nn.Flatten(), nn.Dropout(0.4, rng=5),
-], ids=lambda layer: repr(layer))
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.MaxPool2D(2),
+        nn.MaxPool2D((3, 2), stride=(2, 1), padding=1),
+        nn.AvgPool2D(2),
+        nn.AvgPool2D(3, 2, 1),
+        nn.AvgPool2D(3, 2, 1, count_include_pad=False),
+        nn.ReLU(),
+        nn.Tanh(),
+        nn.Sigmoid(),
+        nn.Flatten(),
+        nn.Dropout(0.4, rng=5),
+    ],
+    ids=lambda layer: repr(layer),
+)
 def test_parameter_free_layers_gradcheck(layer, x4):
     report = gradcheck_layer(layer, x4)
     assert list(report.checks) == ["input"] and report["input"].checked == x4.size
@@ -49,8 +80,9 @@ def test_parameter_free_layers_gradcheck(layer, x4):
 
 @pytest.mark.parametrize("activation", [None, "relu"])
 def test_linear_gradcheck(activation, rng):
-    report = gradcheck_layer(nn.Linear(7, 5, activation=activation, rng=0),
-                             rng.standard_normal((4, 7)))
+    report = gradcheck_layer(
+        nn.Linear(7, 5, activation=activation, rng=0), rng.standard_normal((4, 7))
+    )
     assert set(report.checks) == {"input", "weight", "bias"}
 
 
@@ -62,14 +94,20 @@ def test_softmax_cross_entropy_gradcheck(rng):
 
 
 def test_sequential_gradcheck(rng):
-    model = nn.Sequential(nn.Conv2D(2, 3, 3, activation="relu", rng=0), nn.AvgPool2D(2),
-                          nn.Flatten(), nn.Dropout(0.3, rng=1), nn.Linear(3 * 3 * 3, 4, rng=2),
-                          nn.Sigmoid())
+    model = nn.Sequential(
+        nn.Conv2D(2, 3, 3, activation="relu", rng=0),
+        nn.AvgPool2D(2),
+        nn.Flatten(),
+        nn.Dropout(0.3, rng=1),
+        nn.Linear(3 * 3 * 3, 4, rng=2),
+        nn.Sigmoid(),
+    )
     report = gradcheck_layer(model, rng.standard_normal((3, 2, 8, 8)))
     assert set(report.checks) == {"input", "0.weight", "0.bias", "4.weight", "4.bias"}
 
 
 # ----------------------------------------------------------------- forward semantics
+
 
 def test_conv_and_linear_forward_match_functional(rng):
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
@@ -90,8 +128,9 @@ def test_whole_input_conv_matches_conv2d(input_grad, rng):
     conv = nn.Conv2D(4, 6, 5, rng=0)
     conv.bias.data[...] = rng.standard_normal(6)
     y = conv(x)
-    np.testing.assert_allclose(y, F.conv2d(x, conv.weight.data, conv.bias.data), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        y, F.conv2d(x, conv.weight.data, conv.bias.data), rtol=1e-5, atol=1e-5
+    )
     assert y.shape == (3, 6, 1, 1)
     grad_x = conv.backward(g, input_grad=input_grad)
     expected = F.conv2d_backward(g, x, conv.weight.data)
@@ -110,8 +149,7 @@ def test_activations_values(rng):
     with np.errstate(all="raise"):  # no overflow for large |x|
         y = nn.Sigmoid()(x)
     with np.errstate(over="ignore"):
-        np.testing.assert_allclose(y, 1 / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6,
-                                   atol=1e-7)
+        np.testing.assert_allclose(y, 1 / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(nn.Tanh()(x), np.tanh(x))
     np.testing.assert_array_equal(nn.ReLU()(x), [0, 0, 0, 2, 1e4])
     assert nn.Sigmoid()(x).dtype == np.float32
@@ -142,6 +180,7 @@ def test_dropout_train_and_eval(rng):
 
 # ----------------------------------------------------------------- backward protocol
 
+
 def test_gradients_accumulate_and_input_grad_false(rng):
     x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
     conv = nn.Conv2D(3, 2, 3, rng=0)
@@ -160,12 +199,22 @@ def test_gradients_accumulate_and_input_grad_false(rng):
     np.testing.assert_allclose(conv.bias.grad, g.sum(axis=(0, 2, 3)), rtol=1e-5)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: nn.Conv2D(1, 1, 1), lambda: nn.Linear(2, 2), lambda: nn.MaxPool2D(2),
-    lambda: nn.AvgPool2D(2), lambda: nn.ReLU(), lambda: nn.Tanh(), lambda: nn.Sigmoid(),
-    lambda: nn.Flatten(), lambda: nn.Dropout(), lambda: nn.SoftmaxCrossEntropy(),
-    lambda: nn.Sequential(nn.ReLU()),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Conv2D(1, 1, 1),
+        lambda: nn.Linear(2, 2),
+        lambda: nn.MaxPool2D(2),
+        lambda: nn.AvgPool2D(2),
+        lambda: nn.ReLU(),
+        lambda: nn.Tanh(),
+        lambda: nn.Sigmoid(),
+        lambda: nn.Flatten(),
+        lambda: nn.Dropout(),
+        lambda: nn.SoftmaxCrossEntropy(),
+        lambda: nn.Sequential(nn.ReLU()),
+    ],
+)
 def test_backward_before_forward_raises(make):
     with pytest.raises(RuntimeError, match="before forward"):
         make().backward(np.ones((1, 1, 2, 2)))
@@ -190,6 +239,7 @@ def test_train_eval_flags_are_recursive():
 
 
 # ----------------------------------------------------------------- structure and state
+
 
 def test_named_parameters_and_children():
     seq = nn.Sequential(nn.Conv2D(1, 2, 3, rng=0), nn.ReLU(), nn.Linear(2, 3, bias=False))
@@ -227,8 +277,9 @@ def test_load_state_dict_errors_name_the_parameter():
         model.load_state_dict(dict(before, **{"2.weight": np.zeros(1)}))
     for name, p in model.named_parameters().items():  # nothing was changed by the failures
         np.testing.assert_array_equal(p.data, before[name])
-    missing, unexpected = model.load_state_dict({"0.bias": np.ones(2), "x": np.ones(1)},
-                                                strict=False)
+    missing, unexpected = model.load_state_dict(
+        {"0.bias": np.ones(2), "x": np.ones(1)}, strict=False
+    )
     assert missing == ["0.weight", "1.weight", "1.bias"] and unexpected == ["x"]
     np.testing.assert_array_equal(model[0].bias.data, [1, 1])
 
@@ -260,14 +311,16 @@ def test_bias_none_is_not_a_parameter():
 
 # ----------------------------------------------------------------- initialisation, dtype, device
 
+
 def test_seeded_init_is_reproducible():
     a, b, c = (nn.Conv2D(3, 8, 5, rng=s) for s in (1, 1, 2))
     np.testing.assert_array_equal(a.weight.data, b.weight.data)
     assert not np.array_equal(a.weight.data, c.weight.data)
     assert a.weight.dtype == np.float32 and not a.bias.data.any()
     g1, g2 = np.random.default_rng(4), np.random.default_rng(4)
-    np.testing.assert_array_equal(nn.Linear(3, 2, rng=g1).weight.data,
-                                  nn.Linear(3, 2, rng=g2).weight.data)
+    np.testing.assert_array_equal(
+        nn.Linear(3, 2, rng=g1).weight.data, nn.Linear(3, 2, rng=g2).weight.data
+    )
 
 
 def test_init_schemes_have_their_scale():
@@ -305,10 +358,16 @@ def test_gpu_layers_match_cpu(rng):
             pytest.skip("no CUDA device")
     except Exception as exc:
         pytest.skip(f"no CUDA device: {exc}")
+
     def make():
-        return nn.Sequential(nn.Conv2D(1, 3, 3, activation="relu", rng=0), nn.MaxPool2D(2),
-                             nn.Flatten(), nn.Dropout(0.2, rng=1), nn.Linear(27, 4, rng=2),
-                             nn.Tanh())
+        return nn.Sequential(
+            nn.Conv2D(1, 3, 3, activation="relu", rng=0),
+            nn.MaxPool2D(2),
+            nn.Flatten(),
+            nn.Dropout(0.2, rng=1),
+            nn.Linear(27, 4, rng=2),
+            nn.Tanh(),
+        )
 
     cpu, gpu = make(), make().to("gpu")
     x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)

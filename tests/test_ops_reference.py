@@ -1,10 +1,10 @@
 """Forward values of pooling, linear and softmax cross-entropy against naive float64 loops."""
+
 import numpy as np
 import pytest
+from reference import avg_pool2d_ref, linear_ref, max_pool2d_ref, softmax_cross_entropy_ref
 
 import fastconv
-from reference import (avg_pool2d_ref, linear_ref, max_pool2d_ref,
-                       softmax_cross_entropy_ref)
 
 DTYPES = [np.float32, np.float64]
 POOL_CASES = [  # (shape, kernel, stride, padding)

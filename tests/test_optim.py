@@ -25,6 +25,7 @@ def run_scalar(make_opt, grads=GRADS, p0=1.0):
 
 # ----------------------------------------------------------------- hand-computed values
 
+
 def test_sgd_plain():
     # p -= 0.1 * g: 1 - 0.1, 0.9 - 0.2, 0.7 + 0.1
     np.testing.assert_allclose(run_scalar(lambda ps: SGD(ps, lr=0.1)), [0.9, 0.7, 0.8], rtol=1e-15)
@@ -57,17 +58,20 @@ def test_sgd_momentum_weight_decay():
 def test_adam():
     # m_hat / (sqrt(v_hat) + eps) with bias correction; values from the textbook formula.
     got = run_scalar(lambda ps: Adam(ps, lr=0.1))
-    np.testing.assert_allclose(got, [0.900000001, 0.8034817990281663, 0.7614728689681868],
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        got, [0.900000001, 0.8034817990281663, 0.7614728689681868], rtol=1e-14
+    )
     got = run_scalar(lambda ps: Adam(ps, lr=0.1), grads=[0.5, -0.25, 0.125], p0=-0.5)
-    np.testing.assert_allclose(got, [-0.599999998, -0.6266337012921537, -0.6606766150833459],
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        got, [-0.599999998, -0.6266337012921537, -0.6606766150833459], rtol=1e-14
+    )
 
 
 def test_adam_weight_decay():
     got = run_scalar(lambda ps: Adam(ps, lr=0.1, weight_decay=0.5))
-    np.testing.assert_allclose(got, [0.9000000006666666, 0.8015529213562756, 0.740110741463179],
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        got, [0.9000000006666666, 0.8015529213562756, 0.740110741463179], rtol=1e-14
+    )
 
 
 def test_adam_first_step_is_lr_times_sign():
@@ -79,10 +83,13 @@ def test_adam_first_step_is_lr_times_sign():
 
 
 @pytest.mark.parametrize(
-    "make", [
+    "make",
+    [
         lambda ps: SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
         lambda ps: Adam(ps, lr=1e-2, weight_decay=1e-2),
-    ], ids=["sgd", "adam"])
+    ],
+    ids=["sgd", "adam"],
+)
 def test_float32_stays_float32_and_grad_untouched(make):
     rng = np.random.default_rng(0)
     p = Parameter(rng.standard_normal((3, 4)).astype(np.float32))
@@ -145,6 +152,7 @@ def test_grad_shape_mismatch():
 
 
 # ---------------------------------------------------------------------------- torch parity
+
 
 def _torch_pair(seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
@@ -224,6 +232,7 @@ def test_steplr_matches_torch():
 
 # -------------------------------------------------------------------------------- StepLR
 
+
 def test_steplr_schedule():
     opt = SGD([Parameter(np.zeros(1))], lr=0.1)
     sched = StepLR(opt, step_size=3, gamma=0.5)
@@ -258,8 +267,12 @@ def test_steplr_state_round_trip():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"step_size": 0}, "step_size"), ({"step_size": 2.5}, "step_size"),
-     ({"step_size": 2, "gamma": 0.0}, "gamma"), ({"step_size": 2, "gamma": -1.0}, "gamma")],
+    [
+        ({"step_size": 0}, "step_size"),
+        ({"step_size": 2.5}, "step_size"),
+        ({"step_size": 2, "gamma": 0.0}, "gamma"),
+        ({"step_size": 2, "gamma": -1.0}, "gamma"),
+    ],
 )
 def test_steplr_bad_arguments(kwargs, match):
     opt = SGD([Parameter(np.zeros(1))], lr=0.1)
@@ -268,6 +281,7 @@ def test_steplr_bad_arguments(kwargs, match):
 
 
 # --------------------------------------------------------------------------------- state
+
 
 def _model(seed=0):
     rng = np.random.default_rng(seed)
@@ -394,6 +408,7 @@ def test_load_state_dict_missing_key():
 
 # -------------------------------------------------------------------------------- errors
 
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [
@@ -442,6 +457,7 @@ def test_bad_params():
 
 # ----------------------------------------------------------------------------- Parameter
 
+
 def test_parameter_basics():
     p = Parameter(np.arange(6.0).reshape(2, 3), name="w")
     assert p.shape == (2, 3) and p.dtype == np.float64 and p.size == 6
@@ -459,6 +475,7 @@ def test_parameter_from_list():
 
 
 # ---------------------------------------------------------------------------------- CuPy
+
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", list(OPTIMISERS))

@@ -62,20 +62,22 @@ def _elf_section_names(path):
     """Names of the sections of a 64-bit little-endian ELF file."""
     data = Path(path).read_bytes()
     assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, "64-bit LE ELF expected"
-    shoff, = struct.unpack_from("<Q", data, 0x28)
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
     headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
     strtab_offset = headers[shstrndx][4]
     names = []
     for name_offset, *_ in headers:
         start = strtab_offset + name_offset
-        names.append(data[start:data.index(b"\0", start)].decode())
+        names.append(data[start : data.index(b"\0", start)].decode())
     return names
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF check")
-@pytest.mark.skipif(os.environ.get("FASTCONV_DEBUG", "") not in ("", "0"),
-                    reason="FASTCONV_DEBUG builds keep the debug info")
+@pytest.mark.skipif(
+    os.environ.get("FASTCONV_DEBUG", "") not in ("", "0"),
+    reason="FASTCONV_DEBUG builds keep the debug info",
+)
 def test_extension_modules_are_stripped():
     modules = sorted(PACKAGE.glob("_kernels/*.so"))
     assert len(modules) >= 5, modules
@@ -103,8 +105,13 @@ def test_sdist_carries_what_the_tests_need():
     manifest = (ROOT / "MANIFEST.in").read_text().split()
     assert "graft tests" in " ".join(manifest) and "LICENSE" in manifest
     # the helpers the test modules import or read are in tests/, so `graft tests` ships them
-    for helper in ("conftest.py", "reference.py", "gpu_emulation/cuda_emu.h",
-                   "gpu_emulation/run_cases.py", "gpu_emulation/fakecupy/cupy/__init__.py"):
+    for helper in (
+        "conftest.py",
+        "reference.py",
+        "gpu_emulation/cuda_emu.h",
+        "gpu_emulation/run_cases.py",
+        "gpu_emulation/fakecupy/cupy/__init__.py",
+    ):
         assert (ROOT / "tests" / helper).is_file(), helper
 
 
@@ -112,8 +119,9 @@ def _fake_tree(tmp_path, checkout):
     """A copy of the installed package's Python files without its compiled kernels, inside a
     folder that looks like a source checkout (setup.py, src/) or not."""
     tree = tmp_path / ("checkout" if checkout else "site")
-    shutil.copytree(PACKAGE, tree / "fastconv",
-                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    shutil.copytree(
+        PACKAGE, tree / "fastconv", ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__")
+    )
     if checkout:
         (tree / "setup.py").write_text("# a checkout\n")
         (tree / "src").mkdir()
@@ -121,8 +129,13 @@ def _fake_tree(tmp_path, checkout):
 
 
 def _import_error(cwd):
-    result = subprocess.run([sys.executable, "-c", "import fastconv"], cwd=cwd,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", "import fastconv"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     return result.stderr.strip().splitlines()[-1]
 
@@ -149,8 +162,13 @@ def test_broken_kernels_message_keeps_the_cause(tmp_path):
 
 
 def test_installed_package_imports_from_elsewhere(tmp_path):
-    result = subprocess.run([sys.executable, "-c", "import fastconv; print(fastconv.__file__)"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", "import fastconv; print(fastconv.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).resolve().parent == PACKAGE
     assert importlib.util.find_spec("fastconv._kernels.conv") is not None

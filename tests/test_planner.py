@@ -1,11 +1,12 @@
 """The planner: which algorithm each pass takes, the public way to see it, and forcing one."""
+
 import numpy as np
 import pytest
+from reference import conv2d_backward_ref, conv2d_ref
 
 import fastconv
 import fastconv.nn
 from fastconv._kernels import direct as direct_kernels
-from reference import conv2d_backward_ref, conv2d_ref
 
 SIMD = direct_kernels.level() > 0
 
@@ -18,8 +19,9 @@ def test_plan_matches_known_choices():
     assert conv1["forward"] == direct and conv1["grad_weight"] == direct
     assert fastconv.conv2d_plan((64, 6, 14, 14), (16, 6, 5, 5))["forward"] == direct
     assert set(fastconv.conv2d_plan((64, 16, 5, 5), (120, 16, 5, 5)).values()) == {"matmul"}
-    assert set(fastconv.conv2d_plan((8, 32, 20, 20), (32, 1, 3, 3), padding=1,
-                                    groups=32).values()) == {"depthwise"}
+    assert set(
+        fastconv.conv2d_plan((8, 32, 20, 20), (32, 1, 3, 3), padding=1, groups=32).values()
+    ) == {"depthwise"}
     wide = fastconv.conv2d_plan((8, 256, 14, 14), (256, 256, 3, 3), stride=2, padding=1)
     assert wide == {"forward": "gemm", "grad_input": "gemm", "grad_weight": "gemm"}
 
@@ -47,10 +49,12 @@ def test_forcing_what_cannot_run_names_the_algorithm(algorithm):
 @pytest.mark.parametrize("bad, exc", [("nope", ValueError), (3, TypeError), (None, TypeError)])
 def test_unknown_algorithm(bad, exc):
     x, w = np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3))
-    for call in (lambda: fastconv.conv2d(x, w, algorithm=bad),
-                 lambda: fastconv.conv2d_backward(np.ones((1, 1, 2, 2)), x, w, algorithm=bad),
-                 lambda: fastconv.conv2d_plan(x.shape, w.shape, algorithm=bad),
-                 lambda: fastconv.nn.Conv2D(1, 1, 3, algorithm=bad)):
+    for call in (
+        lambda: fastconv.conv2d(x, w, algorithm=bad),
+        lambda: fastconv.conv2d_backward(np.ones((1, 1, 2, 2)), x, w, algorithm=bad),
+        lambda: fastconv.conv2d_plan(x.shape, w.shape, algorithm=bad),
+        lambda: fastconv.nn.Conv2D(1, 1, 3, algorithm=bad),
+    ):
         with pytest.raises(exc, match=r"\balgorithm\b"):
             call()
 
@@ -85,8 +89,10 @@ def test_conv2d_layer_passes_its_algorithm(rng):
     layer = fastconv.nn.Conv2D(3, 4, 3, padding=1, algorithm="gemm", rng=0)
     assert "algorithm='gemm'" in repr(layer)
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
-    np.testing.assert_array_equal(layer.forward(x), fastconv.conv2d(
-        x, layer.weight.data, layer.bias.data, padding=1, algorithm="gemm"))
+    np.testing.assert_array_equal(
+        layer.forward(x),
+        fastconv.conv2d(x, layer.weight.data, layer.bias.data, padding=1, algorithm="gemm"),
+    )
 
 
 def test_large_kernels_take_fft_and_match_the_reference(rng, assert_close):
@@ -101,8 +107,9 @@ def test_large_kernels_take_fft_and_match_the_reference(rng, assert_close):
     expected = conv2d_ref(x, w, b, pad=(5, 3, 4, 4))
     assert np.abs(y - np.maximum(expected, 0)).max() <= 1e-5 * np.abs(expected).max()
     g = rng.standard_normal(y.shape).astype(np.float32)
-    for got, ref in zip(fastconv.conv2d_backward(g, x, w, **kw),
-                        conv2d_backward_ref(g, x, w, pad=(5, 3, 4, 4))):
+    for got, ref in zip(
+        fastconv.conv2d_backward(g, x, w, **kw), conv2d_backward_ref(g, x, w, pad=(5, 3, 4, 4))
+    ):
         assert np.abs(got - ref).max() <= 5e-5 * np.abs(ref).max()
 
 

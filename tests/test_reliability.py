@@ -1,4 +1,5 @@
 """Regression tests for the holes a 14,000-case fuzz found (issue 15): each failed before its fix."""
+
 import gzip
 import os
 import signal
@@ -9,11 +10,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from reference import conv2d_ref
 
 import fastconv
 from fastconv import _atomic
 from fastconv.datasets import DatasetError, read_idx
-from reference import conv2d_ref
 
 
 # ----------------------------------------------------------------- softmax with a shared offset
@@ -26,8 +27,9 @@ def test_softmax_large_shared_offset_keeps_log_s(dtype):
     np.testing.assert_allclose(grad, [[-0.5, 0.5]], rtol=1e-6)
 
 
-@pytest.mark.parametrize("dtype, offset", [(np.float32, 1e4), (np.float32, 1e6),
-                                           (np.float64, 1e13), (np.float64, 1e15)])
+@pytest.mark.parametrize(
+    "dtype, offset", [(np.float32, 1e4), (np.float32, 1e6), (np.float64, 1e13), (np.float64, 1e15)]
+)
 def test_softmax_gradient_exact_beside_offset(dtype, offset):
     rng = np.random.default_rng(0)
     base = rng.standard_normal((16, 10))
@@ -65,8 +67,13 @@ def test_huge_padding_bounded_memory_and_right(tmp_path, pad, stride, groups):
     out = tmp_path / "r.npz"
     if stride == 1:  # a huge output is what was asked for: use a smaller pad, still >> input
         pad = 300
-    run = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(pad), str(stride), str(groups),
-                          str(out)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(pad), str(stride), str(groups), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     grown_kib = int(run.stdout.split()[-1])
     OH = (4 + 2 * pad - 3) // stride + 1
@@ -135,20 +142,33 @@ def test_pool_huge_stride_is_one_window(stride):
     assert ga.sum() == pytest.approx(a.size)
 
 
-@pytest.mark.parametrize("call, name", [
-    (lambda: fastconv.conv_output_shape((1, 1, 0, 4), (1, 1, 1, 1)), "input_shape"),
-    (lambda: fastconv.conv_output_shape((1, 1, 4, 4), (0, 1, 1, 1)), "weight_shape"),
-    (lambda: fastconv.conv_output_shape((1, 1, 2, 2), (1, 1, 3, 3)), "input_shape"),
-    (lambda: fastconv.conv2d_grad_input(np.ones((1, 1, 1, 1)), np.ones((1, 1, 3, 3)),
-                                        (1, 1, 2, 3)), "input_shape"),
-    (lambda: fastconv.conv2d_grad_weight(np.ones((1, 1, 1, 1)), np.ones((1, 1, 3, 3)),
-                                         (1, 1, 0, 3)), "weight_shape"),
-    (lambda: fastconv.conv2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 3, 3))), "x"),
-    (lambda: fastconv.conv2d(np.ones((1, 0, 2, 2)), np.ones((1, 0, 3, 3))), "x"),
-    (lambda: fastconv.max_pool2d(np.ones((1, 1, 1, 1)), 2), "x"),
-    (lambda: fastconv.avg_pool2d_backward(np.ones((1, 1, 1, 1)), (1, 1, 1, 1), 2),
-     "input_shape"),
-])
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: fastconv.conv_output_shape((1, 1, 0, 4), (1, 1, 1, 1)), "input_shape"),
+        (lambda: fastconv.conv_output_shape((1, 1, 4, 4), (0, 1, 1, 1)), "weight_shape"),
+        (lambda: fastconv.conv_output_shape((1, 1, 2, 2), (1, 1, 3, 3)), "input_shape"),
+        (
+            lambda: fastconv.conv2d_grad_input(
+                np.ones((1, 1, 1, 1)), np.ones((1, 1, 3, 3)), (1, 1, 2, 3)
+            ),
+            "input_shape",
+        ),
+        (
+            lambda: fastconv.conv2d_grad_weight(
+                np.ones((1, 1, 1, 1)), np.ones((1, 1, 3, 3)), (1, 1, 0, 3)
+            ),
+            "weight_shape",
+        ),
+        (lambda: fastconv.conv2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 3, 3))), "x"),
+        (lambda: fastconv.conv2d(np.ones((1, 0, 2, 2)), np.ones((1, 0, 3, 3))), "x"),
+        (lambda: fastconv.max_pool2d(np.ones((1, 1, 1, 1)), 2), "x"),
+        (
+            lambda: fastconv.avg_pool2d_backward(np.ones((1, 1, 1, 1)), (1, 1, 1, 1), 2),
+            "input_shape",
+        ),
+    ],
+)
 def test_geometry_errors_name_the_argument(call, name):
     with pytest.raises(ValueError, match=rf"(?<![\w.]){name}(?![\w])"):
         call()
@@ -203,8 +223,12 @@ _KILLED_WRITER = textwrap.dedent("""
 def test_killed_save_debris_removed_by_next_save(tmp_path):
     target = tmp_path / "model.npz"
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target)],
-                                stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_WRITER, str(target)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
         assert proc.stdout.readline().strip() == "writing"
         proc.send_signal(signal.SIGKILL)
         proc.wait()

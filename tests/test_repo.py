@@ -1,4 +1,5 @@
 """Repository invariants: CI runs exactly the README's test command; the sdist ships the sources."""
+
 import re
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 """nn.summary / Sequential.summary: shapes match real forward passes, parameter counts, multiply-
 adds and receptive fields worked out by hand, the table's text."""
+
 from fractions import Fraction
 
 import numpy as np
@@ -57,8 +58,18 @@ def test_toolkit_layers_summary():
         nn.Linear(4, 3),
     )
     s = nn.summary(model, (3, 15, 15))
-    leaves = [model[0], model[1], model[2], model[3], model[4], model[5][0], model[5][1],
-              model[6], model[7], model[8]]
+    leaves = [
+        model[0],
+        model[1],
+        model[2],
+        model[3],
+        model[4],
+        model[5][0],
+        model[5][1],
+        model[6],
+        model[7],
+        model[8],
+    ]
     x = np.zeros((1, 3, 15, 15), np.float32)
     model.eval()
     shapes = []
@@ -84,8 +95,9 @@ def test_toolkit_layers_summary():
 
 
 def test_conv1d_and_upsampling_jumps():
-    s = nn.Sequential(nn.Conv1D(2, 4, 9, padding="same"), nn.Conv1D(4, 4, 3, stride=2)
-                      ).summary((2, 50))
+    s = nn.Sequential(nn.Conv1D(2, 4, 9, padding="same"), nn.Conv1D(4, 4, 3, stride=2)).summary(
+        (2, 50)
+    )
     assert [r["output_shape"] for r in s.rows] == [(4, 50), (4, 24)]
     assert [r["rf_size"] for r in s.rows] == [(9,), (11,)]
     assert s.rows[0]["mult_adds"] == 4 * 50 * 2 * 9

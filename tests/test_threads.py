@@ -5,9 +5,9 @@ import threading
 
 import numpy as np
 import pytest
+from reference import conv2d_backward_ref, conv2d_ref, pad_tblr
 
 import fastconv
-from reference import conv2d_backward_ref, conv2d_ref, pad_tblr
 
 
 @pytest.fixture
@@ -26,10 +26,13 @@ def test_openmp_enabled_is_bool():
 
 
 @pytest.mark.skipif(
-    os.environ.get("FASTCONV_REQUIRE_OPENMP", "") in ("", "0"), reason="FASTCONV_REQUIRE_OPENMP not set"
+    os.environ.get("FASTCONV_REQUIRE_OPENMP", "") in ("", "0"),
+    reason="FASTCONV_REQUIRE_OPENMP not set",
 )
 def test_openmp_required():
-    assert fastconv.openmp_enabled(), "FASTCONV_REQUIRE_OPENMP is set but fastconv was built without OpenMP"
+    assert fastconv.openmp_enabled(), (
+        "FASTCONV_REQUIRE_OPENMP is set but fastconv was built without OpenMP"
+    )
 
 
 def test_get_num_threads_default():
@@ -51,8 +54,16 @@ def test_set_get_round_trip(restore_threads):
 
 @pytest.mark.parametrize(
     "value, exc",
-    [(0, ValueError), (-1, ValueError), (-8, ValueError), (1.5, TypeError), (2.0, TypeError), ("2", TypeError),
-     (True, TypeError), ((2,), TypeError)],
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (-8, ValueError),
+        (1.5, TypeError),
+        (2.0, TypeError),
+        ("2", TypeError),
+        (True, TypeError),
+        ((2,), TypeError),
+    ],
 )
 def test_set_num_threads_invalid(restore_threads, value, exc):
     fastconv.set_num_threads(1)
@@ -83,9 +94,16 @@ def test_show_config(capsys):
 SPLITTABLE = [
     pytest.param((4, 16, 20, 20), (32, 16, 3, 3), dict(padding=1), id="batch4"),
     pytest.param((1, 16, 20, 20), (32, 16, 3, 3), dict(padding=1), id="batch1"),
-    pytest.param((4, 16, 20, 20), (32, 4, 3, 3), dict(padding="same", stride=2, groups=4), id="groups4_s2"),
+    pytest.param(
+        (4, 16, 20, 20), (32, 4, 3, 3), dict(padding="same", stride=2, groups=4), id="groups4_s2"
+    ),
     pytest.param((4, 16, 20, 20), (16, 1, 3, 3), dict(padding=1, groups=16), id="depthwise"),
-    pytest.param((3, 8, 17, 19), (16, 1, 5, 3), dict(padding=(2, 1), dilation=(1, 2), groups=8), id="depthwise_x2"),
+    pytest.param(
+        (3, 8, 17, 19),
+        (16, 1, 5, 3),
+        dict(padding=(2, 1), dilation=(1, 2), groups=8),
+        id="depthwise_x2",
+    ),
     pytest.param((2, 16, 24, 24), (8, 16, 1, 1), dict(), id="pointwise"),
     pytest.param((1, 32, 40, 40), (16, 32, 3, 3), dict(padding=1), id="tiles_of_one_image"),
     pytest.param((2, 3, 64, 64), (4, 3, 3, 3), dict(padding="same"), id="few_channels_partials"),
@@ -147,7 +165,9 @@ def test_concurrent_python_threads(restore_threads, num_threads, rng):
     """4 Python threads, each repeating forward + backward on its own shapes and dtype at once."""
     fastconv.set_num_threads(num_threads)
     problems = []
-    for i in range(4):  # different shapes and dtypes per thread so that shared workspaces would collide
+    for i in range(
+        4
+    ):  # different shapes and dtypes per thread so that shared workspaces would collide
         dtype = (np.float64, np.float32)[i % 2]
         groups = (1, 2, 4, 8)[i]
         x = rng.standard_normal((3, 8, 12 + i, 14 - i)).astype(dtype)
@@ -158,7 +178,9 @@ def test_concurrent_python_threads(restore_threads, num_threads, rng):
         problems.append((x, w, b, g, kw))
     serial = [_single(p) for p in problems]
     for (x, w, b, g, kw), results in zip(problems, serial):
-        expected = (_reference_forward(x, w, b, kw),) + conv2d_backward_ref(g, x, w, *_ref_args(x, w, kw))
+        expected = (_reference_forward(x, w, b, kw),) + conv2d_backward_ref(
+            g, x, w, *_ref_args(x, w, kw)
+        )
         tol = dict(rtol=1e-4, atol=1e-4) if x.dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
         for got, want in zip(results, expected):
             np.testing.assert_allclose(got, want, **tol)
@@ -197,7 +219,11 @@ def test_blas_threads_restored(rng):
     threadpoolctl = pytest.importorskip("threadpoolctl")
 
     def blas_threads():
-        return [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        return [
+            (i["filepath"], i["num_threads"])
+            for i in threadpoolctl.threadpool_info()
+            if i["user_api"] == "blas"
+        ]
 
     before = blas_threads()
     x = rng.standard_normal((2, 8, 10, 10))

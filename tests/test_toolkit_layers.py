@@ -1,13 +1,14 @@
 """The toolkit layers: ConvTranspose2D, Conv1D, DepthwiseConv2D, SeparableConv2D, GlobalAvgPool2D,
 AdaptiveAvgPool2D, ceil-mode pooling layers; backward by central differences, forward against the
 functional ops and the references, state_dict round trips, PyTorch equivalents when importable."""
+
 import numpy as np
 import pytest
+from reference import conv2d_ref, conv_transpose2d_ref
 
 import fastconv as fc
 from fastconv import nn
 from fastconv.gradcheck import gradcheck_layer
-from reference import conv2d_ref, conv_transpose2d_ref
 
 
 def _x(rng, shape):
@@ -15,21 +16,33 @@ def _x(rng, shape):
 
 
 LAYERS = {
-    "conv_transpose": (lambda: nn.ConvTranspose2D(3, 4, 4, stride=2, padding=1, rng=0),
-                       (2, 3, 4, 3)),
+    "conv_transpose": (
+        lambda: nn.ConvTranspose2D(3, 4, 4, stride=2, padding=1, rng=0),
+        (2, 3, 4, 3),
+    ),
     "conv_transpose_groups_outpad": (
-        lambda: nn.ConvTranspose2D(4, 2, 3, stride=2, padding=1, output_padding=1, groups=2,
-                                   bias=False, rng=1), (1, 4, 3, 3)),
+        lambda: nn.ConvTranspose2D(
+            4, 2, 3, stride=2, padding=1, output_padding=1, groups=2, bias=False, rng=1
+        ),
+        (1, 4, 3, 3),
+    ),
     "conv1d": (lambda: nn.Conv1D(3, 4, 5, padding="same", rng=2), (2, 3, 9)),
-    "conv1d_relu_stride": (lambda: nn.Conv1D(2, 4, 3, stride=2, dilation=2, groups=2,
-                                             activation="relu", rng=3), (2, 2, 11)),
+    "conv1d_relu_stride": (
+        lambda: nn.Conv1D(2, 4, 3, stride=2, dilation=2, groups=2, activation="relu", rng=3),
+        (2, 2, 11),
+    ),
     "depthwise": (lambda: nn.DepthwiseConv2D(3, 3, padding=1, rng=4), (2, 3, 5, 5)),
-    "depthwise_x2_stride": (lambda: nn.DepthwiseConv2D(2, (3, 2), depth_multiplier=2, stride=2,
-                                                       rng=5), (1, 2, 6, 5)),
+    "depthwise_x2_stride": (
+        lambda: nn.DepthwiseConv2D(2, (3, 2), depth_multiplier=2, stride=2, rng=5),
+        (1, 2, 6, 5),
+    ),
     "separable": (lambda: nn.SeparableConv2D(3, 4, 3, padding="same", rng=6), (2, 3, 5, 4)),
-    "separable_x2_relu": (lambda: nn.SeparableConv2D(2, 3, 3, depth_multiplier=2, stride=2,
-                                                     dilation=1, activation="relu", rng=7),
-                          (1, 2, 7, 7)),
+    "separable_x2_relu": (
+        lambda: nn.SeparableConv2D(
+            2, 3, 3, depth_multiplier=2, stride=2, dilation=1, activation="relu", rng=7
+        ),
+        (1, 2, 7, 7),
+    ),
     "separable_no_bias": (lambda: nn.SeparableConv2D(2, 2, 2, bias=False, rng=8), (1, 2, 4, 4)),
     "global_pool": (lambda: nn.GlobalAvgPool2D(), (2, 3, 4, 5)),
     "adaptive_pool": (lambda: nn.AdaptiveAvgPool2D((2, 3)), (2, 2, 5, 7)),
@@ -63,8 +76,18 @@ def test_state_dict_round_trip(name, rng, tmp_path):
 
 
 def test_conv_transpose_layer_matches_reference(rng):
-    layer = nn.ConvTranspose2D(4, 6, (3, 4), stride=(2, 3), padding=1, output_padding=(1, 2),
-                               groups=2, dilation=1, dtype=np.float64, rng=0)
+    layer = nn.ConvTranspose2D(
+        4,
+        6,
+        (3, 4),
+        stride=(2, 3),
+        padding=1,
+        output_padding=(1, 2),
+        groups=2,
+        dilation=1,
+        dtype=np.float64,
+        rng=0,
+    )
     layer.bias.data[...] = rng.standard_normal(6)
     assert layer.weight.shape == (4, 3, 3, 4)
     x = _x(rng, (2, 4, 3, 4))
@@ -90,9 +113,12 @@ def test_depthwise_layer(rng):
     layer = nn.DepthwiseConv2D(4, 3, depth_multiplier=3, padding="same", dtype=np.float64, rng=0)
     assert layer.weight.shape == (12, 1, 3, 3) and layer.groups == 4
     x = _x(rng, (1, 4, 5, 5))
-    np.testing.assert_allclose(layer(x), conv2d_ref(x, layer.weight.data, layer.bias.data,
-                                                    pad=(1, 1, 1, 1), groups=4), rtol=1e-12,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        layer(x),
+        conv2d_ref(x, layer.weight.data, layer.bias.data, pad=(1, 1, 1, 1), groups=4),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     assert "depth_multiplier=3" in repr(layer)
     with pytest.raises(ValueError, match="depth_multiplier"):
         nn.DepthwiseConv2D(4, 3, depth_multiplier=0)
@@ -103,9 +129,12 @@ def test_depthwise_layer(rng):
 def test_conv1d_layer_matches_functional(rng):
     layer = nn.Conv1D(3, 4, 3, stride=2, padding=(1, 0), activation="relu", rng=0)
     x = _x(rng, (2, 3, 10)).astype(np.float32)
-    np.testing.assert_array_equal(layer(x), fc.conv1d(x, layer.weight.data, layer.bias.data,
-                                                      stride=2, padding=(1, 0),
-                                                      activation="relu"))
+    np.testing.assert_array_equal(
+        layer(x),
+        fc.conv1d(
+            x, layer.weight.data, layer.bias.data, stride=2, padding=(1, 0), activation="relu"
+        ),
+    )
     assert layer.weight.shape == (4, 3, 3)
 
 
@@ -125,8 +154,9 @@ def test_layers_match_torch(rng):
     np.testing.assert_allclose(ct.backward(g), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ct.weight.grad, tct.weight.grad.numpy(), rtol=1e-12, atol=1e-12)
     pool = nn.AdaptiveAvgPool2D(3)
-    np.testing.assert_allclose(pool(x), torch.nn.AdaptiveAvgPool2d(3)(torch.from_numpy(x))
-                               .numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        pool(x), torch.nn.AdaptiveAvgPool2d(3)(torch.from_numpy(x)).numpy(), rtol=1e-12
+    )
 
 
 def test_backward_before_forward_and_eval_keep_nothing(rng):
@@ -164,10 +194,15 @@ def test_bitwise_identical_across_thread_counts(dtype, rng):
     gs = rng.standard_normal((5, 12, 301)).astype(dtype)
 
     def run():
-        return (fc.conv_transpose2d(x, w, None, 2, 1),
-                *fc.conv_transpose2d_backward(gy, x, w, 2, 1),
-                fc.conv1d(s, w1, padding="same"), *fc.conv1d_backward(gs, s, w1, padding="same"),
-                fc.adaptive_avg_pool2d(x, (5, 4)), fc.sigmoid(x))
+        return (
+            fc.conv_transpose2d(x, w, None, 2, 1),
+            *fc.conv_transpose2d_backward(gy, x, w, 2, 1),
+            fc.conv1d(s, w1, padding="same"),
+            *fc.conv1d_backward(gs, s, w1, padding="same"),
+            fc.adaptive_avg_pool2d(x, (5, 4)),
+            fc.sigmoid(x),
+        )
+
     try:
         results = []
         for n in (1, 2, 3):

@@ -1,16 +1,22 @@
 """sigmoid/tanh, ceil-mode pooling, global and adaptive average pooling, and the arithmetic
 functions of fastconv.arith, against tests/reference.py, PyTorch when importable, and central
 differences."""
+
 from fractions import Fraction
 
 import numpy as np
 import pytest
+from reference import (
+    adaptive_avg_pool2d_ref,
+    avg_pool2d_ref,
+    max_pool2d_ref,
+    pool_out_size,
+    sigmoid_ref,
+)
 
 import fastconv as fc
 from fastconv import arith
 from fastconv.gradcheck import gradcheck
-from reference import (adaptive_avg_pool2d_ref, avg_pool2d_ref, max_pool2d_ref, pool_out_size,
-                       sigmoid_ref)
 
 DTYPES = [np.float32, np.float64]
 
@@ -61,9 +67,9 @@ def test_activation_rules_and_errors():
 # N, C, H, W, kernel, stride, padding
 POOLS = [
     (2, 3, 7, 8, (3, 3), (2, 2), (1, 1)),
-    (1, 2, 5, 7, (2, 2), (2, 2), (0, 0)),   # odd sizes: ceil adds a half window
+    (1, 2, 5, 7, (2, 2), (2, 2), (0, 0)),  # odd sizes: ceil adds a half window
     (2, 1, 6, 5, (2, 3), (1, 2), (1, 0)),
-    (1, 2, 8, 7, (3, 3), (3, 3), (1, 1)),   # ceil: last window would start in the padding
+    (1, 2, 8, 7, (3, 3), (3, 3), (1, 1)),  # ceil: last window would start in the padding
     (1, 1, 4, 4, (4, 4), (3, 3), (2, 2)),
     (1, 1, 1, 1, (1, 1), (2, 2), (0, 0)),
 ]
@@ -76,28 +82,31 @@ def test_pooling_matches_reference(case, dtype, ceil_mode, rng, backend, assert_
     N, C, H, W, k, s, p = case
     x = rng.standard_normal((N, C, H, W))
     xs = backend.to_device(x.astype(dtype))
-    expected_shape = (N, C) + tuple(pool_out_size(n, kk, ss, pp, ceil_mode)
-                                    for n, kk, ss, pp in zip((H, W), k, s, p))
+    expected_shape = (N, C) + tuple(
+        pool_out_size(n, kk, ss, pp, ceil_mode) for n, kk, ss, pp in zip((H, W), k, s, p)
+    )
     assert fc.pool_output_shape(x.shape, k, s, p, ceil_mode) == expected_shape
     y, idx = fc.max_pool2d(xs, k, s, p, return_indices=True, ceil_mode=ceil_mode)
     assert_close(y, max_pool2d_ref(x, k, s, p, ceil_mode)[0], dtype)
     gy = rng.standard_normal(expected_shape)
-    gx = backend.to_numpy(fc.max_pool2d_backward(backend.to_device(gy.astype(dtype)), idx,
-                                                 x.shape))
+    gx = backend.to_numpy(fc.max_pool2d_backward(backend.to_device(gy.astype(dtype)), idx, x.shape))
     expected_gx = np.zeros(x.shape)
     planes = backend.to_numpy(idx).reshape(N * C, -1)
-    np.add.at(expected_gx.reshape(N * C, -1), (np.arange(N * C)[:, None], planes),
-              gy.reshape(N * C, -1))
+    np.add.at(
+        expected_gx.reshape(N * C, -1), (np.arange(N * C)[:, None], planes), gy.reshape(N * C, -1)
+    )
     assert_close(gx, expected_gx, dtype, reduction=9)
     for cip in (True, False):
         y = fc.avg_pool2d(xs, k, s, p, cip, ceil_mode=ceil_mode)
         assert_close(y, avg_pool2d_ref(x, k, s, p, cip, ceil_mode), dtype, reduction=16)
-        gx = fc.avg_pool2d_backward(backend.to_device(gy.astype(dtype)), x.shape, k, s, p, cip,
-                                    ceil_mode=ceil_mode)
+        gx = fc.avg_pool2d_backward(
+            backend.to_device(gy.astype(dtype)), x.shape, k, s, p, cip, ceil_mode=ceil_mode
+        )
         # the gradient of the (linear) reference, one basis vector at a time
         basis = np.eye(x.size).reshape((x.size,) + x.shape)
-        expected_gx = np.array([np.sum(avg_pool2d_ref(e, k, s, p, cip, ceil_mode) * gy)
-                                for e in basis]).reshape(x.shape)
+        expected_gx = np.array(
+            [np.sum(avg_pool2d_ref(e, k, s, p, cip, ceil_mode) * gy) for e in basis]
+        ).reshape(x.shape)
         assert_close(gx, expected_gx, dtype, reduction=16)
 
 
@@ -109,11 +118,14 @@ def test_pooling_matches_torch(ceil_mode, rng):
         xt = torch.from_numpy(x)
         np.testing.assert_array_equal(
             fc.max_pool2d(x, k, s, p, ceil_mode=ceil_mode),
-            torch.nn.functional.max_pool2d(xt, k, s, p, ceil_mode=ceil_mode).numpy())
+            torch.nn.functional.max_pool2d(xt, k, s, p, ceil_mode=ceil_mode).numpy(),
+        )
         for cip in (True, False):
             np.testing.assert_allclose(
                 fc.avg_pool2d(x, k, s, p, cip, ceil_mode=ceil_mode),
-                torch.nn.functional.avg_pool2d(xt, k, s, p, ceil_mode, cip).numpy(), rtol=1e-12)
+                torch.nn.functional.avg_pool2d(xt, k, s, p, ceil_mode, cip).numpy(),
+                rtol=1e-12,
+            )
 
 
 def test_ceil_mode_errors():
@@ -125,26 +137,31 @@ def test_ceil_mode_errors():
 
 # --------------------------------------------------------------------------- global, adaptive
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,out", [
-    ((2, 3, 6, 8), (3, 4)),      # tiles: avg_pool2d's path
-    ((2, 3, 5, 7), 3),           # uneven, overlapping windows
-    ((1, 2, 7, 7), (2, 5)),
-    ((1, 1, 3, 3), 5),           # more outputs than inputs
-    ((2, 2, 6, 5), (4, None)),   # None keeps W
-    ((1, 1, 1, 1), 1),
-])
+@pytest.mark.parametrize(
+    "shape,out",
+    [
+        ((2, 3, 6, 8), (3, 4)),  # tiles: avg_pool2d's path
+        ((2, 3, 5, 7), 3),  # uneven, overlapping windows
+        ((1, 2, 7, 7), (2, 5)),
+        ((1, 1, 3, 3), 5),  # more outputs than inputs
+        ((2, 2, 6, 5), (4, None)),  # None keeps W
+        ((1, 1, 1, 1), 1),
+    ],
+)
 def test_adaptive_avg_pool2d(shape, out, dtype, rng, backend, assert_close):
     x = rng.standard_normal(shape)
-    out_hw = (out, out) if isinstance(out, int) else (out[0], shape[3] if out[1] is None else
-                                                      out[1])
+    out_hw = (
+        (out, out) if isinstance(out, int) else (out[0], shape[3] if out[1] is None else out[1])
+    )
     expected = adaptive_avg_pool2d_ref(x, out_hw)
     y = fc.adaptive_avg_pool2d(backend.to_device(x.astype(dtype)), out)
     assert_close(y, expected, dtype, reduction=16)
     gy = rng.standard_normal(expected.shape)
     gx = fc.adaptive_avg_pool2d_backward(backend.to_device(gy.astype(dtype)), shape)
     basis = np.eye(x.size).reshape((x.size,) + shape)
-    expected_gx = np.array([np.sum(adaptive_avg_pool2d_ref(e, out_hw) * gy)
-                            for e in basis]).reshape(shape)
+    expected_gx = np.array(
+        [np.sum(adaptive_avg_pool2d_ref(e, out_hw) * gy) for e in basis]
+    ).reshape(shape)
     assert_close(gx, expected_gx, dtype, reduction=16)
 
 
@@ -160,14 +177,20 @@ def test_global_avg_pool2d(dtype, rng, backend, assert_close):
 
 def test_adaptive_matches_torch_and_central_differences(rng):
     x = rng.standard_normal((2, 2, 7, 9))
-    gradcheck(lambda x: fc.adaptive_avg_pool2d(x, (3, 4)), [x],
-              lambda g: [fc.adaptive_avg_pool2d_backward(g, x.shape)], rtol=1e-6)
+    gradcheck(
+        lambda x: fc.adaptive_avg_pool2d(x, (3, 4)),
+        [x],
+        lambda g: [fc.adaptive_avg_pool2d_backward(g, x.shape)],
+        rtol=1e-6,
+    )
     torch = pytest.importorskip("torch")
     for out in [(3, 4), 2, (7, 9), (10, 3)]:
         np.testing.assert_allclose(
             fc.adaptive_avg_pool2d(x, out),
             torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x), out).numpy(),
-            rtol=1e-12, atol=1e-15)
+            rtol=1e-12,
+            atol=1e-15,
+        )
 
 
 def test_adaptive_errors():
@@ -189,9 +212,16 @@ def test_output_size_functions_agree_with_the_ops():
     for size, k, s, p, d in [(32, 5, 1, 0, 1), (10, 3, 2, "same", 2), (9, 4, 3, (1, 2), 1)]:
         got = arith.conv_output_size(size, k, s, p, d)
         pad = p if not isinstance(p, tuple) else ((0, 0), p)
-        assert got == fc.conv_output_shape((1, 1, 1 if pad == "same" else size, size),
-                                           (1, 1, 1, k), (1, s), pad if pad == "same" or
-                                           isinstance(p, tuple) else (0, p), (1, d))[3]
+        assert (
+            got
+            == fc.conv_output_shape(
+                (1, 1, 1 if pad == "same" else size, size),
+                (1, 1, 1, k),
+                (1, s),
+                pad if pad == "same" or isinstance(p, tuple) else (0, p),
+                (1, d),
+            )[3]
+        )
     assert arith.conv_transpose_output_size(28, 4, 2, 1) == 56
     assert arith.conv_transpose_output_size(5, 3, 3, 1, 2, 1) == 15
     assert arith.pool_output_size(5, 2, 2, 0, ceil_mode=True) == 3

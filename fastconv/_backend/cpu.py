@@ -4,22 +4,35 @@ Arguments arrive validated and C-contiguous; outputs are preallocated. Each op p
 hands it the thread count and, where the kernel calls BLAS from OpenMP threads, holds BLAS to one
 thread meanwhile.
 """
+
 import numpy as np
 
-from .._kernels import conv as _conv, dense as _dense, depthwise as _depthwise, direct as _direct
+from .._kernels import conv as _conv
+from .._kernels import dense as _dense
+from .._kernels import depthwise as _depthwise
+from .._kernels import direct as _direct
 from .._kernels import pool as _pool
 from . import OPS  # noqa: F401  (the interface: the op names this module exports)
 from . import fft as _fft
 from . import planner as _planner
 from .threads import blas_single_thread, get_num_threads
 
+
 def _level():
     return _direct.level()
 
 
 def _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
-    return _planner.Conv(tuple(x_shape), tuple(w_shape), tuple(y_shape), tuple(stride),
-                         tuple(padding), tuple(dilation), groups, np.dtype(dtype))
+    return _planner.Conv(
+        tuple(x_shape),
+        tuple(w_shape),
+        tuple(y_shape),
+        tuple(stride),
+        tuple(padding),
+        tuple(dilation),
+        groups,
+        np.dtype(dtype),
+    )
 
 
 def conv2d_plan(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm):
@@ -92,22 +105,41 @@ def _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups):
         flipped = flipped.reshape(F, 1, KH, KW)
     (dh, dw), (pt, pl) = dilation, padding
     no_bias, _ = _bias_or_empty(None, weight.dtype)
-    kernel.forward(grad_y, flipped, no_bias, grad_x, 1, 1, (KH - 1) * dh - pt, (KW - 1) * dw - pl,
-                   dh, dw, groups, False, False, get_num_threads())
+    kernel.forward(
+        grad_y,
+        flipped,
+        no_bias,
+        grad_x,
+        1,
+        1,
+        (KH - 1) * dh - pt,
+        (KW - 1) * dw - pl,
+        dh,
+        dw,
+        groups,
+        False,
+        False,
+        get_num_threads(),
+    )
 
 
 def _depthwise_flips(conv):
     """Whether depthwise grad-input runs as the SIMD forward over flipped weights: one filter per
     channel, stride 1, SIMD, and a window of bounded size."""
     (_, C, H, W), (F, _, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
-    return (F == C and tuple(conv.stride) == (1, 1) and _level() > 0
-            and min(_planner.flipped_padding(conv)) >= 0
-            and _planner.window_fits((OH, OW), (H, W), (KH, KW), (1, 1), conv.dilation))
+    return (
+        F == C
+        and tuple(conv.stride) == (1, 1)
+        and _level() > 0
+        and min(_planner.flipped_padding(conv)) >= 0
+        and _planner.window_fits((OH, OW), (H, W), (KH, KW), (1, 1), conv.dilation)
+    )
 
 
 def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups, algorithm):
-    conv = _problem(grad_x.shape, weight.shape, grad_y.shape, stride, padding, dilation, groups,
-                 grad_x.dtype)
+    conv = _problem(
+        grad_x.shape, weight.shape, grad_y.shape, stride, padding, dilation, groups, grad_x.dtype
+    )
     algorithm = _resolve(algorithm, "grad_input", conv, grad_y, weight)
     if algorithm == "fft":
         _fft.conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
@@ -123,13 +155,15 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups,
             _dense.linear_grad_input(gy2, w2, gx2, get_num_threads())
             return
         kernel = _depthwise if algorithm == "depthwise" else _conv
-        kernel.grad_input(grad_y, weight, grad_x, *stride, *padding, *dilation, groups,
-                          get_num_threads())
+        kernel.grad_input(
+            grad_y, weight, grad_x, *stride, *padding, *dilation, groups, get_num_threads()
+        )
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
-    conv = _problem(x.shape, grad_weight.shape, grad_y.shape, stride, padding, dilation, groups,
-                 x.dtype)
+    conv = _problem(
+        x.shape, grad_weight.shape, grad_y.shape, stride, padding, dilation, groups, x.dtype
+    )
     algorithm = _resolve(algorithm, "grad_weight", conv, grad_y, x)
     if algorithm == "fft":
         _fft.conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups)
@@ -166,13 +200,13 @@ def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad):
 
 
 def avg_pool2d_backward(grad_y, grad_x, kernel, stride, padding, count_include_pad):
-    _pool.avg_backward(grad_y, grad_x, *kernel, *stride, *padding, count_include_pad,
-                           get_num_threads())
+    _pool.avg_backward(
+        grad_y, grad_x, *kernel, *stride, *padding, count_include_pad, get_num_threads()
+    )
 
 
 def relu_backward(grad_y, y, grad_x):
-    _dense.relu_backward(grad_y.reshape(-1), y.reshape(-1), grad_x.reshape(-1),
-                             get_num_threads())
+    _dense.relu_backward(grad_y.reshape(-1), y.reshape(-1), grad_x.reshape(-1), get_num_threads())
 
 
 def linear_forward(x, weight, bias, y, relu):
@@ -196,5 +230,4 @@ def softmax_cross_entropy_forward(logits, labels, log_probs, losses):
 
 
 def softmax_cross_entropy_backward(log_probs, labels, grad_logits, scale):
-    _dense.softmax_xent_backward(log_probs, labels, grad_logits, float(scale),
-                                     get_num_threads())
+    _dense.softmax_xent_backward(log_probs, labels, grad_logits, float(scale), get_num_threads())

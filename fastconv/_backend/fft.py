@@ -39,6 +39,7 @@ BLAS on one thread. So results are bitwise identical for any thread count. The b
 filters are processed in chunks, also sized from the shapes only, so that the spectra stay within
 a few times the size of the arrays given (or 64 MiB).
 """
+
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
@@ -94,8 +95,10 @@ def _axis(size, K, stride, pad, dilation, out, real):
 
 
 def _geometry(H, W, KH, KW, OH, OW, stride, padding, dilation):
-    return (_axis(H, KH, stride[0], padding[0], dilation[0], OH, real=False),
-            _axis(W, KW, stride[1], padding[1], dilation[1], OW, real=True))
+    return (
+        _axis(H, KH, stride[0], padding[0], dilation[0], OH, real=False),
+        _axis(W, KW, stride[1], padding[1], dilation[1], OW, real=True),
+    )
 
 
 def fft_shape(input_hw, kernel_hw, output_hw, stride, padding, dilation):
@@ -119,7 +122,9 @@ def _chunks(N, Fg, Cg, ah, aw, dtype, given_bytes, accumulators=1):
     csize = np.dtype(_complex(dtype)).itemsize
     per_filter = accumulators * Cg * bins * csize
     filters = int(min(Fg, max(1, (budget // 2) // per_filter)))
-    per_image = (Cg + filters) * bins * csize + max(filters, Cg) * ah.L * aw.L * np.dtype(dtype).itemsize
+    per_image = (Cg + filters) * bins * csize + max(filters, Cg) * ah.L * aw.L * np.dtype(
+        dtype
+    ).itemsize
     images = int(min(N, max(1, (budget - filters * per_filter) // per_image)))
     return images, filters
 
@@ -197,8 +202,10 @@ def _channel_sum(A, B, out, threads):
             for b0 in starts:
                 _sum_block(A, B, out, b0, min(bins, b0 + block))
             return
-        jobs = [_executor(threads).submit(_sum_block, A, B, out, b0, min(bins, b0 + block))
-                for b0 in starts]
+        jobs = [
+            _executor(threads).submit(_sum_block, A, B, out, b0, min(bins, b0 + block))
+            for b0 in starts
+        ]
         for job in jobs:
             job.result()
 
@@ -264,11 +271,14 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
                         if bias is None:
                             y[ns, fs, rows, cols] = z[:, :, grid_rows, grid_cols]
                         else:  # the bias in the same pass as the copy
-                            np.add(z[:, :, grid_rows, grid_cols], bias[fs, None, None],
-                                   out=y[ns, fs, rows, cols])
+                            np.add(
+                                z[:, :, grid_rows, grid_cols],
+                                bias[fs, None, None],
+                                out=y[ns, fs, rows, cols],
+                            )
                 del z
                 if relu:
-                    out = y[ns, fs, ah.lo:ah.hi, aw.lo:aw.hi]
+                    out = y[ns, fs, ah.lo : ah.hi, aw.lo : aw.hi]
                     np.maximum(out, 0, out=out)
 
 
@@ -328,8 +338,9 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
         grad_weight[...] = 0
         return
     threads = get_num_threads()
-    nb, fb = _chunks(N, Fg, Cg, ah, aw, x.dtype, grad_y.nbytes + x.nbytes + grad_weight.nbytes,
-                     accumulators=2)
+    nb, fb = _chunks(
+        N, Fg, Cg, ah, aw, x.dtype, grad_y.nbytes + x.nbytes + grad_weight.nbytes, accumulators=2
+    )
     for g in range(groups):
         cs = slice(g * Cg, (g + 1) * Cg)
         for f0 in range(g * Fg, (g + 1) * Fg, fb):
@@ -342,8 +353,12 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
                 X = _spectrum(x[ns, cs], ah, aw, threads)
                 part = np.empty((G.shape[1], Cg) + G.shape[2:], dtype=G.dtype)
                 # (f, n) x (n, Cg) per bin: the batch is the reduction.
-                _channel_sum(_bins(G.transpose(1, 0, 2, 3)), _bins(X.transpose(1, 0, 2, 3)),
-                             _bins(part), threads)
+                _channel_sum(
+                    _bins(G.transpose(1, 0, 2, 3)),
+                    _bins(X.transpose(1, 0, 2, 3)),
+                    _bins(part),
+                    threads,
+                )
                 del G, X
                 if GW is None:
                     GW = part
@@ -352,4 +367,4 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
                 del part
             gwd = _inverse(GW, ah, aw, threads, rows=(KH - 1) * dh + 1)  # (f, Cg, KHD, L2)
             del GW
-            grad_weight[fs] = gwd[:, :, ::dh, :(KW - 1) * dw + 1:dw]
+            grad_weight[fs] = gwd[:, :, ::dh, : (KW - 1) * dw + 1 : dw]

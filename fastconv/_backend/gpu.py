@@ -11,21 +11,39 @@ scalars of the exact C++ type the kernel expects.
 Importing this module never imports CuPy (only ``_compat`` does); calling an op without CuPy
 raises RuntimeError saying how to install it.
 """
+
 from __future__ import annotations
 
 from .. import _compat
 from . import OPS  # noqa: F401  (the interface: the op names this module exports)
 from . import gpu_kernels as _gpu_kernels
-from .gpu_kernels import (
-    GEMM_BK, GEMM_BM, GEMM_BN, REDUCE_THREADS, _cdiv, _i32, _i64, _launch_1d, _launch_gemm,
-    _launch_rows, _modules, _splits,
-)
 
 # Re-exported: the tests and tests/gpu_emulation reach these through fastconv._backend.gpu.
 from .gpu_kernels import (  # noqa: F401
-    GEMM_THREADS, KERNEL_DIR, KERNELS, NVRTC_OPTIONS, DeviceInfo, _device_infos, _launch,
-    device_info, kernel_source, name_expressions,
+    GEMM_BK,
+    GEMM_BM,
+    GEMM_BN,
+    GEMM_THREADS,
+    KERNEL_DIR,
+    KERNELS,
+    NVRTC_OPTIONS,
+    REDUCE_THREADS,
+    DeviceInfo,
+    _cdiv,
+    _device_infos,
+    _i32,
+    _i64,
+    _launch,
+    _launch_1d,
+    _launch_gemm,
+    _launch_rows,
+    _modules,
+    _splits,
+    device_info,
+    kernel_source,
+    name_expressions,
 )
+
 
 def _kernel(filename, name, dtype):
     """``_gpu_kernels._kernel`` over this module's ``_modules`` (the same cache unless swapped)."""
@@ -45,7 +63,11 @@ def _conv_args(x_shape, w_shape, y_shape, stride, padding, dilation):
     if F * Cg * KH * KW >= 2**31:
         raise ValueError("fastconv GPU kernels need weight.size < 2**31")
     return (
-        *_i64(N), *_i32(C), *_i64(H, W), *_i32(F), *_i64(y_shape[2], y_shape[3]),
+        *_i64(N),
+        *_i32(C),
+        *_i64(H, W),
+        *_i32(F),
+        *_i64(y_shape[2], y_shape[3]),
         *_i32(KH, KW, *stride, *padding, *dilation),
     )
 
@@ -58,8 +80,10 @@ def _algorithm(w_shape):
 
 def _check_algorithm(algorithm, w_shape, pass_):
     if algorithm not in ("auto", _algorithm(w_shape)):
-        raise ValueError(f"algorithm {algorithm!r} cannot compute the {pass_} pass of this "
-                         f"convolution on the GPU; it runs {_algorithm(w_shape)!r} (or 'auto')")
+        raise ValueError(
+            f"algorithm {algorithm!r} cannot compute the {pass_} pass of this "
+            f"convolution on the GPU; it runs {_algorithm(w_shape)!r} (or 'auto')"
+        )
 
 
 def conv2d_plan(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm):
@@ -91,12 +115,23 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, 
         flags = _i32(bias is not None, relu)
         b = bias if bias is not None else weight  # never read when has_bias == 0
         if weight.shape[1] == 1:  # depthwise (or C == 1): a GEMM would reduce over KH*KW only
-            _launch_1d("conv_depthwise.cu", "depthwise_forward", x.dtype, y.size,
-                       (x, weight, b, y, *args, *flags))
+            _launch_1d(
+                "conv_depthwise.cu",
+                "depthwise_forward",
+                x.dtype,
+                y.size,
+                (x, weight, b, y, *args, *flags),
+            )
         else:
-            _launch_gemm("conv_implicit_gemm.cu", "conv2d_forward_igemm", x.dtype,
-                         y.size // y.shape[1], weight.shape[0] // groups, groups,
-                         (x, weight, b, y, *args, *_i32(groups), *flags))
+            _launch_gemm(
+                "conv_implicit_gemm.cu",
+                "conv2d_forward_igemm",
+                x.dtype,
+                y.size // y.shape[1],
+                weight.shape[0] // groups,
+                groups,
+                (x, weight, b, y, *args, *_i32(groups), *flags),
+            )
 
 
 def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups, algorithm):
@@ -108,12 +143,23 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups,
     with grad_x.device:
         args = _conv_args(grad_x.shape, weight.shape, grad_y.shape, stride, padding, dilation)
         if weight.shape[1] == 1:
-            _launch_1d("conv_depthwise.cu", "depthwise_grad_input", grad_x.dtype, grad_x.size,
-                       (grad_y, weight, grad_x, *args))
+            _launch_1d(
+                "conv_depthwise.cu",
+                "depthwise_grad_input",
+                grad_x.dtype,
+                grad_x.size,
+                (grad_y, weight, grad_x, *args),
+            )
         else:
-            _launch_gemm("conv_implicit_gemm.cu", "conv2d_grad_input_igemm", grad_x.dtype,
-                         grad_x.size // grad_x.shape[1], weight.shape[1], groups,
-                         (grad_y, weight, grad_x, *args, *_i32(groups)))
+            _launch_gemm(
+                "conv_implicit_gemm.cu",
+                "conv2d_grad_input_igemm",
+                grad_x.dtype,
+                grad_x.size // grad_x.shape[1],
+                weight.shape[1],
+                groups,
+                (grad_y, weight, grad_x, *args, *_i32(groups)),
+            )
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
@@ -136,16 +182,28 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
         if Cg == 1:
             splits, per = _splits(P, grad_weight.size, 8 * REDUCE_THREADS)
             part = grad_weight if splits == 1 else cupy.empty((splits, grad_weight.size), dtype)
-            _launch_rows("conv_depthwise.cu", "depthwise_grad_weight", dtype, grad_weight.size,
-                         splits, (grad_y, x, part, *args, *_i64(per)))
+            _launch_rows(
+                "conv_depthwise.cu",
+                "depthwise_grad_weight",
+                dtype,
+                grad_weight.size,
+                splits,
+                (grad_y, x, part, *args, *_i64(per)),
+            )
         else:
             Fg, K = F // groups, Cg * KH * KW
             base = _cdiv(K, GEMM_BN) * _cdiv(Fg, GEMM_BM) * groups
             splits, per = _splits(P, base, 16 * GEMM_BK, align=GEMM_BK)
             part = grad_weight if splits == 1 else cupy.empty((splits, grad_weight.size), dtype)
-            _launch_gemm("conv_grad_weight.cu", "conv2d_grad_weight_igemm", dtype, K, Fg,
-                         groups * splits,
-                         (grad_y, x, part, *args, *_i32(groups, splits), *_i64(per)))
+            _launch_gemm(
+                "conv_grad_weight.cu",
+                "conv2d_grad_weight_igemm",
+                dtype,
+                K,
+                Fg,
+                groups * splits,
+                (grad_y, x, part, *args, *_i32(groups, splits), *_i64(per)),
+            )
         if splits > 1:
             _sum_splits(part, grad_weight, splits)
 
@@ -162,8 +220,14 @@ def conv2d_grad_bias(grad_y, grad_bias):
             return
         splits, per = _splits(N * OH * OW, F, 8 * REDUCE_THREADS)
         part = grad_bias if splits == 1 else cupy.empty((splits, F), grad_y.dtype)
-        _launch_rows("reduce.cu", "conv2d_grad_bias_partial", grad_y.dtype, F, splits,
-                     (grad_y, part, *_i64(N), *_i32(F), *_i64(OH * OW, per)))
+        _launch_rows(
+            "reduce.cu",
+            "conv2d_grad_bias_partial",
+            grad_y.dtype,
+            F,
+            splits,
+            (grad_y, part, *_i64(N), *_i32(F), *_i64(OH * OW, per)),
+        )
         if splits > 1:
             _sum_splits(part, grad_bias, splits)
 
@@ -181,8 +245,13 @@ def max_pool2d_forward(x, y, indices, kernel, stride, padding):
     """
     _compat.require_cupy()
     with x.device:
-        _launch_1d("pool.cu", "max_pool2d_forward", x.dtype, y.size,
-                   (x, y, indices, *_pool_args(x.shape, y.shape, kernel, stride, padding)))
+        _launch_1d(
+            "pool.cu",
+            "max_pool2d_forward",
+            x.dtype,
+            y.size,
+            (x, y, indices, *_pool_args(x.shape, y.shape, kernel, stride, padding)),
+        )
 
 
 def max_pool2d_backward(grad_y, indices, grad_x):
@@ -194,8 +263,13 @@ def max_pool2d_backward(grad_y, indices, grad_x):
         return
     with grad_x.device:
         grad_x.fill(0)
-        _launch_1d("pool.cu", "max_pool2d_backward", grad_x.dtype, grad_y.size,
-                   (grad_y, indices, grad_x, *_i64(N * C, OH * OW, H * W)))
+        _launch_1d(
+            "pool.cu",
+            "max_pool2d_backward",
+            grad_x.dtype,
+            grad_y.size,
+            (grad_y, indices, grad_x, *_i64(N * C, OH * OW, H * W)),
+        )
 
 
 def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad):
@@ -203,26 +277,49 @@ def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad):
     else the number of non-padded cells."""
     _compat.require_cupy()
     with x.device:
-        _launch_1d("pool.cu", "avg_pool2d_forward", x.dtype, y.size,
-                   (x, y, *_pool_args(x.shape, y.shape, kernel, stride, padding),
-                    *_i32(count_include_pad)))
+        _launch_1d(
+            "pool.cu",
+            "avg_pool2d_forward",
+            x.dtype,
+            y.size,
+            (
+                x,
+                y,
+                *_pool_args(x.shape, y.shape, kernel, stride, padding),
+                *_i32(count_include_pad),
+            ),
+        )
 
 
 def avg_pool2d_backward(grad_y, grad_x, kernel, stride, padding, count_include_pad):
     """grad_x (N,C,H,W) from grad_y (N,C,OH,OW): each window's gradient spread over its cells."""
     _compat.require_cupy()
     with grad_x.device:
-        _launch_1d("pool.cu", "avg_pool2d_backward", grad_x.dtype, grad_x.size,
-                   (grad_y, grad_x, *_pool_args(grad_x.shape, grad_y.shape, kernel, stride,
-                                                padding), *_i32(count_include_pad)))
+        _launch_1d(
+            "pool.cu",
+            "avg_pool2d_backward",
+            grad_x.dtype,
+            grad_x.size,
+            (
+                grad_y,
+                grad_x,
+                *_pool_args(grad_x.shape, grad_y.shape, kernel, stride, padding),
+                *_i32(count_include_pad),
+            ),
+        )
 
 
 def relu_backward(grad_y, y, grad_x):
     """grad_x = grad_y where y > 0 else 0 (any shape, all three the same)."""
     _compat.require_cupy()
     with grad_x.device:
-        _launch_1d("elementwise.cu", "relu_backward", grad_x.dtype, grad_x.size,
-                   (grad_y, y, grad_x, *_i64(grad_x.size)))
+        _launch_1d(
+            "elementwise.cu",
+            "relu_backward",
+            grad_x.dtype,
+            grad_x.size,
+            (grad_y, y, grad_x, *_i64(grad_x.size)),
+        )
 
 
 def linear_forward(x, weight, bias, y, relu):
@@ -237,8 +334,13 @@ def linear_forward(x, weight, bias, y, relu):
             cupy.matmul(x, weight.T, out=y)  # cuBLAS; weight.T is a transposed view, no copy
         if bias is not None or relu:
             b = bias if bias is not None else y
-            _launch_1d("elementwise.cu", "bias_act", y.dtype, y.size,
-                       (y, b, *_i64(*y.shape), *_i32(bias is not None, relu)))
+            _launch_1d(
+                "elementwise.cu",
+                "bias_act",
+                y.dtype,
+                y.size,
+                (y, b, *_i64(*y.shape), *_i32(bias is not None, relu)),
+            )
 
 
 def linear_backward(grad_y, x, weight, grad_x, grad_weight, grad_bias):
@@ -270,8 +372,14 @@ def softmax_cross_entropy_forward(logits, labels, log_probs, losses):
     if N == 0:
         return
     with logits.device:  # one block per row (grid-stride past the grid limit)
-        _launch_rows("elementwise.cu", "softmax_xent_forward", logits.dtype, N, 1,
-                     (logits, labels, log_probs, losses, *_i64(N, K)))
+        _launch_rows(
+            "elementwise.cu",
+            "softmax_xent_forward",
+            logits.dtype,
+            N,
+            1,
+            (logits, labels, log_probs, losses, *_i64(N, K)),
+        )
 
 
 def softmax_cross_entropy_backward(log_probs, labels, grad_logits, scale):
@@ -280,5 +388,10 @@ def softmax_cross_entropy_backward(log_probs, labels, grad_logits, scale):
     N, K = log_probs.shape
     with log_probs.device:
         dtype = grad_logits.dtype
-        _launch_1d("elementwise.cu", "softmax_xent_backward", dtype, grad_logits.size,
-                   (log_probs, labels, grad_logits, *_i64(N, K), dtype.type(scale)))
+        _launch_1d(
+            "elementwise.cu",
+            "softmax_xent_backward",
+            dtype,
+            grad_logits.size,
+            (log_probs, labels, grad_logits, *_i64(N, K), dtype.type(scale)),
+        )

@@ -10,6 +10,7 @@ Python int would be passed as a 64-bit integer and a float as a double.
 Launch configurations are sized from the current device's limits (:func:`device_info`,
 cached per device). Importing this module never imports CuPy (only ``_compat`` does).
 """
+
 from __future__ import annotations
 
 import re
@@ -29,10 +30,18 @@ KERNELS = {
     "conv_grad_weight.cu": ("conv2d_grad_weight_igemm",),
     "conv_depthwise.cu": ("depthwise_forward", "depthwise_grad_input", "depthwise_grad_weight"),
     "reduce.cu": ("sum_splits", "conv2d_grad_bias_partial"),
-    "pool.cu": ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
-                "avg_pool2d_backward"),
-    "elementwise.cu": ("relu_backward", "bias_act", "softmax_xent_forward",
-                       "softmax_xent_backward"),
+    "pool.cu": (
+        "max_pool2d_forward",
+        "max_pool2d_backward",
+        "avg_pool2d_forward",
+        "avg_pool2d_backward",
+    ),
+    "elementwise.cu": (
+        "relu_backward",
+        "bias_act",
+        "softmax_xent_forward",
+        "softmax_xent_backward",
+    ),
 }
 NVRTC_OPTIONS = ("-std=c++17",)
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
@@ -131,8 +140,14 @@ def device_info():
             max_threads=attr(rt.cudaDevAttrMaxThreadsPerBlock),
             shared_mem=attr(rt.cudaDevAttrMaxSharedMemoryPerBlock),
             sm_count=attr(rt.cudaDevAttrMultiProcessorCount),
-            max_grid=tuple(attr(a) for a in (rt.cudaDevAttrMaxGridDimX, rt.cudaDevAttrMaxGridDimY,
-                                              rt.cudaDevAttrMaxGridDimZ)),
+            max_grid=tuple(
+                attr(a)
+                for a in (
+                    rt.cudaDevAttrMaxGridDimX,
+                    rt.cudaDevAttrMaxGridDimY,
+                    rt.cudaDevAttrMaxGridDimZ,
+                )
+            ),
         )
         _device_infos[dev] = info
     return info
@@ -163,8 +178,10 @@ def _launch(filename, name, dtype, grid, block, args):
         if isinstance(a, np.generic):
             continue
         if not a.flags.c_contiguous or a.dtype not in (dtype, _INT64):
-            raise ValueError(f"fastconv: kernel {name} needs C-contiguous {dtype} arrays, got "
-                             f"{'' if a.flags.c_contiguous else 'non-contiguous '}{a.dtype}")
+            raise ValueError(
+                f"fastconv: kernel {name} needs C-contiguous {dtype} arrays, got "
+                f"{'' if a.flags.c_contiguous else 'non-contiguous '}{a.dtype}"
+            )
     _kernel(filename, name, dtype)(grid, block, args)
 
 

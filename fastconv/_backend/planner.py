@@ -18,6 +18,7 @@ are a run-time matter for the backend: the paths that skip or transform padded t
 grad-input, depthwise, winograd, fft) would turn inf into NaN differently from NumPy, so the
 backend computes such inputs on "gemm", whatever the plan.
 """
+
 from collections import namedtuple
 
 import numpy as np
@@ -61,8 +62,12 @@ def direct_fits(filters, taps, dtype, level):
 
 def _is_matmul(conv):
     (_, _, H, W), (_, _, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
-    return (conv.groups == 1 and (OH, OW) == (1, 1) and (H, W) == (KH, KW)
-            and tuple(conv.padding) == (0, 0))
+    return (
+        conv.groups == 1
+        and (OH, OW) == (1, 1)
+        and (H, W) == (KH, KW)
+        and tuple(conv.padding) == (0, 0)
+    )
 
 
 def flipped_padding(conv):
@@ -73,8 +78,12 @@ def flipped_padding(conv):
 
 def _winograd_shape(conv):
     F, Cg, KH, KW = conv.w_shape
-    return (np.dtype(conv.dtype) == np.float32 and (KH, KW) == (3, 3) and conv.groups == 1
-            and tuple(conv.stride) == (1, 1))
+    return (
+        np.dtype(conv.dtype) == np.float32
+        and (KH, KW) == (3, 3)
+        and conv.groups == 1
+        and tuple(conv.stride) == (1, 1)
+    )
 
 
 def runnable(pass_, conv, level):
@@ -154,8 +163,10 @@ def resolve(algorithm, pass_, conv, level):
         return choose(pass_, conv, level)
     can = runnable(pass_, conv, level)
     if algorithm not in can:
-        raise ValueError(f"algorithm {algorithm!r} cannot compute the {pass_} pass of this "
-                         f"convolution on the CPU (x {conv.x_shape}, weight {conv.w_shape}, "
-                         f"stride {conv.stride}, dilation {conv.dilation}, groups {conv.groups},"
-                         f" {np.dtype(conv.dtype).name}); it can run: {', '.join(can)}")
+        raise ValueError(
+            f"algorithm {algorithm!r} cannot compute the {pass_} pass of this "
+            f"convolution on the CPU (x {conv.x_shape}, weight {conv.w_shape}, "
+            f"stride {conv.stride}, dilation {conv.dilation}, groups {conv.groups},"
+            f" {np.dtype(conv.dtype).name}); it can run: {', '.join(can)}"
+        )
     return algorithm

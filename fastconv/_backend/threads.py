@@ -6,6 +6,7 @@ OpenBLAS is a pthreads build with its own pool: left alone it would start its th
 thread and restored afterwards. The limit is reference-counted so that concurrent calls from several
 Python threads neither fight over it nor leave it changed.
 """
+
 import contextlib
 import operator
 import os

@@ -17,15 +17,32 @@ Grad-input is cut like x; grad-weight and grad-bias are sums over the blocks.
 
 Weights are small: a Dask weight is computed once, when the call is made.
 """
+
 from .. import _compat
 from .conv import conv2d, conv2d_backward, conv2d_grad_input, conv2d_grad_weight
-from .dense import (elementwise, linear_backward, rows, softmax_cross_entropy,
-                    softmax_cross_entropy_backward)
+from .dense import (
+    elementwise,
+    linear_backward,
+    rows,
+    softmax_cross_entropy,
+    softmax_cross_entropy_backward,
+)
 from .pool import per_plane, pool2d
 
-__all__ = ["conv2d", "conv2d_backward", "conv2d_grad_input", "conv2d_grad_weight", "elementwise",
-           "linear_backward", "rows", "softmax_cross_entropy", "softmax_cross_entropy_backward",
-           "per_plane", "pool2d", "is_dask"]
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_grad_input",
+    "conv2d_grad_weight",
+    "elementwise",
+    "linear_backward",
+    "rows",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_backward",
+    "per_plane",
+    "pool2d",
+    "is_dask",
+]
 
 
 def is_dask(*arrays):

@@ -1,4 +1,5 @@
 """Shared pieces of the Dask layer: the array types, threads per task, chunk geometry."""
+
 import os
 import threading
 
@@ -12,8 +13,9 @@ def _import_dask():
     try:
         import dask.array as da
     except ImportError as exc:  # pragma: no cover - only a Dask array without dask.array
-        raise ImportError('fastconv on Dask arrays needs dask[array]: pip install '
-                          '"fastconv[dask]"') from exc
+        raise ImportError(
+            'fastconv on Dask arrays needs dask[array]: pip install "fastconv[dask]"'
+        ) from exc
     return da
 
 
@@ -29,6 +31,7 @@ def _meta(like, dtype, ndim):
 
 
 # ------------------------------------------------------------------------------ threads
+
 
 def _task_threads():
     """fastconv threads for one Dask task, so that tasks x threads stays within the cores:
@@ -51,13 +54,16 @@ def _task_threads():
 
 def _in_task(fn):
     """`fn` run with the thread count of the task it runs in."""
+
     def run(*args, **kwargs):
         with _threads.limited(_task_threads()):
             return fn(*args, **kwargs)
+
     return run
 
 
 # --------------------------------------------------------------------------- geometry
+
 
 def _bounds(chunks):
     """Chunk sizes -> boundaries [0, c0, c0 + c1, ..., size]."""
@@ -87,8 +93,10 @@ def _window(o0, o1, stride, pad_before, K, dilation, size):
 
 def _tree_sum(parts):
     while len(parts) > 1:
-        parts = [parts[i] + parts[i + 1] if i + 1 < len(parts) else parts[i]
-                 for i in range(0, len(parts), 2)]
+        parts = [
+            parts[i] + parts[i + 1] if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
     return parts[0]
 
 

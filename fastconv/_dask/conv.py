@@ -1,10 +1,20 @@
 """conv2d and its gradients over Dask arrays (see the package docstring for the cuts)."""
+
 import numpy as np
 
 from .. import _compat
 from .._args import as_needs, as_shape, conv_geometry
-from ._common import (_as_dask, _bounds, _concrete, _import_dask, _in_task, _meta, _out_ranges,
-                      _tree_sum, _window)
+from ._common import (
+    _as_dask,
+    _bounds,
+    _concrete,
+    _import_dask,
+    _in_task,
+    _meta,
+    _out_ranges,
+    _tree_sum,
+    _window,
+)
 
 
 def _channel_ranges(chunks, groups, Cg):
@@ -49,8 +59,9 @@ class _Plan:
         return (a0, a1, b0, b1), ((a0 - r0, r1 - a1), (b0 - q0, q1 - b1)), (r1 - r0, q1 - q0)
 
     def kwargs(self, pads, groups):
-        return dict(stride=(self.sh, self.sw), padding=pads, dilation=(self.dh, self.dw),
-                    groups=groups)
+        return dict(
+            stride=(self.sh, self.sw), padding=pads, dilation=(self.dh, self.dw), groups=groups
+        )
 
 
 def _x_block(x, n, c, box, span, dtype):
@@ -61,7 +72,7 @@ def _x_block(x, n, c, box, span, dtype):
     if a1 <= a0 or b1 <= b0:
         shape = (n[1] - n[0], c[1] - c[0]) + span
         return da.zeros(shape, dtype=dtype, chunks=shape, meta=_meta(x, dtype, 4)), True
-    xb = x[n[0]:n[1], c[0]:c[1], a0:a1, b0:b1]
+    xb = x[n[0] : n[1], c[0] : c[1], a0:a1, b0:b1]
     return xb.rechunk(xb.shape), False
 
 
@@ -92,9 +103,19 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algor
                     box, pads, span = plan.block(r, q)
                     xb, _ = _x_block(x, n, c, box, span, dtype)
                     shape = (n[1] - n[0], f1 - f0, r[1] - r[0], q[1] - q[0])
-                    row.append(xb.map_blocks(run, w, b, activation=act, algorithm=algorithm,
-                                             **plan.kwargs(pads, groups_b), chunks=shape,
-                                             dtype=dtype, meta=meta))
+                    row.append(
+                        xb.map_blocks(
+                            run,
+                            w,
+                            b,
+                            activation=act,
+                            algorithm=algorithm,
+                            **plan.kwargs(pads, groups_b),
+                            chunks=shape,
+                            dtype=dtype,
+                            meta=meta,
+                        )
+                    )
                 rows.append(row)
             f_blocks.setdefault((f0, f1), []).append(da.block(rows))
         parts = [_tree_sum(v) for _, v in sorted(f_blocks.items())]
@@ -122,12 +143,17 @@ def conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, need
     grad_out = _as_dask(grad_out)
     plan = _Plan(x.shape, x.chunks, weight.shape, stride, padding, dilation, groups)
     if tuple(grad_out.shape) != plan.geom.output_shape:
-        raise ValueError(f"grad_out must have the shape of conv2d's output for x and weight, "
-                         f"{plan.geom.output_shape}, got {tuple(grad_out.shape)}")
+        raise ValueError(
+            f"grad_out must have the shape of conv2d's output for x and weight, "
+            f"{plan.geom.output_shape}, got {tuple(grad_out.shape)}"
+        )
     dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
     gi = _grad_input(grad_out, weight, x, plan, dtype, algorithm) if "input" in needs else None
-    gw = _grad_weight(grad_out, x, weight.shape, plan, dtype, algorithm) \
-        if "weight" in needs else None
+    gw = (
+        _grad_weight(grad_out, x, weight.shape, plan, dtype, algorithm)
+        if "weight" in needs
+        else None
+    )
     gb = grad_out.astype(dtype).sum(axis=(0, 2, 3)) if "bias" in needs else None
     return gi, gw, gb
 
@@ -139,7 +165,7 @@ def _crop_rows_cols(g, lo_r, lo_c, size):
     r0, c0 = max(lo_r, 0), max(lo_c, 0)
     r1, c1 = min(lo_r + size[0], g.shape[2]), min(lo_c + size[1], g.shape[3])
     if r1 > r0 and c1 > c0:
-        out[:, :, r0 - lo_r:r1 - lo_r, c0 - lo_c:c1 - lo_c] = g[:, :, r0:r1, c0:c1]
+        out[:, :, r0 - lo_r : r1 - lo_r, c0 - lo_c : c1 - lo_c] = g[:, :, r0:r1, c0:c1]
     return out
 
 
@@ -181,14 +207,27 @@ def _grad_input(grad_out, weight, x, plan, dtype, algorithm):
                     if o1 <= o0 or p1 <= p0:  # no window reaches this block
                         row.append(da.zeros(shape, dtype=dtype, chunks=shape, meta=meta))
                         continue
-                    g = grad_out[n[0]:n[1], f0:f1, o0:o1, p0:p1]
+                    g = grad_out[n[0] : n[1], f0:f1, o0:o1, p0:p1]
                     g = g.rechunk(g.shape)
                     R = (o1 - o0 - 1) * plan.sh + (plan.KH - 1) * plan.dh + 1
                     Q = (p1 - p0 - 1) * plan.sw + (plan.KW - 1) * plan.dw + 1
                     lo_r, lo_c = a0 - (o0 * plan.sh - plan.pt), b0 - (p0 * plan.sw - plan.pl)
-                    row.append(g.map_blocks(run, w, R, Q, lo_r, lo_c, shape[2:],
-                                            plan.kwargs(0, groups_b), algorithm, chunks=shape,
-                                            dtype=dtype, meta=meta))
+                    row.append(
+                        g.map_blocks(
+                            run,
+                            w,
+                            R,
+                            Q,
+                            lo_r,
+                            lo_c,
+                            shape[2:],
+                            plan.kwargs(0, groups_b),
+                            algorithm,
+                            chunks=shape,
+                            dtype=dtype,
+                            meta=meta,
+                        )
+                    )
                 rows.append(row)
             c_blocks.append(da.block(rows))
         n_blocks.append(da.concatenate(c_blocks, axis=1) if len(c_blocks) > 1 else c_blocks[0])
@@ -216,17 +255,29 @@ def _grad_weight(grad_out, x, w_shape, plan, dtype, algorithm):
                 for q in plan.cols:
                     box, pads, span = plan.block(r, q)
                     xb, _ = _x_block(x, n, c, box, span, dtype)
-                    g = grad_out[n[0]:n[1], f0:f1, r[0]:r[1], q[0]:q[1]]
+                    g = grad_out[n[0] : n[1], f0:f1, r[0] : r[1], q[0] : q[1]]
                     g = g.rechunk(g.shape)
-                    parts.append(da.map_blocks(run, g, xb, shape, plan.kwargs(pads, groups_b),
-                                               algorithm, chunks=shape, dtype=dtype, meta=meta))
+                    parts.append(
+                        da.map_blocks(
+                            run,
+                            g,
+                            xb,
+                            shape,
+                            plan.kwargs(pads, groups_b),
+                            algorithm,
+                            chunks=shape,
+                            dtype=dtype,
+                            meta=meta,
+                        )
+                    )
         pieces.append(_tree_sum(parts))
     axis = 1 if plan.groups == 1 else 0
     return da.concatenate(pieces, axis=axis) if len(pieces) > 1 else pieces[0]
 
 
-def conv2d_grad_input(grad_out, weight, input_shape, stride, padding, dilation, groups,
-                      algorithm, x_chunks=None):
+def conv2d_grad_input(
+    grad_out, weight, input_shape, stride, padding, dilation, groups, algorithm, x_chunks=None
+):
     """Lazy grad_input with chunks along N from grad_out (and along H, W from `x_chunks`)."""
     da = _import_dask()
     input_shape = as_shape(input_shape, "input_shape", 4)
@@ -235,8 +286,9 @@ def conv2d_grad_input(grad_out, weight, input_shape, stride, padding, dilation, 
         x_chunks = (grad_out.chunks[0], (input_shape[1],), (input_shape[2],), (input_shape[3],))
     dtype = np.result_type(grad_out.dtype, _concrete(weight).dtype)
     x = da.zeros(input_shape, dtype=dtype, chunks=x_chunks, meta=_meta(grad_out, dtype, 4))
-    return conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, ("input",),
-                           algorithm)[0]
+    return conv2d_backward(
+        grad_out, x, weight, stride, padding, dilation, groups, ("input",), algorithm
+    )[0]
 
 
 def conv2d_grad_weight(grad_out, x, weight_shape, stride, padding, dilation, groups, algorithm):
@@ -247,5 +299,6 @@ def conv2d_grad_weight(grad_out, x, weight_shape, stride, padding, dilation, gro
     x = _as_dask(x)
     dtype = _arrays.compute_dtype(grad_out=grad_out, x=x)
     weight = np.empty(weight_shape, dtype)  # only its shape and dtype are used
-    return conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, ("weight",),
-                           algorithm)[1]
+    return conv2d_backward(
+        grad_out, x, weight, stride, padding, dilation, groups, ("weight",), algorithm
+    )[1]

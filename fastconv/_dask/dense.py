@@ -1,4 +1,5 @@
 """Dense ops, ReLU's gradient and the loss over Dask arrays (cut along N)."""
+
 import numpy as np
 
 from .. import _compat
@@ -10,8 +11,14 @@ def rows(fn, x, *operands, out_cols, dtype, **kwargs):
     """`fn(x_block, *operands)` over row chunks of a 2-D Dask x (features in one chunk)."""
     x = _as_dask(x).rechunk({1: -1})
     operands = [_concrete(o) for o in operands]
-    return x.map_blocks(_in_task(fn), *operands, chunks=(x.chunks[0], (out_cols,)), dtype=dtype,
-                        meta=_meta(x, dtype, 2), **kwargs)
+    return x.map_blocks(
+        _in_task(fn),
+        *operands,
+        chunks=(x.chunks[0], (out_cols,)),
+        dtype=dtype,
+        meta=_meta(x, dtype, 2),
+        **kwargs,
+    )
 
 
 def _linear_t(a, b):
@@ -36,9 +43,17 @@ def linear_backward(grad_out, x, weight, needs):
         gi = rows(ops.linear, grad_out, weight.T, out_cols=x.shape[1], dtype=dtype)
     if "weight" in needs:
         run = _in_task(_linear_t)
-        parts = [da.map_blocks(run, grad_out.blocks[i], x.blocks[i], chunks=weight.shape,
-                               dtype=dtype, meta=_meta(x, dtype, 2))
-                 for i in range(len(x.chunks[0]))]
+        parts = [
+            da.map_blocks(
+                run,
+                grad_out.blocks[i],
+                x.blocks[i],
+                chunks=weight.shape,
+                dtype=dtype,
+                meta=_meta(x, dtype, 2),
+            )
+            for i in range(len(x.chunks[0]))
+        ]
         gw = _tree_sum(parts)
     if "bias" in needs:
         gb = grad_out.astype(dtype).sum(axis=0)
@@ -49,8 +64,9 @@ def elementwise(fn, first, *others, dtype):
     """`fn` over aligned blocks of same-shaped arrays."""
     first = _as_dask(first)
     others = [_as_dask(o).rechunk(first.chunks) for o in others]
-    return first.map_blocks(_in_task(fn), *others, dtype=dtype,
-                            meta=_meta(first, dtype, first.ndim))
+    return first.map_blocks(
+        _in_task(fn), *others, dtype=dtype, meta=_meta(first, dtype, first.ndim)
+    )
 
 
 def _labels_like(labels, rows_of):
@@ -72,10 +88,12 @@ def softmax_cross_entropy(fn, logits, labels, dtype):
     """Lazy (mean loss, log_probs) of `fn` (softmax_cross_entropy) by row chunks."""
     logits = _as_dask(logits).rechunk({1: -1})
     labels = _labels_like(labels, logits)
-    log_probs = logits.map_blocks(_in_task(_log_probs), labels, fn=fn, dtype=dtype,
-                                  meta=_meta(logits, dtype, 2))
-    losses = log_probs.map_blocks(_row_losses, labels, drop_axis=1, dtype=dtype,
-                                  meta=_meta(logits, dtype, 1))
+    log_probs = logits.map_blocks(
+        _in_task(_log_probs), labels, fn=fn, dtype=dtype, meta=_meta(logits, dtype, 2)
+    )
+    losses = log_probs.map_blocks(
+        _row_losses, labels, drop_axis=1, dtype=dtype, meta=_meta(logits, dtype, 1)
+    )
     return losses.mean(), log_probs
 
 
@@ -88,5 +106,12 @@ def softmax_cross_entropy_backward(fn, log_probs, labels, grad_loss, dtype):
     """Lazy grad_logits of `fn` (softmax_cross_entropy_backward) by row chunks."""
     log_probs = _as_dask(log_probs).rechunk({1: -1})
     labels = _labels_like(labels, log_probs)
-    return log_probs.map_blocks(_in_task(_scaled_backward), labels, fn=fn, grad_loss=grad_loss,
-                                N=log_probs.shape[0], dtype=dtype, meta=_meta(log_probs, dtype, 2))
+    return log_probs.map_blocks(
+        _in_task(_scaled_backward),
+        labels,
+        fn=fn,
+        grad_loss=grad_loss,
+        N=log_probs.shape[0],
+        dtype=dtype,
+        meta=_meta(log_probs, dtype, 2),
+    )

@@ -1,4 +1,5 @@
 """Pooling and its gradients over Dask arrays."""
+
 import numpy as np
 
 from .._args import pool_geometry
@@ -39,9 +40,19 @@ def pool2d(fn, x, kernel_size, stride, padding, ceil_mode=False, **kwargs):
                     xb = x[n0:n1, c0:c1, a0:a1, b0:b1]
                     shape = (n1 - n0, c1 - c0, r[1] - r[0], q[1] - q[0])
                     where = dict(kwargs, origin=(a0, b0)) if "plane" in kwargs else kwargs
-                    row.append(xb.rechunk(xb.shape).map_blocks(
-                        run, fn, geom.kernel, geom.stride, geom.padding, where, chunks=shape,
-                        dtype=dtype, meta=meta))
+                    row.append(
+                        xb.rechunk(xb.shape).map_blocks(
+                            run,
+                            fn,
+                            geom.kernel,
+                            geom.stride,
+                            geom.padding,
+                            where,
+                            chunks=shape,
+                            dtype=dtype,
+                            meta=meta,
+                        )
+                    )
                 grid.append(row)
             c_blocks.append(da.block(grid))
         n_blocks.append(da.concatenate(c_blocks, axis=1))
@@ -58,5 +69,13 @@ def per_plane(fn, first, *others, plane, dtype, **kwargs):
     first = _as_dask(first).rechunk({2: -1, 3: -1})
     others = [_as_dask(o).rechunk(first.chunks) for o in others]
     chunks = (first.chunks[0], first.chunks[1], (plane[0],), (plane[1],))
-    return first.map_blocks(_in_task(_plane_call), *others, fn=fn, plane=plane, kwargs=kwargs,
-                            chunks=chunks, dtype=dtype, meta=_meta(first, dtype, 4))
+    return first.map_blocks(
+        _in_task(_plane_call),
+        *others,
+        fn=fn,
+        plane=plane,
+        kwargs=kwargs,
+        chunks=chunks,
+        dtype=dtype,
+        meta=_meta(first, dtype, 4),
+    )

@@ -3,6 +3,7 @@
 Reuse matters: glibc hands large freed blocks back to the OS, and a fresh buffer on every call
 page-faults all over again. One buffer per calling thread keeps concurrent calls apart.
 """
+
 import threading
 
 import numpy as np

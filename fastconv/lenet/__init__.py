@@ -9,9 +9,25 @@
 
 The command line: ``fastconv-lenet train --data DIR ...`` / ``python -m fastconv.lenet``.
 """
-from .model import LeNet5
-from .train import (DEFAULT_LR, DEFAULT_LR_DECAY, Evaluation, TrainingInterrupted, evaluate, fit,
-                    load_model)
 
-__all__ = ["LeNet5", "fit", "evaluate", "Evaluation", "TrainingInterrupted", "load_model",
-           "DEFAULT_LR", "DEFAULT_LR_DECAY"]
+from .model import LeNet5
+from .train import (
+    DEFAULT_LR,
+    DEFAULT_LR_DECAY,
+    Evaluation,
+    TrainingInterrupted,
+    evaluate,
+    fit,
+    load_model,
+)
+
+__all__ = [
+    "LeNet5",
+    "fit",
+    "evaluate",
+    "Evaluation",
+    "TrainingInterrupted",
+    "load_model",
+    "DEFAULT_LR",
+    "DEFAULT_LR_DECAY",
+]

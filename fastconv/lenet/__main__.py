@@ -1,4 +1,5 @@
 """``python -m fastconv.lenet``: the fastconv-lenet command."""
+
 import sys
 
 from .cli import main

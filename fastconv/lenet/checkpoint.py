@@ -7,6 +7,7 @@ NumPy would offer to unpickle anything that is not an archive and suggest ``allo
 (which runs arbitrary code); this module looks at the first bytes instead and says what the
 file is.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,15 @@ from typing import Any, Dict, Union
 
 import numpy as np
 
-__all__ = ["FORMAT", "CheckpointError", "read_npz", "read_checkpoint", "read_model_entries",
-           "checkpoint_json", "completed_epochs"]
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "read_npz",
+    "read_checkpoint",
+    "read_model_entries",
+    "checkpoint_json",
+    "completed_epochs",
+]
 
 FORMAT = "fastconv.lenet.checkpoint/1"
 PathLike = Union[str, "os.PathLike[str]"]
@@ -50,8 +58,10 @@ def _what_it_is(head: bytes) -> str:
     if not head:
         return "empty file, not a checkpoint"
     if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
-        return ("a Python pickle, not a checkpoint; fastconv never unpickles files (that can "
-                "run arbitrary code)")
+        return (
+            "a Python pickle, not a checkpoint; fastconv never unpickles files (that can "
+            "run arbitrary code)"
+        )
     if head.startswith(_NPY_MAGIC):
         return "a single NumPy array (.npy), not a checkpoint (.npz archive)"
     if head.startswith(_GZIP_MAGIC):
@@ -94,16 +104,21 @@ def read_npz(path: PathLike) -> Dict[str, np.ndarray]:
             entries = {name: archive[name] for name in archive.files}
     except ValueError as exc:
         if "pickle" in str(exc) or "Object arrays" in str(exc):
-            raise CheckpointError(path, "holds pickled Python objects; fastconv never unpickles "
-                                        "files (that can run arbitrary code)") from None
+            raise CheckpointError(
+                path,
+                "holds pickled Python objects; fastconv never unpickles "
+                "files (that can run arbitrary code)",
+            ) from None
         raise CheckpointError(path, f"corrupt array in the archive ({exc})") from None
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError, KeyError) as exc:
-        raise CheckpointError(path, f"truncated or corrupt archive ({type(exc).__name__}: "
-                                    f"{exc})") from None
+        raise CheckpointError(
+            path, f"truncated or corrupt archive ({type(exc).__name__}: {exc})"
+        ) from None
     for name, value in entries.items():
         if not isinstance(value, np.ndarray):  # a zip member whose name does not end in .npy
-            raise CheckpointError(path, f"a zip archive whose member {name!r} is not a NumPy "
-                                        f"array: not a checkpoint")
+            raise CheckpointError(
+                path, f"a zip archive whose member {name!r} is not a NumPy array: not a checkpoint"
+            )
     return entries
 
 
@@ -132,26 +147,34 @@ def read_checkpoint(path: PathLike) -> Dict[str, np.ndarray]:
 
 def _checked(path: PathLike, entries: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     if "format" not in entries:
-        raise CheckpointError(path, "holds no training state (a model saved with "
-                                    "LeNet5.save()?): it can be evaluated but not resumed")
+        raise CheckpointError(
+            path,
+            "holds no training state (a model saved with "
+            "LeNet5.save()?): it can be evaluated but not resumed",
+        )
     found = str(entries["format"])
     if found != FORMAT:
-        raise CheckpointError(path, f"checkpoint format {found!r} is not the one this version "
-                                    f"reads ({FORMAT!r})")
+        raise CheckpointError(
+            path, f"checkpoint format {found!r} is not the one this version reads ({FORMAT!r})"
+        )
     for name in _JSON_ENTRIES:
         if name not in entries:
             raise CheckpointError(path, f"damaged checkpoint: the entry {name!r} is missing")
         try:
             checkpoint_json(entries, name)
         except ValueError as exc:
-            raise CheckpointError(path, f"damaged checkpoint: the entry {name!r} is not valid "
-                                        f"JSON ({exc})") from None
+            raise CheckpointError(
+                path, f"damaged checkpoint: the entry {name!r} is not valid JSON ({exc})"
+            ) from None
     args = checkpoint_json(entries, "args")
     position = checkpoint_json(entries, "position")
     if not isinstance(args, dict) or any(key not in args for key in _ARGS_KEYS):
         raise CheckpointError(path, f"damaged checkpoint: 'args' lacks one of {_ARGS_KEYS}")
-    if (not isinstance(position, dict) or not isinstance(position.get("epoch"), int)
-            or not isinstance(position.get("batch"), int)):
+    if (
+        not isinstance(position, dict)
+        or not isinstance(position.get("epoch"), int)
+        or not isinstance(position.get("batch"), int)
+    ):
         raise CheckpointError(path, "damaged checkpoint: 'position' has no epoch or batch")
     if not isinstance(checkpoint_json(entries, "history"), list):
         raise CheckpointError(path, "damaged checkpoint: 'history' is not a list")

@@ -15,6 +15,7 @@ corrupt data, an unreadable checkpoint, an unwritable path, ...), 2 on bad argum
 usage), 130 after Ctrl-C (the checkpoint is saved first). ``FASTCONV_TRACEBACK=1`` shows the
 traceback of an unexpected error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,7 @@ from .checkpoint import CheckpointError, checkpoint_json, read_checkpoint, read_
 from .data import DATA_ENV, default_mnist_dir, missing_mnist_files, verify_mnist_checksums
 from .history import history_paths, read_history
 from .model import ACTIVATIONS, POOLINGS, LeNet5
-from .train import (DEFAULT_LR, DEFAULT_LR_DECAY, TrainingInterrupted, evaluate, fit,
-                    load_model)
+from .train import DEFAULT_LR, DEFAULT_LR_DECAY, TrainingInterrupted, evaluate, fit, load_model
 
 PROG = "fastconv-lenet"
 DEFAULT_EPOCHS = 10
@@ -92,94 +92,175 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the command (sub-commands download, train, evaluate, report)."""
     parser = argparse.ArgumentParser(
-        prog=PROG, formatter_class=_HelpFormatter,
+        prog=PROG,
+        formatter_class=_HelpFormatter,
         description="Train, evaluate and picture LeNet-5 on MNIST with fastconv.",
         epilog=f"Without --data, MNIST is read from ${DATA_ENV}/mnist, by default "
-               f"~/.cache/fastconv/mnist (now: {default_mnist_dir()}). "
-               f"Run `{PROG} COMMAND --help` for a command's options.")
-    parser.add_argument("--version", action="version",
-                        version=f"%(prog)s (fastconv {__version__})")
+        f"~/.cache/fastconv/mnist (now: {default_mnist_dir()}). "
+        f"Run `{PROG} COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s (fastconv {__version__})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--data", metavar="DIR", default=None,
-                         help=f"directory with the four MNIST IDX files (.gz or not); default: "
-                              f"${DATA_ENV}/mnist or ~/.cache/fastconv/mnist")
-        sub.add_argument("--download", action="store_true",
-                         help="first download the missing MNIST files (MD5-verified) into the "
-                              "data directory")
+        sub.add_argument(
+            "--data",
+            metavar="DIR",
+            default=None,
+            help=f"directory with the four MNIST IDX files (.gz or not); default: "
+            f"${DATA_ENV}/mnist or ~/.cache/fastconv/mnist",
+        )
+        sub.add_argument(
+            "--download",
+            action="store_true",
+            help="first download the missing MNIST files (MD5-verified) into the data directory",
+        )
 
     def common(sub: argparse.ArgumentParser, device: bool = True) -> None:
         data_options(sub)
-        sub.add_argument("--threads", type=_positive_int, default=None, metavar="T",
-                         help="fastconv's thread count (default: OMP_NUM_THREADS or all cores)")
+        sub.add_argument(
+            "--threads",
+            type=_positive_int,
+            default=None,
+            metavar="T",
+            help="fastconv's thread count (default: OMP_NUM_THREADS or all cores)",
+        )
         if device:
-            sub.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                             help="where to compute (gpu needs CuPy and a CUDA device)")
-        sub.add_argument("--limit", type=_positive_int, default=None, metavar="N",
-                         help="use only the first N training and N test images (quick runs)")
+            sub.add_argument(
+                "--device",
+                choices=("cpu", "gpu"),
+                default="cpu",
+                help="where to compute (gpu needs CuPy and a CUDA device)",
+            )
+        sub.add_argument(
+            "--limit",
+            type=_positive_int,
+            default=None,
+            metavar="N",
+            help="use only the first N training and N test images (quick runs)",
+        )
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
-                                   formatter_class=_HelpFormatter)
+        return commands.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            formatter_class=_HelpFormatter,
+        )
 
     down = add("download", "download MNIST (MD5-verified, with a progress bar) and check it")
-    down.add_argument("--data", metavar="DIR", default=None,
-                      help=f"where to put the files; default: ${DATA_ENV}/mnist or "
-                           f"~/.cache/fastconv/mnist")
+    down.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help=f"where to put the files; default: ${DATA_ENV}/mnist or ~/.cache/fastconv/mnist",
+    )
 
     train = add("train", "train LeNet-5, one line per epoch")
     common(train)
     epochs = train.add_mutually_exclusive_group()
-    epochs.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
-                        help=f"train until N epochs are done in total, counting those of a "
-                             f"--resume checkpoint (default: {DEFAULT_EPOCHS})")
-    epochs.add_argument("--more-epochs", type=_positive_int, default=None, metavar="K",
-                        help="train K epochs beyond those the --resume checkpoint has "
-                             "completed (without --resume: K epochs)")
-    train.add_argument("--batch-size", type=_positive_int, default=64, metavar="B",
-                       help="images per step")
-    train.add_argument("--lr", type=_positive_float, default=None, metavar="LR",
-                       help=f"learning rate (default: {DEFAULT_LR['adam']} for adam, "
-                            f"{DEFAULT_LR['sgd']} for sgd with momentum 0.9)")
-    train.add_argument("--lr-decay", type=_positive_float, default=DEFAULT_LR_DECAY,
-                       metavar="G", help="the lr is multiplied by G after every epoch")
-    train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
-                       help="the optimiser")
+    epochs.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"train until N epochs are done in total, counting those of a "
+        f"--resume checkpoint (default: {DEFAULT_EPOCHS})",
+    )
+    epochs.add_argument(
+        "--more-epochs",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="train K epochs beyond those the --resume checkpoint has "
+        "completed (without --resume: K epochs)",
+    )
+    train.add_argument(
+        "--batch-size", type=_positive_int, default=64, metavar="B", help="images per step"
+    )
+    train.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        metavar="LR",
+        help=f"learning rate (default: {DEFAULT_LR['adam']} for adam, "
+        f"{DEFAULT_LR['sgd']} for sgd with momentum 0.9)",
+    )
+    train.add_argument(
+        "--lr-decay",
+        type=_positive_float,
+        default=DEFAULT_LR_DECAY,
+        metavar="G",
+        help="the lr is multiplied by G after every epoch",
+    )
+    train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="the optimiser")
     train.add_argument("--seed", type=int, default=0, help="seeds initialisation and shuffling")
-    train.add_argument("--activation", choices=ACTIVATIONS, default=None,
-                       help=f"default: {DEFAULT_ACTIVATION}, or the --resume checkpoint's")
-    train.add_argument("--pooling", choices=POOLINGS, default=None,
-                       help=f"default: {DEFAULT_POOLING}, or the --resume checkpoint's")
-    train.add_argument("--save", metavar="PATH", default=None,
-                       help="checkpoint (.npz) written after every epoch and on Ctrl-C; the "
-                            "history goes beside it (NAME.history.csv, NAME.history.json)")
-    train.add_argument("--resume", metavar="PATH", default=None,
-                       help="continue from this checkpoint (same batch size, optimizer, lr, "
-                            "lr decay)")
+    train.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        default=None,
+        help=f"default: {DEFAULT_ACTIVATION}, or the --resume checkpoint's",
+    )
+    train.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default=None,
+        help=f"default: {DEFAULT_POOLING}, or the --resume checkpoint's",
+    )
+    train.add_argument(
+        "--save",
+        metavar="PATH",
+        default=None,
+        help="checkpoint (.npz) written after every epoch and on Ctrl-C; the "
+        "history goes beside it (NAME.history.csv, NAME.history.json)",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="PATH",
+        default=None,
+        help="continue from this checkpoint (same batch size, optimizer, lr, lr decay)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = add("evaluate", "accuracy and confusion matrix on the test set")
     common(ev)
-    ev.add_argument("--model", required=True, metavar="PATH",
-                    help="a checkpoint from `train --save` or a LeNet5.save() file")
-    ev.add_argument("--batch-size", type=_positive_int, default=500, metavar="B",
-                    help="images per forward pass")
+    ev.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="a checkpoint from `train --save` or a LeNet5.save() file",
+    )
+    ev.add_argument(
+        "--batch-size", type=_positive_int, default=500, metavar="B", help="images per forward pass"
+    )
 
-    rep = add("report", "draw training curves, confusion matrix, filters and feature maps "
-                        "into a PNG (needs matplotlib: pip install \"fastconv[plot]\")")
+    rep = add(
+        "report",
+        "draw training curves, confusion matrix, filters and feature maps "
+        'into a PNG (needs matplotlib: pip install "fastconv[plot]")',
+    )
     common(rep, device=False)
-    rep.add_argument("--model", required=True, metavar="PATH",
-                     help="a checkpoint from `train --save` (its history gives the curves) or a "
-                          "LeNet5.save() file")
+    rep.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="a checkpoint from `train --save` (its history gives the curves) or a "
+        "LeNet5.save() file",
+    )
     rep.add_argument("--out", metavar="PNG", default="report.png", help="the picture to write")
-    rep.add_argument("--digit", type=_nonnegative_int, default=0, metavar="I",
-                     help="index of the test image whose feature maps are shown")
+    rep.add_argument(
+        "--digit",
+        type=_nonnegative_int,
+        default=0,
+        metavar="I",
+        help="index of the test image whose feature maps are shown",
+    )
     rep.add_argument("--dpi", type=_positive_int, default=100, help="resolution of the PNG")
     return parser
 
 
 # ----------------------------------------------------------------- files and data
+
 
 def _check_readable_file(path: str, option: str) -> Path:
     p = Path(path).expanduser()
@@ -219,21 +300,26 @@ def _download(root: Path, explicit: bool) -> None:
     if not missing:
         return
     size = sum(datasets.MNIST_FILES[name][1] for name in missing) / 1e6
-    print(f"downloading {len(missing)} MNIST file(s), {size:.1f} MB, into {root} "
-          f"(MD5-verified)...", file=sys.stderr, flush=True)
+    print(
+        f"downloading {len(missing)} MNIST file(s), {size:.1f} MB, into {root} (MD5-verified)...",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CommandError(f"cannot create the data directory {str(root)!r}: "
-                           f"{exc.strerror or exc}") from None
+        raise CommandError(
+            f"cannot create the data directory {str(root)!r}: {exc.strerror or exc}"
+        ) from None
     try:
         datasets.mnist(root, download=True)
     except datasets.DownloadError as exc:
         hint = "" if explicit else f" (set {DATA_ENV} or pass --data DIR to use another place)"
         raise CommandError(f"download failed{hint}: {one_line(exc)}") from None
     except (OSError, ValueError) as exc:
-        raise CommandError(f"MNIST in {root} is unusable after the download: "
-                           f"{one_line(exc)}") from None
+        raise CommandError(
+            f"MNIST in {root} is unusable after the download: {one_line(exc)}"
+        ) from None
 
 
 def _load_data(args: argparse.Namespace) -> datasets.MNIST:
@@ -242,27 +328,35 @@ def _load_data(args: argparse.Namespace) -> datasets.MNIST:
     if getattr(args, "download", False):
         _download(root, explicit)
     where = "" if explicit else f" (the default data directory; set {DATA_ENV} or pass --data DIR)"
-    how = (f"run `{PROG} download{' --data ' + str(root) if explicit else ''}` or add "
-           f"--download")
+    how = f"run `{PROG} download{' --data ' + str(root) if explicit else ''}` or add --download"
     if not root.exists():
         if explicit:
-            raise CommandError(f"data directory {str(root)!r} does not exist (it should hold the "
-                               f"MNIST files, e.g. train-images-idx3-ubyte.gz): {how}")
+            raise CommandError(
+                f"data directory {str(root)!r} does not exist (it should hold the "
+                f"MNIST files, e.g. train-images-idx3-ubyte.gz): {how}"
+            )
         raise CommandError(f"MNIST files not found in {root}{where}: {how}")
     if not root.is_dir():
         raise CommandError(f"data directory {str(root)!r} is a file, not a directory")
     missing = missing_mnist_files(root)
     if missing:
-        raise CommandError(f"MNIST files not found in {root}{where}: missing "
-                           f"{', '.join(missing)}; {how}")
+        raise CommandError(
+            f"MNIST files not found in {root}{where}: missing {', '.join(missing)}; {how}"
+        )
     try:
         data = datasets.mnist(root, padding=2)
     except (OSError, ValueError) as exc:  # DatasetError (corrupt, truncated), unreadable file
-        raise CommandError(f"cannot read MNIST: {one_line(exc)} (delete the file and run "
-                           f"`{PROG} download` to fetch it again)") from None
+        raise CommandError(
+            f"cannot read MNIST: {one_line(exc)} (delete the file and run "
+            f"`{PROG} download` to fetch it again)"
+        ) from None
     if args.limit is not None:
-        data = datasets.MNIST(data.train_images[:args.limit], data.train_labels[:args.limit],
-                              data.test_images[:args.limit], data.test_labels[:args.limit])
+        data = datasets.MNIST(
+            data.train_images[: args.limit],
+            data.train_labels[: args.limit],
+            data.test_images[: args.limit],
+            data.test_labels[: args.limit],
+        )
     if getattr(args, "device", "cpu") == "gpu":
         data = datasets.MNIST(*(_gpu().asarray(a) for a in data))
     return data
@@ -290,10 +384,12 @@ def _read_model(path: str) -> LeNet5:
 def _set_threads(args: argparse.Namespace) -> None:
     if args.threads is not None:
         from .. import set_num_threads
+
         set_num_threads(args.threads)
 
 
 # ----------------------------------------------------------------- commands
+
 
 def _cmd_download(args: argparse.Namespace) -> int:
     root = _data_root(args)
@@ -301,15 +397,19 @@ def _cmd_download(args: argparse.Namespace) -> int:
     checks = verify_mnist_checksums(root)
     bad = [name for name, ok in checks.items() if ok is False]
     if bad:
-        raise CommandError(f"MD5 mismatch for {', '.join(bad)} in {root}: delete "
-                           f"{'it' if len(bad) == 1 else 'them'} and run `{PROG} download` again")
+        raise CommandError(
+            f"MD5 mismatch for {', '.join(bad)} in {root}: delete "
+            f"{'it' if len(bad) == 1 else 'them'} and run `{PROG} download` again"
+        )
     try:
         data = datasets.mnist(root, padding=0)
     except (OSError, ValueError) as exc:
         raise CommandError(f"cannot read MNIST: {one_line(exc)}") from None
     verified = sum(ok is True for ok in checks.values())
-    print(f"MNIST ready in {root}: {len(data.train_labels)} training and {len(data.test_labels)} "
-          f"test images ({verified} of 4 files MD5-verified)")
+    print(
+        f"MNIST ready in {root}: {len(data.train_labels)} training and {len(data.test_labels)} "
+        f"test images ({verified} of 4 files MD5-verified)"
+    )
     return 0
 
 
@@ -321,8 +421,10 @@ def _resume_state(path: str) -> Dict[str, Any]:
         raise CommandError(f"cannot resume: {one_line(exc)}") from None
     except OSError as exc:
         raise CommandError(f"cannot read {path!r}: {exc.strerror or exc}") from None
-    return {"position": checkpoint_json(entries, "position"),
-            "config": checkpoint_json(entries, "model_config")}
+    return {
+        "position": checkpoint_json(entries, "position"),
+        "config": checkpoint_json(entries, "model_config"),
+    }
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -342,36 +444,53 @@ def _train(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"{args.resume} has already trained {done} epoch{'s' * (done != 1)} and --epochs "
                 f"is the total ({epochs}): pass --more-epochs K to train K more, or --epochs N "
-                f"with N > {done}")
+                f"with N > {done}"
+            )
     model_args = {}
     for key, default in (("activation", DEFAULT_ACTIVATION), ("pooling", DEFAULT_POOLING)):
         given, saved = getattr(args, key), config.get(key)
         if given is not None and saved is not None and given != saved:
-            raise CommandError(f"{args.resume} holds a model with {key} {saved!r}, not "
-                               f"{given!r}: drop --{key} to continue it")
+            raise CommandError(
+                f"{args.resume} holds a model with {key} {saved!r}, not "
+                f"{given!r}: drop --{key} to continue it"
+            )
         model_args[key] = given or saved or default
     data = _load_data(args)
     model = LeNet5(model_args["activation"], model_args["pooling"], seed=args.seed)
     if args.device == "gpu":
         model.to("gpu")
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    print(f"LeNet-5 ({model_args['activation']}, {model_args['pooling']} pooling), "
-          f"{len(data.train_labels)} training / {len(data.test_labels)} test images, "
-          f"{args.optimizer} lr {lr:g} (x{args.lr_decay:g} per epoch), batch {args.batch_size}, "
-          f"seed {args.seed}, threads {args.threads or 'default'}, {args.device}", flush=True)
+    print(
+        f"LeNet-5 ({model_args['activation']}, {model_args['pooling']} pooling), "
+        f"{len(data.train_labels)} training / {len(data.test_labels)} test images, "
+        f"{args.optimizer} lr {lr:g} (x{args.lr_decay:g} per epoch), batch {args.batch_size}, "
+        f"seed {args.seed}, threads {args.threads or 'default'}, {args.device}",
+        flush=True,
+    )
     if args.resume is not None:
-        print(f"resuming {args.resume} after epoch {done}; training to epoch {epochs}",
-              flush=True)
+        print(f"resuming {args.resume} after epoch {done}; training to epoch {epochs}", flush=True)
     try:
-        fit(model, data, epochs, batch_size=args.batch_size, lr=lr,
-            optimizer=args.optimizer, lr_decay=args.lr_decay, seed=args.seed,
-            threads=args.threads, save=args.save, resume=args.resume, progress=not args.no_progress,
-            log=lambda line: print(line, flush=True))
+        fit(
+            model,
+            data,
+            epochs,
+            batch_size=args.batch_size,
+            lr=lr,
+            optimizer=args.optimizer,
+            lr_decay=args.lr_decay,
+            seed=args.seed,
+            threads=args.threads,
+            save=args.save,
+            resume=args.resume,
+            progress=not args.no_progress,
+            log=lambda line: print(line, flush=True),
+        )
     except (CheckpointError, ValueError) as exc:  # unreadable or mismatched checkpoint
         raise CommandError(one_line(exc)) from None
     except OSError as exc:  # the checkpoint or its history could not be written
-        raise CommandError(f"cannot write the checkpoint {args.save!r}: "
-                           f"{exc.strerror or exc}") from None
+        raise CommandError(
+            f"cannot write the checkpoint {args.save!r}: {exc.strerror or exc}"
+        ) from None
     if args.save is not None:
         csv_path, json_path = history_paths(args.save)
         print(f"saved {args.save} (history: {csv_path}, {json_path})")
@@ -396,8 +515,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     _set_threads(args)
     result = evaluate(model, data.test_images, data.test_labels, batch_size=args.batch_size)
     errors = int(result.confusion.sum() - np.trace(result.confusion))
-    print(f"test accuracy {100 * result.accuracy:.2f}% ({errors} errors in "
-          f"{int(result.confusion.sum())} images)")
+    print(
+        f"test accuracy {100 * result.accuracy:.2f}% ({errors} errors in "
+        f"{int(result.confusion.sum())} images)"
+    )
     print(format_confusion(result.confusion))
     return 0
 
@@ -405,6 +526,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _history_for(model_path: str) -> List[Dict[str, Any]]:
     """The checkpoint's own history, else a NAME.history.json beside it, else none."""
     from .report import history_from_entries
+
     history = history_from_entries(read_model_entries(Path(model_path).expanduser()))
     if history:
         return history
@@ -419,6 +541,7 @@ def _history_for(model_path: str) -> List[Dict[str, Any]]:
 
 def _report(args: argparse.Namespace) -> int:
     from . import report
+
     if not report.have_matplotlib():
         raise CommandError(report.MATPLOTLIB_MISSING)
     out = _check_writable(args.out, "--out")
@@ -426,24 +549,38 @@ def _report(args: argparse.Namespace) -> int:
     history = _history_for(args.model)
     data = _load_data(args)
     if args.digit >= len(data.test_labels):
-        raise CommandError(f"--digit {args.digit} is out of range: the test set has "
-                           f"{len(data.test_labels)} images")
+        raise CommandError(
+            f"--digit {args.digit} is out of range: the test set has {len(data.test_labels)} images"
+        )
     _set_threads(args)
     try:
-        result = report.render_report(model, data.test_images, data.test_labels, out,
-                                      history=history, digit=args.digit, dpi=args.dpi,
-                                      title=report.default_title(model, history))
+        result = report.render_report(
+            model,
+            data.test_images,
+            data.test_labels,
+            out,
+            history=history,
+            digit=args.digit,
+            dpi=args.dpi,
+            title=report.default_title(model, history),
+        )
     except ImportError as exc:  # matplotlib present but broken
         raise CommandError(f"matplotlib cannot be imported: {one_line(exc)}") from None
     except OSError as exc:
         raise CommandError(f"cannot write {args.out!r}: {exc.strerror or exc}") from None
-    print(f"wrote {out} (test accuracy {100 * result.accuracy:.2f}% on "
-          f"{int(result.confusion.sum())} images)")
+    print(
+        f"wrote {out} (test accuracy {100 * result.accuracy:.2f}% on "
+        f"{int(result.confusion.sum())} images)"
+    )
     return 0
 
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
-    "download": _cmd_download, "train": _train, "evaluate": _evaluate, "report": _report}
+    "download": _cmd_download,
+    "train": _train,
+    "evaluate": _evaluate,
+    "report": _report,
+}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -465,6 +602,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as exc:  # a bug, or a failure not foreseen above: still one line
         if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             raise
-        print(f"{PROG}: error: unexpected {type(exc).__name__}: {one_line(exc)} (set "
-              f"{TRACEBACK_ENV}=1 to see the traceback)", file=sys.stderr)
+        print(
+            f"{PROG}: error: unexpected {type(exc).__name__}: {one_line(exc)} (set "
+            f"{TRACEBACK_ENV}=1 to see the traceback)",
+            file=sys.stderr,
+        )
         return 1

@@ -1,6 +1,7 @@
 """Where the command line keeps MNIST: ``$FASTCONV_DATA/mnist``, by default
 ``~/.cache/fastconv/mnist`` (``$XDG_CACHE_HOME/fastconv/mnist`` when that is set).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,13 @@ from typing import Dict, List, Optional
 
 from .. import datasets
 
-__all__ = ["DATA_ENV", "default_data_root", "default_mnist_dir", "missing_mnist_files",
-           "verify_mnist_checksums"]
+__all__ = [
+    "DATA_ENV",
+    "default_data_root",
+    "default_mnist_dir",
+    "missing_mnist_files",
+    "verify_mnist_checksums",
+]
 
 DATA_ENV = "FASTCONV_DATA"
 """The environment variable naming fastconv's data directory (MNIST goes in its ``mnist/``)."""
@@ -33,8 +39,11 @@ def default_mnist_dir() -> Path:
 
 def missing_mnist_files(root: Path) -> List[str]:
     """Names of the four MNIST files present in ``root`` neither gzipped nor uncompressed."""
-    return [name for name in datasets.MNIST_FILES
-            if not (root / name).is_file() and not (root / name[:-len(".gz")]).is_file()]
+    return [
+        name
+        for name in datasets.MNIST_FILES
+        if not (root / name).is_file() and not (root / name[: -len(".gz")]).is_file()
+    ]
 
 
 def verify_mnist_checksums(root: Path) -> Dict[str, Optional[bool]]:

@@ -5,6 +5,7 @@ beside it are for people and tools: a spreadsheet or ``pandas.read_csv`` reads t
 reads the JSON (a list of one object per epoch). Both are rewritten atomically after every
 epoch, so they always match the checkpoint.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,15 @@ __all__ = ["COLUMNS", "history_paths", "write_history", "read_history"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_accuracy", "seconds",
-           "images_per_second", "test_seconds")
+COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "test_accuracy",
+    "seconds",
+    "images_per_second",
+    "test_seconds",
+)
 """The fields of one epoch's record, in the CSV's column order."""
 
 
@@ -32,8 +40,10 @@ def history_paths(checkpoint: PathLike) -> Tuple[Path, Path]:
     """
     checkpoint = Path(checkpoint)
     stem = checkpoint.name[:-4] if checkpoint.name.endswith(".npz") else checkpoint.name
-    return (checkpoint.with_name(f"{stem}.history.csv"),
-            checkpoint.with_name(f"{stem}.history.json"))
+    return (
+        checkpoint.with_name(f"{stem}.history.csv"),
+        checkpoint.with_name(f"{stem}.history.json"),
+    )
 
 
 def write_history(checkpoint: PathLike, history: Sequence[Dict[str, Any]]) -> Tuple[Path, Path]:
@@ -76,7 +86,8 @@ def read_history(path: PathLike) -> List[Dict[str, Any]]:
         else:
             rows = json.loads(text)
         if not isinstance(rows, list) or not all(
-                isinstance(r, dict) and all(k in r for k in COLUMNS) for r in rows):
+            isinstance(r, dict) and all(k in r for k in COLUMNS) for r in rows
+        ):
             raise ValueError(f"expected one record per epoch with the fields {COLUMNS}")
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: not a training history ({exc})") from None

@@ -1,4 +1,5 @@
 """LeNet-5 (LeCun et al., 1998) for 32x32 single-channel images, as a Sequential of nn layers."""
+
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -38,9 +39,15 @@ class LeNet5(nn.Sequential):
     -> logits (N, 10).
     """
 
-    def __init__(self, activation: str = "relu", pooling: str = "max",
-                 rng: Union[None, int, np.random.Generator] = None, *, seed: Optional[int] = None,
-                 dtype: Any = np.float32) -> None:
+    def __init__(
+        self,
+        activation: str = "relu",
+        pooling: str = "max",
+        rng: Union[None, int, np.random.Generator] = None,
+        *,
+        seed: Optional[int] = None,
+        dtype: Any = np.float32,
+    ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if pooling not in POOLINGS:

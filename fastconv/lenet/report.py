@@ -5,6 +5,7 @@ Needs matplotlib (``pip install "fastconv[plot]"``). The figure is drawn on matp
 canvas directly (no pyplot, no display, no global backend switch), so it works headless and
 leaves the caller's matplotlib state alone.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,18 +17,27 @@ from .._atomic import atomic_write
 from .model import LeNet5
 from .train import Evaluation, evaluate
 
-__all__ = ["MATPLOTLIB_MISSING", "have_matplotlib", "layer_outputs", "render_report",
-           "history_from_entries", "default_title"]
+__all__ = [
+    "MATPLOTLIB_MISSING",
+    "have_matplotlib",
+    "layer_outputs",
+    "render_report",
+    "history_from_entries",
+    "default_title",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-MATPLOTLIB_MISSING = ("the report needs matplotlib, which is not installed: "
-                      "pip install \"fastconv[plot]\" (or pip install matplotlib)")
+MATPLOTLIB_MISSING = (
+    "the report needs matplotlib, which is not installed: "
+    'pip install "fastconv[plot]" (or pip install matplotlib)'
+)
 
 
 def have_matplotlib() -> bool:
     """Whether matplotlib can be imported (without importing it)."""
     import importlib.util
+
     return importlib.util.find_spec("matplotlib") is not None
 
 
@@ -51,10 +61,18 @@ def layer_outputs(model: LeNet5, x: Any) -> Dict[str, np.ndarray]:
     return outputs
 
 
-def render_report(model: LeNet5, images: Any, labels: Any, out: PathLike, *,
-                  history: Optional[Sequence[Dict[str, Any]]] = None, digit: int = 0,
-                  title: Optional[str] = None, dpi: int = 100,
-                  evaluation: Optional[Evaluation] = None) -> Evaluation:
+def render_report(
+    model: LeNet5,
+    images: Any,
+    labels: Any,
+    out: PathLike,
+    *,
+    history: Optional[Sequence[Dict[str, Any]]] = None,
+    digit: int = 0,
+    title: Optional[str] = None,
+    dpi: int = 100,
+    evaluation: Optional[Evaluation] = None,
+) -> Evaluation:
     """Draw the report of ``model`` on the test set (``images``, ``labels``) into ``out`` (PNG).
 
     Parameters
@@ -95,7 +113,7 @@ def render_report(model: LeNet5, images: Any, labels: Any, out: PathLike, *,
     if evaluation is None:
         evaluation = evaluate(model, images, labels)
     confusion = evaluation.confusion
-    x = images[digit:digit + 1]
+    x = images[digit : digit + 1]
     outputs = layer_outputs(model, x)
     c1 = outputs["c1_tanh" if "c1_tanh" in outputs else "c1"][0]
     c3 = outputs["c3_tanh" if "c3_tanh" in outputs else "c3"][0]
@@ -118,8 +136,15 @@ def render_report(model: LeNet5, images: Any, labels: Any, out: PathLike, *,
 def _curves(ax_loss: Any, ax_acc: Any, history: Optional[Sequence[Dict[str, Any]]]) -> None:
     if not history:
         for ax in (ax_loss, ax_acc):
-            ax.text(0.5, 0.5, "no training history\n(a model saved without fit's checkpoint)",
-                    ha="center", va="center", transform=ax.transAxes, color="0.4")
+            ax.text(
+                0.5,
+                0.5,
+                "no training history\n(a model saved without fit's checkpoint)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="0.4",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
         ax_loss.set_title("training loss")
@@ -154,19 +179,35 @@ def _confusion(ax: Any, confusion: np.ndarray, accuracy: float, PowerNorm: Any) 
     for i in range(k):
         for j in range(k):
             if confusion[i, j]:
-                ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=7,
-                        color="white" if rate[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(int(confusion[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rate[i, j] > 0.5 else "black",
+                )
     errors = int(confusion.sum() - np.trace(confusion))
-    ax.set_title(f"confusion matrix on the test set\n{100 * accuracy:.2f}% correct, {errors} "
-                 f"errors in {int(confusion.sum()):,} images")
+    ax.set_title(
+        f"confusion matrix on the test set\n{100 * accuracy:.2f}% correct, {errors} "
+        f"errors in {int(confusion.sum()):,} images"
+    )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_xticks(range(k))
     ax.set_yticks(range(k))
 
 
-def _maps(fig: Any, digit: np.ndarray, label: int, predicted: int, filters: np.ndarray,
-          c1: np.ndarray, c3: np.ndarray) -> None:
+def _maps(
+    fig: Any,
+    digit: np.ndarray,
+    label: int,
+    predicted: int,
+    filters: np.ndarray,
+    c1: np.ndarray,
+    c3: np.ndarray,
+) -> None:
     left, middle, right = cast(Any, fig.subfigures(1, 3, width_ratios=[1, 3.9, 2.8]))
     ax = left.subplots()
     ax.imshow(digit, cmap="gray_r")
@@ -198,11 +239,14 @@ def _maps(fig: Any, digit: np.ndarray, label: int, predicted: int, filters: np.n
 def history_from_entries(entries: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
     """The history stored in a training checkpoint's entries (empty for a ``save()`` file)."""
     import json
+
     return json.loads(str(entries["history"])) if "history" in entries else []
 
 
 def default_title(model: LeNet5, history: Sequence[Dict[str, Any]]) -> str:
     """'LeNet-5 (relu, max pooling), N epochs' for the report's heading."""
     epochs = f", {len(history)} epoch{'s' * (len(history) != 1)}" if history else ""
-    return (f"LeNet-5 ({getattr(model, 'activation', '?')}, "
-            f"{getattr(model, 'pooling', '?')} pooling){epochs}, trained with fastconv")
+    return (
+        f"LeNet-5 ({getattr(model, 'activation', '?')}, "
+        f"{getattr(model, 'pooling', '?')} pooling){epochs}, trained with fastconv"
+    )

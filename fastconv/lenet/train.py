@@ -7,6 +7,7 @@ and the position: epoch, batch, the shuffling generator's state at that epoch's 
 partial epoch's sums, the arguments and the history. ``resume`` continues from it with the
 same results as an uninterrupted run (same seed, batch size, optimiser and lr).
 """
+
 import ctypes
 import json
 import math
@@ -21,14 +22,23 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Union
 import numpy as np
 
 from .. import _compat, nn, optim, set_num_threads
-from ..parameter import array_module
 from .._atomic import save_npz_atomic
+from ..parameter import array_module
 from .checkpoint import FORMAT, CheckpointError, read_checkpoint, read_model_entries
 from .history import write_history
 from .model import LeNet5
 
-__all__ = ["fit", "evaluate", "Evaluation", "TrainingInterrupted", "load_model", "DEFAULT_LR",
-           "DEFAULT_LR_DECAY", "shuffle_generator", "keep_freed_memory"]
+__all__ = [
+    "fit",
+    "evaluate",
+    "Evaluation",
+    "TrainingInterrupted",
+    "load_model",
+    "DEFAULT_LR",
+    "DEFAULT_LR_DECAY",
+    "shuffle_generator",
+    "keep_freed_memory",
+]
 
 # Measured on MNIST (seeds 0, 1, 2; 10 epochs): Adam at 1e-3 without decay ends at 98.9-99.0%;
 # 2e-3 decayed by 0.7 per epoch at 99.12-99.21%.
@@ -41,6 +51,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 class Evaluation(NamedTuple):
     """accuracy: float in [0, 1]; confusion: (K, K) int64, [true class, predicted class]."""
+
     accuracy: float
     confusion: np.ndarray
 
@@ -63,16 +74,17 @@ def evaluate(model: nn.Layer, images: Any, labels: Any, batch_size: int = 500) -
     try:
         predictions = []
         for start in range(0, len(labels), batch_size):
-            logits = model(images[start:start + batch_size])
+            logits = model(images[start : start + batch_size])
             predictions.append(_compat.to_numpy(logits.argmax(axis=1)))
         num_classes = logits.shape[1]
     finally:
         model.train(was_training)
     predicted = np.concatenate(predictions)
     truth = _compat.to_numpy(labels).astype(np.int64)
-    confusion = np.bincount(truth * num_classes + predicted, minlength=num_classes ** 2)
-    return Evaluation(float(np.mean(predicted == truth)),
-                      confusion.reshape(num_classes, num_classes))
+    confusion = np.bincount(truth * num_classes + predicted, minlength=num_classes**2)
+    return Evaluation(
+        float(np.mean(predicted == truth)), confusion.reshape(num_classes, num_classes)
+    )
 
 
 def keep_freed_memory() -> bool:
@@ -90,8 +102,10 @@ def keep_freed_memory() -> bool:
         if platform.libc_ver()[0] == "glibc":
             try:
                 mallopt = ctypes.CDLL(None).mallopt
-                _malloc_tuned = (mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
-                                 and mallopt(_M_TRIM_THRESHOLD, 128 << 20) == 1)
+                _malloc_tuned = (
+                    mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
+                    and mallopt(_M_TRIM_THRESHOLD, 128 << 20) == 1
+                )
             except (OSError, AttributeError):
                 pass
     return bool(_malloc_tuned)
@@ -131,9 +145,16 @@ def _save_checkpoint(path, model, optimizer, position, args, history):
     arrays.update({f"optimizer.{k}": v for k, v in optimizer.state_dict().items()})
     layer_rngs = {p: g.bit_generator.state for p, g in _layer_generators(model).items()}
     config = {k: getattr(model, k) for k in ("activation", "pooling") if hasattr(model, k)}
-    save_npz_atomic(path, format=FORMAT, args=json.dumps(args), history=json.dumps(history),
-                    position=json.dumps(position), layer_rngs=json.dumps(layer_rngs),
-                    model_config=json.dumps(config), **arrays)
+    save_npz_atomic(
+        path,
+        format=FORMAT,
+        args=json.dumps(args),
+        history=json.dumps(history),
+        position=json.dumps(position),
+        layer_rngs=json.dumps(layer_rngs),
+        model_config=json.dumps(config),
+        **arrays,
+    )
     write_history(path, history)  # NAME.history.csv / .json beside it, for people and plots
 
 
@@ -151,8 +172,7 @@ def load_model(path: PathLike) -> LeNet5:
     try:
         if "format" in entries:
             model = LeNet5(**json.loads(str(entries["model_config"])), rng=0)
-            model.load_state_dict({k[6:]: v for k, v in entries.items()
-                                   if k.startswith("model.")})
+            model.load_state_dict({k[6:]: v for k, v in entries.items() if k.startswith("model.")})
         else:
             model = LeNet5(rng=0)
             model.load_state_dict(entries)
@@ -189,15 +209,34 @@ def _progress_bar(total, initial, desc, enabled):
     if not enabled:
         return None
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False,
-                file=sys.stderr, disable=None, dynamic_ncols=True)
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="batch",
+        leave=False,
+        file=sys.stderr,
+        disable=None,
+        dynamic_ncols=True,
+    )
 
 
-def fit(model: nn.Layer, data: Any, epochs: int, batch_size: int = 64, lr: Optional[float] = None,
-        optimizer: str = "adam", seed: int = 0, threads: Optional[int] = None,
-        save: Optional[PathLike] = None, resume: Optional[PathLike] = None, progress: bool = True,
-        log: Callable[[str], Any] = print,
-        lr_decay: float = DEFAULT_LR_DECAY) -> List[Dict[str, Any]]:
+def fit(
+    model: nn.Layer,
+    data: Any,
+    epochs: int,
+    batch_size: int = 64,
+    lr: Optional[float] = None,
+    optimizer: str = "adam",
+    seed: int = 0,
+    threads: Optional[int] = None,
+    save: Optional[PathLike] = None,
+    resume: Optional[PathLike] = None,
+    progress: bool = True,
+    log: Callable[[str], Any] = print,
+    lr_decay: float = DEFAULT_LR_DECAY,
+) -> List[Dict[str, Any]]:
     """Train ``model`` on ``data`` for ``epochs`` epochs (in total, counting resumed ones).
 
     Parameters
@@ -237,28 +276,43 @@ def fit(model: nn.Layer, data: Any, epochs: int, batch_size: int = 64, lr: Optio
     if int(epochs) < 0 or int(batch_size) < 1:
         raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
     images, labels = data.train_images, data.train_labels
-    args = {"batch_size": int(batch_size), "lr": lr, "optimizer": optimizer, "seed": seed,
-            "lr_decay": float(lr_decay)}
+    args = {
+        "batch_size": int(batch_size),
+        "lr": lr,
+        "optimizer": optimizer,
+        "seed": seed,
+        "lr_decay": float(lr_decay),
+    }
     opt = _make_optimizer(optimizer, model.parameters(), lr)
     shuffle_rng = shuffle_generator(seed)
-    position = {"epoch": 0, "batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0,
-                "rng": shuffle_rng.bit_generator.state}
+    position = {
+        "epoch": 0,
+        "batch": 0,
+        "loss_sum": 0.0,
+        "correct": 0,
+        "seen": 0,
+        "rng": shuffle_rng.bit_generator.state,
+    }
     history = []
     if resume is not None:
         ckpt = _read_checkpoint(resume)
         saved = json.loads(str(ckpt["args"]))
         for key in ("batch_size", "optimizer", "lr", "lr_decay"):
             if saved[key] != args[key]:
-                raise ValueError(f"{resume} was trained with {key}={saved[key]!r}, got "
-                                 f"{args[key]!r}: pass the same value to continue it")
+                raise ValueError(
+                    f"{resume} was trained with {key}={saved[key]!r}, got "
+                    f"{args[key]!r}: pass the same value to continue it"
+                )
         args["seed"] = saved["seed"]
         model.load_state_dict({k[6:]: v for k, v in ckpt.items() if k.startswith("model.")})
         opt.load_state_dict({k[10:]: v for k, v in ckpt.items() if k.startswith("optimizer.")})
         generators = _layer_generators(model)
         for path, state in json.loads(str(ckpt["layer_rngs"])).items():
             if path not in generators:
-                raise ValueError(f"{resume} has the random state of a layer {path!r} that this "
-                                 f"model does not have")
+                raise ValueError(
+                    f"{resume} has the random state of a layer {path!r} that this "
+                    f"model does not have"
+                )
             generators[path].bit_generator.state = state
         position = json.loads(str(ckpt["position"]))
         history = json.loads(str(ckpt["history"]))
@@ -269,16 +323,44 @@ def fit(model: nn.Layer, data: Any, epochs: int, batch_size: int = 64, lr: Optio
     previous_threads = set_num_threads(threads) if threads is not None else None
     try:
         with _StopOnSigint() as stop:
-            _run_epochs(model, opt, data, images, labels, int(epochs), int(batch_size), position,
-                        history, args, save, stop, progress, log)
+            _run_epochs(
+                model,
+                opt,
+                data,
+                images,
+                labels,
+                int(epochs),
+                int(batch_size),
+                position,
+                history,
+                args,
+                save,
+                stop,
+                progress,
+                log,
+            )
     finally:
         if previous_threads is not None:
             set_num_threads(previous_threads)
     return history
 
 
-def _run_epochs(model, opt, data, images, labels, epochs, batch_size, position, history, args,
-                save, stop, progress, log):
+def _run_epochs(
+    model,
+    opt,
+    data,
+    images,
+    labels,
+    epochs,
+    batch_size,
+    position,
+    history,
+    args,
+    save,
+    stop,
+    progress,
+    log,
+):
     xp = array_module(images)
     loss_fn = nn.SoftmaxCrossEntropy()
     n = len(labels)
@@ -298,13 +380,12 @@ def _run_epochs(model, opt, data, images, labels, epochs, batch_size, position, 
         shuffle_rng = np.random.default_rng(0)  # its state is replaced next
         shuffle_rng.bit_generator.state = position["rng"]
         order = xp.asarray(shuffle_rng.permutation(n))
-        bar = _progress_bar(num_batches, position["batch"], f"epoch {epoch + 1}/{epochs}",
-                            progress)
+        bar = _progress_bar(num_batches, position["batch"], f"epoch {epoch + 1}/{epochs}", progress)
         start = time.perf_counter()
         done_before = position["seen"]
         loss_sum, correct = position["loss_sum"], position["correct"]
         for b in range(position["batch"], num_batches):
-            index = order[b * batch_size:(b + 1) * batch_size]
+            index = order[b * batch_size : (b + 1) * batch_size]
             k = len(index)
             x = xp.take(images, index, axis=0, out=x_buf[:k])
             y = xp.take(labels, index, out=y_buf[:k])
@@ -315,14 +396,16 @@ def _run_epochs(model, opt, data, images, labels, epochs, batch_size, position, 
             opt.step()
             loss_sum += float(loss) * k
             correct += int(xp.count_nonzero(logits.argmax(axis=1) == y))
-            position.update(batch=b + 1, loss_sum=loss_sum, correct=correct,
-                            seen=position["seen"] + k)
+            position.update(
+                batch=b + 1, loss_sum=loss_sum, correct=correct, seen=position["seen"] + k
+            )
             if bar is not None:
                 bar.update(1)
                 if (b + 1) % _POSTFIX_EVERY == 0:
                     rate = (position["seen"] - done_before) / (time.perf_counter() - start)
-                    bar.set_postfix_str(f"loss {loss_sum / position['seen']:.4f}, "
-                                        f"{rate:,.0f} img/s")
+                    bar.set_postfix_str(
+                        f"loss {loss_sum / position['seen']:.4f}, {rate:,.0f} img/s"
+                    )
             if stop.requested:
                 break
         seconds = time.perf_counter() - start
@@ -331,22 +414,38 @@ def _run_epochs(model, opt, data, images, labels, epochs, batch_size, position, 
         if stop.requested and position["batch"] < num_batches:
             checkpoint_now()
             where = f"; checkpoint saved to {save}" if save is not None else ""
-            raise TrainingInterrupted(f"interrupted in epoch {epoch + 1} after batch "
-                                      f"{position['batch']}/{num_batches}{where}", save)
+            raise TrainingInterrupted(
+                f"interrupted in epoch {epoch + 1} after batch "
+                f"{position['batch']}/{num_batches}{where}",
+                save,
+            )
         test_start = time.perf_counter()
         test = evaluate(model, data.test_images, data.test_labels)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_accuracy": correct / n,
-                  "test_accuracy": test.accuracy, "seconds": seconds,
-                  "images_per_second": (position["seen"] - done_before) / seconds,
-                  "test_seconds": time.perf_counter() - test_start}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / n,
+            "train_accuracy": correct / n,
+            "test_accuracy": test.accuracy,
+            "seconds": seconds,
+            "images_per_second": (position["seen"] - done_before) / seconds,
+            "test_seconds": time.perf_counter() - test_start,
+        }
         history.append(record)
-        position = {"epoch": epoch + 1, "batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0,
-                    "rng": shuffle_rng.bit_generator.state}
+        position = {
+            "epoch": epoch + 1,
+            "batch": 0,
+            "loss_sum": 0.0,
+            "correct": 0,
+            "seen": 0,
+            "rng": shuffle_rng.bit_generator.state,
+        }
         checkpoint_now()
-        log(f"epoch {epoch + 1:>2}/{epochs}  train loss {record['train_loss']:.4f}  "
+        log(
+            f"epoch {epoch + 1:>2}/{epochs}  train loss {record['train_loss']:.4f}  "
             f"train acc {100 * record['train_accuracy']:.2f}%  test acc "
             f"{100 * record['test_accuracy']:.2f}%  {seconds:.2f} s  "
-            f"{record['images_per_second']:,.0f} img/s  (test {record['test_seconds']:.2f} s)")
+            f"{record['images_per_second']:,.0f} img/s  (test {record['test_seconds']:.2f} s)"
+        )
         if stop.requested:
             where = f"; checkpoint saved to {save}" if save is not None else ""
             raise TrainingInterrupted(f"interrupted after epoch {epoch + 1}{where}", save)

@@ -14,6 +14,7 @@
 See :class:`Layer` for what every layer offers (parameters, train/eval, state_dict, save/load,
 to(device)) and :mod:`fastconv.gradcheck` to check a layer's backward numerically.
 """
+
 from .activation import ReLU, Sigmoid, Tanh
 from .adaptive_pooling import AdaptiveAvgPool2D, GlobalAvgPool2D
 from .container import Sequential

@@ -3,6 +3,7 @@
 Each caches its *output*, from which its derivative follows: relu' = (y > 0),
 tanh' = 1 - y^2, sigmoid' = y (1 - y). Works for NumPy and CuPy arrays alike.
 """
+
 from .. import functional as F
 from .layer import Layer
 

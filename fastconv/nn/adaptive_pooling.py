@@ -1,4 +1,5 @@
 """GlobalAvgPool2D and AdaptiveAvgPool2D: average pooling to a fixed output size (NCHW)."""
+
 from .. import functional as F
 from .layer import Layer
 

@@ -1,4 +1,5 @@
 """Sequential: layers applied one after the other; backward runs them in reverse."""
+
 from .layer import Layer
 
 __all__ = ["Sequential"]
@@ -23,11 +24,11 @@ class Sequential(Layer):
             named = {str(i): layer for i, layer in enumerate(layers)}
         for name, layer in named.items():
             if not isinstance(layer, Layer):
-                raise TypeError(f"Sequential takes Layers, got a {type(layer).__name__} "
-                                f"for {name!r}")
+                raise TypeError(
+                    f"Sequential takes Layers, got a {type(layer).__name__} for {name!r}"
+                )
             if not isinstance(name, str) or not name or "." in name:
-                raise ValueError(f"layer names must be non-empty strings without '.', got "
-                                 f"{name!r}")
+                raise ValueError(f"layer names must be non-empty strings without '.', got {name!r}")
             setattr(self, name, layer)
         self._sequence = tuple(named.values())
 

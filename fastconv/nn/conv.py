@@ -1,4 +1,5 @@
 """Conv2D: a 2-D convolution layer, optionally with the bias + ReLU fused into the kernel."""
+
 import numpy as np
 
 from .. import functional as F
@@ -7,7 +8,6 @@ from .init import as_generator, check_init, default_init, initial_weights
 from .layer import Layer, accumulate_grad
 
 __all__ = ["Conv2D"]
-
 
 
 class Conv2D(Layer):
@@ -38,14 +38,29 @@ class Conv2D(Layer):
     x (N, C, H, W) -> y (N, F, OH, OW); ``weight`` (F, C // groups, KH, KW), ``bias`` (F,).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, activation=None, init=None, rng=None, dtype=np.float32,
-                 algorithm="auto"):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        activation=None,
+        init=None,
+        rng=None,
+        dtype=np.float32,
+        algorithm="auto",
+    ):
         super().__init__()
         as_activation(activation)
         if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                             f"must both be divisible by groups ({groups})")
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                f"must both be divisible by groups ({groups})"
+            )
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
@@ -60,8 +75,9 @@ class Conv2D(Layer):
         shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
         fan_in = shape[1] * kh * kw
         fan_out = self.out_channels // self.groups * kh * kw
-        self._new_parameter("weight", initial_weights(self.init, shape, fan_in, fan_out,
-                                                      as_generator(rng), dtype))
+        self._new_parameter(
+            "weight", initial_weights(self.init, shape, fan_in, fan_out, as_generator(rng), dtype)
+        )
         if bias:
             self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
         else:
@@ -72,8 +88,13 @@ class Conv2D(Layer):
         self._cache = None
 
     def _geometry(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups, algorithm=self.algorithm)
+        return dict(
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            algorithm=self.algorithm,
+        )
 
     def forward(self, x):
         """x (N, C, H, W) -> y (N, F, OH, OW)."""
@@ -92,8 +113,9 @@ class Conv2D(Layer):
         needs = ("input", "weight") if input_grad else ("weight",)
         if self.bias is not None:
             needs += ("bias",)
-        grad_x, grad_weight, grad_bias = F.conv2d_backward(grad, x, self.weight.data,
-                                                           needs=needs, **self._geometry())
+        grad_x, grad_weight, grad_bias = F.conv2d_backward(
+            grad, x, self.weight.data, needs=needs, **self._geometry()
+        )
         accumulate_grad(self.weight, grad_weight)
         if self.bias is not None:
             accumulate_grad(self.bias, grad_bias)
@@ -102,8 +124,13 @@ class Conv2D(Layer):
     def extra_repr(self):
         kh, kw = self.kernel_size
         parts = [f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw})"]
-        for name, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1),
-                              ("algorithm", "auto")):
+        for name, default in (
+            ("stride", 1),
+            ("padding", 0),
+            ("dilation", 1),
+            ("groups", 1),
+            ("algorithm", "auto"),
+        ):
             value = getattr(self, name)
             if value != default:
                 parts.append(f"{name}={value!r}")
@@ -113,4 +140,3 @@ class Conv2D(Layer):
             parts.append(f"activation={self.activation!r}")
         parts.append(f"dtype={self.weight.dtype}")
         return ", ".join(parts)
-

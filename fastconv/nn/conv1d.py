@@ -1,4 +1,5 @@
 """Conv1D: a 1-D convolution layer (NCL), optionally with the bias + ReLU fused."""
+
 import numpy as np
 
 from .. import functional as F
@@ -36,14 +37,29 @@ class Conv1D(Layer):
     x (N, C, L) -> y (N, F, OL); ``weight`` (F, C // groups, K), ``bias`` (F,).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, activation=None, init=None, rng=None, dtype=np.float32):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        activation=None,
+        init=None,
+        rng=None,
+        dtype=np.float32,
+    ):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be None or 'relu', got {activation!r}")
         if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                             f"must both be divisible by groups ({groups})")
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                f"must both be divisible by groups ({groups})"
+            )
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = as_int(kernel_size, "kernel_size", 1)
@@ -55,9 +71,17 @@ class Conv1D(Layer):
         self.init = check_init(init if init is not None else default_init(activation))
         k = self.kernel_size
         shape = (self.out_channels, self.in_channels // self.groups, k)
-        self._new_parameter("weight", initial_weights(
-            self.init, shape, shape[1] * k, self.out_channels // self.groups * k,
-            as_generator(rng), dtype))
+        self._new_parameter(
+            "weight",
+            initial_weights(
+                self.init,
+                shape,
+                shape[1] * k,
+                self.out_channels // self.groups * k,
+                as_generator(rng),
+                dtype,
+            ),
+        )
         if bias:
             self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
         else:
@@ -68,13 +92,19 @@ class Conv1D(Layer):
         self._cache = None
 
     def _geometry(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups)
+        return dict(
+            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups
+        )
 
     def forward(self, x):
         """x (N, C, L) -> y (N, F, OL)."""
-        y = F.conv1d(x, self.weight.data, None if self.bias is None else self.bias.data,
-                     activation=self.activation, **self._geometry())
+        y = F.conv1d(
+            x,
+            self.weight.data,
+            None if self.bias is None else self.bias.data,
+            activation=self.activation,
+            **self._geometry(),
+        )
         self._cache = (x, y) if self.training else None
         return y
 
@@ -87,8 +117,9 @@ class Conv1D(Layer):
         needs = ("input", "weight") if input_grad else ("weight",)
         if self.bias is not None:
             needs += ("bias",)
-        grad_x, grad_weight, grad_bias = F.conv1d_backward(grad, x, self.weight.data,
-                                                           needs=needs, **self._geometry())
+        grad_x, grad_weight, grad_bias = F.conv1d_backward(
+            grad, x, self.weight.data, needs=needs, **self._geometry()
+        )
         accumulate_grad(self.weight, grad_weight)
         if self.bias is not None:
             accumulate_grad(self.bias, grad_bias)

@@ -1,4 +1,5 @@
 """ConvTranspose2D: a 2-D transposed convolution layer (upsampling, PyTorch's weight layout)."""
+
 import numpy as np
 
 from .. import functional as F
@@ -34,13 +35,27 @@ class ConvTranspose2D(Layer):
     ``bias`` (C_out,).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups=1, dilation=1, bias=True, init=None, rng=None,
-                 dtype=np.float32):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups=1,
+        dilation=1,
+        bias=True,
+        init=None,
+        rng=None,
+        dtype=np.float32,
+    ):
         super().__init__()
         if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                             f"must both be divisible by groups ({groups})")
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                f"must both be divisible by groups ({groups})"
+            )
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
@@ -54,8 +69,9 @@ class ConvTranspose2D(Layer):
         shape = (self.in_channels, self.out_channels // self.groups, kh, kw)
         fan_in = self.in_channels // self.groups * kh * kw
         fan_out = shape[1] * kh * kw
-        self._new_parameter("weight", initial_weights(self.init, shape, fan_in, fan_out,
-                                                      as_generator(rng), dtype))
+        self._new_parameter(
+            "weight", initial_weights(self.init, shape, fan_in, fan_out, as_generator(rng), dtype)
+        )
         if bias:
             self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
         else:
@@ -66,13 +82,19 @@ class ConvTranspose2D(Layer):
         self._input = None
 
     def _geometry(self):
-        return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,
-                    groups=self.groups, dilation=self.dilation)
+        return dict(
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self.output_padding,
+            groups=self.groups,
+            dilation=self.dilation,
+        )
 
     def forward(self, x):
         """x (N, C_in, H, W) -> y (N, C_out, OH, OW)."""
-        y = F.conv_transpose2d(x, self.weight.data, None if self.bias is None else self.bias.data,
-                               **self._geometry())
+        y = F.conv_transpose2d(
+            x, self.weight.data, None if self.bias is None else self.bias.data, **self._geometry()
+        )
         self._input = x if self.training else None
         return y
 
@@ -84,7 +106,8 @@ class ConvTranspose2D(Layer):
         if self.bias is not None:
             needs += ("bias",)
         grad_x, grad_weight, grad_bias = F.conv_transpose2d_backward(
-            grad, x, self.weight.data, needs=needs, **self._geometry())
+            grad, x, self.weight.data, needs=needs, **self._geometry()
+        )
         accumulate_grad(self.weight, grad_weight)
         if self.bias is not None:
             accumulate_grad(self.bias, grad_bias)
@@ -93,8 +116,13 @@ class ConvTranspose2D(Layer):
     def extra_repr(self):
         kh, kw = self.kernel_size
         parts = [f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw})"]
-        for name, default in (("stride", 1), ("padding", 0), ("output_padding", 0),
-                              ("groups", 1), ("dilation", 1)):
+        for name, default in (
+            ("stride", 1),
+            ("padding", 0),
+            ("output_padding", 0),
+            ("groups", 1),
+            ("dilation", 1),
+        ):
             value = getattr(self, name)
             if value != default:
                 parts.append(f"{name}={value!r}")

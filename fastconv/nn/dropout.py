@@ -1,4 +1,5 @@
 """Dropout: zero each input with probability p while training (inverted scaling); eval: identity."""
+
 import numbers
 
 import numpy as np
@@ -32,8 +33,7 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if (isinstance(p, bool) or not isinstance(p, numbers.Real)
-                or not 0.0 <= float(p) <= 1.0):
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
         self.rng = as_generator(rng)

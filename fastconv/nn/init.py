@@ -15,6 +15,7 @@ name               distribution                               keeps the variance
 ``kaiming_uniform``, ``kaiming_normal``, ``xavier_uniform`` and ``xavier_normal`` are aliases.
 A conv layer's fan_in is ``C/groups * KH * KW`` and its fan_out ``F/groups * KH * KW``.
 """
+
 import numbers
 
 import numpy as np
@@ -36,8 +37,9 @@ def as_generator(rng):
         return rng
     if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
         return np.random.default_rng(rng)
-    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, "
-                    f"got {type(rng).__name__}")
+    raise TypeError(
+        f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}"
+    )
 
 
 def default_init(activation):

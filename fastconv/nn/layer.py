@@ -9,6 +9,7 @@ Parameters and sub-layers assigned as attributes (``self.weight = Parameter(...)
 ``self.c1 = Conv2D(...)``) are registered automatically, in assignment order, which gives the
 dotted names of :meth:`Layer.named_parameters` (``"c1.weight"``).
 """
+
 import numpy as np
 
 from .. import _compat
@@ -53,8 +54,10 @@ class Layer:
             parameters = self._parameters
             children = self._children
         except AttributeError:
-            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() "
-                               f"before assigning attributes") from None
+            raise RuntimeError(
+                f"{type(self).__name__}.__init__ must call super().__init__() "
+                f"before assigning attributes"
+            ) from None
         if isinstance(value, Parameter):
             children.pop(name, None)
             parameters[name] = value
@@ -105,7 +108,8 @@ class Layer:
         if cache is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward called before forward: run forward in training "
-                f"mode (layer.train()) first; eval-mode forwards keep nothing for backward")
+                f"mode (layer.train()) first; eval-mode forwards keep nothing for backward"
+            )
         return cache
 
     # -- structure --------------------------------------------------------------------
@@ -154,8 +158,9 @@ class Layer:
     # -- state ------------------------------------------------------------------------
     def state_dict(self):
         """dict dotted name -> NumPy copy of the parameter's data (CuPy data is copied to host)."""
-        return {name: _compat.to_numpy(p.data, copy=True)
-                for name, p in self.named_parameters().items()}
+        return {
+            name: _compat.to_numpy(p.data, copy=True) for name, p in self.named_parameters().items()
+        }
 
     def load_state_dict(self, state, strict=True):
         """Copy arrays from ``state`` (name -> array) into the parameters, in place.
@@ -194,8 +199,10 @@ class Layer:
                 continue
             value = _compat.to_numpy(state[name])
             if tuple(value.shape) != tuple(p.data.shape):
-                raise ValueError(f"parameter {name!r}: the state has shape {tuple(value.shape)}, "
-                                 f"this {type(self).__name__} has {tuple(p.data.shape)}")
+                raise ValueError(
+                    f"parameter {name!r}: the state has shape {tuple(value.shape)}, "
+                    f"this {type(self).__name__} has {tuple(p.data.shape)}"
+                )
             updates.append((p, value))
         for p, value in updates:
             p.data[...] = array_module(p.data).asarray(value, dtype=p.data.dtype)
@@ -216,8 +223,11 @@ class Layer:
         Returns self.
         """
         with np.load(path, allow_pickle=False) as archive:
-            state = {name[len(prefix):]: archive[name] for name in archive.files
-                     if name.startswith(prefix)}
+            state = {
+                name[len(prefix) :]: archive[name]
+                for name in archive.files
+                if name.startswith(prefix)
+            }
         self.load_state_dict(state, strict=strict)
         return self
 
@@ -234,7 +244,7 @@ class Layer:
             cupy = _compat.require_cupy()
             move = cupy.asarray
         else:
-            move = (lambda a: a.get() if _compat.is_cupy_array(a) else a)
+            move = lambda a: a.get() if _compat.is_cupy_array(a) else a
         for p in self.parameters():
             p.data = move(p.data)
             p.grad = None if p.grad is None else move(p.grad)

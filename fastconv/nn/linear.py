@@ -1,4 +1,5 @@
 """Linear: a fully connected layer, optionally with the bias + ReLU fused into the kernel."""
+
 import numpy as np
 
 from .. import functional as F
@@ -30,8 +31,16 @@ class Linear(Layer):
     x (N, IN) -> y (N, OUT); ``weight`` (OUT, IN), ``bias`` (OUT,).
     """
 
-    def __init__(self, in_features, out_features, bias=True, activation=None, init=None,
-                 rng=None, dtype=np.float32):
+    def __init__(
+        self,
+        in_features,
+        out_features,
+        bias=True,
+        activation=None,
+        init=None,
+        rng=None,
+        dtype=np.float32,
+    ):
         super().__init__()
         as_activation(activation)
         self.in_features = int(in_features)
@@ -39,9 +48,12 @@ class Linear(Layer):
         self.activation = activation
         self.init = check_init(init if init is not None else default_init(activation))
         shape = (self.out_features, self.in_features)
-        self._new_parameter("weight", initial_weights(self.init, shape, self.in_features,
-                                                      self.out_features, as_generator(rng),
-                                                      dtype))
+        self._new_parameter(
+            "weight",
+            initial_weights(
+                self.init, shape, self.in_features, self.out_features, as_generator(rng), dtype
+            ),
+        )
         if bias:
             self._new_parameter("bias", np.zeros(self.out_features, dtype=dtype))
         else:
@@ -53,8 +65,12 @@ class Linear(Layer):
 
     def forward(self, x):
         """x (N, IN) -> y (N, OUT)."""
-        y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data,
-                     activation=self.activation)
+        y = F.linear(
+            x,
+            self.weight.data,
+            None if self.bias is None else self.bias.data,
+            activation=self.activation,
+        )
         self._cache = (x, y) if self.training else None
         return y
 

@@ -1,4 +1,5 @@
 """SoftmaxCrossEntropy: the mean cross-entropy of softmax(logits) against integer labels."""
+
 from .. import functional as F
 from .layer import Layer
 

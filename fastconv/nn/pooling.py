@@ -1,4 +1,5 @@
 """MaxPool2D and AvgPool2D: 2-D pooling layers (NCHW, floor or ceil mode, PyTorch's semantics)."""
+
 from .. import functional as F
 from .layer import Layer
 
@@ -36,10 +37,17 @@ class MaxPool2D(Layer):
     def forward(self, x):
         """x (N, C, H, W) -> y (N, C, OH, OW)."""
         if not self.training:
-            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                ceil_mode=self.ceil_mode)
-        y, indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                  return_indices=True, ceil_mode=self.ceil_mode)
+            return F.max_pool2d(
+                x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode
+            )
+        y, indices = F.max_pool2d(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            return_indices=True,
+            ceil_mode=self.ceil_mode,
+        )
         self._cache = (indices, tuple(x.shape))
         return y
 
@@ -52,8 +60,10 @@ class MaxPool2D(Layer):
 
     def extra_repr(self):
         ceil = ", ceil_mode=True" if self.ceil_mode else ""
-        return (f"kernel_size={self.kernel_size!r}, stride={self.stride!r}, "
-                f"padding={self.padding!r}{ceil}")
+        return (
+            f"kernel_size={self.kernel_size!r}, stride={self.stride!r}, "
+            f"padding={self.padding!r}{ceil}"
+        )
 
 
 class AvgPool2D(Layer):
@@ -75,8 +85,9 @@ class AvgPool2D(Layer):
     x (N, C, H, W) -> y (N, C, OH, OW); only the input shape is cached.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True, *,
-                 ceil_mode=False):
+    def __init__(
+        self, kernel_size, stride=None, padding=0, count_include_pad=True, *, ceil_mode=False
+    ):
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride
@@ -90,8 +101,14 @@ class AvgPool2D(Layer):
 
     def forward(self, x):
         """x (N, C, H, W) -> y (N, C, OH, OW)."""
-        y = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad,
-                         ceil_mode=self.ceil_mode)
+        y = F.avg_pool2d(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.count_include_pad,
+            ceil_mode=self.ceil_mode,
+        )
         self._input_shape = tuple(x.shape) if self.training else None
         return y
 
@@ -100,11 +117,19 @@ class AvgPool2D(Layer):
         input_shape = self._cached(self._input_shape)
         if not input_grad:
             return None
-        return F.avg_pool2d_backward(grad, input_shape, self.kernel_size, self.stride,
-                                     self.padding, self.count_include_pad,
-                                     ceil_mode=self.ceil_mode)
+        return F.avg_pool2d_backward(
+            grad,
+            input_shape,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.count_include_pad,
+            ceil_mode=self.ceil_mode,
+        )
 
     def extra_repr(self):
         ceil = ", ceil_mode=True" if self.ceil_mode else ""
-        return (f"kernel_size={self.kernel_size!r}, stride={self.stride!r}, "
-                f"padding={self.padding!r}, count_include_pad={self.count_include_pad}{ceil}")
+        return (
+            f"kernel_size={self.kernel_size!r}, stride={self.stride!r}, "
+            f"padding={self.padding!r}, count_include_pad={self.count_include_pad}{ceil}"
+        )

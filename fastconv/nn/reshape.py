@@ -1,4 +1,5 @@
 """Flatten: (N, d1, d2, ...) -> (N, d1 * d2 * ...), a view whenever the input is contiguous."""
+
 from .layer import Layer
 
 __all__ = ["Flatten"]

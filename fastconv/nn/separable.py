@@ -4,6 +4,7 @@ A depthwise convolution filters each input channel on its own (groups = C, ``dep
 filters per channel); a separable convolution follows it with a pointwise (1x1) convolution that
 mixes the channels: C*M*KH*KW + C*M*F weights instead of a full convolution's C*F*KH*KW.
 """
+
 import numpy as np
 
 from .. import functional as F
@@ -43,12 +44,35 @@ class DepthwiseConv2D(Conv2D):
     Output channel c * M + m is filter m of input channel c.
     """
 
-    def __init__(self, in_channels, kernel_size, depth_multiplier=1, stride=1, padding=0,
-                 dilation=1, bias=True, activation=None, init=None, rng=None, dtype=np.float32):
+    def __init__(
+        self,
+        in_channels,
+        kernel_size,
+        depth_multiplier=1,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias=True,
+        activation=None,
+        init=None,
+        rng=None,
+        dtype=np.float32,
+    ):
         M = _depth_multiplier(depth_multiplier)
-        super().__init__(in_channels, int(in_channels) * M, kernel_size, stride, padding,
-                         dilation, groups=int(in_channels), bias=bias, activation=activation,
-                         init=init, rng=rng, dtype=dtype)
+        super().__init__(
+            in_channels,
+            int(in_channels) * M,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups=int(in_channels),
+            bias=bias,
+            activation=activation,
+            init=init,
+            rng=rng,
+            dtype=dtype,
+        )
         self.depth_multiplier = M
 
     def extra_repr(self):
@@ -96,17 +120,30 @@ class SeparableConv2D(Layer):
     its input, the depthwise output and (with ReLU) its output.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, depth_multiplier=1, stride=1,
-                 padding=0, dilation=1, bias=True, activation=None, init=None, rng=None,
-                 dtype=np.float32):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        depth_multiplier=1,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias=True,
+        activation=None,
+        init=None,
+        rng=None,
+        dtype=np.float32,
+    ):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be None or 'relu', got {activation!r}")
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         if self.in_channels < 1 or self.out_channels < 1:
-            raise ValueError(f"in_channels and out_channels must be >= 1, got "
-                             f"{in_channels}, {out_channels}")
+            raise ValueError(
+                f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}"
+            )
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.depth_multiplier = _depth_multiplier(depth_multiplier)
         self.stride = stride
@@ -118,10 +155,16 @@ class SeparableConv2D(Layer):
         kh, kw = self.kernel_size
         M = self.depth_multiplier
         mid = self.in_channels * M
-        self._new_parameter("depthwise_weight", initial_weights(
-            self.init, (mid, 1, kh, kw), kh * kw, M * kh * kw, rng, dtype))
-        self._new_parameter("pointwise_weight", initial_weights(
-            self.init, (self.out_channels, mid, 1, 1), mid, self.out_channels, rng, dtype))
+        self._new_parameter(
+            "depthwise_weight",
+            initial_weights(self.init, (mid, 1, kh, kw), kh * kw, M * kh * kw, rng, dtype),
+        )
+        self._new_parameter(
+            "pointwise_weight",
+            initial_weights(
+                self.init, (self.out_channels, mid, 1, 1), mid, self.out_channels, rng, dtype
+            ),
+        )
         if bias:
             self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
         else:
@@ -132,14 +175,22 @@ class SeparableConv2D(Layer):
         self._cache = None
 
     def _depthwise(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.in_channels)
+        return dict(
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.in_channels,
+        )
 
     def forward(self, x):
         """x (N, C, H, W) -> y (N, F, OH, OW)."""
         t = F.conv2d(x, self.depthwise_weight.data, None, **self._depthwise())
-        y = F.conv2d(t, self.pointwise_weight.data,
-                     None if self.bias is None else self.bias.data, activation=self.activation)
+        y = F.conv2d(
+            t,
+            self.pointwise_weight.data,
+            None if self.bias is None else self.bias.data,
+            activation=self.activation,
+        )
         self._cache = (x, t, y) if self.training else None
         return y
 
@@ -150,11 +201,13 @@ class SeparableConv2D(Layer):
         if self.activation == "relu":
             grad = F.relu_backward(grad, y)
         needs = ("input", "weight") + (("bias",) if self.bias is not None else ())
-        grad_t, grad_pw, grad_bias = F.conv2d_backward(grad, t, self.pointwise_weight.data,
-                                                       needs=needs)
+        grad_t, grad_pw, grad_bias = F.conv2d_backward(
+            grad, t, self.pointwise_weight.data, needs=needs
+        )
         needs = ("input", "weight") if input_grad else ("weight",)
-        grad_x, grad_dw, _ = F.conv2d_backward(grad_t, x, self.depthwise_weight.data,
-                                               needs=needs, **self._depthwise())
+        grad_x, grad_dw, _ = F.conv2d_backward(
+            grad_t, x, self.depthwise_weight.data, needs=needs, **self._depthwise()
+        )
         accumulate_grad(self.depthwise_weight, grad_dw)
         accumulate_grad(self.pointwise_weight, grad_pw)
         if self.bias is not None:

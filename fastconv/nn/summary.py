@@ -19,6 +19,7 @@ is run once on zeros (batch 1, evaluation mode) for its output shape, and its mu
 receptive field show "?". A Sequential (nested ones included) lists its layers; any other layer
 with children is one row.
 """
+
 import numpy as np
 
 from .. import arith
@@ -82,9 +83,16 @@ class ModelSummary:
         header = ("Layer (type)", "Output shape", "Param #", "Mult-adds", "RF size", "RF jump")
         body = []
         for r in self.rows:
-            body.append((f"{r['name']} ({r['kind']})", _shape_text(r["output_shape"]),
-                         f"{r['params']:,}", _int_text(r["mult_adds"]), _rf_text(r["rf_size"]),
-                         _rf_text(r["rf_jump"])))
+            body.append(
+                (
+                    f"{r['name']} ({r['kind']})",
+                    _shape_text(r["output_shape"]),
+                    f"{r['params']:,}",
+                    _int_text(r["mult_adds"]),
+                    _rf_text(r["rf_size"]),
+                    _rf_text(r["rf_jump"]),
+                )
+            )
         widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
         align = ("<", "<", ">", ">", ">", ">")
 
@@ -92,14 +100,21 @@ class ModelSummary:
             return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
 
         rule = "=" * len(line(header))
-        out = [f"Model: {self.title}", f"Input: {_shape_text(self.input_shape)}", rule,
-               line(header), rule]
+        out = [
+            f"Model: {self.title}",
+            f"Input: {_shape_text(self.input_shape)}",
+            rule,
+            line(header),
+            rule,
+        ]
         out += [line(cells) for cells in body]
-        out += [rule,
-                f"Total params: {self.total_params:,} ({_bytes_text(self.param_bytes)})",
-                f"Total mult-adds per sample: {_int_text(self.total_mult_adds)}",
-                "RF: receptive field per spatial axis, its size in input pixels and its jump "
-                "(input pixels between neighbouring outputs)"]
+        out += [
+            rule,
+            f"Total params: {self.total_params:,} ({_bytes_text(self.param_bytes)})",
+            f"Total mult-adds per sample: {_int_text(self.total_mult_adds)}",
+            "RF: receptive field per spatial axis, its size in input pixels and its jump "
+            "(input pixels between neighbouring outputs)",
+        ]
         return "\n".join(out)
 
     __repr__ = __str__
@@ -122,7 +137,7 @@ def _rf_text(value):
 
 
 def _bytes_text(n):
-    for unit, size in (("MB", 1024 ** 2), ("KB", 1024)):
+    for unit, size in (("MB", 1024**2), ("KB", 1024)):
         if n >= size:
             return f"{n / size:.2f} {unit}"
     return f"{n} B"
@@ -133,47 +148,74 @@ def _bytes_text(n):
 # where the step is None (unchanged), "all" (sees everything) or a list per spatial axis of
 # dicts for arith.receptive_field_step.
 
+
 def _steps(kernel, stride, dilation=(1, 1), transposed=False):
-    return [dict(kernel=k, stride=s, dilation=d, transposed=transposed)
-            for k, s, d in zip(kernel, stride, dilation)]
+    return [
+        dict(kernel=k, stride=s, dilation=d, transposed=transposed)
+        for k, s, d in zip(kernel, stride, dilation)
+    ]
 
 
 def _conv2d(layer, shape):
-    out = F.conv_output_shape((1,) + shape, layer.weight.shape, layer.stride, layer.padding,
-                              layer.dilation, layer.groups)[1:]
+    out = F.conv_output_shape(
+        (1,) + shape, layer.weight.shape, layer.stride, layer.padding, layer.dilation, layer.groups
+    )[1:]
     taps = int(np.prod(layer.weight.shape[1:]))
-    return out, int(np.prod(out)) * taps, _steps(layer.kernel_size, _pair(layer.stride),
-                                                  _pair(layer.dilation))
+    return (
+        out,
+        int(np.prod(out)) * taps,
+        _steps(layer.kernel_size, _pair(layer.stride), _pair(layer.dilation)),
+    )
 
 
 def _separable(layer, shape):
-    mid = F.conv_output_shape((1,) + shape, layer.depthwise_weight.shape, layer.stride,
-                              layer.padding, layer.dilation, layer.in_channels)[1:]
+    mid = F.conv_output_shape(
+        (1,) + shape,
+        layer.depthwise_weight.shape,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.in_channels,
+    )[1:]
     out = (layer.out_channels,) + mid[1:]
     macs = int(np.prod(mid)) * int(np.prod(layer.kernel_size)) + int(np.prod(out)) * mid[0]
     return out, macs, _steps(layer.kernel_size, _pair(layer.stride), _pair(layer.dilation))
 
 
 def _conv_transpose(layer, shape):
-    out = F.conv_transpose_output_shape((1,) + shape, layer.weight.shape, layer.stride,
-                                        layer.padding, layer.output_padding, layer.groups,
-                                        layer.dilation)[1:]
+    out = F.conv_transpose_output_shape(
+        (1,) + shape,
+        layer.weight.shape,
+        layer.stride,
+        layer.padding,
+        layer.output_padding,
+        layer.groups,
+        layer.dilation,
+    )[1:]
     macs = int(np.prod(shape[1:])) * int(np.prod(layer.weight.shape))
-    return out, macs, _steps(layer.kernel_size, _pair(layer.stride), _pair(layer.dilation),
-                             transposed=True)
+    return (
+        out,
+        macs,
+        _steps(layer.kernel_size, _pair(layer.stride), _pair(layer.dilation), transposed=True),
+    )
 
 
 def _conv1d(layer, shape):
-    out = F.conv1d_output_shape((1,) + shape, layer.weight.shape, layer.stride, layer.padding,
-                                layer.dilation, layer.groups)[1:]
+    out = F.conv1d_output_shape(
+        (1,) + shape, layer.weight.shape, layer.stride, layer.padding, layer.dilation, layer.groups
+    )[1:]
     taps = int(np.prod(layer.weight.shape[1:]))
-    return out, int(np.prod(out)) * taps, _steps((layer.kernel_size,), (int(layer.stride),),
-                                                 (int(layer.dilation),))
+    return (
+        out,
+        int(np.prod(out)) * taps,
+        _steps((layer.kernel_size,), (int(layer.stride),), (int(layer.dilation),)),
+    )
 
 
 def _pool(layer, shape):
-    out = F.pool_output_shape((1,) + shape, layer.kernel_size, layer.stride, layer.padding,
-                              layer.ceil_mode)[1:]
+    out = F.pool_output_shape(
+        (1,) + shape, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode
+    )[1:]
     kernel = _pair(layer.kernel_size)
     stride = kernel if layer.stride is None else _pair(layer.stride)
     return out, 0, _steps(kernel, stride)
@@ -275,8 +317,10 @@ def summary(model, input_shape):
     (naming the layer).
     """
     if not isinstance(input_shape, (tuple, list)) or not input_shape:
-        raise ValueError(f"input_shape must be a non-empty tuple without the batch axis, e.g. "
-                         f"(C, H, W); got {input_shape!r}")
+        raise ValueError(
+            f"input_shape must be a non-empty tuple without the batch axis, e.g. "
+            f"(C, H, W); got {input_shape!r}"
+        )
     shape = tuple(int(s) for s in input_shape)
     if any(s < 1 for s in shape):
         raise ValueError(f"input_shape must hold sizes >= 1, got {input_shape!r}")
@@ -292,8 +336,10 @@ def summary(model, input_shape):
             else:
                 out, macs, step = rule(layer, shape)
         except (ValueError, TypeError) as exc:
-            raise type(exc)(f"layer {name!r} ({type(layer).__name__}) does not fit its input "
-                            f"(N, {', '.join(map(str, shape))}): {exc}") from exc
+            raise type(exc)(
+                f"layer {name!r} ({type(layer).__name__}) does not fit its input "
+                f"(N, {', '.join(map(str, shape))}): {exc}"
+            ) from exc
         if step == _UNKNOWN or rf_size is None:
             rf_size = rf_jump = None
         elif step == _ALL or rf_size == _ALL:
@@ -302,14 +348,24 @@ def summary(model, input_shape):
             if len(step) != len(rf_size):
                 rf_size = rf_jump = None
             else:
-                pairs = [arith.receptive_field_step(s, j, **st)
-                         for s, j, st in zip(rf_size, rf_jump, step)]
+                pairs = [
+                    arith.receptive_field_step(s, j, **st)
+                    for s, j, st in zip(rf_size, rf_jump, step)
+                ]
                 rf_size = tuple(p[0] for p in pairs)
                 rf_jump = tuple(p[1] for p in pairs)
         params = layer.parameters()
         param_bytes += sum(p.data.nbytes for p in params)
-        rows.append(_Row(name=name, kind=type(layer).__name__, output_shape=tuple(out),
-                         params=sum(int(p.size) for p in params), mult_adds=macs,
-                         rf_size=rf_size, rf_jump=rf_jump))
+        rows.append(
+            _Row(
+                name=name,
+                kind=type(layer).__name__,
+                output_shape=tuple(out),
+                params=sum(int(p.size) for p in params),
+                mult_adds=macs,
+                rf_size=rf_size,
+                rf_jump=rf_jump,
+            )
+        )
         shape = tuple(out)
     return ModelSummary(type(model).__name__, input_shape, rows, param_bytes)

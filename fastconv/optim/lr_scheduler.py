@@ -30,7 +30,11 @@ class StepLR:
 
     @staticmethod
     def _check(step_size, gamma):
-        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) or step_size < 1:
+        if (
+            isinstance(step_size, bool)
+            or not isinstance(step_size, numbers.Integral)
+            or step_size < 1
+        ):
             raise ValueError(f"step_size must be an int >= 1, got {step_size!r}")
         _check_positive("gamma", gamma)
 
@@ -66,7 +70,10 @@ class StepLR:
         if last_epoch < 0:
             raise ValueError(f"last_epoch must be >= 0, got {last_epoch}")
         self.step_size, self.gamma, self.base_lr, self.last_epoch = (
-            step_size, gamma, base_lr, last_epoch,
+            step_size,
+            gamma,
+            base_lr,
+            last_epoch,
         )
 
     def __repr__(self):

@@ -16,6 +16,7 @@ line without a result; the parent reruns the remaining cases in a new process.
 This module imports only the standard library and NumPy at the top, so that the test module
 can read CASES without importing (the fake or the real) cupy.
 """
+
 import importlib.util
 import json
 import os
@@ -42,27 +43,57 @@ FEW_THREADS = dict(sm_count=1, max_threads=64, max_grid=(2, 65535, 2))  # no 256
 # groups; the device; and the kernels the case must reach (so that a change in fastconv._backend.gpu's
 # dispatch cannot silently stop a case from covering what it is here for).
 CONV = {
-    "basic": ((2, 3, 6, 5, 4, 3, 2, (1, 1), (1, 1, 1, 1), (1, 1), 1), DEFAULT,
-              {"conv2d_forward_igemm", "conv2d_grad_input_igemm", "conv2d_grad_weight_igemm",
-               "conv2d_grad_bias_partial"}),
+    "basic": (
+        (2, 3, 6, 5, 4, 3, 2, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        DEFAULT,
+        {
+            "conv2d_forward_igemm",
+            "conv2d_grad_input_igemm",
+            "conv2d_grad_weight_igemm",
+            "conv2d_grad_bias_partial",
+        },
+    ),
     "groups2_stride_asympad_dilation": (
-        (2, 4, 9, 11, 6, 3, 3, (2, 3), (1, 2, 0, 1), (2, 1), 2), DEFAULT, set()),
+        (2, 4, 9, 11, 6, 3, 3, (2, 3), (1, 2, 0, 1), (2, 1), 2),
+        DEFAULT,
+        set(),
+    ),
     "groups3_gridz_stride": (  # 3 groups on a gridDim.z of 2
-        (2, 6, 7, 7, 3, 3, 3, (2, 2), (1, 1, 1, 1), (2, 2), 3), TINY, set()),
+        (2, 6, 7, 7, 3, 3, 3, (2, 2), (1, 1, 1, 1), (2, 2), 3),
+        TINY,
+        set(),
+    ),
     "tiles_multi": (  # > 64 output columns, filters and channels: several tiles per grid axis,
         # a K = 66 reduction ending in a partial 16-slice
-        (1, 66, 9, 9, 70, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1), DEFAULT, set()),
+        (1, 66, 9, 9, 70, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        DEFAULT,
+        set(),
+    ),
     "split_reduction": (  # grad_weight over 2 splits of N*OH*OW, then sum_splits
-        (2, 3, 16, 16, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1), DEFAULT, {"sum_splits"}),
+        (2, 3, 16, 16, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        DEFAULT,
+        {"sum_splits"},
+    ),
     "pad_beyond_kernel": (  # outputs whose window lies entirely in the padding
-        (1, 2, 4, 4, 3, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1), 1), DEFAULT, set()),
-    "depthwise_x2": ((1, 3, 7, 6, 6, 3, 3, (2, 2), (1, 0, 1, 1), (1, 2), 3), TINY,
-                     {"depthwise_forward", "depthwise_grad_input", "depthwise_grad_weight"}),
+        (1, 2, 4, 4, 3, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1), 1),
+        DEFAULT,
+        set(),
+    ),
+    "depthwise_x2": (
+        (1, 3, 7, 6, 6, 3, 3, (2, 2), (1, 0, 1, 1), (1, 2), 3),
+        TINY,
+        {"depthwise_forward", "depthwise_grad_input", "depthwise_grad_weight"},
+    ),
     "depthwise_split": (  # depthwise grad_weight and grad_bias over 2 splits each
-        (1, 2, 64, 64, 2, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2), dict(sm_count=16),
-        {"depthwise_grad_weight", "sum_splits"}),
+        (1, 2, 64, 64, 2, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),
+        dict(sm_count=16),
+        {"depthwise_grad_weight", "sum_splits"},
+    ),
     "c1_single_group": (  # C == 1: the depthwise kernels with F output channels per input
-        (2, 1, 6, 6, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1), DEFAULT, {"depthwise_forward"}),
+        (2, 1, 6, 6, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        DEFAULT,
+        {"depthwise_forward"},
+    ),
 }
 
 # Pooling: N, C, H, W, kernel, stride, padding[, ceil_mode].
@@ -83,42 +114,74 @@ def _igemm(launches):
 
 # Checks on the launch configurations a case must produce: (what, predicate on LAUNCHES).
 LAUNCH_CHECKS = {
-    "groups3_gridz_stride": ("a GEMM launched with gridDim.z = 2 < groups = 3",
-                             lambda ls: any(g[2] == 2 for g, _ in _igemm(ls))),
-    "tiles_multi": ("a GEMM launched with gridDim.x >= 2 and gridDim.y >= 2",
-                    lambda ls: any(g[0] >= 2 and g[1] >= 2 for g, _ in _igemm(ls))),
+    "groups3_gridz_stride": (
+        "a GEMM launched with gridDim.z = 2 < groups = 3",
+        lambda ls: any(g[2] == 2 for g, _ in _igemm(ls)),
+    ),
+    "tiles_multi": (
+        "a GEMM launched with gridDim.x >= 2 and gridDim.y >= 2",
+        lambda ls: any(g[0] >= 2 and g[1] >= 2 for g, _ in _igemm(ls)),
+    ),
 }
-_FEW = ("every launch with 64-thread blocks and at most 2 blocks",
-        lambda ls: all(b == (64, 1, 1) and g[0] <= 2 for _, g, b in ls))
+_FEW = (
+    "every launch with 64-thread blocks and at most 2 blocks",
+    lambda ls: all(b == (64, 1, 1) and g[0] <= 2 for _, g, b in ls),
+)
 
 CASES = {}
 for _name, (_geom, _dev, _expect) in CONV.items():
     for _dt in (F32, F64):
         CASES[f"conv-{_name}-{np.dtype(_dt).name}"] = dict(
-            kind="conv", geom=_geom, device=_dev, expect=_expect, dtype=_dt,
-            launch_check=LAUNCH_CHECKS.get(_name))
-CASES["conv-nonfinite-float64"] = dict(kind="conv_nonfinite", geom=CONV["basic"][0],
-                                       device=DEFAULT, expect=set(), dtype=F64)
+            kind="conv",
+            geom=_geom,
+            device=_dev,
+            expect=_expect,
+            dtype=_dt,
+            launch_check=LAUNCH_CHECKS.get(_name),
+        )
+CASES["conv-nonfinite-float64"] = dict(
+    kind="conv_nonfinite", geom=CONV["basic"][0], device=DEFAULT, expect=set(), dtype=F64
+)
 CASES["conv-nonfinite_depthwise-float32"] = dict(
-    kind="conv_nonfinite", geom=CONV["depthwise_x2"][0], device=DEFAULT, expect=set(), dtype=F32)
+    kind="conv_nonfinite", geom=CONV["depthwise_x2"][0], device=DEFAULT, expect=set(), dtype=F32
+)
 for _name, _geom in POOL.items():
     for _dt in (F32, F64):
         CASES[f"pool-{_name}-{np.dtype(_dt).name}"] = dict(
-            kind="pool", geom=_geom, device=FEW_THREADS, dtype=_dt, launch_check=_FEW,
-            expect={"max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
-                    "avg_pool2d_backward"})
+            kind="pool",
+            geom=_geom,
+            device=FEW_THREADS,
+            dtype=_dt,
+            launch_check=_FEW,
+            expect={
+                "max_pool2d_forward",
+                "max_pool2d_backward",
+                "avg_pool2d_forward",
+                "avg_pool2d_backward",
+            },
+        )
 for _dt in (F32, F64):
     _n = np.dtype(_dt).name
-    CASES[f"linear-{_n}"] = dict(kind="linear", device=FEW_THREADS, dtype=_dt,
-                                 expect={"bias_act"}, launch_check=_FEW)
-    CASES[f"relu_backward-{_n}"] = dict(kind="relu_backward", device=FEW_THREADS, dtype=_dt,
-                                        expect={"relu_backward"}, launch_check=_FEW)
+    CASES[f"linear-{_n}"] = dict(
+        kind="linear", device=FEW_THREADS, dtype=_dt, expect={"bias_act"}, launch_check=_FEW
+    )
+    CASES[f"relu_backward-{_n}"] = dict(
+        kind="relu_backward",
+        device=FEW_THREADS,
+        dtype=_dt,
+        expect={"relu_backward"},
+        launch_check=_FEW,
+    )
     CASES[f"softmax_xent-{_n}"] = dict(
-        kind="softmax_xent", device=TINY, dtype=_dt,
+        kind="softmax_xent",
+        device=TINY,
+        dtype=_dt,
         expect={"softmax_xent_forward", "softmax_xent_backward"},
-        launch_check=("softmax_xent_forward grid-strides over rows (gridDim.x = 2 < N)",
-                      lambda ls: any(n.startswith("softmax_xent_forward") and g[0] == 2
-                                     for n, g, _ in ls)))
+        launch_check=(
+            "softmax_xent_forward grid-strides over rows (gridDim.x = 2 < N)",
+            lambda ls: any(n.startswith("softmax_xent_forward") and g[0] == 2 for n, g, _ in ls),
+        ),
+    )
 CASES["emulator-self-check"] = dict(kind="self_check", device=DEFAULT)
 
 # ----------------------------------------------------------------------------- running
@@ -174,14 +237,21 @@ def run_conv(spec, rng):
     dt = spec["dtype"]
     x, w, b, gy, params = _conv_inputs(spec["geom"], dt, rng)
     for bias, relu in [(True, False), (True, True), (False, False)]:
-        _check(f"conv2d_forward bias={bias} relu={relu}",
-               _both("conv2d_forward", [x, w, b if bias else None], [gy], *params, relu,
-                     "auto"),
-               dt, w[0].size)
-    _check("conv2d_grad_input", _both("conv2d_grad_input", [gy, w], [x], *params, "auto"), dt,
-           w.size)
-    _check("conv2d_grad_weight", _both("conv2d_grad_weight", [gy, x], [w], *params, "auto"), dt,
-           gy[:, 0].size)
+        _check(
+            f"conv2d_forward bias={bias} relu={relu}",
+            _both("conv2d_forward", [x, w, b if bias else None], [gy], *params, relu, "auto"),
+            dt,
+            w[0].size,
+        )
+    _check(
+        "conv2d_grad_input", _both("conv2d_grad_input", [gy, w], [x], *params, "auto"), dt, w.size
+    )
+    _check(
+        "conv2d_grad_weight",
+        _both("conv2d_grad_weight", [gy, x], [w], *params, "auto"),
+        dt,
+        gy[:, 0].size,
+    )
     _check("conv2d_grad_bias", _both("conv2d_grad_bias", [gy], [b]), dt, gy[:, 0].size)
 
 
@@ -192,9 +262,11 @@ def run_conv_nonfinite(spec, rng):
     x, w, b, gy, params = _conv_inputs(spec["geom"], dt, rng)
     w[1, 0, 0, 1], x[0, 0, 2, 2], gy[0, 1, 0, 0] = np.nan, np.inf, -np.inf
     with np.errstate(invalid="ignore", over="ignore"):
-        for op, ins, outs, extra in (("conv2d_forward", [x, w, b], [gy], (True, "auto")),
-                                     ("conv2d_grad_input", [gy, w], [x], ("auto",)),
-                                     ("conv2d_grad_weight", [gy, x], [w], ("auto",))):
+        for op, ins, outs, extra in (
+            ("conv2d_forward", [x, w, b], [gy], (True, "auto")),
+            ("conv2d_grad_input", [gy, w], [x], ("auto",)),
+            ("conv2d_grad_weight", [gy, x], [w], ("auto",)),
+        ):
             _check(op, _both(op, ins, outs, *params, *extra), dt, 100)
 
 
@@ -207,20 +279,30 @@ def run_pool(spec, rng):
             return (size + 2 * p - k) // s + 1
         o = -(-(size + 2 * p - k) // s) + 1
         return o - 1 if (o - 1) * s >= size + p else o
+
     y_shape = (N, C, out(H, k[0], s[0], p[0]), out(W, k[1], s[1], p[1]))
     x = rng.integers(-3, 4, size=(N, C, H, W)).astype(dt)  # many ties: the first max must win
     x[0, 0, 1, 1] = np.nan  # a NaN wins its windows
-    cpu, gpu = _both("max_pool2d_forward", [x], [np.empty(y_shape, dt),
-                                                 np.empty(y_shape, np.int64)], k, s, p)
+    cpu, gpu = _both(
+        "max_pool2d_forward", [x], [np.empty(y_shape, dt), np.empty(y_shape, np.int64)], k, s, p
+    )
     _check("max_pool2d_forward", (cpu, gpu), dt)
     gy = rng.standard_normal(y_shape).astype(dt)
     _check("max_pool2d_backward", _both("max_pool2d_backward", [gy, cpu[1]], [x]), dt, 4)
     x = rng.standard_normal((N, C, H, W)).astype(dt)
     for cip in (True, False):
-        _check(f"avg_pool2d_forward count_include_pad={cip}",
-               _both("avg_pool2d_forward", [x], [np.empty(y_shape, dt)], k, s, p, cip), dt, 9)
-        _check(f"avg_pool2d_backward count_include_pad={cip}",
-               _both("avg_pool2d_backward", [gy], [x], k, s, p, cip), dt, 9)
+        _check(
+            f"avg_pool2d_forward count_include_pad={cip}",
+            _both("avg_pool2d_forward", [x], [np.empty(y_shape, dt)], k, s, p, cip),
+            dt,
+            9,
+        )
+        _check(
+            f"avg_pool2d_backward count_include_pad={cip}",
+            _both("avg_pool2d_backward", [gy], [x], k, s, p, cip),
+            dt,
+            9,
+        )
 
 
 def run_linear(spec, rng):
@@ -229,11 +311,19 @@ def run_linear(spec, rng):
     b, gy = rng.standard_normal(9).astype(dt), rng.standard_normal((5, 9)).astype(dt)
     y = np.empty((5, 9), dt)
     for bias, relu in [(True, False), (True, True), (False, True), (False, False)]:
-        _check(f"linear_forward bias={bias} relu={relu}",
-               _both("linear_forward", [x, w, b if bias else None], [y], relu), dt, 70)
+        _check(
+            f"linear_forward bias={bias} relu={relu}",
+            _both("linear_forward", [x, w, b if bias else None], [y], relu),
+            dt,
+            70,
+        )
     _check("linear_backward", _both("linear_backward", [gy, x, w], [x, w, b]), dt, 9)
-    _check("linear_backward grad_weight only",
-           _both("linear_backward", [gy, x, w], [None, w, None]), dt, 9)
+    _check(
+        "linear_backward grad_weight only",
+        _both("linear_backward", [gy, x, w], [None, w, None]),
+        dt,
+        9,
+    )
 
 
 def run_relu_backward(spec, rng):
@@ -251,8 +341,11 @@ def run_softmax_xent(spec, rng):
         out = [np.empty((N, K), dt), np.empty(N, dt)]
         cpu, gpu = _both("softmax_cross_entropy_forward", [logits, labels], out)
         _check(f"softmax_cross_entropy_forward K={K}", (cpu, gpu), dt, K * 900)
-        _check(f"softmax_cross_entropy_backward K={K}",
-               _both("softmax_cross_entropy_backward", [cpu[0], labels], [logits], 0.25), dt)
+        _check(
+            f"softmax_cross_entropy_backward K={K}",
+            _both("softmax_cross_entropy_backward", [cpu[0], labels], [logits], 0.25),
+            dt,
+        )
 
 
 SELF_CHECK_SOURCE = r"""
@@ -306,9 +399,15 @@ def run_self_check(spec, rng):
     assert np.isnan(cupy.empty(3, np.float32).get()).all()
 
 
-RUNNERS = {"conv": run_conv, "conv_nonfinite": run_conv_nonfinite, "pool": run_pool,
-           "linear": run_linear, "relu_backward": run_relu_backward,
-           "softmax_xent": run_softmax_xent, "self_check": run_self_check}
+RUNNERS = {
+    "conv": run_conv,
+    "conv_nonfinite": run_conv_nonfinite,
+    "pool": run_pool,
+    "linear": run_linear,
+    "relu_backward": run_relu_backward,
+    "softmax_xent": run_softmax_xent,
+    "self_check": run_self_check,
+}
 
 PROBE_SOURCE = r"""
 template <typename T>
@@ -328,8 +427,9 @@ def _emit(**record):
 def _probe():
     """None when the emulator builds and runs here; the reason when the toolchain cannot
     build it (no g++, no C++17, no <ucontext.h>, ...). A wrong result is a bug, not a skip."""
-    mod = cupy.RawModule(code=PROBE_SOURCE, options=("-std=c++17",),
-                         name_expressions=["probe<float>"])
+    mod = cupy.RawModule(
+        code=PROBE_SOURCE, options=("-std=c++17",), name_expressions=["probe<float>"]
+    )
     try:
         kernel = mod.get_function("probe<float>")
     except (cupy.CompileException, OSError) as exc:
@@ -345,14 +445,17 @@ def main(case_ids):
     import cupy as _cupy
 
     if not getattr(_cupy, "IS_FASTCONV_EMULATOR", False):
-        _emit(fatal=f"imported the real cupy ({_cupy.__file__}), not the emulator: "
-                    "the fake cupy must come first on PYTHONPATH")
+        _emit(
+            fatal=f"imported the real cupy ({_cupy.__file__}), not the emulator: "
+            "the fake cupy must come first on PYTHONPATH"
+        )
         return 1
     cupy = _cupy
     pkg = os.environ.get("FASTCONV_PACKAGE_DIR")
     if pkg:  # the very package the parent tests, whatever sys.path would find first here
         spec = importlib.util.spec_from_file_location(
-            "fastconv", os.path.join(pkg, "__init__.py"), submodule_search_locations=[pkg])
+            "fastconv", os.path.join(pkg, "__init__.py"), submodule_search_locations=[pkg]
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules["fastconv"] = module
         spec.loader.exec_module(module)
@@ -373,9 +476,16 @@ def main(case_ids):
         _emit(probe="skip", reason=reason)
         return 0
     try:  # all kernel files at once, a few g++ at a time; _gpu then finds them in the cache
-        cupy.precompile([cupy.RawModule(code=_gpu.kernel_source(f), options=_gpu.NVRTC_OPTIONS,
-                                        name_expressions=_gpu.name_expressions(f))
-                         for f in _gpu.KERNELS])
+        cupy.precompile(
+            [
+                cupy.RawModule(
+                    code=_gpu.kernel_source(f),
+                    options=_gpu.NVRTC_OPTIONS,
+                    name_expressions=_gpu.name_expressions(f),
+                )
+                for f in _gpu.KERNELS
+            ]
+        )
     except cupy.CompileException as exc:
         _emit(fatal=f"a kernel file does not build under the emulator:\n{exc}")
         return 1

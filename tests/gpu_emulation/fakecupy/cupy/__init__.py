@@ -26,6 +26,7 @@ Environment: FAKECUPY_CACHE (build folder), FAKECUPY_CXX (compiler, default g++)
 FAKECUPY_CXXFLAGS (extra flags, e.g. -fsanitize=undefined), FAKECUPY_JOBS (parallel builds in
 ``precompile``, default 2).
 """
+
 import ctypes
 import hashlib
 import mmap
@@ -53,12 +54,17 @@ LAUNCHES = []  # (name expression, grid, block) per launch
 DEVICE = {}
 
 
-def configure_device(max_threads=1024, shared_mem=48 * 1024, sm_count=2,
-                     max_grid=(2**31 - 1, 65535, 65535)):
+def configure_device(
+    max_threads=1024, shared_mem=48 * 1024, sm_count=2, max_grid=(2**31 - 1, 65535, 65535)
+):
     """Set the limits the fake device reports (fastconv._backend.gpu caches them: clear
     ``fastconv._backend.gpu._device_infos`` after changing them)."""
-    DEVICE.update(max_threads=int(max_threads), shared_mem=int(shared_mem),
-                  sm_count=int(sm_count), max_grid=tuple(int(g) for g in max_grid))
+    DEVICE.update(
+        max_threads=int(max_threads),
+        shared_mem=int(shared_mem),
+        sm_count=int(sm_count),
+        max_grid=tuple(int(g) for g in max_grid),
+    )
 
 
 configure_device()
@@ -172,9 +178,14 @@ class _Runtime:
 
     def deviceGetAttribute(self, attr, device):
         assert device == 0
-        return {1: DEVICE["max_threads"], 5: DEVICE["max_grid"][0], 6: DEVICE["max_grid"][1],
-                7: DEVICE["max_grid"][2], 8: DEVICE["shared_mem"],
-                16: DEVICE["sm_count"]}[attr]
+        return {
+            1: DEVICE["max_threads"],
+            5: DEVICE["max_grid"][0],
+            6: DEVICE["max_grid"][1],
+            7: DEVICE["max_grid"][2],
+            8: DEVICE["shared_mem"],
+            16: DEVICE["sm_count"],
+        }[attr]
 
 
 cuda = types.SimpleNamespace(runtime=_Runtime(), Device=lambda *a: _Device())
@@ -204,9 +215,17 @@ class RawModule:
                 f'extern "C" int launch_{i}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, '
                 f"unsigned by, unsigned bz, void** args, int nargs, const int* codes) {{\n"
                 f'    return ::emu::launch("{expr}", &{expr}, gx, gy, gz, bx, by, bz, args, '
-                f"nargs, codes);\n}}")
-        flags = [std[-1], "-O1", "-fPIC", "-shared", "-Wno-unknown-pragmas", f"-I{EMU_DIR}",
-                 *CXXFLAGS]
+                f"nargs, codes);\n}}"
+            )
+        flags = [
+            std[-1],
+            "-O1",
+            "-fPIC",
+            "-shared",
+            "-Wno-unknown-pragmas",
+            f"-I{EMU_DIR}",
+            *CXXFLAGS,
+        ]
         return "\n".join(lines), flags
 
     def compile(self):
@@ -227,8 +246,9 @@ class RawModule:
         fd, tmp_so = tempfile.mkstemp(suffix=".so.tmp", dir=CACHE)
         os.close(fd)
         try:
-            r = subprocess.run([CXX, *flags, cpp, "-o", tmp_so], capture_output=True, text=True,
-                               check=False)
+            r = subprocess.run(
+                [CXX, *flags, cpp, "-o", tmp_so], capture_output=True, text=True, check=False
+            )
             if r.returncode != 0:
                 raise CompileException(f"{CXX} {' '.join(flags)} {cpp} failed:\n{r.stderr}")
             os.replace(tmp_so, so)
@@ -300,5 +320,6 @@ class RawKernel:
         LAUNCHES.append((self.name, grid, block))
         rc = self._fn(*[ctypes.c_uint(int(g)) for g in grid + block], parr, n, carr)
         if rc != 0:
-            raise RuntimeError(f"emulated launch of {self.name} failed (code {rc}); "
-                               "see the EMU: line on stderr")
+            raise RuntimeError(
+                f"emulated launch of {self.name} failed (code {rc}); see the EMU: line on stderr"
+            )
