@@ -11,7 +11,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["conv", "direct", "depthwise", "pool", "dense"]  # src/<name>.pyx -> fastconv._cpu_<name>
+KERNELS = ["conv", "direct", "depthwise", "pool", "dense", "winograd"]  # src/<name>.pyx -> fastconv._cpu_<name>
 
 
 def _openmp_flags(compiler):

@@ -6,7 +6,7 @@ thread meanwhile.
 """
 import numpy as np
 
-from . import _cpu_conv, _cpu_dense, _cpu_depthwise, _cpu_direct, _cpu_pool
+from . import _cpu_conv, _cpu_dense, _cpu_depthwise, _cpu_direct, _cpu_pool, _cpu_winograd
 from ._threads import blas_single_thread, get_num_threads
 
 OPS = (
@@ -95,6 +95,63 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
         kernel = _conv_kernel(weight, groups)
         kernel.grad_input(grad_y, weight, grad_x, *stride, *padding, *dilation, groups,
                           get_num_threads())
+
+
+def _winograd_applies(weight, stride, groups, dtype):
+    """Whether the Winograd F(4x4, 3x3) kernel can run this convolution: float32, 3x3 weights,
+    stride 1, one group (any padding and dilation)."""
+    return (np.dtype(dtype) == np.float32 and tuple(weight.shape[2:]) == (3, 3)
+            and tuple(stride) == (1, 1) and groups == 1)
+
+
+def _winograd_forward(x, weight, bias, y, padding, dilation, relu):
+    """y = conv2d(x, weight) (+ bias) (then ReLU) by Winograd F(4x4, 3x3), stride 1, one group.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float32, C-contiguous
+    weight : (F, C, 3, 3) float32, C-contiguous
+    bias : (F,) float32 or None
+    y : (N, F, OH, OW) float32, C-contiguous, written in full
+    padding : (top, left); bottom and right follow from OH, OW
+    dilation : (dh, dw)
+    relu : bool, fuse a ReLU
+
+    Accurate to about 3e-6 relative to max|y| (tests/test_winograd.py bounds it by 1e-5). A NaN
+    or inf in the input reaches every output of its 4x4 tile (see src/winograd_f43.h): the
+    planner must keep non-finite inputs on the exact paths where IEEE propagation matters.
+    """
+    bias, has_bias = _bias_or_empty(bias, x.dtype)
+    with blas_single_thread:
+        _cpu_winograd.forward(x, weight, bias, y, *padding, *dilation, has_bias, relu,
+                              get_num_threads())
+
+
+def _winograd_grad_input(grad_y, weight, grad_x, padding, dilation):
+    """grad_x of a stride-1, one-group 3x3 convolution by Winograd F(4x4, 3x3).
+
+    With stride 1, grad_x is the convolution of grad_y, padded by (KH - 1) * dh - top (and the
+    same for left), with the weights rotated 180 degrees and transposed (F <-> C). The kernel
+    reads out-of-image taps as zeros and takes any padding, so a negative one (forward padding
+    above (KH - 1) * d) needs no cropping.
+
+    Parameters
+    ----------
+    grad_y : (N, F, OH, OW) float32, C-contiguous
+    weight : (F, C, 3, 3) float32, C-contiguous
+    grad_x : (N, C, H, W) float32, C-contiguous, written in full
+    padding : (top, left) of the forward convolution
+    dilation : (dh, dw)
+
+    Accurate to about 3e-6 relative to max|grad_x| (tests bound it by 5e-5).
+    """
+    KH, KW = weight.shape[2:]
+    (dh, dw), (pt, pl) = dilation, padding
+    flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    no_bias, _ = _bias_or_empty(None, weight.dtype)
+    with blas_single_thread:
+        _cpu_winograd.forward(grad_y, flipped, no_bias, grad_x, (KH - 1) * dh - pt,
+                              (KW - 1) * dw - pl, dh, dw, False, False, get_num_threads())
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups):

@@ -1,0 +1,212 @@
+# Winograd F(4x4, 3x3) convolution for float32, stride 1, one group, any padding and dilation.
+#
+# Why: for 3x3 layers oneDNN's direct convolution (torch) already runs near the SGEMM ceiling, so
+# no im2col + GEMM can pass it; F(4x4, 3x3) does 36 multiplies per 16 outputs instead of 144.
+# Flow: the weights are transformed once per call (U[36][F][C]); then each thread owns blocks of
+# tiles end to end: input transform (V[36][C][T]) -> 36 single-threaded GEMMs
+# M[p] = U[p] @ V[p] (F x T) -> output transform with bias and ReLU, written straight into y, so a
+# block's transformed data stays in the thread's cache. Transforms are in winograd_f43.h.
+#
+# Dilation: a dilated stride-1 3x3 is dh * dw ordinary 3x3 convolutions on the sub-grids
+# x[..., i::dh, j::dw] -> y[..., i::dh, j::dw]; tiles of every sub-grid are listed together and
+# the transforms read and write with strides dh, dw (no copies).
+# Threads: the caller holds BLAS to one thread. Blocks depend on the shapes only and each output
+# element is written by one tile, so results are bitwise identical for any thread count.
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport malloc, free
+
+from _blas cimport gemm
+from _omp cimport omp_get_thread_num
+
+from fastconv._workspace import get_workspace
+
+cdef extern from "winograd_f43.h" nogil:
+    ctypedef struct fw_tile:
+        Py_ssize_t xoff
+        Py_ssize_t yoff
+        int rows, cols, vh, vw
+    int fc_simd_level()
+    int fw_lanes(int level)
+    void fw_weights(int level, const float* w, Py_ssize_t F, Py_ssize_t C, Py_ssize_t f0,
+                    Py_ssize_t f1, float* U)
+    void fw_input(int level, const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                  Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles, Py_ssize_t T, float* Vt)
+    void fw_output(int level, const float* M, Py_ssize_t F, Py_ssize_t T, const float* bias,
+                   int relu, const fw_tile* tiles, float* y, Py_ssize_t OHW, Py_ssize_t OW,
+                   Py_ssize_t dh, Py_ssize_t dw)
+
+cdef enum:
+    # A block's V and M (36 * (C + F) * T floats) aim at about this many bytes: an L2 cache.
+    BLOCK_BYTES = 1048576
+    MIN_BLOCK_TILES = 16  # a multiple of every lane count (4, 8, 16)
+    MAX_BLOCK_TILES = 128
+    WEIGHT_ITEMS = 16  # filters of the weight transform split in this many parts
+
+cdef int _detected = fc_simd_level()
+cdef int _level = _detected
+cdef Py_ssize_t _block_tiles = 0  # 0: by shape (block_tiles()); else forced, for tests/tuning
+
+
+def level():
+    """The instruction set the transforms run with: 2 AVX-512, 1 AVX2 + FMA, 0 baseline."""
+    return _level
+
+
+def detected_level():
+    """The best instruction set this CPU supports."""
+    return _detected
+
+
+def set_level(int value):
+    """Run the transforms compiled for `value` (<= detected_level()); for tests. Returns the old."""
+    global _level
+    if not 0 <= value <= _detected:
+        raise ValueError(f"level must be in [0, {_detected}] on this CPU, got {value}")
+    previous = _level
+    _level = value
+    return previous
+
+
+def set_block_tiles(Py_ssize_t value):
+    """Force `value` tiles per block (a positive multiple of 16), or 0 for the shape's choice;
+    for tests and tuning. Returns the old setting."""
+    global _block_tiles
+    if value < 0 or value % MIN_BLOCK_TILES:
+        raise ValueError(f"value must be 0 or a positive multiple of {MIN_BLOCK_TILES}, got {value}")
+    previous = _block_tiles
+    _block_tiles = value
+    return previous
+
+
+def block_tiles(Py_ssize_t C, Py_ssize_t F):
+    """Tiles per block for C input and F output channels: the block's transformed input and
+    output (36 * (C + F) * T floats) about fill an L2 cache."""
+    if _block_tiles:
+        return _block_tiles
+    cdef Py_ssize_t T = BLOCK_BYTES // (36 * 4 * (C + F))
+    T = T // MIN_BLOCK_TILES * MIN_BLOCK_TILES
+    return max(MIN_BLOCK_TILES, min(MAX_BLOCK_TILES, T))
+
+
+cdef Py_ssize_t _axis_tiles(Py_ssize_t O, Py_ssize_t I, Py_ssize_t pad, Py_ssize_t d,
+                            Py_ssize_t* start, Py_ssize_t* out, int* mask, int* valid):
+    """Tiles along one axis (output length O, input length I): per tile the first input index
+    of its window (may be outside [0, I)), its first output index, the in-range window positions
+    as a bit mask and its real outputs. Returns the count; with NULL arrays, only counts."""
+    cdef Py_ssize_t i, k, a, n = 0, Os, pos
+    for i in range(min(d, O)):  # sub-grid i: outputs i, i + d, ...
+        Os = (O - i + d - 1) // d
+        for a in range(0, Os, 4):
+            if start != NULL:
+                pos = i - pad + d * a
+                start[n] = pos
+                out[n] = i + d * a
+                valid[n] = <int>min(4, Os - a)
+                mask[n] = 0
+                for k in range(6):
+                    if 0 <= pos + k * d < I:
+                        mask[n] |= 1 << k
+            n += 1
+    return n
+
+
+def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
+            const float[::1] bias, float[:, :, :, ::1] y, Py_ssize_t pt, Py_ssize_t pl,
+            Py_ssize_t dh, Py_ssize_t dw, bint has_bias, bint relu, int num_threads):
+    """y = conv(x, weight) (+ bias) (then ReLU), stride 1, one group, 3x3 weights.
+
+    x: (N, C, H, W), weight: (F, C, 3, 3), bias: (F,) or empty, y: (N, F, OH, OW), all float32
+    and C-contiguous; pt, pl: top and left padding (any integer: bottom and right follow from OH,
+    OW); dh, dw >= 1: dilation. Shapes are validated by the caller; no size is 0.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = weight.shape[0], OH = y.shape[2], OW = y.shape[3]
+    if weight.shape[1] != C or weight.shape[2] != 3 or weight.shape[3] != 3:
+        raise ValueError(f"weight must have shape (F, {C}, 3, 3), got {tuple(weight.shape)[:4]}")
+    if y.shape[0] != N or y.shape[1] != F:
+        raise ValueError(f"y must have shape ({N}, {F}, OH, OW), got {tuple(y.shape)[:4]}")
+    if dh < 1 or dw < 1:
+        raise ValueError(f"dilation must be >= 1, got ({dh}, {dw})")
+    if has_bias and bias.shape[0] != F:
+        raise ValueError(f"bias must have shape ({F},), got ({bias.shape[0]},)")
+    cdef int lvl = _level
+    cdef Py_ssize_t RT = _axis_tiles(OH, H, pt, dh, NULL, NULL, NULL, NULL)
+    cdef Py_ssize_t CT = _axis_tiles(OW, W, pl, dw, NULL, NULL, NULL, NULL)
+    cdef Py_ssize_t per_image = RT * CT, n_tiles = N * per_image
+    cdef Py_ssize_t T = block_tiles(C, F)
+    cdef Py_ssize_t n_blocks = (n_tiles + T - 1) // T
+    cdef Py_ssize_t VL = fw_lanes(lvl)
+    # Per thread: V (36 C T), M (36 F T), the block's tile list (fw_tile: 32 bytes = 8 floats).
+    cdef Py_ssize_t stride = 36 * (C + F) * T + 8 * T + 16
+    cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_blocks))
+    cdef Py_ssize_t u_size = 36 * F * C
+    cdef float[::1] ws = get_workspace("float32", u_size + stride * nt)
+    cdef float* U = &ws[0]
+    cdef Py_ssize_t* row_start = <Py_ssize_t*>malloc(2 * (RT + CT) * sizeof(Py_ssize_t))
+    cdef int* row_mask = <int*>malloc(2 * (RT + CT) * sizeof(int))
+    if row_start == NULL or row_mask == NULL:
+        free(row_start)
+        free(row_mask)
+        raise MemoryError()
+    cdef Py_ssize_t* row_out = row_start + RT
+    cdef Py_ssize_t* col_start = row_start + 2 * RT
+    cdef Py_ssize_t* col_out = col_start + CT
+    cdef int* row_valid = row_mask + RT
+    cdef int* col_mask = row_mask + 2 * RT
+    cdef int* col_valid = col_mask + CT
+    _axis_tiles(OH, H, pt, dh, row_start, row_out, row_mask, row_valid)
+    _axis_tiles(OW, W, pl, dw, col_start, col_out, col_mask, col_valid)
+
+    cdef const float* xp = &x[0, 0, 0, 0]
+    cdef float* yp = &y[0, 0, 0, 0]
+    cdef const float* b = &bias[0] if has_bias else NULL
+    cdef Py_ssize_t item, f0, f1, blk, t, k, n, q, r, s, nv, Tv, p
+    cdef Py_ssize_t CHW = C * H * W, FOHW = F * OH * OW
+    cdef float* work
+    cdef float* Vt
+    cdef float* M
+    cdef fw_tile* tiles
+    try:
+        with nogil, parallel(num_threads=nt):
+            for item in prange(WEIGHT_ITEMS, schedule="static"):
+                f0 = item * F // WEIGHT_ITEMS
+                f1 = (item + 1) * F // WEIGHT_ITEMS
+                if f0 < f1:
+                    fw_weights(lvl, &weight[0, 0, 0, 0], F, C, f0, f1, U)
+        with nogil, parallel(num_threads=nt):
+            work = U + u_size + omp_get_thread_num() * stride
+            # 64-byte alignment of the tile list (the workspace is at least 16-byte aligned)
+            tiles = <fw_tile*>(work + (16 - (<size_t>work // 4) % 16) % 16)
+            Vt = <float*>(tiles + T)
+            M = Vt + 36 * C * T
+            for blk in prange(n_blocks, schedule="dynamic"):
+                nv = min(T, n_tiles - blk * T)
+                for k in range(T):
+                    if k < nv:
+                        t = blk * T + k
+                        n = t // per_image
+                        q = t - n * per_image
+                        r = q // CT
+                        s = q - r * CT
+                        tiles[k].xoff = n * CHW + row_start[r] * W + col_start[s]
+                        tiles[k].yoff = n * FOHW + row_out[r] * OW + col_out[s]
+                        tiles[k].rows = row_mask[r]
+                        tiles[k].cols = col_mask[s]
+                        tiles[k].vh = row_valid[r]
+                        tiles[k].vw = col_valid[s]
+                    else:  # a short last block: zero windows, never stored
+                        tiles[k].xoff = 0
+                        tiles[k].yoff = 0
+                        tiles[k].rows = 0
+                        tiles[k].cols = 0
+                        tiles[k].vh = 0
+                        tiles[k].vw = 0
+                Tv = (nv + VL - 1) // VL * VL
+                fw_input(lvl, xp, C, H, W, dh, dw, tiles, Tv, Vt)
+                for p in range(36):
+                    gemm(False, False, <int>F, <int>Tv, <int>C, <float>1, U + p * F * C, <int>C,
+                         Vt + p * C * Tv, <int>Tv, <float>0, M + p * F * Tv, <int>Tv)
+                fw_output(lvl, M, F, Tv, b, relu, tiles, yp, OH * OW, OW, dh, dw)
+    finally:
+        free(row_start)
+        free(row_mask)

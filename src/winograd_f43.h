@@ -1,0 +1,230 @@
+/* Winograd F(4x4, 3x3) transforms for float32, vectorised over tiles (or over input channels for
+ * the weight transform), compiled per instruction set (simd.h).
+ *
+ * Y = A^T [ (G g G^T) . (B^T d B) ] A  per 6x6 input tile d and 3x3 filter g, with the points
+ * 0, +-sqrt2, +-sqrt2/2 and infinity (ncnn's choice). The textbook points 0, +-1, +-2 give 5.5e-6 to
+ * 1.6e-5 relative error in float32 (C = 64..512), above the 1e-5 bar; these give 1.4e-6 to 2.7e-6
+ * (tools/winograd_f43.py derives the matrices, checks the identity in exact arithmetic and
+ * measures the float32 error):
+ *
+ *   B^T = [ 1     0      -5/2   0      1  0 ]     G = [  1     0       0    ]
+ *         [ 0  -s2/2     -1/2   s2     1  0 ]         [  1/6   s2/6    1/3  ]
+ *         [ 0   s2/2     -1/2  -s2     1  0 ]         [  1/6  -s2/6    1/3  ]
+ *         [ 0  -s2       -2     s2/2   1  0 ]         [ -2/3  -s2/3   -1/3  ]
+ *         [ 0   s2       -2    -s2/2   1  0 ]         [ -2/3   s2/3   -1/3  ]
+ *         [ 0   1         0    -5/2    0  1 ]         [  0     0       1    ]
+ *
+ *   A^T = [ 1  1      1      1      1     0 ]        (s2 = sqrt 2)
+ *         [ 0  s2    -s2     s2/2  -s2/2  0 ]
+ *         [ 0  2      2      1/2    1/2   0 ]
+ *         [ 0  2s2   -2s2    s2/4  -s2/4  1 ]
+ *
+ * The rows pair up (+a, -a): each pair shares an even part and an odd part, which the code below
+ * computes once (even +- odd).
+ *
+ * Non-finite inputs: a NaN or inf anywhere in a tile's 6x6 window reaches all 16 outputs of the
+ * tile (as NaN or inf), not only those whose 3x3 window holds it. Every output that the exact
+ * convolution makes non-finite is non-finite here too (nothing is lost), but some finite ones turn
+ * NaN: callers that need exact IEEE propagation take another path for non-finite data.
+ */
+#ifndef FASTCONV_WINOGRAD_F43_H
+#define FASTCONV_WINOGRAD_F43_H
+
+#include "simd.h"
+
+#define FW_S2 1.41421356237309504880f
+#define FW_S2_2 0.70710678118654752440f
+#define FW_S2_4 0.35355339059327376220f
+#define FW_2S2 2.82842712474619009760f
+
+/* Geometry of one tile of a block: where its 6x6 input window starts (offset of (ih0, iw0) in x,
+ * which may lie outside the image), which window rows and columns lie inside (bit k: row k), and
+ * where its 4x4 output block starts in y with how many rows and columns are real. */
+typedef struct {
+    fc_idx xoff;  /* n * C * H * W + ih0 * W + iw0 (may be negative; only in-range taps are read) */
+    fc_idx yoff;  /* n * F * OH * OW + oh0 * OW + ow0 */
+    int rows, cols; /* in-image window rows / columns as bit masks; 63 and 63: no bound checks */
+    int vh, vw;     /* real output rows / columns, 1..4; 0 for a padding tile of a short block */
+} fw_tile;
+
+/* 6-point B^T on vectors: out[i * so] = sum_k B^T[i][k] in[k * si]. */
+#define FW_BT6(V, in, si, out, so)                                                                 \
+    do {                                                                                           \
+        const V d0 = in[0 * si], d1 = in[1 * si], d2 = in[2 * si];                                 \
+        const V d3 = in[3 * si], d4 = in[4 * si], d5 = in[5 * si];                                 \
+        const V e1 = d4 - 0.5f * d2, o1 = FW_S2 * d3 - FW_S2_2 * d1;                               \
+        const V e2 = d4 - 2.0f * d2, o2 = FW_S2_2 * d3 - FW_S2 * d1;                               \
+        out[0 * so] = (d0 + d4) - 2.5f * d2;                                                       \
+        out[1 * so] = e1 + o1;                                                                     \
+        out[2 * so] = e1 - o1;                                                                     \
+        out[3 * so] = e2 + o2;                                                                     \
+        out[4 * so] = e2 - o2;                                                                     \
+        out[5 * so] = (d1 + d5) - 2.5f * d3;                                                       \
+    } while (0)
+
+/* 6 -> 4 point A^T: out[i * so] = sum_k A^T[i][k] in[k * si]. */
+#define FW_AT6(V, in, si, out, so)                                                                 \
+    do {                                                                                           \
+        const V m0 = in[0 * si], m5 = in[5 * si];                                                  \
+        const V a = in[1 * si] + in[2 * si], b = in[1 * si] - in[2 * si];                          \
+        const V c = in[3 * si] + in[4 * si], e = in[3 * si] - in[4 * si];                          \
+        out[0 * so] = (m0 + a) + c;                                                                \
+        out[1 * so] = FW_S2 * b + FW_S2_2 * e;                                                     \
+        out[2 * so] = 2.0f * a + 0.5f * c;                                                         \
+        out[3 * so] = (FW_2S2 * b + FW_S2_4 * e) + m5;                                             \
+    } while (0)
+
+/* 3 -> 6 point G: out[i * so] = sum_k G[i][k] in[k * si]. */
+#define FW_G3(V, in, si, out, so)                                                                  \
+    do {                                                                                           \
+        const V g0 = in[0 * si], g1 = in[1 * si], g2 = in[2 * si];                                 \
+        const V e1 = (1.0f / 6) * g0 + (1.0f / 3) * g2, o1 = (FW_S2 / 6) * g1;                     \
+        const V e2 = (-2.0f / 3) * g0 - (1.0f / 3) * g2, o2 = (FW_S2 / 3) * g1;                    \
+        out[0 * so] = g0;                                                                          \
+        out[1 * so] = e1 + o1;                                                                     \
+        out[2 * so] = e1 - o1;                                                                     \
+        out[3 * so] = e2 - o2;                                                                     \
+        out[4 * so] = e2 + o2;                                                                     \
+        out[5 * so] = g2;                                                                          \
+    } while (0)
+
+#define FW_DEFINE(SFX, VBYTES, TARGET)                                                             \
+typedef float fw_vec_##SFX __attribute__((vector_size(VBYTES), aligned(4)));                       \
+enum { FW_VL_##SFX = VBYTES / 4 };                                                                 \
+                                                                                                   \
+/* U[p][f][c] = (G g G^T)[p] for filters f in [f0, f1), all channels; w: (F, C, 3, 3). */          \
+TARGET static void fw_weights_##SFX(const float *w, fc_idx F, fc_idx C, fc_idx f0, fc_idx f1,      \
+                                   float *U) {                                                     \
+    typedef fw_vec_##SFX V;                                                                        \
+    enum { VL = FW_VL_##SFX };                                                                     \
+    V g[9], t[18], u[36];                                                                          \
+    float lanes[9][VL];                                                                            \
+    for (fc_idx f = f0; f < f1; f++) {                                                             \
+        for (fc_idx c0 = 0; c0 < C; c0 += VL) {                                                    \
+            const fc_idx nc = C - c0 < VL ? C - c0 : VL;                                           \
+            for (int k = 0; k < 9; k++) {                                                          \
+                for (fc_idx v = 0; v < nc; v++) lanes[k][v] = w[(f * C + c0 + v) * 9 + k];        \
+                for (fc_idx v = nc; v < VL; v++) lanes[k][v] = 0;                                  \
+                memcpy(&g[k], lanes[k], sizeof(V));                                                \
+            }                                                                                      \
+            for (int j = 0; j < 3; j++) FW_G3(V, (g + j), 3, (t + j), 3);  /* G g: 6 x 3 */        \
+            for (int i = 0; i < 6; i++) FW_G3(V, (t + 3 * i), 1, (u + 6 * i), 1);  /* (G g) G^T */ \
+            for (int p = 0; p < 36; p++) {                                                         \
+                float *dst = U + (p * F + f) * C + c0;                                             \
+                if (nc == VL) memcpy(dst, &u[p], sizeof(V));                                       \
+                else {                                                                             \
+                    memcpy(lanes[0], &u[p], sizeof(V));                                            \
+                    for (fc_idx v = 0; v < nc; v++) dst[v] = lanes[0][v];                          \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* V[p][c][t] = (B^T d B)[p] of tile t < T (a multiple of VL) and channel c < C. dh, dw: the       \
+ * dilation (window rows dh apart, columns dw apart: one sub-grid of a dilated convolution). */    \
+TARGET static void fw_input_##SFX(const float *x, fc_idx C, fc_idx H, fc_idx W, fc_idx dh,         \
+                                 fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt) {           \
+    typedef fw_vec_##SFX V;                                                                        \
+    enum { VL = FW_VL_##SFX };                                                                     \
+    float buf[36][VL];                                                                             \
+    V d[36], t[36];                                                                                \
+    const fc_idx HW = H * W, CT = C * T;                                                           \
+    for (fc_idx t0 = 0; t0 < T; t0 += VL) {                                                        \
+        const fw_tile *tl = tiles + t0;                                                            \
+        for (fc_idx c = 0; c < C; c++) {                                                           \
+            const float *xc = x + c * HW;                                                          \
+            for (int v = 0; v < VL; v++) {                                                         \
+                const fc_idx base = tl[v].xoff;                                                    \
+                const int rows = tl[v].rows, cols = tl[v].cols;                                    \
+                if ((rows & cols) == 63) {                                                         \
+                    for (int k = 0; k < 6; k++)                                                    \
+                        for (int l = 0; l < 6; l++)                                                \
+                            buf[6 * k + l][v] = xc[base + k * dh * W + l * dw];                    \
+                } else {                                                                           \
+                    for (int k = 0; k < 6; k++)                                                    \
+                        for (int l = 0; l < 6; l++)                                                \
+                            buf[6 * k + l][v] = ((rows >> k) & (cols >> l) & 1)                    \
+                                ? xc[base + k * dh * W + l * dw] : 0.0f;                           \
+                }                                                                                  \
+            }                                                                                      \
+            for (int k = 0; k < 36; k++) memcpy(&d[k], buf[k], sizeof(V));                         \
+            for (int l = 0; l < 6; l++) FW_BT6(V, (d + l), 6, (t + l), 6);  /* B^T d */            \
+            for (int i = 0; i < 6; i++) FW_BT6(V, (t + 6 * i), 1, (d + 6 * i), 1);  /* (.) B */    \
+            float *dst = Vt + c * T + t0;                                                          \
+            for (int p = 0; p < 36; p++) memcpy(dst + p * CT, &d[p], sizeof(V));                   \
+        }                                                                                          \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* y at each tile's outputs = (A^T M A) (+ bias) (then ReLU) from M[p][f][t], f < F, t < T. */     \
+TARGET static void fw_output_##SFX(const float *M, fc_idx F, fc_idx T, const float *bias,          \
+                                  int relu, const fw_tile *tiles, float *y, fc_idx OHW,            \
+                                  fc_idx OW, fc_idx dh, fc_idx dw) {                               \
+    typedef fw_vec_##SFX V;                                                                        \
+    enum { VL = FW_VL_##SFX };                                                                     \
+    float out[16][VL];                                                                             \
+    V m[36], t[24], o[16];                                                                         \
+    const fc_idx FT = F * T;                                                                       \
+    for (fc_idx t0 = 0; t0 < T; t0 += VL) {                                                        \
+        const fw_tile *tl = tiles + t0;                                                            \
+        if (tl[0].vh == 0) break; /* padding tiles come last */                                    \
+        for (fc_idx f = 0; f < F; f++) {                                                           \
+            const float *src = M + f * T + t0;                                                     \
+            for (int p = 0; p < 36; p++) memcpy(&m[p], src + p * FT, sizeof(V));                   \
+            for (int j = 0; j < 6; j++) FW_AT6(V, (m + j), 6, (t + j), 6);  /* A^T m: 4 x 6 */     \
+            for (int i = 0; i < 4; i++) FW_AT6(V, (t + 6 * i), 1, (o + 4 * i), 1);  /* (.) A */    \
+            const float b = bias ? bias[f] : 0.0f;                                                 \
+            for (int k = 0; k < 16; k++) {                                                         \
+                V r = o[k] + b;                                                                    \
+                memcpy(out[k], &r, sizeof(V));                                                     \
+            }                                                                                      \
+            for (int v = 0; v < VL; v++) {                                                         \
+                const int vh = tl[v].vh, vw = tl[v].vw;                                            \
+                float *yf = y + tl[v].yoff + f * OHW;                                              \
+                for (int i = 0; i < vh; i++)                                                       \
+                    for (int j = 0; j < vw; j++) {                                                 \
+                        const float r = out[4 * i + j][v];                                         \
+                        /* r <= 0 is false for NaN: ReLU keeps NaN, as the other paths do. */     \
+                        yf[i * dh * OW + j * dw] = relu && r <= 0 ? 0.0f : r;                      \
+                    }                                                                              \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+}
+
+#ifdef FC_X86_DISPATCH
+FW_DEFINE(avx512, 64, FC_TARGET_AVX512)
+FW_DEFINE(avx2, 32, FC_TARGET_AVX2)
+#endif
+FW_DEFINE(base, 16, )
+
+#ifdef FC_X86_DISPATCH
+#define FW_DISPATCH(KERNEL, ...)                                                                   \
+    do {                                                                                           \
+        if (level == 2) KERNEL##_avx512(__VA_ARGS__);                                              \
+        else if (level == 1) KERNEL##_avx2(__VA_ARGS__);                                           \
+        else KERNEL##_base(__VA_ARGS__);                                                           \
+    } while (0)
+#else
+#define FW_DISPATCH(KERNEL, ...) KERNEL##_base(__VA_ARGS__)
+#endif
+
+/* Tiles per vector at `level`: blocks hold a multiple of it. */
+static int fw_lanes(int level) { return fc_vector_bytes(level) / 4; }
+
+static void fw_weights(int level, const float *w, fc_idx F, fc_idx C, fc_idx f0, fc_idx f1,
+                       float *U) {
+    FW_DISPATCH(fw_weights, w, F, C, f0, f1, U);
+}
+static void fw_input(int level, const float *x, fc_idx C, fc_idx H, fc_idx W, fc_idx dh,
+                     fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt) {
+    FW_DISPATCH(fw_input, x, C, H, W, dh, dw, tiles, T, Vt);
+}
+static void fw_output(int level, const float *M, fc_idx F, fc_idx T, const float *bias, int relu,
+                      const fw_tile *tiles, float *y, fc_idx OHW, fc_idx OW, fc_idx dh,
+                      fc_idx dw) {
+    FW_DISPATCH(fw_output, M, F, T, bias, relu, tiles, y, OHW, OW, dh, dw);
+}
+
+#endif
