@@ -15,7 +15,6 @@
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport malloc, free
 
-from _blas cimport gemm
 from _omp cimport omp_get_thread_num
 
 from fastconv._workspace import get_workspace
@@ -31,16 +30,22 @@ cdef extern from "winograd_f43.h" nogil:
                     Py_ssize_t f1, float* U)
     void fw_input(int level, const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                   Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles, Py_ssize_t T, float* Vt)
-    void fw_output(int level, const float* M, Py_ssize_t F, Py_ssize_t T, const float* bias,
-                   int relu, const fw_tile* tiles, float* y, Py_ssize_t OHW, Py_ssize_t OW,
-                   Py_ssize_t dh, Py_ssize_t dw)
+    void fw_gemm(int level, const float* U, Py_ssize_t Fp, Py_ssize_t C, const float* Vt,
+                 Py_ssize_t T, Py_ssize_t f0, Py_ssize_t f1, float* M)
+    void fw_output(int level, const float* M, Py_ssize_t FM, Py_ssize_t F, Py_ssize_t T,
+                   const float* bias, int relu, const fw_tile* tiles, float* y, Py_ssize_t OHW,
+                   Py_ssize_t OW, Py_ssize_t dh, Py_ssize_t dw)
+    int FW_FR
 
 cdef enum:
     # A block's V and M (36 * (C + F) * T floats) aim at about this many bytes: an L2 cache.
     BLOCK_BYTES = 1048576
-    MIN_BLOCK_TILES = 16  # a multiple of every lane count (4, 8, 16)
+    MIN_BLOCK_TILES = 32  # a multiple of fw_gemm's columns (two vectors) at every level
     MAX_BLOCK_TILES = 128
     WEIGHT_ITEMS = 16  # filters of the weight transform split in this many parts
+    # With fewer tile blocks than this, the filters are split too (each part repeats the input
+    # transform, cheap next to its GEMM) so that small images still keep every thread busy.
+    MIN_ITEMS = 8
 
 cdef int _detected = fc_simd_level()
 cdef int _level = _detected
@@ -68,7 +73,7 @@ def set_level(int value):
 
 
 def set_block_tiles(Py_ssize_t value):
-    """Force `value` tiles per block (a positive multiple of 16), or 0 for the shape's choice;
+    """Force `value` tiles per block (a positive multiple of 32), or 0 for the shape's choice;
     for tests and tuning. Returns the old setting."""
     global _block_tiles
     if value < 0 or value % MIN_BLOCK_TILES:
@@ -135,11 +140,17 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     cdef Py_ssize_t per_image = RT * CT, n_tiles = N * per_image
     cdef Py_ssize_t T = block_tiles(C, F)
     cdef Py_ssize_t n_blocks = (n_tiles + T - 1) // T
-    cdef Py_ssize_t VL = fw_lanes(lvl)
-    # Per thread: V (36 C T), M (36 F T), the block's tile list (fw_tile: 32 bytes = 8 floats).
-    cdef Py_ssize_t stride = 36 * (C + F) * T + 8 * T + 16
-    cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_blocks))
-    cdef Py_ssize_t u_size = 36 * F * C
+    cdef Py_ssize_t cols = 2 * fw_lanes(lvl)  # fw_gemm's column block
+    cdef Py_ssize_t FR = FW_FR, Fp = (F + FR - 1) // FR * FR
+    # Filter chunks per block (multiples of FR rows), by shape only.
+    cdef Py_ssize_t n_chunks = min(Fp // FR, max(1, (MIN_ITEMS + n_blocks - 1) // n_blocks))
+    cdef Py_ssize_t FCH = ((Fp + n_chunks - 1) // n_chunks + FR - 1) // FR * FR
+    n_chunks = (Fp + FCH - 1) // FCH
+    cdef Py_ssize_t n_items = n_blocks * n_chunks
+    # Per thread: V (36 C T), M (36 FCH T), the block's tile list (fw_tile: 32 bytes = 8 floats).
+    cdef Py_ssize_t stride = 36 * (C + FCH) * T + 8 * T + 16
+    cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
+    cdef Py_ssize_t u_size = 36 * Fp * C
     cdef float[::1] ws = get_workspace("float32", u_size + stride * nt)
     cdef float* U = &ws[0]
     cdef Py_ssize_t* row_start = <Py_ssize_t*>malloc(2 * (RT + CT) * sizeof(Py_ssize_t))
@@ -160,17 +171,17 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     cdef const float* xp = &x[0, 0, 0, 0]
     cdef float* yp = &y[0, 0, 0, 0]
     cdef const float* b = &bias[0] if has_bias else NULL
-    cdef Py_ssize_t item, f0, f1, blk, t, k, n, q, r, s, nv, Tv, p
+    cdef Py_ssize_t item, f0, f1, blk, t, k, n, q, r, s, nv, Tv
     cdef Py_ssize_t CHW = C * H * W, FOHW = F * OH * OW
     cdef float* work
     cdef float* Vt
     cdef float* M
     cdef fw_tile* tiles
     try:
-        with nogil, parallel(num_threads=nt):
+        with nogil, parallel(num_threads=<int>min(<Py_ssize_t>num_threads, WEIGHT_ITEMS)):
             for item in prange(WEIGHT_ITEMS, schedule="static"):
-                f0 = item * F // WEIGHT_ITEMS
-                f1 = (item + 1) * F // WEIGHT_ITEMS
+                f0 = item * Fp // WEIGHT_ITEMS
+                f1 = (item + 1) * Fp // WEIGHT_ITEMS
                 if f0 < f1:
                     fw_weights(lvl, &weight[0, 0, 0, 0], F, C, f0, f1, U)
         with nogil, parallel(num_threads=nt):
@@ -179,7 +190,10 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
             tiles = <fw_tile*>(work + (16 - (<size_t>work // 4) % 16) % 16)
             Vt = <float*>(tiles + T)
             M = Vt + 36 * C * T
-            for blk in prange(n_blocks, schedule="dynamic"):
+            for item in prange(n_items, schedule="dynamic"):
+                blk = item // n_chunks
+                f0 = (item - blk * n_chunks) * FCH
+                f1 = min(Fp, f0 + FCH)
                 nv = min(T, n_tiles - blk * T)
                 for k in range(T):
                     if k < nv:
@@ -201,12 +215,11 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
                         tiles[k].cols = 0
                         tiles[k].vh = 0
                         tiles[k].vw = 0
-                Tv = (nv + VL - 1) // VL * VL
+                Tv = (nv + cols - 1) // cols * cols
                 fw_input(lvl, xp, C, H, W, dh, dw, tiles, Tv, Vt)
-                for p in range(36):
-                    gemm(False, False, <int>F, <int>Tv, <int>C, <float>1, U + p * F * C, <int>C,
-                         Vt + p * C * Tv, <int>Tv, <float>0, M + p * F * Tv, <int>Tv)
-                fw_output(lvl, M, F, Tv, b, relu, tiles, yp, OH * OW, OW, dh, dw)
+                fw_gemm(lvl, U, Fp, C, Vt, Tv, f0, f1, M)
+                fw_output(lvl, M, f1 - f0, min(F, f1) - f0, Tv, b + f0 if has_bias else NULL,
+                          relu, tiles, yp + f0 * OH * OW, OH * OW, OW, dh, dw)
     finally:
         free(row_start)
         free(row_mask)

@@ -88,34 +88,42 @@ typedef struct {
         out[5 * so] = g2;                                                                          \
     } while (0)
 
+/* Filters per register block of fw_gemm (6 x 2 vector accumulators: 12 of the 16 registers). */
+#define FW_FR 6
+
 #define FW_DEFINE(SFX, VBYTES, TARGET)                                                             \
 typedef float fw_vec_##SFX __attribute__((vector_size(VBYTES), aligned(4)));                       \
 enum { FW_VL_##SFX = VBYTES / 4 };                                                                 \
                                                                                                    \
-/* U[p][f][c] = (G g G^T)[p] for filters f in [f0, f1), all channels; w: (F, C, 3, 3). */          \
+/* U = (G g G^T)[p] of filter f, channel c, packed for fw_gemm: U[p][f / FW_FR][c][f % FW_FR]      \
+ * (Fp = F rounded up to FW_FR filters, the extra ones zero), for f in [f0, f1); w: (F, C, 3, 3). */ \
 TARGET static void fw_weights_##SFX(const float *w, fc_idx F, fc_idx C, fc_idx f0, fc_idx f1,      \
                                    float *U) {                                                     \
+    const fc_idx Fp = (F + FW_FR - 1) / FW_FR * FW_FR;                                             \
     typedef fw_vec_##SFX V;                                                                        \
     enum { VL = FW_VL_##SFX };                                                                     \
     V g[9], t[18], u[36];                                                                          \
     float lanes[9][VL];                                                                            \
     for (fc_idx f = f0; f < f1; f++) {                                                             \
+        float *Uf = U + (f / FW_FR) * FW_FR * C + f % FW_FR;                                       \
+        if (f >= F) { /* padding filter */                                                         \
+            for (int p = 0; p < 36; p++)                                                           \
+                for (fc_idx c = 0; c < C; c++) Uf[p * Fp * C + c * FW_FR] = 0.0f;                  \
+            continue;                                                                              \
+        }                                                                                          \
         for (fc_idx c0 = 0; c0 < C; c0 += VL) {                                                    \
             const fc_idx nc = C - c0 < VL ? C - c0 : VL;                                           \
             for (int k = 0; k < 9; k++) {                                                          \
                 for (fc_idx v = 0; v < nc; v++) lanes[k][v] = w[(f * C + c0 + v) * 9 + k];        \
                 for (fc_idx v = nc; v < VL; v++) lanes[k][v] = 0;                                  \
-                memcpy(&g[k], lanes[k], sizeof(V));                                                \
+                g[k] = *(const V *)lanes[k];                                                \
             }                                                                                      \
             for (int j = 0; j < 3; j++) FW_G3(V, (g + j), 3, (t + j), 3);  /* G g: 6 x 3 */        \
             for (int i = 0; i < 6; i++) FW_G3(V, (t + 3 * i), 1, (u + 6 * i), 1);  /* (G g) G^T */ \
             for (int p = 0; p < 36; p++) {                                                         \
-                float *dst = U + (p * F + f) * C + c0;                                             \
-                if (nc == VL) memcpy(dst, &u[p], sizeof(V));                                       \
-                else {                                                                             \
-                    memcpy(lanes[0], &u[p], sizeof(V));                                            \
-                    for (fc_idx v = 0; v < nc; v++) dst[v] = lanes[0][v];                          \
-                }                                                                                  \
+                float *dst = Uf + p * Fp * C + c0 * FW_FR;                                         \
+                *(V *)lanes[0] = u[p];                                                \
+                for (fc_idx v = 0; v < nc; v++) dst[v * FW_FR] = lanes[0][v];                      \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
@@ -148,36 +156,77 @@ TARGET static void fw_input_##SFX(const float *x, fc_idx C, fc_idx H, fc_idx W, 
                                 ? xc[base + k * dh * W + l * dw] : 0.0f;                           \
                 }                                                                                  \
             }                                                                                      \
-            for (int k = 0; k < 36; k++) memcpy(&d[k], buf[k], sizeof(V));                         \
+            for (int k = 0; k < 36; k++) d[k] = *(const V *)buf[k];                         \
             for (int l = 0; l < 6; l++) FW_BT6(V, (d + l), 6, (t + l), 6);  /* B^T d */            \
             for (int i = 0; i < 6; i++) FW_BT6(V, (t + 6 * i), 1, (d + 6 * i), 1);  /* (.) B */    \
             float *dst = Vt + c * T + t0;                                                          \
-            for (int p = 0; p < 36; p++) memcpy(dst + p * CT, &d[p], sizeof(V));                   \
+            for (int p = 0; p < 36; p++) *(V *)(dst + p * CT) = d[p];                   \
         }                                                                                          \
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
-/* y at each tile's outputs = (A^T M A) (+ bias) (then ReLU) from M[p][f][t], f < F, t < T. */     \
-TARGET static void fw_output_##SFX(const float *M, fc_idx F, fc_idx T, const float *bias,          \
+/* M[p][f - f0][t] = sum over c < C of U[p][f][c] V[p][c][t] for f in [f0, f1) (multiples of       \
+ * FW_FR) and t < T (a multiple of 2 VL); U packed by fw_weights (Fp filters). FW_FR x 2 vector     \
+ * accumulators; U is packed once per call, V is written by fw_input in the layout read here, so   \
+ * nothing is repacked per block (OpenBLAS's packing of U cost more than its multiply at C = 256). \
+ * Each element is summed over c in order by one call: no dependence on the thread count. */      \
+TARGET static void fw_gemm_##SFX(const float *U, fc_idx Fp, fc_idx C, const float *Vt, fc_idx T,   \
+                                fc_idx f0, fc_idx f1, float *M) {                                  \
+    typedef fw_vec_##SFX V;                                                                        \
+    enum { VL = FW_VL_##SFX };                                                                     \
+    const fc_idx FM = f1 - f0;                                                                     \
+    for (int p = 0; p < 36; p++) {                                                                 \
+        const float *Vp = Vt + p * C * T;                                                          \
+        float *Mp = M + p * FM * T;                                                                \
+        for (fc_idx f = f0; f < f1; f += FW_FR) {                                                  \
+            const float *u = U + p * Fp * C + f * C;                                               \
+            float *m = Mp + (f - f0) * T;                                                          \
+            for (fc_idx t = 0; t < T; t += 2 * VL) {                                               \
+                V a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0};                \
+                V a30 = {0}, a31 = {0}, a40 = {0}, a41 = {0}, a50 = {0}, a51 = {0};                \
+                const float *v = Vp + t;                                                           \
+                for (fc_idx c = 0; c < C; c++) {                                                   \
+                    const V v0 = *(const V *)(v + c * T), v1 = *(const V *)(v + c * T + VL);       \
+                    const float *uc = u + c * FW_FR;                                               \
+                    a00 += uc[0] * v0; a01 += uc[0] * v1;                                          \
+                    a10 += uc[1] * v0; a11 += uc[1] * v1;                                          \
+                    a20 += uc[2] * v0; a21 += uc[2] * v1;                                          \
+                    a30 += uc[3] * v0; a31 += uc[3] * v1;                                          \
+                    a40 += uc[4] * v0; a41 += uc[4] * v1;                                          \
+                    a50 += uc[5] * v0; a51 += uc[5] * v1;                                          \
+                }                                                                                  \
+                *(V *)(m + 0 * T + t) = a00; *(V *)(m + 0 * T + t + VL) = a01; \
+                *(V *)(m + 1 * T + t) = a10; *(V *)(m + 1 * T + t + VL) = a11; \
+                *(V *)(m + 2 * T + t) = a20; *(V *)(m + 2 * T + t + VL) = a21; \
+                *(V *)(m + 3 * T + t) = a30; *(V *)(m + 3 * T + t + VL) = a31; \
+                *(V *)(m + 4 * T + t) = a40; *(V *)(m + 4 * T + t + VL) = a41; \
+                *(V *)(m + 5 * T + t) = a50; *(V *)(m + 5 * T + t + VL) = a51; \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* y at each tile's outputs = (A^T M A) (+ bias) (then ReLU) from M[p][f][t], f < F, t < T; M      \
+ * holds FM >= F rows per point. */                                                                \
+TARGET static void fw_output_##SFX(const float *M, fc_idx FM, fc_idx F, fc_idx T, const float *bias, \
                                   int relu, const fw_tile *tiles, float *y, fc_idx OHW,            \
                                   fc_idx OW, fc_idx dh, fc_idx dw) {                               \
     typedef fw_vec_##SFX V;                                                                        \
     enum { VL = FW_VL_##SFX };                                                                     \
     float out[16][VL];                                                                             \
     V m[36], t[24], o[16];                                                                         \
-    const fc_idx FT = F * T;                                                                       \
+    const fc_idx FT = FM * T;                                                                      \
     for (fc_idx t0 = 0; t0 < T; t0 += VL) {                                                        \
         const fw_tile *tl = tiles + t0;                                                            \
         if (tl[0].vh == 0) break; /* padding tiles come last */                                    \
         for (fc_idx f = 0; f < F; f++) {                                                           \
             const float *src = M + f * T + t0;                                                     \
-            for (int p = 0; p < 36; p++) memcpy(&m[p], src + p * FT, sizeof(V));                   \
+            for (int p = 0; p < 36; p++) m[p] = *(const V *)(src + p * FT);                   \
             for (int j = 0; j < 6; j++) FW_AT6(V, (m + j), 6, (t + j), 6);  /* A^T m: 4 x 6 */     \
             for (int i = 0; i < 4; i++) FW_AT6(V, (t + 6 * i), 1, (o + 4 * i), 1);  /* (.) A */    \
             const float b = bias ? bias[f] : 0.0f;                                                 \
             for (int k = 0; k < 16; k++) {                                                         \
-                V r = o[k] + b;                                                                    \
-                memcpy(out[k], &r, sizeof(V));                                                     \
+                *(V *)out[k] = o[k] + b;                                                           \
             }                                                                                      \
             for (int v = 0; v < VL; v++) {                                                         \
                 const int vh = tl[v].vh, vw = tl[v].vw;                                            \
@@ -221,10 +270,14 @@ static void fw_input(int level, const float *x, fc_idx C, fc_idx H, fc_idx W, fc
                      fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt) {
     FW_DISPATCH(fw_input, x, C, H, W, dh, dw, tiles, T, Vt);
 }
-static void fw_output(int level, const float *M, fc_idx F, fc_idx T, const float *bias, int relu,
-                      const fw_tile *tiles, float *y, fc_idx OHW, fc_idx OW, fc_idx dh,
+static void fw_gemm(int level, const float *U, fc_idx Fp, fc_idx C, const float *Vt, fc_idx T,
+                    fc_idx f0, fc_idx f1, float *M) {
+    FW_DISPATCH(fw_gemm, U, Fp, C, Vt, T, f0, f1, M);
+}
+static void fw_output(int level, const float *M, fc_idx FM, fc_idx F, fc_idx T, const float *bias,
+                      int relu, const fw_tile *tiles, float *y, fc_idx OHW, fc_idx OW, fc_idx dh,
                       fc_idx dw) {
-    FW_DISPATCH(fw_output, M, F, T, bias, relu, tiles, y, OHW, OW, dh, dw);
+    FW_DISPATCH(fw_output, M, FM, F, T, bias, relu, tiles, y, OHW, OW, dh, dw);
 }
 
 #endif
