@@ -40,7 +40,7 @@ cdef extern from "winograd_f43.h" nogil:
 cdef enum:
     # A block's V and M (36 * (C + F) * T floats) aim at about this many bytes: an L2 cache.
     BLOCK_BYTES = 1048576
-    MIN_BLOCK_TILES = 32  # a multiple of fw_gemm's columns (two vectors) at every level
+    MIN_BLOCK_TILES = 16  # a multiple of the vector lanes at every level
     MAX_BLOCK_TILES = 128
     WEIGHT_ITEMS = 16  # filters of the weight transform split in this many parts
     # With fewer tile blocks than this, the filters are split too (each part repeats the input
@@ -73,7 +73,7 @@ def set_level(int value):
 
 
 def set_block_tiles(Py_ssize_t value):
-    """Force `value` tiles per block (a positive multiple of 32), or 0 for the shape's choice;
+    """Force `value` tiles per block (a positive multiple of 16), or 0 for the shape's choice;
     for tests and tuning. Returns the old setting."""
     global _block_tiles
     if value < 0 or value % MIN_BLOCK_TILES:
@@ -140,7 +140,7 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     cdef Py_ssize_t per_image = RT * CT, n_tiles = N * per_image
     cdef Py_ssize_t T = block_tiles(C, F)
     cdef Py_ssize_t n_blocks = (n_tiles + T - 1) // T
-    cdef Py_ssize_t cols = 2 * fw_lanes(lvl)  # fw_gemm's column block
+    cdef Py_ssize_t cols = fw_lanes(lvl)
     cdef Py_ssize_t FR = FW_FR, Fp = (F + FR - 1) // FR * FR
     # Filter chunks per block (multiples of FR rows), by shape only.
     cdef Py_ssize_t n_chunks = min(Fp // FR, max(1, (MIN_ITEMS + n_blocks - 1) // n_blocks))
@@ -148,7 +148,7 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     n_chunks = (Fp + FCH - 1) // FCH
     cdef Py_ssize_t n_items = n_blocks * n_chunks
     # Per thread: V (36 C T), M (36 FCH T), the block's tile list (fw_tile: 32 bytes = 8 floats).
-    cdef Py_ssize_t stride = 36 * (C + FCH) * T + 8 * T + 16
+    cdef Py_ssize_t stride = 36 * (C + FCH) * T + 36 * 32 + 8 * T + 16
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef Py_ssize_t u_size = 36 * Fp * C
     cdef float[::1] ws = get_workspace("float32", u_size + stride * nt)
@@ -189,7 +189,7 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
             # 64-byte alignment of the tile list (the workspace is at least 16-byte aligned)
             tiles = <fw_tile*>(work + (16 - (<size_t>work // 4) % 16) % 16)
             Vt = <float*>(tiles + T)
-            M = Vt + 36 * C * T
+            M = Vt + 36 * C * T + 36 * 16
             for item in prange(n_items, schedule="dynamic"):
                 blk = item // n_chunks
                 f0 = (item - blk * n_chunks) * FCH
