@@ -135,6 +135,9 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     if has_bias and bias.shape[0] != F:
         raise ValueError(f"bias must have shape ({F},), got ({bias.shape[0]},)")
     cdef int lvl = _level
+    # The SIMD gathers take 32-bit lane offsets: the baseline input transform for huger inputs
+    # (it handles any block of a multiple of 4 tiles, so it mixes with the other kernels).
+    cdef int in_lvl = lvl if N * C * H * W < 2**31 else 0
     cdef Py_ssize_t RT = _axis_tiles(OH, H, pt, dh, NULL, NULL, NULL, NULL)
     cdef Py_ssize_t CT = _axis_tiles(OW, W, pl, dw, NULL, NULL, NULL, NULL)
     cdef Py_ssize_t per_image = RT * CT, n_tiles = N * per_image
@@ -216,7 +219,7 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
                         tiles[k].vh = 0
                         tiles[k].vw = 0
                 Tv = (nv + cols - 1) // cols * cols
-                fw_input(lvl, xp, C, H, W, dh, dw, tiles, Tv, Vt)
+                fw_input(in_lvl, xp, C, H, W, dh, dw, tiles, Tv, Vt)
                 fw_gemm(lvl, U, Fp, C, Vt, Tv, f0, f1, M)
                 fw_output(lvl, M, f1 - f0, min(F, f1) - f0, Tv, b + f0 if has_bias else NULL,
                           relu, tiles, yp + f0 * OH * OW, OH * OW, OW, dh, dw)

@@ -88,6 +88,110 @@ typedef struct {
         out[5 * so] = g2;                                                                          \
     } while (0)
 
+/* Vector types per instruction set (unaligned: loads and stores go anywhere in the buffers). */
+#ifdef FC_X86_DISPATCH
+#include <immintrin.h>
+typedef float fw_vec_avx512 __attribute__((vector_size(64), aligned(4)));
+typedef float fw_vec_avx2 __attribute__((vector_size(32), aligned(4)));
+#endif
+typedef float fw_vec_base __attribute__((vector_size(16), aligned(4)));
+
+/* Gathering the 6x6 windows of VL tiles (one channel) into 36 vectors d[6 k + l] (lane v: tile v's
+ * window row k, column l; zero outside the image). The windows of a group lie at arbitrary
+ * offsets (tiles of several rows, images or dilation sub-grids), so AVX2 and AVX-512 use hardware
+ * gathers with per-lane offsets; a plan built once per group serves every channel. The scalar
+ * version (baseline, and arrays too large for 32-bit lane offsets) went through a buffer and
+ * cost more than the GEMM. */
+#define FW_GATHER_SCALAR(SFX, VL)                                                                  \
+    static inline void fw_gather_scalar_##SFX(const float *xc, const fw_tile *tl, fc_idx rs,      \
+                                              fc_idx cs, fw_vec_##SFX *d) {                        \
+        float buf[36][VL];                                                                         \
+        for (int v = 0; v < VL; v++) {                                                             \
+            const fc_idx base = tl[v].xoff;                                                        \
+            const int rows = tl[v].rows, cols = tl[v].cols;                                        \
+            for (int k = 0; k < 6; k++)                                                            \
+                for (int l = 0; l < 6; l++)                                                        \
+                    buf[6 * k + l][v] = ((rows >> k) & (cols >> l) & 1)                            \
+                        ? xc[base + k * rs + l * cs] : 0.0f;                                       \
+        }                                                                                          \
+        for (int k = 0; k < 36; k++) d[k] = *(const fw_vec_##SFX *)buf[k];                         \
+    }
+
+typedef struct { int scalar; } fw_plan_base;
+static inline void fw_gplan_base(const fw_tile *tl, fw_plan_base *g) { (void)tl; g->scalar = 1; }
+FW_GATHER_SCALAR(base, 4)
+static inline void fw_gather_base(const float *xc, const fw_tile *tl, fc_idx rs, fc_idx cs,
+                                  const fw_plan_base *g, fw_vec_base *d) {
+    (void)g;
+    fw_gather_scalar_base(xc, tl, rs, cs, d);
+}
+
+#ifdef FC_X86_DISPATCH
+/* Lane offsets are 32-bit: the caller takes the baseline gather for inputs of 2^31 elements or more. */
+typedef struct { __m256i idx; __m256 mask[36]; int all; } fw_plan_avx2;
+FC_TARGET_AVX2 static void fw_gplan_avx2(const fw_tile *tl, fw_plan_avx2 *g) {
+    int off[8], m[8], all = 1;
+    for (int v = 0; v < 8; v++) off[v] = (int)(tl[v].xoff - tl[0].xoff);
+    g->idx = _mm256_loadu_si256((const __m256i *)off);
+    for (int k = 0; k < 36; k++) {
+        for (int v = 0; v < 8; v++) {
+            m[v] = ((tl[v].rows >> (k / 6)) & (tl[v].cols >> (k % 6)) & 1) ? -1 : 0;
+            all &= m[v];
+        }
+        g->mask[k] = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)m));
+    }
+    g->all = all != 0;
+}
+FW_GATHER_SCALAR(avx2, 8)
+FC_TARGET_AVX2 static inline void fw_gather_avx2(const float *xc, const fw_tile *tl, fc_idx rs,
+                                                 fc_idx cs, const fw_plan_avx2 *g,
+                                                 fw_vec_avx2 *d) {
+    const float *b = xc + tl[0].xoff;
+    if (g->all) {
+        for (int k = 0; k < 6; k++)
+            for (int l = 0; l < 6; l++)
+                d[6 * k + l] = (fw_vec_avx2)_mm256_i32gather_ps(b + k * rs + l * cs, g->idx, 4);
+    } else {
+        for (int k = 0; k < 6; k++)
+            for (int l = 0; l < 6; l++)
+                d[6 * k + l] = (fw_vec_avx2)_mm256_mask_i32gather_ps(
+                    _mm256_setzero_ps(), b + k * rs + l * cs, g->idx, g->mask[6 * k + l], 4);
+    }
+}
+
+typedef struct { __m512i idx; __mmask16 mask[36]; int all; } fw_plan_avx512;
+FC_TARGET_AVX512 static void fw_gplan_avx512(const fw_tile *tl, fw_plan_avx512 *g) {
+    int off[16], all = 1;
+    for (int v = 0; v < 16; v++) off[v] = (int)(tl[v].xoff - tl[0].xoff);
+    g->idx = _mm512_loadu_si512((const void *)off);
+    for (int k = 0; k < 36; k++) {
+        unsigned m = 0;
+        for (int v = 0; v < 16; v++)
+            m |= (unsigned)((tl[v].rows >> (k / 6)) & (tl[v].cols >> (k % 6)) & 1) << v;
+        g->mask[k] = (__mmask16)m;
+        all &= m == 0xFFFFu;
+    }
+    g->all = all;
+}
+FW_GATHER_SCALAR(avx512, 16)
+FC_TARGET_AVX512 static inline void fw_gather_avx512(const float *xc, const fw_tile *tl,
+                                                     fc_idx rs, fc_idx cs,
+                                                     const fw_plan_avx512 *g,
+                                                     fw_vec_avx512 *d) {
+    const float *b = xc + tl[0].xoff;
+    if (g->all) {
+        for (int k = 0; k < 6; k++)
+            for (int l = 0; l < 6; l++)
+                d[6 * k + l] = (fw_vec_avx512)_mm512_i32gather_ps(g->idx, b + k * rs + l * cs, 4);
+    } else {
+        for (int k = 0; k < 6; k++)
+            for (int l = 0; l < 6; l++)
+                d[6 * k + l] = (fw_vec_avx512)_mm512_mask_i32gather_ps(
+                    _mm512_setzero_ps(), g->mask[6 * k + l], g->idx, b + k * rs + l * cs, 4);
+    }
+}
+#endif
+
 /* Floats from one point's matrix to the next in V and M: rows x T plus one cache line, so that
  * the 36 matrices an input/output transform touches at once do not all fall in the same L1 set
  * (with C * T * 4 bytes a multiple of 4 KiB they did: 1.6-2.5x slower). */
@@ -97,7 +201,6 @@ typedef struct {
 #define FW_FR 6
 
 #define FW_DEFINE(SFX, VBYTES, TARGET)                                                             \
-typedef float fw_vec_##SFX __attribute__((vector_size(VBYTES), aligned(4)));                       \
 enum { FW_VL_##SFX = VBYTES / 4 };                                                                 \
                                                                                                    \
 /* U = (G g G^T)[p] of filter f, channel c, packed for fw_gemm: U[p][f / FW_FR][c][f % FW_FR]      \
@@ -140,28 +243,14 @@ TARGET static void fw_input_##SFX(const float *x, fc_idx C, fc_idx H, fc_idx W, 
                                  fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt) {           \
     typedef fw_vec_##SFX V;                                                                        \
     enum { VL = FW_VL_##SFX };                                                                     \
-    float buf[36][VL];                                                                             \
     V d[36], t[36];                                                                                \
-    const fc_idx HW = H * W, CT = FW_PSTRIDE(C, T);                                                         \
+    fw_plan_##SFX plan;                                                                            \
+    const fc_idx HW = H * W, CT = FW_PSTRIDE(C, T);                                                \
     for (fc_idx t0 = 0; t0 < T; t0 += VL) {                                                        \
         const fw_tile *tl = tiles + t0;                                                            \
+        fw_gplan_##SFX(tl, &plan);                                                                 \
         for (fc_idx c = 0; c < C; c++) {                                                           \
-            const float *xc = x + c * HW;                                                          \
-            for (int v = 0; v < VL; v++) {                                                         \
-                const fc_idx base = tl[v].xoff;                                                    \
-                const int rows = tl[v].rows, cols = tl[v].cols;                                    \
-                if ((rows & cols) == 63) {                                                         \
-                    for (int k = 0; k < 6; k++)                                                    \
-                        for (int l = 0; l < 6; l++)                                                \
-                            buf[6 * k + l][v] = xc[base + k * dh * W + l * dw];                    \
-                } else {                                                                           \
-                    for (int k = 0; k < 6; k++)                                                    \
-                        for (int l = 0; l < 6; l++)                                                \
-                            buf[6 * k + l][v] = ((rows >> k) & (cols >> l) & 1)                    \
-                                ? xc[base + k * dh * W + l * dw] : 0.0f;                           \
-                }                                                                                  \
-            }                                                                                      \
-            for (int k = 0; k < 36; k++) d[k] = *(const V *)buf[k];                         \
+            fw_gather_##SFX(x + c * HW, tl, dh * W, dw, &plan, d);                                 \
             for (int l = 0; l < 6; l++) FW_BT6(V, (d + l), 6, (t + l), 6);  /* B^T d */            \
             for (int i = 0; i < 6; i++) FW_BT6(V, (t + 6 * i), 1, (d + 6 * i), 1);  /* (.) B */    \
             float *dst = Vt + c * T + t0;                                                          \
