@@ -2,7 +2,7 @@
 #
 # Why: for 3x3 layers oneDNN's direct convolution (torch) already runs near the SGEMM ceiling, so
 # no im2col + GEMM can pass it; F(4x4, 3x3) does 36 multiplies per 16 outputs instead of 144.
-# Flow: the weights are transformed once per call (U[36][F][C]); then each thread owns blocks of
+# Flow: the weights are transformed once per call (U, 36 x F x C, packed for the GEMM); then each thread owns blocks of
 # tiles end to end: input transform (V[36][C][T]) -> 36 single-threaded GEMMs
 # M[p] = U[p] @ V[p] (F x T) -> output transform with bias and ReLU, written straight into y, so a
 # block's transformed data stays in the thread's cache. Transforms are in winograd_f43.h.
@@ -26,8 +26,8 @@ cdef extern from "winograd_f43.h" nogil:
         int rows, cols, vh, vw
     int fc_simd_level()
     int fw_lanes(int level)
-    void fw_weights(int level, const float* w, Py_ssize_t F, Py_ssize_t C, Py_ssize_t f0,
-                    Py_ssize_t f1, float* U)
+    void fw_weights(int level, const float* w, Py_ssize_t F, Py_ssize_t C, Py_ssize_t b0,
+                    Py_ssize_t b1, float* U)
     void fw_input(int level, const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                   Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles, Py_ssize_t T, float* Vt)
     void fw_gemm(int level, const float* U, Py_ssize_t Fp, Py_ssize_t C, const float* Vt,
@@ -43,9 +43,23 @@ cdef enum:
     MIN_BLOCK_TILES = 16  # a multiple of the vector lanes at every level
     MAX_BLOCK_TILES = 128
     WEIGHT_ITEMS = 16  # filters of the weight transform split in this many parts
-    # With fewer tile blocks than this, the filters are split too (each part repeats the input
-    # transform, cheap next to its GEMM) so that small images still keep every thread busy.
+    # With fewer tile blocks than this, the work is split by filters instead.
     MIN_ITEMS = 8
+
+ctypedef struct _Geometry:
+    int lvl, in_lvl, relu
+    Py_ssize_t C, H, W, F, OH, OW, dh, dw, RT, CT, per_image, n_tiles, T
+    Py_ssize_t* row_start
+    Py_ssize_t* row_out
+    Py_ssize_t* col_start
+    Py_ssize_t* col_out
+    int* row_mask
+    int* row_valid
+    int* col_mask
+    int* col_valid
+    const float* x
+    float* y
+    const float* bias
 
 cdef int _detected = fc_simd_level()
 cdef int _level = _detected
@@ -134,95 +148,123 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
         raise ValueError(f"dilation must be >= 1, got ({dh}, {dw})")
     if has_bias and bias.shape[0] != F:
         raise ValueError(f"bias must have shape ({F},), got ({bias.shape[0]},)")
-    cdef int lvl = _level
+    cdef _Geometry g
+    g.lvl = _level
     # The SIMD gathers take 32-bit lane offsets: the baseline input transform for huger inputs
     # (it handles any block of a multiple of 4 tiles, so it mixes with the other kernels).
-    cdef int in_lvl = lvl if N * C * H * W < 2**31 else 0
-    cdef Py_ssize_t RT = _axis_tiles(OH, H, pt, dh, NULL, NULL, NULL, NULL)
-    cdef Py_ssize_t CT = _axis_tiles(OW, W, pl, dw, NULL, NULL, NULL, NULL)
-    cdef Py_ssize_t per_image = RT * CT, n_tiles = N * per_image
-    cdef Py_ssize_t T = block_tiles(C, F)
-    cdef Py_ssize_t n_blocks = (n_tiles + T - 1) // T
-    cdef Py_ssize_t cols = fw_lanes(lvl)
+    g.in_lvl = g.lvl if N * C * H * W < 2**31 else 0
+    g.C, g.H, g.W, g.F, g.OH, g.OW, g.dh, g.dw = C, H, W, F, OH, OW, dh, dw
+    g.RT = _axis_tiles(OH, H, pt, dh, NULL, NULL, NULL, NULL)
+    g.CT = _axis_tiles(OW, W, pl, dw, NULL, NULL, NULL, NULL)
+    g.per_image = g.RT * g.CT
+    g.n_tiles = N * g.per_image
+    g.T = block_tiles(C, F)
+    g.relu = relu
+    cdef Py_ssize_t T = g.T, RT = g.RT, CT = g.CT
+    cdef Py_ssize_t n_blocks = (g.n_tiles + T - 1) // T
     cdef Py_ssize_t FR = FW_FR, Fp = (F + FR - 1) // FR * FR
-    # Filter chunks per block (multiples of FR rows), by shape only.
-    cdef Py_ssize_t n_chunks = min(Fp // FR, max(1, (MIN_ITEMS + n_blocks - 1) // n_blocks))
+    # Few blocks (small images): split the filters instead, each part transforming its own
+    # weights and running every block (repeating the input transform: cheap next to its GEMM).
+    # Sharing one transformed weight array U (36 F C floats, 38 MB at C = F = 512) would stream
+    # it from memory for a few tiles' GEMMs, after writing it there: 2x slower at 512 x 7 x 7.
+    cdef bint by_filters = n_blocks < MIN_ITEMS
+    cdef Py_ssize_t n_chunks = min(Fp // FR, MIN_ITEMS) if by_filters else 1
     cdef Py_ssize_t FCH = ((Fp + n_chunks - 1) // n_chunks + FR - 1) // FR * FR
     n_chunks = (Fp + FCH - 1) // FCH
-    cdef Py_ssize_t n_items = n_blocks * n_chunks
-    # Per thread: V (36 C T), M (36 FCH T), the block's tile list (fw_tile: 32 bytes = 8 floats).
+    cdef Py_ssize_t n_items = n_chunks if by_filters else n_blocks
+    # Per thread: V (36 C T), M (36 FCH T), the block's tile list (fw_tile: 32 bytes = 8 floats),
+    # and with by_filters its part of U (36 FCH C).
+    cdef Py_ssize_t u_size = 0 if by_filters else 36 * Fp * C
     cdef Py_ssize_t stride = 36 * (C + FCH) * T + 36 * 32 + 8 * T + 16
+    if by_filters:
+        stride += 36 * FCH * C
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
-    cdef Py_ssize_t u_size = 36 * Fp * C
     cdef float[::1] ws = get_workspace("float32", u_size + stride * nt)
     cdef float* U = &ws[0]
-    cdef Py_ssize_t* row_start = <Py_ssize_t*>malloc(2 * (RT + CT) * sizeof(Py_ssize_t))
-    cdef int* row_mask = <int*>malloc(2 * (RT + CT) * sizeof(int))
-    if row_start == NULL or row_mask == NULL:
-        free(row_start)
-        free(row_mask)
+    g.row_start = <Py_ssize_t*>malloc(2 * (RT + CT) * sizeof(Py_ssize_t))
+    g.row_mask = <int*>malloc(2 * (RT + CT) * sizeof(int))
+    if g.row_start == NULL or g.row_mask == NULL:
+        free(g.row_start)
+        free(g.row_mask)
         raise MemoryError()
-    cdef Py_ssize_t* row_out = row_start + RT
-    cdef Py_ssize_t* col_start = row_start + 2 * RT
-    cdef Py_ssize_t* col_out = col_start + CT
-    cdef int* row_valid = row_mask + RT
-    cdef int* col_mask = row_mask + 2 * RT
-    cdef int* col_valid = col_mask + CT
-    _axis_tiles(OH, H, pt, dh, row_start, row_out, row_mask, row_valid)
-    _axis_tiles(OW, W, pl, dw, col_start, col_out, col_mask, col_valid)
+    g.row_out = g.row_start + RT
+    g.col_start = g.row_start + 2 * RT
+    g.col_out = g.col_start + CT
+    g.row_valid = g.row_mask + RT
+    g.col_mask = g.row_mask + 2 * RT
+    g.col_valid = g.col_mask + CT
+    _axis_tiles(OH, H, pt, dh, g.row_start, g.row_out, g.row_mask, g.row_valid)
+    _axis_tiles(OW, W, pl, dw, g.col_start, g.col_out, g.col_mask, g.col_valid)
+    g.x = &x[0, 0, 0, 0]
+    g.y = &y[0, 0, 0, 0]
+    g.bias = &bias[0] if has_bias else NULL
 
-    cdef const float* xp = &x[0, 0, 0, 0]
-    cdef float* yp = &y[0, 0, 0, 0]
-    cdef const float* b = &bias[0] if has_bias else NULL
-    cdef Py_ssize_t item, f0, f1, blk, t, k, n, q, r, s, nv, Tv
-    cdef Py_ssize_t CHW = C * H * W, FOHW = F * OH * OW
+    cdef const float* w = &weight[0, 0, 0, 0]
+    cdef Py_ssize_t item, f0, f1, blk
     cdef float* work
     cdef float* Vt
     cdef float* M
+    cdef float* Uc
     cdef fw_tile* tiles
     try:
-        with nogil, parallel(num_threads=<int>min(<Py_ssize_t>num_threads, WEIGHT_ITEMS)):
-            for item in prange(WEIGHT_ITEMS, schedule="static"):
-                f0 = item * Fp // WEIGHT_ITEMS
-                f1 = (item + 1) * Fp // WEIGHT_ITEMS
-                if f0 < f1:
-                    fw_weights(lvl, &weight[0, 0, 0, 0], F, C, f0, f1, U)
+        if not by_filters:
+            with nogil, parallel(num_threads=<int>min(<Py_ssize_t>num_threads, WEIGHT_ITEMS)):
+                for item in prange(WEIGHT_ITEMS, schedule="static"):
+                    f0 = item * (Fp // FR) // WEIGHT_ITEMS  # filter blocks [f0, f1)
+                    f1 = (item + 1) * (Fp // FR) // WEIGHT_ITEMS
+                    if f0 < f1:
+                        fw_weights(g.lvl, w, F, C, f0, f1, U)
         with nogil, parallel(num_threads=nt):
             work = U + u_size + omp_get_thread_num() * stride
             # 64-byte alignment of the tile list (the workspace is at least 16-byte aligned)
             tiles = <fw_tile*>(work + (16 - (<size_t>work // 4) % 16) % 16)
             Vt = <float*>(tiles + T)
             M = Vt + 36 * C * T + 36 * 16
+            Uc = M + 36 * FCH * T + 36 * 16
             for item in prange(n_items, schedule="dynamic"):
-                blk = item // n_chunks
-                f0 = (item - blk * n_chunks) * FCH
-                f1 = min(Fp, f0 + FCH)
-                nv = min(T, n_tiles - blk * T)
-                for k in range(T):
-                    if k < nv:
-                        t = blk * T + k
-                        n = t // per_image
-                        q = t - n * per_image
-                        r = q // CT
-                        s = q - r * CT
-                        tiles[k].xoff = n * CHW + row_start[r] * W + col_start[s]
-                        tiles[k].yoff = n * FOHW + row_out[r] * OW + col_out[s]
-                        tiles[k].rows = row_mask[r]
-                        tiles[k].cols = col_mask[s]
-                        tiles[k].vh = row_valid[r]
-                        tiles[k].vw = col_valid[s]
-                    else:  # a short last block: zero windows, never stored
-                        tiles[k].xoff = 0
-                        tiles[k].yoff = 0
-                        tiles[k].rows = 0
-                        tiles[k].cols = 0
-                        tiles[k].vh = 0
-                        tiles[k].vw = 0
-                Tv = (nv + cols - 1) // cols * cols
-                fw_input(in_lvl, xp, C, H, W, dh, dw, tiles, Tv, Vt)
-                fw_gemm(lvl, U, Fp, C, Vt, Tv, f0, f1, M)
-                fw_output(lvl, M, f1 - f0, min(F, f1) - f0, Tv, b + f0 if has_bias else NULL,
-                          relu, tiles, yp + f0 * OH * OW, OH * OW, OW, dh, dw)
+                if by_filters:
+                    f0 = item * FCH
+                    f1 = min(Fp, f0 + FCH)
+                    fw_weights(g.lvl, w + f0 * C * 9, F - f0, C, 0, (f1 - f0) // FR, Uc)
+                    for blk in range(n_blocks):
+                        _block(&g, blk, Uc, f0, f1, tiles, Vt, M)
+                else:
+                    _block(&g, item, U, 0, Fp, tiles, Vt, M)
     finally:
-        free(row_start)
-        free(row_mask)
+        free(g.row_start)
+        free(g.row_mask)
+
+
+cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, Py_ssize_t f0,
+                 Py_ssize_t f1, fw_tile* tiles, float* Vt, float* M) noexcept nogil:
+    """Tiles [blk T, blk T + T) for filters [f0, f1) (U holds those filters' transforms):
+    input transform, GEMM, output transform into y."""
+    cdef Py_ssize_t T = g.T, k, t, n, q, r, s
+    cdef Py_ssize_t nv = min(T, g.n_tiles - blk * T)
+    cdef Py_ssize_t CHW = g.C * g.H * g.W, OHW = g.OH * g.OW, FOHW = g.F * OHW
+    cdef Py_ssize_t lanes = fw_lanes(g.lvl)
+    for k in range(T):
+        if k < nv:
+            t = blk * T + k
+            n = t // g.per_image
+            q = t - n * g.per_image
+            r = q // g.CT
+            s = q - r * g.CT
+            tiles[k].xoff = n * CHW + g.row_start[r] * g.W + g.col_start[s]
+            tiles[k].yoff = n * FOHW + g.row_out[r] * g.OW + g.col_out[s]
+            tiles[k].rows = g.row_mask[r]
+            tiles[k].cols = g.col_mask[s]
+            tiles[k].vh = g.row_valid[r]
+            tiles[k].vw = g.col_valid[s]
+        else:  # a short last block: zero windows, never stored
+            tiles[k].xoff = 0
+            tiles[k].yoff = 0
+            tiles[k].rows = 0
+            tiles[k].cols = 0
+            tiles[k].vh = 0
+            tiles[k].vw = 0
+    cdef Py_ssize_t Tv = (nv + lanes - 1) // lanes * lanes
+    fw_input(g.in_lvl, g.x, g.C, g.H, g.W, g.dh, g.dw, tiles, Tv, Vt)
+    fw_gemm(g.lvl, U, f1 - f0, g.C, Vt, Tv, 0, f1 - f0, M)
+    fw_output(g.lvl, M, f1 - f0, min(g.F, f1) - f0, Tv, g.bias + f0 if g.bias != NULL else NULL,
+              g.relu, tiles, g.y + f0 * OHW, OHW, g.OW, g.dh, g.dw)

@@ -126,6 +126,27 @@ static inline void fw_gather_base(const float *xc, const fw_tile *tl, fc_idx rs,
     fw_gather_scalar_base(xc, tl, rs, cs, d);
 }
 
+/* g[k] lane v = base[idx[v] + k], k < 9: the taps of the weight transform's (channel, filter)
+ * pairs. */
+static inline void fw_gather9_base(const float *base, const int *idx, fw_vec_base *g) {
+    float lanes[9][4];
+    for (int k = 0; k < 9; k++)
+        for (int v = 0; v < 4; v++) lanes[k][v] = base[idx[v] + k];
+    for (int k = 0; k < 9; k++) g[k] = *(const fw_vec_base *)lanes[k];
+}
+#ifdef FC_X86_DISPATCH
+FC_TARGET_AVX2 static inline void fw_gather9_avx2(const float *base, const int *idx,
+                                                  fw_vec_avx2 *g) {
+    const __m256i i = _mm256_loadu_si256((const __m256i *)idx);
+    for (int k = 0; k < 9; k++) g[k] = (fw_vec_avx2)_mm256_i32gather_ps(base + k, i, 4);
+}
+FC_TARGET_AVX512 static inline void fw_gather9_avx512(const float *base, const int *idx,
+                                                      fw_vec_avx512 *g) {
+    const __m512i i = _mm512_loadu_si512((const void *)idx);
+    for (int k = 0; k < 9; k++) g[k] = (fw_vec_avx512)_mm512_i32gather_ps(i, base + k, 4);
+}
+#endif
+
 #ifdef FC_X86_DISPATCH
 /* Lane offsets are 32-bit: the caller takes the baseline gather for inputs of 2^31 elements or more. */
 typedef struct { __m256i idx; __m256 mask[36]; int all; } fw_plan_avx2;
@@ -203,35 +224,48 @@ FC_TARGET_AVX512 static inline void fw_gather_avx512(const float *xc, const fw_t
 #define FW_DEFINE(SFX, VBYTES, TARGET)                                                             \
 enum { FW_VL_##SFX = VBYTES / 4 };                                                                 \
                                                                                                    \
-/* U = (G g G^T)[p] of filter f, channel c, packed for fw_gemm: U[p][f / FW_FR][c][f % FW_FR]      \
- * (Fp = F rounded up to FW_FR filters, the extra ones zero), for f in [f0, f1); w: (F, C, 3, 3). */ \
-TARGET static void fw_weights_##SFX(const float *w, fc_idx F, fc_idx C, fc_idx f0, fc_idx f1,      \
+/* U = (G g G^T)[p] of filter f, channel c, packed for fw_gemm: U[f / FW_FR][p][c][f % FW_FR]      \
+ * (Fp = F rounded up to FW_FR filters, the extra ones zero), for filter blocks [b0, b1); w: (F, C, \
+ * 3, 3). Vectorised over the FW_FR * C (channel, filter) pairs of a block in their U order, so     \
+ * each point's results are stored as whole vectors (scattering them cost more than the GEMM at    \
+ * C = 512); the 9 taps of a vector's pairs are gathered. */                                       \
+TARGET static void fw_weights_##SFX(const float *w, fc_idx F, fc_idx C, fc_idx b0, fc_idx b1,      \
                                    float *U) {                                                     \
-    const fc_idx Fp = (F + FW_FR - 1) / FW_FR * FW_FR;                                             \
     typedef fw_vec_##SFX V;                                                                        \
     enum { VL = FW_VL_##SFX };                                                                     \
+    const fc_idx Q = FW_FR * C; /* pairs per block */                                              \
     V g[9], t[18], u[36];                                                                          \
+    int idx[VL];                                                                                   \
     float lanes[9][VL];                                                                            \
-    for (fc_idx f = f0; f < f1; f++) {                                                             \
-        float *Uf = U + (f / FW_FR) * FW_FR * C + f % FW_FR;                                       \
-        if (f >= F) { /* padding filter */                                                         \
-            for (int p = 0; p < 36; p++)                                                           \
-                for (fc_idx c = 0; c < C; c++) Uf[p * Fp * C + c * FW_FR] = 0.0f;                  \
-            continue;                                                                              \
-        }                                                                                          \
-        for (fc_idx c0 = 0; c0 < C; c0 += VL) {                                                    \
-            const fc_idx nc = C - c0 < VL ? C - c0 : VL;                                           \
-            for (int k = 0; k < 9; k++) {                                                          \
-                for (fc_idx v = 0; v < nc; v++) lanes[k][v] = w[(f * C + c0 + v) * 9 + k];        \
-                for (fc_idx v = nc; v < VL; v++) lanes[k][v] = 0;                                  \
-                g[k] = *(const V *)lanes[k];                                                \
+    for (fc_idx fb = b0; fb < b1; fb++) {                                                          \
+        const float *wb = w + fb * FW_FR * C * 9;                                                  \
+        float *Ub = U + fb * 36 * Q;                                                               \
+        const int full = fb * FW_FR + FW_FR <= F;                                                  \
+        for (fc_idx q0 = 0; q0 < Q; q0 += VL) {                                                    \
+            const fc_idx nq = Q - q0 < VL ? Q - q0 : VL;                                           \
+            for (fc_idx v = 0; v < VL; v++) {                                                      \
+                const fc_idx q = q0 + (v < nq ? v : 0), c = q / FW_FR, r = q % FW_FR;              \
+                idx[v] = (int)((r * C + c) * 9); /* (filter fb * FW_FR + r, channel c) */          \
+            }                                                                                      \
+            if (full && nq == VL) {                                                                \
+                fw_gather9_##SFX(wb, idx, g);                                                      \
+            } else {                                                                               \
+                for (fc_idx v = 0; v < VL; v++) {                                                  \
+                    const fc_idx q = q0 + v;                                                       \
+                    const int ok = v < nq && fb * FW_FR + q % FW_FR < F;                           \
+                    for (int k = 0; k < 9; k++) lanes[k][v] = ok ? wb[idx[v] + k] : 0.0f;          \
+                }                                                                                  \
+                for (int k = 0; k < 9; k++) g[k] = *(const V *)lanes[k];                           \
             }                                                                                      \
             for (int j = 0; j < 3; j++) FW_G3(V, (g + j), 3, (t + j), 3);  /* G g: 6 x 3 */        \
             for (int i = 0; i < 6; i++) FW_G3(V, (t + 3 * i), 1, (u + 6 * i), 1);  /* (G g) G^T */ \
-            for (int p = 0; p < 36; p++) {                                                         \
-                float *dst = Uf + p * Fp * C + c0 * FW_FR;                                         \
-                *(V *)lanes[0] = u[p];                                                \
-                for (fc_idx v = 0; v < nc; v++) dst[v * FW_FR] = lanes[0][v];                      \
+            if (nq == VL) {                                                                        \
+                for (int p = 0; p < 36; p++) *(V *)(Ub + p * Q + q0) = u[p];                       \
+            } else {                                                                               \
+                for (int p = 0; p < 36; p++) {                                                     \
+                    *(V *)lanes[0] = u[p];                                                         \
+                    for (fc_idx v = 0; v < nq; v++) Ub[p * Q + q0 + v] = lanes[0][v];              \
+                }                                                                                  \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
@@ -273,7 +307,7 @@ TARGET static void fw_gemm_##SFX(const float *U, fc_idx Fp, fc_idx C, const floa
         const float *Vp = Vt + p * FW_PSTRIDE(C, T);                                                       \
         float *Mp = M + p * FW_PSTRIDE(FM, T);                                                             \
         for (fc_idx f = f0; f < f1; f += FW_FR) {                                                  \
-            const float *u = U + p * Fp * C + f * C;                                               \
+            const float *u = U + ((f / FW_FR) * 36 + p) * FW_FR * C;                                            \
             float *m = Mp + (f - f0) * T;                                                          \
             fc_idx t = 0;                                                                          \
             for (; t + 2 * VL <= T; t += 2 * VL) {                                                 \
@@ -370,9 +404,9 @@ FW_DEFINE(base, 16, )
 /* Tiles per vector at `level`: blocks hold a multiple of it. */
 static int fw_lanes(int level) { return fc_vector_bytes(level) / 4; }
 
-static void fw_weights(int level, const float *w, fc_idx F, fc_idx C, fc_idx f0, fc_idx f1,
+static void fw_weights(int level, const float *w, fc_idx F, fc_idx C, fc_idx b0, fc_idx b1,
                        float *U) {
-    FW_DISPATCH(fw_weights, w, F, C, f0, f1, U);
+    FW_DISPATCH(fw_weights, w, F, C, b0, b1, U);
 }
 static void fw_input(int level, const float *x, fc_idx C, fc_idx H, fc_idx W, fc_idx dh,
                      fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt) {

@@ -40,7 +40,17 @@ CASES = [
     _geom("pad3_d1", N=2, C=3, H=8, W=9, F=4, pad=(3, 3, 3, 3)),  # grad-input pads by -1
     _geom("channels_64", N=2, C=64, H=14, W=14, F=48),
     _geom("channels_256", N=1, C=256, H=8, W=12, F=32),
+    _geom("many_tiles", N=3, C=8, H=30, W=27, F=10),
 ]
+
+
+@pytest.fixture(params=[0, 16], ids=["auto_block", "block16"])
+def block(request):
+    """Tiles per block: the shape's choice (most test shapes then have fewer than 8 blocks and split
+    the work by filters), or 16 (many blocks sharing one weight transform)."""
+    previous = _cpu_winograd.set_block_tiles(request.param)
+    yield request.param
+    _cpu_winograd.set_block_tiles(previous)
 
 
 @pytest.fixture(params=range(_cpu_winograd.detected_level() + 1), ids=lambda v: f"simd{v}")
@@ -82,7 +92,7 @@ def grad_input(g, w, geom):
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
 @pytest.mark.parametrize("geom", CASES)
-def test_forward(geom, bias, relu, level, rng):
+def test_forward(geom, bias, relu, level, block, rng):
     x, w, b, _ = make(geom, rng)
     b = b if bias else None
     pad, dilation = geom[5], geom[6]
@@ -95,7 +105,7 @@ def test_forward(geom, bias, relu, level, rng):
 
 
 @pytest.mark.parametrize("geom", CASES)
-def test_grad_input(geom, level, rng):
+def test_grad_input(geom, level, block, rng):
     x, w, _, g = make(geom, rng)
     pad, dilation = geom[5], geom[6]
     ref, _, _ = conv2d_backward_ref(g, x, w, 1, pad, dilation)
@@ -127,10 +137,9 @@ def test_block_sizes(block, rng):
     assert rel_err(got, ref) <= FORWARD_TOL
 
 
-@pytest.mark.parametrize("geom", [CASES[7], CASES[10], CASES[15]])
-def test_bitwise_identical_across_threads(geom, rng):
+@pytest.mark.parametrize("geom", [CASES[7], CASES[10], CASES[15], CASES[-1]])
+def test_bitwise_identical_across_threads(geom, block, rng):
     x, w, b, g = make(geom, rng)
-    previous_block = _cpu_winograd.set_block_tiles(16)  # many blocks to share
     previous = fastconv.set_num_threads(1)
     try:
         results = []
@@ -139,7 +148,6 @@ def test_bitwise_identical_across_threads(geom, rng):
             results.append((forward(x, w, b, geom, relu=True), grad_input(g, w, geom)))
     finally:
         fastconv.set_num_threads(previous)
-        _cpu_winograd.set_block_tiles(previous_block)
     for y, gx in results[1:]:
         assert np.array_equal(y, results[0][0])
         assert np.array_equal(gx, results[0][1])
