@@ -30,17 +30,19 @@ cdef extern from "winograd_f43.h" nogil:
                     Py_ssize_t b1, float* U)
     void fw_input(int level, const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                   Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles, Py_ssize_t T, float* Vt)
-    void fw_gemm(int level, const float* U, Py_ssize_t Fp, Py_ssize_t C, const float* Vt,
-                 Py_ssize_t T, Py_ssize_t f0, Py_ssize_t f1, float* M)
-    void fw_output(int level, const float* M, Py_ssize_t FM, Py_ssize_t F, Py_ssize_t T,
-                   const float* bias, int relu, const fw_tile* tiles, float* y, Py_ssize_t OHW,
-                   Py_ssize_t OW, Py_ssize_t dh, Py_ssize_t dw)
+    void fw_gemm(int level, const float* U, Py_ssize_t F, Py_ssize_t C, const float* Vt,
+                 Py_ssize_t T, Py_ssize_t f0, Py_ssize_t f1, Py_ssize_t G, float* M,
+                 const float* bias,
+                 int relu, const fw_tile* tiles, float* y, Py_ssize_t OHW, Py_ssize_t OW,
+                 Py_ssize_t dh, Py_ssize_t dw)
     int FW_FR
 
 cdef enum:
     # A block's V and M (36 * (C + F) * T floats) aim at about this many bytes: an L2 cache.
     BLOCK_BYTES = 1048576
     MIN_BLOCK_TILES = 16  # a multiple of the vector lanes at every level
+    # fw_gemm's filter groups: their GEMM results (36 x 6 G x T floats) aim at this many bytes.
+    GROUP_BYTES = 131072
     MAX_BLOCK_TILES = 128
     WEIGHT_ITEMS = 16  # filters of the weight transform split in this many parts
     # With fewer tile blocks than this, the work is split by filters instead.
@@ -48,7 +50,7 @@ cdef enum:
 
 ctypedef struct _Geometry:
     int lvl, in_lvl, relu
-    Py_ssize_t C, H, W, F, OH, OW, dh, dw, RT, CT, per_image, n_tiles, T
+    Py_ssize_t C, H, W, F, OH, OW, dh, dw, RT, CT, per_image, n_tiles, T, G
     Py_ssize_t* row_start
     Py_ssize_t* row_out
     Py_ssize_t* col_start
@@ -172,10 +174,11 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     cdef Py_ssize_t FCH = ((Fp + n_chunks - 1) // n_chunks + FR - 1) // FR * FR
     n_chunks = (Fp + FCH - 1) // FCH
     cdef Py_ssize_t n_items = n_chunks if by_filters else n_blocks
-    # Per thread: V (36 C T), M (36 FCH T), the block's tile list (fw_tile: 32 bytes = 8 floats),
+    g.G = max(1, min(FCH // FR, GROUP_BYTES // (36 * FR * T * 4)))
+    # Per thread: V (36 C T), M (36 G FR T), the block's tile list (fw_tile: 32 bytes = 8 floats),
     # and with by_filters its part of U (36 FCH C).
     cdef Py_ssize_t u_size = 0 if by_filters else 36 * Fp * C
-    cdef Py_ssize_t stride = 36 * (C + FCH) * T + 36 * 32 + 8 * T + 16
+    cdef Py_ssize_t stride = 36 * (C + g.G * FR) * T + 36 * 32 + 8 * T + 16
     if by_filters:
         stride += 36 * FCH * C
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
@@ -220,7 +223,7 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
             tiles = <fw_tile*>(work + (16 - (<size_t>work // 4) % 16) % 16)
             Vt = <float*>(tiles + T)
             M = Vt + 36 * C * T + 36 * 16
-            Uc = M + 36 * FCH * T + 36 * 16
+            Uc = M + 36 * g.G * FR * T + 36 * 16
             for item in prange(n_items, schedule="dynamic"):
                 if by_filters:
                     f0 = item * FCH
@@ -265,6 +268,7 @@ cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, Py_ssize_t 
             tiles[k].vw = 0
     cdef Py_ssize_t Tv = (nv + lanes - 1) // lanes * lanes
     fw_input(g.in_lvl, g.x, g.C, g.H, g.W, g.dh, g.dw, tiles, Tv, Vt)
-    fw_gemm(g.lvl, U, f1 - f0, g.C, Vt, Tv, 0, f1 - f0, M)
-    fw_output(g.lvl, M, f1 - f0, min(g.F, f1) - f0, Tv, g.bias + f0 if g.bias != NULL else NULL,
-              g.relu, tiles, g.y + f0 * OHW, OHW, g.OW, g.dh, g.dw)
+    # U holds filters [f0, f1) from its start: the filter indices passed are relative to f0.
+    fw_gemm(g.lvl, U, g.F - f0, g.C, Vt, Tv, 0, f1 - f0, g.G, M,
+            g.bias + f0 if g.bias != NULL else NULL, g.relu, tiles, g.y + f0 * OHW, OHW, g.OW,
+            g.dh, g.dw)

@@ -293,61 +293,6 @@ TARGET static void fw_input_##SFX(const float *x, fc_idx C, fc_idx H, fc_idx W, 
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
-/* M[p][f - f0][t] = sum over c < C of U[p][f][c] V[p][c][t] for f in [f0, f1) (multiples of       \
- * FW_FR) and t < T (a multiple of VL); U packed by fw_weights (Fp filters). FW_FR x 2 vector     \
- * accumulators; U is packed once per call, V is written by fw_input in the layout read here, so   \
- * nothing is repacked per block (OpenBLAS's packing of U cost more than its multiply at C = 256). \
- * Each element is summed over c in order by one call: no dependence on the thread count. */      \
-TARGET static void fw_gemm_##SFX(const float *U, fc_idx Fp, fc_idx C, const float *Vt, fc_idx T,   \
-                                fc_idx f0, fc_idx f1, float *M) {                                  \
-    typedef fw_vec_##SFX V;                                                                        \
-    enum { VL = FW_VL_##SFX };                                                                     \
-    const fc_idx FM = f1 - f0;                                                                     \
-    for (int p = 0; p < 36; p++) {                                                                 \
-        const float *Vp = Vt + p * FW_PSTRIDE(C, T);                                                       \
-        float *Mp = M + p * FW_PSTRIDE(FM, T);                                                             \
-        for (fc_idx f = f0; f < f1; f += FW_FR) {                                                  \
-            const float *u = U + ((f / FW_FR) * 36 + p) * FW_FR * C;                                            \
-            float *m = Mp + (f - f0) * T;                                                          \
-            fc_idx t = 0;                                                                          \
-            for (; t + 2 * VL <= T; t += 2 * VL) {                                                 \
-                V a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0};                \
-                V a30 = {0}, a31 = {0}, a40 = {0}, a41 = {0}, a50 = {0}, a51 = {0};                \
-                const float *v = Vp + t;                                                           \
-                for (fc_idx c = 0; c < C; c++) {                                                   \
-                    const V v0 = *(const V *)(v + c * T), v1 = *(const V *)(v + c * T + VL);       \
-                    const float *uc = u + c * FW_FR;                                               \
-                    a00 += uc[0] * v0; a01 += uc[0] * v1;                                          \
-                    a10 += uc[1] * v0; a11 += uc[1] * v1;                                          \
-                    a20 += uc[2] * v0; a21 += uc[2] * v1;                                          \
-                    a30 += uc[3] * v0; a31 += uc[3] * v1;                                          \
-                    a40 += uc[4] * v0; a41 += uc[4] * v1;                                          \
-                    a50 += uc[5] * v0; a51 += uc[5] * v1;                                          \
-                }                                                                                  \
-                *(V *)(m + 0 * T + t) = a00; *(V *)(m + 0 * T + t + VL) = a01; \
-                *(V *)(m + 1 * T + t) = a10; *(V *)(m + 1 * T + t + VL) = a11; \
-                *(V *)(m + 2 * T + t) = a20; *(V *)(m + 2 * T + t + VL) = a21; \
-                *(V *)(m + 3 * T + t) = a30; *(V *)(m + 3 * T + t + VL) = a31; \
-                *(V *)(m + 4 * T + t) = a40; *(V *)(m + 4 * T + t + VL) = a41; \
-                *(V *)(m + 5 * T + t) = a50; *(V *)(m + 5 * T + t + VL) = a51; \
-            }                                                                                      \
-            if (t < T) { /* one vector of columns left */                                          \
-                V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0};                      \
-                const float *v = Vp + t;                                                           \
-                for (fc_idx c = 0; c < C; c++) {                                                   \
-                    const V v0 = *(const V *)(v + c * T);                                          \
-                    const float *uc = u + c * FW_FR;                                               \
-                    a0 += uc[0] * v0; a1 += uc[1] * v0; a2 += uc[2] * v0;                          \
-                    a3 += uc[3] * v0; a4 += uc[4] * v0; a5 += uc[5] * v0;                          \
-                }                                                                                  \
-                *(V *)(m + 0 * T + t) = a0; *(V *)(m + 1 * T + t) = a1;                            \
-                *(V *)(m + 2 * T + t) = a2; *(V *)(m + 3 * T + t) = a3;                            \
-                *(V *)(m + 4 * T + t) = a4; *(V *)(m + 5 * T + t) = a5;                            \
-            }                                                                                      \
-        }                                                                                          \
-    }                                                                                              \
-}                                                                                                  \
-                                                                                                   \
 /* y at each tile's outputs = (A^T M A) (+ bias) (then ReLU) from M[p][f][t], f < F, t < T; M      \
  * holds FM >= F rows per point. */                                                                \
 TARGET static void fw_output_##SFX(const float *M, fc_idx FM, fc_idx F, fc_idx T, const float *bias, \
@@ -382,6 +327,72 @@ TARGET static void fw_output_##SFX(const float *M, fc_idx FM, fc_idx F, fc_idx T
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* For filters f in [f0, f1) (multiples of FW_FR; F filters are real), in groups of G blocks of    \
+ * FW_FR filters: M[p][f][t] = sum over c < C of U[p][f][c] V[p][c][t] for the 36 points p and     \
+ * t < T (a multiple of VL), then the output transform of the group. The group keeps its M         \
+ * (36 x G FW_FR x T, the caller sizes G for L2) in cache on its way to the output transform, and  \
+ * each V[p] (C x T) is read once per group (a group of one block re-read all of V, from L3 at     \
+ * C = 512, for every 6 filters). FW_FR x 2 vector accumulators; U is packed once per call and     \
+ * V is written by fw_input in the layout read here, so nothing is repacked per block (OpenBLAS's  \
+ * packing of U cost more than its multiply at C = 256). Each element is summed over c in order    \
+ * by one call: no dependence on the thread count. M: 36 * FW_PSTRIDE(G * FW_FR, T) floats. */     \
+TARGET static void fw_gemm_##SFX(const float *U, fc_idx F, fc_idx C, const float *Vt, fc_idx T,    \
+                                fc_idx f0, fc_idx f1, fc_idx G, float *M, const float *bias,       \
+                                int relu, const fw_tile *tiles, float *y, fc_idx OHW, fc_idx OW,   \
+                                fc_idx dh, fc_idx dw) {                                            \
+    typedef fw_vec_##SFX V;                                                                        \
+    enum { VL = FW_VL_##SFX };                                                                     \
+    for (fc_idx g0 = f0; g0 < f1; g0 += G * FW_FR) {                                               \
+        const fc_idx g1 = f1 - g0 < G * FW_FR ? f1 : g0 + G * FW_FR;                               \
+        for (int p = 0; p < 36; p++) {                                                             \
+            const float *Vp = Vt + p * FW_PSTRIDE(C, T);                                           \
+            for (fc_idx f = g0; f < g1; f += FW_FR) {                                              \
+                const float *u = U + ((f / FW_FR) * 36 + p) * FW_FR * C;                           \
+                float *m = M + p * FW_PSTRIDE(G * FW_FR, T) + (f - g0) * T;                        \
+                fc_idx t = 0;                                                                      \
+                for (; t + 2 * VL <= T; t += 2 * VL) {                                             \
+                    V a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0};            \
+                    V a30 = {0}, a31 = {0}, a40 = {0}, a41 = {0}, a50 = {0}, a51 = {0};            \
+                    const float *v = Vp + t;                                                       \
+                    for (fc_idx c = 0; c < C; c++) {                                               \
+                        const V v0 = *(const V *)(v + c * T), v1 = *(const V *)(v + c * T + VL);   \
+                        const float *uc = u + c * FW_FR;                                           \
+                        a00 += uc[0] * v0; a01 += uc[0] * v1;                                      \
+                        a10 += uc[1] * v0; a11 += uc[1] * v1;                                      \
+                        a20 += uc[2] * v0; a21 += uc[2] * v1;                                      \
+                        a30 += uc[3] * v0; a31 += uc[3] * v1;                                      \
+                        a40 += uc[4] * v0; a41 += uc[4] * v1;                                      \
+                        a50 += uc[5] * v0; a51 += uc[5] * v1;                                      \
+                    }                                                                              \
+                    *(V *)(m + 0 * T + t) = a00; *(V *)(m + 0 * T + t + VL) = a01;                 \
+                    *(V *)(m + 1 * T + t) = a10; *(V *)(m + 1 * T + t + VL) = a11;                 \
+                    *(V *)(m + 2 * T + t) = a20; *(V *)(m + 2 * T + t + VL) = a21;                 \
+                    *(V *)(m + 3 * T + t) = a30; *(V *)(m + 3 * T + t + VL) = a31;                 \
+                    *(V *)(m + 4 * T + t) = a40; *(V *)(m + 4 * T + t + VL) = a41;                 \
+                    *(V *)(m + 5 * T + t) = a50; *(V *)(m + 5 * T + t + VL) = a51;                 \
+                }                                                                                  \
+                if (t < T) { /* one vector of columns left */                                      \
+                    V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0};                  \
+                    const float *v = Vp + t;                                                       \
+                    for (fc_idx c = 0; c < C; c++) {                                               \
+                        const V v0 = *(const V *)(v + c * T);                                      \
+                        const float *uc = u + c * FW_FR;                                           \
+                        a0 += uc[0] * v0; a1 += uc[1] * v0; a2 += uc[2] * v0;                      \
+                        a3 += uc[3] * v0; a4 += uc[4] * v0; a5 += uc[5] * v0;                      \
+                    }                                                                              \
+                    *(V *)(m + 0 * T + t) = a0; *(V *)(m + 1 * T + t) = a1;                        \
+                    *(V *)(m + 2 * T + t) = a2; *(V *)(m + 3 * T + t) = a3;                        \
+                    *(V *)(m + 4 * T + t) = a4; *(V *)(m + 5 * T + t) = a5;                        \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        const fc_idx nf = F - g0 < g1 - g0 ? F - g0 : g1 - g0;                                     \
+        if (nf > 0)                                                                                \
+            fw_output_##SFX(M, G * FW_FR, nf, T, bias ? bias + g0 : NULL, relu, tiles,             \
+                            y + g0 * OHW, OHW, OW, dh, dw);                                        \
+    }                                                                                              \
 }
 
 #ifdef FC_X86_DISPATCH
@@ -412,9 +423,10 @@ static void fw_input(int level, const float *x, fc_idx C, fc_idx H, fc_idx W, fc
                      fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt) {
     FW_DISPATCH(fw_input, x, C, H, W, dh, dw, tiles, T, Vt);
 }
-static void fw_gemm(int level, const float *U, fc_idx Fp, fc_idx C, const float *Vt, fc_idx T,
-                    fc_idx f0, fc_idx f1, float *M) {
-    FW_DISPATCH(fw_gemm, U, Fp, C, Vt, T, f0, f1, M);
+static void fw_gemm(int level, const float *U, fc_idx F, fc_idx C, const float *Vt, fc_idx T,
+                    fc_idx f0, fc_idx f1, fc_idx G, float *M, const float *bias, int relu,
+                    const fw_tile *tiles, float *y, fc_idx OHW, fc_idx OW, fc_idx dh, fc_idx dw) {
+    FW_DISPATCH(fw_gemm, U, F, C, Vt, T, f0, f1, G, M, bias, relu, tiles, y, OHW, OW, dh, dw);
 }
 static void fw_output(int level, const float *M, fc_idx FM, fc_idx F, fc_idx T, const float *bias,
                       int relu, const fw_tile *tiles, float *y, fc_idx OHW, fc_idx OW, fc_idx dh,
