@@ -36,6 +36,7 @@ cdef extern from "winograd_f43.h" nogil:
                  int relu, const fw_tile* tiles, float* y, Py_ssize_t OHW, Py_ssize_t OW,
                  Py_ssize_t dh, Py_ssize_t dw)
     int FW_FR
+    Py_ssize_t FW_USTRIDE(Py_ssize_t C)
 
 cdef enum:
     # A block's V and M (36 * (C + F) * T floats) aim at about this many bytes: an L2 cache.
@@ -177,10 +178,10 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     g.G = max(1, min(FCH // FR, GROUP_BYTES // (36 * FR * T * 4)))
     # Per thread: V (36 C T), M (36 G FR T), the block's tile list (fw_tile: 32 bytes = 8 floats),
     # and with by_filters its part of U (36 FCH C).
-    cdef Py_ssize_t u_size = 0 if by_filters else 36 * Fp * C
+    cdef Py_ssize_t u_size = 0 if by_filters else 36 * (Fp // FR) * FW_USTRIDE(C)
     cdef Py_ssize_t stride = 36 * (C + g.G * FR) * T + 36 * 32 + 8 * T + 16
     if by_filters:
-        stride += 36 * FCH * C
+        stride += 36 * (FCH // FR) * FW_USTRIDE(C)
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef float[::1] ws = get_workspace("float32", u_size + stride * nt)
     cdef float* U = &ws[0]

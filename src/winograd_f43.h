@@ -218,6 +218,10 @@ FC_TARGET_AVX512 static inline void fw_gather_avx512(const float *xc, const fw_t
  * (with C * T * 4 bytes a multiple of 4 KiB they did: 1.6-2.5x slower). */
 #define FW_PSTRIDE(rows, T) ((rows) * (T) + 16)
 
+/* The same for U: floats from one point's FW_FR x C block to the next (at C = 512 the unpadded
+ * 12 KiB stride made the weight transform's stores miss L1 set by set). */
+#define FW_USTRIDE(C) (FW_FR * (C) + 16)
+
 /* Filters per register block of fw_gemm (6 x 2 vector accumulators: 12 of the 16 registers). */
 #define FW_FR 6
 
@@ -233,13 +237,13 @@ TARGET static void fw_weights_##SFX(const float *w, fc_idx F, fc_idx C, fc_idx b
                                    float *U) {                                                     \
     typedef fw_vec_##SFX V;                                                                        \
     enum { VL = FW_VL_##SFX };                                                                     \
-    const fc_idx Q = FW_FR * C; /* pairs per block */                                              \
+    const fc_idx Q = FW_FR * C, QS = FW_USTRIDE(C); /* pairs per block; U's stride per point */     \
     V g[9], t[18], u[36];                                                                          \
     int idx[VL];                                                                                   \
     float lanes[9][VL];                                                                            \
     for (fc_idx fb = b0; fb < b1; fb++) {                                                          \
         const float *wb = w + fb * FW_FR * C * 9;                                                  \
-        float *Ub = U + fb * 36 * Q;                                                               \
+        float *Ub = U + fb * 36 * QS;                                                              \
         const int full = fb * FW_FR + FW_FR <= F;                                                  \
         for (fc_idx q0 = 0; q0 < Q; q0 += VL) {                                                    \
             const fc_idx nq = Q - q0 < VL ? Q - q0 : VL;                                           \
@@ -260,11 +264,11 @@ TARGET static void fw_weights_##SFX(const float *w, fc_idx F, fc_idx C, fc_idx b
             for (int j = 0; j < 3; j++) FW_G3(V, (g + j), 3, (t + j), 3);  /* G g: 6 x 3 */        \
             for (int i = 0; i < 6; i++) FW_G3(V, (t + 3 * i), 1, (u + 6 * i), 1);  /* (G g) G^T */ \
             if (nq == VL) {                                                                        \
-                for (int p = 0; p < 36; p++) *(V *)(Ub + p * Q + q0) = u[p];                       \
+                for (int p = 0; p < 36; p++) *(V *)(Ub + p * QS + q0) = u[p];                      \
             } else {                                                                               \
                 for (int p = 0; p < 36; p++) {                                                     \
                     *(V *)lanes[0] = u[p];                                                         \
-                    for (fc_idx v = 0; v < nq; v++) Ub[p * Q + q0 + v] = lanes[0][v];              \
+                    for (fc_idx v = 0; v < nq; v++) Ub[p * QS + q0 + v] = lanes[0][v];             \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
@@ -349,7 +353,7 @@ TARGET static void fw_gemm_##SFX(const float *U, fc_idx F, fc_idx C, const float
         for (int p = 0; p < 36; p++) {                                                             \
             const float *Vp = Vt + p * FW_PSTRIDE(C, T);                                           \
             for (fc_idx f = g0; f < g1; f += FW_FR) {                                              \
-                const float *u = U + ((f / FW_FR) * 36 + p) * FW_FR * C;                           \
+                const float *u = U + ((f / FW_FR) * 36 + p) * FW_USTRIDE(C);                        \
                 float *m = M + p * FW_PSTRIDE(G * FW_FR, T) + (f - g0) * T;                        \
                 fc_idx t = 0;                                                                      \
                 for (; t + 2 * VL <= T; t += 2 * VL) {                                             \
