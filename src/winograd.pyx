@@ -23,7 +23,7 @@ cdef extern from "winograd_f43.h" nogil:
     ctypedef struct fw_tile:
         Py_ssize_t xoff
         Py_ssize_t yoff
-        int rows, cols, vh, vw
+        int rows, cols, vh, vw, row8
     int fc_simd_level()
     int fw_lanes(int level)
     void fw_weights(int level, const float* w, Py_ssize_t F, Py_ssize_t C, Py_ssize_t b0,
@@ -156,6 +156,10 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     # The SIMD gathers take 32-bit lane offsets: the baseline input transform for huger inputs
     # (it handles any block of a multiple of 4 tiles, so it mixes with the other kernels).
     g.in_lvl = g.lvl if N * C * H * W < 2**31 else 0
+    # Undilated columns: AVX-512 CPUs take the AVX2 input transform, whose row loads and
+    # transposes replaced the gathers on AVX2 (the AVX-512 gathers are not measured yet).
+    if g.in_lvl == 2 and dw == 1:
+        g.in_lvl = 1
     g.C, g.H, g.W, g.F, g.OH, g.OW, g.dh, g.dw = C, H, W, F, OH, OW, dh, dw
     g.RT = _axis_tiles(OH, H, pt, dh, NULL, NULL, NULL, NULL)
     g.CT = _axis_tiles(OW, W, pl, dw, NULL, NULL, NULL, NULL)
@@ -176,10 +180,10 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     n_chunks = (Fp + FCH - 1) // FCH
     cdef Py_ssize_t n_items = n_chunks if by_filters else n_blocks
     g.G = max(1, min(FCH // FR, GROUP_BYTES // (36 * FR * T * 4)))
-    # Per thread: V (36 C T), M (36 G FR T), the block's tile list (fw_tile: 32 bytes = 8 floats),
+    # Per thread: V (36 C T), M (36 G FR T), the block's tile list (fw_tile: at most 64 bytes = 16 floats),
     # and with by_filters its part of U (36 FCH C).
     cdef Py_ssize_t u_size = 0 if by_filters else 36 * (Fp // FR) * FW_USTRIDE(C)
-    cdef Py_ssize_t stride = 36 * (C + g.G * FR) * T + 36 * 32 + 8 * T + 16
+    cdef Py_ssize_t stride = 36 * (C + g.G * FR) * T + 36 * 32 + 16 * T + 16
     if by_filters:
         stride += 36 * (FCH // FR) * FW_USTRIDE(C)
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
@@ -260,6 +264,8 @@ cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, Py_ssize_t 
             tiles[k].cols = g.col_mask[s]
             tiles[k].vh = g.row_valid[r]
             tiles[k].vw = g.col_valid[s]
+            tiles[k].row8 = (g.row_mask[r] == 63 and g.dw == 1 and g.col_start[s] >= 0
+                             and g.col_start[s] + 8 <= g.W)
         else:  # a short last block: zero windows, never stored
             tiles[k].xoff = 0
             tiles[k].yoff = 0
@@ -267,6 +273,7 @@ cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, Py_ssize_t 
             tiles[k].cols = 0
             tiles[k].vh = 0
             tiles[k].vw = 0
+            tiles[k].row8 = 0
     cdef Py_ssize_t Tv = (nv + lanes - 1) // lanes * lanes
     fw_input(g.in_lvl, g.x, g.C, g.H, g.W, g.dh, g.dw, tiles, Tv, Vt)
     # U holds filters [f0, f1) from its start: the filter indices passed are relative to f0.
