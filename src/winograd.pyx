@@ -40,13 +40,13 @@ cdef extern from "winograd_f43.h" nogil:
 
 cdef enum:
     # A block's V and M (36 * (C + F) * T floats) aim at about this many bytes: an L2 cache.
-    BLOCK_BYTES = 1048576
+    BLOCK_BYTES = 262144
     MIN_BLOCK_TILES = 16  # a multiple of the vector lanes at every level
     # fw_gemm's filter groups: their GEMM results (36 x 6 G x T floats) aim at this many bytes.
     GROUP_BYTES = 131072
     MAX_BLOCK_TILES = 128
     WEIGHT_ITEMS = 16  # filters of the weight transform split in this many parts
-    # With fewer tile blocks than this, the work is split by filters instead.
+    # With fewer tile blocks than this, the filters are split too.
     MIN_ITEMS = 8
 
 ctypedef struct _Geometry:
@@ -170,22 +170,18 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     cdef Py_ssize_t T = g.T, RT = g.RT, CT = g.CT
     cdef Py_ssize_t n_blocks = (g.n_tiles + T - 1) // T
     cdef Py_ssize_t FR = FW_FR, Fp = (F + FR - 1) // FR * FR
-    # Few blocks (small images): split the filters instead, each part transforming its own
-    # weights and running every block (repeating the input transform: cheap next to its GEMM).
-    # Sharing one transformed weight array U (36 F C floats, 38 MB at C = F = 512) would stream
-    # it from memory for a few tiles' GEMMs, after writing it there: 2x slower at 512 x 7 x 7.
-    cdef bint by_filters = n_blocks < MIN_ITEMS
-    cdef Py_ssize_t n_chunks = min(Fp // FR, MIN_ITEMS) if by_filters else 1
+    # Few blocks (small images): filters are split too, so that every thread gets work; each part
+    # repeats its block's input transform (cheap next to its GEMM). Giving each filter part its
+    # own weight transform instead, to keep U out of memory, measured slower (c512-7, c256-14).
+    cdef Py_ssize_t n_chunks = min(Fp // FR, max(1, (MIN_ITEMS + n_blocks - 1) // n_blocks))
     cdef Py_ssize_t FCH = ((Fp + n_chunks - 1) // n_chunks + FR - 1) // FR * FR
     n_chunks = (Fp + FCH - 1) // FCH
-    cdef Py_ssize_t n_items = n_chunks if by_filters else n_blocks
+    cdef Py_ssize_t n_items = n_blocks * n_chunks
     g.G = max(1, min(FCH // FR, GROUP_BYTES // (36 * FR * T * 4)))
-    # Per thread: V (36 C T), M (36 G FR T), the block's tile list (fw_tile: at most 64 bytes = 16 floats),
-    # and with by_filters its part of U (36 FCH C).
-    cdef Py_ssize_t u_size = 0 if by_filters else 36 * (Fp // FR) * FW_USTRIDE(C)
+    # Shared: U (36 Fp C). Per thread: V (36 C T), M (36 G FR T), the block's tile list
+    # (fw_tile: at most 64 bytes = 16 floats).
+    cdef Py_ssize_t u_size = 36 * (Fp // FR) * FW_USTRIDE(C)
     cdef Py_ssize_t stride = 36 * (C + g.G * FR) * T + 36 * 32 + 16 * T + 16
-    if by_filters:
-        stride += 36 * (FCH // FR) * FW_USTRIDE(C)
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef float[::1] ws = get_workspace("float32", u_size + stride * nt)
     cdef float* U = &ws[0]
@@ -212,32 +208,24 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     cdef float* work
     cdef float* Vt
     cdef float* M
-    cdef float* Uc
     cdef fw_tile* tiles
     try:
-        if not by_filters:
-            with nogil, parallel(num_threads=<int>min(<Py_ssize_t>num_threads, WEIGHT_ITEMS)):
-                for item in prange(WEIGHT_ITEMS, schedule="static"):
-                    f0 = item * (Fp // FR) // WEIGHT_ITEMS  # filter blocks [f0, f1)
-                    f1 = (item + 1) * (Fp // FR) // WEIGHT_ITEMS
-                    if f0 < f1:
-                        fw_weights(g.lvl, w, F, C, f0, f1, U)
+        with nogil, parallel(num_threads=<int>min(<Py_ssize_t>num_threads, WEIGHT_ITEMS)):
+            for item in prange(WEIGHT_ITEMS, schedule="static"):
+                f0 = item * (Fp // FR) // WEIGHT_ITEMS  # filter blocks [f0, f1)
+                f1 = (item + 1) * (Fp // FR) // WEIGHT_ITEMS
+                if f0 < f1:
+                    fw_weights(g.lvl, w, F, C, f0, f1, U)
         with nogil, parallel(num_threads=nt):
             work = U + u_size + omp_get_thread_num() * stride
             # 64-byte alignment of the tile list (the workspace is at least 16-byte aligned)
             tiles = <fw_tile*>(work + (16 - (<size_t>work // 4) % 16) % 16)
             Vt = <float*>(tiles + T)
             M = Vt + 36 * C * T + 36 * 16
-            Uc = M + 36 * g.G * FR * T + 36 * 16
             for item in prange(n_items, schedule="dynamic"):
-                if by_filters:
-                    f0 = item * FCH
-                    f1 = min(Fp, f0 + FCH)
-                    fw_weights(g.lvl, w + f0 * C * 9, F - f0, C, 0, (f1 - f0) // FR, Uc)
-                    for blk in range(n_blocks):
-                        _block(&g, blk, Uc, f0, f1, tiles, Vt, M)
-                else:
-                    _block(&g, item, U, 0, Fp, tiles, Vt, M)
+                blk = item // n_chunks
+                f0 = (item - blk * n_chunks) * FCH
+                _block(&g, blk, U, f0, min(Fp, f0 + FCH), tiles, Vt, M)
     finally:
         free(g.row_start)
         free(g.row_mask)
@@ -245,8 +233,8 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
 
 cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, Py_ssize_t f0,
                  Py_ssize_t f1, fw_tile* tiles, float* Vt, float* M) noexcept nogil:
-    """Tiles [blk T, blk T + T) for filters [f0, f1) (U holds those filters' transforms):
-    input transform, GEMM, output transform into y."""
+    """Tiles [blk T, blk T + T) for filters [f0, f1): input transform, GEMM, output transform
+    into y."""
     cdef Py_ssize_t T = g.T, k, t, n, q, r, s
     cdef Py_ssize_t nv = min(T, g.n_tiles - blk * T)
     cdef Py_ssize_t CHW = g.C * g.H * g.W, OHW = g.OH * g.OW, FOHW = g.F * OHW
@@ -276,7 +264,5 @@ cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, Py_ssize_t 
             tiles[k].row8 = 0
     cdef Py_ssize_t Tv = (nv + lanes - 1) // lanes * lanes
     fw_input(g.in_lvl, g.x, g.C, g.H, g.W, g.dh, g.dw, tiles, Tv, Vt)
-    # U holds filters [f0, f1) from its start: the filter indices passed are relative to f0.
-    fw_gemm(g.lvl, U, g.F - f0, g.C, Vt, Tv, 0, f1 - f0, g.G, M,
-            g.bias + f0 if g.bias != NULL else NULL, g.relu, tiles, g.y + f0 * OHW, OHW, g.OW,
+    fw_gemm(g.lvl, U, g.F, g.C, Vt, Tv, f0, f1, g.G, M, g.bias, g.relu, tiles, g.y, OHW, g.OW,
             g.dh, g.dw)

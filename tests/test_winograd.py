@@ -46,8 +46,8 @@ CASES = [
 
 @pytest.fixture(params=[0, 16], ids=["auto_block", "block16"])
 def block(request):
-    """Tiles per block: the shape's choice (most test shapes then have fewer than 8 blocks and split
-    the work by filters), or 16 (many blocks sharing one weight transform)."""
+    """Tiles per block: the shape's choice (most test shapes then have fewer than 8 blocks and
+    split the filters too), or 16 (more blocks, fewer filter parts)."""
     previous = _cpu_winograd.set_block_tiles(request.param)
     yield request.param
     _cpu_winograd.set_block_tiles(previous)
