@@ -122,18 +122,18 @@ def _winograd_forward(x, weight, bias, y, padding, dilation, relu):
     planner must keep non-finite inputs on the exact paths where IEEE propagation matters.
     """
     bias, has_bias = _bias_or_empty(bias, x.dtype)
-    with blas_single_thread:
-        _cpu_winograd.forward(x, weight, bias, y, *padding, *dilation, has_bias, relu,
-                              get_num_threads())
+    # No BLAS inside (the kernel has its own GEMM), so BLAS's threads need no limit.
+    _cpu_winograd.forward(x, weight, bias, y, *padding, *dilation, has_bias, relu,
+                          get_num_threads())
 
 
 def _winograd_grad_input(grad_y, weight, grad_x, padding, dilation):
     """grad_x of a stride-1, one-group 3x3 convolution by Winograd F(4x4, 3x3).
 
-    With stride 1, grad_x is the convolution of grad_y, padded by (KH - 1) * dh - top (and the
-    same for left), with the weights rotated 180 degrees and transposed (F <-> C). The kernel
-    reads out-of-image taps as zeros and takes any padding, so a negative one (forward padding
-    above (KH - 1) * d) needs no cropping.
+    With stride 1, grad_x is the convolution of grad_y, padded by 2 * dh - top (and the same for
+    left), with the weights rotated 180 degrees and transposed (F <-> C), which the kernel's
+    weight transform reads in place. The kernel reads out-of-image taps as zeros and takes any
+    padding, so a negative one (forward padding above 2 * d) needs no cropping.
 
     Parameters
     ----------
@@ -145,13 +145,7 @@ def _winograd_grad_input(grad_y, weight, grad_x, padding, dilation):
 
     Accurate to about 3e-6 relative to max|grad_x| (tests bound it by 5e-5).
     """
-    KH, KW = weight.shape[2:]
-    (dh, dw), (pt, pl) = dilation, padding
-    flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-    no_bias, _ = _bias_or_empty(None, weight.dtype)
-    with blas_single_thread:
-        _cpu_winograd.forward(grad_y, flipped, no_bias, grad_x, (KH - 1) * dh - pt,
-                              (KW - 1) * dw - pl, dh, dw, False, False, get_num_threads())
+    _cpu_winograd.grad_input(grad_y, weight, grad_x, *padding, *dilation, get_num_threads())
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups):

@@ -2,16 +2,20 @@
 #
 # Why: for 3x3 layers oneDNN's direct convolution (torch) already runs near the SGEMM ceiling, so
 # no im2col + GEMM can pass it; F(4x4, 3x3) does 36 multiplies per 16 outputs instead of 144.
-# Flow: the weights are transformed once per call (U, 36 x F x C, packed for the GEMM); then each thread owns blocks of
-# tiles end to end: input transform (V[36][C][T]) -> 36 single-threaded GEMMs
-# M[p] = U[p] @ V[p] (F x T) -> output transform with bias and ReLU, written straight into y, so a
-# block's transformed data stays in the thread's cache. Transforms are in winograd_f43.h.
+# Flow: the weights are transformed once per call (U, 36 x F x C, packed for the GEMM); then
+# each thread owns blocks of tiles end to end: input transform (V[36][C][T]) -> 36 GEMMs
+# M[p] = U[p] @ V[p] (in groups of filters) -> output transform with bias and ReLU, written
+# straight into y, so a block's transformed data stays in the thread's cache. The transforms and
+# the GEMM are in winograd_f43.h.
 #
 # Dilation: a dilated stride-1 3x3 is dh * dw ordinary 3x3 convolutions on the sub-grids
 # x[..., i::dh, j::dw] -> y[..., i::dh, j::dw]; tiles of every sub-grid are listed together and
 # the transforms read and write with strides dh, dw (no copies).
-# Threads: the caller holds BLAS to one thread. Blocks depend on the shapes only and each output
-# element is written by one tile, so results are bitwise identical for any thread count.
+# GEMM: our own register-blocked kernel (winograd_f43.h) over weights packed once per call, not
+# BLAS: OpenBLAS's sgemm repacked U for every block, which cost more than its multiply at C = 256
+# (and BLAS needs no thread limit here).
+# Threads: blocks depend on the shapes only and each output element is written by one tile, in
+# a fixed order, so results are bitwise identical for any thread count.
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport malloc, free
 
@@ -26,8 +30,8 @@ cdef extern from "winograd_f43.h" nogil:
         int rows, cols, vh, vw, row8
     int fc_simd_level()
     int fw_lanes(int level)
-    void fw_weights(int level, const float* w, Py_ssize_t F, Py_ssize_t C, Py_ssize_t b0,
-                    Py_ssize_t b1, float* U)
+    void fw_weights(int level, const float* w, Py_ssize_t F, Py_ssize_t C, Py_ssize_t sf,
+                    Py_ssize_t sc, Py_ssize_t sk, Py_ssize_t b0, Py_ssize_t b1, float* U)
     void fw_input(int level, const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                   Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles, Py_ssize_t T, float* Vt)
     void fw_gemm(int level, const float* U, Py_ssize_t F, Py_ssize_t C, const float* Vt,
@@ -139,18 +143,51 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
 
     x: (N, C, H, W), weight: (F, C, 3, 3), bias: (F,) or empty, y: (N, F, OH, OW), all float32
     and C-contiguous; pt, pl: top and left padding (any integer: bottom and right follow from OH,
-    OW); dh, dw >= 1: dilation. Shapes are validated by the caller; no size is 0.
+    OW); dh, dw >= 1: dilation. No size is 0.
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = weight.shape[0], OH = y.shape[2], OW = y.shape[3]
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = weight.shape[0]
     if weight.shape[1] != C or weight.shape[2] != 3 or weight.shape[3] != 3:
         raise ValueError(f"weight must have shape (F, {C}, 3, 3), got {tuple(weight.shape)[:4]}")
     if y.shape[0] != N or y.shape[1] != F:
         raise ValueError(f"y must have shape ({N}, {F}, OH, OW), got {tuple(y.shape)[:4]}")
-    if dh < 1 or dw < 1:
-        raise ValueError(f"dilation must be >= 1, got ({dh}, {dw})")
     if has_bias and bias.shape[0] != F:
         raise ValueError(f"bias must have shape ({F},), got ({bias.shape[0]},)")
+    _convolve(x, &weight[0, 0, 0, 0], F, 9 * C, 9, 1, &bias[0] if has_bias else NULL, y, pt, pl,
+              dh, dw, relu, num_threads)
+
+
+def grad_input(const float[:, :, :, ::1] grad_y, const float[:, :, :, ::1] weight,
+               float[:, :, :, ::1] grad_x, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+               Py_ssize_t dw, int num_threads):
+    """grad_x of y = conv(x, weight) with stride 1, one group: the convolution of grad_y, padded
+    by 2 dh - pt (2 dw - pl), with the weights rotated 180 degrees and transposed (F <-> C),
+    which the weight transform reads in place (no flipped copy: 9.4 MB at 512 x 512).
+
+    grad_y: (N, F, OH, OW), weight: (F, C, 3, 3), grad_x: (N, C, H, W), float32, C-contiguous;
+    pt, pl, dh, dw: the forward's top and left padding and dilation. No size is 0.
+    """
+    cdef Py_ssize_t N = grad_y.shape[0], F = grad_y.shape[1], C = grad_x.shape[1]
+    if weight.shape[0] != F or weight.shape[1] != C or weight.shape[2] != 3 or weight.shape[3] != 3:
+        raise ValueError(f"weight must have shape ({F}, {C}, 3, 3), got {tuple(weight.shape)[:4]}")
+    if grad_x.shape[0] != N:
+        raise ValueError(f"grad_x must have {N} images, got {grad_x.shape[0]}")
+    # Filter c, channel f, tap k of the flipped kernel = weight[f, c, 8 - k].
+    _convolve(grad_y, &weight[0, 0, 2, 2], C, 9, 9 * C, -1, NULL, grad_x, 2 * dh - pt,
+              2 * dw - pl, dh, dw, False, num_threads)
+
+
+cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssize_t sf,
+               Py_ssize_t sc, Py_ssize_t sk, const float* bias, float[:, :, :, ::1] y,
+               Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, bint relu,
+               int num_threads):
+    """y = conv(x, w) (+ bias) (then ReLU): tap k of filter f, channel c is w[f sf + c sc + k sk];
+    bias: F values or NULL."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3]
+    if y.shape[1] != F:
+        raise ValueError(f"the output must have {F} channels, got {y.shape[1]}")
+    if dh < 1 or dw < 1:
+        raise ValueError(f"dilation must be >= 1, got ({dh}, {dw})")
     cdef _Geometry g
     g.lvl = _level
     # The SIMD gathers take 32-bit lane offsets: the baseline input transform for huger inputs
@@ -201,9 +238,8 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     _axis_tiles(OW, W, pl, dw, g.col_start, g.col_out, g.col_mask, g.col_valid)
     g.x = &x[0, 0, 0, 0]
     g.y = &y[0, 0, 0, 0]
-    g.bias = &bias[0] if has_bias else NULL
+    g.bias = bias
 
-    cdef const float* w = &weight[0, 0, 0, 0]
     cdef Py_ssize_t item, f0, f1, blk
     cdef float* work
     cdef float* Vt
@@ -215,7 +251,7 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
                 f0 = item * (Fp // FR) // WEIGHT_ITEMS  # filter blocks [f0, f1)
                 f1 = (item + 1) * (Fp // FR) // WEIGHT_ITEMS
                 if f0 < f1:
-                    fw_weights(g.lvl, w, F, C, f0, f1, U)
+                    fw_weights(g.lvl, w, F, C, sf, sc, sk, f0, f1, U)
         with nogil, parallel(num_threads=nt):
             work = U + u_size + omp_get_thread_num() * stride
             # 64-byte alignment of the tile list (the workspace is at least 16-byte aligned)

@@ -127,24 +127,24 @@ static inline void fw_gather_base(const float *xc, const fw_tile *tl, fc_idx rs,
     fw_gather_scalar_base(xc, tl, rs, cs, d);
 }
 
-/* g[k] lane v = base[idx[v] + k], k < 9: the taps of the weight transform's (channel, filter)
- * pairs. */
-static inline void fw_gather9_base(const float *base, const int *idx, fw_vec_base *g) {
+/* g[k] lane v = base[idx[v] + k sk], k < 9: the taps of the weight transform's (channel,
+ * filter) pairs (sk = -1: the taps of a 180-degree rotated kernel). */
+static inline void fw_gather9_base(const float *base, const int *idx, fc_idx sk, fw_vec_base *g) {
     float lanes[9][4];
     for (int k = 0; k < 9; k++)
-        for (int v = 0; v < 4; v++) lanes[k][v] = base[idx[v] + k];
+        for (int v = 0; v < 4; v++) lanes[k][v] = base[idx[v] + k * sk];
     for (int k = 0; k < 9; k++) g[k] = *(const fw_vec_base *)lanes[k];
 }
 #ifdef FC_X86_DISPATCH
-FC_TARGET_AVX2 static inline void fw_gather9_avx2(const float *base, const int *idx,
+FC_TARGET_AVX2 static inline void fw_gather9_avx2(const float *base, const int *idx, fc_idx sk,
                                                   fw_vec_avx2 *g) {
     const __m256i i = _mm256_loadu_si256((const __m256i *)idx);
-    for (int k = 0; k < 9; k++) g[k] = (fw_vec_avx2)_mm256_i32gather_ps(base + k, i, 4);
+    for (int k = 0; k < 9; k++) g[k] = (fw_vec_avx2)_mm256_i32gather_ps(base + k * sk, i, 4);
 }
 FC_TARGET_AVX512 static inline void fw_gather9_avx512(const float *base, const int *idx,
-                                                      fw_vec_avx512 *g) {
+                                                      fc_idx sk, fw_vec_avx512 *g) {
     const __m512i i = _mm512_loadu_si512((const void *)idx);
-    for (int k = 0; k < 9; k++) g[k] = (fw_vec_avx512)_mm512_i32gather_ps(i, base + k, 4);
+    for (int k = 0; k < 9; k++) g[k] = (fw_vec_avx512)_mm512_i32gather_ps(i, base + k * sk, 4);
 }
 #endif
 
@@ -281,12 +281,13 @@ FC_TARGET_AVX512 static inline void fw_gather_avx512(const float *xc, const fw_t
 enum { FW_VL_##SFX = VBYTES / 4 };                                                                 \
                                                                                                    \
 /* U = (G g G^T)[p] of filter f, channel c, packed for fw_gemm: U[f / FW_FR][p][c][f % FW_FR]      \
- * (Fp = F rounded up to FW_FR filters, the extra ones zero), for filter blocks [b0, b1); w: (F, C, \
- * 3, 3). Vectorised over the FW_FR * C (channel, filter) pairs of a block in their U order, so     \
+ * (Fp = F rounded up to FW_FR filters, the extra ones zero), for filter blocks [b0, b1); tap k  \
+ * (kh * 3 + kw) of filter f, channel c is w[f sf + c sc + k sk]: (9 C, 9, 1) for weights (F, C, 3, \
+ * 3), or for grad-input (9, 9 F, -1) from 8 floats into the forward weights (C, F, 3, 3). Vectorised over the FW_FR * C (channel, filter) pairs of a block in their U order, so     \
  * each point's results are stored as whole vectors (scattering them cost more than the GEMM at    \
  * C = 512); the 9 taps of a vector's pairs are gathered. */                                       \
-TARGET static void fw_weights_##SFX(const float *w, fc_idx F, fc_idx C, fc_idx b0, fc_idx b1,      \
-                                   float *U) {                                                     \
+TARGET static void fw_weights_##SFX(const float *w, fc_idx F, fc_idx C, fc_idx sf, fc_idx sc,      \
+                                   fc_idx sk, fc_idx b0, fc_idx b1, float *U) {                    \
     typedef fw_vec_##SFX V;                                                                        \
     enum { VL = FW_VL_##SFX };                                                                     \
     const fc_idx Q = FW_FR * C, QS = FW_USTRIDE(C); /* pairs per block; U's stride per point */     \
@@ -294,22 +295,22 @@ TARGET static void fw_weights_##SFX(const float *w, fc_idx F, fc_idx C, fc_idx b
     int idx[VL];                                                                                   \
     float lanes[9][VL];                                                                            \
     for (fc_idx fb = b0; fb < b1; fb++) {                                                          \
-        const float *wb = w + fb * FW_FR * C * 9;                                                  \
+        const float *wb = w + fb * FW_FR * sf;                                                     \
         float *Ub = U + fb * 36 * QS;                                                              \
         const int full = fb * FW_FR + FW_FR <= F;                                                  \
         for (fc_idx q0 = 0; q0 < Q; q0 += VL) {                                                    \
             const fc_idx nq = Q - q0 < VL ? Q - q0 : VL;                                           \
             for (fc_idx v = 0; v < VL; v++) {                                                      \
                 const fc_idx q = q0 + (v < nq ? v : 0), c = q / FW_FR, r = q % FW_FR;              \
-                idx[v] = (int)((r * C + c) * 9); /* (filter fb * FW_FR + r, channel c) */          \
+                idx[v] = (int)(r * sf + c * sc); /* (filter fb * FW_FR + r, channel c) */          \
             }                                                                                      \
             if (full && nq == VL) {                                                                \
-                fw_gather9_##SFX(wb, idx, g);                                                      \
+                fw_gather9_##SFX(wb, idx, sk, g);                                                  \
             } else {                                                                               \
                 for (fc_idx v = 0; v < VL; v++) {                                                  \
                     const fc_idx q = q0 + v;                                                       \
                     const int ok = v < nq && fb * FW_FR + q % FW_FR < F;                           \
-                    for (int k = 0; k < 9; k++) lanes[k][v] = ok ? wb[idx[v] + k] : 0.0f;          \
+                    for (int k = 0; k < 9; k++) lanes[k][v] = ok ? wb[idx[v] + k * sk] : 0.0f;     \
                 }                                                                                  \
                 for (int k = 0; k < 9; k++) g[k] = *(const V *)lanes[k];                           \
             }                                                                                      \
@@ -471,9 +472,9 @@ FW_DEFINE(base, 16, )
 /* Tiles per vector at `level`: blocks hold a multiple of it. */
 static int fw_lanes(int level) { return fc_vector_bytes(level) / 4; }
 
-static void fw_weights(int level, const float *w, fc_idx F, fc_idx C, fc_idx b0, fc_idx b1,
-                       float *U) {
-    FW_DISPATCH(fw_weights, w, F, C, b0, b1, U);
+static void fw_weights(int level, const float *w, fc_idx F, fc_idx C, fc_idx sf, fc_idx sc,
+                       fc_idx sk, fc_idx b0, fc_idx b1, float *U) {
+    FW_DISPATCH(fw_weights, w, F, C, sf, sc, sk, b0, b1, U);
 }
 static void fw_input(int level, const float *x, fc_idx C, fc_idx H, fc_idx W, fc_idx dh,
                      fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt) {
