@@ -148,6 +148,61 @@ FC_TARGET_AVX512 static inline void fw_gather9_avx512(const float *base, const i
 }
 #endif
 
+/* Store the 4 x 4 outputs o[4 i + j] (lane v: tile v) of VL tiles into y (one filter's plane):
+ * row i, column j of tile v goes to yf[yoff_v + i dh OW + j dw]; only its vh x vw real ones. */
+#define FW_STORE_SCALAR(SFX, VL)                                                                   \
+    static inline void fw_store_scalar_##SFX(const fw_vec_##SFX *o, const fw_tile *tl,            \
+                                             float *yf, fc_idx OW, fc_idx dh, fc_idx dw) {         \
+        float out[16][VL];                                                                         \
+        for (int k = 0; k < 16; k++) *(fw_vec_##SFX *)out[k] = o[k];                               \
+        for (int v = 0; v < VL; v++) {                                                             \
+            float *yv = yf + tl[v].yoff;                                                           \
+            for (int i = 0; i < tl[v].vh; i++)                                                     \
+                for (int j = 0; j < tl[v].vw; j++) yv[i * dh * OW + j * dw] = out[4 * i + j][v];   \
+        }                                                                                          \
+    }
+FW_STORE_SCALAR(base, 4)
+static inline void fw_store_base(const fw_vec_base *o, const fw_tile *tl, float *yf, fc_idx OW,
+                                 fc_idx dh, fc_idx dw) {
+    fw_store_scalar_base(o, tl, yf, OW, dh, dw);
+}
+
+#ifdef FC_X86_DISPATCH
+FW_STORE_SCALAR(avx2, 8)
+/* Undilated: a 4 x 8 transpose per output row gives each tile's 4 columns as one 16-byte store. */
+FC_TARGET_AVX2 static inline void fw_store_avx2(const fw_vec_avx2 *o, const fw_tile *tl,
+                                                float *yf, fc_idx OW, fc_idx dh, fc_idx dw) {
+    int full = dw == 1;
+    for (int v = 0; v < 8; v++) full &= tl[v].vh == 4 && tl[v].vw == 4;
+    if (!full) {
+        fw_store_scalar_avx2(o, tl, yf, OW, dh, dw);
+        return;
+    }
+    for (int i = 0; i < 4; i++) {
+        const __m256 a = (__m256)o[4 * i], b = (__m256)o[4 * i + 1];
+        const __m256 c = (__m256)o[4 * i + 2], d = (__m256)o[4 * i + 3];
+        const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+        const __m256 t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
+        const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        const fc_idx row = i * dh * OW;
+        _mm_storeu_ps(yf + tl[0].yoff + row, _mm256_castps256_ps128(s0));
+        _mm_storeu_ps(yf + tl[1].yoff + row, _mm256_castps256_ps128(s1));
+        _mm_storeu_ps(yf + tl[2].yoff + row, _mm256_castps256_ps128(s2));
+        _mm_storeu_ps(yf + tl[3].yoff + row, _mm256_castps256_ps128(s3));
+        _mm_storeu_ps(yf + tl[4].yoff + row, _mm256_extractf128_ps(s0, 1));
+        _mm_storeu_ps(yf + tl[5].yoff + row, _mm256_extractf128_ps(s1, 1));
+        _mm_storeu_ps(yf + tl[6].yoff + row, _mm256_extractf128_ps(s2, 1));
+        _mm_storeu_ps(yf + tl[7].yoff + row, _mm256_extractf128_ps(s3, 1));
+    }
+}
+FW_STORE_SCALAR(avx512, 16)
+FC_TARGET_AVX512 static inline void fw_store_avx512(const fw_vec_avx512 *o, const fw_tile *tl,
+                                                    float *yf, fc_idx OW, fc_idx dh, fc_idx dw) {
+    fw_store_scalar_avx512(o, tl, yf, OW, dh, dw);
+}
+#endif
+
 #ifdef FC_X86_DISPATCH
 /* Lane offsets are 32-bit: the caller takes the baseline gather for inputs of 2^31 elements or more. */
 typedef struct { __m256i idx; __m256 mask[36]; int all; } fw_plan_avx2;
@@ -352,36 +407,29 @@ TARGET static void fw_input_##SFX(const float *x, fc_idx C, fc_idx H, fc_idx W, 
                                                                                                    \
 /* y at each tile's outputs = (A^T M A) (+ bias) (then ReLU) from M[p][f][t], f < F, t < T; M      \
  * holds FM >= F rows per point. */                                                                \
-TARGET static void fw_output_##SFX(const float *M, fc_idx FM, fc_idx F, fc_idx T, const float *bias, \
+TARGET static void fw_output_##SFX(const float *M, fc_idx FM, fc_idx F, fc_idx T, const float *bias,\
                                   int relu, const fw_tile *tiles, float *y, fc_idx OHW,            \
                                   fc_idx OW, fc_idx dh, fc_idx dw) {                               \
     typedef fw_vec_##SFX V;                                                                        \
+    typedef int IV __attribute__((vector_size(sizeof(V))));                                        \
     enum { VL = FW_VL_##SFX };                                                                     \
-    float out[16][VL];                                                                             \
     V m[36], t[24], o[16];                                                                         \
-    const fc_idx FT = FW_PSTRIDE(FM, T);                                                                   \
+    const fc_idx FT = FW_PSTRIDE(FM, T);                                                           \
     for (fc_idx t0 = 0; t0 < T; t0 += VL) {                                                        \
         const fw_tile *tl = tiles + t0;                                                            \
         if (tl[0].vh == 0) break; /* padding tiles come last */                                    \
         for (fc_idx f = 0; f < F; f++) {                                                           \
             const float *src = M + f * T + t0;                                                     \
-            for (int p = 0; p < 36; p++) m[p] = *(const V *)(src + p * FT);                   \
+            for (int p = 0; p < 36; p++) m[p] = *(const V *)(src + p * FT);                        \
             for (int j = 0; j < 6; j++) FW_AT6(V, (m + j), 6, (t + j), 6);  /* A^T m: 4 x 6 */     \
             for (int i = 0; i < 4; i++) FW_AT6(V, (t + 6 * i), 1, (o + 4 * i), 1);  /* (.) A */    \
             const float b = bias ? bias[f] : 0.0f;                                                 \
             for (int k = 0; k < 16; k++) {                                                         \
-                *(V *)out[k] = o[k] + b;                                                           \
+                o[k] += b;                                                                         \
+                /* o <= 0 is false for NaN: ReLU keeps NaN, as the other paths do. */              \
+                if (relu) o[k] = (V)((IV)o[k] & ~(IV)(o[k] <= 0.0f));                              \
             }                                                                                      \
-            for (int v = 0; v < VL; v++) {                                                         \
-                const int vh = tl[v].vh, vw = tl[v].vw;                                            \
-                float *yf = y + tl[v].yoff + f * OHW;                                              \
-                for (int i = 0; i < vh; i++)                                                       \
-                    for (int j = 0; j < vw; j++) {                                                 \
-                        const float r = out[4 * i + j][v];                                         \
-                        /* r <= 0 is false for NaN: ReLU keeps NaN, as the other paths do. */     \
-                        yf[i * dh * OW + j * dw] = relu && r <= 0 ? 0.0f : r;                      \
-                    }                                                                              \
-            }                                                                                      \
+            fw_store_##SFX(o, tl, y + f * OHW, OW, dh, dw);                                        \
         }                                                                                          \
     }                                                                                              \
 }                                                                                                  \

@@ -41,6 +41,7 @@ CASES = [
     _geom("channels_64", N=2, C=64, H=14, W=14, F=48),
     _geom("channels_256", N=1, C=256, H=8, W=12, F=32),
     _geom("many_tiles", N=3, C=8, H=30, W=27, F=10),
+    _geom("full_tiles", N=2, C=5, H=16, W=32, F=7),  # every tile 4 x 4, rows of 8 tiles
 ]
 
 
