@@ -106,12 +106,14 @@ def set_block_tiles(Py_ssize_t value):
 
 def block_tiles(Py_ssize_t C, Py_ssize_t F):
     """Tiles per block for C input and F output channels: the block's transformed input and
-    output (36 * (C + F) * T floats) about fill an L2 cache."""
+    output (36 * (C + F) * T floats) about fill half an L2 cache (Zen 3, 1 thread: 16 tiles were
+    fastest for C = F = 64..256, up to 2x faster than 64), and at least two vectors of tiles for
+    the GEMM's 6 x 2-vector register block (else it runs 6 accumulators: latency-bound)."""
     if _block_tiles:
         return _block_tiles
     cdef Py_ssize_t T = BLOCK_BYTES // (36 * 4 * (C + F))
     T = T // MIN_BLOCK_TILES * MIN_BLOCK_TILES
-    return max(MIN_BLOCK_TILES, min(MAX_BLOCK_TILES, T))
+    return max(MIN_BLOCK_TILES, 2 * fw_lanes(_level), min(MAX_BLOCK_TILES, T))
 
 
 cdef Py_ssize_t _axis_tiles(Py_ssize_t O, Py_ssize_t I, Py_ssize_t pad, Py_ssize_t d,
