@@ -195,9 +195,9 @@ cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssi
     # The SIMD gathers take 32-bit lane offsets: the baseline input transform for huger inputs
     # (it handles any block of a multiple of 4 tiles, so it mixes with the other kernels).
     g.in_lvl = g.lvl if N * C * H * W < 2**31 else 0
-    # Undilated columns: AVX-512 CPUs take the AVX2 input transform, whose row loads and
+    # Columns 1 or 2 apart: AVX-512 CPUs take the AVX2 input transform, whose row loads and
     # transposes replaced the gathers on AVX2 (the AVX-512 gathers are not measured yet).
-    if g.in_lvl == 2 and dw == 1:
+    if g.in_lvl == 2 and dw <= 2:
         g.in_lvl = 1
     g.C, g.H, g.W, g.F, g.OH, g.OW, g.dh, g.dw = C, H, W, F, OH, OW, dh, dw
     g.RT = _axis_tiles(OH, H, pt, dh, NULL, NULL, NULL, NULL)
@@ -290,8 +290,8 @@ cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, Py_ssize_t 
             tiles[k].cols = g.col_mask[s]
             tiles[k].vh = g.row_valid[r]
             tiles[k].vw = g.col_valid[s]
-            tiles[k].row8 = (g.row_mask[r] == 63 and g.dw == 1 and g.col_start[s] >= 0
-                             and g.col_start[s] + 8 <= g.W)
+            tiles[k].row8 = (g.row_mask[r] == 63 and g.dw <= 2 and g.col_start[s] >= 0
+                             and g.col_start[s] + 8 * g.dw <= g.W)
         else:  # a short last block: zero windows, never stored
             tiles[k].xoff = 0
             tiles[k].yoff = 0

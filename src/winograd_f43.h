@@ -220,14 +220,21 @@ FC_TARGET_AVX2 static void fw_gplan_avx2(const fw_tile *tl, fw_plan_avx2 *g) {
     g->all = all != 0;
 }
 FW_GATHER_SCALAR(avx2, 8)
-/* Undilated columns (cs = 1): each lane's window row is one unaligned 8-float load (from x, or
- * from a zero-padded copy for tiles at the image border), and an 8 x 8 transpose turns the 8
- * lanes' rows into the 6 column vectors. Zen 3, 3x3-c64-56 on one thread: the input transform
+/* Columns 1 or 2 apart (cs, the dilation along W): each lane's window row is one unaligned
+ * 8-float load (cs = 2: two, and the even elements), from x or from a zero-padded copy for tiles
+ * at the image border, and an 8 x 8 transpose turns the 8 lanes' rows into the 6 column vectors. Zen 3, 3x3-c64-56 on one thread: the input transform
  * took as long as the GEMM with hardware gathers (36 per channel and group of 8 tiles), half as
  * long with this (whole convolution 7% faster). */
-FC_TARGET_AVX2 static inline void fw_rows_avx2(const float *xc, const fw_tile *tl, fc_idx rs,
-                                               fw_vec_avx2 *d) {
-    float stage[8][6][8];
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) __m256 fw_row_avx2(const float *p,
+                                                                              fc_idx cs) {
+    if (cs == 1) return _mm256_loadu_ps(p);
+    /* cs = 2: the even elements of 16 floats */
+    const __m256 e = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), 0x88);
+    return _mm256_permutevar8x32_ps(e, _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
+}
+FC_TARGET_AVX2 static inline __attribute__((always_inline)) void fw_rows_avx2(
+        const float *xc, const fw_tile *tl, fc_idx rs, fc_idx cs, fw_vec_avx2 *d) {
+    float stage[8][6][16];
     const float *src[8];
     fc_idx step[8];
     for (int v = 0; v < 8; v++) {
@@ -239,18 +246,21 @@ FC_TARGET_AVX2 static inline void fw_rows_avx2(const float *xc, const fw_tile *t
         const int rows = tl[v].rows, cols = tl[v].cols;
         for (int k = 0; k < 6; k++) {
             for (int l = 0; l < 6; l++)
-                stage[v][k][l] = ((rows >> k) & (cols >> l) & 1) ? xc[tl[v].xoff + k * rs + l]
-                                                                  : 0.0f;
-            stage[v][k][6] = stage[v][k][7] = 0.0f;
+                stage[v][k][2 * l] = ((rows >> k) & (cols >> l) & 1)
+                    ? xc[tl[v].xoff + k * rs + l * cs] : 0.0f;
+            for (int l = 0; l < 6; l++) stage[v][k][2 * l + 1] = 0.0f;
+            for (int l = 12; l < 16; l++) stage[v][k][l] = 0.0f;
+            if (cs == 1) /* pack: stage row = the 6 values then zeros */
+                for (int l = 0; l < 8; l++) stage[v][k][l] = l < 6 ? stage[v][k][2 * l] : 0.0f;
         }
         src[v] = stage[v][0];
-        step[v] = 8;
+        step[v] = 16;
     }
     for (int k = 0; k < 6; k++) {
-        __m256 r0 = _mm256_loadu_ps(src[0] + k * step[0]), r1 = _mm256_loadu_ps(src[1] + k * step[1]);
-        __m256 r2 = _mm256_loadu_ps(src[2] + k * step[2]), r3 = _mm256_loadu_ps(src[3] + k * step[3]);
-        __m256 r4 = _mm256_loadu_ps(src[4] + k * step[4]), r5 = _mm256_loadu_ps(src[5] + k * step[5]);
-        __m256 r6 = _mm256_loadu_ps(src[6] + k * step[6]), r7 = _mm256_loadu_ps(src[7] + k * step[7]);
+        __m256 r0 = fw_row_avx2(src[0] + k * step[0], cs), r1 = fw_row_avx2(src[1] + k * step[1], cs);
+        __m256 r2 = fw_row_avx2(src[2] + k * step[2], cs), r3 = fw_row_avx2(src[3] + k * step[3], cs);
+        __m256 r4 = fw_row_avx2(src[4] + k * step[4], cs), r5 = fw_row_avx2(src[5] + k * step[5], cs);
+        __m256 r6 = fw_row_avx2(src[6] + k * step[6], cs), r7 = fw_row_avx2(src[7] + k * step[7], cs);
         const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
         const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
         const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
@@ -273,8 +283,10 @@ FC_TARGET_AVX2 static inline void fw_gather_avx2(const float *xc, const fw_tile 
                                                  fc_idx cs, const fw_plan_avx2 *g,
                                                  fw_vec_avx2 *d) {
     const float *b = xc + tl[0].xoff;
-    if (cs == 1) {
-        fw_rows_avx2(xc, tl, rs, d);
+    if (cs == 1) { /* constant cs: two specialised copies of the inlined loop */
+        fw_rows_avx2(xc, tl, rs, 1, d);
+    } else if (cs == 2) {
+        fw_rows_avx2(xc, tl, rs, 2, d);
     } else if (g->all) {
         for (int k = 0; k < 6; k++)
             for (int l = 0; l < 6; l++)

@@ -35,6 +35,7 @@ CASES = [
     _geom("asymmetric_big", N=1, C=3, H=10, W=9, F=2, pad=(2, 0, 0, 3)),
     _geom("dil2", N=2, C=3, H=17, W=15, F=4, pad=(2, 2, 2, 2), dilation=(2, 2)),
     _geom("dil3", N=1, C=2, H=19, W=22, F=3, pad=(3, 3, 3, 3), dilation=(3, 3)),
+    _geom("dil2_wide", N=2, C=3, H=12, W=40, F=4, pad=(2, 2, 2, 2), dilation=(2, 2)),
     _geom("dil2_valid", N=2, C=3, H=12, W=13, F=4, pad=(0, 0, 0, 0), dilation=(2, 2)),
     _geom("dil_2x3_asym", N=1, C=3, H=16, W=21, F=5, pad=(1, 3, 0, 2), dilation=(2, 3)),
     _geom("pad3_d1", N=2, C=3, H=8, W=9, F=4, pad=(3, 3, 3, 3)),  # grad-input pads by -1
@@ -43,6 +44,11 @@ CASES = [
     _geom("many_tiles", N=3, C=8, H=30, W=27, F=10),
     _geom("full_tiles", N=2, C=5, H=16, W=32, F=7),  # every tile 4 x 4, rows of 8 tiles
 ]
+
+
+def named(id):
+    """The CASES entry with this id."""
+    return next(c for c in CASES if c.id == id)
 
 
 @pytest.fixture(params=[0, 16], ids=["auto_block", "block16"])
@@ -116,7 +122,7 @@ def test_grad_input(geom, level, block, rng):
 
 def test_tolerance_can_fail(rng):
     """The bar catches a real mistake: one wrong tap is far above it."""
-    geom = CASES[0].values[0]
+    geom = named("basic").values[0]
     x, w, b, _ = make(geom, rng)
     pad, dilation = geom[5], geom[6]
     w_wrong = w.copy()
@@ -138,7 +144,7 @@ def test_block_sizes(block, rng):
     assert rel_err(got, ref) <= FORWARD_TOL
 
 
-@pytest.mark.parametrize("geom", [CASES[7], CASES[10], CASES[15], CASES[-1]])
+@pytest.mark.parametrize("geom", [named(i) for i in ("tall_pad2", "dil2", "dil2_wide", "channels_64", "full_tiles")])
 def test_bitwise_identical_across_threads(geom, block, rng):
     x, w, b, g = make(geom, rng)
     previous = fastconv.set_num_threads(1)
@@ -155,7 +161,7 @@ def test_bitwise_identical_across_threads(geom, block, rng):
 
 
 def test_inputs_not_modified(rng):
-    geom = CASES[10].values[0]
+    geom = named("dil2").values[0]
     x, w, b, g = make(geom, rng)
     copies = [a.copy() for a in (x, w, b, g)]
     forward(x, w, b, geom, relu=True)
@@ -165,7 +171,7 @@ def test_inputs_not_modified(rng):
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("geom", [CASES[0], CASES[10]])
+@pytest.mark.parametrize("geom", [named("basic"), named("dil2"), named("dil2_wide")])
 def test_non_finite_propagates(geom, value, rng):
     """Every output the exact convolution makes non-finite is non-finite here too (a tile's other
     outputs may turn NaN as well: see src/winograd_f43.h)."""
@@ -184,7 +190,7 @@ def test_non_finite_propagates(geom, value, rng):
 
 
 def test_relu_keeps_nan(rng):
-    geom = CASES[0].values[0]
+    geom = named("basic").values[0]
     x, w, b, _ = make(geom, rng)
     x[0, 0, 3, 3] = np.nan
     got = forward(x, w, b, geom, relu=True)
