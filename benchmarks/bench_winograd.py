@@ -3,6 +3,7 @@
 stride-1 cases of bench_conv.py (ResNet layers and the dilated 3x3).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_winograd.py --threads 2
+    ... --threads 1 --clock cpu      # CPU time: steadier on a machine shared with other work
 
 Columns: forward (y with bias) and grad-input, each by
   winograd   fastconv._cpu._winograd_forward / _winograd_grad_input
@@ -27,11 +28,14 @@ import fastconv  # noqa: E402
 from fastconv import _cpu  # noqa: E402
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time
+
+
 def timed(fn, calls):
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for _ in range(calls):
         fn()
-    return (time.perf_counter() - t0) / calls
+    return (CLOCK() - t0) / calls
 
 
 def interleaved(fns, reps, min_rep_s):
@@ -58,7 +62,12 @@ def main():
     ap.add_argument("--min-rep-s", type=float, default=0.05)
     ap.add_argument("--cases", default="", help="substring filter on case names")
     ap.add_argument("--batch", type=int, default=None, help="override N")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: the process's CPU time (all threads), which other processes' load "
+                         "disturbs much less than wall time; with --threads 1 it is the time")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
 
     import torch
 
@@ -69,7 +78,8 @@ def main():
              if c.K == (3, 3) and c.stride == 1 and c.groups == 1 and c.dtype == "float32"
              and args.cases in c.name]
     print(f"threads {args.threads}, torch {torch.__version__}, OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; medians of {args.reps} interleaved reps")
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; {args.clock} clock, medians of "
+          f"{args.reps} interleaved reps")
     head = (f"{'case':16} {'pass':5} {'winograd ms':>11} {'fastconv ms':>11} {'torch ms':>9} "
             f"{'wino/torch':>10} {'fc/torch':>8} {'wino err':>9}")
     print(head)

@@ -222,8 +222,8 @@ cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssi
     cdef Py_ssize_t u_size = 36 * (Fp // FR) * FW_USTRIDE(C)
     cdef Py_ssize_t stride = 36 * (C + g.G * FR) * T + 36 * 32 + 16 * T + 16
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
-    cdef float[::1] ws = get_workspace("float32", u_size + stride * nt)
-    cdef float* U = &ws[0]
+    cdef float[::1] ws = get_workspace("float32", u_size + stride * nt + 16)
+    cdef float* U = &ws[0] + (16 - (<size_t>&ws[0] // 4) % 16) % 16  # 64-byte aligned
     g.row_start = <Py_ssize_t*>malloc(2 * (RT + CT) * sizeof(Py_ssize_t))
     g.row_mask = <int*>malloc(2 * (RT + CT) * sizeof(int))
     if g.row_start == NULL or g.row_mask == NULL:
