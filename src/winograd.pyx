@@ -54,7 +54,9 @@ cdef enum:
     MIN_ITEMS = 8
 
 ctypedef struct _Geometry:
-    int lvl, in_lvl, relu
+    int lvl, in_lvl, relu, fuse
+    const float* w
+    Py_ssize_t sf, sc, sk
     Py_ssize_t C, H, W, F, OH, OW, dh, dw, RT, CT, per_image, n_tiles, T, G
     Py_ssize_t* row_start
     Py_ssize_t* row_out
@@ -210,8 +212,13 @@ cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssi
     cdef Py_ssize_t n_blocks = (g.n_tiles + T - 1) // T
     cdef Py_ssize_t FR = FW_FR, Fp = (F + FR - 1) // FR * FR
     # Few blocks (small images): filters are split too, so that every thread gets work; each part
-    # repeats its block's input transform (cheap next to its GEMM). Giving each filter part its
-    # own weight transform instead, to keep U out of memory, measured slower (c512-7, c256-14).
+    # repeats its block's input transform (cheap next to its GEMM). And the weights are then
+    # transformed block by block of FR filters right before their GEMMs (repeated per tile
+    # block), in an L2-sized buffer: a shared U (36 F C floats, 4x the weights: 38 MB at
+    # C = F = 512) would go to memory and back for few tiles' GEMMs. 512 x 7 x 7 (2 blocks), one
+    # thread on Zen 3: 31 -> 23 ms. With many blocks the shared U is reused enough: fusing at
+    # 256 x 14 x 14 (8 blocks) measured 5-40% slower.
+    g.fuse = n_blocks < MIN_ITEMS
     cdef Py_ssize_t n_chunks = min(Fp // FR, max(1, (MIN_ITEMS + n_blocks - 1) // n_blocks))
     cdef Py_ssize_t FCH = ((Fp + n_chunks - 1) // n_chunks + FR - 1) // FR * FR
     n_chunks = (Fp + FCH - 1) // FCH
@@ -219,8 +226,10 @@ cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssi
     g.G = max(1, min(FCH // FR, GROUP_BYTES // (36 * FR * T * 4)))
     # Shared: U (36 Fp C). Per thread: V (36 C T), M (36 G FR T), the block's tile list
     # (fw_tile: at most 64 bytes = 16 floats).
-    cdef Py_ssize_t u_size = 36 * (Fp // FR) * FW_USTRIDE(C)
+    cdef Py_ssize_t u_size = 0 if g.fuse else 36 * (Fp // FR) * FW_USTRIDE(C)
     cdef Py_ssize_t stride = 36 * (C + g.G * FR) * T + 36 * 32 + 16 * T + 16
+    if g.fuse:
+        stride += 36 * FW_USTRIDE(C) + 16  # one block of FR filters' U
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef float[::1] ws = get_workspace("float32", u_size + stride * nt + 16)
     cdef float* U = &ws[0] + (16 - (<size_t>&ws[0] // 4) % 16) % 16  # 64-byte aligned
@@ -241,29 +250,34 @@ cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssi
     g.x = &x[0, 0, 0, 0]
     g.y = &y[0, 0, 0, 0]
     g.bias = bias
+    g.w, g.sf, g.sc, g.sk = w, sf, sc, sk
 
     cdef Py_ssize_t item, f0, f1, blk
     cdef float* work
     cdef float* Vt
     cdef float* M
+    cdef float* Ub
     cdef fw_tile* tiles
     try:
+      if not g.fuse:
         with nogil, parallel(num_threads=<int>min(<Py_ssize_t>num_threads, WEIGHT_ITEMS)):
             for item in prange(WEIGHT_ITEMS, schedule="static"):
                 f0 = item * (Fp // FR) // WEIGHT_ITEMS  # filter blocks [f0, f1)
                 f1 = (item + 1) * (Fp // FR) // WEIGHT_ITEMS
                 if f0 < f1:
                     fw_weights(g.lvl, w, F, C, sf, sc, sk, f0, f1, U)
-        with nogil, parallel(num_threads=nt):
+      with nogil, parallel(num_threads=nt):
             work = U + u_size + omp_get_thread_num() * stride
             # 64-byte alignment of the tile list (the workspace is at least 16-byte aligned)
             tiles = <fw_tile*>(work + (16 - (<size_t>work // 4) % 16) % 16)
             Vt = <float*>(tiles + T)
             M = Vt + 36 * C * T + 36 * 16
+            Ub = M + 36 * g.G * FR * T + 36 * 16
+            Ub = Ub + (16 - (<size_t>Ub // 4) % 16) % 16
             for item in prange(n_items, schedule="dynamic"):
                 blk = item // n_chunks
                 f0 = (item - blk * n_chunks) * FCH
-                _block(&g, blk, U, f0, min(Fp, f0 + FCH), tiles, Vt, M)
+                _block(&g, blk, Ub if g.fuse else U, f0, min(Fp, f0 + FCH), tiles, Vt, M)
     finally:
         free(g.row_start)
         free(g.row_mask)
@@ -302,5 +316,14 @@ cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, Py_ssize_t 
             tiles[k].row8 = 0
     cdef Py_ssize_t Tv = (nv + lanes - 1) // lanes * lanes
     fw_input(g.in_lvl, g.x, g.C, g.H, g.W, g.dh, g.dw, tiles, Tv, Vt)
-    fw_gemm(g.lvl, U, g.F, g.C, Vt, Tv, f0, f1, g.G, M, g.bias, g.relu, tiles, g.y, OHW, g.OW,
-            g.dh, g.dw)
+    cdef Py_ssize_t fb, f, FR = FW_FR
+    if not g.fuse:
+        fw_gemm(g.lvl, U, g.F, g.C, Vt, Tv, f0, f1, g.G, M, g.bias, g.relu, tiles, g.y, OHW,
+                g.OW, g.dh, g.dw)
+        return
+    for fb in range(f0 // FR, f1 // FR):  # U: this thread's buffer for FR filters, from f
+        f = fb * FR
+        fw_weights(g.lvl, g.w + f * g.sf, g.F - f, g.C, g.sf, g.sc, g.sk, 0, 1, <float*>U)
+        fw_gemm(g.lvl, U, g.F - f, g.C, Vt, Tv, 0, FR, 1, M,
+                g.bias + f if g.bias != NULL else NULL, g.relu, tiles, g.y + f * OHW, OHW, g.OW,
+                g.dh, g.dw)
