@@ -1,5 +1,6 @@
-/* Winograd F(4x4, 3x3) transforms for float32, vectorised over tiles (or over input channels for
- * the weight transform), compiled per instruction set (simd.h).
+/* Winograd F(4x4, 3x3) for float32: the transforms, vectorised over tiles (over (channel,
+ * filter) pairs for the weight transform), and the GEMM of transformed weights and inputs,
+ * compiled per instruction set (simd.h).
  *
  * Y = A^T [ (G g G^T) . (B^T d B) ] A  per 6x6 input tile d and 3x3 filter g, with the points
  * 0, +-sqrt2, +-sqrt2/2 and infinity (ncnn's choice). The textbook points 0, +-1, +-2 give 5.5e-6 to
@@ -99,10 +100,11 @@ typedef float fw_vec_base __attribute__((vector_size(16), aligned(4)));
 
 /* Gathering the 6x6 windows of VL tiles (one channel) into 36 vectors d[6 k + l] (lane v: tile v's
  * window row k, column l; zero outside the image). The windows of a group lie at arbitrary
- * offsets (tiles of several rows, images or dilation sub-grids), so AVX2 and AVX-512 use hardware
- * gathers with per-lane offsets; a plan built once per group serves every channel. The scalar
- * version (baseline, and arrays too large for 32-bit lane offsets) went through a buffer and
- * cost more than the GEMM. */
+ * offsets (tiles of several rows, images or dilation sub-grids). AVX2: row loads and transposes
+ * for columns 1 or 2 apart (fw_rows_avx2), else hardware gathers with per-lane offsets, as on
+ * AVX-512 (for columns more than 2 apart; the caller gives AVX-512 CPUs the AVX2 rows otherwise);
+ * a plan built once per group serves every channel. The scalar version (baseline, and arrays too
+ * large for 32-bit lane offsets) goes through a buffer: on Zen 3 it cost more than the GEMM. */
 #define FW_GATHER_SCALAR(SFX, VL)                                                                  \
     static inline void fw_gather_scalar_##SFX(const float *xc, const fw_tile *tl, fc_idx rs,      \
                                               fc_idx cs, fw_vec_##SFX *d) {                        \
