@@ -19,6 +19,7 @@ KERNELS = [
     "pool",
     "dense",
     "openmp",
+    "winograd",
 ]  # src/<name>.pyx -> fastconv._kernels.<name>
 
 

@@ -12,6 +12,7 @@ from .._kernels import dense as _dense
 from .._kernels import depthwise as _depthwise
 from .._kernels import direct as _direct
 from .._kernels import pool as _pool
+from .._kernels import winograd as _winograd
 from . import OPS  # noqa: F401  (the interface: the op names this module exports)
 from . import fft as _fft
 from . import planner as _planner
@@ -80,6 +81,9 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, 
     if algorithm == "fft":
         _fft.conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu)
         return
+    if algorithm == "winograd":
+        _winograd_forward(x, weight, bias, y, padding, dilation, relu)
+        return
     bias, has_bias = _bias_or_empty(bias, x.dtype)
     args = (*stride, *padding, *dilation, groups, has_bias, relu, get_num_threads())
     if algorithm == "direct":
@@ -144,6 +148,9 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups,
     if algorithm == "fft":
         _fft.conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
         return
+    if algorithm == "winograd":
+        _winograd_grad_input(grad_y, weight, grad_x, padding, dilation)
+        return
     flips = algorithm == "direct" or (algorithm == "depthwise" and _depthwise_flips(conv))
     if flips and _finite(weight):
         kernel = _direct if algorithm == "direct" else _depthwise
@@ -158,6 +165,28 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups,
         kernel.grad_input(
             grad_y, weight, grad_x, *stride, *padding, *dilation, groups, get_num_threads()
         )
+
+
+def _winograd_forward(x, weight, bias, y, padding, dilation, relu):
+    """y = conv2d(x, weight) (+ bias) (then ReLU) by Winograd F(4x4, 3x3), stride 1, one group.
+
+    x (N, C, H, W), weight (F, C, 3, 3), bias (F,) or None, y (N, F, OH, OW) written in full, all
+    float32 and C-contiguous; padding (top, left), bottom and right following from OH, OW;
+    dilation (dh, dw) by sub-grid addressing. Accurate to about 3e-6 relative to max|y|
+    (tests/test_winograd.py bounds it by 1e-5). The kernel has its own GEMM (OpenBLAS repacked
+    the transformed weights for every block): BLAS's threads need no limit.
+    """
+    bias, has_bias = _bias_or_empty(bias, x.dtype)
+    _winograd.forward(x, weight, bias, y, *padding, *dilation, has_bias, relu, get_num_threads())
+
+
+def _winograd_grad_input(grad_y, weight, grad_x, padding, dilation):
+    """grad_x of a stride-1, one-group 3x3 convolution by Winograd F(4x4, 3x3): the
+    convolution of grad_y, padded by 2 * d - the forward padding (negative is fine: out-of-image
+    taps read as zeros), with the weights rotated 180 degrees and transposed (F <-> C), which
+    the kernel's weight transform reads in place. grad_y (N, F, OH, OW), weight (F, C, 3, 3),
+    grad_x (N, C, H, W) written in full; padding (top, left) of the forward convolution."""
+    _winograd.grad_input(grad_y, weight, grad_x, *padding, *dilation, get_num_threads())
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
