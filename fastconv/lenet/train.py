@@ -8,24 +8,24 @@ partial epoch's sums, the arguments and the history. ``resume`` continues from i
 same results as an uninterrupted run (same seed, batch size, optimiser and lr).
 """
 
-import ctypes
 import json
 import math
 import os
-import platform
 import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
-from .. import _compat, nn, optim, set_num_threads
+from .. import nn, optim, set_num_threads
 from .._atomic import save_npz_atomic
 from ..parameter import array_module
 from .checkpoint import FORMAT, CheckpointError, read_checkpoint, read_model_entries
+from .evaluate import Evaluation, evaluate
 from .history import write_history
+from .memory import keep_freed_memory
 from .model import LeNet5
 
 __all__ = [
@@ -49,70 +49,12 @@ _POSTFIX_EVERY = 50  # batches between progress-bar text updates (formatting the
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class Evaluation(NamedTuple):
-    """accuracy: float in [0, 1]; confusion: (K, K) int64, [true class, predicted class]."""
-
-    accuracy: float
-    confusion: np.ndarray
-
-
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped :func:`fit` at a batch boundary; ``checkpoint``: the file saved, or None."""
 
     def __init__(self, message: str, checkpoint: Optional[PathLike]) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
-
-
-def evaluate(model: nn.Layer, images: Any, labels: Any, batch_size: int = 500) -> Evaluation:
-    """Accuracy and confusion matrix of ``model`` (eval mode, restored afterwards).
-
-    images (N, 1, 32, 32), labels (N,) ints in [0, K) -> Evaluation(accuracy, confusion (K, K)).
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        predictions = []
-        for start in range(0, len(labels), batch_size):
-            logits = model(images[start : start + batch_size])
-            predictions.append(_compat.to_numpy(logits.argmax(axis=1)))
-        num_classes = logits.shape[1]
-    finally:
-        model.train(was_training)
-    predicted = np.concatenate(predictions)
-    truth = _compat.to_numpy(labels).astype(np.int64)
-    confusion = np.bincount(truth * num_classes + predicted, minlength=num_classes**2)
-    return Evaluation(
-        float(np.mean(predicted == truth)), confusion.reshape(num_classes, num_classes)
-    )
-
-
-def keep_freed_memory() -> bool:
-    """On glibc, let freed buffers of up to 32 MiB stay in the heap instead of going back to the OS.
-
-    A training step allocates and frees the same ~0.1-2 MB activations and gradients every batch.
-    By default glibc maps such buffers with mmap and unmaps them on free, so every batch pays an
-    munmap (a TLB shoot-down on every thread) and then page faults on first touch: measured here,
-    5.4-6.3 ms per LeNet batch instead of 4.2-4.3 ms. Raising the mmap and trim thresholds
-    (process-wide, once) recycles them instead. Returns True when the setting is in force.
-    """
-    global _malloc_tuned
-    if _malloc_tuned is None:
-        _malloc_tuned = False
-        if platform.libc_ver()[0] == "glibc":
-            try:
-                mallopt = ctypes.CDLL(None).mallopt
-                _malloc_tuned = (
-                    mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
-                    and mallopt(_M_TRIM_THRESHOLD, 128 << 20) == 1
-                )
-            except (OSError, AttributeError):
-                pass
-    return bool(_malloc_tuned)
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
-_malloc_tuned: Optional[bool] = None
 
 
 def shuffle_generator(seed: int) -> np.random.Generator:

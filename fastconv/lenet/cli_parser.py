@@ -1,0 +1,234 @@
+"""The ``fastconv-lenet`` command line: its arguments (build_parser) and its error type."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional
+
+from .. import __version__
+from .data import DATA_ENV, default_mnist_dir
+from .model import ACTIVATIONS, POOLINGS
+from .train import DEFAULT_LR, DEFAULT_LR_DECAY
+
+PROG = "fastconv-lenet"
+DEFAULT_EPOCHS = 10
+DEFAULT_ACTIVATION, DEFAULT_POOLING = "relu", "max"
+TRACEBACK_ENV = "FASTCONV_TRACEBACK"
+
+
+class CommandError(Exception):
+    """A failure to report in one line (exit status 1), never as a traceback."""
+
+
+def one_line(message: object) -> str:
+    """``message`` with its line breaks and runs of spaces folded into single spaces."""
+    return " ".join(str(message).split())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every default in --help, except the None/False of options that have none."""
+
+    def _get_help_string(self, action: argparse.Action) -> Optional[str]:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the command (sub-commands download, train, evaluate, report)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        formatter_class=_HelpFormatter,
+        description="Train, evaluate and picture LeNet-5 on MNIST with fastconv.",
+        epilog=f"Without --data, MNIST is read from ${DATA_ENV}/mnist, by default "
+        f"~/.cache/fastconv/mnist (now: {default_mnist_dir()}). "
+        f"Run `{PROG} COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s (fastconv {__version__})")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--data",
+            metavar="DIR",
+            default=None,
+            help=f"directory with the four MNIST IDX files (.gz or not); default: "
+            f"${DATA_ENV}/mnist or ~/.cache/fastconv/mnist",
+        )
+        sub.add_argument(
+            "--download",
+            action="store_true",
+            help="first download the missing MNIST files (MD5-verified) into the data directory",
+        )
+
+    def common(sub: argparse.ArgumentParser, device: bool = True) -> None:
+        data_options(sub)
+        sub.add_argument(
+            "--threads",
+            type=_positive_int,
+            default=None,
+            metavar="T",
+            help="fastconv's thread count (default: OMP_NUM_THREADS or all cores)",
+        )
+        if device:
+            sub.add_argument(
+                "--device",
+                choices=("cpu", "gpu"),
+                default="cpu",
+                help="where to compute (gpu needs CuPy and a CUDA device)",
+            )
+        sub.add_argument(
+            "--limit",
+            type=_positive_int,
+            default=None,
+            metavar="N",
+            help="use only the first N training and N test images (quick runs)",
+        )
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            formatter_class=_HelpFormatter,
+        )
+
+    down = add("download", "download MNIST (MD5-verified, with a progress bar) and check it")
+    down.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help=f"where to put the files; default: ${DATA_ENV}/mnist or ~/.cache/fastconv/mnist",
+    )
+
+    train = add("train", "train LeNet-5, one line per epoch")
+    common(train)
+    epochs = train.add_mutually_exclusive_group()
+    epochs.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"train until N epochs are done in total, counting those of a "
+        f"--resume checkpoint (default: {DEFAULT_EPOCHS})",
+    )
+    epochs.add_argument(
+        "--more-epochs",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="train K epochs beyond those the --resume checkpoint has "
+        "completed (without --resume: K epochs)",
+    )
+    train.add_argument(
+        "--batch-size", type=_positive_int, default=64, metavar="B", help="images per step"
+    )
+    train.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        metavar="LR",
+        help=f"learning rate (default: {DEFAULT_LR['adam']} for adam, "
+        f"{DEFAULT_LR['sgd']} for sgd with momentum 0.9)",
+    )
+    train.add_argument(
+        "--lr-decay",
+        type=_positive_float,
+        default=DEFAULT_LR_DECAY,
+        metavar="G",
+        help="the lr is multiplied by G after every epoch",
+    )
+    train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="the optimiser")
+    train.add_argument("--seed", type=int, default=0, help="seeds initialisation and shuffling")
+    train.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        default=None,
+        help=f"default: {DEFAULT_ACTIVATION}, or the --resume checkpoint's",
+    )
+    train.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default=None,
+        help=f"default: {DEFAULT_POOLING}, or the --resume checkpoint's",
+    )
+    train.add_argument(
+        "--save",
+        metavar="PATH",
+        default=None,
+        help="checkpoint (.npz) written after every epoch and on Ctrl-C; the "
+        "history goes beside it (NAME.history.csv, NAME.history.json)",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="PATH",
+        default=None,
+        help="continue from this checkpoint (same batch size, optimizer, lr, lr decay)",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ev = add("evaluate", "accuracy and confusion matrix on the test set")
+    common(ev)
+    ev.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="a checkpoint from `train --save` or a LeNet5.save() file",
+    )
+    ev.add_argument(
+        "--batch-size", type=_positive_int, default=500, metavar="B", help="images per forward pass"
+    )
+
+    rep = add(
+        "report",
+        "draw training curves, confusion matrix, filters and feature maps "
+        'into a PNG (needs matplotlib: pip install "fastconv[plot]")',
+    )
+    common(rep, device=False)
+    rep.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="a checkpoint from `train --save` (its history gives the curves) or a "
+        "LeNet5.save() file",
+    )
+    rep.add_argument("--out", metavar="PNG", default="report.png", help="the picture to write")
+    rep.add_argument(
+        "--digit",
+        type=_nonnegative_int,
+        default=0,
+        metavar="I",
+        help="index of the test image whose feature maps are shown",
+    )
+    rep.add_argument("--dpi", type=_positive_int, default=100, help="resolution of the PNG")
+    return parser
