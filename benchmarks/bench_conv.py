@@ -99,7 +99,23 @@ class Case:
             "groups": self.groups,
             "flops_fwd": self.flops_fwd,
             "flops_bwd": self.flops_bwd,
+            "plan": self.plan,
         }
+
+    @property
+    def plan(self):
+        """The algorithm fastconv's planner takes for each pass on the CPU (conv2d_plan)."""
+        import fastconv
+
+        return fastconv.conv2d_plan(
+            (self.N, self.C, self.H, self.W),
+            (self.F, self.C // self.groups, self.K[0], self.K[1]),
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            dtype=self.dtype,
+        )
 
 
 def build_suite(quick):
@@ -573,7 +589,7 @@ class Table:
     def __init__(self, impl_names, ratio_key):
         self.impls = impl_names
         self.ratio_key = ratio_key  # e.g. "fastconv/torch"
-        self.cols = [("case", 21, "<"), ("shape", 27, "<")]
+        self.cols = [("case", 21, "<"), ("shape", 27, "<"), ("algorithm f/gi/gw", 17, "<")]
         for phase in ("fwd", "bwd"):
             self.cols += [(f"{phase} {n}", max(9, len(n) + 1), ">") for n in impl_names]
             self.cols += [("GF/s", 7, ">"), ("ft/torch", 8, ">")]
@@ -583,8 +599,8 @@ class Table:
         return " ".join(f"{str(v)[:w]:{a}{w}}" for v, (_, w, a) in zip(values, self.cols))
 
     def header(self):
-        top = " ".join(f"{'':{w}}" for _, w, _ in self.cols[:2])
-        width = sum(w + 1 for _, w, _ in self.cols[2 : 2 + len(self.impls) + 2]) - 1
+        top = " ".join(f"{'':{w}}" for _, w, _ in self.cols[:3])
+        width = sum(w + 1 for _, w, _ in self.cols[3 : 3 + len(self.impls) + 2]) - 1
         top += (
             " "
             + f"{'forward: ms per call':^{width}}"
@@ -598,7 +614,9 @@ class Table:
         return "\n".join([top, self.line(names), sep])
 
     def row(self, rec):
-        vals = [rec["name"], rec["spec"]]
+        plan = rec.get("plan") or {}
+        short = "/".join(plan.get(p, "-")[:4] for p in ("forward", "grad_input", "grad_weight"))
+        vals = [rec["name"], rec["spec"], short]
         for phase in ("fwd", "bwd"):
             for n in self.impls:
                 vals.append(fmt_ms(rec[phase].get(n, {}).get("median_ms")))

@@ -20,13 +20,15 @@ def _ratio(record, phase, key):
 def table(data):
     """The Markdown lines: one row per case, then the geometric means."""
     lines = [
-        "| case | shape | fwd fastconv | fwd torch | fwd numpy | fwd ft/torch "
-        "| bwd fastconv | bwd torch | bwd numpy | bwd ft/torch |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | shape | algorithm (fwd / grad-in / grad-w) | fwd fastconv | fwd torch | fwd numpy "
+        "| fwd ft/torch | bwd fastconv | bwd torch | bwd numpy | bwd ft/torch |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for rec in data["cases"]:
         name = rec["name"] + (" (f64)" if rec["dtype"] == "float64" else "")
-        cells = [name, f"`{rec['spec']}`"]
+        plan = rec.get("plan") or {}
+        algorithms = " / ".join(plan.get(p, "-") for p in ("forward", "grad_input", "grad_weight"))
+        cells = [name, f"`{rec['spec']}`", algorithms]
         for phase in ("fwd", "bwd"):
             cells += [_ms(rec, phase, impl) for impl in ("fastconv", "torch", "numpy")]
             cells.append(_ratio(rec, phase, "fastconv/torch"))

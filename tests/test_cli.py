@@ -569,3 +569,17 @@ def test_real_mnist_fixture_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("FASTCONV_MNIST", str(tmp_path / "absent"))
     assert real_mnist_dir() is None
     assert os.environ["FASTCONV_MNIST"].endswith("absent")
+
+
+def test_evaluate_on_a_local_dask_cluster(tmp_path, tiny, capsys):
+    pytest.importorskip("distributed")
+    data, _ = tiny
+    path = tmp_path / "weights.npz"
+    LeNet5(seed=0).save(path)
+    args = ["evaluate", "--model", str(path), "--data", str(data), "--batch-size", "7"]
+    assert main(args) == 0
+    in_memory = capsys.readouterr().out
+    assert main(args + ["--scheduler", "local", "--workers", "2"]) == 0
+    assert capsys.readouterr().out == in_memory  # same accuracy and confusion matrix
+    assert main(args + ["--scheduler", "tcp://127.0.0.1:1"]) == 1
+    error_line(capsys, "cannot reach the Dask scheduler tcp://127.0.0.1:1")

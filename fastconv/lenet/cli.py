@@ -3,17 +3,15 @@
     fastconv-lenet download                         # MNIST into ~/.cache/fastconv/mnist
     fastconv-lenet train --epochs 10 --threads 2 --seed 0 --save lenet.npz
     fastconv-lenet train --save lenet.npz --resume lenet.npz --more-epochs 5
-    fastconv-lenet evaluate --model lenet.npz
+    fastconv-lenet evaluate --model lenet.npz [--scheduler tcp://host:8786 | local]
     fastconv-lenet report --model lenet.npz --out report.png
 
-Without ``--data`` MNIST is read from ``$FASTCONV_DATA/mnist`` (default
-``~/.cache/fastconv/mnist``);
+Without ``--data`` MNIST is read from ``$FASTCONV_DATA/mnist`` (default ``~/.cache/fastconv/mnist``);
 ``--download`` (or the ``download`` command) fetches the missing files there, MD5-verified.
 
 Exit status: 0 on success, 1 on an error (one line on stderr, never a traceback: missing or
 corrupt data, an unreadable checkpoint, an unwritable path, ...), 2 on bad arguments (with the
-usage), 130 after Ctrl-C (the checkpoint is saved first). ``FASTCONV_TRACEBACK=1`` shows the
-traceback of an unexpected error.
+usage), 130 after Ctrl-C (the checkpoint is saved first); FASTCONV_TRACEBACK=1: tracebacks.
 """
 
 from __future__ import annotations
@@ -41,6 +39,7 @@ from .cli_parser import (
     one_line,
 )
 from .data import DATA_ENV, default_mnist_dir, missing_mnist_files, verify_mnist_checksums
+from .evaluate import evaluate_on_dask, format_confusion
 from .history import history_paths, read_history
 from .model import LeNet5
 from .train import DEFAULT_LR, TrainingInterrupted, evaluate, fit, load_model
@@ -283,23 +282,28 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_confusion(confusion: np.ndarray) -> str:
-    """A text table of a (K, K) confusion matrix: rows true classes, columns predictions."""
-    k = confusion.shape[0]
-    width = max(5, len(str(int(confusion.max()))) + 1)
-    lines = ["true\\pred" + "".join(f"{j:>{width}}" for j in range(k))]
-    for i in range(k):
-        lines.append(f"{i:>9}" + "".join(f"{int(c):>{width}}" for c in confusion[i]))
-    return "\n".join(lines)
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     model = _read_model(args.model)
     data = _load_data(args)
     if args.device == "gpu":
         model.to("gpu")
     _set_threads(args)
-    result = evaluate(model, data.test_images, data.test_labels, batch_size=args.batch_size)
+    if args.scheduler:
+        try:
+            result = evaluate_on_dask(
+                model,
+                data.test_images,
+                data.test_labels,
+                args.batch_size,
+                args.scheduler,
+                args.workers,
+            )
+        except ImportError:
+            raise CommandError('--scheduler needs Dask: pip install "fastconv[dask]"') from None
+        except (OSError, TimeoutError) as exc:
+            raise CommandError(f"cannot reach the Dask scheduler {args.scheduler}: {exc}") from None
+    else:
+        result = evaluate(model, data.test_images, data.test_labels, batch_size=args.batch_size)
     errors = int(result.confusion.sum() - np.trace(result.confusion))
     print(
         f"test accuracy {100 * result.accuracy:.2f}% ({errors} errors in "

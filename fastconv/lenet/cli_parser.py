@@ -208,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--batch-size", type=_positive_int, default=500, metavar="B", help="images per forward pass"
     )
+    ev.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="evaluate on a Dask cluster: a distributed scheduler's address "
+        "(tcp://host:8786), or 'local' for a LocalCluster of --workers processes on this "
+        'machine; batches of --batch-size images are the chunks (pip install "fastconv[dask]")',
+    )
+    ev.add_argument(
+        "--workers", type=_positive_int, default=2, metavar="W", help="with --scheduler local"
+    )
 
     rep = add(
         "report",

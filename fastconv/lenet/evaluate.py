@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _compat, nn
+from .model import LeNet5
 
 
 class Evaluation(NamedTuple):
@@ -37,3 +38,48 @@ def evaluate(model: nn.Layer, images: Any, labels: Any, batch_size: int = 500) -
     return Evaluation(
         float(np.mean(predicted == truth)), confusion.reshape(num_classes, num_classes)
     )
+
+
+def evaluate_on_dask(
+    model: LeNet5, images: Any, labels: Any, batch_size: int, scheduler: str, workers: int = 2
+) -> Evaluation:
+    """evaluate() on a Dask cluster: `images` as a Dask array of `batch_size` chunks, predicted
+    lazily by the model (each chunk by fastconv on a worker). `scheduler`: a distributed
+    scheduler's address, or "local" for a LocalCluster of `workers` one-thread processes.
+
+    Raises ImportError without dask/distributed, OSError/TimeoutError when the scheduler cannot
+    be reached."""
+    import dask.array as da
+    import distributed
+
+    if scheduler == "local":
+        cluster = distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, dashboard_address=None
+        )
+        client = distributed.Client(cluster)
+    else:
+        cluster, client = None, distributed.Client(scheduler, timeout="20s")
+    was_training = model.training
+    try:
+        model.eval()
+        lazy = da.from_array(images, chunks=(batch_size,) + tuple(images.shape[1:]))
+        predicted = np.asarray(client.compute(model.predict(lazy), sync=True))
+    finally:
+        model.train(was_training)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    truth = _compat.to_numpy(labels).astype(np.int64)
+    K = int(max(predicted.max(initial=0), truth.max(initial=0))) + 1
+    confusion = np.bincount(truth * K + predicted, minlength=K * K).reshape(K, K)
+    return Evaluation(float(np.mean(predicted == truth)), confusion)
+
+
+def format_confusion(confusion: np.ndarray) -> str:
+    """A text table of a (K, K) confusion matrix: rows true classes, columns predictions."""
+    k = confusion.shape[0]
+    width = max(5, len(str(int(confusion.max()))) + 1)
+    lines = ["true\\pred" + "".join(f"{j:>{width}}" for j in range(k))]
+    for i in range(k):
+        lines.append(f"{i:>9}" + "".join(f"{int(c):>{width}}" for c in confusion[i]))
+    return "\n".join(lines)
