@@ -58,6 +58,12 @@ def median_time(fn, reps):
 
 
 def _peak_rss_mib():
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that across
+    fork and exec, so a worker started by a parent holding 1 GiB would report 1 GiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -103,7 +109,8 @@ def stack_case(args, tmp):
             ) as cluster,
             distributed.Client(cluster) as client,
         ):
-            x = da.from_npy_stack(src_dir, mmap_mode="r")
+            # mmap_mode=None: each task reads its block (mapped file pages would count in RSS)
+            x = da.from_npy_stack(src_dir, mmap_mode=None)
 
             def run():
                 y = fastconv.conv2d(x, w, padding="same")

@@ -88,14 +88,14 @@ def _winograd_shape(conv):
     )
 
 
-# Winograd's domain, from benchmarks/bench_winograd.py (AVX2 EPYC, 2 threads, against torch
-# 2.13's oneDNN): 0.57-0.74x torch's forward time and 0.46-0.73x its grad-input time on the
-# ResNet layers with C = F = 64..256 (128 to 392 tiles of 4x4 outputs per batch of 8), 0.70-0.82x
-# on the dilated one; at C = F = 512 on 7x7 (32 tiles) the transformed weights (4x the weights)
-# are barely reused and it is even with GEMM. Fewer channels were not measured: they stay on
-# direct/GEMM.
+# Winograd's domain, from benchmarks/bench_winograd.py (AVX2 EPYC, 2 threads, medians of 9
+# interleaved reps, against torch 2.13's oneDNN and fastconv's im2col + GEMM): forward 0.39-0.55x
+# torch's time and grad-input 0.38-0.55x on the ResNet layers with C = F = 64..256 (128 to 392
+# tiles of 4x4 outputs per batch of 8), 0.47 / 0.59x on the dilated one, 2-3x faster than GEMM;
+# at C = F = 512 on 7x7 (32 tiles, transformed weights barely reused) 0.96 / 1.15x torch, still
+# 10% / 40% faster than GEMM. Fewer channels were not measured: they stay on direct/GEMM.
 _WINOGRAD_MIN_CHANNELS = 64
-_WINOGRAD_MIN_TILES = 64
+_WINOGRAD_MIN_TILES = 32
 
 
 def winograd_pays(pass_, conv):
