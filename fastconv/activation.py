@@ -8,6 +8,7 @@ any thread count); the dtype rule of the other ops applies (float32/float64 resu
 import numpy as np
 
 from . import _arrays, _compat
+from ._typing import Array
 
 __all__ = ["sigmoid", "sigmoid_backward", "tanh", "tanh_backward"]
 
@@ -18,7 +19,7 @@ def _input(x, name="x"):
     return x.astype(dtype, copy=False), _compat.array_module(x)
 
 
-def sigmoid(x):
+def sigmoid(x: Array) -> Array:
     """1 / (1 + exp(-x)) elementwise, without overflow for any x.
 
     Computed from z = exp(-|x|) in (0, 1]: 1 / (1 + z) for x >= 0, z / (1 + z) for x < 0, so no
@@ -40,7 +41,7 @@ def sigmoid(x):
     return numerator
 
 
-def tanh(x):
+def tanh(x: Array) -> Array:
     """tanh(x) elementwise (the array module's, which saturates to +-1 without overflow).
 
     x : ndarray, any shape -> y : ndarray, same shape, float32 or float64."""
@@ -60,14 +61,14 @@ def _grad_inputs(grad_out, y):
     return grad_out.astype(dtype, copy=False), y.astype(dtype, copy=False)
 
 
-def sigmoid_backward(grad_out, y):
+def sigmoid_backward(grad_out: Array, y: Array) -> Array:
     """Gradient of sigmoid: grad_out * y * (1 - y), with y = sigmoid(x) (same shape as grad_out).
     Returns grad_input of that shape."""
     grad_out, y = _grad_inputs(grad_out, y)
     return grad_out * y * (1 - y)
 
 
-def tanh_backward(grad_out, y):
+def tanh_backward(grad_out: Array, y: Array) -> Array:
     """Gradient of tanh: grad_out * (1 - y^2), with y = tanh(x) (same shape as grad_out).
     Returns grad_input of that shape."""
     grad_out, y = _grad_inputs(grad_out, y)

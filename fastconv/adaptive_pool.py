@@ -8,8 +8,11 @@ may overlap: the mean is taken over rows, then over columns, one window at a tim
 module's reductions (OH + OW vectorised steps; no BLAS, so the same numbers for any thread count).
 """
 
+from typing import Sequence
+
 from . import _arrays, _compat
 from ._args import as_int, as_shape
+from ._typing import Array, IntPair
 from .pool import avg_pool2d, avg_pool2d_backward
 
 __all__ = [
@@ -30,18 +33,18 @@ def _input(x):
     return x, dtype
 
 
-def global_avg_pool2d(x):
+def global_avg_pool2d(x: Array) -> Array:
     """Mean over each plane: x (N, C, H, W) -> y (N, C, 1, 1) (follow with a reshape or Flatten
     for (N, C))."""
     x, _ = _input(x)
     return avg_pool2d(x, x.shape[2:])
 
 
-def global_avg_pool2d_backward(grad_out, input_shape):
+def global_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of global_avg_pool2d: grad_out (N, C, 1, 1) -> grad_input of `input_shape`
     (N, C, H, W), each cell grad_out / (H * W)."""
     input_shape = as_shape(input_shape, "input_shape", 4)
-    return avg_pool2d_backward(grad_out, input_shape, input_shape[2:])
+    return avg_pool2d_backward(grad_out, input_shape, (input_shape[2], input_shape[3]))
 
 
 def _output_size(output_size, H, W):
@@ -68,7 +71,7 @@ def _tiles(size, out):
     return size % out == 0
 
 
-def adaptive_avg_pool2d(x, output_size):
+def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
     """Adaptive average pooling: x (N, C, H, W) -> y (N, C, OH, OW) for any H, W.
 
     output_size : int or (OH, OW) (an entry None keeps the input's size). OH may exceed H (windows
@@ -90,7 +93,7 @@ def adaptive_avg_pool2d(x, output_size):
     return y
 
 
-def adaptive_avg_pool2d_backward(grad_out, input_shape):
+def adaptive_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of adaptive_avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`
     (N, C, H, W); each output's gradient spread evenly over its window."""
     _arrays.backend(grad_out=grad_out)

@@ -5,10 +5,13 @@ CuPy -> GPU kernels), makes the inputs C-contiguous of the computed dtype (at mo
 allocates the result and calls the backend. Inputs are never modified.
 """
 
+from typing import Dict, Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from . import _arrays, _dask
 from ._args import NEEDS, as_activation, as_algorithm, as_needs, as_shape, conv_geometry
+from ._typing import Array, DTypeLike, IntPair, Padding
 
 
 def _kernel_args(geom):
@@ -25,18 +28,18 @@ def _check_grad_out(grad_out, shape, names):
 
 
 def conv2d(
-    x,
-    weight,
-    bias=None,
-    stride=1,
-    padding=0,
-    dilation=1,
-    groups=1,
+    x: Array,
+    weight: Array,
+    bias: Optional[Array] = None,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
     *,
-    activation=None,
-    out=None,
-    algorithm="auto",
-):
+    activation: Optional[str] = None,
+    out: Optional[Array] = None,
+    algorithm: str = "auto",
+) -> Array:
     """2-D convolution (cross-correlation) of a batch of images.
 
     Parameters
@@ -97,8 +100,17 @@ def conv2d(
 
 
 def conv2d_backward(
-    grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *, needs=NEEDS, algorithm="auto"
-):
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    *,
+    needs: Union[str, Sequence[str]] = NEEDS,
+    algorithm: str = "auto",
+) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
     """Gradients of conv2d with respect to its input, weight and bias.
 
     Parameters
@@ -163,8 +175,16 @@ def _grad_weight(be, grad_out, x, weight_shape, geom, algorithm):
 
 
 def conv2d_grad_input(
-    grad_out, weight, input_shape, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"
-):
+    grad_out: Array,
+    weight: Array,
+    input_shape: Sequence[int],
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    *,
+    algorithm: str = "auto",
+) -> Array:
     """Gradient of conv2d with respect to its input.
 
     grad_out (N, F, OH, OW), weight (F, C // groups, KH, KW), input_shape (N, C, H, W)
@@ -195,8 +215,16 @@ def conv2d_grad_input(
 
 
 def conv2d_grad_weight(
-    grad_out, x, weight_shape, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"
-):
+    grad_out: Array,
+    x: Array,
+    weight_shape: Sequence[int],
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    *,
+    algorithm: str = "auto",
+) -> Array:
     """Gradient of conv2d with respect to its weight.
 
     grad_out (N, F, OH, OW), x (N, C, H, W), weight_shape (F, C // groups, KH, KW)
@@ -250,17 +278,17 @@ def _plan_args(input_shape, weight_shape, stride, padding, dilation, groups, dty
 
 
 def conv2d_plan(
-    input_shape,
-    weight_shape,
-    stride=1,
-    padding=0,
-    dilation=1,
-    groups=1,
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
     *,
-    dtype=np.float32,
-    algorithm="auto",
-    device="cpu",
-):
+    dtype: DTypeLike = np.float32,
+    algorithm: str = "auto",
+    device: str = "cpu",
+) -> Dict[str, str]:
     """Which algorithm computes each pass of this convolution.
 
     Parameters
@@ -285,16 +313,16 @@ def conv2d_plan(
 
 
 def conv2d_algorithms(
-    input_shape,
-    weight_shape,
-    stride=1,
-    padding=0,
-    dilation=1,
-    groups=1,
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
     *,
-    dtype=np.float32,
-    device="cpu",
-):
+    dtype: DTypeLike = np.float32,
+    device: str = "cpu",
+) -> Dict[str, Tuple[str, ...]]:
     """The algorithms that can compute each pass of this convolution (arguments as for
     conv2d_plan): {"forward": (names...), "grad_input": (...), "grad_weight": (...)}."""
     be, args = _plan_args(

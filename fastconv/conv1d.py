@@ -5,8 +5,11 @@ A 1-D convolution is a 2-D one of height 1: (N, C, L) is viewed as (N, C, 1, L) 
 backend serves it, and the results are reshaped views of conv2d's.
 """
 
+from typing import Optional, Sequence, Tuple, Union
+
 from . import _arrays
 from ._args import as_int, as_shape, conv_output_shape, output_size
+from ._typing import Array, IntPair, Padding
 from .arith import _axis_padding
 from .conv import conv2d, conv2d_backward, conv2d_grad_input, conv2d_grad_weight
 
@@ -44,7 +47,14 @@ def _geometry(input_shape, weight_shape, stride, padding, dilation, groups):
     return kwargs, (N, F, OL)
 
 
-def conv1d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+def conv1d_output_shape(
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> Tuple[int, int, int]:
     """Output shape (N, F, OL) of conv1d for x of `input_shape` (N, C, L) and weight of
     `weight_shape` (F, C // groups, K); raises ValueError/TypeError like conv1d."""
     input_shape = as_shape(input_shape, "input_shape", 3)
@@ -52,16 +62,25 @@ def conv1d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
     kwargs, shape = _geometry(input_shape, weight_shape, stride, padding, dilation, groups)
     # conv2d's checks of channels and groups
     conv_output_shape(
-        input_shape[:2] + (1,) + input_shape[2:],
-        weight_shape[:2] + (1,) + weight_shape[2:],
+        tuple(input_shape[:2]) + (1,) + tuple(input_shape[2:]),
+        tuple(weight_shape[:2]) + (1,) + tuple(weight_shape[2:]),
         **kwargs,
     )
     return shape
 
 
 def conv1d(
-    x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, out=None
-):
+    x: Array,
+    weight: Array,
+    bias: Optional[Array] = None,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    *,
+    activation: Optional[str] = None,
+    out: Optional[Array] = None,
+) -> Array:
     """1-D convolution (cross-correlation) of a batch of sequences.
 
     Parameters
@@ -95,8 +114,16 @@ def conv1d(
 
 
 def conv1d_backward(
-    grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *, needs=_NEEDS
-):
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    *,
+    needs: Union[str, Sequence[str]] = _NEEDS,
+) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
     """Gradients of conv1d with respect to its input, weight and bias.
 
     grad_out (N, F, OL), x (N, C, L), weight (F, C // groups, K), the arguments given to conv1d,
@@ -121,7 +148,15 @@ def conv1d_backward(
     )
 
 
-def conv1d_grad_input(grad_out, weight, input_shape, stride=1, padding=0, dilation=1, groups=1):
+def conv1d_grad_input(
+    grad_out: Array,
+    weight: Array,
+    input_shape: Sequence[int],
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> Array:
     """Gradient of conv1d with respect to its input: grad_out (N, F, OL), weight (F, C // groups,
     K), input_shape (N, C, L) -> grad_input (N, C, L)."""
     grad_out = _arrays.as_array(grad_out, "grad_out", 3)
@@ -133,7 +168,15 @@ def conv1d_grad_input(grad_out, weight, input_shape, stride=1, padding=0, dilati
     return gx.reshape(input_shape)
 
 
-def conv1d_grad_weight(grad_out, x, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+def conv1d_grad_weight(
+    grad_out: Array,
+    x: Array,
+    weight_shape: Sequence[int],
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> Array:
     """Gradient of conv1d with respect to its weight: grad_out (N, F, OL), x (N, C, L),
     weight_shape (F, C // groups, K) -> grad_weight (F, C // groups, K)."""
     grad_out = _arrays.as_array(grad_out, "grad_out", 3)

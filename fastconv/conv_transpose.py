@@ -14,9 +14,11 @@ padding of the equivalent convolution (rows no input reaches beyond that are zer
 """
 
 from collections import namedtuple
+from typing import Optional, Sequence, Tuple, Union
 
 from . import _arrays, _compat
 from ._args import as_int, as_pair, as_shape
+from ._typing import Array, IntPair, Padding
 from .arith import conv_transpose_output_size
 from .conv import conv2d, conv2d_grad_input, conv2d_grad_weight
 
@@ -92,8 +94,14 @@ def _geometry(input_shape, weight_shape, stride, padding, output_padding, groups
 
 
 def conv_transpose_output_shape(
-    input_shape, weight_shape, stride=1, padding=0, output_padding=0, groups=1, dilation=1
-):
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    output_padding: IntPair = 0,
+    groups: int = 1,
+    dilation: IntPair = 1,
+) -> Tuple[int, int, int, int]:
     """Output shape (N, C_out, OH, OW) of conv_transpose2d for x of `input_shape` (N, C_in, H, W)
     and weight of `weight_shape` (C_in, C_out // groups, KH, KW); raises like conv_transpose2d."""
     input_shape = as_shape(input_shape, "input_shape", 4)
@@ -104,8 +112,15 @@ def conv_transpose_output_shape(
 
 
 def conv_transpose2d(
-    x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
-):
+    x: Array,
+    weight: Array,
+    bias: Optional[Array] = None,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    output_padding: IntPair = 0,
+    groups: int = 1,
+    dilation: IntPair = 1,
+) -> Array:
     """2-D transposed convolution ("deconvolution", fractionally strided convolution).
 
     Parameters
@@ -168,17 +183,17 @@ def _as_needs(needs):
 
 
 def conv_transpose2d_backward(
-    grad_out,
-    x,
-    weight,
-    stride=1,
-    padding=0,
-    output_padding=0,
-    groups=1,
-    dilation=1,
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    output_padding: IntPair = 0,
+    groups: int = 1,
+    dilation: IntPair = 1,
     *,
-    needs=_NEEDS,
-):
+    needs: Union[str, Sequence[str]] = _NEEDS,
+) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
     """Gradients of conv_transpose2d with respect to its input, weight and bias.
 
     Parameters

@@ -1,12 +1,15 @@
 """Public dense ops for the layers' hot path: ReLU, linear (fully connected), softmax cross-entropy."""
 
+from typing import Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from . import _arrays, _compat, _dask
 from ._args import NEEDS, as_activation, as_needs, as_real
+from ._typing import Array
 
 
-def relu(x):
+def relu(x: Array) -> Array:
     """max(x, 0) elementwise; any shape; the dtype rule applies (float32/float64 result)."""
     x = _arrays.as_array(x, "x")
     dtype = _arrays.compute_dtype(x=x)
@@ -14,7 +17,7 @@ def relu(x):
     return xp.maximum(x.astype(dtype, copy=False), 0)
 
 
-def relu_backward(grad_out, y):
+def relu_backward(grad_out: Array, y: Array) -> Array:
     """Gradient of relu (or of a fused activation='relu'): grad_out where y > 0, else 0.
 
     grad_out and y (the ReLU's output) have the same shape; returns grad_input of that shape."""
@@ -44,7 +47,9 @@ def _linear_inputs(x, weight):
     return x, weight
 
 
-def linear(x, weight, bias=None, *, activation=None):
+def linear(
+    x: Array, weight: Array, bias: Optional[Array] = None, *, activation: Optional[str] = None
+) -> Array:
     """Fully connected layer: x (N, IN), weight (OUT, IN), bias (OUT,) -> x @ weight.T + bias
     (N, OUT); activation None or 'relu' (fused)."""
     be = _arrays.backend(x=x, weight=weight, bias=bias)
@@ -75,7 +80,9 @@ def linear(x, weight, bias=None, *, activation=None):
     return y
 
 
-def linear_backward(grad_out, x, weight, *, needs=NEEDS):
+def linear_backward(
+    grad_out: Array, x: Array, weight: Array, *, needs: Union[str, Sequence[str]] = NEEDS
+) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
     """Gradients of linear: grad_out (N, OUT), x (N, IN), weight (OUT, IN) ->
     (grad_input (N, IN), grad_weight (OUT, IN), grad_bias (OUT,)), None where not in `needs`."""
     needs = as_needs(needs)
@@ -126,7 +133,7 @@ def _labels(labels, n, k):
     return _arrays.contiguous(labels, np.int64)
 
 
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits: Array, labels: Array) -> Tuple[Array, Array]:
     """Mean cross-entropy of softmax(logits) against integer labels, computed stably.
 
     logits (N, K), labels (N,) ints in [0, K) -> (loss, log_probs): loss is a 0-d array (the mean
@@ -146,7 +153,9 @@ def softmax_cross_entropy(logits, labels):
     return losses.mean(), log_probs
 
 
-def softmax_cross_entropy_backward(log_probs, labels, grad_loss=1.0):
+def softmax_cross_entropy_backward(
+    log_probs: Array, labels: Array, grad_loss: float = 1.0
+) -> Array:
     """Gradient of the mean softmax cross-entropy with respect to the logits:
     log_probs (N, K) from softmax_cross_entropy -> grad_logits (N, K) =
     (softmax - onehot(labels)) * grad_loss / N."""

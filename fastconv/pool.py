@@ -1,10 +1,13 @@
 """Public 2-D max and average pooling and their gradients (NCHW, floor or ceil mode, torch's
 semantics)."""
 
+from typing import Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from . import _arrays, _dask
 from ._args import as_shape, pool_geometry
+from ._typing import Array, IntPair, Padding
 
 
 def _input(x):
@@ -12,7 +15,15 @@ def _input(x):
     return x, _arrays.compute_dtype(x=x)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, ceil_mode=False):
+def max_pool2d(
+    x: Array,
+    kernel_size: IntPair,
+    stride: Optional[IntPair] = None,
+    padding: Padding = 0,
+    *,
+    return_indices: bool = False,
+    ceil_mode: bool = False,
+) -> Union[Array, Tuple[Array, Array]]:
     """Max pooling.
 
     x (N, C, H, W); kernel_size, stride (default: kernel_size), padding: int or (h, w); padding at
@@ -57,7 +68,7 @@ def _max_pool_global_indices(
     return (idx // W_block + origin[0]) * plane[1] + idx % W_block + origin[1]
 
 
-def max_pool2d_backward(grad_out, indices, input_shape):
+def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of max_pool2d: grad_out (N, C, OH, OW) and the indices from
     max_pool2d(..., return_indices=True) -> grad_input of `input_shape` (N, C, H, W)."""
     be = _arrays.backend(grad_out=grad_out, indices=indices)
@@ -93,7 +104,15 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     return grad_x
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, ceil_mode=False):
+def avg_pool2d(
+    x: Array,
+    kernel_size: IntPair,
+    stride: Optional[IntPair] = None,
+    padding: Padding = 0,
+    count_include_pad: bool = True,
+    *,
+    ceil_mode: bool = False,
+) -> Array:
     """Average pooling: x (N, C, H, W) -> y (N, C, OH, OW).
 
     count_include_pad=True (torch's default) divides every window by KH*KW, padded zeros included;
@@ -127,15 +146,15 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *
 
 
 def avg_pool2d_backward(
-    grad_out,
-    input_shape,
-    kernel_size,
-    stride=None,
-    padding=0,
-    count_include_pad=True,
+    grad_out: Array,
+    input_shape: Sequence[int],
+    kernel_size: IntPair,
+    stride: Optional[IntPair] = None,
+    padding: Padding = 0,
+    count_include_pad: bool = True,
     *,
-    ceil_mode=False,
-):
+    ceil_mode: bool = False,
+) -> Array:
     """Gradient of avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`."""
     be = _arrays.backend(grad_out=grad_out)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
