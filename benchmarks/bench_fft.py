@@ -9,7 +9,7 @@ convolutions doing the same work, and PyTorch; and the kernel size at which FFT 
 Part "cases" (issue 8): one 1024x1024 plane with a 21x21 and a 41x41 kernel (N=C=F=1), and 8 RGB
 256x256 images with 16 filters of 15x15; 'same' padding everywhere. Columns:
   fft        fastconv._backend.fft (backend call, output preallocated like the public layer does)
-  current    fastconv._cpu, what the backend chooses today (direct / im2col + GEMM)
+  current    fastconv._backend.cpu on the planner's choice among the non-FFT algorithms
   fftconv    scipy.signal.fftconvolve over (N, F, C) broadcast, summed over C (forward; backward:
              grad-input summed over F, grad-weight 'valid' correlation summed over N), with
              scipy.fft.set_workers(threads)
