@@ -4,8 +4,8 @@ import numpy as np
 
 from .. import functional as F
 from .._args import as_activation, as_algorithm, as_pair
-from .init import as_generator, check_init, default_init, initial_weights
-from .layer import Layer, accumulate_grad
+from .init import check_init, default_init
+from .layer import Layer, check_groups
 
 __all__ = ["Conv2D"]
 
@@ -56,11 +56,7 @@ class Conv2D(Layer):
     ):
         super().__init__()
         as_activation(activation)
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                f"must both be divisible by groups ({groups})"
-            )
+        check_groups(in_channels, out_channels, groups)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
@@ -75,13 +71,9 @@ class Conv2D(Layer):
         shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
         fan_in = shape[1] * kh * kw
         fan_out = self.out_channels // self.groups * kh * kw
-        self._new_parameter(
-            "weight", initial_weights(self.init, shape, fan_in, fan_out, as_generator(rng), dtype)
+        self._new_weight_and_bias(
+            shape, fan_in, fan_out, self.init, rng, dtype, bias, self.out_channels
         )
-        if bias:
-            self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
-        else:
-            self.bias = None
         self._cache = None
 
     def _clear_cache(self):
@@ -110,15 +102,11 @@ class Conv2D(Layer):
         x, y = self._cached(self._cache)
         if self.activation == "relu":
             grad = F.relu_backward(grad, y)
-        needs = ("input", "weight") if input_grad else ("weight",)
-        if self.bias is not None:
-            needs += ("bias",)
+        needs = self._needs(input_grad)
         grad_x, grad_weight, grad_bias = F.conv2d_backward(
             grad, x, self.weight.data, needs=needs, **self._geometry()
         )
-        accumulate_grad(self.weight, grad_weight)
-        if self.bias is not None:
-            accumulate_grad(self.bias, grad_bias)
+        self._accumulate(grad_weight, grad_bias)
         return grad_x
 
     def extra_repr(self):

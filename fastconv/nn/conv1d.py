@@ -3,13 +3,11 @@
 import numpy as np
 
 from .. import functional as F
-from .._args import as_int
-from .init import as_generator, check_init, default_init, initial_weights
-from .layer import Layer, accumulate_grad
+from .._args import as_activation, as_int
+from .init import check_init, default_init
+from .layer import Layer, check_groups
 
 __all__ = ["Conv1D"]
-
-_ACTIVATIONS = (None, "relu")
 
 
 class Conv1D(Layer):
@@ -53,13 +51,8 @@ class Conv1D(Layer):
         dtype=np.float32,
     ):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                f"must both be divisible by groups ({groups})"
-            )
+        as_activation(activation)
+        check_groups(in_channels, out_channels, groups)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = as_int(kernel_size, "kernel_size", 1)
@@ -71,21 +64,10 @@ class Conv1D(Layer):
         self.init = check_init(init if init is not None else default_init(activation))
         k = self.kernel_size
         shape = (self.out_channels, self.in_channels // self.groups, k)
-        self._new_parameter(
-            "weight",
-            initial_weights(
-                self.init,
-                shape,
-                shape[1] * k,
-                self.out_channels // self.groups * k,
-                as_generator(rng),
-                dtype,
-            ),
+        fan_in, fan_out = shape[1] * k, self.out_channels // self.groups * k
+        self._new_weight_and_bias(
+            shape, fan_in, fan_out, self.init, rng, dtype, bias, self.out_channels
         )
-        if bias:
-            self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
-        else:
-            self.bias = None
         self._cache = None
 
     def _clear_cache(self):
@@ -114,15 +96,11 @@ class Conv1D(Layer):
         x, y = self._cached(self._cache)
         if self.activation == "relu":
             grad = F.relu_backward(grad, y)
-        needs = ("input", "weight") if input_grad else ("weight",)
-        if self.bias is not None:
-            needs += ("bias",)
+        needs = self._needs(input_grad)
         grad_x, grad_weight, grad_bias = F.conv1d_backward(
             grad, x, self.weight.data, needs=needs, **self._geometry()
         )
-        accumulate_grad(self.weight, grad_weight)
-        if self.bias is not None:
-            accumulate_grad(self.bias, grad_bias)
+        self._accumulate(grad_weight, grad_bias)
         return grad_x
 
     def extra_repr(self):

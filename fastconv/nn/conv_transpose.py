@@ -4,8 +4,8 @@ import numpy as np
 
 from .. import functional as F
 from .._args import as_pair
-from .init import as_generator, check_init, initial_weights
-from .layer import Layer, accumulate_grad
+from .init import check_init
+from .layer import Layer, check_groups
 
 __all__ = ["ConvTranspose2D"]
 
@@ -51,11 +51,7 @@ class ConvTranspose2D(Layer):
         dtype=np.float32,
     ):
         super().__init__()
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                f"must both be divisible by groups ({groups})"
-            )
+        check_groups(in_channels, out_channels, groups)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
@@ -69,13 +65,9 @@ class ConvTranspose2D(Layer):
         shape = (self.in_channels, self.out_channels // self.groups, kh, kw)
         fan_in = self.in_channels // self.groups * kh * kw
         fan_out = shape[1] * kh * kw
-        self._new_parameter(
-            "weight", initial_weights(self.init, shape, fan_in, fan_out, as_generator(rng), dtype)
+        self._new_weight_and_bias(
+            shape, fan_in, fan_out, self.init, rng, dtype, bias, self.out_channels
         )
-        if bias:
-            self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
-        else:
-            self.bias = None
         self._input = None
 
     def _clear_cache(self):
@@ -102,15 +94,11 @@ class ConvTranspose2D(Layer):
         """grad (N, C_out, OH, OW) -> grad wrt x (N, C_in, H, W) (None if not input_grad);
         accumulates weight.grad and bias.grad."""
         x = self._cached(self._input)
-        needs = ("input", "weight") if input_grad else ("weight",)
-        if self.bias is not None:
-            needs += ("bias",)
+        needs = self._needs(input_grad)
         grad_x, grad_weight, grad_bias = F.conv_transpose2d_backward(
             grad, x, self.weight.data, needs=needs, **self._geometry()
         )
-        accumulate_grad(self.weight, grad_weight)
-        if self.bias is not None:
-            accumulate_grad(self.bias, grad_bias)
+        self._accumulate(grad_weight, grad_bias)
         return grad_x
 
     def extra_repr(self):

@@ -15,6 +15,7 @@ import numpy as np
 from .. import _compat
 from .._atomic import save_npz_atomic
 from ..parameter import Parameter, array_module
+from .init import as_generator, initial_weights
 
 __all__ = ["Layer", "accumulate_grad"]
 
@@ -27,6 +28,15 @@ def accumulate_grad(param, grad):
         param.grad = grad
     else:
         param.grad += grad
+
+
+def check_groups(in_channels, out_channels, groups):
+    """ValueError unless `groups` >= 1 divides both channel counts."""
+    if groups < 1 or in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+            f"must both be divisible by groups ({groups})"
+        )
 
 
 class Layer:
@@ -76,6 +86,29 @@ class Layer:
         """Register ``data`` as the parameter ``name`` (its Parameter.name is ``name``)."""
         setattr(self, name, Parameter(data, name=name))
         return getattr(self, name)
+
+    # -- weighted layers (convolutions, linear): a weight and an optional bias ---------------
+    def _new_weight_and_bias(self, shape, fan_in, fan_out, init, rng, dtype, bias, outputs):
+        """`weight` of `shape` drawn by the `init` scheme from `rng`; a zero `bias` of
+        `outputs` when `bias`, else None."""
+        weights = initial_weights(init, shape, fan_in, fan_out, as_generator(rng), dtype)
+        self._new_parameter("weight", weights)
+        if bias:
+            self._new_parameter("bias", np.zeros(outputs, dtype=dtype))
+        else:
+            self.bias = None
+
+    def _needs(self, input_grad):
+        """The gradients a weighted layer's backward computes: the input's (if `input_grad`),
+        the weight's and the bias's when there is one."""
+        needs = ("input", "weight") if input_grad else ("weight",)
+        return needs + (("bias",) if self.bias is not None else ())
+
+    def _accumulate(self, grad_weight, grad_bias):
+        """Add the parameter gradients of one backward to weight.grad and bias.grad."""
+        accumulate_grad(self.weight, grad_weight)
+        if self.bias is not None:
+            accumulate_grad(self.bias, grad_bias)
 
     # -- the computation ----------------------------------------------------------------
     def forward(self, x):

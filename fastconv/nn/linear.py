@@ -4,8 +4,8 @@ import numpy as np
 
 from .. import functional as F
 from .._args import as_activation
-from .init import as_generator, check_init, default_init, initial_weights
-from .layer import Layer, accumulate_grad
+from .init import check_init, default_init
+from .layer import Layer
 
 __all__ = ["Linear"]
 
@@ -48,16 +48,16 @@ class Linear(Layer):
         self.activation = activation
         self.init = check_init(init if init is not None else default_init(activation))
         shape = (self.out_features, self.in_features)
-        self._new_parameter(
-            "weight",
-            initial_weights(
-                self.init, shape, self.in_features, self.out_features, as_generator(rng), dtype
-            ),
+        self._new_weight_and_bias(
+            shape,
+            self.in_features,
+            self.out_features,
+            self.init,
+            rng,
+            dtype,
+            bias,
+            self.out_features,
         )
-        if bias:
-            self._new_parameter("bias", np.zeros(self.out_features, dtype=dtype))
-        else:
-            self.bias = None
         self._cache = None
 
     def _clear_cache(self):
@@ -80,13 +80,9 @@ class Linear(Layer):
         x, y = self._cached(self._cache)
         if self.activation == "relu":
             grad = F.relu_backward(grad, y)
-        needs = ("input", "weight") if input_grad else ("weight",)
-        if self.bias is not None:
-            needs += ("bias",)
+        needs = self._needs(input_grad)
         grad_x, grad_weight, grad_bias = F.linear_backward(grad, x, self.weight.data, needs=needs)
-        accumulate_grad(self.weight, grad_weight)
-        if self.bias is not None:
-            accumulate_grad(self.bias, grad_bias)
+        self._accumulate(grad_weight, grad_bias)
         return grad_x
 
     def extra_repr(self):

@@ -8,14 +8,12 @@ mixes the channels: C*M*KH*KW + C*M*F weights instead of a full convolution's C*
 import numpy as np
 
 from .. import functional as F
-from .._args import as_pair
+from .._args import as_activation, as_pair
 from .conv import Conv2D
 from .init import as_generator, check_init, default_init, initial_weights
 from .layer import Layer, accumulate_grad
 
 __all__ = ["DepthwiseConv2D", "SeparableConv2D"]
-
-_ACTIVATIONS = (None, "relu")
 
 
 def _depth_multiplier(value):
@@ -136,8 +134,7 @@ class SeparableConv2D(Layer):
         dtype=np.float32,
     ):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        as_activation(activation)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         if self.in_channels < 1 or self.out_channels < 1:
