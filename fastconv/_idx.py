@@ -8,6 +8,7 @@ import gzip
 import math
 import os
 import zlib
+from typing import Union
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def _read_upto(stream, n):
     return b"".join(parts)
 
 
-def read_idx(path):
+def read_idx(path: Union[str, "os.PathLike[str]"]) -> np.ndarray:
     """Read an IDX file into a native-endian NumPy array.
 
     Parameters

@@ -10,9 +10,10 @@ then checked for format, shape, dtype and label range), which saves hashing
 """
 
 import hashlib
+import os
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 
@@ -218,7 +219,13 @@ def _load_pair(images_path, labels_path, dtype, padding):
     return out, labels.astype(np.int64)
 
 
-def mnist(root, download=False, *, dtype=np.float32, padding=2):
+def mnist(
+    root: Union[str, "os.PathLike[str]"],
+    download: bool = False,
+    *,
+    dtype: Any = np.float32,
+    padding: int = 2,
+) -> MNIST:
     """Load MNIST from ``root``, optionally downloading missing files first.
 
     Parameters

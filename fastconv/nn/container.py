@@ -1,5 +1,8 @@
 """Sequential: layers applied one after the other; backward runs them in reverse."""
 
+from typing import Optional
+
+from .._typing import Array
 from .layer import Layer
 
 __all__ = ["Sequential"]
@@ -32,13 +35,13 @@ class Sequential(Layer):
             setattr(self, name, layer)
         self._sequence = tuple(named.values())
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """Apply every layer in order."""
         for layer in self._sequence:
             x = layer(x)
         return x
 
-    def backward(self, grad, *, input_grad=True):
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """Backpropagate through every layer in reverse; returns grad wrt the first input (or
         None when ``input_grad`` is False: the first layer then skips that computation)."""
         last = len(self._sequence) - 1

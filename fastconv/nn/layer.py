@@ -10,10 +10,14 @@ Parameters and sub-layers assigned as attributes (``self.weight = Parameter(...)
 dotted names of :meth:`Layer.named_parameters` (``"c1.weight"``).
 """
 
+import os
+from typing import Any, Dict, List, Mapping, Optional, Union
+
 import numpy as np
 
 from .. import _compat
 from .._atomic import save_npz_atomic
+from .._typing import Array
 from ..parameter import Parameter, array_module
 from .init import as_generator, initial_weights
 
@@ -51,7 +55,10 @@ class Layer:
         True after construction and :meth:`train`; False after :meth:`eval`.
     """
 
-    training: bool  # set in __init__ (through object.__setattr__, which type checkers miss)
+    # set in __init__ (through object.__setattr__, which type checkers miss)
+    training: bool
+    _parameters: Dict[str, Parameter]
+    _children: Dict[str, "Layer"]
 
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
@@ -111,11 +118,11 @@ class Layer:
             accumulate_grad(self.bias, grad_bias)
 
     # -- the computation ----------------------------------------------------------------
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """Compute the layer's output from ``x``; in training mode, cache what backward needs."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
-    def backward(self, grad, *, input_grad=True):
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """Gradient of the loss with respect to the last forward's input.
 
         Parameters
@@ -146,22 +153,22 @@ class Layer:
         return cache
 
     # -- structure --------------------------------------------------------------------
-    def named_children(self):
+    def named_children(self) -> Dict[str, "Layer"]:
         """dict name -> direct sub-layer, in registration order."""
         return dict(self._children)
 
-    def children(self):
+    def children(self) -> List["Layer"]:
         """list of the direct sub-layers."""
         return list(self._children.values())
 
-    def modules(self):
+    def modules(self) -> List["Layer"]:
         """list of this layer and all its descendants, depth first (self first)."""
         out = [self]
         for child in self._children.values():
             out.extend(child.modules())
         return out
 
-    def named_parameters(self):
+    def named_parameters(self) -> Dict[str, Parameter]:
         """dict dotted name -> Parameter ("weight", "c1.weight", "0.bias"), parents' first."""
         out = dict(self._parameters)
         for child_name, child in self._children.items():
@@ -169,19 +176,19 @@ class Layer:
                 out[f"{child_name}.{name}"] = p
         return out
 
-    def parameters(self):
+    def parameters(self) -> List[Parameter]:
         """list of every Parameter of this layer and its descendants (what an optimiser takes)."""
         return list(self.named_parameters().values())
 
     # -- modes ------------------------------------------------------------------------
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> "Layer":
         """Set training mode (``mode=True``) or evaluation mode, recursively; returns self."""
         for layer in self.modules():
             object.__setattr__(layer, "training", bool(mode))
             layer._clear_cache()
         return self
 
-    def eval(self):
+    def eval(self) -> "Layer":
         """Evaluation mode: Dropout is the identity, forward caches nothing; returns self."""
         return self.train(False)
 
@@ -189,13 +196,13 @@ class Layer:
         """Drop what the last forward cached (layers with a cache override this)."""
 
     # -- state ------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """dict dotted name -> NumPy copy of the parameter's data (CuPy data is copied to host)."""
         return {
             name: _compat.to_numpy(p.data, copy=True) for name, p in self.named_parameters().items()
         }
 
-    def load_state_dict(self, state, strict=True):
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> Any:
         """Copy arrays from ``state`` (name -> array) into the parameters, in place.
 
         The data arrays are written into (not rebound), so an optimiser built on this layer
@@ -241,14 +248,16 @@ class Layer:
             p.data[...] = array_module(p.data).asarray(value, dtype=p.data.dtype)
         return missing, unexpected
 
-    def save(self, path):
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Write :meth:`state_dict` to ``path`` as an uncompressed .npz, atomically.
 
         The name is used as given (no ".npz" appended). Read it back with :meth:`load`.
         """
         save_npz_atomic(path, **self.state_dict())
 
-    def load(self, path, strict=True, prefix=""):
+    def load(
+        self, path: Union[str, "os.PathLike[str]"], strict: bool = True, prefix: str = ""
+    ) -> Any:
         """Load parameters from a .npz written by :meth:`save` (see :meth:`load_state_dict`).
 
         ``prefix`` selects the entries whose names start with it (stripped before matching):
@@ -265,7 +274,7 @@ class Layer:
         return self
 
     # -- devices and dtypes ------------------------------------------------------------
-    def to(self, device):
+    def to(self, device: str) -> "Layer":
         """Move every parameter (data and grad) to ``device``: 'cpu' (NumPy) or 'gpu' (CuPy).
 
         The Parameter objects stay the same but their arrays are replaced: build the optimiser
@@ -285,7 +294,7 @@ class Layer:
             layer._clear_cache()
         return self
 
-    def astype(self, dtype):
+    def astype(self, dtype: Any) -> "Layer":
         """Cast every parameter (data and grad) to the floating ``dtype``; returns self.
 
         As with :meth:`to`, the arrays are replaced: build the optimiser afterwards.

@@ -5,6 +5,7 @@ See :mod:`fastconv.optim` for the semantics and the state-dict format.
 
 import math
 import numbers
+from typing import Any, Dict, Mapping
 
 import numpy as np
 
@@ -56,6 +57,11 @@ class Optimizer:
     _HYPER = ()  # ((name, type), ...); "lr" is always included
     _BUFFERS = ()
     _PER_PARAM_STEP = False
+
+    @staticmethod
+    def _check_hyper(**hyper: Any) -> None:
+        """Subclasses validate their hyper-parameters here (ValueError/TypeError naming one)."""
+        raise NotImplementedError
 
     def __init__(self, params, lr):
         if hasattr(params, "data") and hasattr(params, "grad"):
@@ -119,7 +125,7 @@ class Optimizer:
             t = store[i] = array_module(d).empty_like(d)
         return t
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's ``grad`` to zeros (in place, no allocation)."""
         for p in self.params:
             p.zero_grad()
@@ -131,7 +137,7 @@ class Optimizer:
     def _hyper_values(self):
         return {name: getattr(self, name) for name, _ in self._HYPER}
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume: a flat dict for ``np.savez(file, **d)``.
 
         Keys: ``"optimizer"`` (class name), ``"num_params"``, ``"step_count"``,
@@ -156,7 +162,7 @@ class Optimizer:
                     d[f"param.{i}.{b}"] = to_numpy(st[b], copy=True)
         return d
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (as returned, or as read back by ``np.load``).
 
         Hyper-parameters (``lr`` included), step counts and buffers are all
