@@ -44,28 +44,7 @@ cdef enum:
     WEIGHT_PARTIALS = 8
     TAPS_PER_ITEM = 64
 
-cdef int _detected = fc_simd_level()
-cdef int _level = _detected
-
-
-def level():
-    """The instruction set the kernels run with: 2 AVX-512, 1 AVX2 + FMA, 0 baseline."""
-    return _level
-
-
-def detected_level():
-    """The best instruction set this CPU supports (what level() is unless set_level changed it)."""
-    return _detected
-
-
-def set_level(int value):
-    """Run the kernels compiled for `value` (<= detected_level()); for tests. Returns the old one."""
-    global _level
-    if not 0 <= value <= _detected:
-        raise ValueError(f"level must be in [0, {_detected}] on this CPU, got {value}")
-    previous = _level
-    _level = value
-    return previous
+include "simd_level.pxi"
 
 
 cdef Py_ssize_t[::1] _tap_offsets(Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t plane,

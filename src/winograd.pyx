@@ -70,29 +70,8 @@ ctypedef struct _Geometry:
     float* y
     const float* bias
 
-cdef int _detected = fc_simd_level()
-cdef int _level = _detected
+include "simd_level.pxi"
 cdef Py_ssize_t _block_tiles = 0  # 0: by shape (block_tiles()); else forced, for tests/tuning
-
-
-def level():
-    """The instruction set the transforms run with: 2 AVX-512, 1 AVX2 + FMA, 0 baseline."""
-    return _level
-
-
-def detected_level():
-    """The best instruction set this CPU supports."""
-    return _detected
-
-
-def set_level(int value):
-    """Run the transforms compiled for `value` (<= detected_level()); for tests. Returns the old."""
-    global _level
-    if not 0 <= value <= _detected:
-        raise ValueError(f"level must be in [0, {_detected}] on this CPU, got {value}")
-    previous = _level
-    _level = value
-    return previous
 
 
 def set_block_tiles(Py_ssize_t value):
