@@ -4,8 +4,9 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_dask.py \
         --json benchmarks/results/dask_cpu.json
 
-(a) an np.memmap stack of `--blocks` blocks of (8, 64, 112, 112) float32 (`--gb` sets the size),
-    3x3 64 -> 64 'same' convolution, written to a second memmap: one process looping over the
+(a) an on-disk .npy stack (one file per block) of `--blocks` blocks of (8, 64, HW, HW) float32,
+    3x3 64 -> 64 'same' convolution, written back to disk (one process: into an np.memmap; Dask:
+    da.to_npy_stack): one process looping over the
     blocks (fastconv on all threads) against a `dask.distributed` LocalCluster of 1 and 2 worker
     processes (one thread each; fastconv's threads per task follow the worker's share). Reports
     throughput and each worker's peak resident memory, which must stay near a few blocks.
@@ -18,7 +19,6 @@ Timings are medians of `--reps` runs; the machine's CPU is recorded.
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 import fastconv
+import fastconv._config
 
 try:
     import dask
@@ -35,17 +36,6 @@ try:
     import distributed
 except ImportError:  # pragma: no cover
     sys.exit("bench_dask.py needs dask[array] and distributed: pip install 'fastconv[dask]'")
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def median_time(fn, reps):
@@ -68,7 +58,7 @@ def _peak_rss_mib():
 
 
 def stack_case(args, tmp):
-    shape = (args.blocks * 8, 64, 112, 112)
+    shape = (args.blocks * 8, 64, args.hw, args.hw)
     gb = np.prod(shape) * 4 / 2**30
     # An .npy stack on disk, one file per block: Dask tasks read their own block by path (a
     # memmap handed to from_array would be pickled whole into the graph).
@@ -85,7 +75,7 @@ def stack_case(args, tmp):
 
         pickle.dump(
             {
-                "chunks": ((8,) * args.blocks, (64,), (112,), (112,)),
+                "chunks": ((8,) * args.blocks, (64,), (args.hw,), (args.hw,)),
                 "dtype": np.dtype(np.float32),
                 "axis": 0,
             },
@@ -119,7 +109,7 @@ def stack_case(args, tmp):
             results[f"dask_{workers}w_s"] = median_time(run, args.reps)
             peaks = client.run(_peak_rss_mib)
             results[f"dask_{workers}w_peak_mib_per_worker"] = round(max(peaks.values()), 1)
-    block_mib = 8 * 64 * 112 * 112 * 4 / 2**20
+    block_mib = 8 * 64 * args.hw * args.hw * 4 / 2**20
     results["block_mib"] = block_mib
     for key in ("one_process_s", "dask_1w_s", "dask_2w_s"):
         results[key.replace("_s", "_gib_per_s")] = round(gb / results[key], 3)
@@ -152,13 +142,17 @@ def image_case(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--blocks", type=int, default=8, help="(8, 64, 112, 112) blocks in (a)")
+    ap.add_argument("--blocks", type=int, default=8, help="(8, 64, HW, HW) blocks in (a)")
+    ap.add_argument("--hw", type=int, default=224, help="the blocks' height and width in (a)")
     ap.add_argument("--side", type=int, default=8192, help="image side in (b)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json")
     args = ap.parse_args()
+    config = fastconv._config.config()  # CPU model and SIMD level, as show_config() gives
     meta = {
-        "cpu": cpu_model(),
+        "cpu": config["cpu"],
+        "simd": config["simd"],
+        "openblas_coretype_env": config["openblas_coretype_env"],
         "cores": os.cpu_count(),
         "fastconv_threads": fastconv.get_num_threads(),
         "dask": dask.__version__,
