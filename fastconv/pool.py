@@ -40,15 +40,7 @@ def max_pool2d(
         y = _dask.pool2d(max_pool2d, x, kernel_size, stride, padding, ceil_mode=ceil_mode)
         if not return_indices:
             return y
-        return y, _dask.pool2d(
-            _max_pool_global_indices,
-            x,
-            kernel_size,
-            stride,
-            padding,
-            ceil_mode=ceil_mode,
-            plane=x.shape[2:],
-        )
+        return y, _dask.max_pool2d_indices(x, kernel_size, stride, padding, ceil_mode)
     y = _arrays.empty(x, geom.output_shape, dtype)
     indices = _arrays.empty(x, geom.output_shape, np.int64)
     if y.size:
@@ -56,16 +48,6 @@ def max_pool2d(
             _arrays.contiguous(x, dtype), y, indices, geom.kernel, geom.stride, geom.padding
         )
     return (y, indices) if return_indices else y
-
-
-def _max_pool_global_indices(
-    x, kernel_size, stride, padding, *, ceil_mode=False, plane, origin=(0, 0)
-):
-    """max_pool2d's indices for a block of a larger plane (H, W) whose top-left cell is at
-    `origin` (a Dask block)."""
-    _, idx = max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode, return_indices=True)
-    W_block = x.shape[3]
-    return (idx // W_block + origin[0]) * plane[1] + idx % W_block + origin[1]
 
 
 def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[int]) -> Array:

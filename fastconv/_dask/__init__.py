@@ -27,7 +27,7 @@ from .dense import (
     softmax_cross_entropy,
     softmax_cross_entropy_backward,
 )
-from .pool import per_plane, pool2d
+from .pool import max_pool2d_indices, per_plane, pool2d
 
 __all__ = [
     "conv2d",
@@ -39,6 +39,7 @@ __all__ = [
     "rows",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
+    "max_pool2d_indices",
     "per_plane",
     "pool2d",
     "is_dask",

@@ -10,10 +10,13 @@ def _pool_block(xb, fn, kernel, stride, padding, kwargs):
     return fn(xb, kernel, stride, padding, **kwargs)
 
 
-def pool2d(fn, x, kernel_size, stride, padding, ceil_mode=False, **kwargs):
+def pool2d(
+    fn, x, kernel_size, stride, padding, ceil_mode=False, *, dtype=None, with_origin=False, **kwargs
+):
     """Lazy `fn` (max/avg pooling) over blocks of x, cut along N and C, and along H and W when
-    padding is 0 and not ceil_mode (otherwise each plane stays in one chunk). With a `plane` keyword (the
-    global indices of max pooling) each block is also told its top-left cell: `origin`."""
+    padding is 0 and not ceil_mode (otherwise each plane stays in one chunk). `dtype`: the
+    result's (default: pooling's dtype rule); `with_origin`: each block is also told its top-left
+    cell in the plane (`origin=`)."""
     da = _import_dask()
     from .. import _arrays
 
@@ -21,7 +24,7 @@ def pool2d(fn, x, kernel_size, stride, padding, ceil_mode=False, **kwargs):
     if geom.padding != (0, 0) or ceil_mode:  # windows past the border: whole planes
         x = x.rechunk({2: -1, 3: -1})
     kwargs = dict(kwargs, ceil_mode=ceil_mode)
-    dtype = np.int64 if "plane" in kwargs else _arrays.compute_dtype(x=x)
+    dtype = _arrays.compute_dtype(x=x) if dtype is None else dtype
     (kh, kw), (sh, sw) = geom.kernel, geom.stride
     rows = _out_ranges(x.chunks[2], geom.output_shape[2], sh, geom.padding[0])
     cols = _out_ranges(x.chunks[3], geom.output_shape[3], sw, geom.padding[1])
@@ -39,7 +42,7 @@ def pool2d(fn, x, kernel_size, stride, padding, ceil_mode=False, **kwargs):
                     _, _, b0, b1 = _window(*q, sw, geom.padding[1], kw, 1, x.shape[3])
                     xb = x[n0:n1, c0:c1, a0:a1, b0:b1]
                     shape = (n1 - n0, c1 - c0, r[1] - r[0], q[1] - q[0])
-                    where = dict(kwargs, origin=(a0, b0)) if "plane" in kwargs else kwargs
+                    where = dict(kwargs, origin=(a0, b0)) if with_origin else kwargs
                     row.append(
                         xb.rechunk(xb.shape).map_blocks(
                             run,
@@ -78,4 +81,29 @@ def per_plane(fn, first, *others, plane, dtype, **kwargs):
         chunks=chunks,
         dtype=dtype,
         meta=_meta(first, dtype, 4),
+    )
+
+
+def _global_indices(x, kernel_size, stride, padding, *, ceil_mode, plane, origin):
+    """max_pool2d's indices for a block of a larger plane (H, W) whose top-left cell is at
+    `origin`: ih * W + iw in the whole plane."""
+    from ..pool import max_pool2d
+
+    _, idx = max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode, return_indices=True)
+    W_block = x.shape[3]
+    return (idx // W_block + origin[0]) * plane[1] + idx % W_block + origin[1]
+
+
+def max_pool2d_indices(x, kernel_size, stride, padding, ceil_mode):
+    """Lazy indices of max_pool2d(x, ..., return_indices=True), global to each plane."""
+    return pool2d(
+        _global_indices,
+        x,
+        kernel_size,
+        stride,
+        padding,
+        ceil_mode,
+        dtype=np.int64,
+        with_origin=True,
+        plane=x.shape[2:],
     )
