@@ -20,6 +20,7 @@ KERNELS = [
     "dense",
     "openmp",
     "winograd",
+    "optim",
 ]  # src/<name>.pyx -> fastconv._kernels.<name>
 
 

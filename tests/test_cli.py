@@ -288,7 +288,7 @@ def test_write_failure_during_training_is_one_line(tmp_path, tiny, capsys, monke
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("fastconv.lenet.train.save_npz_atomic", disk_full)
+    monkeypatch.setattr("fastconv.lenet.state.save_npz_atomic", disk_full)
     assert (
         main(
             ["train", "--data", str(data), "--epochs", "1", "--save", str(tmp_path / "c.npz")]

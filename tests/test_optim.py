@@ -1,6 +1,7 @@
 """fastconv.optim and fastconv.parameter: hand-computed steps, torch parity, state, errors."""
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -451,8 +452,31 @@ def test_bad_params():
         SGD([np.zeros(3)], lr=0.1)
     with pytest.raises(TypeError, match="single Parameter"):
         SGD(Parameter(np.zeros(3)), lr=0.1)
-    with pytest.raises(ValueError, match="floating"):
-        SGD([Parameter(np.zeros(3, np.int32))], lr=0.1)
+    for dtype in (np.int32, np.float16):  # the fused update kernels are float32/float64
+        with pytest.raises(ValueError, match="float32 and float64"):
+            SGD([Parameter(np.zeros(3, dtype))], lr=0.1)
+
+
+@pytest.mark.parametrize("make", [lambda ps: SGD(ps, lr=0.1, momentum=0.9), lambda ps: Adam(ps)])
+def test_step_refuses_data_it_cannot_update_in_place(make):
+    p = Parameter(np.zeros((4, 4), np.float32))
+    opt = make([p])
+    p.data = np.zeros((4, 8), np.float32)[:, ::2]  # rebound to a view: not C-contiguous
+    p.grad = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        opt.step()
+
+
+def test_step_takes_a_grad_of_another_dtype_or_layout():
+    p, q = Parameter(np.ones(6, np.float32)), Parameter(np.ones(6, np.float32))
+    p.grad = np.arange(6, dtype=np.float64)  # cast to float32 for the update
+    q.grad = np.arange(12, dtype=np.float32)[::2]  # a strided view: copied once
+    before = (p.grad.copy(), q.grad.copy())
+    SGD([p, q], lr=0.5).step()
+    np.testing.assert_array_equal(p.data, 1 - 0.5 * np.arange(6, dtype=np.float32))
+    np.testing.assert_array_equal(q.data, 1 - 0.5 * np.arange(0, 12, 2, dtype=np.float32))
+    np.testing.assert_array_equal(p.grad, before[0])  # grads are read, never modified
+    np.testing.assert_array_equal(q.grad, before[1])
 
 
 # ----------------------------------------------------------------------------- Parameter
@@ -507,3 +531,53 @@ def test_cupy_matches_numpy(name):
     opt_d2 = make(dev)
     opt_d2.load_state_dict(state)
     assert opt_d2.step_count == 4
+
+
+# ------------------------------------------------- the fused kernels against the ufunc formulas
+
+
+def _adam_ufuncs(d, g, m, v, t, lr, beta1, beta2, eps, wd):
+    """Adam as NumPy ufuncs, one rounding per operation in the parameter's dtype (apart from
+    the code under test: this is the formula of fastconv.optim.Adam's docstring)."""
+    g = g + d * wd
+    m += (g - m) * (1.0 - beta1)
+    v *= beta2
+    v += (g * g) * (1.0 - beta2)
+    denom = np.sqrt(v) / math.sqrt(1.0 - beta2**t) + eps
+    d += (m / denom) * -(lr / (1.0 - beta1**t))
+
+
+def _sgd_ufuncs(d, g, buf, first, lr, momentum, nesterov, wd):
+    g = g + d * wd
+    if momentum:
+        buf[...] = g if first else buf * momentum + g
+        g = g + buf * momentum if nesterov else buf
+    d += g * -lr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+@pytest.mark.parametrize("kind", ["adam", "sgd", "sgd_nesterov", "sgd_plain"])
+def test_fused_steps_equal_the_ufunc_formulas_bitwise(kind, wd, dtype):
+    rng = np.random.default_rng(7)
+    shapes = [(6, 3, 5, 5), (6,), (0, 4)]
+    params = [Parameter(rng.standard_normal(s).astype(dtype)) for s in shapes]
+    ref = [p.data.copy() for p in params]
+    state = [[np.zeros_like(r), np.zeros_like(r)] for r in ref]
+    if kind == "adam":
+        opt = Adam(params, lr=3e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=wd)
+    else:
+        momentum = 0.0 if kind == "sgd_plain" else 0.9
+        opt = SGD(
+            params, lr=0.1, momentum=momentum, nesterov=kind == "sgd_nesterov", weight_decay=wd
+        )
+    for t in range(1, 5):
+        for p, r, (a, b) in zip(params, ref, state):
+            p.grad = rng.standard_normal(p.shape).astype(dtype)
+            if kind == "adam":
+                _adam_ufuncs(r, p.grad, a, b, t, 3e-3, 0.8, 0.99, 1e-6, wd)
+            else:
+                _sgd_ufuncs(r, p.grad, a, t == 1, 0.1, opt.momentum, opt.nesterov, wd)
+        opt.step()
+        for p, r in zip(params, ref):
+            np.testing.assert_array_equal(p.data, r, err_msg=f"step {t}")

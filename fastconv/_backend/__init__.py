@@ -20,4 +20,6 @@ OPS = (
     "linear_backward",
     "softmax_cross_entropy_forward",
     "softmax_cross_entropy_backward",
+    "adam_update",
+    "sgd_update",
 )

@@ -11,6 +11,7 @@ from .._kernels import conv as _conv
 from .._kernels import dense as _dense
 from .._kernels import depthwise as _depthwise
 from .._kernels import direct as _direct
+from .._kernels import optim as _optim
 from .._kernels import pool as _pool
 from .._kernels import winograd as _winograd
 from . import OPS  # noqa: F401  (the interface: the op names this module exports)
@@ -265,3 +266,19 @@ def softmax_cross_entropy_forward(logits, labels, log_probs, losses):
 
 def softmax_cross_entropy_backward(log_probs, labels, grad_logits, scale):
     _dense.softmax_xent_backward(log_probs, labels, grad_logits, float(scale), get_num_threads())
+
+
+def adam_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay):
+    """One Adam step over every parameter, in place: params[i], exp_avgs[i], exp_avg_sqs[i]
+    (C-contiguous, of one shape and dtype per i); steps[i] >= 1 counts this step."""
+    for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
+        flat = (p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1))
+        _optim.adam(*flat, lr, beta1, beta2, eps, weight_decay, t)
+
+
+def sgd_update(params, grads, buffers, firsts, lr, momentum, nesterov, weight_decay):
+    """One SGD step over every parameter, in place; buffers[i] (momentum, None when momentum is
+    0) starts as the gradient where firsts[i]."""
+    for p, g, buf, first in zip(params, grads, buffers, firsts):
+        flat = (p.reshape(-1), g.reshape(-1), (p if buf is None else buf).reshape(-1))
+        _optim.sgd(*flat, lr, momentum, nesterov, weight_decay, first)

@@ -43,6 +43,7 @@ from .gpu_kernels import (  # noqa: F401
     kernel_source,
     name_expressions,
 )
+from .gpu_optim import adam_update, sgd_update  # noqa: F401  (ops of the interface)
 
 
 def _kernel(filename, name, dtype):

@@ -42,6 +42,7 @@ KERNELS = {
         "softmax_xent_forward",
         "softmax_xent_backward",
     ),
+    "optim.cu": ("adam_update", "sgd_update"),
 }
 NVRTC_OPTIONS = ("-std=c++17",)
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}

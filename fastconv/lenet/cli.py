@@ -29,9 +29,8 @@ from .. import datasets
 from .._compat import require_cupy
 from .checkpoint import CheckpointError, checkpoint_json, read_checkpoint, read_model_entries
 from .cli_parser import (
-    DEFAULT_ACTIVATION,
     DEFAULT_EPOCHS,
-    DEFAULT_POOLING,
+    MODEL_DEFAULTS,
     PROG,
     TRACEBACK_ENV,
     CommandError,
@@ -231,17 +230,16 @@ def _train(args: argparse.Namespace) -> int:
                 f"is the total ({epochs}): pass --more-epochs K to train K more, or --epochs N "
                 f"with N > {done}"
             )
-    model_args = {}
-    for key, default in (("activation", DEFAULT_ACTIVATION), ("pooling", DEFAULT_POOLING)):
-        given, saved = getattr(args, key), config.get(key)
-        if given is not None and saved is not None and given != saved:
+    model_args = {key: config.get(key, default) for key, default in MODEL_DEFAULTS.items()}
+    for key, given in ((key, getattr(args, key)) for key in MODEL_DEFAULTS):
+        if given is not None and key in config and given != config[key]:
             raise CommandError(
-                f"{args.resume} holds a model with {key} {saved!r}, not "
+                f"{args.resume} holds a model with {key} {config[key]!r}, not "
                 f"{given!r}: drop --{key} to continue it"
             )
-        model_args[key] = given or saved or default
+        model_args[key] = given if given is not None else model_args[key]
     data = _load_data(args)
-    model = LeNet5(model_args["activation"], model_args["pooling"], seed=args.seed)
+    model = LeNet5(**model_args, seed=args.seed)
     if args.device == "gpu":
         model.to("gpu")
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
@@ -263,6 +261,8 @@ def _train(args: argparse.Namespace) -> int:
             lr=lr,
             optimizer=args.optimizer,
             lr_decay=args.lr_decay,
+            augment=args.augment,
+            weight_decay=args.weight_decay,
             seed=args.seed,
             threads=args.threads,
             save=args.save,

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from typing import Optional
+import math
+from typing import Callable, Optional
 
 from .. import __version__
+from .augment import AUGMENTATIONS
 from .data import DATA_ENV, default_mnist_dir
 from .model import ACTIVATIONS, POOLINGS
-from .train import DEFAULT_LR, DEFAULT_LR_DECAY
+from .train import DEFAULT_AUGMENT, DEFAULT_LR, DEFAULT_LR_DECAY
 
 PROG = "fastconv-lenet"
 DEFAULT_EPOCHS = 10
 DEFAULT_ACTIVATION, DEFAULT_POOLING = "relu", "max"
+# The model's options: --X overrides, else the --resume checkpoint's, else this default.
+MODEL_DEFAULTS = {"activation": DEFAULT_ACTIVATION, "pooling": DEFAULT_POOLING, "dropout": 0.0}
 TRACEBACK_ENV = "FASTCONV_TRACEBACK"
 
 
@@ -45,14 +49,24 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+def _float_in(low: float, high: float, rule: str) -> Callable[[str], float]:
+    """An argparse type: a number with low <= value < high, else the error "must be <rule>"."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low <= value < high:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_float = _float_in(math.ulp(0.0), math.inf, "a finite number > 0")
+_nonnegative_float = _float_in(0.0, math.inf, "a finite number >= 0")
+_rate = _float_in(0.0, 1.0, "a rate in [0, 1)")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -181,6 +195,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=POOLINGS,
         default=None,
         help=f"default: {DEFAULT_POOLING}, or the --resume checkpoint's",
+    )
+    train.add_argument(
+        "--dropout",
+        type=_rate,
+        default=None,
+        metavar="P",
+        help="dropout rate after C5 and F6 (default: 0, or the --resume checkpoint's)",
+    )
+    train.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        default=DEFAULT_AUGMENT,
+        help="shift: train on copies of each batch moved by up to 2 pixels each way",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=_nonnegative_float,
+        default=0.0,
+        metavar="L2",
+        help="the optimiser's L2 penalty",
     )
     train.add_argument(
         "--save",

@@ -32,6 +32,10 @@ class LeNet5(nn.Sequential):
     seed : int, optional
         Alias of an int ``rng``.
     dtype : float dtype, default float32
+    dropout : float in [0, 1), default 0
+        When > 0, a :class:`fastconv.nn.Dropout` of this rate after C5 (``c5_dropout``) and after
+        F6 (``f6_dropout``), the fully connected part where LeNet-5 holds most of its
+        parameters; their generators are spawned from ``rng`` (the weights do not change).
 
     Shapes
     ------
@@ -47,6 +51,7 @@ class LeNet5(nn.Sequential):
         *,
         seed: Optional[int] = None,
         dtype: Any = np.float32,
+        dropout: float = 0.0,
     ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -56,31 +61,37 @@ class LeNet5(nn.Sequential):
             if rng is not None:
                 raise ValueError("pass either rng or seed, not both")
             rng = seed
+        if isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a rate in [0, 1), got {dropout!r}")
         rng = as_generator(rng)
         fused = "relu" if activation == "relu" else None
         Pool = nn.MaxPool2D if pooling == "max" else nn.AvgPool2D
 
         layers = {}
 
-        def add(name, layer, with_activation=False):
+        def add(name, layer, with_activation=False, with_dropout=False):
             layers[name] = layer
             if with_activation and activation == "tanh":
                 layers[f"{name}_tanh"] = nn.Tanh()
+            if with_dropout and dropout > 0:
+                layers[f"{name}_dropout"] = nn.Dropout(dropout, rng=rng.spawn(1)[0])
 
         add("c1", nn.Conv2D(1, 6, 5, activation=fused, rng=rng, dtype=dtype), True)
         add("s2", Pool(2))
         add("c3", nn.Conv2D(6, 16, 5, activation=fused, rng=rng, dtype=dtype), True)
         add("s4", Pool(2))
-        add("c5", nn.Conv2D(16, 120, 5, activation=fused, rng=rng, dtype=dtype), True)
+        add("c5", nn.Conv2D(16, 120, 5, activation=fused, rng=rng, dtype=dtype), True, True)
         add("flatten", nn.Flatten())
-        add("f6", nn.Linear(120, 84, activation=fused, rng=rng, dtype=dtype), True)
+        add("f6", nn.Linear(120, 84, activation=fused, rng=rng, dtype=dtype), True, True)
         add("output", nn.Linear(84, 10, rng=rng, dtype=dtype))
         super().__init__(layers)
         self.activation = activation
         self.pooling = pooling
+        self.dropout = float(dropout)
 
     def extra_repr(self) -> str:
-        return f"activation={self.activation!r}, pooling={self.pooling!r}"
+        extra = f", dropout={self.dropout}" if self.dropout else ""
+        return f"activation={self.activation!r}, pooling={self.pooling!r}{extra}"
 
     def predict(self, x: Any) -> Any:
         """Class predictions (N,) int64 for images x (N, 1, 32, 32): argmax of the logits."""

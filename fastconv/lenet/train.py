@@ -20,13 +20,12 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 
 from .. import nn, optim, set_num_threads
-from .._atomic import save_npz_atomic
 from ..parameter import array_module
-from .checkpoint import FORMAT, CheckpointError, read_checkpoint, read_model_entries
+from .augment import AUGMENTATIONS, make_augmentation
+from .checkpoint import read_checkpoint
 from .evaluate import Evaluation, evaluate
-from .history import write_history
 from .memory import keep_freed_memory
-from .model import LeNet5
+from .state import layer_generators, load_model, save_checkpoint
 
 __all__ = [
     "fit",
@@ -37,6 +36,7 @@ __all__ = [
     "DEFAULT_LR",
     "DEFAULT_LR_DECAY",
     "shuffle_generator",
+    "augment_generator",
     "keep_freed_memory",
 ]
 
@@ -44,6 +44,7 @@ __all__ = [
 # 2e-3 decayed by 0.7 per epoch at 99.12-99.21%.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.01}
 DEFAULT_LR_DECAY = 0.7
+DEFAULT_AUGMENT = "shift"
 SGD_MOMENTUM = 0.9
 _POSTFIX_EVERY = 50  # batches between progress-bar text updates (formatting them costs)
 PathLike = Union[str, "os.PathLike[str]"]
@@ -63,64 +64,17 @@ def shuffle_generator(seed: int) -> np.random.Generator:
     return np.random.default_rng([1, seed])
 
 
-def _make_optimizer(name, params, lr):
+def augment_generator(seed: int) -> np.random.Generator:
+    """The generator of the data augmentation's draws: a third stream of ``seed``."""
+    return np.random.default_rng([2, seed])
+
+
+def _make_optimizer(name, params, lr, weight_decay):
     if name == "adam":
-        return optim.Adam(params, lr=lr)
+        return optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM)
+        return optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
-
-
-def _layer_generators(model):
-    """{module path: Generator} of the layers that draw random numbers (Dropout's ``rng``)."""
-    out, stack = {}, [("", model)]
-    while stack:
-        path, layer = stack.pop()
-        if isinstance(getattr(layer, "rng", None), np.random.Generator):
-            out[path] = layer.rng
-        stack.extend((f"{path}.{n}" if path else n, c) for n, c in layer.named_children().items())
-    return out
-
-
-def _save_checkpoint(path, model, optimizer, position, args, history):
-    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
-    arrays.update({f"optimizer.{k}": v for k, v in optimizer.state_dict().items()})
-    layer_rngs = {p: g.bit_generator.state for p, g in _layer_generators(model).items()}
-    config = {k: getattr(model, k) for k in ("activation", "pooling") if hasattr(model, k)}
-    save_npz_atomic(
-        path,
-        format=FORMAT,
-        args=json.dumps(args),
-        history=json.dumps(history),
-        position=json.dumps(position),
-        layer_rngs=json.dumps(layer_rngs),
-        model_config=json.dumps(config),
-        **arrays,
-    )
-    write_history(path, history)  # NAME.history.csv / .json beside it, for people and plots
-
-
-def _read_checkpoint(path):
-    return read_checkpoint(path)  # checked, never unpickled: see checkpoint.py
-
-
-def load_model(path: PathLike) -> LeNet5:
-    """A LeNet5 from a checkpoint written by :func:`fit`, or from ``LeNet5().save(path)``.
-
-    Raises CheckpointError (a ValueError naming the file) when it is not such a file, OSError
-    when it cannot be read.
-    """
-    entries = read_model_entries(path)
-    try:
-        if "format" in entries:
-            model = LeNet5(**json.loads(str(entries["model_config"])), rng=0)
-            model.load_state_dict({k[6:]: v for k, v in entries.items() if k.startswith("model.")})
-        else:
-            model = LeNet5(rng=0)
-            model.load_state_dict(entries)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(path, f"not a LeNet-5 model: {exc}") from None
-    return model
 
 
 class _StopOnSigint:
@@ -178,6 +132,8 @@ def fit(
     progress: bool = True,
     log: Callable[[str], Any] = print,
     lr_decay: float = DEFAULT_LR_DECAY,
+    augment: str = DEFAULT_AUGMENT,
+    weight_decay: float = 0.0,
 ) -> List[Dict[str, Any]]:
     """Train ``model`` on ``data`` for ``epochs`` epochs (in total, counting resumed ones).
 
@@ -200,6 +156,9 @@ def fit(
         lr_decay must match these arguments; its seed is used).
     progress : bool; a tqdm bar per epoch on stderr (shown only on a terminal).
     log : callable(str), receives one line per epoch.
+    augment : 'shift' (default) or 'none': train on copies of each batch moved by up to 2
+        pixels each way (:mod:`fastconv.lenet.augment`; drawn from :func:`augment_generator`).
+    weight_decay : float >= 0, default 0; the optimiser's L2 penalty.
 
     Returns
     -------
@@ -217,6 +176,8 @@ def fit(
     lr = DEFAULT_LR.get(optimizer, 1e-3) if lr is None else float(lr)
     if int(epochs) < 0 or int(batch_size) < 1:
         raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     images, labels = data.train_images, data.train_labels
     args = {
         "batch_size": int(batch_size),
@@ -224,8 +185,10 @@ def fit(
         "optimizer": optimizer,
         "seed": seed,
         "lr_decay": float(lr_decay),
+        "augment": augment,
+        "weight_decay": float(weight_decay),
     }
-    opt = _make_optimizer(optimizer, model.parameters(), lr)
+    opt = _make_optimizer(optimizer, model.parameters(), lr, float(weight_decay))
     shuffle_rng = shuffle_generator(seed)
     position = {
         "epoch": 0,
@@ -237,9 +200,11 @@ def fit(
     }
     history = []
     if resume is not None:
-        ckpt = _read_checkpoint(resume)
+        ckpt = read_checkpoint(resume)  # checked, never unpickled
         saved = json.loads(str(ckpt["args"]))
-        for key in ("batch_size", "optimizer", "lr", "lr_decay"):
+        saved.setdefault("augment", "none")  # checkpoints from before these options
+        saved.setdefault("weight_decay", 0.0)
+        for key in ("batch_size", "optimizer", "lr", "lr_decay", "augment", "weight_decay"):
             if saved[key] != args[key]:
                 raise ValueError(
                     f"{resume} was trained with {key}={saved[key]!r}, got "
@@ -248,7 +213,7 @@ def fit(
         args["seed"] = saved["seed"]
         model.load_state_dict({k[6:]: v for k, v in ckpt.items() if k.startswith("model.")})
         opt.load_state_dict({k[10:]: v for k, v in ckpt.items() if k.startswith("optimizer.")})
-        generators = _layer_generators(model)
+        generators = layer_generators(model)
         for path, state in json.loads(str(ckpt["layer_rngs"])).items():
             if path not in generators:
                 raise ValueError(
@@ -310,11 +275,18 @@ def _run_epochs(
     # Batches are gathered into these buffers (np.take(..., out=)): no per-batch allocation.
     x_buf = xp.empty((batch_size,) + tuple(images.shape[1:]), dtype=images.dtype)
     y_buf = xp.empty(batch_size, dtype=labels.dtype)
+    augmentation = make_augmentation(args.get("augment", "none"), augment_generator(args["seed"]))
+    if augmentation is not None:
+        augmented_buf = xp.empty_like(x_buf)
+        if "augment_rng" in position:
+            augmentation.rng.bit_generator.state = position["augment_rng"]
     model.train()
 
     def checkpoint_now():
+        if augmentation is not None:
+            position["augment_rng"] = augmentation.rng.bit_generator.state
         if save is not None:
-            _save_checkpoint(save, model, opt, position, args, history)
+            save_checkpoint(save, model, opt, position, args, history)
 
     while position["epoch"] < epochs:
         epoch = position["epoch"]
@@ -331,6 +303,8 @@ def _run_epochs(
             k = len(index)
             x = xp.take(images, index, axis=0, out=x_buf[:k])
             y = xp.take(labels, index, out=y_buf[:k])
+            if augmentation is not None:
+                x = augmentation(x, augmented_buf[:k])
             opt.zero_grad()
             logits = model.forward(x)
             loss = loss_fn.forward(logits, y)

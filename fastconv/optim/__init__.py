@@ -3,14 +3,16 @@
 The optimisers work on any iterable of :class:`fastconv.parameter.Parameter`
 (anything with ``.data`` and ``.grad`` arrays of one shape). Each :meth:`step`
 reads ``p.grad`` and updates ``p.data`` **in place**; parameters whose ``grad``
-is None are skipped (as in PyTorch). Only array arithmetic is used, through the
-array's own module, so NumPy and CuPy parameters both work; build the optimiser
+is None are skipped (as in PyTorch). The update runs through the backend of the
+parameter's array, so NumPy and CuPy parameters both work (float32 or float64,
+C-contiguous); build the optimiser
 after the model's arrays are on their final device and never rebind ``p.data``
 (the per-parameter state arrays are allocated like it on the first step).
 
-Per-step cost matters (a LeNet epoch calls ``step`` ~1000 times), so updates run
-as in-place ufunc calls with ``out=`` into per-parameter scratch buffers that are
-allocated once: no array temporaries per step.
+Per-step cost matters (a LeNet epoch calls ``step`` ~1000 times), so each step is
+one backend call (``adam_update`` / ``sgd_update``) that updates every parameter in
+one compiled pass over its elements (one kernel launch each on the GPU), with the
+arithmetic of the formulas below in the parameter's dtype: no temporaries.
 
 State
 -----

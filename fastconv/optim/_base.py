@@ -9,7 +9,10 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from .._compat import array_module, to_numpy
+from .._arrays import backend_for
+from .._compat import array_module, is_cupy_array, to_numpy
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _scalar(d, key, kind):
@@ -76,19 +79,16 @@ class Optimizer:
                 raise TypeError(
                     f"params[{i}] is a {type(p).__name__}, not a Parameter (needs .data and .grad)"
                 )
-            if p.data.dtype.kind != "f":
+            if p.data.dtype not in _FLOATS:
                 raise ValueError(
                     f"parameter {self._label_of(i, p)} has dtype {p.data.dtype}: "
-                    "only floating-point parameters can be optimised"
+                    "only float32 and float64 parameters can be optimised"
                 )
         self.params = params
         self.lr = lr
         self.step_count = 0  # number of step() calls
         # Per-parameter state: dict of buffer name -> array (and "step" for Adam).
         self._state = [{} for _ in params]
-        # Per-parameter scratch arrays (allocated lazily, reused every step).
-        self._tmp = [None] * len(params)
-        self._tmp2 = [None] * len(params)
 
     # -- hyper-parameters -------------------------------------------------------
     @property
@@ -118,12 +118,31 @@ class Optimizer:
             )
         return g
 
-    def _scratch(self, i, d, which=0):
-        store = self._tmp if which == 0 else self._tmp2
-        t = store[i]
-        if t is None:
-            t = store[i] = array_module(d).empty_like(d)
-        return t
+    def _update_arrays(self, i, p, g):
+        """(p.data, g) as the fused update kernels take them: C-contiguous, g in p's dtype (a
+        copy only when it is not already so)."""
+        d = p.data
+        if d.dtype not in _FLOATS or not d.flags.c_contiguous:
+            raise ValueError(
+                f"parameter {self._label(i)}: data must be a C-contiguous float32 or float64 "
+                f"array to be updated in place, got {d.dtype}"
+                + ("" if d.flags.c_contiguous else " (not C-contiguous)")
+            )
+        return d, array_module(d).ascontiguousarray(g, dtype=d.dtype)
+
+    @staticmethod
+    def _run_update(op, columns, *hyper):
+        """Run the backend op ``op`` (adam_update, sgd_update) over ``columns`` (lists: one
+        entry per parameter to update, parameter data first), one call per device."""
+        if not columns[0]:
+            return
+        on_gpu = [is_cupy_array(d) for d in columns[0]]
+        for device in sorted({"gpu" if g else "cpu" for g in on_gpu}):
+            picked = [k for k, g in enumerate(on_gpu) if g == (device == "gpu")]
+            lists = columns
+            if len(picked) < len(on_gpu):
+                lists = tuple([c[k] for k in picked] for c in columns)
+            getattr(backend_for(device), op)(*lists, *hyper)
 
     def zero_grad(self) -> None:
         """Set every parameter's ``grad`` to zeros (in place, no allocation)."""

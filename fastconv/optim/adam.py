@@ -1,7 +1,5 @@
 """Adam with bias correction and L2 weight decay, as ``torch.optim.Adam``."""
 
-import math
-
 from ..parameter import array_module
 from ._base import Optimizer, _check_nonnegative
 
@@ -68,47 +66,22 @@ class Adam(Optimizer):
             )
 
     def step(self):
-        """Apply one update to every parameter that has a gradient."""
-        lr = self._lr
-        beta1, beta2 = self.beta1, self.beta2
-        eps = self.eps
-        wd = self.weight_decay
+        """Apply one update to every parameter that has a gradient (one fused pass each)."""
+        columns = ([], [], [], [], [])  # data, grad, exp_avg, exp_avg_sq, step
         for i, p in enumerate(self.params):
             g = self._grad_of(i, p)
             if g is None:
                 continue
-            d = p.data
-            xp = array_module(d)
+            d, g = self._update_arrays(i, p, g)
             st = self._state[i]
             t = st.get("step", 0) + 1
             if t == 1 or "exp_avg" not in st:
+                xp = array_module(d)
                 st["exp_avg"] = xp.zeros_like(d)
                 st["exp_avg_sq"] = xp.zeros_like(d)
             st["step"] = t
-            m = st["exp_avg"]
-            v = st["exp_avg_sq"]
-            tmp2 = self._scratch(i, d, 1)
-            if wd != 0.0:
-                tmp = self._scratch(i, d)
-                xp.multiply(d, wd, out=tmp)
-                xp.add(g, tmp, out=tmp)
-                g = tmp
-            # m.lerp_(g, 1 - beta1)
-            xp.subtract(g, m, out=tmp2)
-            xp.multiply(tmp2, 1.0 - beta1, out=tmp2)
-            xp.add(m, tmp2, out=m)
-            # v = beta2 * v + (1 - beta2) * g * g
-            xp.multiply(v, beta2, out=v)
-            xp.multiply(g, g, out=tmp2)
-            xp.multiply(tmp2, 1.0 - beta2, out=tmp2)
-            xp.add(v, tmp2, out=v)
-            step_size = lr / (1.0 - beta1**t)
-            bc2_sqrt = math.sqrt(1.0 - beta2**t)
-            # denom = sqrt(v) / bc2_sqrt + eps; p -= step_size * m / denom
-            xp.sqrt(v, out=tmp2)
-            xp.divide(tmp2, bc2_sqrt, out=tmp2)
-            xp.add(tmp2, eps, out=tmp2)
-            xp.divide(m, tmp2, out=tmp2)
-            xp.multiply(tmp2, -step_size, out=tmp2)
-            xp.add(d, tmp2, out=d)
+            for column, value in zip(columns, (d, g, st["exp_avg"], st["exp_avg_sq"], t)):
+                column.append(value)
+        hyper = (self._lr, self.beta1, self.beta2, self.eps, self.weight_decay)
+        self._run_update("adam_update", columns, *hyper)
         self.step_count += 1

@@ -49,37 +49,22 @@ class SGD(Optimizer):
         _check_nonnegative("weight_decay", weight_decay)
 
     def step(self):
-        """Apply one update to every parameter that has a gradient."""
-        lr = self._lr
-        mom = self.momentum
-        nesterov = self.nesterov
-        wd = self.weight_decay
+        """Apply one update to every parameter that has a gradient (one fused pass each)."""
+        columns = ([], [], [], [])  # data, grad, momentum buffer (or None), first step
         for i, p in enumerate(self.params):
             g = self._grad_of(i, p)
             if g is None:
                 continue
-            d = p.data
-            xp = array_module(d)
-            tmp = self._scratch(i, d)
-            if wd != 0.0:
-                xp.multiply(d, wd, out=tmp)
-                xp.add(g, tmp, out=tmp)
-                g = tmp
-            if mom != 0.0:
+            d, g = self._update_arrays(i, p, g)
+            buf, first = None, False
+            if self.momentum != 0.0:
                 st = self._state[i]
                 buf = st.get("momentum_buffer")
-                if buf is None:
-                    buf = st["momentum_buffer"] = g.copy()
-                else:
-                    xp.multiply(buf, mom, out=buf)
-                    xp.add(buf, g, out=buf)
-                if nesterov:
-                    tmp2 = self._scratch(i, d, 1)
-                    xp.multiply(buf, mom, out=tmp2)
-                    xp.add(g, tmp2, out=tmp)
-                    g = tmp
-                else:
-                    g = buf
-            xp.multiply(g, -lr, out=tmp)
-            xp.add(d, tmp, out=d)
+                first = buf is None
+                if first:
+                    buf = st["momentum_buffer"] = array_module(d).empty_like(d)
+            for column, value in zip(columns, (d, g, buf, first)):
+                column.append(value)
+        hyper = (self._lr, self.momentum, self.nesterov, self.weight_decay)
+        self._run_update("sgd_update", columns, *hyper)
         self.step_count += 1

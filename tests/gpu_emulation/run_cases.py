@@ -182,6 +182,9 @@ for _dt in (F32, F64):
             lambda ls: any(n.startswith("softmax_xent_forward") and g[0] == 2 for n, g, _ in ls),
         ),
     )
+    CASES[f"optim-{_n}"] = dict(
+        kind="optim", device=FEW_THREADS, dtype=_dt, expect={"adam_update", "sgd_update"}
+    )
 CASES["emulator-self-check"] = dict(kind="self_check", device=DEFAULT)
 
 # ----------------------------------------------------------------------------- running
@@ -399,6 +402,29 @@ def run_self_check(spec, rng):
     assert np.isnan(cupy.empty(3, np.float32).get()).all()
 
 
+def run_optim(spec, rng):
+    """Three in-place Adam / SGD steps over two parameters (one spans several grid-stride
+    rounds), weight decay and Nesterov on, the same on both backends."""
+    dt = spec["dtype"]
+    shapes = [(3, 700), (5,)]
+    adam = (1e-2, 0.9, 0.999, 1e-8, 0.01)
+    sgd = (0.05, 0.9, True, 0.01)
+    for op in ("adam_update", "sgd_update"):
+        host = [rng.standard_normal(s).astype(dt) for s in shapes for _ in range(4)]
+        dev = [cupy.asarray(a) for a in host]
+        for t in (1, 2, 3):
+            grads = [rng.standard_normal(s).astype(dt) for s in shapes]
+            for arrays, xp_grads in ((host, grads), (dev, [cupy.asarray(g) for g in grads])):
+                p, m, v = arrays[0::4], arrays[1::4], arrays[2::4]
+                if op == "adam_update":
+                    getattr(_cpu if arrays is host else _gpu, op)(p, xp_grads, m, v, [t, t], *adam)
+                else:
+                    getattr(_cpu if arrays is host else _gpu, op)(
+                        p, xp_grads, m, [t == 1] * 2, *sgd
+                    )
+        _check(op, (host, [cupy.asnumpy(a) for a in dev]), dt)
+
+
 RUNNERS = {
     "conv": run_conv,
     "conv_nonfinite": run_conv_nonfinite,
@@ -406,6 +432,7 @@ RUNNERS = {
     "linear": run_linear,
     "relu_backward": run_relu_backward,
     "softmax_xent": run_softmax_xent,
+    "optim": run_optim,
     "self_check": run_self_check,
 }
 
