@@ -16,6 +16,8 @@ def backend(**arrays):
     """The backend module for these arrays (None values ignored): fastconv._backend.cpu or .gpu.
 
     Mixing NumPy and CuPy arrays raises TypeError naming the arguments."""
+    if all(a is None or type(a) is np.ndarray for a in arrays.values()):  # the hot path
+        return backend_for("cpu")
     on_gpu = {name: _compat.is_cupy_array(a) for name, a in arrays.items() if a is not None}
     if any(on_gpu.values()):
         if not all(on_gpu.values()):
@@ -54,6 +56,9 @@ def as_array(a, name, ndim=None):
 
 def compute_dtype(**arrays):
     """The dtype the computation runs in (see the module docstring), None values ignored."""
+    dtypes = {a.dtype for a in arrays.values() if a is not None}
+    if len(dtypes) == 1 and next(iter(dtypes)) in _FLOATS:  # the hot path: one native dtype
+        return np.dtype(next(iter(dtypes)))
     dtypes = []
     for name, a in arrays.items():
         if a is None:

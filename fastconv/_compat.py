@@ -38,12 +38,14 @@ def gpu_available() -> bool:
 
 def is_cupy_array(a) -> bool:
     """True when ``a`` is a CuPy array (checked by its type's module, without importing CuPy)."""
-    return type(a).__module__.startswith("cupy")
+    t = type(a)
+    return t is not numpy.ndarray and t.__module__.startswith("cupy")  # ndarray: the hot path
 
 
 def is_dask_array(a) -> bool:
     """True when ``a`` is a Dask array (checked by its type's module, without importing Dask)."""
-    return type(a).__module__.startswith("dask.array")
+    t = type(a)
+    return t is not numpy.ndarray and t.__module__.startswith("dask.array")
 
 
 def require_cupy():

@@ -19,6 +19,7 @@ grad-input, depthwise, winograd, fft) would turn inf into NaN differently from N
 backend computes such inputs on "gemm", whatever the plan.
 """
 
+import functools
 from collections import namedtuple
 
 import numpy as np
@@ -164,6 +165,7 @@ def fft_pays(pass_, conv):
 TRANSFORMS = ("winograd", "fft")
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of its arguments, asked on every call
 def choose(pass_, conv, level, transforms=True):
     """The "auto" algorithm for `pass_` of `conv` (among the exact paths if not `transforms`)."""
     can = runnable(pass_, conv, level)
@@ -184,6 +186,7 @@ def choose(pass_, conv, level, transforms=True):
     return "gemm"
 
 
+@functools.lru_cache(maxsize=4096)
 def resolve(algorithm, pass_, conv, level):
     """`algorithm` ("auto" or a name in ALGORITHMS) -> the algorithm that computes `pass_`;
     ValueError naming `algorithm` when it cannot."""
