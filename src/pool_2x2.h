@@ -1,0 +1,113 @@
+/* Max pooling over 2x2 windows with stride 2 and no padding (LeNet's, and most CNNs'), float32,
+ * eight windows per AVX2 instruction: the two input rows are loaded 16 floats at a time, split
+ * into their even and odd columns, and the four candidates of each window compared in window
+ * order (top-left, top-right, bottom-left, bottom-right) with the scalar kernel's rule: a value
+ * replaces the running max when it is greater, or when it is the first NaN. So the max and the
+ * index of the winner equal the scalar kernel's, bit for bit (tests force both).
+ * The entry points fc_max_2x2_plane_<T>(level, ...) take the module's SIMD level (simd.h).
+ */
+#ifndef FASTCONV_POOL_2X2_H
+#define FASTCONV_POOL_2X2_H
+
+#include "simd.h"
+
+/* The scalar kernel, columns [ow0, OW) of every row: the rule above, one window at a time. */
+#define FC_DEFINE_MAX_2X2_SCALAR(T)                                                                \
+static void fc_max_2x2_cols_##T(const T *x, T *y, long long *idx, fc_idx W, fc_idx OH,             \
+                                fc_idx OW, fc_idx ow0) {                                           \
+    for (fc_idx oh = 0; oh < OH; oh++)                                                             \
+        for (fc_idx ow = ow0; ow < OW; ow++) {                                                     \
+            const fc_idx i = 2 * oh * W + 2 * ow;                                                  \
+            const fc_idx cand[3] = {i + 1, i + W, i + W + 1};                                      \
+            T best = x[i];                                                                         \
+            fc_idx best_index = i;                                                                 \
+            for (int k = 0; k < 3; k++) {                                                          \
+                const T v = x[cand[k]];                                                            \
+                if (v > best || (v != v && best == best)) {                                        \
+                    best = v;                                                                      \
+                    best_index = cand[k];                                                          \
+                }                                                                                  \
+            }                                                                                      \
+            y[oh * OW + ow] = best;                                                                \
+            idx[oh * OW + ow] = best_index;                                                        \
+        }                                                                                          \
+}
+FC_DEFINE_MAX_2X2_SCALAR(float)
+FC_DEFINE_MAX_2X2_SCALAR(double)
+
+#ifdef FC_X86_DISPATCH
+#include <immintrin.h>
+
+/* best, code := candidate v (with code c) where it wins, per lane. */
+#define FC_MAX2X2_TAKE(v, c)                                                                       \
+    do {                                                                                           \
+        const __m256 take = _mm256_or_ps(                                                          \
+            _mm256_cmp_ps(v, best, _CMP_GT_OQ),                                                    \
+            _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(best, best, _CMP_ORD_Q))); \
+        best = _mm256_blendv_ps(best, v, take);                                                    \
+        code = _mm256_castps_si256(                                                                \
+            _mm256_blendv_ps(_mm256_castsi256_ps(code), _mm256_castsi256_ps(c), take));           \
+    } while (0)
+
+/* Split 16 consecutive floats p[0..15] into the even (p[0], p[2], ...) and odd columns. */
+FC_TARGET_AVX2 static inline void fc_even_odd(const float *p, __m256 *even, __m256 *odd) {
+    const __m256 lo = _mm256_loadu_ps(p), hi = _mm256_loadu_ps(p + 8);
+    /* within 128-bit lanes: [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then order the 64-bit pairs */
+    const __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* One plane: y[oh, ow] = max of x[2oh:2oh+2, 2ow:2ow+2], idx[oh, ow] = the winner's ih * W + iw,
+ * for oh < OH, ow < OW (2 * OH <= H and 2 * OW <= W). */
+FC_TARGET_AVX2 static void fc_max_2x2_plane_avx2(const float *x, float *y, long long *idx,
+                                                 fc_idx W, fc_idx OH, fc_idx OW) {
+    const __m256i c_right = _mm256_set1_epi32(1), c_below = _mm256_set1_epi32((int)W),
+                  c_diag = _mm256_set1_epi32((int)W + 1);
+    for (fc_idx oh = 0; oh < OH; oh++) {
+        const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+        float *yr = y + oh * OW;
+        long long *ir = idx + oh * OW;
+        for (fc_idx ow = 0; ow + 8 <= OW; ow += 8) {
+            __m256 best, right, below, diag;
+            fc_even_odd(r0 + 2 * ow, &best, &right);
+            fc_even_odd(r1 + 2 * ow, &below, &diag);
+            __m256i code = _mm256_setzero_si256();
+            FC_MAX2X2_TAKE(right, c_right);
+            FC_MAX2X2_TAKE(below, c_below);
+            FC_MAX2X2_TAKE(diag, c_diag);
+            _mm256_storeu_ps(yr + ow, best);
+            /* idx = 2 * oh * W + 2 * (ow + lane) + code, widened to 64 bits four lanes at a time */
+            const __m256i start = _mm256_set1_epi64x(2 * oh * W + 2 * ow);
+            const __m256i lanes_lo = _mm256_set_epi64x(6, 4, 2, 0), lanes_hi = _mm256_set_epi64x(14, 12, 10, 8);
+            const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(code));
+            const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(code, 1));
+            _mm256_storeu_si256((__m256i *)(ir + ow), _mm256_add_epi64(_mm256_add_epi64(start, lanes_lo), lo));
+            _mm256_storeu_si256((__m256i *)(ir + ow + 4), _mm256_add_epi64(_mm256_add_epi64(start, lanes_hi), hi));
+        }
+    }
+}
+#endif
+
+/* One plane (2 * OH <= H, 2 * OW <= W): the AVX2 kernel for float32 at level >= 1 (W + 1 must
+ * fit an int), eight columns at a time, the scalar one for the rest and for float64. */
+static void fc_max_2x2_plane_float(int level, const float *x, float *y, long long *idx, fc_idx W,
+                                   fc_idx OH, fc_idx OW) {
+    fc_idx done = 0;
+#ifdef FC_X86_DISPATCH
+    if (level >= 1 && W < 2147483647) {
+        fc_max_2x2_plane_avx2(x, y, idx, W, OH, OW);
+        done = OW - OW % 8;
+    }
+#endif
+    fc_max_2x2_cols_float(x, y, idx, W, OH, OW, done);
+}
+
+static void fc_max_2x2_plane_double(int level, const double *x, double *y, long long *idx,
+                                    fc_idx W, fc_idx OH, fc_idx OW) {
+    (void)level;
+    fc_max_2x2_cols_double(x, y, idx, W, OH, OW, 0);
+}
+
+#endif
