@@ -581,3 +581,21 @@ def test_fused_steps_equal_the_ufunc_formulas_bitwise(kind, wd, dtype):
         opt.step()
         for p, r in zip(params, ref):
             np.testing.assert_array_equal(p.data, r, err_msg=f"step {t}")
+
+
+def test_zero_grad_set_to_none_then_backward_assigns():
+    from fastconv import nn
+
+    layer = nn.Linear(3, 2, rng=0)
+    opt = SGD(layer.parameters(), lr=0.1)
+    opt.zero_grad(set_to_none=True)
+    assert all(p.grad is None for p in layer.parameters())
+    before = layer.weight.data.copy()
+    opt.step()  # no gradients: nothing is stepped
+    np.testing.assert_array_equal(layer.weight.data, before)
+    x = np.ones((4, 3), np.float32)
+    layer.forward(x)
+    layer.backward(np.ones((4, 2), np.float32))
+    np.testing.assert_array_equal(layer.weight.grad, np.full((2, 3), 4.0, np.float32))
+    opt.zero_grad()  # the default zeroes in place
+    np.testing.assert_array_equal(layer.weight.grad, 0)

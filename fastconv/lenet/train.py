@@ -305,7 +305,7 @@ def _run_epochs(
             y = xp.take(labels, index, out=y_buf[:k])
             if augmentation is not None:
                 x = augmentation(x, augmented_buf[:k])
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=True)  # backward assigns: no zeroing, no adding
             logits = model.forward(x)
             loss = loss_fn.forward(logits, y)
             model.backward(loss_fn.backward(), input_grad=False)

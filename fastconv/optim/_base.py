@@ -144,10 +144,16 @@ class Optimizer:
                 lists = tuple([c[k] for k in picked] for c in columns)
             getattr(backend_for(device), op)(*lists, *hyper)
 
-    def zero_grad(self) -> None:
-        """Set every parameter's ``grad`` to zeros (in place, no allocation)."""
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Reset every parameter's ``grad``: to zeros in place (no allocation), or with
+        ``set_to_none`` to None, as ``torch.optim.Optimizer.zero_grad(set_to_none=True)``: the
+        next backward then assigns its gradients instead of adding them to zeros (a pass over
+        each gradient less), and a parameter that gets none is not stepped."""
         for p in self.params:
-            p.zero_grad()
+            if set_to_none:
+                p.grad = None
+            else:
+                p.zero_grad()
 
     def step(self):  # pragma: no cover - abstract
         raise NotImplementedError
