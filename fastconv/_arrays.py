@@ -31,15 +31,19 @@ def backend(**arrays):
     return backend_for("cpu")
 
 
+_BACKENDS: dict = {}  # "cpu"/"gpu" -> the backend module, once imported
+
+
 def backend_for(device):
-    """The backend module for "cpu" or "gpu"."""
-    if device == "gpu":
-        from ._backend import gpu
-
-        return gpu
-    from ._backend import cpu
-
-    return cpu
+    """The backend module for "cpu" or "gpu" (imported on first use: the GPU one needs CuPy)."""
+    module = _BACKENDS.get(device)
+    if module is None:
+        if device == "gpu":
+            from ._backend import gpu as module
+        else:
+            from ._backend import cpu as module
+        _BACKENDS[device] = module
+    return module
 
 
 def as_array(a, name, ndim=None):

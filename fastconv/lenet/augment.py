@@ -34,8 +34,8 @@ class RandomShift:
             raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
         self.rng = rng
         self.max_shift = max_shift
-        self._padded: Optional[Any] = None  # (B, C, H + 2s, W + 2s), zero border, reused
-        self._windows: Optional[Any] = None  # its (H, W) windows: (B, C, 2s+1, 2s+1, H, W) view
+        self._padded: Any = None  # (B, C, H + 2s, W + 2s), zero border, reused
+        self._windows: Any = None  # its (H, W) windows: (B, C, 2s+1, 2s+1, H, W) view
 
     def __call__(self, x: Any, out: Any) -> Any:
         """Write shifted copies of x (B, C, H, W) into out (same shape and dtype); returns out."""
