@@ -21,6 +21,12 @@ cdef extern from "pool_2x2.h":
                                 Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) nogil
     void fc_max_2x2_plane_double(int level, const double* x, double* y, long long* idx,
                                  Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) nogil
+    int fc_max_2x2_backward_plane_float(const float* dy, const long long* idx, float* dx,
+                                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                                        Py_ssize_t OW) nogil
+    int fc_max_2x2_backward_plane_double(const double* dy, const long long* idx, double* dx,
+                                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                                         Py_ssize_t OW) nogil
 
 
 include "simd_level.pxi"
@@ -81,15 +87,29 @@ def max_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, long long[:, :
 
 def max_backward(const real[:, :, :, ::1] grad_y, const long long[:, :, :, ::1] indices,
                  real[:, :, :, ::1] grad_x, int num_threads):
-    """grad_x[n, c].flat[indices] += grad_y (scatter within the plane)."""
+    """grad_x[n, c].flat[indices] += grad_y (scatter within the plane, after zeroing it); in one
+    pass per plane when its indices lie in their outputs' 2x2 blocks (pool_2x2.h)."""
     cdef Py_ssize_t N = grad_x.shape[0], C = grad_x.shape[1]
-    cdef Py_ssize_t HW = grad_x.shape[2] * grad_x.shape[3]
-    cdef Py_ssize_t OHW = grad_y.shape[2] * grad_y.shape[3], plane, j
+    cdef Py_ssize_t H = grad_x.shape[2], W = grad_x.shape[3], HW = H * W
+    cdef Py_ssize_t OH = grad_y.shape[2], OW = grad_y.shape[3]
+    cdef Py_ssize_t OHW = OH * OW, plane, j
+    cdef bint blocks = 2 * OH <= H and 2 * OW <= W
+    cdef int done
     cdef const real* dy = &grad_y[0, 0, 0, 0]
     cdef const long long* ip = &indices[0, 0, 0, 0]
     cdef real* dx = &grad_x[0, 0, 0, 0]
     with nogil:
         for plane in prange(N * C, num_threads=num_threads, schedule="static"):
+            done = 0
+            if blocks:
+                if real is float:
+                    done = fc_max_2x2_backward_plane_float(
+                        dy + plane * OHW, ip + plane * OHW, dx + plane * HW, H, W, OH, OW)
+                else:
+                    done = fc_max_2x2_backward_plane_double(
+                        dy + plane * OHW, ip + plane * OHW, dx + plane * HW, H, W, OH, OW)
+            if done:
+                continue
             memset(dx + plane * HW, 0, HW * sizeof(real))
             for j in range(OHW):
                 dx[plane * HW + ip[plane * OHW + j]] += dy[plane * OHW + j]

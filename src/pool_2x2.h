@@ -110,4 +110,32 @@ static void fc_max_2x2_plane_double(int level, const double *x, double *y, long 
     fc_max_2x2_cols_double(x, y, idx, W, OH, OW, 0);
 }
 
+/* Max-pool backward for one plane when every index lies in its own output's 2x2 block (rows
+ * 2oh, 2oh+1, columns 2ow, 2ow+1; what a 2x2 stride-2 forward gives): each block is written
+ * whole (the gradient at the index, zeros elsewhere) and the cells outside every block are
+ * zeroed, which equals zeroing the plane and scattering, in one pass with no read-modify-write.
+ * Returns 0, leaving the plane incomplete, at the first index outside its block: the caller then
+ * zeroes and scatters. 2 * OH <= H, 2 * OW <= W. */
+#define FC_DEFINE_MAX_2X2_BACKWARD(T)                                                              \
+static int fc_max_2x2_backward_plane_##T(const T *dy, const long long *idx, T *dx, fc_idx H,       \
+                                         fc_idx W, fc_idx OH, fc_idx OW) {                         \
+    for (fc_idx oh = 0; oh < OH; oh++) {                                                           \
+        T *r0 = dx + 2 * oh * W, *r1 = r0 + W;                                                     \
+        for (fc_idx ow = 0; ow < OW; ow++) {                                                       \
+            const long long off = idx[oh * OW + ow] - (2 * oh * W + 2 * ow);                       \
+            const T g = dy[oh * OW + ow];                                                          \
+            if (off != 0 && off != 1 && off != W && off != W + 1) return 0;                        \
+            r0[2 * ow] = off == 0 ? g : (T)0;                                                      \
+            r0[2 * ow + 1] = off == 1 ? g : (T)0;                                                  \
+            r1[2 * ow] = off == W ? g : (T)0;                                                      \
+            r1[2 * ow + 1] = off == W + 1 ? g : (T)0;                                              \
+        }                                                                                          \
+        for (fc_idx iw = 2 * OW; iw < W; iw++) r0[iw] = r1[iw] = 0;                                \
+    }                                                                                              \
+    for (fc_idx i = 2 * OH * W; i < H * W; i++) dx[i] = 0;                                        \
+    return 1;                                                                                      \
+}
+FC_DEFINE_MAX_2X2_BACKWARD(float)
+FC_DEFINE_MAX_2X2_BACKWARD(double)
+
 #endif

@@ -100,3 +100,38 @@ def test_softmax_cross_entropy_forward(assert_close, dtype, N, K):
     assert log_probs.dtype == dtype
     assert_close(log_probs, log_probs_ref, dtype, reduction=K)
     assert_close(np.asarray(loss), np.asarray(loss_ref), dtype, reduction=K * N)
+
+
+def _scatter_ref(grad_y, indices, input_shape):
+    """grad_x[n, c].flat[indices[n, c]] += grad_y[n, c], in float64."""
+    N, C, H, W = input_shape
+    gx = np.zeros((N * C, H * W))
+    for plane, (g, i) in enumerate(zip(grad_y.reshape(N * C, -1), indices.reshape(N * C, -1))):
+        np.add.at(gx[plane], i, g)
+    return gx.reshape(input_shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "shape, kernel, stride",
+    [((2, 3, 9, 11), 2, 2), ((1, 2, 8, 8), 2, 2), ((2, 2, 9, 9), 3, 2), ((1, 1, 7, 6), (1, 2), 1)],
+)
+def test_max_pool_backward_against_a_scatter(dtype, shape, kernel, stride):
+    # 2x2 stride 2 (one pass per plane, odd sizes leave cells outside every block) and windows
+    # whose winners leave their 2x2 block (the zero-and-scatter path), ties included.
+    rng = np.random.default_rng(5)
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    y, idx = fastconv.max_pool2d(x, kernel, stride, return_indices=True)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx = fastconv.max_pool2d_backward(gy, idx, shape)
+    np.testing.assert_array_equal(gx, _scatter_ref(gy, idx, shape).astype(dtype))
+
+
+def test_max_pool_backward_any_indices_in_the_plane():
+    # Indices need not come from a 2x2 forward: one plane in blocks, one scattering to a cell
+    # that another output also picks (the gradients add).
+    gy = np.arange(1.0, 9.0).reshape(2, 1, 2, 2)
+    idx = np.array([[[[0, 3], [9, 15]]], [[[0, 0], [5, 15]]]], dtype=np.int64)
+    gx = fastconv.max_pool2d_backward(gy, idx, (2, 1, 4, 4))
+    np.testing.assert_array_equal(gx, _scatter_ref(gy, idx, (2, 1, 4, 4)))
+    assert gx[1, 0].flat[0] == 5.0 + 6.0
