@@ -21,12 +21,11 @@ static void fc_max_2x2_cols_##T(const T *x, T *y, long long *idx, fc_idx W, fc_i
             const fc_idx cand[3] = {i + 1, i + W, i + W + 1};                                      \
             T best = x[i];                                                                         \
             fc_idx best_index = i;                                                                 \
-            for (int k = 0; k < 3; k++) {                                                          \
+            for (int k = 0; k < 3; k++) { /* branch-free: random data mispredicts an `if` */      \
                 const T v = x[cand[k]];                                                            \
-                if (v > best || (v != v && best == best)) {                                        \
-                    best = v;                                                                      \
-                    best_index = cand[k];                                                          \
-                }                                                                                  \
+                const int take = (v > best) | ((v != v) & (best == best));                         \
+                best = take ? v : best;                                                            \
+                best_index = take ? cand[k] : best_index;                                          \
             }                                                                                      \
             y[oh * OW + ow] = best;                                                                \
             idx[oh * OW + ow] = best_index;                                                        \

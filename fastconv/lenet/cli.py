@@ -30,11 +30,11 @@ from .._compat import require_cupy
 from .checkpoint import CheckpointError, checkpoint_json, read_checkpoint, read_model_entries
 from .cli_parser import (
     DEFAULT_EPOCHS,
-    MODEL_DEFAULTS,
     PROG,
     TRACEBACK_ENV,
     CommandError,
     build_parser,
+    model_arguments,
     one_line,
 )
 from .data import DATA_ENV, default_mnist_dir, missing_mnist_files, verify_mnist_checksums
@@ -230,14 +230,7 @@ def _train(args: argparse.Namespace) -> int:
                 f"is the total ({epochs}): pass --more-epochs K to train K more, or --epochs N "
                 f"with N > {done}"
             )
-    model_args = {key: config.get(key, default) for key, default in MODEL_DEFAULTS.items()}
-    for key, given in ((key, getattr(args, key)) for key in MODEL_DEFAULTS):
-        if given is not None and key in config and given != config[key]:
-            raise CommandError(
-                f"{args.resume} holds a model with {key} {config[key]!r}, not "
-                f"{given!r}: drop --{key} to continue it"
-            )
-        model_args[key] = given if given is not None else model_args[key]
+    model_args = model_arguments(args, config)
     data = _load_data(args)
     model = LeNet5(**model_args, seed=args.seed)
     if args.device == "gpu":
@@ -247,7 +240,8 @@ def _train(args: argparse.Namespace) -> int:
         f"LeNet-5 ({model_args['activation']}, {model_args['pooling']} pooling), "
         f"{len(data.train_labels)} training / {len(data.test_labels)} test images, "
         f"{args.optimizer} lr {lr:g} (x{args.lr_decay:g} per epoch), batch {args.batch_size}, "
-        f"seed {args.seed}, threads {args.threads or 'default'}, {args.device}",
+        f"seed {args.seed}, threads {args.threads or 'default'}, {args.device}, augment "
+        f"{args.augment}, dropout {model_args['dropout']:g}, weight decay {args.weight_decay:g}",
         flush=True,
     )
     if args.resume is not None:

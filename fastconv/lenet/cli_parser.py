@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from .. import __version__
 from .augment import AUGMENTATIONS
@@ -16,7 +16,7 @@ PROG = "fastconv-lenet"
 DEFAULT_EPOCHS = 10
 DEFAULT_ACTIVATION, DEFAULT_POOLING = "relu", "max"
 # The model's options: --X overrides, else the --resume checkpoint's, else this default.
-MODEL_DEFAULTS = {"activation": DEFAULT_ACTIVATION, "pooling": DEFAULT_POOLING, "dropout": 0.0}
+MODEL_DEFAULTS = {"activation": DEFAULT_ACTIVATION, "pooling": DEFAULT_POOLING, "dropout": 0.25}
 TRACEBACK_ENV = "FASTCONV_TRACEBACK"
 
 
@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_rate,
         default=None,
         metavar="P",
-        help="dropout rate after C5 and F6 (default: 0, or the --resume checkpoint's)",
+        help=f"dropout rate after C5 and F6 (default: {MODEL_DEFAULTS['dropout']}, or the --resume "
+        "checkpoint's)",
     )
     train.add_argument(
         "--augment",
@@ -276,3 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--dpi", type=_positive_int, default=100, help="resolution of the PNG")
     return parser
+
+
+def model_arguments(args: argparse.Namespace, config: Dict[str, Any]) -> Dict[str, Any]:
+    """LeNet5's arguments: each option given, else the --resume checkpoint's (its model_config:
+    `config`), else MODEL_DEFAULTS; CommandError when an option contradicts the checkpoint."""
+    if args.resume is not None:
+        config = {"dropout": 0.0, **config}  # checkpoints from before --dropout have none
+    model_args = {key: config.get(key, default) for key, default in MODEL_DEFAULTS.items()}
+    for key in MODEL_DEFAULTS:
+        given = getattr(args, key)
+        if given is not None and key in config and given != config[key]:
+            raise CommandError(
+                f"{args.resume} holds a model with {key} {config[key]!r}, not "
+                f"{given!r}: drop --{key} to continue it"
+            )
+        if given is not None:
+            model_args[key] = given
+    return model_args
