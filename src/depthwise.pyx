@@ -19,6 +19,9 @@ from window cimport copy_window
 from fastconv._kernels.direct import level as simd_level
 from fastconv._kernels.workspace import get_workspace
 
+cdef enum:
+    ROW_BLOCK = 8  # grad-weight: output rows per block (see _filter_grad_weight)
+
 cdef extern from "depthwise_rows.h" nogil:
     void fc_depthwise_plane_float(int level, const float* x, Py_ssize_t XW, const float* w,
                                   Py_ssize_t KH, Py_ssize_t KW, float bias, float* y,
@@ -134,15 +137,19 @@ cdef void _filter_grad_weight(const real* dy, const real* xp, real* dw_f, real* 
                               Geometry g, Py_ssize_t f) noexcept nogil:
     """dw_f[kh, kw] = sum over images and positions of grad_y[:, f] * x[:, f // mult] at that
     tap: per tap a row of per-column partial sums (see tap_products), summed up at the end.
-    The terms of each partial sum come in (image, output row) order."""
-    cdef Py_ssize_t n, k, ow, OW = g.OW, KK = g.KH * g.KW, mult = g.F // g.G
+    Blocks of output rows keep the rows every tap reads in L1 (a tap's sweep over a whole
+    112 x 112 plane measured 40% slower); the terms of each partial sum come in (image,
+    output row) order either way."""
+    cdef Py_ssize_t n, k, ow, blk, OW = g.OW, KK = g.KH * g.KW, mult = g.F // g.G
     cdef real total
     for k in range(KK * OW):
         rows[k] = 0
     for n in range(g.N):
-        for k in range(KK):
-            tap_products(g, k // g.KW, k % g.KW, dy + (n * g.F + f) * g.OH * OW,
-                         xp + (n * g.C + f // mult) * g.H * g.W, rows + k * OW)
+        for blk in range((g.OH + ROW_BLOCK - 1) // ROW_BLOCK):
+            for k in range(KK):
+                tap_products(g, k // g.KW, k % g.KW, dy + (n * g.F + f) * g.OH * OW,
+                             xp + (n * g.C + f // mult) * g.H * g.W, rows + k * OW,
+                             blk * ROW_BLOCK, (blk + 1) * ROW_BLOCK)
     for k in range(KK):
         total = 0
         for ow in range(OW):

@@ -37,15 +37,16 @@ cdef inline void tap_axpy(Geometry g, Py_ssize_t kh, Py_ssize_t kw, real a, cons
 
 
 cdef inline void tap_products(Geometry g, Py_ssize_t kh, Py_ssize_t kw, const real* y_plane,
-                              const real* x_plane, real* acc) noexcept nogil:
-    """acc[ow] += y_plane[oh, ow] * x_plane[ih, iw] over the rows (a gradient with respect to
-    the weight: per-column partial sums, a vectorisable multiply-add where a dot product would
-    be one dependent add per element)."""
+                              const real* x_plane, real* acc, Py_ssize_t oh0,
+                              Py_ssize_t oh1) noexcept nogil:
+    """acc[ow] += y_plane[oh, ow] * x_plane[ih, iw] over the output rows [oh0, oh1) (a gradient
+    with respect to the weight: per-column partial sums, a vectorisable multiply-add where a
+    dot product would be one dependent add per element)."""
     cdef TapRange rows = tap_rows(g, kh), cols = tap_cols(g, kw)
     cdef Py_ssize_t oh, ow, sw = g.sw
     cdef const real* dy
     cdef const real* x
-    for oh in range(rows.lo, rows.hi):
+    for oh in range(max(oh0, rows.lo), min(oh1, rows.hi)):
         dy = y_plane + oh * g.OW
         x = x_plane + (oh * g.sh + rows.offset) * g.W + cols.offset
         if sw == 1:
