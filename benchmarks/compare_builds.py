@@ -31,7 +31,9 @@ EXTRA = [
     bench_conv.Case("dw3x3s2-c32-112", 8, 32, 112, 112, 32, (3, 3), stride=2, padding=1, groups=32),
     # a 1-D convolution (conv1d runs the 2-D kernels with H = 1), and a float64 im2col case
     bench_conv.Case("1d-k9-c64-4096", 32, 64, 1, 4096, 64, (1, 9), padding=0),
-    bench_conv.Case("3x3s2-c16-56-f64", 8, 16, 56, 56, 32, (3, 3), stride=2, padding=1, dtype="float64"),
+    bench_conv.Case(
+        "3x3s2-c16-56-f64", 8, 16, 56, 56, 32, (3, 3), stride=2, padding=1, dtype="float64"
+    ),
 ]
 
 
@@ -57,8 +59,9 @@ def worker(path, threads, cputime):
     """Serve requests on stdin: {"case"} -> prepare and warm up; {"case", "phase", "calls"} ->
     seconds per call of one rep; answers one JSON line each on stdout."""
     sys.path.insert(0, os.path.abspath(path))
-    import fastconv as fc
     from threadpoolctl import threadpool_limits
+
+    import fastconv as fc
 
     if not fc.__file__.startswith(os.path.abspath(path)):
         sys.exit(f"fastconv came from {fc.__file__}, not from {path}")
@@ -70,7 +73,9 @@ def worker(path, threads, cputime):
         req = json.loads(line)
         if "phase" not in req:
             case = cases[req["case"]]
-            fwd, bwd = bench_conv.fastconv_impl(fc, "cpu").prepare(case, *bench_conv.make_data(case))
+            fwd, bwd = bench_conv.fastconv_impl(fc, "cpu").prepare(
+                case, *bench_conv.make_data(case)
+            )
             fns = {"fwd": fwd, "bwd": bwd}
             reply = {p: min(timer(f, 1) for _ in range(3)) for p, f in fns.items()}
             reply["file"] = fc.__file__
@@ -135,13 +140,17 @@ def main(argv=None):
         print(s, flush=True)
         lines.append(s)
 
-    builds = {b: Worker(path, args.threads, args.cputime) for b, path in
-              (("before", args.before), ("after", args.after))}
+    builds = {
+        b: Worker(path, args.threads, args.cputime)
+        for b, path in (("before", args.before), ("after", args.after))
+    }
     clock = "CPU time" if args.cputime else "wall time"
     out(f"fastconv build comparison: {args.threads} threads, {clock}, median of {args.reps} reps,")
     out("builds")
-    out(f"interleaved rep by rep (order alternating); OPENBLAS_CORETYPE="
-        f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; CPU: {bench_conv.cpu_model()}")
+    out(
+        f"interleaved rep by rep (order alternating); OPENBLAS_CORETYPE="
+        f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; CPU: {bench_conv.cpu_model()}"
+    )
     ratios = {"fwd": [], "bwd": []}
     try:
         for name in names:
@@ -149,13 +158,15 @@ def main(argv=None):
             if name == names[0]:
                 for b in builds:
                     out(f"  {b:6}  {os.path.dirname(cal[b]['file'])}")
-                out(f"{'case':22} {'pass':4} {'before ms':>10} {'after ms':>10} {'after/before':>13}")
+                out(
+                    f"{'case':22} {'pass':4} {'before ms':>10} {'after ms':>10} {'after/before':>13}"
+                )
             for phase in ("fwd", "bwd"):
                 t = min(cal[b][phase] for b in builds)
                 calls = max(1, min(50, math.ceil(args.min_rep_ms / 1e3 / max(t, 1e-9))))
                 times = {b: [] for b in builds}
                 for r in range(args.reps):
-                    for b in (("before", "after") if r % 2 == 0 else ("after", "before")):
+                    for b in ("before", "after") if r % 2 == 0 else ("after", "before"):
                         times[b].append(builds[b].ask(case=name, phase=phase, calls=calls)["t"])
                 med = {b: statistics.median(v) * 1e3 for b, v in times.items()}
                 ratio = med["after"] / med["before"]

@@ -7,7 +7,7 @@ inputs give float64. Complex, object, string and other dtypes raise TypeError.
 
 import numpy as np
 
-from . import _compat
+from .. import _compat
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -32,10 +32,10 @@ def backend(**arrays):
 def backend_for(device):
     """The backend module for "cpu" or "gpu"."""
     if device == "gpu":
-        from ._backend import gpu
+        from .._backend import gpu
 
         return gpu
-    from ._backend import cpu
+    from .._backend import cpu
 
     return cpu
 
