@@ -13,15 +13,11 @@ from _select cimport relu
 from _omp cimport omp_get_thread_num
 from geometry cimport Geometry, geometry
 from im2col cimport im2col, col2im_add
+from tiles cimport Tile, Tiling, tile, tile_columns, tiling
 
 from fastconv._kernels.workspace import get_workspace
 
 cdef enum:
-    # Columns per tile aim at a cols buffer of about this many elements (about L2-sized).
-    TILE_ELEMENTS = 262144
-    MIN_TILE_COLUMNS = 256
-    MAX_TILE_COLUMNS = 8192
-    MIN_TILES = 8
     # Grad-weight: split by channel chunks (no reduction) from this many channels on; else a fixed
     # number of partial sums.
     MIN_CHANNELS_FOR_SPLIT = 4
@@ -31,44 +27,6 @@ cdef enum:
     # Grad-input: work items aimed at, and the dcols budget of one item.
     INPUT_ITEMS = 8
     DCOLS_ELEMENTS = 262144
-
-
-cdef Py_ssize_t _rows_per_tile(Py_ssize_t K, Py_ssize_t N, Py_ssize_t OH, Py_ssize_t OW):
-    """Output rows per tile: a part of one image's rows, or a whole number of images."""
-    cdef Py_ssize_t target = TILE_ELEMENTS // K
-    cdef Py_ssize_t rows, tiles
-    target = max(MIN_TILE_COLUMNS, min(MAX_TILE_COLUMNS, target))
-    if OH * OW >= target:
-        rows = max(1, target // OW)
-        tiles = (OH + rows - 1) // rows
-        return (OH + tiles - 1) // tiles  # balance the tiles of an image
-    # Whole images per tile, but at least MIN_TILES tiles (when N allows) to share among threads.
-    return OH * max(1, min(N, target // (OH * OW), (N + MIN_TILES - 1) // MIN_TILES))
-
-
-# A tile is output rows [q0, q1) of the flattened (n, oh) index: part of one image's rows when
-# rows <= OH, else whole images. Start and end are returned by value (see im2col.pxd for why).
-cdef inline Py_ssize_t _tile_start(Py_ssize_t item, Py_ssize_t rows, Py_ssize_t OH) noexcept nogil:
-    cdef Py_ssize_t per_image
-    if rows <= OH:
-        per_image = (OH + rows - 1) // rows
-        return (item // per_image) * OH + (item % per_image) * rows
-    return item * rows
-
-
-cdef inline Py_ssize_t _tile_end(Py_ssize_t item, Py_ssize_t rows, Py_ssize_t N,
-                                 Py_ssize_t OH) noexcept nogil:
-    cdef Py_ssize_t per_image
-    if rows <= OH:
-        per_image = (OH + rows - 1) // rows
-        return (item // per_image) * OH + min(OH, (item % per_image + 1) * rows)
-    return min(N * OH, (item + 1) * rows)
-
-
-cdef Py_ssize_t _n_tiles(Py_ssize_t rows, Py_ssize_t N, Py_ssize_t OH):
-    if rows <= OH:
-        return N * ((OH + rows - 1) // rows)
-    return (N * OH + rows - 1) // rows
 
 
 cdef inline void _gather_rows(const real* src, Py_ssize_t F, Py_ssize_t f0, Py_ssize_t f1,
@@ -92,15 +50,15 @@ cdef inline void _scatter_rows(const real* src, Py_ssize_t F, Py_ssize_t OH, Py_
 
 
 cdef inline void _bias_relu(real* y, const real* bias, bint has_bias, bint do_relu,
-                            Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW,
-                            Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
-    """Epilogue on the y elements of one tile, while they are still in cache."""
+                            Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, Tile s) noexcept nogil:
+    """Epilogue on the y elements of one tile, while they are still in cache (a tile of part
+    of a row is one row)."""
     cdef Py_ssize_t n, f, j, j0, j1, OHW = OH * OW
     cdef real b, v
     cdef real* plane
-    for n in range(q0 // OH, (q1 - 1) // OH + 1):
-        j0 = max(q0 - n * OH, 0) * OW
-        j1 = min(q1 - n * OH, OH) * OW
+    for n in range(s.q0 // OH, (s.q1 - 1) // OH + 1):
+        j0 = max(s.q0 - n * OH, 0) * OW + s.ow0
+        j1 = (min(s.q1 - n * OH, OH) - 1) * OW + s.ow1
         for f in range(F):
             plane = y + (n * F + f) * OHW
             b = bias[f] if has_bias else 0
@@ -118,10 +76,10 @@ cdef inline real* _thread_work(real* ws, Py_ssize_t stride) noexcept nogil:
 
 
 cdef void _forward_tile(const real* x, const real* w, const real* bias, real* y, real* work,
-                        Geometry g, bint has_bias, bint relu, Py_ssize_t q0,
-                        Py_ssize_t q1) noexcept nogil:
-    cdef Py_ssize_t OH = g.OH, OW = g.OW, F = g.F, C = g.C, G = g.G
-    cdef Py_ssize_t T = (q1 - q0) * OW, OHW = OH * OW
+                        Geometry g, bint has_bias, bint relu, Tile s) noexcept nogil:
+    cdef Py_ssize_t OH = g.OH, OW = g.OW, F = g.F, C = g.C, G = g.G, q0 = s.q0, q1 = s.q1
+    cdef Py_ssize_t T = (q1 - q0) * (s.ow1 - s.ow0), OHW = OH * OW
+    cdef Py_ssize_t at = (q0 - q0 // OH * OH) * OW + s.ow0  # the tile's first column in its image
     cdef Py_ssize_t Cg = C // G, Fg = F // G, Kg = Cg * g.KH * g.KW
     cdef Py_ssize_t n0 = q0 // OH, grp, ldb, ldc
     cdef bint single = (q1 - 1) // OH == n0
@@ -129,15 +87,15 @@ cdef void _forward_tile(const real* x, const real* w, const real* bias, real* y,
     cdef real* out
     cdef real* ybuf = work + C * g.KH * g.KW * T
     if g.pointwise and single:
-        cols = x + n0 * C * OHW + (q0 - n0 * OH) * OW  # a 1x1 stride-1 conv reads x as is
+        cols = x + n0 * C * OHW + at  # a 1x1 stride-1 conv reads x as is
         ldb = OHW
     else:
-        im2col(x, g, 0, C, q0, q1, work)
+        im2col(x, g, 0, C, s, work)
         cols = work
         ldb = T
     for grp in range(G):
         if single:
-            out = y + (n0 * F + grp * Fg) * OHW + (q0 - n0 * OH) * OW
+            out = y + (n0 * F + grp * Fg) * OHW + at
             ldc = OHW
         else:
             out = ybuf + grp * Fg * T
@@ -147,7 +105,7 @@ cdef void _forward_tile(const real* x, const real* w, const real* bias, real* y,
     if not single:
         _scatter_rows(ybuf, F, OH, OW, q0, q1, y)
     if has_bias or relu:
-        _bias_relu(y, bias, has_bias, relu, F, OH, OW, q0, q1)
+        _bias_relu(y, bias, has_bias, relu, F, OH, OW, s)
 
 
 def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const real[::1] bias,
@@ -157,9 +115,8 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     """y = conv(x, weight) (+ bias) (then ReLU); shapes validated by the caller, no size is 0."""
     cdef Geometry g = geometry(x.shape, weight.shape, y.shape, sh, sw, pt, pl, dh, dw, groups)
     cdef Py_ssize_t K = g.C * g.KH * g.KW
-    cdef Py_ssize_t rows = _rows_per_tile(K, g.N, g.OH, g.OW)
-    cdef Py_ssize_t n_items = _n_tiles(rows, g.N, g.OH)
-    cdef Py_ssize_t stride = (K + g.F) * min(rows, g.N * g.OH) * g.OW
+    cdef Tiling t = tiling(K, g.N, g.OH, g.OW)
+    cdef Py_ssize_t n_items = t.count, stride = (K + g.F) * tile_columns(t)
     cdef int nt = <int>min(<Py_ssize_t>num_threads, n_items)
     cdef Py_ssize_t item
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64", stride * nt)
@@ -169,8 +126,7 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
         work = _thread_work(&ws[0], stride)
         for item in prange(n_items, schedule="dynamic"):
             _forward_tile(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], b, &y[0, 0, 0, 0], work, g,
-                          has_bias, relu, _tile_start(item, rows, g.OH),
-                          _tile_end(item, rows, g.N, g.OH))
+                          has_bias, relu, tile(t, item))
 
 
 cdef void _input_item(const real* dy, const real* w, real* dx, real* dcols, Geometry g,
@@ -221,12 +177,13 @@ def grad_input(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] weight,
 
 cdef void _weight_tile(const real* x, const real* dy, real* dw_out, Py_ssize_t ld_dw,
                        real* work, bint accumulate, Geometry g, Py_ssize_t c0, Py_ssize_t c1,
-                       Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+                       Tile s) noexcept nogil:
     """dW[grp, :, chunk] (+)= dY_tile[grp] @ cols_tile[chunk]^T for channels [c0, c1) of a tile.
 
     The chunk lies in one group unless it is all channels (c0 = 0, c1 = C), then every group."""
-    cdef Py_ssize_t OH = g.OH, OW = g.OW, F = g.F
-    cdef Py_ssize_t T = (q1 - q0) * OW, OHW = OH * OW, KK = g.KH * g.KW
+    cdef Py_ssize_t OH = g.OH, OW = g.OW, F = g.F, q0 = s.q0, q1 = s.q1
+    cdef Py_ssize_t T = (q1 - q0) * (s.ow1 - s.ow0), OHW = OH * OW, KK = g.KH * g.KW
+    cdef Py_ssize_t at = (q0 - q0 // OH * OH) * OW + s.ow0  # the tile's first column in its image
     cdef Py_ssize_t Cg = g.C // g.G, Fg = F // g.G, n0 = q0 // OH
     cdef Py_ssize_t g_first = c0 // Cg, g_last = (c1 - 1) // Cg, grp, ldb, lda, cg0, cg1
     cdef bint single = (q1 - 1) // OH == n0
@@ -235,10 +192,10 @@ cdef void _weight_tile(const real* x, const real* dy, real* dw_out, Py_ssize_t l
     cdef real* dybuf = work + (c1 - c0) * KK * T
     cdef real beta = 1 if accumulate else 0
     if g.pointwise and single:
-        cols = x + (n0 * g.C + c0) * OHW + (q0 - n0 * OH) * OW
+        cols = x + (n0 * g.C + c0) * OHW + at
         ldb = OHW
     else:
-        im2col(x, g, c0, c1, q0, q1, work)
+        im2col(x, g, c0, c1, s, work)
         cols = work
         ldb = T
     if not single:
@@ -247,7 +204,7 @@ cdef void _weight_tile(const real* x, const real* dy, real* dw_out, Py_ssize_t l
         cg0 = max(c0, grp * Cg)
         cg1 = min(c1, (grp + 1) * Cg)
         if single:
-            A = dy + (n0 * F + grp * Fg) * OHW + (q0 - n0 * OH) * OW
+            A = dy + (n0 * F + grp * Fg) * OHW + at
             lda = OHW
         else:
             A = dybuf + (grp - g_first) * Fg * T
@@ -258,15 +215,14 @@ cdef void _weight_tile(const real* x, const real* dy, real* dw_out, Py_ssize_t l
 
 
 cdef void _weight_tiles(const real* x, const real* dy, real* dw_out, Py_ssize_t ld_dw,
-                        real* work, Geometry g, Py_ssize_t rows, Py_ssize_t t0, Py_ssize_t t1,
+                        real* work, Geometry g, Tiling t, Py_ssize_t t0, Py_ssize_t t1,
                         Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """Channels [c0, c1) of dW = the sum over tiles [t0, t1), in order (zero if none)."""
-    cdef Py_ssize_t t, Kg = ld_dw
+    cdef Py_ssize_t item
     if t0 >= t1:
-        memset(dw_out, 0, g.F * Kg * sizeof(real))
-    for t in range(t0, t1):
-        _weight_tile(x, dy, dw_out, ld_dw, work, t > t0, g, c0, c1,
-                     _tile_start(t, rows, g.OH), _tile_end(t, rows, g.N, g.OH))
+        memset(dw_out, 0, g.F * ld_dw * sizeof(real))
+    for item in range(t0, t1):
+        _weight_tile(x, dy, dw_out, ld_dw, work, item > t0, g, c0, c1, tile(t, item))
 
 
 def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
@@ -281,7 +237,8 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef Py_ssize_t N = g.N, C = g.C, F = g.F, OH = g.OH, KK = g.KH * g.KW
     cdef Py_ssize_t G = g.G, Cg = C // G, Fg = F // G, Kg = Cg * KK
     cdef bint split = C >= MIN_CHANNELS_FOR_SPLIT and F * Kg > PARTIALS_MAX_WEIGHT
-    cdef Py_ssize_t chunks = 1, cc = 1, rows, tiles, n_items, stride, partials, per_item
+    cdef Py_ssize_t chunks = 1, cc = 1, tiles, n_items, stride, partials, per_item
+    cdef Tiling t
     cdef Py_ssize_t item, grp, c0, e, p, size = F * Kg
     cdef real s
     if split:
@@ -289,15 +246,15 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
         cc = (Cg + chunks - 1) // chunks
         chunks = (Cg + cc - 1) // cc
         n_items = G * chunks
-        rows = _rows_per_tile(cc * KK, N, OH, g.OW)
-        stride = (cc * KK + Fg) * min(rows, N * OH) * g.OW
+        t = tiling(cc * KK, N, OH, g.OW)
+        stride = (cc * KK + Fg) * tile_columns(t)
         partials = 0
     else:
-        rows = _rows_per_tile(C * KK, N, OH, g.OW)
-        n_items = min(_n_tiles(rows, N, OH), WEIGHT_PARTIALS)
-        stride = (C * KK + F) * min(rows, N * OH) * g.OW
+        t = tiling(C * KK, N, OH, g.OW)
+        n_items = min(t.count, WEIGHT_PARTIALS)
+        stride = (C * KK + F) * tile_columns(t)
         partials = n_items
-    tiles = _n_tiles(rows, N, OH)
+    tiles = t.count
     per_item = (tiles + n_items - 1) // n_items
     cdef int nt = <int>min(<Py_ssize_t>num_threads, n_items)
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64",
@@ -311,11 +268,11 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
             if split:
                 grp = item // chunks
                 c0 = grp * Cg + (item - grp * chunks) * cc
-                _weight_tiles(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0], dwp, Kg, work, g, rows, 0,
+                _weight_tiles(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0], dwp, Kg, work, g, t, 0,
                               tiles, c0, min(c0 + cc, (grp + 1) * Cg))
             else:
                 _weight_tiles(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0], part + item * size, Kg,
-                              work, g, rows, item * per_item, min(tiles, (item + 1) * per_item),
+                              work, g, t, item * per_item, min(tiles, (item + 1) * per_item),
                               0, C)
     if not split:
         with nogil:

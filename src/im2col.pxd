@@ -4,44 +4,52 @@
 from _types cimport real
 from geometry cimport Geometry, TapRange, tap_cols, tap_rows
 from taps cimport tap_axpy
+from tiles cimport Tile
+
+cdef extern from "im2col_rows.h" nogil:
+    void fc_im2col_row_float(float* dst, const float* src, Py_ssize_t lo, Py_ssize_t hi,
+                             Py_ssize_t n, Py_ssize_t stride)
+    void fc_im2col_row_double(double* dst, const double* src, Py_ssize_t lo, Py_ssize_t hi,
+                              Py_ssize_t n, Py_ssize_t stride)
 
 
-cdef inline void im2col(const real* x, Geometry g, Py_ssize_t c0, Py_ssize_t c1,
-                        Py_ssize_t q0, Py_ssize_t q1, real* cols) noexcept nogil:
-    """cols[((c - c0) * KH + kh) * KW + kw, (q - q0) * OW + ow] = x_padded[n, c, ih, iw]."""
-    cdef Py_ssize_t OW = g.OW, OH = g.OH, sw = g.sw, T = (q1 - q0) * OW
-    cdef Py_ssize_t c, kh, kw, q, n, oh, ow
+cdef inline void _row(real* dst, const real* src, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
+                      Py_ssize_t stride) noexcept nogil:
+    """dst[:lo] = 0, dst[lo:hi] = src[lo * stride:hi * stride:stride], dst[hi:n] = 0."""
+    if real is float:
+        fc_im2col_row_float(dst, src, lo, hi, n, stride)
+    else:
+        fc_im2col_row_double(dst, src, lo, hi, n, stride)
+
+
+cdef inline void im2col(const real* x, Geometry g, Py_ssize_t c0, Py_ssize_t c1, Tile s,
+                        real* cols) noexcept nogil:
+    """cols[((c - c0) * KH + kh) * KW + kw, (q - q0) * TW + ow - ow0] = x_padded[n, c, ih, iw]
+    over the tile's rows q (of the flattened (n, oh)) and columns ow in [ow0, ow1), TW wide."""
+    cdef Py_ssize_t OH = g.OH, sw = g.sw, q0 = s.q0, TW = s.ow1 - s.ow0, T = (s.q1 - q0) * TW
+    cdef Py_ssize_t c, kh, kw, q, n, oh, lo, hi
     cdef TapRange r, t
     cdef real* dst
-    cdef const real* src
     for c in range(c0, c1):
         for kh in range(g.KH):
             r = tap_rows(g, kh)
             for kw in range(g.KW):
                 t = tap_cols(g, kw)
+                lo = min(TW, max(0, t.lo - s.ow0))  # the tap's columns within the tile's
+                hi = max(lo, min(TW, t.hi - s.ow0))
                 # (n, oh) advance together: a division per row costs more than a short row's copy.
                 n = q0 // OH
                 oh = q0 - n * OH
                 dst = cols + ((c - c0) * g.KH * g.KW + kh * g.KW + kw) * T
-                for q in range(q0, q1):
+                for q in range(q0, s.q1):
                     if oh < r.lo or oh >= r.hi:
-                        for ow in range(OW):
-                            dst[ow] = 0
+                        _row(dst, x, 0, 0, TW, sw)
                     else:
-                        src = x + ((n * g.C + c) * g.H + oh * g.sh + r.offset) * g.W + t.offset
-                        for ow in range(t.lo):
-                            dst[ow] = 0
-                        # Plain loops, not memcpy/memset: rows are often a few elements long
-                        # (LeNet: OW = 10), where a library call per row costs more than the copy.
-                        if sw == 1:
-                            for ow in range(t.lo, t.hi):
-                                dst[ow] = src[ow]
-                        else:
-                            for ow in range(t.lo, t.hi):
-                                dst[ow] = src[ow * sw]
-                        for ow in range(t.hi, OW):
-                            dst[ow] = 0
-                    dst = dst + OW
+                        # plain loops, not memcpy/memset: rows are often a few elements long
+                        # (LeNet: OW = 10), where a library call per row costs more than the copy
+                        _row(dst, x + ((n * g.C + c) * g.H + oh * g.sh + r.offset) * g.W
+                             + t.offset + s.ow0 * sw, lo, hi, TW, sw)
+                    dst = dst + TW
                     oh = oh + 1
                     if oh == OH:
                         oh = 0
