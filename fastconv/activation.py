@@ -7,8 +7,9 @@ any thread count); the dtype rule of the other ops applies (float32/float64 resu
 
 import numpy as np
 
-from . import _arrays, _compat
+from . import _compat
 from ._typing import Array
+from ._validation import arrays as _arrays
 
 __all__ = ["sigmoid", "sigmoid_backward", "tanh", "tanh_backward"]
 

@@ -10,9 +10,10 @@ module's reductions (OH + OW vectorised steps; no BLAS, so the same numbers for 
 
 from typing import Sequence
 
-from . import _arrays, _compat
-from ._args import as_int, as_shape
+from . import _compat
 from ._typing import Array, IntPair
+from ._validation import arrays as _arrays
+from ._validation import as_int, as_shape
 from .pool import avg_pool2d, avg_pool2d_backward
 
 __all__ = [

@@ -19,7 +19,8 @@ neighbouring inputs, so its size grows by ``floor(d (k - 1) / s) * jump``. Jumps
 
 from fractions import Fraction
 
-from ._args import _same_padding, as_int, output_size, pool_output_size
+from ._validation import as_int, output_size, pool_output_size
+from ._validation.geometry import _same_padding
 
 __all__ = [
     "conv_output_size",

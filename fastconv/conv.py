@@ -9,9 +9,10 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _arrays, _dask
-from ._args import NEEDS, as_activation, as_algorithm, as_needs, as_shape, conv_geometry
+from . import _dask
 from ._typing import Array, DTypeLike, IntPair, Padding
+from ._validation import NEEDS, as_activation, as_algorithm, as_needs, as_shape, conv_geometry
+from ._validation import arrays as _arrays
 
 
 def _kernel_args(geom):

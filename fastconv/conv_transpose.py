@@ -16,9 +16,10 @@ padding of the equivalent convolution (rows no input reaches beyond that are zer
 from collections import namedtuple
 from typing import Optional, Sequence, Tuple, Union
 
-from . import _arrays, _compat
-from ._args import as_int, as_pair, as_shape
+from . import _compat
 from ._typing import Array, IntPair, Padding
+from ._validation import arrays as _arrays
+from ._validation import as_int, as_pair, as_shape
 from .arith import conv_transpose_output_size
 from .conv import conv2d, conv2d_grad_input, conv2d_grad_weight
 

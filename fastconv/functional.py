@@ -1,6 +1,6 @@
 """The public functional namespace: every op of fastconv, NumPy or CuPy arrays in and out."""
 
-from ._args import conv_output_shape, pool_output_shape
+from ._validation import conv_output_shape, pool_output_shape
 from .activation import sigmoid, sigmoid_backward, tanh, tanh_backward
 from .adaptive_pool import (
     adaptive_avg_pool2d,

@@ -4,9 +4,10 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _arrays, _compat, _dask
-from ._args import NEEDS, as_activation, as_needs, as_real
+from . import _compat, _dask
 from ._typing import Array
+from ._validation import NEEDS, as_activation, as_needs, as_real
+from ._validation import arrays as _arrays
 
 
 def relu(x: Array) -> Array:

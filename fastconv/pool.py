@@ -5,9 +5,10 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _arrays, _dask
-from ._args import as_shape, pool_geometry
+from . import _dask
 from ._typing import Array, IntPair, Padding
+from ._validation import arrays as _arrays
+from ._validation import as_shape, pool_geometry
 
 
 def _input(x):

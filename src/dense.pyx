@@ -24,45 +24,49 @@ cdef inline void _bias_relu_rows(real* y, const real* bias, bint has_bias, bint 
             y[i * cols + j] = relu(v) if do_relu else v
 
 
+cdef void _row_blocks(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                     const real* A, Py_ssize_t lda, const real* B, Py_ssize_t ldb, real* C,
+                     bint epilogue, const real* bias, bint has_bias, bint relu,
+                     int num_threads) noexcept nogil:
+    """C (M x N, row-major) = op(A) @ op(B) in blocks of ROW_BLOCK rows of C, one GEMM each,
+    spread over the threads; with `epilogue`, then + bias (then ReLU) on the block in cache."""
+    cdef Py_ssize_t blocks = (M + ROW_BLOCK - 1) // ROW_BLOCK, blk, r0, r1
+    for blk in prange(blocks, num_threads=num_threads, schedule="static"):
+        r0 = blk * ROW_BLOCK
+        r1 = min(M, r0 + ROW_BLOCK)
+        # Row r of op(A) starts at A + r * lda, or at column r (A + r) when A is transposed.
+        gemm(trans_a, trans_b, <int>(r1 - r0), <int>N, <int>K, <real>1,
+             A + (r0 if trans_a else r0 * lda), <int>lda, B, <int>ldb, <real>0, C + r0 * N, <int>N)
+        if epilogue:
+            _bias_relu_rows(C + r0 * N, bias, has_bias, relu, r1 - r0, N)
+
+
 def linear_forward(const real[:, ::1] x, const real[:, ::1] weight, const real[::1] bias,
                    real[:, ::1] y, bint has_bias, bint relu, int num_threads):
     """y (N, OUT) = x (N, IN) @ weight (OUT, IN)^T (+ bias) (then ReLU)."""
-    cdef Py_ssize_t N = x.shape[0], IN = x.shape[1], OUT = weight.shape[0]
-    cdef Py_ssize_t blocks = (N + ROW_BLOCK - 1) // ROW_BLOCK, blk, r0, r1
-    cdef const real* b = &bias[0] if has_bias else NULL
+    cdef Py_ssize_t IN = x.shape[1]
     with nogil:
-        for blk in prange(blocks, num_threads=num_threads, schedule="static"):
-            r0 = blk * ROW_BLOCK
-            r1 = min(N, r0 + ROW_BLOCK)
-            gemm(False, True, <int>(r1 - r0), <int>OUT, <int>IN, <real>1, &x[r0, 0], <int>IN,
-                 &weight[0, 0], <int>IN, <real>0, &y[r0, 0], <int>OUT)
-            _bias_relu_rows(&y[r0, 0], b, has_bias, relu, r1 - r0, OUT)
+        _row_blocks(False, True, x.shape[0], weight.shape[0], IN, &x[0, 0], IN, &weight[0, 0],
+                    IN, &y[0, 0], True, &bias[0] if has_bias else NULL, has_bias, relu,
+                    num_threads)
 
 
 def linear_grad_input(const real[:, ::1] grad_y, const real[:, ::1] weight, real[:, ::1] grad_x,
                       int num_threads):
     """grad_x (N, IN) = grad_y (N, OUT) @ weight (OUT, IN)."""
-    cdef Py_ssize_t N = grad_y.shape[0], OUT = grad_y.shape[1], IN = weight.shape[1]
-    cdef Py_ssize_t blocks = (N + ROW_BLOCK - 1) // ROW_BLOCK, blk, r0, r1
+    cdef Py_ssize_t OUT = grad_y.shape[1], IN = weight.shape[1]
     with nogil:
-        for blk in prange(blocks, num_threads=num_threads, schedule="static"):
-            r0 = blk * ROW_BLOCK
-            r1 = min(N, r0 + ROW_BLOCK)
-            gemm(False, False, <int>(r1 - r0), <int>IN, <int>OUT, <real>1, &grad_y[r0, 0],
-                 <int>OUT, &weight[0, 0], <int>IN, <real>0, &grad_x[r0, 0], <int>IN)
+        _row_blocks(False, False, grad_y.shape[0], IN, OUT, &grad_y[0, 0], OUT, &weight[0, 0],
+                    IN, &grad_x[0, 0], False, NULL, False, False, num_threads)
 
 
 def linear_grad_weight(const real[:, ::1] grad_y, const real[:, ::1] x, real[:, ::1] grad_w,
                        int num_threads):
     """grad_w (OUT, IN) = grad_y (N, OUT)^T @ x (N, IN); blocks of OUT rows, no reduction."""
-    cdef Py_ssize_t N = grad_y.shape[0], OUT = grad_y.shape[1], IN = x.shape[1]
-    cdef Py_ssize_t blocks = (OUT + ROW_BLOCK - 1) // ROW_BLOCK, blk, r0, r1
+    cdef Py_ssize_t OUT = grad_y.shape[1], IN = x.shape[1]
     with nogil:
-        for blk in prange(blocks, num_threads=num_threads, schedule="static"):
-            r0 = blk * ROW_BLOCK
-            r1 = min(OUT, r0 + ROW_BLOCK)
-            gemm(True, False, <int>(r1 - r0), <int>IN, <int>N, <real>1, &grad_y[0, r0], <int>OUT,
-                 &x[0, 0], <int>IN, <real>0, &grad_w[r0, 0], <int>IN)
+        _row_blocks(True, False, OUT, IN, grad_y.shape[0], &grad_y[0, 0], OUT, &x[0, 0], IN,
+                    &grad_w[0, 0], False, NULL, False, False, num_threads)
 
 
 def column_sums(const real[:, ::1] a, real[::1] out):

@@ -10,6 +10,7 @@ import numpy as np
 
 from _types cimport real
 from _omp cimport omp_get_thread_num
+from geometry cimport Geometry, geometry
 from window cimport copy_window
 
 from fastconv._kernels.workspace import get_workspace
@@ -45,6 +46,30 @@ cdef enum:
     TAPS_PER_ITEM = 64
 
 include "simd_level.pxi"
+
+
+cdef inline void _forward_block(int lvl, const real* x, Py_ssize_t XW, const Py_ssize_t* tapoff,
+                                Py_ssize_t KH, Py_ssize_t KTAPS, const int* khr,
+                                const real* wpack, const real* bias, real* y, Py_ssize_t YPLANE,
+                                Py_ssize_t FB, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
+                                Py_ssize_t npix, int relu) noexcept nogil:
+    """fc_direct_forward_<dtype> (direct_conv.h): one block of filters over a run of pixels."""
+    if real is float:
+        fc_direct_forward_float(lvl, x, XW, tapoff, KH, KTAPS, khr, wpack, bias, y, YPLANE, FB,
+                                OW, sh, sw, npix, relu)
+    else:
+        fc_direct_forward_double(lvl, x, XW, tapoff, KH, KTAPS, khr, wpack, bias, y, YPLANE, FB,
+                                 OW, sh, sw, npix, relu)
+
+
+cdef inline void _grad_weight_block(int lvl, const real* x, const Py_ssize_t* tapoff,
+                                    Py_ssize_t k0, Py_ssize_t k1, const Py_ssize_t* pixoff,
+                                    const real* gyt, Py_ssize_t npix, real* dw) noexcept nogil:
+    """fc_direct_grad_weight_<dtype> (direct_conv.h): taps [k0, k1) of one block of filters."""
+    if real is float:
+        fc_direct_grad_weight_float(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw)
+    else:
+        fc_direct_grad_weight_double(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw)
 
 
 cdef Py_ssize_t[::1] _tap_offsets(Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t plane,
@@ -90,16 +115,19 @@ cdef real[:, :, ::1] _pack(const real[:, ::1] a, Py_ssize_t BL):
     return packed
 
 
-cdef (Py_ssize_t, Py_ssize_t, bint) _window_shape(
-        Py_ssize_t rows, Py_ssize_t OW, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH,
-        Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
-        Py_ssize_t dw, Py_ssize_t OH):
+cdef (Py_ssize_t, Py_ssize_t, bint) _window_shape(Geometry g, Py_ssize_t rows):
     """(R, XW, padded): the input rows and columns `rows` output rows read, and whether they
     need a zero-padded (or cropped: negative padding) copy; if not, x itself: (H, W, False)."""
-    cdef Py_ssize_t R = (rows - 1) * sh + (KH - 1) * dh + 1, XW = (OW - 1) * sw + (KW - 1) * dw + 1
-    if pt != 0 or pl != 0 or (OH - 1) * sh + (KH - 1) * dh >= H or XW > W:
+    cdef Py_ssize_t R = (rows - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    cdef Py_ssize_t XW = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
+    if g.pt != 0 or g.pl != 0 or (g.OH - 1) * g.sh + (g.KH - 1) * g.dh >= g.H or XW > g.W:
         return R, XW, True
-    return H, W, False
+    return g.H, g.W, False
+
+
+cdef _check_one_group(Py_ssize_t groups):
+    if groups != 1:
+        raise ValueError(f"the direct kernel needs groups == 1, got {groups}")
 
 
 def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const real[::1] bias,
@@ -109,17 +137,15 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     """y = conv(x, weight) (+ bias) (then ReLU) for groups == 1; shapes validated by the caller.
 
     A work item is a run of output rows of one image, all filter blocks."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
-    cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], OHW = OH * OW, K = C * KH * KW
-    if groups != 1:
-        raise ValueError(f"the direct kernel needs groups == 1, got {groups}")
+    _check_one_group(groups)
+    cdef Geometry g = geometry(x.shape, weight.shape, y.shape, sh, sw, pt, pl, dh, dw, groups)
+    cdef Py_ssize_t C = g.C, H = g.H, W = g.W, F = g.F, OH = g.OH, OW = g.OW, OHW = OH * OW
     dtype = np.float32 if real is float else np.float64
     cdef int lvl = _level
     cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
     # Taps in (kh, c, kw) order, so that the kernel rows an output row needs are one range.
     cdef const real[:, ::1] w_kh_major = np.ascontiguousarray(
-        np.asarray(weight).transpose(0, 2, 1, 3)).reshape(F, K)
+        np.asarray(weight).transpose(0, 2, 1, 3)).reshape(F, C * g.KH * g.KW)
     cdef const real[:, :, ::1] wpack = _pack(w_kh_major, BL)
     bias_arr = np.zeros(blocks * BL, dtype=dtype)
     if has_bias:
@@ -131,18 +157,17 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     runs = (OH + rows - 1) // rows
     cdef Py_ssize_t R, XW
     cdef bint padded
-    R, XW, padded = _window_shape(rows, OW, H, W, KH, KW, sh, sw, pt, pl, dh, dw, OH)
-    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, KH, KW, R * XW, XW, dh, dw, True)
+    R, XW, padded = _window_shape(g, rows)
+    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, g.KH, g.KW, R * XW, XW, dh, dw, True)
     # Kernel rows that read only padding contribute 0 * w: skipped, unless a weight is not
     # finite (0 * inf = NaN, as the GEMM path gives).
     cdef bint skip_rows = padded and bool(np.isfinite(weight).all())
-    cdef const int[:, ::1] khr = _kernel_rows(OH, H, KH, sh, pt, dh)
-    cdef Py_ssize_t n_items = N * runs, stride = C * R * XW if padded else 0
+    cdef const int[:, ::1] khr = _kernel_rows(OH, H, g.KH, sh, pt, dh)
+    cdef Py_ssize_t n_items = g.N * runs, stride = C * R * XW if padded else 0
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef real[::1] ws = get_workspace(dtype, max(1, stride * nt))
-    cdef Py_ssize_t item, n, oh0, oh1, blk
+    cdef Py_ssize_t item, n, oh0, blk
     cdef const real* xw
-    cdef const int* rows_of
     cdef real* window
     cdef const real* xp = &x[0, 0, 0, 0]
     cdef real* yp = &y[0, 0, 0, 0]
@@ -151,24 +176,17 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
         for item in prange(n_items, schedule="dynamic"):
             n = item // runs
             oh0 = (item % runs) * rows
-            oh1 = min(OH, oh0 + rows)
             if padded:
                 copy_window(xp + n * C * H * W, C, H, W, oh0 * sh - pt, R, -pl, XW, window)
                 xw = window
             else:
                 xw = xp + (n * C * H + oh0 * sh) * W
-            rows_of = &khr[oh0, 0] if skip_rows else NULL
             for blk in range(blocks):
-                if real is float:
-                    fc_direct_forward_float(
-                        lvl, xw, XW, &tapoff[0], KH, C * KW, rows_of, &wpack[blk, 0, 0],
-                        &bpack[blk * BL], yp + (n * F + blk * BL) * OHW + oh0 * OW, OHW,
-                        min(BL, F - blk * BL), OW, sh, sw, (oh1 - oh0) * OW, relu)
-                else:
-                    fc_direct_forward_double(
-                        lvl, xw, XW, &tapoff[0], KH, C * KW, rows_of, &wpack[blk, 0, 0],
-                        &bpack[blk * BL], yp + (n * F + blk * BL) * OHW + oh0 * OW, OHW,
-                        min(BL, F - blk * BL), OW, sh, sw, (oh1 - oh0) * OW, relu)
+                _forward_block(lvl, xw, XW, &tapoff[0], g.KH, C * g.KW,
+                               &khr[oh0, 0] if skip_rows else NULL, &wpack[blk, 0, 0],
+                               &bpack[blk * BL], yp + (n * F + blk * BL) * OHW + oh0 * OW, OHW,
+                               min(BL, F - blk * BL), OW, sh, sw, (min(OH, oh0 + rows) - oh0) * OW,
+                               relu)
 
 
 def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
@@ -179,20 +197,19 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     A work item is (part of the batch, run of taps): per image of its part it copies the padded
     window and grad_y transposed to (pixel, filter), then accumulates its taps of the part's
     private partial sum; the parts are added up in order at the end."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = grad_w.shape[0], KH = grad_w.shape[2], KW = grad_w.shape[3]
-    cdef Py_ssize_t OH = grad_y.shape[2], OW = grad_y.shape[3], OHW = OH * OW, K = C * KH * KW
-    if groups != 1:
-        raise ValueError(f"the direct kernel needs groups == 1, got {groups}")
+    _check_one_group(groups)
+    cdef Geometry g = geometry(x.shape, grad_w.shape, grad_y.shape, sh, sw, pt, pl, dh, dw, groups)
+    cdef Py_ssize_t N = g.N, C = g.C, H = g.H, W = g.W, F = g.F
+    cdef Py_ssize_t OHW = g.OH * g.OW, K = C * g.KH * g.KW
     dtype = np.float32 if real is float else np.float64
     cdef int lvl = _level
     cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
     cdef Py_ssize_t R, XW
     cdef bint padded
-    R, XW, padded = _window_shape(OH, OW, H, W, KH, KW, sh, sw, pt, pl, dh, dw, OH)
-    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, KH, KW, R * XW, XW, dh, dw, False)
+    R, XW, padded = _window_shape(g, g.OH)
+    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, g.KH, g.KW, R * XW, XW, dh, dw, False)
     # Output pixels are taps of a 1-channel "kernel" of OH x OW with steps sh, sw.
-    cdef const Py_ssize_t[::1] pixoff = _tap_offsets(1, OH, OW, 0, XW, sh, sw, False)
+    cdef const Py_ssize_t[::1] pixoff = _tap_offsets(1, g.OH, g.OW, 0, XW, sh, sw, False)
     cdef Py_ssize_t parts = min(N, WEIGHT_PARTIALS), per_part = (N + parts - 1) // parts
     parts = (N + per_part - 1) // per_part
     # Taps per item: a multiple of the register block; runs split the taps when parts are few.
@@ -237,14 +254,9 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
                             f = blk * BL + i
                             gyt[(blk * OHW + j) * BL + i] = gyp[(n * F + f) * OHW + j] if f < F else 0
                 for blk in range(blocks):
-                    if real is float:
-                        fc_direct_grad_weight_float(lvl, xw, &tapoff[0], k0, k1, &pixoff[0],
-                                                    gyt + blk * OHW * BL, OHW,
-                                                    partial + part * part_size + blk * K * BL)
-                    else:
-                        fc_direct_grad_weight_double(lvl, xw, &tapoff[0], k0, k1, &pixoff[0],
-                                                     gyt + blk * OHW * BL, OHW,
-                                                     partial + part * part_size + blk * K * BL)
+                    _grad_weight_block(lvl, xw, &tapoff[0], k0, k1, &pixoff[0],
+                                       gyt + blk * OHW * BL, OHW,
+                                       partial + part * part_size + blk * K * BL)
     with nogil:
         for f in prange(F, num_threads=nt, schedule="static"):
             blk = f // BL

@@ -2,95 +2,65 @@
 # Column j of a tile is the output position (q, ow) with q = n * OH + oh running over [q0, q1):
 # a tile is whole output rows, possibly spanning several images.
 from _types cimport real
+from geometry cimport Geometry, TapRange, tap_cols, tap_rows
+from taps cimport tap_axpy
+from tiles cimport Tile
+
+cdef extern from "im2col_rows.h" nogil:
+    void fc_im2col_row_float(float* dst, const float* src, Py_ssize_t lo, Py_ssize_t hi,
+                             Py_ssize_t n, Py_ssize_t stride)
+    void fc_im2col_row_double(double* dst, const double* src, Py_ssize_t lo, Py_ssize_t hi,
+                              Py_ssize_t n, Py_ssize_t stride)
 
 
-# The output columns ow whose input column ow * sw + offset lies in [0, W) are
-# [first_valid(...), end_valid(...)). Returned by value: a prange body must assign its private
-# variables, and Cython treats a variable written only through a pointer as shared.
-cdef inline Py_ssize_t end_valid(Py_ssize_t OW, Py_ssize_t W, Py_ssize_t sw,
-                                 Py_ssize_t offset) noexcept nogil:
-    if W - 1 - offset < 0:
-        return 0
-    return min(OW, (W - 1 - offset) // sw + 1)
+cdef inline void _row(real* dst, const real* src, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
+                      Py_ssize_t stride) noexcept nogil:
+    """dst[:lo] = 0, dst[lo:hi] = src[lo * stride:hi * stride:stride], dst[hi:n] = 0."""
+    if real is float:
+        fc_im2col_row_float(dst, src, lo, hi, n, stride)
+    else:
+        fc_im2col_row_double(dst, src, lo, hi, n, stride)
 
 
-cdef inline Py_ssize_t first_valid(Py_ssize_t OW, Py_ssize_t W, Py_ssize_t sw,
-                                   Py_ssize_t offset) noexcept nogil:
-    cdef Py_ssize_t first = 0
-    if offset < 0:
-        first = (-offset + sw - 1) // sw
-    return min(first, end_valid(OW, W, sw, offset))
-
-
-cdef inline void im2col(const real* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                        Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t KH, Py_ssize_t KW,
-                        Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t q0, Py_ssize_t q1,
-                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                        Py_ssize_t dh, Py_ssize_t dw, real* cols) noexcept nogil:
-    """cols[((c - c0) * KH + kh) * KW + kw, (q - q0) * OW + ow] = x_padded[n, c, ih, iw]."""
-    cdef Py_ssize_t T = (q1 - q0) * OW
-    cdef Py_ssize_t c, kh, kw, q, n, oh, ih, ow, lo, hi, offset
-    cdef real* row
+cdef inline void im2col(const real* x, Geometry g, Py_ssize_t c0, Py_ssize_t c1, Tile s,
+                        real* cols) noexcept nogil:
+    """cols[((c - c0) * KH + kh) * KW + kw, (q - q0) * TW + ow - ow0] = x_padded[n, c, ih, iw]
+    over the tile's rows q (of the flattened (n, oh)) and columns ow in [ow0, ow1), TW wide."""
+    cdef Py_ssize_t OH = g.OH, sw = g.sw, q0 = s.q0, TW = s.ow1 - s.ow0, T = (s.q1 - q0) * TW
+    cdef Py_ssize_t c, kh, kw, q, n, oh, lo, hi
+    cdef TapRange r, t
     cdef real* dst
-    cdef const real* src
     for c in range(c0, c1):
-        for kh in range(KH):
-            for kw in range(KW):
-                row = cols + ((c - c0) * KH * KW + kh * KW + kw) * T
-                offset = kw * dw - pl
-                lo = first_valid(OW, W, sw, offset)
-                hi = end_valid(OW, W, sw, offset)
+        for kh in range(g.KH):
+            r = tap_rows(g, kh)
+            for kw in range(g.KW):
+                t = tap_cols(g, kw)
+                lo = min(TW, max(0, t.lo - s.ow0))  # the tap's columns within the tile's
+                hi = max(lo, min(TW, t.hi - s.ow0))
                 # (n, oh) advance together: a division per row costs more than a short row's copy.
                 n = q0 // OH
                 oh = q0 - n * OH
-                dst = row
-                for q in range(q0, q1):
-                    ih = oh * sh - pt + kh * dh
-                    if ih < 0 or ih >= H:
-                        for ow in range(OW):
-                            dst[ow] = 0
+                dst = cols + ((c - c0) * g.KH * g.KW + kh * g.KW + kw) * T
+                for q in range(q0, s.q1):
+                    if oh < r.lo or oh >= r.hi:
+                        _row(dst, x, 0, 0, TW, sw)
                     else:
-                        src = x + ((n * C + c) * H + ih) * W + offset
-                        for ow in range(lo):
-                            dst[ow] = 0
-                        # Plain loops, not memcpy/memset: rows are often a few elements long
-                        # (LeNet: OW = 10), where a library call per row costs more than the copy.
-                        if sw == 1:
-                            for ow in range(lo, hi):
-                                dst[ow] = src[ow]
-                        else:
-                            for ow in range(lo, hi):
-                                dst[ow] = src[ow * sw]
-                        for ow in range(hi, OW):
-                            dst[ow] = 0
-                    dst = dst + OW
+                        # plain loops, not memcpy/memset: rows are often a few elements long
+                        # (LeNet: OW = 10), where a library call per row costs more than the copy
+                        _row(dst, x + ((n * g.C + c) * g.H + oh * g.sh + r.offset) * g.W
+                             + t.offset + s.ow0 * sw, lo, hi, TW, sw)
+                    dst = dst + TW
                     oh = oh + 1
                     if oh == OH:
                         oh = 0
                         n = n + 1
 
 
-cdef inline void col2im_add(const real* dcols, Py_ssize_t c0, Py_ssize_t c1,
-                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
-                            Py_ssize_t OH, Py_ssize_t OW,
-                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                            Py_ssize_t dh, Py_ssize_t dw, real* dx_image) noexcept nogil:
+cdef inline void col2im_add(const real* dcols, Geometry g, Py_ssize_t c0, Py_ssize_t c1,
+                            real* dx_image) noexcept nogil:
     """dx_image[c, ih, iw] += dcols[...] for channels [c0, c1) of one image (dcols: whole image)."""
-    cdef Py_ssize_t OHW = OH * OW
-    cdef Py_ssize_t c, kh, kw, oh, ih, ow, lo, hi, offset
-    cdef const real* src
-    cdef real* dst
+    cdef Py_ssize_t c, k, KK = g.KH * g.KW, OHW = g.OH * g.OW
     for c in range(c0, c1):
-        for kh in range(KH):
-            for kw in range(KW):
-                offset = kw * dw - pl
-                lo = first_valid(OW, W, sw, offset)
-                hi = end_valid(OW, W, sw, offset)
-                for oh in range(OH):
-                    ih = oh * sh - pt + kh * dh
-                    if ih < 0 or ih >= H:
-                        continue
-                    src = dcols + ((c - c0) * KH * KW + kh * KW + kw) * OHW + oh * OW
-                    dst = dx_image + (c * H + ih) * W + offset
-                    for ow in range(lo, hi):
-                        dst[ow * sw] += src[ow]
+        for k in range(KK):
+            tap_axpy(g, k // g.KW, k % g.KW, <real>1, dcols + ((c - c0) * KK + k) * OHW,
+                     dx_image + c * g.H * g.W, True)

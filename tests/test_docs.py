@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import fastconv
-from fastconv import _args
+from fastconv import _validation
 from fastconv._backend import OPS, cpu, planner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def test_readme_names_every_public_function_and_algorithm():
         assert f"`{name}" in readme or f" {name}(" in readme or f"`{name}(" in readme, name
     for algorithm in planner.ALGORITHMS:
         assert f'"{algorithm}"' in readme or f"`{algorithm}`" in readme, algorithm
-    assert planner.ALGORITHMS == _args.CONV_ALGORITHMS[1:]
+    assert planner.ALGORITHMS == _validation.CONV_ALGORITHMS[1:]
 
 
 def test_thread_limit_documented():

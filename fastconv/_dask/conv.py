@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import _compat
-from .._args import as_needs, as_shape, conv_geometry
+from .._validation import as_needs, as_shape, conv_geometry
 from ._common import (
     _as_dask,
     _bounds,
@@ -79,7 +79,8 @@ def _x_block(x, n, c, box, span, dtype):
 def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algorithm):
     """Lazy conv2d of a Dask x (N, C, H, W) -> Dask y (N, F, OH, OW)."""
     da = _import_dask()
-    from .. import _arrays, conv
+    from .. import conv
+    from .._validation import arrays as _arrays
 
     weight, bias = _concrete(weight), _concrete(bias)
     x = x if _compat.is_dask_array(x) else da.from_array(x, chunks=x.shape)
@@ -135,7 +136,7 @@ def _relu_of(y):
 
 def conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, needs, algorithm):
     """Lazy (grad_input, grad_weight, grad_bias) of conv2d; x chunked like the forward call."""
-    from .. import _arrays
+    from .._validation import arrays as _arrays
 
     needs = as_needs(needs)
     weight = _concrete(weight)
@@ -293,7 +294,7 @@ def conv2d_grad_input(
 
 def conv2d_grad_weight(grad_out, x, weight_shape, stride, padding, dilation, groups, algorithm):
     """Lazy grad_weight: a sum over x's blocks."""
-    from .. import _arrays
+    from .._validation import arrays as _arrays
 
     weight_shape = as_shape(weight_shape, "weight_shape", 4)
     x = _as_dask(x)

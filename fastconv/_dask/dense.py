@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import _compat
-from .._args import as_needs
+from .._validation import as_needs
 from ._common import _as_dask, _concrete, _import_dask, _in_task, _meta, _tree_sum
 
 
@@ -31,7 +31,8 @@ def _linear_t(a, b):
 def linear_backward(grad_out, x, weight, needs):
     """Lazy linear gradients: grad_input by row chunks, grad_weight and grad_bias as sums."""
     da = _import_dask()
-    from .. import _arrays, ops
+    from .. import ops
+    from .._validation import arrays as _arrays
 
     needs = as_needs(needs)
     weight = _concrete(weight)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .._args import pool_geometry
+from .._validation import pool_geometry
 from ._common import _as_dask, _bounds, _import_dask, _in_task, _meta, _out_ranges, _window
 
 
@@ -18,7 +18,7 @@ def pool2d(
     result's (default: pooling's dtype rule); `with_origin`: each block is also told its top-left
     cell in the plane (`origin=`)."""
     da = _import_dask()
-    from .. import _arrays
+    from .._validation import arrays as _arrays
 
     geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     if geom.padding != (0, 0) or ceil_mode:  # windows past the border: whole planes

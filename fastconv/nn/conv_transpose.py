@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import functional as F
-from .._args import as_pair
+from .._validation import as_pair
 from .init import check_init
 from .layer import Layer, check_groups
 

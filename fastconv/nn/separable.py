@@ -8,7 +8,7 @@ mixes the channels: C*M*KH*KW + C*M*F weights instead of a full convolution's C*
 import numpy as np
 
 from .. import functional as F
-from .._args import as_activation, as_pair
+from .._validation import as_activation, as_pair
 from .conv import Conv2D
 from .init import as_generator, check_init, default_init, initial_weights
 from .layer import Layer, accumulate_grad

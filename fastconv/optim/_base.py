@@ -9,8 +9,8 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from .._arrays import backend_for
 from .._compat import array_module, is_cupy_array, to_numpy
+from .._validation.arrays import backend_for
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 

@@ -7,7 +7,7 @@ inputs give float64. Complex, object, string and other dtypes raise TypeError.
 
 import numpy as np
 
-from . import _compat
+from .. import _compat
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -39,9 +39,9 @@ def backend_for(device):
     module = _BACKENDS.get(device)
     if module is None:
         if device == "gpu":
-            from ._backend import gpu as module
+            from .._backend import gpu as module
         else:
-            from ._backend import cpu as module
+            from .._backend import cpu as module
         _BACKENDS[device] = module
     return module
 

@@ -1,9 +1,11 @@
-"""Argument normalisation for convolution and pooling: the one place that computes output sizes."""
+"""Convolution and pooling geometry: padding forms, output sizes (the one place that computes
+them), and the validated geometry every public function works from."""
 
-import operator
 from collections import namedtuple
 
 import numpy as np
+
+from .values import as_int, as_pair, as_shape
 
 # Every GEMM dimension and leading dimension must fit BLAS's 32-bit int.
 _BLAS_INT_MAX = 2**31 - 1
@@ -13,88 +15,6 @@ ConvGeometry.__doc__ = """Normalised convolution arguments.
 
 stride, dilation: (h, w); padding: (top, bottom, left, right); output_shape: (N, F, OH, OW).
 """
-
-
-def as_int(value, name, minimum=None):
-    """`value` as a Python int (NumPy integers accepted, bool and float refused)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def as_pair(value, name, minimum):
-    """An int or a pair of ints -> (h, w), each >= minimum."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
-        return tuple(as_int(v, f"{name}[{i}]", minimum) for i, v in enumerate(value))
-    v = as_int(value, name, minimum)
-    return (v, v)
-
-
-def as_real(value, name):
-    """`value` (a Python or NumPy real number, or a 0-d real array) as a Python float."""
-    a = value if hasattr(value, "dtype") else np.asarray(value)
-    if isinstance(value, bool) or a.dtype.kind not in "iuf" or a.ndim != 0:
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}"[:200])
-    return float(value)
-
-
-NEEDS = ("input", "weight", "bias")
-
-
-def as_needs(needs, name="needs"):
-    """A name or an iterable of names from NEEDS -> a set (what a backward pass computes)."""
-    if isinstance(needs, str):
-        needs = (needs,)
-    try:
-        needs = tuple(needs)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be a tuple of names from {NEEDS}, got {type(needs).__name__}"
-        ) from None
-    unknown = [n for n in needs if not isinstance(n, str) or n not in NEEDS]
-    if unknown:
-        raise ValueError(f"{name} must name gradients from {NEEDS}, got unknown {unknown!r}")
-    return set(needs)
-
-
-# Activations the kernels fuse into a convolution or dense layer.
-FUSED_ACTIVATIONS = (None, "relu")
-
-
-def as_activation(value, name="activation"):
-    """`value` checked to be one of FUSED_ACTIVATIONS."""
-    if not (value is None or isinstance(value, str)) or value not in FUSED_ACTIVATIONS:
-        raise ValueError(f"{name} must be None or 'relu', got {value!r}")
-    return value
-
-
-# Convolution algorithms by name; "auto" lets the backend's planner choose (fastconv._backend.planner
-# describes each).
-CONV_ALGORITHMS = ("auto", "gemm", "direct", "depthwise", "matmul", "winograd", "fft")
-
-
-def as_algorithm(value, name="algorithm"):
-    """`value` checked to be one of CONV_ALGORITHMS."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str from {CONV_ALGORITHMS}, got {type(value).__name__}")
-    if value not in CONV_ALGORITHMS:
-        raise ValueError(f"{name} must be one of {CONV_ALGORITHMS}, got {value!r}")
-    return value
-
-
-def as_shape(shape, name, ndim):
-    """A tuple of `ndim` non-negative ints."""
-    if not isinstance(shape, (tuple, list)) or len(shape) != ndim:
-        raise ValueError(f"{name} must be a tuple of {ndim} ints, got {shape!r}")
-    return tuple(as_int(v, f"{name}[{i}]", 0) for i, v in enumerate(shape))
 
 
 def _same_padding(size, kernel, stride, dilation):

@@ -1,0 +1,59 @@
+"""Validation: everything the public functions check before they compute, in one place.
+
+values.py     scalar arguments: ints, (h, w) pairs, real numbers, shapes, and the names accepted
+              for gradients (`needs`), fused activations and convolution algorithms
+geometry.py   convolution and pooling geometry: padding forms, output sizes (the one place that
+              computes them) and the validated ConvGeometry / PoolGeometry
+arrays.py     arrays: backend dispatch (NumPy or CuPy), the dtype rule, contiguity, `out=` checks
+
+Import from this package (`from ._validation import conv_geometry`), or take the arrays module
+whole (`from ._validation import arrays`).
+"""
+
+from . import arrays
+from .geometry import (
+    ConvGeometry,
+    PoolGeometry,
+    conv_geometry,
+    conv_output_shape,
+    conv_padding,
+    output_size,
+    pool_geometry,
+    pool_output_shape,
+    pool_output_size,
+)
+from .values import (
+    CONV_ALGORITHMS,
+    FUSED_ACTIVATIONS,
+    NEEDS,
+    as_activation,
+    as_algorithm,
+    as_int,
+    as_needs,
+    as_pair,
+    as_real,
+    as_shape,
+)
+
+__all__ = [
+    "CONV_ALGORITHMS",
+    "FUSED_ACTIVATIONS",
+    "NEEDS",
+    "ConvGeometry",
+    "PoolGeometry",
+    "arrays",
+    "as_activation",
+    "as_algorithm",
+    "as_int",
+    "as_needs",
+    "as_pair",
+    "as_real",
+    "as_shape",
+    "conv_geometry",
+    "conv_output_shape",
+    "conv_padding",
+    "output_size",
+    "pool_geometry",
+    "pool_output_shape",
+    "pool_output_size",
+]
