@@ -1,9 +1,12 @@
 """Sequential: layers applied one after the other; backward runs them in reverse."""
 
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 from .._typing import Array
 from .layer import Layer
+
+if TYPE_CHECKING:
+    from .summary import ModelSummary
 
 __all__ = ["Sequential"]
 
@@ -19,8 +22,11 @@ class Sequential(Layer):
     Shapes: whatever the first layer takes, to whatever the last one returns.
     """
 
-    def __init__(self, *layers):
+    _sequence: Tuple[Layer, ...]
+
+    def __init__(self, *layers: Union[Layer, Dict[str, Layer]]) -> None:
         super().__init__()
+        named: Dict[Any, Any]  # names and layers are checked below
         if len(layers) == 1 and isinstance(layers[0], dict):
             named = dict(layers[0])
         else:
@@ -49,7 +55,7 @@ class Sequential(Layer):
             grad = self._sequence[i].backward(grad, input_grad=input_grad or i > 0)
         return grad
 
-    def summary(self, input_shape):
+    def summary(self, input_shape: Sequence[int]) -> "ModelSummary":
         """The model's layers with output shapes, parameters, multiply-adds and receptive fields
         for inputs of `input_shape` (without the batch axis): ``print(model.summary((1, 32,
         32)))``. See :func:`fastconv.nn.summary`."""
@@ -57,13 +63,14 @@ class Sequential(Layer):
 
         return summary(self, input_shape)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._sequence)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Layer]:
         return iter(self._sequence)
 
-    def __getitem__(self, key):
+    # Any, not Layer: a child's own attributes (``seq["c1"].weight``) need no cast.
+    def __getitem__(self, key: Union[int, str]) -> Any:
         if isinstance(key, str):
             try:
                 return self._children[key]

@@ -1,9 +1,13 @@
 """Conv2D: a 2-D convolution layer, optionally with the bias + ReLU fused into the kernel."""
 
+from typing import Any, Dict, Optional, Tuple
+
 import numpy as np
 
 from .. import functional as F
+from .._typing import Array, DTypeLike, IntPair, Padding, RNGLike
 from .._validation import as_activation, as_algorithm, as_pair
+from ..parameter import Parameter
 from .init import check_init, default_init
 from .layer import Layer, check_groups
 
@@ -38,22 +42,26 @@ class Conv2D(Layer):
     x (N, C, H, W) -> y (N, F, OH, OW); ``weight`` (F, C // groups, KH, KW), ``bias`` (F,).
     """
 
+    weight: Parameter
+    bias: Optional[Parameter]
+    _cache: Optional[Tuple[Array, Array]]  # (input, output)
+
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups=1,
-        bias=True,
-        activation=None,
-        init=None,
-        rng=None,
-        dtype=np.float32,
-        algorithm="auto",
-    ):
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool = True,
+        activation: Optional[str] = None,
+        init: Optional[str] = None,
+        rng: RNGLike = None,
+        dtype: DTypeLike = np.float32,
+        algorithm: str = "auto",
+    ) -> None:
         super().__init__()
         as_activation(activation)
         check_groups(in_channels, out_channels, groups)
@@ -76,10 +84,10 @@ class Conv2D(Layer):
         )
         self._cache = None
 
-    def _clear_cache(self):
+    def _clear_cache(self) -> None:
         self._cache = None
 
-    def _geometry(self):
+    def _geometry(self) -> Dict[str, Any]:
         return dict(
             stride=self.stride,
             padding=self.padding,
@@ -88,7 +96,7 @@ class Conv2D(Layer):
             algorithm=self.algorithm,
         )
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """x (N, C, H, W) -> y (N, F, OH, OW)."""
         bias = None if self.bias is None else self.bias.data
         y = F.conv2d(x, self.weight.data, bias, activation=self.activation, **self._geometry())
@@ -96,7 +104,7 @@ class Conv2D(Layer):
         self._cache = (x, y) if self.training else None
         return y
 
-    def backward(self, grad, *, input_grad=True):
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad (N, F, OH, OW) -> grad wrt x (N, C, H, W) (None if not input_grad);
         accumulates weight.grad and bias.grad."""
         x, y = self._cached(self._cache)
@@ -109,7 +117,7 @@ class Conv2D(Layer):
         self._accumulate(grad_weight, grad_bias)
         return grad_x
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         kh, kw = self.kernel_size
         parts = [f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw})"]
         for name, default in (

@@ -1,9 +1,13 @@
 """Conv1D: a 1-D convolution layer (NCL), optionally with the bias + ReLU fused."""
 
+from typing import Any, Dict, Optional, Tuple
+
 import numpy as np
 
 from .. import functional as F
+from .._typing import Array, DTypeLike, Padding, RNGLike
 from .._validation import as_activation, as_int
+from ..parameter import Parameter
 from .init import check_init, default_init
 from .layer import Layer, check_groups
 
@@ -35,21 +39,25 @@ class Conv1D(Layer):
     x (N, C, L) -> y (N, F, OL); ``weight`` (F, C // groups, K), ``bias`` (F,).
     """
 
+    weight: Parameter
+    bias: Optional[Parameter]
+    _cache: Optional[Tuple[Array, Array]]  # (input, output)
+
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups=1,
-        bias=True,
-        activation=None,
-        init=None,
-        rng=None,
-        dtype=np.float32,
-    ):
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: Padding = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        activation: Optional[str] = None,
+        init: Optional[str] = None,
+        rng: RNGLike = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         as_activation(activation)
         check_groups(in_channels, out_channels, groups)
@@ -70,15 +78,15 @@ class Conv1D(Layer):
         )
         self._cache = None
 
-    def _clear_cache(self):
+    def _clear_cache(self) -> None:
         self._cache = None
 
-    def _geometry(self):
+    def _geometry(self) -> Dict[str, Any]:
         return dict(
             stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups
         )
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """x (N, C, L) -> y (N, F, OL)."""
         y = F.conv1d(
             x,
@@ -90,7 +98,7 @@ class Conv1D(Layer):
         self._cache = (x, y) if self.training else None
         return y
 
-    def backward(self, grad, *, input_grad=True):
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad (N, F, OL) -> grad wrt x (N, C, L) (None if not input_grad); accumulates
         weight.grad and bias.grad."""
         x, y = self._cached(self._cache)
@@ -103,7 +111,7 @@ class Conv1D(Layer):
         self._accumulate(grad_weight, grad_bias)
         return grad_x
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         parts = [f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"]
         for name, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)):
             value = getattr(self, name)

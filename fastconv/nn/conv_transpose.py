@@ -1,9 +1,13 @@
 """ConvTranspose2D: a 2-D transposed convolution layer (upsampling, PyTorch's weight layout)."""
 
+from typing import Any, Dict, Optional
+
 import numpy as np
 
 from .. import functional as F
+from .._typing import Array, DTypeLike, IntPair, Padding, RNGLike
 from .._validation import as_pair
+from ..parameter import Parameter
 from .init import check_init
 from .layer import Layer, check_groups
 
@@ -35,21 +39,25 @@ class ConvTranspose2D(Layer):
     ``bias`` (C_out,).
     """
 
+    weight: Parameter
+    bias: Optional[Parameter]
+    _input: Optional[Array]
+
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        output_padding=0,
-        groups=1,
-        dilation=1,
-        bias=True,
-        init=None,
-        rng=None,
-        dtype=np.float32,
-    ):
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        output_padding: IntPair = 0,
+        groups: int = 1,
+        dilation: IntPair = 1,
+        bias: bool = True,
+        init: Optional[str] = None,
+        rng: RNGLike = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         check_groups(in_channels, out_channels, groups)
         self.in_channels = int(in_channels)
@@ -70,10 +78,10 @@ class ConvTranspose2D(Layer):
         )
         self._input = None
 
-    def _clear_cache(self):
+    def _clear_cache(self) -> None:
         self._input = None
 
-    def _geometry(self):
+    def _geometry(self) -> Dict[str, Any]:
         return dict(
             stride=self.stride,
             padding=self.padding,
@@ -82,7 +90,7 @@ class ConvTranspose2D(Layer):
             dilation=self.dilation,
         )
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """x (N, C_in, H, W) -> y (N, C_out, OH, OW)."""
         y = F.conv_transpose2d(
             x, self.weight.data, None if self.bias is None else self.bias.data, **self._geometry()
@@ -90,7 +98,7 @@ class ConvTranspose2D(Layer):
         self._input = x if self.training else None
         return y
 
-    def backward(self, grad, *, input_grad=True):
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad (N, C_out, OH, OW) -> grad wrt x (N, C_in, H, W) (None if not input_grad);
         accumulates weight.grad and bias.grad."""
         x = self._cached(self._input)
@@ -101,7 +109,7 @@ class ConvTranspose2D(Layer):
         self._accumulate(grad_weight, grad_bias)
         return grad_x
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         kh, kw = self.kernel_size
         parts = [f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw})"]
         for name, default in (

@@ -1,9 +1,11 @@
 """Dropout: zero each input with probability p while training (inverted scaling); eval: identity."""
 
 import numbers
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from .._typing import Array, DTypeLike, RNGLike
 from ..parameter import array_module
 from .init import as_generator
 from .layer import Layer
@@ -31,7 +33,11 @@ class Dropout(Layer):
     x (any shape) -> y (same shape); the mask (same shape, x's dtype) is cached for backward.
     """
 
-    def __init__(self, p=0.5, rng=None):
+    p: float
+    rng: np.random.Generator
+    _mask: Optional[Array]
+
+    def __init__(self, p: float = 0.5, rng: RNGLike = None) -> None:
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
@@ -39,16 +45,16 @@ class Dropout(Layer):
         self.rng = as_generator(rng)
         self._mask = None
 
-    def _clear_cache(self):
+    def _clear_cache(self) -> None:
         self._mask = None
 
-    def _uniform(self, xp, shape, dtype):
+    def _uniform(self, xp: Any, shape: Tuple[int, ...], dtype: DTypeLike) -> Array:
         if xp is np:
             return self.rng.random(shape, dtype=dtype)
         seed = int(self.rng.integers(0, 2**63 - 1))
         return xp.random.default_rng(seed).random(shape, dtype=dtype)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """x -> x * mask / (1 - p) in training mode, x in eval mode."""
         if not self.training:
             return x
@@ -61,12 +67,12 @@ class Dropout(Layer):
         self._mask = mask
         return x * mask
 
-    def backward(self, grad, *, input_grad=True):
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad -> grad * mask / (1 - p) (the mask of the last training-mode forward)."""
         mask = self._cached(self._mask)
         if not input_grad:
             return None
         return grad * mask
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"

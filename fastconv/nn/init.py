@@ -17,8 +17,11 @@ A conv layer's fan_in is ``C/groups * KH * KW`` and its fan_out ``F/groups * KH 
 """
 
 import numbers
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
+
+from .._typing import Array, DTypeLike, RNGLike
 
 __all__ = ["INITS", "default_init", "initial_weights", "as_generator"]
 
@@ -28,10 +31,12 @@ _ALIASES = {
     "xavier_uniform": "glorot_uniform",
     "xavier_normal": "glorot_normal",
 }
-INITS = ("he_uniform", "he_normal", "glorot_uniform", "glorot_normal") + tuple(_ALIASES)
+INITS: Tuple[str, ...] = ("he_uniform", "he_normal", "glorot_uniform", "glorot_normal") + tuple(
+    _ALIASES
+)
 
 
-def as_generator(rng):
+def as_generator(rng: RNGLike) -> np.random.Generator:
     """A numpy.random.Generator from None (fresh OS entropy), an int seed or a Generator."""
     if isinstance(rng, np.random.Generator):
         return rng
@@ -42,19 +47,26 @@ def as_generator(rng):
     )
 
 
-def default_init(activation):
+def default_init(activation: Optional[str]) -> str:
     """He uniform for a fused ReLU, Glorot uniform otherwise (tanh, sigmoid or logits follow)."""
     return "he_uniform" if activation == "relu" else "glorot_uniform"
 
 
-def check_init(init):
+def check_init(init: str) -> str:
     """The canonical name of an initialisation scheme, or ValueError listing the choices."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     return _ALIASES.get(init, init)
 
 
-def initial_weights(init, shape, fan_in, fan_out, rng, dtype):
+def initial_weights(
+    init: str,
+    shape: Sequence[int],
+    fan_in: float,
+    fan_out: float,
+    rng: np.random.Generator,
+    dtype: DTypeLike,
+) -> Array:
     """Weights of ``shape`` drawn by the scheme ``init`` (see the module table), as ``dtype``."""
     init = check_init(init)
     fan_in = max(int(fan_in), 1)

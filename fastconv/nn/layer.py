@@ -11,13 +11,13 @@ dotted names of :meth:`Layer.named_parameters` (``"c1.weight"``).
 """
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple, TypeVar, Union
 
 import numpy as np
 
 from .. import _compat
 from .._atomic import save_npz_atomic
-from .._typing import Array
+from .._typing import Array, DTypeLike, RNGLike
 from ..parameter import Parameter, array_module
 from .init import as_generator, initial_weights
 
@@ -25,8 +25,11 @@ __all__ = ["Layer", "accumulate_grad"]
 
 _DEVICES = ("cpu", "gpu")
 
+_T = TypeVar("_T")
+_L = TypeVar("_L", bound="Layer")
 
-def accumulate_grad(param, grad):
+
+def accumulate_grad(param: Parameter, grad: Array) -> None:
     """``param.grad += grad`` (PyTorch's accumulation); a None grad ("none yet") is replaced."""
     if param.grad is None:
         param.grad = grad
@@ -34,7 +37,7 @@ def accumulate_grad(param, grad):
         param.grad += grad
 
 
-def check_groups(in_channels, out_channels, groups):
+def check_groups(in_channels: int, out_channels: int, groups: int) -> None:
     """ValueError unless `groups` >= 1 divides both channel counts."""
     if groups < 1 or in_channels % groups or out_channels % groups:
         raise ValueError(
@@ -60,13 +63,13 @@ class Layer:
     _parameters: Dict[str, Parameter]
     _children: Dict[str, "Layer"]
 
-    def __init__(self):
+    def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_children", {})
         object.__setattr__(self, "training", True)
 
     # -- registration -----------------------------------------------------------------
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         try:
             parameters = self._parameters
             children = self._children
@@ -89,13 +92,23 @@ class Layer:
             children.pop(name, None)
         object.__setattr__(self, name, value)
 
-    def _new_parameter(self, name, data):
+    def _new_parameter(self, name: str, data: Array) -> Parameter:
         """Register ``data`` as the parameter ``name`` (its Parameter.name is ``name``)."""
         setattr(self, name, Parameter(data, name=name))
         return getattr(self, name)
 
     # -- weighted layers (convolutions, linear): a weight and an optional bias ---------------
-    def _new_weight_and_bias(self, shape, fan_in, fan_out, init, rng, dtype, bias, outputs):
+    def _new_weight_and_bias(
+        self: "_Weighted",
+        shape: Tuple[int, ...],
+        fan_in: int,
+        fan_out: int,
+        init: str,
+        rng: RNGLike,
+        dtype: DTypeLike,
+        bias: bool,
+        outputs: int,
+    ) -> None:
         """`weight` of `shape` drawn by the `init` scheme from `rng`; a zero `bias` of
         `outputs` when `bias`, else None."""
         weights = initial_weights(init, shape, fan_in, fan_out, as_generator(rng), dtype)
@@ -103,15 +116,16 @@ class Layer:
         if bias:
             self._new_parameter("bias", np.zeros(outputs, dtype=dtype))
         else:
-            self.bias = None
+            # (setattr: `self.bias = None` here would make mypy give every Layer a `bias: None`)
+            setattr(self, "bias", None)
 
-    def _needs(self, input_grad):
+    def _needs(self: "_Weighted", input_grad: bool) -> Tuple[str, ...]:
         """The gradients a weighted layer's backward computes: the input's (if `input_grad`),
         the weight's and the bias's when there is one."""
-        needs = ("input", "weight") if input_grad else ("weight",)
+        needs: Tuple[str, ...] = ("input", "weight") if input_grad else ("weight",)
         return needs + (("bias",) if self.bias is not None else ())
 
-    def _accumulate(self, grad_weight, grad_bias):
+    def _accumulate(self: "_Weighted", grad_weight: Array, grad_bias: Optional[Array]) -> None:
         """Add the parameter gradients of one backward to weight.grad and bias.grad."""
         accumulate_grad(self.weight, grad_weight)
         if self.bias is not None:
@@ -140,10 +154,10 @@ class Layer:
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
-    def _cached(self, cache):
+    def _cached(self, cache: Optional[_T]) -> _T:
         """``cache`` if a training-mode forward has filled it, else a clear RuntimeError."""
         if cache is None:
             raise RuntimeError(
@@ -181,18 +195,18 @@ class Layer:
         return list(self.named_parameters().values())
 
     # -- modes ------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "Layer":
+    def train(self: _L, mode: bool = True) -> _L:
         """Set training mode (``mode=True``) or evaluation mode, recursively; returns self."""
         for layer in self.modules():
             object.__setattr__(layer, "training", bool(mode))
             layer._clear_cache()
         return self
 
-    def eval(self) -> "Layer":
+    def eval(self: _L) -> _L:
         """Evaluation mode: Dropout is the identity, forward caches nothing; returns self."""
         return self.train(False)
 
-    def _clear_cache(self):
+    def _clear_cache(self) -> None:
         """Drop what the last forward cached (layers with a cache override this)."""
 
     # -- state ------------------------------------------------------------------------
@@ -202,7 +216,9 @@ class Layer:
             name: _compat.to_numpy(p.data, copy=True) for name, p in self.named_parameters().items()
         }
 
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> Any:
+    def load_state_dict(
+        self, state: Mapping[str, Any], strict: bool = True
+    ) -> Tuple[List[str], List[str]]:
         """Copy arrays from ``state`` (name -> array) into the parameters, in place.
 
         The data arrays are written into (not rebound), so an optimiser built on this layer
@@ -256,8 +272,8 @@ class Layer:
         save_npz_atomic(path, **self.state_dict())
 
     def load(
-        self, path: Union[str, "os.PathLike[str]"], strict: bool = True, prefix: str = ""
-    ) -> Any:
+        self: _L, path: Union[str, "os.PathLike[str]"], strict: bool = True, prefix: str = ""
+    ) -> _L:
         """Load parameters from a .npz written by :meth:`save` (see :meth:`load_state_dict`).
 
         ``prefix`` selects the entries whose names start with it (stripped before matching):
@@ -274,7 +290,7 @@ class Layer:
         return self
 
     # -- devices and dtypes ------------------------------------------------------------
-    def to(self, device: str) -> "Layer":
+    def to(self: _L, device: str) -> _L:
         """Move every parameter (data and grad) to ``device``: 'cpu' (NumPy) or 'gpu' (CuPy).
 
         The Parameter objects stay the same but their arrays are replaced: build the optimiser
@@ -294,7 +310,7 @@ class Layer:
             layer._clear_cache()
         return self
 
-    def astype(self, dtype: Any) -> "Layer":
+    def astype(self: _L, dtype: DTypeLike) -> _L:
         """Cast every parameter (data and grad) to the floating ``dtype``; returns self.
 
         As with :meth:`to`, the arrays are replaced: build the optimiser afterwards.
@@ -309,7 +325,7 @@ class Layer:
             layer._clear_cache()
         return self
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         extra = self.extra_repr()
         if not self._children:
             return f"{type(self).__name__}({extra})"
@@ -319,6 +335,16 @@ class Layer:
             lines.append(f"  ({name}): {child_repr}")
         return "\n".join(lines) + "\n)"
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         """The arguments shown by repr (layers override it)."""
         return ""
+
+
+class _Weighted(Protocol):
+    """What Layer's weighted-layer helpers need of ``self`` (Conv2D, Conv1D, ConvTranspose2D,
+    Linear declare these attributes; other layers have no ``weight``)."""
+
+    weight: Parameter
+    bias: Optional[Parameter]
+
+    def _new_parameter(self, name: str, data: Array) -> Parameter: ...

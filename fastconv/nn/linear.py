@@ -1,9 +1,13 @@
 """Linear: a fully connected layer, optionally with the bias + ReLU fused into the kernel."""
 
+from typing import Optional, Tuple
+
 import numpy as np
 
 from .. import functional as F
+from .._typing import Array, DTypeLike, RNGLike
 from .._validation import as_activation
+from ..parameter import Parameter
 from .init import check_init, default_init
 from .layer import Layer
 
@@ -31,16 +35,20 @@ class Linear(Layer):
     x (N, IN) -> y (N, OUT); ``weight`` (OUT, IN), ``bias`` (OUT,).
     """
 
+    weight: Parameter
+    bias: Optional[Parameter]
+    _cache: Optional[Tuple[Array, Array]]  # (input, output)
+
     def __init__(
         self,
-        in_features,
-        out_features,
-        bias=True,
-        activation=None,
-        init=None,
-        rng=None,
-        dtype=np.float32,
-    ):
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: Optional[str] = None,
+        init: Optional[str] = None,
+        rng: RNGLike = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         as_activation(activation)
         self.in_features = int(in_features)
@@ -60,10 +68,10 @@ class Linear(Layer):
         )
         self._cache = None
 
-    def _clear_cache(self):
+    def _clear_cache(self) -> None:
         self._cache = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """x (N, IN) -> y (N, OUT)."""
         y = F.linear(
             x,
@@ -74,7 +82,7 @@ class Linear(Layer):
         self._cache = (x, y) if self.training else None
         return y
 
-    def backward(self, grad, *, input_grad=True):
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad (N, OUT) -> grad wrt x (N, IN) (None if not input_grad); accumulates
         weight.grad and bias.grad."""
         x, y = self._cached(self._cache)
@@ -85,7 +93,7 @@ class Linear(Layer):
         self._accumulate(grad_weight, grad_bias)
         return grad_x
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         parts = [f"{self.in_features}, {self.out_features}"]
         if self.bias is None:
             parts.append("bias=False")

@@ -1,6 +1,9 @@
 """SoftmaxCrossEntropy: the mean cross-entropy of softmax(logits) against integer labels."""
 
+from typing import Optional, Tuple
+
 from .. import functional as F
+from .._typing import Array
 from .layer import Layer
 
 __all__ = ["SoftmaxCrossEntropy"]
@@ -18,14 +21,17 @@ class SoftmaxCrossEntropy(Layer):
     ``float(loss)`` for a Python number). The forward caches the log-probabilities (N, K).
     """
 
-    def __init__(self):
+    _cache: Optional[Tuple[Array, Array]]  # (log_probs, labels)
+
+    def __init__(self) -> None:
         super().__init__()
         self._cache = None
 
-    def _clear_cache(self):
+    def _clear_cache(self) -> None:
         self._cache = None
 
-    def forward(self, logits, labels):
+    # A loss takes (logits, labels), not Layer.forward's one input.
+    def forward(self, logits: Array, labels: Array) -> Array:  # type: ignore[override]
         """logits (N, K), labels (N,) -> mean loss (0-d array)."""
         loss, log_probs = F.softmax_cross_entropy(logits, labels)
         # Cached in eval mode too: the loss has no mode-dependent behaviour, and evaluating a
@@ -33,7 +39,7 @@ class SoftmaxCrossEntropy(Layer):
         self._cache = (log_probs, labels)
         return loss
 
-    def backward(self, grad=1.0, *, input_grad=True):
+    def backward(self, grad: Array = 1.0, *, input_grad: bool = True) -> Optional[Array]:
         """grad: d(final loss)/d(this loss), a scalar (default 1) -> grad_logits (N, K)."""
         log_probs, labels = self._cached(self._cache)
         if not input_grad:

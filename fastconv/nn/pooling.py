@@ -1,6 +1,9 @@
 """MaxPool2D and AvgPool2D: 2-D pooling layers (NCHW, floor or ceil mode, PyTorch's semantics)."""
 
+from typing import Optional, Tuple
+
 from .. import functional as F
+from .._typing import Array, IntPair, Padding
 from .layer import Layer
 
 __all__ = ["MaxPool2D", "AvgPool2D"]
@@ -23,7 +26,16 @@ class MaxPool2D(Layer):
     (N, C, OH, OW), which is all its backward needs.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, *, ceil_mode=False):
+    _cache: Optional[Tuple[Array, Tuple[int, ...]]]  # (indices, input shape)
+
+    def __init__(
+        self,
+        kernel_size: IntPair,
+        stride: Optional[IntPair] = None,
+        padding: Padding = 0,
+        *,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride
@@ -31,10 +43,10 @@ class MaxPool2D(Layer):
         self.ceil_mode = ceil_mode
         self._cache = None
 
-    def _clear_cache(self):
+    def _clear_cache(self) -> None:
         self._cache = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """x (N, C, H, W) -> y (N, C, OH, OW)."""
         if not self.training:
             return F.max_pool2d(
@@ -51,14 +63,14 @@ class MaxPool2D(Layer):
         self._cache = (indices, tuple(x.shape))
         return y
 
-    def backward(self, grad, *, input_grad=True):
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad (N, C, OH, OW) -> grad wrt x (N, C, H, W): each grad goes to its window's max."""
         indices, input_shape = self._cached(self._cache)
         if not input_grad:
             return None
         return F.max_pool2d_backward(grad, indices, input_shape)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         ceil = ", ceil_mode=True" if self.ceil_mode else ""
         return (
             f"kernel_size={self.kernel_size!r}, stride={self.stride!r}, "
@@ -85,9 +97,17 @@ class AvgPool2D(Layer):
     x (N, C, H, W) -> y (N, C, OH, OW); only the input shape is cached.
     """
 
+    _input_shape: Optional[Tuple[int, ...]]
+
     def __init__(
-        self, kernel_size, stride=None, padding=0, count_include_pad=True, *, ceil_mode=False
-    ):
+        self,
+        kernel_size: IntPair,
+        stride: Optional[IntPair] = None,
+        padding: Padding = 0,
+        count_include_pad: bool = True,
+        *,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride
@@ -96,10 +116,10 @@ class AvgPool2D(Layer):
         self.ceil_mode = ceil_mode
         self._input_shape = None
 
-    def _clear_cache(self):
+    def _clear_cache(self) -> None:
         self._input_shape = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """x (N, C, H, W) -> y (N, C, OH, OW)."""
         y = F.avg_pool2d(
             x,
@@ -112,7 +132,7 @@ class AvgPool2D(Layer):
         self._input_shape = tuple(x.shape) if self.training else None
         return y
 
-    def backward(self, grad, *, input_grad=True):
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad (N, C, OH, OW) -> grad wrt x (N, C, H, W), spread evenly over each window."""
         input_shape = self._cached(self._input_shape)
         if not input_grad:
@@ -127,7 +147,7 @@ class AvgPool2D(Layer):
             ceil_mode=self.ceil_mode,
         )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         ceil = ", ceil_mode=True" if self.ceil_mode else ""
         return (
             f"kernel_size={self.kernel_size!r}, stride={self.stride!r}, "

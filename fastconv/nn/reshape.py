@@ -1,5 +1,8 @@
 """Flatten: (N, d1, d2, ...) -> (N, d1 * d2 * ...), a view whenever the input is contiguous."""
 
+from typing import Optional, Tuple
+
+from .._typing import Array
 from .layer import Layer
 
 __all__ = ["Flatten"]
@@ -12,14 +15,16 @@ class Flatten(Layer):
     backward reshapes the gradient back.
     """
 
-    def __init__(self):
+    _input_shape: Optional[Tuple[int, ...]]
+
+    def __init__(self) -> None:
         super().__init__()
         self._input_shape = None
 
-    def _clear_cache(self):
+    def _clear_cache(self) -> None:
         self._input_shape = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """x (N, ...) -> (N, prod(...))."""
         if x.ndim < 1:
             raise ValueError("Flatten needs an input with a batch axis, got a 0-d array")
@@ -27,7 +32,7 @@ class Flatten(Layer):
             self._input_shape = tuple(x.shape)
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, grad, *, input_grad=True):
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad (N, prod(...)) -> grad (N, ...) of the last input's shape."""
         input_shape = self._cached(self._input_shape)
         if not input_grad:

@@ -5,10 +5,14 @@ filters per channel); a separable convolution follows it with a pointwise (1x1) 
 mixes the channels: C*M*KH*KW + C*M*F weights instead of a full convolution's C*F*KH*KW.
 """
 
+from typing import Any, Dict, Optional, Tuple
+
 import numpy as np
 
 from .. import functional as F
+from .._typing import Array, DTypeLike, IntPair, Padding, RNGLike
 from .._validation import as_activation, as_pair
+from ..parameter import Parameter
 from .conv import Conv2D
 from .init import as_generator, check_init, default_init, initial_weights
 from .layer import Layer, accumulate_grad
@@ -16,7 +20,7 @@ from .layer import Layer, accumulate_grad
 __all__ = ["DepthwiseConv2D", "SeparableConv2D"]
 
 
-def _depth_multiplier(value):
+def _depth_multiplier(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"depth_multiplier must be an int >= 1, got {value!r}")
     return int(value)
@@ -44,18 +48,18 @@ class DepthwiseConv2D(Conv2D):
 
     def __init__(
         self,
-        in_channels,
-        kernel_size,
-        depth_multiplier=1,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias=True,
-        activation=None,
-        init=None,
-        rng=None,
-        dtype=np.float32,
-    ):
+        in_channels: int,
+        kernel_size: IntPair,
+        depth_multiplier: int = 1,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        dilation: IntPair = 1,
+        bias: bool = True,
+        activation: Optional[str] = None,
+        init: Optional[str] = None,
+        rng: RNGLike = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         M = _depth_multiplier(depth_multiplier)
         super().__init__(
             in_channels,
@@ -73,7 +77,7 @@ class DepthwiseConv2D(Conv2D):
         )
         self.depth_multiplier = M
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         kh, kw = self.kernel_size
         parts = [f"{self.in_channels}, kernel_size=({kh}, {kw})"]
         if self.depth_multiplier != 1:
@@ -118,21 +122,26 @@ class SeparableConv2D(Layer):
     its input, the depthwise output and (with ReLU) its output.
     """
 
+    depthwise_weight: Parameter
+    pointwise_weight: Parameter
+    bias: Optional[Parameter]
+    _cache: Optional[Tuple[Array, Array, Array]]  # (input, depthwise output, output)
+
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        depth_multiplier=1,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias=True,
-        activation=None,
-        init=None,
-        rng=None,
-        dtype=np.float32,
-    ):
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        depth_multiplier: int = 1,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        dilation: IntPair = 1,
+        bias: bool = True,
+        activation: Optional[str] = None,
+        init: Optional[str] = None,
+        rng: RNGLike = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         as_activation(activation)
         self.in_channels = int(in_channels)
@@ -168,10 +177,10 @@ class SeparableConv2D(Layer):
             self.bias = None
         self._cache = None
 
-    def _clear_cache(self):
+    def _clear_cache(self) -> None:
         self._cache = None
 
-    def _depthwise(self):
+    def _depthwise(self) -> Dict[str, Any]:
         return dict(
             stride=self.stride,
             padding=self.padding,
@@ -179,7 +188,7 @@ class SeparableConv2D(Layer):
             groups=self.in_channels,
         )
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """x (N, C, H, W) -> y (N, F, OH, OW)."""
         t = F.conv2d(x, self.depthwise_weight.data, None, **self._depthwise())
         y = F.conv2d(
@@ -191,7 +200,7 @@ class SeparableConv2D(Layer):
         self._cache = (x, t, y) if self.training else None
         return y
 
-    def backward(self, grad, *, input_grad=True):
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad (N, F, OH, OW) -> grad wrt x (N, C, H, W) (None if not input_grad); accumulates
         depthwise_weight.grad, pointwise_weight.grad and bias.grad."""
         x, t, y = self._cached(self._cache)
@@ -211,7 +220,7 @@ class SeparableConv2D(Layer):
             accumulate_grad(self.bias, grad_bias)
         return grad_x
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         kh, kw = self.kernel_size
         parts = [f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw})"]
         if self.depth_multiplier != 1:

@@ -20,6 +20,8 @@ receptive field show "?". A Sequential (nested ones included) lists its layers; 
 with children is one row.
 """
 
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
+
 import numpy as np
 
 from .. import arith
@@ -31,6 +33,7 @@ from .conv import Conv2D
 from .conv1d import Conv1D
 from .conv_transpose import ConvTranspose2D
 from .dropout import Dropout
+from .layer import Layer
 from .linear import Linear
 from .pooling import AvgPool2D, MaxPool2D
 from .reshape import Flatten
@@ -41,8 +44,15 @@ __all__ = ["summary", "ModelSummary"]
 _ALL = "all"
 _UNKNOWN = "?"
 
+# A receptive-field entry: a tuple per spatial axis, "all" (sees the whole input) or None (unknown).
+_RF = Union[Tuple[Any, ...], str, None]
+_Step = Union[None, str, List[Dict[str, Any]]]  # see the per-layer rules below
+_Shape = Tuple[int, ...]
+_Ints = Sequence[int]
+_Out = Tuple[_Shape, int, _Step]  # a rule's (output shape, mult-adds, step)
 
-def _pair(value):
+
+def _pair(value: Any) -> _Shape:
     if isinstance(value, (tuple, list)):
         return tuple(int(v) for v in value)
     return (int(value), int(value))
@@ -50,8 +60,15 @@ def _pair(value):
 
 class _Row:
     __slots__ = ("name", "kind", "output_shape", "params", "mult_adds", "rf_size", "rf_jump")
+    name: str
+    kind: str
+    output_shape: _Shape
+    params: int
+    mult_adds: Optional[int]
+    rf_size: _RF
+    rf_jump: _RF
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         for key, value in kwargs.items():
             setattr(self, key, value)
 
@@ -70,16 +87,18 @@ class ModelSummary:
     param_bytes : int
     """
 
-    def __init__(self, title, input_shape, rows, param_bytes):
+    def __init__(
+        self, title: str, input_shape: Sequence[int], rows: List[_Row], param_bytes: int
+    ) -> None:
         self.title = title
         self.input_shape = tuple(input_shape)
         self.rows = [{key: getattr(r, key) for key in _Row.__slots__} for r in rows]
         self.total_params = sum(r.params for r in rows)
         macs = [r.mult_adds for r in rows]
-        self.total_mult_adds = None if None in macs else sum(macs)
+        self.total_mult_adds = None if None in macs else sum(cast(List[int], macs))
         self.param_bytes = int(param_bytes)
 
-    def __str__(self):
+    def __str__(self) -> str:
         header = ("Layer (type)", "Output shape", "Param #", "Mult-adds", "RF size", "RF jump")
         body = []
         for r in self.rows:
@@ -96,7 +115,7 @@ class ModelSummary:
         widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
         align = ("<", "<", ">", ">", ">", ">")
 
-        def line(cells):
+        def line(cells: Sequence[str]) -> str:
             return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
 
         rule = "=" * len(line(header))
@@ -120,15 +139,15 @@ class ModelSummary:
     __repr__ = __str__
 
 
-def _shape_text(shape):  # jumps below 1 (after upsampling) are Fractions: "1/2"
+def _shape_text(shape: tuple) -> str:  # jumps below 1 (after upsampling) are Fractions: "1/2"
     return "(" + ", ".join(["N"] + [str(s) for s in shape]) + ")"
 
 
-def _int_text(value):
+def _int_text(value: Optional[int]) -> str:
     return _UNKNOWN if value is None else f"{value:,}"
 
 
-def _rf_text(value):
+def _rf_text(value: _RF) -> str:
     if value is None:
         return _UNKNOWN
     if value == _ALL:
@@ -136,7 +155,7 @@ def _rf_text(value):
     return "x".join(str(v) for v in value)
 
 
-def _bytes_text(n):
+def _bytes_text(n: int) -> str:
     for unit, size in (("MB", 1024**2), ("KB", 1024)):
         if n >= size:
             return f"{n / size:.2f} {unit}"
@@ -149,14 +168,16 @@ def _bytes_text(n):
 # dicts for arith.receptive_field_step.
 
 
-def _steps(kernel, stride, dilation=(1, 1), transposed=False):
+def _steps(
+    kernel: _Ints, stride: _Ints, dilation: _Ints = (1, 1), transposed: bool = False
+) -> _Step:
     return [
         dict(kernel=k, stride=s, dilation=d, transposed=transposed)
         for k, s, d in zip(kernel, stride, dilation)
     ]
 
 
-def _conv2d(layer, shape):
+def _conv2d(layer: Conv2D, shape: _Shape) -> _Out:
     out = F.conv_output_shape(
         (1,) + shape, layer.weight.shape, layer.stride, layer.padding, layer.dilation, layer.groups
     )[1:]
@@ -168,7 +189,7 @@ def _conv2d(layer, shape):
     )
 
 
-def _separable(layer, shape):
+def _separable(layer: SeparableConv2D, shape: _Shape) -> _Out:
     mid = F.conv_output_shape(
         (1,) + shape,
         layer.depthwise_weight.shape,
@@ -182,7 +203,7 @@ def _separable(layer, shape):
     return out, macs, _steps(layer.kernel_size, _pair(layer.stride), _pair(layer.dilation))
 
 
-def _conv_transpose(layer, shape):
+def _conv_transpose(layer: ConvTranspose2D, shape: _Shape) -> _Out:
     out = F.conv_transpose_output_shape(
         (1,) + shape,
         layer.weight.shape,
@@ -200,7 +221,7 @@ def _conv_transpose(layer, shape):
     )
 
 
-def _conv1d(layer, shape):
+def _conv1d(layer: Conv1D, shape: _Shape) -> _Out:
     out = F.conv1d_output_shape(
         (1,) + shape, layer.weight.shape, layer.stride, layer.padding, layer.dilation, layer.groups
     )[1:]
@@ -212,7 +233,7 @@ def _conv1d(layer, shape):
     )
 
 
-def _pool(layer, shape):
+def _pool(layer: Union[MaxPool2D, AvgPool2D], shape: _Shape) -> _Out:
     out = F.pool_output_shape(
         (1,) + shape, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode
     )[1:]
@@ -221,11 +242,11 @@ def _pool(layer, shape):
     return out, 0, _steps(kernel, stride)
 
 
-def _global_pool(layer, shape):
+def _global_pool(layer: GlobalAvgPool2D, shape: _Shape) -> _Out:
     return (shape[0], 1, 1), 0, _ALL
 
 
-def _adaptive_pool(layer, shape):
+def _adaptive_pool(layer: AdaptiveAvgPool2D, shape: _Shape) -> _Out:
     from ..adaptive_pool import adaptive_windows
 
     out_size = layer.output_size
@@ -242,22 +263,22 @@ def _adaptive_pool(layer, shape):
     return out, 0, _steps(kernel, stride)
 
 
-def _flatten(layer, shape):
+def _flatten(layer: Flatten, shape: _Shape) -> _Out:
     return (int(np.prod(shape)),), 0, None
 
 
-def _linear(layer, shape):
+def _linear(layer: Linear, shape: _Shape) -> _Out:
     if tuple(shape) != (layer.in_features,):
         raise ValueError(f"Linear takes (N, {layer.in_features}) inputs (Flatten first)")
     return (layer.out_features,), layer.in_features * layer.out_features, _ALL
 
 
-def _same(layer, shape):
+def _same(layer: Layer, shape: _Shape) -> _Out:
     return shape, 0, None
 
 
 # Most specific first: DepthwiseConv2D is a Conv2D.
-_RULES = [
+_RULES: List[Tuple[Any, Callable[[Any, _Shape], _Out]]] = [
     (SeparableConv2D, _separable),
     (ConvTranspose2D, _conv_transpose),
     (Conv1D, _conv1d),
@@ -271,7 +292,7 @@ _RULES = [
 ]
 
 
-def _run_once(layer, shape, dtype):
+def _run_once(layer: Layer, shape: _Shape, dtype: Any) -> _Shape:
     was_training = layer.training
     layer.eval()
     try:
@@ -281,7 +302,7 @@ def _run_once(layer, shape, dtype):
     return tuple(int(s) for s in y.shape[1:])
 
 
-def _leaves(model, prefix=""):
+def _leaves(model: Layer, prefix: str = "") -> Iterator[Tuple[str, Layer]]:
     """(dotted name, layer) in forward order: Sequentials unrolled, other layers whole."""
     if isinstance(model, Sequential):
         names = {id(layer): name for name, layer in model.named_children().items()}
@@ -292,12 +313,12 @@ def _leaves(model, prefix=""):
         yield prefix.rstrip(".") or type(model).__name__, model
 
 
-def _dtype(model):
+def _dtype(model: Layer) -> Any:
     params = model.parameters()
     return params[0].dtype if params else np.float32
 
 
-def summary(model, input_shape):
+def summary(model: Layer, input_shape: Sequence[int]) -> ModelSummary:
     """Per-layer output shapes, parameters, multiply-adds and receptive fields of `model`.
 
     Parameters
@@ -325,9 +346,11 @@ def summary(model, input_shape):
     if any(s < 1 for s in shape):
         raise ValueError(f"input_shape must hold sizes >= 1, got {input_shape!r}")
     spatial = len(shape) - 1
-    rf_size = (1,) * spatial
-    rf_jump = (1,) * spatial
+    rf_size: Any = (1,) * spatial  # then "all" or None (_RF), as the steps below decide
+    rf_jump: Any = (1,) * spatial
     rows, param_bytes, dtype = [], 0, _dtype(model)
+    macs: Optional[int]
+    step: Any  # _Step, or "?" for a layer without a rule
     for name, layer in _leaves(model):
         rule = next((r for types, r in _RULES if isinstance(layer, types)), None)
         try:

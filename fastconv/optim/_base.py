@@ -5,17 +5,19 @@ See :mod:`fastconv.optim` for the semantics and the state-dict format.
 
 import math
 import numbers
-from typing import Any, Dict, Mapping
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .._compat import array_module, is_cupy_array, to_numpy
+from .._typing import Array
 from .._validation.arrays import backend_for
+from ..parameter import Parameter
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _scalar(d, key, kind):
+def _scalar(d: Mapping[str, Any], key: str, kind: Callable[[Any], Any]) -> Any:
     """Fetch ``d[key]`` (Python scalar or 0-d array, as np.load gives) as ``kind``."""
     try:
         v = d[key]
@@ -31,7 +33,7 @@ def _scalar(d, key, kind):
     return kind(v.item())
 
 
-def _check_positive(name, value):
+def _check_positive(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a positive real number, got {value!r}")
     value = float(value)
@@ -40,7 +42,7 @@ def _check_positive(name, value):
     return value
 
 
-def _check_nonnegative(name, value):
+def _check_nonnegative(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number >= 0, got {value!r}")
     value = float(value)
@@ -57,16 +59,21 @@ class Optimizer:
     ``_check_hyper`` and ``step``.
     """
 
-    _HYPER = ()  # ((name, type), ...); "lr" is always included
-    _BUFFERS = ()
-    _PER_PARAM_STEP = False
+    _HYPER: Tuple[Tuple[str, type], ...] = ()  # ((name, type), ...); "lr" is always included
+    _BUFFERS: Tuple[str, ...] = ()
+    _PER_PARAM_STEP: bool = False
+
+    params: List[Parameter]
+    step_count: int
+    _lr: float
+    _state: List[Dict[str, Any]]
 
     @staticmethod
-    def _check_hyper(**hyper: Any) -> None:
+    def _check_hyper(*args: Any, **hyper: Any) -> None:
         """Subclasses validate their hyper-parameters here (ValueError/TypeError naming one)."""
         raise NotImplementedError
 
-    def __init__(self, params, lr):
+    def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         if hasattr(params, "data") and hasattr(params, "grad"):
             raise TypeError(
                 "params must be an iterable of Parameter (got a single Parameter: wrap it in a list)"
@@ -92,24 +99,24 @@ class Optimizer:
 
     # -- hyper-parameters -------------------------------------------------------
     @property
-    def lr(self):
+    def lr(self) -> float:
         """float: the learning rate (> 0); settable, e.g. by a scheduler."""
         return self._lr
 
     @lr.setter
-    def lr(self, value):
+    def lr(self, value: float) -> None:
         self._lr = _check_positive("lr", value)
 
     # -- helpers ----------------------------------------------------------------
     @staticmethod
-    def _label_of(i, p):
+    def _label_of(i: int, p: Parameter) -> str:
         name = getattr(p, "name", None)
         return f"{i} ({name!r})" if name is not None else f"{i}"
 
-    def _label(self, i):
+    def _label(self, i: int) -> str:
         return self._label_of(i, self.params[i])
 
-    def _grad_of(self, i, p):
+    def _grad_of(self, i: int, p: Parameter) -> Optional[Array]:
         g = p.grad
         if g is not None and g.shape != p.data.shape:
             raise ValueError(
@@ -118,7 +125,7 @@ class Optimizer:
             )
         return g
 
-    def _update_arrays(self, i, p, g):
+    def _update_arrays(self, i: int, p: Parameter, g: Array) -> Tuple[Array, Array]:
         """(p.data, g) as the fused update kernels take them: C-contiguous, g in p's dtype (a
         copy only when it is not already so)."""
         d = p.data
@@ -131,7 +138,7 @@ class Optimizer:
         return d, array_module(d).ascontiguousarray(g, dtype=d.dtype)
 
     @staticmethod
-    def _run_update(op, columns, *hyper):
+    def _run_update(op: str, columns: Sequence[List[Any]], *hyper: Any) -> None:
         """Run the backend op ``op`` (adam_update, sgd_update) over ``columns`` (lists: one
         entry per parameter to update, parameter data first), one call per device."""
         if not columns[0]:
@@ -155,11 +162,11 @@ class Optimizer:
             else:
                 p.zero_grad()
 
-    def step(self):  # pragma: no cover - abstract
+    def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # -- state ------------------------------------------------------------------
-    def _hyper_values(self):
+    def _hyper_values(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name, _ in self._HYPER}
 
     def state_dict(self) -> Dict[str, Any]:
@@ -243,9 +250,9 @@ class Optimizer:
         self.step_count = step_count
         self._state = new_state
 
-    def _validate_param_state(self, i, st):
+    def _validate_param_state(self, i: int, st: Dict[str, Any]) -> None:
         pass
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in {"lr": self.lr, **self._hyper_values()}.items())
         return f"{type(self).__name__}({len(self.params)} params, {hp})"

@@ -1,6 +1,8 @@
 """Adam with bias correction and L2 weight decay, as ``torch.optim.Adam``."""
 
-from ..parameter import array_module
+from typing import Any, Dict, Iterable, List, Tuple
+
+from ..parameter import Parameter, array_module
 from ._base import Optimizer, _check_nonnegative
 
 
@@ -30,7 +32,14 @@ class Adam(Optimizer):
     _BUFFERS = ("exp_avg", "exp_avg_sq")
     _PER_PARAM_STEP = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: Tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
@@ -43,12 +52,12 @@ class Adam(Optimizer):
         self.weight_decay = float(weight_decay)
 
     @property
-    def betas(self):
+    def betas(self) -> Tuple[float, float]:
         """(float, float): ``(beta1, beta2)``."""
         return (self.beta1, self.beta2)
 
     @staticmethod
-    def _check_hyper(beta1, beta2, eps, weight_decay):
+    def _check_hyper(beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
         for name, b in (("betas[0]", beta1), ("betas[1]", beta2)):
             b = _check_nonnegative(name, b)
             if not b < 1.0:
@@ -56,7 +65,7 @@ class Adam(Optimizer):
         _check_nonnegative("eps", eps)
         _check_nonnegative("weight_decay", weight_decay)
 
-    def _validate_param_state(self, i, st):
+    def _validate_param_state(self, i: int, st: Dict[str, Any]) -> None:
         if st["step"] < 0:
             raise ValueError(f"parameter {self._label(i)}: negative step count {st['step']}")
         if st["step"] > 0 and not all(b in st for b in self._BUFFERS):
@@ -65,9 +74,10 @@ class Adam(Optimizer):
                 "exp_avg/exp_avg_sq"
             )
 
-    def step(self):
+    def step(self) -> None:
         """Apply one update to every parameter that has a gradient (one fused pass each)."""
-        columns = ([], [], [], [], [])  # data, grad, exp_avg, exp_avg_sq, step
+        # data, grad, exp_avg, exp_avg_sq, step
+        columns: Tuple[List[Any], ...] = ([], [], [], [], [])
         for i, p in enumerate(self.params):
             g = self._grad_of(i, p)
             if g is None:

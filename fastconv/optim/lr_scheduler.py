@@ -1,8 +1,9 @@
 """Learning-rate schedules: StepLR, as ``torch.optim.lr_scheduler.StepLR``."""
 
 import numbers
+from typing import Any, Dict, Mapping
 
-from ._base import _check_positive, _scalar
+from ._base import Optimizer, _check_positive, _scalar
 
 
 class StepLR:
@@ -20,7 +21,7 @@ class StepLR:
     gamma : float > 0, default 0.1
     """
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         self._check(step_size, gamma)
         self.optimizer = optimizer
         self.step_size = int(step_size)
@@ -29,7 +30,7 @@ class StepLR:
         self.last_epoch = 0
 
     @staticmethod
-    def _check(step_size, gamma):
+    def _check(step_size: int, gamma: float) -> None:
         if (
             isinstance(step_size, bool)
             or not isinstance(step_size, numbers.Integral)
@@ -38,16 +39,16 @@ class StepLR:
             raise ValueError(f"step_size must be an int >= 1, got {step_size!r}")
         _check_positive("gamma", gamma)
 
-    def get_lr(self):
+    def get_lr(self) -> float:
         """float: the learning rate for epoch ``last_epoch``."""
         return self.base_lr * self.gamma ** (self.last_epoch // self.step_size)
 
-    def step(self):
+    def step(self) -> None:
         """Advance one epoch and set the optimiser's lr for it."""
         self.last_epoch += 1
         self.optimizer.lr = self.get_lr()
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """A flat dict (``"scheduler"``, ``"step_size"``, ``"gamma"``, ``"base_lr"``, ``"last_epoch"``)."""
         return {
             "scheduler": type(self).__name__,
@@ -57,7 +58,7 @@ class StepLR:
             "last_epoch": self.last_epoch,
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (the optimiser's lr is restored by its own state)."""
         kind = _scalar(state, "scheduler", str)
         if kind != type(self).__name__:
@@ -76,7 +77,7 @@ class StepLR:
             last_epoch,
         )
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"StepLR(step_size={self.step_size}, gamma={self.gamma}, "
             f"base_lr={self.base_lr}, last_epoch={self.last_epoch})"

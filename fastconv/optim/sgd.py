@@ -1,8 +1,10 @@
 """SGD with optional (Nesterov) momentum, as ``torch.optim.SGD``."""
 
+from typing import Any, Iterable, List, Tuple
+
 import numpy as np
 
-from ..parameter import array_module
+from ..parameter import Parameter, array_module
 from ._base import Optimizer, _check_nonnegative
 
 
@@ -32,7 +34,14 @@ class SGD(Optimizer):
     _HYPER = (("momentum", float), ("nesterov", bool), ("weight_decay", float))
     _BUFFERS = ("momentum_buffer",)
 
-    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
         self._check_hyper(momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
         super().__init__(params, lr)
         self.momentum = float(momentum)
@@ -40,7 +49,7 @@ class SGD(Optimizer):
         self.weight_decay = float(weight_decay)
 
     @staticmethod
-    def _check_hyper(momentum, nesterov, weight_decay):
+    def _check_hyper(momentum: float, nesterov: bool, weight_decay: float) -> None:
         momentum = _check_nonnegative("momentum", momentum)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise ValueError(f"nesterov must be a bool, got {nesterov!r}")
@@ -48,9 +57,10 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs momentum > 0")
         _check_nonnegative("weight_decay", weight_decay)
 
-    def step(self):
+    def step(self) -> None:
         """Apply one update to every parameter that has a gradient (one fused pass each)."""
-        columns = ([], [], [], [])  # data, grad, momentum buffer (or None), first step
+        # data, grad, momentum buffer (or None), first step
+        columns: Tuple[List[Any], ...] = ([], [], [], [])
         for i, p in enumerate(self.params):
             g = self._grad_of(i, p)
             if g is None:
