@@ -21,10 +21,10 @@ cdef extern from "pool_2x2.h":
                                 Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) nogil
     void fc_max_2x2_plane_double(int level, const double* x, double* y, long long* idx,
                                  Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) nogil
-    int fc_max_2x2_backward_plane_float(const float* dy, const long long* idx, float* dx,
+    int fc_max_2x2_backward_plane_float(int level, const float* dy, const long long* idx, float* dx,
                                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
                                         Py_ssize_t OW) nogil
-    int fc_max_2x2_backward_plane_double(const double* dy, const long long* idx, double* dx,
+    int fc_max_2x2_backward_plane_double(int level, const double* dy, const long long* idx, double* dx,
                                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
                                          Py_ssize_t OW) nogil
 
@@ -94,7 +94,7 @@ def max_backward(const real[:, :, :, ::1] grad_y, const long long[:, :, :, ::1] 
     cdef Py_ssize_t OH = grad_y.shape[2], OW = grad_y.shape[3]
     cdef Py_ssize_t OHW = OH * OW, plane, j
     cdef bint blocks = 2 * OH <= H and 2 * OW <= W
-    cdef int done
+    cdef int done, simd = _level
     cdef const real* dy = &grad_y[0, 0, 0, 0]
     cdef const long long* ip = &indices[0, 0, 0, 0]
     cdef real* dx = &grad_x[0, 0, 0, 0]
@@ -104,10 +104,10 @@ def max_backward(const real[:, :, :, ::1] grad_y, const long long[:, :, :, ::1] 
             if blocks:
                 if real is float:
                     done = fc_max_2x2_backward_plane_float(
-                        dy + plane * OHW, ip + plane * OHW, dx + plane * HW, H, W, OH, OW)
+                        simd, dy + plane * OHW, ip + plane * OHW, dx + plane * HW, H, W, OH, OW)
                 else:
                     done = fc_max_2x2_backward_plane_double(
-                        dy + plane * OHW, ip + plane * OHW, dx + plane * HW, H, W, OH, OW)
+                        simd, dy + plane * OHW, ip + plane * OHW, dx + plane * HW, H, W, OH, OW)
             if done:
                 continue
             memset(dx + plane * HW, 0, HW * sizeof(real))

@@ -11,22 +11,26 @@
 
 #include "simd.h"
 
-/* The scalar kernel, columns [ow0, OW) of every row: the rule above, one window at a time. */
+/* The scalar kernel, columns [ow0, OW) of every row: the rule above, one window at a time,
+ * unrolled and branch-free (random data mispredicts an `if`). */
+#define FC_MAX2X2_STEP(T, v, i)                                                                    \
+    do {                                                                                           \
+        const T v_ = (v);                                                                          \
+        const int take_ = (v_ > best) | ((v_ != v_) & (best == best));                             \
+        best = take_ ? v_ : best;                                                                  \
+        best_index = take_ ? (i) : best_index;                                                     \
+    } while (0)
 #define FC_DEFINE_MAX_2X2_SCALAR(T)                                                                \
 static void fc_max_2x2_cols_##T(const T *x, T *y, long long *idx, fc_idx W, fc_idx OH,             \
                                 fc_idx OW, fc_idx ow0) {                                           \
     for (fc_idx oh = 0; oh < OH; oh++)                                                             \
         for (fc_idx ow = ow0; ow < OW; ow++) {                                                     \
             const fc_idx i = 2 * oh * W + 2 * ow;                                                  \
-            const fc_idx cand[3] = {i + 1, i + W, i + W + 1};                                      \
             T best = x[i];                                                                         \
             fc_idx best_index = i;                                                                 \
-            for (int k = 0; k < 3; k++) { /* branch-free: random data mispredicts an `if` */      \
-                const T v = x[cand[k]];                                                            \
-                const int take = (v > best) | ((v != v) & (best == best));                         \
-                best = take ? v : best;                                                            \
-                best_index = take ? cand[k] : best_index;                                          \
-            }                                                                                      \
+            FC_MAX2X2_STEP(T, x[i + 1], i + 1);                                                    \
+            FC_MAX2X2_STEP(T, x[i + W], i + W);                                                    \
+            FC_MAX2X2_STEP(T, x[i + W + 1], i + W + 1);                                            \
             y[oh * OW + ow] = best;                                                                \
             idx[oh * OW + ow] = best_index;                                                        \
         }                                                                                          \
@@ -113,14 +117,16 @@ static void fc_max_2x2_plane_double(int level, const double *x, double *y, long 
  * 2oh, 2oh+1, columns 2ow, 2ow+1; what a 2x2 stride-2 forward gives): each block is written
  * whole (the gradient at the index, zeros elsewhere) and the cells outside every block are
  * zeroed, which equals zeroing the plane and scattering, in one pass with no read-modify-write.
- * Returns 0, leaving the plane incomplete, at the first index outside its block: the caller then
- * zeroes and scatters. 2 * OH <= H, 2 * OW <= W. */
+ * The functions return 0, leaving the plane incomplete, at the first index outside its block:
+ * the caller then zeroes and scatters. 2 * OH <= H, 2 * OW <= W.
+ * fc_max_2x2_backward_cols_<T>: columns [ow0, OW) of every row, the cells right of the blocks
+ * and the rows below them. */
 #define FC_DEFINE_MAX_2X2_BACKWARD(T)                                                              \
-static int fc_max_2x2_backward_plane_##T(const T *dy, const long long *idx, T *dx, fc_idx H,       \
-                                         fc_idx W, fc_idx OH, fc_idx OW) {                         \
+static int fc_max_2x2_backward_cols_##T(const T *dy, const long long *idx, T *dx, fc_idx H,        \
+                                        fc_idx W, fc_idx OH, fc_idx OW, fc_idx ow0) {              \
     for (fc_idx oh = 0; oh < OH; oh++) {                                                           \
         T *r0 = dx + 2 * oh * W, *r1 = r0 + W;                                                     \
-        for (fc_idx ow = 0; ow < OW; ow++) {                                                       \
+        for (fc_idx ow = ow0; ow < OW; ow++) {                                                     \
             const long long off = idx[oh * OW + ow] - (2 * oh * W + 2 * ow);                       \
             const T g = dy[oh * OW + ow];                                                          \
             if (off != 0 && off != 1 && off != W && off != W + 1) return 0;                        \
@@ -136,5 +142,75 @@ static int fc_max_2x2_backward_plane_##T(const T *dy, const long long *idx, T *d
 }
 FC_DEFINE_MAX_2X2_BACKWARD(float)
 FC_DEFINE_MAX_2X2_BACKWARD(double)
+
+#ifdef FC_X86_DISPATCH
+/* Write 16 floats: a0 b0 a1 b1 ... a7 b7. */
+FC_TARGET_AVX2 static inline void fc_store_interleaved(float *p, __m256 a, __m256 b) {
+    const __m256 lo = _mm256_unpacklo_ps(a, b), hi = _mm256_unpackhi_ps(a, b);
+    _mm256_storeu_ps(p, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+/* The blocks of columns [0, OW - OW % 8), eight outputs per step; 0 at an index outside its
+ * block (checked on the 64-bit offsets, before they are narrowed). */
+FC_TARGET_AVX2 static int fc_max_2x2_backward_avx2(const float *dy, const long long *idx,
+                                                   float *dx, fc_idx W, fc_idx OH, fc_idx OW) {
+    const __m256i w64 = _mm256_set1_epi64x(W), w164 = _mm256_set1_epi64x(W + 1);
+    const __m256i one64 = _mm256_set1_epi64x(1), zero = _mm256_setzero_si256();
+    const __m256i w32 = _mm256_set1_epi32((int)W), w132 = _mm256_set1_epi32((int)W + 1);
+    const __m256i one32 = _mm256_set1_epi32(1), low_halves = _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0);
+    const __m256i lanes_lo = _mm256_set_epi64x(6, 4, 2, 0), lanes_hi = _mm256_set_epi64x(14, 12, 10, 8);
+    for (fc_idx oh = 0; oh < OH; oh++) {
+        float *r0 = dx + 2 * oh * W, *r1 = r0 + W;
+        for (fc_idx ow = 0; ow + 8 <= OW; ow += 8) {
+            const __m256i start = _mm256_set1_epi64x(2 * oh * W + 2 * ow);
+            const __m256i off_lo = _mm256_sub_epi64(
+                _mm256_loadu_si256((const __m256i *)(idx + oh * OW + ow)), _mm256_add_epi64(start, lanes_lo));
+            const __m256i off_hi = _mm256_sub_epi64(
+                _mm256_loadu_si256((const __m256i *)(idx + oh * OW + ow + 4)), _mm256_add_epi64(start, lanes_hi));
+            __m256i ok = _mm256_and_si256(_mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi64(off_lo, zero),
+                                                                          _mm256_cmpeq_epi64(off_lo, one64)),
+                                                          _mm256_or_si256(_mm256_cmpeq_epi64(off_lo, w64),
+                                                                          _mm256_cmpeq_epi64(off_lo, w164))),
+                                          _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi64(off_hi, zero),
+                                                                          _mm256_cmpeq_epi64(off_hi, one64)),
+                                                          _mm256_or_si256(_mm256_cmpeq_epi64(off_hi, w64),
+                                                                          _mm256_cmpeq_epi64(off_hi, w164))));
+            if (_mm256_movemask_pd(_mm256_castsi256_pd(ok)) != 0xF) return 0;
+            /* the low 32 bits of the eight offsets, in order */
+            const __m256i lo32 = _mm256_permutevar8x32_epi32(off_lo, low_halves);
+            const __m256i hi32 = _mm256_permutevar8x32_epi32(off_hi, low_halves);
+            const __m256i off = _mm256_permute2x128_si256(lo32, hi32, 0x20);
+            const __m256 g = _mm256_loadu_ps(dy + oh * OW + ow);
+            const __m256 a = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(off, zero)));
+            const __m256 b = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(off, one32)));
+            const __m256 c = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(off, w32)));
+            const __m256 d = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(off, w132)));
+            fc_store_interleaved(r0 + 2 * ow, a, b);
+            fc_store_interleaved(r1 + 2 * ow, c, d);
+        }
+    }
+    return 1;
+}
+#endif
+
+/* The whole plane: AVX2 for float32 at level >= 1 (W + 1 must fit an int), else scalar. */
+static int fc_max_2x2_backward_plane_float(int level, const float *dy, const long long *idx,
+                                           float *dx, fc_idx H, fc_idx W, fc_idx OH, fc_idx OW) {
+    fc_idx done = 0;
+#ifdef FC_X86_DISPATCH
+    if (level >= 1 && W < 2147483647) {
+        if (!fc_max_2x2_backward_avx2(dy, idx, dx, W, OH, OW)) return 0;
+        done = OW - OW % 8;
+    }
+#endif
+    return fc_max_2x2_backward_cols_float(dy, idx, dx, H, W, OH, OW, done);
+}
+
+static int fc_max_2x2_backward_plane_double(int level, const double *dy, const long long *idx,
+                                            double *dx, fc_idx H, fc_idx W, fc_idx OH, fc_idx OW) {
+    (void)level;
+    return fc_max_2x2_backward_cols_double(dy, idx, dx, H, W, OH, OW, 0);
+}
 
 #endif
