@@ -97,7 +97,10 @@ def main(argv=None):
         for _ in range(args.repeat):
             fn(*call_args)
         us = (time.perf_counter() - t0) / args.repeat * 1e6
-        results[name] = {"us_per_call": round(us, 2), "launches": _NoOpKernel.launches / args.repeat}
+        results[name] = {
+            "us_per_call": round(us, 2),
+            "launches": _NoOpKernel.launches / args.repeat,
+        }
         print(f"{name:22s} {us:8.2f} us/call  {results[name]['launches']:.0f} launches")
     if args.json:
         with open(args.json, "w") as fh:

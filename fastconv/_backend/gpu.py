@@ -106,7 +106,9 @@ def max_pool2d_backward(grad_y, indices, grad_x):
         head, nxt = work
         sizes = _i64(N * C, OH * OW, H * W)
         dtype = grad_x.dtype
-        _launch_1d("pool.cu", "max_pool2d_backward_link", dtype, grad_y.size, (indices, head, nxt, *sizes))
+        _launch_1d(
+            "pool.cu", "max_pool2d_backward_link", dtype, grad_y.size, (indices, head, nxt, *sizes)
+        )
         _launch_1d(
             "pool.cu",
             "max_pool2d_backward_gather",

@@ -107,7 +107,7 @@ def _build_igemm(cupy, what, dtype, x_shape, w_shape, y_shape, geom):
     info = device_info()
     phases_of = gpu_plans.forward_phases if what == "forward" else gpu_plans.grad_input_phases
     phases = phases_of(x_shape, w_shape, y_shape, stride, padding, dilation, groups)
-    gp = gpu_plans.gemm_plan(phases, groups, info.sm_count, info.max_grid)
+    gp = gpu_plans.gemm_plan(phases, groups, info.sm_count, info.max_grid, dtype)
     _tile_launch_ok(gp.tile, dtype, "conv_igemm")
     out_size = int(np.prod(y_shape if what == "forward" else x_shape))
     plan = _Plan()
@@ -132,7 +132,7 @@ def _build_wgrad(cupy, dtype, x_shape, w_shape, y_shape, geom):
     stride, padding, dilation, groups = geom
     info = device_info()
     tile, grid, splits, per, ktab = gpu_plans.wgrad_plan(
-        x_shape, w_shape, y_shape, *geom, info.sm_count, info.max_grid
+        x_shape, w_shape, y_shape, *geom, info.sm_count, info.max_grid, dtype
     )
     _tile_launch_ok(tile, dtype, "conv_wgrad")
     F, Cg, KH, KW = w_shape

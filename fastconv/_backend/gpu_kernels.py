@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _compat
-from .gpu_plans import TILES
+from .gpu_plans import tiles
 
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernels"  # fastconv/kernels: package data
 
@@ -68,8 +68,8 @@ def name_expressions(filename):
     out = []
     for name in KERNELS[filename]:
         for dtype in _CTYPES:
-            tiles = TILES if name in TILED else (None,)
-            out += [expression(name, dtype, t) for t in tiles]
+            shapes = tiles(dtype) if name in TILED else (None,)
+            out += [expression(name, dtype, t) for t in shapes]
     return out
 
 

@@ -19,6 +19,14 @@ import numpy as np
 
 BK = 8  # must match IGEMM_BK in igemm_tile.cuh
 TILES = ((128, 128), (64, 128), (64, 64))  # (rows BM, columns BN); threads = BM*BN/64
+# double: no 128x128 tile. Its 64 double accumulators per thread plus the loader's state need
+# more than 255 registers in conv_wgrad (ptxas spilled 68 bytes; benchmarks/results/ptxas.log).
+DOUBLE_TILES = TILES[1:]
+
+
+def tiles(dtype):
+    """The tile shapes compiled for a dtype (float32 or float64)."""
+    return DOUBLE_TILES if np.dtype(dtype).itemsize == 8 else TILES
 GEO = (
     "M COLS KPAD KTAB KSPLIT HPWP WP IN_N IN_G IN_H IN_W IS_H IS_W IO_H IO_W "
     "OUT_N OUT_G OUT_W OS_H OS_W OO_H OO_W A_MS A_G C_MS"
@@ -48,11 +56,11 @@ def fast_div(d):
     return cdiv(1 << p, d), p - 32
 
 
-def choose_tile(rows, cols, z, sm_count):
+def choose_tile(rows, cols, z, sm_count, shapes=TILES):
     """The biggest tile that the problem fills, stepping down while it gives fewer blocks than
     SMs (a 128x128 tile on 6 filters computes 95% padding; on a 200-column problem it leaves
     most SMs idle)."""
-    candidates = [t for t in TILES if (t[0] <= 64 or rows > 64) and (t[1] <= 64 or cols > 64)]
+    candidates = [t for t in shapes if (t[0] <= 64 or rows > 64) and (t[1] <= 64 or cols > 64)]
     for tile in candidates:
         if cdiv(rows, tile[0]) * cdiv(cols, tile[1]) * z >= sm_count:
             return tile
@@ -142,7 +150,9 @@ def grad_input_phases(x_shape, w_shape, y_shape, stride, padding, dilation, grou
             wp = max(0, cdiv(W - iw_first, sw))
             if hp == 0 or wp == 0:
                 continue
-            cols = [(kw, (iw_first + pl - kw * dw) // sw) for kw in range(KW) if (kw * dw) % sw == b]
+            cols = [
+                (kw, (iw_first + pl - kw * dw) // sw) for kw in range(KW) if (kw * dw) % sw == b
+            ]
             entries = [
                 (f * Cg * KH * KW + kh * KW + kw, f * OH * OW + oo_h * OW + oo_w, oo_h, oo_w)
                 for f in range(Fg)
@@ -159,13 +169,13 @@ def grad_input_phases(x_shape, w_shape, y_shape, stride, padding, dilation, grou
     return phases
 
 
-def gemm_plan(phases, groups, sm_count, max_grid):
+def gemm_plan(phases, groups, sm_count, max_grid, dtype=np.float32):
     """Tile, grid, split-K and the uploaded tables of a conv_igemm launch over ``phases``."""
     rows = phases[0][0]["M"]
     cols = max(f["COLS"] for f, _ in phases)
     _check_int32("GEMM columns", cols)
     z = groups * len(phases)
-    tile = choose_tile(rows, cols, z, sm_count)
+    tile = choose_tile(rows, cols, z, sm_count, tiles(dtype))
     blocks = cdiv(rows, tile[0]) * cdiv(cols, tile[1]) * z
     slices = max(cdiv(len(e), BK) for _, e in phases)
     splits = choose_splits(blocks, slices, sm_count, min_slices=4, cap=32)
@@ -185,7 +195,9 @@ def gemm_plan(phases, groups, sm_count, max_grid):
     return GemmPlan(tile, grid, splits, np.stack(geo), np.ascontiguousarray(ktab))
 
 
-def wgrad_plan(x_shape, w_shape, y_shape, stride, padding, dilation, groups, sm_count, max_grid):
+def wgrad_plan(
+    x_shape, w_shape, y_shape, stride, padding, dilation, groups, sm_count, max_grid, dtype
+):
     """(tile, grid, splits, positions per split, k table) of a conv_wgrad launch."""
     N = x_shape[0]
     F, Cg, KH, KW = w_shape
@@ -193,12 +205,12 @@ def wgrad_plan(x_shape, w_shape, y_shape, stride, padding, dilation, groups, sm_
     P = N * OH * OW
     _check_int32("N*OH*OW", P)
     rows, cols = F // groups, Cg * KH * KW
-    tile = choose_tile(rows, cols, groups, sm_count)
+    tile = choose_tile(rows, cols, groups, sm_count, tiles(dtype))
     blocks = cdiv(rows, tile[0]) * cdiv(cols, tile[1]) * groups
     splits = choose_splits(blocks, cdiv(P, BK), sm_count, min_slices=16, cap=256)
     per = cdiv(cdiv(P, splits), BK) * BK
     splits = cdiv(P, per)
-    (_, entries), = forward_phases(x_shape, w_shape, y_shape, stride, padding, dilation, groups)
+    ((_, entries),) = forward_phases(x_shape, w_shape, y_shape, stride, padding, dilation, groups)
     grid = (cdiv(cols, tile[1]), cdiv(rows, tile[0]), min(groups * splits, max_grid[2]))
     if grid[0] > max_grid[0] or grid[1] > max_grid[1]:
         raise ValueError(f"convolution too large for one launch (grid {grid})")

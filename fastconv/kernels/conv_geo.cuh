@@ -38,7 +38,8 @@ enum : int {
 };
 
 struct GemmColumn {
-    idx_t ih0, iw0;  // B row/column the column's window starts at (before the tap shift)
+    int ih0, iw0;    // B row/column the column's window starts at (before the tap shift);
+                     // int, not idx_t: image sides fit (gpu_plans checks), registers are scarce
     idx_t in_off;    // offset of (ih0, iw0) of image n in B (the table adds the tap's offset)
     idx_t out_off;   // offset of the output element of GEMM row 0
     bool ok;         // p < GEO_COLS
@@ -53,9 +54,9 @@ __device__ __forceinline__ GemmColumn gemm_column(const idx_t* G, idx_t p) {
     const idx_t r = q - n * G[GEO_HPWP];
     const idx_t i = r / G[GEO_WP];
     const idx_t j = r - i * G[GEO_WP];
-    c.ih0 = i * G[GEO_IS_H] + G[GEO_IO_H];
-    c.iw0 = j * G[GEO_IS_W] + G[GEO_IO_W];
-    c.in_off = n * G[GEO_IN_N] + c.ih0 * G[GEO_IN_W] + c.iw0;
+    c.ih0 = (int)(i * G[GEO_IS_H] + G[GEO_IO_H]);
+    c.iw0 = (int)(j * G[GEO_IS_W] + G[GEO_IO_W]);
+    c.in_off = n * G[GEO_IN_N] + (idx_t)c.ih0 * G[GEO_IN_W] + c.iw0;
     c.out_off = n * G[GEO_OUT_N] + (i * G[GEO_OS_H] + G[GEO_OO_H]) * G[GEO_OUT_W] +
                 j * G[GEO_OS_W] + G[GEO_OO_W];
     return c;

@@ -38,7 +38,7 @@ struct ConvLoader {
     int a_rows;  // rows left in the tile (M - m0)
     int tid;
     GemmColumn col;  // this thread's B column
-    idx_t in_h, in_w;
+    int in_h, in_w;
     bool check_finite, bad;
     T ra[A_LOADS], rb[B_LOADS];
 
@@ -54,8 +54,8 @@ struct ConvLoader {
 #pragma unroll
         for (int r = 0; r < B_LOADS; ++r) {
             const int4 e = tab[k0 + tid / BN + B_STEP * r];
-            const idx_t ih = col.ih0 + e.z;
-            const idx_t iw = col.iw0 + e.w;
+            const int ih = col.ih0 + e.z;
+            const int iw = col.iw0 + e.w;
             const bool in = col.ok && ih >= 0 && ih < in_h && iw >= 0 && iw < in_w;
             rb[r] = in ? b[col.in_off + e.y] : T(0);
         }
@@ -76,13 +76,13 @@ struct ConvLoader {
 // non-finite weight does not reach finite; the GEMM would multiply it by a padded zero.
 template <typename T>
 __device__ T exact_sum(const T* a, idx_t a_ms, int m, const T* b, const GemmColumn& c,
-                       const int4* tab, long long k_begin, long long k_end, idx_t in_h,
-                       idx_t in_w) {
+                       const int4* tab, long long k_begin, long long k_end, int in_h,
+                       int in_w) {
     T acc = T(0);
     for (long long k = k_begin; k < k_end; ++k) {
         const int4 e = tab[k];
-        const idx_t ih = c.ih0 + e.z;
-        const idx_t iw = c.iw0 + e.w;
+        const int ih = c.ih0 + e.z;
+        const int iw = c.iw0 + e.w;
         if (e.x >= 0 && ih >= 0 && ih < in_h && iw >= 0 && iw < in_w)
             acc += a[m * a_ms + e.x] * b[c.in_off + e.y];
     }
@@ -126,8 +126,8 @@ conv_igemm(const T* __restrict__ A,        // IN  weights (F, C/groups, KH, KW)
         ld.a_ms = G[GEO_A_MS];
         ld.a_rows = M - m0;
         ld.col = gemm_column(G, p0 + tid % BN);
-        ld.in_h = G[GEO_IN_H];
-        ld.in_w = G[GEO_IN_W];
+        ld.in_h = (int)G[GEO_IN_H];
+        ld.in_w = (int)G[GEO_IN_W];
         ld.check_finite = exact_misses != 0;
         ld.bad = false;
         const long long k_begin = (long long)s * G[GEO_KSPLIT];

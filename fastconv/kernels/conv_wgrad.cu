@@ -26,11 +26,23 @@ struct WgradLoader {
 
     const T* dy;  // grad_y of group g, filter row m0
     const T* x;   // x of group g
-    idx_t dy_n, x_n, plane, in_h, in_w;  // F*OH*OW, C*H*W, OH*OW, H, W
+    idx_t dy_n, x_n, plane;  // F*OH*OW, C*H*W, OH*OW
+    int in_h, in_w;
     FastDiv div_plane, div_ow;
     int sh, sw, pt, pl, rows, tid;
     long long p_end;
-    int boff[B_LOADS], bdh[B_LOADS], bdw[B_LOADS];  // this thread's k columns (table entries)
+    // This thread's k columns: their table entries in registers for float; for double, where
+    // the 64 accumulators leave no room (ptxas spilled), re-read from the (L1-cached) table.
+    static constexpr bool KEEP = sizeof(T) == 4;
+    int4 ent[KEEP ? B_LOADS : 1];
+    const int4* tab;
+    int kcol0;
+    __device__ __forceinline__ int4 entry(int r) const {
+        if constexpr (KEEP) return ent[r];
+        const int k = kcol0 + STEP * r;
+        return k < K ? tab[k] : make_int4(-1, 0, -(1 << 30), 0);
+    }
+    int K;
     bool with_bias;
     T ra[A_LOADS], rb[B_LOADS], bsum[A_LOADS];
 
@@ -41,11 +53,11 @@ struct WgradLoader {
         const unsigned n = div_plane.div(pu);
         const unsigned rem = pu - n * (unsigned)plane;
         const unsigned oh = div_ow.div(rem);
-        const idx_t ow = rem - oh * (idx_t)div_ow.d;
-        const idx_t ih0 = (idx_t)oh * sh - pt;
-        const idx_t iw0 = ow * sw - pl;
+        const int ow = (int)(rem - oh * div_ow.d);
+        const int ih0 = (int)oh * sh - pt;
+        const int iw0 = ow * sw - pl;
         const T* dyp = dy + n * dy_n + rem;
-        const T* xp = x + n * x_n + ih0 * in_w + iw0;
+        const T* xp = x + n * x_n + (idx_t)ih0 * in_w + iw0;
 #pragma unroll
         for (int r = 0; r < A_LOADS; ++r) {
             const int m = tid / IGEMM_BK + STEP * r;
@@ -54,10 +66,11 @@ struct WgradLoader {
         }
 #pragma unroll
         for (int r = 0; r < B_LOADS; ++r) {
-            const idx_t ih = ih0 + bdh[r];
-            const idx_t iw = iw0 + bdw[r];
+            const int4 e = entry(r);
+            const int ih = ih0 + e.z;
+            const int iw = iw0 + e.w;
             const bool in = ok && ih >= 0 && ih < in_h && iw >= 0 && iw < in_w;
-            rb[r] = in ? xp[boff[r]] : T(0);
+            rb[r] = in ? xp[e.y] : T(0);
         }
     }
 
@@ -99,8 +112,8 @@ conv_wgrad(const T* __restrict__ grad_y,   // IN  (N, F, OH, OW)
     ld.dy_n = (idx_t)F * OH * OW;
     ld.x_n = (idx_t)C * H * W;
     ld.plane = OH * OW;
-    ld.in_h = H;
-    ld.in_w = W;
+    ld.in_h = (int)H;
+    ld.in_w = (int)W;
     ld.div_plane = FastDiv{(unsigned)(OH * OW), plane_mul, plane_shift};
     ld.div_ow = FastDiv{(unsigned)OW, ow_mul, ow_shift};
     ld.sh = sh;
@@ -108,14 +121,15 @@ conv_wgrad(const T* __restrict__ grad_y,   // IN  (N, F, OH, OW)
     ld.pt = pt;
     ld.pl = pl;
     ld.rows = Fg - m0;
-    const int4* tab = reinterpret_cast<const int4*>(ktab);
+    ld.tab = reinterpret_cast<const int4*>(ktab);
+    ld.kcol0 = k0 + tid / IGEMM_BK;
+    ld.K = K;
+    if constexpr (L::KEEP) {
 #pragma unroll
-    for (int r = 0; r < L::B_LOADS; ++r) {  // a column past K reads nothing: row shift -2^30
-        const int k = k0 + tid / IGEMM_BK + L::STEP * r;
-        const int4 e = k < K ? tab[k] : make_int4(-1, 0, -(1 << 30), 0);
-        ld.boff[r] = e.y;
-        ld.bdh[r] = e.z;
-        ld.bdw[r] = e.w;
+        for (int r = 0; r < L::B_LOADS; ++r) {  // a column past K reads nothing: row shift -2^30
+            const int k = ld.kcol0 + L::STEP * r;
+            ld.ent[r] = k < K ? ld.tab[k] : make_int4(-1, 0, -(1 << 30), 0);
+        }
     }
     const bool bias_block = with_bias != 0 && blockIdx.x == 0;
     ld.with_bias = bias_block;
