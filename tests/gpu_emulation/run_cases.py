@@ -231,6 +231,7 @@ for _dt in (F32, F64):
         ),
     )
 CASES["emulator-self-check"] = dict(kind="self_check", device=DEFAULT)
+CASES["lenet-step"] = dict(kind="lenet_step", device=dict(sm_count=4), expect={"conv_igemm"})
 
 # ----------------------------------------------------------------------------- running
 
@@ -454,6 +455,14 @@ def run_self_check(spec, rng):
     assert np.isnan(cupy.empty(3, np.float32).get()).all()
 
 
+def run_lenet_step(spec, rng):
+    """A LeNet training step: no host sync, a launch budget, CPU-equal parameters."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import lenet_step
+
+    spec["detail"] = lenet_step.run(spec, rng, cupy)
+
+
 RUNNERS = {
     "conv": run_conv,
     "conv_nonfinite": run_conv_nonfinite,
@@ -462,6 +471,7 @@ RUNNERS = {
     "relu_backward": run_relu_backward,
     "softmax_xent": run_softmax_xent,
     "self_check": run_self_check,
+    "lenet_step": run_lenet_step,
 }
 
 PROBE_SOURCE = r"""
@@ -562,7 +572,7 @@ def main(case_ids):
         except Exception:
             _emit(case=case, status="fail", detail=traceback.format_exc())
         else:
-            _emit(case=case, status="ok", detail=f"{len(cupy.LAUNCHES)} launches")
+            _emit(case=case, status="ok", detail=spec.get("detail", f"{len(cupy.LAUNCHES)} launches"))
     return 0
 
 
