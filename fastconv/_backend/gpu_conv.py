@@ -39,6 +39,11 @@ def clear_plans():
         _plans.clear()
 
 
+def _fast_div(d):
+    """FastDiv (common.cuh) multiplier and shift of divisor d, as the kernels' unsigned ints."""
+    return tuple(np.uint32(v) for v in gpu_plans.fast_div(d))
+
+
 def _conv_args(x_shape, w_shape, y_shape, stride, padding, dilation):
     """Kernel arguments N, C, H, W, F, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw in .cu types."""
     N, C, H, W = x_shape
@@ -150,7 +155,8 @@ def _build_wgrad(cupy, dtype, x_shape, w_shape, y_shape, geom):
         *_i64(OH, OW),
         *_i32(*stride, *padding, groups, Cg * KH * KW, splits),
         *_i64(per),
-        *(np.uint32(v) for v in (*gpu_plans.fast_div(OH * OW), *gpu_plans.fast_div(OW))),
+        *_fast_div(OH * OW),
+        *_fast_div(OW),
     )
     plan.work = None
     plan.reduce = None
@@ -345,6 +351,8 @@ def conv2d_grad_bias(grad_y, grad_bias):
         if N * OH * OW == 0:
             grad_bias.fill(0)
             return
+        if N * OH * OW >= 2**31:
+            raise ValueError("fastconv GPU conv2d_grad_bias needs N*OH*OW < 2**31")
         splits, per = _splits(N * OH * OW, F, 8 * REDUCE_THREADS)
         part = grad_bias if splits == 1 else cupy.empty((splits, F), grad_y.dtype)
         _launch_rows(
@@ -353,7 +361,7 @@ def conv2d_grad_bias(grad_y, grad_bias):
             grad_y.dtype,
             F,
             splits,
-            (grad_y, part, *_i64(N), *_i32(F), *_i64(OH * OW, per)),
+            (grad_y, part, *_i64(N), *_i32(F), *_i64(OH * OW, per), *_fast_div(OH * OW)),
         )
         if splits > 1:
             _sum_splits(part, grad_bias, splits)
