@@ -120,7 +120,7 @@ def main(argv=None):
         calls = per_round * ROUNDS
         results[name] = {
             "us_per_call": round(us, 2),
-            "launches": _NoOpKernel.launches / args.repeat,
+            "launches": _NoOpKernel.launches / calls,
         }
         print(f"{name:22s} {us:8.2f} us/call  {results[name]['launches']:.0f} launches")
     if args.json:

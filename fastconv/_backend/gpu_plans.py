@@ -27,6 +27,8 @@ DOUBLE_TILES = TILES[1:]
 def tiles(dtype):
     """The tile shapes compiled for a dtype (float32 or float64)."""
     return DOUBLE_TILES if np.dtype(dtype).itemsize == 8 else TILES
+
+
 GEO = (
     "M COLS KPAD KTAB KSPLIT HPWP WP IN_N IN_G IN_H IN_W IS_H IS_W IO_H IO_W "
     "OUT_N OUT_G OUT_W OS_H OS_W OO_H OO_W A_MS A_G C_MS"

@@ -572,7 +572,9 @@ def main(case_ids):
         except Exception:
             _emit(case=case, status="fail", detail=traceback.format_exc())
         else:
-            _emit(case=case, status="ok", detail=spec.get("detail", f"{len(cupy.LAUNCHES)} launches"))
+            _emit(
+                case=case, status="ok", detail=spec.get("detail", f"{len(cupy.LAUNCHES)} launches")
+            )
     return 0
 
 
