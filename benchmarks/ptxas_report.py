@@ -29,7 +29,7 @@ _TEMPLATE_KERNEL = re.compile(
 )
 _FUNCTION = re.compile(r"Function properties for (\S+)")
 _SPILL = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
-_USED = re.compile(r"Used (\d+) registers.*?(\d+) bytes smem")
+_USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
 
 
 def template_kernels(text):
@@ -75,7 +75,7 @@ def parse_ptxas(text):
             continue
         u = _USED.search(line)
         if u and rows and rows[-1]["function"] == current and "registers" not in rows[-1]:
-            rows[-1].update(registers=int(u[1]), smem=int(u[2]))
+            rows[-1].update(registers=int(u[1]), smem=int(u[2] or 0))
     return rows
 
 

@@ -303,3 +303,43 @@ def test_softmax_cross_entropy(dtype, N, K, rng):
     cpu, gpu = _both("softmax_cross_entropy_forward", [logits, labels], out)
     _check(cpu, gpu, dtype, reduction=K * 900)  # |log_probs| ~ 100: absolute errors scale up
     _check(*_both("softmax_cross_entropy_backward", [cpu[0], labels], [logits], 0.25), dtype)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["basic_nonsquare", "split_reduction", "pointwise_groups"])
+def test_conv2d_grad_weight_bias_fused(case, dtype, rng):
+    """grad_weight and grad_bias in one pass equal the two CPU ops."""
+    cp = _compat.cupy
+    x, w, b, gy, params = _conv_inputs(CONV_CASES[case], dtype, rng)
+    cpu_w, cpu_b = np.empty_like(w), np.empty_like(b)
+    _cpu().conv2d_grad_weight(gy, x, cpu_w, *params, "auto")
+    _cpu().conv2d_grad_bias(gy, cpu_b)
+    dev_w, dev_b = cp.empty(w.shape, dtype), cp.empty(b.shape, dtype)
+    _gpu.conv2d_grad_weight_bias(cp.asarray(gy), cp.asarray(x), dev_w, dev_b, *params)
+    _check([cpu_w, cpu_b], [cp.asnumpy(dev_w), cp.asnumpy(dev_b)], dtype, gy[:, 0].size)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_backward_passes_are_bitwise_reproducible(rng):
+    """No float atomics: split-K sums and max-pool backward give identical bits run to run."""
+    cp = _compat.cupy
+    x, w, b, gy, params = _conv_inputs(CONV_CASES["split_reduction"], np.float32, rng)
+    x, w, gy = cp.asarray(x), cp.asarray(w), cp.asarray(gy)
+    gpool = cp.asarray(rng.standard_normal((4, 6, 16, 17)).astype(np.float32))
+    runs = []
+    for _ in range(3):
+        gx, gw = cp.empty(x.shape, x.dtype), cp.empty(w.shape, w.dtype)
+        _gpu.conv2d_grad_input(gy, w, gx, *params, "auto")
+        _gpu.conv2d_grad_weight(gy, x, gw, *params, "auto")
+        y = cp.empty((4, 6, 16, 17), x.dtype)  # 3x3 stride-2 windows overlap
+        idx = cp.empty(y.shape, np.int64)
+        _gpu.max_pool2d_forward(x, y, idx, (3, 3), (2, 2), (1, 1))
+        gp = cp.empty(x.shape, x.dtype)
+        _gpu.max_pool2d_backward(gpool, idx, gp)
+        runs.append([cp.asnumpy(a) for a in (gx, gw, gp)])
+    for later in runs[1:]:
+        for a, b_ in zip(runs[0], later):
+            assert a.tobytes() == b_.tobytes()

@@ -14,6 +14,8 @@ raises RuntimeError saying how to install it.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import _compat
@@ -62,6 +64,7 @@ def _kernel(filename, name, dtype, tile=None):
     return _gpu_kernels._kernel(filename, name, dtype, _modules, tile=tile)
 
 
+@functools.lru_cache(maxsize=256)  # the same few shapes every training step
 def _pool_args(x_shape, y_shape, kernel, stride, padding):
     """planes, H, W, OH, OW, KH, KW, sh, sw, ph, pw in the .cu types."""
     N, C, H, W = x_shape
@@ -80,7 +83,12 @@ def max_pool2d_forward(x, y, indices, kernel, stride, padding):
             "max_pool2d_forward",
             x.dtype,
             y.size,
-            (x, y, indices, *_pool_args(x.shape, y.shape, kernel, stride, padding)),
+            (
+                x,
+                y,
+                indices,
+                *_pool_args(x.shape, y.shape, tuple(kernel), tuple(stride), tuple(padding)),
+            ),
         )
 
 
@@ -131,7 +139,7 @@ def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad):
             (
                 x,
                 y,
-                *_pool_args(x.shape, y.shape, kernel, stride, padding),
+                *_pool_args(x.shape, y.shape, tuple(kernel), tuple(stride), tuple(padding)),
                 *_i32(count_include_pad),
             ),
         )
@@ -149,7 +157,9 @@ def avg_pool2d_backward(grad_y, grad_x, kernel, stride, padding, count_include_p
             (
                 grad_y,
                 grad_x,
-                *_pool_args(grad_x.shape, grad_y.shape, kernel, stride, padding),
+                *_pool_args(
+                    grad_x.shape, grad_y.shape, tuple(kernel), tuple(stride), tuple(padding)
+                ),
                 *_i32(count_include_pad),
             ),
         )

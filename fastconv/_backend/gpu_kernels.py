@@ -13,6 +13,7 @@ cached per device). Importing this module never imports CuPy (only ``_compat`` d
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from pathlib import Path
@@ -191,7 +192,7 @@ def _launch(filename, name, dtype, grid, block, args, tile=None):
     for a in args:
         if isinstance(a, np.generic):
             continue
-        if not a.flags.c_contiguous or (a.dtype != dtype and a.dtype not in _INDEX_DTYPES):
+        if (a.dtype != dtype and a.dtype not in _INDEX_DTYPES) or not a.flags.c_contiguous:
             raise ValueError(
                 f"fastconv: kernel {name} needs C-contiguous {dtype} arrays, got "
                 f"{'' if a.flags.c_contiguous else 'non-contiguous '}{a.dtype}"
@@ -204,10 +205,14 @@ def _launch_1d(filename, name, dtype, n, args):
     grids); a few waves of blocks per SM are enough."""
     if n == 0:
         return
-    info = device_info()
+    grid, block = _grid_1d(n, device_info())
+    _launch(filename, name, dtype, grid, block, args)
+
+
+@functools.lru_cache(maxsize=1024)  # keyed by the DeviceInfo too: a changed device misses
+def _grid_1d(n, info):
     threads = min(256, info.max_threads)
-    blocks = max(1, min(_cdiv(n, threads), 32 * info.sm_count, info.max_grid[0]))
-    _launch(filename, name, dtype, (blocks,), (threads,), args)
+    return (max(1, min(_cdiv(n, threads), 32 * info.sm_count, info.max_grid[0])),), (threads,)
 
 
 def _launch_fixed(filename, name, dtype, grid, threads, shared_bytes, args):

@@ -154,8 +154,13 @@ LAUNCH_CHECKS = {
         lambda ls: any(g[2] == 2 for g, _ in _igemm(ls)),
     ),
     "tiles_multi": (
-        "a GEMM launched with gridDim.x >= 2 and gridDim.y >= 2 in 128x128 tiles (256 threads)",
-        lambda ls: any(g[0] >= 2 and g[1] >= 2 and b[0] == 256 for g, b in _igemm(ls)),
+        "a GEMM launched with gridDim.x >= 2 and gridDim.y >= 2 in the biggest tile (128x128, "
+        "256 threads, for float; 64x128, 128 threads, for double)",
+        lambda ls: any(
+            g[0] >= 2 and g[1] >= 2 and b[0] == (128 if "<double" in n else 256)
+            for n, g, b in ls
+            if n.split("<")[0] in ("conv_igemm", "conv_wgrad")
+        ),
     ),
     "split_reduction": (
         "split-K: a GEMM launched with gridDim.z >= 2 on one group and one phase",
@@ -188,6 +193,13 @@ for _name, (_geom, _dev, _expect) in CONV.items():
         )
 CASES["conv-nonfinite-float64"] = dict(
     kind="conv_nonfinite", geom=CONV["basic"][0], device=DEFAULT, expect=set(), dtype=F64
+)
+CASES["conv-nonfinite_stride2-float32"] = dict(  # the exact re-computation in phase GEMMs
+    kind="conv_nonfinite",
+    geom=CONV["stride2_phases"][0],
+    device=dict(sm_count=8),
+    expect=set(),
+    dtype=F32,
 )
 CASES["conv-nonfinite_depthwise-float32"] = dict(
     kind="conv_nonfinite", geom=CONV["depthwise_x2"][0], device=DEFAULT, expect=set(), dtype=F32
