@@ -4,7 +4,7 @@ The fake ``cupy`` of tests/gpu_emulation stands in for CuPy and every kernel lau
 by a no-op that only records it, so what is timed is fastconv._backend.gpu's own work per call
 (argument marshalling, launch geometry, plan look-up, workspace handling) and not CuPy's launch
 cost (roughly 3-6 us more per launch on a real GPU) nor the kernels. LeNet-sized shapes (batch
-256, float32). Each figure is the best of 7 rounds (the machine may be shared). Operations the
+256, float32). Each figure is the best of 15 rounds (the machine may be shared). Operations the
 fake cupy runs with NumPy (fill, matmul) cost CPU time here that they do not cost on a GPU.
 
     python benchmarks/gpu_overhead.py [--repeat 2000] [--package PATH_TO_fastconv] [--json FILE]
@@ -40,7 +40,7 @@ def _import_fastconv(package):
     return cupy, gpu
 
 
-ROUNDS = 7
+ROUNDS = 15
 
 
 class _NoOpKernel:

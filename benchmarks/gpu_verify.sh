@@ -7,7 +7,8 @@
 #
 # Writes to OUT: env.json (GPU, driver, CuPy, torch, cuDNN), build.log, tests.log,
 # conv_gpu.{log,json}, lenet_gpu.{log,json}, summary.txt. Every step runs even if an earlier
-# one fails; the exit status is non-zero if any did (summary.txt lists them).
+# one fails; the exit status is non-zero if any did (summary.txt lists them). Commit OUT's files
+# under benchmarks/results/ (e.g. benchmarks/results/gpu_<name>/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-${OUT:-./gpu_results}}"
@@ -33,8 +34,10 @@ env = {"python": platform.python_version(), "machine": platform.node()}
 try:
     import cupy
     props = cupy.cuda.runtime.getDeviceProperties(0)
+    name = props["name"]
     env.update(
-        gpu=props["name"].decode(), sm_count=props["multiProcessorCount"],
+        gpu=name.decode() if isinstance(name, bytes) else str(name),
+        sm_count=props["multiProcessorCount"],
         compute_capability=f"{props['major']}.{props['minor']}", cupy=cupy.__version__,
         cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
         driver=cupy.cuda.runtime.driverGetVersion(),
