@@ -10,6 +10,7 @@ proportional to the problem, no allocation, no host synchronisation.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -39,6 +40,7 @@ def clear_plans():
         _plans.clear()
 
 
+@functools.lru_cache(maxsize=512)
 def _fast_div(d):
     """FastDiv (common.cuh) multiplier and shift of divisor d, as the kernels' unsigned ints."""
     return tuple(np.uint32(v) for v in gpu_plans.fast_div(d))
@@ -172,7 +174,9 @@ def _plan(what, dtype, x_shape, w_shape, y_shape, geom):
     """The cached plan of a pass ("forward", "grad_input", "grad_weight") on the current
     device; built (tables uploaded, workspace allocated) on first use."""
     cupy = _compat.require_cupy()
-    key = (what, cupy.cuda.runtime.getDevice(), dtype.char, x_shape, w_shape, y_shape, *geom)
+    # The device's limits are part of the key: a plan is sized for them (and tests change them).
+    dev = cupy.cuda.runtime.getDevice()
+    key = (what, dev, device_info(), dtype.char, x_shape, w_shape, y_shape, *geom)
     plan = _plans.get(key)
     if plan is None:
         with _plans_lock:
@@ -351,17 +355,34 @@ def conv2d_grad_bias(grad_y, grad_bias):
         if N * OH * OW == 0:
             grad_bias.fill(0)
             return
-        if N * OH * OW >= 2**31:
-            raise ValueError("fastconv GPU conv2d_grad_bias needs N*OH*OW < 2**31")
-        splits, per = _splits(N * OH * OW, F, 8 * REDUCE_THREADS)
-        part = grad_bias if splits == 1 else cupy.empty((splits, F), grad_y.dtype)
-        _launch_rows(
-            "reduce.cu",
-            "conv2d_grad_bias_partial",
-            grad_y.dtype,
-            F,
-            splits,
-            (grad_y, part, *_i64(N), *_i32(F), *_i64(OH * OW, per), *_fast_div(OH * OW)),
-        )
-        if splits > 1:
-            _sum_splits(part, grad_bias, splits)
+        dtype = grad_y.dtype
+        _check(dtype, grad_y, grad_bias)
+        dev = cupy.cuda.runtime.getDevice()
+        key = ("grad_bias", dev, device_info(), dtype.char, grad_y.shape)
+        plan = _plans.get(key)
+        if plan is None:
+            plan = _plans[key] = _build_grad_bias(cupy, dtype, N, F, OH * OW)
+        part = grad_bias if plan.work is None else plan.work
+        plan.kernel(plan.grid, plan.block, (grad_y, part, *plan.args))
+        if plan.reduce is not None:
+            plan.reduce(plan.rgrid, (256,), (part, grad_bias, *plan.rargs))
+
+
+def _build_grad_bias(cupy, dtype, N, F, OHW):
+    """conv2d_grad_bias_partial over `splits` ranges of N*OH*OW (+ sum_splits when > 1)."""
+    if N * OHW >= 2**31:
+        raise ValueError("fastconv GPU conv2d_grad_bias needs N*OH*OW < 2**31")
+    info = device_info()
+    splits, per = _splits(N * OHW, F, 8 * REDUCE_THREADS)
+    plan = _Plan()
+    plan.kernel = _kernel("reduce.cu", "conv2d_grad_bias_partial", dtype)
+    plan.grid = (min(F, info.max_grid[0]), splits)
+    plan.block = (REDUCE_THREADS,)
+    plan.args = (*_i64(N), *_i32(F), *_i64(OHW, per), *_fast_div(OHW))
+    plan.work = cupy.empty((splits, F), dtype) if splits > 1 else None
+    plan.reduce = None
+    if splits > 1:
+        plan.reduce = _kernel("reduce.cu", "sum_splits", dtype)
+        plan.rgrid = _reduce_grid(F)
+        plan.rargs = (*_i64(F), *_i32(splits))
+    return plan

@@ -13,6 +13,7 @@ conv_wgrad.cu) read:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -46,6 +47,7 @@ def threads(tile):
     return tile[0] * tile[1] // 64
 
 
+@functools.lru_cache(maxsize=512)
 def fast_div(d):
     """(mul, shift) such that n // d == (n * mul >> 32) >> shift for 0 <= n < 2**31 (FastDiv
     in common.cuh; d == 1 is special-cased there and gets (0, 0))."""
