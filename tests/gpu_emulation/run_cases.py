@@ -191,6 +191,39 @@ for _name, (_geom, _dev, _expect) in CONV.items():
             dtype=_dt,
             launch_check=LAUNCH_CHECKS.get(_name),
         )
+
+
+def _random_geometries(count, seed=1234):
+    """Random small convolutions (fixed seed): groups, strides and dilations up to 3, asymmetric
+    padding, non-square kernels, and a random SM count, so that tile shapes, split-K and phase
+    splits vary from case to case."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        C, F = groups * int(rng.integers(1, 12)), groups * int(rng.integers(2, 80))
+        if C // groups == 1:
+            continue  # depthwise kernels: covered by the depthwise cases
+        KH, KW = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        dil = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        pad = tuple(int(v) for v in rng.integers(0, 3, 4))
+        H, W = int(rng.integers(3, 14)), int(rng.integers(3, 14))
+        if (
+            H + pad[0] + pad[1] < dil[0] * (KH - 1) + 1
+            or W + pad[2] + pad[3] < dil[1] * (KW - 1) + 1
+        ):
+            continue
+        N = int(rng.integers(1, 3))
+        sm = int(rng.choice([1, 2, 8, 32]))
+        out.append(((N, C, H, W, F, KH, KW, stride, pad, dil, groups), dict(sm_count=sm)))
+    return out
+
+
+for _i, (_geom, _dev) in enumerate(_random_geometries(8)):
+    CASES[f"conv-random{_i}-{'float32' if _i % 2 == 0 else 'float64'}"] = dict(
+        kind="conv", geom=_geom, device=_dev, expect=set(), dtype=F32 if _i % 2 == 0 else F64
+    )
 CASES["conv-nonfinite-float64"] = dict(
     kind="conv_nonfinite", geom=CONV["basic"][0], device=DEFAULT, expect=set(), dtype=F64
 )
