@@ -129,7 +129,13 @@ def _labels(labels, n, k):
         )
     if _dask.is_dask(labels):
         return labels  # checked block by block when computed
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+    # Not on the GPU: reading labels back would synchronise every training step; there a label
+    # outside [0, K) gives a NaN loss instead (README, GPU backend).
+    if (
+        n
+        and not _compat.is_cupy_array(labels)
+        and (int(labels.min()) < 0 or int(labels.max()) >= k)
+    ):
         raise ValueError(f"labels must lie in [0, {k}) (the number of classes)")
     return _arrays.contiguous(labels, np.int64)
 

@@ -5,7 +5,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _dask
+from . import _compat, _dask
 from ._typing import Array, IntPair, Padding
 from ._validation import arrays as _arrays
 from ._validation import as_shape, pool_geometry
@@ -77,7 +77,10 @@ def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[i
     if grad_out.size == 0:
         grad_x[...] = 0
         return grad_x
-    if int(indices.min()) < 0 or int(indices.max()) >= H * W:
+    # On the GPU the check would read values back (a host synchronisation in every training
+    # step): there, out-of-range indices add nothing instead (README, GPU backend).
+    on_gpu = _compat.is_cupy_array(indices)
+    if not on_gpu and (int(indices.min()) < 0 or int(indices.max()) >= H * W):
         raise ValueError(
             f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape {(N, C, H, W)}"
         )

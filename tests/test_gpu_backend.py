@@ -45,22 +45,36 @@ def test_signatures_identical():
 
 def test_kernel_table_matches_cu_files():
     pattern = re.compile(
-        r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+"
-        r"(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\("
+        r"template\s*<\s*typename\s+T\s*(,\s*int\s+BM\s*,\s*int\s+BN\s*)?>\s*__global__\s+void\s+"
+        r"(?:__launch_bounds__\s*\((?:[^()]|\([^()]*\))*\)\s*)?(\w+)\s*\("
     )
     on_disk = sorted(p.name for p in _gpu.KERNEL_DIR.glob("*.cu"))
     assert sorted(_gpu.KERNELS) == on_disk
     for filename, names in _gpu.KERNELS.items():
         source = _gpu.kernel_source(filename)
         assert not re.search(r"^\s*#\s*include", source, re.M), f"{filename}: include left"
-        assert sorted(pattern.findall(source)) == sorted(names), filename
+        found = pattern.findall(source)
+        assert sorted(n for _, n in found) == sorted(names), filename
+        # tiled exactly when the template takes (BM, BN)
+        assert {n for tiled, n in found if tiled} == set(names) & _gpu.TILED, filename
 
 
-def test_tile_constants_match_common_cuh():
-    header = (_gpu.KERNEL_DIR / "common.cuh").read_text()
-    for name in ("GEMM_BM", "GEMM_BN", "GEMM_BK", "GEMM_THREADS", "REDUCE_THREADS"):
-        found = re.search(rf"\b{name}\s*=\s*(\d+)", header)
-        assert found and int(found.group(1)) == getattr(_gpu, name), name
+def test_tile_constants_match_kernel_headers():
+    from fastconv._backend import gpu_plans
+
+    tile_h = (_gpu.KERNEL_DIR / "igemm_tile.cuh").read_text()
+    assert int(re.search(r"\bIGEMM_BK\s*=\s*(\d+)", tile_h).group(1)) == gpu_plans.BK
+    common = (_gpu.KERNEL_DIR / "common.cuh").read_text()
+    found = re.search(r"\bREDUCE_THREADS\s*=\s*(\d+)", common)
+    assert found and int(found.group(1)) == _gpu.REDUCE_THREADS
+    geo_h = (_gpu.KERNEL_DIR / "conv_geo.cuh").read_text()
+    start = geo_h.index("enum : int {")
+    block = geo_h[start : geo_h.index("GEO_SIZE", start)]
+    assert re.findall(r"\bGEO_(\w+),", block) == gpu_plans.GEO
+    expr = _gpu.name_expressions("conv_igemm.cu")
+    for dtype, ctype in (("f4", "float"), ("f8", "double")):
+        for bm, bn in gpu_plans.tiles(dtype):
+            assert f"conv_igemm<{ctype}, {bm}, {bn}>" in expr
 
 
 def test_ops_without_cupy_raise_install_hint(monkeypatch):
@@ -75,7 +89,7 @@ def test_ops_without_cupy_raise_install_hint(monkeypatch):
 def test_compile_error_names_file_kernel_and_log(monkeypatch):
     class CompileException(Exception):
         def get_message(self):
-            return "conv_implicit_gemm.cu(12): error: expected a ';'"
+            return "conv_igemm.cu(12): error: expected a ';'"
 
     class RawModule:
         def __init__(self, code, options, name_expressions):
@@ -89,9 +103,9 @@ def test_compile_error_names_file_kernel_and_log(monkeypatch):
     monkeypatch.setattr(_compat, "cupy", fake)
     monkeypatch.setattr(_gpu, "_modules", {})
     with pytest.raises(RuntimeError) as info:
-        _gpu._kernel("conv_implicit_gemm.cu", "conv2d_forward_igemm", np.float32)
+        _gpu._kernel("conv_igemm.cu", "conv_igemm", np.float32, tile=(64, 64))
     message = str(info.value)
-    assert "conv_implicit_gemm.cu" in message and "conv2d_forward_igemm<float>" in message
+    assert "conv_igemm.cu" in message and "conv_igemm<float, 64, 64>" in message
     assert "expected a ';'" in message
 
 
@@ -289,3 +303,43 @@ def test_softmax_cross_entropy(dtype, N, K, rng):
     cpu, gpu = _both("softmax_cross_entropy_forward", [logits, labels], out)
     _check(cpu, gpu, dtype, reduction=K * 900)  # |log_probs| ~ 100: absolute errors scale up
     _check(*_both("softmax_cross_entropy_backward", [cpu[0], labels], [logits], 0.25), dtype)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["basic_nonsquare", "split_reduction", "pointwise_groups"])
+def test_conv2d_grad_weight_bias_fused(case, dtype, rng):
+    """grad_weight and grad_bias in one pass equal the two CPU ops."""
+    cp = _compat.cupy
+    x, w, b, gy, params = _conv_inputs(CONV_CASES[case], dtype, rng)
+    cpu_w, cpu_b = np.empty_like(w), np.empty_like(b)
+    _cpu().conv2d_grad_weight(gy, x, cpu_w, *params, "auto")
+    _cpu().conv2d_grad_bias(gy, cpu_b)
+    dev_w, dev_b = cp.empty(w.shape, dtype), cp.empty(b.shape, dtype)
+    _gpu.conv2d_grad_weight_bias(cp.asarray(gy), cp.asarray(x), dev_w, dev_b, *params)
+    _check([cpu_w, cpu_b], [cp.asnumpy(dev_w), cp.asnumpy(dev_b)], dtype, gy[:, 0].size)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_backward_passes_are_bitwise_reproducible(rng):
+    """No float atomics: split-K sums and max-pool backward give identical bits run to run."""
+    cp = _compat.cupy
+    x, w, b, gy, params = _conv_inputs(CONV_CASES["split_reduction"], np.float32, rng)
+    x, w, gy = cp.asarray(x), cp.asarray(w), cp.asarray(gy)
+    gpool = cp.asarray(rng.standard_normal((4, 6, 16, 17)).astype(np.float32))
+    runs = []
+    for _ in range(3):
+        gx, gw = cp.empty(x.shape, x.dtype), cp.empty(w.shape, w.dtype)
+        _gpu.conv2d_grad_input(gy, w, gx, *params, "auto")
+        _gpu.conv2d_grad_weight(gy, x, gw, *params, "auto")
+        y = cp.empty((4, 6, 16, 17), x.dtype)  # 3x3 stride-2 windows overlap
+        idx = cp.empty(y.shape, np.int64)
+        _gpu.max_pool2d_forward(x, y, idx, (3, 3), (2, 2), (1, 1))
+        gp = cp.empty(x.shape, x.dtype)
+        _gpu.max_pool2d_backward(gpool, idx, gp)
+        runs.append([cp.asnumpy(a) for a in (gx, gw, gp)])
+    for later in runs[1:]:
+        for a, b_ in zip(runs[0], later):
+            assert a.tobytes() == b_.tobytes()

@@ -9,9 +9,9 @@
   architecture; NVRTC itself needs no device.
 """
 
-import re
+import importlib.util
 import shutil
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,39 +20,59 @@ KERNEL_DIR = Path(__file__).resolve().parents[1] / "fastconv" / "kernels"
 CU_FILES = sorted(p.name for p in KERNEL_DIR.glob("*.cu"))
 ARCHS = ("80", "90")
 
-# `template <typename T> __global__ void [__launch_bounds__(...)] name(`
-_TEMPLATE_KERNEL = re.compile(
-    r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+"
-    r"(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\("
-)
+
+def _load_report():
+    # benchmarks/ptxas_report.py holds the instantiation units and the ptxas log parser.
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ptxas_report.py"
+    spec = importlib.util.spec_from_file_location("fastconv_ptxas_report", path)
+    module = importlib.util.module_from_spec(spec)
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = dont_write
+    return module
 
 
-def template_kernels(text):
-    """Names of the float/double template kernels defined in a .cu text, in order."""
-    return _TEMPLATE_KERNEL.findall(text)
+REPORT = _load_report()
 
 
 def test_kernel_files_found():
     assert CU_FILES, f"no .cu files in {KERNEL_DIR}"
     for name in CU_FILES:
-        assert template_kernels((KERNEL_DIR / name).read_text()), f"{name} defines no kernel"
+        assert REPORT.template_kernels((KERNEL_DIR / name).read_text()), f"{name} defines no kernel"
+
+
+def test_report_tiles_match_plans():
+    from fastconv._backend import gpu_plans
+
+    assert REPORT.TILES == {"float": gpu_plans.tiles("f4"), "double": gpu_plans.tiles("f8")}
+
+
+def test_parse_ptxas():
+    log = (
+        "ptxas info    : Compiling entry function '_Z1kIfEvPT_' for 'sm_90'\n"
+        "ptxas info    : Function properties for _Z1kIfEvPT_\n"
+        "    8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n"
+        "ptxas info    : Used 40 registers, used 1 barriers, 2048 bytes smem, 380 bytes cmem[0]\n"
+    )
+    (row,) = REPORT.parse_ptxas(log)
+    assert row == dict(
+        function="_Z1kIfEvPT_", arch="90", spill_stores=4, spill_loads=12, registers=40, smem=2048
+    )
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 @pytest.mark.parametrize("cu_file", CU_FILES)
-def test_nvcc_compiles_float_and_double(cu_file, tmp_path):
-    names = template_kernels((KERNEL_DIR / cu_file).read_text())
-    refs = "".join(f"    (void*)&{n}<float>, (void*)&{n}<double>,\n" for n in names)
-    unit = tmp_path / f"instantiate_{Path(cu_file).stem}.cu"
-    unit.write_text(f'#include "{cu_file}"\n\nvoid* fastconv_kernels[] = {{\n{refs}}};\n')
-    cmd = ["nvcc", "-std=c++17", f"-I{KERNEL_DIR}"]
-    for arch in ARCHS:
-        cmd += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
-    cmd += ["-c", str(unit), "-o", str(tmp_path / "unit.o")]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, (
-        f"nvcc failed on {cu_file}:\n{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
-    )
+def test_nvcc_compiles_without_spills(cu_file, tmp_path):
+    """Every float/double (and tile) instantiation compiles for sm_80 and sm_90, and ptxas keeps
+    every kernel in registers: a spill in the GEMM main loop costs more than the tiling wins."""
+    rc, cmd, out = REPORT.compile_verbose(cu_file, ARCHS, tmp_path)
+    assert rc == 0, f"nvcc failed on {cu_file}:\n{' '.join(cmd)}\n{out}"
+    rows = REPORT.parse_ptxas(out)
+    assert {r["arch"] for r in rows} == set(ARCHS), out
+    spills = [r for r in rows if r["spill_stores"] or r["spill_loads"]]
+    assert not spills, f"{cu_file}: register spills:\n" + "\n".join(map(str, spills))
 
 
 def _nvrtc_program():

@@ -14,20 +14,32 @@ raises RuntimeError saying how to install it.
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
+
 from .. import _compat
 from . import OPS  # noqa: F401  (the interface: the op names this module exports)
 from . import gpu_kernels as _gpu_kernels
 
 # Re-exported: the tests and tests/gpu_emulation reach these through fastconv._backend.gpu.
+from .gpu_conv import (  # noqa: F401  (the convolution ops of OPS live there)
+    _plans,
+    clear_plans,
+    conv2d_algorithms,
+    conv2d_forward,
+    conv2d_grad_bias,
+    conv2d_grad_input,
+    conv2d_grad_weight,
+    conv2d_grad_weight_bias,
+    conv2d_plan,
+)
 from .gpu_kernels import (  # noqa: F401
-    GEMM_BK,
-    GEMM_BM,
-    GEMM_BN,
-    GEMM_THREADS,
     KERNEL_DIR,
     KERNELS,
     NVRTC_OPTIONS,
     REDUCE_THREADS,
+    TILED,
     DeviceInfo,
     _cdiv,
     _device_infos,
@@ -35,204 +47,25 @@ from .gpu_kernels import (  # noqa: F401
     _i64,
     _launch,
     _launch_1d,
-    _launch_gemm,
     _launch_rows,
     _modules,
     _splits,
     device_info,
+    expression,
     kernel_source,
     name_expressions,
 )
 from .gpu_optim import adam_update, sgd_update  # noqa: F401  (ops of the interface)
 
+_pool_work: dict = {}  # (device, planes, HW, OHW) -> (head, next) of max_pool2d_backward
 
-def _kernel(filename, name, dtype):
+
+def _kernel(filename, name, dtype, tile=None):
     """``_gpu_kernels._kernel`` over this module's ``_modules`` (the same cache unless swapped)."""
-    return _gpu_kernels._kernel(filename, name, dtype, _modules)
+    return _gpu_kernels._kernel(filename, name, dtype, _modules, tile=tile)
 
 
-def _sum_splits(partial, out, splits):
-    """out = partial.sum(axis=0) in a fixed order (partial: (splits, *out.shape))."""
-    n = out.size
-    _launch_1d("reduce.cu", "sum_splits", out.dtype, n, (partial, out, *_i64(n), *_i32(splits)))
-
-
-def _conv_args(x_shape, w_shape, y_shape, stride, padding, dilation):
-    """Kernel arguments N, C, H, W, F, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw in .cu types."""
-    N, C, H, W = x_shape
-    F, Cg, KH, KW = w_shape
-    if F * Cg * KH * KW >= 2**31:
-        raise ValueError("fastconv GPU kernels need weight.size < 2**31")
-    return (
-        *_i64(N),
-        *_i32(C),
-        *_i64(H, W),
-        *_i32(F),
-        *_i64(y_shape[2], y_shape[3]),
-        *_i32(KH, KW, *stride, *padding, *dilation),
-    )
-
-
-def _algorithm(w_shape):
-    """The one kernel family the GPU runs a convolution with: depthwise when each group has one
-    input channel (a GEMM would reduce over KH*KW only), else implicit GEMM."""
-    return "depthwise" if w_shape[1] == 1 else "gemm"
-
-
-def _check_algorithm(algorithm, w_shape, pass_):
-    if algorithm not in ("auto", _algorithm(w_shape)):
-        raise ValueError(
-            f"algorithm {algorithm!r} cannot compute the {pass_} pass of this "
-            f"convolution on the GPU; it runs {_algorithm(w_shape)!r} (or 'auto')"
-        )
-
-
-def conv2d_plan(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm):
-    """{pass: algorithm} for the three passes, with `algorithm` ("auto" or a name) resolved."""
-    _compat.require_cupy()
-    passes = ("forward", "grad_input", "grad_weight")
-    for p in passes:
-        _check_algorithm(algorithm, w_shape, p)
-    return {p: _algorithm(w_shape) for p in passes}
-
-
-def conv2d_algorithms(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
-    """{pass: the algorithms that can compute it}."""
-    _compat.require_cupy()
-    return {p: (_algorithm(w_shape),) for p in ("forward", "grad_input", "grad_weight")}
-
-
-def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, algorithm):
-    """y (N,F,OH,OW) = conv(x (N,C,H,W), weight (F,C//groups,KH,KW)) + bias (F,) or None.
-
-    ReLU applied when ``relu``. padding is (pad_top, pad_left); bottom/right follow from OH/OW.
-    """
-    _compat.require_cupy()
-    _check_algorithm(algorithm, weight.shape, "forward")
-    if y.size == 0:
-        return
-    with x.device:
-        args = _conv_args(x.shape, weight.shape, y.shape, stride, padding, dilation)
-        flags = _i32(bias is not None, relu)
-        b = bias if bias is not None else weight  # never read when has_bias == 0
-        if weight.shape[1] == 1:  # depthwise (or C == 1): a GEMM would reduce over KH*KW only
-            _launch_1d(
-                "conv_depthwise.cu",
-                "depthwise_forward",
-                x.dtype,
-                y.size,
-                (x, weight, b, y, *args, *flags),
-            )
-        else:
-            _launch_gemm(
-                "conv_implicit_gemm.cu",
-                "conv2d_forward_igemm",
-                x.dtype,
-                y.size // y.shape[1],
-                weight.shape[0] // groups,
-                groups,
-                (x, weight, b, y, *args, *_i32(groups), *flags),
-            )
-
-
-def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups, algorithm):
-    """grad_x (N,C,H,W) from grad_y (N,F,OH,OW) and weight (F,C//groups,KH,KW): a gather."""
-    _compat.require_cupy()
-    _check_algorithm(algorithm, weight.shape, "grad_input")
-    if grad_x.size == 0:
-        return
-    with grad_x.device:
-        args = _conv_args(grad_x.shape, weight.shape, grad_y.shape, stride, padding, dilation)
-        if weight.shape[1] == 1:
-            _launch_1d(
-                "conv_depthwise.cu",
-                "depthwise_grad_input",
-                grad_x.dtype,
-                grad_x.size,
-                (grad_y, weight, grad_x, *args),
-            )
-        else:
-            _launch_gemm(
-                "conv_implicit_gemm.cu",
-                "conv2d_grad_input_igemm",
-                grad_x.dtype,
-                grad_x.size // grad_x.shape[1],
-                weight.shape[1],
-                groups,
-                (grad_y, weight, grad_x, *args, *_i32(groups)),
-            )
-
-
-def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
-    """grad_weight (F,C//groups,KH,KW) = sum over N, OH, OW of grad_y (N,F,OH,OW) x im2col(x).
-
-    The reduction over N*OH*OW is split over blocks; splits are summed in a fixed order.
-    """
-    cupy = _compat.require_cupy()
-    _check_algorithm(algorithm, grad_weight.shape, "grad_weight")
-    F, Cg, KH, KW = grad_weight.shape
-    P = grad_y.shape[0] * grad_y.shape[2] * grad_y.shape[3]
-    if grad_weight.size == 0:
-        return
-    with x.device:
-        if P == 0:
-            grad_weight.fill(0)
-            return
-        args = _conv_args(x.shape, grad_weight.shape, grad_y.shape, stride, padding, dilation)
-        dtype = grad_weight.dtype
-        if Cg == 1:
-            splits, per = _splits(P, grad_weight.size, 8 * REDUCE_THREADS)
-            part = grad_weight if splits == 1 else cupy.empty((splits, grad_weight.size), dtype)
-            _launch_rows(
-                "conv_depthwise.cu",
-                "depthwise_grad_weight",
-                dtype,
-                grad_weight.size,
-                splits,
-                (grad_y, x, part, *args, *_i64(per)),
-            )
-        else:
-            Fg, K = F // groups, Cg * KH * KW
-            base = _cdiv(K, GEMM_BN) * _cdiv(Fg, GEMM_BM) * groups
-            splits, per = _splits(P, base, 16 * GEMM_BK, align=GEMM_BK)
-            part = grad_weight if splits == 1 else cupy.empty((splits, grad_weight.size), dtype)
-            _launch_gemm(
-                "conv_grad_weight.cu",
-                "conv2d_grad_weight_igemm",
-                dtype,
-                K,
-                Fg,
-                groups * splits,
-                (grad_y, x, part, *args, *_i32(groups, splits), *_i64(per)),
-            )
-        if splits > 1:
-            _sum_splits(part, grad_weight, splits)
-
-
-def conv2d_grad_bias(grad_y, grad_bias):
-    """grad_bias (F,) = grad_y (N,F,OH,OW) summed over N, OH, OW (deterministic)."""
-    cupy = _compat.require_cupy()
-    N, F, OH, OW = grad_y.shape
-    if F == 0:
-        return
-    with grad_y.device:
-        if N * OH * OW == 0:
-            grad_bias.fill(0)
-            return
-        splits, per = _splits(N * OH * OW, F, 8 * REDUCE_THREADS)
-        part = grad_bias if splits == 1 else cupy.empty((splits, F), grad_y.dtype)
-        _launch_rows(
-            "reduce.cu",
-            "conv2d_grad_bias_partial",
-            grad_y.dtype,
-            F,
-            splits,
-            (grad_y, part, *_i64(N), *_i32(F), *_i64(OH * OW, per)),
-        )
-        if splits > 1:
-            _sum_splits(part, grad_bias, splits)
-
-
+@functools.lru_cache(maxsize=256)  # the same few shapes every training step
 def _pool_args(x_shape, y_shape, kernel, stride, padding):
     """planes, H, W, OH, OW, KH, KW, sh, sw, ph, pw in the .cu types."""
     N, C, H, W = x_shape
@@ -251,25 +84,46 @@ def max_pool2d_forward(x, y, indices, kernel, stride, padding):
             "max_pool2d_forward",
             x.dtype,
             y.size,
-            (x, y, indices, *_pool_args(x.shape, y.shape, kernel, stride, padding)),
+            (
+                x,
+                y,
+                indices,
+                *_pool_args(x.shape, y.shape, tuple(kernel), tuple(stride), tuple(padding)),
+            ),
         )
 
 
 def max_pool2d_backward(grad_y, indices, grad_x):
-    """grad_x (N,C,H,W) = scatter-add of grad_y (N,C,OH,OW) at indices (N,C,OH,OW)."""
-    _compat.require_cupy()
+    """grad_x (N,C,H,W) = scatter-add of grad_y (N,C,OH,OW) at indices (N,C,OH,OW).
+
+    Deterministic (no float atomics): each input cell's contributions are linked into a list,
+    then summed in ascending output order (pool.cu). An index outside [0, H*W) adds nothing
+    (the GPU does not read the indices back to check them)."""
+    cupy = _compat.require_cupy()
     N, C, H, W = grad_x.shape
     OH, OW = grad_y.shape[2:]
     if grad_x.size == 0:
         return
     with grad_x.device:
-        grad_x.fill(0)
+        if N * C * OH * OW >= 2**31 or OH * OW >= 2**31:
+            raise ValueError("fastconv GPU max_pool2d_backward needs N*C*OH*OW < 2**31")
+        key = (cupy.cuda.runtime.getDevice(), N * C, H * W, OH * OW)
+        work = _pool_work.get(key)
+        if work is None:  # head must start all -1; the gather pass leaves it so
+            work = (cupy.full(N * C * H * W, -1, np.int32), cupy.empty(N * C * OH * OW, np.int32))
+            _pool_work[key] = work
+        head, nxt = work
+        sizes = _i64(N * C, OH * OW, H * W)
+        dtype = grad_x.dtype
+        _launch_1d(
+            "pool.cu", "max_pool2d_backward_link", dtype, grad_y.size, (indices, head, nxt, *sizes)
+        )
         _launch_1d(
             "pool.cu",
-            "max_pool2d_backward",
-            grad_x.dtype,
-            grad_y.size,
-            (grad_y, indices, grad_x, *_i64(N * C, OH * OW, H * W)),
+            "max_pool2d_backward_gather",
+            dtype,
+            grad_x.size,
+            (grad_y, head, nxt, grad_x, *sizes),
         )
 
 
@@ -286,7 +140,7 @@ def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad):
             (
                 x,
                 y,
-                *_pool_args(x.shape, y.shape, kernel, stride, padding),
+                *_pool_args(x.shape, y.shape, tuple(kernel), tuple(stride), tuple(padding)),
                 *_i32(count_include_pad),
             ),
         )
@@ -304,7 +158,9 @@ def avg_pool2d_backward(grad_y, grad_x, kernel, stride, padding, count_include_p
             (
                 grad_y,
                 grad_x,
-                *_pool_args(grad_x.shape, grad_y.shape, kernel, stride, padding),
+                *_pool_args(
+                    grad_x.shape, grad_y.shape, tuple(kernel), tuple(stride), tuple(padding)
+                ),
                 *_i32(count_include_pad),
             ),
         )

@@ -13,6 +13,7 @@ cached per device). Importing this module never imports CuPy (only ``_compat`` d
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from pathlib import Path
@@ -21,18 +22,20 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _compat
+from .gpu_plans import tiles
 
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernels"  # fastconv/kernels: package data
 
 # Kernel file -> its __global__ templates; each is instantiated for float and double.
 KERNELS = {
-    "conv_implicit_gemm.cu": ("conv2d_forward_igemm", "conv2d_grad_input_igemm"),
-    "conv_grad_weight.cu": ("conv2d_grad_weight_igemm",),
+    "conv_igemm.cu": ("conv_igemm", "splitk_reduce"),
+    "conv_wgrad.cu": ("conv_wgrad", "wgrad_reduce"),
     "conv_depthwise.cu": ("depthwise_forward", "depthwise_grad_input", "depthwise_grad_weight"),
     "reduce.cu": ("sum_splits", "conv2d_grad_bias_partial"),
     "pool.cu": (
         "max_pool2d_forward",
-        "max_pool2d_backward",
+        "max_pool2d_backward_link",
+        "max_pool2d_backward_gather",
         "avg_pool2d_forward",
         "avg_pool2d_backward",
     ),
@@ -44,22 +47,32 @@ KERNELS = {
     ),
     "optim.cu": ("adam_update", "sgd_update"),
 }
+# Kernels templated on the tile shape too: name<T, BM, BN> for each tile of gpu_plans.TILES.
+TILED = frozenset({"conv_igemm", "conv_wgrad"})
 NVRTC_OPTIONS = ("-std=c++17",)
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-_INT64 = np.dtype(np.int64)
+_INDEX_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))  # indices/labels, tables, workspaces
 
-# Must match common.cuh.
-GEMM_BM = GEMM_BN = 64
-GEMM_BK = 16
-GEMM_THREADS = 256
-REDUCE_THREADS = 256
+REDUCE_THREADS = 256  # must match common.cuh
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)
 
 
+def expression(name, dtype, tile=None):
+    """The NVRTC name expression of kernel ``name`` for dtype (and tile (BM, BN) if tiled)."""
+    ctype = _CTYPES[np.dtype(dtype)]
+    return f"{name}<{ctype}, {tile[0]}, {tile[1]}>" if tile else f"{name}<{ctype}>"
+
+
 def name_expressions(filename):
-    """The NVRTC name expressions compiled for a kernel file: ``name<float>``, ``name<double>``."""
-    return [f"{name}<{ctype}>" for name in KERNELS[filename] for ctype in ("float", "double")]
+    """The NVRTC name expressions compiled for a kernel file: ``name<float>``, ``name<double>``
+    (``name<float, BM, BN>`` ... for the tiled kernels)."""
+    out = []
+    for name in KERNELS[filename]:
+        for dtype in _CTYPES:
+            shapes = tiles(dtype) if name in TILED else (None,)
+            out += [expression(name, dtype, t) for t in shapes]
+    return out
 
 
 def kernel_source(filename):
@@ -85,13 +98,14 @@ _modules = {}  # (filename, device id) -> {name expression: cupy.RawKernel}
 _modules_lock = threading.Lock()
 
 
-def _kernel(filename, name, dtype, modules=_modules):
-    """The compiled ``name<T>`` of kernels/<filename> for the current device, T from dtype.
+def _kernel(filename, name, dtype, modules=_modules, tile=None):
+    """The compiled ``name<T>`` (``name<T, BM, BN>``) of kernels/<filename> for the current
+    device, T from dtype.
 
     ``modules`` is the cache (``_modules`` unless given: ``fastconv._backend.gpu._kernel`` passes its own
     ``_modules`` name, so that a test swapping that attribute gets a fresh cache)."""
     cupy = _compat.require_cupy()
-    expr = f"{name}<{_CTYPES[np.dtype(dtype)]}>"
+    expr = expression(name, dtype, tile)
     key = (filename, cupy.cuda.runtime.getDevice())
     kernels = modules.get(key)
     if kernels is None:
@@ -171,19 +185,20 @@ def _i64(*values):
     return tuple(np.int64(v) for v in values)
 
 
-def _launch(filename, name, dtype, grid, block, args):
+def _launch(filename, name, dtype, grid, block, args, tile=None):
     """Launch ``name<T>``. RawKernel reads whatever it is given, so refuse here what it would
-    misread: an array that is not C-contiguous, or not of dtype T (int64 for indices/labels)."""
+    misread: an array that is not C-contiguous, or not of dtype T (int64 for indices/labels,
+    int32 for tables and workspaces)."""
     dtype = np.dtype(dtype)
     for a in args:
         if isinstance(a, np.generic):
             continue
-        if not a.flags.c_contiguous or a.dtype not in (dtype, _INT64):
+        if (a.dtype != dtype and a.dtype not in _INDEX_DTYPES) or not a.flags.c_contiguous:
             raise ValueError(
                 f"fastconv: kernel {name} needs C-contiguous {dtype} arrays, got "
                 f"{'' if a.flags.c_contiguous else 'non-contiguous '}{a.dtype}"
             )
-    _kernel(filename, name, dtype)(grid, block, args)
+    _kernel(filename, name, dtype, tile=tile)(grid, block, args)
 
 
 def _launch_1d(filename, name, dtype, n, args):
@@ -191,10 +206,14 @@ def _launch_1d(filename, name, dtype, n, args):
     grids); a few waves of blocks per SM are enough."""
     if n == 0:
         return
-    info = device_info()
+    grid, block = _grid_1d(n, device_info())
+    _launch(filename, name, dtype, grid, block, args)
+
+
+@functools.lru_cache(maxsize=1024)  # keyed by the DeviceInfo too: a changed device misses
+def _grid_1d(n, info):
     threads = min(256, info.max_threads)
-    blocks = max(1, min(_cdiv(n, threads), 32 * info.sm_count, info.max_grid[0]))
-    _launch(filename, name, dtype, (blocks,), (threads,), args)
+    return (max(1, min(_cdiv(n, threads), 32 * info.sm_count, info.max_grid[0])),), (threads,)
 
 
 def _launch_fixed(filename, name, dtype, grid, threads, shared_bytes, args):
@@ -209,13 +228,6 @@ def _launch_fixed(filename, name, dtype, grid, threads, shared_bytes, args):
     if any(g > m for g, m in zip(grid, info.max_grid)):
         raise RuntimeError(f"fastconv: input too large for one launch of {name} (grid {grid})")
     _launch(filename, name, dtype, tuple(grid), (threads,), args)
-
-
-def _launch_gemm(filename, name, dtype, n_cols, n_rows, z, args):
-    """An implicit-GEMM kernel: a block per 64x64 output tile, z (groups[*splits]) grid-strided."""
-    grid = (_cdiv(n_cols, GEMM_BN), _cdiv(n_rows, GEMM_BM), min(z, device_info().max_grid[2]))
-    shared = 2 * GEMM_BK * (GEMM_BM + 1) * np.dtype(dtype).itemsize + 4 * GEMM_BN  # As, Bs, Hit
-    _launch_fixed(filename, name, dtype, grid, GEMM_THREADS, shared, args)
 
 
 def _launch_rows(filename, name, dtype, rows, splits, args):

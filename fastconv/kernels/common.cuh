@@ -11,22 +11,10 @@
 // is several times cheaper than 64-bit in the gather loops.
 typedef long long idx_t;
 
-// Implicit-GEMM tiling shared by the three convolution GEMMs: a block of GEMM_THREADS threads
-// computes a GEMM_BM x GEMM_BN tile of the output in GEMM_BK-deep slices of the reduction;
-// threads form a 16 x 16 grid and each keeps GEMM_TM x GEMM_TN accumulators in registers, at
-// rows ty + 16*i and columns tx + 16*j (strided, so a warp reads consecutive shared-memory
-// words and writes consecutive output positions).
-// (Enumerators rather than constexpr variables: under NVRTC's device-by-default mode an unused
-// namespace-scope constexpr variable draws a "declared but never referenced" warning.)
+// Block size of the reduction kernels (block_sum / block_max use a static shared buffer).
+// (An enumerator rather than a constexpr variable: under NVRTC's device-by-default mode an
+// unused namespace-scope constexpr variable draws a "declared but never referenced" warning.)
 enum : int {
-    GEMM_BM = 64,
-    GEMM_BN = 64,
-    GEMM_BK = 16,
-    GEMM_THREADS = 256,
-    GEMM_TM = 4,
-    GEMM_TN = 4,
-    GEMM_TDIM = 16,  // GEMM_BM / GEMM_TM == GEMM_BN / GEMM_TN
-    // Block size of the reduction kernels (block_sum / block_max use a static shared buffer).
     REDUCE_THREADS = 256,
 };
 
@@ -34,6 +22,21 @@ template <typename T>
 __device__ __forceinline__ bool fc_isnan(T v) {
     return v != v;  // IEEE: only NaN compares unequal to itself (no fast-math here)
 }
+
+template <typename T>
+__device__ __forceinline__ bool fc_isfinite(T v) {
+    return v - v == T(0);  // inf - inf and NaN - NaN are NaN
+}
+
+// n / d for 0 <= n < 2^31 by a multiply-high and a shift (Granlund & Montgomery; CUTLASS's
+// FastDivmod): the host computes mul and shift once per divisor (gpu_plans.fast_div), so the
+// loops that decode a position every slice do no hardware division. d == 1 is special-cased.
+struct FastDiv {
+    unsigned d, mul, shift;
+    __device__ __forceinline__ unsigned div(unsigned n) const {
+        return d == 1 ? n : __umulhi(n, mul) >> shift;
+    }
+};
 
 __device__ __forceinline__ float fc_neg_inf(float) { return __int_as_float(0xff800000); }
 __device__ __forceinline__ double fc_neg_inf(double) {
@@ -91,52 +94,4 @@ __device__ T block_max(T v, T* smem) {
     const T r = smem[0];
     __syncthreads();
     return r;
-}
-
-// Register-tile update shared by the GEMM kernels: acc += As[:, rows]^T * Bs[:, cols] over
-// one GEMM_BK slice. As is [GEMM_BK][GEMM_BM + 1] and Bs is [GEMM_BK][GEMM_BN + 1]; the +1
-// column of padding keeps the transposed stores of the loaders free of bank conflicts.
-template <typename T>
-__device__ __forceinline__ void gemm_tile_update(T (&acc)[GEMM_TM][GEMM_TN],
-                                                 const T (*As)[GEMM_BM + 1],
-                                                 const T (*Bs)[GEMM_BN + 1], int tx, int ty) {
-#pragma unroll
-    for (int kk = 0; kk < GEMM_BK; ++kk) {
-        T a[GEMM_TM];
-        T b[GEMM_TN];
-#pragma unroll
-        for (int i = 0; i < GEMM_TM; ++i) a[i] = As[kk][ty + GEMM_TDIM * i];
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) b[j] = Bs[kk][tx + GEMM_TDIM * j];
-#pragma unroll
-        for (int i = 0; i < GEMM_TM; ++i) {
-#pragma unroll
-            for (int j = 0; j < GEMM_TN; ++j) acc[i][j] += a[i] * b[j];
-        }
-    }
-}
-
-// gemm_tile_update for the columns with use[j] only: a skipped column adds nothing at all
-// (not 0 * a, which is NaN when a is inf or NaN).
-template <typename T>
-__device__ __forceinline__ void gemm_tile_update_cols(T (&acc)[GEMM_TM][GEMM_TN],
-                                                      const T (*As)[GEMM_BM + 1],
-                                                      const T (*Bs)[GEMM_BN + 1], int tx, int ty,
-                                                      const bool (&use)[GEMM_TN]) {
-#pragma unroll
-    for (int kk = 0; kk < GEMM_BK; ++kk) {
-        T a[GEMM_TM];
-        T b[GEMM_TN];
-#pragma unroll
-        for (int i = 0; i < GEMM_TM; ++i) a[i] = As[kk][ty + GEMM_TDIM * i];
-#pragma unroll
-        for (int j = 0; j < GEMM_TN; ++j) b[j] = Bs[kk][tx + GEMM_TDIM * j];
-#pragma unroll
-        for (int i = 0; i < GEMM_TM; ++i) {
-#pragma unroll
-            for (int j = 0; j < GEMM_TN; ++j) {
-                if (use[j]) acc[i][j] += a[i] * b[j];
-            }
-        }
-    }
 }

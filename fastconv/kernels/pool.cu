@@ -1,7 +1,8 @@
 // 2-D max and average pooling over (N*C) independent planes, symmetric padding (ph, pw).
 // Forward kernels and the average-pool backward are gathers (one thread per output element,
-// grid-stride). Max-pool backward is a scatter-add through the saved indices: the backend
-// interface gives it no window geometry to gather with, so it uses atomicAdd.
+// grid-stride). Max-pool backward is deterministic without the window geometry (which the
+// backend interface does not give it): a link pass threads each input cell's outputs into a
+// list (integer atomicExch only), then a gather pass sums each list in ascending output order.
 #include "common.cuh"
 
 // y = max over the window's in-image cells; indices = ih*W + iw of the winner. Row-major scan,
@@ -45,22 +46,56 @@ __global__ void max_pool2d_forward(const T* __restrict__ x,          // IN  (pla
     }
 }
 
-// grad_x[plane, indices[i]] += grad_y[i]; grad_x must be zeroed first. Overlapping windows
-// (stride < kernel) can send several outputs to one cell: atomicAdd (float and double atomics
-// exist from sm_60). Two contributions add exactly alike in any order; three or more may
-// round differently run to run.
+// Pass 1 of max-pool backward: output i (local index o in its plane) is pushed onto the list of
+// the input cell it took its max from: next[i] = head[cell], head[cell] = o. atomicExch on ints
+// makes the lists exact whatever the order; only the order within a list varies run to run,
+// and pass 2 sums in a fixed order. head must hold -1 everywhere (pass 2 leaves it so); an
+// index outside [0, H*W) (a window entirely in padding, or bad input) links nowhere.
 template <typename T>
-__global__ void max_pool2d_backward(const T* __restrict__ grad_y,           // IN  (planes, OH, OW)
-                                    const long long* __restrict__ indices,  // IN  (planes, OH, OW)
-                                    T* __restrict__ grad_x,                 // OUT (planes, H, W)
-                                    idx_t planes, idx_t OHW, idx_t HW) {
+__global__ void max_pool2d_backward_link(const long long* __restrict__ indices,  // IN (planes, OHW)
+                                         int* __restrict__ head,  // IN/OUT (planes, HW)
+                                         int* __restrict__ next,  // OUT (planes, OHW)
+                                         idx_t planes, idx_t OHW, idx_t HW) {
     const idx_t total = planes * OHW;
     const idx_t stride = (idx_t)gridDim.x * blockDim.x;
     for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
         const idx_t idx = indices[i];
-        if (idx < 0 || idx >= HW) continue;  // window entirely in padding: no input cell
         const idx_t plane = i / OHW;
-        atomicAdd(grad_x + plane * HW + idx, grad_y[i]);
+        if (idx < 0 || idx >= HW) continue;  // never on a list: next[i] is never read
+        next[i] = atomicExch(head + plane * HW + idx, (int)(i - plane * OHW));
+    }
+}
+
+// Pass 2: grad_x[cell] = the sum of grad_y over the cell's list, taken in ascending output
+// order (repeatedly the smallest entry above the last one: lists hold at most a few entries
+// for ordinary pooling, ceil(KH/sh)*ceil(KW/sw)), then the list is emptied for the next call.
+// Every cell is written: grad_x needs no zeroing.
+template <typename T>
+__global__ void max_pool2d_backward_gather(const T* __restrict__ grad_y,  // IN (planes, OHW)
+                                           int* __restrict__ head,        // IN/OUT (planes, HW)
+                                           const int* __restrict__ next,  // IN (planes, OHW)
+                                           T* __restrict__ grad_x,        // OUT (planes, HW)
+                                           idx_t planes, idx_t OHW, idx_t HW) {
+    const idx_t total = planes * HW;
+    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
+    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        const int first = head[i];
+        T acc = T(0);
+        if (first >= 0) {
+            head[i] = -1;
+            const idx_t base = i / HW * OHW;
+            int last = -1;
+            for (;;) {
+                int best = -1;
+                for (int e = first; e >= 0; e = next[base + e]) {
+                    if (e > last && (best < 0 || e < best)) best = e;
+                }
+                if (best < 0) break;
+                acc += grad_y[base + best];
+                last = best;
+            }
+        }
+        grad_x[i] = acc;
     }
 }
 

@@ -25,18 +25,23 @@ template <typename T>
 __global__ void __launch_bounds__(REDUCE_THREADS)
 conv2d_grad_bias_partial(const T* __restrict__ grad_y,  // IN  (N, F, OH, OW)
                          T* __restrict__ partial,       // OUT (splits, F)
-                         idx_t N, int F, idx_t OHW, idx_t e_per_split) {
+                         idx_t N, int F, idx_t OHW, idx_t e_per_split, unsigned ohw_mul,
+                         unsigned ohw_shift) {
     __shared__ T smem[REDUCE_THREADS];
+    // Positions e < N*OH*OW < 2^31 (the host checks): a FastDiv by OH*OW instead of a 64-bit
+    // division, whose library call made ptxas spill on sm_80.
+    const FastDiv plane{(unsigned)OHW, ohw_mul, ohw_shift};
     const int s = blockIdx.y;
     const idx_t total = N * OHW;
     const idx_t e_begin = (idx_t)s * e_per_split;
     const idx_t e_end = imin64(total, e_begin + e_per_split);
     for (int f = blockIdx.x; f < F; f += gridDim.x) {
         T acc = T(0);
+#pragma unroll 1  // unrolled, the double version spilled 16 bytes on sm_80 (ptxas_report.py)
         for (idx_t e = e_begin + threadIdx.x; e < e_end; e += REDUCE_THREADS) {
-            const idx_t n = e / OHW;
-            const idx_t rem = e - n * OHW;
-            acc += grad_y[(n * F + f) * OHW + rem];
+            const unsigned n = plane.div((unsigned)e);
+            const idx_t rem = e - (idx_t)n * OHW;
+            acc += grad_y[((idx_t)n * F + f) * OHW + rem];
         }
         acc = block_sum(acc, smem);
         if (threadIdx.x == 0) partial[(idx_t)s * F + f] = acc;

@@ -75,6 +75,23 @@ inline dim3 thread_idx, block_idx, block_dim, grid_dim;
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+// CUDA's vector types (the kernels load shared memory 128 bits at a time through them).
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+struct alignas(16) double2 {
+    double x, y;
+};
+struct alignas(16) int4 {
+    int x, y, z, w;
+};
+inline int4 make_int4(int x, int y, int z, int w) { return int4{x, y, z, w}; }
+
+inline unsigned __umulhi(unsigned a, unsigned b) {
+    return (unsigned)(((unsigned long long)a * b) >> 32);
+}
 
 inline float __int_as_float(int v) {
     float f;
@@ -91,6 +108,11 @@ template <typename T>
 inline T atomicAdd(T* p, T v) {
     const T old = *p;
     *p = old + v;
+    return old;
+}
+inline int atomicExch(int* p, int v) {
+    const int old = *p;
+    *p = v;
     return old;
 }
 

@@ -46,12 +46,7 @@ CONV = {
     "basic": (
         (2, 3, 6, 5, 4, 3, 2, (1, 1), (1, 1, 1, 1), (1, 1), 1),
         DEFAULT,
-        {
-            "conv2d_forward_igemm",
-            "conv2d_grad_input_igemm",
-            "conv2d_grad_weight_igemm",
-            "conv2d_grad_bias_partial",
-        },
+        {"conv_igemm", "conv_wgrad", "conv2d_grad_bias_partial"},
     ),
     "groups2_stride_asympad_dilation": (
         (2, 4, 9, 11, 6, 3, 3, (2, 3), (1, 2, 0, 1), (2, 1), 2),
@@ -63,16 +58,56 @@ CONV = {
         TINY,
         set(),
     ),
-    "tiles_multi": (  # > 64 output columns, filters and channels: several tiles per grid axis,
-        # a K = 66 reduction ending in a partial 16-slice
-        (1, 66, 9, 9, 70, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "tiles_multi": (  # > 128 output columns, > 64 filters and channels: several tiles per
+        # grid axis (128x128 tiles), a K = 130 reduction ending in a partial 8-slice
+        (2, 130, 9, 9, 140, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        DEFAULT,
+        {"conv_igemm", "conv_wgrad"},
+    ),
+    "split_reduction": (  # split-K forward/grad_input and a split grad_weight reduction
+        (2, 8, 16, 16, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        dict(sm_count=8),
+        {"splitk_reduce", "wgrad_reduce"},
+    ),
+    "stride2_phases": (  # grad_input as 4 phase GEMMs, odd sizes (phases of unequal size)
+        (2, 5, 11, 10, 7, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
         DEFAULT,
         set(),
     ),
-    "split_reduction": (  # grad_weight over 2 splits of N*OH*OW, then sum_splits
-        (2, 3, 16, 16, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "stride2_dilation2": (  # phases no tap reaches (kh*2 % 2 == 1 never): their pixels get 0
+        (1, 4, 9, 9, 6, 3, 3, (2, 2), (2, 2, 2, 2), (2, 2), 1),
         DEFAULT,
-        {"sum_splits"},
+        set(),
+    ),
+    "stem7x7s2": (  # the suite's 7x7 stride-2 stem, scaled down; stride 3 x 1 non-square
+        (1, 3, 20, 17, 8, 7, 5, (3, 1), (3, 3, 2, 2), (1, 1), 1),
+        DEFAULT,
+        set(),
+    ),
+    "lenet_conv2": (  # the suite's LeNet C3 at batch 2
+        (2, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        DEFAULT,
+        set(),
+    ),
+    "c3x3_64": (  # the suite's 3x3 layers (c64..c512), scaled down: 64x128 / 64x64 tiles
+        (1, 64, 6, 6, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        dict(sm_count=1),
+        set(),
+    ),
+    "s2_c64_f128": (  # the suite's 3x3 stride-2 c64 -> f128, scaled down
+        (1, 16, 8, 8, 72, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),
+        dict(sm_count=1),
+        set(),
+    ),
+    "pointwise": (  # the suite's 1x1 c256 -> f64, scaled down
+        (1, 40, 7, 7, 24, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        DEFAULT,
+        set(),
+    ),
+    "dilated": (  # the suite's dilation-2 3x3, scaled down
+        (1, 8, 10, 10, 8, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 1),
+        DEFAULT,
+        set(),
     ),
     "pad_beyond_kernel": (  # outputs whose window lies entirely in the padding
         (1, 2, 4, 4, 3, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1), 1),
@@ -109,7 +144,7 @@ POOL = {
 
 
 def _igemm(launches):
-    return [(g, b) for name, g, b in launches if name.split("<")[0].endswith("_igemm")]
+    return [(g, b) for name, g, b in launches if name.split("<")[0] in ("conv_igemm", "conv_wgrad")]
 
 
 # Checks on the launch configurations a case must produce: (what, predicate on LAUNCHES).
@@ -119,8 +154,25 @@ LAUNCH_CHECKS = {
         lambda ls: any(g[2] == 2 for g, _ in _igemm(ls)),
     ),
     "tiles_multi": (
-        "a GEMM launched with gridDim.x >= 2 and gridDim.y >= 2",
-        lambda ls: any(g[0] >= 2 and g[1] >= 2 for g, _ in _igemm(ls)),
+        "a GEMM launched with gridDim.x >= 2 and gridDim.y >= 2 in the biggest tile (128x128, "
+        "256 threads, for float; 64x128, 128 threads, for double)",
+        lambda ls: any(
+            g[0] >= 2 and g[1] >= 2 and b[0] == (128 if "<double" in n else 256)
+            for n, g, b in ls
+            if n.split("<")[0] in ("conv_igemm", "conv_wgrad")
+        ),
+    ),
+    "split_reduction": (
+        "split-K: a GEMM launched with gridDim.z >= 2 on one group and one phase",
+        lambda ls: any(n.startswith("conv_igemm") and g[2] >= 2 for n, g, _ in ls),
+    ),
+    "stride2_phases": (
+        "grad_input as one launch over the 4 stride phases (gridDim.z = 4)",
+        lambda ls: any(n.startswith("conv_igemm") and g[2] == 4 for n, g, _ in ls),
+    ),
+    "c3x3_64": (
+        "64x64 tiles (64 threads) on one SM",
+        lambda ls: any(b[0] == 64 for _, b in _igemm(ls)),
     ),
 }
 _FEW = (
@@ -139,8 +191,48 @@ for _name, (_geom, _dev, _expect) in CONV.items():
             dtype=_dt,
             launch_check=LAUNCH_CHECKS.get(_name),
         )
+
+
+def _random_geometries(count, seed=1234):
+    """Random small convolutions (fixed seed): groups, strides and dilations up to 3, asymmetric
+    padding, non-square kernels, and a random SM count, so that tile shapes, split-K and phase
+    splits vary from case to case."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        C, F = groups * int(rng.integers(1, 12)), groups * int(rng.integers(2, 80))
+        if C // groups == 1:
+            continue  # depthwise kernels: covered by the depthwise cases
+        KH, KW = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        dil = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        pad = tuple(int(v) for v in rng.integers(0, 3, 4))
+        H, W = int(rng.integers(3, 14)), int(rng.integers(3, 14))
+        if (
+            H + pad[0] + pad[1] < dil[0] * (KH - 1) + 1
+            or W + pad[2] + pad[3] < dil[1] * (KW - 1) + 1
+        ):
+            continue
+        N = int(rng.integers(1, 3))
+        sm = int(rng.choice([1, 2, 8, 32]))
+        out.append(((N, C, H, W, F, KH, KW, stride, pad, dil, groups), dict(sm_count=sm)))
+    return out
+
+
+for _i, (_geom, _dev) in enumerate(_random_geometries(8)):
+    CASES[f"conv-random{_i}-{'float32' if _i % 2 == 0 else 'float64'}"] = dict(
+        kind="conv", geom=_geom, device=_dev, expect=set(), dtype=F32 if _i % 2 == 0 else F64
+    )
 CASES["conv-nonfinite-float64"] = dict(
     kind="conv_nonfinite", geom=CONV["basic"][0], device=DEFAULT, expect=set(), dtype=F64
+)
+CASES["conv-nonfinite_stride2-float32"] = dict(  # the exact re-computation in phase GEMMs
+    kind="conv_nonfinite",
+    geom=CONV["stride2_phases"][0],
+    device=dict(sm_count=8),
+    expect=set(),
+    dtype=F32,
 )
 CASES["conv-nonfinite_depthwise-float32"] = dict(
     kind="conv_nonfinite", geom=CONV["depthwise_x2"][0], device=DEFAULT, expect=set(), dtype=F32
@@ -155,7 +247,8 @@ for _name, _geom in POOL.items():
             launch_check=_FEW,
             expect={
                 "max_pool2d_forward",
-                "max_pool2d_backward",
+                "max_pool2d_backward_link",
+                "max_pool2d_backward_gather",
                 "avg_pool2d_forward",
                 "avg_pool2d_backward",
             },
@@ -186,6 +279,7 @@ for _dt in (F32, F64):
         kind="optim", device=FEW_THREADS, dtype=_dt, expect={"adam_update", "sgd_update"}
     )
 CASES["emulator-self-check"] = dict(kind="self_check", device=DEFAULT)
+CASES["lenet-step"] = dict(kind="lenet_step", device=dict(sm_count=4), expect={"conv_igemm"})
 
 # ----------------------------------------------------------------------------- running
 
@@ -256,6 +350,13 @@ def run_conv(spec, rng):
         gy[:, 0].size,
     )
     _check("conv2d_grad_bias", _both("conv2d_grad_bias", [gy], [b]), dt, gy[:, 0].size)
+    # grad_weight and grad_bias from one pass (GPU only: against the two CPU ops)
+    cpu = [np.empty_like(w), np.empty_like(b)]
+    _cpu.conv2d_grad_weight(gy, x, cpu[0], *params, "auto")
+    _cpu.conv2d_grad_bias(gy, cpu[1])
+    dev = [cupy.empty(w.shape, dt), cupy.empty(b.shape, dt)]
+    _gpu.conv2d_grad_weight_bias(cupy.asarray(gy), cupy.asarray(x), *dev, *params)
+    _check("conv2d_grad_weight_bias", (cpu, [cupy.asnumpy(d) for d in dev]), dt, gy[:, 0].size)
 
 
 def run_conv_nonfinite(spec, rng):
@@ -425,6 +526,14 @@ def run_optim(spec, rng):
         _check(op, (host, [cupy.asnumpy(a) for a in dev]), dt)
 
 
+def run_lenet_step(spec, rng):
+    """A LeNet training step: no host sync, a launch budget, CPU-equal parameters."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import lenet_step
+
+    spec["detail"] = lenet_step.run(spec, rng, cupy)
+
+
 RUNNERS = {
     "conv": run_conv,
     "conv_nonfinite": run_conv_nonfinite,
@@ -434,6 +543,7 @@ RUNNERS = {
     "softmax_xent": run_softmax_xent,
     "optim": run_optim,
     "self_check": run_self_check,
+    "lenet_step": run_lenet_step,
 }
 
 PROBE_SOURCE = r"""
@@ -534,7 +644,9 @@ def main(case_ids):
         except Exception:
             _emit(case=case, status="fail", detail=traceback.format_exc())
         else:
-            _emit(case=case, status="ok", detail=f"{len(cupy.LAUNCHES)} launches")
+            _emit(
+                case=case, status="ok", detail=spec.get("detail", f"{len(cupy.LAUNCHES)} launches")
+            )
     return 0
 
 

@@ -86,15 +86,76 @@ class _Device:
         return False
 
 
+SYNCS = []  # (what, array shape) per read-back of device values to the host
+OPS = []  # names of the array operations run outside RawKernel (CuPy's own kernels on a GPU)
+
+
 class ndarray(np.ndarray):
-    """A NumPy array standing for device memory."""
+    """A NumPy array standing for device memory.
+
+    Reading values back to the host (``get``, ``item``, ``float(a)``, ``int(a)``, ``bool(a)``,
+    ``tolist``) appends to ``SYNCS``: on a GPU each one waits for the stream to drain. Ufuncs,
+    reductions and ``fill`` append their name to ``OPS`` (each is a CuPy kernel launch there).
+    """
 
     @property
     def device(self):
         return _Device()
 
     def get(self):
+        SYNCS.append(("get", self.shape))
         return np.array(self, copy=True).view(np.ndarray)
+
+    def item(self, *args):
+        SYNCS.append(("item", self.shape))
+        return np.ndarray.item(self, *args)
+
+    def tolist(self):
+        SYNCS.append(("tolist", self.shape))
+        return np.ndarray.tolist(self)
+
+    def __float__(self):
+        SYNCS.append(("float", self.shape))
+        return float(np.ndarray.item(self))
+
+    def __int__(self):
+        SYNCS.append(("int", self.shape))
+        return int(np.ndarray.item(self))
+
+    def __bool__(self):
+        SYNCS.append(("bool", self.shape))
+        return bool(np.ndarray.item(self))
+
+    def fill(self, value):
+        OPS.append("fill")
+        np.ndarray.fill(self, value)
+
+    def __setitem__(self, key, value):
+        OPS.append("setitem")
+        np.ndarray.__setitem__(self, key, value)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        OPS.append(ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}")
+        args = [_host(a) for a in inputs]
+        if out is not None:
+            kwargs["out"] = tuple(_host(o) for o in out)
+        result = getattr(ufunc, method)(*args, **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        if isinstance(result, tuple):
+            return tuple(_device(r) for r in result)
+        return _device(result)
+
+
+def _host(a):
+    return a.view(np.ndarray) if isinstance(a, ndarray) else a
+
+
+def _device(r):
+    """A result as a device array; a NumPy scalar becomes a 0-d one, as CuPy returns."""
+    if isinstance(r, np.generic):
+        r = np.asarray(r)
+    return r.view(ndarray) if type(r) is np.ndarray else r
 
 
 ndarray.__module__ = "cupy"
@@ -116,7 +177,7 @@ def _guarded(shape, dtype):
 
 def empty(shape, dtype=np.float64):
     a = _guarded(shape, dtype)
-    a.fill(np.nan if a.dtype.kind in "fc" else -7777)
+    np.ndarray.fill(a, np.nan if a.dtype.kind in "fc" else -7777)  # not an OPS entry: no kernel
     return a
 
 
@@ -142,11 +203,15 @@ def _wrap(r):
 
 
 def matmul(a, b, out=None):
-    return _wrap(np.matmul(a, b, out=out))
+    OPS.append("matmul")
+    r = np.matmul(_host(a), _host(b), out=None if out is None else _host(out))
+    return out if out is not None else _device(r)
 
 
 def sum(a, axis=None, out=None):  # cupy.sum
-    return _wrap(np.sum(a, axis=axis, out=out))
+    OPS.append("sum")
+    r = np.sum(_host(a), axis=axis, out=None if out is None else _host(out))
+    return out if out is not None else _device(r)
 
 
 float32, float64, int32, int64 = np.float32, np.float64, np.int32, np.int64

@@ -1,0 +1,88 @@
+"""One LeNet-5 training step (forward, backward, Adam step) on the emulated GPU backend.
+
+Run by run_cases.py (case ``lenet-step``) with the fake ``cupy``. Checks, for the second step
+(the first builds the launch plans and Adam's state):
+
+* no host synchronisation at all: the fake cupy records every read-back of device values
+  (``get``, ``item``, ``float``/``int``/``bool`` of a device array) in ``cupy.SYNCS``;
+* fastconv kernel launches (``cupy.LAUNCHES``) within ``KERNEL_BUDGET``;
+* the parameters after two steps equal those of the same model trained on the CPU backend.
+
+The other array operations of the step (CuPy's own kernels on a GPU: fills, ``+=`` of the
+gradients, Adam's element-wise arithmetic, cuBLAS products) are counted in ``cupy.OPS`` and
+reported; their number belongs to the layers and the optimiser, not to the GPU backend.
+"""
+
+import collections
+
+import numpy as np
+
+BATCH = 8
+# fastconv kernels per step, without split sums: forward 10 (c1 depthwise, 2 max pools, c3 and
+# c5 GEMMs, 2 bias+ReLU epilogues of the linear layers, softmax) and backward 15 (softmax,
+# 4 relu_backward, c5/c3 grad_input and grad_weight GEMMs, 3 grad_bias, 2 x 2 max-pool passes,
+# c1's depthwise grad_weight). A split reduction adds one launch: at most 10 (the 6 GEMM
+# passes, c1's grad_weight, 3 grad_bias), how many depends on the SM count. The fused
+# grad_weight + grad_bias (gpu.conv2d_grad_weight_bias) would save 3 more once the layer uses it.
+# Adam: one fused launch per parameter (kernels/optim.cu; 10 for LeNet-5), in place of the ~130
+# element-wise CuPy operations it used to make.
+KERNEL_BUDGET = 25 + 10 + 10
+# The other array operations: with the trainer's zero_grad(set_to_none=True) the backward assigns
+# the gradients (no fills, no +=) and Adam is fused, which leaves the layers' cuBLAS products, the
+# loss's mean and its gradient's scale (10 measured: 6 matmul, 3 sums, 1 divide).
+OTHER_OPS_BUDGET = 12
+
+
+def _model(device, cupy_mod):
+    from fastconv import nn, optim
+    from fastconv.lenet import LeNet5
+
+    model = LeNet5(seed=0)
+    if device == "gpu":
+        model.to("gpu")
+    model.train()
+    return model, optim.Adam(model.parameters(), lr=1e-3), nn.SoftmaxCrossEntropy()
+
+
+def _step(model, opt, loss_fn, x, y):
+    opt.zero_grad(set_to_none=True)  # as fastconv.lenet's trainer does
+    logits = model.forward(x)
+    loss = loss_fn.forward(logits, y)
+    model.backward(loss_fn.backward(), input_grad=False)
+    opt.step()
+    return loss
+
+
+def run(spec, rng, cupy):
+    x = rng.standard_normal((BATCH, 1, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, BATCH).astype(np.int64)
+    gpu = _model("gpu", cupy)
+    cpu = _model("cpu", None)
+    xd, yd = cupy.asarray(x), cupy.asarray(y)
+    _step(*gpu, xd, yd)
+    _step(*cpu, x, y)
+    for record in (cupy.LAUNCHES, cupy.SYNCS, cupy.OPS):
+        del record[:]
+    _step(*gpu, xd, yd)
+    launches = [name.split("<")[0] for name, _, _ in cupy.LAUNCHES]
+    syncs, ops = list(cupy.SYNCS), collections.Counter(cupy.OPS)
+    _step(*cpu, x, y)
+    assert not syncs, f"host synchronisations inside a training step: {syncs}"
+    assert len(launches) <= KERNEL_BUDGET, (
+        f"{len(launches)} fastconv kernel launches per step (budget {KERNEL_BUDGET}): "
+        f"{collections.Counter(launches)}"
+    )
+    assert sum(ops.values()) <= OTHER_OPS_BUDGET, (
+        f"{sum(ops.values())} other array operations per step (budget {OTHER_OPS_BUDGET}): {ops}"
+    )
+    for (name, p_gpu), p_cpu in zip(
+        gpu[0].named_parameters().items(), cpu[0].named_parameters().values()
+    ):
+        np.testing.assert_allclose(
+            cupy.asnumpy(p_gpu.data), p_cpu.data, rtol=1e-4, atol=1e-5, err_msg=name
+        )
+    return (
+        f"{len(launches)} fastconv kernel launches (budget {KERNEL_BUDGET}), 0 host syncs, "
+        f"{sum(ops.values())} other array operations per step: "
+        f"{dict(collections.Counter(launches))}; {dict(ops)}"
+    )

@@ -1,0 +1,114 @@
+"""The host side of the GPU GEMM plans (fastconv/_backend/gpu_plans.py), against references
+computed independently here: no GPU or CuPy needed."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fastconv._backend import gpu_plans as gp
+
+
+def test_fast_div_matches_integer_division():
+    rng = np.random.default_rng(0)
+    divisors = [1, 2, 3, 5, 7, 10, 14, 25, 49, 100, 196, 3136, 12544, 50176, 2**20 + 7, 2**31 - 1]
+    numbers = np.concatenate(
+        [np.arange(0, 5000), rng.integers(0, 2**31, 20000), [2**31 - 1, 2**31 - 2, 2**30]]
+    ).astype(np.uint64)
+    for d in divisors:
+        mul, shift = gp.fast_div(d)
+        if d == 1:
+            got = numbers
+        else:
+            got = ((numbers * np.uint64(mul)) >> np.uint64(32)) >> np.uint64(shift)
+        np.testing.assert_array_equal(got, numbers // np.uint64(d), err_msg=f"d={d}")
+        assert 0 <= mul < 2**32 and 0 <= shift < 32
+    for bad in (0, 2**31):
+        with pytest.raises(ValueError):
+            gp.fast_div(bad)
+
+
+def _geometry(H, W, KH, KW, stride, pad, dil):
+    OH = (H + 2 * pad[0] - dil[0] * (KH - 1) - 1) // stride[0] + 1
+    OW = (W + 2 * pad[1] - dil[1] * (KW - 1) - 1) // stride[1] + 1
+    return OH, OW
+
+
+@pytest.mark.parametrize(
+    "H,W,KH,KW,stride,pad,dil",
+    [
+        (11, 10, 3, 3, (2, 2), (1, 1), (1, 1)),
+        (9, 9, 3, 3, (2, 2), (2, 2), (2, 2)),  # phases that no tap reaches
+        (20, 17, 7, 5, (3, 1), (3, 2), (1, 1)),
+        (8, 8, 1, 1, (2, 2), (0, 0), (1, 1)),  # pixels no output reads
+        (6, 6, 3, 3, (1, 1), (1, 1), (1, 1)),
+    ],
+)
+def test_grad_input_phases_cover_every_pixel_and_tap_once(H, W, KH, KW, stride, pad, dil):
+    """Each input pixel lies in exactly one phase, and the phase's table lists exactly the
+    (filter, tap) pairs whose output position is integral: enumerated by brute force."""
+    N, C, F = 2, 3, 2
+    OH, OW = _geometry(H, W, KH, KW, stride, pad, dil)
+    phases = gp.grad_input_phases((N, C, H, W), (F, C, KH, KW), (N, F, OH, OW), stride, pad, dil, 1)
+    owner = {}
+    for index, (f, entries) in enumerate(phases):
+        for i, j in itertools.product(range(f["HPWP"] // f["WP"]), range(f["WP"])):
+            ih, iw = i * f["OS_H"] + f["OO_H"], j * f["OS_W"] + f["OO_W"]
+            assert (ih, iw) not in owner and 0 <= ih < H and 0 <= iw < W
+            owner[(ih, iw)] = index
+            # the taps the table holds for this pixel, as (filter, kh, kw, oh, ow)
+            got = set()
+            for a_off, b_off, ohoff, owoff in entries:
+                fil, tap = divmod(a_off, C * KH * KW)
+                kh, kw = divmod(tap, KW)
+                assert b_off == fil * OH * OW + ohoff * OW + owoff
+                got.add((fil, kh, kw, i + ohoff, j + owoff))
+            want = set()
+            for fil, kh, kw in itertools.product(range(F), range(KH), range(KW)):
+                th, tw = ih + pad[0] - kh * dil[0], iw + pad[1] - kw * dil[1]
+                if th % stride[0] == 0 and tw % stride[1] == 0:
+                    want.add((fil, kh, kw, th // stride[0], tw // stride[1]))
+            assert got == want, (ih, iw)
+    assert len(owner) == H * W
+
+
+def test_forward_table_offsets():
+    ((fields, entries),) = gp.forward_phases(
+        (1, 2, 5, 6), (3, 2, 2, 3), (1, 3, 4, 4), (1, 1), (0, 0), (1, 2), 1
+    )
+    for k, (a_off, b_off, dh, dw) in enumerate(entries):
+        c, rest = divmod(k, 2 * 3)
+        kh, kw = divmod(rest, 3)
+        assert (a_off, b_off, dh, dw) == (k, c * 30 + kh * 6 + kw * 2, kh, kw * 2)
+    assert fields["M"] == 3 and fields["COLS"] == 16 and fields["IO_H"] == 0
+
+
+def test_gemm_plan_pads_tables_and_splits_small_problems():
+    phases = gp.forward_phases(
+        (2, 8, 16, 16), (8, 8, 3, 3), (2, 8, 16, 16), (1, 1), (1, 1), (1, 1), 1
+    )
+    plan = gp.gemm_plan(phases, 1, sm_count=8, max_grid=(2**31 - 1, 65535, 65535))
+    # 4 blocks of 64x128 < 8 SMs: 64x64 (8 blocks), still < 2 per SM: split-K
+    assert plan.tile == (64, 64) and plan.splits == 2 and plan.grid[2] == plan.splits
+    assert len(plan.ktab) == 72
+    odd = gp.forward_phases((1, 3, 4, 4), (2, 3, 3, 3), (1, 2, 2, 2), (1, 1), (0, 0), (1, 1), 1)
+    table = gp.gemm_plan(odd, 1, 1, (2**31 - 1, 65535, 65535)).ktab  # K = 27: padded to 32
+    assert len(table) == 32 and all(tuple(e) == gp.MISS for e in table[27:])
+    row = dict(zip(gp.GEO, plan.geo[0]))
+    assert row["KSPLIT"] % gp.BK == 0 and row["KSPLIT"] * plan.splits >= row["KPAD"]
+    big = gp.gemm_plan(phases, 1, sm_count=1, max_grid=(2**31 - 1, 65535, 65535))
+    assert big.splits == 1
+
+
+def test_tile_choice():
+    assert gp.choose_tile(6, 200704, 1, 132) == (64, 128)  # few filters: no 128-row tile
+    assert gp.choose_tile(512, 392, 1, 132) == (64, 64)  # 7x7 maps: step down to fill SMs
+    assert gp.choose_tile(256, 25088, 1, 132) == (128, 128)
+    assert gp.tiles(np.float64) == gp.TILES[1:] and gp.tiles(np.float32) == gp.TILES
+
+
+def test_size_limits_raise_value_error():
+    with pytest.raises(ValueError, match="C/groups\\*H\\*W"):
+        gp.forward_phases(
+            (1, 2**16, 2**8, 2**8), (1, 2**16, 1, 1), (1, 1, 2**8, 2**8), (1, 1), (0, 0), (1, 1), 1
+        )
