@@ -297,7 +297,10 @@ def _run_epochs(
         bar = _progress_bar(num_batches, position["batch"], f"epoch {epoch + 1}/{epochs}", progress)
         start = time.perf_counter()
         done_before = position["seen"]
-        loss_sum, correct = position["loss_sum"], position["correct"]
+        # Running sums on the arrays' device, read back only for the progress bar and at the end
+        # of the epoch (a GPU step then never waits for the host); float64 as Python's floats.
+        loss_sum = xp.asarray(position["loss_sum"], dtype=np.float64)
+        correct = xp.asarray(position["correct"], dtype=np.int64)
         for b in range(position["batch"], num_batches):
             index = order[b * batch_size : (b + 1) * batch_size]
             k = len(index)
@@ -310,20 +313,20 @@ def _run_epochs(
             loss = loss_fn.forward(logits, y)
             model.backward(loss_fn.backward(), input_grad=False)
             opt.step()
-            loss_sum += float(loss) * k
-            correct += int(xp.count_nonzero(logits.argmax(axis=1) == y))
-            position.update(
-                batch=b + 1, loss_sum=loss_sum, correct=correct, seen=position["seen"] + k
-            )
+            loss_sum += loss.astype(np.float64) * k
+            correct += xp.count_nonzero(logits.argmax(axis=1) == y)
+            position.update(batch=b + 1, seen=position["seen"] + k)
             if bar is not None:
                 bar.update(1)
                 if (b + 1) % _POSTFIX_EVERY == 0:
                     rate = (position["seen"] - done_before) / (time.perf_counter() - start)
                     bar.set_postfix_str(
-                        f"loss {loss_sum / position['seen']:.4f}, {rate:,.0f} img/s"
+                        f"loss {float(loss_sum) / position['seen']:.4f}, {rate:,.0f} img/s"
                     )
             if stop.requested:
                 break
+        position.update(loss_sum=float(loss_sum), correct=int(correct))  # (waits for a GPU)
+        loss_sum, correct = position["loss_sum"], position["correct"]
         seconds = time.perf_counter() - start
         if bar is not None:
             bar.close()
