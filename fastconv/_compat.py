@@ -58,6 +58,8 @@ def require_cupy():
 
 def array_module(a):
     """``cupy`` for a CuPy array, else ``numpy``."""
+    if type(a) is numpy.ndarray:  # the hot path
+        return numpy
     if is_cupy_array(a):
         return require_cupy()
     return numpy

@@ -48,4 +48,7 @@ __all__ = [
 
 def is_dask(*arrays):
     """Whether any of `arrays` (None ignored) is a Dask array."""
-    return any(_compat.is_dask_array(a) for a in arrays if a is not None)
+    for a in arrays:  # a loop, not any(generator): called on every op
+        if a is not None and _compat.is_dask_array(a):
+            return True
+    return False

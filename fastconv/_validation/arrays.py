@@ -16,7 +16,10 @@ def backend(**arrays):
     """The backend module for these arrays (None values ignored): fastconv._backend.cpu or .gpu.
 
     Mixing NumPy and CuPy arrays raises TypeError naming the arguments."""
-    if all(a is None or type(a) is np.ndarray for a in arrays.values()):  # the hot path
+    for a in arrays.values():  # the hot path: NumPy arrays only (no generator: called per op)
+        if a is not None and type(a) is not np.ndarray:
+            break
+    else:
         return backend_for("cpu")
     on_gpu = {name: _compat.is_cupy_array(a) for name, a in arrays.items() if a is not None}
     if any(on_gpu.values()):
@@ -84,6 +87,8 @@ def compute_dtype(**arrays):
 
 def contiguous(a, dtype):
     """C-contiguous `a` of `dtype`, copied at most once (cast and layout in the same copy)."""
+    if type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous:  # the hot path
+        return a
     xp = _compat.array_module(a)
     return xp.ascontiguousarray(a, dtype=dtype)
 
