@@ -10,9 +10,12 @@ new array once an optimiser holds the parameter (copy into it with
 This module is pure Python + NumPy; CuPy is only ever reached through fastconv._compat.
 """
 
+from typing import Any, Optional, Tuple
+
 import numpy as np
 
 from ._compat import array_module
+from ._typing import Array
 
 __all__ = ["Parameter", "array_module"]
 
@@ -39,8 +42,11 @@ class Parameter:
     """
 
     __slots__ = ("data", "grad", "name")
+    data: Array
+    grad: Optional[Array]
+    name: Optional[str]
 
-    def __init__(self, data, name=None):
+    def __init__(self, data: Any, name: Optional[str] = None) -> None:
         if not type(data).__module__.startswith("cupy"):
             data = np.asarray(data)
         self.data = data
@@ -48,21 +54,21 @@ class Parameter:
         self.name = name
 
     @property
-    def shape(self):
+    def shape(self) -> Tuple[int, ...]:
         """tuple of int: shape of ``data``."""
         return self.data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         """dtype of ``data``."""
         return self.data.dtype
 
     @property
-    def size(self):
+    def size(self) -> int:
         """int: number of elements of ``data``."""
         return self.data.size
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Fill ``grad`` with zeros in place (allocate it when it is None or stale).
 
         Reuses the existing buffer when it still matches ``data`` in shape, dtype
@@ -75,7 +81,7 @@ class Parameter:
         else:
             self.grad = array_module(d).zeros_like(d)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         mod = "cupy" if type(self.data).__module__.startswith("cupy") else "numpy"
         name = "" if self.name is None else f"{self.name!r}, "
         return f"Parameter({name}shape={tuple(self.shape)}, dtype={self.dtype}, {mod})"
