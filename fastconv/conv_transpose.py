@@ -253,7 +253,7 @@ def conv_transpose2d_backward(
     # The equivalent convolution's input: the output rows some input reaches (a view).
     core = grad_out if (CH, CW) == geom.output_shape[2:] else grad_out[:, :, :CH, :CW]
     grad_input = grad_weight = grad_bias = None
-    if {"input", "weight"} <= needs and _fuses(be, core, x, weight):
+    if "input" in needs and "weight" in needs and _fuses(be, core, x, weight):
         grad_input, grad_weight = _input_and_weight(be, core, x, weight, dtype, geom)
     if "input" in needs and grad_input is None:
         grad_input = conv2d(core, _arrays.contiguous(weight, dtype), **geom.conv)
