@@ -25,6 +25,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_conv  # noqa: E402  (the suite, its data and the timer)
+from bench_toolkit import CpuTimer  # noqa: E402  (bench_conv's timer on process CPU time)
 
 EXTRA = [
     # stride 2 along W: the scalar depthwise forward and the scatter grad-input (no SIMD flip)
@@ -41,20 +42,6 @@ def _cases():
     return {c.name: c for c in bench_conv.build_suite(False) + EXTRA}
 
 
-class CpuTimer:
-    """Seconds of this process's CPU time per call: with one thread, what other processes on a
-    shared machine do to the wall clock (preemption, a busy core) mostly stays out of it."""
-
-    def __call__(self, fn, calls):
-        out = None
-        t0 = time.process_time()
-        for _ in range(calls):
-            out = fn()
-        dt = time.process_time() - t0
-        del out
-        return dt / calls
-
-
 def worker(path, threads, cputime):
     """Serve requests on stdin: {"case"} -> prepare and warm up; {"case", "phase", "calls"} ->
     seconds per call of one rep; answers one JSON line each on stdout."""
@@ -67,7 +54,7 @@ def worker(path, threads, cputime):
         sys.exit(f"fastconv came from {fc.__file__}, not from {path}")
     fc.set_num_threads(threads)
     threadpool_limits(limits=threads, user_api="blas")
-    timer = CpuTimer() if cputime else bench_conv.Timer("cpu")
+    timer = CpuTimer("cpu") if cputime else bench_conv.Timer("cpu")
     cases, fns = _cases(), {}
     for line in sys.stdin:
         req = json.loads(line)

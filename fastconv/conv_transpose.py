@@ -16,12 +16,12 @@ padding of the equivalent convolution (rows no input reaches beyond that are zer
 from collections import namedtuple
 from typing import Optional, Sequence, Tuple, Union
 
-from . import _compat
+from . import _compat, _dask
 from ._typing import Array, IntPair, Padding
 from ._validation import arrays as _arrays
-from ._validation import as_int, as_pair, as_shape
+from ._validation import as_int, as_pair, as_shape, conv_geometry
 from .arith import conv_transpose_output_size
-from .conv import conv2d, conv2d_grad_input, conv2d_grad_weight
+from .conv import _kernel_args, conv2d, conv2d_grad_input, conv2d_grad_weight
 
 __all__ = ["conv_transpose2d", "conv_transpose2d_backward", "conv_transpose_output_shape"]
 
@@ -183,6 +183,33 @@ def _as_needs(needs):
     return set(needs)
 
 
+def _fuses(be, core, x, weight):
+    """Whether the backend computes both gradients in one call (the CPU backend: one im2col per
+    tile of grad_out serves grad-input's and grad-weight's GEMMs); not for Dask or empty arrays."""
+    return (
+        hasattr(be, "conv2d_forward_and_grad_weight")
+        and not _dask.is_dask(core, x, weight)
+        and min(core.size, x.size, weight.size) > 0
+    )
+
+
+def _input_and_weight(be, core, x, weight, dtype, geom):
+    """(grad_input, grad_weight): conv2d(core, weight) and conv2d_grad_weight(x, core), in one
+    backend call."""
+    conv = conv_geometry(core.shape, weight.shape, **geom.conv)
+    grad_input = _arrays.empty(core, conv.output_shape, dtype)
+    grad_weight = _arrays.empty(core, weight.shape, dtype)
+    be.conv2d_forward_and_grad_weight(
+        _arrays.contiguous(core, dtype),
+        _arrays.contiguous(weight, dtype),
+        grad_input,
+        _arrays.contiguous(x, dtype),
+        grad_weight,
+        *_kernel_args(conv),
+    )
+    return grad_input, grad_weight
+
+
 def conv_transpose2d_backward(
     grad_out: Array,
     x: Array,
@@ -226,9 +253,11 @@ def conv_transpose2d_backward(
     # The equivalent convolution's input: the output rows some input reaches (a view).
     core = grad_out if (CH, CW) == geom.output_shape[2:] else grad_out[:, :, :CH, :CW]
     grad_input = grad_weight = grad_bias = None
-    if "input" in needs:
+    if "input" in needs and "weight" in needs and _fuses(be, core, x, weight):
+        grad_input, grad_weight = _input_and_weight(be, core, x, weight, dtype, geom)
+    if "input" in needs and grad_input is None:
         grad_input = conv2d(core, _arrays.contiguous(weight, dtype), **geom.conv)
-    if "weight" in needs:
+    if "weight" in needs and grad_weight is None:
         grad_weight = conv2d_grad_weight(
             _arrays.contiguous(x, dtype), core, weight.shape, **geom.conv
         )

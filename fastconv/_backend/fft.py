@@ -229,6 +229,19 @@ def _place(gy, ah, aw, dtype):
 
 
 # --------------------------------------------------------------------------- the three passes
+def _filter_blocks(groups, Cg, Fg, fb):
+    """(input channels, block of at most fb output channels) slices, group by group."""
+    for g in range(groups):
+        for f0 in range(g * Fg, (g + 1) * Fg, fb):
+            yield slice(g * Cg, (g + 1) * Cg), slice(f0, min((g + 1) * Fg, f0 + fb))
+
+
+def _runs(n, size):
+    """Slices of [0, n) of `size` elements (the last one shorter)."""
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
 def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
     """y = conv2d(x, weight) + bias (then ReLU if `relu`), by FFT.
 
@@ -252,34 +265,30 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu):
     threads = get_num_threads()
     nb, fb = _chunks(N, Fg, Cg, ah, aw, x.dtype, x.nbytes + weight.nbytes + y.nbytes)
     wd = _dilated(weight, dilation)
-    for g in range(groups):
-        cs = slice(g * Cg, (g + 1) * Cg)
-        for f0 in range(g * Fg, (g + 1) * Fg, fb):
-            fs = slice(f0, min((g + 1) * Fg, f0 + fb))
-            Wc = _spectrum(wd[fs], ah, aw, threads)  # (f, Cg, L1, L2h)
-            np.conj(Wc, out=Wc)
-            for n0 in range(0, N, nb):
-                ns = slice(n0, min(N, n0 + nb))
-                X = _spectrum(x[ns, cs], ah, aw, threads)  # (n, Cg, L1, L2h)
-                Y = np.empty((X.shape[0], Wc.shape[0]) + X.shape[2:], dtype=X.dtype)
-                _channel_sum(_bins(X), _bins(Wc), _bins(Y), threads)
-                del X
-                z = _inverse(Y, ah, aw, threads)  # (n, f, L1, L2)
-                del Y
-                for rows, grid_rows in ah.runs:
-                    for cols, grid_cols in aw.runs:
-                        if bias is None:
-                            y[ns, fs, rows, cols] = z[:, :, grid_rows, grid_cols]
-                        else:  # the bias in the same pass as the copy
-                            np.add(
-                                z[:, :, grid_rows, grid_cols],
-                                bias[fs, None, None],
-                                out=y[ns, fs, rows, cols],
-                            )
-                del z
-                if relu:
-                    out = y[ns, fs, ah.lo : ah.hi, aw.lo : aw.hi]
-                    np.maximum(out, 0, out=out)
+    for cs, fs in _filter_blocks(groups, Cg, Fg, fb):
+        Wc = _spectrum(wd[fs], ah, aw, threads)  # (f, Cg, L1, L2h)
+        np.conj(Wc, out=Wc)
+        for ns in _runs(N, nb):
+            X = _spectrum(x[ns, cs], ah, aw, threads)  # (n, Cg, L1, L2h)
+            Y = np.empty((X.shape[0], Wc.shape[0]) + X.shape[2:], dtype=X.dtype)
+            _channel_sum(_bins(X), _bins(Wc), _bins(Y), threads)
+            del X
+            z = _inverse(Y, ah, aw, threads)  # (n, f, L1, L2)
+            del Y
+            for rows, grid_rows in ah.runs:
+                for cols, grid_cols in aw.runs:
+                    if bias is None:
+                        y[ns, fs, rows, cols] = z[:, :, grid_rows, grid_cols]
+                    else:  # the bias in the same pass as the copy
+                        np.add(
+                            z[:, :, grid_rows, grid_cols],
+                            bias[fs, None, None],
+                            out=y[ns, fs, rows, cols],
+                        )
+            del z
+            if relu:
+                out = y[ns, fs, ah.lo : ah.hi, aw.lo : aw.hi]
+                np.maximum(out, 0, out=out)
 
 
 def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups):
@@ -300,25 +309,21 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
     threads = get_num_threads()
     nb, fb = _chunks(N, Fg, Cg, ah, aw, grad_y.dtype, grad_y.nbytes + weight.nbytes + grad_x.nbytes)
     wd = _dilated(weight, dilation)
-    for g in range(groups):
-        cs = slice(g * Cg, (g + 1) * Cg)
-        for f0 in range(g * Fg, (g + 1) * Fg, fb):
-            fs = slice(f0, min((g + 1) * Fg, f0 + fb))
-            Wf = _spectrum(wd[fs], ah, aw, threads).transpose(1, 0, 2, 3)  # (Cg, f, L1, L2h)
-            for n0 in range(0, N, nb):
-                ns = slice(n0, min(N, n0 + nb))
-                G = _spectrum(_place(grad_y[ns, fs], ah, aw, grad_y.dtype), ah, aw, threads)
-                GX = np.empty((G.shape[0], Cg) + G.shape[2:], dtype=G.dtype)
-                _channel_sum(_bins(G), _bins(Wf), _bins(GX), threads)
-                del G
-                gx = _inverse(GX, ah, aw, threads, rows=H)  # (n, Cg, H, L2)
-                del GX
-                # Filter chunks add up in a fixed order: the same sums for any thread count.
-                if f0 == g * Fg:
-                    grad_x[ns, cs] = gx[:, :, :, :W]
-                else:
-                    grad_x[ns, cs] += gx[:, :, :, :W]
-                del gx
+    for cs, fs in _filter_blocks(groups, Cg, Fg, fb):
+        Wf = _spectrum(wd[fs], ah, aw, threads).transpose(1, 0, 2, 3)  # (Cg, f, L1, L2h)
+        for ns in _runs(N, nb):
+            G = _spectrum(_place(grad_y[ns, fs], ah, aw, grad_y.dtype), ah, aw, threads)
+            GX = np.empty((G.shape[0], Cg) + G.shape[2:], dtype=G.dtype)
+            _channel_sum(_bins(G), _bins(Wf), _bins(GX), threads)
+            del G
+            gx = _inverse(GX, ah, aw, threads, rows=H)  # (n, Cg, H, L2)
+            del GX
+            # Filter chunks add up in a fixed order: the same sums for any thread count.
+            if fs.start % Fg == 0:  # the group's first block of filters
+                grad_x[ns, cs] = gx[:, :, :, :W]
+            else:
+                grad_x[ns, cs] += gx[:, :, :, :W]
+            del gx
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups):
@@ -341,30 +346,26 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
     nb, fb = _chunks(
         N, Fg, Cg, ah, aw, x.dtype, grad_y.nbytes + x.nbytes + grad_weight.nbytes, accumulators=2
     )
-    for g in range(groups):
-        cs = slice(g * Cg, (g + 1) * Cg)
-        for f0 in range(g * Fg, (g + 1) * Fg, fb):
-            fs = slice(f0, min((g + 1) * Fg, f0 + fb))
-            GW = None
-            for n0 in range(0, N, nb):
-                ns = slice(n0, min(N, n0 + nb))
-                G = _spectrum(_place(grad_y[ns, fs], ah, aw, grad_y.dtype), ah, aw, threads)
-                np.conj(G, out=G)
-                X = _spectrum(x[ns, cs], ah, aw, threads)
-                part = np.empty((G.shape[1], Cg) + G.shape[2:], dtype=G.dtype)
-                # (f, n) x (n, Cg) per bin: the batch is the reduction.
-                _channel_sum(
-                    _bins(G.transpose(1, 0, 2, 3)),
-                    _bins(X.transpose(1, 0, 2, 3)),
-                    _bins(part),
-                    threads,
-                )
-                del G, X
-                if GW is None:
-                    GW = part
-                else:
-                    GW += part  # batch chunks in a fixed order: the same sums for any thread count
-                del part
-            gwd = _inverse(GW, ah, aw, threads, rows=(KH - 1) * dh + 1)  # (f, Cg, KHD, L2)
-            del GW
-            grad_weight[fs] = gwd[:, :, ::dh, : (KW - 1) * dw + 1 : dw]
+    for cs, fs in _filter_blocks(groups, Cg, Fg, fb):
+        GW = None
+        for ns in _runs(N, nb):
+            G = _spectrum(_place(grad_y[ns, fs], ah, aw, grad_y.dtype), ah, aw, threads)
+            np.conj(G, out=G)
+            X = _spectrum(x[ns, cs], ah, aw, threads)
+            part = np.empty((G.shape[1], Cg) + G.shape[2:], dtype=G.dtype)
+            # (f, n) x (n, Cg) per bin: the batch is the reduction.
+            _channel_sum(
+                _bins(G.transpose(1, 0, 2, 3)),
+                _bins(X.transpose(1, 0, 2, 3)),
+                _bins(part),
+                threads,
+            )
+            del G, X
+            if GW is None:
+                GW = part
+            else:
+                GW += part  # batch chunks in a fixed order: the same sums for any thread count
+            del part
+        gwd = _inverse(GW, ah, aw, threads, rows=(KH - 1) * dh + 1)  # (f, Cg, KHD, L2)
+        del GW
+        grad_weight[fs] = gwd[:, :, ::dh, : (KW - 1) * dw + 1 : dw]
