@@ -12,33 +12,32 @@ cdef inline bint _takes(real v, real best) noexcept nogil:
     return (v > best) | ((v != v) & (best == best))
 
 
-cdef extern from "simd.h":
-    int fc_simd_level()
-
-
-cdef extern from "pool_2x2.h":
-    void fc_max_2x2_plane_float(int level, const float* x, float* y, long long* idx,
-                                Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) nogil
-    void fc_max_2x2_plane_double(int level, const double* x, double* y, long long* idx,
-                                 Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) nogil
-    int fc_max_2x2_backward_plane_float(int level, const float* dy, const long long* idx, float* dx,
-                                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
-                                        Py_ssize_t OW) nogil
-    int fc_max_2x2_backward_plane_double(int level, const double* dy, const long long* idx, double* dx,
-                                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
-                                         Py_ssize_t OW) nogil
-
-
-include "simd_level.pxi"
-
-
-cdef inline void _max_2x2(int level, const real* xplane, real* yplane, long long* iplane,
-                          Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
-    """The 2x2, stride-2, unpadded window (LeNet's, and most CNNs'): pool_2x2.h."""
-    if real is float:
-        fc_max_2x2_plane_float(level, xplane, yplane, iplane, W, OH, OW)
-    else:
-        fc_max_2x2_plane_double(level, xplane, yplane, iplane, W, OH, OW)
+cdef void _max_2x2(const real* xplane, real* yplane, long long* iplane, Py_ssize_t W,
+                   Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    """The 2x2, stride-2, unpadded window (LeNet's, and most CNNs'), unrolled."""
+    cdef Py_ssize_t oh, ow, i
+    cdef real best, v
+    cdef long long best_index
+    cdef int take
+    for oh in range(OH):
+        for ow in range(OW):
+            i = 2 * oh * W + 2 * ow
+            best = xplane[i]
+            best_index = i
+            v = xplane[i + 1]
+            take = _takes(v, best)
+            best = select(take, v, best)
+            best_index = fc_select_index(take, i + 1, best_index)
+            v = xplane[i + W]
+            take = _takes(v, best)
+            best = select(take, v, best)
+            best_index = fc_select_index(take, i + W, best_index)
+            v = xplane[i + W + 1]
+            take = _takes(v, best)
+            best = select(take, v, best)
+            best_index = fc_select_index(take, i + W + 1, best_index)
+            yplane[oh * OW + ow] = best
+            iplane[oh * OW + ow] = best_index
 
 
 def max_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, long long[:, :, :, ::1] indices,
@@ -54,7 +53,6 @@ def max_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, long long[:, :
     cdef const real* xplane
     cdef real* yp = &y[0, 0, 0, 0]
     cdef long long* ip = &indices[0, 0, 0, 0]
-    cdef int simd = _level
     with nogil:
         for plane in prange(N * C, num_threads=num_threads, schedule="static"):
             xplane = xp + plane * H * W
@@ -62,7 +60,7 @@ def max_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, long long[:, :
             # clips it)
             if (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
                     and 2 * OH <= H and 2 * OW <= W):
-                _max_2x2(simd, xplane, yp + plane * OH * OW, ip + plane * OH * OW, W, OH, OW)
+                _max_2x2(xplane, yp + plane * OH * OW, ip + plane * OH * OW, W, OH, OW)
                 continue
             for oh in range(OH):
                 ih0 = max(oh * sh - ph, 0)
@@ -87,29 +85,15 @@ def max_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, long long[:, :
 
 def max_backward(const real[:, :, :, ::1] grad_y, const long long[:, :, :, ::1] indices,
                  real[:, :, :, ::1] grad_x, int num_threads):
-    """grad_x[n, c].flat[indices] += grad_y (scatter within the plane, after zeroing it); in one
-    pass per plane when its indices lie in their outputs' 2x2 blocks (pool_2x2.h)."""
+    """grad_x[n, c].flat[indices] += grad_y (scatter within the plane)."""
     cdef Py_ssize_t N = grad_x.shape[0], C = grad_x.shape[1]
-    cdef Py_ssize_t H = grad_x.shape[2], W = grad_x.shape[3], HW = H * W
-    cdef Py_ssize_t OH = grad_y.shape[2], OW = grad_y.shape[3]
-    cdef Py_ssize_t OHW = OH * OW, plane, j
-    cdef bint blocks = 2 * OH <= H and 2 * OW <= W
-    cdef int done, simd = _level
+    cdef Py_ssize_t HW = grad_x.shape[2] * grad_x.shape[3]
+    cdef Py_ssize_t OHW = grad_y.shape[2] * grad_y.shape[3], plane, j
     cdef const real* dy = &grad_y[0, 0, 0, 0]
     cdef const long long* ip = &indices[0, 0, 0, 0]
     cdef real* dx = &grad_x[0, 0, 0, 0]
     with nogil:
         for plane in prange(N * C, num_threads=num_threads, schedule="static"):
-            done = 0
-            if blocks:
-                if real is float:
-                    done = fc_max_2x2_backward_plane_float(
-                        simd, dy + plane * OHW, ip + plane * OHW, dx + plane * HW, H, W, OH, OW)
-                else:
-                    done = fc_max_2x2_backward_plane_double(
-                        simd, dy + plane * OHW, ip + plane * OHW, dx + plane * HW, H, W, OH, OW)
-            if done:
-                continue
             memset(dx + plane * HW, 0, HW * sizeof(real))
             for j in range(OHW):
                 dx[plane * HW + ip[plane * OHW + j]] += dy[plane * OHW + j]
