@@ -11,7 +11,15 @@ import numpy as np
 
 from . import _dask
 from ._typing import Array, DTypeLike, IntPair, Padding
-from ._validation import NEEDS, as_activation, as_algorithm, as_needs, as_shape, conv_geometry
+from ._validation import (
+    NEEDS,
+    as_activation,
+    as_algorithm,
+    as_needs,
+    as_shape,
+    conv_geometry,
+    shapes_geometry,
+)
 from ._validation import arrays as _arrays
 
 
@@ -264,16 +272,8 @@ def conv2d_grad_weight(
 
 
 def _plan_args(input_shape, weight_shape, stride, padding, dilation, groups, dtype, device):
-    input_shape = as_shape(input_shape, "input_shape", 4)
-    weight_shape = as_shape(weight_shape, "weight_shape", 4)
-    geom = conv_geometry(
-        input_shape,
-        weight_shape,
-        stride,
-        padding,
-        dilation,
-        groups,
-        ("input_shape", "weight_shape"),
+    input_shape, weight_shape, geom = shapes_geometry(
+        input_shape, weight_shape, stride, padding, dilation, groups
     )
     try:
         dtype = np.dtype(dtype)

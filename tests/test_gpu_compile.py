@@ -9,12 +9,11 @@
   architecture; NVRTC itself needs no device.
 """
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from load_script import load_script
 
 KERNEL_DIR = Path(__file__).resolve().parents[1] / "fastconv" / "kernels"
 CU_FILES = sorted(p.name for p in KERNEL_DIR.glob("*.cu"))
@@ -24,14 +23,7 @@ ARCHS = ("80", "90")
 def _load_report():
     # benchmarks/ptxas_report.py holds the instantiation units and the ptxas log parser.
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "ptxas_report.py"
-    spec = importlib.util.spec_from_file_location("fastconv_ptxas_report", path)
-    module = importlib.util.module_from_spec(spec)
-    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.dont_write_bytecode = dont_write
-    return module
+    return load_script(path, "fastconv_ptxas_report")
 
 
 REPORT = _load_report()

@@ -36,7 +36,6 @@ Skipped when no C++17 g++ (with <ucontext.h>) can build the emulator; $FAKECUPY_
 another compiler.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -45,6 +44,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from load_script import load_script
 
 import fastconv
 
@@ -57,14 +57,7 @@ CHILD_TIMEOUT_S = 300
 
 def _load_driver():
     # The case table lives in the child's script; load it by path (imports only numpy).
-    spec = importlib.util.spec_from_file_location("fastconv_gpu_emulation_cases", DRIVER)
-    module = importlib.util.module_from_spec(spec)
-    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ there
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.dont_write_bytecode = dont_write
-    return module
+    return load_script(DRIVER, "fastconv_gpu_emulation_cases")
 
 
 CASE_IDS = list(_load_driver().CASES)

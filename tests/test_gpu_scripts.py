@@ -5,16 +5,15 @@ the steps and files it names, and the Python parts it runs (bench_lenet_gpu.py's
 data and JSON; bench_conv.py's --device gpu arguments) are checked here.
 """
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from load_script import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -22,14 +21,7 @@ VERIFY = BENCH / "gpu_verify.sh"
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"fastconv_bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.dont_write_bytecode = dont_write
-    return module
+    return load_script(BENCH / f"{name}.py", f"fastconv_bench_{name}")
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")

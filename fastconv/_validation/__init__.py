@@ -21,6 +21,7 @@ from .geometry import (
     pool_geometry,
     pool_output_shape,
     pool_output_size,
+    shapes_geometry,
 )
 from .values import (
     CONV_ALGORITHMS,
@@ -51,6 +52,7 @@ __all__ = [
     "as_shape",
     "conv_geometry",
     "conv_output_shape",
+    "shapes_geometry",
     "conv_padding",
     "output_size",
     "pool_geometry",

@@ -113,20 +113,21 @@ def conv_geometry(
     return ConvGeometry(stride, padding, dilation, groups, (N, F, OH, OW))
 
 
+def shapes_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+    """(input_shape, weight_shape, ConvGeometry) for a convolution given by shapes (N, C, H, W)
+    and (F, C // groups, KH, KW) rather than arrays; ValueError/TypeError like conv2d."""
+    input_shape = as_shape(input_shape, "input_shape", 4)
+    weight_shape = as_shape(weight_shape, "weight_shape", 4)
+    names = ("input_shape", "weight_shape")
+    geom = conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups, names)
+    return input_shape, weight_shape, geom
+
+
 def conv_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):
     """Output shape (N, F, OH, OW) of conv2d for x of `input_shape` (N, C, H, W) and weight of
     `weight_shape` (F, C // groups, KH, KW); raises ValueError/TypeError like conv2d."""
-    input_shape = as_shape(input_shape, "input_shape", 4)
-    weight_shape = as_shape(weight_shape, "weight_shape", 4)
-    return conv_geometry(
-        input_shape,
-        weight_shape,
-        stride,
-        padding,
-        dilation,
-        groups,
-        ("input_shape", "weight_shape"),
-    ).output_shape
+    geom = shapes_geometry(input_shape, weight_shape, stride, padding, dilation, groups)[2]
+    return geom.output_shape
 
 
 PoolGeometry = namedtuple("PoolGeometry", "kernel stride padding output_shape")
