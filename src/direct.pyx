@@ -228,6 +228,8 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef const real* xw
     cdef real* work
     cdef real* gyt
+    cdef real* lane
+    cdef const real* row
     cdef const real* xp = &x[0, 0, 0, 0]
     cdef const real* gyp = &grad_y[0, 0, 0, 0]
     cdef real* dwp = &grad_w[0, 0, 0, 0]
@@ -247,12 +249,17 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
                     xw = work
                 else:
                     xw = xp + n * C * H * W
-                # grad_y of image n as (block, pixel, lane), lanes past F zero
-                for blk in range(blocks):
-                    for j in range(OHW):
-                        for i in range(BL):
-                            f = blk * BL + i
-                            gyt[(blk * OHW + j) * BL + i] = gyp[(n * F + f) * OHW + j] if f < F else 0
+                # grad_y of image n as (block, pixel, lane), lanes past F zero: one filter's row
+                # at a time (contiguous reads; pixel-major reads strode OHW apart per lane)
+                for f in range(blocks * BL):
+                    lane = gyt + (f // BL) * OHW * BL + f % BL
+                    if f < F:
+                        row = gyp + (n * F + f) * OHW
+                        for j in range(OHW):
+                            lane[j * BL] = row[j]
+                    else:
+                        for j in range(OHW):
+                            lane[j * BL] = 0
                 for blk in range(blocks):
                     _grad_weight_block(lvl, xw, &tapoff[0], k0, k1, &pixoff[0],
                                        gyt + blk * OHW * BL, OHW,
