@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _compat
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # computed as they are
 
 
 def backend(**arrays):
@@ -64,7 +64,7 @@ def as_array(a, name, ndim=None):
 def compute_dtype(**arrays):
     """The dtype the computation runs in (see the module docstring), None values ignored."""
     dtypes = {a.dtype for a in arrays.values() if a is not None}
-    if len(dtypes) == 1 and next(iter(dtypes)) in _FLOATS:  # the hot path: one native dtype
+    if len(dtypes) == 1 and next(iter(dtypes)) in NATIVE_FLOATS:  # the hot path: one native dtype
         return np.dtype(next(iter(dtypes)))
     dtypes = []
     for name, a in arrays.items():

@@ -11,10 +11,8 @@ import numpy as np
 
 from .._compat import array_module, is_cupy_array, to_numpy
 from .._typing import Array
-from .._validation.arrays import backend_for
+from .._validation.arrays import NATIVE_FLOATS, backend_for
 from ..parameter import Parameter
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _scalar(d: Mapping[str, Any], key: str, kind: Callable[[Any], Any]) -> Any:
@@ -86,7 +84,7 @@ class Optimizer:
                 raise TypeError(
                     f"params[{i}] is a {type(p).__name__}, not a Parameter (needs .data and .grad)"
                 )
-            if p.data.dtype not in _FLOATS:
+            if p.data.dtype not in NATIVE_FLOATS:
                 raise ValueError(
                     f"parameter {self._label_of(i, p)} has dtype {p.data.dtype}: "
                     "only float32 and float64 parameters can be optimised"
@@ -129,7 +127,7 @@ class Optimizer:
         """(p.data, g) as the fused update kernels take them: C-contiguous, g in p's dtype (a
         copy only when it is not already so)."""
         d = p.data
-        if d.dtype not in _FLOATS or not d.flags.c_contiguous:
+        if d.dtype not in NATIVE_FLOATS or not d.flags.c_contiguous:
             raise ValueError(
                 f"parameter {self._label(i)}: data must be a C-contiguous float32 or float64 "
                 f"array to be updated in place, got {d.dtype}"
