@@ -139,9 +139,12 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     A work item is a run of output rows of one image, all filter blocks."""
     _check_one_group(groups)
     cdef Geometry g = geometry(x.shape, weight.shape, y.shape, sh, sw, pt, pl, dh, dw, groups)
+    cdef int lvl = _level
+    if _rows_layout(g, lvl, sizeof(real), False):
+        _forward_rows(x, weight, bias, y, g, lvl, has_bias, relu, num_threads)
+        return
     cdef Py_ssize_t C = g.C, H = g.H, W = g.W, F = g.F, OH = g.OH, OW = g.OW, OHW = OH * OW
     dtype = np.float32 if real is float else np.float64
-    cdef int lvl = _level
     cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
     # Taps in (kh, c, kw) order, so that the kernel rows an output row needs are one range.
     cdef const real[:, ::1] w_kh_major = np.ascontiguousarray(
@@ -189,6 +192,9 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
                                relu)
 
 
+include "direct_rows.pxi"
+
+
 def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
                 real[:, :, :, ::1] grad_w, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
                 Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int num_threads):
@@ -199,6 +205,9 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     private partial sum; the parts are added up in order at the end."""
     _check_one_group(groups)
     cdef Geometry g = geometry(x.shape, grad_w.shape, grad_y.shape, sh, sw, pt, pl, dh, dw, groups)
+    if _rows_layout(g, _level, sizeof(real), True):
+        _grad_weight_rows(grad_y, x, grad_w, g, _level, num_threads)
+        return
     cdef Py_ssize_t N = g.N, C = g.C, H = g.H, W = g.W, F = g.F
     cdef Py_ssize_t OHW = g.OH * g.OW, K = C * g.KH * g.KW
     dtype = np.float32 if real is float else np.float64
