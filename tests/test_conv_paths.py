@@ -167,6 +167,26 @@ def test_nonfinite_weights_meet_padding_as_in_numpy(path_name, rng, request):
     np.testing.assert_allclose(gx[finite], expected[finite], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["filters", "rows"])
+def test_direct_grad_weight_nonfinite_x_as_in_numpy(layout, rng, request):
+    """An inf in x reaches exactly the weight gradients whose sums contain it (a row's last,
+    partial vector re-reads counted columns: they must add nothing, not 0 * inf)."""
+    if not direct_kernels.level():
+        pytest.skip("no SIMD direct kernels on this CPU")
+    previous = direct_kernels.set_layout(layout)
+    request.addfinalizer(lambda: direct_kernels.set_layout(previous))
+    x = rng.standard_normal((2, 2, 7, 21))
+    g = rng.standard_normal((2, 3, 5, 19))
+    for col in (0, 9, 12, 18, 20):
+        xi = x.copy()
+        xi[1, 1, 3, col] = np.inf
+        got = fastconv.conv2d_grad_weight(g, xi, (3, 2, 3, 3), algorithm="direct")
+        with np.errstate(invalid="ignore"):
+            _, expected, _ = conv2d_backward_ref(g, xi, np.zeros((3, 2, 3, 3)), 1, (0, 0, 0, 0), 1)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+
+
 def test_dispatch_picks_direct_for_small_filter_counts():
     level = direct_kernels.level()
     assert _planner.direct_fits(16, 150, np.float32, level) is (level > 0)  # LeNet-5 conv2
