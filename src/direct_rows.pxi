@@ -143,11 +143,12 @@ cdef inline void _rows_block(int lvl, const real* x, Py_ssize_t C, Py_ssize_t R,
 
 
 cdef _grad_weight_rows(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
-                       real[:, :, :, ::1] grad_w, Geometry g, int lvl, int num_threads):
+                       real[:, :, :, ::1] grad_w, real[::1] grad_b, bint has_bias, Geometry g,
+                       int lvl, int num_threads):
     """grad_weight() by the row-vectorised kernel. A work item is (part of the batch, pair of
     filters): per image it runs the kernel over x (or its zero-padded window) and the pair's
-    grad_y planes into the item's vector partial sums; at the end the lanes, then the parts, are
-    added up in a fixed order."""
+    grad_y planes into the item's vector partial sums (and sums the planes for grad_b); at the
+    end the lanes, then the parts, are added up in a fixed order."""
     cdef Py_ssize_t N = g.N, C = g.C, H = g.H, W = g.W, F = g.F, OH = g.OH, OW = g.OW
     cdef Py_ssize_t KH = g.KH, KW = g.KW, OHW = OH * OW
     dtype = np.float32 if real is float else np.float64
@@ -165,6 +166,8 @@ cdef _grad_weight_rows(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1]
     cdef real[::1] ws = get_workspace(dtype, stride * nt + n_items * item_size + OHW + VL)
     cdef real* sums = &ws[0] + stride * nt
     cdef real* zero = sums + n_items * item_size
+    cdef double[::1] bias_parts = np.zeros(parts * F)  # grad_b per part
+    cdef double* bparts = &bias_parts[0]
     # vectors must be aligned to the element only (the kernel's vector type says so)
     memset(sums, 0, (n_items * item_size + OHW + VL) * sizeof(real))
     cdef Py_ssize_t item, part, pair, n, f, c, kh, kw, k, lane, i
@@ -194,6 +197,8 @@ cdef _grad_weight_rows(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1]
                 for f in range(FG):
                     gp[f] = (gyp + (n * F + pair * FG + f) * OHW if pair * FG + f < F
                              else zero)
+                    if has_bias and pair * FG + f < F:
+                        bparts[part * F + pair * FG + f] += run_sum(gp[f], OHW)
                 _rows_gw_block(lvl, xw, C, R if padded else H, XW, gp, g,
                                sums + item * item_size)
     free(gpp)
@@ -211,6 +216,8 @@ cdef _grad_weight_rows(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1]
                             for lane in range(VL):
                                 s = s + acc[lane]
                         dwp[((f * C + c) * KH + kh) * KW + kw] = s
+            if has_bias:
+                grad_b[f] = <real>_sum_parts(bparts + f, parts, F)
 
 
 cdef inline void _rows_gw_block(int lvl, const real* x, Py_ssize_t C, Py_ssize_t XH,

@@ -119,6 +119,22 @@ def test_grad_weight(case, dtype, path, rng, assert_close):
 
 @pytest.mark.parametrize("layout", ["filters", "rows"])
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in EXTRA_CASES])
+def test_grad_weight_and_bias_in_one_pass(case, dtype, layout, rng, assert_close, request):
+    """conv2d_backward's grad_weight and grad_bias together ("auto"): one pass of the direct
+    kernels where the planner picks them (conv2d_grad_weight_bias), on both layouts."""
+    previous = direct_kernels.set_layout(layout)
+    request.addfinalizer(lambda: direct_kernels.set_layout(previous))
+    x, w, _, g = inputs(case, rng, dtype)
+    _, gw_ref, gb_ref = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
+    _, gw, gb = fastconv.conv2d_backward(g, x, w, needs=("weight", "bias"), **case_kwargs(case))
+    OH, OW = g.shape[2:]
+    assert_close(gw, gw_ref, dtype, case.N * OH * OW)
+    assert_close(gb, gb_ref, dtype, case.N * OH * OW)
+
+
+@pytest.mark.parametrize("layout", ["filters", "rows"])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N", [1, 3, 20])  # one part, one image per part, several per part
 def test_direct_bitwise_identical_across_threads(N, dtype, layout, rng):
     case = EXTRA_CASES[0]._replace(N=N)
@@ -133,6 +149,9 @@ def test_direct_bitwise_identical_across_threads(N, dtype, layout, rng):
             results.append(
                 (fastconv.conv2d(x, w, b, **kw),)
                 + fastconv.conv2d_backward(g, x, w, needs=("input", "weight"), **kw)
+                + fastconv.conv2d_backward(g, x, w, needs=("weight", "bias"), **case_kwargs(case))[
+                    1:
+                ]
             )
     finally:
         fastconv.set_num_threads(old)
