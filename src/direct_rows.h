@@ -41,6 +41,7 @@ TARGET static void fc_rows_forward_##SFX(const T *x, fc_idx C, fc_idx R, fc_idx 
                                         fc_idx YPLANE, fc_idx FB, fc_idx OW, fc_idx nrows,         \
                                         int relu) {                                                \
     enum { VL = VBYTES / sizeof(T), FO = FC_ROWS_FO, PV = FC_ROWS_PV };                            \
+    typedef __typeof__((fc_rvec_##SFX){0} < (fc_rvec_##SFX){0}) mask_t;                           \
     T lanes[VL] __attribute__((aligned(VBYTES)));                                                  \
     for (fc_idx oh = 0; oh < nrows; oh++) {                                                        \
         const fc_idx lo = khr ? khr[2 * oh] : 0, hi = khr ? khr[2 * oh + 1] : KH;                  \
@@ -73,9 +74,10 @@ TARGET static void fc_rows_forward_##SFX(const T *x, fc_idx C, fc_idx R, fc_idx 
                 if (f >= FB) break;                                                                \
                 T *yr = y + f * YPLANE + oh * OW + ow0;                                            \
                 for (int v = 0; v < PV; v++) {                                                     \
-                    *(fc_rvec_##SFX *)lanes = acc[f][v];                                           \
+                    fc_rvec_##SFX out = acc[f][v];                                                 \
                     if (relu) /* v <= 0 is false for NaN: ReLU keeps NaN, like the GEMM path */   \
-                        for (int l = 0; l < VL; l++) lanes[l] = lanes[l] <= 0 ? (T)0 : lanes[l];   \
+                        out = (fc_rvec_##SFX)((mask_t)out & ~(out <= (fc_rvec_##SFX){0}));         \
+                    *(fc_rvec_##SFX *)lanes = out;                                                 \
                     const fc_idx n = nvalid - v * VL;                                              \
                     if (n >= VL) memcpy(yr + v * VL, lanes, sizeof lanes);                         \
                     else /* a row narrower than a block: no libc call for a few lanes */          \
