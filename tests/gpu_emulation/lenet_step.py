@@ -5,6 +5,8 @@ Run by run_cases.py (case ``lenet-step``) with the fake ``cupy``. Checks, for th
 
 * no host synchronisation at all: the fake cupy records every read-back of device values
   (``get``, ``item``, ``float``/``int``/``bool`` of a device array) in ``cupy.SYNCS``;
+* no host-to-device copy either (``cupy.UPLOADS``): launch plans and the optimiser's device
+  table are built in the first step, and the gradients' new addresses are kernel arguments;
 * fastconv kernel launches (``cupy.LAUNCHES``) within ``KERNEL_BUDGET``;
 * the parameters after two steps equal those of the same model trained on the CPU backend.
 
@@ -24,10 +26,11 @@ BATCH = 8
 # c1's depthwise grad_weight). A split reduction adds one launch: at most 10 (the 6 GEMM
 # passes, c1's grad_weight, 3 grad_bias), how many depends on the SM count. conv2d_backward
 # takes grad_weight and grad_bias together (gpu.conv2d_grad_weight_bias): 2 launches fewer, so
-# backward makes 13 (38 measured with the split sums and Adam on the emulator's 4 SMs).
-# Adam: one fused launch per parameter (kernels/optim.cu; 10 for LeNet-5), in place of the ~130
-# element-wise CuPy operations it used to make.
-KERNEL_BUDGET = 23 + 10 + 10
+# backward makes 13 (28 measured with the split sums on the emulator's 4 SMs).
+# Adam: one multi-tensor launch over all 10 parameters (kernels/optim.cu), in place of one
+# launch per parameter (38 launches per step before) and, before that, ~130 element-wise CuPy
+# operations.
+KERNEL_BUDGET = 23 + 10 + 1
 # The other array operations: with the trainer's zero_grad(set_to_none=True) the backward assigns
 # the gradients (no fills, no +=) and Adam is fused, which leaves the layers' cuBLAS products, the
 # loss's mean and its gradient's scale (10 measured: 6 matmul, 3 sums, 1 divide).
@@ -62,13 +65,15 @@ def run(spec, rng, cupy):
     xd, yd = cupy.asarray(x), cupy.asarray(y)
     _step(*gpu, xd, yd)
     _step(*cpu, x, y)
-    for record in (cupy.LAUNCHES, cupy.SYNCS, cupy.OPS):
+    for record in (cupy.LAUNCHES, cupy.SYNCS, cupy.OPS, cupy.UPLOADS):
         del record[:]
     _step(*gpu, xd, yd)
     launches = [name.split("<")[0] for name, _, _ in cupy.LAUNCHES]
-    syncs, ops = list(cupy.SYNCS), collections.Counter(cupy.OPS)
+    syncs, ops, uploads = list(cupy.SYNCS), collections.Counter(cupy.OPS), list(cupy.UPLOADS)
     _step(*cpu, x, y)
     assert not syncs, f"host synchronisations inside a training step: {syncs}"
+    assert not uploads, f"host-to-device copies inside a training step: {uploads}"
+    assert launches.count("adam_update") == 1, collections.Counter(launches)
     assert len(launches) <= KERNEL_BUDGET, (
         f"{len(launches)} fastconv kernel launches per step (budget {KERNEL_BUDGET}): "
         f"{collections.Counter(launches)}"
@@ -84,6 +89,7 @@ def run(spec, rng, cupy):
         )
     return (
         f"{len(launches)} fastconv kernel launches (budget {KERNEL_BUDGET}), 0 host syncs, "
+        "0 uploads, "
         f"{sum(ops.values())} other array operations per step: "
         f"{dict(collections.Counter(launches))}; {dict(ops)}"
     )

@@ -504,10 +504,17 @@ def run_self_check(spec, rng):
 
 
 def run_optim(spec, rng):
-    """Three in-place Adam / SGD steps over two parameters (one spans several grid-stride
-    rounds), weight decay and Nesterov on, the same on both backends."""
+    """Three in-place Adam / SGD steps over 18 parameters (one spans several chunks, so the
+    grid-stride loop goes round; more than MAX_PARAMS, so two launches per step), weight decay
+    and Nesterov on, one parameter a step ahead (Adam: its own launch), the same on both
+    backends: the results must be bitwise equal (the same arithmetic, no FMA on either side).
+    The device tables are uploaded on the first step only, though the gradients are new arrays
+    every step."""
+    from fastconv._backend import gpu_optim
+
     dt = spec["dtype"]
-    shapes = [(3, 700), (5,)]
+    shapes = [(3, 1500), (5,)] + [(k + 1,) for k in range(16)]
+    n = len(shapes)
     adam = (1e-2, 0.9, 0.999, 1e-8, 0.01)
     sgd = (0.05, 0.9, True, 0.01)
     for op in ("adam_update", "sgd_update"):
@@ -515,15 +522,25 @@ def run_optim(spec, rng):
         dev = [cupy.asarray(a) for a in host]
         for t in (1, 2, 3):
             grads = [rng.standard_normal(s).astype(dt) for s in shapes]
-            for arrays, xp_grads in ((host, grads), (dev, [cupy.asarray(g) for g in grads])):
+            steps = [t + (k == 1) for k in range(n)]
+            dev_grads = [cupy.asarray(g) for g in grads]
+            for arrays, xp_grads in ((host, grads), (dev, dev_grads)):
                 p, m, v = arrays[0::4], arrays[1::4], arrays[2::4]
+                backend = _cpu if arrays is host else _gpu
+                launches, uploads = len(cupy.LAUNCHES), len(cupy.UPLOADS)
                 if op == "adam_update":
-                    getattr(_cpu if arrays is host else _gpu, op)(p, xp_grads, m, v, [t, t], *adam)
+                    backend.adam_update(p, xp_grads, m, v, steps, *adam)
                 else:
-                    getattr(_cpu if arrays is host else _gpu, op)(
-                        p, xp_grads, m, [t == 1] * 2, *sgd
-                    )
-        _check(op, (host, [cupy.asnumpy(a) for a in dev]), dt)
+                    backend.sgd_update(p, xp_grads, m, [t == 1] * n, *sgd)
+                if arrays is dev:
+                    made = [name for name, _, _ in cupy.LAUNCHES[launches:]]
+                    want = (3 if op == "adam_update" else 2) * [op]  # groups of <= 16
+                    assert [m.split("<")[0] for m in made] == want, made
+                    new = len(cupy.UPLOADS) - uploads
+                    assert new == (len(want) if t == 1 else 0), f"step {t}: {new} uploads"
+        for c, g in zip(host, dev):
+            np.testing.assert_array_equal(cupy.asnumpy(g), c, err_msg=op)
+    assert gpu_optim.MAX_PARAMS == 16 < n
 
 
 def run_lenet_step(spec, rng):

@@ -17,6 +17,7 @@ PYTHONPATH of a child process). What it does:
   64-bit integer, a float a double, NumPy scalars keep their type, arrays pass their data
   pointer) and the emulator checks each against the kernel's C++ parameter types. Passing a
   plain NumPy array (host memory) or a non-contiguous one is refused.
+* ``asarray`` of a host array appends its shape to ``UPLOADS`` (a host-to-device copy).
 * The device is described by ``DEVICE`` (launch limits; change it with ``configure_device``),
   and every launch is appended to ``LAUNCHES`` as (name expression, grid, block).
 * Anything else (``cupy.matmul``, ``cupy.sum``, ...) is NumPy's function, its array results
@@ -88,6 +89,7 @@ class _Device:
 
 SYNCS = []  # (what, array shape) per read-back of device values to the host
 OPS = []  # names of the array operations run outside RawKernel (CuPy's own kernels on a GPU)
+UPLOADS = []  # shapes of the host arrays copied to the device by asarray
 
 
 class ndarray(np.ndarray):
@@ -101,6 +103,12 @@ class ndarray(np.ndarray):
     @property
     def device(self):
         return _Device()
+
+    @property
+    def data(self):
+        """cupy.ndarray.data: a memory pointer whose ``ptr`` is the array's address (here the
+        host address the emulated kernels dereference)."""
+        return types.SimpleNamespace(ptr=self.__array_interface__["data"][0])
 
     def get(self):
         SYNCS.append(("get", self.shape))
@@ -188,9 +196,12 @@ def zeros(shape, dtype=np.float64):
 
 
 def asarray(a, dtype=None):
+    """A device copy; a host array's copy is a host-to-device upload, recorded in UPLOADS."""
+    if not isinstance(a, ndarray):
+        UPLOADS.append(np.shape(a))
     host = np.asarray(a, dtype=dtype)
     out = _guarded(host.shape, host.dtype)
-    out[...] = host
+    np.ndarray.__setitem__(out, Ellipsis, host)  # a copy, not a kernel: not an OPS entry
     return out
 
 
