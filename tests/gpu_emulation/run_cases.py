@@ -278,6 +278,18 @@ for _dt in (F32, F64):
     CASES[f"optim-{_n}"] = dict(
         kind="optim", device=FEW_THREADS, dtype=_dt, expect={"adam_update", "sgd_update"}
     )
+# Tensor-core (TF32 / 3xTF32) kernels, float32: tc_cases.py. The 64x64, 128x128 and 64x128 tiles,
+# split-K, stride phases, the exact re-computation for a NaN weight, and an sm_70 device.
+for _name in ("basic", "tiles_multi", "split_reduction", "stride2_phases", "c3x3_64"):
+    CASES[f"conv_tc-{_name}"] = dict(
+        kind="conv_tc", geom=CONV[_name][0], device=CONV[_name][1], expect=set()
+    )
+CASES["conv_tc-nonfinite_stride2"] = dict(
+    kind="conv_tc", geom=CONV["stride2_phases"][0], device=DEFAULT, expect=set(), nonfinite=True
+)
+CASES["conv_tc-old_device"] = dict(
+    kind="conv_tc_old_device", geom=CONV["basic"][0], device=DEFAULT, expect={"conv_igemm"}
+)
 CASES["emulator-self-check"] = dict(kind="self_check", device=DEFAULT)
 CASES["lenet-step"] = dict(kind="lenet_step", device=dict(sm_count=4), expect={"conv_igemm"})
 
@@ -551,6 +563,22 @@ def run_lenet_step(spec, rng):
     spec["detail"] = lenet_step.run(spec, rng, cupy)
 
 
+def _tc_cases():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tc_cases
+
+    return tc_cases
+
+
+def run_conv_tc(spec, rng):
+    """TF32 / 3xTF32 convolution kernels against a float64 CPU reference (tc_cases.py)."""
+    spec["detail"] = _tc_cases().run(spec, rng, cupy, _cpu, _gpu, _conv_inputs)
+
+
+def run_conv_tc_old_device(spec, rng):
+    spec["detail"] = _tc_cases().run_old_device(spec, rng, cupy, _cpu, _gpu, _conv_inputs)
+
+
 RUNNERS = {
     "conv": run_conv,
     "conv_nonfinite": run_conv_nonfinite,
@@ -561,6 +589,8 @@ RUNNERS = {
     "optim": run_optim,
     "self_check": run_self_check,
     "lenet_step": run_lenet_step,
+    "conv_tc": run_conv_tc,
+    "conv_tc_old_device": run_conv_tc_old_device,
 }
 
 PROBE_SOURCE = r"""

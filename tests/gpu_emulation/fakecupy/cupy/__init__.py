@@ -56,7 +56,11 @@ DEVICE = {}
 
 
 def configure_device(
-    max_threads=1024, shared_mem=48 * 1024, sm_count=2, max_grid=(2**31 - 1, 65535, 65535)
+    max_threads=1024,
+    shared_mem=48 * 1024,
+    sm_count=2,
+    max_grid=(2**31 - 1, 65535, 65535),
+    cc_major=9,
 ):
     """Set the limits the fake device reports (fastconv._backend.gpu caches them: clear
     ``fastconv._backend.gpu._device_infos`` after changing them)."""
@@ -65,6 +69,7 @@ def configure_device(
         shared_mem=int(shared_mem),
         sm_count=int(sm_count),
         max_grid=tuple(int(g) for g in max_grid),
+        cc_major=int(cc_major),
     )
 
 
@@ -245,6 +250,7 @@ class _Runtime:
     cudaDevAttrMaxGridDimZ = 7
     cudaDevAttrMaxSharedMemoryPerBlock = 8
     cudaDevAttrMultiProcessorCount = 16
+    cudaDevAttrComputeCapabilityMajor = 75
 
     def getDeviceCount(self):
         return 1
@@ -261,6 +267,7 @@ class _Runtime:
             7: DEVICE["max_grid"][2],
             8: DEVICE["shared_mem"],
             16: DEVICE["sm_count"],
+            75: DEVICE["cc_major"],
         }[attr]
 
 
