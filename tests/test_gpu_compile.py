@@ -2,7 +2,8 @@
 
 * nvcc (skipped when not on PATH): each fastconv/kernels/*.cu is #included into a small unit
   that takes the address of every ``template <typename T> __global__`` kernel for float and
-  double (which forces both instantiations), compiled for sm_80 and sm_90 in one nvcc call.
+  double (float only for conv_tc.cu, the tensor-core kernels), which forces the instantiations,
+  compiled for sm_80 and sm_90 in one nvcc call.
 * NVRTC (skipped when CuPy or libnvrtc is missing): the exact text and name expressions that
   fastconv._backend.gpu hands to cupy.RawModule at run time, compiled for sm_80 and sm_90. This goes
   through CuPy's private ``_NVRTCProgram`` because RawModule asks a (missing) device for its
@@ -39,6 +40,14 @@ def test_report_tiles_match_plans():
     from fastconv._backend import gpu_plans
 
     assert REPORT.TILES == {"float": gpu_plans.tiles("f4"), "double": gpu_plans.tiles("f8")}
+
+
+def test_report_float_only_files_match_backend():
+    from fastconv._backend import gpu_kernels
+
+    assert REPORT.FLOAT_ONLY == gpu_kernels.FLOAT_ONLY
+    unit = REPORT.instantiation_unit("conv_tc.cu")  # the tensor-core kernels: float only
+    assert "conv_igemm_tf32<float, 64, 64>" in unit and "<double" not in unit
 
 
 def test_parse_ptxas():

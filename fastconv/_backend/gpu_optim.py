@@ -73,7 +73,6 @@ def _launch_multi(cupy, name, grads, state, per_step, scalars_of):
     """Launch kernel ``name`` over every group of ``_groups``. ``state``: columns (lists, one
     array per parameter, the data first) whose addresses go in the cached table; ``grads`` go as
     arguments; ``scalars_of(T, value)``: the scalar arguments for a dtype and per-step value."""
-    info = device_info()
     for (dev, dtype, value), picked in _groups(state[0], per_step):
         sizes = tuple(state[0][k].size for k in picked)
         rows, grad_args = [], []
@@ -82,6 +81,7 @@ def _launch_multi(cupy, name, grads, state, per_step, scalars_of):
             rows += [_address(c[k]) for c in state]
             grad_args.append(_address(grads[k]))
         with state[0][picked[0]].device:
+            info = device_info()
             tab = _table(cupy, (dev, name, tuple(rows), sizes), len(state), sizes)
             n_chunks = sum(_cdiv(n, CHUNK) for n in sizes)
             grid = (max(1, min(n_chunks, 32 * info.sm_count, info.max_grid[0])),)

@@ -50,6 +50,7 @@ __device__ __forceinline__ void conv_igemm_body(CONV_IGEMM_PARAMS) {
     const int m0 = blockIdx.y * BM;
     const idx_t p0 = (idx_t)blockIdx.x * BN;
 
+    const Tile tile(tid);
     for (int z = blockIdx.z; z < groups * phases * splits; z += gridDim.z) {
         const int s = z % splits;
         const int ph = (z / splits) % phases;
@@ -74,11 +75,15 @@ __device__ __forceinline__ void conv_igemm_body(CONV_IGEMM_PARAMS) {
         const long long k_end = k_begin + G[GEO_KSPLIT] < G[GEO_KPAD]
                                     ? k_begin + G[GEO_KSPLIT] : G[GEO_KPAD];
 
-        Tile tile;
-        tile.init(tid);
+        T acc[Tile::R][Tile::C];
+#pragma unroll
+        for (int i = 0; i < Tile::R; ++i) {
+#pragma unroll
+            for (int j = 0; j < Tile::C; ++j) acc[i][j] = T(0);
+        }
         if (tid == 0) block_bad = 0;
         __syncthreads();  // block_bad cleared before any thread can set it
-        igemm_mainloop<T, BM, BN>(tile, ld, As, Bs, k_begin, k_end);
+        igemm_mainloop<T, BM, BN>(tile, acc, ld, As, Bs, k_begin, k_end);
         if (ld.bad) block_bad = 1;
         __syncthreads();
         const bool exact = block_bad != 0;  // rare: recompute this tile tap by tap
@@ -109,7 +114,7 @@ __device__ __forceinline__ void conv_igemm_body(CONV_IGEMM_PARAMS) {
             for (int i = 0; i < Tile::R; ++i) {
                 const int m = m0 + tile.row(i);
                 if (m >= M) continue;
-                T v = tile.acc[i][j];
+                T v = acc[i][j];
                 if (splits == 1) {
                     if (has_bias) v += bias[g * M + m];
                     if (relu) v = relu_keep_nan(v);

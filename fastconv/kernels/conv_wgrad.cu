@@ -139,6 +139,7 @@ __device__ __forceinline__ void conv_wgrad_body(CONV_WGRAD_PARAMS) {
     const bool bias_block = with_bias != 0 && blockIdx.x == 0;
     ld.with_bias = bias_block;
 
+    const Tile tile(tid);
     for (int gs = blockIdx.z; gs < groups * splits; gs += gridDim.z) {
         const int g = gs / splits;
         const int s = gs - g * splits;
@@ -149,11 +150,15 @@ __device__ __forceinline__ void conv_wgrad_body(CONV_WGRAD_PARAMS) {
 #pragma unroll
         for (int r = 0; r < L::A_LOADS; ++r) ld.bsum[r] = T(0);
 
-        Tile tile;
-        tile.init(tid);
+        T acc[Tile::R][Tile::C];
+#pragma unroll
+        for (int i = 0; i < Tile::R; ++i) {
+#pragma unroll
+            for (int j = 0; j < Tile::C; ++j) acc[i][j] = T(0);
+        }
         // The range is rounded up to whole slices; positions past p_end load zeros.
         const long long p_stop = p_begin + (ld.p_end - p_begin + IGEMM_BK - 1) / IGEMM_BK * IGEMM_BK;
-        igemm_mainloop<T, BM, BN>(tile, ld, As, Bs, p_begin, p_stop);
+        igemm_mainloop<T, BM, BN>(tile, acc, ld, As, Bs, p_begin, p_stop);
 
         T* o = out + ((idx_t)s * F + (idx_t)g * Fg) * K;
 #pragma unroll
@@ -163,7 +168,7 @@ __device__ __forceinline__ void conv_wgrad_body(CONV_WGRAD_PARAMS) {
 #pragma unroll
             for (int j = 0; j < Tile::C; ++j) {
                 const int k = k0 + tile.col(j);
-                if (k < K) o[(idx_t)m * K + k] = tile.acc[i][j];
+                if (k < K) o[(idx_t)m * K + k] = acc[i][j];
             }
         }
         if (bias_block) {  // the 8 threads holding row m's partial sums, added in a fixed order

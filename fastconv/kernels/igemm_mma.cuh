@@ -61,21 +61,10 @@ struct MmaTile {
     static_assert(PREC == PREC_TF32 || PREC == PREC_3XTF32, "tensor-core precision");
     static constexpr int R = 4, C = 16;
     static constexpr int WARPS_N = BN / 64;
-    float acc[4][16];
     int g, t, r0, c0;  // lane row group, lane in group, warp tile's first row and column
 
-    __device__ __forceinline__ void init(int tid) {
-        const int lane = tid % 32, warp = tid / 32;
-        g = lane / 4;
-        t = lane % 4;
-        r0 = warp / WARPS_N * 32;
-        c0 = warp % WARPS_N * 64;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-#pragma unroll
-            for (int j = 0; j < 16; ++j) acc[i][j] = 0.0f;
-        }
-    }
+    __device__ __forceinline__ explicit MmaTile(int tid)
+        : g(tid % 32 / 4), t(tid % 4), r0(tid / 32 / WARPS_N * 32), c0(tid / 32 % WARPS_N * 64) {}
     __device__ __forceinline__ int row(int i) const { return r0 + (i >> 1) * 16 + (i & 1) * 8 + g; }
     __device__ __forceinline__ int col(int j) const { return c0 + (j >> 1) * 8 + 2 * t + (j & 1); }
 
@@ -85,8 +74,8 @@ struct MmaTile {
         if constexpr (PREC == PREC_3XTF32) small = tf32_bits(x - __uint_as_float(big));
     }
 
-    __device__ __forceinline__ void mma(int mi, int ni, const unsigned (&a)[4],
-                                        const unsigned (&b)[2]) {
+    __device__ __forceinline__ static void mma(float (&acc)[4][16], int mi, int ni,
+                                               const unsigned (&a)[4], const unsigned (&b)[2]) {
         float d[4] = {acc[2 * mi][2 * ni], acc[2 * mi][2 * ni + 1], acc[2 * mi + 1][2 * ni],
                       acc[2 * mi + 1][2 * ni + 1]};
         mma_tf32_16x8x8(d, a, b);
@@ -97,7 +86,8 @@ struct MmaTile {
     }
 
     // acc += one IGEMM_BK (= the mma's k of 8) slice.
-    __device__ __forceinline__ void operator()(const float* As, const float* Bs) {
+    __device__ __forceinline__ void operator()(float (&acc)[4][16], const float* As,
+                                               const float* Bs) const {
         using S = TileShape<BM, BN>;
         unsigned a[2][4], as[2][4], b[8][2], bs[8][2];
 #pragma unroll
@@ -118,10 +108,10 @@ struct MmaTile {
 #pragma unroll
             for (int ni = 0; ni < 8; ++ni) {
                 if constexpr (PREC == PREC_3XTF32) {  // the small terms first
-                    mma(mi, ni, as[mi], b[ni]);
-                    mma(mi, ni, a[mi], bs[ni]);
+                    mma(acc, mi, ni, as[mi], b[ni]);
+                    mma(acc, mi, ni, a[mi], bs[ni]);
                 }
-                mma(mi, ni, a[mi], b[ni]);
+                mma(acc, mi, ni, a[mi], b[ni]);
             }
         }
     }

@@ -27,9 +27,22 @@ enum : int {
         long long g12, long long g13, long long g14, long long g15
 #define FC_GRAD_LIST {g0, g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, g14, g15}
 
-template <typename T>
-__device__ __forceinline__ T* table_ptr(const long long* row, int i) {
-    return reinterpret_cast<T*>(row[i]);
+// Runs step(ptr, g, i) for every element i of every chunk this block owns: ptr[0..WIDTH) the
+// parameter's table addresses (data first), g its gradient.
+template <typename T, int WIDTH, typename Step>
+__device__ __forceinline__ void for_each_element(const long long* __restrict__ tab, int n_params,
+                                                 int n_chunks,
+                                                 const long long (&grads)[OPTIM_PARAMS],
+                                                 Step step) {
+    const long long* chunks = tab + (idx_t)WIDTH * n_params;
+    for (int c = blockIdx.x; c < n_chunks; c += gridDim.x) {
+        const long long* ch = chunks + (idx_t)CHUNK_ROW * c;
+        T* ptr[WIDTH];
+#pragma unroll
+        for (int w = 0; w < WIDTH; ++w) ptr[w] = reinterpret_cast<T*>(tab[WIDTH * ch[0] + w]);
+        const T* g = reinterpret_cast<const T*>(grads[ch[0]]);
+        for (idx_t i = ch[1] + threadIdx.x; i < ch[2]; i += blockDim.x) step(ptr, g, i);
+    }
 }
 
 // Adam with bias correction and L2 weight decay (as torch.optim.Adam), in place.
@@ -39,24 +52,19 @@ __global__ void adam_update(const long long* __restrict__ tab,  // IN (n_params,
                             T beta2, T one_minus_beta2, T bias2_root, T eps, T minus_step,
                             FC_GRAD_PARAMS) {
     const long long grads[OPTIM_PARAMS] = FC_GRAD_LIST;
-    const long long* chunks = tab + (idx_t)ADAM_PTRS * n_params;
-    for (int c = blockIdx.x; c < n_chunks; c += gridDim.x) {
-        const long long* ch = chunks + (idx_t)CHUNK_ROW * c;
-        const long long* row = tab + (idx_t)ADAM_PTRS * ch[0];
-        T* __restrict__ p = table_ptr<T>(row, 0);
-        const T* __restrict__ g = reinterpret_cast<const T*>(grads[ch[0]]);
-        T* __restrict__ m = table_ptr<T>(row, 1);
-        T* __restrict__ v = table_ptr<T>(row, 2);
-        for (idx_t i = ch[1] + threadIdx.x; i < ch[2]; i += blockDim.x) {
-            T gi = g[i];
-            if (weight_decay != T(0)) gi = gi + p[i] * weight_decay;
-            const T mi = m[i] + (gi - m[i]) * one_minus_beta1;
-            const T vi = v[i] * beta2 + (gi * gi) * one_minus_beta2;
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = p[i] + (mi / (sqrt(vi) / bias2_root + eps)) * minus_step;
-        }
-    }
+    auto step = [&](T* const (&ptr)[ADAM_PTRS], const T* g, idx_t i) {
+        T* p = ptr[0];
+        T* m = ptr[1];
+        T* v = ptr[2];
+        T gi = g[i];
+        if (weight_decay != T(0)) gi = gi + p[i] * weight_decay;
+        const T mi = m[i] + (gi - m[i]) * one_minus_beta1;
+        const T vi = v[i] * beta2 + (gi * gi) * one_minus_beta2;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] + (mi / (sqrt(vi) / bias2_root + eps)) * minus_step;
+    };
+    for_each_element<T, ADAM_PTRS>(tab, n_params, n_chunks, grads, step);
 }
 
 // SGD with momentum (first: the buffer starts as the gradient), Nesterov and L2 weight decay.
@@ -66,22 +74,17 @@ __global__ void sgd_update(const long long* __restrict__ tab,  // IN (n_params, 
                            int n_params, int n_chunks, T weight_decay, T momentum, int first,
                            int nesterov, T minus_lr, FC_GRAD_PARAMS) {
     const long long grads[OPTIM_PARAMS] = FC_GRAD_LIST;
-    const long long* chunks = tab + (idx_t)SGD_PTRS * n_params;
-    for (int c = blockIdx.x; c < n_chunks; c += gridDim.x) {
-        const long long* ch = chunks + (idx_t)CHUNK_ROW * c;
-        const long long* row = tab + (idx_t)SGD_PTRS * ch[0];
-        T* __restrict__ p = table_ptr<T>(row, 0);
-        const T* __restrict__ g = reinterpret_cast<const T*>(grads[ch[0]]);
-        T* __restrict__ buf = table_ptr<T>(row, 1);
-        for (idx_t i = ch[1] + threadIdx.x; i < ch[2]; i += blockDim.x) {
-            T gi = g[i];
-            if (weight_decay != T(0)) gi = gi + p[i] * weight_decay;
-            if (momentum != T(0)) {
-                const T b = first ? gi : buf[i] * momentum + gi;
-                buf[i] = b;
-                gi = nesterov ? gi + b * momentum : b;
-            }
-            p[i] = p[i] + gi * minus_lr;
+    auto step = [&](T* const (&ptr)[SGD_PTRS], const T* g, idx_t i) {
+        T* p = ptr[0];
+        T* buf = ptr[1];
+        T gi = g[i];
+        if (weight_decay != T(0)) gi = gi + p[i] * weight_decay;
+        if (momentum != T(0)) {
+            const T b = first ? gi : buf[i] * momentum + gi;
+            buf[i] = b;
+            gi = nesterov ? gi + b * momentum : b;
         }
-    }
+        p[i] = p[i] + gi * minus_lr;
+    };
+    for_each_element<T, SGD_PTRS>(tab, n_params, n_chunks, grads, step);
 }
