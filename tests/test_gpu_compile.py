@@ -103,3 +103,25 @@ def test_nvrtc_compiles_runtime_source(cu_file):
         except Exception as exc:  # CompileException: str() is the NVRTC log
             pytest.fail(f"NVRTC failed on {cu_file} for sm_{arch}:\n{exc}")
         assert sorted(mapping) == sorted(exprs)
+
+
+def _nvrtc_library():
+    """NVRTC through ctypes (benchmarks/nvrtc_check.py: $LIBNVRTC, else the system's), or skip."""
+    check = load_script(
+        Path(__file__).resolve().parents[1] / "benchmarks" / "nvrtc_check.py", "fastconv_nvrtc"
+    )
+    lib = check.load()
+    if lib is None:
+        pytest.skip("no NVRTC library (set LIBNVRTC, e.g. to the nvidia-cuda-nvrtc wheel's)")
+    return check, lib
+
+
+@pytest.mark.parametrize("cu_file", CU_FILES)
+def test_nvrtc_ctypes_compiles_runtime_source(cu_file):
+    """The same check without CuPy: NVRTC itself on the runtime text of every kernel file (the
+    tensor-core conv_tc.cu included: inline PTX, no headers), sm_80 and sm_90; every name
+    expression resolves. Last run: benchmarks/results/nvrtc_sm80_sm90.log."""
+    check, lib = _nvrtc_library()
+    for arch in ARCHS:
+        ok, msg = check.compile_file(lib, cu_file, arch)
+        assert ok, f"NVRTC {check.version(lib)} on {cu_file} for sm_{arch}: {msg}"
