@@ -16,7 +16,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import _compat
-from .gpu_kernels import _cdiv, _i32, _i64, _launch, device_info
+from .gpu_kernels import _i32, _i64, _launch, device_info
 
 CHUNK = 2048  # elements per chunk: 8 per thread of a 256-thread block
 MAX_PARAMS = 16  # gradient address arguments per launch (OPTIM_PARAMS in optim.cu)
@@ -29,20 +29,20 @@ def _address(a):
 
 
 def _table(cupy, key, width, sizes):
-    """The device table of one parameter set: len(sizes) rows of ``width`` addresses, then the
-    chunk rows (parameter, begin, end). Cached by ``key`` (device, kernel, addresses, sizes)."""
-    tab = _tables.get(key)
-    if tab is not None:
+    """(device table, its chunk count) of one parameter set: len(sizes) rows of ``width``
+    addresses, then the chunk rows (parameter, begin, end). Cached by ``key`` (device, kernel,
+    addresses, sizes)."""
+    hit = _tables.get(key)
+    if hit is not None:
         _tables.move_to_end(key)
-        return tab
+        return hit
     addresses = np.array(key[2], dtype=np.int64).reshape(len(sizes), width)
     chunks = [(k, b, min(b + CHUNK, n)) for k, n in enumerate(sizes) for b in range(0, n, CHUNK)]
     host = np.concatenate([addresses.ravel(), np.array(chunks, dtype=np.int64).ravel()])
-    tab = cupy.asarray(host)
-    _tables[key] = tab
+    hit = _tables[key] = (cupy.asarray(host), len(chunks))
     while len(_tables) > TABLE_CACHE:
         _tables.popitem(last=False)
-    return tab
+    return hit
 
 
 def _check(name, dtype, arrays, size):
@@ -82,8 +82,7 @@ def _launch_multi(cupy, name, grads, state, per_step, scalars_of):
             grad_args.append(_address(grads[k]))
         with state[0][picked[0]].device:
             info = device_info()
-            tab = _table(cupy, (dev, name, tuple(rows), sizes), len(state), sizes)
-            n_chunks = sum(_cdiv(n, CHUNK) for n in sizes)
+            tab, n_chunks = _table(cupy, (dev, name, tuple(rows), sizes), len(state), sizes)
             grid = (max(1, min(n_chunks, 32 * info.sm_count, info.max_grid[0])),)
             block = (min(256, info.max_threads),)
             grad_args += [0] * (MAX_PARAMS - len(grad_args))
