@@ -154,13 +154,13 @@ def conv2d_backward(
         grad_input = _grad_input(
             be, grad_out, _arrays.contiguous(weight, dtype), x.shape, geom, algorithm
         )
-    fused = getattr(be, "conv2d_grad_weight_bias", None)  # the GPU backend's, outside OPS
-    if fused is not None and {"weight", "bias"} <= set(needs) and algorithm == "auto":
-        # grad_weight and grad_bias from one pass over grad_out (one launch less, or two)
+    if {"weight", "bias"} <= set(needs) and algorithm == "auto" and grad_out.size:
+        # grad_weight and grad_bias from one pass over grad_out where the backend can (GPU: a
+        # launch or two less; CPU: the direct kernels)
         grad_weight = _arrays.empty(grad_out, weight.shape, dtype)
         grad_bias = _arrays.empty(grad_out, (weight.shape[0],), dtype)
         x = _arrays.contiguous(x, dtype)
-        fused(grad_out, x, grad_weight, grad_bias, *_kernel_args(geom))
+        be.conv2d_grad_weight_bias(grad_out, x, grad_weight, grad_bias, *_kernel_args(geom))
         return grad_input, grad_weight, grad_bias
     if "weight" in needs:
         grad_weight = _grad_weight(

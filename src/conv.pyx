@@ -8,6 +8,7 @@ from cython.parallel cimport parallel, prange
 from libc.string cimport memset
 
 from _types cimport real
+from sums cimport run_sum
 from _blas cimport gemm
 from _omp cimport omp_get_thread_num
 from geometry cimport Geometry, geometry
@@ -218,35 +219,14 @@ def forward_and_grad_weight(const real[:, :, :, ::1] x, const real[:, :, :, ::1]
 
 
 def grad_bias(const real[:, :, :, ::1] grad_y, real[::1] grad_b, int num_threads):
-    """grad_b[f] = sum of grad_y[:, f]; accumulated in double, in a fixed order.
-
-    Eight interleaved partial sums: one running sum is a chain of dependent adds (4 cycles each)."""
+    """grad_b[f] = sum of grad_y[:, f]; in double, plane by plane (sums.pxd), in a fixed order."""
     cdef Py_ssize_t N = grad_y.shape[0], F = grad_y.shape[1]
-    cdef Py_ssize_t OHW = grad_y.shape[2] * grad_y.shape[3], f, n, j, k
-    cdef double s0, s1, s2, s3, s4, s5, s6, s7
-    cdef const real* plane
+    cdef Py_ssize_t OHW = grad_y.shape[2] * grad_y.shape[3], f, n
+    cdef double s
     cdef const real* dy = &grad_y[0, 0, 0, 0]
     with nogil:
         for f in prange(F, num_threads=num_threads, schedule="static"):
-            s0 = 0
-            s1 = 0
-            s2 = 0
-            s3 = 0
-            s4 = 0
-            s5 = 0
-            s6 = 0
-            s7 = 0
+            s = 0
             for n in range(N):
-                plane = dy + (n * F + f) * OHW
-                for j in range(0, OHW - 7, 8):
-                    s0 = s0 + plane[j]
-                    s1 = s1 + plane[j + 1]
-                    s2 = s2 + plane[j + 2]
-                    s3 = s3 + plane[j + 3]
-                    s4 = s4 + plane[j + 4]
-                    s5 = s5 + plane[j + 5]
-                    s6 = s6 + plane[j + 6]
-                    s7 = s7 + plane[j + 7]
-                for k in range(OHW - OHW % 8, OHW):
-                    s0 = s0 + plane[k]
-            grad_b[f] = <real>(((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
+                s = s + run_sum(dy + (n * F + f) * OHW, OHW)
+            grad_b[f] = <real>s

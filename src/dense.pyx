@@ -11,34 +11,45 @@ from _select cimport relu, select
 import numpy as np
 
 cdef enum:
+    # Fixed output blocks (never a per-thread share, so results do not depend on the thread
+    # count), small enough that a batch of 64 still splits: with 64-row blocks alone LeNet-5's
+    # C5 and F6 ran on one thread at batch 64.
     ROW_BLOCK = 64
+    COL_BLOCK = 64
 
 
-cdef inline void _bias_relu_rows(real* y, const real* bias, bint has_bias, bint do_relu,
-                                 Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+cdef inline void _bias_relu_rows(real* y, Py_ssize_t ldy, const real* bias, bint has_bias,
+                                 bint do_relu, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     cdef Py_ssize_t i, j
     cdef real v
     for i in range(rows):
         for j in range(cols):
-            v = y[i * cols + j] + (bias[j] if has_bias else 0)
-            y[i * cols + j] = relu(v) if do_relu else v
+            v = y[i * ldy + j] + (bias[j] if has_bias else 0)
+            y[i * ldy + j] = relu(v) if do_relu else v
 
 
 cdef void _row_blocks(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const real* A, Py_ssize_t lda, const real* B, Py_ssize_t ldb, real* C,
                      bint epilogue, const real* bias, bint has_bias, bint relu,
                      int num_threads) noexcept nogil:
-    """C (M x N, row-major) = op(A) @ op(B) in blocks of ROW_BLOCK rows of C, one GEMM each,
-    spread over the threads; with `epilogue`, then + bias (then ReLU) on the block in cache."""
-    cdef Py_ssize_t blocks = (M + ROW_BLOCK - 1) // ROW_BLOCK, blk, r0, r1
-    for blk in prange(blocks, num_threads=num_threads, schedule="static"):
-        r0 = blk * ROW_BLOCK
+    """C (M x N, row-major) = op(A) @ op(B) in blocks of ROW_BLOCK rows x COL_BLOCK columns of
+    C, one GEMM each, spread over the threads; with `epilogue`, then + bias (then ReLU) on the
+    block in cache."""
+    cdef Py_ssize_t row_blocks = (M + ROW_BLOCK - 1) // ROW_BLOCK
+    cdef Py_ssize_t col_blocks = (N + COL_BLOCK - 1) // COL_BLOCK, blk, r0, r1, c0, c1
+    for blk in prange(row_blocks * col_blocks, num_threads=num_threads, schedule="static"):
+        r0 = (blk // col_blocks) * ROW_BLOCK
         r1 = min(M, r0 + ROW_BLOCK)
-        # Row r of op(A) starts at A + r * lda, or at column r (A + r) when A is transposed.
-        gemm(trans_a, trans_b, <int>(r1 - r0), <int>N, <int>K, <real>1,
-             A + (r0 if trans_a else r0 * lda), <int>lda, B, <int>ldb, <real>0, C + r0 * N, <int>N)
+        c0 = (blk % col_blocks) * COL_BLOCK
+        c1 = min(N, c0 + COL_BLOCK)
+        # Row r of op(A) starts at A + r * lda, or at column r (A + r) when A is transposed;
+        # column c of op(B) at B + c, or at row c (B + c * ldb) when B is transposed.
+        gemm(trans_a, trans_b, <int>(r1 - r0), <int>(c1 - c0), <int>K, <real>1,
+             A + (r0 if trans_a else r0 * lda), <int>lda, B + (c0 * ldb if trans_b else c0),
+             <int>ldb, <real>0, C + r0 * N + c0, <int>N)
         if epilogue:
-            _bias_relu_rows(C + r0 * N, bias, has_bias, relu, r1 - r0, N)
+            _bias_relu_rows(C + r0 * N + c0, N, bias + c0 if has_bias else bias, has_bias, relu,
+                            r1 - r0, c1 - c0)
 
 
 def linear_forward(const real[:, ::1] x, const real[:, ::1] weight, const real[::1] bias,

@@ -9,6 +9,7 @@ from libc.string cimport memset
 import numpy as np
 
 from _types cimport real
+from sums cimport run_sum
 from _omp cimport omp_get_thread_num
 from geometry cimport Geometry, geometry
 from window cimport copy_window
@@ -139,9 +140,12 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     A work item is a run of output rows of one image, all filter blocks."""
     _check_one_group(groups)
     cdef Geometry g = geometry(x.shape, weight.shape, y.shape, sh, sw, pt, pl, dh, dw, groups)
+    cdef int lvl = _level
+    if _rows_layout(g, lvl, sizeof(real), False):
+        _forward_rows(x, weight, bias, y, g, lvl, has_bias, relu, num_threads)
+        return
     cdef Py_ssize_t C = g.C, H = g.H, W = g.W, F = g.F, OH = g.OH, OW = g.OW, OHW = OH * OW
     dtype = np.float32 if real is float else np.float64
-    cdef int lvl = _level
     cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
     # Taps in (kh, c, kw) order, so that the kernel rows an output row needs are one range.
     cdef const real[:, ::1] w_kh_major = np.ascontiguousarray(
@@ -189,16 +193,35 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
                                relu)
 
 
+cdef inline double _sum_parts(const double* first, Py_ssize_t parts,
+                              Py_ssize_t stride) noexcept nogil:
+    """first[0] + first[stride] + ... (parts terms), in that order."""
+    cdef double s = 0
+    cdef Py_ssize_t part
+    for part in range(parts):
+        s = s + first[part * stride]
+    return s
+
+
+include "direct_rows.pxi"
+
+
 def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
-                real[:, :, :, ::1] grad_w, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
-                Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int num_threads):
-    """grad_w[f, k] = sum over images and output pixels of grad_y[n, f, p] * tap k of pixel p.
+                real[:, :, :, ::1] grad_w, real[::1] grad_b, bint has_bias, Py_ssize_t sh,
+                Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                Py_ssize_t groups, int num_threads):
+    """grad_w[f, k] = sum over images and output pixels of grad_y[n, f, p] * tap k of pixel p;
+    with has_bias also grad_b[f] = sum of grad_y[:, f] (in double), from the same pass.
 
     A work item is (part of the batch, run of taps): per image of its part it copies the padded
     window and grad_y transposed to (pixel, filter), then accumulates its taps of the part's
-    private partial sum; the parts are added up in order at the end."""
+    private partial sum; the parts are added up in order at the end. The first run of taps of a
+    part also sums its grad_y planes for grad_b."""
     _check_one_group(groups)
     cdef Geometry g = geometry(x.shape, grad_w.shape, grad_y.shape, sh, sw, pt, pl, dh, dw, groups)
+    if _rows_layout(g, _level, sizeof(real), True):
+        _grad_weight_rows(grad_y, x, grad_w, grad_b, has_bias, g, _level, num_threads)
+        return
     cdef Py_ssize_t N = g.N, C = g.C, H = g.H, W = g.W, F = g.F
     cdef Py_ssize_t OHW = g.OH * g.OW, K = C * g.KH * g.KW
     dtype = np.float32 if real is float else np.float64
@@ -223,6 +246,8 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef real[::1] ws = get_workspace(dtype, stride * nt + parts * part_size)
     cdef real* partial = &ws[0] + stride * nt
+    cdef double[::1] bias_parts = np.zeros(parts * F)  # grad_b per part
+    cdef double* bparts = &bias_parts[0]
     cdef Py_ssize_t item, part, k0, k1, n, blk, f, j, i, k
     cdef real s
     cdef const real* xw
@@ -257,6 +282,8 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
                         row = gyp + (n * F + f) * OHW
                         for j in range(OHW):
                             lane[j * BL] = row[j]
+                        if has_bias and k0 == 0:
+                            bparts[part * F + f] += run_sum(row, OHW)
                     else:
                         for j in range(OHW):
                             lane[j * BL] = 0
@@ -272,3 +299,5 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
                 for part in range(parts):
                     s = s + partial[part * part_size + (blk * K + k) * BL + f - blk * BL]
                 dwp[f * K + k] = s
+            if has_bias:
+                grad_b[f] = <real>_sum_parts(bparts + f, parts, F)

@@ -35,10 +35,15 @@ enum { FC_VL_##SFX = VBYTES / sizeof(T) };                                      
 TARGET static inline __attribute__((always_inline)) void fc_core_##SFX(                            \
         const T *x, const fc_idx *base, const fc_idx *off, const T *V, fc_idx J,                  \
         fc_vec_##SFX *acc) {                                                                       \
+    /* one pointer per q: each broadcast is then one load xq[q][off[j]] (base + index * size), \
+     * where x + off[j] + base[q] took an extra address add per FMA (~3.8 -> ~2.8 instructions  \
+     * per FMA, callgrind) */                                                                      \
+    const T *xq[FC_PIX];                                                                           \
+    for (int q = 0; q < FC_PIX; q++) xq[q] = x + base[q];                                          \
     for (fc_idx j = 0; j < J; j++) {                                                               \
         const fc_vec_##SFX v = *(const fc_vec_##SFX *)(V + j * FC_VL_##SFX);                       \
-        const T *xj = x + off[j];                                                                  \
-        for (int q = 0; q < FC_PIX; q++) acc[q] += xj[base[q]] * v;                                \
+        const fc_idx o = off[j];                                                                   \
+        for (int q = 0; q < FC_PIX; q++) acc[q] += xq[q][o] * v;                                   \
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \

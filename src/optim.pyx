@@ -5,33 +5,61 @@
 # The arithmetic is NumPy's, operation for operation: every hyper-parameter is rounded to the
 # parameter's dtype first (NumPy casts a Python float to a float32 array's dtype), and no step is
 # fused (the build never contracts a*b+c into an FMA: no -march, no -ffp-contract=fast targets),
-# so the results equal those of the ufunc sequence in fastconv.optim's docstrings, bit for bit.
+# so the results equal those of the ufunc sequence in fastconv.optim's docstrings, bit for bit
+# (the loops are in optim_rules.h, vectorised).
 # One thread: a LeNet-sized parameter is a few microseconds of work, less than an OpenMP fork.
-from libc.math cimport sqrt, sqrtf
+from libc.math cimport sqrt
 
 from _types cimport real
 
+cdef extern from "optim_rules.h" nogil:
+    int fc_rules_level()
+    void fc_adam_float(int level, float* p, const float* g, float* m, float* v, Py_ssize_t n,
+                       float wd, int decay, float one_minus_beta1, float beta2,
+                       float one_minus_beta2, float bias2_root, float eps, float minus_step)
+    void fc_adam_double(int level, double* p, const double* g, double* m, double* v,
+                        Py_ssize_t n, double wd, int decay, double one_minus_beta1, double beta2,
+                        double one_minus_beta2, double bias2_root, double eps, double minus_step)
+    void fc_sgd_float(int level, float* p, const float* g, float* buf, Py_ssize_t n, float wd,
+                      int decay, float momentum, int has_momentum, int first, int nesterov,
+                      float minus_lr)
+    void fc_sgd_double(int level, double* p, const double* g, double* buf, Py_ssize_t n,
+                       double wd, int decay, double momentum, int has_momentum, int first,
+                       int nesterov, double minus_lr)
 
-cdef inline real _root(real v) noexcept nogil:
-    if real is float:
-        return sqrtf(v)
-    else:
-        return sqrt(v)
+cdef int _level = fc_rules_level()
+
+
+def level():
+    """1: the AVX2 (no FMA) update loops run, 0: the baseline ones."""
+    return _level
+
+
+def detected_level():
+    """The best level this CPU runs (what level() is unless set_level changed it)."""
+    return fc_rules_level()
+
+
+def set_level(int value):
+    """Run the update loops of `value` (0 or, on an AVX2 CPU, 1); for tests. Returns the old
+    one."""
+    global _level
+    if not 0 <= value <= fc_rules_level():
+        raise ValueError(f"level must be in [0, {fc_rules_level()}] on this CPU, got {value}")
+    previous = _level
+    _level = value
+    return previous
 
 
 cdef void _adam(real* p, const real* g, real* m, real* v, Py_ssize_t n, real wd, bint decay,
                 real one_minus_beta1, real beta2, real one_minus_beta2, real bias2_root,
                 real eps, real minus_step) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef real gi, d
-    for i in range(n):
-        gi = g[i]
-        if decay:
-            gi = gi + p[i] * wd
-        m[i] = m[i] + (gi - m[i]) * one_minus_beta1
-        v[i] = v[i] * beta2 + (gi * gi) * one_minus_beta2
-        d = _root(v[i]) / bias2_root + eps
-        p[i] = p[i] + (m[i] / d) * minus_step
+    if real is float:
+        fc_adam_float(_level, p, g, m, v, n, wd, decay, one_minus_beta1, beta2, one_minus_beta2,
+                      bias2_root, eps, minus_step)
+    else:
+        fc_adam_double(_level, p, g, m, v, n, wd, decay, one_minus_beta1, beta2,
+                       one_minus_beta2, bias2_root, eps, minus_step)
 
 
 def adam(real[::1] p, const real[::1] g, real[::1] m, real[::1] v, double lr, double beta1,
@@ -51,16 +79,12 @@ def adam(real[::1] p, const real[::1] g, real[::1] m, real[::1] v, double lr, do
 cdef void _sgd(real* p, const real* g, real* buf, Py_ssize_t n, real wd, bint decay,
                real momentum, bint has_momentum, bint first, bint nesterov,
                real minus_lr) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef real gi
-    for i in range(n):
-        gi = g[i]
-        if decay:
-            gi = gi + p[i] * wd
-        if has_momentum:
-            buf[i] = gi if first else buf[i] * momentum + gi
-            gi = gi + buf[i] * momentum if nesterov else buf[i]
-        p[i] = p[i] + gi * minus_lr
+    if real is float:
+        fc_sgd_float(_level, p, g, buf, n, wd, decay, momentum, has_momentum, first, nesterov,
+                     minus_lr)
+    else:
+        fc_sgd_double(_level, p, g, buf, n, wd, decay, momentum, has_momentum, first, nesterov,
+                      minus_lr)
 
 
 def sgd(real[::1] p, const real[::1] g, real[::1] buf, double lr, double momentum,

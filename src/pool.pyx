@@ -12,15 +12,27 @@ cdef inline bint _takes(real v, real best) noexcept nogil:
     return (v > best) | ((v != v) & (best == best))
 
 
-cdef void _max_2x2(const real* xplane, real* yplane, long long* iplane, Py_ssize_t W,
-                   Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
-    """The 2x2, stride-2, unpadded window (LeNet's, and most CNNs'), unrolled."""
-    cdef Py_ssize_t oh, ow, i
+cdef extern from "pool_2x2.h" nogil:
+    int fc_simd_level()
+    Py_ssize_t fc_max_2x2_float(int level, const float* x, float* y, long long* idx,
+                                Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW)
+
+
+include "simd_level.pxi"
+
+
+cdef void _max_2x2(int level, const real* xplane, real* yplane, long long* iplane,
+                   Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    """The 2x2, stride-2, unpadded window (LeNet's, and most CNNs'): float32 columns by the SIMD
+    steps of pool_2x2.h at level >= 1, the rest here, unrolled and branch-free (the same rule)."""
+    cdef Py_ssize_t oh, ow, i, ow0 = 0
     cdef real best, v
     cdef long long best_index
     cdef int take
+    if real is float:
+        ow0 = fc_max_2x2_float(level, xplane, yplane, iplane, W, OH, OW)
     for oh in range(OH):
-        for ow in range(OW):
+        for ow in range(ow0, OW):
             i = 2 * oh * W + 2 * ow
             best = xplane[i]
             best_index = i
@@ -53,6 +65,7 @@ def max_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, long long[:, :
     cdef const real* xplane
     cdef real* yp = &y[0, 0, 0, 0]
     cdef long long* ip = &indices[0, 0, 0, 0]
+    cdef int simd = _level
     with nogil:
         for plane in prange(N * C, num_threads=num_threads, schedule="static"):
             xplane = xp + plane * H * W
@@ -60,7 +73,7 @@ def max_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, long long[:, :
             # clips it)
             if (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
                     and 2 * OH <= H and 2 * OW <= W):
-                _max_2x2(xplane, yp + plane * OH * OW, ip + plane * OH * OW, W, OH, OW)
+                _max_2x2(simd, xplane, yp + plane * OH * OW, ip + plane * OH * OW, W, OH, OW)
                 continue
             for oh in range(OH):
                 ih0 = max(oh * sh - ph, 0)

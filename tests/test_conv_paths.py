@@ -26,7 +26,13 @@ from fastconv._backend import planner as _planner
 from fastconv._kernels import direct as direct_kernels
 
 DTYPES = [np.float32, np.float64]
-PATHS = ["gemm"] + [f"direct{level}" for level in range(direct_kernels.detected_level() + 1)]
+# The direct forward vectorises along filters or along output rows (direct_rows.h, chosen by
+# shape); both are forced at every level (rows only where the stride along W is 1).
+PATHS = ["gemm"] + [
+    f"direct{level}-{layout}"
+    for level in range(direct_kernels.detected_level() + 1)
+    for layout in ("filters", "rows")
+]
 EXTRA_CASES = [
     _case("many_filters", N=2, C=3, H=9, W=8, F=37, padding=1),  # several blocks, a partial one
     _case("lenet_conv2", N=3, C=6, H=14, W=14, F=16, KH=5, KW=5),
@@ -38,11 +44,14 @@ ONE_GROUP = [pytest.param(c, id=c.id) for c in CASES + MEDIUM_CASES + EXTRA_CASE
 
 @pytest.fixture(params=PATHS)
 def path(request):
-    """Force one algorithm: "gemm", or "direct" at one instruction-set level."""
+    """Force one algorithm: "gemm", or "direct" at one instruction-set level and layout."""
     if request.param == "gemm":
         return "gemm"
-    previous = direct_kernels.set_level(int(request.param[len("direct") :]))
+    level, layout = request.param[len("direct") :].split("-")
+    previous = direct_kernels.set_level(int(level))
+    previous_layout = direct_kernels.set_layout(layout)
     request.addfinalizer(lambda: direct_kernels.set_level(previous))
+    request.addfinalizer(lambda: direct_kernels.set_layout(previous_layout))
     return "direct"
 
 
@@ -108,34 +117,60 @@ def test_grad_weight(case, dtype, path, rng, assert_close):
         assert_close(got, expected, dtype, case.N * OH * OW)
 
 
+@pytest.mark.parametrize("layout", ["filters", "rows"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in EXTRA_CASES])
+def test_grad_weight_and_bias_in_one_pass(case, dtype, layout, rng, assert_close, request):
+    """conv2d_backward's grad_weight and grad_bias together ("auto"): one pass of the direct
+    kernels where the planner picks them (conv2d_grad_weight_bias), on both layouts."""
+    previous = direct_kernels.set_layout(layout)
+    request.addfinalizer(lambda: direct_kernels.set_layout(previous))
+    x, w, _, g = inputs(case, rng, dtype)
+    _, gw_ref, gb_ref = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
+    _, gw, gb = fastconv.conv2d_backward(g, x, w, needs=("weight", "bias"), **case_kwargs(case))
+    OH, OW = g.shape[2:]
+    assert_close(gw, gw_ref, dtype, case.N * OH * OW)
+    assert_close(gb, gb_ref, dtype, case.N * OH * OW)
+
+
+@pytest.mark.parametrize("layout", ["filters", "rows"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N", [1, 3, 20])  # one part, one image per part, several per part
-def test_direct_bitwise_identical_across_threads(N, dtype, rng):
+def test_direct_bitwise_identical_across_threads(N, dtype, layout, rng):
     case = EXTRA_CASES[0]._replace(N=N)
     x, w, b, g = inputs(case, rng, dtype)
     kw = dict(case_kwargs(case), algorithm="direct" if direct_kernels.level() else "gemm")
     results = []
     old = fastconv.set_num_threads(1)
+    old_layout = direct_kernels.set_layout(layout)
     try:
         for threads in (1, 2, 3):
             fastconv.set_num_threads(threads)
             results.append(
                 (fastconv.conv2d(x, w, b, **kw),)
                 + fastconv.conv2d_backward(g, x, w, needs=("input", "weight"), **kw)
+                + fastconv.conv2d_backward(g, x, w, needs=("weight", "bias"), **case_kwargs(case))[
+                    1:
+                ]
             )
     finally:
         fastconv.set_num_threads(old)
+        direct_kernels.set_layout(old_layout)
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("path_name", ["gemm", "direct"])
-def test_nonfinite_weights_meet_padding_as_in_numpy(path_name, rng):
+@pytest.mark.parametrize("path_name", ["gemm", "direct-filters", "direct-rows"])
+def test_nonfinite_weights_meet_padding_as_in_numpy(path_name, rng, request):
     """A padded tap is 0 * w: with w = inf that is NaN on both paths (as torch gives), and
     grad_input (where the direct reuse would multiply padding) stays on the GEMM path."""
-    if path_name == "direct" and not direct_kernels.level():
-        pytest.skip("no SIMD direct kernels on this CPU")
+    if path_name != "gemm":
+        if not direct_kernels.level():
+            pytest.skip("no SIMD direct kernels on this CPU")
+        path_name, layout = path_name.split("-")
+        previous = direct_kernels.set_layout(layout)
+        request.addfinalizer(lambda: direct_kernels.set_layout(previous))
     x = rng.standard_normal((1, 2, 5, 5))
     w = rng.standard_normal((3, 2, 3, 3))
     w[1, 0, 0, 0] = np.inf
@@ -151,12 +186,45 @@ def test_nonfinite_weights_meet_padding_as_in_numpy(path_name, rng):
     np.testing.assert_allclose(gx[finite], expected[finite], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["filters", "rows"])
+def test_direct_grad_weight_nonfinite_x_as_in_numpy(layout, rng, request):
+    """An inf in x reaches exactly the weight gradients whose sums contain it (a row's last,
+    partial vector re-reads counted columns: they must add nothing, not 0 * inf)."""
+    if not direct_kernels.level():
+        pytest.skip("no SIMD direct kernels on this CPU")
+    previous = direct_kernels.set_layout(layout)
+    request.addfinalizer(lambda: direct_kernels.set_layout(previous))
+    x = rng.standard_normal((2, 2, 7, 21))
+    g = rng.standard_normal((2, 3, 5, 19))
+    for col in (0, 9, 12, 18, 20):
+        xi = x.copy()
+        xi[1, 1, 3, col] = np.inf
+        got = fastconv.conv2d_grad_weight(g, xi, (3, 2, 3, 3), algorithm="direct")
+        with np.errstate(invalid="ignore"):
+            _, expected, _ = conv2d_backward_ref(g, xi, np.zeros((3, 2, 3, 3)), 1, (0, 0, 0, 0), 1)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+
+
 def test_dispatch_picks_direct_for_small_filter_counts():
     level = direct_kernels.level()
     assert _planner.direct_fits(16, 150, np.float32, level) is (level > 0)  # LeNet-5 conv2
     assert _planner.direct_fits(64, 147, np.float32, level) is (level > 0)  # 7x7 on RGB
     assert _planner.direct_fits(256, 2304, np.float32, level) is False  # wide: GEMM
     assert _planner.direct_fits(16, 150, np.float32, 0) is False  # no SIMD: GEMM
+
+
+def test_rows_layout_is_chosen_where_it_fills_more_lanes():
+    """LeNet-5 at AVX2: conv1 (6 filters, 28 columns) and conv2's grad-input (6 output channels,
+    14 columns) vectorise along rows; conv2 (16 filters, 10 columns) along filters."""
+    if direct_kernels.level() != 1:
+        pytest.skip("the measured choice is for AVX2")
+    assert direct_kernels.uses_rows((64, 1, 32, 32), (6, 1, 5, 5), (64, 6, 28, 28), 1, 1)
+    assert direct_kernels.uses_rows((64, 16, 10, 10), (6, 16, 5, 5), (64, 6, 14, 14), 1, 4)
+    assert not direct_kernels.uses_rows((64, 6, 14, 14), (16, 6, 5, 5), (64, 16, 10, 10), 1, 0)
+    assert not direct_kernels.uses_rows((64, 1, 32, 32), (6, 1, 5, 5), (64, 6, 14, 14), 2, 0)
+    with pytest.raises(ValueError, match="name must be one of"):
+        direct_kernels.set_layout("columns")
 
 
 def test_set_level_refuses_what_the_cpu_lacks():

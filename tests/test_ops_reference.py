@@ -5,6 +5,7 @@ import pytest
 from reference import avg_pool2d_ref, linear_ref, max_pool2d_ref, softmax_cross_entropy_ref
 
 import fastconv
+from fastconv._kernels import pool as pool_kernels
 
 DTYPES = [np.float32, np.float64]
 POOL_CASES = [  # (shape, kernel, stride, padding)
@@ -38,11 +39,21 @@ def test_max_pool_nan_wins():
     np.testing.assert_array_equal(idx, idx_ref)
 
 
+@pytest.fixture(params=range(pool_kernels.detected_level() + 1), ids=lambda v: f"level{v}")
+def pool_level(request):
+    """The 2x2 kernel's SIMD steps (float32, level >= 1: pool_2x2.h) or the scalar loop alone."""
+    previous = pool_kernels.set_level(request.param)
+    yield request.param
+    pool_kernels.set_level(previous)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(2, 3, 14, 17), (1, 2, 4, 32), (1, 1, 3, 37), (2, 1, 2, 2)])
-def test_max_pool_2x2_specials(dtype, shape):
-    # The unrolled 2x2 kernel over several widths; ties, signed zeros, +-inf and NaN (the first
-    # NaN wins and stays) in every position of the window.
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 14, 17), (1, 2, 4, 32), (1, 1, 3, 37), (2, 1, 2, 2), (3, 2, 28, 28)]
+)
+def test_max_pool_2x2_specials(dtype, shape, pool_level):
+    # The 2x2 kernel over several widths (8- and 4-wide steps and scalar columns); ties, signed
+    # zeros, +-inf and NaN (the first NaN wins and stays) in every position of the window.
     rng = np.random.default_rng(4)
     x = rng.integers(-2, 3, shape).astype(dtype)
     specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0], dtype)

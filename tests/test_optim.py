@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from fastconv._kernels import optim as _rules
 from fastconv.optim import SGD, Adam, StepLR
 from fastconv.parameter import Parameter, array_module
 
@@ -555,12 +556,21 @@ def _sgd_ufuncs(d, g, buf, first, lr, momentum, nesterov, wd):
     d += g * -lr
 
 
+@pytest.fixture(params=range(_rules.detected_level() + 1), ids=lambda v: f"level{v}")
+def rules_level(request):
+    """The update loops of each vector level this CPU has (baseline; AVX2 without FMA)."""
+    previous = _rules.set_level(request.param)
+    yield request.param
+    _rules.set_level(previous)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("wd", [0.0, 0.05])
 @pytest.mark.parametrize("kind", ["adam", "sgd", "sgd_nesterov", "sgd_plain"])
-def test_fused_steps_equal_the_ufunc_formulas_bitwise(kind, wd, dtype):
+def test_fused_steps_equal_the_ufunc_formulas_bitwise(kind, wd, dtype, rules_level):
     rng = np.random.default_rng(7)
-    shapes = [(6, 3, 5, 5), (6,), (0, 4)]
+    # odd sizes: vector bodies and scalar tails
+    shapes = [(6, 3, 5, 5), (6,), (0, 4), (37,)]
     params = [Parameter(rng.standard_normal(s).astype(dtype)) for s in shapes]
     ref = [p.data.copy() for p in params]
     state = [[np.zeros_like(r), np.zeros_like(r)] for r in ref]

@@ -145,6 +145,28 @@ def test_bitwise_identical_across_thread_counts(restore_threads, x_shape, w_shap
         np.testing.assert_allclose(got, want, err_msg=f"result {i}", **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N", [1, 64, 130])  # one block; one row block of several columns; both
+def test_dense_ops_bitwise_identical_across_thread_counts(restore_threads, N, dtype, rng):
+    """linear (and the conv layers that reduce to it) in fixed blocks of rows and columns."""
+    x = rng.standard_normal((N, 70)).astype(dtype)
+    w = rng.standard_normal((150, 70)).astype(dtype)
+    b = rng.standard_normal(150).astype(dtype)
+    g = rng.standard_normal((N, 150)).astype(dtype)
+    runs = []
+    for threads in (1, 2, 3):
+        fastconv.set_num_threads(threads)
+        runs.append(
+            (fastconv.linear(x, w, b, activation="relu"), *fastconv.linear_backward(g, x, w))
+        )
+    for other in runs[1:]:
+        for a, c in zip(runs[0], other):
+            np.testing.assert_array_equal(a, c)
+    np.testing.assert_allclose(runs[0][0], np.maximum(x @ w.T + b, 0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(runs[0][1], g @ w, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(runs[0][2], g.T @ x, rtol=1e-4, atol=1e-3)
+
+
 def _ref_args(x, w, kw):
     stride, dilation = kw.get("stride", 1), kw.get("dilation", 1)
     tblr = pad_tblr(kw.get("padding", 0), x.shape[2:], w.shape[2:], stride, dilation)

@@ -11,6 +11,7 @@ OPS = (
     "conv2d_grad_input",
     "conv2d_grad_weight",
     "conv2d_grad_bias",
+    "conv2d_grad_weight_bias",
     "max_pool2d_forward",
     "max_pool2d_backward",
     "avg_pool2d_forward",

@@ -1,0 +1,232 @@
+# The row-vectorised direct kernels (direct_rows.h) and the choice between them and the
+# filter-vectorised ones; textually included by direct.pyx (its helpers and enums).
+from libc.stdlib cimport free, malloc
+
+
+cdef extern from "direct_rows.h" nogil:
+    int fc_vector_bytes(int level)
+    int FC_ROWS_FO
+    int fc_rows_block(int level, int itemsize)
+    void fc_rows_forward_float(int level, const float* x, Py_ssize_t C, Py_ssize_t R,
+                               Py_ssize_t XWP, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sh,
+                               Py_ssize_t dh, Py_ssize_t dw, const int* khr, const float* wpack,
+                               const float* bias, float* y, Py_ssize_t YPLANE, Py_ssize_t FB,
+                               Py_ssize_t OW, Py_ssize_t nrows, int relu)
+    void fc_rows_forward_double(int level, const double* x, Py_ssize_t C, Py_ssize_t R,
+                                Py_ssize_t XWP, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sh,
+                                Py_ssize_t dh, Py_ssize_t dw, const int* khr,
+                                const double* wpack, const double* bias, double* y,
+                                Py_ssize_t YPLANE, Py_ssize_t FB, Py_ssize_t OW,
+                                Py_ssize_t nrows, int relu)
+    int FC_ROWS_GF, FC_ROWS_GK
+    void fc_rows_grad_weight_float(int level, const float* x, Py_ssize_t C, Py_ssize_t XH,
+                                   Py_ssize_t XW, const float* const* gp, Py_ssize_t OH,
+                                   Py_ssize_t OW, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sh,
+                                   Py_ssize_t dh, Py_ssize_t dw, float* accv)
+    void fc_rows_grad_weight_double(int level, const double* x, Py_ssize_t C, Py_ssize_t XH,
+                                    Py_ssize_t XW, const double* const* gp, Py_ssize_t OH,
+                                    Py_ssize_t OW, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sh,
+                                    Py_ssize_t dh, Py_ssize_t dw, double* accv)
+
+cdef int _layout = 0  # 0: by shape (_rows_layout); 1: filters; 2: rows (stride 1 along W)
+
+
+def set_layout(str name):
+    """Force the forward kernel's vectorisation: "filters", "rows" (only where the stride along W
+    is 1; elsewhere filters) or "auto" (by shape); for tests. Returns the previous setting."""
+    global _layout
+    names = ("auto", "filters", "rows")
+    if name not in names:
+        raise ValueError(f"name must be one of {names}, got {name!r}")
+    previous = names[_layout]
+    _layout = names.index(name)
+    return previous
+
+
+def uses_rows(x_shape, w_shape, y_shape, Py_ssize_t stride, Py_ssize_t padding,
+              bint grad_weight=False):
+    """Whether forward() (or grad_weight()) on these shapes, float32 at this module's level, runs
+    along rows."""
+    cdef Py_ssize_t[4] xs, ws, ys
+    for i in range(4):
+        xs[i], ws[i], ys[i] = x_shape[i], w_shape[i], y_shape[i]
+    cdef Geometry g = geometry(xs, ws, ys, stride, stride, padding, padding, 1, 1, 1)
+    return _rows_layout(g, _level, 4, grad_weight)
+
+
+cdef double _used(Py_ssize_t n, Py_ssize_t block):
+    """The share of `n` rounded up to whole blocks that is n."""
+    return n / <double>((n + block - 1) // block * block)
+
+
+cdef bint _rows_layout(Geometry g, int lvl, Py_ssize_t itemsize, bint grad_weight):
+    """Whether the forward (or grad-weight) runs vectorised along output rows (direct_rows.h)
+    rather than along filters: stride 1 along W and a larger share of the computed lanes used
+    (output columns per vector block, filters and kernel columns per register block, against
+    filters per vector). LeNet-5, batch 64, AVX2, one thread (CPU time, interleaved),
+    filters -> rows: conv1 forward (28 columns, 6 filters) 960 -> 600 us; conv2 grad-input
+    (a forward of 14 columns, 6 output channels) 2000 -> 1100 us; conv1 grad-weight TODO.
+    conv2 (16 filters, 10 columns) stays on filters (forward 870 us there vs 1140 us)."""
+    cdef Py_ssize_t VB = fc_vector_bytes(lvl) // itemsize
+    # grad-weight loads a row's last vector ending at the row's end: rows of a vector at least
+    if g.sw != 1 or _layout == 1 or (grad_weight and g.OW < VB):
+        return False
+    if _layout == 2:
+        return True
+    cdef double filters_use = _used(g.F, VB), rows_use
+    if grad_weight:
+        rows_use = _used(g.OW, VB) * _used(g.F, FC_ROWS_GF) * _used(g.KW, FC_ROWS_GK)
+    else:
+        rows_use = _used(g.OW, fc_rows_block(lvl, itemsize)) * _used(g.F, FC_ROWS_FO)
+    return rows_use > filters_use
+
+
+cdef _forward_rows(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight,
+                   const real[::1] bias, real[:, :, :, ::1] y, Geometry g, int lvl,
+                   bint has_bias, bint relu, int num_threads):
+    """forward() by the row-vectorised kernel: a work item is a run of output rows of one image,
+    all filter blocks, read from a zero-padded window of rows wide enough for whole blocks."""
+    cdef Py_ssize_t C = g.C, H = g.H, W = g.W, F = g.F, OH = g.OH, OW = g.OW, OHW = OH * OW
+    dtype = np.float32 if real is float else np.float64
+    cdef Py_ssize_t FO = FC_ROWS_FO, blocks = (F + FO - 1) // FO
+    cdef Py_ssize_t RB = fc_rows_block(lvl, sizeof(real))
+    cdef const real[:, ::1] w2 = np.asarray(weight).reshape(F, -1)
+    cdef const real[:, :, ::1] wpack = _pack(w2, FO)
+    bias_arr = np.zeros(blocks * FO, dtype=dtype)
+    if has_bias:
+        bias_arr[:F] = bias
+    cdef const real[::1] bpack = bias_arr
+    cdef Py_ssize_t rows = max(1, min(OH, PIXELS_PER_ITEM // OW))
+    cdef Py_ssize_t runs = (OH + rows - 1) // rows
+    rows = (OH + runs - 1) // runs  # balance the runs of an image
+    runs = (OH + rows - 1) // rows
+    cdef Py_ssize_t R = (rows - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    cdef Py_ssize_t XWP = (OW + RB - 1) // RB * RB + (g.KW - 1) * g.dw
+    # Kernel rows that read only padding rows are skipped when every weight is finite (else
+    # 0 * inf must give NaN, as on the GEMM path).
+    cdef bint pads_rows = g.pt > 0 or (OH - 1) * g.sh + (g.KH - 1) * g.dh - g.pt >= H
+    cdef bint skip_rows = pads_rows and bool(np.isfinite(weight).all())
+    cdef const int[:, ::1] khr = _kernel_rows(OH, H, g.KH, g.sh, g.pt, g.dh)
+    cdef Py_ssize_t n_items = g.N * runs, stride = C * R * XWP
+    cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
+    cdef real[::1] ws = get_workspace(dtype, stride * nt)
+    cdef Py_ssize_t item, n, oh0, blk
+    cdef real* window
+    cdef const real* xp = &x[0, 0, 0, 0]
+    cdef real* yp = &y[0, 0, 0, 0]
+    with nogil, parallel(num_threads=nt):
+        window = &ws[0] + omp_get_thread_num() * stride
+        for item in prange(n_items, schedule="dynamic"):
+            n = item // runs
+            oh0 = (item % runs) * rows
+            copy_window(xp + n * C * H * W, C, H, W, oh0 * g.sh - g.pt, R, -g.pl, XWP, window)
+            for blk in range(blocks):
+                _rows_block(lvl, window, C, R, XWP, g, &khr[oh0, 0] if skip_rows else NULL,
+                            &wpack[blk, 0, 0], &bpack[blk * FO],
+                            yp + (n * F + blk * FO) * OHW + oh0 * OW, OHW, min(FO, F - blk * FO),
+                            min(OH, oh0 + rows) - oh0, relu)
+
+
+cdef inline void _rows_block(int lvl, const real* x, Py_ssize_t C, Py_ssize_t R, Py_ssize_t XWP,
+                             Geometry g, const int* khr, const real* wpack, const real* bias,
+                             real* y, Py_ssize_t YPLANE, Py_ssize_t FB, Py_ssize_t nrows,
+                             int relu) noexcept nogil:
+    """fc_rows_forward_<dtype> (direct_rows.h): one block of filters over a run of rows."""
+    if real is float:
+        fc_rows_forward_float(lvl, x, C, R, XWP, g.KH, g.KW, g.sh, g.dh, g.dw, khr, wpack, bias,
+                              y, YPLANE, FB, g.OW, nrows, relu)
+    else:
+        fc_rows_forward_double(lvl, x, C, R, XWP, g.KH, g.KW, g.sh, g.dh, g.dw, khr, wpack,
+                               bias, y, YPLANE, FB, g.OW, nrows, relu)
+
+
+
+
+cdef _grad_weight_rows(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
+                       real[:, :, :, ::1] grad_w, real[::1] grad_b, bint has_bias, Geometry g,
+                       int lvl, int num_threads):
+    """grad_weight() by the row-vectorised kernel. A work item is (part of the batch, pair of
+    filters): per image it runs the kernel over x (or its zero-padded window) and the pair's
+    grad_y planes into the item's vector partial sums (and sums the planes for grad_b); at the
+    end the lanes, then the parts, are added up in a fixed order."""
+    cdef Py_ssize_t N = g.N, C = g.C, H = g.H, W = g.W, F = g.F, OH = g.OH, OW = g.OW
+    cdef Py_ssize_t KH = g.KH, KW = g.KW, OHW = OH * OW
+    dtype = np.float32 if real is float else np.float64
+    cdef Py_ssize_t VL = fc_vector_bytes(lvl) // sizeof(real), FG = FC_ROWS_GF, KG = FC_ROWS_GK
+    cdef Py_ssize_t pairs = (F + FG - 1) // FG, KB = (KW + KG - 1) // KG
+    cdef Py_ssize_t R, XW
+    cdef bint padded
+    R, XW, padded = _window_shape(g, OH)
+    cdef Py_ssize_t parts = min(N, WEIGHT_PARTIALS), per_part = (N + parts - 1) // parts
+    parts = (N + per_part - 1) // per_part
+    cdef Py_ssize_t item_size = C * KH * KB * FG * KG * VL  # one item's vector partial sums
+    cdef Py_ssize_t n_items = parts * pairs, stride = C * R * XW if padded else 0
+    cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
+    # + one zero plane: the missing second filter of an odd F
+    cdef real[::1] ws = get_workspace(dtype, stride * nt + n_items * item_size + OHW + VL)
+    cdef real* sums = &ws[0] + stride * nt
+    cdef real* zero = sums + n_items * item_size
+    cdef double[::1] bias_parts = np.zeros(parts * F)  # grad_b per part
+    cdef double* bparts = &bias_parts[0]
+    # vectors must be aligned to the element only (the kernel's vector type says so)
+    memset(sums, 0, (n_items * item_size + OHW + VL) * sizeof(real))
+    cdef Py_ssize_t item, part, pair, n, f, c, kh, kw, k, lane, i
+    cdef const real** gpp = <const real**>malloc(nt * FG * sizeof(real*))
+    cdef const real** gp
+    if gpp == NULL:
+        raise MemoryError()
+    cdef const real* xw
+    cdef real* window
+    cdef real s
+    cdef const real* xp = &x[0, 0, 0, 0]
+    cdef const real* gyp = &grad_y[0, 0, 0, 0]
+    cdef real* dwp = &grad_w[0, 0, 0, 0]
+    cdef const real* acc
+    with nogil, parallel(num_threads=nt):
+        window = &ws[0] + omp_get_thread_num() * stride
+        gp = gpp + omp_get_thread_num() * FG  # this thread's filter planes
+        for item in prange(n_items, schedule="dynamic"):
+            part = item // pairs
+            pair = item % pairs
+            for n in range(part * per_part, min(N, (part + 1) * per_part)):
+                if padded:
+                    copy_window(xp + n * C * H * W, C, H, W, -g.pt, R, -g.pl, XW, window)
+                    xw = window
+                else:
+                    xw = xp + n * C * H * W
+                for f in range(FG):
+                    gp[f] = (gyp + (n * F + pair * FG + f) * OHW if pair * FG + f < F
+                             else zero)
+                    if has_bias and pair * FG + f < F:
+                        bparts[part * F + pair * FG + f] += run_sum(gp[f], OHW)
+                _rows_gw_block(lvl, xw, C, R if padded else H, XW, gp, g,
+                               sums + item * item_size)
+    free(gpp)
+    with nogil:
+        for f in prange(F, num_threads=nt, schedule="static"):
+            pair = f // FG
+            for c in range(C):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        s = 0
+                        for part in range(parts):
+                            acc = (sums + (part * pairs + pair) * item_size
+                                   + ((((c * KH + kh) * KB + kw // KG) * FG + f % FG) * KG
+                                      + kw % KG) * VL)
+                            for lane in range(VL):
+                                s = s + acc[lane]
+                        dwp[((f * C + c) * KH + kh) * KW + kw] = s
+            if has_bias:
+                grad_b[f] = <real>_sum_parts(bparts + f, parts, F)
+
+
+cdef inline void _rows_gw_block(int lvl, const real* x, Py_ssize_t C, Py_ssize_t XH,
+                                Py_ssize_t XW, const real** gp, Geometry g,
+                                real* accv) noexcept nogil:
+    """fc_rows_grad_weight_<dtype> (direct_rows.h): one image, one pair of filters."""
+    if real is float:
+        fc_rows_grad_weight_float(lvl, x, C, XH, XW, gp, g.OH, g.OW, g.KH, g.KW, g.sh, g.dh,
+                                  g.dw, accv)
+    else:
+        fc_rows_grad_weight_double(lvl, x, C, XH, XW, gp, g.OH, g.OW, g.KH, g.KW, g.sh, g.dh,
+                                   g.dw, accv)
