@@ -295,8 +295,8 @@ def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, 
     """conv2d_grad_weight, and grad_bias (F,) (or None) from the same pass over grad_y: one
     GEMM launch (plus one for the split sums), where the two ops take two or three apiece.
 
-    Not part of the backend interface (the CPU backend has no such op): the convolution layer
-    can call it when the GPU backend offers it."""
+    An op of the backend interface: conv2d_backward calls it when both gradients are wanted
+    (the CPU backend's computes them in one pass on its direct kernels)."""
     cupy = _compat.require_cupy()
     F, Cg, KH, KW = grad_weight.shape
     P = grad_y.shape[0] * grad_y.shape[2] * grad_y.shape[3]
