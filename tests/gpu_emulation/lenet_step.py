@@ -93,3 +93,50 @@ def run(spec, rng, cupy):
         f"{sum(ops.values())} other array operations per step: "
         f"{dict(collections.Counter(launches))}; {dict(ops)}"
     )
+
+
+def run_tf32(spec, rng, cupy):
+    """Two SGD steps (lr 0.1, so that gradient errors show in the parameters) with
+    ``gpu_precision("tf32")`` and ``("3xtf32")``: the same launches as fp32 with the convolution
+    GEMMs on the tensor-core kernels, no host synchronisation or upload, and parameter updates
+    close to the CPU's, relative to their size: 3xTF32 within 1e-5 (fp32's ~1e-6); TF32 within
+    0.5 only, because its ~1e-3 per product flips a ReLU gate or a max-pool winner now and then,
+    which sends a gradient elsewhere (measured 5e-5 to 0.2 over seeds; a wrong kernel gives ~1)."""
+    import fastconv
+    from fastconv import nn, optim
+    from fastconv.lenet import LeNet5
+
+    x = rng.standard_normal((BATCH, 1, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, BATCH).astype(np.int64)
+    runs = {}
+    for device in ("cpu", "fp32", "tf32", "3xtf32"):
+        model = LeNet5(seed=0)
+        init = [np.array(p.data) for p in model.parameters()]
+        if device != "cpu":
+            model.to("gpu")
+        model.train()
+        opt, loss_fn = optim.SGD(model.parameters(), lr=0.1), nn.SoftmaxCrossEntropy()
+        xs, ys = (x, y) if device == "cpu" else (cupy.asarray(x), cupy.asarray(y))
+        with fastconv.gpu_precision("fp32" if device == "cpu" else device):
+            _step(model, opt, loss_fn, xs, ys)
+            for record in (cupy.LAUNCHES, cupy.SYNCS, cupy.UPLOADS):
+                del record[:]
+            _step(model, opt, loss_fn, xs, ys)
+        launches = collections.Counter(name.split("<")[0] for name, _, _ in cupy.LAUNCHES)
+        assert not cupy.SYNCS and not cupy.UPLOADS, (device, cupy.SYNCS, cupy.UPLOADS)
+        params = [np.asarray(cupy.asnumpy(p.data)) for p in model.parameters()]
+        runs[device] = (launches, params)
+    fp32 = runs["fp32"][0]
+    detail = []
+    for mode, limit in (("tf32", 0.5), ("3xtf32", 1e-5)):
+        tc = runs[mode][0]
+        assert sum(fp32.values()) == sum(tc.values()), (fp32, tc)
+        for kernel in ("conv_igemm", "conv_wgrad"):
+            assert tc[f"{kernel}_{mode}"] == fp32[kernel] and kernel not in tc, (mode, tc)
+        worst = max(
+            float(np.linalg.norm(p - c) / np.linalg.norm(c - p0))
+            for p, c, p0 in zip(runs[mode][1], runs["cpu"][1], init)
+        )
+        assert worst <= limit, f"{mode}: |update - cpu's| / |cpu's update| = {worst:.3g}"
+        detail.append(f"{mode}: {sum(tc.values())} launches, update error {worst:.2g}")
+    return "; ".join(detail) + f" (fp32 {sum(fp32.values())} launches)"

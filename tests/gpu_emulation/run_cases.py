@@ -292,6 +292,11 @@ CASES["conv_tc-old_device"] = dict(
 )
 CASES["emulator-self-check"] = dict(kind="self_check", device=DEFAULT)
 CASES["lenet-step"] = dict(kind="lenet_step", device=dict(sm_count=4), expect={"conv_igemm"})
+CASES["lenet-step-tf32"] = dict(  # (expect: the last run's; the TF32 run is checked inside)
+    kind="lenet_step_tf32",
+    device=dict(sm_count=4),
+    expect={"conv_igemm_3xtf32", "conv_wgrad_3xtf32"},
+)
 
 # ----------------------------------------------------------------------------- running
 
@@ -579,6 +584,14 @@ def run_conv_tc_old_device(spec, rng):
     spec["detail"] = _tc_cases().run_old_device(spec, rng, cupy, _cpu, _gpu, _conv_inputs)
 
 
+def run_lenet_step_tf32(spec, rng):
+    """Two LeNet SGD steps with TF32 convolutions: launches as fp32, CPU-close parameters."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import lenet_step
+
+    spec["detail"] = lenet_step.run_tf32(spec, rng, cupy)
+
+
 RUNNERS = {
     "conv": run_conv,
     "conv_nonfinite": run_conv_nonfinite,
@@ -589,6 +602,7 @@ RUNNERS = {
     "optim": run_optim,
     "self_check": run_self_check,
     "lenet_step": run_lenet_step,
+    "lenet_step_tf32": run_lenet_step_tf32,
     "conv_tc": run_conv_tc,
     "conv_tc_old_device": run_conv_tc_old_device,
 }
