@@ -35,6 +35,9 @@ import numpy_im2col  # noqa: E402  (the baseline, next to this file; after the s
 
 # Relative error (max |a - ref| / max |ref|) above which a result is marked wrong.
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+# Columns held to no fp32 tolerance (their errors are still recorded); 3xTF32 is held to it.
+TF32_COLUMNS = ("torch-tf32", "fastconv-tf32")
+FASTCONV_GPU_PRECISIONS = ("tf32", "3xtf32")  # --impls fastconv-tf32, fastconv-3xtf32 (GPU)
 
 
 # --------------------------------------------------------------------------- cases
@@ -176,7 +179,9 @@ def _np_host(a):
     return np.asarray(a)
 
 
-def fastconv_impl(fc, device):
+def fastconv_impl(fc, device, precision=None):
+    """fastconv's column; on the GPU ``precision`` ("tf32", "3xtf32") runs the opt-in
+    tensor-core kernels (fastconv.gpu_precision) as a column of its own."""
     if device == "gpu":
         import cupy as cp
 
@@ -197,12 +202,23 @@ def fastconv_impl(fc, device):
     def prepare(case, x, w, b, gy):
         x, w, b, gy = put(x), put(w), put(b), put(gy)
         s, p, d, g = case.stride, case.padding, case.dilation, case.groups
-        return (
-            lambda: fc.conv2d(x, w, b, s, p, d, g),
-            lambda: fc.conv2d_backward(gy, x, w, s, p, d, g),
-        )
+        if precision is None:
+            return (
+                lambda: fc.conv2d(x, w, b, s, p, d, g),
+                lambda: fc.conv2d_backward(gy, x, w, s, p, d, g),
+            )
 
-    return Impl("fastconv", prepare, host, timer)
+        def fwd():
+            with fc.gpu_precision(precision):
+                return fc.conv2d(x, w, b, s, p, d, g)
+
+        def bwd():
+            with fc.gpu_precision(precision):
+                return fc.conv2d_backward(gy, x, w, s, p, d, g)
+
+        return fwd, bwd
+
+    return Impl("fastconv" + (f"-{precision}" if precision else ""), prepare, host, timer)
 
 
 def baseline_impl(device):
@@ -476,6 +492,9 @@ def run_case(case, impls, args, timers, torch):
         for other in ("torch", "torch-tf32"):
             if "fastconv" in t and other in t:
                 r[f"fastconv/{other}"] = t["fastconv"] / t[other]
+        for ours in ("fastconv-tf32", "fastconv-3xtf32"):  # tensor cores against cuDNN's TF32
+            if ours in t and "torch-tf32" in t:
+                r[f"{ours}/torch-tf32"] = t[ours] / t["torch-tf32"]
         base = next((k for k in ("numpy", "cupy-im2col") if k in t), None)
         if base and "fastconv" in t:
             r[f"{base}/fastconv"] = t[base] / t["fastconv"]
@@ -633,7 +652,7 @@ def check_mark(rec):
     marks = []
     for name, err in rec["errors"].items():
         tol = rec["tolerance"]
-        if name == "torch-tf32":  # TF32 is expected to miss an fp32 tolerance
+        if name in TF32_COLUMNS:  # TF32 is expected to miss an fp32 tolerance
             continue
         bad = "".join(p[0] for p in ("fwd", "bwd") if any(e > tol for e in err[p]))
         if bad:
@@ -673,7 +692,8 @@ def parse_args(argv=None):
         "--impls",
         default="fastconv,torch,numpy",
         help="comma-separated columns: fastconv, torch, numpy (default: all; torch is dropped "
-        "with a note when it is not installed)",
+        "with a note when it is not installed); on --device gpu also fastconv-tf32, "
+        "fastconv-3xtf32 (fastconv.gpu_precision)",
     )
     p.add_argument(
         "--reps", type=int, default=None, help="timed repetitions (default 7, --quick 3)"
@@ -750,7 +770,8 @@ def main(argv=None):
         print("no case matches --cases", file=sys.stderr)
         return 2
     wanted = [s.strip() for s in args.impls.split(",") if s.strip()]
-    unknown = set(wanted) - {"fastconv", "torch", "numpy"}
+    tc_cols = [f"fastconv-{m}" for m in FASTCONV_GPU_PRECISIONS]
+    unknown = set(wanted) - {"fastconv", "torch", "numpy", *tc_cols}
     if unknown:
         print(f"unknown --impls {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -759,8 +780,11 @@ def main(argv=None):
     numpy_blas, scipy_blas = blas_info()  # before torch/fastconv so scipy's BLAS is told apart
     notes = []
 
+    if args.device != "gpu" and set(tc_cols) & set(wanted):
+        print("--impls fastconv-tf32 / fastconv-3xtf32 need --device gpu", file=sys.stderr)
+        return 2
     fc = None
-    if "fastconv" in wanted:
+    if any(w.startswith("fastconv") for w in wanted):
         try:
             import fastconv as fc
         except ImportError as e:
@@ -820,8 +844,11 @@ def main(argv=None):
         notes.append("threadpoolctl is not installed: NumPy's BLAS threads are not limited")
 
     impls = []
-    if fc is not None:
+    if fc is not None and "fastconv" in wanted:
         impls.append(fastconv_impl(fc, args.device))
+    for mode in FASTCONV_GPU_PRECISIONS:
+        if fc is not None and f"fastconv-{mode}" in wanted:
+            impls.append(fastconv_impl(fc, args.device, mode))
     if torch_cols:
         impls += torch_impls(torch, args.device)
     if "numpy" in wanted:
@@ -973,7 +1000,9 @@ def main(argv=None):
     geo = {}
     base_name = "cupy-im2col" if args.device == "gpu" else "numpy"
     keys = ["fastconv/torch", f"{base_name}/fastconv"] + (
-        ["fastconv/torch-tf32"] if args.device == "gpu" else []
+        ["fastconv/torch-tf32"] + [f"fastconv-{m}/torch-tf32" for m in FASTCONV_GPU_PRECISIONS]
+        if args.device == "gpu"
+        else []
     )
     for phase in ("fwd", "bwd"):
         geo[phase] = {}
@@ -1012,7 +1041,7 @@ def main(argv=None):
         )
         for r in bad:
             for name, err in r["errors"].items():
-                if name == "torch-tf32":
+                if name in TF32_COLUMNS:
                     continue
                 if any(e > r["tolerance"] for e in err["fwd"] + err["bwd"]):
                     print(

@@ -65,6 +65,9 @@ def cases(cupy, np):
     lw = cupy.zeros((84, 120), f)
     lx = cupy.zeros((256, 120), f)
     lb = cupy.zeros(84, f)
+    shapes = [(6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,), (120, 16, 5, 5), (120,), (84, 120)]
+    shapes += [(84,), (10, 84), (10,)]  # LeNet-5's parameters
+    adam = [[cupy.zeros(s, f) for s in shapes] for _ in range(4)]
     return [
         ("conv2d_forward", "conv2d_forward", (x, w, b, y, *geom, True, "auto")),
         ("conv2d_grad_input", "conv2d_grad_input", (y, w, x, *geom, "auto")),
@@ -75,6 +78,8 @@ def cases(cupy, np):
         ("relu_backward", "relu_backward", (y, y, y)),
         # (linear_forward's figure is mostly NumPy's matmul standing in for cuBLAS)
         ("linear_forward", "linear_forward", (lx, lw, lb, h, True)),
+        # one Adam step over LeNet-5's 10 parameters (the optimiser's backend op)
+        ("adam_update_lenet", "adam_update", (*adam, [2] * 10, 1e-3, 0.9, 0.999, 1e-8, 0.0)),
     ]
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Verify fastconv's GPU backend on a machine with an NVIDIA GPU, CuPy and PyTorch installed and
 # no package index: build in place, run the GPU tests, benchmark the conv suite against
-# torch/cuDNN (strict fp32 and TF32) and a LeNet epoch against PyTorch's. Under 10 minutes.
+# torch/cuDNN (strict fp32 and TF32; fastconv in fp32 and with its opt-in TF32 / 3xTF32 tensor-core
+# kernels) and a LeNet epoch against PyTorch's. Under 10 minutes.
 #
 #   bash benchmarks/gpu_verify.sh [OUT]        (OUT defaults to $OUT, else ./gpu_results)
 #
@@ -58,10 +59,12 @@ step build 150 "$PY" setup.py build_ext --inplace -j 4
 # The GPU tests: every op against the CPU backend on CuPy arrays (this compiles the kernels for
 # this GPU; CuPy caches them on disk for the steps below), plans, scripts. The nvcc/NVRTC
 # cross-compile tests ran where the code was written (benchmarks/results/ptxas_sm80_sm90.log).
-step tests 180 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_gpu_backend.py \
+step tests 150 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_gpu_backend.py \
     tests/test_gpu_plans.py tests/test_gpu_scripts.py
-step conv_gpu 150 "$PY" benchmarks/bench_conv.py --device gpu --impls fastconv,torch \
-    --reps 5 --json "$OUT/conv_gpu.json"
+# Columns: fastconv (fp32), fastconv-tf32, fastconv-3xtf32 (fastconv.gpu_precision), torch
+# (allow_tf32=False), torch-tf32 (cuDNN's default).
+step conv_gpu 180 "$PY" benchmarks/bench_conv.py --device gpu \
+    --impls fastconv,fastconv-tf32,fastconv-3xtf32,torch --reps 5 --json "$OUT/conv_gpu.json"
 step lenet_gpu 100 "$PY" benchmarks/bench_lenet_gpu.py --reps 3 --json "$OUT/lenet_gpu.json"
 
 {

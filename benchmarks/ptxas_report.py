@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 KERNEL_DIR = ROOT / "fastconv" / "kernels"
 # gpu_plans.tiles(dtype) (tests/test_gpu_compile.py checks they agree)
 TILES = {"float": ((128, 128), (64, 128), (64, 64)), "double": ((64, 128), (64, 64))}
+# Files whose kernels exist for float only (tensor cores; gpu_kernels.FLOAT_ONLY, checked by the
+# same test).
+FLOAT_ONLY = frozenset({"conv_tc.cu"})
 
 # `template <typename T[, int BM, int BN]> __global__ void [__launch_bounds__(...)] name(`
 _TEMPLATE_KERNEL = re.compile(
@@ -40,8 +43,9 @@ def template_kernels(text):
 def instantiation_unit(cu_file):
     """C++ text that forces every instantiation of the kernels in cu_file."""
     refs = []
+    ctypes = ("float",) if cu_file in FLOAT_ONLY else ("float", "double")
     for name, tiled in template_kernels((KERNEL_DIR / cu_file).read_text()):
-        for ctype in ("float", "double"):
+        for ctype in ctypes:
             args = [f"{ctype}, {bm}, {bn}" for bm, bn in TILES[ctype]] if tiled else [ctype]
             refs += [f"    (void*)&{name}<{a}>,\n" for a in args]
     return f'#include "{cu_file}"\n\nvoid* fastconv_kernels[] = {{\n{"".join(refs)}}};\n'

@@ -6,6 +6,7 @@ import numpy as np
 import scipy
 
 from . import _compat
+from ._backend import gpu_precision as _gpu_precision
 from ._backend import threads as _threads
 from ._kernels import direct as _direct
 from ._version import __version__
@@ -52,6 +53,7 @@ def config():
         "simd": _SIMD_NAMES[_direct.level()],
         "cupy": getattr(_compat.cupy, "__version__", None),
         "gpu_available": _compat.gpu_available(),
+        "gpu_precision": _gpu_precision.get_gpu_precision(),
     }
 
 
@@ -74,4 +76,7 @@ def show_config():
     )
     print(f"  CPU: {c['cpu']}")
     print(f"  direct kernels (few-filter convolutions): {c['simd']}")
-    print(f"  GPU: cupy {c['cupy']}, device available: {c['gpu_available']}")
+    print(
+        f"  GPU: cupy {c['cupy']}, device available: {c['gpu_available']}, float32 convolution "
+        f"precision: {c['gpu_precision']} (fastconv.set_gpu_precision)"
+    )

@@ -53,7 +53,9 @@ def test_kernel_table_matches_cu_files():
     for filename, names in _gpu.KERNELS.items():
         source = _gpu.kernel_source(filename)
         assert not re.search(r"^\s*#\s*include", source, re.M), f"{filename}: include left"
-        found = pattern.findall(source)
+        # the file's own kernels (conv_tc.cu pastes in conv_igemm.cu and conv_wgrad.cu, whose
+        # kernels their own modules compile)
+        found = pattern.findall((_gpu.KERNEL_DIR / filename).read_text())
         assert sorted(n for _, n in found) == sorted(names), filename
         # tiled exactly when the template takes (BM, BN)
         assert {n for tiled, n in found if tiled} == set(names) & _gpu.TILED, filename
@@ -343,3 +345,37 @@ def test_backward_passes_are_bitwise_reproducible(rng):
     for later in runs[1:]:
         for a, b_ in zip(runs[0], later):
             assert a.tobytes() == b_.tobytes()
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("mode", ["tf32", "3xtf32"])
+@pytest.mark.parametrize("case", ["basic_nonsquare", "many_tiles", "split_reduction"])
+def test_conv2d_tensor_core_precision_within_bounds(case, mode, rng):
+    """fastconv.gpu_precision("tf32" / "3xtf32") on float32: every pass within the documented
+    bound of the float64 result, relative to the sum of |products| (the pass on |inputs|):
+    TF32 2^-10, 3xTF32 2^-20, plus fp32 summation (tests/gpu_emulation/tc_cases.py). Pre-sm_80
+    GPUs run fp32 instead, which meets both."""
+    import fastconv
+
+    cp = _compat.cupy
+    x, w, _, gy, params = _conv_inputs(CONV_CASES[case], np.float32, rng)
+    groups = params[-1]
+    passes = (
+        ("conv2d_forward", [x, w, None], x.shape[:1] + gy.shape[1:], (False, "auto"), w[0].size),
+        ("conv2d_grad_input", [gy, w], x.shape, ("auto",), w.size // w.shape[1] // groups),
+        ("conv2d_grad_weight", [gy, x], w.shape, ("auto",), gy[:, 0].size),
+    )
+    for op, ins, shape, extra, K in passes:
+        ref, mag = np.empty(shape), np.empty(shape)
+        getattr(_cpu(), op)(*[None if a is None else a.astype(np.float64) for a in ins], ref,
+                            *params, *extra)  # fmt: skip
+        getattr(_cpu(), op)(*[None if a is None else np.abs(a).astype(np.float64) for a in ins],
+                            mag, *params, *extra)  # fmt: skip
+        out = cp.empty(shape, np.float32)
+        with fastconv.gpu_precision(mode):
+            getattr(_gpu, op)(*[None if a is None else cp.asarray(a) for a in ins], out, *params,
+                              *extra)  # fmt: skip
+        bound = (2.0**-10 + K * 2.0**-24) if mode == "tf32" else (2.0**-20 + 3 * K * 2.0**-24)
+        err = np.abs(cp.asnumpy(out) - ref)
+        assert np.all(err <= bound * mag + 1e-30), (op, float(np.max(err / (mag + 1e-30))))

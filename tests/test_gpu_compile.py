@@ -2,7 +2,8 @@
 
 * nvcc (skipped when not on PATH): each fastconv/kernels/*.cu is #included into a small unit
   that takes the address of every ``template <typename T> __global__`` kernel for float and
-  double (which forces both instantiations), compiled for sm_80 and sm_90 in one nvcc call.
+  double (float only for conv_tc.cu, the tensor-core kernels), which forces the instantiations,
+  compiled for sm_80 and sm_90 in one nvcc call.
 * NVRTC (skipped when CuPy or libnvrtc is missing): the exact text and name expressions that
   fastconv._backend.gpu hands to cupy.RawModule at run time, compiled for sm_80 and sm_90. This goes
   through CuPy's private ``_NVRTCProgram`` because RawModule asks a (missing) device for its
@@ -39,6 +40,14 @@ def test_report_tiles_match_plans():
     from fastconv._backend import gpu_plans
 
     assert REPORT.TILES == {"float": gpu_plans.tiles("f4"), "double": gpu_plans.tiles("f8")}
+
+
+def test_report_float_only_files_match_backend():
+    from fastconv._backend import gpu_kernels
+
+    assert REPORT.FLOAT_ONLY == gpu_kernels.FLOAT_ONLY
+    unit = REPORT.instantiation_unit("conv_tc.cu")  # the tensor-core kernels: float only
+    assert "conv_igemm_tf32<float, 64, 64>" in unit and "<double" not in unit
 
 
 def test_parse_ptxas():
@@ -94,3 +103,25 @@ def test_nvrtc_compiles_runtime_source(cu_file):
         except Exception as exc:  # CompileException: str() is the NVRTC log
             pytest.fail(f"NVRTC failed on {cu_file} for sm_{arch}:\n{exc}")
         assert sorted(mapping) == sorted(exprs)
+
+
+def _nvrtc_library():
+    """NVRTC through ctypes (benchmarks/nvrtc_check.py: $LIBNVRTC, else the system's), or skip."""
+    check = load_script(
+        Path(__file__).resolve().parents[1] / "benchmarks" / "nvrtc_check.py", "fastconv_nvrtc"
+    )
+    lib = check.load()
+    if lib is None:
+        pytest.skip("no NVRTC library (set LIBNVRTC, e.g. to the nvidia-cuda-nvrtc wheel's)")
+    return check, lib
+
+
+@pytest.mark.parametrize("cu_file", CU_FILES)
+def test_nvrtc_ctypes_compiles_runtime_source(cu_file):
+    """The same check without CuPy: NVRTC itself on the runtime text of every kernel file (the
+    tensor-core conv_tc.cu included: inline PTX, no headers), sm_80 and sm_90; every name
+    expression resolves. Last run: benchmarks/results/nvrtc_sm80_sm90.log."""
+    check, lib = _nvrtc_library()
+    for arch in ARCHS:
+        ok, msg = check.compile_file(lib, cu_file, arch)
+        assert ok, f"NVRTC {check.version(lib)} on {cu_file} for sm_{arch}: {msg}"

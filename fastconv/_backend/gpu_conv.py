@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from .. import _compat
-from . import gpu_plans
+from . import gpu_plans, gpu_precision
 from .gpu_kernels import (
     REDUCE_THREADS,
     _cdiv,
@@ -109,7 +109,15 @@ def _reduce_grid(n):
     return (max(1, min(_cdiv(n, 256), 32 * info.sm_count, info.max_grid[0])),)
 
 
-def _build_igemm(cupy, what, dtype, x_shape, w_shape, y_shape, geom):
+def _gemm_kernel(name, dtype, tile, precision):
+    """conv_igemm / conv_wgrad (fp32, conv_igemm.cu / conv_wgrad.cu) or their tensor-core
+    variant for ``precision`` (conv_tc.cu), compiled for ``tile``."""
+    if precision == "fp32":
+        return _kernel(f"{name}.cu", name, dtype, tile=tile)
+    return _kernel("conv_tc.cu", name + gpu_precision.SUFFIX[precision], dtype, tile=tile)
+
+
+def _build_igemm(cupy, what, dtype, x_shape, w_shape, y_shape, geom, precision):
     stride, padding, dilation, groups = geom
     info = device_info()
     phases_of = gpu_plans.forward_phases if what == "forward" else gpu_plans.grad_input_phases
@@ -118,7 +126,7 @@ def _build_igemm(cupy, what, dtype, x_shape, w_shape, y_shape, geom):
     _tile_launch_ok(gp.tile, dtype, "conv_igemm")
     out_size = int(np.prod(y_shape if what == "forward" else x_shape))
     plan = _Plan()
-    plan.kernel = _kernel("conv_igemm.cu", "conv_igemm", dtype, tile=gp.tile)
+    plan.kernel = _gemm_kernel("conv_igemm", dtype, gp.tile, precision)
     plan.grid, plan.block = gp.grid, (gpu_plans.threads(gp.tile),)
     geo, ktab = cupy.asarray(gp.geo), cupy.asarray(gp.ktab.reshape(-1))
     plan.work = cupy.empty((gp.splits, out_size), dtype) if gp.splits > 1 else None
@@ -135,7 +143,7 @@ def _build_igemm(cupy, what, dtype, x_shape, w_shape, y_shape, geom):
     return plan
 
 
-def _build_wgrad(cupy, dtype, x_shape, w_shape, y_shape, geom):
+def _build_wgrad(cupy, dtype, x_shape, w_shape, y_shape, geom, precision):
     stride, padding, dilation, groups = geom
     info = device_info()
     tile, grid, splits, per, ktab = gpu_plans.wgrad_plan(
@@ -146,7 +154,7 @@ def _build_wgrad(cupy, dtype, x_shape, w_shape, y_shape, geom):
     N, C, H, W = x_shape
     OH, OW = y_shape[2:]
     plan = _Plan()
-    plan.kernel = _kernel("conv_wgrad.cu", "conv_wgrad", dtype, tile=tile)
+    plan.kernel = _gemm_kernel("conv_wgrad", dtype, tile, precision)
     plan.grid, plan.block = grid, (gpu_plans.threads(tile),)
     plan.args = (cupy.asarray(ktab.reshape(-1)),)
     plan.extra = (
@@ -172,20 +180,23 @@ def _build_wgrad(cupy, dtype, x_shape, w_shape, y_shape, geom):
 
 def _plan(what, dtype, x_shape, w_shape, y_shape, geom):
     """The cached plan of a pass ("forward", "grad_input", "grad_weight") on the current
-    device; built (tables uploaded, workspace allocated) on first use."""
+    device, in the precision gpu_precision says; built (tables uploaded, workspace allocated)
+    on first use."""
     cupy = _compat.require_cupy()
     # The device's limits are part of the key: a plan is sized for them (and tests change them).
-    dev = cupy.cuda.runtime.getDevice()
-    key = (what, dev, device_info(), dtype.char, x_shape, w_shape, y_shape, *geom)
+    dev, info = cupy.cuda.runtime.getDevice(), device_info()
+    precision = gpu_precision.effective(dtype.char, info.cc_major)
+    key = (what, dev, info, precision, dtype.char, x_shape, w_shape, y_shape, *geom)
     plan = _plans.get(key)
     if plan is None:
         with _plans_lock:
             plan = _plans.get(key)
             if plan is None:
                 if what == "grad_weight":
-                    plan = _build_wgrad(cupy, dtype, x_shape, w_shape, y_shape, geom)
+                    plan = _build_wgrad(cupy, dtype, x_shape, w_shape, y_shape, geom, precision)
                 else:
-                    plan = _build_igemm(cupy, what, dtype, x_shape, w_shape, y_shape, geom)
+                    shapes = (x_shape, w_shape, y_shape)
+                    plan = _build_igemm(cupy, what, dtype, *shapes, geom, precision)
                 _plans[key] = plan
     return plan
 
@@ -284,8 +295,8 @@ def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, 
     """conv2d_grad_weight, and grad_bias (F,) (or None) from the same pass over grad_y: one
     GEMM launch (plus one for the split sums), where the two ops take two or three apiece.
 
-    Not part of the backend interface (the CPU backend has no such op): the convolution layer
-    can call it when the GPU backend offers it."""
+    An op of the backend interface: conv2d_backward calls it when both gradients are wanted
+    (the CPU backend's computes them in one pass on its direct kernels)."""
     cupy = _compat.require_cupy()
     F, Cg, KH, KW = grad_weight.shape
     P = grad_y.shape[0] * grad_y.shape[2] * grad_y.shape[3]

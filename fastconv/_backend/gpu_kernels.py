@@ -46,9 +46,12 @@ KERNELS = {
         "softmax_xent_backward",
     ),
     "optim.cu": ("adam_update", "sgd_update"),
+    # tensor-core (TF32 / 3xTF32) conv_igemm and conv_wgrad: compiled only when asked for
+    "conv_tc.cu": ("conv_igemm_tf32", "conv_igemm_3xtf32", "conv_wgrad_tf32", "conv_wgrad_3xtf32"),
 }
 # Kernels templated on the tile shape too: name<T, BM, BN> for each tile of gpu_plans.TILES.
-TILED = frozenset({"conv_igemm", "conv_wgrad"})
+TILED = frozenset({"conv_igemm", "conv_wgrad", *KERNELS["conv_tc.cu"]})
+FLOAT_ONLY = frozenset({"conv_tc.cu"})  # files instantiated for float only
 NVRTC_OPTIONS = ("-std=c++17",)
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _INDEX_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))  # indices/labels, tables, workspaces
@@ -66,10 +69,11 @@ def expression(name, dtype, tile=None):
 
 def name_expressions(filename):
     """The NVRTC name expressions compiled for a kernel file: ``name<float>``, ``name<double>``
-    (``name<float, BM, BN>`` ... for the tiled kernels)."""
+    (``name<float, BM, BN>`` ... for the tiled kernels; float only for FLOAT_ONLY files)."""
     out = []
+    dtypes = [np.dtype(np.float32)] if filename in FLOAT_ONLY else list(_CTYPES)
     for name in KERNELS[filename]:
-        for dtype in _CTYPES:
+        for dtype in dtypes:
             shapes = tiles(dtype) if name in TILED else (None,)
             out += [expression(name, dtype, t) for t in shapes]
     return out
@@ -138,6 +142,7 @@ class DeviceInfo(NamedTuple):
     shared_mem: int  # bytes per block (static + dynamic, without opt-in)
     sm_count: int
     max_grid: tuple  # (x, y, z)
+    cc_major: int  # compute capability major (8: Ampere, 9: Hopper)
 
 
 _device_infos = {}
@@ -163,6 +168,7 @@ def device_info():
                     rt.cudaDevAttrMaxGridDimZ,
                 )
             ),
+            cc_major=attr(rt.cudaDevAttrComputeCapabilityMajor),
         )
         _device_infos[dev] = info
     return info

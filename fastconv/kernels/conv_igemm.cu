@@ -21,30 +21,36 @@
 // (grid-stride).
 #include "common.cuh"
 #include "igemm_tile.cuh"
+#include "igemm_mma.cuh"
 #include "conv_geo.cuh"
 #include "conv_loader.cuh"
 
-template <typename T, int BM, int BN>
-__global__ void __launch_bounds__(TileShape<BM, BN>::THREADS)
-conv_igemm(const T* __restrict__ A,        // IN  weights (F, C/groups, KH, KW)
-           const T* __restrict__ B,        // IN  x (forward) or grad_y (grad_input)
-           const T* __restrict__ bias,     // IN  (F,); read only when has_bias
-           T* __restrict__ out,            // OUT y / grad_x, or the split-K workspace
-           const idx_t* __restrict__ geo,  // IN  (phases, GEO_SIZE)
-           const int* __restrict__ ktab,   // IN  int4 entries, per phase from geo[GEO_KTAB]
-           int groups, int phases, int splits, int has_bias, int relu, int exact_misses,
-           idx_t split_stride) {
+#define CONV_IGEMM_PARAMS                                                                  \
+    const T *__restrict__ A,        /* IN  weights (F, C/groups, KH, KW) */                \
+        const T *__restrict__ B,    /* IN  x (forward) or grad_y (grad_input) */           \
+        const T *__restrict__ bias, /* IN  (F,); read only when has_bias */                \
+        T *__restrict__ out,        /* OUT y / grad_x, or the split-K workspace */         \
+        const idx_t *__restrict__ geo, /* IN  (phases, GEO_SIZE) */                        \
+        const int *__restrict__ ktab,  /* IN  int4 entries, per phase from geo[GEO_KTAB] */ \
+        int groups, int phases, int splits, int has_bias, int relu, int exact_misses,      \
+        idx_t split_stride
+#define CONV_IGEMM_ARGS \
+    A, B, bias, out, geo, ktab, groups, phases, splits, has_bias, relu, exact_misses, split_stride
+
+// The kernel body, for any main-loop math: FmaTile (fp32, float and double) or MmaTile (TF32 /
+// 3xTF32 tensor cores, float; conv_tc.cu).
+template <typename T, int BM, int BN, typename Tile>
+__device__ __forceinline__ void conv_igemm_body(CONV_IGEMM_PARAMS) {
     using S = TileShape<BM, BN>;
     __shared__ __align__(16) T As[2 * IGEMM_BK * S::A_LD];
     __shared__ __align__(16) T Bs[2 * IGEMM_BK * S::B_LD];
     __shared__ int block_bad;
 
     const int tid = threadIdx.x;
-    const int tx = tid % S::TX;
-    const int ty = tid / S::TX;
     const int m0 = blockIdx.y * BM;
     const idx_t p0 = (idx_t)blockIdx.x * BN;
 
+    const Tile tile(tid);
     for (int z = blockIdx.z; z < groups * phases * splits; z += gridDim.z) {
         const int s = z % splits;
         const int ph = (z / splits) % phases;
@@ -69,15 +75,15 @@ conv_igemm(const T* __restrict__ A,        // IN  weights (F, C/groups, KH, KW)
         const long long k_end = k_begin + G[GEO_KSPLIT] < G[GEO_KPAD]
                                     ? k_begin + G[GEO_KSPLIT] : G[GEO_KPAD];
 
-        T acc[8][8];
+        T acc[Tile::R][Tile::C];
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
+        for (int i = 0; i < Tile::R; ++i) {
 #pragma unroll
-            for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+            for (int j = 0; j < Tile::C; ++j) acc[i][j] = T(0);
         }
         if (tid == 0) block_bad = 0;
         __syncthreads();  // block_bad cleared before any thread can set it
-        igemm_mainloop<T, BM, BN>(acc, ld, As, Bs, k_begin, k_end, tx, ty);
+        igemm_mainloop<T, BM, BN>(tile, acc, ld, As, Bs, k_begin, k_end);
         if (ld.bad) block_bad = 1;
         __syncthreads();
         const bool exact = block_bad != 0;  // rare: recompute this tile tap by tap
@@ -86,10 +92,10 @@ conv_igemm(const T* __restrict__ A,        // IN  weights (F, C/groups, KH, KW)
         T* o = out + (splits > 1 ? s * split_stride : 0) + g * G[GEO_OUT_G];
         const idx_t c_ms = G[GEO_C_MS];
         if (exact) {  // a separate loop: the accumulators are dead here, registers stay free
-            for (int j = 0; j < 8; ++j) {
-                const GemmColumn c = gemm_column(G, p0 + tile_row<BN>(tx, j));
-                for (int i = 0; i < 8 && c.ok; ++i) {
-                    const int m = m0 + tile_row<BM>(ty, i);
+            for (int j = 0; j < Tile::C; ++j) {
+                const GemmColumn c = gemm_column(G, p0 + tile.col(j));
+                for (int i = 0; i < Tile::R && c.ok; ++i) {
+                    const int m = m0 + tile.row(i);
                     if (m >= M) continue;
                     T v = exact_sum(A + g * G[GEO_A_G], G[GEO_A_MS], m, ld.b, c, ld.tab, k_begin,
                                     k_end, ld.in_h, ld.in_w);
@@ -101,12 +107,12 @@ conv_igemm(const T* __restrict__ A,        // IN  weights (F, C/groups, KH, KW)
             continue;
         }
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const GemmColumn c = gemm_column(G, p0 + tile_row<BN>(tx, j));
+        for (int j = 0; j < Tile::C; ++j) {
+            const GemmColumn c = gemm_column(G, p0 + tile.col(j));
             if (!c.ok) continue;
 #pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                const int m = m0 + tile_row<BM>(ty, i);
+            for (int i = 0; i < Tile::R; ++i) {
+                const int m = m0 + tile.row(i);
                 if (m >= M) continue;
                 T v = acc[i][j];
                 if (splits == 1) {
@@ -117,6 +123,11 @@ conv_igemm(const T* __restrict__ A,        // IN  weights (F, C/groups, KH, KW)
             }
         }
     }
+}
+
+template <typename T, int BM, int BN>
+__global__ void __launch_bounds__(TileShape<BM, BN>::THREADS) conv_igemm(CONV_IGEMM_PARAMS) {
+    conv_igemm_body<T, BM, BN, FmaTile<T, BM, BN>>(CONV_IGEMM_ARGS);
 }
 
 // out[i] = act(sum over s of partial[s*n + i] (+ bias[(i / plane) % F])), s ascending: the

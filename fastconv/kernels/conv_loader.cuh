@@ -1,4 +1,4 @@
-// The operand loader of the convolution GEMMs (conv_igemm.cu, conv_igemm_tc.cu): A from the
+// The operand loader of the convolution GEMMs (conv_igemm.cu, conv_tc.cu): A from the
 // weights through the k table's A offsets, B gathered from x (forward) or grad_y (grad_input)
 // around this thread's one B column, zeros where the table or the image bounds say so; and
 // exact_sum, the re-computation used when a tile's weights hold inf/NaN in grad_input.

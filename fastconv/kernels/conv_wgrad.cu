@@ -16,6 +16,7 @@
 // Grid: x = tiles of K, y = tiles of Fg, z = groups*splits (grid-stride).
 #include "common.cuh"
 #include "igemm_tile.cuh"
+#include "igemm_mma.cuh"
 
 template <typename T, int BM, int BN>
 struct WgradLoader {
@@ -83,24 +84,28 @@ struct WgradLoader {
     }
 };
 
-template <typename T, int BM, int BN>
-__global__ void __launch_bounds__(TileShape<BM, BN>::THREADS)
-conv_wgrad(const T* __restrict__ grad_y,   // IN  (N, F, OH, OW)
-           const T* __restrict__ x,        // IN  (N, C, H, W)
-           T* __restrict__ out,            // OUT (splits, F, K): grad_weight when splits == 1
-           T* __restrict__ bias_out,       // OUT (splits, F) when with_bias, else unused
-           const int* __restrict__ ktab,   // IN  int4 per k (the forward's table), K entries
-           idx_t N, int C, idx_t H, idx_t W, int F, idx_t OH, idx_t OW, int sh, int sw, int pt,
-           int pl, int groups, int K, int splits, idx_t p_per_split, unsigned plane_mul,
-           unsigned plane_shift, unsigned ow_mul, unsigned ow_shift, int with_bias) {
+#define CONV_WGRAD_PARAMS                                                                    \
+    const T *__restrict__ grad_y, /* IN  (N, F, OH, OW) */                                   \
+        const T *__restrict__ x,  /* IN  (N, C, H, W) */                                     \
+        T *__restrict__ out,      /* OUT (splits, F, K): grad_weight when splits == 1 */     \
+        T *__restrict__ bias_out, /* OUT (splits, F) when with_bias, else unused */          \
+        const int *__restrict__ ktab, /* IN  int4 per k (the forward's table), K entries */  \
+        idx_t N, int C, idx_t H, idx_t W, int F, idx_t OH, idx_t OW, int sh, int sw, int pt, \
+        int pl, int groups, int K, int splits, idx_t p_per_split, unsigned plane_mul,        \
+        unsigned plane_shift, unsigned ow_mul, unsigned ow_shift, int with_bias
+#define CONV_WGRAD_ARGS                                                                      \
+    grad_y, x, out, bias_out, ktab, N, C, H, W, F, OH, OW, sh, sw, pt, pl, groups, K, splits, \
+        p_per_split, plane_mul, plane_shift, ow_mul, ow_shift, with_bias
+
+// The kernel body, for any main-loop math: FmaTile (fp32) or MmaTile (tensor cores, conv_tc.cu).
+template <typename T, int BM, int BN, typename Tile>
+__device__ __forceinline__ void conv_wgrad_body(CONV_WGRAD_PARAMS) {
     using S = TileShape<BM, BN>;
     using L = WgradLoader<T, BM, BN>;
     __shared__ __align__(16) T As[2 * IGEMM_BK * S::A_LD];
     __shared__ __align__(16) T Bs[2 * IGEMM_BK * S::B_LD];
 
     const int tid = threadIdx.x;
-    const int tx = tid % S::TX;
-    const int ty = tid / S::TX;
     const int k0 = blockIdx.x * BN;
     const int m0 = blockIdx.y * BM;
     const int Cg = C / groups;
@@ -134,6 +139,7 @@ conv_wgrad(const T* __restrict__ grad_y,   // IN  (N, F, OH, OW)
     const bool bias_block = with_bias != 0 && blockIdx.x == 0;
     ld.with_bias = bias_block;
 
+    const Tile tile(tid);
     for (int gs = blockIdx.z; gs < groups * splits; gs += gridDim.z) {
         const int g = gs / splits;
         const int s = gs - g * splits;
@@ -144,24 +150,24 @@ conv_wgrad(const T* __restrict__ grad_y,   // IN  (N, F, OH, OW)
 #pragma unroll
         for (int r = 0; r < L::A_LOADS; ++r) ld.bsum[r] = T(0);
 
-        T acc[8][8];
+        T acc[Tile::R][Tile::C];
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
+        for (int i = 0; i < Tile::R; ++i) {
 #pragma unroll
-            for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+            for (int j = 0; j < Tile::C; ++j) acc[i][j] = T(0);
         }
         // The range is rounded up to whole slices; positions past p_end load zeros.
         const long long p_stop = p_begin + (ld.p_end - p_begin + IGEMM_BK - 1) / IGEMM_BK * IGEMM_BK;
-        igemm_mainloop<T, BM, BN>(acc, ld, As, Bs, p_begin, p_stop, tx, ty);
+        igemm_mainloop<T, BM, BN>(tile, acc, ld, As, Bs, p_begin, p_stop);
 
         T* o = out + ((idx_t)s * F + (idx_t)g * Fg) * K;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const int m = m0 + tile_row<BM>(ty, i);
+        for (int i = 0; i < Tile::R; ++i) {
+            const int m = m0 + tile.row(i);
             if (m >= Fg) continue;
 #pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                const int k = k0 + tile_row<BN>(tx, j);
+            for (int j = 0; j < Tile::C; ++j) {
+                const int k = k0 + tile.col(j);
                 if (k < K) o[(idx_t)m * K + k] = acc[i][j];
             }
         }
@@ -181,6 +187,11 @@ conv_wgrad(const T* __restrict__ grad_y,   // IN  (N, F, OH, OW)
             }
         }
     }
+}
+
+template <typename T, int BM, int BN>
+__global__ void __launch_bounds__(TileShape<BM, BN>::THREADS) conv_wgrad(CONV_WGRAD_PARAMS) {
+    conv_wgrad_body<T, BM, BN, FmaTile<T, BM, BN>>(CONV_WGRAD_ARGS);
 }
 
 // grad_weight[i] = sum over s of partial[s*nw + i]; grad_bias[f] = sum over s of

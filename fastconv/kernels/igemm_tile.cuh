@@ -89,14 +89,32 @@ __device__ __forceinline__ void tile_fma(T (&acc)[8][8], const T* As, const T* B
     }
 }
 
+// The fp32 math of the main loop: 8 x 8 accumulators per thread (an array the kernel declares
+// inside its loop over work items, as T acc[R][C]), accumulator row i at tile row row(i) and
+// column j at col(j). The tensor-core alternative, MmaTile in igemm_mma.cuh, has the same
+// interface with 4 x 16. (Only the thread's coordinates live in the object, made once before
+// that loop: the shape the fp32 kernels had, which ptxas keeps out of local memory for double.)
+template <typename T, int BM, int BN>
+struct FmaTile {
+    static constexpr int R = 8, C = 8;
+    int tx, ty;
+    __device__ __forceinline__ explicit FmaTile(int tid)
+        : tx(tid % TileShape<BM, BN>::TX), ty(tid / TileShape<BM, BN>::TX) {}
+    __device__ __forceinline__ int row(int i) const { return tile_row<BM>(ty, i); }
+    __device__ __forceinline__ int col(int j) const { return tile_row<BN>(tx, j); }
+    __device__ __forceinline__ void operator()(T (&acc)[8][8], const T* As, const T* Bs) const {
+        tile_fma<T, BM, BN>(acc, As, Bs, tx, ty);
+    }
+};
+
 // The double-buffered main loop over slices [k_begin, k_end) (k_end - k_begin a multiple of
 // IGEMM_BK; nothing when empty). The loader supplies load(k0) (global -> its registers) and
-// store(As, Bs) (its registers -> shared memory). Every thread of the block must call this
-// with the same range (it contains barriers).
-template <typename T, int BM, int BN, typename Loader>
-__device__ __forceinline__ void igemm_mainloop(T (&acc)[8][8], Loader& ld, T* As0, T* Bs0,
-                                               long long k_begin, long long k_end, int tx,
-                                               int ty) {
+// store(As, Bs) (its registers -> shared memory); math(acc, As, Bs) adds one slice's products
+// (FmaTile, MmaTile). Every thread of the block must call this with the same range (it has
+// barriers).
+template <typename T, int BM, int BN, typename Loader, typename Math, typename Acc>
+__device__ __forceinline__ void igemm_mainloop(const Math& math, Acc& acc, Loader& ld, T* As0,
+                                               T* Bs0, long long k_begin, long long k_end) {
     using S = TileShape<BM, BN>;
     constexpr int A_BUF = IGEMM_BK * S::A_LD;
     constexpr int B_BUF = IGEMM_BK * S::B_LD;
@@ -107,8 +125,8 @@ __device__ __forceinline__ void igemm_mainloop(T (&acc)[8][8], Loader& ld, T* As
     int buf = 0;
     for (long long k0 = k_begin; k0 < k_end; k0 += IGEMM_BK) {
         const bool more = k0 + IGEMM_BK < k_end;
-        if (more) ld.load(k0 + IGEMM_BK);  // in flight during the FMAs below
-        tile_fma<T, BM, BN>(acc, As0 + buf * A_BUF, Bs0 + buf * B_BUF, tx, ty);
+        if (more) ld.load(k0 + IGEMM_BK);  // in flight during the math below
+        math(acc, As0 + buf * A_BUF, Bs0 + buf * B_BUF);
         if (more) ld.store(As0 + (buf ^ 1) * A_BUF, Bs0 + (buf ^ 1) * B_BUF);
         // One barrier per slice: it orders this slice's reads of `buf` before the next
         // iteration's stores into it, and this iteration's stores before the next reads.

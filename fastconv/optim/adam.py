@@ -75,7 +75,8 @@ class Adam(Optimizer):
             )
 
     def step(self) -> None:
-        """Apply one update to every parameter that has a gradient (one fused pass each)."""
+        """Apply one update to every parameter that has a gradient (one fused pass each on the
+        CPU, one multi-tensor kernel launch for all on the GPU)."""
         # data, grad, exp_avg, exp_avg_sq, step
         columns: Tuple[List[Any], ...] = ([], [], [], [], [])
         for i, p in enumerate(self.params):

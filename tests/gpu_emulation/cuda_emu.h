@@ -26,7 +26,14 @@
 //
 // What passing under this emulator does NOT prove
 //   * No warps: there is no lock-step execution, no warp shuffles/votes (the kernels use none),
-//     no bank conflicts, coalescing or occupancy: nothing here says anything about speed.
+//     no bank conflicts, coalescing or occupancy: nothing here says anything about speed. The
+//     one warp-collective operation, the TF32 tensor-core product mma_tf32_16x8x8 (inline PTX
+//     mma.sync.m16n8k8 on a GPU, fastconv/kernels/igemm_mma.cuh), is emulated as a rendezvous
+//     of the whole block (so the kernels must call it block-uniformly, which they do): every
+//     thread deposits its fragments, and once all have, each computes its own result from its
+//     warp's deposits, with the lane layout of the PTX ISA restated in that header. Products of
+//     TF32 values are exact in float; the sum is taken in float in k order (a tensor core's
+//     internal order and rounding are unspecified: compare with tolerances).
 //   * Blocks never run concurrently, so there are no races between blocks and no memory-ordering
 //     questions at all (atomicAdd is a plain read-modify-write here, never contended); a kernel
 //     relying on the order of another block's global writes without a grid-wide sync goes
@@ -93,6 +100,16 @@ inline unsigned __umulhi(unsigned a, unsigned b) {
     return (unsigned)(((unsigned long long)a * b) >> 32);
 }
 
+inline float __uint_as_float(unsigned v) {
+    float f;
+    memcpy(&f, &v, sizeof f);
+    return f;
+}
+inline unsigned __float_as_uint(float v) {
+    unsigned u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
 inline float __int_as_float(int v) {
     float f;
     memcpy(&f, &v, sizeof f);
@@ -139,6 +156,14 @@ inline void (*body)(void*) = nullptr;
 inline void* body_arg = nullptr;
 inline std::mutex launch_mutex;  // the state above is per shared library: one launch at a time
 
+// mma_tf32_16x8x8's deposits: two sets used alternately (see mma_rendezvous), per thread.
+struct MmaDeposit {
+    unsigned a[4], b[2];
+};
+inline MmaDeposit mma_deposits[2][MAX_THREADS];
+inline unsigned mma_calls[MAX_THREADS];
+constexpr int MMA_LINE = -1;  // the "barrier line" the rendezvous parks at
+
 inline void syncthreads(int line) {
     Fiber& f = fibers[current];
     f.state = AT_BARRIER;
@@ -159,6 +184,7 @@ inline int run_block(unsigned nt) {
         f.idx = {t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y)};
         f.state = READY;
         f.line = 0;
+        mma_calls[t] = 0;
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = stacks + (std::size_t)t * STACK_BYTES;
         f.ctx.uc_stack.ss_size = STACK_BYTES;
@@ -288,3 +314,46 @@ int launch(const char* name, void (*k)(Args...), unsigned gx, unsigned gy, unsig
 }  // namespace emu
 
 #define __syncthreads() ::emu::syncthreads(__LINE__)
+
+// ------------------------------------------------------------------ TF32 tensor-core products
+// fastconv/kernels/igemm_mma.cuh uses these instead of its inline PTX when FASTCONV_EMULATOR is
+// defined.
+#define FASTCONV_EMULATOR 1
+
+// cvt.rna.tf32.f32: round to the 10-bit mantissa of TF32, to nearest, ties away from zero (add
+// half a unit of the 13 dropped bits to the magnitude, then cut them); inf stays inf, NaN stays
+// NaN, a value rounding past the largest TF32 becomes inf.
+inline unsigned tf32_bits(float x) {
+    const unsigned u = __float_as_uint(x);
+    if ((u & 0x7f800000u) == 0x7f800000u)  // inf or NaN: keep (a NaN keeps a mantissa bit)
+        return (u & 0x007fffffu) ? (u | 0x00400000u) & 0xffffe000u : u;
+    return (u + 0x1000u) & 0xffffe000u;
+}
+
+// d += A (16x8) * B (8x8) for the warp of the calling thread; fragments as mma.m16n8k8 .tf32:
+// g = lane / 4, t = lane % 4; a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4], a3 = A[g+8][t+4];
+// b0 = B[t][g], b1 = B[t+4][g]; d0 = D[g][2t], d1 = D[g][2t+1], d2 = D[g+8][2t], d3 = D[g+8][2t+1].
+inline void mma_tf32_16x8x8(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    using namespace ::emu;
+    const unsigned me = current;
+    MmaDeposit* set = mma_deposits[mma_calls[me]++ & 1];
+    for (int q = 0; q < 4; ++q) set[me].a[q] = a[q];
+    for (int q = 0; q < 2; ++q) set[me].b[q] = b[q];
+    // Everyone deposits before anyone reads. The sets alternate, so a thread's next deposit
+    // cannot overwrite one that another thread has still to read: that one reads this set
+    // before it reaches the next rendezvous, which this thread's next-but-one deposit follows.
+    syncthreads(MMA_LINE);
+    const unsigned warp = me / 32 * 32, g = (me % 32) / 4, t = me % 4;
+    auto A = [&](unsigned r, unsigned k) {  // lane (r % 8) * 4 + k % 4, register by halves
+        return __uint_as_float(set[warp + (r % 8) * 4 + k % 4].a[(r / 8) + 2 * (k / 4)]);
+    };
+    auto B = [&](unsigned k, unsigned c) {
+        return __uint_as_float(set[warp + c * 4 + k % 4].b[k / 4]);
+    };
+    for (int q = 0; q < 4; ++q) {
+        const unsigned r = g + 8 * (q / 2), c = 2 * t + q % 2;
+        float sum = 0.0f;
+        for (unsigned k = 0; k < 8; ++k) sum += A(r, k) * B(k, c);
+        d[q] += sum;
+    }
+}

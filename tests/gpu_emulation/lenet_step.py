@@ -5,6 +5,8 @@ Run by run_cases.py (case ``lenet-step``) with the fake ``cupy``. Checks, for th
 
 * no host synchronisation at all: the fake cupy records every read-back of device values
   (``get``, ``item``, ``float``/``int``/``bool`` of a device array) in ``cupy.SYNCS``;
+* no host-to-device copy either (``cupy.UPLOADS``): launch plans and the optimiser's device
+  table are built in the first step, and the gradients' new addresses are kernel arguments;
 * fastconv kernel launches (``cupy.LAUNCHES``) within ``KERNEL_BUDGET``;
 * the parameters after two steps equal those of the same model trained on the CPU backend.
 
@@ -24,10 +26,11 @@ BATCH = 8
 # c1's depthwise grad_weight). A split reduction adds one launch: at most 10 (the 6 GEMM
 # passes, c1's grad_weight, 3 grad_bias), how many depends on the SM count. conv2d_backward
 # takes grad_weight and grad_bias together (gpu.conv2d_grad_weight_bias): 2 launches fewer, so
-# backward makes 13 (38 measured with the split sums and Adam on the emulator's 4 SMs).
-# Adam: one fused launch per parameter (kernels/optim.cu; 10 for LeNet-5), in place of the ~130
-# element-wise CuPy operations it used to make.
-KERNEL_BUDGET = 23 + 10 + 10
+# backward makes 13 (28 measured with the split sums on the emulator's 4 SMs).
+# Adam: one multi-tensor launch over all 10 parameters (kernels/optim.cu), in place of one
+# launch per parameter (38 launches per step before) and, before that, ~130 element-wise CuPy
+# operations.
+KERNEL_BUDGET = 23 + 10 + 1
 # The other array operations: with the trainer's zero_grad(set_to_none=True) the backward assigns
 # the gradients (no fills, no +=) and Adam is fused, which leaves the layers' cuBLAS products, the
 # loss's mean and its gradient's scale (10 measured: 6 matmul, 3 sums, 1 divide).
@@ -62,13 +65,15 @@ def run(spec, rng, cupy):
     xd, yd = cupy.asarray(x), cupy.asarray(y)
     _step(*gpu, xd, yd)
     _step(*cpu, x, y)
-    for record in (cupy.LAUNCHES, cupy.SYNCS, cupy.OPS):
+    for record in (cupy.LAUNCHES, cupy.SYNCS, cupy.OPS, cupy.UPLOADS):
         del record[:]
     _step(*gpu, xd, yd)
     launches = [name.split("<")[0] for name, _, _ in cupy.LAUNCHES]
-    syncs, ops = list(cupy.SYNCS), collections.Counter(cupy.OPS)
+    syncs, ops, uploads = list(cupy.SYNCS), collections.Counter(cupy.OPS), list(cupy.UPLOADS)
     _step(*cpu, x, y)
     assert not syncs, f"host synchronisations inside a training step: {syncs}"
+    assert not uploads, f"host-to-device copies inside a training step: {uploads}"
+    assert launches.count("adam_update") == 1, collections.Counter(launches)
     assert len(launches) <= KERNEL_BUDGET, (
         f"{len(launches)} fastconv kernel launches per step (budget {KERNEL_BUDGET}): "
         f"{collections.Counter(launches)}"
@@ -84,6 +89,54 @@ def run(spec, rng, cupy):
         )
     return (
         f"{len(launches)} fastconv kernel launches (budget {KERNEL_BUDGET}), 0 host syncs, "
+        "0 uploads, "
         f"{sum(ops.values())} other array operations per step: "
         f"{dict(collections.Counter(launches))}; {dict(ops)}"
     )
+
+
+def run_tf32(spec, rng, cupy):
+    """Two SGD steps (lr 0.1, so that gradient errors show in the parameters) with
+    ``gpu_precision("tf32")`` and ``("3xtf32")``: the same launches as fp32 with the convolution
+    GEMMs on the tensor-core kernels, no host synchronisation or upload, and parameter updates
+    close to the CPU's, relative to their size: 3xTF32 within 1e-5 (fp32's ~1e-6); TF32 within
+    0.5 only, because its ~1e-3 per product flips a ReLU gate or a max-pool winner now and then,
+    which sends a gradient elsewhere (measured 5e-5 to 0.2 over seeds; a wrong kernel gives ~1)."""
+    import fastconv
+    from fastconv import nn, optim
+    from fastconv.lenet import LeNet5
+
+    x = rng.standard_normal((BATCH, 1, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, BATCH).astype(np.int64)
+    runs = {}
+    for device in ("cpu", "fp32", "tf32", "3xtf32"):
+        model = LeNet5(seed=0)
+        init = [np.array(p.data) for p in model.parameters()]
+        if device != "cpu":
+            model.to("gpu")
+        model.train()
+        opt, loss_fn = optim.SGD(model.parameters(), lr=0.1), nn.SoftmaxCrossEntropy()
+        xs, ys = (x, y) if device == "cpu" else (cupy.asarray(x), cupy.asarray(y))
+        with fastconv.gpu_precision("fp32" if device == "cpu" else device):
+            _step(model, opt, loss_fn, xs, ys)
+            for record in (cupy.LAUNCHES, cupy.SYNCS, cupy.UPLOADS):
+                del record[:]
+            _step(model, opt, loss_fn, xs, ys)
+        launches = collections.Counter(name.split("<")[0] for name, _, _ in cupy.LAUNCHES)
+        assert not cupy.SYNCS and not cupy.UPLOADS, (device, cupy.SYNCS, cupy.UPLOADS)
+        params = [np.asarray(cupy.asnumpy(p.data)) for p in model.parameters()]
+        runs[device] = (launches, params)
+    fp32 = runs["fp32"][0]
+    detail = []
+    for mode, limit in (("tf32", 0.5), ("3xtf32", 1e-5)):
+        tc = runs[mode][0]
+        assert sum(fp32.values()) == sum(tc.values()), (fp32, tc)
+        for kernel in ("conv_igemm", "conv_wgrad"):
+            assert tc[f"{kernel}_{mode}"] == fp32[kernel] and kernel not in tc, (mode, tc)
+        worst = max(
+            float(np.linalg.norm(p - c) / np.linalg.norm(c - p0))
+            for p, c, p0 in zip(runs[mode][1], runs["cpu"][1], init)
+        )
+        assert worst <= limit, f"{mode}: |update - cpu's| / |cpu's update| = {worst:.3g}"
+        detail.append(f"{mode}: {sum(tc.values())} launches, update error {worst:.2g}")
+    return "; ".join(detail) + f" (fp32 {sum(fp32.values())} launches)"

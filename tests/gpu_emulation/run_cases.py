@@ -278,8 +278,25 @@ for _dt in (F32, F64):
     CASES[f"optim-{_n}"] = dict(
         kind="optim", device=FEW_THREADS, dtype=_dt, expect={"adam_update", "sgd_update"}
     )
+# Tensor-core (TF32 / 3xTF32) kernels, float32: tc_cases.py. The 64x64, 128x128 and 64x128 tiles,
+# split-K, stride phases, the exact re-computation for a NaN weight, and an sm_70 device.
+for _name in ("basic", "tiles_multi", "split_reduction", "stride2_phases", "c3x3_64"):
+    CASES[f"conv_tc-{_name}"] = dict(
+        kind="conv_tc", geom=CONV[_name][0], device=CONV[_name][1], expect=set()
+    )
+CASES["conv_tc-nonfinite_stride2"] = dict(
+    kind="conv_tc", geom=CONV["stride2_phases"][0], device=DEFAULT, expect=set(), nonfinite=True
+)
+CASES["conv_tc-old_device"] = dict(
+    kind="conv_tc_old_device", geom=CONV["basic"][0], device=DEFAULT, expect={"conv_igemm"}
+)
 CASES["emulator-self-check"] = dict(kind="self_check", device=DEFAULT)
 CASES["lenet-step"] = dict(kind="lenet_step", device=dict(sm_count=4), expect={"conv_igemm"})
+CASES["lenet-step-tf32"] = dict(  # (expect: the last run's; the TF32 run is checked inside)
+    kind="lenet_step_tf32",
+    device=dict(sm_count=4),
+    expect={"conv_igemm_3xtf32", "conv_wgrad_3xtf32"},
+)
 
 # ----------------------------------------------------------------------------- running
 
@@ -504,10 +521,17 @@ def run_self_check(spec, rng):
 
 
 def run_optim(spec, rng):
-    """Three in-place Adam / SGD steps over two parameters (one spans several grid-stride
-    rounds), weight decay and Nesterov on, the same on both backends."""
+    """Three in-place Adam / SGD steps over 18 parameters (one spans several chunks, so the
+    grid-stride loop goes round; more than MAX_PARAMS, so two launches per step), weight decay
+    and Nesterov on, one parameter a step ahead (Adam: its own launch), the same on both
+    backends: the results must be bitwise equal (the same arithmetic, no FMA on either side).
+    The device tables are uploaded on the first step only, though the gradients are new arrays
+    every step."""
+    from fastconv._backend import gpu_optim
+
     dt = spec["dtype"]
-    shapes = [(3, 700), (5,)]
+    shapes = [(3, 1500), (5,)] + [(k + 1,) for k in range(16)]
+    n = len(shapes)
     adam = (1e-2, 0.9, 0.999, 1e-8, 0.01)
     sgd = (0.05, 0.9, True, 0.01)
     for op in ("adam_update", "sgd_update"):
@@ -515,15 +539,25 @@ def run_optim(spec, rng):
         dev = [cupy.asarray(a) for a in host]
         for t in (1, 2, 3):
             grads = [rng.standard_normal(s).astype(dt) for s in shapes]
-            for arrays, xp_grads in ((host, grads), (dev, [cupy.asarray(g) for g in grads])):
+            steps = [t + (k == 1) for k in range(n)]
+            dev_grads = [cupy.asarray(g) for g in grads]
+            for arrays, xp_grads in ((host, grads), (dev, dev_grads)):
                 p, m, v = arrays[0::4], arrays[1::4], arrays[2::4]
+                backend = _cpu if arrays is host else _gpu
+                launches, uploads = len(cupy.LAUNCHES), len(cupy.UPLOADS)
                 if op == "adam_update":
-                    getattr(_cpu if arrays is host else _gpu, op)(p, xp_grads, m, v, [t, t], *adam)
+                    backend.adam_update(p, xp_grads, m, v, steps, *adam)
                 else:
-                    getattr(_cpu if arrays is host else _gpu, op)(
-                        p, xp_grads, m, [t == 1] * 2, *sgd
-                    )
-        _check(op, (host, [cupy.asnumpy(a) for a in dev]), dt)
+                    backend.sgd_update(p, xp_grads, m, [t == 1] * n, *sgd)
+                if arrays is dev:
+                    made = [name for name, _, _ in cupy.LAUNCHES[launches:]]
+                    want = (3 if op == "adam_update" else 2) * [op]  # groups of <= 16
+                    assert [m.split("<")[0] for m in made] == want, made
+                    new = len(cupy.UPLOADS) - uploads
+                    assert new == (len(want) if t == 1 else 0), f"step {t}: {new} uploads"
+        for c, g in zip(host, dev):
+            np.testing.assert_array_equal(cupy.asnumpy(g), c, err_msg=op)
+    assert gpu_optim.MAX_PARAMS == 16 < n
 
 
 def run_lenet_step(spec, rng):
@@ -532,6 +566,30 @@ def run_lenet_step(spec, rng):
     import lenet_step
 
     spec["detail"] = lenet_step.run(spec, rng, cupy)
+
+
+def _tc_cases():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tc_cases
+
+    return tc_cases
+
+
+def run_conv_tc(spec, rng):
+    """TF32 / 3xTF32 convolution kernels against a float64 CPU reference (tc_cases.py)."""
+    spec["detail"] = _tc_cases().run(spec, rng, cupy, _cpu, _gpu, _conv_inputs)
+
+
+def run_conv_tc_old_device(spec, rng):
+    spec["detail"] = _tc_cases().run_old_device(spec, rng, cupy, _cpu, _gpu, _conv_inputs)
+
+
+def run_lenet_step_tf32(spec, rng):
+    """Two LeNet SGD steps with TF32 convolutions: launches as fp32, CPU-close parameters."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import lenet_step
+
+    spec["detail"] = lenet_step.run_tf32(spec, rng, cupy)
 
 
 RUNNERS = {
@@ -544,6 +602,9 @@ RUNNERS = {
     "optim": run_optim,
     "self_check": run_self_check,
     "lenet_step": run_lenet_step,
+    "lenet_step_tf32": run_lenet_step_tf32,
+    "conv_tc": run_conv_tc,
+    "conv_tc_old_device": run_conv_tc_old_device,
 }
 
 PROBE_SOURCE = r"""

@@ -17,6 +17,7 @@ PYTHONPATH of a child process). What it does:
   64-bit integer, a float a double, NumPy scalars keep their type, arrays pass their data
   pointer) and the emulator checks each against the kernel's C++ parameter types. Passing a
   plain NumPy array (host memory) or a non-contiguous one is refused.
+* ``asarray`` of a host array appends its shape to ``UPLOADS`` (a host-to-device copy).
 * The device is described by ``DEVICE`` (launch limits; change it with ``configure_device``),
   and every launch is appended to ``LAUNCHES`` as (name expression, grid, block).
 * Anything else (``cupy.matmul``, ``cupy.sum``, ...) is NumPy's function, its array results
@@ -55,7 +56,11 @@ DEVICE = {}
 
 
 def configure_device(
-    max_threads=1024, shared_mem=48 * 1024, sm_count=2, max_grid=(2**31 - 1, 65535, 65535)
+    max_threads=1024,
+    shared_mem=48 * 1024,
+    sm_count=2,
+    max_grid=(2**31 - 1, 65535, 65535),
+    cc_major=9,
 ):
     """Set the limits the fake device reports (fastconv._backend.gpu caches them: clear
     ``fastconv._backend.gpu._device_infos`` after changing them)."""
@@ -64,6 +69,7 @@ def configure_device(
         shared_mem=int(shared_mem),
         sm_count=int(sm_count),
         max_grid=tuple(int(g) for g in max_grid),
+        cc_major=int(cc_major),
     )
 
 
@@ -88,6 +94,7 @@ class _Device:
 
 SYNCS = []  # (what, array shape) per read-back of device values to the host
 OPS = []  # names of the array operations run outside RawKernel (CuPy's own kernels on a GPU)
+UPLOADS = []  # shapes of the host arrays copied to the device by asarray
 
 
 class ndarray(np.ndarray):
@@ -101,6 +108,17 @@ class ndarray(np.ndarray):
     @property
     def device(self):
         return _Device()
+
+    @property
+    def data(self):
+        """cupy.ndarray.data: a memory pointer whose ``ptr`` is the array's address (here the
+        host address the emulated kernels dereference). Kept per array object: NumPy's
+        ``__array_interface__`` costs microseconds, CuPy's pointer a fraction of one."""
+        pointer = self.__dict__.get("_fake_data")
+        if pointer is None:
+            pointer = types.SimpleNamespace(ptr=self.__array_interface__["data"][0])
+            self.__dict__["_fake_data"] = pointer
+        return pointer
 
     def get(self):
         SYNCS.append(("get", self.shape))
@@ -188,9 +206,12 @@ def zeros(shape, dtype=np.float64):
 
 
 def asarray(a, dtype=None):
+    """A device copy; a host array's copy is a host-to-device upload, recorded in UPLOADS."""
+    if not isinstance(a, ndarray):
+        UPLOADS.append(np.shape(a))
     host = np.asarray(a, dtype=dtype)
     out = _guarded(host.shape, host.dtype)
-    out[...] = host
+    np.ndarray.__setitem__(out, Ellipsis, host)  # a copy, not a kernel: not an OPS entry
     return out
 
 
@@ -234,6 +255,7 @@ class _Runtime:
     cudaDevAttrMaxGridDimZ = 7
     cudaDevAttrMaxSharedMemoryPerBlock = 8
     cudaDevAttrMultiProcessorCount = 16
+    cudaDevAttrComputeCapabilityMajor = 75
 
     def getDeviceCount(self):
         return 1
@@ -250,6 +272,7 @@ class _Runtime:
             7: DEVICE["max_grid"][2],
             8: DEVICE["shared_mem"],
             16: DEVICE["sm_count"],
+            75: DEVICE["cc_major"],
         }[attr]
 
 
