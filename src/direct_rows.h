@@ -35,6 +35,17 @@ typedef T fc_rvec_##SFX __attribute__((vector_size(VBYTES), aligned(sizeof(T))))
  * x[c, oh * sh + kh * dh, ow + kw * dw] * wpack[(c KH + kh) KW + kw][f], then ReLU if asked.       \
  * x: the window (C planes of R rows of XWP); wpack: FC_ROWS_FO weights per tap, zero past FB;     \
  * bias: FC_ROWS_FO values. */                                                                      \
+/* The stores of a block that would run past the call's last row: y[f * YPLANE + i] = lane i of \
+ * acc (FC_ROWS_FO x FC_ROWS_PV vectors) for f < FB, i < n (out of line: rare, and its loop     \
+ * kept out of the register-blocked code). */                                                      \
+TARGET static __attribute__((noinline)) void fc_rows_tail_##SFX(T *y, fc_idx YPLANE, fc_idx FB,   \
+                                                                fc_idx n, const fc_rvec_##SFX *acc) { \
+    enum { VL = VBYTES / sizeof(T) };                                                              \
+    for (fc_idx f = 0; f < FB; f++) {                                                              \
+        const T *lanes = (const T *)(acc + f * FC_ROWS_PV);                                        \
+        for (fc_idx i = 0; i < n && i < FC_ROWS_PV * VL; i++) y[f * YPLANE + i] = lanes[i];        \
+    }                                                                                              \
+}                                                                                                  \
 TARGET static void fc_rows_forward_##SFX(const T *x, fc_idx C, fc_idx R, fc_idx XWP,               \
                                         fc_idx KH, fc_idx KW, fc_idx sh, fc_idx dh, fc_idx dw,     \
                                         const int *khr, const T *wpack, const T *bias, T *y,       \
@@ -42,7 +53,6 @@ TARGET static void fc_rows_forward_##SFX(const T *x, fc_idx C, fc_idx R, fc_idx 
                                         int relu) {                                                \
     enum { VL = VBYTES / sizeof(T), FO = FC_ROWS_FO, PV = FC_ROWS_PV };                            \
     typedef __typeof__((fc_rvec_##SFX){0} < (fc_rvec_##SFX){0}) mask_t;                           \
-    T lanes[VL] __attribute__((aligned(VBYTES)));                                                  \
     for (fc_idx oh = 0; oh < nrows; oh++) {                                                        \
         const fc_idx lo = khr ? khr[2 * oh] : 0, hi = khr ? khr[2 * oh + 1] : KH;                  \
         for (fc_idx ow0 = 0; ow0 < OW; ow0 += PV * VL) {                                           \
@@ -67,22 +77,27 @@ TARGET static void fc_rows_forward_##SFX(const T *x, fc_idx C, fc_idx R, fc_idx 
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
-            const fc_idx nvalid = OW - ow0;                                                        \
-            /* constant f and v after unrolling: acc stays in registers (a run-time index      \
-             * would put it in memory, stored after every tap) */                                 \
-            for (int f = 0; f < FO; f++) {                                                         \
-                if (f >= FB) break;                                                                \
-                T *yr = y + f * YPLANE + oh * OW + ow0;                                            \
-                for (int v = 0; v < PV; v++) {                                                     \
-                    fc_rvec_##SFX out = acc[f][v];                                                 \
-                    if (relu) /* v <= 0 is false for NaN: ReLU keeps NaN, like the GEMM path */   \
-                        out = (fc_rvec_##SFX)((mask_t)out & ~(out <= (fc_rvec_##SFX){0}));         \
-                    *(fc_rvec_##SFX *)lanes = out;                                                 \
-                    const fc_idx n = nvalid - v * VL;                                              \
-                    if (n >= VL) memcpy(yr + v * VL, lanes, sizeof lanes);                         \
-                    else /* a row narrower than a block: no libc call for a few lanes */          \
-                        for (fc_idx l = 0; l < n; l++) yr[v * VL + l] = lanes[l];                  \
-                }                                                                                  \
+            /* Stores past the row's end land in the next rows of the plane, which this call      \
+             * writes later (rows run in order): so whole vectors, unless they would end past      \
+             * this call's rows (another item's, or past the plane: then fc_rows_tail). */        \
+            const int whole = ow0 + PV * VL <= OW || (oh * OW + ow0 + PV * VL <= nrows * OW);       \
+            if (relu) /* v <= 0 is false for NaN: the ReLU keeps NaN, like the GEMM path's */     \
+                _Pragma("GCC unroll 16") for (int f = 0; f < FO; f++)                              \
+                    _Pragma("GCC unroll 16") for (int v = 0; v < PV; v++)                          \
+                        acc[f][v] = (fc_rvec_##SFX)((mask_t)acc[f][v] &                             \
+                                                    ~(acc[f][v] <= (fc_rvec_##SFX){0}));            \
+            T *yb = y + oh * OW + ow0;                                                             \
+            if (whole) {                                                                           \
+                /* unrolled: constant f and v keep acc in registers */                             \
+                _Pragma("GCC unroll 16") for (int f = 0; f < FO; f++)                              \
+                    if (f < FB)                                                                    \
+                        _Pragma("GCC unroll 16") for (int v = 0; v < PV; v++)                      \
+                            *(fc_rvec_##SFX *)(yb + f * YPLANE + v * VL) = acc[f][v];              \
+            } else {                                                                               \
+                fc_rvec_##SFX spill[FO][PV]; /* a copy: acc's address stays untaken */            \
+                _Pragma("GCC unroll 16") for (int f = 0; f < FO; f++)                              \
+                    _Pragma("GCC unroll 16") for (int v = 0; v < PV; v++) spill[f][v] = acc[f][v]; \
+                fc_rows_tail_##SFX(yb, YPLANE, FB, OW - ow0, &spill[0][0]);                        \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
