@@ -24,6 +24,52 @@
  * no AVX-512 CPU was at hand when this was tuned). */
 #define FC_PIX 8
 
+/* fc_tstore_<SFX>(acc, y, YPLANE, FB, relu): y[f * YPLANE + q] = lane f of acc[q] (then ReLU) for
+ * f < FB, q < FC_PIX, as FB vector stores after an in-register transpose of the FC_PIX x VL
+ * block; returns 0 (nothing stored) where no transpose is written: the caller stores the lanes
+ * one by one. AVX2 float32 (8 pixels x 8 filters): the scalar stores and selects were about a
+ * fifth of LeNet-5 conv2's forward instructions. */
+#define FC_NO_TSTORE(SFX, T, VBYTES)                                                               \
+    static inline int fc_tstore_##SFX(const void *acc, T *y, fc_idx YPLANE, fc_idx FB, int relu) { \
+        (void)acc, (void)y, (void)YPLANE, (void)FB, (void)relu;                                    \
+        return 0;                                                                                  \
+    }
+#ifdef FC_X86_DISPATCH
+#include <immintrin.h>
+FC_NO_TSTORE(float_avx512, float, 64)
+FC_NO_TSTORE(double_avx512, double, 64)
+FC_NO_TSTORE(double_avx2, double, 32)
+FC_TARGET_AVX2 static inline int fc_tstore_float_avx2(const void *acc, float *y, fc_idx YPLANE,
+                                                     fc_idx FB, int relu) {
+    const __m256 *a = (const __m256 *)acc; /* 8 pixels, each 8 filters */
+    __m256 r[8], t[8];
+    for (int q = 0; q < 8; q++) {
+        r[q] = _mm256_loadu_ps((const float *)&a[q]);
+        /* v <= 0 is false for NaN: the fused ReLU keeps NaN, as the GEMM path's does */
+        if (relu) r[q] = _mm256_andnot_ps(_mm256_cmp_ps(r[q], _mm256_setzero_ps(), _CMP_LE_OQ), r[q]);
+    }
+    for (int q = 0; q < 8; q += 2) {
+        t[q] = _mm256_unpacklo_ps(r[q], r[q + 1]);
+        t[q + 1] = _mm256_unpackhi_ps(r[q], r[q + 1]);
+    }
+    for (int q = 0; q < 8; q += 4) {
+        r[q] = _mm256_shuffle_ps(t[q], t[q + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[q + 1] = _mm256_shuffle_ps(t[q], t[q + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    /* r[0..3]: filters 0..3 (pixels 0-3 | filters 4..7 pixels 0-3), r[4..7]: pixels 4-7 */
+    for (int f = 0; f < 4; f++) {
+        t[f] = _mm256_permute2f128_ps(r[f], r[f + 4], 0x20);
+        t[f + 4] = _mm256_permute2f128_ps(r[f], r[f + 4], 0x31);
+    }
+    for (fc_idx f = 0; f < FB; f++) _mm256_storeu_ps(y + f * YPLANE, t[f]);
+    return 1;
+}
+#endif
+FC_NO_TSTORE(float_base, float, 16)
+FC_NO_TSTORE(double_base, double, 16)
+
 /* The shared inner product, in both kernels: for q < FC_PIX,
  *     acc[q] += sum over j < J of x[base[q] + off[j]] * V[j]      (V[j]: one vector)
  * Forward: q runs over output pixels, j over taps (V = the weights of tap j for a block of
@@ -84,6 +130,7 @@ TARGET static void fc_forward_##SFX(const T *x, fc_idx XW, const fc_idx *tapoff,
         if (lo < hi)                                                                               \
             fc_core_##SFX(x, base, tapoff + lo * KTAPS, wpack + lo * KTAPS * VL,                   \
                           (hi - lo) * KTAPS, acc);                                                 \
+        if (np == FC_PIX && fc_tstore_##SFX(acc, y + p, YPLANE, FB, relu)) continue;               \
         for (fc_idx q = 0; q < np; q++) {                                                          \
             memcpy(lanes, &acc[q], sizeof lanes);                                                  \
             for (fc_idx f = 0; f < FB; f++) {                                                      \
