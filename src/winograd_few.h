@@ -25,6 +25,48 @@
 #define FWF_CC 64
 /* Floats per point of a chunk of U (FWF_FB x FWF_CC, padded: see FW_PSTRIDE). */
 #define FWF_USTRIDE(FB) ((FB) * FWF_CC + 16)
+/* Rows of weights read ahead by software prefetches. */
+#define FWF_PD 2
+#ifndef FWF_PV
+#define FWF_PV 1
+#endif
+
+/* g[k] lane v = tap k (k < 9) of the v-th of VL kernels stored 9 floats apart from wb, their taps
+ * in order (sk = 1) or reversed (sk = -1; wb: tap 0 of the first, so tap k at wb + 9 v - k). AVX2:
+ * eight row loads and an 8 x 8 transpose give 8 taps, one gather the ninth (nine gathers cost
+ * ~25 cycles per kernel, half of this transform). Elsewhere gathers (AVX-512: not measured). */
+static inline void fwf_taps_base(const float *wb, const int *idx, fc_idx sk, fw_vec_base *g) {
+    fw_gather9_base(wb, idx, sk, g);
+}
+#ifdef FC_X86_DISPATCH
+FC_TARGET_AVX512 static inline void fwf_taps_avx512(const float *wb, const int *idx, fc_idx sk,
+                                                    fw_vec_avx512 *g) {
+    fw_gather9_avx512(wb, idx, sk, g);
+}
+FC_TARGET_AVX2 static inline void fwf_taps_avx2(const float *wb, const int *idx, fc_idx sk,
+                                                fw_vec_avx2 *g) {
+    const int up = sk > 0;
+    const float *r0 = up ? wb : wb - 8; /* row v, element i: tap i (up) or 8 - i */
+    __m256 r[8], t[8], s[8];
+    for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(r0 + 9 * j);
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+    }
+    for (int j = 0; j < 8; j += 4) {
+        s[j] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) { /* element i and i + 4 of every row */
+        g[up ? i : 8 - i] = (fw_vec_avx2)_mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        g[up ? i + 4 : 4 - i] = (fw_vec_avx2)_mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+    const __m256i ix = _mm256_loadu_si256((const __m256i *)idx);
+    g[up ? 8 : 0] = (fw_vec_avx2)_mm256_i32gather_ps(wb + (up ? 8 : 0), ix, 4);
+}
+#endif
 
 #define FWF_DEFINE(SFX, FB, TARGET)                                                                \
 /* U[p][a][b] (a < na, b < nb, nb a multiple of VL; rows ldu apart, points FWF_USTRIDE(FB) apart)  \
@@ -41,8 +83,11 @@ TARGET static void fwf_weights_##SFX(const float *w, fc_idx sa, fc_idx sk, fc_id
     for (fc_idx a = 0; a < na; a++) {                                                              \
         for (fc_idx b0 = 0; b0 < nb; b0 += VL) {                                                   \
             const float *wb = w + a * sa + 9 * b0;                                                 \
+            /* The rows are short runs far apart, which the hardware prefetcher missed: the     \
+             * first tap gather of a run took half of this function (from L3 or memory). */     \
+            for (int j = -8; j < 9 * VL; j += 16) __builtin_prefetch(wb + FWF_PD * sa + j);      \
             if (a < na_ok && b0 + VL <= nb_ok) {                                                   \
-                fw_gather9_##SFX(wb, idx, sk, g);                                                  \
+                fwf_taps_##SFX(wb, idx, sk, g);                                                    \
             } else {                                                                               \
                 for (int v = 0; v < VL; v++) {                                                     \
                     const int ok = a < na_ok && b0 + v < nb_ok;                                    \
@@ -99,6 +144,7 @@ static inline __attribute__((always_inline)) TARGET void fwf_gemm_s_##SFX(      
                     for (fc_idx c = 0; c < nc; c++) {                                              \
                         const V v0 = *(const V *)(v + c * T), v1 = *(const V *)(v + c * T + VL);   \
                         const float *uc = u + c * SC;                                              \
+                        if (FWF_PV) __builtin_prefetch(v + c * T + pstv);                          \
                         FWF_ACC(0, v0, v1); FWF_ACC(1, v0, v1); FWF_ACC(2, v0, v1);                \
                         FWF_ACC(3, v0, v1); FWF_ACC(4, v0, v1); FWF_ACC(5, v0, v1);                \
                     }                                                                              \
