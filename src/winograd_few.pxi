@@ -4,6 +4,10 @@ cdef enum:
     # so each weight is transformed once; V of a block is 36 C T floats (4.7 MB at C = 512).
     FEW_BLOCK_TILES = 64
     FEW_CHANNELS = 64  # channels per item of the input transform
+    # The few-tiles path also with MIN_ITEMS or more blocks for at least this many channels and
+    # at most this many tiles (measured: winograd.pyx, _convolve).
+    FEW_MIN_CHANNELS = 256
+    FEW_MAX_TILES = 256
 
 
 cdef _convolve_few(_Geometry* g, int num_threads):
