@@ -22,7 +22,9 @@
 #include "winograd_f43.h"
 
 /* Channels per chunk of weights: rows of U in grad-input, its row length in the forward pass. */
+#ifndef FWF_CC
 #define FWF_CC 64
+#endif
 /* Floats per point of a chunk of U (FWF_FB x FWF_CC, padded: see FW_PSTRIDE). */
 #define FWF_USTRIDE(FB) ((FB) * FWF_CC + 16)
 /* Rows of weights read ahead by software prefetches. */
@@ -68,6 +70,14 @@ FC_TARGET_AVX2 static inline void fwf_taps_avx2(const float *wb, const int *idx,
 }
 #endif
 
+/* Row l of G times (a, b, c), as FW_G3 computes it. */
+#define FWF_GROW(V, l, a, b, c)                                                                    \
+    ((l) == 0 ? (a) : (l) == 5 ? (c)                                                               \
+     : (l) == 1 ? ((1.0f / 6) * (a) + (1.0f / 3) * (c)) + (FW_S2 / 6) * (b)                        \
+     : (l) == 2 ? ((1.0f / 6) * (a) + (1.0f / 3) * (c)) - (FW_S2 / 6) * (b)                        \
+     : (l) == 3 ? ((-2.0f / 3) * (a) - (1.0f / 3) * (c)) - (FW_S2 / 3) * (b)                       \
+                : ((-2.0f / 3) * (a) - (1.0f / 3) * (c)) + (FW_S2 / 3) * (b))
+
 #define FWF_DEFINE(SFX, FB, TARGET)                                                                \
 /* U[p][a][b] (a < na, b < nb, nb a multiple of VL; rows ldu apart, points FWF_USTRIDE(FB) apart)  \
  * = (G g G^T)[p] of the kernel g whose tap k is w[a sa + 9 b + k sk]; zero where a >= na_ok or    \
@@ -76,7 +86,7 @@ TARGET static void fwf_weights_##SFX(const float *w, fc_idx sa, fc_idx sk, fc_id
                                     fc_idx na_ok, fc_idx nb, fc_idx nb_ok, float *U, fc_idx ldu) { \
     typedef fw_vec_##SFX V;                                                                        \
     enum { VL = FW_VL_##SFX };                                                                     \
-    V g[9], t[18], u[36];                                                                          \
+    V g[9];                                                                                             \
     int idx[VL];                                                                                   \
     float lanes[9][VL];                                                                            \
     for (int v = 0; v < VL; v++) idx[v] = 9 * v;                                                   \
@@ -95,10 +105,15 @@ TARGET static void fwf_weights_##SFX(const float *w, fc_idx sa, fc_idx sk, fc_id
                 }                                                                                  \
                 for (int k = 0; k < 9; k++) g[k] = *(const V *)lanes[k];                           \
             }                                                                                      \
-            for (int j = 0; j < 3; j++) FW_G3(V, (g + j), 3, (t + j), 3);  /* G g: 6 x 3 */        \
-            for (int i = 0; i < 6; i++) FW_G3(V, (t + 3 * i), 1, (u + 6 * i), 1);  /* (G g) G^T */ \
             float *dst = U + a * ldu + b0;                                                         \
-            for (int p = 0; p < 36; p++) *(V *)(dst + p * FWF_USTRIDE(FB)) = u[p];                 \
+            /* Column l of g G^T, then G times it, stored at once: 15 live vectors, where the     \
+             * whole G g (18) then u (36) spilled to the stack. */                                 \
+            _Pragma("GCC unroll 6") for (int l = 0; l < 6; l++) {                                  \
+                V s[3], o[6];                                                                      \
+                for (int k = 0; k < 3; k++) s[k] = FWF_GROW(V, l, g[3 * k], g[3 * k + 1], g[3 * k + 2]); \
+                FW_G3(V, s, 1, o, 1);                                                              \
+                for (int i = 0; i < 6; i++) *(V *)(dst + (6 * i + l) * FWF_USTRIDE(FB)) = o[i];    \
+            }                                                                                      \
         }                                                                                          \
     }                                                                                              \
 }                                                                                                  \
@@ -172,17 +187,20 @@ static inline __attribute__((always_inline)) TARGET void fwf_gemm_s_##SFX(      
 /* Filters per item: a multiple of FW_FR and of the vector lanes (grad-input's weight transform
  * runs along the filters). */
 #ifdef FC_X86_DISPATCH
-enum { FWF_FB_avx512 = 48, FWF_FB_avx2 = 24 };
+#ifndef FWF_FB2
+#define FWF_FB2 24
+#endif
+enum { FWF_FB_avx512 = 48, FWF_FB_avx2 = FWF_FB2 };
 FWF_KERNEL(avx512, FC_TARGET_AVX512)
 FWF_DEFINE(avx512, 48, FC_TARGET_AVX512)
 FWF_KERNEL(avx2, FC_TARGET_AVX2)
-FWF_DEFINE(avx2, 24, FC_TARGET_AVX2)
+FWF_DEFINE(avx2, FWF_FB2, FC_TARGET_AVX2)
 #endif
 enum { FWF_FB_base = 24 };
 FWF_KERNEL(base, )
 FWF_DEFINE(base, 24, )
 
-static int fwf_fb(int level) { return level == 2 ? 48 : 24; }
+static int fwf_fb(int level) { return level == 2 ? 48 : level == 1 ? FWF_FB2 : 24; }
 static void fwf_weights(int level, const float *w, fc_idx sa, fc_idx sk, fc_idx na, fc_idx na_ok,
                         fc_idx nb, fc_idx nb_ok, float *U, fc_idx ldu) {
     FW_DISPATCH(fwf_weights, w, sa, sk, na, na_ok, nb, nb_ok, U, ldu);
