@@ -2,11 +2,12 @@
 #
 # Why: for 3x3 layers oneDNN's direct convolution (torch) already runs near the SGEMM ceiling, so
 # no im2col + GEMM can pass it; F(4x4, 3x3) does 36 multiplies per 16 outputs instead of 144.
-# Flow: the weights are transformed once per call (U, 36 x F x C, packed for the GEMM); then
-# each thread owns blocks of tiles end to end: input transform (V[36][C][T]) -> 36 GEMMs
-# M[p] = U[p] @ V[p] (in groups of filters) -> output transform with bias and ReLU, written
-# straight into y, so a block's transformed data stays in the thread's cache. The transforms and
-# the GEMM are in winograd_f43.h.
+# Flow, shared path (many tiles): the weights are transformed once per call (U, 36 x F x C,
+# packed for the GEMM); then each thread owns blocks of tiles end to end: input transform
+# (V[36][C][T]) -> 36 GEMMs M[p] = U[p] @ V[p] (in groups of filters) -> output transform with
+# bias and ReLU, written straight into y, so a block's transformed data stays in the thread's
+# cache. The transforms and the GEMM are in winograd_f43.h. Few tiles (small images, many
+# channels): winograd_few.h / winograd_few.pxi, items of filters, weights transformed in chunks.
 #
 # Dilation: a dilated stride-1 3x3 is dh * dw ordinary 3x3 convolutions on the sub-grids
 # x[..., i::dh, j::dw] -> y[..., i::dh, j::dw]; tiles of every sub-grid are listed together and
