@@ -192,10 +192,11 @@ FC_TARGET_AVX2 static inline __attribute__((always_inline)) void fw_rows_avx2(
     }
     for (int k = 0; k < 6; k++) {
         __m256 r[8];
-        if (masked)
+        if (masked) /* plain loads for the inner tiles (a mixed group: 3x3-c64-56) */
             for (int v = 0; v < 8; v++)
-                r[v] = _mm256_maskload_ps(src[v] + k * rs,
-                                          (rm[v] >> k) & 1 ? cm[v] : _mm256_setzero_si256());
+                r[v] = tl[v].row8 ? _mm256_loadu_ps(src[v] + k * rs)
+                                  : _mm256_maskload_ps(src[v] + k * rs, (rm[v] >> k) & 1
+                                                       ? cm[v] : _mm256_setzero_si256());
         else
             for (int v = 0; v < 8; v++) r[v] = fw_row_avx2(src[v] + k * step[v], cs);
         const __m256 r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
