@@ -65,7 +65,7 @@ cdef enum:
     GROUP_BYTES = 131072
     MAX_BLOCK_TILES = 128
     WEIGHT_ITEMS = 16  # filters of the weight transform split in this many parts
-    # With fewer tile blocks than this, the filters are split too.
+    # With fewer tile blocks than this, the few-tiles path (threads take blocks of filters).
     MIN_ITEMS = 8
 
 ctypedef struct _Geometry:
@@ -92,7 +92,7 @@ cdef int _few_tiles = -1  # -1: by shape; 0 / 1: the few-tiles path never / alwa
 
 def set_few_tiles(int value):
     """Force the few-tiles path (winograd_few.h) on (1) or off (0), or -1 for the shape's
-    choice (fewer than MIN_ITEMS blocks of tiles); for tests and tuning. Returns the old value."""
+    choice (see _convolve); for tests and tuning. Returns the old value."""
     global _few_tiles
     if value not in (-1, 0, 1):
         raise ValueError(f"value must be -1, 0 or 1, got {value}")
@@ -241,8 +241,8 @@ cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssi
         # weights: 38 MB at C = F = 512) would go to memory and back for few tiles' GEMMs, and
         # few blocks of tiles would leave threads idle. Zen 3, 1 thread, batch 8, CPU time: the
         # few-tiles path 1.35-2.7x faster at C = F = 256, 512 with 32 or 128 tiles, even at
-        # C = F = 256 with 392 tiles, 5-30% slower at C = F = 128 with 128 to 392 tiles and at
-        # C = F = 64 with 98 (where the shared U is reused enough).
+        # C = F = 256 with 392 tiles, 5-30% slower at C = F = 128 with 128 to 392 tiles and
+        # 0-12% at C = F = 64 with 98 to 128 (where the shared U is reused enough).
         if _few_tiles == 1 or (_few_tiles == -1 and (n_blocks < MIN_ITEMS or (
                 min(C, F) >= FEW_MIN_CHANNELS and g.n_tiles <= FEW_MAX_TILES))):
             _convolve_few(&g, num_threads)
