@@ -2,11 +2,12 @@
 #
 # Why: for 3x3 layers oneDNN's direct convolution (torch) already runs near the SGEMM ceiling, so
 # no im2col + GEMM can pass it; F(4x4, 3x3) does 36 multiplies per 16 outputs instead of 144.
-# Flow: the weights are transformed once per call (U, 36 x F x C, packed for the GEMM); then
-# each thread owns blocks of tiles end to end: input transform (V[36][C][T]) -> 36 GEMMs
-# M[p] = U[p] @ V[p] (in groups of filters) -> output transform with bias and ReLU, written
-# straight into y, so a block's transformed data stays in the thread's cache. The transforms and
-# the GEMM are in winograd_f43.h.
+# Flow, shared path (many tiles): the weights are transformed once per call (U, 36 x F x C,
+# packed for the GEMM); then each thread owns blocks of tiles end to end: input transform
+# (V[36][C][T]) -> 36 GEMMs M[p] = U[p] @ V[p] (in groups of filters) -> output transform with
+# bias and ReLU, written straight into y, so a block's transformed data stays in the thread's
+# cache. The transforms and the GEMM are in winograd_f43.h. Few tiles (small images, many
+# channels): winograd_few.h / winograd_few.pxi, items of filters, weights transformed in chunks.
 #
 # Dilation: a dilated stride-1 3x3 is dh * dw ordinary 3x3 convolutions on the sub-grids
 # x[..., i::dh, j::dw] -> y[..., i::dh, j::dw]; tiles of every sub-grid are listed together and
@@ -33,14 +34,28 @@ cdef extern from "winograd_f43.h" nogil:
     void fw_weights(int level, const float* w, Py_ssize_t F, Py_ssize_t C, Py_ssize_t sf,
                     Py_ssize_t sc, Py_ssize_t sk, Py_ssize_t b0, Py_ssize_t b1, float* U)
     void fw_input(int level, const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                  Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles, Py_ssize_t T, float* Vt)
+                  Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles, Py_ssize_t T, float* Vt,
+                  Py_ssize_t CT)
     void fw_gemm(int level, const float* U, Py_ssize_t F, Py_ssize_t C, const float* Vt,
                  Py_ssize_t T, Py_ssize_t f0, Py_ssize_t f1, Py_ssize_t G, float* M,
                  const float* bias,
                  int relu, const fw_tile* tiles, float* y, Py_ssize_t OHW, Py_ssize_t OW,
                  Py_ssize_t dh, Py_ssize_t dw)
+    void fw_output(int level, const float* M, Py_ssize_t FM, Py_ssize_t F, Py_ssize_t T,
+                   const float* bias, int relu, const fw_tile* tiles, float* y, Py_ssize_t OHW,
+                   Py_ssize_t OW, Py_ssize_t dh, Py_ssize_t dw)
     int FW_FR
     Py_ssize_t FW_USTRIDE(Py_ssize_t C)
+    Py_ssize_t FW_PSTRIDE(Py_ssize_t rows, Py_ssize_t T)
+
+cdef extern from "winograd_few.h" nogil:
+    int FWF_CC
+    Py_ssize_t FWF_USTRIDE(Py_ssize_t FB)
+    int fwf_fb(int level)
+    void fwf_weights(int level, const float* w, Py_ssize_t sa, Py_ssize_t sk, Py_ssize_t na,
+                     Py_ssize_t na_ok, Py_ssize_t nb, Py_ssize_t nb_ok, float* U, Py_ssize_t ldu)
+    void fwf_gemm(int level, const float* U, int grad, const float* Vt, Py_ssize_t pstv,
+                  Py_ssize_t T, Py_ssize_t nc, float* M, Py_ssize_t pstm, int first)
 
 cdef enum:
     # A block's V and M (36 * (C + F) * T floats) aim at about this many bytes: an L2 cache.
@@ -50,11 +65,11 @@ cdef enum:
     GROUP_BYTES = 131072
     MAX_BLOCK_TILES = 128
     WEIGHT_ITEMS = 16  # filters of the weight transform split in this many parts
-    # With fewer tile blocks than this, the filters are split too.
+    # With fewer tile blocks than this, the few-tiles path (threads take blocks of filters).
     MIN_ITEMS = 8
 
 ctypedef struct _Geometry:
-    int lvl, in_lvl, relu, fuse
+    int lvl, in_lvl, relu
     const float* w
     Py_ssize_t sf, sc, sk
     Py_ssize_t C, H, W, F, OH, OW, dh, dw, RT, CT, per_image, n_tiles, T, G
@@ -72,6 +87,18 @@ ctypedef struct _Geometry:
 
 include "simd_level.pxi"
 cdef Py_ssize_t _block_tiles = 0  # 0: by shape (block_tiles()); else forced, for tests/tuning
+cdef int _few_tiles = -1  # -1: by shape; 0 / 1: the few-tiles path never / always (tests)
+
+
+def set_few_tiles(int value):
+    """Force the few-tiles path (winograd_few.h) on (1) or off (0), or -1 for the shape's
+    choice (see _convolve); for tests and tuning. Returns the old value."""
+    global _few_tiles
+    if value not in (-1, 0, 1):
+        raise ValueError(f"value must be -1, 0 or 1, got {value}")
+    previous = _few_tiles
+    _few_tiles = value
+    return previous
 
 
 def set_block_tiles(Py_ssize_t value):
@@ -190,28 +217,7 @@ cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssi
     cdef Py_ssize_t T = g.T, RT = g.RT, CT = g.CT
     cdef Py_ssize_t n_blocks = (g.n_tiles + T - 1) // T
     cdef Py_ssize_t FR = FW_FR, Fp = (F + FR - 1) // FR * FR
-    # Few blocks (small images): filters are split too, so that every thread gets work; each part
-    # repeats its block's input transform (cheap next to its GEMM). And the weights are then
-    # transformed block by block of FR filters right before their GEMMs (repeated per tile
-    # block), in an L2-sized buffer: a shared U (36 F C floats, 4x the weights: 38 MB at
-    # C = F = 512) would go to memory and back for few tiles' GEMMs. 512 x 7 x 7 (2 blocks), one
-    # thread on Zen 3: 31 -> 23 ms. With many blocks the shared U is reused enough: fusing at
-    # 256 x 14 x 14 (8 blocks) measured 5-40% slower.
-    g.fuse = n_blocks < MIN_ITEMS
-    cdef Py_ssize_t n_chunks = min(Fp // FR, max(1, (MIN_ITEMS + n_blocks - 1) // n_blocks))
-    cdef Py_ssize_t FCH = ((Fp + n_chunks - 1) // n_chunks + FR - 1) // FR * FR
-    n_chunks = (Fp + FCH - 1) // FCH
-    cdef Py_ssize_t n_items = n_blocks * n_chunks
-    g.G = max(1, min(FCH // FR, GROUP_BYTES // (36 * FR * T * 4)))
-    # Shared: U (36 Fp C). Per thread: V (36 C T), M (36 G FR T), the block's tile list
-    # (fw_tile: at most 64 bytes = 16 floats).
-    cdef Py_ssize_t u_size = 0 if g.fuse else 36 * (Fp // FR) * FW_USTRIDE(C)
-    cdef Py_ssize_t stride = 36 * (C + g.G * FR) * T + 36 * 32 + 16 * T + 16
-    if g.fuse:
-        stride += 36 * FW_USTRIDE(C) + 16  # one block of FR filters' U
-    cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
-    cdef float[::1] ws = get_workspace("float32", u_size + stride * nt + 16)
-    cdef float* U = &ws[0] + (16 - (<size_t>&ws[0] // 4) % 16) % 16  # 64-byte aligned
+    g.G = max(1, min(Fp // FR, GROUP_BYTES // (36 * FR * T * 4)))
     g.row_start = <Py_ssize_t*>malloc(2 * (RT + CT) * sizeof(Py_ssize_t))
     g.row_mask = <int*>malloc(2 * (RT + CT) * sizeof(int))
     if g.row_start == NULL or g.row_mask == NULL:
@@ -230,49 +236,64 @@ cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssi
     g.y = &y[0, 0, 0, 0]
     g.bias = bias
     g.w, g.sf, g.sc, g.sk = w, sf, sc, sk
-
-    cdef Py_ssize_t item, f0, f1, blk
-    cdef float* work
-    cdef float* Vt
-    cdef float* M
-    cdef float* Ub
-    cdef fw_tile* tiles
     try:
-      if not g.fuse:
-        with nogil, parallel(num_threads=<int>min(<Py_ssize_t>num_threads, WEIGHT_ITEMS)):
-            for item in prange(WEIGHT_ITEMS, schedule="static"):
-                f0 = item * (Fp // FR) // WEIGHT_ITEMS  # filter blocks [f0, f1)
-                f1 = (item + 1) * (Fp // FR) // WEIGHT_ITEMS
-                if f0 < f1:
-                    fw_weights(g.lvl, w, F, C, sf, sc, sk, f0, f1, U)
-      with nogil, parallel(num_threads=nt):
-            work = U + u_size + omp_get_thread_num() * stride
-            # 64-byte alignment of the tile list (the workspace is at least 16-byte aligned)
-            tiles = <fw_tile*>(work + (16 - (<size_t>work // 4) % 16) % 16)
-            Vt = <float*>(tiles + T)
-            M = Vt + 36 * C * T + 36 * 16
-            Ub = M + 36 * g.G * FR * T + 36 * 16
-            Ub = Ub + (16 - (<size_t>Ub // 4) % 16) % 16
-            for item in prange(n_items, schedule="dynamic"):
-                blk = item // n_chunks
-                f0 = (item - blk * n_chunks) * FCH
-                _block(&g, blk, Ub if g.fuse else U, f0, min(Fp, f0 + FCH), tiles, Vt, M)
+        # Few tiles (small images): see winograd_few.h. A shared U (36 F C floats, 4x the
+        # weights: 38 MB at C = F = 512) would go to memory and back for few tiles' GEMMs, and
+        # few blocks of tiles would leave threads idle. Zen 3, 1 thread, batch 8, CPU time: the
+        # few-tiles path 1.35-2.7x faster at C = F = 256, 512 with 32 or 128 tiles, even at
+        # C = F = 256 with 392 tiles, 5-30% slower at C = F = 128 with 128 to 392 tiles and
+        # 0-12% at C = F = 64 with 98 to 128 (where the shared U is reused enough).
+        if _few_tiles == 1 or (_few_tiles == -1 and (n_blocks < MIN_ITEMS or (
+                min(C, F) >= FEW_MIN_CHANNELS and g.n_tiles <= FEW_MAX_TILES))):
+            _convolve_few(&g, num_threads)
+        else:
+            _convolve_shared(&g, num_threads)
     finally:
         free(g.row_start)
         free(g.row_mask)
 
 
-cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, Py_ssize_t f0,
-                 Py_ssize_t f1, fw_tile* tiles, float* Vt, float* M) noexcept nogil:
-    """Tiles [blk T, blk T + T) for filters [f0, f1): input transform, GEMM, output transform
-    into y."""
-    cdef Py_ssize_t T = g.T, k, t, n, q, r, s
-    cdef Py_ssize_t nv = min(T, g.n_tiles - blk * T)
-    cdef Py_ssize_t CHW = g.C * g.H * g.W, OHW = g.OH * g.OW, FOHW = g.F * OHW
-    cdef Py_ssize_t lanes = fw_lanes(g.lvl)
+cdef _convolve_shared(_Geometry* g, int num_threads):
+    """The weights transformed once into a shared U; then each thread takes whole blocks of tiles
+    for all filters (_block)."""
+    cdef Py_ssize_t T = g.T, C = g.C, F = g.F, FR = FW_FR, Fp = (F + FR - 1) // FR * FR
+    cdef Py_ssize_t n_items = (g.n_tiles + T - 1) // T
+    # Shared: U (36 Fp C). Per thread: V (36 C T), M (36 G FR T), the block's tile list
+    # (fw_tile: at most 64 bytes = 16 floats).
+    cdef Py_ssize_t u_size = 36 * (Fp // FR) * FW_USTRIDE(C)
+    cdef Py_ssize_t stride = 36 * (C + g.G * FR) * T + 36 * 32 + 16 * T + 16
+    cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
+    cdef float[::1] ws = get_workspace("float32", u_size + stride * nt + 16)
+    cdef float* U = &ws[0] + (16 - (<size_t>&ws[0] // 4) % 16) % 16  # 64-byte aligned
+    cdef Py_ssize_t item, f0, f1
+    cdef float* work
+    cdef float* Vt
+    cdef float* M
+    cdef fw_tile* tiles
+    with nogil, parallel(num_threads=<int>min(<Py_ssize_t>num_threads, WEIGHT_ITEMS)):
+        for item in prange(WEIGHT_ITEMS, schedule="static"):
+            f0 = item * (Fp // FR) // WEIGHT_ITEMS  # filter blocks [f0, f1)
+            f1 = (item + 1) * (Fp // FR) // WEIGHT_ITEMS
+            if f0 < f1:
+                fw_weights(g.lvl, g.w, F, C, g.sf, g.sc, g.sk, f0, f1, U)
+    with nogil, parallel(num_threads=nt):
+        work = U + u_size + omp_get_thread_num() * stride
+        # 64-byte alignment of the tile list (the workspace is at least 16-byte aligned)
+        tiles = <fw_tile*>(work + (16 - (<size_t>work // 4) % 16) % 16)
+        Vt = <float*>(tiles + T)
+        M = Vt + 36 * C * T + 36 * 16
+        for item in prange(n_items, schedule="dynamic"):
+            _block(g, item, U, tiles, Vt, M)
+
+
+cdef void _tiles(const _Geometry* g, Py_ssize_t t0, Py_ssize_t T, fw_tile* tiles) noexcept nogil:
+    """The tile list of tiles [t0, t0 + T); those past the last tile get zero windows and are
+    never stored."""
+    cdef Py_ssize_t k, t, n, q, r, s
+    cdef Py_ssize_t CHW = g.C * g.H * g.W, FOHW = g.F * g.OH * g.OW
     for k in range(T):
-        if k < nv:
-            t = blk * T + k
+        t = t0 + k
+        if t < g.n_tiles:
             n = t // g.per_image
             q = t - n * g.per_image
             r = q // g.CT
@@ -285,7 +306,7 @@ cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, Py_ssize_t 
             tiles[k].vw = g.col_valid[s]
             tiles[k].row8 = (g.row_mask[r] == 63 and g.dw <= 2 and g.col_start[s] >= 0
                              and g.col_start[s] + 8 * g.dw <= g.W)
-        else:  # a short last block: zero windows, never stored
+        else:
             tiles[k].xoff = 0
             tiles[k].yoff = 0
             tiles[k].rows = 0
@@ -293,16 +314,19 @@ cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, Py_ssize_t 
             tiles[k].vh = 0
             tiles[k].vw = 0
             tiles[k].row8 = 0
+
+
+cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, fw_tile* tiles, float* Vt,
+                 float* M) noexcept nogil:
+    """Tiles [blk T, blk T + T), all filters: input transform, GEMM, output transform into y."""
+    cdef Py_ssize_t T = g.T, lanes = fw_lanes(g.lvl)
+    cdef Py_ssize_t nv = min(T, g.n_tiles - blk * T)
     cdef Py_ssize_t Tv = (nv + lanes - 1) // lanes * lanes
-    fw_input(g.in_lvl, g.x, g.C, g.H, g.W, g.dh, g.dw, tiles, Tv, Vt)
-    cdef Py_ssize_t fb, f, FR = FW_FR
-    if not g.fuse:
-        fw_gemm(g.lvl, U, g.F, g.C, Vt, Tv, f0, f1, g.G, M, g.bias, g.relu, tiles, g.y, OHW,
-                g.OW, g.dh, g.dw)
-        return
-    for fb in range(f0 // FR, f1 // FR):  # U: this thread's buffer for FR filters, from f
-        f = fb * FR
-        fw_weights(g.lvl, g.w + f * g.sf, g.F - f, g.C, g.sf, g.sc, g.sk, 0, 1, <float*>U)
-        fw_gemm(g.lvl, U, g.F - f, g.C, Vt, Tv, 0, FR, 1, M,
-                g.bias + f if g.bias != NULL else NULL, g.relu, tiles, g.y + f * OHW, OHW, g.OW,
-                g.dh, g.dw)
+    cdef Py_ssize_t Fp = (g.F + FW_FR - 1) // FW_FR * FW_FR
+    _tiles(g, blk * T, T, tiles)
+    fw_input(g.in_lvl, g.x, g.C, g.H, g.W, g.dh, g.dw, tiles, Tv, Vt, FW_PSTRIDE(g.C, Tv))
+    fw_gemm(g.lvl, U, g.F, g.C, Vt, Tv, 0, Fp, g.G, M, g.bias, g.relu, tiles, g.y, g.OH * g.OW,
+            g.OW, g.dh, g.dw)
+
+
+include "winograd_few.pxi"

@@ -155,15 +155,16 @@ TARGET static void fw_weights_##SFX(const float *w, fc_idx F, fc_idx C, fc_idx s
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
-/* V[p][c][t] = (B^T d B)[p] of tile t < T (a multiple of VL) and channel c < C. dh, dw: the       \
+/* V[p][c][t] = (B^T d B)[p] of tile t < T (a multiple of VL) and channel c < C, at Vt + p CT +    \
+ * c T + t (CT: FW_PSTRIDE of all the block's channels). dh, dw: the                               \
  * dilation (window rows dh apart, columns dw apart: one sub-grid of a dilated convolution). */    \
 TARGET static void fw_input_##SFX(const float *x, fc_idx C, fc_idx H, fc_idx W, fc_idx dh,         \
-                                 fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt) {           \
+                                 fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt, fc_idx CT) {\
     typedef fw_vec_##SFX V;                                                                        \
     enum { VL = FW_VL_##SFX };                                                                     \
     V d[36], t[36];                                                                                \
     fw_plan_##SFX plan;                                                                            \
-    const fc_idx HW = H * W, CT = FW_PSTRIDE(C, T);                                                \
+    const fc_idx HW = H * W;                                                                       \
     for (fc_idx t0 = 0; t0 < T; t0 += VL) {                                                        \
         const fw_tile *tl = tiles + t0;                                                            \
         fw_gplan_##SFX(tl, &plan);                                                                 \
@@ -297,8 +298,8 @@ static void fw_weights(int level, const float *w, fc_idx F, fc_idx C, fc_idx sf,
     FW_DISPATCH(fw_weights, w, F, C, sf, sc, sk, b0, b1, U);
 }
 static void fw_input(int level, const float *x, fc_idx C, fc_idx H, fc_idx W, fc_idx dh,
-                     fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt) {
-    FW_DISPATCH(fw_input, x, C, H, W, dh, dw, tiles, T, Vt);
+                     fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt, fc_idx CT) {
+    FW_DISPATCH(fw_input, x, C, H, W, dh, dw, tiles, T, Vt, CT);
 }
 static void fw_gemm(int level, const float *U, fc_idx F, fc_idx C, const float *Vt, fc_idx T,
                     fc_idx f0, fc_idx f1, fc_idx G, float *M, const float *bias, int relu,

@@ -52,13 +52,16 @@ def named(id):
     return next(c for c in CASES if c.id == id)
 
 
-@pytest.fixture(params=[0, 16], ids=["auto_block", "block16"])
+@pytest.fixture(params=[(0, 0), (0, 16), (1, 0)], ids=["shared_auto", "shared_block16", "few"])
 def block(request):
-    """Tiles per block: the shape's choice (most test shapes then have fewer than 8 blocks and
-    split the filters too), or 16 (more blocks, fewer filter parts)."""
-    previous = winograd_kernels.set_block_tiles(request.param)
+    """The path and its tiles per block: the shared transformed weights with the shape's block
+    size or 16 tiles per block (more blocks), or the few-tiles path (winograd_few.h), which most
+    test shapes would take by themselves."""
+    few, tiles = request.param
+    previous = winograd_kernels.set_block_tiles(tiles), winograd_kernels.set_few_tiles(few)
     yield request.param
-    winograd_kernels.set_block_tiles(previous)
+    winograd_kernels.set_block_tiles(previous[0])
+    winograd_kernels.set_few_tiles(previous[1])
 
 
 @pytest.fixture(params=range(winograd_kernels.detected_level() + 1), ids=lambda v: f"simd{v}")
@@ -138,13 +141,33 @@ def test_block_sizes(block, rng):
     """Blocks of any size, spanning images, with a short last block."""
     geom = (5, 6, 11, 9, 7, (1, 1, 2, 0), (1, 1))
     x, w, b, _ = make(geom, rng)
-    previous = winograd_kernels.set_block_tiles(block)
+    previous = winograd_kernels.set_block_tiles(block), winograd_kernels.set_few_tiles(0)
     try:
         got = forward(x, w, b, geom, relu=True)
     finally:
-        winograd_kernels.set_block_tiles(previous)
+        winograd_kernels.set_block_tiles(previous[0])
+        winograd_kernels.set_few_tiles(previous[1])
     ref = np.maximum(conv2d_ref(x, w, b, 1, geom[5], geom[6]), 0)
     assert rel_err(got, ref) <= FORWARD_TOL
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+def test_few_tiles_chunks(relu, level, rng):
+    """The few-tiles path with two blocks of tiles (the last one short), a channel chunk and a
+    filter block cut short (70 = 64 + 6 channels, 29 = 24 + 5 filters; the other way round in
+    grad-input), on every SIMD level, forward and grad-input."""
+    geom = (5, 70, 17, 15, 29, (1, 1, 1, 1), (1, 1))
+    x, w, b, g = make(geom, rng)
+    previous = winograd_kernels.set_few_tiles(1)
+    try:
+        got = forward(x, w, b, geom, relu)
+        got_gx = grad_input(g, w, geom)
+    finally:
+        winograd_kernels.set_few_tiles(previous)
+    ref = conv2d_ref(x, w, b, 1, geom[5], geom[6])
+    assert rel_err(got, np.maximum(ref, 0) if relu else ref) <= FORWARD_TOL
+    ref_gx, _, _ = conv2d_backward_ref(g, x, w, 1, geom[5], geom[6])
+    assert rel_err(got_gx, ref_gx) <= GRAD_INPUT_TOL
 
 
 @pytest.mark.parametrize(
@@ -223,6 +246,8 @@ def test_bad_shapes():
         )
     with pytest.raises(ValueError, match="multiple"):
         winograd_kernels.set_block_tiles(20)
+    with pytest.raises(ValueError, match="-1, 0 or 1"):
+        winograd_kernels.set_few_tiles(2)
 
 
 def test_applies():

@@ -93,8 +93,9 @@ def _winograd_shape(conv):
 # interleaved reps, against torch 2.13's oneDNN and fastconv's im2col + GEMM): forward 0.39-0.55x
 # torch's time and grad-input 0.38-0.55x on the ResNet layers with C = F = 64..256 (128 to 392
 # tiles of 4x4 outputs per batch of 8), 0.47 / 0.59x on the dilated one, 2-3x faster than GEMM;
-# at C = F = 512 on 7x7 (32 tiles, transformed weights barely reused) 0.96 / 1.15x torch, still
-# 10% / 40% faster than GEMM. Fewer channels were not measured: they stay on direct/GEMM.
+# at C = F = 512 on 7x7 (32 tiles, each transformed weight used by few tiles) 0.44 / 0.44x torch
+# with the kernel's few-tiles schedule (src/winograd_few.h, 15 reps, idle machine; 0.96 / 1.15x
+# before it). Fewer channels were not measured: they stay on direct/GEMM.
 _WINOGRAD_MIN_CHANNELS = 64
 _WINOGRAD_MIN_TILES = 32
 
