@@ -63,10 +63,11 @@ cdef bint _rows_layout(Geometry g, int lvl, Py_ssize_t itemsize, bint grad_weigh
     """Whether the forward (or grad-weight) runs vectorised along output rows (direct_rows.h)
     rather than along filters: stride 1 along W and a larger share of the computed lanes used
     (output columns per vector block, filters and kernel columns per register block, against
-    filters per vector). LeNet-5, batch 64, AVX2, one thread (CPU time, interleaved),
-    filters -> rows: conv1 forward (28 columns, 6 filters) 960 -> 600 us; conv2 grad-input
-    (a forward of 14 columns, 6 output channels) 2000 -> 1100 us; conv1 grad-weight TODO.
-    conv2 (16 filters, 10 columns) stays on filters (forward 870 us there vs 1140 us)."""
+    filters per vector). LeNet-5, batch 64, AVX2, one thread (CPU time, interleaved medians on
+    a loaded machine), filters -> rows: conv1 forward (28 columns, 6 filters) 880 -> 360 us;
+    conv2 grad-input (a forward of 14 columns, 6 output channels) 1010 -> 660 us; conv1
+    grad-weight 1205 -> 590 us. conv2 (16 filters, 10 columns) stays on filters: forward 889 us
+    there vs 948 us (batch 256: 2661 vs 3231 us); grad-weight 754 vs 2365 us."""
     cdef Py_ssize_t VB = fc_vector_bytes(lvl) // itemsize
     # grad-weight loads a row's last vector ending at the row's end: rows of a vector at least
     if g.sw != 1 or _layout == 1 or (grad_weight and g.OW < VB):
