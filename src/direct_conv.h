@@ -35,7 +35,6 @@
         return 0;                                                                                  \
     }
 #ifdef FC_X86_DISPATCH
-#include <immintrin.h>
 FC_NO_TSTORE(float_avx512, float, 64)
 FC_NO_TSTORE(double_avx512, double, 64)
 FC_NO_TSTORE(double_avx2, double, 32)
@@ -48,21 +47,7 @@ FC_TARGET_AVX2 static inline int fc_tstore_float_avx2(const void *acc, float *y,
         /* v <= 0 is false for NaN: the fused ReLU keeps NaN, as the GEMM path's does */
         if (relu) r[q] = _mm256_andnot_ps(_mm256_cmp_ps(r[q], _mm256_setzero_ps(), _CMP_LE_OQ), r[q]);
     }
-    for (int q = 0; q < 8; q += 2) {
-        t[q] = _mm256_unpacklo_ps(r[q], r[q + 1]);
-        t[q + 1] = _mm256_unpackhi_ps(r[q], r[q + 1]);
-    }
-    for (int q = 0; q < 8; q += 4) {
-        r[q] = _mm256_shuffle_ps(t[q], t[q + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[q + 1] = _mm256_shuffle_ps(t[q], t[q + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    /* r[0..3]: filters 0..3 (pixels 0-3 | filters 4..7 pixels 0-3), r[4..7]: pixels 4-7 */
-    for (int f = 0; f < 4; f++) {
-        t[f] = _mm256_permute2f128_ps(r[f], r[f + 4], 0x20);
-        t[f + 4] = _mm256_permute2f128_ps(r[f], r[f + 4], 0x31);
-    }
+    fc_transpose8x8_avx2(r, t); /* t[f]: filter f of the 8 pixels */
     for (fc_idx f = 0; f < FB; f++) _mm256_storeu_ps(y + f * YPLANE, t[f]);
     return 1;
 }

@@ -33,6 +33,30 @@ static int fc_simd_level(void) {
 /* Bytes of the vector the kernels use at `level`: the widest register. */
 static int fc_vector_bytes(int level) { return level == 2 ? 64 : level == 1 ? 32 : 16; }
 
+#ifdef FC_X86_DISPATCH
+#include <immintrin.h>
+
+/* out[j] lane i = r[i] lane j: an 8x8 float32 block transposed in registers (unpack pairs,
+ * shuffle quads, swap 128-bit halves). */
+FC_TARGET_AVX2 static inline void fc_transpose8x8_avx2(const __m256 r[8], __m256 out[8]) {
+    __m256 t[8], s[8];
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+    }
+    for (int j = 0; j < 8; j += 4) {
+        s[j] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        out[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        out[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+}
+#endif
+
 /* DEFINE(SUFFIX, T, VECTOR_BYTES, TARGET) once per type and instruction set. */
 #ifdef FC_X86_DISPATCH
 #define FC_SIMD_INSTANTIATE(DEFINE)                                                                \

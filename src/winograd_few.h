@@ -54,21 +54,12 @@ FC_TARGET_AVX2 static inline void fwf_taps_avx2(const float *wb, const int *idx,
                                                 fw_vec_avx2 *g) {
     const int up = sk > 0;
     const float *r0 = up ? wb : wb - 8; /* row v, element i: tap i (up) or 8 - i */
-    __m256 r[8], t[8], s[8];
+    __m256 r[8], t[8];
     for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(r0 + 9 * j);
-    for (int j = 0; j < 8; j += 2) {
-        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
-        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
-    }
-    for (int j = 0; j < 8; j += 4) {
-        s[j] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        s[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        s[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        s[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 4; i++) { /* element i and i + 4 of every row */
-        g[up ? i : 8 - i] = (fw_vec_avx2)_mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
-        g[up ? i + 4 : 4 - i] = (fw_vec_avx2)_mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    fc_transpose8x8_avx2(r, t); /* t[i]: element i of every row */
+    for (int i = 0; i < 4; i++) {
+        g[up ? i : 8 - i] = (fw_vec_avx2)t[i];
+        g[up ? i + 4 : 4 - i] = (fw_vec_avx2)t[i + 4];
     }
     const __m256i ix = _mm256_loadu_si256((const __m256i *)idx);
     g[up ? 8 : 0] = (fw_vec_avx2)_mm256_i32gather_ps(wb + (up ? 8 : 0), ix, 4);
