@@ -13,7 +13,8 @@
  *
  * The caller copies the input rows an item reads into a zero-padded window whose rows are
  * XWP >= roundup(OW, FC_ROWS_PV * VL) + (KW - 1) * dw wide, so the loads of a row's last,
- * partial block stay in that row; lanes past OW are computed, never stored.
+ * partial block stay in that row. Lanes past OW are computed; their stores land in rows the call
+ * writes later, or are left out in its last row.
  * Sums run bias first, then taps in (c, kh, kw) order: the same for any thread count.
  */
 #ifndef FASTCONV_DIRECT_ROWS_H
@@ -30,11 +31,6 @@
 
 #define FC_DEFINE_ROWS(SFX, T, VBYTES, TARGET)                                                     \
 typedef T fc_rvec_##SFX __attribute__((vector_size(VBYTES), aligned(sizeof(T))));                  \
-/* y[f, oh, ow] for f < FB (planes YPLANE apart, rows OW apart), oh < nrows, ow < OW: bias[f] +    \
- * sum over c < C, kh in [khr[2 oh], khr[2 oh + 1]) (all KH if khr is NULL), kw < KW of            \
- * x[c, oh * sh + kh * dh, ow + kw * dw] * wpack[(c KH + kh) KW + kw][f], then ReLU if asked.       \
- * x: the window (C planes of R rows of XWP); wpack: FC_ROWS_FO weights per tap, zero past FB;     \
- * bias: FC_ROWS_FO values. */                                                                      \
 /* The stores of a block that would run past the call's last row: y[f * YPLANE + i] = lane i of \
  * acc (FC_ROWS_FO x FC_ROWS_PV vectors) for f < FB, i < n (out of line: rare, and its loop     \
  * kept out of the register-blocked code). */                                                      \
@@ -46,6 +42,11 @@ TARGET static __attribute__((noinline)) void fc_rows_tail_##SFX(T *y, fc_idx YPL
         for (fc_idx i = 0; i < n && i < FC_ROWS_PV * VL; i++) y[f * YPLANE + i] = lanes[i];        \
     }                                                                                              \
 }                                                                                                  \
+/* y[f, oh, ow] for f < FB (planes YPLANE apart, rows OW apart), oh < nrows, ow < OW: bias[f] +    \
+ * sum over c < C, kh in [khr[2 oh], khr[2 oh + 1]) (all KH if khr is NULL), kw < KW of            \
+ * x[c, oh * sh + kh * dh, ow + kw * dw] * wpack[(c KH + kh) KW + kw][f], then ReLU if asked.       \
+ * x: the window (C planes of R rows of XWP); wpack: FC_ROWS_FO weights per tap, zero past FB;     \
+ * bias: FC_ROWS_FO values. */                                                                      \
 TARGET static void fc_rows_forward_##SFX(const T *x, fc_idx C, fc_idx R, fc_idx XWP,               \
                                         fc_idx KH, fc_idx KW, fc_idx sh, fc_idx dh, fc_idx dw,     \
                                         const int *khr, const T *wpack, const T *bias, T *y,       \
