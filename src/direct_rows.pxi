@@ -32,8 +32,9 @@ cdef int _layout = 0  # 0: by shape (_rows_layout); 1: filters; 2: rows (stride 
 
 
 def set_layout(str name):
-    """Force the forward kernel's vectorisation: "filters", "rows" (only where the stride along W
-    is 1; elsewhere filters) or "auto" (by shape); for tests. Returns the previous setting."""
+    """Force the forward and grad-weight kernels' vectorisation: "filters", "rows" (only where the
+    stride along W is 1, and for grad-weight output rows of a vector at least; elsewhere
+    filters) or "auto" (by shape); for tests. Returns the previous setting."""
     global _layout
     names = ("auto", "filters", "rows")
     if name not in names:

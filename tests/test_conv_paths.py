@@ -223,6 +223,11 @@ def test_rows_layout_is_chosen_where_it_fills_more_lanes():
     assert direct_kernels.uses_rows((64, 16, 10, 10), (6, 16, 5, 5), (64, 6, 14, 14), 1, 4)
     assert not direct_kernels.uses_rows((64, 6, 14, 14), (16, 6, 5, 5), (64, 16, 10, 10), 1, 0)
     assert not direct_kernels.uses_rows((64, 1, 32, 32), (6, 1, 5, 5), (64, 6, 14, 14), 2, 0)
+    # grad-weight: conv1's along rows, conv2's along filters
+    assert direct_kernels.uses_rows((64, 1, 32, 32), (6, 1, 5, 5), (64, 6, 28, 28), 1, 0, True)
+    assert not direct_kernels.uses_rows(
+        (64, 6, 14, 14), (16, 6, 5, 5), (64, 16, 10, 10), 1, 0, True
+    )
     with pytest.raises(ValueError, match="name must be one of"):
         direct_kernels.set_layout("columns")
 
