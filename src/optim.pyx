@@ -13,7 +13,7 @@ from libc.math cimport sqrt
 from _types cimport real
 
 cdef extern from "optim_rules.h" nogil:
-    int fc_rules_level()
+    int fc_simd_level()
     void fc_adam_float(int level, float* p, const float* g, float* m, float* v, Py_ssize_t n,
                        float wd, int decay, float one_minus_beta1, float beta2,
                        float one_minus_beta2, float bias2_root, float eps, float minus_step)
@@ -27,28 +27,7 @@ cdef extern from "optim_rules.h" nogil:
                        double wd, int decay, double momentum, int has_momentum, int first,
                        int nesterov, double minus_lr)
 
-cdef int _level = fc_rules_level()
-
-
-def level():
-    """1: the AVX2 (no FMA) update loops run, 0: the baseline ones."""
-    return _level
-
-
-def detected_level():
-    """The best level this CPU runs (what level() is unless set_level changed it)."""
-    return fc_rules_level()
-
-
-def set_level(int value):
-    """Run the update loops of `value` (0 or, on an AVX2 CPU, 1); for tests. Returns the old
-    one."""
-    global _level
-    if not 0 <= value <= fc_rules_level():
-        raise ValueError(f"level must be in [0, {fc_rules_level()}] on this CPU, got {value}")
-    previous = _level
-    _level = value
-    return previous
+include "simd_level.pxi"
 
 
 cdef void _adam(real* p, const real* g, real* m, real* v, Py_ssize_t n, real wd, bint decay,

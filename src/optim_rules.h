@@ -13,6 +13,8 @@
 
 #include <stddef.h>
 
+#include "simd.h"
+
 #define FC_DEFINE_RULES(SFX, T, SQRT, TARGET)                                                      \
 TARGET static void fc_adam_##SFX(T *restrict p, const T *restrict g, T *restrict m,                \
                                  T *restrict v, ptrdiff_t n, T wd, int decay,                      \
@@ -44,27 +46,17 @@ TARGET static void fc_sgd_##SFX(T *restrict p, const T *restrict g, T *restrict 
     }                                                                                              \
 }
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#ifdef FC_X86_DISPATCH
 FC_DEFINE_RULES(float_avx2, float, __builtin_sqrtf, __attribute__((target("avx2"))))
 FC_DEFINE_RULES(double_avx2, double, __builtin_sqrt, __attribute__((target("avx2"))))
-#define FC_RULES_AVX2 1
 #endif
 FC_DEFINE_RULES(float_base, float, __builtin_sqrtf, )
 FC_DEFINE_RULES(double_base, double, __builtin_sqrt, )
 
-/* 1: the AVX2 variants run here, 0: the baseline ones. */
-static int fc_rules_level(void) {
-#ifdef FC_RULES_AVX2
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-#else
-    return 0;
-#endif
-}
-
-#ifdef FC_RULES_AVX2
+/* `level`: fc_simd_level()'s (simd.h); AVX-512 CPUs run the AVX2 loops too. */
+#ifdef FC_X86_DISPATCH
 #define FC_RULES_CALL(KERNEL, T, level, ...)                                                       \
-    ((level) ? KERNEL##_##T##_avx2(__VA_ARGS__) : KERNEL##_##T##_base(__VA_ARGS__))
+    ((level) >= 1 ? KERNEL##_##T##_avx2(__VA_ARGS__) : KERNEL##_##T##_base(__VA_ARGS__))
 #else
 #define FC_RULES_CALL(KERNEL, T, level, ...) KERNEL##_##T##_base(__VA_ARGS__)
 #endif
