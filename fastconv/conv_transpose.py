@@ -16,7 +16,9 @@ padding of the equivalent convolution (rows no input reaches beyond that are zer
 from collections import namedtuple
 from typing import Optional, Sequence, Tuple, Union
 
-from . import _compat, _dask
+import numpy as np
+
+from . import _dask
 from ._typing import Array, IntPair, Padding
 from ._validation import arrays as _arrays
 from ._validation import as_int, as_pair, as_shape, conv_geometry
@@ -160,11 +162,13 @@ def conv_transpose2d(
     if N == 0:
         return _arrays.empty(x, geom.output_shape, dtype)
     CH, CW = geom.core_hw
-    y = conv2d_grad_input(x, weight, (N, C_out, CH, CW), **geom.conv)
-    if (CH, CW) != (OH, OW):  # output_padding beyond every input's reach: zero rows/columns
-        full = _compat.array_module(x).zeros(geom.output_shape, dtype)
-        full[:, :, :CH, :CW] = y
-        y = full
+    if (CH, CW) == (OH, OW):
+        y = conv2d_grad_input(x, weight, (N, C_out, CH, CW), **geom.conv)
+    else:  # output_padding beyond every input's reach: zero rows/columns (maybe all of them)
+        # np.zeros_like dispatches on x's type: a NumPy, CuPy or Dask array like x
+        y = np.zeros_like(x, shape=geom.output_shape, dtype=dtype)
+        if CH and CW:
+            y[:, :, :CH, :CW] = conv2d_grad_input(x, weight, (N, C_out, CH, CW), **geom.conv)
     if bias is not None:
         y += _arrays.contiguous(bias, dtype).reshape(C_out, 1, 1)
     return y
@@ -253,7 +257,12 @@ def conv_transpose2d_backward(
     # The equivalent convolution's input: the output rows some input reaches (a view).
     core = grad_out if (CH, CW) == geom.output_shape[2:] else grad_out[:, :, :CH, :CW]
     grad_input = grad_weight = grad_bias = None
-    if "input" in needs and "weight" in needs and _fuses(be, core, x, weight):
+    if CH == 0 or CW == 0:  # every output lies in output_padding: x and weight reach none
+        if "input" in needs:
+            grad_input = np.zeros_like(x, dtype=dtype)
+        if "weight" in needs:
+            grad_weight = np.zeros_like(weight, dtype=dtype)
+    elif "input" in needs and "weight" in needs and _fuses(be, core, x, weight):
         grad_input, grad_weight = _input_and_weight(be, core, x, weight, dtype, geom)
     if "input" in needs and grad_input is None:
         grad_input = conv2d(core, _arrays.contiguous(weight, dtype), **geom.conv)

@@ -28,6 +28,9 @@ CASES = {
     "batch1_channel1": (1, 1, 4, 4, 1, 3, 3, 2, 1, 1, 1, 1),
     "c_out1": (2, 3, 3, 3, 1, 4, 4, 2, 1, 0, 1, 1),
     "pad_crops_a_lot": (1, 2, 6, 6, 2, 3, 3, 1, 2, 0, 1, 1),
+    # every output row lies in output_padding: no input reaches it (0 + bias, zero gradients)
+    "output_in_output_padding_only": (1, 1, 1, 1, 1, 1, 1, 1, (1, 0), (2, 0), 1, (3, 1)),
+    "rows_in_output_padding_only": (2, 2, 1, 3, 3, 1, 2, 1, (1, 0), (2, 0), 1, (3, 1)),
 }
 
 

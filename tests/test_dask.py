@@ -77,6 +77,59 @@ def test_errors_as_in_memory():
         fastconv.conv2d(xd, np.zeros((4, 3, 3, 3)), out=np.zeros((2, 4, 6, 6)))
 
 
+@pytest.mark.parametrize(
+    "x, w, kwargs, expected",
+    [  # the reports: a block of padding only once took padding of its own (one row too many)
+        ([1.0, 2.0, 3.0], [1.0, 11.0], dict(dilation=(2, 1), padding=(1, 0)), [22.0, 34.0, 2.0]),
+        ([1.0, 2.0], [1.0], dict(stride=(2, 1), padding=(3, 0)), [0.0, 0.0, 2.0, 0.0]),
+    ],
+)
+def test_one_row_chunks_with_padding_stride_dilation(x, w, kwargs, expected):
+    x = np.array(x).reshape(1, 1, -1, 1)
+    w = np.array(w).reshape(1, 1, -1, 1)
+    y = fastconv.conv2d(da.from_array(x, chunks=1), w, **kwargs)
+    assert y.shape == (1, 1, len(expected), 1)
+    np.testing.assert_array_equal(y.compute().ravel(), expected)
+    np.testing.assert_array_equal(fastconv.conv2d(x, w, **kwargs).ravel(), expected)
+
+
+def _chunking(size, rng):
+    """A random split of `size` cells, one-cell chunks often."""
+    if rng.random() < 0.4:
+        return (1,) * size
+    cuts = sorted(set(rng.integers(1, size, rng.integers(0, size)).tolist())) if size > 1 else []
+    return tuple(np.diff([0, *cuts, size]).tolist())
+
+
+def test_small_chunks_equal_the_in_memory_call():
+    """Chunks of 1-3 rows and columns with padding, stride >= 2 and dilation >= 2: the lazy
+    shape is the computed one and the values are the in-memory call's (tests/fuzz.py draws
+    thousands more)."""
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        H, W, KH, KW = (int(v) for v in rng.integers(1, 6, 4))
+        kwargs = dict(
+            stride=tuple(int(v) for v in rng.integers(1, 4, 2)),
+            dilation=tuple(int(v) for v in rng.integers(1, 4, 2)),
+            padding=tuple(int(v) for v in rng.integers(0, 5, 2)),
+        )
+        try:
+            shape = fastconv.conv_output_shape((1, 2, H, W), (3, 2, KH, KW), **kwargs)
+        except ValueError:
+            continue
+        x = rng.standard_normal((1, 2, H, W))
+        w = rng.standard_normal((3, 2, KH, KW))
+        xd = da.from_array(x, chunks=((1,), (2,), _chunking(H, rng), _chunking(W, rng)))
+        y = fastconv.conv2d(xd, w, **kwargs)
+        assert y.shape == shape, kwargs
+        np.testing.assert_allclose(y.compute(), fastconv.conv2d(x, w, **kwargs), rtol=1e-12)
+        g = rng.standard_normal(shape)
+        got = fastconv.conv2d_backward(da.from_array(g, chunks=1), xd, w, **kwargs)
+        for a, e in zip(got, fastconv.conv2d_backward(g, x, w, **kwargs)):
+            assert a.shape == e.shape
+            np.testing.assert_allclose(a.compute(), e, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("padding", [0, 1])
 def test_pooling(padding):
     rng = np.random.default_rng(2)
@@ -211,3 +264,34 @@ def test_distributed_local_cluster():
         np.testing.assert_allclose(a, e, rtol=eps, atol=eps * scale)
     np.testing.assert_array_equal(got[-1], want[-1])  # the same predictions
     assert set(threads.values()) == {1}  # workers x threads x OpenMP threads <= cores
+
+
+_DASK_PEAK_SCRIPT = """
+import resource
+import dask, dask.array as da, numpy as np, fastconv
+w = np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32)
+def images(n):
+    x = da.random.default_rng(1).standard_normal((n, 8, 256, 256), chunks=(1, 8, 256, 256))
+    return x.astype(np.float32)
+with dask.config.set(scheduler="threads", num_workers=2):
+    fastconv.conv2d(images(4), w, padding=1).sum().compute()  # warm-up: imports, pools
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # 128 MiB of input and as much output, 2 MiB per block
+    total = fastconv.conv2d(images(64), w, padding=1).sum().compute()
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+assert np.isfinite(total)
+print(grown // 1024)
+"""
+
+
+def test_tasks_hold_a_few_blocks_never_the_array():
+    """The README's promise: peak memory of a few blocks per worker, never the array."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _DASK_PEAK_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    grown_mib = int(run.stdout.split()[-1])
+    assert grown_mib <= 64, f"computing 128 MiB of blocks grew the peak RSS by {grown_mib} MiB"

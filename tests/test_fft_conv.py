@@ -208,3 +208,49 @@ def test_concurrent_calls_from_python_threads(monkeypatch):
         t.join()
     for a, r in zip(alone, results):
         assert all(np.array_equal(u, v) for u, v in zip(a, r))
+
+
+# Peak resident memory of one forced-FFT call in a fresh process, after imports and inputs: the
+# README's bound is max(64 MiB, 3x the arrays) of workspace.
+_PEAK_SCRIPT = """
+import resource, sys
+import numpy as np, fastconv
+x = np.random.default_rng(0).standard_normal({x_shape}).astype(np.float32)
+w = np.random.default_rng(1).standard_normal({w_shape}).astype(np.float32)
+kwargs = {kwargs}
+y = fastconv.conv2d(x, w, **kwargs)  # warm-up on GEMM: imports, BLAS and OpenMP threads
+g = np.ones_like(y)
+fastconv.conv2d_backward(g, x, w, **kwargs)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+y_fft = fastconv.conv2d(x, w, algorithm="fft", **kwargs)
+grads = fastconv.conv2d_backward(g, x, w, algorithm="fft", **kwargs)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+assert np.allclose(y_fft, y, rtol=1e-4, atol=1e-4)
+for a, e in zip(grads, fastconv.conv2d_backward(g, x, w, algorithm="gemm", **kwargs)):
+    assert np.allclose(a, e, rtol=1e-4, atol=1e-4)
+print(grown // 1024)
+"""
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        # 4 outputs, 2000-cell padding and stride: once 4 million polyphase planes (500 MiB; 6 GiB
+        # at 10000); only the phases that meet a tap are formed now
+        ((1, 1, 4, 4), (1, 1, 7, 7), dict(padding=2000, stride=2000)),
+        ((1, 1, 4, 4), (1, 1, 7, 7), dict(padding=10000, stride=10000)),
+        ((2, 3, 64, 64), (4, 3, 15, 15), dict(padding=7, stride=3, dilation=2)),
+    ],
+    ids=["pad_stride_2000", "pad_stride_10000", "strided_dilated"],
+)
+def test_forced_fft_keeps_the_memory_bound(x_shape, w_shape, kwargs):
+    import subprocess
+    import sys
+
+    script = _PEAK_SCRIPT.format(x_shape=x_shape, w_shape=w_shape, kwargs=kwargs)
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    grown_mib = int(run.stdout.split()[-1])
+    assert grown_mib <= 64, f"forced FFT grew the peak RSS by {grown_mib} MiB"

@@ -125,3 +125,21 @@ def test_transforms_keep_numpy_inf_semantics(where, rng):
         expected = conv2d_ref(x, w, pad=(4, 4, 4, 4))
     np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
     np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dilated_kernel_of_the_input_size_is_not_a_matmul(dtype, assert_close):
+    # A 2x1 kernel at dilation 2 on a 2-row input reads row 2, the bottom padding: no dense
+    # layer (the plan's padding holds top/left only). It once gave x[0] + 11 x[1] = 35.
+    x = np.array([2.0, 3.0], dtype).reshape(1, 1, 2, 1)
+    w = np.array([1.0, 11.0], dtype).reshape(1, 1, 2, 1)
+    kwargs = dict(dilation=(2, 1), padding=((0, 1), (0, 0)))
+    for pass_, names in fastconv.conv2d_algorithms(x.shape, w.shape, dtype=dtype, **kwargs).items():
+        assert "matmul" not in names, pass_
+    y = fastconv.conv2d(x, w, **kwargs)
+    np.testing.assert_array_equal(y.ravel(), [2.0])
+    g = np.ones_like(y)
+    gx, gw, _ = fastconv.conv2d_backward(g, x, w, **kwargs)
+    rx, rw, _ = conv2d_backward_ref(g, x, w, pad=(0, 1, 0, 0), dilation=(2, 1))
+    assert_close(gx, rx, dtype, 2)
+    assert_close(gw, rw, dtype, 2)

@@ -3,6 +3,8 @@
 With the taps split as a = s*q + r, y[i] = sum_r sum_q xpad[s*(i + q) + r] * wd[s*q + r]: a
 stride-1 'valid' convolution over s*s times the channels (the phases r of the padded input and of
 the dilated kernel, space-to-depth), so the transforms stay the size of the input and the output.
+Only the min(s, KD) phases that meet a tap are formed, so neither a stride far above the kernel
+nor a huge padding makes the problem larger than the outputs' windows.
 """
 
 from collections import namedtuple
@@ -11,31 +13,26 @@ import numpy as np
 
 from . import fft  # the stride-1 passes (a cycle resolved at call time)
 
-
-def _space_to_depth(a, sh, sw):
-    """(P, C, sh*A, sw*B) -> (P, C*sh*sw, A, B), a copy; channel (c*sh + r1)*sw + r2 holds
-    a[:, c, r1::sh, r2::sw], so each group's channels stay together."""
-    P, C, HH, WW = a.shape
-    A, B = HH // sh, WW // sw
-    return a.reshape(P, C, A, sh, B, sw).transpose(0, 1, 3, 5, 2, 4).reshape(P, C * sh * sw, A, B)
-
-
-def _depth_to_space(a, sh, sw):
-    """The inverse of _space_to_depth: (P, C*sh*sw, A, B) -> (P, C, sh*A, sw*B)."""
-    P, CS, A, B = a.shape
-    C = CS // (sh * sw)
-    return a.reshape(P, C, sh, sw, A, B).transpose(0, 1, 4, 2, 5, 3).reshape(P, C, A * sh, B * sw)
+_Phases = namedtuple("_Phases", "phases taps rows cells")
+_Phases.__doc__ = """Polyphase geometry of one axis: `phases` = min(s, KD) phases r hold taps (with
+s > KD, phases r >= KD meet only zero taps and are left out: a stride far above the kernel, as
+with a huge padding, would otherwise make s*s planes); `taps` = ceil(KD / s) per phase; `rows` =
+out + taps - 1 cells per phase; `cells` (phases, rows): the input cell s*a + r - pad that cell a of
+phase r holds, or `size` (one zero cell past the end) where that is padding."""
 
 
-_Phases = namedtuple("_Phases", "taps rows pad used")
-_Phases.__doc__ = """Polyphase geometry of one axis: `taps` = ceil(KD / s) per phase; the padded
-input is cut to `rows` = s * (out + taps - 1) cells, of which the input fills `used` from `pad`."""
+def _cells(size, stride, phases, rows, pad):
+    """(phases, rows): cell s*a + r - pad of [0, size) that cell a of phase r holds, or `size`."""
+    cells = stride * np.arange(rows)[None, :] + np.arange(phases)[:, None] - pad
+    cells[(cells < 0) | (cells >= size)] = size
+    return cells
 
 
 def _phases(size, K, stride, pad, dilation, out):
-    taps = -(-((K - 1) * dilation + 1) // stride)
-    rows = stride * (out + taps - 1)
-    return _Phases(taps, rows, pad, max(0, min(size, rows - pad)))
+    KD = (K - 1) * dilation + 1
+    phases, taps = min(stride, KD), -(-KD // stride)
+    rows = out + taps - 1
+    return _Phases(phases, taps, rows, _cells(size, stride, phases, rows, pad))
 
 
 def _strided(x_shape, w_shape, out_hw, stride, padding, dilation):
@@ -47,22 +44,39 @@ def _strided(x_shape, w_shape, out_hw, stride, padding, dilation):
     )
 
 
-def _phase_input(x, ph, pw, stride):
-    """x (N, C, H, W) padded (and cut) to (rows_h, rows_w), then space-to-depth."""
-    N, C = x.shape[:2]
-    xp = np.zeros((N, C, ph.rows, pw.rows), dtype=x.dtype)
-    xp[:, :, ph.pad : ph.pad + ph.used, pw.pad : pw.pad + pw.used] = x[:, :, : ph.used, : pw.used]
-    return _space_to_depth(xp, *stride)
+def _with_zero_cell(a):
+    """(P, C, h, w) -> (P, C, h + 1, w + 1): `a` and a zero last row and column, what the
+    `cells` index for padding."""
+    P, C, h, w = a.shape
+    out = np.zeros((P, C, h + 1, w + 1), dtype=a.dtype)
+    out[:, :, :h, :w] = a
+    return out
+
+
+def _phase_input(a, ph, pw):
+    """(P, C, h, w) padded, cut and split into phases by the index (ph, pw): (P, C * phases_h *
+    phases_w, rows_h, rows_w), channel (c * phases_h + r1) * phases_w + r2 holding phase (r1, r2)
+    of a's channel c, so that each group's channels stay together (space-to-depth)."""
+    g = _with_zero_cell(a)[:, :, ph.cells[:, :, None, None], pw.cells[None, None, :, :]]
+    P, C = a.shape[:2]
+    return g.transpose(0, 1, 2, 4, 3, 5).reshape(P, -1, ph.rows, pw.rows)
+
+
+def _split(a, ph, pw):
+    """The layout of _phase_input, as a view: (P, C * phases_h * phases_w, rows_h, rows_w) ->
+    (P, C, phases_h, rows_h, phases_w, rows_w)."""
+    P = a.shape[0]
+    a = a.reshape(P, -1, ph.phases, pw.phases, ph.rows, pw.rows)
+    return a.transpose(0, 1, 2, 4, 3, 5)
 
 
 def _phase_weight(weight, ph, pw, stride, dilation):
-    """weight (F, Cg, KH, KW) dilated, padded to (s*taps) and space-to-depth:
-    (F, Cg*sh*sw, taps_h, taps_w)."""
+    """weight (F, Cg, KH, KW) dilated and split into phases: (F, Cg * phases, taps_h, taps_w)."""
     wd = fft._dilated(weight, dilation)
-    F, Cg, KHD, KWD = wd.shape
-    wp = np.zeros((F, Cg, stride[0] * ph.taps, stride[1] * pw.taps), dtype=weight.dtype)
-    wp[:, :, :KHD, :KWD] = wd
-    return _space_to_depth(wp, *stride)
+    KHD, KWD = wd.shape[2:]
+    kh = ph._replace(rows=ph.taps, cells=_cells(KHD, stride[0], ph.phases, ph.taps, 0))
+    kw = pw._replace(rows=pw.taps, cells=_cells(KWD, stride[1], pw.phases, pw.taps, 0))
+    return _phase_input(wd, kh, kw)
 
 
 _ONE = (1, 1)
@@ -72,7 +86,7 @@ _NO_PAD = (0, 0)
 def _forward_strided(x, weight, bias, y, stride, padding, dilation, groups, relu):
     ph, pw = _strided(x.shape, weight.shape, y.shape[2:], stride, padding, dilation)
     fft.conv2d_forward(
-        _phase_input(x, ph, pw, stride),
+        _phase_input(x, ph, pw),
         _phase_weight(weight, ph, pw, stride, dilation),
         bias,
         y,
@@ -86,27 +100,24 @@ def _forward_strided(x, weight, bias, y, stride, padding, dilation, groups, relu
 
 def _grad_input_strided(grad_y, weight, grad_x, stride, padding, dilation, groups):
     ph, pw = _strided(grad_x.shape, weight.shape, grad_y.shape[2:], stride, padding, dilation)
-    N, C = grad_x.shape[:2]
+    N, C, H, W = grad_x.shape
+    g2 = np.empty((N, C * ph.phases * pw.phases, ph.rows, pw.rows), dtype=grad_x.dtype)
     w2 = _phase_weight(weight, ph, pw, stride, dilation)
-    g2 = np.empty(
-        (N, C * stride[0] * stride[1], ph.rows // stride[0], pw.rows // stride[1]),
-        dtype=grad_x.dtype,
-    )
     fft.conv2d_grad_input(grad_y, w2, g2, _ONE, _NO_PAD, _ONE, groups)
-    gp = _depth_to_space(g2, *stride)  # the gradient of the padded, cut input
-    if ph.used < grad_x.shape[2] or pw.used < grad_x.shape[3]:
-        grad_x[...] = 0  # input cells no output reads
-    grad_x[:, :, : ph.used, : pw.used] = gp[
-        :, :, ph.pad : ph.pad + ph.used, pw.pad : pw.pad + pw.used
-    ]
+    # Each input cell is at most one phase cell (r < s): scatter back; cells no phase holds
+    # (never read) keep 0; the padding cells all land on the extra row and column, dropped.
+    full = np.zeros((N, C, H + 1, W + 1), dtype=grad_x.dtype)
+    full[:, :, ph.cells[:, :, None, None], pw.cells[None, None, :, :]] = _split(g2, ph, pw)
+    grad_x[...] = full[:, :, :H, :W]
 
 
 def _grad_weight_strided(grad_y, x, grad_weight, stride, padding, dilation, groups):
     ph, pw = _strided(x.shape, grad_weight.shape, grad_y.shape[2:], stride, padding, dilation)
     F, Cg, KH, KW = grad_weight.shape
-    sh, sw = stride
-    dh, dw = dilation
-    g2 = np.empty((F, Cg * sh * sw, ph.taps, pw.taps), dtype=grad_weight.dtype)
-    fft.conv2d_grad_weight(grad_y, _phase_input(x, ph, pw, stride), g2, _ONE, _NO_PAD, _ONE, groups)
-    gwp = _depth_to_space(g2, sh, sw)  # (F, Cg, sh*taps_h, sw*taps_w): the dilated kernel's taps
-    grad_weight[...] = gwp[:, :, : (KH - 1) * dh + 1 : dh, : (KW - 1) * dw + 1 : dw]
+    g2 = np.empty((F, Cg * ph.phases * pw.phases, ph.taps, pw.taps), dtype=grad_weight.dtype)
+    fft.conv2d_grad_weight(grad_y, _phase_input(x, ph, pw), g2, _ONE, _NO_PAD, _ONE, groups)
+    # tap k of the kernel is tap a = k * d of the dilated one: phase a % s, its tap a // s
+    rows, cols = np.arange(KH)[:, None] * dilation[0], np.arange(KW)[None, :] * dilation[1]
+    (sh, sw) = stride
+    g6 = _split(g2, ph._replace(rows=ph.taps), pw._replace(rows=pw.taps))
+    grad_weight[...] = g6[:, :, rows % sh, rows // sh, cols % sw, cols // sw]

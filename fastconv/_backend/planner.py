@@ -62,11 +62,15 @@ def direct_fits(filters, taps, dtype, level):
 
 
 def _is_matmul(conv):
+    """Whether the one output's window is exactly the unpadded input. Dilation counts: a dilated
+    kernel of the input's size reaches past it (into bottom/right padding, which `padding` does
+    not hold), so it is not a dense layer."""
     (_, _, H, W), (_, _, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
+    (dh, dw) = conv.dilation
     return (
         conv.groups == 1
         and (OH, OW) == (1, 1)
-        and (H, W) == (KH, KW)
+        and ((KH - 1) * dh + 1, (KW - 1) * dw + 1) == (H, W) == (KH, KW)
         and tuple(conv.padding) == (0, 0)
     )
 

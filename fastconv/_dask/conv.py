@@ -53,10 +53,15 @@ class _Plan:
         return (g0 * Fg, g1 * Fg), g1 - g0, (0, self.Cg)
 
     def block(self, rows, cols):
-        """Input slice and per-block padding of the output block rows x cols."""
+        """Input slice, per-block padding and spanned (rows, cols) of the output block rows x
+        cols. A block whose window misses the image on either axis reads only padding: its input
+        is then zeros of the whole span (see _x_block), which take no padding of their own."""
         r0, r1, a0, a1 = _window(*rows, self.sh, self.pt, self.KH, self.dh, self.H)
         q0, q1, b0, b1 = _window(*cols, self.sw, self.pl, self.KW, self.dw, self.W)
-        return (a0, a1, b0, b1), ((a0 - r0, r1 - a1), (b0 - q0, q1 - b1)), (r1 - r0, q1 - q0)
+        span = (r1 - r0, q1 - q0)
+        if a1 <= a0 or b1 <= b0:
+            return (a0, a1, b0, b1), ((0, 0), (0, 0)), span
+        return (a0, a1, b0, b1), ((a0 - r0, r1 - a1), (b0 - q0, q1 - b1)), span
 
     def kwargs(self, pads, groups):
         return dict(
