@@ -10,7 +10,7 @@ module's reductions (OH + OW vectorised steps; no BLAS, so the same numbers for 
 
 from typing import Sequence
 
-from . import _compat
+from . import _compat, _dask
 from ._typing import Array, IntPair
 from ._validation import arrays as _arrays
 from ._validation import as_int, as_shape
@@ -83,6 +83,8 @@ def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
     OH, OW = _output_size(output_size, H, W)
     if _tiles(H, OH) and _tiles(W, OW):
         return avg_pool2d(x, (H // OH, W // OW))
+    if _dask.is_dask(x):
+        return _dask.planes(adaptive_avg_pool2d, x, (OH, OW), dtype, output_size=(OH, OW))
     xp = _compat.array_module(x)
     x = x.astype(dtype, copy=False)
     rows = xp.empty((N, C, OH, W), dtype)
@@ -111,6 +113,8 @@ def adaptive_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) ->
     if _tiles(H, OH) and _tiles(W, OW):
         return avg_pool2d_backward(grad_out, (N, C, H, W), (H // OH, W // OW))
     dtype = _arrays.compute_dtype(grad_out=grad_out)
+    if _dask.is_dask(grad_out):
+        return _dask.per_plane(adaptive_avg_pool2d_backward, grad_out, plane=(H, W), dtype=dtype)
     xp = _compat.array_module(grad_out)
     grad_out = grad_out.astype(dtype, copy=False)
     grad_rows = xp.zeros((N, C, OH, W), dtype)

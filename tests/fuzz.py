@@ -21,9 +21,23 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference import avg_pool2d_ref, conv2d_backward_ref, conv2d_ref, max_pool2d_ref, pad_tblr  # noqa: E402
+from reference import (  # noqa: E402
+    avg_pool2d_ref,
+    conv1d_ref,
+    conv2d_backward_ref,
+    conv2d_ref,
+    conv_transpose2d_backward_ref,
+    conv_transpose2d_ref,
+    max_pool2d_ref,
+    pad_tblr,
+    same_padding,
+    sigmoid_ref,
+)
 
 import fastconv  # noqa: E402
+from fastconv._kernels import direct as _direct  # noqa: E402
+from fastconv._kernels import pool as _pool  # noqa: E402
+from fastconv._kernels import winograd as _winograd  # noqa: E402
 
 # --------------------------------------------------------------------------- valid calls
 
@@ -73,6 +87,10 @@ def valid_conv_case(seed):
             padding=_padding(rng),
             groups=groups,
         )
+        if rng.random() < 0.15:  # degenerate: 1-cell planes, outputs that see only padding
+            H, W = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+            kwargs["padding"] = tuple(int(v) for v in rng.integers(0, 9, 2))
+            kwargs["stride"] = tuple(int(v) for v in rng.integers(1, 9, 2))
         if rng.random() < 0.5:
             kwargs["stride"] = kwargs["stride"][0]
         try:
@@ -149,6 +167,391 @@ def check_valid_pool(seed):
     _check_close(
         "avg_pool2d", a, avg_pool2d_ref(x, kernel, stride, padding, include), kernel[0] * kernel[1]
     )
+
+
+# ------------------------------------------------------------- every algorithm, every SIMD level
+
+_SIMD_MODULES = (_direct, _winograd, _pool)
+
+
+def check_forced_algorithms(seed):
+    """Every algorithm conv2d_algorithms lists for a pass, forced, with the SIMD kernels at a
+    random level the CPU has (and the direct kernels' random layout), against the references."""
+    rng = np.random.default_rng(seed)
+    x, w, b, kwargs, activation = valid_conv_case(seed)
+    dtype = (np.float32, np.float64)[rng.integers(2)]
+    x, w = np.ascontiguousarray(x, dtype), np.ascontiguousarray(w, dtype)
+    b = None if b is None else b.astype(dtype)
+    levels = [m.set_level(int(rng.integers(m.detected_level() + 1))) for m in _SIMD_MODULES]
+    layout = _direct.set_layout(("filters", "rows")[rng.integers(2)])
+    try:
+        _check_algorithms(seed, x, w, b, kwargs, activation)
+    finally:
+        for m, level in zip(_SIMD_MODULES, levels):
+            m.set_level(level)
+        _direct.set_layout(layout)
+
+
+def _check_algorithms(seed, x, w, b, kwargs, activation):
+    algorithms = fastconv.conv2d_algorithms(x.shape, w.shape, dtype=x.dtype, **kwargs)
+    tblr = pad_tblr(
+        kwargs["padding"], x.shape[2:], w.shape[2:], kwargs["stride"], kwargs["dilation"]
+    )
+    ref = dict(
+        stride=kwargs["stride"], pad=tblr, dilation=kwargs["dilation"], groups=kwargs["groups"]
+    )
+    expected = conv2d_ref(x, w, b, **ref)
+    if activation:
+        expected = np.maximum(expected, 0)
+    grad_out = np.random.default_rng(seed + 1).standard_normal(expected.shape).astype(x.dtype)
+    rx, rw, _ = conv2d_backward_ref(grad_out, x, w, **ref)
+    F, Cg, KH, KW = w.shape
+    N, _, OH, OW = expected.shape
+    for name in algorithms["forward"]:
+        y = fastconv.conv2d(x, w, b, activation=activation, algorithm=name, **kwargs)
+        _check_close(f"forward {name}", y, expected, Cg * KH * KW)
+    for name in algorithms["grad_input"]:
+        gx = fastconv.conv2d_grad_input(grad_out, w, x.shape, algorithm=name, **kwargs)
+        _check_close(f"grad_input {name}", gx, rx, F * KH * KW)
+    for name in algorithms["grad_weight"]:
+        gw = fastconv.conv2d_grad_weight(grad_out, x, w.shape, algorithm=name, **kwargs)
+        _check_close(f"grad_weight {name}", gw, rw, N * OH * OW)
+
+
+# ----------------------------------------------------------- transposed and 1-D convolutions
+
+
+def check_conv_transpose(seed):
+    """conv_transpose2d and its gradients against the scatter-loop references, output_padding
+    up to its limit (outputs no input reaches included)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        N, H, W = int(rng.integers(1, 3)), int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        stride = tuple(int(v) for v in rng.integers(1, 4, 2))
+        dilation = tuple(int(v) for v in rng.integers(1, 4, 2))
+        kwargs = dict(
+            stride=stride,
+            padding=tuple(int(v) for v in rng.integers(0, 4, 2)),
+            output_padding=tuple(int(rng.integers(max(s, d))) for s, d in zip(stride, dilation)),
+            groups=groups,
+            dilation=dilation,
+        )
+        x_shape = (N, groups * int(rng.integers(1, 4)), H, W)
+        w_shape = (
+            x_shape[1],
+            int(rng.integers(1, 4)),
+            int(rng.integers(1, 5)),
+            int(rng.integers(1, 5)),
+        )
+        try:
+            out_shape = fastconv.conv_transpose_output_shape(x_shape, w_shape, **kwargs)
+            break
+        except ValueError:
+            continue
+    dtype = (np.float32, np.float64)[rng.integers(2)]
+    x = _layout(rng.standard_normal(x_shape).astype(dtype), rng)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(out_shape[1]).astype(dtype) if rng.random() < 0.5 else None
+    y = fastconv.conv_transpose2d(x, w, b, **kwargs)
+    assert y.shape == out_shape, f"shape {y.shape}, expected {out_shape}"
+    _check_close("forward", y, conv_transpose2d_ref(x, w, b, **kwargs), np.prod(w_shape[1:]))
+    g = rng.standard_normal(out_shape).astype(dtype)
+    got = fastconv.conv_transpose2d_backward(g, x, w, **kwargs)
+    for name, a, e in zip(
+        ("grad_input", "grad_weight", "grad_bias"),
+        got,
+        conv_transpose2d_backward_ref(g, x, w, **kwargs),
+    ):
+        _check_close(name, a, e, np.prod(out_shape) // max(1, out_shape[1]) + np.prod(w_shape[1:]))
+
+
+def check_conv1d(seed):
+    """conv1d and its gradients against the 1-D reference and the 2-D gradient reference on a
+    one-row image."""
+    rng = np.random.default_rng(seed)
+    while True:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        N, L, K = int(rng.integers(1, 4)), int(rng.integers(1, 16)), int(rng.integers(1, 6))
+        stride, dilation = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        kind = rng.integers(4)
+        padding = (
+            int(rng.integers(0, 5))
+            if kind == 0
+            else tuple(int(v) for v in rng.integers(0, 5, 2))
+            if kind == 1
+            else ("same", "valid")[kind - 2]
+        )
+        x_shape = (N, groups * int(rng.integers(1, 4)), L)
+        w_shape = (groups * int(rng.integers(1, 4)), x_shape[1] // groups, K)
+        try:
+            fastconv.conv1d_output_shape(x_shape, w_shape, stride, padding, dilation, groups)
+            break
+        except ValueError:
+            continue
+    if padding == "same":
+        pad = same_padding(L, K, stride, dilation)
+    else:
+        pad = (
+            (0, 0)
+            if padding == "valid"
+            else padding
+            if isinstance(padding, tuple)
+            else (padding,) * 2
+        )
+    dtype = (np.float32, np.float64)[rng.integers(2)]
+    x = _layout(rng.standard_normal(x_shape).astype(dtype), rng)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if rng.random() < 0.5 else None
+    args = (stride, padding, dilation, groups)
+    y = fastconv.conv1d(x, w, b, *args)
+    _check_close(
+        "forward", y, conv1d_ref(x, w, b, stride, pad, dilation, groups), np.prod(w_shape[1:])
+    )
+    g = rng.standard_normal(y.shape).astype(dtype)
+    got = fastconv.conv1d_backward(g, x, w, *args)
+    want = conv2d_backward_ref(
+        g[:, :, None],
+        x[:, :, None],
+        w[:, :, None],
+        (1, stride),
+        (0, 0) + tuple(pad),
+        (1, dilation),
+        groups,
+    )
+    for name, a, e in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+        _check_close(name, a, e.reshape(a.shape), y.shape[0] * y.shape[2] + np.prod(w_shape))
+
+
+# --------------------------------------------------------------------------- Dask chunkings
+
+
+def _chunking(size, rng):
+    """A random split of `size` cells: one-cell chunks often, else random cuts."""
+    if rng.random() < 0.35:
+        return (1,) * size
+    cuts = sorted(set(rng.integers(1, size, rng.integers(0, size)).tolist())) if size > 1 else []
+    return tuple(np.diff([0, *cuts, size]).tolist())
+
+
+def _chunked(a, rng):
+    import dask.array as da
+
+    return da.from_array(a, chunks=tuple(_chunking(s, rng) for s in a.shape))
+
+
+def _same_lazily(name, lazy, eager):
+    """The lazy result's shape (before compute) and values (after) are the in-memory call's."""
+    import dask.array as da
+
+    assert isinstance(lazy, da.Array), f"{name}: a {type(lazy).__name__}, not a Dask array"
+    assert lazy.shape == eager.shape, f"{name}: lazy shape {lazy.shape}, in memory {eager.shape}"
+    assert lazy.dtype == eager.dtype, f"{name}: lazy dtype {lazy.dtype}, in memory {eager.dtype}"
+    got = lazy.compute()
+    assert got.shape == eager.shape, f"{name}: computed shape {got.shape}, lazy {eager.shape}"
+    scale = max(1.0, float(np.abs(eager).max(initial=0)))
+    err = float(np.abs(got.astype(np.float64) - eager).max(initial=0)) / scale
+    if not err <= 1e-10:
+        raise AssertionError(f"{name}: relative difference {err:.3g} from the in-memory call")
+
+
+def _dask_conv(rng, seed):
+    x, w, b, kwargs, activation = valid_conv_case(seed)
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    b = None if b is None else b.astype(np.float64)
+    xd = _chunked(x, rng)
+    y = fastconv.conv2d(x, w, b, activation=activation, **kwargs)
+    _same_lazily("conv2d", fastconv.conv2d(xd, w, b, activation=activation, **kwargs), y)
+    g = rng.standard_normal(y.shape)
+    gd = _chunked(g, rng)
+    want = fastconv.conv2d_backward(g, x, w, **kwargs)
+    got = fastconv.conv2d_backward(gd, xd, w, **kwargs)
+    for name, a, e in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+        _same_lazily(f"conv2d_backward {name}", a, e)
+    _same_lazily(
+        "conv2d_grad_input",
+        fastconv.conv2d_grad_input(gd, w, x.shape, **kwargs),
+        fastconv.conv2d_grad_input(g, w, x.shape, **kwargs),
+    )
+    _same_lazily(
+        "conv2d_grad_weight",
+        fastconv.conv2d_grad_weight(gd, xd, w.shape, **kwargs),
+        fastconv.conv2d_grad_weight(g, x, w.shape, **kwargs),
+    )
+
+
+def _dask_transpose(rng, seed):
+    x = rng.standard_normal(
+        (int(rng.integers(1, 3)), 2, int(rng.integers(1, 7)), int(rng.integers(1, 7)))
+    )
+    stride, dilation = (
+        tuple(int(v) for v in rng.integers(1, 4, 2)),
+        tuple(int(v) for v in rng.integers(1, 3, 2)),
+    )
+    kwargs = dict(
+        stride=stride,
+        padding=tuple(int(v) for v in rng.integers(0, 3, 2)),
+        output_padding=tuple(int(rng.integers(max(s, d))) for s, d in zip(stride, dilation)),
+        dilation=dilation,
+    )
+    w = rng.standard_normal((2, 3, int(rng.integers(1, 4)), int(rng.integers(1, 4))))
+    try:
+        y = fastconv.conv_transpose2d(x, w, None, **kwargs)
+    except ValueError:
+        return
+    xd = _chunked(x, rng)
+    _same_lazily("conv_transpose2d", fastconv.conv_transpose2d(xd, w, None, **kwargs), y)
+    g = rng.standard_normal(y.shape)
+    got = fastconv.conv_transpose2d_backward(_chunked(g, rng), xd, w, **kwargs)
+    for name, a, e in zip(
+        ("grad_input", "grad_weight", "grad_bias"),
+        got,
+        fastconv.conv_transpose2d_backward(g, x, w, **kwargs),
+    ):
+        _same_lazily(f"conv_transpose2d_backward {name}", a, e)
+
+
+def _dask_conv1d(rng, seed):
+    x = rng.standard_normal((int(rng.integers(1, 3)), 3, int(rng.integers(1, 12))))
+    w = rng.standard_normal((2, 3, int(rng.integers(1, 4))))
+    args = (int(rng.integers(1, 4)), int(rng.integers(0, 4)), int(rng.integers(1, 3)))
+    try:
+        y = fastconv.conv1d(x, w, None, *args)
+    except ValueError:
+        return
+    xd = _chunked(x, rng)
+    _same_lazily("conv1d", fastconv.conv1d(xd, w, None, *args), y)
+    g = rng.standard_normal(y.shape)
+    got = fastconv.conv1d_backward(_chunked(g, rng), xd, w, *args)
+    for name, a, e in zip(
+        ("grad_input", "grad_weight", "grad_bias"), got, fastconv.conv1d_backward(g, x, w, *args)
+    ):
+        _same_lazily(f"conv1d_backward {name}", a, e)
+
+
+def _dask_pool(rng, seed):
+    N, C, H, W = (int(v) for v in np.concatenate([rng.integers(1, 3, 2), rng.integers(1, 10, 2)]))
+    kernel = (int(rng.integers(1, H + 1)), int(rng.integers(1, W + 1)))
+    stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    padding = (int(rng.integers(0, kernel[0] // 2 + 1)), int(rng.integers(0, kernel[1] // 2 + 1)))
+    ceil_mode = bool(rng.integers(2))
+    x = rng.integers(-3, 4, (N, C, H, W)).astype(np.float64)
+    xd = _chunked(x, rng)
+    args = (kernel, stride, padding)
+    y, idx = fastconv.max_pool2d(x, *args, return_indices=True, ceil_mode=ceil_mode)
+    yd, idxd = fastconv.max_pool2d(xd, *args, return_indices=True, ceil_mode=ceil_mode)
+    _same_lazily("max_pool2d", yd, y)
+    _same_lazily("max_pool2d indices", idxd, idx)
+    g = rng.standard_normal(y.shape)
+    _same_lazily(
+        "max_pool2d_backward",
+        fastconv.max_pool2d_backward(_chunked(g, rng), idxd, x.shape),
+        fastconv.max_pool2d_backward(g, idx, x.shape),
+    )
+    include = bool(rng.integers(2))
+    a = fastconv.avg_pool2d(x, *args, ceil_mode=ceil_mode, count_include_pad=include)
+    ad = fastconv.avg_pool2d(xd, *args, ceil_mode=ceil_mode, count_include_pad=include)
+    _same_lazily("avg_pool2d", ad, a)
+    g = rng.standard_normal(a.shape)
+    kw = dict(ceil_mode=ceil_mode, count_include_pad=include)
+    _same_lazily(
+        "avg_pool2d_backward",
+        fastconv.avg_pool2d_backward(_chunked(g, rng), x.shape, *args, **kw),
+        fastconv.avg_pool2d_backward(g, x.shape, *args, **kw),
+    )
+    out = (int(rng.integers(1, H + 1)), int(rng.integers(1, W + 1)))
+    _same_lazily(
+        "adaptive_avg_pool2d",
+        fastconv.adaptive_avg_pool2d(xd, out),
+        fastconv.adaptive_avg_pool2d(x, out),
+    )
+    g = rng.standard_normal((N, C) + out)
+    _same_lazily(
+        "adaptive_avg_pool2d_backward",
+        fastconv.adaptive_avg_pool2d_backward(_chunked(g, rng), x.shape),
+        fastconv.adaptive_avg_pool2d_backward(g, x.shape),
+    )
+    _same_lazily("global_avg_pool2d", fastconv.global_avg_pool2d(xd), fastconv.global_avg_pool2d(x))
+
+
+def _dask_dense(rng, seed):
+    N, IN, OUT = (int(v) for v in rng.integers(1, 9, 3))
+    x, w, b = rng.standard_normal((N, IN)), rng.standard_normal((OUT, IN)), rng.standard_normal(OUT)
+    xd = _chunked(x, rng)
+    y = fastconv.linear(x, w, b)
+    _same_lazily("linear", fastconv.linear(xd, w, b), y)
+    g = rng.standard_normal(y.shape)
+    got = fastconv.linear_backward(_chunked(g, rng), xd, w)
+    for name, a, e in zip(
+        ("grad_input", "grad_weight", "grad_bias"), got, fastconv.linear_backward(g, x, w)
+    ):
+        _same_lazily(f"linear_backward {name}", a, e)
+    labels = rng.integers(0, OUT, N)
+    loss, probs = fastconv.softmax_cross_entropy(y, labels)
+    loss_d, probs_d = fastconv.softmax_cross_entropy(_chunked(y, rng), _chunked(labels, rng))
+    _same_lazily("softmax_cross_entropy loss", loss_d, np.asarray(loss))
+    _same_lazily("softmax_cross_entropy probs", probs_d, probs)
+    for op in ("relu", "sigmoid", "tanh"):
+        yo = getattr(fastconv, op)(x)
+        _same_lazily(op, getattr(fastconv, op)(xd), yo)
+        _same_lazily(
+            f"{op}_backward",
+            getattr(fastconv, f"{op}_backward")(_chunked(g[:, :1] * x, rng), _chunked(yo, rng)),
+            getattr(fastconv, f"{op}_backward")(g[:, :1] * x, yo),
+        )
+
+
+_DASK_OPS = (
+    _dask_conv,
+    _dask_conv,
+    _dask_conv,
+    _dask_transpose,
+    _dask_conv1d,
+    _dask_pool,
+    _dask_dense,
+)
+
+
+def check_dask(seed):
+    """A random op on Dask arrays of a random chunking (one-cell chunks often): lazy shape,
+    computed shape and values equal to the in-memory call (float64, 1e-10 relative)."""
+    import dask
+
+    rng = np.random.default_rng(seed)
+    with dask.config.set(scheduler="synchronous"):
+        _DASK_OPS[rng.integers(len(_DASK_OPS))](rng, seed)
+
+
+# ------------------------------------------------------------------------- elementwise ops
+
+_ELEMENTWISE = {
+    "relu": (lambda x: np.maximum(x, 0), lambda g, y: g * (y > 0)),
+    "sigmoid": (sigmoid_ref, lambda g, y: g * y * (1 - y)),
+    "tanh": (np.tanh, lambda g, y: g * (1 - y * y)),
+}
+
+
+def check_elementwise(seed):
+    """relu, sigmoid, tanh and their gradients on 0-d, 1-element and small arrays of any
+    shape: same shape, the dtype rule, values of the NumPy formulas."""
+    rng = np.random.default_rng(seed)
+    shape = [(), (1,), (1, 1, 1, 1), tuple(int(v) for v in rng.integers(1, 4, rng.integers(1, 5)))][
+        rng.integers(4)
+    ]
+    dtype = (np.float32, np.float64)[rng.integers(2)]
+    x = (rng.standard_normal(shape) * 10).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    for name, (forward, backward) in _ELEMENTWISE.items():
+        y = getattr(fastconv, name)(x)
+        assert isinstance(y, np.ndarray) and y.shape == x.shape and y.dtype == dtype, (
+            f"{name}: {type(y).__name__} {np.shape(y)} {getattr(y, 'dtype', None)} for {shape} {np.dtype(dtype)}"
+        )
+        _check_close(name, y, forward(x.astype(np.float64)), 1)
+        gx = getattr(fastconv, f"{name}_backward")(g, y)
+        assert isinstance(gx, np.ndarray) and gx.shape == x.shape and gx.dtype == dtype, name
+        _check_close(
+            f"{name}_backward", gx, backward(g.astype(np.float64), y.astype(np.float64)), 1
+        )
 
 
 # ------------------------------------------------------------------------- invalid calls
@@ -350,11 +753,21 @@ def check_invalid(seed):
     raise AssertionError(f"{name}({arg}={value!r}) raised nothing")
 
 
-CHECKS = (check_valid_conv, check_valid_conv, check_valid_pool, check_invalid)
+CHECKS = (
+    check_valid_conv,
+    check_valid_conv,
+    check_valid_pool,
+    check_invalid,
+    check_forced_algorithms,
+    check_conv_transpose,
+    check_conv1d,
+    check_dask,
+    check_elementwise,
+)
 
 
 def run_case(seed):
-    """The case of `seed` (conv, pooling or invalid call by seed % 4)."""
+    """The case of `seed` (its family: CHECKS[seed % len(CHECKS)])."""
     if os.environ.get("FASTCONV_FUZZ_SELFTEST_CRASH") == str(seed):  # the runner's own test
         os.abort()
     CHECKS[seed % len(CHECKS)](seed)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import fuzz
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,6 +46,37 @@ def test_invalid_call_names_its_argument(seed):
     fuzz.check_invalid(seed)
 
 
+@FUZZ
+@given(SEEDS)
+def test_every_algorithm_forced_at_a_random_simd_level(seed):
+    fuzz.check_forced_algorithms(seed)
+
+
+@FUZZ
+@given(SEEDS)
+def test_conv_transpose_matches_reference(seed):
+    fuzz.check_conv_transpose(seed)
+
+
+@FUZZ
+@given(SEEDS)
+def test_conv1d_matches_reference(seed):
+    fuzz.check_conv1d(seed)
+
+
+@FUZZ
+@given(SEEDS)
+def test_dask_chunkings_equal_in_memory(seed):
+    pytest.importorskip("dask.array")
+    fuzz.check_dask(seed)
+
+
+@FUZZ
+@given(SEEDS)
+def test_elementwise_any_shape(seed):
+    fuzz.check_elementwise(seed)
+
+
 def test_runner_isolates_crashes_and_reports():
     run = subprocess.run(
         [sys.executable, fuzz.__file__, "--cases", "120", "--chunk", "60", "--seed", "7"],
@@ -53,7 +85,7 @@ def test_runner_isolates_crashes_and_reports():
         timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "fuzz: 120 passed, 0 failed" in run.stdout
+    assert "fuzz: 120 passed, 0 failed" in run.stdout, run.stdout[-3000:]
     assert "crashes: 0" in run.stdout
 
 

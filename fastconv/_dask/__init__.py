@@ -27,7 +27,7 @@ from .dense import (
     softmax_cross_entropy,
     softmax_cross_entropy_backward,
 )
-from .pool import max_pool2d_indices, per_plane, pool2d
+from .pool import max_pool2d_indices, per_plane, planes, pool2d
 
 __all__ = [
     "conv2d",
@@ -41,6 +41,7 @@ __all__ = [
     "softmax_cross_entropy_backward",
     "max_pool2d_indices",
     "per_plane",
+    "planes",
     "pool2d",
     "is_dask",
 ]

@@ -62,6 +62,19 @@ def pool2d(
     return da.concatenate(n_blocks, axis=0)
 
 
+def planes(fn, x, out_plane, dtype, **kwargs):
+    """`fn(x_block, **kwargs)` over whole (N-chunk, C-chunk) planes of x, each giving
+    (n, c) + out_plane: ops whose windows span the plane (adaptive pooling)."""
+    x = _as_dask(x).rechunk({2: -1, 3: -1})
+    return x.map_blocks(
+        _in_task(fn),
+        chunks=(x.chunks[0], x.chunks[1], (out_plane[0],), (out_plane[1],)),
+        dtype=dtype,
+        meta=_meta(x, dtype, 4),
+        **kwargs,
+    )
+
+
 def _plane_call(first, *others, fn, plane, kwargs):
     return fn(first, *others, input_shape=tuple(first.shape[:2]) + tuple(plane), **kwargs)
 

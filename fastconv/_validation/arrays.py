@@ -89,6 +89,8 @@ def contiguous(a, dtype):
     """C-contiguous `a` of `dtype`, copied at most once (cast and layout in the same copy)."""
     if type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous:  # the hot path
         return a
+    if _compat.is_dask_array(a):  # stays lazy: each block is made contiguous where it runs
+        return a.astype(dtype, copy=False)
     xp = _compat.array_module(a)
     return xp.ascontiguousarray(a, dtype=dtype)
 
