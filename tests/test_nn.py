@@ -155,6 +155,28 @@ def test_activations_values(rng):
     assert nn.Sigmoid()(x).dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "layer, f, df",
+    [
+        (nn.Sigmoid, lambda x: 1 / (1 + np.exp(-x)), lambda y: y * (1 - y)),
+        (nn.Tanh, np.tanh, lambda y: 1 - y * y),
+        (nn.ReLU, lambda x: np.maximum(x, 0), lambda y: (y > 0).astype(y.dtype)),
+    ],
+    ids=["Sigmoid", "Tanh", "ReLU"],
+)
+def test_activation_layers_on_0d_input(layer, f, df, dtype):
+    """A 0-d x (the docs promise any shape): Sigmoid crashed on it, the others gave scalars."""
+    act = layer()
+    x = np.array(0.5, dtype)
+    y = act(x)
+    grad_x = act.backward(np.array(2.0, dtype))
+    for result in (y, grad_x):
+        assert type(result) is np.ndarray and result.shape == () and result.dtype == dtype
+    np.testing.assert_allclose(y, f(0.5), rtol=1e-6)
+    np.testing.assert_allclose(grad_x, 2.0 * df(f(0.5)), rtol=1e-6)
+
+
 def test_flatten_is_a_view():
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
     y = nn.Flatten()(x)
