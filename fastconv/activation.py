@@ -27,13 +27,13 @@ def sigmoid(x: Array) -> Array:
     exp overflows and the small values of the negative tail keep their relative precision
     (sigmoid(-100) = 3.7e-44 in float64, where (1 + tanh(x / 2)) / 2 gives 0). NaN stays NaN.
 
-    x : ndarray, any shape -> y : ndarray, same shape, float32 or float64.
+    x : ndarray, any shape (0-d too) -> y : ndarray, same shape, float32 or float64.
     """
     x, xp = _input(x)
     # exp(-|x|) underflows to 0 for large |x|: the right limit, not worth a warning (or an
     # exception under np.errstate(all="raise"))
     with np.errstate(under="ignore"):
-        z = xp.abs(x)
+        z = _arrays.elementwise_result(xp.abs(x))  # an array: the ufuncs below write into it
         xp.negative(z, out=z)
         xp.exp(z, out=z)
         numerator = xp.where(x >= 0, xp.ones_like(z), z)
@@ -45,9 +45,9 @@ def sigmoid(x: Array) -> Array:
 def tanh(x: Array) -> Array:
     """tanh(x) elementwise (the array module's, which saturates to +-1 without overflow).
 
-    x : ndarray, any shape -> y : ndarray, same shape, float32 or float64."""
+    x : ndarray, any shape (0-d too) -> y : ndarray, same shape, float32 or float64."""
     x, xp = _input(x)
-    return xp.tanh(x)
+    return _arrays.elementwise_result(xp.tanh(x))
 
 
 def _grad_inputs(grad_out, y):
@@ -66,11 +66,11 @@ def sigmoid_backward(grad_out: Array, y: Array) -> Array:
     """Gradient of sigmoid: grad_out * y * (1 - y), with y = sigmoid(x) (same shape as grad_out).
     Returns grad_input of that shape."""
     grad_out, y = _grad_inputs(grad_out, y)
-    return grad_out * y * (1 - y)
+    return _arrays.elementwise_result(grad_out * y * (1 - y))
 
 
 def tanh_backward(grad_out: Array, y: Array) -> Array:
     """Gradient of tanh: grad_out * (1 - y^2), with y = tanh(x) (same shape as grad_out).
     Returns grad_input of that shape."""
     grad_out, y = _grad_inputs(grad_out, y)
-    return grad_out * (1 - y * y)
+    return _arrays.elementwise_result(grad_out * (1 - y * y))

@@ -20,8 +20,15 @@ import numpy as np
 
 from . import _dask
 from ._typing import Array, IntPair, Padding
+from ._validation import (
+    BLAS_INT_MAX,
+    as_int,
+    as_pair,
+    as_shape,
+    conv_geometry,
+    too_big_for_blas,
+)
 from ._validation import arrays as _arrays
-from ._validation import as_int, as_pair, as_shape, conv_geometry
 from .arith import conv_transpose_output_size
 from .conv import _kernel_args, conv2d, conv2d_grad_input, conv2d_grad_weight
 
@@ -84,6 +91,13 @@ def _geometry(input_shape, weight_shape, stride, padding, output_padding, groups
         raise ValueError(
             f"output size would be {OH}x{OW} (< 1): input {H}x{W}, kernel {KH}x{KW}, "
             f"padding {padding} crops more than the transposed convolution makes"
+        )
+    # The output is the equivalent convolution's input plane: named here, where the user's
+    # arguments are known (stride and dilation are what grow it)
+    if OH * OW > BLAS_INT_MAX:
+        raise too_big_for_blas(
+            f"x of {H} x {W} at stride {stride} and dilation {dilation} makes an output of "
+            f"{OH} x {OW}: {OH * OW} elements per plane"
         )
     conv_padding, core = [], []
     for size, out, s, p, op in zip((H, W), (OH, OW), stride, padding, output_padding):

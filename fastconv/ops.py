@@ -15,7 +15,7 @@ def relu(x: Array) -> Array:
     x = _arrays.as_array(x, "x")
     dtype = _arrays.compute_dtype(x=x)
     xp = _compat.array_module(x)
-    return xp.maximum(x.astype(dtype, copy=False), 0)
+    return _arrays.elementwise_result(xp.maximum(x.astype(dtype, copy=False), 0))
 
 
 def relu_backward(grad_out: Array, y: Array) -> Array:

@@ -453,6 +453,79 @@ def test_huge_invalid_parameters_raise_value_error(kwargs):
         conv(**kwargs)
 
 
+# What the kernels' 32-bit BLAS limit says: the argument that leads past it and the size it makes,
+# not a GEMM a shape function never runs.
+_BLAS_LIMIT = r"more than 2\*\*31 - 1, the most the kernels' 32-bit BLAS indices take"
+
+
+@pytest.mark.parametrize(
+    "input_shape, weight_shape, kwargs, cause",
+    [
+        pytest.param(
+            (1, 1, 4, 4),
+            (1, 1, 3, 3),
+            dict(padding=2**31 - 1),
+            r"^padding 2147483647 makes an output of 4294967296 x 4294967296: "
+            r"18446744073709551616 elements per plane, ",
+            id="padding",
+        ),
+        pytest.param(
+            (1, 1, 4, 4),
+            (1, 1, 3, 3),
+            dict(padding=((0, 2**31), (0, 0))),
+            r"^padding \(top, bottom, left, right\) \(0, 2147483648, 0, 0\) makes an output "
+            r"of 2147483650 x 2: 4294967300 elements per plane, ",
+            id="padding_bottom",
+        ),
+        pytest.param(
+            (1, 1, 50000, 50000),
+            (1, 1, 3, 3),
+            {},
+            r"^input_shape of 50000 x 50000 has 2500000000 elements per plane, ",
+            id="input_size",
+        ),
+        pytest.param(
+            (1, 2**30, 4, 4),
+            (1, 2**30, 3, 3),
+            {},
+            r"^input_shape's 1073741824 channels times weight_shape's 3 x 3 kernel make a GEMM "
+            r"dimension \(C \* KH \* KW\) of 9663676416, ",
+            id="channels_kernel",
+        ),
+        pytest.param(
+            (1, 1, 4, 4),
+            (2**31, 1, 3, 3),
+            {},
+            r"^weight_shape has 2147483648 filters \(F, axis 0\), ",
+            id="filters",
+        ),
+    ],
+)
+def test_conv_output_shape_names_what_passes_the_blas_limit(
+    input_shape, weight_shape, kwargs, cause
+):
+    with pytest.raises(ValueError, match=cause + _BLAS_LIMIT):
+        fastconv.conv_output_shape(input_shape, weight_shape, **kwargs)
+
+
+def test_conv2d_names_the_padding_that_passes_the_blas_limit():
+    with pytest.raises(ValueError, match=r"^padding 1099511627776 makes an output of "):
+        fastconv.conv2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), padding=2**40)
+
+
+def test_conv_transpose_names_the_stride_that_passes_the_blas_limit():
+    """Its output is the equivalent convolution's input: named as the transposed output, not
+    as an `input_shape` the caller never gave."""
+    cause = (
+        r"^x of 4 x 4 at stride \(1048576, 1048576\) and dilation \(1, 1\) makes an output of "
+        r"3145731 x 3145731: 9895623524361 elements per plane, " + _BLAS_LIMIT
+    )
+    with pytest.raises(ValueError, match=cause):
+        fastconv.conv_transpose_output_shape((1, 1, 4, 4), (1, 1, 3, 3), stride=2**20)
+    with pytest.raises(ValueError, match=cause):
+        fastconv.conv_transpose2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), stride=2**20)
+
+
 def test_errors_leave_out_untouched():
     out = np.full((2, 6, 6, 5), 7.0)
     with pytest.raises(ValueError):

@@ -1,5 +1,7 @@
 """fastconv.nn: numerical gradient checks of every layer, state, modes, initialisation, errors."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -140,7 +142,7 @@ def test_whole_input_conv_matches_conv2d(input_grad, rng):
         assert grad_x is None
     np.testing.assert_allclose(conv.weight.grad, expected[1], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(conv.bias.grad, expected[2], rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="channels"):  # conv2d's own error for a wrong C
+    with pytest.raises(ValueError, match="in_channels"):  # a wrong C, in the layer's words
         conv(np.zeros((1, 3, 5, 5), np.float32))
 
 
@@ -153,6 +155,112 @@ def test_activations_values(rng):
     np.testing.assert_allclose(nn.Tanh()(x), np.tanh(x))
     np.testing.assert_array_equal(nn.ReLU()(x), [0, 0, 0, 2, 1e4])
     assert nn.Sigmoid()(x).dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "layer, f, df",
+    [
+        (nn.Sigmoid, lambda x: 1 / (1 + np.exp(-x)), lambda y: y * (1 - y)),
+        (nn.Tanh, np.tanh, lambda y: 1 - y * y),
+        (nn.ReLU, lambda x: np.maximum(x, 0), lambda y: (y > 0).astype(y.dtype)),
+    ],
+    ids=["Sigmoid", "Tanh", "ReLU"],
+)
+def test_activation_layers_on_0d_input(layer, f, df, dtype):
+    """A 0-d x (the docs promise any shape): Sigmoid crashed on it, the others gave scalars."""
+    act = layer()
+    x = np.array(0.5, dtype)
+    y = act(x)
+    grad_x = act.backward(np.array(2.0, dtype))
+    for result in (y, grad_x):
+        assert type(result) is np.ndarray and result.shape == () and result.dtype == dtype
+    np.testing.assert_allclose(y, f(0.5), rtol=1e-6)
+    np.testing.assert_allclose(grad_x, 2.0 * df(f(0.5)), rtol=1e-6)
+
+
+# ---------------------------------------------- input checks in the layer's words (in_channels)
+
+# Every layer that checks its input: in_channels (in_features) 3 and the shape of a valid x.
+INPUT_CHECKED = [
+    pytest.param(lambda: nn.Conv2D(3, 4, 3), (2, 3, 8, 8), id="Conv2D"),
+    pytest.param(lambda: nn.DepthwiseConv2D(3, 3), (2, 3, 8, 8), id="DepthwiseConv2D"),
+    pytest.param(lambda: nn.SeparableConv2D(3, 4, 3), (2, 3, 8, 8), id="SeparableConv2D"),
+    pytest.param(lambda: nn.ConvTranspose2D(3, 4, 3), (2, 3, 8, 8), id="ConvTranspose2D"),
+    pytest.param(lambda: nn.Conv1D(3, 4, 3), (2, 3, 10), id="Conv1D"),
+    pytest.param(lambda: nn.Linear(3, 4), (2, 3), id="Linear"),
+]
+CHANNELS_CHECKED = [p for p in INPUT_CHECKED if p.id != "Linear"]
+
+
+def input_error(layer, shape):
+    """The message of the ValueError the layer's forward raises for x of `shape`."""
+    with pytest.raises(ValueError) as info:
+        layer(np.zeros(shape, np.float32))
+    return str(info.value)
+
+
+def layer_head(layer):
+    """A regex for how the messages start: the layer and the argument x disagrees with."""
+    return rf"^{type(layer).__name__}\(in_(channels|features)=3, \.\.\.\) "
+
+
+@pytest.mark.parametrize("make, shape", INPUT_CHECKED)
+def test_layers_name_their_argument_for_wrong_channels(make, shape):
+    """conv2d's own message says `x has C=5 channels but weight expects weight[1] * groups`: the
+    layer names in_channels (in_features) instead."""
+    layer = make()
+    wrong = (shape[0], 5) + shape[2:]
+    layout = r"\(N, (C|C_in|IN)(, [HWL])*\)"
+    message = input_error(layer, wrong)
+    assert re.match(
+        layer_head(layer)
+        + rf"got x with 5 (channels|features) \(axis 1 of {layout} {re.escape(str(wrong))}\)$",
+        message,
+    ), message
+
+
+@pytest.mark.parametrize("make, shape", INPUT_CHECKED)
+def test_layers_hint_at_a_missing_batch_axis(make, shape):
+    layer = make()
+    one = shape[1:]
+    message = input_error(layer, one)
+    assert re.match(layer_head(layer) + rf"takes {len(shape)}-D x ", message), message
+    assert message.endswith(f": the batch axis is missing? x[None] has shape {(1,) + one}")
+    assert layer(np.zeros(one, np.float32)[None]).shape[0] == 1  # the hint's fix runs
+
+
+@pytest.mark.parametrize("make, shape", CHANNELS_CHECKED)
+def test_layers_hint_at_channels_last(make, shape):
+    layer = make()
+    order = (0, len(shape) - 1) + tuple(range(1, len(shape) - 1))
+    last = np.zeros(shape, np.float32).transpose((0,) + tuple(range(2, len(shape))) + (1,))
+    message = input_error(layer, last.shape)
+    assert re.match(layer_head(layer) + "got x with ", message), message
+    assert message.endswith(f"; channels last? x.transpose{order} puts them on axis 1")
+    assert layer(last.transpose(order)).shape[0] == shape[0]  # the hint's fix runs
+    message = input_error(layer, last.shape[1:])  # one sample, channels last, no batch axis
+    assert message.endswith(
+        f": one channels-last sample? x[None].transpose{order} has shape {(1,) + shape[1:]}"
+    )
+    assert layer(last[0][None].transpose(order)).shape[0] == 1
+
+
+def test_linear_hints_at_flattening_and_other_ndims_get_no_hint():
+    message = input_error(nn.Linear(12, 4), (2, 3, 2, 2))
+    assert message == (
+        "Linear(in_features=12, ...) takes 2-D x (N, IN), got 4-D x of shape (2, 3, 2, 2): "
+        "not flattened? x.reshape(len(x), -1) (or nn.Flatten()) has shape (2, 12)"
+    )
+    assert input_error(nn.Conv2D(3, 4, 3), (8, 8)) == (
+        "Conv2D(in_channels=3, ...) takes 4-D x (N, C, H, W), got 2-D x of shape (8, 8)"
+    )
+
+
+def test_functional_ops_keep_the_kernels_words():
+    """Only the layers changed: conv2d itself still speaks of weight and groups."""
+    with pytest.raises(ValueError, match=r"weight\[1\] \* groups"):
+        F.conv2d(np.zeros((2, 5, 8, 8)), np.zeros((4, 3, 3, 3)))
 
 
 def test_flatten_is_a_view():

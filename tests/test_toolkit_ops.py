@@ -63,6 +63,34 @@ def test_activation_rules_and_errors():
         fc.tanh_backward(np.zeros(2), np.array(["a", "b"]))
 
 
+# Every elementwise public op and its NumPy formula: forwards take x, backwards (grad_out, y).
+ELEMENTWISE = {
+    "sigmoid": sigmoid_ref,
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0),
+    "sigmoid_backward": lambda grad_out, y: grad_out * y * (1 - y),
+    "tanh_backward": lambda grad_out, y: grad_out * (1 - y * y),
+    "relu_backward": lambda grad_out, y: np.where(y > 0, grad_out, 0),
+}
+
+
+@pytest.mark.parametrize("shape", [(), (1,)], ids=["0-d", "1-element"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_ops_on_0d_and_1_element_inputs(name, dtype, shape):
+    """NumPy's ufuncs return scalars for 0-d arrays: sigmoid crashed on them, and the others
+    returned NumPy scalars instead of the promised arrays of the input's shape."""
+    op, formula = getattr(fc, name), ELEMENTWISE[name]
+    arity = 2 if name.endswith("_backward") else 1
+    for value in (-0.5, 0.75):  # both sides of relu's kink
+        args = [np.full(shape, value + 0.125 * i, dtype) for i in range(arity)]
+        result = op(*args)
+        assert type(result) is np.ndarray, type(result)
+        assert result.dtype == dtype and result.shape == shape
+        expected = formula(*(a.astype(np.float64) for a in args))
+        np.testing.assert_allclose(result, expected, rtol=4 * np.finfo(dtype).eps)
+
+
 # --------------------------------------------------------------------------- pooling
 # N, C, H, W, kernel, stride, padding
 POOLS = [

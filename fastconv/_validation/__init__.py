@@ -3,7 +3,8 @@
 values.py     scalar arguments: ints, (h, w) pairs, real numbers, shapes, and the names accepted
               for gradients (`needs`), fused activations and convolution algorithms
 geometry.py   convolution and pooling geometry: padding forms, output sizes (the one place that
-              computes them) and the validated ConvGeometry / PoolGeometry
+              computes them), the validated ConvGeometry / PoolGeometry and the kernels' 32-bit
+              BLAS size limit
 arrays.py     arrays: backend dispatch (NumPy or CuPy), the dtype rule, contiguity, `out=` checks
 
 Import from this package (`from ._validation import conv_geometry`), or take the arrays module
@@ -12,6 +13,7 @@ whole (`from ._validation import arrays`).
 
 from . import arrays
 from .geometry import (
+    BLAS_INT_MAX,
     ConvGeometry,
     PoolGeometry,
     conv_geometry,
@@ -22,6 +24,7 @@ from .geometry import (
     pool_output_shape,
     pool_output_size,
     shapes_geometry,
+    too_big_for_blas,
 )
 from .values import (
     CONV_ALGORITHMS,
@@ -37,6 +40,7 @@ from .values import (
 )
 
 __all__ = [
+    "BLAS_INT_MAX",
     "CONV_ALGORITHMS",
     "FUSED_ACTIVATIONS",
     "NEEDS",
@@ -58,4 +62,5 @@ __all__ = [
     "pool_geometry",
     "pool_output_shape",
     "pool_output_size",
+    "too_big_for_blas",
 ]

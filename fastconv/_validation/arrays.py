@@ -95,6 +95,16 @@ def contiguous(a, dtype):
     return xp.ascontiguousarray(a, dtype=dtype)
 
 
+def elementwise_result(a):
+    """`a`, a ufunc's result, with a NumPy scalar made a 0-d ndarray.
+
+    NumPy's ufuncs return a scalar for 0-d input, but the elementwise ops promise an ndarray of
+    the input's shape, and a scalar cannot be the `out=` of the next in-place ufunc. CuPy and Dask
+    results are arrays already and pass through (np.asarray would copy them to the host or
+    compute them)."""
+    return np.asarray(a) if isinstance(a, np.generic) else a
+
+
 def empty(like, shape, dtype):
     return _compat.array_module(like).empty(shape, dtype=dtype)
 

@@ -7,8 +7,19 @@ import numpy as np
 
 from .values import as_int, as_pair, as_shape
 
-# Every GEMM dimension and leading dimension must fit BLAS's 32-bit int.
-_BLAS_INT_MAX = 2**31 - 1
+# Every GEMM dimension and leading dimension must fit BLAS's 32-bit int: a plane (H * W, OH * OW),
+# an im2col row (C * KH * KW) and the filters (F).
+BLAS_INT_MAX = 2**31 - 1
+
+
+def too_big_for_blas(cause):
+    """The ValueError for a GEMM dimension past BLAS_INT_MAX; `cause` names the argument that
+    leads to it and the size it makes ("padding 9 makes an output of 20 x 20: 400 elements per
+    plane")."""
+    return ValueError(
+        f"{cause}, more than 2**31 - 1, the most the kernels' 32-bit BLAS indices take"
+    )
+
 
 ConvGeometry = namedtuple("ConvGeometry", "stride padding dilation groups output_shape")
 ConvGeometry.__doc__ = """Normalised convolution arguments.
@@ -107,10 +118,38 @@ def conv_geometry(
         min(stride[1], W + padding[2] + padding[3]),
     )
     dilation = (1 if KH == 1 else dilation[0], 1 if KW == 1 else dilation[1])
-    biggest = max(C * KH * KW, OH * OW, H * W, F)
-    if biggest > _BLAS_INT_MAX:
-        raise ValueError(f"a GEMM dimension ({biggest}) exceeds BLAS's 32-bit int; split the input")
+    if max(C * KH * KW, OH * OW, H * W, F) > BLAS_INT_MAX:
+        raise _conv_too_big(names, (C, H, W), (F, KH, KW), padding, (OH, OW))
     return ConvGeometry(stride, padding, dilation, groups, (N, F, OH, OW))
+
+
+def _padding_text(padding):
+    """(top, bottom, left, right) as the user most likely wrote it: one int when all are equal."""
+    if len(set(padding)) == 1:
+        return str(padding[0])
+    return f"(top, bottom, left, right) {padding}"
+
+
+def _conv_too_big(names, input_chw, weight_fhw, padding, output_hw):
+    """too_big_for_blas for the first GEMM dimension of a convolution past the limit, naming
+    what leads to it. The output plane can outgrow the input's only through padding."""
+    xn, wn = names
+    C, H, W = input_chw
+    F, KH, KW = weight_fhw
+    OH, OW = output_hw
+    if H * W > BLAS_INT_MAX:
+        return too_big_for_blas(f"{xn} of {H} x {W} has {H * W} elements per plane")
+    if OH * OW > BLAS_INT_MAX:
+        return too_big_for_blas(
+            f"padding {_padding_text(padding)} makes an output of {OH} x {OW}: "
+            f"{OH * OW} elements per plane"
+        )
+    if C * KH * KW > BLAS_INT_MAX:
+        return too_big_for_blas(
+            f"{xn}'s {C} channels times {wn}'s {KH} x {KW} kernel make a GEMM dimension "
+            f"(C * KH * KW) of {C * KH * KW}"
+        )
+    return too_big_for_blas(f"{wn} has {F} filters (F, axis 0)")
 
 
 def shapes_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):

@@ -8,8 +8,9 @@ from .. import functional as F
 from .._typing import Array, DTypeLike, IntPair, Padding, RNGLike
 from .._validation import as_activation, as_algorithm, as_pair
 from ..parameter import Parameter
+from .checks import check_groups, check_input
 from .init import check_init, default_init
-from .layer import Layer, check_groups
+from .layer import Layer
 
 __all__ = ["Conv2D"]
 
@@ -98,6 +99,7 @@ class Conv2D(Layer):
 
     def forward(self, x: Array) -> Array:
         """x (N, C, H, W) -> y (N, F, OH, OW)."""
+        check_input(self, x, "in_channels", ("N", "C", "H", "W"))
         bias = None if self.bias is None else self.bias.data
         y = F.conv2d(x, self.weight.data, bias, activation=self.activation, **self._geometry())
         # The fused ReLU's backward needs its output; the conv's backward needs the input.

@@ -8,8 +8,9 @@ from .. import functional as F
 from .._typing import Array, DTypeLike, Padding, RNGLike
 from .._validation import as_activation, as_int
 from ..parameter import Parameter
+from .checks import check_groups, check_input
 from .init import check_init, default_init
-from .layer import Layer, check_groups
+from .layer import Layer
 
 __all__ = ["Conv1D"]
 
@@ -88,6 +89,7 @@ class Conv1D(Layer):
 
     def forward(self, x: Array) -> Array:
         """x (N, C, L) -> y (N, F, OL)."""
+        check_input(self, x, "in_channels", ("N", "C", "L"))
         y = F.conv1d(
             x,
             self.weight.data,

@@ -8,8 +8,9 @@ from .. import functional as F
 from .._typing import Array, DTypeLike, IntPair, Padding, RNGLike
 from .._validation import as_pair
 from ..parameter import Parameter
+from .checks import check_groups, check_input
 from .init import check_init
-from .layer import Layer, check_groups
+from .layer import Layer
 
 __all__ = ["ConvTranspose2D"]
 
@@ -92,6 +93,7 @@ class ConvTranspose2D(Layer):
 
     def forward(self, x: Array) -> Array:
         """x (N, C_in, H, W) -> y (N, C_out, OH, OW)."""
+        check_input(self, x, "in_channels", ("N", "C_in", "H", "W"))
         y = F.conv_transpose2d(
             x, self.weight.data, None if self.bias is None else self.bias.data, **self._geometry()
         )

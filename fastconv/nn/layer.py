@@ -37,15 +37,6 @@ def accumulate_grad(param: Parameter, grad: Array) -> None:
         param.grad += grad
 
 
-def check_groups(in_channels: int, out_channels: int, groups: int) -> None:
-    """ValueError unless `groups` >= 1 divides both channel counts."""
-    if groups < 1 or in_channels % groups or out_channels % groups:
-        raise ValueError(
-            f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-            f"must both be divisible by groups ({groups})"
-        )
-
-
 class Layer:
     """Base class of the layers in :mod:`fastconv.nn`.
 

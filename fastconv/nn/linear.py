@@ -8,6 +8,7 @@ from .. import functional as F
 from .._typing import Array, DTypeLike, RNGLike
 from .._validation import as_activation
 from ..parameter import Parameter
+from .checks import check_input
 from .init import check_init, default_init
 from .layer import Layer
 
@@ -73,6 +74,7 @@ class Linear(Layer):
 
     def forward(self, x: Array) -> Array:
         """x (N, IN) -> y (N, OUT)."""
+        check_input(self, x, "in_features", ("N", "IN"))
         y = F.linear(
             x,
             self.weight.data,

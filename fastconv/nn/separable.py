@@ -13,6 +13,7 @@ from .. import functional as F
 from .._typing import Array, DTypeLike, IntPair, Padding, RNGLike
 from .._validation import as_activation, as_pair
 from ..parameter import Parameter
+from .checks import check_input
 from .conv import Conv2D
 from .init import as_generator, check_init, default_init, initial_weights
 from .layer import Layer, accumulate_grad
@@ -190,6 +191,7 @@ class SeparableConv2D(Layer):
 
     def forward(self, x: Array) -> Array:
         """x (N, C, H, W) -> y (N, F, OH, OW)."""
+        check_input(self, x, "in_channels", ("N", "C", "H", "W"))
         t = F.conv2d(x, self.depthwise_weight.data, None, **self._depthwise())
         y = F.conv2d(
             t,
