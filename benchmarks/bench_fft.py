@@ -8,8 +8,8 @@ convolutions doing the same work, and PyTorch; and the kernel size at which FFT 
 
 Part "cases" (issue 8): one 1024x1024 plane with a 21x21 and a 41x41 kernel (N=C=F=1), and 8 RGB
 256x256 images with 16 filters of 15x15; 'same' padding everywhere. Columns:
-  fft        fastconv._backend.fft (backend call, output preallocated like the public layer does)
-  current    fastconv._backend.cpu on the planner's choice among the non-FFT algorithms
+  fft        fastconv._backend.cpu.fft (backend call, output preallocated like the public layer does)
+  current    fastconv._backend.cpu.ops on the planner's choice among the non-FFT algorithms
   fftconv    scipy.signal.fftconvolve over (N, F, C) broadcast, summed over C (forward; backward:
              grad-input summed over F, grad-weight 'valid' correlation summed over N), with
              scipy.fft.set_workers(threads)
@@ -103,15 +103,16 @@ class Setup:
 
     def _extra(self, be, pass_):
         """The CPU backend's ops take an algorithm: the planner's choice among the algorithms
-        other than FFT ("current"); fastconv._backend.fft's take none."""
-        from fastconv._backend import cpu, planner
+        other than FFT ("current"); fastconv._backend.cpu.fft's take none."""
+        from fastconv._backend.cpu import ops as cpu
+        from fastconv._backend.cpu import planner
 
         if be is not cpu:
             return ()
         conv = cpu._problem(self.x.shape, self.w.shape, self.gy.shape, *self.args, np.float32)
         return (planner.choose(pass_, conv, cpu._level(), transforms=False),)
 
-    # --- one pass of a backend module (fastconv._backend.cpu or .fft), output allocated
+    # --- one pass of a backend module (fastconv._backend.cpu.ops or .fft), output allocated
     def forward(self, be):
         y = np.empty((self.N, self.F, self.H, self.H), np.float32)
         be.conv2d_forward(self.x, self.w, self.b, y, *self.args, False, *self._extra(be, "forward"))
@@ -199,8 +200,8 @@ CASES = [  # name, N, C, F, H, K
 
 
 def run_cases(args, torch, out):
-    from fastconv._backend import cpu as _cpu
-    from fastconv._backend import fft as _fft_conv
+    from fastconv._backend.cpu import ops as _cpu
+    from fastconv._backend.cpu import fft as _fft_conv
 
     records = []
     hdr = (
@@ -282,8 +283,8 @@ PASSES = ("forward", "grad_input", "grad_weight")
 
 
 def run_crossover(args, out):
-    from fastconv._backend import cpu as _cpu
-    from fastconv._backend import fft as _fft_conv
+    from fastconv._backend.cpu import ops as _cpu
+    from fastconv._backend.cpu import fft as _fft_conv
 
     kernels = [int(k) for k in args.kernels.split(",")]
     table = []

@@ -103,7 +103,7 @@ def _profile(data, args):
     module attributes times exactly the kernels; what is left is Python: layers, argument
     checks, batch gathering, bookkeeping."""
     from fastconv import optim
-    from fastconv._backend import cpu as _cpu
+    from fastconv._backend.cpu import ops as _cpu
 
     spent, calls = {}, {}
 

@@ -26,7 +26,7 @@ sys.path.insert(0, HERE)
 from bench_conv import build_suite, make_data  # noqa: E402
 
 import fastconv  # noqa: E402
-from fastconv._backend import cpu as _cpu  # noqa: E402
+from fastconv._backend.cpu import ops as _cpu  # noqa: E402
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time
 

@@ -1,7 +1,7 @@
 """Per-call Python overhead of fastconv's GPU ops, measured without a GPU.
 
 The fake ``cupy`` of tests/gpu_emulation stands in for CuPy and every kernel launch is replaced
-by a no-op that only records it, so what is timed is fastconv._backend.gpu's own work per call
+by a no-op that only records it, so what is timed is fastconv._backend.gpu.ops's own work per call
 (argument marshalling, launch geometry, plan look-up, workspace handling) and not CuPy's launch
 cost (roughly 3-6 us more per launch on a real GPU) nor the kernels. LeNet-sized shapes (batch
 256, float32). Each figure is the best of 15 rounds (the machine may be shared). Operations the
@@ -35,7 +35,7 @@ def _import_fastconv(package):
     import cupy
 
     assert getattr(cupy, "IS_FASTCONV_EMULATOR", False), "the fake cupy must be first on the path"
-    from fastconv._backend import gpu
+    from fastconv._backend.gpu import ops as gpu
 
     return cupy, gpu
 
@@ -98,13 +98,13 @@ def main(argv=None):
     import numpy as np
 
     noop = _NoOpKernel()
-    import fastconv._backend.gpu_kernels as gk
+    from fastconv._backend.gpu import kernels as gk
 
     # The one place kernels are looked up (compiled): answer every name with the no-op.
     gk._kernel = lambda *a, **k: noop
     gpu._kernel = gk._kernel
     try:
-        from fastconv._backend import gpu_conv
+        from fastconv._backend.gpu import conv as gpu_conv
 
         gpu_conv._kernel = gk._kernel
     except ImportError:  # before the plans (the package measured may be an older one)

@@ -3,7 +3,7 @@
     LIBNVRTC=/path/to/libnvrtc.so.13 python benchmarks/nvrtc_check.py [--out LOG] [FILE.cu ...]
 
 Exactly what fastconv hands to cupy.RawModule at run time: the text of
-fastconv._backend.gpu_kernels.kernel_source (headers pasted in), NVRTC_OPTIONS and every name
+fastconv._backend.gpu..kernel_source (headers pasted in), NVRTC_OPTIONS and every name
 expression, compiled to a cubin for sm_80 and sm_90; each name expression must resolve. The
 library is $LIBNVRTC, else whatever ctypes finds as "nvrtc" (e.g. from the
 nvidia-cuda-nvrtc wheel's lib folder on LD_LIBRARY_PATH). tests/test_gpu_compile.py runs it
@@ -43,7 +43,7 @@ def version(lib):
 def compile_file(lib, filename, arch):
     """(ok, message): NVRTC on kernels/<filename> for sm_<arch>; message is the log or error."""
     sys.path.insert(0, str(ROOT))
-    from fastconv._backend import gpu_kernels as gk
+    from fastconv._backend.gpu import kernels as gk
 
     exprs = gk.name_expressions(filename)
     prog = ctypes.c_void_p()
@@ -87,7 +87,7 @@ def main(argv=None):
         print("no NVRTC library: set LIBNVRTC", file=sys.stderr)
         return 2
     sys.path.insert(0, str(ROOT))
-    from fastconv._backend import gpu_kernels as gk
+    from fastconv._backend.gpu import kernels as gk
 
     lines, failed = [f"NVRTC {'.'.join(map(str, version(lib)))}"], False
     for f in args.files or list(gk.KERNELS):

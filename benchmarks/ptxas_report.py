@@ -2,7 +2,7 @@
 
     python benchmarks/ptxas_report.py [--archs 80,90] [--out benchmarks/results/ptxas.log]
 
-Each fastconv/kernels/*.cu is #included into a small unit that takes the address of every
+Each fastconv/_backend/gpu/cuda/*.cu is #included into a small unit that takes the address of every
 float/double instantiation the GPU backend compiles at run time (the tiled kernels for each
 tile shape of gpu_plans.tiles(dtype)), compiled for each architecture. No GPU needed. The test
 tests/test_gpu_compile.py uses these functions and asserts zero spill bytes.
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNEL_DIR = ROOT / "fastconv" / "kernels"
+KERNEL_DIR = ROOT / "fastconv" / "_backend" / "gpu" / "cuda"
 # gpu_plans.tiles(dtype) (tests/test_gpu_compile.py checks they agree)
 TILES = {"float": ((128, 128), (64, 128), (64, 64)), "double": ((64, 128), (64, 64))}
 # Files whose kernels exist for float only (tensor cores; gpu_kernels.FLOAT_ONLY, checked by the

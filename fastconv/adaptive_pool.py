@@ -10,7 +10,8 @@ module's reductions (OH + OW vectorised steps; no BLAS, so the same numbers for 
 
 from typing import Sequence
 
-from . import _compat, _dask
+from . import _compat
+from ._backend import dask as _dask
 from ._typing import Array, IntPair
 from ._validation import arrays as _arrays
 from ._validation import as_int, as_shape

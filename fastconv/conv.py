@@ -9,7 +9,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _dask
+from ._backend import dask as _dask
 from ._typing import Array, DTypeLike, IntPair, Padding
 from ._validation import (
     NEEDS,

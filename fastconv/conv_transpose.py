@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _dask
+from ._backend import dask as _dask
 from ._typing import Array, IntPair, Padding
 from ._validation import (
     BLAS_INT_MAX,

@@ -4,7 +4,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _compat, _dask
+from . import _compat
+from ._backend import dask as _dask
 from ._typing import Array
 from ._validation import NEEDS, as_activation, as_needs, as_real
 from ._validation import arrays as _arrays

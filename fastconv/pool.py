@@ -5,7 +5,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _compat, _dask
+from . import _compat
+from ._backend import dask as _dask
 from ._typing import Array, IntPair, Padding
 from ._validation import arrays as _arrays
 from ._validation import as_shape, pool_geometry

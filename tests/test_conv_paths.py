@@ -1,6 +1,6 @@
 """The GEMM and direct CPU algorithms against the reference, whichever the planner would pick.
 
-The planner (fastconv._backend.planner) sends one-group convolutions with few filters to the SIMD direct
+The planner (fastconv._backend.cpu.planner) sends one-group convolutions with few filters to the SIMD direct
 kernel (fastconv._kernels.direct) and the rest to im2col + GEMM. Most test shapes are small, so the
 other test files mostly see the direct path on a CPU with AVX2; here every case is forced
 (`algorithm=`) onto the GEMM path and onto the direct kernel compiled for each instruction set
@@ -22,7 +22,7 @@ from reference import (
 )
 
 import fastconv
-from fastconv._backend import planner as _planner
+from fastconv._backend.cpu import planner as _planner
 from fastconv._kernels import direct as direct_kernels
 
 DTYPES = [np.float32, np.float64]

@@ -8,7 +8,7 @@ import pytest
 from reference import conv_transpose2d_backward_ref
 
 import fastconv as fc
-from fastconv._backend import cpu
+from fastconv._backend.cpu import ops as cpu
 
 # (x shape, weight shape (C_in, C_out // groups, KH, KW), stride, padding, output_padding, groups,
 # dilation)

@@ -204,7 +204,7 @@ def test_lenet_inference_on_dask_array():
 
 def test_tasks_share_the_cores():
     """Under the threaded scheduler each task's kernels get a share of the threads."""
-    from fastconv._dask import _common
+    from fastconv._backend.dask import _common
 
     seen = []
 

@@ -9,7 +9,9 @@ import pytest
 
 import fastconv
 from fastconv import _validation
-from fastconv._backend import OPS, cpu, planner
+from fastconv._backend import OPS
+from fastconv._backend.cpu import ops as cpu
+from fastconv._backend.cpu import planner
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERNALS = ROOT / "docs" / "INTERNALS.md"
@@ -46,6 +48,6 @@ def test_readme_names_every_public_function_and_algorithm():
 
 
 def test_thread_limit_documented():
-    from fastconv._backend.threads import MAX_THREADS
+    from fastconv._backend.cpu.threads import MAX_THREADS
 
     assert str(MAX_THREADS) in inspect.getdoc(fastconv.set_num_threads)

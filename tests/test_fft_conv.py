@@ -1,4 +1,4 @@
-"""The FFT convolution backend functions (fastconv._backend.fft) against the float64 reference.
+"""The FFT convolution backend functions (fastconv._backend.cpu.fft) against the float64 reference.
 
 Accuracy bar (issue 8): relative error max|err| / max|ref| <= 1e-5 forward and <= 5e-5 for the
 gradients in float32; float64 must be exact to rounding. The functions are called directly with
@@ -18,7 +18,7 @@ from reference import (
 )
 
 import fastconv
-from fastconv._backend import fft as _fft_conv
+from fastconv._backend.cpu import fft as _fft_conv
 
 REL_TOL = {
     np.float32: {"forward": 1e-5, "grad": 5e-5},

@@ -1,7 +1,7 @@
 """The GPU backend against its contract (docs/INTERNALS.md).
 
 Runs anywhere: both backends export the same OPS with identical signatures; the kernel table of
-fastconv._backend.gpu matches the templates in the .cu files; without CuPy every op raises the install
+fastconv._backend.gpu.ops matches the templates in the .cu files; without CuPy every op raises the install
 hint; a compile failure is reported with file, kernel and log.
 On a CUDA machine (marker `gpu`, skipped otherwise): every op on CuPy arrays against the CPU
 backend on the same NumPy inputs, float32 and float64, over groups, depthwise, strides,
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fastconv import _compat
-from fastconv._backend import gpu as _gpu
+from fastconv._backend.gpu import ops as _gpu
 
 needs_gpu = pytest.mark.skipif(not _compat.gpu_available(), reason="needs CuPy and a CUDA device")
 DTYPES = [np.float32, np.float64]
@@ -25,7 +25,7 @@ DTYPES = [np.float32, np.float64]
 
 def _cpu():
     # Imported per test so that a missing CPU op fails these tests, not the module's collection.
-    return importlib.import_module("fastconv._backend.cpu")
+    return importlib.import_module("fastconv._backend.cpu.ops")
 
 
 # ------------------------------------------------------------------------- the interface
@@ -38,8 +38,8 @@ def test_ops_tuples_equal():
 def test_signatures_identical():
     cpu = _cpu()
     for name in _gpu.OPS:
-        assert hasattr(cpu, name), f"fastconv._backend.cpu lacks {name}"
-        assert hasattr(_gpu, name), f"fastconv._backend.gpu lacks {name}"
+        assert hasattr(cpu, name), f"fastconv._backend.cpu.ops lacks {name}"
+        assert hasattr(_gpu, name), f"fastconv._backend.gpu.ops lacks {name}"
         assert inspect.signature(getattr(cpu, name)) == inspect.signature(getattr(_gpu, name)), name
 
 
@@ -62,7 +62,7 @@ def test_kernel_table_matches_cu_files():
 
 
 def test_tile_constants_match_kernel_headers():
-    from fastconv._backend import gpu_plans
+    from fastconv._backend.gpu import plans as gpu_plans
 
     tile_h = (_gpu.KERNEL_DIR / "igemm_tile.cuh").read_text()
     assert int(re.search(r"\bIGEMM_BK\s*=\s*(\d+)", tile_h).group(1)) == gpu_plans.BK

@@ -1,11 +1,11 @@
 """Compile every CUDA kernel file without a GPU, so kernel typos fail CI on any machine.
 
-* nvcc (skipped when not on PATH): each fastconv/kernels/*.cu is #included into a small unit
+* nvcc (skipped when not on PATH): each fastconv/_backend/gpu/cuda/*.cu is #included into a small unit
   that takes the address of every ``template <typename T> __global__`` kernel for float and
   double (float only for conv_tc.cu, the tensor-core kernels), which forces the instantiations,
   compiled for sm_80 and sm_90 in one nvcc call.
 * NVRTC (skipped when CuPy or libnvrtc is missing): the exact text and name expressions that
-  fastconv._backend.gpu hands to cupy.RawModule at run time, compiled for sm_80 and sm_90. This goes
+  fastconv._backend.gpu.ops hands to cupy.RawModule at run time, compiled for sm_80 and sm_90. This goes
   through CuPy's private ``_NVRTCProgram`` because RawModule asks a (missing) device for its
   architecture; NVRTC itself needs no device.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from load_script import load_script
 
-KERNEL_DIR = Path(__file__).resolve().parents[1] / "fastconv" / "kernels"
+KERNEL_DIR = Path(__file__).resolve().parents[1] / "fastconv" / "_backend" / "gpu" / "cuda"
 CU_FILES = sorted(p.name for p in KERNEL_DIR.glob("*.cu"))
 ARCHS = ("80", "90")
 
@@ -37,13 +37,13 @@ def test_kernel_files_found():
 
 
 def test_report_tiles_match_plans():
-    from fastconv._backend import gpu_plans
+    from fastconv._backend.gpu import plans as gpu_plans
 
     assert REPORT.TILES == {"float": gpu_plans.tiles("f4"), "double": gpu_plans.tiles("f8")}
 
 
 def test_report_float_only_files_match_backend():
-    from fastconv._backend import gpu_kernels
+    from fastconv._backend.gpu import kernels as gpu_kernels
 
     assert REPORT.FLOAT_ONLY == gpu_kernels.FLOAT_ONLY
     unit = REPORT.instantiation_unit("conv_tc.cu")  # the tensor-core kernels: float only
@@ -91,7 +91,7 @@ def _nvrtc_program():
 @pytest.mark.parametrize("cu_file", CU_FILES)
 def test_nvrtc_compiles_runtime_source(cu_file):
     program = _nvrtc_program()
-    from fastconv._backend import gpu as _gpu
+    from fastconv._backend.gpu import ops as _gpu
 
     assert cu_file in _gpu.KERNELS, f"{cu_file} is not listed in fastconv._backend.gpu.KERNELS"
     source = _gpu.kernel_source(cu_file)

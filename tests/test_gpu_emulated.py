@@ -2,16 +2,16 @@
 
 tests/test_gpu_backend.py compares the GPU backend with the CPU backend only where CuPy sees a
 CUDA device, which CI does not have. Here the same comparison runs with a fake ``cupy``
-(tests/gpu_emulation/fakecupy) whose ``RawModule`` compiles the very text fastconv._backend.gpu hands
+(tests/gpu_emulation/fakecupy) whose ``RawModule`` compiles the very text fastconv._backend.gpu.ops hands
 to NVRTC (the .cu files next to the *installed* package, found through ``fastconv.__file__``)
-as C++ with g++ against tests/gpu_emulation/cuda_emu.h. So fastconv._backend.gpu's real code paths
+as C++ with g++ against tests/gpu_emulation/cuda_emu.h. So fastconv._backend.gpu.ops's real code paths
 run unchanged: kernel selection, launch geometry, split reductions, argument marshalling (the
 emulator checks every argument's C++ type), and each kernel's indexing and block-level
 synchronisation logic. tests/gpu_emulation/run_cases.py holds the cases: tiny convolutions
 (forward with/without bias and ReLU, grad_input, grad_weight, grad_bias; groups, depthwise,
 C == 1, stride, asymmetric padding, dilation, several tiles, split reductions, NaN/inf; float32
 and float64), max/avg pooling forward and backward, linear, relu_backward and softmax
-cross-entropy, each against fastconv._backend.cpu within float tolerances, plus a self-check that the
+cross-entropy, each against fastconv._backend.cpu.ops within float tolerances, plus a self-check that the
 emulator catches a missing barrier, a divergent barrier and a wrong argument type.
 
 How it runs: one child process (PYTHONPATH = the fake cupy first, so this process's real CuPy

@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fastconv._backend import gpu_plans as gp
+from fastconv._backend.gpu import plans as gp
 
 
 def test_fast_div_matches_integer_division():

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import fastconv
-from fastconv._backend import gpu_precision
+from fastconv._backend.gpu import precision as gpu_precision
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +62,7 @@ def test_effective_only_float32_on_sm80():
 
 
 def test_gpu_kernel_names_exist():
-    from fastconv._backend import gpu_kernels
+    from fastconv._backend.gpu import kernels as gpu_kernels
 
     tc = gpu_kernels.KERNELS["conv_tc.cu"]
     for base in ("conv_igemm", "conv_wgrad"):

@@ -94,7 +94,7 @@ def test_huge_padding_bounded_memory_and_right(tmp_path, pad, stride, groups):
 
 
 # ---------------------------------------------------------------------- thread count bounds
-@pytest.mark.parametrize("n", [2**31, 2**63, fastconv._backend.threads.MAX_THREADS + 1, 0, -1])
+@pytest.mark.parametrize("n", [2**31, 2**63, fastconv._backend.cpu.threads.MAX_THREADS + 1, 0, -1])
 def test_set_num_threads_out_of_range(n):
     before = fastconv.get_num_threads()
     with pytest.raises(ValueError, match=r"\bn\b must be in \[1, "):

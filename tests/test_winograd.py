@@ -1,4 +1,4 @@
-"""Winograd F(4x4, 3x3) (fastconv._kernels.winograd through fastconv._backend.cpu's private wrappers) against
+"""Winograd F(4x4, 3x3) (fastconv._kernels.winograd through fastconv._backend.cpu.ops's private wrappers) against
 the independent float64 reference.
 
 Accuracy bar (issue 8): relative error max|err| / max|ref| <= 1e-5 for the forward pass and
@@ -10,7 +10,7 @@ import pytest
 from reference import conv2d_backward_ref, conv2d_ref, output_hw
 
 import fastconv
-from fastconv._backend import cpu as _cpu
+from fastconv._backend.cpu import ops as _cpu
 from fastconv._kernels import winograd as winograd_kernels
 
 FORWARD_TOL = 1e-5

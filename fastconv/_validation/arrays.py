@@ -13,7 +13,7 @@ NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # computed as they
 
 
 def backend(**arrays):
-    """The backend module for these arrays (None values ignored): fastconv._backend.cpu or .gpu.
+    """The backend module for these arrays (None values ignored): fastconv._backend.cpu.ops or .gpu.
 
     Mixing NumPy and CuPy arrays raises TypeError naming the arguments."""
     for a in arrays.values():  # the hot path: NumPy arrays only (no generator: called per op)
@@ -42,9 +42,9 @@ def backend_for(device):
     module = _BACKENDS.get(device)
     if module is None:
         if device == "gpu":
-            from .._backend import gpu as module
+            from .._backend.gpu import ops as module
         else:
-            from .._backend import cpu as module
+            from .._backend.cpu import ops as module
         _BACKENDS[device] = module
     return module
 

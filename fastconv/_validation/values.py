@@ -67,7 +67,7 @@ def as_activation(value, name="activation"):
     return value
 
 
-# Convolution algorithms by name; "auto" lets the backend's planner choose (fastconv._backend.planner
+# Convolution algorithms by name; "auto" lets the backend's planner choose (fastconv._backend.cpu.planner
 # describes each).
 CONV_ALGORITHMS = ("auto", "gemm", "direct", "depthwise", "matmul", "winograd", "fft")
 

@@ -28,7 +28,7 @@
 //   * No warps: there is no lock-step execution, no warp shuffles/votes (the kernels use none),
 //     no bank conflicts, coalescing or occupancy: nothing here says anything about speed. The
 //     one warp-collective operation, the TF32 tensor-core product mma_tf32_16x8x8 (inline PTX
-//     mma.sync.m16n8k8 on a GPU, fastconv/kernels/igemm_mma.cuh), is emulated as a rendezvous
+//     mma.sync.m16n8k8 on a GPU, fastconv/_backend/gpu/cuda/igemm_mma.cuh), is emulated as a rendezvous
 //     of the whole block (so the kernels must call it block-uniformly, which they do): every
 //     thread deposits its fragments, and once all have, each computes its own result from its
 //     warp's deposits, with the lane layout of the PTX ISA restated in that header. Products of
@@ -316,7 +316,7 @@ int launch(const char* name, void (*k)(Args...), unsigned gx, unsigned gy, unsig
 #define __syncthreads() ::emu::syncthreads(__LINE__)
 
 // ------------------------------------------------------------------ TF32 tensor-core products
-// fastconv/kernels/igemm_mma.cuh uses these instead of its inline PTX when FASTCONV_EMULATOR is
+// fastconv/_backend/gpu/cuda/igemm_mma.cuh uses these instead of its inline PTX when FASTCONV_EMULATOR is
 // defined.
 #define FASTCONV_EMULATOR 1
 

@@ -1,4 +1,4 @@
-"""Run fastconv._backend.gpu's ops on the CPU kernel emulator and compare them with fastconv._backend.cpu.
+"""Run fastconv._backend.gpu.ops's ops on the CPU kernel emulator and compare them with fastconv._backend.cpu.
 
 The child-process half of tests/test_gpu_emulated.py (which describes the whole setup). Run as
 
@@ -29,7 +29,7 @@ import numpy as np
 F32, F64 = np.float32, np.float64
 
 # ------------------------------------------------------------------------------- devices
-# Limits the fake device reports (fastconv._backend.gpu sizes its launches from them). DEFAULT is a
+# Limits the fake device reports (fastconv._backend.gpu.ops sizes its launches from them). DEFAULT is a
 # small ordinary GPU. TINY allows at most 2 blocks along x and z: the 1-D kernels (256 threads)
 # and the per-row kernels grid-stride, and the GEMMs grid-stride over groups (gridDim.z = 2).
 # FEW_THREADS also caps blocks at 64 threads, for cases that launch only 1-D kernels (the
@@ -40,7 +40,7 @@ FEW_THREADS = dict(sm_count=1, max_threads=64, max_grid=(2, 65535, 2))  # no 256
 
 # -------------------------------------------------------------------------------- cases
 # Convolutions: N, C, H, W, F, KH, KW, stride, (top, bottom, left, right) padding, dilation,
-# groups; the device; and the kernels the case must reach (so that a change in fastconv._backend.gpu's
+# groups; the device; and the kernels the case must reach (so that a change in fastconv._backend.gpu.ops's
 # dispatch cannot silently stop a case from covering what it is here for).
 CONV = {
     "basic": (
@@ -527,7 +527,7 @@ def run_optim(spec, rng):
     backends: the results must be bitwise equal (the same arithmetic, no FMA on either side).
     The device tables are uploaded on the first step only, though the gradients are new arrays
     every step."""
-    from fastconv._backend import gpu_optim
+    from fastconv._backend.gpu import optim as gpu_optim
 
     dt = spec["dtype"]
     shapes = [(3, 1500), (5,)] + [(k + 1,) for k in range(16)]
@@ -659,8 +659,8 @@ def main(case_ids):
         spec.loader.exec_module(module)
     import fastconv
     from fastconv import _compat
-    from fastconv._backend import cpu as cpu_backend
-    from fastconv._backend import gpu as gpu_backend
+    from fastconv._backend.cpu import ops as cpu_backend
+    from fastconv._backend.gpu import ops as gpu_backend
 
     got = os.path.dirname(os.path.realpath(fastconv.__file__))
     if pkg and got != os.path.realpath(pkg):

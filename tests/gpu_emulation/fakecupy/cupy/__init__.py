@@ -1,4 +1,4 @@
-"""A fake ``cupy``, just enough of it for ``fastconv._backend.gpu`` to run its CUDA kernels on the CPU.
+"""A fake ``cupy``, just enough of it for ``fastconv._backend.gpu.ops`` to run its CUDA kernels on the CPU.
 
 For tests only (tests/test_gpu_emulated.py puts the folder holding this package first on
 PYTHONPATH of a child process). What it does:
@@ -62,7 +62,7 @@ def configure_device(
     max_grid=(2**31 - 1, 65535, 65535),
     cc_major=9,
 ):
-    """Set the limits the fake device reports (fastconv._backend.gpu caches them: clear
+    """Set the limits the fake device reports (fastconv._backend.gpu.ops caches them: clear
     ``fastconv._backend.gpu._device_infos`` after changing them)."""
     DEVICE.update(
         max_threads=int(max_threads),

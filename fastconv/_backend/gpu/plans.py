@@ -1,7 +1,7 @@
 """Launch plans of the GPU convolution GEMMs: tile shape, split-K, k tables and phase rows.
 
 Pure NumPy (no CuPy): everything here is computed on the host once per problem shape and cached
-by fastconv._backend.gpu, which uploads the tables. The kernels (fastconv/kernels/conv_igemm.cu,
+by fastconv._backend.gpu.ops, which uploads the tables. The kernels (fastconv/_backend/gpu/cuda/conv_igemm.cu,
 conv_wgrad.cu) read:
 
 * ``geo``: one row of ``len(GEO)`` int64 per GEMM phase (fields named in conv_geo.cuh, in the

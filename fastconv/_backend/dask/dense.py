@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .. import _compat
-from .._validation import as_needs
+from ... import _compat
+from ..._validation import as_needs
 from ._common import _as_dask, _concrete, _import_dask, _in_task, _meta, _tree_sum
 
 
@@ -23,7 +23,7 @@ def rows(fn, x, *operands, out_cols, dtype, **kwargs):
 
 def _linear_t(a, b):
     """a.T @ b for a block pair (a (N, OUT), b (N, IN) -> (OUT, IN)): linear(a.T, b.T)."""
-    from .. import ops
+    from ... import ops
 
     return ops.linear(a.T, b.T)
 
@@ -31,8 +31,8 @@ def _linear_t(a, b):
 def linear_backward(grad_out, x, weight, needs):
     """Lazy linear gradients: grad_input by row chunks, grad_weight and grad_bias as sums."""
     da = _import_dask()
-    from .. import ops
-    from .._validation import arrays as _arrays
+    from ... import ops
+    from ..._validation import arrays as _arrays
 
     needs = as_needs(needs)
     weight = _concrete(weight)

@@ -24,7 +24,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._validation import CONV_ALGORITHMS
+from ..._validation import CONV_ALGORITHMS
 
 ALGORITHMS = CONV_ALGORITHMS[1:]  # without "auto"
 PASSES = ("forward", "grad_input", "grad_weight")

@@ -1,10 +1,10 @@
 """GPU backend: the backend interface of docs/INTERNALS.md over CuPy.
 
-Same op names and signatures as ``fastconv._backend.cpu``. Arguments arrive validated: C-contiguous
+Same op names and signatures as ``fastconv._backend.cpu.ops``. Arguments arrive validated: C-contiguous
 CuPy arrays of one float dtype (float32 or float64; ``indices``/``labels`` int64) on one
 device, outputs preallocated with ``empty`` and fully written here. Every op returns None.
 
-The kernels, their compilation and the launch helpers live in ``fastconv._backend.gpu_kernels``
+The kernels, their compilation and the launch helpers live in ``fastconv._backend.gpu.``
 (names the tests use are re-exported here); every launch passes C-contiguous arrays and
 scalars of the exact C++ type the kernel expects.
 
@@ -18,12 +18,12 @@ import functools
 
 import numpy as np
 
-from .. import _compat
-from . import OPS  # noqa: F401  (the interface: the op names this module exports)
-from . import gpu_kernels as _gpu_kernels
+from ... import _compat
+from .. import OPS  # noqa: F401  (the interface: the op names this module exports)
+from . import kernels as _gpu_kernels
 
 # Re-exported: the tests and tests/gpu_emulation reach these through fastconv._backend.gpu.
-from .gpu_conv import (  # noqa: F401  (the convolution ops of OPS live there)
+from .conv import (  # noqa: F401  (the convolution ops of OPS live there)
     _plans,
     clear_plans,
     conv2d_algorithms,
@@ -34,7 +34,7 @@ from .gpu_conv import (  # noqa: F401  (the convolution ops of OPS live there)
     conv2d_grad_weight_bias,
     conv2d_plan,
 )
-from .gpu_kernels import (  # noqa: F401
+from .kernels import (  # noqa: F401
     KERNEL_DIR,
     KERNELS,
     NVRTC_OPTIONS,
@@ -55,7 +55,7 @@ from .gpu_kernels import (  # noqa: F401
     kernel_source,
     name_expressions,
 )
-from .gpu_optim import adam_update, sgd_update  # noqa: F401  (ops of the interface)
+from .optim import adam_update, sgd_update  # noqa: F401  (ops of the interface)
 
 _pool_work: dict = {}  # (device, planes, HW, OHW) -> (head, next) of max_pool2d_backward
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .. import _compat
-from .._validation import as_needs, as_shape, conv_geometry
+from ... import _compat
+from ..._validation import as_needs, as_shape, conv_geometry
 from ._common import (
     _as_dask,
     _bounds,
@@ -29,7 +29,7 @@ class _Plan:
     """A convolution's geometry and how x's chunks cut it into block problems."""
 
     def __init__(self, x_shape, x_chunks, w_shape, stride, padding, dilation, groups):
-        from .. import conv
+        from ... import conv
 
         geom = conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
         self.geom, self.conv = geom, conv
@@ -84,8 +84,8 @@ def _x_block(x, n, c, box, span, dtype):
 def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algorithm):
     """Lazy conv2d of a Dask x (N, C, H, W) -> Dask y (N, F, OH, OW)."""
     da = _import_dask()
-    from .. import conv
-    from .._validation import arrays as _arrays
+    from ... import conv
+    from ..._validation import arrays as _arrays
 
     weight, bias = _concrete(weight), _concrete(bias)
     x = x if _compat.is_dask_array(x) else da.from_array(x, chunks=x.shape)
@@ -134,14 +134,14 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algor
 
 
 def _relu_of(y):
-    from .. import ops
+    from ... import ops
 
     return ops.relu(y)
 
 
 def conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, needs, algorithm):
     """Lazy (grad_input, grad_weight, grad_bias) of conv2d; x chunked like the forward call."""
-    from .._validation import arrays as _arrays
+    from ..._validation import arrays as _arrays
 
     needs = as_needs(needs)
     weight = _concrete(weight)
@@ -176,7 +176,7 @@ def _crop_rows_cols(g, lo_r, lo_c, size):
 
 
 def _grad_input_block(g, weight, R, Q, lo_r, lo_c, size, kwargs, algorithm):
-    from .. import conv
+    from ... import conv
 
     shape = (g.shape[0], weight.shape[1] * kwargs["groups"], R, Q)
     gR = conv.conv2d_grad_input(g, weight, shape, algorithm=algorithm, **kwargs)
@@ -241,7 +241,7 @@ def _grad_input(grad_out, weight, x, plan, dtype, algorithm):
 
 
 def _grad_weight_block(g, xb, w_shape, kwargs, algorithm):
-    from .. import conv
+    from ... import conv
 
     return conv.conv2d_grad_weight(g, xb, w_shape, algorithm=algorithm, **kwargs)
 
@@ -299,7 +299,7 @@ def conv2d_grad_input(
 
 def conv2d_grad_weight(grad_out, x, weight_shape, stride, padding, dilation, groups, algorithm):
     """Lazy grad_weight: a sum over x's blocks."""
-    from .._validation import arrays as _arrays
+    from ..._validation import arrays as _arrays
 
     weight_shape = as_shape(weight_shape, "weight_shape", 4)
     x = _as_dask(x)

@@ -1,4 +1,4 @@
-"""The GPU backend's optimiser ops (re-exported by fastconv._backend.gpu): an Adam or SGD step
+"""The GPU backend's optimiser ops (re-exported by fastconv._backend.gpu.ops): an Adam or SGD step
 over all parameters as one multi-tensor kernel launch (kernels/optim.cu) per device, dtype,
 per-step constant (Adam's step count, SGD's first-step flag: one value for every parameter in the
 usual case) and MAX_PARAMS parameters, scalars rounded to the parameter's dtype.
@@ -15,8 +15,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .. import _compat
-from .gpu_kernels import _i32, _i64, _launch, device_info
+from ... import _compat
+from .kernels import _i32, _i64, _launch, device_info
 
 CHUNK = 2048  # elements per chunk: 8 per thread of a 256-thread block
 MAX_PARAMS = 16  # gradient address arguments per launch (OPTIM_PARAMS in optim.cu)

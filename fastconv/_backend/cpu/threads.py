@@ -12,7 +12,7 @@ import operator
 import os
 import threading
 
-from .._kernels import openmp as _openmp
+from ..._kernels import openmp as _openmp
 
 # The kernels take the count as a C int; past any real machine's cores more threads only
 # oversubscribe.

@@ -7,14 +7,14 @@ thread meanwhile.
 
 import numpy as np
 
-from .._kernels import conv as _conv
-from .._kernels import dense as _dense
-from .._kernels import depthwise as _depthwise
-from .._kernels import direct as _direct
-from .._kernels import optim as _optim
-from .._kernels import pool as _pool
-from .._kernels import winograd as _winograd
-from . import OPS  # noqa: F401  (the interface: the op names this module exports)
+from ..._kernels import conv as _conv
+from ..._kernels import dense as _dense
+from ..._kernels import depthwise as _depthwise
+from ..._kernels import direct as _direct
+from ..._kernels import optim as _optim
+from ..._kernels import pool as _pool
+from ..._kernels import winograd as _winograd
+from .. import OPS  # noqa: F401  (the interface: the op names this module exports)
 from . import fft as _fft
 from . import planner as _planner
 from .threads import blas_single_thread, get_num_threads

@@ -1,6 +1,6 @@
-"""The convolution ops of the GPU backend (re-exported by fastconv._backend.gpu).
+"""The convolution ops of the GPU backend (re-exported by fastconv._backend.gpu.ops).
 
-Implicit GEMMs (fastconv/kernels/conv_igemm.cu, conv_wgrad.cu) for grouped and dense
+Implicit GEMMs (fastconv/_backend/gpu/cuda/conv_igemm.cu, conv_wgrad.cu) for grouped and dense
 convolutions, direct kernels (conv_depthwise.cu) when each group has one input channel. A launch
 plan is built once per problem shape and device (:func:`_plan`): tile shape, split-K, the k
 tables and phase rows uploaded to the device, the split-K workspace, the compiled kernels and
@@ -15,9 +15,10 @@ import threading
 
 import numpy as np
 
-from .. import _compat
-from . import gpu_plans, gpu_precision
-from .gpu_kernels import (
+from ... import _compat
+from . import plans as gpu_plans
+from . import precision as gpu_precision
+from .kernels import (
     REDUCE_THREADS,
     _cdiv,
     _i32,

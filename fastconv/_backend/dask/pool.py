@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .._validation import pool_geometry
+from ..._validation import pool_geometry
 from ._common import _as_dask, _bounds, _import_dask, _in_task, _meta, _out_ranges, _window
 
 
@@ -18,7 +18,7 @@ def pool2d(
     result's (default: pooling's dtype rule); `with_origin`: each block is also told its top-left
     cell in the plane (`origin=`)."""
     da = _import_dask()
-    from .._validation import arrays as _arrays
+    from ..._validation import arrays as _arrays
 
     geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
     if geom.padding != (0, 0) or ceil_mode:  # windows past the border: whole planes
@@ -100,7 +100,7 @@ def per_plane(fn, first, *others, plane, dtype, **kwargs):
 def _global_indices(x, kernel_size, stride, padding, *, ceil_mode, plane, origin):
     """max_pool2d's indices for a block of a larger plane (H, W) whose top-left cell is at
     `origin`: ih * W + iw in the whole plane."""
-    from ..pool import max_pool2d
+    from ...pool import max_pool2d
 
     _, idx = max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode, return_indices=True)
     W_block = x.shape[3]

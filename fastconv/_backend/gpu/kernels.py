@@ -1,6 +1,6 @@
-"""CUDA kernel machinery for the GPU backend (fastconv._backend.gpu): sources, compilation, launches.
+"""CUDA kernel machinery for the GPU backend (fastconv._backend.gpu.ops): sources, compilation, launches.
 
-The kernels are C++ templates (float, double) in ``fastconv/kernels/*.cu``, read at run time
+The kernels are C++ templates (float, double) in ``fastconv/_backend/gpu/cuda/*.cu``, read at run time
 and compiled with NVRTC through ``cupy.RawModule`` the first time a file is needed on a device
 (CuPy also caches the binaries on disk). RawKernel checks nothing about its arguments: every
 launch here passes C-contiguous arrays and scalars of the exact C++ type (``int`` ->
@@ -21,10 +21,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _compat
-from .gpu_plans import tiles
+from ... import _compat
+from .plans import tiles
 
-KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernels"  # fastconv/kernels: package data
+KERNEL_DIR = Path(__file__).resolve().parent / "cuda"  # package data beside this module
 
 # Kernel file -> its __global__ templates; each is instantiated for float and double.
 KERNELS = {

@@ -18,7 +18,7 @@ Grad-input is cut like x; grad-weight and grad-bias are sums over the blocks.
 Weights are small: a Dask weight is computed once, when the call is made.
 """
 
-from .. import _compat
+from ... import _compat
 from .conv import conv2d, conv2d_backward, conv2d_grad_input, conv2d_grad_weight
 from .dense import (
     elementwise,

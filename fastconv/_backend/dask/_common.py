@@ -5,8 +5,8 @@ import threading
 
 import numpy as np
 
-from .. import _compat
-from .._backend import threads as _threads
+from ... import _compat
+from ..cpu import threads as _threads
 
 
 def _import_dask():
