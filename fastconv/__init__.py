@@ -61,8 +61,8 @@ except ImportError as exc:
 
 del conv  # only imported to check the build
 # The rest imports the kernels: only after the check above can say what is wrong.
-from ._backend.gpu.precision import get_gpu_precision, gpu_precision, set_gpu_precision  # noqa: E402
 from ._backend.cpu.threads import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
+from ._backend.gpu.precision import get_gpu_precision, gpu_precision, set_gpu_precision  # noqa: E402
 from ._config import show_config  # noqa: E402
 from ._kernels.workspace import release_workspace  # noqa: E402
 from .functional import *  # noqa: E402,F401,F403

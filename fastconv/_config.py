@@ -6,8 +6,8 @@ import numpy as np
 import scipy
 
 from . import _compat
-from ._backend.gpu import precision as _gpu_precision
 from ._backend.cpu import threads as _threads
+from ._backend.gpu import precision as _gpu_precision
 from ._kernels import direct as _direct
 from ._version import __version__
 

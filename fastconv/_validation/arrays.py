@@ -1,4 +1,4 @@
-"""Array checks shared by the public functions: backend dispatch, the dtype rule, layout, out=.
+"""Array checks shared by the public functions: the dtype rule, layout, out=.
 
 The dtype rule: float32 and float64 are computed natively. Otherwise the inputs' dtypes combine by
 NumPy's promotion (np.result_type); float16 is computed and returned as float32; all-integer or bool
@@ -10,43 +10,6 @@ import numpy as np
 from .. import _compat
 
 NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # computed as they are
-
-
-def backend(**arrays):
-    """The backend module for these arrays (None values ignored): fastconv._backend.cpu.ops or .gpu.
-
-    Mixing NumPy and CuPy arrays raises TypeError naming the arguments."""
-    for a in arrays.values():  # the hot path: NumPy arrays only (no generator: called per op)
-        if a is not None and type(a) is not np.ndarray:
-            break
-    else:
-        return backend_for("cpu")
-    on_gpu = {name: _compat.is_cupy_array(a) for name, a in arrays.items() if a is not None}
-    if any(on_gpu.values()):
-        if not all(on_gpu.values()):
-            cpu = [name for name, g in on_gpu.items() if not g]
-            gpu = [name for name, g in on_gpu.items() if g]
-            raise TypeError(
-                f"cannot mix NumPy and CuPy arrays: {', '.join(gpu)} on the GPU but "
-                f"{', '.join(cpu)} not; move them with cupy.asarray / cupy.asnumpy"
-            )
-        return backend_for("gpu")
-    return backend_for("cpu")
-
-
-_BACKENDS: dict = {}  # "cpu"/"gpu" -> the backend module, once imported
-
-
-def backend_for(device):
-    """The backend module for "cpu" or "gpu" (imported on first use: the GPU one needs CuPy)."""
-    module = _BACKENDS.get(device)
-    if module is None:
-        if device == "gpu":
-            from .._backend.gpu import ops as module
-        else:
-            from .._backend.cpu import ops as module
-        _BACKENDS[device] = module
-    return module
 
 
 def as_array(a, name, ndim=None):
@@ -93,20 +56,6 @@ def contiguous(a, dtype):
         return a.astype(dtype, copy=False)
     xp = _compat.array_module(a)
     return xp.ascontiguousarray(a, dtype=dtype)
-
-
-def elementwise_result(a):
-    """`a`, a ufunc's result, with a NumPy scalar made a 0-d ndarray.
-
-    NumPy's ufuncs return a scalar for 0-d input, but the elementwise ops promise an ndarray of
-    the input's shape, and a scalar cannot be the `out=` of the next in-place ufunc. CuPy and Dask
-    results are arrays already and pass through (np.asarray would copy them to the host or
-    compute them)."""
-    return np.asarray(a) if isinstance(a, np.generic) else a
-
-
-def empty(like, shape, dtype):
-    return _compat.array_module(like).empty(shape, dtype=dtype)
 
 
 def check_out(out, shape, dtype, inputs, name="out"):

@@ -247,7 +247,7 @@ def _global_pool(layer: GlobalAvgPool2D, shape: _Shape) -> _Out:
 
 
 def _adaptive_pool(layer: AdaptiveAvgPool2D, shape: _Shape) -> _Out:
-    from ..adaptive_pool import adaptive_windows
+    from ..functional.adaptive_pool import adaptive_windows
 
     out_size = layer.output_size
     if not isinstance(out_size, (tuple, list)):

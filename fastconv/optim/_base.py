@@ -9,9 +9,10 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from .. import _dispatch
 from .._compat import array_module, is_cupy_array, to_numpy
 from .._typing import Array
-from .._validation.arrays import NATIVE_FLOATS, backend_for
+from .._validation.arrays import NATIVE_FLOATS
 from ..parameter import Parameter
 
 
@@ -147,7 +148,7 @@ class Optimizer:
             lists = columns
             if len(picked) < len(on_gpu):
                 lists = tuple([c[k] for k in picked] for c in columns)
-            getattr(backend_for(device), op)(*lists, *hyper)
+            getattr(_dispatch.device(device), op)(*lists, *hyper)
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Reset every parameter's ``grad``: to zeros in place (no allocation), or with

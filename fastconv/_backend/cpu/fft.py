@@ -369,9 +369,10 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
         del GW
         grad_weight[fs] = gwd[:, :, ::dh, : (KW - 1) * dw + 1 : dw]
 
+
 # ------------------------------------------------------------------- strides: polyphase
 # Strides for the FFT convolution (fastconv._backend.cpu.fft) by polyphase decomposition.
-# 
+#
 # With the taps split as a = s*q + r, y[i] = sum_r sum_q xpad[s*(i + q) + r] * wd[s*q + r]: a
 # stride-1 'valid' convolution over s*s times the channels (the phases r of the padded input and of
 # the dilated kernel, space-to-depth), so the transforms stay the size of the input and the output.

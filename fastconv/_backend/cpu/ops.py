@@ -49,6 +49,14 @@ def conv2d_algorithms(x_shape, w_shape, y_shape, stride, padding, dilation, grou
     return {p: _planner.runnable(p, conv, _level()) for p in _planner.PASSES}
 
 
+def conv2d_fuses(
+    fusion, x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm
+):
+    """Whether the pair of passes `fusion` (planner.FUSIONS) runs as one backend call."""
+    conv = _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype)
+    return _planner.fuses(fusion, algorithm, conv, _level())
+
+
 def _finite(a):
     """Whether every value of `a` is finite. One pass and no allocation when they are (an inf or
     NaN makes the sum inf or NaN); the element-wise test only when the sum says maybe not (an
@@ -268,8 +276,8 @@ def conv2d_forward_and_grad_weight(
     x, weight, y, grad_y, grad_weight, stride, padding, dilation, groups
 ):
     """y = conv2d(x, weight) and grad_weight = conv2d_grad_weight(grad_y, x) (grad_y shaped like
-    y), each by the planner's choice. Not in OPS (a CPU extra, used when a backend has it): the
-    two gradients of a transposed convolution (conv_transpose.py). When both passes take
+    y), each by the planner's choice. Not in OPS (a CPU extra, called where conv2d_fuses says
+    "forward_grad_weight"): the two gradients of a transposed convolution. When both passes take
     im2col + GEMM, one im2col per tile serves both GEMMs, bitwise the two calls' results
     (4x4 stride-2 8x64x28x28 -> 32x56x56: 22.8 -> 20.0 ms on one thread)."""
     conv = _problem(x.shape, weight.shape, y.shape, stride, padding, dilation, groups, x.dtype)

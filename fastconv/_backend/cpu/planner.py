@@ -191,6 +191,26 @@ def choose(pass_, conv, level, transforms=True):
     return "gemm"
 
 
+# Pairs of passes one backend call can compute together: "grad_weight_bias" (conv2d_backward
+# wanting both: one pass over grad_out on the direct kernels, else the two ops) and
+# "forward_grad_weight" (a transposed convolution's two gradients: one im2col per tile serving
+# both GEMMs, bitwise the two calls' results).
+FUSIONS = ("grad_weight_bias", "forward_grad_weight")
+
+
+@functools.lru_cache(maxsize=4096)
+def fuses(fusion, algorithm, conv, level):
+    """Whether `fusion` (one of FUSIONS) runs as one call for `conv`: only under the "auto"
+    choice (a forced algorithm runs as asked) and on non-empty arrays; forward + grad-weight only
+    where both passes choose GEMM."""
+    sizes = (np.prod(conv.x_shape), np.prod(conv.w_shape), np.prod(conv.y_shape))
+    if algorithm != "auto" or min(sizes) == 0:
+        return False
+    if fusion == "grad_weight_bias":
+        return True
+    return choose("forward", conv, level) == "gemm" == choose("grad_weight", conv, level)
+
+
 @functools.lru_cache(maxsize=4096)
 def resolve(algorithm, pass_, conv, level):
     """`algorithm` ("auto" or a name in ALGORITHMS) -> the algorithm that computes `pass_`;

@@ -1,4 +1,4 @@
-"""Shared pieces of the Dask layer: the array types, threads per task, chunk geometry."""
+"""Shared pieces of the Dask backend: the block backends, threads per task, chunk geometry."""
 
 import os
 import threading
@@ -6,6 +6,7 @@ import threading
 import numpy as np
 
 from ... import _compat
+from ..._validation import arrays as _arrays
 from ..cpu import threads as _threads
 
 
@@ -17,6 +18,25 @@ def _import_dask():
             'fastconv on Dask arrays needs dask[array]: pip install "fastconv[dask]"'
         ) from exc
     return da
+
+
+def _eager(block):
+    """The in-memory backend that computes a block: CPU for NumPy, GPU for CuPy."""
+    from .. import eager
+
+    device = "gpu" if _compat.is_cupy_array(block) else "cpu"
+    be = _EAGER.get(device)
+    if be is None:
+        be = _EAGER[device] = eager.cpu() if device == "cpu" else eager.gpu()
+    return be
+
+
+_EAGER: dict = {}
+
+
+def _contiguous(*blocks):
+    """Blocks (slices of chunks) C-contiguous, as the eager backend takes them; None kept."""
+    return tuple(None if b is None else _arrays.contiguous(b, b.dtype) for b in blocks)
 
 
 def _concrete(a):

@@ -3,11 +3,13 @@
 import numpy as np
 
 from ... import _compat
-from ..._validation import as_needs, as_shape, conv_geometry
+from ..._validation import conv_geometry
 from ._common import (
     _as_dask,
     _bounds,
     _concrete,
+    _contiguous,
+    _eager,
     _import_dask,
     _in_task,
     _meta,
@@ -28,11 +30,8 @@ def _channel_ranges(chunks, groups, Cg):
 class _Plan:
     """A convolution's geometry and how x's chunks cut it into block problems."""
 
-    def __init__(self, x_shape, x_chunks, w_shape, stride, padding, dilation, groups):
-        from ... import conv
-
-        geom = conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
-        self.geom, self.conv = geom, conv
+    def __init__(self, x_shape, x_chunks, w_shape, geom):
+        self.geom = geom
         self.N, self.C, self.H, self.W = x_shape
         self.F, self.Cg, self.KH, self.KW = w_shape
         self.OH, self.OW = geom.output_shape[2:]
@@ -64,9 +63,21 @@ class _Plan:
         return (a0, a1, b0, b1), ((a0 - r0, r1 - a1), (b0 - q0, q1 - b1)), span
 
     def kwargs(self, pads, groups):
+        """The geometry arguments of a block's convolution (padding ((top, bottom), (left,
+        right)))."""
         return dict(
             stride=(self.sh, self.sw), padding=pads, dilation=(self.dh, self.dw), groups=groups
         )
+
+
+def _block_geometry(x_shape, w_shape, kwargs):
+    return conv_geometry(x_shape, w_shape, **kwargs)
+
+
+def _conv_block(xb, w, b, kwargs, relu, algorithm):
+    xb, w, b = _contiguous(xb, w, b)
+    geom = _block_geometry(xb.shape, w.shape, kwargs)
+    return _eager(xb).conv2d(xb, w, b, geom, relu, algorithm, None)
 
 
 def _x_block(x, n, c, box, span, dtype):
@@ -81,18 +92,15 @@ def _x_block(x, n, c, box, span, dtype):
     return xb.rechunk(xb.shape), False
 
 
-def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algorithm):
+def conv2d(x, weight, bias, geom, relu, algorithm):
     """Lazy conv2d of a Dask x (N, C, H, W) -> Dask y (N, F, OH, OW)."""
     da = _import_dask()
-    from ... import conv
-    from ..._validation import arrays as _arrays
-
     weight, bias = _concrete(weight), _concrete(bias)
-    x = x if _compat.is_dask_array(x) else da.from_array(x, chunks=x.shape)
-    plan = _Plan(x.shape, x.chunks, weight.shape, stride, padding, dilation, groups)
-    dtype = _arrays.compute_dtype(x=x, weight=weight, bias=bias)
+    x = _as_dask(x)
+    plan = _Plan(x.shape, x.chunks, weight.shape, geom)
+    dtype = x.dtype
     meta = _meta(x, dtype, 4)
-    run = _in_task(conv.conv2d)
+    run = _in_task(_conv_block)
     reduce_c = plan.groups == 1 and len(plan.c_ranges) > 1
     n_blocks = []
     for n in plan.n_ranges:
@@ -101,7 +109,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algor
             (f0, f1), groups_b, (w0, w1) = plan.filters(*c)
             w = weight[f0:f1, w0:w1]
             b = None if bias is None or (reduce_c and ci) else bias[f0:f1]
-            act = None if reduce_c else activation
+            block_relu = relu and not reduce_c
             rows = []
             for r in plan.rows:
                 row = []
@@ -114,9 +122,9 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algor
                             run,
                             w,
                             b,
-                            activation=act,
-                            algorithm=algorithm,
-                            **plan.kwargs(pads, groups_b),
+                            plan.kwargs(pads, groups_b),
+                            block_relu,
+                            algorithm,
                             chunks=shape,
                             dtype=dtype,
                             meta=meta,
@@ -125,7 +133,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algor
                 rows.append(row)
             f_blocks.setdefault((f0, f1), []).append(da.block(rows))
         parts = [_tree_sum(v) for _, v in sorted(f_blocks.items())]
-        if reduce_c and activation == "relu":
+        if reduce_c and relu:
             parts = [p.map_blocks(_in_task(_relu_of), dtype=dtype, meta=meta) for p in parts]
         n_blocks.append(da.concatenate(parts, axis=1) if len(parts) > 1 else parts[0])
     y = da.concatenate(n_blocks, axis=0) if len(n_blocks) > 1 else n_blocks[0]
@@ -134,34 +142,29 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups, activation, algor
 
 
 def _relu_of(y):
-    from ... import ops
-
-    return ops.relu(y)
+    return _eager(y).relu(y)
 
 
-def conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, needs, algorithm):
+def conv2d_backward(grad_out, x, weight, geom, needs, algorithm):
     """Lazy (grad_input, grad_weight, grad_bias) of conv2d; x chunked like the forward call."""
-    from ..._validation import arrays as _arrays
-
-    needs = as_needs(needs)
     weight = _concrete(weight)
     x = _as_dask(x)
     grad_out = _as_dask(grad_out)
-    plan = _Plan(x.shape, x.chunks, weight.shape, stride, padding, dilation, groups)
-    if tuple(grad_out.shape) != plan.geom.output_shape:
-        raise ValueError(
-            f"grad_out must have the shape of conv2d's output for x and weight, "
-            f"{plan.geom.output_shape}, got {tuple(grad_out.shape)}"
-        )
-    dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
+    plan = _Plan(x.shape, x.chunks, weight.shape, geom)
+    dtype = grad_out.dtype
     gi = _grad_input(grad_out, weight, x, plan, dtype, algorithm) if "input" in needs else None
     gw = (
         _grad_weight(grad_out, x, weight.shape, plan, dtype, algorithm)
         if "weight" in needs
         else None
     )
-    gb = grad_out.astype(dtype).sum(axis=(0, 2, 3)) if "bias" in needs else None
+    gb = grad_bias(grad_out) if "bias" in needs else None
     return gi, gw, gb
+
+
+def grad_bias(grad_out):
+    """Lazy grad_bias: grad_out summed over N, OH, OW (a tree sum over the blocks)."""
+    return _as_dask(grad_out).sum(axis=(0, 2, 3))
 
 
 def _crop_rows_cols(g, lo_r, lo_c, size):
@@ -176,10 +179,10 @@ def _crop_rows_cols(g, lo_r, lo_c, size):
 
 
 def _grad_input_block(g, weight, R, Q, lo_r, lo_c, size, kwargs, algorithm):
-    from ... import conv
-
+    g, weight = _contiguous(g, weight)
     shape = (g.shape[0], weight.shape[1] * kwargs["groups"], R, Q)
-    gR = conv.conv2d_grad_input(g, weight, shape, algorithm=algorithm, **kwargs)
+    geom = _block_geometry(shape, weight.shape, kwargs)
+    gR = _eager(g).conv2d_grad_input(g, weight, shape, geom, algorithm)
     return _crop_rows_cols(gR, lo_r, lo_c, size)
 
 
@@ -241,9 +244,9 @@ def _grad_input(grad_out, weight, x, plan, dtype, algorithm):
 
 
 def _grad_weight_block(g, xb, w_shape, kwargs, algorithm):
-    from ... import conv
-
-    return conv.conv2d_grad_weight(g, xb, w_shape, algorithm=algorithm, **kwargs)
+    g, xb = _contiguous(g, xb)
+    geom = _block_geometry(xb.shape, w_shape, kwargs)
+    return _eager(g).conv2d_grad_weight(g, xb, w_shape, geom, algorithm)
 
 
 def _grad_weight(grad_out, x, w_shape, plan, dtype, algorithm):
@@ -281,30 +284,17 @@ def _grad_weight(grad_out, x, w_shape, plan, dtype, algorithm):
     return da.concatenate(pieces, axis=axis) if len(pieces) > 1 else pieces[0]
 
 
-def conv2d_grad_input(
-    grad_out, weight, input_shape, stride, padding, dilation, groups, algorithm, x_chunks=None
-):
-    """Lazy grad_input with chunks along N from grad_out (and along H, W from `x_chunks`)."""
+def conv2d_grad_input(grad_out, weight, input_shape, geom, algorithm):
+    """Lazy grad_input with chunks along N from grad_out."""
     da = _import_dask()
-    input_shape = as_shape(input_shape, "input_shape", 4)
     grad_out = _as_dask(grad_out)
-    if x_chunks is None:
-        x_chunks = (grad_out.chunks[0], (input_shape[1],), (input_shape[2],), (input_shape[3],))
-    dtype = np.result_type(grad_out.dtype, _concrete(weight).dtype)
+    x_chunks = (grad_out.chunks[0], (input_shape[1],), (input_shape[2],), (input_shape[3],))
+    dtype = grad_out.dtype
     x = da.zeros(input_shape, dtype=dtype, chunks=x_chunks, meta=_meta(grad_out, dtype, 4))
-    return conv2d_backward(
-        grad_out, x, weight, stride, padding, dilation, groups, ("input",), algorithm
-    )[0]
+    return conv2d_backward(grad_out, x, weight, geom, ("input",), algorithm)[0]
 
 
-def conv2d_grad_weight(grad_out, x, weight_shape, stride, padding, dilation, groups, algorithm):
+def conv2d_grad_weight(grad_out, x, weight_shape, geom, algorithm):
     """Lazy grad_weight: a sum over x's blocks."""
-    from ..._validation import arrays as _arrays
-
-    weight_shape = as_shape(weight_shape, "weight_shape", 4)
-    x = _as_dask(x)
-    dtype = _arrays.compute_dtype(grad_out=grad_out, x=x)
-    weight = np.empty(weight_shape, dtype)  # only its shape and dtype are used
-    return conv2d_backward(
-        grad_out, x, weight, stride, padding, dilation, groups, ("weight",), algorithm
-    )[1]
+    weight = np.empty(weight_shape, x.dtype)  # only its shape and dtype are used
+    return conv2d_backward(grad_out, x, weight, geom, ("weight",), algorithm)[1]

@@ -2,33 +2,50 @@
 
 import numpy as np
 
-from ..._validation import pool_geometry
-from ._common import _as_dask, _bounds, _import_dask, _in_task, _meta, _out_ranges, _window
+from ._common import (
+    _as_dask,
+    _bounds,
+    _contiguous,
+    _eager,
+    _import_dask,
+    _in_task,
+    _meta,
+    _out_ranges,
+    _window,
+)
 
 
-def _pool_block(xb, fn, kernel, stride, padding, kwargs):
-    return fn(xb, kernel, stride, padding, **kwargs)
+def _pool_block(xb, op, geom, kwargs):
+    """op (a backend's max_pool2d / avg_pool2d) over one block, whose outputs are those of its
+    chunk in `geom` (N, C, OH, OW of the block)."""
+    (xb,) = _contiguous(xb)
+    return getattr(_eager(xb), op)(xb, geom, **kwargs)
 
 
-def pool2d(
-    fn, x, kernel_size, stride, padding, ceil_mode=False, *, dtype=None, with_origin=False, **kwargs
-):
-    """Lazy `fn` (max/avg pooling) over blocks of x, cut along N and C, and along H and W when
-    padding is 0 and not ceil_mode (otherwise each plane stays in one chunk). `dtype`: the
-    result's (default: pooling's dtype rule); `with_origin`: each block is also told its top-left
-    cell in the plane (`origin=`)."""
+def _indices_block(xb, geom, plane, origin):
+    """max_pool2d's indices for a block of a larger plane (H, W) whose top-left cell is at
+    `origin`: ih * W + iw in the whole plane."""
+    (xb,) = _contiguous(xb)
+    _, idx = _eager(xb).max_pool2d(xb, geom, True)
+    W_block = xb.shape[3]
+    return (idx // W_block + origin[0]) * plane[1] + idx % W_block + origin[1]
+
+
+def pool2d(op, x, geom, dtype, **kwargs):
+    """Lazy `op` ("max_pool2d", "avg_pool2d", or "indices": max_pool2d's plane indices) over
+    blocks of x, cut along N and C, and along H and W when unpadded (otherwise each plane stays
+    in one chunk: windows past the border, or a ceil-mode window, see the whole plane)."""
     da = _import_dask()
-    from ..._validation import arrays as _arrays
-
-    geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
-    if geom.padding != (0, 0) or ceil_mode:  # windows past the border: whole planes
+    x = _as_dask(x)
+    N, C, OH, OW = geom.output_shape
+    (kh, kw), (sh, sw), (ph, pw) = geom.kernel, geom.stride, geom.padding
+    whole_planes = (ph, pw) != (0, 0) or (OH - 1) * sh + kh > x.shape[2]
+    whole_planes = whole_planes or (OW - 1) * sw + kw > x.shape[3]
+    if whole_planes:
         x = x.rechunk({2: -1, 3: -1})
-    kwargs = dict(kwargs, ceil_mode=ceil_mode)
-    dtype = _arrays.compute_dtype(x=x) if dtype is None else dtype
-    (kh, kw), (sh, sw) = geom.kernel, geom.stride
-    rows = _out_ranges(x.chunks[2], geom.output_shape[2], sh, geom.padding[0])
-    cols = _out_ranges(x.chunks[3], geom.output_shape[3], sw, geom.padding[1])
-    run = _in_task(_pool_block)
+    rows = _out_ranges(x.chunks[2], OH, sh, ph)
+    cols = _out_ranges(x.chunks[3], OW, sw, pw)
+    run = _in_task(_indices_block if op == "indices" else _pool_block)
     meta = _meta(x, dtype, 4)
     n_blocks = []
     for n0, n1 in zip(_bounds(x.chunks[0]), _bounds(x.chunks[0])[1:]):
@@ -38,22 +55,18 @@ def pool2d(
             for r in rows:
                 row = []
                 for q in cols:
-                    _, _, a0, a1 = _window(*r, sh, geom.padding[0], kh, 1, x.shape[2])
-                    _, _, b0, b1 = _window(*q, sw, geom.padding[1], kw, 1, x.shape[3])
+                    _, _, a0, a1 = _window(*r, sh, ph, kh, 1, x.shape[2])
+                    _, _, b0, b1 = _window(*q, sw, pw, kw, 1, x.shape[3])
                     xb = x[n0:n1, c0:c1, a0:a1, b0:b1]
                     shape = (n1 - n0, c1 - c0, r[1] - r[0], q[1] - q[0])
-                    where = dict(kwargs, origin=(a0, b0)) if with_origin else kwargs
+                    block_geom = geom._replace(output_shape=shape)
+                    if op == "indices":
+                        args = (block_geom, x.shape[2:], (a0, b0))
+                    else:
+                        args = (op, block_geom, kwargs)
                     row.append(
                         xb.rechunk(xb.shape).map_blocks(
-                            run,
-                            fn,
-                            geom.kernel,
-                            geom.stride,
-                            geom.padding,
-                            where,
-                            chunks=shape,
-                            dtype=dtype,
-                            meta=meta,
+                            run, *args, chunks=shape, dtype=dtype, meta=meta
                         )
                     )
                 grid.append(row)
@@ -62,61 +75,51 @@ def pool2d(
     return da.concatenate(n_blocks, axis=0)
 
 
-def planes(fn, x, out_plane, dtype, **kwargs):
-    """`fn(x_block, **kwargs)` over whole (N-chunk, C-chunk) planes of x, each giving
-    (n, c) + out_plane: ops whose windows span the plane (adaptive pooling)."""
+def planes(op, x, out_plane, dtype, *args):
+    """`op(x_block, *args)` (a backend's op) over whole (N-chunk, C-chunk) planes of x, each
+    giving (n, c) + out_plane: ops whose windows span the plane (adaptive pooling)."""
     x = _as_dask(x).rechunk({2: -1, 3: -1})
     return x.map_blocks(
-        _in_task(fn),
+        _in_task(_plane_op),
+        op,
+        args,
         chunks=(x.chunks[0], x.chunks[1], (out_plane[0],), (out_plane[1],)),
         dtype=dtype,
         meta=_meta(x, dtype, 4),
-        **kwargs,
     )
 
 
-def _plane_call(first, *others, fn, plane, kwargs):
-    return fn(first, *others, input_shape=tuple(first.shape[:2]) + tuple(plane), **kwargs)
+def _plane_op(block, op, args):
+    (block,) = _contiguous(block)
+    return getattr(_eager(block), op)(block, *args)
 
 
-def per_plane(fn, first, *others, plane, dtype, **kwargs):
-    """`fn(first_block, *other_blocks, input_shape=(n, c) + plane, **kwargs)` over whole
+def _plane_grad(first, *others, op, plane, args):
+    blocks = _contiguous(first, *others)
+    input_shape = tuple(first.shape[:2]) + tuple(plane)
+    return getattr(_eager(first), op)(*blocks, input_shape, *args)
+
+
+def per_plane(op, first, *others, plane, dtype, args=()):
+    """`op(first_block, *other_blocks, input_shape, *args)` (a backend's gradient op) over whole
     (N-chunk, C-chunk) planes: the pooling gradients, whose indices or windows span the plane."""
     first = _as_dask(first).rechunk({2: -1, 3: -1})
     others = [_as_dask(o).rechunk(first.chunks) for o in others]
     chunks = (first.chunks[0], first.chunks[1], (plane[0],), (plane[1],))
     return first.map_blocks(
-        _in_task(_plane_call),
+        _in_task(_plane_grad),
         *others,
-        fn=fn,
+        op=op,
         plane=plane,
-        kwargs=kwargs,
+        args=args,
         chunks=chunks,
         dtype=dtype,
         meta=_meta(first, dtype, 4),
     )
 
 
-def _global_indices(x, kernel_size, stride, padding, *, ceil_mode, plane, origin):
-    """max_pool2d's indices for a block of a larger plane (H, W) whose top-left cell is at
-    `origin`: ih * W + iw in the whole plane."""
-    from ...pool import max_pool2d
-
-    _, idx = max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode, return_indices=True)
-    W_block = x.shape[3]
-    return (idx // W_block + origin[0]) * plane[1] + idx % W_block + origin[1]
-
-
-def max_pool2d_indices(x, kernel_size, stride, padding, ceil_mode):
-    """Lazy indices of max_pool2d(x, ..., return_indices=True), global to each plane."""
-    return pool2d(
-        _global_indices,
-        x,
-        kernel_size,
-        stride,
-        padding,
-        ceil_mode,
-        dtype=np.int64,
-        with_origin=True,
-        plane=x.shape[2:],
-    )
+def max_pool2d(x, geom, return_indices):
+    y = pool2d("max_pool2d", x, geom, x.dtype, return_indices=False)
+    if not return_indices:
+        return y
+    return y, pool2d("indices", x, geom, np.dtype(np.int64))

@@ -229,6 +229,15 @@ def conv2d_algorithms(x_shape, w_shape, y_shape, stride, padding, dilation, grou
     return {p: (_algorithm(w_shape),) for p in ("forward", "grad_input", "grad_weight")}
 
 
+def conv2d_fuses(
+    fusion, x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm
+):
+    """Whether the pair of passes `fusion` runs as one call: grad-weight and grad-bias from one
+    GEMM launch under the "auto" choice; no forward + grad-weight kernel on the GPU."""
+    _compat.require_cupy()
+    return fusion == "grad_weight_bias" and algorithm == "auto" and np.prod(y_shape) > 0
+
+
 def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, algorithm):
     """y (N,F,OH,OW) = conv(x (N,C,H,W), weight (F,C//groups,KH,KW)) + bias (F,) or None.
 

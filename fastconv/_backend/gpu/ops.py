@@ -28,6 +28,7 @@ from .conv import (  # noqa: F401  (the convolution ops of OPS live there)
     clear_plans,
     conv2d_algorithms,
     conv2d_forward,
+    conv2d_fuses,
     conv2d_grad_bias,
     conv2d_grad_input,
     conv2d_grad_weight,

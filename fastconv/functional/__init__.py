@@ -1,7 +1,14 @@
-"""The public functional namespace: every op of fastconv, NumPy or CuPy arrays in and out."""
+"""The public functional namespace: every op of fastconv, NumPy, CuPy or Dask arrays in and out.
 
-from ._validation import conv_output_shape, pool_output_shape
-from .activation import sigmoid, sigmoid_backward, tanh, tanh_backward
+One module per kind of op: conv (conv2d and its gradients, plans), conv1d, conv_transpose, pool
+(max and average), adaptive_pool (global and adaptive average), activation (ReLU, sigmoid, tanh),
+dense (linear, softmax cross-entropy). Each op validates its arguments, asks the dispatcher
+(fastconv._dispatch) for the backend, and calls it; the composite ones (conv1d, conv_transpose,
+adaptive_pool) build on the others.
+"""
+
+from .._validation import conv_output_shape, pool_output_shape
+from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward
 from .adaptive_pool import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
@@ -24,11 +31,9 @@ from .conv1d import (
     conv1d_output_shape,
 )
 from .conv_transpose import conv_transpose2d, conv_transpose2d_backward, conv_transpose_output_shape
-from .ops import (
+from .dense import (
     linear,
     linear_backward,
-    relu,
-    relu_backward,
     softmax_cross_entropy,
     softmax_cross_entropy_backward,
 )

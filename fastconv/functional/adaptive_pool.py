@@ -10,11 +10,10 @@ module's reductions (OH + OW vectorised steps; no BLAS, so the same numbers for 
 
 from typing import Sequence
 
-from . import _compat
-from ._backend import dask as _dask
-from ._typing import Array, IntPair
-from ._validation import arrays as _arrays
-from ._validation import as_int, as_shape
+from .. import _dispatch
+from .._typing import Array, IntPair
+from .._validation import arrays as _arrays
+from .._validation import as_int, as_shape
 from .pool import avg_pool2d, avg_pool2d_backward
 
 __all__ = [
@@ -28,7 +27,7 @@ __all__ = [
 
 def _input(x):
     x = _arrays.as_array(x, "x", 4)
-    dtype = _arrays.compute_dtype(x=x)
+    dtype = _dispatch.dtype(x=x)
     N, C, H, W = x.shape
     if H < 1 or W < 1:
         raise ValueError(f"x must have H, W >= 1, got shape {tuple(x.shape)}")
@@ -84,23 +83,15 @@ def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
     OH, OW = _output_size(output_size, H, W)
     if _tiles(H, OH) and _tiles(W, OW):
         return avg_pool2d(x, (H // OH, W // OW))
-    if _dask.is_dask(x):
-        return _dask.planes(adaptive_avg_pool2d, x, (OH, OW), dtype, output_size=(OH, OW))
-    xp = _compat.array_module(x)
-    x = x.astype(dtype, copy=False)
-    rows = xp.empty((N, C, OH, W), dtype)
-    for i, (a, b) in enumerate(adaptive_windows(H, OH)):
-        rows[:, :, i, :] = x[:, :, a:b, :].mean(axis=2)
-    y = xp.empty((N, C, OH, OW), dtype)
-    for j, (a, b) in enumerate(adaptive_windows(W, OW)):
-        y[:, :, :, j] = rows[:, :, :, a:b].mean(axis=3)
-    return y
+    be = _dispatch.backend(x=x)
+    (x,) = _dispatch.inputs(dtype, x)
+    return be.adaptive_avg_pool2d(x, adaptive_windows(H, OH), adaptive_windows(W, OW))
 
 
 def adaptive_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of adaptive_avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`
     (N, C, H, W); each output's gradient spread evenly over its window."""
-    _arrays.backend(grad_out=grad_out)
+    be = _dispatch.backend(grad_out=grad_out)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     N, C, H, W = as_shape(input_shape, "input_shape", 4)
     if H < 1 or W < 1:
@@ -113,15 +104,6 @@ def adaptive_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) ->
         )
     if _tiles(H, OH) and _tiles(W, OW):
         return avg_pool2d_backward(grad_out, (N, C, H, W), (H // OH, W // OW))
-    dtype = _arrays.compute_dtype(grad_out=grad_out)
-    if _dask.is_dask(grad_out):
-        return _dask.per_plane(adaptive_avg_pool2d_backward, grad_out, plane=(H, W), dtype=dtype)
-    xp = _compat.array_module(grad_out)
-    grad_out = grad_out.astype(dtype, copy=False)
-    grad_rows = xp.zeros((N, C, OH, W), dtype)
-    for j, (a, b) in enumerate(adaptive_windows(W, OW)):
-        grad_rows[:, :, :, a:b] += grad_out[:, :, :, j : j + 1] / (b - a)
-    grad_x = xp.zeros((N, C, H, W), dtype)
-    for i, (a, b) in enumerate(adaptive_windows(H, OH)):
-        grad_x[:, :, a:b, :] += grad_rows[:, :, i : i + 1, :] / (b - a)
-    return grad_x
+    (grad_out,) = _dispatch.inputs(_dispatch.dtype(grad_out=grad_out), grad_out)
+    windows = adaptive_windows(H, OH), adaptive_windows(W, OW)
+    return be.adaptive_avg_pool2d_backward(grad_out, (N, C, H, W), *windows)

@@ -5,16 +5,18 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _compat
-from ._backend import dask as _dask
-from ._typing import Array, IntPair, Padding
-from ._validation import arrays as _arrays
-from ._validation import as_shape, pool_geometry
+from .. import _dispatch
+from .._typing import Array, IntPair, Padding
+from .._validation import arrays as _arrays
+from .._validation import as_shape, pool_geometry
 
 
 def _input(x):
+    """(backend, x C-contiguous in the computing dtype)."""
+    be = _dispatch.backend(x=x)
     x = _arrays.as_array(x, "x", 4)
-    return x, _arrays.compute_dtype(x=x)
+    (x,) = _dispatch.inputs(_dispatch.dtype(x=x), x)
+    return be, x
 
 
 def max_pool2d(
@@ -35,27 +37,15 @@ def max_pool2d(
     ceil_mode=True rounds OH, OW up (torch's rule): a last, partial window is kept when it starts
     inside the input or its left padding; it is clipped to the input.
     """
-    be = _arrays.backend(x=x)
-    x, dtype = _input(x)
+    be, x = _input(x)
     geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
-    if _dask.is_dask(x):
-        y = _dask.pool2d(max_pool2d, x, kernel_size, stride, padding, ceil_mode=ceil_mode)
-        if not return_indices:
-            return y
-        return y, _dask.max_pool2d_indices(x, kernel_size, stride, padding, ceil_mode)
-    y = _arrays.empty(x, geom.output_shape, dtype)
-    indices = _arrays.empty(x, geom.output_shape, np.int64)
-    if y.size:
-        be.max_pool2d_forward(
-            _arrays.contiguous(x, dtype), y, indices, geom.kernel, geom.stride, geom.padding
-        )
-    return (y, indices) if return_indices else y
+    return be.max_pool2d(x, geom, bool(return_indices))
 
 
 def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of max_pool2d: grad_out (N, C, OH, OW) and the indices from
     max_pool2d(..., return_indices=True) -> grad_input of `input_shape` (N, C, H, W)."""
-    be = _arrays.backend(grad_out=grad_out, indices=indices)
+    be = _dispatch.backend(grad_out=grad_out, indices=indices)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     indices = _arrays.as_array(indices, "indices", 4)
     N, C, H, W = as_shape(input_shape, "input_shape", 4)
@@ -71,24 +61,9 @@ def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[i
         )
     if indices.dtype.kind not in "iu":
         raise TypeError(f"indices must be an integer array (from max_pool2d), got {indices.dtype}")
-    dtype = _arrays.compute_dtype(grad_out=grad_out)
-    if _dask.is_dask(grad_out, indices):
-        return _dask.per_plane(max_pool2d_backward, grad_out, indices, plane=(H, W), dtype=dtype)
-    grad_x = _arrays.empty(grad_out, (N, C, H, W), dtype)
-    if grad_out.size == 0:
-        grad_x[...] = 0
-        return grad_x
-    # On the GPU the check would read values back (a host synchronisation in every training
-    # step): there, out-of-range indices add nothing instead (README, GPU backend).
-    on_gpu = _compat.is_cupy_array(indices)
-    if not on_gpu and (int(indices.min()) < 0 or int(indices.max()) >= H * W):
-        raise ValueError(
-            f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape {(N, C, H, W)}"
-        )
-    be.max_pool2d_backward(
-        _arrays.contiguous(grad_out, dtype), _arrays.contiguous(indices, np.int64), grad_x
-    )
-    return grad_x
+    (grad_out,) = _dispatch.inputs(_dispatch.dtype(grad_out=grad_out), grad_out)
+    (indices,) = _dispatch.inputs(np.dtype(np.int64), indices)
+    return be.max_pool2d_backward(grad_out, indices, (N, C, H, W))
 
 
 def avg_pool2d(
@@ -106,30 +81,9 @@ def avg_pool2d(
     False divides by the number of cells inside the image. ceil_mode as for max_pool2d; a last,
     partial window is divided by its cells inside the input and the padding (torch's rule).
     """
-    be = _arrays.backend(x=x)
-    x, dtype = _input(x)
+    be, x = _input(x)
     geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
-    if _dask.is_dask(x):
-        return _dask.pool2d(
-            avg_pool2d,
-            x,
-            kernel_size,
-            stride,
-            padding,
-            ceil_mode=ceil_mode,
-            count_include_pad=count_include_pad,
-        )
-    y = _arrays.empty(x, geom.output_shape, dtype)
-    if y.size:
-        be.avg_pool2d_forward(
-            _arrays.contiguous(x, dtype),
-            y,
-            geom.kernel,
-            geom.stride,
-            geom.padding,
-            bool(count_include_pad),
-        )
-    return y
+    return be.avg_pool2d(x, geom, bool(count_include_pad))
 
 
 def avg_pool2d_backward(
@@ -143,7 +97,7 @@ def avg_pool2d_backward(
     ceil_mode: bool = False,
 ) -> Array:
     """Gradient of avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`."""
-    be = _arrays.backend(grad_out=grad_out)
+    be = _dispatch.backend(grad_out=grad_out)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     input_shape = as_shape(input_shape, "input_shape", 4)
     geom = pool_geometry(input_shape, kernel_size, stride, padding, ceil_mode, "input_shape")
@@ -151,29 +105,5 @@ def avg_pool2d_backward(
         raise ValueError(
             f"grad_out must have shape {geom.output_shape}, got {tuple(grad_out.shape)}"
         )
-    dtype = _arrays.compute_dtype(grad_out=grad_out)
-    if _dask.is_dask(grad_out):
-        return _dask.per_plane(
-            avg_pool2d_backward,
-            grad_out,
-            plane=input_shape[2:],
-            dtype=dtype,
-            kernel_size=kernel_size,
-            stride=stride,
-            padding=padding,
-            count_include_pad=count_include_pad,
-            ceil_mode=ceil_mode,
-        )
-    grad_x = _arrays.empty(grad_out, input_shape, dtype)
-    if grad_out.size == 0:
-        grad_x[...] = 0
-        return grad_x
-    be.avg_pool2d_backward(
-        _arrays.contiguous(grad_out, dtype),
-        grad_x,
-        geom.kernel,
-        geom.stride,
-        geom.padding,
-        bool(count_include_pad),
-    )
-    return grad_x
+    (grad_out,) = _dispatch.inputs(_dispatch.dtype(grad_out=grad_out), grad_out)
+    return be.avg_pool2d_backward(grad_out, input_shape, geom, bool(count_include_pad))

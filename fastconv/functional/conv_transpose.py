@@ -18,23 +18,22 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._backend import dask as _dask
-from ._typing import Array, IntPair, Padding
-from ._validation import (
+from .. import _dispatch
+from .._typing import Array, IntPair, Padding
+from .._validation import (
     BLAS_INT_MAX,
+    NEEDS,
     as_int,
+    as_needs,
     as_pair,
     as_shape,
     conv_geometry,
     too_big_for_blas,
 )
-from ._validation import arrays as _arrays
-from .arith import conv_transpose_output_size
-from .conv import _kernel_args, conv2d, conv2d_grad_input, conv2d_grad_weight
+from .._validation import arrays as _arrays
+from ..arith import conv_transpose_output_size
 
 __all__ = ["conv_transpose2d", "conv_transpose2d_backward", "conv_transpose_output_shape"]
-
-_NEEDS = ("input", "weight", "bias")
 
 TransposeGeometry = namedtuple("TransposeGeometry", "conv core_hw output_shape")
 TransposeGeometry.__doc__ = """conv: the equivalent convolution's keyword arguments (stride,
@@ -158,7 +157,7 @@ def conv_transpose2d(
         + output_padding_h + 1 (likewise OW); the dtype rule over (x, weight, bias); on the
         inputs' device.
     """
-    _arrays.backend(x=x, weight=weight, bias=bias)
+    be = _dispatch.backend(x=x, weight=weight, bias=bias)
     x = _arrays.as_array(x, "x", 4)
     weight = _arrays.as_array(weight, "weight", 4)
     geom = _geometry(x.shape, weight.shape, stride, padding, output_padding, groups, dilation)
@@ -170,62 +169,24 @@ def conv_transpose2d(
                 f"bias must have shape ({C_out},) (one per output channel C_out = "
                 f"weight.shape[1] * groups), got {tuple(bias.shape)}"
             )
-    dtype = _arrays.compute_dtype(x=x, weight=weight, bias=bias)
-    x = _arrays.contiguous(x, dtype)
-    weight = _arrays.contiguous(weight, dtype)
+    dtype = _dispatch.dtype(x=x, weight=weight, bias=bias)
+    x, weight, bias = _dispatch.inputs(dtype, x, weight, bias)
     if N == 0:
-        return _arrays.empty(x, geom.output_shape, dtype)
+        return np.empty_like(x, shape=geom.output_shape)
     CH, CW = geom.core_hw
-    if (CH, CW) == (OH, OW):
-        y = conv2d_grad_input(x, weight, (N, C_out, CH, CW), **geom.conv)
-    else:  # output_padding beyond every input's reach: zero rows/columns (maybe all of them)
-        # np.zeros_like dispatches on x's type: a NumPy, CuPy or Dask array like x
-        y = np.zeros_like(x, shape=geom.output_shape, dtype=dtype)
-        if CH and CW:
-            y[:, :, :CH, :CW] = conv2d_grad_input(x, weight, (N, C_out, CH, CW), **geom.conv)
+    if CH == 0 or CW == 0:  # every output lies in output_padding: no input reaches one
+        y = np.zeros_like(x, shape=geom.output_shape)  # like x: NumPy, CuPy or Dask
+    else:
+        core_shape = (N, C_out, CH, CW)
+        conv = conv_geometry(core_shape, weight.shape, **geom.conv)
+        y = be.conv2d_grad_input(x, weight, core_shape, conv, "auto")
+        if (CH, CW) != (OH, OW):  # output_padding beyond every input's reach: zero rows/columns
+            full = np.zeros_like(x, shape=geom.output_shape)
+            full[:, :, :CH, :CW] = y
+            y = full
     if bias is not None:
-        y += _arrays.contiguous(bias, dtype).reshape(C_out, 1, 1)
+        y += bias.reshape(C_out, 1, 1)
     return y
-
-
-def _as_needs(needs):
-    if isinstance(needs, str):
-        needs = (needs,)
-    try:
-        needs = tuple(needs)
-    except TypeError:
-        raise TypeError(f"needs must be a tuple of names from {_NEEDS}, got {needs!r}") from None
-    unknown = [n for n in needs if n not in _NEEDS]
-    if unknown:
-        raise ValueError(f"needs must name gradients from {_NEEDS}, got unknown {unknown!r}")
-    return set(needs)
-
-
-def _fuses(be, core, x, weight):
-    """Whether the backend computes both gradients in one call (the CPU backend: one im2col per
-    tile of grad_out serves grad-input's and grad-weight's GEMMs); not for Dask or empty arrays."""
-    return (
-        hasattr(be, "conv2d_forward_and_grad_weight")
-        and not _dask.is_dask(core, x, weight)
-        and min(core.size, x.size, weight.size) > 0
-    )
-
-
-def _input_and_weight(be, core, x, weight, dtype, geom):
-    """(grad_input, grad_weight): conv2d(core, weight) and conv2d_grad_weight(x, core), in one
-    backend call."""
-    conv = conv_geometry(core.shape, weight.shape, **geom.conv)
-    grad_input = _arrays.empty(core, conv.output_shape, dtype)
-    grad_weight = _arrays.empty(core, weight.shape, dtype)
-    be.conv2d_forward_and_grad_weight(
-        _arrays.contiguous(core, dtype),
-        _arrays.contiguous(weight, dtype),
-        grad_input,
-        _arrays.contiguous(x, dtype),
-        grad_weight,
-        *_kernel_args(conv),
-    )
-    return grad_input, grad_weight
 
 
 def conv_transpose2d_backward(
@@ -238,7 +199,7 @@ def conv_transpose2d_backward(
     groups: int = 1,
     dilation: IntPair = 1,
     *,
-    needs: Union[str, Sequence[str]] = _NEEDS,
+    needs: Union[str, Sequence[str]] = NEEDS,
 ) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
     """Gradients of conv_transpose2d with respect to its input, weight and bias.
 
@@ -254,8 +215,8 @@ def conv_transpose2d_backward(
     (grad_input (N, C_in, H, W), grad_weight (C_in, C_out // groups, KH, KW), grad_bias (C_out,)),
     None where not in `needs`; dtype: the dtype rule over (grad_out, x, weight).
     """
-    needs = _as_needs(needs)
-    be = _arrays.backend(grad_out=grad_out, x=x, weight=weight)
+    needs = as_needs(needs)
+    be = _dispatch.backend(grad_out=grad_out, x=x, weight=weight)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     x = _arrays.as_array(x, "x", 4)
     weight = _arrays.as_array(weight, "weight", 4)
@@ -265,31 +226,26 @@ def conv_transpose2d_backward(
             f"grad_out must have the transposed convolution's output shape "
             f"{geom.output_shape}, got {tuple(grad_out.shape)}"
         )
-    dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
-    grad_out = _arrays.contiguous(grad_out, dtype)
+    dtype = _dispatch.dtype(grad_out=grad_out, x=x, weight=weight)
+    grad_out, x, weight = _dispatch.inputs(dtype, grad_out, x, weight)
     CH, CW = geom.core_hw
-    # The equivalent convolution's input: the output rows some input reaches (a view).
-    core = grad_out if (CH, CW) == geom.output_shape[2:] else grad_out[:, :, :CH, :CW]
     grad_input = grad_weight = grad_bias = None
     if CH == 0 or CW == 0:  # every output lies in output_padding: x and weight reach none
         if "input" in needs:
-            grad_input = np.zeros_like(x, dtype=dtype)
+            grad_input = np.zeros_like(x)
         if "weight" in needs:
-            grad_weight = np.zeros_like(weight, dtype=dtype)
-    elif "input" in needs and "weight" in needs and _fuses(be, core, x, weight):
-        grad_input, grad_weight = _input_and_weight(be, core, x, weight, dtype, geom)
-    if "input" in needs and grad_input is None:
-        grad_input = conv2d(core, _arrays.contiguous(weight, dtype), **geom.conv)
-    if "weight" in needs and grad_weight is None:
-        grad_weight = conv2d_grad_weight(
-            _arrays.contiguous(x, dtype), core, weight.shape, **geom.conv
-        )
-    if "bias" in needs and _dask.is_dask(grad_out):
-        grad_bias = grad_out.sum(axis=(0, 2, 3))  # lazy, a tree sum over the blocks
-    elif "bias" in needs:
-        grad_bias = _arrays.empty(grad_out, (geom.output_shape[1],), dtype)
-        if grad_out.size == 0:
-            grad_bias[...] = 0
-        else:
-            be.conv2d_grad_bias(grad_out, grad_bias)
+            grad_weight = np.zeros_like(weight)
+    else:
+        # The equivalent convolution's input: the output rows some input reaches.
+        core = grad_out if (CH, CW) == geom.output_shape[2:] else grad_out[:, :, :CH, :CW]
+        (core,) = _dispatch.inputs(dtype, core)
+        conv = conv_geometry(core.shape, weight.shape, **geom.conv)
+        if "input" in needs and "weight" in needs:
+            grad_input, grad_weight = be.conv2d_and_grad_weight(core, weight, x, conv)
+        elif "input" in needs:
+            grad_input = be.conv2d(core, weight, None, conv, False, "auto", None)
+        elif "weight" in needs:
+            grad_weight = be.conv2d_grad_weight(x, core, weight.shape, conv, "auto")
+    if "bias" in needs:
+        grad_bias = be.conv2d_grad_bias(grad_out)
     return grad_input, grad_weight, grad_bias

@@ -7,10 +7,10 @@ backend serves it, and the results are reshaped views of conv2d's.
 
 from typing import Optional, Sequence, Tuple, Union
 
-from ._typing import Array, IntPair, Padding
-from ._validation import arrays as _arrays
-from ._validation import as_int, as_shape, conv_output_shape, output_size
-from .arith import _axis_padding
+from .._typing import Array, IntPair, Padding
+from .._validation import arrays as _arrays
+from .._validation import as_int, as_shape, conv_output_shape, output_size
+from ..arith import _axis_padding
 from .conv import conv2d, conv2d_backward, conv2d_grad_input, conv2d_grad_weight
 
 __all__ = [

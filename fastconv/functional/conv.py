@@ -1,17 +1,18 @@
 """Public 2-D convolution: conv2d and its gradients (NCHW, cross-correlation, torch's semantics).
 
-Each function validates in Python, picks the backend from the array type (NumPy -> CPU kernels,
-CuPy -> GPU kernels), makes the inputs C-contiguous of the computed dtype (at most one copy each),
-allocates the result and calls the backend. Inputs are never modified.
+Each function validates its arguments, asks the dispatcher (fastconv._dispatch) for the backend
+(NumPy -> CPU kernels, CuPy -> GPU kernels, Dask -> lazy blocks on those) and the computing dtype
+(inputs made C-contiguous in it, at most one copy each), and calls the backend. Inputs are never
+modified.
 """
 
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._backend import dask as _dask
-from ._typing import Array, DTypeLike, IntPair, Padding
-from ._validation import (
+from .. import _dispatch
+from .._typing import Array, DTypeLike, IntPair, Padding
+from .._validation import (
     NEEDS,
     as_activation,
     as_algorithm,
@@ -20,12 +21,7 @@ from ._validation import (
     conv_geometry,
     shapes_geometry,
 )
-from ._validation import arrays as _arrays
-
-
-def _kernel_args(geom):
-    """Backend arguments: stride, (pad_top, pad_left), dilation, groups."""
-    return geom.stride, (geom.padding[0], geom.padding[2]), geom.dilation, geom.groups
+from .._validation import arrays as _arrays
 
 
 def _check_grad_out(grad_out, shape, names):
@@ -72,7 +68,7 @@ def conv2d(
     y : ndarray (N, F, OH, OW), float32 or float64 (see the dtype rule in the README), on the
         inputs' device (NumPy or CuPy).
     """
-    be = _arrays.backend(x=x, weight=weight, bias=bias, out=out)
+    be = _dispatch.backend(x=x, weight=weight, bias=bias, out=out)
     x = _arrays.as_array(x, "x", 4)
     weight = _arrays.as_array(weight, "weight", 4)
     if bias is not None:
@@ -85,27 +81,10 @@ def conv2d(
     activation = as_activation(activation)
     algorithm = as_algorithm(algorithm)
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
-    dtype = _arrays.compute_dtype(x=x, weight=weight, bias=bias)
-    if _dask.is_dask(x, weight, bias):
-        if out is not None:
-            raise TypeError("out= cannot be used with Dask arrays (the result is lazy)")
-        return _dask.conv2d(
-            x, weight, bias, stride, padding, dilation, groups, activation, algorithm
-        )
-    if out is not None:
-        y = _arrays.check_out(
-            out, geom.output_shape, dtype, {"x": x, "weight": weight, "bias": bias}
-        )
-    else:
-        y = _arrays.empty(x, geom.output_shape, dtype)
-    if y.size == 0:
-        return y
-    x = _arrays.contiguous(x, dtype)
-    weight = _arrays.contiguous(weight, dtype)
-    if bias is not None:
-        bias = _arrays.contiguous(bias, dtype)
-    be.conv2d_forward(x, weight, bias, y, *_kernel_args(geom), activation == "relu", algorithm)
-    return y
+    dtype = _dispatch.dtype(x=x, weight=weight, bias=bias)
+    out = _dispatch.output(be, out, geom.output_shape, dtype, x=x, weight=weight, bias=bias)
+    x, weight, bias = _dispatch.inputs(dtype, x, weight, bias)
+    return be.conv2d(x, weight, bias, geom, activation == "relu", algorithm, out)
 
 
 def conv2d_backward(
@@ -137,58 +116,15 @@ def conv2d_backward(
     """
     needs = as_needs(needs)
     algorithm = as_algorithm(algorithm)
-    be = _arrays.backend(grad_out=grad_out, x=x, weight=weight)
+    be = _dispatch.backend(grad_out=grad_out, x=x, weight=weight)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     x = _arrays.as_array(x, "x", 4)
     weight = _arrays.as_array(weight, "weight", 4)
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     _check_grad_out(grad_out, geom.output_shape, ("x", "weight"))
-    dtype = _arrays.compute_dtype(grad_out=grad_out, x=x, weight=weight)
-    if _dask.is_dask(grad_out, x, weight):
-        return _dask.conv2d_backward(
-            grad_out, x, weight, stride, padding, dilation, groups, needs, algorithm
-        )
-    grad_out = _arrays.contiguous(grad_out, dtype)
-    grad_input = grad_weight = grad_bias = None
-    if "input" in needs:
-        grad_input = _grad_input(
-            be, grad_out, _arrays.contiguous(weight, dtype), x.shape, geom, algorithm
-        )
-    if {"weight", "bias"} <= set(needs) and algorithm == "auto" and grad_out.size:
-        # grad_weight and grad_bias from one pass over grad_out where the backend can (GPU: a
-        # launch or two less; CPU: the direct kernels)
-        grad_weight = _arrays.empty(grad_out, weight.shape, dtype)
-        grad_bias = _arrays.empty(grad_out, (weight.shape[0],), dtype)
-        x = _arrays.contiguous(x, dtype)
-        be.conv2d_grad_weight_bias(grad_out, x, grad_weight, grad_bias, *_kernel_args(geom))
-        return grad_input, grad_weight, grad_bias
-    if "weight" in needs:
-        grad_weight = _grad_weight(
-            be, grad_out, _arrays.contiguous(x, dtype), weight.shape, geom, algorithm
-        )
-    if "bias" in needs:
-        grad_bias = _arrays.empty(grad_out, (weight.shape[0],), dtype)
-        if grad_out.size == 0:
-            grad_bias[...] = 0
-        else:
-            be.conv2d_grad_bias(grad_out, grad_bias)
-    return grad_input, grad_weight, grad_bias
-
-
-def _grad_input(be, grad_out, weight, input_shape, geom, algorithm):
-    grad_input = _arrays.empty(grad_out, input_shape, grad_out.dtype)
-    if grad_input.size:
-        be.conv2d_grad_input(grad_out, weight, grad_input, *_kernel_args(geom), algorithm)
-    return grad_input
-
-
-def _grad_weight(be, grad_out, x, weight_shape, geom, algorithm):
-    grad_weight = _arrays.empty(grad_out, weight_shape, grad_out.dtype)
-    if grad_out.size == 0:
-        grad_weight[...] = 0
-    else:
-        be.conv2d_grad_weight(grad_out, x, grad_weight, *_kernel_args(geom), algorithm)
-    return grad_weight
+    dtype = _dispatch.dtype(grad_out=grad_out, x=x, weight=weight)
+    grad_out, x, weight = _dispatch.inputs(dtype, grad_out, x, weight)
+    return be.conv2d_backward(grad_out, x, weight, geom, needs, algorithm)
 
 
 def conv2d_grad_input(
@@ -208,7 +144,7 @@ def conv2d_grad_input(
     -> grad_input (N, C, H, W). `algorithm` as for conv2d.
     """
     algorithm = as_algorithm(algorithm)
-    be = _arrays.backend(grad_out=grad_out, weight=weight)
+    be = _dispatch.backend(grad_out=grad_out, weight=weight)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     weight = _arrays.as_array(weight, "weight", 4)
     input_shape = as_shape(input_shape, "input_shape", 4)
@@ -216,19 +152,9 @@ def conv2d_grad_input(
         input_shape, weight.shape, stride, padding, dilation, groups, ("input_shape", "weight")
     )
     _check_grad_out(grad_out, geom.output_shape, ("input_shape", "weight"))
-    dtype = _arrays.compute_dtype(grad_out=grad_out, weight=weight)
-    if _dask.is_dask(grad_out, weight):
-        return _dask.conv2d_grad_input(
-            grad_out, weight, input_shape, stride, padding, dilation, groups, algorithm
-        )
-    return _grad_input(
-        be,
-        _arrays.contiguous(grad_out, dtype),
-        _arrays.contiguous(weight, dtype),
-        input_shape,
-        geom,
-        algorithm,
-    )
+    dtype = _dispatch.dtype(grad_out=grad_out, weight=weight)
+    grad_out, weight = _dispatch.inputs(dtype, grad_out, weight)
+    return be.conv2d_grad_input(grad_out, weight, input_shape, geom, algorithm)
 
 
 def conv2d_grad_weight(
@@ -248,7 +174,7 @@ def conv2d_grad_weight(
     -> grad_weight (F, C // groups, KH, KW). `algorithm` as for conv2d.
     """
     algorithm = as_algorithm(algorithm)
-    be = _arrays.backend(grad_out=grad_out, x=x)
+    be = _dispatch.backend(grad_out=grad_out, x=x)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     x = _arrays.as_array(x, "x", 4)
     weight_shape = as_shape(weight_shape, "weight_shape", 4)
@@ -256,19 +182,9 @@ def conv2d_grad_weight(
         x.shape, weight_shape, stride, padding, dilation, groups, ("x", "weight_shape")
     )
     _check_grad_out(grad_out, geom.output_shape, ("x", "weight_shape"))
-    dtype = _arrays.compute_dtype(grad_out=grad_out, x=x)
-    if _dask.is_dask(grad_out, x):
-        return _dask.conv2d_grad_weight(
-            grad_out, x, weight_shape, stride, padding, dilation, groups, algorithm
-        )
-    return _grad_weight(
-        be,
-        _arrays.contiguous(grad_out, dtype),
-        _arrays.contiguous(x, dtype),
-        weight_shape,
-        geom,
-        algorithm,
-    )
+    dtype = _dispatch.dtype(grad_out=grad_out, x=x)
+    grad_out, x = _dispatch.inputs(dtype, grad_out, x)
+    return be.conv2d_grad_weight(grad_out, x, weight_shape, geom, algorithm)
 
 
 def _plan_args(input_shape, weight_shape, stride, padding, dilation, groups, dtype, device):
@@ -279,11 +195,11 @@ def _plan_args(input_shape, weight_shape, stride, padding, dilation, groups, dty
         dtype = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype must be a NumPy dtype, got {dtype!r}") from None
-    dtype = _arrays.compute_dtype(dtype=np.empty(0, dtype))
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-    be = _arrays.backend_for(device)
-    return be, (input_shape, weight_shape, geom.output_shape, *_kernel_args(geom), dtype)
+    dtype = _dispatch.dtype(dtype=np.empty(0, dtype))
+    kernels = _dispatch.device(device)
+    padding = (geom.padding[0], geom.padding[2])  # top, left: the rest follows from the shapes
+    args = (geom.stride, padding, geom.dilation, geom.groups)
+    return kernels, (input_shape, weight_shape, geom.output_shape, *args, dtype)
 
 
 def conv2d_plan(

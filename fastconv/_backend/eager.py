@@ -1,0 +1,280 @@
+"""The array backends of in-memory arrays: the array interface (ARRAY_OPS) over one kernel
+backend, fastconv._backend.cpu.ops (NumPy arrays) or fastconv._backend.gpu.ops (CuPy arrays).
+
+The dispatcher hands an op validated arguments, inputs already C-contiguous in the computing
+dtype, a validated geometry and `out` (checked, or None). Each op allocates what it returns, asks
+the planner what the kernel backend runs (fusions included), and calls the kernels; it returns
+its results. The Dask backend (fastconv._backend.dask) has the same ops, lazily, and runs these
+on its blocks.
+"""
+
+import numpy as np
+
+from .. import _compat
+from . import ARRAY_OPS  # noqa: F401  (the interface: the op names this class has)
+
+
+def _kernel_args(geom):
+    """The kernel backends' geometry arguments: stride, (pad_top, pad_left), dilation, groups."""
+    return geom.stride, (geom.padding[0], geom.padding[2]), geom.dilation, geom.groups
+
+
+def _pool_args(geom):
+    return geom.kernel, geom.stride, geom.padding
+
+
+class Eager:
+    """The array ops of one device ("cpu" or "gpu") over its kernel backend module."""
+
+    def __init__(self, device, kernels, xp):
+        self.device, self.kernels, self.xp = device, kernels, xp
+
+    def __repr__(self):
+        return f"Eager({self.device!r})"
+
+    def _empty(self, shape, dtype):
+        return self.xp.empty(shape, dtype=dtype)
+
+    # ---------------------------------------------------------------------- convolution
+    def conv2d(self, x, weight, bias, geom, relu, algorithm, out):
+        """y (N, F, OH, OW) = conv2d(x, weight) + bias, then ReLU if `relu`; into `out` if given."""
+        y = self._empty(geom.output_shape, x.dtype) if out is None else out
+        if y.size:
+            self.kernels.conv2d_forward(x, weight, bias, y, *_kernel_args(geom), relu, algorithm)
+        return y
+
+    def conv2d_backward(self, grad_out, x, weight, geom, needs, algorithm):
+        """(grad_input, grad_weight, grad_bias), None where not in `needs`."""
+        grad_input = grad_weight = grad_bias = None
+        if "input" in needs:
+            grad_input = self.conv2d_grad_input(grad_out, weight, x.shape, geom, algorithm)
+        fused = "weight" in needs and "bias" in needs
+        if fused and self._fuses("grad_weight_bias", x, weight.shape, geom, algorithm):
+            grad_weight = self._empty(weight.shape, grad_out.dtype)
+            grad_bias = self._empty((weight.shape[0],), grad_out.dtype)
+            self.kernels.conv2d_grad_weight_bias(
+                grad_out, x, grad_weight, grad_bias, *_kernel_args(geom)
+            )
+            return grad_input, grad_weight, grad_bias
+        if "weight" in needs:
+            grad_weight = self.conv2d_grad_weight(grad_out, x, weight.shape, geom, algorithm)
+        if "bias" in needs:
+            grad_bias = self._grad_bias(grad_out)
+        return grad_input, grad_weight, grad_bias
+
+    def _fuses(self, fusion, x, w_shape, geom, algorithm):
+        """Whether the planner runs the pair of passes `fusion` as one kernel backend call."""
+        y_shape = geom.output_shape
+        args = (x.shape, w_shape, y_shape, *_kernel_args(geom), x.dtype, algorithm)
+        return self.kernels.conv2d_fuses(fusion, *args)
+
+    def _grad_bias(self, grad_out):
+        grad_bias = self._empty((grad_out.shape[1],), grad_out.dtype)
+        if grad_out.size == 0:
+            grad_bias[...] = 0
+        else:
+            self.kernels.conv2d_grad_bias(grad_out, grad_bias)
+        return grad_bias
+
+    def conv2d_grad_input(self, grad_out, weight, input_shape, geom, algorithm):
+        grad_input = self._empty(input_shape, grad_out.dtype)
+        if grad_input.size:
+            self.kernels.conv2d_grad_input(
+                grad_out, weight, grad_input, *_kernel_args(geom), algorithm
+            )
+        return grad_input
+
+    def conv2d_grad_weight(self, grad_out, x, weight_shape, geom, algorithm):
+        grad_weight = self._empty(weight_shape, grad_out.dtype)
+        if grad_out.size == 0:
+            grad_weight[...] = 0
+        else:
+            self.kernels.conv2d_grad_weight(
+                grad_out, x, grad_weight, *_kernel_args(geom), algorithm
+            )
+        return grad_weight
+
+    def conv2d_and_grad_weight(self, x, weight, grad_y, geom):
+        """(conv2d(x, weight), conv2d_grad_weight(grad_y, x)): both gradients of a transposed
+        convolution, whose input is this convolution's grad_y; in one pass over x's columns
+        where the planner fuses them."""
+        if self._fuses("forward_grad_weight", x, weight.shape, geom, "auto"):
+            y = self._empty(geom.output_shape, x.dtype)
+            grad_weight = self._empty(weight.shape, x.dtype)
+            self.kernels.conv2d_forward_and_grad_weight(
+                x, weight, y, grad_y, grad_weight, *_kernel_args(geom)
+            )
+            return y, grad_weight
+        y = self.conv2d(x, weight, None, geom, False, "auto", None)
+        return y, self.conv2d_grad_weight(grad_y, x, weight.shape, geom, "auto")
+
+    def conv2d_grad_bias(self, grad_out):
+        """grad_out (N, F, OH, OW) summed over N, OH, OW: (F,)."""
+        return self._grad_bias(grad_out)
+
+    # ------------------------------------------------------------------------- pooling
+    def max_pool2d(self, x, geom, return_indices):
+        y = self._empty(geom.output_shape, x.dtype)
+        indices = self._empty(geom.output_shape, np.int64)
+        if y.size:
+            self.kernels.max_pool2d_forward(x, y, indices, *_pool_args(geom))
+        return (y, indices) if return_indices else y
+
+    def max_pool2d_backward(self, grad_out, indices, input_shape):
+        grad_x = self._empty(input_shape, grad_out.dtype)
+        if grad_out.size == 0:
+            grad_x[...] = 0
+            return grad_x
+        # On the GPU the check would read values back (a host synchronisation in every training
+        # step): there, out-of-range indices add nothing instead (README, GPU backend).
+        H, W = input_shape[2:]
+        if self.device == "cpu" and (int(indices.min()) < 0 or int(indices.max()) >= H * W):
+            raise ValueError(
+                f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape {tuple(input_shape)}"
+            )
+        self.kernels.max_pool2d_backward(grad_out, indices, grad_x)
+        return grad_x
+
+    def avg_pool2d(self, x, geom, count_include_pad):
+        y = self._empty(geom.output_shape, x.dtype)
+        if y.size:
+            self.kernels.avg_pool2d_forward(x, y, *_pool_args(geom), count_include_pad)
+        return y
+
+    def avg_pool2d_backward(self, grad_out, input_shape, geom, count_include_pad):
+        grad_x = self._empty(input_shape, grad_out.dtype)
+        if grad_out.size == 0:
+            grad_x[...] = 0
+            return grad_x
+        self.kernels.avg_pool2d_backward(grad_out, grad_x, *_pool_args(geom), count_include_pad)
+        return grad_x
+
+    def adaptive_avg_pool2d(self, x, windows_h, windows_w):
+        """Means over torch's adaptive windows [(start, stop)] of rows, then of columns, one
+        window at a time with the array module's reductions (no BLAS: the same numbers for any
+        thread count)."""
+        xp = self.xp
+        N, C, _, W = x.shape
+        OH, OW = len(windows_h), len(windows_w)
+        rows = xp.empty((N, C, OH, W), x.dtype)
+        for i, (a, b) in enumerate(windows_h):
+            rows[:, :, i, :] = x[:, :, a:b, :].mean(axis=2)
+        y = xp.empty((N, C, OH, OW), x.dtype)
+        for j, (a, b) in enumerate(windows_w):
+            y[:, :, :, j] = rows[:, :, :, a:b].mean(axis=3)
+        return y
+
+    def adaptive_avg_pool2d_backward(self, grad_out, input_shape, windows_h, windows_w):
+        """Each output's gradient spread evenly over its window."""
+        xp = self.xp
+        N, C, H, W = input_shape
+        OH = grad_out.shape[2]
+        grad_rows = xp.zeros((N, C, OH, W), grad_out.dtype)
+        for j, (a, b) in enumerate(windows_w):
+            grad_rows[:, :, :, a:b] += grad_out[:, :, :, j : j + 1] / (b - a)
+        grad_x = xp.zeros((N, C, H, W), grad_out.dtype)
+        for i, (a, b) in enumerate(windows_h):
+            grad_x[:, :, a:b, :] += grad_rows[:, :, i : i + 1, :] / (b - a)
+        return grad_x
+
+    # --------------------------------------------------------------------- elementwise
+    def _array(self, a):
+        # NumPy's ufuncs give a scalar for a 0-d array: the ops promise an array of x's shape
+        return np.asarray(a) if isinstance(a, np.generic) else a
+
+    def relu(self, x):
+        return self._array(self.xp.maximum(x, 0))
+
+    def relu_backward(self, grad_out, y):
+        grad_x = self._empty(grad_out.shape, grad_out.dtype)
+        if grad_x.size:
+            self.kernels.relu_backward(grad_out, y, grad_x)
+        return grad_x
+
+    def sigmoid(self, x):
+        """1 / (1 + exp(-x)) from z = exp(-|x|) in (0, 1]: 1 / (1 + z) for x >= 0, z / (1 + z)
+        for x < 0, so no exp overflows and the negative tail keeps its relative precision."""
+        xp = self.xp
+        # exp(-|x|) underflows to 0 for large |x|: the right limit, not worth a warning (or an
+        # exception under np.errstate(all="raise"))
+        with np.errstate(under="ignore"):
+            z = self._array(xp.abs(x))  # an array: the ufuncs below write into it
+            xp.negative(z, out=z)
+            xp.exp(z, out=z)
+            numerator = xp.where(x >= 0, xp.ones_like(z), z)
+            z += 1
+            numerator /= z
+        return numerator
+
+    def sigmoid_backward(self, grad_out, y):
+        return self._array(grad_out * y * (1 - y))
+
+    def tanh(self, x):
+        return self._array(self.xp.tanh(x))
+
+    def tanh_backward(self, grad_out, y):
+        return self._array(grad_out * (1 - y * y))
+
+    # --------------------------------------------------------------------------- dense
+    def linear(self, x, weight, bias, relu):
+        y = self._empty((x.shape[0], weight.shape[0]), x.dtype)
+        if y.size == 0:
+            return y
+        if x.shape[1] == 0:
+            y[...] = 0 if bias is None else bias
+            return self.relu(y) if relu else y
+        self.kernels.linear_forward(x, weight, bias, y, relu)
+        return y
+
+    def linear_backward(self, grad_out, x, weight, needs):
+        dtype = grad_out.dtype
+        grads = {
+            "input": self._empty(x.shape, dtype) if "input" in needs else None,
+            "weight": self._empty(weight.shape, dtype) if "weight" in needs else None,
+            "bias": self._empty((weight.shape[0],), dtype) if "bias" in needs else None,
+        }
+        if grad_out.size == 0 or x.shape[1] == 0:
+            for g in grads.values():
+                if g is not None:
+                    g[...] = 0
+            if grad_out.size == 0 or grads["bias"] is None:
+                return grads["input"], grads["weight"], grads["bias"]
+        self.kernels.linear_backward(
+            grad_out, x, weight, grads["input"], grads["weight"], grads["bias"]
+        )
+        return grads["input"], grads["weight"], grads["bias"]
+
+    def _labels(self, labels, K):
+        # Not on the GPU: reading labels back would synchronise every training step; there a
+        # label outside [0, K) gives a NaN loss instead (README, GPU backend).
+        if labels.size and self.device == "cpu":
+            if int(labels.min()) < 0 or int(labels.max()) >= K:
+                raise ValueError(f"labels must lie in [0, {K}) (the number of classes)")
+        return labels
+
+    def softmax_cross_entropy(self, logits, labels):
+        N, K = logits.shape
+        labels = self._labels(labels, K)
+        log_probs = self._empty((N, K), logits.dtype)
+        losses = self._empty((N,), logits.dtype)
+        self.kernels.softmax_cross_entropy_forward(logits, labels, log_probs, losses)
+        return losses.mean(), log_probs
+
+    def softmax_cross_entropy_backward(self, log_probs, labels, grad_loss):
+        N, K = log_probs.shape
+        labels = self._labels(labels, K)
+        grad = self._empty((N, K), log_probs.dtype)
+        self.kernels.softmax_cross_entropy_backward(log_probs, labels, grad, grad_loss / N)
+        return grad
+
+
+def cpu():
+    from .cpu import ops
+
+    return Eager("cpu", ops, np)
+
+
+def gpu():
+    from .gpu import ops
+
+    return Eager("gpu", ops, _compat.require_cupy())

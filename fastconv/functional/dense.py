@@ -1,0 +1,108 @@
+"""Public dense ops: linear (fully connected) and its gradients, softmax cross-entropy."""
+
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .. import _dispatch
+from .._typing import Array
+from .._validation import NEEDS, as_activation, as_needs, as_real
+from .._validation import arrays as _arrays
+
+__all__ = [
+    "linear",
+    "linear_backward",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_backward",
+]
+
+
+def _linear_inputs(x, weight):
+    x = _arrays.as_array(x, "x", 2)
+    weight = _arrays.as_array(weight, "weight", 2)
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[1]} features but weight expects weight.shape[1] = {weight.shape[1]}"
+        )
+    return x, weight
+
+
+def linear(
+    x: Array, weight: Array, bias: Optional[Array] = None, *, activation: Optional[str] = None
+) -> Array:
+    """Fully connected layer: x (N, IN), weight (OUT, IN), bias (OUT,) -> x @ weight.T + bias
+    (N, OUT); activation None or 'relu' (fused)."""
+    be = _dispatch.backend(x=x, weight=weight, bias=bias)
+    x, weight = _linear_inputs(x, weight)
+    if bias is not None:
+        bias = _arrays.as_array(bias, "bias", 1)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    activation = as_activation(activation)
+    dtype = _dispatch.dtype(x=x, weight=weight, bias=bias)
+    x, weight, bias = _dispatch.inputs(dtype, x, weight, bias)
+    return be.linear(x, weight, bias, activation == "relu")
+
+
+def linear_backward(
+    grad_out: Array, x: Array, weight: Array, *, needs: Union[str, Sequence[str]] = NEEDS
+) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
+    """Gradients of linear: grad_out (N, OUT), x (N, IN), weight (OUT, IN) ->
+    (grad_input (N, IN), grad_weight (OUT, IN), grad_bias (OUT,)), None where not in `needs`."""
+    needs = as_needs(needs)
+    be = _dispatch.backend(grad_out=grad_out, x=x, weight=weight)
+    x, weight = _linear_inputs(x, weight)
+    grad_out = _arrays.as_array(grad_out, "grad_out", 2)
+    if tuple(grad_out.shape) != (x.shape[0], weight.shape[0]):
+        raise ValueError(
+            f"grad_out must have shape {(x.shape[0], weight.shape[0])}, got {tuple(grad_out.shape)}"
+        )
+    dtype = _dispatch.dtype(grad_out=grad_out, x=x, weight=weight)
+    grad_out, x, weight = _dispatch.inputs(dtype, grad_out, x, weight)
+    return be.linear_backward(grad_out, x, weight, needs)
+
+
+def _labels(labels, n):
+    """labels (n,) of an integer dtype, as int64 (their range is checked by the backend)."""
+    labels = _arrays.as_array(labels, "labels", 1)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be an integer array, got {labels.dtype}")
+    if labels.shape[0] != n:
+        raise ValueError(
+            f"labels must have shape ({n},) (one per row of logits), got {tuple(labels.shape)}"
+        )
+    return _dispatch.inputs(np.dtype(np.int64), labels)[0]
+
+
+def _rows_and_classes(a, name):
+    a = _arrays.as_array(a, name, 2)
+    N, K = a.shape
+    if K < 1 or N < 1:
+        raise ValueError(f"{name} must have at least one row and one class, got {(N, K)}")
+    return a
+
+
+def softmax_cross_entropy(logits: Array, labels: Array) -> Tuple[Array, Array]:
+    """Mean cross-entropy of softmax(logits) against integer labels, computed stably.
+
+    logits (N, K), labels (N,) ints in [0, K) -> (loss, log_probs): loss is a 0-d array (the mean
+    over the batch), log_probs (N, K) is what softmax_cross_entropy_backward needs."""
+    be = _dispatch.backend(logits=logits, labels=labels)
+    logits = _rows_and_classes(logits, "logits")
+    labels = _labels(labels, logits.shape[0])
+    (logits,) = _dispatch.inputs(_dispatch.dtype(logits=logits), logits)
+    return be.softmax_cross_entropy(logits, labels)
+
+
+def softmax_cross_entropy_backward(
+    log_probs: Array, labels: Array, grad_loss: float = 1.0
+) -> Array:
+    """Gradient of the mean softmax cross-entropy with respect to the logits:
+    log_probs (N, K) from softmax_cross_entropy -> grad_logits (N, K) =
+    (softmax - onehot(labels)) * grad_loss / N."""
+    grad_loss = as_real(grad_loss, "grad_loss")
+    be = _dispatch.backend(log_probs=log_probs, labels=labels)
+    log_probs = _rows_and_classes(log_probs, "log_probs")
+    labels = _labels(labels, log_probs.shape[0])
+    (log_probs,) = _dispatch.inputs(_dispatch.dtype(log_probs=log_probs), log_probs)
+    return be.softmax_cross_entropy_backward(log_probs, labels, grad_loss)
