@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from test_lenet import write_idx_mnist  # the tiny random MNIST the CLI tests share
 
-from fastconv import __version__, datasets
+from fastconv import __version__, datasets, optim
 from fastconv.lenet import LeNet5
 from fastconv.lenet.cli import main
 from fastconv.lenet.history import history_paths, read_history
@@ -330,6 +331,35 @@ def test_resume_epochs_are_unambiguous(tmp_path, tiny, capsys):
     assert len(rows) == 12 and rows[0].keys() >= {"epoch", "train_loss", "test_accuracy"}
     assert [float(r["train_loss"]) for r in rows] == [h["train_loss"] for h in inside]
     assert read_history(csv_path) == [{k: h[k] for k in rows[0]} for h in inside]
+
+
+def test_resume_with_another_training_set_size(tmp_path, tiny, capsys, monkeypatch):
+    """The report: Ctrl-C in an epoch, then --resume with another --limit printed 'train acc
+    747.50%' and wrote it into the history; now refused like a changed --batch-size."""
+    data, _ = tiny  # 128 training images: 4 batches of 32
+    ckpt = tmp_path / "run.npz"
+    base = ["train", "--data", str(data), "--save", str(ckpt), "--epochs", "2"] + TINY
+    step, steps = optim.Adam.step, []
+
+    def step_then_ctrl_c(self):
+        step(self)
+        steps.append(1)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(optim.Adam, "step", step_then_ctrl_c)
+    assert main(base) == 130
+    assert "after batch 2/4" in capsys.readouterr().err
+    monkeypatch.setattr(optim.Adam, "step", step)
+    files = [ckpt, *history_paths(ckpt)]
+    before = [f.read_bytes() if f.exists() else None for f in files]
+    for fewer in ("32", "100"):
+        assert main(base + ["--resume", str(ckpt), "--limit", fewer]) == 1
+        error_line(capsys, "run.npz was trained on 128 training images", f"got {fewer}")
+        assert [f.read_bytes() if f.exists() else None for f in files] == before
+    # --limit above the data's size leaves the same 128 images: that run goes on
+    assert main(base + ["--resume", str(ckpt), "--limit", "1000"]) == 0
+    assert all(0 <= h["train_accuracy"] <= 1 for h in read_history(history_paths(ckpt)[1]))
 
 
 def test_more_epochs_without_resume_and_architecture_on_resume(tmp_path, tiny, capsys):

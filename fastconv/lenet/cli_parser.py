@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="PATH",
         default=None,
-        help="continue from this checkpoint (same batch size, optimizer, lr, lr decay)",
+        help="continue from this checkpoint (same batch size, optimizer, lr, lr decay, augment, "
+        "weight decay and number of training images)",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
