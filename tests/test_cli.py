@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from test_lenet import write_idx_mnist  # the tiny random MNIST the CLI tests share
 
-from fastconv import __version__, datasets, optim
+from fastconv import __version__, datasets, get_num_threads, optim
 from fastconv.lenet import LeNet5
 from fastconv.lenet.cli import main
 from fastconv.lenet.history import history_paths, read_history
@@ -372,6 +372,30 @@ def test_more_epochs_without_resume_and_architecture_on_resume(tmp_path, tiny, c
     error_line(capsys, "activation 'tanh'", "drop --activation")
     assert main(base + ["--resume", str(ckpt), "--more-epochs", "1"]) == 0  # the saved model
     assert "LeNet-5 (tanh, avg pooling)" in capsys.readouterr().out
+
+
+def test_train_header_names_the_thread_count(tmp_path, tiny, capsys):
+    """The header said 'threads default' instead of the number of threads training runs on."""
+    data, _ = tiny
+    argv = ["train", "--data", str(data), "--epochs", "1", "--batch-size", "32", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f", threads {get_num_threads()}, " in out and "default" not in out
+    assert main(argv + ["--threads", "1"]) == 0
+    assert ", threads 1, " in capsys.readouterr().out
+
+
+def test_train_without_save_says_the_model_is_not_kept(tmp_path, tiny, capsys):
+    """Without --save the trained model was thrown away without a word."""
+    data, _ = tiny
+    argv = ["train", "--data", str(data), "--epochs", "1"] + TINY
+    assert main(argv) == 0
+    assert capsys.readouterr().err == (
+        "fastconv-lenet: note: no --save given: the trained model will not be kept "
+        "(--save PATH keeps it)\n"
+    )
+    assert main(argv + ["--save", str(tmp_path / "c.npz")]) == 0
+    assert capsys.readouterr().err == ""
 
 
 # ----------------------------------------------------------------- download

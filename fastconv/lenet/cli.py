@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .. import datasets
+from .. import datasets, get_num_threads, set_num_threads
 from .._compat import require_cupy
 from .checkpoint import CheckpointError, checkpoint_json, read_checkpoint, read_model_entries
 from .cli_parser import (
@@ -167,9 +167,13 @@ def _read_model(path: str) -> LeNet5:
 
 def _set_threads(args: argparse.Namespace) -> None:
     if args.threads is not None:
-        from .. import set_num_threads
-
         set_num_threads(args.threads)
+
+
+def _threads_used(args: argparse.Namespace) -> int:
+    """The number of threads fastconv runs on: --threads, else its default (OMP_NUM_THREADS or
+    the cores), which is what fit() uses without a count."""
+    return args.threads if args.threads is not None else get_num_threads()
 
 
 # ----------------------------------------------------------------- commands
@@ -240,10 +244,17 @@ def _train(args: argparse.Namespace) -> int:
         f"LeNet-5 ({model_args['activation']}, {model_args['pooling']} pooling), "
         f"{len(data.train_labels)} training / {len(data.test_labels)} test images, "
         f"{args.optimizer} lr {lr:g} (x{args.lr_decay:g} per epoch), batch {args.batch_size}, "
-        f"seed {args.seed}, threads {args.threads or 'default'}, {args.device}, augment "
+        f"seed {args.seed}, threads {_threads_used(args)}, {args.device}, augment "
         f"{args.augment}, dropout {model_args['dropout']:g}, weight decay {args.weight_decay:g}",
         flush=True,
     )
+    if args.save is None:  # else hours of training could end with nothing kept, unannounced
+        print(
+            f"{PROG}: note: no --save given: the trained model will not be kept "
+            "(--save PATH keeps it)",
+            file=sys.stderr,
+            flush=True,
+        )
     if args.resume is not None:
         print(f"resuming {args.resume} after epoch {done}; training to epoch {epochs}", flush=True)
     try:
