@@ -637,3 +637,26 @@ def test_evaluate_on_a_local_dask_cluster(tmp_path, tiny, capsys):
     assert capsys.readouterr().out == in_memory  # same accuracy and confusion matrix
     assert main(args + ["--scheduler", "tcp://127.0.0.1:1"]) == 1
     error_line(capsys, "cannot reach the Dask scheduler tcp://127.0.0.1:1")
+
+
+def test_evaluate_on_a_local_cluster_sends_no_large_graph(tmp_path):
+    """evaluate --scheduler local put the test images and, once per chunk, the weights into the
+    task graph: distributed printed a 5-line 'Sending large graph' UserWarning to the user.
+    3000 images (12 MB) in chunks of 50 (60 copies of the 0.25 MB weights) each pass its
+    10 MB threshold alone."""
+    pytest.importorskip("distributed")
+    data = write_idx_mnist(tmp_path / "mnist", n_train=32, n_test=3000)
+    model = tmp_path / "weights.npz"
+    LeNet5(seed=0).save(model)
+    result = subprocess.run(
+        [sys.executable, "-m", "fastconv.lenet", "evaluate", "--model", str(model)]
+        + ["--data", str(data), "--batch-size", "50", "--scheduler", "local", "--workers", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "in 3000 images" in result.stdout
+    assert "UserWarning" not in output and "large graph" not in output, output
