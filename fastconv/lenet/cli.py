@@ -170,12 +170,6 @@ def _set_threads(args: argparse.Namespace) -> None:
         set_num_threads(args.threads)
 
 
-def _threads_used(args: argparse.Namespace) -> int:
-    """The number of threads fastconv runs on: --threads, else its default (OMP_NUM_THREADS or
-    the cores), which is what fit() uses without a count."""
-    return args.threads if args.threads is not None else get_num_threads()
-
-
 # ----------------------------------------------------------------- commands
 
 
@@ -244,17 +238,13 @@ def _train(args: argparse.Namespace) -> int:
         f"LeNet-5 ({model_args['activation']}, {model_args['pooling']} pooling), "
         f"{len(data.train_labels)} training / {len(data.test_labels)} test images, "
         f"{args.optimizer} lr {lr:g} (x{args.lr_decay:g} per epoch), batch {args.batch_size}, "
-        f"seed {args.seed}, threads {_threads_used(args)}, {args.device}, augment "
+        f"seed {args.seed}, threads {args.threads or get_num_threads()}, {args.device}, augment "
         f"{args.augment}, dropout {model_args['dropout']:g}, weight decay {args.weight_decay:g}",
         flush=True,
     )
     if args.save is None:  # else hours of training could end with nothing kept, unannounced
-        print(
-            f"{PROG}: note: no --save given: the trained model will not be kept "
-            "(--save PATH keeps it)",
-            file=sys.stderr,
-            flush=True,
-        )
+        note = "no --save given: the trained model will not be kept (--save PATH keeps it)"
+        print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
     if args.resume is not None:
         print(f"resuming {args.resume} after epoch {done}; training to epoch {epochs}", flush=True)
     try:
