@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -209,6 +210,114 @@ def test_truncated_checkpoint_in_a_subprocess(tmp_path, tiny):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "cut.npz: truncated or corrupt archive" in result.stderr
+
+
+# What pip writes as the fastconv-lenet console script.
+CONSOLE_SCRIPT = """import re
+import sys
+from fastconv.lenet.cli import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
+# Points in the command's start at which a Ctrl-C arrives: inside NumPy's import (its first
+# submodule done), SciPy's, after the compiled kernels', after the command's own module's.
+IMPORT_MARKS = ("numpy", "scipy", "fastconv._kernels.conv", "fastconv.lenet.cli")
+
+
+def ctrl_c_after_import(command, mark, cwd):
+    """Run `python -X importtime *command`, send SIGINT as soon as the import of `mark` (or of a
+    submodule of it) is done; returns (exit status, stderr without the import-time lines)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", *command],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(120, proc.kill)  # a mark never seen: the command would go on
+    watchdog.start()
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            name = line.rsplit("|", 1)[-1].strip()
+            if line.startswith("import time:") and (name == mark or name.startswith(mark + ".")):
+                proc.send_signal(signal.SIGINT)
+                break
+        lines += proc.stderr.readlines()
+        status = proc.wait()
+    finally:
+        watchdog.cancel()
+    return status, "".join(line for line in lines if not line.startswith("import time:"))
+
+
+@pytest.mark.parametrize("entry", ["console script", "python -m"])
+def test_ctrl_c_while_the_command_imports(tmp_path, tiny, entry):
+    """Ctrl-C in the command's first ~0.3 s, while it imports NumPy, SciPy and fastconv, gave a
+    20-40 line traceback and status -2; now one line and 130, as later. (Before fastconv's first
+    line runs, Python's own start, no code of fastconv can catch it.)"""
+    data, _ = tiny
+    if entry == "console script":
+        script = tmp_path / "fastconv-lenet"
+        script.write_text(CONSOLE_SCRIPT)
+        command = [str(script)]
+    else:
+        command = ["-m", "fastconv.lenet"]
+    command += ["train", "--data", str(data), "--save", str(tmp_path / "c.npz")]
+    command += ["--epochs", "1000"] + TINY  # still training when a late Ctrl-C arrives
+    for mark in IMPORT_MARKS:
+        status, err = ctrl_c_after_import(command, mark, tmp_path)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert status == 130 and "Traceback" not in err, (mark, status, err)
+        assert len(lines) == 1 and lines[0].startswith("fastconv-lenet: interrupted"), (mark, err)
+
+
+def test_ctrl_c_once_the_command_trains_still_saves_the_checkpoint(tmp_path, tiny):
+    """The start's exit-at-once handling ends where main begins: a Ctrl-C while training stops
+    at a batch boundary and saves, as before."""
+    data, _ = tiny
+    ckpt = tmp_path / "c.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastconv.lenet", "train", "--data", str(data)]
+        + ["--save", str(ckpt), "--epochs", "1000"]
+        + TINY,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if line.startswith("epoch"):
+            proc.send_signal(signal.SIGINT)
+            break
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130 and err.count("\n") == 2, err  # an empty line, the message
+    assert f"checkpoint saved to {ckpt}" in err and ckpt.is_file()
+
+
+def test_only_the_command_exits_at_once_on_ctrl_c(monkeypatch):
+    from fastconv._cli_start import started_as_command
+
+    for argv, orig_argv, command in (
+        (["/venv/bin/fastconv-lenet", "train"], None, True),
+        (["/venv/Scripts/fastconv-lenet-script.py"], None, True),
+        (["-m", "train"], ["python", "-m", "fastconv.lenet", "train"], True),
+        (["-m"], ["python", "-X", "importtime", "-mfastconv.lenet"], True),
+        (["-m"], ["python", "-m", "fastconv.other"], False),
+        (["fastconv-lenet-tools.py"], None, False),
+        (["-c"], ["python", "-c", "import fastconv"], False),
+    ):
+        monkeypatch.setattr(sys, "argv", argv)
+        monkeypatch.setattr(sys, "orig_argv", orig_argv, raising=False)
+        assert started_as_command() is command, argv
+    result = subprocess.run(
+        [sys.executable, "-c", "import fastconv, signal; print(signal.getsignal(2).__name__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout == "default_int_handler\n", result  # a library user's Ctrl-C: untouched
 
 
 def test_unexpected_error_is_one_line(tmp_path, tiny, capsys, monkeypatch):

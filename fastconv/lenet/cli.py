@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import datasets, get_num_threads, set_num_threads
+from .._cli_start import INTERRUPTED, end_command_start
 from .._compat import require_cupy
 from .checkpoint import CheckpointError, checkpoint_json, read_checkpoint, read_model_entries
 from .cli_parser import (
@@ -370,9 +371,9 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command; returns the exit status (argparse exits with 2 on bad arguments)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        end_command_start()  # Ctrl-C is reported below from here on (before: by _cli_start)
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except CommandError as exc:
         print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
@@ -382,7 +383,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"\n{PROG}: {exc}{hint}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        print(f"\n{INTERRUPTED}", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, or a failure not foreseen above: still one line
         if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):

@@ -7,12 +7,12 @@ import math
 from typing import Any, Callable, Dict, Optional
 
 from .. import __version__
+from .._cli_start import PROG
 from .augment import AUGMENTATIONS
 from .data import DATA_ENV, default_mnist_dir
 from .model import ACTIVATIONS, POOLINGS
 from .train import DEFAULT_AUGMENT, DEFAULT_LR, DEFAULT_LR_DECAY
 
-PROG = "fastconv-lenet"
 DEFAULT_EPOCHS = 10
 DEFAULT_ACTIVATION, DEFAULT_POOLING = "relu", "max"
 # The model's options: --X overrides, else the --resume checkpoint's, else this default.
