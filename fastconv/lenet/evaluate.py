@@ -62,8 +62,8 @@ def evaluate_on_dask(
     was_training = model.training
     try:
         model.eval()
-        # Scattered, not put into the task graph: the graph then held the images and a copy of
-        # the weights per chunk (43 MB for MNIST), and distributed warned about it in 5 lines.
+        # Scattered, not inlined in the task graph: inlined, the images and a copy of the weights
+        # per chunk made a 43 MB graph for MNIST, and distributed warned about it in 5 lines.
         on_workers = client.scatter(model, broadcast=True)
         chunks = client.scatter(
             [images[start : start + batch_size] for start in range(0, len(labels), batch_size)]
