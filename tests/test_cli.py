@@ -768,4 +768,6 @@ def test_evaluate_on_a_local_cluster_sends_no_large_graph(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "in 3000 images" in result.stdout
-    assert "UserWarning" not in output and "large graph" not in output, output
+    # (Only this warning: on a loaded machine distributed may warn that creating its scratch
+    # directories took over 1 s, a UserWarning that has nothing to do with the graph.)
+    assert "Sending large graph" not in output, output
