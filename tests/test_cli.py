@@ -8,9 +8,11 @@ import io
 import json
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 import pytest
 from test_lenet import write_idx_mnist  # the tiny random MNIST the CLI tests share
 
-from fastconv import __version__, datasets
+from fastconv import __version__, datasets, get_num_threads, optim
 from fastconv.lenet import LeNet5
 from fastconv.lenet.cli import main
 from fastconv.lenet.history import history_paths, read_history
@@ -210,6 +212,114 @@ def test_truncated_checkpoint_in_a_subprocess(tmp_path, tiny):
     assert "cut.npz: truncated or corrupt archive" in result.stderr
 
 
+# What pip writes as the fastconv-lenet console script.
+CONSOLE_SCRIPT = """import re
+import sys
+from fastconv.lenet.cli import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
+# Points in the command's start at which a Ctrl-C arrives: inside NumPy's import (its first
+# submodule done), SciPy's, after the compiled kernels', after the command's own module's.
+IMPORT_MARKS = ("numpy", "scipy", "fastconv._kernels.conv", "fastconv.lenet.cli")
+
+
+def ctrl_c_after_import(command, mark, cwd):
+    """Run `python -X importtime *command`, send SIGINT as soon as the import of `mark` (or of a
+    submodule of it) is done; returns (exit status, stderr without the import-time lines)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", *command],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(120, proc.kill)  # a mark never seen: the command would go on
+    watchdog.start()
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            name = line.rsplit("|", 1)[-1].strip()
+            if line.startswith("import time:") and (name == mark or name.startswith(mark + ".")):
+                proc.send_signal(signal.SIGINT)
+                break
+        lines += proc.stderr.readlines()
+        status = proc.wait()
+    finally:
+        watchdog.cancel()
+    return status, "".join(line for line in lines if not line.startswith("import time:"))
+
+
+@pytest.mark.parametrize("entry", ["console script", "python -m"])
+def test_ctrl_c_while_the_command_imports(tmp_path, tiny, entry):
+    """Ctrl-C in the command's first ~0.3 s, while it imports NumPy, SciPy and fastconv, gave a
+    20-40 line traceback and status -2; now one line and 130, as later. (Before fastconv's first
+    line runs, Python's own start, no code of fastconv can catch it.)"""
+    data, _ = tiny
+    if entry == "console script":
+        script = tmp_path / "fastconv-lenet"
+        script.write_text(CONSOLE_SCRIPT)
+        command = [str(script)]
+    else:
+        command = ["-m", "fastconv.lenet"]
+    command += ["train", "--data", str(data), "--save", str(tmp_path / "c.npz")]
+    command += ["--epochs", "1000"] + TINY  # still training when a late Ctrl-C arrives
+    for mark in IMPORT_MARKS:
+        status, err = ctrl_c_after_import(command, mark, tmp_path)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert status == 130 and "Traceback" not in err, (mark, status, err)
+        assert len(lines) == 1 and lines[0].startswith("fastconv-lenet: interrupted"), (mark, err)
+
+
+def test_ctrl_c_once_the_command_trains_still_saves_the_checkpoint(tmp_path, tiny):
+    """The start's exit-at-once handling ends where main begins: a Ctrl-C while training stops
+    at a batch boundary and saves, as before."""
+    data, _ = tiny
+    ckpt = tmp_path / "c.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastconv.lenet", "train", "--data", str(data)]
+        + ["--save", str(ckpt), "--epochs", "1000"]
+        + TINY,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if line.startswith("epoch"):
+            proc.send_signal(signal.SIGINT)
+            break
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130 and err.count("\n") == 2, err  # an empty line, the message
+    assert f"checkpoint saved to {ckpt}" in err and ckpt.is_file()
+
+
+def test_only_the_command_exits_at_once_on_ctrl_c(monkeypatch):
+    from fastconv._cli_start import started_as_command
+
+    for argv, orig_argv, command in (
+        (["/venv/bin/fastconv-lenet", "train"], None, True),
+        (["/venv/Scripts/fastconv-lenet-script.py"], None, True),
+        (["-m", "train"], ["python", "-m", "fastconv.lenet", "train"], True),
+        (["-m"], ["python", "-X", "importtime", "-mfastconv.lenet"], True),
+        (["-m"], ["python", "-m", "fastconv.other"], False),
+        (["fastconv-lenet-tools.py"], None, False),
+        (["-c"], ["python", "-c", "import fastconv"], False),
+    ):
+        monkeypatch.setattr(sys, "argv", argv)
+        monkeypatch.setattr(sys, "orig_argv", orig_argv, raising=False)
+        assert started_as_command() is command, argv
+    result = subprocess.run(
+        [sys.executable, "-c", "import fastconv, signal; print(signal.getsignal(2).__name__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout == "default_int_handler\n", result  # a library user's Ctrl-C: untouched
+
+
 def test_unexpected_error_is_one_line(tmp_path, tiny, capsys, monkeypatch):
     data, _ = tiny
 
@@ -332,6 +442,35 @@ def test_resume_epochs_are_unambiguous(tmp_path, tiny, capsys):
     assert read_history(csv_path) == [{k: h[k] for k in rows[0]} for h in inside]
 
 
+def test_resume_with_another_training_set_size(tmp_path, tiny, capsys, monkeypatch):
+    """The report: Ctrl-C in an epoch, then --resume with another --limit printed 'train acc
+    747.50%' and wrote it into the history; now refused like a changed --batch-size."""
+    data, _ = tiny  # 128 training images: 4 batches of 32
+    ckpt = tmp_path / "run.npz"
+    base = ["train", "--data", str(data), "--save", str(ckpt), "--epochs", "2"] + TINY
+    step, steps = optim.Adam.step, []
+
+    def step_then_ctrl_c(self):
+        step(self)
+        steps.append(1)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(optim.Adam, "step", step_then_ctrl_c)
+    assert main(base) == 130
+    assert "after batch 2/4" in capsys.readouterr().err
+    monkeypatch.setattr(optim.Adam, "step", step)
+    files = [ckpt, *history_paths(ckpt)]
+    before = [f.read_bytes() if f.exists() else None for f in files]
+    for fewer in ("32", "100"):
+        assert main(base + ["--resume", str(ckpt), "--limit", fewer]) == 1
+        error_line(capsys, "run.npz was trained on 128 training images", f"got {fewer}")
+        assert [f.read_bytes() if f.exists() else None for f in files] == before
+    # --limit above the data's size leaves the same 128 images: that run goes on
+    assert main(base + ["--resume", str(ckpt), "--limit", "1000"]) == 0
+    assert all(0 <= h["train_accuracy"] <= 1 for h in read_history(history_paths(ckpt)[1]))
+
+
 def test_more_epochs_without_resume_and_architecture_on_resume(tmp_path, tiny, capsys):
     data, _ = tiny
     ckpt = tmp_path / "tanh.npz"
@@ -342,6 +481,30 @@ def test_more_epochs_without_resume_and_architecture_on_resume(tmp_path, tiny, c
     error_line(capsys, "activation 'tanh'", "drop --activation")
     assert main(base + ["--resume", str(ckpt), "--more-epochs", "1"]) == 0  # the saved model
     assert "LeNet-5 (tanh, avg pooling)" in capsys.readouterr().out
+
+
+def test_train_header_names_the_thread_count(tmp_path, tiny, capsys):
+    """The header said 'threads default' instead of the number of threads training runs on."""
+    data, _ = tiny
+    argv = ["train", "--data", str(data), "--epochs", "1", "--batch-size", "32", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f", threads {get_num_threads()}, " in out and "default" not in out
+    assert main(argv + ["--threads", "1"]) == 0
+    assert ", threads 1, " in capsys.readouterr().out
+
+
+def test_train_without_save_says_the_model_is_not_kept(tmp_path, tiny, capsys):
+    """Without --save the trained model was thrown away without a word."""
+    data, _ = tiny
+    argv = ["train", "--data", str(data), "--epochs", "1"] + TINY
+    assert main(argv) == 0
+    assert capsys.readouterr().err == (
+        "fastconv-lenet: note: no --save given: the trained model will not be kept "
+        "(--save PATH keeps it)\n"
+    )
+    assert main(argv + ["--save", str(tmp_path / "c.npz")]) == 0
+    assert capsys.readouterr().err == ""
 
 
 # ----------------------------------------------------------------- download
@@ -583,3 +746,28 @@ def test_evaluate_on_a_local_dask_cluster(tmp_path, tiny, capsys):
     assert capsys.readouterr().out == in_memory  # same accuracy and confusion matrix
     assert main(args + ["--scheduler", "tcp://127.0.0.1:1"]) == 1
     error_line(capsys, "cannot reach the Dask scheduler tcp://127.0.0.1:1")
+
+
+def test_evaluate_on_a_local_cluster_sends_no_large_graph(tmp_path):
+    """evaluate --scheduler local put the test images and, once per chunk, the weights into the
+    task graph: distributed printed a 5-line 'Sending large graph' UserWarning to the user.
+    3000 images (12 MB) in chunks of 50 (60 copies of the 0.25 MB weights) each pass its
+    10 MB threshold alone."""
+    pytest.importorskip("distributed")
+    data = write_idx_mnist(tmp_path / "mnist", n_train=32, n_test=3000)
+    model = tmp_path / "weights.npz"
+    LeNet5(seed=0).save(model)
+    result = subprocess.run(
+        [sys.executable, "-m", "fastconv.lenet", "evaluate", "--model", str(model)]
+        + ["--data", str(data), "--batch-size", "50", "--scheduler", "local", "--workers", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "in 3000 images" in result.stdout
+    # (Only this warning: on a loaded machine distributed may warn that creating its scratch
+    # directories took over 1 s, a UserWarning that has nothing to do with the graph.)
+    assert "Sending large graph" not in output, output

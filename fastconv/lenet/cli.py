@@ -25,7 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .. import datasets
+from .. import datasets, get_num_threads, set_num_threads
+from .._cli_start import INTERRUPTED, end_command_start
 from .._compat import require_cupy
 from .checkpoint import CheckpointError, checkpoint_json, read_checkpoint, read_model_entries
 from .cli_parser import (
@@ -167,8 +168,6 @@ def _read_model(path: str) -> LeNet5:
 
 def _set_threads(args: argparse.Namespace) -> None:
     if args.threads is not None:
-        from .. import set_num_threads
-
         set_num_threads(args.threads)
 
 
@@ -240,10 +239,13 @@ def _train(args: argparse.Namespace) -> int:
         f"LeNet-5 ({model_args['activation']}, {model_args['pooling']} pooling), "
         f"{len(data.train_labels)} training / {len(data.test_labels)} test images, "
         f"{args.optimizer} lr {lr:g} (x{args.lr_decay:g} per epoch), batch {args.batch_size}, "
-        f"seed {args.seed}, threads {args.threads or 'default'}, {args.device}, augment "
+        f"seed {args.seed}, threads {args.threads or get_num_threads()}, {args.device}, augment "
         f"{args.augment}, dropout {model_args['dropout']:g}, weight decay {args.weight_decay:g}",
         flush=True,
     )
+    if args.save is None:  # else hours of training could end with nothing kept, unannounced
+        note = "no --save given: the trained model will not be kept (--save PATH keeps it)"
+        print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
     if args.resume is not None:
         print(f"resuming {args.resume} after epoch {done}; training to epoch {epochs}", flush=True)
     try:
@@ -369,9 +371,9 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command; returns the exit status (argparse exits with 2 on bad arguments)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        end_command_start()  # Ctrl-C is reported below from here on (before: by _cli_start)
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except CommandError as exc:
         print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
@@ -381,7 +383,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"\n{PROG}: {exc}{hint}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        print(f"\n{INTERRUPTED}", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, or a failure not foreseen above: still one line
         if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):

@@ -7,12 +7,12 @@ import math
 from typing import Any, Callable, Dict, Optional
 
 from .. import __version__
+from .._cli_start import PROG
 from .augment import AUGMENTATIONS
 from .data import DATA_ENV, default_mnist_dir
 from .model import ACTIVATIONS, POOLINGS
 from .train import DEFAULT_AUGMENT, DEFAULT_LR, DEFAULT_LR_DECAY
 
-PROG = "fastconv-lenet"
 DEFAULT_EPOCHS = 10
 DEFAULT_ACTIVATION, DEFAULT_POOLING = "relu", "max"
 # The model's options: --X overrides, else the --resume checkpoint's, else this default.
@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="PATH",
         default=None,
-        help="continue from this checkpoint (same batch size, optimizer, lr, lr decay)",
+        help="continue from this checkpoint (same batch size, optimizer, lr, lr decay, augment, "
+        "weight decay and number of training images)",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
