@@ -66,20 +66,16 @@ def _finite(a):
     return bool(np.isfinite(total) or np.isfinite(a).all())
 
 
-def _resolve(algorithm, pass_, conv, *operands):
-    """`algorithm` resolved for `pass_`; a transform (FFT, Winograd) would spread an inf or NaN of
-    `operands` over whole planes or tiles, so such inputs take the planner's exact choice."""
-    chosen = _planner.resolve(algorithm, pass_, conv, _level())
-    if chosen in _planner.TRANSFORMS and not all(_finite(a) for a in operands):
-        chosen = _planner.choose(pass_, conv, _level(), transforms=False)
-    return chosen
+def _choice(pass_, algorithm, conv, **operands):
+    """planner.for_operands for these operands, their finiteness measured only where asked."""
+    seen = {}
 
+    def finite(name):
+        if name not in seen:
+            seen[name] = _finite(operands[name])
+        return seen[name]
 
-def _algorithm(pass_, algorithm, shapes, geometry, dtype, *operands):
-    """(the problem, the algorithm computing `pass_`): shapes (x, weight, y), geometry (stride,
-    padding, dilation, groups); operands: the arrays whose finiteness the choice may depend on."""
-    conv = _problem(*shapes, *geometry, dtype)
-    return conv, _resolve(algorithm, pass_, conv, *operands)
+    return _planner.for_operands(algorithm, pass_, conv, _level(), finite)
 
 
 def _bias_or_empty(bias, dtype):
@@ -106,10 +102,8 @@ def _on_blas(algorithm, dense, op, *args):
 
 
 def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, algorithm):
-    shapes, geometry = (x.shape, weight.shape, y.shape), (stride, padding, dilation, groups)
-    _, algorithm = _algorithm("forward", algorithm, shapes, geometry, x.dtype, x, weight)
-    if algorithm == "depthwise" and not _finite(weight):
-        algorithm = "gemm"  # the depthwise kernels skip padded taps: 0 * inf must give NaN
+    conv = _problem(x.shape, weight.shape, y.shape, stride, padding, dilation, groups, x.dtype)
+    algorithm, _ = _choice("forward", algorithm, conv, x=x, weight=weight)
     if algorithm == "fft":
         _fft.conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu)
         return
@@ -158,35 +152,18 @@ def _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups):
     )
 
 
-def _depthwise_flips(conv):
-    """Whether depthwise grad-input runs as the SIMD forward over flipped weights: one filter per
-    channel, stride 1, SIMD, and a window of bounded size."""
-    (_, C, H, W), (F, _, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
-    return (
-        F == C
-        and tuple(conv.stride) == (1, 1)
-        and _level() > 0
-        and min(_planner.flipped_padding(conv)) >= 0
-        and _planner.window_fits((OH, OW), (H, W), (KH, KW), (1, 1), conv.dilation)
-    )
-
-
 def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups, algorithm):
-    shapes, geometry = (
-        (grad_x.shape, weight.shape, grad_y.shape),
-        (stride, padding, dilation, groups),
+    conv = _problem(
+        grad_x.shape, weight.shape, grad_y.shape, stride, padding, dilation, groups, grad_x.dtype
     )
-    conv, algorithm = _algorithm(
-        "grad_input", algorithm, shapes, geometry, grad_x.dtype, grad_y, weight
-    )
+    algorithm, flipped = _choice("grad_input", algorithm, conv, grad_y=grad_y, weight=weight)
     if algorithm == "fft":
         _fft.conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
         return
     if algorithm == "winograd":
         _winograd_grad_input(grad_y, weight, grad_x, padding, dilation)
         return
-    flips = algorithm == "direct" or (algorithm == "depthwise" and _depthwise_flips(conv))
-    if flips and _finite(weight):
+    if flipped:
         kernel = _direct if algorithm == "direct" else _depthwise
         _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups)
         return
@@ -222,16 +199,13 @@ def _winograd_grad_input(grad_y, weight, grad_x, padding, dilation):
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
-    shapes, geometry = (
-        (x.shape, grad_weight.shape, grad_y.shape),
-        (stride, padding, dilation, groups),
+    conv = _problem(
+        x.shape, grad_weight.shape, grad_y.shape, stride, padding, dilation, groups, x.dtype
     )
-    _, algorithm = _algorithm("grad_weight", algorithm, shapes, geometry, x.dtype, grad_y, x)
+    algorithm, _ = _choice("grad_weight", algorithm, conv, grad_y=grad_y, x=x)
     if algorithm == "fft":
         _fft.conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups)
         return
-    if algorithm == "depthwise" and not _finite(grad_y):
-        algorithm = "gemm"  # the depthwise kernel skips padded taps: 0 * inf must give NaN
     args = (*stride, *padding, *dilation, groups, get_num_threads())
     if algorithm == "direct":
         no_bias, _ = _bias_or_empty(None, x.dtype)
@@ -249,11 +223,10 @@ def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, 
     """grad_weight and grad_bias by the planner's choice: from one pass over grad_y on the direct
     kernels (LeNet-5 at batch 64: the separate grad-bias pass was ~0.2 ms of a 7 ms step),
     else the two ops."""
-    shapes, geometry = (
-        (x.shape, grad_weight.shape, grad_y.shape),
-        (stride, padding, dilation, groups),
+    conv = _problem(
+        x.shape, grad_weight.shape, grad_y.shape, stride, padding, dilation, groups, x.dtype
     )
-    _, algorithm = _algorithm("grad_weight", "auto", shapes, geometry, x.dtype, grad_y, x)
+    algorithm, _ = _choice("grad_weight", "auto", conv, grad_y=grad_y, x=x)
     if algorithm == "direct":
         _direct.grad_weight(
             grad_y,
@@ -282,9 +255,9 @@ def conv2d_forward_and_grad_weight(
     (4x4 stride-2 8x64x28x28 -> 32x56x56: 22.8 -> 20.0 ms on one thread)."""
     conv = _problem(x.shape, weight.shape, y.shape, stride, padding, dilation, groups, x.dtype)
     if (
-        _resolve("auto", "forward", conv, x, weight)
+        _choice("forward", "auto", conv, x=x, weight=weight)[0]
         == "gemm"
-        == _resolve("auto", "grad_weight", conv, grad_y, x)
+        == _choice("grad_weight", "auto", conv, grad_y=grad_y, x=x)[0]
     ):
         with blas_single_thread:
             _conv.forward_and_grad_weight(

@@ -13,10 +13,11 @@ the geometry and the SIMD level of the direct kernels, among
 - "fft":       FFT convolution (scipy.fft) for large kernels.
 
 `runnable` says which algorithms can compute a pass exactly; `choose` is the "auto" choice, from
-the measurements the thresholds cite; `resolve` checks a user's choice. Values that are not finite
-are a run-time matter for the backend: the paths that skip or transform padded taps (direct
-grad-input, depthwise, winograd, fft) would turn inf into NaN differently from NumPy, so the
-backend computes such inputs on "gemm", whatever the plan.
+the measurements the thresholds cite; `resolve` checks a user's choice; `fuses` says which pairs
+of passes run as one call; `for_operands` is what runs on given data: the paths that skip or
+transform padded taps (direct grad-input, depthwise, winograd, fft) would turn inf into NaN
+differently from NumPy, so operands holding inf or NaN take the exact paths, whatever the plan.
+The backend (ops.py) asks these and runs what they say; nothing else chooses.
 """
 
 import functools
@@ -168,6 +169,50 @@ def fft_pays(pass_, conv):
 # The algorithms that transform whole tiles or planes: an inf or NaN anywhere in one spreads to
 # every output of it, so the backend computes inputs that are not finite on the exact paths.
 TRANSFORMS = ("winograd", "fft")
+
+# The two operands of each pass (forward: y = x * weight; grad_input from grad_y and weight;
+# grad_weight from grad_y and x), and the one whose padded taps the depthwise kernels skip.
+OPERANDS = {
+    "forward": ("x", "weight"),
+    "grad_input": ("grad_y", "weight"),
+    "grad_weight": ("grad_y", "x"),
+}
+_DEPTHWISE_SKIPS = {"forward": "weight", "grad_weight": "grad_y"}
+
+
+def depthwise_flips(conv, level):
+    """Whether depthwise grad-input runs as the SIMD forward over flipped weights: one filter per
+    channel, stride 1, SIMD, and a window of bounded size."""
+    (_, C, H, W), (F, _, KH, KW), (_, _, OH, OW) = conv.x_shape, conv.w_shape, conv.y_shape
+    return (
+        F == C
+        and tuple(conv.stride) == (1, 1)
+        and level > 0
+        and min(flipped_padding(conv)) >= 0
+        and window_fits((OH, OW), (H, W), (KH, KW), (1, 1), conv.dilation)
+    )
+
+
+def for_operands(algorithm, pass_, conv, level, finite):
+    """(the algorithm that computes `pass_` of `conv` on these operands, whether grad-input runs
+    as a forward pass over the flipped weights). `finite(name)` says whether the operand `name`
+    (OPERANDS) holds only finite values; it is asked only where the answer changes the choice:
+    a transform would spread an inf or NaN over whole planes or tiles (the exact choice
+    instead); the depthwise kernels skip padded taps, and the flipped grad-input multiplies
+    padding by the weights, where 0 * inf must give NaN as the GEMM path does."""
+    chosen = resolve(algorithm, pass_, conv, level)
+    first, second = OPERANDS[pass_]
+    if chosen in TRANSFORMS and not (finite(first) and finite(second)):
+        chosen = choose(pass_, conv, level, transforms=False)
+    if pass_ != "grad_input":
+        if chosen == "depthwise" and not finite(_DEPTHWISE_SKIPS[pass_]):
+            return "gemm", False
+        return chosen, False
+    flipped = chosen == "direct" or (chosen == "depthwise" and depthwise_flips(conv, level))
+    if flipped and not finite("weight"):
+        # the scatter instead: the depthwise one, or GEMM's col2im for the direct kernels
+        return ("gemm" if chosen == "direct" else chosen), False
+    return chosen, flipped
 
 
 @functools.lru_cache(maxsize=4096)  # a pure function of its arguments, asked on every call

@@ -63,20 +63,6 @@ def _conv_args(x_shape, w_shape, y_shape, stride, padding, dilation):
     )
 
 
-def _algorithm(w_shape):
-    """The one kernel family the GPU runs a convolution with: depthwise when each group has one
-    input channel (a GEMM would reduce over KH*KW only), else implicit GEMM."""
-    return "depthwise" if w_shape[1] == 1 else "gemm"
-
-
-def _check_algorithm(algorithm, w_shape, pass_):
-    if algorithm not in ("auto", _algorithm(w_shape)):
-        raise ValueError(
-            f"algorithm {algorithm!r} cannot compute the {pass_} pass of this "
-            f"convolution on the GPU; it runs {_algorithm(w_shape)!r} (or 'auto')"
-        )
-
-
 def _check(dtype, *arrays):
     """RawKernel reads whatever it is given: refuse what a kernel would misread."""
     for a in arrays:
@@ -217,25 +203,21 @@ def _run_igemm(plan, A, B, bias, out, relu):
 def conv2d_plan(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm):
     """{pass: algorithm} for the three passes, with `algorithm` ("auto" or a name) resolved."""
     _compat.require_cupy()
-    passes = ("forward", "grad_input", "grad_weight")
-    for p in passes:
-        _check_algorithm(algorithm, w_shape, p)
-    return {p: _algorithm(w_shape) for p in passes}
+    return {p: gpu_plans.resolve(algorithm, p, w_shape) for p in gpu_plans.PASSES}
 
 
 def conv2d_algorithms(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
     """{pass: the algorithms that can compute it}."""
     _compat.require_cupy()
-    return {p: (_algorithm(w_shape),) for p in ("forward", "grad_input", "grad_weight")}
+    return {p: gpu_plans.runnable(p, w_shape) for p in gpu_plans.PASSES}
 
 
 def conv2d_fuses(
     fusion, x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm
 ):
-    """Whether the pair of passes `fusion` runs as one call: grad-weight and grad-bias from one
-    GEMM launch under the "auto" choice; no forward + grad-weight kernel on the GPU."""
+    """Whether the pair of passes `fusion` runs as one call (plans.fuses)."""
     _compat.require_cupy()
-    return fusion == "grad_weight_bias" and algorithm == "auto" and np.prod(y_shape) > 0
+    return gpu_plans.fuses(fusion, algorithm, y_shape)
 
 
 def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, algorithm):
@@ -244,14 +226,14 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, 
     ReLU applied when ``relu``. padding is (pad_top, pad_left); bottom/right follow from OH/OW.
     """
     _compat.require_cupy()
-    _check_algorithm(algorithm, weight.shape, "forward")
+    algorithm = gpu_plans.resolve(algorithm, "forward", weight.shape)
     if y.size == 0:
         return
     with x.device:
         dtype = x.dtype
         _check(dtype, x, weight, y, *(() if bias is None else (bias,)))
         geom = (tuple(stride), tuple(padding), tuple(dilation), groups)
-        if weight.shape[1] == 1:  # depthwise (or C == 1): a GEMM would reduce over KH*KW only
+        if algorithm == "depthwise":
             args = _conv_args(x.shape, weight.shape, y.shape, stride, padding, dilation)
             b = bias if bias is not None else weight
             _launch_1d(
@@ -270,13 +252,13 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups,
     """grad_x (N,C,H,W) from grad_y (N,F,OH,OW) and weight (F,C//groups,KH,KW): a gather,
     one dense GEMM per stride phase."""
     _compat.require_cupy()
-    _check_algorithm(algorithm, weight.shape, "grad_input")
+    algorithm = gpu_plans.resolve(algorithm, "grad_input", weight.shape)
     if grad_x.size == 0:
         return
     with grad_x.device:
         dtype = grad_x.dtype
         _check(dtype, grad_y, weight, grad_x)
-        if weight.shape[1] == 1:
+        if algorithm == "depthwise":
             args = _conv_args(grad_x.shape, weight.shape, grad_y.shape, stride, padding, dilation)
             _launch_1d(
                 "conv_depthwise.cu",
@@ -297,7 +279,7 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
     The reduction over N*OH*OW is split over blocks; splits are summed in a fixed order.
     """
     _compat.require_cupy()
-    _check_algorithm(algorithm, grad_weight.shape, "grad_weight")
+    gpu_plans.resolve(algorithm, "grad_weight", grad_weight.shape)
     conv2d_grad_weight_bias(grad_y, x, grad_weight, None, stride, padding, dilation, groups)
 
 
@@ -322,7 +304,7 @@ def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, 
             return
         dtype = grad_weight.dtype
         _check(dtype, grad_y, x, grad_weight, *(() if grad_bias is None else (grad_bias,)))
-        if Cg == 1:
+        if gpu_plans.choose("grad_weight", grad_weight.shape) == "depthwise":
             _depthwise_grad_weight(cupy, grad_y, x, grad_weight, stride, padding, dilation)
             if grad_bias is not None:
                 conv2d_grad_bias(grad_y, grad_bias)

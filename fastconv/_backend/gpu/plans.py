@@ -39,6 +39,42 @@ MISS = (-1, 0, -(2**30), 0)  # a padding entry: no A element, B row shift far ou
 _INT31 = 2**31
 
 
+# ------------------------------------------------------------------ the algorithm choice
+# The GPU runs one kernel family per convolution, the same API as the CPU planner's: depthwise
+# when each group has one input channel (a GEMM would reduce over KH*KW only), else implicit
+# GEMM. (The tiles and split-K are chosen by gemm_plan / wgrad_plan below.)
+PASSES = ("forward", "grad_input", "grad_weight")
+
+
+def runnable(pass_, w_shape):
+    """The algorithms that compute `pass_` of a convolution with weight of `w_shape`."""
+    return ("depthwise",) if w_shape[1] == 1 else ("gemm",)
+
+
+def choose(pass_, w_shape):
+    """The "auto" algorithm."""
+    return runnable(pass_, w_shape)[0]
+
+
+def resolve(algorithm, pass_, w_shape):
+    """`algorithm` ("auto" or a name) -> the algorithm that computes `pass_`; ValueError naming
+    `algorithm` when it cannot."""
+    if algorithm == "auto":
+        return choose(pass_, w_shape)
+    if algorithm not in runnable(pass_, w_shape):
+        raise ValueError(
+            f"algorithm {algorithm!r} cannot compute the {pass_} pass of this "
+            f"convolution on the GPU; it runs {choose(pass_, w_shape)!r} (or 'auto')"
+        )
+    return algorithm
+
+
+def fuses(fusion, algorithm, y_shape):
+    """Whether the pair of passes `fusion` runs as one call: grad-weight and grad-bias from one
+    GEMM launch under the "auto" choice; no forward + grad-weight kernel on the GPU."""
+    return fusion == "grad_weight_bias" and algorithm == "auto" and int(np.prod(y_shape)) > 0
+
+
 def cdiv(a, b):
     return -(-a // b)
 
