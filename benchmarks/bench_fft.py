@@ -200,8 +200,8 @@ CASES = [  # name, N, C, F, H, K
 
 
 def run_cases(args, torch, out):
-    from fastconv._backend.cpu import ops as _cpu
     from fastconv._backend.cpu import fft as _fft_conv
+    from fastconv._backend.cpu import ops as _cpu
 
     records = []
     hdr = (
@@ -283,8 +283,8 @@ PASSES = ("forward", "grad_input", "grad_weight")
 
 
 def run_crossover(args, out):
-    from fastconv._backend.cpu import ops as _cpu
     from fastconv._backend.cpu import fft as _fft_conv
+    from fastconv._backend.cpu import ops as _cpu
 
     kernels = [int(k) for k in args.kernels.split(",")]
     table = []

@@ -27,5 +27,3 @@ def test_manifest_ships_compiled_sources_and_kernels():
     assert "graft src" in manifest
     assert "fastconv/_backend/gpu/cuda/*.cu" in manifest
     assert sorted(p.name for p in (ROOT / "src").glob("*.pyx"))
-
-

@@ -28,7 +28,6 @@ from .. import arith
 from .. import functional as F
 from .activation import ReLU, Sigmoid, Tanh
 from .adaptive_pooling import AdaptiveAvgPool2D, GlobalAvgPool2D
-from .container import Sequential
 from .conv import Conv2D
 from .conv1d import Conv1D
 from .conv_transpose import ConvTranspose2D
@@ -303,8 +302,10 @@ def _run_once(layer: Layer, shape: _Shape, dtype: Any) -> _Shape:
 
 
 def _leaves(model: Layer, prefix: str = "") -> Iterator[Tuple[str, Layer]]:
-    """(dotted name, layer) in forward order: Sequentials unrolled, other layers whole."""
-    if isinstance(model, Sequential):
+    """(dotted name, layer) in forward order: Sequentials unrolled, other layers whole. (A
+    Sequential is the layer that iterates over its layers in forward order: asked by that, not
+    by its class, since nn.container imports this module for Sequential.summary.)"""
+    if hasattr(model, "__iter__"):
         names = {id(layer): name for name, layer in model.named_children().items()}
         for layer in model:
             name = names[id(layer)]

@@ -17,8 +17,8 @@ from typing import Any, NamedTuple, Union
 
 import numpy as np
 
-from ._atomic import atomic_write
-from ._idx import DatasetError, read_idx
+from .._atomic import atomic_write
+from .idx import DatasetError, read_idx
 
 __all__ = [
     "MNIST",
