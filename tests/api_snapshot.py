@@ -21,10 +21,10 @@ MODULES = (
 
 def _signature(obj):
     if inspect.isclass(obj):
-        methods = {
+        methods = {  # inherited ones too: moving a method to a base class changes nothing
             name: str(inspect.signature(member))
-            for name, member in sorted(vars(obj).items())
-            if (not name.startswith("_") or name == "__init__") and inspect.isfunction(member)
+            for name, member in inspect.getmembers(obj, inspect.isfunction)
+            if not name.startswith("_") or name == "__init__"
         }
         return {"class": methods}
     if callable(obj):

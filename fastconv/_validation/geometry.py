@@ -1,6 +1,7 @@
 """Convolution and pooling geometry: padding forms, output sizes (the one place that computes
 them), and the validated geometry every public function works from."""
 
+import functools
 from collections import namedtuple
 
 import numpy as np
@@ -72,12 +73,35 @@ def output_size(size, kernel, stride, dilation, pad_before, pad_after):
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def _plain(value):
+    """Whether `value` is a str, an int or (nested) tuples of ints, exactly: the argument forms a
+    cache may key on (True == 1 and 2.0 == 2 hash alike, but only ints are valid)."""
+    kind = type(value)
+    if kind is int or kind is str:
+        return True
+    return kind is tuple and all(type(v) is int or _plain(v) for v in value)
+
+
 def conv_geometry(
     input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, names=("x", "weight")
 ):
     """Validate convolution arguments for x (N,C,H,W), weight (F,C//groups,KH,KW) -> ConvGeometry.
 
-    `names`: what the caller calls the input and the weight (or their shapes), for messages."""
+    `names`: what the caller calls the input and the weight (or their shapes), for messages.
+    A pure function of its arguments: cached for the plain forms (ints, tuples of ints, str),
+    since embedding code makes many small calls with the same few geometries."""
+    if type(groups) is int and _plain(stride) and _plain(padding) and _plain(dilation):
+        shapes = (tuple(input_shape), tuple(weight_shape))
+        return _cached_geometry(*shapes, stride, padding, dilation, groups, names)
+    return _conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups, names)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_geometry(input_shape, weight_shape, stride, padding, dilation, groups, names):
+    return _conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups, names)
+
+
+def _conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups, names):
     N, C, H, W = input_shape
     F, Cg, KH, KW = weight_shape
     xn, wn = names

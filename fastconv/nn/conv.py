@@ -1,21 +1,20 @@
 """Conv2D: a 2-D convolution layer, optionally with the bias + ReLU fused into the kernel."""
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 from .. import functional as F
 from .._typing import Array, DTypeLike, IntPair, Padding, RNGLike
-from .._validation import as_activation, as_algorithm, as_pair
+from .._validation import as_algorithm, as_pair
 from ..parameter import Parameter
-from .checks import check_groups, check_input
-from .init import check_init, default_init
-from .layer import Layer
+from .checks import check_input
+from .conv_base import ConvLayer
 
 __all__ = ["Conv2D"]
 
 
-class Conv2D(Layer):
+class Conv2D(ConvLayer):
     """2-D convolution (cross-correlation, NCHW) with an optional fused ReLU.
 
     Parameters
@@ -43,6 +42,13 @@ class Conv2D(Layer):
     x (N, C, H, W) -> y (N, F, OH, OW); ``weight`` (F, C // groups, KH, KW), ``bias`` (F,).
     """
 
+    GEOMETRY = (
+        ("stride", 1),
+        ("padding", 0),
+        ("dilation", 1),
+        ("groups", 1),
+        ("algorithm", "auto"),
+    )
     weight: Parameter
     bias: Optional[Parameter]
     _cache: Optional[Tuple[Array, Array]]  # (input, output)
@@ -64,19 +70,12 @@ class Conv2D(Layer):
         algorithm: str = "auto",
     ) -> None:
         super().__init__()
-        as_activation(activation)
-        check_groups(in_channels, out_channels, groups)
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
-        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
-        self.algorithm = as_algorithm(algorithm)
-        self.stride = stride
-        self.padding = padding
-        self.dilation = dilation
-        self.groups = int(groups)
-        self.activation = activation
-        self.init = check_init(init if init is not None else default_init(activation))
-        kh, kw = self.kernel_size
+        kernel = as_pair(kernel_size, "kernel_size", 1)
+        geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        algorithm = as_algorithm(algorithm)
+        self._arguments(in_channels, out_channels, kernel, activation, init, **geometry)
+        self.algorithm = algorithm
+        kh, kw = kernel
         shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
         fan_in = shape[1] * kh * kw
         fan_out = self.out_channels // self.groups * kh * kw
@@ -87,15 +86,6 @@ class Conv2D(Layer):
 
     def _clear_cache(self) -> None:
         self._cache = None
-
-    def _geometry(self) -> Dict[str, Any]:
-        return dict(
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=self.groups,
-            algorithm=self.algorithm,
-        )
 
     def forward(self, x: Array) -> Array:
         """x (N, C, H, W) -> y (N, F, OH, OW)."""
@@ -118,23 +108,3 @@ class Conv2D(Layer):
         )
         self._accumulate(grad_weight, grad_bias)
         return grad_x
-
-    def extra_repr(self) -> str:
-        kh, kw = self.kernel_size
-        parts = [f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw})"]
-        for name, default in (
-            ("stride", 1),
-            ("padding", 0),
-            ("dilation", 1),
-            ("groups", 1),
-            ("algorithm", "auto"),
-        ):
-            value = getattr(self, name)
-            if value != default:
-                parts.append(f"{name}={value!r}")
-        if self.bias is None:
-            parts.append("bias=False")
-        if self.activation is not None:
-            parts.append(f"activation={self.activation!r}")
-        parts.append(f"dtype={self.weight.dtype}")
-        return ", ".join(parts)

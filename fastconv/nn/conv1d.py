@@ -1,21 +1,20 @@
 """Conv1D: a 1-D convolution layer (NCL), optionally with the bias + ReLU fused."""
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 from .. import functional as F
 from .._typing import Array, DTypeLike, Padding, RNGLike
-from .._validation import as_activation, as_int
+from .._validation import as_int
 from ..parameter import Parameter
-from .checks import check_groups, check_input
-from .init import check_init, default_init
-from .layer import Layer
+from .checks import check_input
+from .conv_base import ConvLayer
 
 __all__ = ["Conv1D"]
 
 
-class Conv1D(Layer):
+class Conv1D(ConvLayer):
     """1-D convolution (cross-correlation) over :func:`fastconv.functional.conv1d`.
 
     Parameters
@@ -40,6 +39,7 @@ class Conv1D(Layer):
     x (N, C, L) -> y (N, F, OL); ``weight`` (F, C // groups, K), ``bias`` (F,).
     """
 
+    GEOMETRY = (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1))
     weight: Parameter
     bias: Optional[Parameter]
     _cache: Optional[Tuple[Array, Array]]  # (input, output)
@@ -60,18 +60,9 @@ class Conv1D(Layer):
         dtype: DTypeLike = np.float32,
     ) -> None:
         super().__init__()
-        as_activation(activation)
-        check_groups(in_channels, out_channels, groups)
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
-        self.kernel_size = as_int(kernel_size, "kernel_size", 1)
-        self.stride = stride
-        self.padding = padding
-        self.dilation = dilation
-        self.groups = int(groups)
-        self.activation = activation
-        self.init = check_init(init if init is not None else default_init(activation))
-        k = self.kernel_size
+        k = as_int(kernel_size, "kernel_size", 1)
+        geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        self._arguments(in_channels, out_channels, k, activation, init, **geometry)
         shape = (self.out_channels, self.in_channels // self.groups, k)
         fan_in, fan_out = shape[1] * k, self.out_channels // self.groups * k
         self._new_weight_and_bias(
@@ -81,11 +72,6 @@ class Conv1D(Layer):
 
     def _clear_cache(self) -> None:
         self._cache = None
-
-    def _geometry(self) -> Dict[str, Any]:
-        return dict(
-            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups
-        )
 
     def forward(self, x: Array) -> Array:
         """x (N, C, L) -> y (N, F, OL)."""
@@ -112,16 +98,3 @@ class Conv1D(Layer):
         )
         self._accumulate(grad_weight, grad_bias)
         return grad_x
-
-    def extra_repr(self) -> str:
-        parts = [f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"]
-        for name, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)):
-            value = getattr(self, name)
-            if value != default:
-                parts.append(f"{name}={value!r}")
-        if self.bias is None:
-            parts.append("bias=False")
-        if self.activation is not None:
-            parts.append(f"activation={self.activation!r}")
-        parts.append(f"dtype={self.weight.dtype}")
-        return ", ".join(parts)

@@ -1,6 +1,6 @@
 """ConvTranspose2D: a 2-D transposed convolution layer (upsampling, PyTorch's weight layout)."""
 
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -8,14 +8,13 @@ from .. import functional as F
 from .._typing import Array, DTypeLike, IntPair, Padding, RNGLike
 from .._validation import as_pair
 from ..parameter import Parameter
-from .checks import check_groups, check_input
-from .init import check_init
-from .layer import Layer
+from .checks import check_input
+from .conv_base import ConvLayer
 
 __all__ = ["ConvTranspose2D"]
 
 
-class ConvTranspose2D(Layer):
+class ConvTranspose2D(ConvLayer):
     """2-D transposed convolution over :func:`fastconv.functional.conv_transpose2d`.
 
     Parameters
@@ -40,6 +39,13 @@ class ConvTranspose2D(Layer):
     ``bias`` (C_out,).
     """
 
+    GEOMETRY = (
+        ("stride", 1),
+        ("padding", 0),
+        ("output_padding", 0),
+        ("groups", 1),
+        ("dilation", 1),
+    )
     weight: Parameter
     bias: Optional[Parameter]
     _input: Optional[Array]
@@ -60,17 +66,16 @@ class ConvTranspose2D(Layer):
         dtype: DTypeLike = np.float32,
     ) -> None:
         super().__init__()
-        check_groups(in_channels, out_channels, groups)
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
-        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
-        self.stride = stride
-        self.padding = padding
-        self.output_padding = output_padding
-        self.groups = int(groups)
-        self.dilation = dilation
-        self.init = check_init(init if init is not None else "glorot_uniform")
-        kh, kw = self.kernel_size
+        kernel = as_pair(kernel_size, "kernel_size", 1)
+        geometry = dict(
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            groups=groups,
+            dilation=dilation,
+        )
+        self._arguments(in_channels, out_channels, kernel, None, init, **geometry)
+        kh, kw = kernel
         shape = (self.in_channels, self.out_channels // self.groups, kh, kw)
         fan_in = self.in_channels // self.groups * kh * kw
         fan_out = shape[1] * kh * kw
@@ -81,15 +86,6 @@ class ConvTranspose2D(Layer):
 
     def _clear_cache(self) -> None:
         self._input = None
-
-    def _geometry(self) -> Dict[str, Any]:
-        return dict(
-            stride=self.stride,
-            padding=self.padding,
-            output_padding=self.output_padding,
-            groups=self.groups,
-            dilation=self.dilation,
-        )
 
     def forward(self, x: Array) -> Array:
         """x (N, C_in, H, W) -> y (N, C_out, OH, OW)."""
@@ -110,21 +106,3 @@ class ConvTranspose2D(Layer):
         )
         self._accumulate(grad_weight, grad_bias)
         return grad_x
-
-    def extra_repr(self) -> str:
-        kh, kw = self.kernel_size
-        parts = [f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw})"]
-        for name, default in (
-            ("stride", 1),
-            ("padding", 0),
-            ("output_padding", 0),
-            ("groups", 1),
-            ("dilation", 1),
-        ):
-            value = getattr(self, name)
-            if value != default:
-                parts.append(f"{name}={value!r}")
-        if self.bias is None:
-            parts.append("bias=False")
-        parts.append(f"dtype={self.weight.dtype}")
-        return ", ".join(parts)

@@ -7,21 +7,50 @@ thread meanwhile.
 
 import numpy as np
 
-from ..._kernels import conv as _conv
-from ..._kernels import dense as _dense
-from ..._kernels import depthwise as _depthwise
-from ..._kernels import direct as _direct
-from ..._kernels import optim as _optim
-from ..._kernels import pool as _pool
-from ..._kernels import winograd as _winograd
+from ..._kernels import conv as _conv_module
+from ..._kernels import dense as _dense_module
+from ..._kernels import depthwise as _depthwise_module
+from ..._kernels import direct as _direct_module
+from ..._kernels import optim as _optim_module
+from ..._kernels import pool as _pool_module
+from ..._kernels import winograd as _winograd_module
 from .. import OPS  # noqa: F401  (the interface: the op names this module exports)
 from . import fft as _fft
 from . import planner as _planner
 from .threads import blas_single_thread, get_num_threads
 
 
+class _Typed:
+    """A compiled kernel module whose fused-type functions are called by their float or double
+    specialisation, picked from the first argument's dtype: Cython's own matching of the
+    arguments against the signatures costs ~2.5 us a call, most of a small convolution's time
+    outside the kernel. Everything else of the module passes through."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        fn = getattr(self._module, name)
+        signatures = getattr(fn, "__signatures__", None)
+        if signatures is not None:
+            by_dtype = {np.dtype(np.float32): signatures["float"]}
+            by_dtype[np.dtype(np.float64)] = signatures["double"]
+
+            def fn(first, *args, _by_dtype=by_dtype, _fused=fn):
+                return _by_dtype.get(first.dtype, _fused)(first, *args)
+
+        setattr(self, name, fn)  # looked up once
+        return fn
+
+
+_conv, _dense, _depthwise, _direct = (
+    _Typed(m) for m in (_conv_module, _dense_module, _depthwise_module, _direct_module)
+)
+_optim, _pool, _winograd = (_Typed(m) for m in (_optim_module, _pool_module, _winograd_module))
+
+
 def _level():
-    return _direct.level()
+    return _direct_module.level()
 
 
 def _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
