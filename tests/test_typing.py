@@ -70,7 +70,7 @@ def test_layers_and_optimisers_are_annotated():
         "Conv2D.__init__",
         "Conv2D.forward",
         "Conv2D.backward",
-        "Conv2D.extra_repr",
+        "ConvLayer.extra_repr",  # Conv2D's, from the convolution layers' base
         "Layer.state_dict",
         "Sequential.__getitem__",
         "Optimizer.zero_grad",
