@@ -49,6 +49,11 @@ class Conv2D(ConvLayer):
         ("groups", 1),
         ("algorithm", "auto"),
     )
+    kernel_size: Tuple[int, int]
+    stride: IntPair
+    padding: Padding
+    dilation: IntPair
+    algorithm: str
     weight: Parameter
     bias: Optional[Parameter]
     _cache: Optional[Tuple[Array, Array]]  # (input, output)

@@ -40,6 +40,10 @@ class Conv1D(ConvLayer):
     """
 
     GEOMETRY = (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1))
+    kernel_size: int
+    stride: int
+    padding: Padding
+    dilation: int
     weight: Parameter
     bias: Optional[Parameter]
     _cache: Optional[Tuple[Array, Array]]  # (input, output)

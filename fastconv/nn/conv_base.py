@@ -2,7 +2,7 @@
 channel, kernel, geometry, activation and init arguments, the geometry they pass to their
 functional op, and their repr."""
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 from .._validation import as_activation
 from .checks import check_groups
@@ -20,7 +20,7 @@ class ConvLayer(Layer):
     GEOMETRY: Tuple[Tuple[str, Any], ...] = ()
     in_channels: int
     out_channels: int
-    kernel_size: Union[int, Tuple[int, int]]
+    kernel_size: Any  # (KH, KW), or K for Conv1D
     groups: int
     activation: Optional[str]
     init: str
@@ -29,7 +29,7 @@ class ConvLayer(Layer):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: Union[int, Tuple[int, int]],
+        kernel_size: Any,
         activation: Optional[str],
         init: Optional[str],
         **geometry: Any,

@@ -1,6 +1,6 @@
 """ConvTranspose2D: a 2-D transposed convolution layer (upsampling, PyTorch's weight layout)."""
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -46,6 +46,11 @@ class ConvTranspose2D(ConvLayer):
         ("groups", 1),
         ("dilation", 1),
     )
+    kernel_size: Tuple[int, int]
+    stride: IntPair
+    padding: Padding
+    output_padding: IntPair
+    dilation: IntPair
     weight: Parameter
     bias: Optional[Parameter]
     _input: Optional[Array]
