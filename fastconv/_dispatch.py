@@ -74,7 +74,8 @@ def device(name):
 def inputs(dtype, *arrays):
     """The arrays C-contiguous in `dtype` (None kept), each copied at most once; a Dask array
     stays lazy (its blocks are made contiguous where they run)."""
-    return tuple(None if a is None else _arrays.contiguous(a, dtype) for a in arrays)
+    contiguous = _arrays.contiguous
+    return [None if a is None else contiguous(a, dtype) for a in arrays]
 
 
 def output(be, out, shape, dtype, **inputs):

@@ -26,9 +26,16 @@ def as_array(a, name, ndim=None):
 
 def compute_dtype(**arrays):
     """The dtype the computation runs in (see the module docstring), None values ignored."""
-    dtypes = {a.dtype for a in arrays.values() if a is not None}
-    if len(dtypes) == 1 and next(iter(dtypes)) in NATIVE_FLOATS:  # the hot path: one native dtype
-        return np.dtype(next(iter(dtypes)))
+    first = None
+    for a in arrays.values():  # the hot path: one native float dtype (a loop: called per op)
+        if a is not None:
+            if first is None:
+                first = a.dtype
+            elif a.dtype != first:
+                break
+    else:
+        if first in NATIVE_FLOATS:
+            return first
     dtypes = []
     for name, a in arrays.items():
         if a is None:

@@ -5,6 +5,8 @@ hands it the thread count and, where the kernel calls BLAS from OpenMP threads, 
 thread meanwhile.
 """
 
+import functools
+
 import numpy as np
 
 from ..._kernels import conv as _conv_module
@@ -53,6 +55,7 @@ def _level():
     return _direct_module.level()
 
 
+@functools.lru_cache(maxsize=1024)  # the same few problems, asked on every call
 def _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
     return _planner.Conv(
         tuple(x_shape),
@@ -107,9 +110,12 @@ def _choice(pass_, algorithm, conv, **operands):
     return _planner.for_operands(algorithm, pass_, conv, _level(), finite)
 
 
+_NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
+
+
 def _bias_or_empty(bias, dtype):
-    # The kernels take a typed memoryview; an empty one stands for "no bias".
-    return (np.empty(0, dtype=dtype), False) if bias is None else (bias, True)
+    # The kernels take a typed memoryview; an empty one (never written) stands for "no bias".
+    return (_NO_BIAS[dtype], False) if bias is None else (bias, True)
 
 
 def _matrices(x, weight, y):
