@@ -9,7 +9,7 @@ from .checks import check_groups
 from .init import check_init, default_init
 from .layer import Layer
 
-__all__ = ["ConvLayer"]
+__all__ = ["ConvLayer", "describe"]
 
 
 class ConvLayer(Layer):
@@ -52,16 +52,23 @@ class ConvLayer(Layer):
         return {name: getattr(self, name) for name, _ in self.GEOMETRY}
 
     def extra_repr(self) -> str:
-        k = self.kernel_size
-        kernel = f"({k[0]}, {k[1]})" if isinstance(k, tuple) else f"{k}"
-        parts = [f"{self.in_channels}, {self.out_channels}, kernel_size={kernel}"]
-        for name, default in self.GEOMETRY:
-            value = getattr(self, name)
-            if value != default:
-                parts.append(f"{name}={value!r}")
-        if getattr(self, "bias", None) is None:
-            parts.append("bias=False")
-        if self.activation is not None:
-            parts.append(f"activation={self.activation!r}")
-        parts.append(f"dtype={getattr(self, 'weight').dtype}")
-        return ", ".join(parts)
+        head = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        return describe(head, self, self.GEOMETRY, getattr(self, "weight").dtype)
+
+
+def describe(head: str, layer: Layer, geometry: Tuple[Tuple[str, Any], ...], dtype: Any) -> str:
+    """A convolution layer's repr arguments: `head` (channels, kernel size, ...), then those of
+    `geometry` ((name, default) pairs) that differ from their default, bias=False, the
+    activation and the dtype."""
+    parts = [head]
+    for name, default in geometry:
+        value = getattr(layer, name)
+        if value != default:
+            parts.append(f"{name}={value!r}")
+    if getattr(layer, "bias", None) is None:
+        parts.append("bias=False")
+    activation = getattr(layer, "activation", None)
+    if activation is not None:
+        parts.append(f"activation={activation!r}")
+    parts.append(f"dtype={dtype}")
+    return ", ".join(parts)

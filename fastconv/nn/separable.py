@@ -15,10 +15,19 @@ from .._validation import as_activation, as_pair
 from ..parameter import Parameter
 from .checks import check_input
 from .conv import Conv2D
+from .conv_base import describe
 from .init import as_generator, check_init, default_init, initial_weights
 from .layer import Layer, accumulate_grad
 
 __all__ = ["DepthwiseConv2D", "SeparableConv2D"]
+
+# The geometry arguments the two layers show in their repr where they differ from the default.
+_GEOMETRY = (("stride", 1), ("padding", 0), ("dilation", 1))
+
+
+def _head(channels: str, kernel_size: Tuple[int, int], depth_multiplier: int) -> str:
+    head = f"{channels}, kernel_size={kernel_size}"
+    return head if depth_multiplier == 1 else f"{head}, depth_multiplier={depth_multiplier}"
 
 
 def _depth_multiplier(value: int) -> int:
@@ -79,20 +88,8 @@ class DepthwiseConv2D(Conv2D):
         self.depth_multiplier = M
 
     def extra_repr(self) -> str:
-        kh, kw = self.kernel_size
-        parts = [f"{self.in_channels}, kernel_size=({kh}, {kw})"]
-        if self.depth_multiplier != 1:
-            parts.append(f"depth_multiplier={self.depth_multiplier}")
-        for name, default in (("stride", 1), ("padding", 0), ("dilation", 1)):
-            value = getattr(self, name)
-            if value != default:
-                parts.append(f"{name}={value!r}")
-        if self.bias is None:
-            parts.append("bias=False")
-        if self.activation is not None:
-            parts.append(f"activation={self.activation!r}")
-        parts.append(f"dtype={self.weight.dtype}")
-        return ", ".join(parts)
+        head = _head(f"{self.in_channels}", self.kernel_size, self.depth_multiplier)
+        return describe(head, self, _GEOMETRY, self.weight.dtype)
 
 
 class SeparableConv2D(Layer):
@@ -223,17 +220,6 @@ class SeparableConv2D(Layer):
         return grad_x
 
     def extra_repr(self) -> str:
-        kh, kw = self.kernel_size
-        parts = [f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw})"]
-        if self.depth_multiplier != 1:
-            parts.append(f"depth_multiplier={self.depth_multiplier}")
-        for name, default in (("stride", 1), ("padding", 0), ("dilation", 1)):
-            value = getattr(self, name)
-            if value != default:
-                parts.append(f"{name}={value!r}")
-        if self.bias is None:
-            parts.append("bias=False")
-        if self.activation is not None:
-            parts.append(f"activation={self.activation!r}")
-        parts.append(f"dtype={self.pointwise_weight.dtype}")
-        return ", ".join(parts)
+        channels = f"{self.in_channels}, {self.out_channels}"
+        head = _head(channels, self.kernel_size, self.depth_multiplier)
+        return describe(head, self, _GEOMETRY, self.pointwise_weight.dtype)

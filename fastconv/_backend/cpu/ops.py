@@ -98,8 +98,13 @@ def _finite(a):
     return bool(np.isfinite(total) or np.isfinite(a).all())
 
 
-def _choice(pass_, algorithm, conv, **operands):
-    """planner.for_operands for these operands, their finiteness measured only where asked."""
+def _choice(pass_, algorithm, shapes, geometry, **operands):
+    """(algorithm, flipped): planner.for_operands for the convolution of `shapes` (x, weight,
+    y) and `geometry` (stride, padding, dilation, groups) on these operands, their finiteness
+    measured only where asked."""
+    x_shape, w_shape, y_shape = shapes
+    first = next(iter(operands.values()))
+    conv = _problem(x_shape, w_shape, y_shape, *geometry, first.dtype)
     seen = {}
 
     def finite(name):
@@ -137,8 +142,8 @@ def _on_blas(algorithm, dense, op, *args):
 
 
 def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, algorithm):
-    conv = _problem(x.shape, weight.shape, y.shape, stride, padding, dilation, groups, x.dtype)
-    algorithm, _ = _choice("forward", algorithm, conv, x=x, weight=weight)
+    shapes, geometry = (x.shape, weight.shape, y.shape), (stride, padding, dilation, groups)
+    algorithm, _ = _choice("forward", algorithm, shapes, geometry, x=x, weight=weight)
     if algorithm == "fft":
         _fft.conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu)
         return
@@ -188,10 +193,13 @@ def _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups):
 
 
 def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups, algorithm):
-    conv = _problem(
-        grad_x.shape, weight.shape, grad_y.shape, stride, padding, dilation, groups, grad_x.dtype
+    shapes, geometry = (
+        (grad_x.shape, weight.shape, grad_y.shape),
+        (stride, padding, dilation, groups),
     )
-    algorithm, flipped = _choice("grad_input", algorithm, conv, grad_y=grad_y, weight=weight)
+    algorithm, flipped = _choice(
+        "grad_input", algorithm, shapes, geometry, grad_y=grad_y, weight=weight
+    )
     if algorithm == "fft":
         _fft.conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
         return
@@ -234,10 +242,11 @@ def _winograd_grad_input(grad_y, weight, grad_x, padding, dilation):
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
-    conv = _problem(
-        x.shape, grad_weight.shape, grad_y.shape, stride, padding, dilation, groups, x.dtype
+    shapes, geometry = (
+        (x.shape, grad_weight.shape, grad_y.shape),
+        (stride, padding, dilation, groups),
     )
-    algorithm, _ = _choice("grad_weight", algorithm, conv, grad_y=grad_y, x=x)
+    algorithm, _ = _choice("grad_weight", algorithm, shapes, geometry, grad_y=grad_y, x=x)
     if algorithm == "fft":
         _fft.conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups)
         return
@@ -258,10 +267,11 @@ def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, 
     """grad_weight and grad_bias by the planner's choice: from one pass over grad_y on the direct
     kernels (LeNet-5 at batch 64: the separate grad-bias pass was ~0.2 ms of a 7 ms step),
     else the two ops."""
-    conv = _problem(
-        x.shape, grad_weight.shape, grad_y.shape, stride, padding, dilation, groups, x.dtype
+    shapes, geometry = (
+        (x.shape, grad_weight.shape, grad_y.shape),
+        (stride, padding, dilation, groups),
     )
-    algorithm, _ = _choice("grad_weight", "auto", conv, grad_y=grad_y, x=x)
+    algorithm, _ = _choice("grad_weight", "auto", shapes, geometry, grad_y=grad_y, x=x)
     if algorithm == "direct":
         _direct.grad_weight(
             grad_y,
@@ -288,11 +298,11 @@ def conv2d_forward_and_grad_weight(
     "forward_grad_weight"): the two gradients of a transposed convolution. When both passes take
     im2col + GEMM, one im2col per tile serves both GEMMs, bitwise the two calls' results
     (4x4 stride-2 8x64x28x28 -> 32x56x56: 22.8 -> 20.0 ms on one thread)."""
-    conv = _problem(x.shape, weight.shape, y.shape, stride, padding, dilation, groups, x.dtype)
+    shapes, geometry = (x.shape, weight.shape, y.shape), (stride, padding, dilation, groups)
     if (
-        _choice("forward", "auto", conv, x=x, weight=weight)[0]
+        _choice("forward", "auto", shapes, geometry, x=x, weight=weight)[0]
         == "gemm"
-        == _choice("grad_weight", "auto", conv, grad_y=grad_y, x=x)[0]
+        == _choice("grad_weight", "auto", shapes, geometry, grad_y=grad_y, x=x)[0]
     ):
         with blas_single_thread:
             _conv.forward_and_grad_weight(
