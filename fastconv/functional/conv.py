@@ -1,8 +1,8 @@
 """Public 2-D convolution: conv2d and its gradients (NCHW, cross-correlation, torch's semantics).
 
 Each function validates its arguments, asks the dispatcher (fastconv._dispatch) for the backend
-(NumPy -> CPU kernels, CuPy -> GPU kernels, Dask -> lazy blocks on those) and the computing dtype
-(inputs made C-contiguous in it, at most one copy each), and calls the backend. Inputs are never
+of its arrays and the computing dtype (inputs made C-contiguous in it, at most one copy each),
+and calls the backend. Inputs are never
 modified.
 """
 

@@ -175,7 +175,7 @@ def conv_transpose2d(
         return np.empty_like(x, shape=geom.output_shape)
     CH, CW = geom.core_hw
     if CH == 0 or CW == 0:  # every output lies in output_padding: no input reaches one
-        y = np.zeros_like(x, shape=geom.output_shape)  # like x: NumPy, CuPy or Dask
+        y = np.zeros_like(x, shape=geom.output_shape)  # x's array type (np.zeros_like dispatches)
     else:
         core_shape = (N, C_out, CH, CW)
         conv = conv_geometry(core_shape, weight.shape, **geom.conv)
