@@ -296,7 +296,7 @@ def test_ctrl_c_once_the_command_trains_still_saves_the_checkpoint(tmp_path, tin
     assert f"checkpoint saved to {ckpt}" in err and ckpt.is_file()
 
 
-def test_only_the_command_exits_at_once_on_ctrl_c(monkeypatch):
+def test_only_the_command_exits_at_once_on_ctrl_c(monkeypatch, tmp_path):
     from fastconv._cli_start import started_as_command
 
     for argv, orig_argv, command in (
@@ -316,6 +316,7 @@ def test_only_the_command_exits_at_once_on_ctrl_c(monkeypatch):
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tmp_path,  # not the checkout: `python -c` would import its unbuilt fastconv/
     )
     assert result.stdout == "default_int_handler\n", result  # a library user's Ctrl-C: untouched
 

@@ -284,13 +284,17 @@ print(grown // 1024)
 """
 
 
-def test_tasks_hold_a_few_blocks_never_the_array():
+def test_tasks_hold_a_few_blocks_never_the_array(tmp_path):
     """The README's promise: peak memory of a few blocks per worker, never the array."""
     import subprocess
     import sys
 
-    run = subprocess.run(
-        [sys.executable, "-c", _DASK_PEAK_SCRIPT], capture_output=True, text=True, timeout=300
+    run = subprocess.run(  # not from the checkout: `python -c` would import its unbuilt fastconv/
+        [sys.executable, "-c", _DASK_PEAK_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     grown_mib = int(run.stdout.split()[-1])
