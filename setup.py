@@ -99,20 +99,22 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-extensions = [
-    Extension(
-        f"fastconv._kernels.{name}",
-        [f"src/{name}.pyx"],
-        include_dirs=[numpy.get_include(), "src"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )
-    for name in KERNELS
-]
-
-setup(
-    ext_modules=cythonize(
+def ext_modules(names=KERNELS, nthreads=0):
+    """The kernels as cythonized Extensions (src/<name>.pyx -> fastconv._kernels.<name>);
+    `nthreads` > 1 runs Cython in that many processes."""
+    extensions = [
+        Extension(
+            f"fastconv._kernels.{name}",
+            [f"src/{name}.pyx"],
+            include_dirs=[numpy.get_include(), "src"],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
+        for name in names
+    ]
+    return cythonize(
         extensions,
         include_path=["src"],
+        nthreads=nthreads,
         compiler_directives={
             "language_level": 3,
             "boundscheck": False,
@@ -120,6 +122,11 @@ setup(
             "initializedcheck": False,
             "cdivision": True,
         },
-    ),
-    cmdclass={"build_ext": BuildExt},
-)
+    )
+
+
+# setup() only when run: pip and `python -m build` run this file as __main__ (setuptools'
+# build_meta does), and benchmarks/build_inplace.py imports the two definitions above to build
+# the kernels without the project metadata (pyproject's PEP 639 fields need setuptools >= 77).
+if __name__ == "__main__":
+    setup(ext_modules=ext_modules(), cmdclass={"build_ext": BuildExt})

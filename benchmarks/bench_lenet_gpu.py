@@ -6,10 +6,12 @@
 Needs no dataset and no network: MNIST-shaped synthetic data (random 32x32 images, labels in
 0..9; the time of a training step does not depend on the pixel values), made on the host with
 a fixed seed and copied to the device once. Both sides run the same loop: per batch, gather the
-batch on the device, zero the gradients, forward, softmax cross-entropy, backward, Adam step;
-the loss is summed on the device and read once at the end of the epoch (so neither side is
-timed waiting for per-batch read-backs). Reps alternate fastconv / torch (the order flips every
-rep); the figure is the median epoch time, taken around a device synchronisation.
+batch on the device, drop the gradients (zero_grad(set_to_none=True), as fastconv's trainer does
+and torch does by default: backward then assigns them, no zeroing pass), forward, softmax
+cross-entropy, backward, Adam step; the loss is summed on the device and read once at the end of
+the epoch (so neither side is timed waiting for per-batch read-backs). Reps alternate fastconv /
+torch (the order flips every rep); the figure is the median epoch time, taken around a device
+synchronisation.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def fastconv_epoch(images, labels, batch_size):
         total = cupy.zeros((), cupy.float32)
         for b in range(0, n, batch_size):
             x, y = x_all[b : b + batch_size], y_all[b : b + batch_size]
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=True)  # as the trainer: backward assigns the gradients
             loss = loss_fn.forward(model.forward(x), y)
             model.backward(loss_fn.backward(), input_grad=False)
             opt.step()
@@ -99,7 +101,7 @@ def torch_epoch(images, labels, batch_size):
         total = torch.zeros((), device=dev)
         for b in range(0, n, batch_size):
             x, y = x_all[b : b + batch_size], y_all[b : b + batch_size]
-            opt.zero_grad(set_to_none=False)
+            opt.zero_grad(set_to_none=True)  # torch's default: no zeroing pass either
             loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
