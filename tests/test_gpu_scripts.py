@@ -73,17 +73,20 @@ def test_verify_script_steps_exist_and_fit_eight_minutes():
     assert "setup.py" not in steps["build"][1]  # it would read pyproject's metadata
 
 
-def test_verify_script_sanitizer_tests_exist():
+def test_verify_script_sanitizer_tests_exist(tmp_path):
     """The memcheck / racecheck subsets name tests that exist (a renamed test or case would
     make pytest report "not found" on the GPU machine)."""
     text = VERIFY.read_text()
     picked = set(re.findall(r'"\$B::(test_\w+\[[^\]]+\])"', text))
     assert len(picked) >= 15
+    # run outside the checkout: `python -m` from its root would import the unbuilt fastconv/
     collected = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-         "tests/test_gpu_backend.py"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+         "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
+         str(ROOT / "tests" / "test_gpu_backend.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
     ids = {line.split("::", 1)[1] for line in collected.stdout.splitlines() if "::" in line}
     assert picked <= ids, sorted(picked - ids)
 
