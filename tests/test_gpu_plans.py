@@ -100,6 +100,32 @@ def test_gemm_plan_pads_tables_and_splits_small_problems():
     assert big.splits == 1
 
 
+def _fast(n, mul, shift, d):
+    if d == 1:
+        return n
+    return ((n * np.uint64(mul)) >> np.uint64(32)) >> np.uint64(shift)
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (3, 1)])
+def test_geo_fast_div_fields_decode_every_column(stride):
+    """gemm_column (conv_geo.cuh) splits column p into (n, i, j) with the FastDiv fields of its
+    geo row: the same integers as p // HPWP and r // WP, for every column of every phase."""
+    x, w = (3, 4, 13, 11), (5, 4, 3, 3)
+    OH, OW = _geometry(13, 11, 3, 3, stride, (1, 1), (1, 1))
+    y = (3, 5, OH, OW)
+    geom = (stride, (1, 1), (1, 1), 1)
+    phases = gp.forward_phases(x, w, y, *geom) + gp.grad_input_phases(x, w, y, *geom)
+    plan = gp.gemm_plan(phases, 1, sm_count=4, max_grid=(2**31 - 1, 65535, 65535))
+    for geo in plan.geo:
+        row = dict(zip(gp.GEO, (int(v) for v in geo)))
+        p = np.arange(row["COLS"], dtype=np.uint64)
+        n = _fast(p, row["HPWP_MUL"], row["HPWP_SHIFT"], row["HPWP"])
+        r = p - n * np.uint64(row["HPWP"])
+        i = _fast(r, row["WP_MUL"], row["WP_SHIFT"], row["WP"])
+        np.testing.assert_array_equal(n, p // np.uint64(row["HPWP"]))
+        np.testing.assert_array_equal(i, r // np.uint64(row["WP"]))
+
+
 def test_tile_choice():
     assert gp.choose_tile(6, 200704, 1, 132) == (64, 128)  # few filters: no 128-row tile
     assert gp.choose_tile(512, 392, 1, 132) == (64, 64)  # 7x7 maps: step down to fill SMs

@@ -32,7 +32,7 @@ def tiles(dtype):
 
 GEO = (
     "M COLS KPAD KTAB KSPLIT HPWP WP IN_N IN_G IN_H IN_W IS_H IS_W IO_H IO_W "
-    "OUT_N OUT_G OUT_W OS_H OS_W OO_H OO_W A_MS A_G C_MS"
+    "OUT_N OUT_G OUT_W OS_H OS_W OO_H OO_W A_MS A_G C_MS HPWP_MUL HPWP_SHIFT WP_MUL WP_SHIFT"
 ).split()
 _G = {name: i for i, name in enumerate(GEO)}
 MISS = (-1, 0, -(2**30), 0)  # a padding entry: no A element, B row shift far out of range
@@ -224,7 +224,11 @@ def gemm_plan(phases, groups, sm_count, max_grid, dtype=np.float32):
         table = _pad(entries)
         kpad = len(table)
         ksplit = cdiv(cdiv(kpad, splits), BK) * BK
-        geo.append(_row(**fields, KPAD=kpad, KTAB=offset, KSPLIT=ksplit))
+        # the kernels decode a column p < COLS < 2**31 by multiply-high: p // HPWP, then // WP
+        hm, hs = fast_div(max(fields["HPWP"], 1))
+        wm, ws = fast_div(max(fields["WP"], 1))
+        divs = dict(HPWP_MUL=hm, HPWP_SHIFT=hs, WP_MUL=wm, WP_SHIFT=ws)
+        geo.append(_row(**fields, **divs, KPAD=kpad, KTAB=offset, KSPLIT=ksplit))
         tables.append(table)
         offset += kpad
     ktab = np.concatenate(tables) if offset else np.array([MISS], np.int32)
