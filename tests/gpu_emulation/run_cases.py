@@ -64,6 +64,12 @@ CONV = {
         DEFAULT,
         {"conv_igemm", "conv_wgrad"},
     ),
+    "wgrad_big_tile": (  # grad_weight's own tile choice (plans.choose_wgrad_tile): 128 x 128
+        # (F x C*KH*KW, no padding) in float, 64x128 in double
+        (2, 128, 5, 5, 128, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        DEFAULT,
+        {"conv_wgrad"},
+    ),
     "split_reduction": (  # split-K forward/grad_input and a split grad_weight reduction
         (2, 8, 16, 16, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
         dict(sm_count=8),
@@ -160,6 +166,13 @@ LAUNCH_CHECKS = {
             g[0] >= 2 and g[1] >= 2 and b[0] == (128 if "<double" in n else 256)
             for n, g, b in ls
             if n.split("<")[0] in ("conv_igemm", "conv_wgrad")
+        ),
+    ),
+    "wgrad_big_tile": (
+        "conv_wgrad in the biggest tile of the dtype (256 threads for float, 128 for double)",
+        lambda ls: any(
+            n.startswith("conv_wgrad") and b[0] == (128 if "<double" in n else 256)
+            for n, g, b in ls
         ),
     ),
     "split_reduction": (
@@ -280,7 +293,14 @@ for _dt in (F32, F64):
     )
 # Tensor-core (TF32 / 3xTF32) kernels, float32: tc_cases.py. The 64x64, 128x128 and 64x128 tiles,
 # split-K, stride phases, the exact re-computation for a NaN weight, and an sm_70 device.
-for _name in ("basic", "tiles_multi", "split_reduction", "stride2_phases", "c3x3_64"):
+for _name in (
+    "basic",
+    "tiles_multi",
+    "split_reduction",
+    "stride2_phases",
+    "c3x3_64",
+    "wgrad_big_tile",
+):
     CASES[f"conv_tc-{_name}"] = dict(
         kind="conv_tc", geom=CONV[_name][0], device=CONV[_name][1], expect=set()
     )
