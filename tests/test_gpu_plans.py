@@ -100,6 +100,74 @@ def test_gemm_plan_pads_tables_and_splits_small_problems():
     assert big.splits == 1
 
 
+def _fast(n, mul, shift, d):
+    if d == 1:
+        return n
+    return ((n * np.uint64(mul)) >> np.uint64(32)) >> np.uint64(shift)
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (3, 1)])
+def test_geo_fast_div_fields_decode_every_column(stride):
+    """gemm_column (conv_geo.cuh) splits column p into (n, i, j) with the FastDiv fields of its
+    geo row: the same integers as p // HPWP and r // WP, for every column of every phase."""
+    x, w = (3, 4, 13, 11), (5, 4, 3, 3)
+    OH, OW = _geometry(13, 11, 3, 3, stride, (1, 1), (1, 1))
+    y = (3, 5, OH, OW)
+    geom = (stride, (1, 1), (1, 1), 1)
+    phases = gp.forward_phases(x, w, y, *geom) + gp.grad_input_phases(x, w, y, *geom)
+    plan = gp.gemm_plan(phases, 1, sm_count=4, max_grid=(2**31 - 1, 65535, 65535))
+    for geo in plan.geo:
+        row = dict(zip(gp.GEO, (int(v) for v in geo)))
+        p = np.arange(row["COLS"], dtype=np.uint64)
+        n = _fast(p, row["HPWP_MUL"], row["HPWP_SHIFT"], row["HPWP"])
+        r = p - n * np.uint64(row["HPWP"])
+        i = _fast(r, row["WP_MUL"], row["WP_SHIFT"], row["WP"])
+        np.testing.assert_array_equal(n, p // np.uint64(row["HPWP"]))
+        np.testing.assert_array_equal(i, r // np.uint64(row["WP"]))
+
+
+def test_grad_weight_fills_h100_with_warps():
+    """ResNet's 3x3 64->64 on 56x56 at batch 32, on an H100 (132 SMs): grad-weight used to get
+    ~4 warps per SM (choose_tile's 64x64 tile, 9 blocks of 2 warps, choose_splits' 2 blocks per
+    SM: 30 splits); now at least WGRAD_WARPS_PER_SM, in 64x128 tiles."""
+    sms, grid_max = 132, (2**31 - 1, 65535, 65535)
+    x, w, y = (32, 64, 56, 56), (64, 64, 3, 3), (32, 64, 56, 56)
+    P, rows, cols = 32 * 56 * 56, 64, 64 * 9
+    # before: the forward's policy (tile stepped down to fill SMs, splits counted in blocks)
+    old_tile = gp.choose_tile(rows, cols, 1, sms)
+    old_blocks = gp.cdiv(rows, old_tile[0]) * gp.cdiv(cols, old_tile[1])
+    old_splits = gp.choose_splits(old_blocks, gp.cdiv(P, gp.BK), sms, min_slices=16, cap=256)
+    before = gp.warps_per_sm((old_blocks, 1, old_splits), old_tile, sms)
+    assert old_tile == (64, 64) and old_splits == 30 and 4 <= before < 4.2
+    for dtype in (np.float32, np.float64):
+        tile, grid, splits, per, _ = gp.wgrad_plan(
+            x, w, y, (1, 1), (1, 1), (1, 1), 1, sms, grid_max, dtype
+        )
+        after = gp.warps_per_sm(grid, tile, sms)
+        assert tile == (64, 128) and after >= gp.WGRAD_WARPS_PER_SM == 16, (tile, grid, after)
+        assert grid[2] == splits and (splits - 1) * per < P <= splits * per and per % gp.BK == 0
+        assert per >= 16 * gp.BK  # each split still at least min_slices long
+
+
+def test_grad_weight_splits_bounded():
+    """Big layers need no split; tiny reductions are not cut below min_slices; the cap holds."""
+    grid_max = (2**31 - 1, 65535, 65535)
+    big = gp.wgrad_plan(
+        (32, 512, 7, 7), (512, 512, 3, 3), (32, 512, 7, 7), (1, 1), (1, 1), (1, 1), 1, 132,
+        grid_max, np.float32,
+    )  # fmt: skip
+    assert big[0] == (128, 128) and gp.warps_per_sm(big[1], big[0], 132) >= 16
+    assert gp.choose_wgrad_splits(1, 2, 40, 132, 16, 256) == 2  # 40 slices: 2 splits of >= 16
+    assert gp.choose_wgrad_splits(1, 2, 10**6, 132, 16, 256) == 256
+    assert gp.choose_wgrad_splits(10**4, 8, 10**6, 132, 16, 256) == 1
+    # the wgrad tile: the least padded unless a bigger one pads at most 1/8 more
+    assert gp.choose_wgrad_tile(64, 576) == (64, 128)  # 640 vs 576 columns
+    assert gp.choose_wgrad_tile(64, 27) == (64, 64)
+    assert gp.choose_wgrad_tile(96, 576) == (128, 128)  # 96 rows: both pad to 128
+    assert gp.choose_wgrad_tile(192, 576) == (64, 128)  # 128x128 pads 192 rows to 256: no
+    assert gp.choose_wgrad_tile(256, 4608) == (128, 128)
+
+
 def test_tile_choice():
     assert gp.choose_tile(6, 200704, 1, 132) == (64, 128)  # few filters: no 128-row tile
     assert gp.choose_tile(512, 392, 1, 132) == (64, 64)  # 7x7 maps: step down to fill SMs

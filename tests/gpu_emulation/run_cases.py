@@ -64,6 +64,12 @@ CONV = {
         DEFAULT,
         {"conv_igemm", "conv_wgrad"},
     ),
+    "wgrad_big_tile": (  # grad_weight's own tile choice (plans.choose_wgrad_tile): 128 x 128
+        # (F x C*KH*KW, no padding) in float, 64x128 in double
+        (2, 128, 5, 5, 128, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
+        DEFAULT,
+        {"conv_wgrad"},
+    ),
     "split_reduction": (  # split-K forward/grad_input and a split grad_weight reduction
         (2, 8, 16, 16, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
         dict(sm_count=8),
@@ -160,6 +166,13 @@ LAUNCH_CHECKS = {
             g[0] >= 2 and g[1] >= 2 and b[0] == (128 if "<double" in n else 256)
             for n, g, b in ls
             if n.split("<")[0] in ("conv_igemm", "conv_wgrad")
+        ),
+    ),
+    "wgrad_big_tile": (
+        "conv_wgrad in the biggest tile of the dtype (256 threads for float, 128 for double)",
+        lambda ls: any(
+            n.startswith("conv_wgrad") and b[0] == (128 if "<double" in n else 256)
+            for n, g, b in ls
         ),
     ),
     "split_reduction": (
@@ -280,7 +293,14 @@ for _dt in (F32, F64):
     )
 # Tensor-core (TF32 / 3xTF32) kernels, float32: tc_cases.py. The 64x64, 128x128 and 64x128 tiles,
 # split-K, stride phases, the exact re-computation for a NaN weight, and an sm_70 device.
-for _name in ("basic", "tiles_multi", "split_reduction", "stride2_phases", "c3x3_64"):
+for _name in (
+    "basic",
+    "tiles_multi",
+    "split_reduction",
+    "stride2_phases",
+    "c3x3_64",
+    "wgrad_big_tile",
+):
     CASES[f"conv_tc-{_name}"] = dict(
         kind="conv_tc", geom=CONV[_name][0], device=CONV[_name][1], expect=set()
     )
@@ -289,6 +309,13 @@ CASES["conv_tc-nonfinite_stride2"] = dict(
 )
 CASES["conv_tc-old_device"] = dict(
     kind="conv_tc_old_device", geom=CONV["basic"][0], device=DEFAULT, expect={"conv_igemm"}
+)
+CASES["streams-own-workspaces"] = dict(  # split-K / split grad_weight / grad_bias, max-pool lists
+    kind="streams",
+    geom=CONV["split_reduction"][0],
+    device=CONV["split_reduction"][1],
+    dtype=F32,
+    expect={"splitk_reduce", "wgrad_reduce", "sum_splits", "max_pool2d_backward_link"},
 )
 CASES["emulator-self-check"] = dict(kind="self_check", device=DEFAULT)
 CASES["lenet-step"] = dict(kind="lenet_step", device=dict(sm_count=4), expect={"conv_igemm"})
@@ -374,6 +401,82 @@ def run_conv(spec, rng):
     dev = [cupy.empty(w.shape, dt), cupy.empty(b.shape, dt)]
     _gpu.conv2d_grad_weight_bias(cupy.asarray(gy), cupy.asarray(x), *dev, *params)
     _check("conv2d_grad_weight_bias", (cpu, [cupy.asnumpy(d) for d in dev]), dt, gy[:, 0].size)
+
+
+def run_streams(spec, rng):
+    """The same shapes on the default stream and on two other streams: each stream gets its own
+    split workspaces and max-pool lists (kernels on two streams may run at once), a stream
+    reuses its own on the next call, and the results are the CPU's on every stream (and
+    bitwise the same from stream to stream)."""
+    from fastconv._backend.gpu import conv as gpu_conv
+
+    dt = spec["dtype"]
+    _gpu.clear_plans()
+    x, w, b, gy, params = _conv_inputs(spec["geom"], dt, rng)
+    pool = ((3, 3), (2, 2), (1, 1))
+    px = rng.integers(-3, 4, size=x.shape).astype(dt)
+    ph, pw = (x.shape[2] - 1) // 2 + 1, (x.shape[3] - 1) // 2 + 1
+    pshape = (*x.shape[:2], ph, pw)
+    pcpu = [np.empty(pshape, dt), np.empty(pshape, np.int64)]
+    _cpu.max_pool2d_forward(px, *pcpu, *pool)
+    pgy = rng.standard_normal(pshape).astype(dt)
+    gy2 = rng.standard_normal((2, 2, 64, 64)).astype(dt)  # enough rows for split grad_bias sums
+
+    def run_all():
+        outs = []
+        for op, ins, o, extra in (
+            ("conv2d_forward", [x, w, b], [gy], (True, "auto")),
+            ("conv2d_grad_input", [gy, w], [x], ("auto",)),
+            ("conv2d_grad_weight", [gy, x], [w], ("auto",)),
+            ("conv2d_grad_bias", [gy2], [b[:2]], ()),
+        ):
+            cpu, gpu = _both(op, ins, o, *((*params, *extra) if op != "conv2d_grad_bias" else ()))
+            _check(op, (cpu, gpu), dt, 100)
+            outs += gpu
+        dev = [cupy.empty(w.shape, dt), cupy.empty(b.shape, dt)]
+        _gpu.conv2d_grad_weight_bias(cupy.asarray(gy), cupy.asarray(x), *dev, *params)
+        outs += [cupy.asnumpy(d) for d in dev]
+        result = _both("max_pool2d_backward", [pgy, pcpu[1]], [px])
+        _check("max_pool2d_backward", result, dt, 4)
+        return outs + result[1]
+
+    first = run_all()
+    streams = [cupy.cuda.Stream(non_blocking=True) for _ in range(2)]
+    for stream in streams:
+        with stream:
+            assert cupy.cuda.get_current_stream().ptr == stream.ptr
+            assert _gpu.current_stream() == stream.ptr != 0
+            again = run_all()
+        for a, c in zip(again, first):
+            np.testing.assert_array_equal(a, c, err_msg="results differ between streams")
+    ptrs = [0] + [s.ptr for s in streams]
+
+    def addresses(work):
+        return tuple(a.data.ptr for a in (work if isinstance(work, tuple) else (work,)))
+
+    split = [p for p in _gpu._plans.values() if p.make_work is not None]
+    whats = {k[0] for k, p in _gpu._plans.items() if p.make_work is not None}
+    assert {"forward", "grad_input", "grad_weight", "grad_bias"} <= whats, whats
+    seen = set()
+    for plan in split:
+        assert sorted(plan.works) == sorted(ptrs), (list(plan.works), ptrs)
+        for work in plan.works.values():
+            assert not seen & set(addresses(work)), "a workspace shared between streams"
+            seen |= set(addresses(work))
+    pool = {k[1]: v for k, v in gpu_conv._pool_work.items()}
+    assert sorted(pool) == sorted(ptrs), list(pool)
+    assert len({addresses(v) for v in pool.values()}) == 3
+    # A second round on stream 1 reuses its buffers: nothing new is allocated.
+    before = {id(p): dict(p.works) for p in split}
+    with streams[0]:
+        run_all()
+    for plan in split:
+        assert all(plan.works[k] is v for k, v in before[id(plan)].items())
+        assert len(plan.works) == 3
+    assert len(gpu_conv._pool_work) == 3
+    _gpu.clear_plans()
+    assert not _gpu._plans and not gpu_conv._pool_work
+    spec["detail"] = f"{len(split)} split plans x 3 streams, distinct workspaces"
 
 
 def run_conv_nonfinite(spec, rng):
@@ -595,6 +698,7 @@ def run_lenet_step_tf32(spec, rng):
 RUNNERS = {
     "conv": run_conv,
     "conv_nonfinite": run_conv_nonfinite,
+    "streams": run_streams,
     "pool": run_pool,
     "linear": run_linear,
     "relu_backward": run_relu_backward,

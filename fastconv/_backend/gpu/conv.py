@@ -3,9 +3,13 @@
 Implicit GEMMs (fastconv/_backend/gpu/cuda/conv_igemm.cu, conv_wgrad.cu) for grouped and dense
 convolutions, direct kernels (conv_depthwise.cu) when each group has one input channel. A launch
 plan is built once per problem shape and device (:func:`_plan`): tile shape, split-K, the k
-tables and phase rows uploaded to the device, the split-K workspace, the compiled kernels and
-the constant kernel arguments. A call then only looks its plan up and launches: no host work
-proportional to the problem, no allocation, no host synchronisation.
+tables and phase rows uploaded to the device, the compiled kernels and the constant kernel
+arguments. A call then only looks its plan up and launches: no host work proportional to the
+problem, no allocation (after the first call on a stream), no host synchronisation.
+
+The split-K workspace a plan writes and then reduces is kept per CUDA stream
+(:meth:`_Plan.workspace`): two streams running the same shape at once would otherwise write
+and read one buffer concurrently. The read-only tables are shared by all streams.
 """
 
 from __future__ import annotations
@@ -27,18 +31,23 @@ from .kernels import (
     _launch_1d,
     _launch_rows,
     _splits,
+    current_stream,
     device_info,
 )
 
 _plans: dict = {}  # (what, device, dtype, shapes...) -> _Plan; see clear_plans
+# (device, stream, planes, HW, OHW) -> (head, next) of max_pool2d_backward (ops.py)
+_pool_work: dict = {}
 _plans_lock = threading.Lock()
 _FLAGS = (np.int32(0), np.int32(1))
 
 
 def clear_plans():
-    """Forget every cached launch plan (and free its tables and workspaces)."""
+    """Forget every cached launch plan (and free its tables and workspaces, those of every
+    stream, and max_pool2d_backward's)."""
     with _plans_lock:
         _plans.clear()
+        _pool_work.clear()
 
 
 @functools.lru_cache(maxsize=512)
@@ -74,9 +83,37 @@ def _check(dtype, *arrays):
 
 
 class _Plan:
-    """What one convolution pass launches for one shape, dtype and device."""
+    """What one convolution pass launches for one shape, dtype and device.
 
-    __slots__ = ("kernel", "grid", "block", "args", "reduce", "rgrid", "rargs", "work", "extra")
+    ``make_work`` (None: no split reduction) allocates the workspace the GEMM writes its split
+    partial sums to; ``works`` holds one per CUDA stream (its ``ptr``), see :meth:`workspace`.
+    """
+
+    __slots__ = (
+        "kernel",
+        "grid",
+        "block",
+        "args",
+        "reduce",
+        "rgrid",
+        "rargs",
+        "make_work",
+        "works",
+        "extra",
+    )
+
+    def workspace(self):
+        """The split workspace of the current CUDA stream, allocated on its first use there.
+
+        Keyed by the stream (the plan is already per device and shape): kernels queued on two
+        streams may run at the same time, and one shared buffer would then be written by both
+        GEMMs and read by both reductions. On one stream the launches are ordered, so reusing
+        the stream's buffer from call to call is safe."""
+        stream = current_stream()
+        work = self.works.get(stream)
+        if work is None:
+            work = self.works.setdefault(stream, self.make_work())
+        return work
 
 
 def _tile_launch_ok(tile, dtype, name):
@@ -116,7 +153,10 @@ def _build_igemm(cupy, what, dtype, x_shape, w_shape, y_shape, geom, precision):
     plan.kernel = _gemm_kernel("conv_igemm", dtype, gp.tile, precision)
     plan.grid, plan.block = gp.grid, (gpu_plans.threads(gp.tile),)
     geo, ktab = cupy.asarray(gp.geo), cupy.asarray(gp.ktab.reshape(-1))
-    plan.work = cupy.empty((gp.splits, out_size), dtype) if gp.splits > 1 else None
+    plan.works = {}
+    plan.make_work = None
+    if gp.splits > 1:
+        plan.make_work = functools.partial(cupy.empty, (gp.splits, out_size), dtype)
     exact = what == "grad_input"  # a miss adds nothing there, even against an inf weight
     plan.args = (geo, ktab, *_i32(groups, len(phases), gp.splits))
     plan.extra = (*_i32(exact), *_i64(out_size))
@@ -155,10 +195,12 @@ def _build_wgrad(cupy, dtype, x_shape, w_shape, y_shape, geom, precision):
         *_fast_div(OH * OW),
         *_fast_div(OW),
     )
-    plan.work = None
+    plan.works = {}
+    plan.make_work = None
     plan.reduce = None
     if splits > 1:
-        plan.work = (cupy.empty((splits, F * Cg * KH * KW), dtype), cupy.empty((splits, F), dtype))
+        K = F * Cg * KH * KW
+        plan.make_work = lambda: (cupy.empty((splits, K), dtype), cupy.empty((splits, F), dtype))
         plan.reduce = _kernel("conv_wgrad.cu", "wgrad_reduce", dtype)
         plan.rgrid = _reduce_grid(F * Cg * KH * KW + F)
         plan.rargs = (*_i64(F * Cg * KH * KW), *_i32(F, splits))
@@ -193,10 +235,10 @@ def _run_igemm(plan, A, B, bias, out, relu):
     has_bias = _FLAGS[bias is not None]
     b = bias if bias is not None else A  # never read when has_bias == 0
     relu = _FLAGS[bool(relu)]
-    target = out if plan.reduce is None else plan.work
+    target = out if plan.reduce is None else plan.workspace()
     plan.kernel(plan.grid, plan.block, (A, B, b, target, *plan.args, has_bias, relu, *plan.extra))
     if plan.reduce is not None:
-        args = (plan.work, b, out, *plan.rargs, has_bias, relu)
+        args = (target, b, out, *plan.rargs, has_bias, relu)
         plan.reduce(plan.rgrid, (256,), args)
 
 
@@ -315,7 +357,7 @@ def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, 
         if plan.reduce is None:
             out, bias_out = grad_weight, grad_bias if grad_bias is not None else grad_weight
         else:
-            out, bias_out = plan.work
+            out, bias_out = plan.workspace()
         args = (grad_y, x, out, bias_out, *plan.args, *plan.extra, with_bias)
         plan.kernel(plan.grid, plan.block, args)
         if plan.reduce is not None:
@@ -365,7 +407,7 @@ def conv2d_grad_bias(grad_y, grad_bias):
         plan = _plans.get(key)
         if plan is None:
             plan = _plans[key] = _build_grad_bias(cupy, dtype, N, F, OH * OW)
-        part = grad_bias if plan.work is None else plan.work
+        part = grad_bias if plan.make_work is None else plan.workspace()
         plan.kernel(plan.grid, plan.block, (grad_y, part, *plan.args))
         if plan.reduce is not None:
             plan.reduce(plan.rgrid, (256,), (part, grad_bias, *plan.rargs))
@@ -382,7 +424,8 @@ def _build_grad_bias(cupy, dtype, N, F, OHW):
     plan.grid = (min(F, info.max_grid[0]), splits)
     plan.block = (REDUCE_THREADS,)
     plan.args = (*_i64(N), *_i32(F), *_i64(OHW, per), *_fast_div(OHW))
-    plan.work = cupy.empty((splits, F), dtype) if splits > 1 else None
+    plan.works = {}
+    plan.make_work = functools.partial(cupy.empty, (splits, F), dtype) if splits > 1 else None
     plan.reduce = None
     if splits > 1:
         plan.reduce = _kernel("reduce.cu", "sum_splits", dtype)

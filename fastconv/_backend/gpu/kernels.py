@@ -174,6 +174,16 @@ def device_info():
     return info
 
 
+def current_stream():
+    """The handle (``ptr``) of this thread's current CUDA stream (0: the legacy default stream).
+
+    Part of the key of every cached workspace a kernel writes (split-K partial sums, the
+    max-pool backward lists): work queued on two streams may overlap, so each stream gets its
+    own buffers. A handle can be reused by a new stream once the old one is destroyed; CUDA
+    finishes the old stream's work first, so the reuse is as safe as on one stream."""
+    return _compat.require_cupy().cuda.get_current_stream().ptr
+
+
 def _cdiv(a, b):
     return -(-a // b)
 

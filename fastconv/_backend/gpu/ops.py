@@ -25,6 +25,7 @@ from . import kernels as _gpu_kernels
 # Re-exported: the tests and tests/gpu_emulation reach these through fastconv._backend.gpu.
 from .conv import (  # noqa: F401  (the convolution ops of OPS live there)
     _plans,
+    _pool_work,
     clear_plans,
     conv2d_algorithms,
     conv2d_forward,
@@ -51,14 +52,13 @@ from .kernels import (  # noqa: F401
     _launch_rows,
     _modules,
     _splits,
+    current_stream,
     device_info,
     expression,
     kernel_source,
     name_expressions,
 )
 from .optim import adam_update, sgd_update  # noqa: F401  (ops of the interface)
-
-_pool_work: dict = {}  # (device, planes, HW, OHW) -> (head, next) of max_pool2d_backward
 
 
 def _kernel(filename, name, dtype, tile=None):
@@ -108,11 +108,13 @@ def max_pool2d_backward(grad_y, indices, grad_x):
     with grad_x.device:
         if N * C * OH * OW >= 2**31 or OH * OW >= 2**31:
             raise ValueError("fastconv GPU max_pool2d_backward needs N*C*OH*OW < 2**31")
-        key = (cupy.cuda.runtime.getDevice(), N * C, H * W, OH * OW)
+        # Per stream (gpu.current_stream): the link pass writes these lists and the gather pass
+        # reads and resets them, so two streams pooling the same shape at once need two sets.
+        key = (cupy.cuda.runtime.getDevice(), current_stream(), N * C, H * W, OH * OW)
         work = _pool_work.get(key)
         if work is None:  # head must start all -1; the gather pass leaves it so
             work = (cupy.full(N * C * H * W, -1, np.int32), cupy.empty(N * C * OH * OW, np.int32))
-            _pool_work[key] = work
+            work = _pool_work.setdefault(key, work)
         head, nxt = work
         sizes = _i64(N * C, OH * OW, H * W)
         dtype = grad_x.dtype

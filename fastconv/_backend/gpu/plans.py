@@ -32,7 +32,7 @@ def tiles(dtype):
 
 GEO = (
     "M COLS KPAD KTAB KSPLIT HPWP WP IN_N IN_G IN_H IN_W IS_H IS_W IO_H IO_W "
-    "OUT_N OUT_G OUT_W OS_H OS_W OO_H OO_W A_MS A_G C_MS"
+    "OUT_N OUT_G OUT_W OS_H OS_W OO_H OO_W A_MS A_G C_MS HPWP_MUL HPWP_SHIFT WP_MUL WP_SHIFT"
 ).split()
 _G = {name: i for i, name in enumerate(GEO)}
 MISS = (-1, 0, -(2**30), 0)  # a padding entry: no A element, B row shift far out of range
@@ -113,6 +113,44 @@ def choose_splits(blocks, slices, sm_count, min_slices, cap):
     if blocks >= 2 * sm_count:
         return 1
     return max(1, min(cdiv(2 * sm_count, blocks), slices // max(min_slices, 1), cap))
+
+
+# Grad-weight's split of the N*OH*OW reduction aims at this many warps per SM over the grid
+# (blocks * threads per block / 32 / SMs). Counting blocks (choose_splits' 2 per SM) left a
+# 64x64-tile grad-weight (2 warps per block) at ~4 warps per SM: ResNet's 3x3 64->64 at 56x56,
+# batch 32, on 132 SMs ran 270 blocks of 64 threads. 16 warps per SM (half an SM's 32-48
+# resident warps at these kernels' 160-210 registers: about 1.5-2 waves) hides the gather's
+# latency; not measured on a GPU yet.
+WGRAD_WARPS_PER_SM = 16
+
+
+def choose_wgrad_tile(rows, cols, shapes=TILES):
+    """Grad-weight's tile: the split over N*OH*OW gives it its parallelism, so the tile is not
+    stepped down to fill the SMs (choose_tile) but chosen for work per block: the biggest
+    eligible tile unless it computes more than 1/8 more padded products than the least padded.
+    A bigger tile gathers fewer operand elements per product (64x128: (64+128)/(64*128) per
+    k, against 2*64/(64*64) for 64x64) and its kernels use fewer registers per warp."""
+    candidates = [t for t in shapes if (t[0] <= 64 or rows > 64) and (t[1] <= 64 or cols > 64)]
+
+    def padded(t):
+        return cdiv(rows, t[0]) * t[0] * cdiv(cols, t[1]) * t[1]
+
+    least = min(padded(t) for t in candidates)
+    return next(t for t in candidates if 8 * padded(t) <= 9 * least)
+
+
+def choose_wgrad_splits(blocks, warps_per_block, slices, sm_count, min_slices, cap):
+    """Splits of grad-weight's reduction: enough for WGRAD_WARPS_PER_SM warps per SM over the
+    grid, each split at least ``min_slices`` BK-slices long, at most ``cap``. The splits are
+    summed in a fixed order (wgrad_reduce): the count changes the rounding, never the
+    determinism."""
+    want = cdiv(WGRAD_WARPS_PER_SM * sm_count, max(blocks * warps_per_block, 1))
+    return max(1, min(want, slices // max(min_slices, 1), cap))
+
+
+def warps_per_sm(grid, tile, sm_count):
+    """Warps launched per SM by a grid of blocks of ``tile``'s threads (all of grid's axes)."""
+    return grid[0] * grid[1] * grid[2] * threads(tile) / 32 / sm_count
 
 
 class GemmPlan(NamedTuple):
@@ -224,7 +262,11 @@ def gemm_plan(phases, groups, sm_count, max_grid, dtype=np.float32):
         table = _pad(entries)
         kpad = len(table)
         ksplit = cdiv(cdiv(kpad, splits), BK) * BK
-        geo.append(_row(**fields, KPAD=kpad, KTAB=offset, KSPLIT=ksplit))
+        # the kernels decode a column p < COLS < 2**31 by multiply-high: p // HPWP, then // WP
+        hm, hs = fast_div(max(fields["HPWP"], 1))
+        wm, ws = fast_div(max(fields["WP"], 1))
+        divs = dict(HPWP_MUL=hm, HPWP_SHIFT=hs, WP_MUL=wm, WP_SHIFT=ws)
+        geo.append(_row(**fields, **divs, KPAD=kpad, KTAB=offset, KSPLIT=ksplit))
         tables.append(table)
         offset += kpad
     ktab = np.concatenate(tables) if offset else np.array([MISS], np.int32)
@@ -245,9 +287,10 @@ def wgrad_plan(
     P = N * OH * OW
     _check_int32("N*OH*OW", P)
     rows, cols = F // groups, Cg * KH * KW
-    tile = choose_tile(rows, cols, groups, sm_count, tiles(dtype))
+    tile = choose_wgrad_tile(rows, cols, tiles(dtype))
     blocks = cdiv(rows, tile[0]) * cdiv(cols, tile[1]) * groups
-    splits = choose_splits(blocks, cdiv(P, BK), sm_count, min_slices=16, cap=256)
+    warps = threads(tile) // 32
+    splits = choose_wgrad_splits(blocks, warps, cdiv(P, BK), sm_count, min_slices=16, cap=256)
     per = cdiv(cdiv(P, splits), BK) * BK
     splits = cdiv(P, per)
     ((_, entries),) = forward_phases(x_shape, w_shape, y_shape, stride, padding, dilation, groups)

@@ -34,6 +34,10 @@ enum : int {
     GEO_A_MS,  // A row stride
     GEO_A_G,   // A offset per group
     GEO_C_MS,  // output stride between GEMM rows
+    GEO_HPWP_MUL,  // FastDiv multiplier and shift of HPWP and of WP (gpu_plans.fast_div)
+    GEO_HPWP_SHIFT,
+    GEO_WP_MUL,
+    GEO_WP_SHIFT,
     GEO_SIZE
 };
 
@@ -45,15 +49,20 @@ struct GemmColumn {
     bool ok;         // p < GEO_COLS
 };
 
-// One division pair per column, done once per thread (not per element).
+// One division pair per column, by multiply-high (FastDiv), not a 64-bit divide: the epilogue
+// decodes each of a thread's 8 (fp32 tile) or 16 (tensor-core tile) columns. Exact for columns
+// p < GEO_COLS < 2^31 (gpu_plans checks), so the result is the same integer as p / HPWP.
 __device__ __forceinline__ GemmColumn gemm_column(const idx_t* G, idx_t p) {
     GemmColumn c;
     c.ok = p < G[GEO_COLS];
-    const idx_t q = c.ok ? p : 0;
-    const idx_t n = q / G[GEO_HPWP];
-    const idx_t r = q - n * G[GEO_HPWP];
-    const idx_t i = r / G[GEO_WP];
-    const idx_t j = r - i * G[GEO_WP];
+    const unsigned q = c.ok ? (unsigned)p : 0u;
+    const unsigned hpwp = (unsigned)G[GEO_HPWP], wp = (unsigned)G[GEO_WP];
+    const FastDiv div_hpwp{hpwp, (unsigned)G[GEO_HPWP_MUL], (unsigned)G[GEO_HPWP_SHIFT]};
+    const FastDiv div_wp{wp, (unsigned)G[GEO_WP_MUL], (unsigned)G[GEO_WP_SHIFT]};
+    const unsigned n32 = div_hpwp.div(q);
+    const unsigned r = q - n32 * hpwp;
+    const unsigned i32 = div_wp.div(r);
+    const idx_t n = n32, i = i32, j = r - i32 * wp;
     c.ih0 = (int)(i * G[GEO_IS_H] + G[GEO_IO_H]);
     c.iw0 = (int)(j * G[GEO_IS_W] + G[GEO_IO_W]);
     c.in_off = n * G[GEO_IN_N] + (idx_t)c.ih0 * G[GEO_IN_W] + c.iw0;

@@ -20,6 +20,9 @@ PYTHONPATH of a child process). What it does:
 * ``asarray`` of a host array appends its shape to ``UPLOADS`` (a host-to-device copy).
 * The device is described by ``DEVICE`` (launch limits; change it with ``configure_device``),
   and every launch is appended to ``LAUNCHES`` as (name expression, grid, block).
+* Streams: ``cuda.Stream()`` (a context manager making it this thread's current stream, as in
+  CuPy) and ``cuda.get_current_stream()``, each stream with a distinct ``ptr`` (0 for the
+  default stream). Only their identity is modelled: launches still run at once, in order.
 * Anything else (``cupy.matmul``, ``cupy.sum``, ...) is NumPy's function, its array results
   turned into the fake array type.
 
@@ -36,6 +39,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+import threading
 import types
 from concurrent.futures import ThreadPoolExecutor
 
@@ -276,7 +280,47 @@ class _Runtime:
         }[attr]
 
 
-cuda = types.SimpleNamespace(runtime=_Runtime(), Device=lambda *a: _Device())
+_current = threading.local()  # CuPy's current stream is per thread too
+
+
+class Stream:
+    """A CUDA stream's identity: a distinct ``ptr``; ``with stream:`` makes it current."""
+
+    _count = 0
+
+    def __init__(self, null=False, non_blocking=False, ptds=False):
+        if null:
+            self.ptr = 0
+        else:
+            Stream._count += 1
+            self.ptr = 0x5000 + Stream._count  # distinct handles, never 0
+
+    def __enter__(self):
+        _current.__dict__.setdefault("stack", []).append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _current.stack.pop()
+        return False
+
+    def synchronize(self):
+        pass
+
+
+Stream.null = Stream(null=True)
+
+
+def _get_current_stream():
+    stack = _current.__dict__.get("stack")
+    return stack[-1] if stack else Stream.null
+
+
+cuda = types.SimpleNamespace(
+    runtime=_Runtime(),
+    Device=lambda *a: _Device(),
+    Stream=Stream,
+    get_current_stream=_get_current_stream,
+)
 
 # ----------------------------------------------------------------------------- kernels
 
