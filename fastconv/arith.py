@@ -32,7 +32,8 @@ __all__ = [
 
 
 def _axis_padding(padding, size, kernel, stride, dilation):
-    """One axis' padding: int, (before, after), 'valid' or 'same' -> (before, after)."""
+    """One axis' padding: int, (before, after), torch's (p,), 'valid' or 'same' ->
+    (before, after)."""
     if isinstance(padding, str):
         if padding == "valid":
             return 0, 0
@@ -42,6 +43,9 @@ def _axis_padding(padding, size, kernel, stride, dilation):
             f"padding must be an int, (before, after), 'valid' or 'same'; got {padding!r}"
         )
     if isinstance(padding, (tuple, list)):
+        if len(padding) == 1:
+            p = as_int(padding[0], "padding[0]", 0)
+            return p, p
         if len(padding) != 2:
             raise ValueError(f"padding must be an int or a pair (before, after), got {padding!r}")
         return as_int(padding[0], "padding[0]", 0), as_int(padding[1], "padding[1]", 0)

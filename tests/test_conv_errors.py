@@ -85,7 +85,9 @@ GEOMETRY_ERRORS = [
             ("pair_0", (1, 0), ValueError),
             ("pair_negative", (-2, 1), ValueError),
             ("len3", (1, 1, 1), ValueError),
-            ("len1", (1,), ValueError),
+            # (1,) is torch's form, accepted (tests/test_torch_forms.py); its value is checked
+            ("len1_0", (0,), ValueError),
+            ("len1_float", (1.5,), TypeError),
             ("len0", (), ValueError),
             ("float", 1.0, TypeError),
             ("pair_float", (1, 1.5), TypeError),
@@ -115,7 +117,7 @@ GEOMETRY_ERRORS = [
     pytest.param(dict(padding="causal"), ValueError, names("padding"), id="padding_causal"),
     pytest.param(dict(padding=""), ValueError, names("padding"), id="padding_empty_str"),
     pytest.param(dict(padding=(1, 2, 3)), ValueError, names("padding"), id="padding_len3"),
-    pytest.param(dict(padding=(1,)), ValueError, names("padding"), id="padding_len1"),
+    pytest.param(dict(padding=(-1,)), ValueError, names("padding"), id="padding_len1_negative"),
     pytest.param(
         dict(padding=((1, 2), (3, 4), (5, 6))), ValueError, names("padding"), id="padding_3_pairs"
     ),

@@ -125,10 +125,16 @@ def test_pooling_matches_reference(case, dtype, ceil_mode, rng, backend, assert_
     )
     assert_close(gx, expected_gx, dtype, reduction=9)
     for cip in (True, False):
-        y = fc.avg_pool2d(xs, k, s, p, cip, ceil_mode=ceil_mode)
+        y = fc.avg_pool2d(xs, k, s, p, ceil_mode=ceil_mode, count_include_pad=cip)
         assert_close(y, avg_pool2d_ref(x, k, s, p, cip, ceil_mode), dtype, reduction=16)
         gx = fc.avg_pool2d_backward(
-            backend.to_device(gy.astype(dtype)), x.shape, k, s, p, cip, ceil_mode=ceil_mode
+            backend.to_device(gy.astype(dtype)),
+            x.shape,
+            k,
+            s,
+            p,
+            ceil_mode=ceil_mode,
+            count_include_pad=cip,
         )
         # the gradient of the (linear) reference, one basis vector at a time
         basis = np.eye(x.size).reshape((x.size,) + x.shape)
@@ -150,7 +156,7 @@ def test_pooling_matches_torch(ceil_mode, rng):
         )
         for cip in (True, False):
             np.testing.assert_allclose(
-                fc.avg_pool2d(x, k, s, p, cip, ceil_mode=ceil_mode),
+                fc.avg_pool2d(x, k, s, p, ceil_mode=ceil_mode, count_include_pad=cip),
                 torch.nn.functional.avg_pool2d(xt, k, s, p, ceil_mode, cip).numpy(),
                 rtol=1e-12,
             )

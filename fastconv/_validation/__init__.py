@@ -37,6 +37,7 @@ from .values import (
     as_pair,
     as_real,
     as_shape,
+    as_single,
 )
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "as_pair",
     "as_real",
     "as_shape",
+    "as_single",
     "conv_geometry",
     "conv_output_shape",
     "shapes_geometry",

@@ -49,12 +49,12 @@ def conv_padding(padding, hw, khw, stride, dilation):
             f"padding must be an int, a pair, a pair of pairs, 'valid' or 'same'; got {padding!r}"
         )
     if isinstance(padding, (tuple, list)):
-        if len(padding) != 2:
+        if len(padding) not in (1, 2):  # (p,): torch's one-element form, as as_pair takes it
             raise ValueError(
                 f"padding must be an int, (ph, pw) or ((top, bottom), (left, right)); "
                 f"got {padding!r}"
             )
-        if all(isinstance(p, (tuple, list)) for p in padding):
+        if len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
             out = []
             for axis, pair in zip(("h", "w"), padding):
                 if len(pair) != 2:
@@ -213,7 +213,9 @@ def pool_geometry(input_shape, kernel_size, stride=None, padding=0, ceil_mode=Fa
     ceil_mode, like torch). `x_name`: what the caller calls the input (or its shape)."""
     N, C, H, W = input_shape
     kernel = as_pair(kernel_size, "kernel_size", 1)
-    stride = kernel if stride is None else as_pair(stride, "stride", 1)
+    # torch's stride=() (or []) means the default too
+    default_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)
+    stride = kernel if default_stride else as_pair(stride, "stride", 1)
     padding = as_pair(padding, "padding", 0)
     if not isinstance(ceil_mode, (bool, np.bool_)):
         raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")

@@ -20,13 +20,26 @@ def as_int(value, name, minimum=None):
 
 
 def as_pair(value, name, minimum):
-    """An int or a pair of ints -> (h, w), each >= minimum."""
+    """An int, a pair of ints, or one int in a 1-tuple (torch's form: what nn.Conv1d stores,
+    and what torch expands for the 2-D ops) -> (h, w), each >= minimum."""
     if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            v = as_int(value[0], f"{name}[0]", minimum)
+            return (v, v)
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
         return tuple(as_int(v, f"{name}[{i}]", minimum) for i, v in enumerate(value))
     v = as_int(value, name, minimum)
     return (v, v)
+
+
+def as_single(value, name, minimum):
+    """An int, or one int in a 1-tuple (torch's nn.Conv1d stores stride=(2,)), -> int."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(f"{name} must be an int or a 1-tuple (n,), got {value!r}")
+        return as_int(value[0], f"{name}[0]", minimum)
+    return as_int(value, name, minimum)
 
 
 def as_real(value, name):

@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 from .._typing import Array, IntPair, Padding
 from .._validation import arrays as _arrays
-from .._validation import as_int, as_shape, conv_output_shape, output_size
+from .._validation import as_shape, as_single, conv_output_shape, output_size
 from ..arith import _axis_padding
 from .conv import conv2d, conv2d_backward, conv2d_grad_input, conv2d_grad_weight
 
@@ -28,8 +28,8 @@ def _geometry(input_shape, weight_shape, stride, padding, dilation, groups):
     """Validate the 1-D arguments; -> (conv2d keyword arguments, output shape (N, F, OL))."""
     N, C, L = input_shape
     F, Cg, K = weight_shape
-    stride = as_int(stride, "stride", 1)
-    dilation = as_int(dilation, "dilation", 1)
+    stride = as_single(stride, "stride", 1)
+    dilation = as_single(dilation, "dilation", 1)
     for name, value in (("x length (L)", L), ("weight length (K)", K)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")

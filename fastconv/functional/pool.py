@@ -71,14 +71,16 @@ def avg_pool2d(
     kernel_size: IntPair,
     stride: Optional[IntPair] = None,
     padding: Padding = 0,
-    count_include_pad: bool = True,
     *,
     ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ) -> Array:
     """Average pooling: x (N, C, H, W) -> y (N, C, OH, OW).
 
     count_include_pad=True (torch's default) divides every window by KH*KW, padded zeros included;
-    False divides by the number of cells inside the image. ceil_mode as for max_pool2d; a last,
+    False divides by the number of cells inside the image. ceil_mode and count_include_pad are
+    keyword-only: torch's 5th positional argument is ceil_mode, so a call ported verbatim
+    (`avg_pool2d(x, 3, 2, 1, False)`) fails loudly instead of meaning something else. ceil_mode as for max_pool2d; a last,
     partial window is divided by its cells inside the input and the padding (torch's rule).
     """
     be, x = _input(x)
@@ -92,9 +94,9 @@ def avg_pool2d_backward(
     kernel_size: IntPair,
     stride: Optional[IntPair] = None,
     padding: Padding = 0,
-    count_include_pad: bool = True,
     *,
     ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ) -> Array:
     """Gradient of avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`."""
     be = _dispatch.backend(grad_out=grad_out)

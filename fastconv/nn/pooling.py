@@ -126,8 +126,8 @@ class AvgPool2D(Layer):
             self.kernel_size,
             self.stride,
             self.padding,
-            self.count_include_pad,
             ceil_mode=self.ceil_mode,
+            count_include_pad=self.count_include_pad,
         )
         self._input_shape = tuple(x.shape) if self.training else None
         return y
@@ -143,8 +143,8 @@ class AvgPool2D(Layer):
             self.kernel_size,
             self.stride,
             self.padding,
-            self.count_include_pad,
             ceil_mode=self.ceil_mode,
+            count_include_pad=self.count_include_pad,
         )
 
     def extra_repr(self) -> str:
