@@ -36,8 +36,8 @@ def as_pair(value, name, minimum):
 def as_single(value, name, minimum):
     """An int, or one int in a 1-tuple (torch's nn.Conv1d stores stride=(2,)), -> int."""
     if isinstance(value, (tuple, list)):
-        if len(value) != 1:
-            raise ValueError(f"{name} must be an int or a 1-tuple (n,), got {value!r}")
+        if len(value) != 1:  # a type error, as any other non-int was before 1-tuples were taken
+            raise TypeError(f"{name} must be an int or a 1-tuple (n,), got {value!r}")
         return as_int(value[0], f"{name}[0]", minimum)
     return as_int(value, name, minimum)
 
