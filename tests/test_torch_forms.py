@@ -54,3 +54,16 @@ def test_other_lengths_are_still_refused_naming_the_argument(bad):
         fc.conv2d(x, w, None, bad)
     with pytest.raises((ValueError, TypeError), match=r"\bstride\b"):
         fc.conv1d(x[:, :, 0], w[:, :, 0], None, bad)
+
+
+def test_layers_and_summary_take_torch_forms():
+    from fastconv import nn
+
+    x = np.random.default_rng(2).standard_normal((2, 3, 20)).astype(np.float32)
+    torch_like = nn.Conv1D(3, 4, 3, stride=(2,), padding=(1,), dilation=(2,), rng=0)
+    plain = nn.Conv1D(3, 4, 3, stride=2, padding=1, dilation=2, rng=0)
+    np.testing.assert_array_equal(torch_like.forward(x), plain.forward(x))
+    rows = [str(nn.Sequential(layer).summary((3, 20))) for layer in (torch_like, plain)]
+    assert rows[0] == rows[1]
+    pools = [nn.Sequential(nn.MaxPool2D(2, stride=s)).summary((3, 8, 8)) for s in ((), None, (2,))]
+    assert str(pools[0]) == str(pools[1]) == str(pools[2])

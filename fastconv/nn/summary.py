@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import arith
 from .. import functional as F
+from .._validation import as_pair, as_single
 from .activation import ReLU, Sigmoid, Tanh
 from .adaptive_pooling import AdaptiveAvgPool2D, GlobalAvgPool2D
 from .conv import Conv2D
@@ -52,9 +53,8 @@ _Out = Tuple[_Shape, int, _Step]  # a rule's (output shape, mult-adds, step)
 
 
 def _pair(value: Any) -> _Shape:
-    if isinstance(value, (tuple, list)):
-        return tuple(int(v) for v in value)
-    return (int(value), int(value))
+    """A layer's (already validated) int, pair or torch 1-tuple as (h, w)."""
+    return cast(_Shape, as_pair(value, "value", 0))
 
 
 class _Row:
@@ -228,7 +228,11 @@ def _conv1d(layer: Conv1D, shape: _Shape) -> _Out:
     return (
         out,
         int(np.prod(out)) * taps,
-        _steps((layer.kernel_size,), (int(layer.stride),), (int(layer.dilation),)),
+        _steps(
+            (layer.kernel_size,),
+            (as_single(layer.stride, "stride", 1),),
+            (as_single(layer.dilation, "dilation", 1),),
+        ),
     )
 
 
@@ -237,7 +241,8 @@ def _pool(layer: Union[MaxPool2D, AvgPool2D], shape: _Shape) -> _Out:
         (1,) + shape, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode
     )[1:]
     kernel = _pair(layer.kernel_size)
-    stride = kernel if layer.stride is None else _pair(layer.stride)
+    default = layer.stride is None or (isinstance(layer.stride, (tuple, list)) and not layer.stride)
+    stride = kernel if default else _pair(layer.stride)  # torch's stride=() is the default too
     return out, 0, _steps(kernel, stride)
 
 
