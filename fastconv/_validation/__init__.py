@@ -38,6 +38,7 @@ from .values import (
     as_real,
     as_shape,
     as_single,
+    plain,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "shapes_geometry",
     "conv_padding",
     "output_size",
+    "plain",
     "pool_geometry",
     "pool_output_shape",
     "pool_output_size",
