@@ -123,4 +123,3 @@ def signature(arrays, arguments):
     key.append(dtype)
     key.append(arguments)
     return tuple(key)
-
