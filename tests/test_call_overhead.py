@@ -52,6 +52,7 @@ def test_signature_only_for_arrays_that_need_no_copy(rng):
     x, w, _ = _small(rng)
     args = (1, 0, 1, 1, None, "auto")
     assert _dispatch.signature((x, w, None), args) == (x.shape, w.shape, None, x.dtype, args)
+
     class Sub(np.ndarray):
         pass
 

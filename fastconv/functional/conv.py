@@ -24,18 +24,18 @@ from .._validation import (
 from .._validation import arrays as _arrays
 
 
+# Calls validated before, by signature (fastconv._dispatch.signature): the backend and what
+# validation gave. A call of a known signature goes straight to the backend.
+_CONV2D_SEEN = _dispatch.Memo()
+_CONV2D_BACKWARD_SEEN = _dispatch.Memo()
+
+
 def _check_grad_out(grad_out, shape, names):
     if tuple(grad_out.shape) != tuple(shape):
         raise ValueError(
             f"grad_out must have the shape of conv2d's output for {names[0]} and "
             f"{names[1]}, {tuple(shape)}, got {tuple(grad_out.shape)}"
         )
-
-
-# Calls validated before, by signature (fastconv._dispatch.signature): the backend and what
-# validation gave. A call of a known signature goes straight to the backend.
-_CONV2D_SEEN = _dispatch.Memo()
-_CONV2D_BACKWARD_SEEN = _dispatch.Memo()
 
 
 def conv2d(
