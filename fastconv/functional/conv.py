@@ -23,7 +23,6 @@ from .._validation import (
 )
 from .._validation import arrays as _arrays
 
-
 # Calls validated before, by signature (fastconv._dispatch.signature): the backend and what
 # validation gave. A call of a known signature goes straight to the backend.
 _CONV2D_SEEN = _dispatch.Memo()

@@ -191,14 +191,8 @@ def _conv2d(layer: Conv2D, shape: _Shape) -> _Out:
 
 
 def _separable(layer: SeparableConv2D, shape: _Shape) -> _Out:
-    mid = F.conv_output_shape(
-        (1,) + shape,
-        layer.depthwise_weight.shape,
-        layer.stride,
-        layer.padding,
-        layer.dilation,
-        layer.in_channels,
-    )[1:]
+    geometry = (layer.stride, layer.padding, layer.dilation, layer.in_channels)  # depthwise
+    mid = F.conv_output_shape((1,) + shape, layer.depthwise_weight.shape, *geometry)[1:]
     out = (layer.out_channels,) + mid[1:]
     macs = int(np.prod(mid)) * int(np.prod(layer.kernel_size)) + int(np.prod(out)) * mid[0]
     return out, macs, _steps(layer.kernel_size, _pair(layer.stride), _pair(layer.dilation))

@@ -19,18 +19,13 @@ __global__ void depthwise_forward(const T* __restrict__ x,       // IN  (N, C, H
                                   int has_bias, int relu) {
     const int M = F / C;
     const idx_t total = N * F * OH * OW;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const idx_t ow = i % OW;
-        idx_t t = i / OW;
-        const idx_t oh = t % OH;
-        t /= OH;
-        const int f = (int)(t % F);
-        const idx_t n = t / F;
-        const T* xp = x + (n * C + f / M) * H * W;
+    FC_GRID_STRIDE(i, total) {
+        const PlaneCell o = plane_cell(i, OH, OW);  // plane n * F + f
+        const int f = (int)(o.plane % F);
+        const T* xp = x + (o.plane / F * C + f / M) * H * W;
         const T* wp = weight + (idx_t)f * KH * KW;
-        const idx_t ih0 = oh * sh - pt;
-        const idx_t iw0 = ow * sw - pl;
+        const idx_t ih0 = o.row * sh - pt;
+        const idx_t iw0 = o.col * sw - pl;
         T acc = T(0);
         for (int kh = 0; kh < KH; ++kh) {
             const idx_t ih = ih0 + (idx_t)kh * dh;
@@ -61,14 +56,10 @@ __global__ void depthwise_grad_input(const T* __restrict__ grad_y,  // IN  (N, F
                                      int dh, int dw) {
     const int M = F / C;
     const idx_t total = N * C * H * W;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const idx_t iw = i % W;
-        idx_t t = i / W;
-        const idx_t ih = t % H;
-        t /= H;
-        const int c = (int)(t % C);
-        const idx_t n = t / C;
+    FC_GRID_STRIDE(i, total) {
+        const PlaneCell e = plane_cell(i, H, W);  // plane n * C + c
+        const idx_t n = e.plane / C, ih = e.row, iw = e.col;
+        const int c = (int)(e.plane % C);
         T acc = T(0);
         for (int m = 0; m < M; ++m) {
             const int f = c * M + m;

@@ -5,6 +5,20 @@
 // list (integer atomicExch only), then a gather pass sums each list in ascending output order.
 #include "common.cuh"
 
+// The window of output i of a pooling over (planes, OH, OW): its plane of x (H, W) and its
+// top-left corner (hs, ws) in the unpadded input (negative in the padding).
+template <typename T>
+struct Window {
+    const T* plane;
+    idx_t hs, ws;
+};
+template <typename T>
+__device__ __forceinline__ Window<T> window(const T* x, idx_t i, idx_t H, idx_t W, idx_t OH,
+                                            idx_t OW, int sh, int sw, int ph, int pw) {
+    const PlaneCell o = plane_cell(i, OH, OW);
+    return {x + o.plane * H * W, o.row * sh - ph, o.col * sw - pw};
+}
+
 // y = max over the window's in-image cells; indices = ih*W + iw of the winner. Row-major scan,
 // a later cell wins only if strictly greater (first max wins), a NaN beats any number and the
 // first NaN stays (NaN wins, as in torch). Padded cells never win. A window with no cell in the
@@ -17,15 +31,10 @@ __global__ void max_pool2d_forward(const T* __restrict__ x,          // IN  (pla
                                    idx_t planes, idx_t H, idx_t W, idx_t OH, idx_t OW, int KH,
                                    int KW, int sh, int sw, int ph, int pw) {
     const idx_t total = planes * OH * OW;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const idx_t ow = i % OW;
-        const idx_t t = i / OW;
-        const idx_t oh = t % OH;
-        const idx_t plane = t / OH;
-        const T* xp = x + plane * H * W;
-        const idx_t hs = oh * sh - ph;
-        const idx_t ws = ow * sw - pw;
+    FC_GRID_STRIDE(i, total) {
+        const Window<T> win = window(x, i, H, W, OH, OW, sh, sw, ph, pw);
+        const T* xp = win.plane;
+        const idx_t hs = win.hs, ws = win.ws;
         T best = fc_neg_inf(T(0));
         idx_t best_idx = -1;
         for (int kh = 0; kh < KH; ++kh) {
@@ -57,8 +66,7 @@ __global__ void max_pool2d_backward_link(const long long* __restrict__ indices, 
                                          int* __restrict__ next,  // OUT (planes, OHW)
                                          idx_t planes, idx_t OHW, idx_t HW) {
     const idx_t total = planes * OHW;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    FC_GRID_STRIDE(i, total) {
         const idx_t idx = indices[i];
         const idx_t plane = i / OHW;
         if (idx < 0 || idx >= HW) continue;  // never on a list: next[i] is never read
@@ -77,8 +85,7 @@ __global__ void max_pool2d_backward_gather(const T* __restrict__ grad_y,  // IN 
                                            T* __restrict__ grad_x,        // OUT (planes, HW)
                                            idx_t planes, idx_t OHW, idx_t HW) {
     const idx_t total = planes * HW;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    FC_GRID_STRIDE(i, total) {
         const int first = head[i];
         T acc = T(0);
         if (first >= 0) {
@@ -116,15 +123,10 @@ __global__ void avg_pool2d_forward(const T* __restrict__ x,  // IN  (planes, H, 
                                    idx_t planes, idx_t H, idx_t W, idx_t OH, idx_t OW, int KH,
                                    int KW, int sh, int sw, int ph, int pw, int count_include_pad) {
     const idx_t total = planes * OH * OW;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const idx_t ow = i % OW;
-        const idx_t t = i / OW;
-        const idx_t oh = t % OH;
-        const idx_t plane = t / OH;
-        const T* xp = x + plane * H * W;
-        const idx_t hs = oh * sh - ph;
-        const idx_t ws = ow * sw - pw;
+    FC_GRID_STRIDE(i, total) {
+        const Window<T> win = window(x, i, H, W, OH, OW, sh, sw, ph, pw);
+        const T* xp = win.plane;
+        const idx_t hs = win.hs, ws = win.ws;
         const idx_t h_end = imin64(hs + KH, H);
         const idx_t w_end = imin64(ws + KW, W);
         T acc = T(0);
@@ -145,13 +147,10 @@ __global__ void avg_pool2d_backward(const T* __restrict__ grad_y,  // IN  (plane
                                     int KW, int sh, int sw, int ph, int pw,
                                     int count_include_pad) {
     const idx_t total = planes * H * W;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const idx_t iw = i % W;
-        const idx_t t = i / W;
-        const idx_t ih = t % H;
-        const idx_t plane = t / H;
-        const T* gp = grad_y + plane * OH * OW;
+    FC_GRID_STRIDE(i, total) {
+        const PlaneCell c = plane_cell(i, H, W);
+        const idx_t ih = c.row, iw = c.col;
+        const T* gp = grad_y + c.plane * OH * OW;
         // Window oh covers rows [oh*sh - ph, oh*sh - ph + KH): it contains ih when
         // ih + ph - KH < oh*sh <= ih + ph.
         const idx_t ah = ih + ph - KH + 1;
