@@ -3,6 +3,7 @@ pickle, and the weight round trip with PyTorch (when importable): LeNet-5, a con
 separable net and a 1-D net built in both, weights copied both ways, outputs and gradients
 compared."""
 
+import inspect
 import io
 import pickle
 import subprocess
@@ -283,6 +284,11 @@ def _bad_files(tmp_path):
         header = int.from_bytes(st[:8], "little")
         broken = st[:8] + b"{" + b"x" * (header - 1) + st[8 + header :]
         cases["header.safetensors"] = (broken, "truncated or corrupt safetensors")
+        bf16 = b'{"w":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}'
+        cases["bf16.safetensors"] = (
+            len(bf16).to_bytes(8, "little") + bf16 + bytes(4),
+            "a dtype NumPy has no type for",
+        )
     return cases, marker
 
 
@@ -517,15 +523,9 @@ def test_safetensors_files_between_torch_and_fastconv(tmp_path, rng):
         "print('ok')\n"
     )
     (tmp_path / "tests_net.py").write_text(
-        "import numpy as np\nfrom fastconv import nn\n\n" + _source(toolkit_net)
+        "import numpy as np\nfrom fastconv import nn\n\n" + inspect.getsource(toolkit_net)
     )
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
-
-
-def _source(function):
-    import inspect
-
-    return inspect.getsource(function)

@@ -31,6 +31,7 @@ __all__ = [
     "read_npz",
     "read_weights_file",
     "host_array",
+    "describe_bytes",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -171,7 +172,13 @@ def _read_safetensors(path: PathLike, error: ErrorClass) -> Dict[str, np.ndarray
         entries = reader.load_file(os.fspath(path))
     except OSError:
         raise
-    except Exception as exc:  # SafetensorError (truncated, bad header), TypeError (bfloat16)
+    except TypeError as exc:  # a dtype NumPy lacks (bfloat16, float8): the file is sound
+        raise error(
+            path,
+            f"holds tensors of a dtype NumPy has no type for ({exc}); save them as float32 "
+            f"(torch: {{k: v.float() for k, v in state.items()}})",
+        ) from None
+    except Exception as exc:  # SafetensorError: truncated, bad header, offsets out of bounds
         detail = " ".join(str(exc).split())
         raise error(path, f"truncated or corrupt safetensors file ({detail})") from None
     # Writable copies where the reader handed out read-only views (np.load's arrays are writable).
@@ -233,7 +240,9 @@ def host_array(value: Any, name: str) -> np.ndarray:
     try:
         array = _compat.to_numpy(value)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"entry {name!r}: expected an array, got {type(value).__name__} ({exc})")
+        raise TypeError(
+            f"entry {name!r}: expected an array, got {type(value).__name__} ({exc})"
+        ) from None
     if array.dtype.kind not in "biuf":
         raise TypeError(f"entry {name!r}: expected a numeric array, got dtype {array.dtype}")
     return array
