@@ -12,7 +12,9 @@
     ['0.bias', '0.weight', '2.bias', '2.weight']
 
 See :class:`Layer` for what every layer offers (parameters, train/eval, state_dict, save/load,
-to(device)) and :mod:`fastconv.gradcheck` to check a layer's backward numerically.
+to(device)) and :mod:`fastconv.gradcheck` to check a layer's backward numerically. State dicts
+have PyTorch's names and layouts; :func:`save_weights` / :func:`load_weights` write and read them
+as .npz or .safetensors files (never pickled), so weights move between fastconv and PyTorch.
 """
 
 from .activation import ReLU, Sigmoid, Tanh
@@ -30,6 +32,7 @@ from .pooling import AvgPool2D, MaxPool2D
 from .reshape import Flatten
 from .separable import DepthwiseConv2D, SeparableConv2D
 from .summary import ModelSummary, summary
+from .weights import load_weights, save_weights
 
 __all__ = [
     "Layer",
@@ -53,4 +56,6 @@ __all__ = [
     "AdaptiveAvgPool2D",
     "summary",
     "ModelSummary",
+    "save_weights",
+    "load_weights",
 ]
