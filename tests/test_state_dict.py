@@ -143,15 +143,35 @@ def test_load_copies_in_casts_and_never_touches_the_callers_arrays():
     np.testing.assert_array_equal(model[1].bias.data, [1.0, 0.0])
 
 
+def test_files_saved_under_the_attribute_names_still_load(tmp_path):
+    """Before the state dict took torch's names, SeparableConv2D saved depthwise_weight,
+    pointwise_weight and bias: those files load (strictly) into the same parameters."""
+    model = nn.Sequential(nn.Conv2D(1, 2, 3, rng=0), nn.SeparableConv2D(2, 3, 3, rng=1))
+    old = {
+        "0.weight": model[0].weight.data + 1,
+        "0.bias": model[0].bias.data + 1,
+        "1.depthwise_weight": model[1].depthwise_weight.data + 1,
+        "1.pointwise_weight": model[1].pointwise_weight.data + 1,
+        "1.bias": model[1].bias.data + 1,
+    }
+    np.savez(tmp_path / "old.npz", **old)
+    fresh = nn.Sequential(nn.Conv2D(1, 2, 3, rng=5), nn.SeparableConv2D(2, 3, 3, rng=6))
+    assert fresh.load(tmp_path / "old.npz") is fresh
+    np.testing.assert_array_equal(fresh[1].depthwise_weight.data, old["1.depthwise_weight"])
+    np.testing.assert_array_equal(fresh[1].pointwise_weight.data, old["1.pointwise_weight"])
+    np.testing.assert_array_equal(fresh[1].bias.data, old["1.bias"])
+    np.testing.assert_array_equal(fresh[0].bias.data, old["0.bias"])
+
+
 def test_strict_and_non_strict_keys():
     model = nn.Sequential(nn.Conv2D(1, 2, 3, rng=0), nn.SeparableConv2D(2, 3, 3, rng=1))
     before = model.state_dict()
-    legacy = {k.replace("1.depthwise.", "1.depthwise_"): v for k, v in before.items()}
+    renamed = {k.replace("1.depthwise.", "1.depthwize."): v for k, v in before.items()}
     with pytest.raises(ValueError) as info:
-        model.load_state_dict(legacy)
+        model.load_state_dict(renamed)
     message = str(info.value)
     assert "missing parameters ['1.depthwise.weight']" in message
-    assert "unexpected parameters ['1.depthwise_weight']" in message
+    assert "unexpected parameters ['1.depthwize.weight']" in message
     partial = {"0.bias": np.full(2, 3.0), "extra.weight": np.zeros(1), "1.bn.running_mean": 0}
     result = model.load_state_dict(partial, strict=False)
     assert result.missing_keys == [k for k in before if k != "0.bias"]

@@ -234,6 +234,15 @@ class Layer:
                 out[f"{child_name}.{name}"] = p
         return out
 
+    def _legacy_state_names(self) -> Dict[str, str]:
+        """dict state-dict name -> the name fastconv 0.x saved it under (its attribute path), for
+        the parameters whose _STATE_NAMES renamed them: files saved before stay loadable."""
+        out = {new: old for old, new in self._STATE_NAMES.items() if old in self._parameters}
+        for child_name, child in self._children.items():
+            for new, old in child._legacy_state_names().items():
+                out[f"{child_name}.{new}"] = f"{child_name}.{old}"
+        return out
+
     def state_dict(self) -> Dict[str, Any]:
         """dict dotted name -> NumPy copy of the parameter's data (CuPy data is copied to host).
 
@@ -279,6 +288,13 @@ class Layer:
         either is raised.
         """
         params = self._state_parameters()
+        legacy = {
+            new: old
+            for new, old in self._legacy_state_names().items()
+            if new not in state and old in state
+        }
+        if legacy:  # a file written under the attribute names: read it under those
+            state = {next((n for n, o in legacy.items() if o == k), k): v for k, v in state.items()}
         missing = [name for name in params if name not in state]
         unexpected = [name for name in state if name not in params]
         if strict and (missing or unexpected):
