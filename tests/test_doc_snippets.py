@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 pytestmark = pytest.mark.skipif(not README.is_file(), reason="not a source checkout or sdist")
 
-GUIDES = sorted(p for p in (ROOT / "docs").rglob("*.md") if p.name != "INTERNALS.md")
+GUIDES = sorted(  # build output and static files (_build/, _static/) aside
+    p
+    for p in (ROOT / "docs").rglob("*.md")
+    if p.name != "INTERNALS.md" and not any(part.startswith("_") for part in p.parts)
+)
 FILES = [README] + GUIDES
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 REQUIRES = re.compile(r"#\s*requires:\s*(.+)")
