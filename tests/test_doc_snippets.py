@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif(not README.is_file(), reason="not a source check
 GUIDES = sorted(  # build output and static files (_build/, _static/) aside
     p
     for p in (ROOT / "docs").rglob("*.md")
-    if p.name != "INTERNALS.md" and not any(part.startswith("_") for part in p.parts)
+    if p.name != "INTERNALS.md"
+    and not any(part.startswith("_") for part in p.relative_to(ROOT).parts)
 )
 FILES = [README] + GUIDES
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
