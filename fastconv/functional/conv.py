@@ -65,7 +65,7 @@ def conv2d(
 
     Returns
     -------
-    y : ndarray (N, F, OH, OW), float32 or float64 (see the dtype rule in the README), on the
+    y : ndarray (N, F, OH, OW), float32 or float64 (see the dtype rule in docs/guide.md), on the
         inputs' device (NumPy or CuPy).
     """
     be = _dispatch.backend(x=x, weight=weight, bias=bias, out=out)
