@@ -164,6 +164,9 @@ struct MmaDeposit {
 };
 inline MmaDeposit mma_deposits[2][MAX_THREADS];
 inline unsigned mma_calls[MAX_THREADS];
+// A harness that calls device code outside any launch (tests/gpu_emulation/bank_probe.cpp)
+// sets this: mma_tf32_16x8x8 then only hands it the calling thread's operands.
+inline void (*mma_probe)(const unsigned (&a)[4], const unsigned (&b)[2]) = nullptr;
 // Operands handed to mma_tf32_16x8x8 that are not TF32 values, in this launch (see there).
 inline unsigned long long mma_raw_operands = 0;
 inline unsigned mma_raw_thread = 0, mma_raw_bits = 0;
@@ -356,6 +359,7 @@ inline unsigned tf32_bits(float x) {
 // operand fails the launch here (the emulator's own check: nothing on a GPU would notice).
 inline void mma_tf32_16x8x8(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
     using namespace ::emu;
+    if (mma_probe != nullptr) return mma_probe(a, b);
     const unsigned me = current;
     for (unsigned v : {a[0], a[1], a[2], a[3], b[0], b[1]}) {
         if ((v & 0x1fffu) != 0 && mma_raw_operands++ == 0) {

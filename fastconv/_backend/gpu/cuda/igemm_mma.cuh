@@ -63,7 +63,7 @@ __device__ __forceinline__ void mma_tf32_16x8x8(float (&d)[4], const unsigned (&
 // Layout and banks (32 banks of 4 bytes; a warp's 32-bit access takes one pass when its lanes
 // hit 32 different banks, or the same word). Both operands are k-major with rows of
 // LD = BM + MMA_PAD (BN + MMA_PAD) elements, and rows 4..7 sit MMA_SKEW elements further on:
-// element (k, m) at k*LD + m + (k & 4).
+// element (k, m) at k*LD + m + (k >= 4 ? MMA_SKEW : 0).
 //  * fragment loads: lanes (g, t) read k = t (or t + 4, all lanes), m = 8j + g (j the same for
 //    the warp), so the bank is t*LD + g + const (mod 32). A pad of 4 (LD = 4 mod 32, what this
 //    tile used before) gives 4t + g: 20 banks for 32 lanes, lanes (g, t) and (g - 4, t + 1) on
@@ -98,9 +98,10 @@ struct MmaTile {
     __device__ __forceinline__ int row(int i) const { return r0 + (i >> 1) * 16 + (i & 1) * 8 + g; }
     __device__ __forceinline__ int col(int j) const { return c0 + (j >> 1) * 8 + 2 * t + (j & 1); }
 
-    // Where element (k, m) of an operand with rows of ld elements lives (the skew above).
+    // Where element (k, m), 0 <= k < 8, of an operand with rows of ld elements lives (the skew
+    // above).
     __device__ __forceinline__ static int at(int ld, int k, int m) {
-        return k * ld + m + (k & 4);
+        return k * ld + m + (k >> 2) * MMA_SKEW;
     }
 
     // x as TF32 at p[0]; for 3xTF32 also the rounded rest tf32(x - big) at p[PLANE].
