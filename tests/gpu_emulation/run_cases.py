@@ -594,13 +594,24 @@ __global__ void block_total(T* out) {  // barriers done right: every thread sums
     __syncthreads();
     out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }
+template <typename T>
+__global__ void warp_mma(T* out) {  // one m16n8k8 of ones: out = 8 in every lane's d0..d3
+    const T x = out[threadIdx.x];   // 1.0 (a TF32 value), or 1 + 2^-20 (not one)
+    const unsigned v = __float_as_uint(x);
+    const unsigned a[4] = {v, v, v, v}, b[2] = {v, v};
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mma_tf32_16x8x8(d, a, b);
+    out[threadIdx.x] = d[0] + d[1] + d[2] + d[3];
+}
 """
 
 
 def run_self_check(spec, rng):
     """The emulator catches what it claims to: a missing barrier (stale shared memory), a
-    barrier in divergent code, a wrong argument type; unwritten outputs read as NaN."""
+    barrier in divergent code, a wrong argument type, an mma operand that is not TF32;
+    unwritten outputs read as NaN."""
     exprs = ["stale_read<float>", "divergent_barrier<float>", "block_total<double>"]
+    exprs.append("warp_mma<float>")
     mod = cupy.RawModule(code=SELF_CHECK_SOURCE, options=("-std=c++17",), name_expressions=exprs)
     out = cupy.empty(8, np.float32)
     mod.get_function("stale_read<float>")((1,), (8,), (out,))
@@ -621,6 +632,18 @@ def run_self_check(spec, rng):
     mod.get_function("block_total<double>")((3,), (16,), (total,))
     np.testing.assert_array_equal(total.get(), np.full(48, 120.0))
     assert np.isnan(cupy.empty(3, np.float32).get()).all()
+    mma = mod.get_function("warp_mma<float>")
+    ones = cupy.asarray(np.ones(32, np.float32))
+    mma((1,), (32,), (ones,))
+    np.testing.assert_array_equal(ones.get(), np.full(32, 32.0))  # 4 outputs of 8 each
+    raw = np.ones(32, np.float32)
+    raw[5] = np.float32(1 + 2.0**-20)  # below TF32's 10 mantissa bits: not converted
+    try:
+        mma((1,), (32,), (cupy.asarray(raw),))
+    except RuntimeError as exc:
+        assert "(code 6)" in str(exc), exc  # cuda_emu.h's code for a non-TF32 operand
+    else:
+        raise AssertionError("an mma operand that is not a TF32 value not caught")
 
 
 def run_optim(spec, rng):
