@@ -16,7 +16,7 @@ to(device)) and :mod:`fastconv.gradcheck` to check a layer's backward numericall
 """
 
 from .activation import ReLU, Sigmoid, Tanh
-from .adaptive_pooling import AdaptiveAvgPool2D, GlobalAvgPool2D
+from .adaptive_pooling import AdaptiveAvgPool2D, AdaptiveMaxPool2D, GlobalAvgPool2D
 from .container import Sequential
 from .conv import Conv2D
 from .conv1d import Conv1D
@@ -51,6 +51,7 @@ __all__ = [
     "SeparableConv2D",
     "GlobalAvgPool2D",
     "AdaptiveAvgPool2D",
+    "AdaptiveMaxPool2D",
     "summary",
     "ModelSummary",
 ]
