@@ -260,36 +260,21 @@ CASES["conv-nonfinite_stride2-float32"] = dict(  # the exact re-computation in p
 CASES["conv-nonfinite_depthwise-float32"] = dict(
     kind="conv_nonfinite", geom=CONV["depthwise_x2"][0], device=DEFAULT, expect=set(), dtype=F32
 )
-for _name, _geom in POOL.items():
-    for _dt in (F32, F64):
-        CASES[f"pool-{_name}-{np.dtype(_dt).name}"] = dict(
-            kind="pool",
-            geom=_geom,
-            device=FEW_THREADS,
-            dtype=_dt,
-            launch_check=_FEW,
-            expect={
-                "max_pool2d_forward",
-                "max_pool2d_backward_link",
-                "max_pool2d_backward_gather",
-                "avg_pool2d_forward",
-                "avg_pool2d_backward",
-            },
-        )
-for _name, _geom in ADAPTIVE_MAX.items():
-    for _dt in (F32, F64):
-        CASES[f"adaptive_max_pool-{_name}-{np.dtype(_dt).name}"] = dict(
-            kind="adaptive_max_pool",
-            geom=_geom,
-            device=FEW_THREADS,
-            dtype=_dt,
-            launch_check=_FEW,
-            expect={
-                "adaptive_max_pool2d_forward",
-                "max_pool2d_backward_link",
-                "max_pool2d_backward_gather",
-            },
-        )
+_MAX_POOL_BACKWARD = {"max_pool2d_backward_link", "max_pool2d_backward_gather"}
+for _kind, _table, _kernels in (
+    ("pool", POOL, {"max_pool2d_forward", "avg_pool2d_forward", "avg_pool2d_backward"}),
+    ("adaptive_max_pool", ADAPTIVE_MAX, {"adaptive_max_pool2d_forward"}),
+):
+    for _name, _geom in _table.items():
+        for _dt in (F32, F64):
+            CASES[f"{_kind}-{_name}-{np.dtype(_dt).name}"] = dict(
+                kind=_kind,
+                geom=_geom,
+                device=FEW_THREADS,
+                dtype=_dt,
+                launch_check=_FEW,
+                expect=_kernels | _MAX_POOL_BACKWARD,
+            )
 for _dt in (F32, F64):
     _n = np.dtype(_dt).name
     CASES[f"linear-{_n}"] = dict(

@@ -6,6 +6,15 @@
 // list (integer atomicExch only), then a gather pass sums each list in ascending output order.
 #include "common.cuh"
 
+// Element i of a (planes, rows, cols) array: its plane, row and column.
+__device__ __forceinline__ void plane_position(idx_t i, idx_t rows, idx_t cols, idx_t& plane,
+                                               idx_t& row, idx_t& col) {
+    col = i % cols;
+    const idx_t t = i / cols;
+    row = t % rows;
+    plane = t / rows;
+}
+
 // *y, *index = the max of the nh rows h0, h0 + dh, ... and the nw columns w0, w0 + dw, ... of
 // a plane xp (row length W), index = ih*W + iw of the winner. Row-major scan, a later cell wins
 // only if strictly greater (first max wins), a NaN beats any number and the first NaN stays
@@ -56,10 +65,8 @@ __global__ void max_pool2d_forward(const T* __restrict__ x,          // IN  (pla
     const idx_t total = planes * OH * OW;
     const idx_t stride = (idx_t)gridDim.x * blockDim.x;
     for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const idx_t ow = i % OW;
-        const idx_t t = i / OW;
-        const idx_t oh = t % OH;
-        const idx_t plane = t / OH;
+        idx_t plane, oh, ow;
+        plane_position(i, OH, OW, plane, oh, ow);
         const idx_t hs = oh * sh - ph;
         const idx_t ws = ow * sw - pw;
         idx_t h_lo, h_hi, w_lo, w_hi;
@@ -83,10 +90,8 @@ __global__ void adaptive_max_pool2d_forward(
     const idx_t total = planes * OH * OW;
     const idx_t stride = (idx_t)gridDim.x * blockDim.x;
     for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const idx_t ow = i % OW;
-        const idx_t t = i / OW;
-        const idx_t oh = t % OH;
-        const idx_t plane = t / OH;
+        idx_t plane, oh, ow;
+        plane_position(i, OH, OW, plane, oh, ow);
         const long long* rows = windows + 2 * oh;
         const long long* cols = windows + 2 * (OH + ow);
         window_max(x + plane * H * W, W, rows[0], rows[1] - rows[0], (idx_t)1, cols[0],
@@ -170,10 +175,8 @@ __global__ void avg_pool2d_forward(const T* __restrict__ x,  // IN  (planes, H, 
     const idx_t total = planes * OH * OW;
     const idx_t stride = (idx_t)gridDim.x * blockDim.x;
     for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const idx_t ow = i % OW;
-        const idx_t t = i / OW;
-        const idx_t oh = t % OH;
-        const idx_t plane = t / OH;
+        idx_t plane, oh, ow;
+        plane_position(i, OH, OW, plane, oh, ow);
         const T* xp = x + plane * H * W;
         const idx_t hs = oh * sh - ph;
         const idx_t ws = ow * sw - pw;
@@ -200,10 +203,8 @@ __global__ void avg_pool2d_backward(const T* __restrict__ grad_y,  // IN  (plane
     const idx_t total = planes * H * W;
     const idx_t stride = (idx_t)gridDim.x * blockDim.x;
     for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const idx_t iw = i % W;
-        const idx_t t = i / W;
-        const idx_t ih = t % H;
-        const idx_t plane = t / H;
+        idx_t plane, ih, iw;
+        plane_position(i, H, W, plane, ih, iw);
         const T* gp = grad_y + plane * OH * OW;
         // Window oh covers rows [oh*sh - ph, oh*sh - ph + KH): it contains ih when
         // ih + ph - KH < oh*sh <= ih + ph.
