@@ -27,13 +27,15 @@ DILATED = [
     (1, 1, 7, 7, (2, 2), (2, 2), (1, 0), (4, 1)),  # taps skipping over the top padding
     (1, 2, 5, 6, (1, 3), (2, 1), (0, 1), (5, 2)),  # a size-1 kernel axis: its dilation is moot
     (2, 2, 6, 8, (2, 2), (2, 2), (0, 0), (1, 1)),  # undilated 2x2: the SIMD path
+    (1, 2, 12, 11, (4, 4), (3, 2), (2, 1), (2, 3)),  # 16 taps: the branching scan
 ]
 
 
-def _ties_and_nan(rng, shape, dtype):
-    """Small integers (many ties: the first max must win) and one NaN (it wins its windows)."""
+def _ties_and_nan(rng, shape, dtype, nans=2):
+    """Small integers (many ties: the first max must win) and NaNs in one row of the last plane
+    (a NaN wins its windows; of two, the first stays: the second is in the last column)."""
     x = rng.integers(-3, 4, size=shape).astype(np.float64)
-    x[-1, -1, shape[2] // 2, shape[3] // 2] = np.nan
+    x[-1, -1, shape[2] // 2, [shape[3] // 2, shape[3] - 1][:nans]] = np.nan
     return x, x.astype(dtype)
 
 
@@ -237,7 +239,25 @@ def _max_like_torch(torch, x, ours, theirs, backward):
 
 
 def _ties_and_nan_64(shape, seed):
-    return _ties_and_nan(np.random.default_rng(seed), shape, np.float64)[0]
+    """One NaN: torch gives a window holding two NaNs the last one's index (every NaN replaces
+    the running max there), fastconv the first's (test_several_nans_in_one_window)."""
+    return _ties_and_nan(np.random.default_rng(seed), shape, np.float64, nans=1)[0]
+
+
+def test_several_nans_in_one_window():
+    """fastconv's rule, as before dilation: the first NaN of a window (row-major) stays. torch's
+    CPU kernels let every NaN replace the running max, so their index is the last NaN's; the
+    values agree (NaN)."""
+    x = np.zeros((1, 1, 3, 7))
+    x[0, 0, 1, [2, 5]] = np.nan
+    # 1x3 windows, taps 3 apart: output (1, 0) reads row 1, columns -1 (padding), 2 and 5
+    y, idx = fc.max_pool2d(x, (1, 3), 1, (0, 1), (1, 3), return_indices=True)
+    assert np.isnan(y[0, 0, 1, 0]) and idx[0, 0, 1, 0] == 1 * 7 + 2
+    y, idx = fc.adaptive_max_pool2d(x, 1, return_indices=True)
+    assert np.isnan(y).all() and idx.item() == 1 * 7 + 2
+    torch = pytest.importorskip("torch")
+    yt, it = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(x), 1, True)
+    assert np.isnan(yt.item()) and it.item() in (1 * 7 + 2, 1 * 7 + 5)
 
 
 @pytest.mark.parametrize("ceil", [False, True])
