@@ -2,9 +2,9 @@
 
 One module per kind of op: conv (conv2d and its gradients, plans), conv1d, conv_transpose, pool
 (max and average), adaptive_pool (global and adaptive average, adaptive max), activation (ReLU,
-sigmoid, tanh), dense (linear, softmax cross-entropy). Each op validates its arguments, asks the dispatcher
-(fastconv._dispatch) for the backend, and calls it; the composite ones (conv1d, conv_transpose,
-adaptive_pool) build on the others.
+sigmoid, tanh), dense (linear, softmax cross-entropy). Each op validates its arguments, asks the
+dispatcher (fastconv._dispatch) for the backend, and calls it; the composite ones (conv1d,
+conv_transpose, adaptive_pool) build on the others.
 """
 
 from .._validation import conv_output_shape, pool_output_shape
