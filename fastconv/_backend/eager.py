@@ -117,7 +117,17 @@ class Eager:
         y = self._empty(geom.output_shape, x.dtype)
         indices = self._empty(geom.output_shape, np.int64)
         if y.size:
-            self.kernels.max_pool2d_forward(x, y, indices, *_pool_args(geom))
+            self.kernels.max_pool2d_forward(x, y, indices, *_pool_args(geom), geom.dilation)
+        return (y, indices) if return_indices else y
+
+    def adaptive_max_pool2d(self, x, windows_h, windows_w, return_indices):
+        """Maxima over torch's adaptive windows [(start, stop)] of rows and of columns, with
+        max_pool2d's indices (which max_pool2d_backward takes)."""
+        shape = x.shape[:2] + (len(windows_h), len(windows_w))
+        y = self._empty(shape, x.dtype)
+        indices = self._empty(shape, np.int64)
+        if y.size:
+            self.kernels.adaptive_max_pool2d_forward(x, y, indices, windows_h, windows_w)
         return (y, indices) if return_indices else y
 
     def max_pool2d_backward(self, grad_out, indices, input_shape):
@@ -135,18 +145,22 @@ class Eager:
         self.kernels.max_pool2d_backward(grad_out, indices, grad_x)
         return grad_x
 
-    def avg_pool2d(self, x, geom, count_include_pad):
+    def avg_pool2d(self, x, geom, count_include_pad, divisor_override):
         y = self._empty(geom.output_shape, x.dtype)
         if y.size:
-            self.kernels.avg_pool2d_forward(x, y, *_pool_args(geom), count_include_pad)
+            self.kernels.avg_pool2d_forward(
+                x, y, *_pool_args(geom), count_include_pad, divisor_override
+            )
         return y
 
-    def avg_pool2d_backward(self, grad_out, input_shape, geom, count_include_pad):
+    def avg_pool2d_backward(self, grad_out, input_shape, geom, count_include_pad, divisor_override):
         grad_x = self._empty(input_shape, grad_out.dtype)
         if grad_out.size == 0:
             grad_x[...] = 0
             return grad_x
-        self.kernels.avg_pool2d_backward(grad_out, grad_x, *_pool_args(geom), count_include_pad)
+        self.kernels.avg_pool2d_backward(
+            grad_out, grad_x, *_pool_args(geom), count_include_pad, divisor_override
+        )
         return grad_x
 
     def adaptive_avg_pool2d(self, x, windows_h, windows_w):

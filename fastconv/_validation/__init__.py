@@ -3,8 +3,8 @@
 values.py     scalar arguments: ints, (h, w) pairs, real numbers, shapes, and the names accepted
               for gradients (`needs`), fused activations and convolution algorithms
 geometry.py   convolution and pooling geometry: padding forms, output sizes (the one place that
-              computes them), the validated ConvGeometry / PoolGeometry and the kernels' 32-bit
-              BLAS size limit
+              computes them), the validated ConvGeometry / PoolGeometry, adaptive pooling's
+              output size and windows, and the kernels' 32-bit BLAS size limit
 arrays.py     arrays: backend dispatch (NumPy or CuPy), the dtype rule, contiguity, `out=` checks
 
 Import from this package (`from ._validation import conv_geometry`), or take the arrays module
@@ -16,6 +16,8 @@ from .geometry import (
     BLAS_INT_MAX,
     ConvGeometry,
     PoolGeometry,
+    adaptive_output_size,
+    adaptive_windows,
     conv_geometry,
     conv_output_shape,
     conv_padding,
@@ -47,6 +49,8 @@ __all__ = [
     "NEEDS",
     "ConvGeometry",
     "PoolGeometry",
+    "adaptive_output_size",
+    "adaptive_windows",
     "arrays",
     "as_activation",
     "as_algorithm",

@@ -1,10 +1,10 @@
 """The public functional namespace: every op of fastconv, NumPy, CuPy or Dask arrays in and out.
 
 One module per kind of op: conv (conv2d and its gradients, plans), conv1d, conv_transpose, pool
-(max and average), adaptive_pool (global and adaptive average), activation (ReLU, sigmoid, tanh),
-dense (linear, softmax cross-entropy). Each op validates its arguments, asks the dispatcher
-(fastconv._dispatch) for the backend, and calls it; the composite ones (conv1d, conv_transpose,
-adaptive_pool) build on the others.
+(max and average), adaptive_pool (global and adaptive average, adaptive max), activation (ReLU,
+sigmoid, tanh), dense (linear, softmax cross-entropy). Each op validates its arguments, asks the
+dispatcher (fastconv._dispatch) for the backend, and calls it; the composite ones (conv1d,
+conv_transpose, adaptive_pool) build on the others.
 """
 
 from .._validation import conv_output_shape, pool_output_shape
@@ -12,6 +12,8 @@ from .activation import relu, relu_backward, sigmoid, sigmoid_backward, tanh, ta
 from .adaptive_pool import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
+    adaptive_max_pool2d,
+    adaptive_max_pool2d_backward,
     global_avg_pool2d,
     global_avg_pool2d_backward,
 )
@@ -74,4 +76,6 @@ __all__ = [
     "global_avg_pool2d_backward",
     "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_backward",
 ]

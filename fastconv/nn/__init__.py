@@ -18,7 +18,7 @@ as .npz or .safetensors files (never pickled), so weights move between fastconv 
 """
 
 from .activation import ReLU, Sigmoid, Tanh
-from .adaptive_pooling import AdaptiveAvgPool2D, GlobalAvgPool2D
+from .adaptive_pooling import AdaptiveAvgPool2D, AdaptiveMaxPool2D, GlobalAvgPool2D
 from .container import Sequential
 from .conv import Conv2D
 from .conv1d import Conv1D
@@ -54,6 +54,7 @@ __all__ = [
     "SeparableConv2D",
     "GlobalAvgPool2D",
     "AdaptiveAvgPool2D",
+    "AdaptiveMaxPool2D",
     "summary",
     "ModelSummary",
     "save_weights",

@@ -137,15 +137,25 @@ CONV = {
     ),
 }
 
-# Pooling: N, C, H, W, kernel, stride, padding[, ceil_mode].
+# Pooling: N, C, H, W, kernel, stride, padding, dilation[, ceil_mode] (dilation: max pooling's;
+# average pooling runs the undilated windows).
 POOL = {
-    "overlap": (2, 3, 7, 8, (3, 3), (2, 2), (1, 1)),
-    "rect": (1, 2, 6, 5, (2, 3), (1, 2), (1, 0)),
-    "tiled": (2, 2, 4, 4, (2, 2), (2, 2), (0, 0)),
-    "floor_uncovered": (1, 2, 8, 7, (3, 3), (2, 2), (0, 0)),  # last row/column in no window
+    "overlap": (2, 3, 7, 8, (3, 3), (2, 2), (1, 1), (1, 1)),
+    "rect": (1, 2, 6, 5, (2, 3), (1, 2), (1, 0), (1, 1)),
+    "tiled": (2, 2, 4, 4, (2, 2), (2, 2), (0, 0), (1, 1)),
+    "floor_uncovered": (1, 2, 8, 7, (3, 3), (2, 2), (0, 0), (1, 1)),  # last row/col in no window
     # ceil mode: last windows run past the input (and past the right padding: divisor < KH*KW)
-    "ceil_overhang": (1, 2, 8, 7, (3, 3), (2, 2), (1, 1), True),
-    "ceil_2x2_odd": (2, 1, 5, 7, (2, 2), (2, 2), (0, 0), True),
+    "ceil_overhang": (1, 2, 8, 7, (3, 3), (2, 2), (1, 1), (1, 1), True),
+    "ceil_2x2_odd": (2, 1, 5, 7, (2, 2), (2, 2), (0, 0), (1, 1), True),
+    # dilated max pooling: taps skipping over the padding and the border, non-square
+    "dilated": (2, 2, 9, 8, (3, 2), (1, 2), (1, 1), (2, 3)),
+    "dilated_ceil": (1, 2, 10, 9, (3, 3), (2, 3), (1, 0), (3, 2), True),
+}
+# Adaptive max pooling: N, C, H, W, (OH, OW): uneven, overlapping windows, and more outputs
+# than inputs along W (windows repeating columns).
+ADAPTIVE_MAX = {
+    "uneven": (2, 3, 7, 9, (3, 4)),
+    "upsample_w": (1, 2, 5, 3, (2, 7)),
 }
 
 
@@ -250,22 +260,21 @@ CASES["conv-nonfinite_stride2-float32"] = dict(  # the exact re-computation in p
 CASES["conv-nonfinite_depthwise-float32"] = dict(
     kind="conv_nonfinite", geom=CONV["depthwise_x2"][0], device=DEFAULT, expect=set(), dtype=F32
 )
-for _name, _geom in POOL.items():
-    for _dt in (F32, F64):
-        CASES[f"pool-{_name}-{np.dtype(_dt).name}"] = dict(
-            kind="pool",
-            geom=_geom,
-            device=FEW_THREADS,
-            dtype=_dt,
-            launch_check=_FEW,
-            expect={
-                "max_pool2d_forward",
-                "max_pool2d_backward_link",
-                "max_pool2d_backward_gather",
-                "avg_pool2d_forward",
-                "avg_pool2d_backward",
-            },
-        )
+_MAX_POOL_BACKWARD = {"max_pool2d_backward_link", "max_pool2d_backward_gather"}
+for _kind, _table, _kernels in (
+    ("pool", POOL, {"max_pool2d_forward", "avg_pool2d_forward", "avg_pool2d_backward"}),
+    ("adaptive_max_pool", ADAPTIVE_MAX, {"adaptive_max_pool2d_forward"}),
+):
+    for _name, _geom in _table.items():
+        for _dt in (F32, F64):
+            CASES[f"{_kind}-{_name}-{np.dtype(_dt).name}"] = dict(
+                kind=_kind,
+                geom=_geom,
+                device=FEW_THREADS,
+                dtype=_dt,
+                launch_check=_FEW,
+                expect=_kernels | _MAX_POOL_BACKWARD,
+            )
 for _dt in (F32, F64):
     _n = np.dtype(_dt).name
     CASES[f"linear-{_n}"] = dict(
@@ -413,7 +422,7 @@ def run_streams(spec, rng):
     dt = spec["dtype"]
     _gpu.clear_plans()
     x, w, b, gy, params = _conv_inputs(spec["geom"], dt, rng)
-    pool = ((3, 3), (2, 2), (1, 1))
+    pool = ((3, 3), (2, 2), (1, 1), (1, 1))
     px = rng.integers(-3, 4, size=x.shape).astype(dt)
     ph, pw = (x.shape[2] - 1) // 2 + 1, (x.shape[3] - 1) // 2 + 1
     pshape = (*x.shape[:2], ph, pw)
@@ -494,39 +503,62 @@ def run_conv_nonfinite(spec, rng):
             _check(op, _both(op, ins, outs, *params, *extra), dt, 100)
 
 
+def _pool_out(size, k, s, p, d, ceil):
+    """torch's rule over the dilated kernel; ceil mode keeps a last window starting before
+    size + p."""
+    span = d * (k - 1) + 1
+    if not ceil:
+        return (size + 2 * p - span) // s + 1
+    o = -(-(size + 2 * p - span) // s) + 1
+    return o - 1 if (o - 1) * s >= size + p else o
+
+
 def run_pool(spec, rng):
     dt = spec["dtype"]
-    N, C, H, W, k, s, p, *ceil = spec["geom"]
-
-    def out(size, k, s, p):  # torch's rule; ceil mode keeps a last window starting before H + p
-        if not ceil:
-            return (size + 2 * p - k) // s + 1
-        o = -(-(size + 2 * p - k) // s) + 1
-        return o - 1 if (o - 1) * s >= size + p else o
-
-    y_shape = (N, C, out(H, k[0], s[0], p[0]), out(W, k[1], s[1], p[1]))
+    N, C, H, W, k, s, p, d, *ceil = spec["geom"]
+    y_shape = (N, C, *(_pool_out(*a, bool(ceil)) for a in zip((H, W), k, s, p, d)))
     x = rng.integers(-3, 4, size=(N, C, H, W)).astype(dt)  # many ties: the first max must win
     x[0, 0, 1, 1] = np.nan  # a NaN wins its windows
     cpu, gpu = _both(
-        "max_pool2d_forward", [x], [np.empty(y_shape, dt), np.empty(y_shape, np.int64)], k, s, p
+        "max_pool2d_forward", [x], [np.empty(y_shape, dt), np.empty(y_shape, np.int64)], k, s, p, d
     )
     _check("max_pool2d_forward", (cpu, gpu), dt)
     gy = rng.standard_normal(y_shape).astype(dt)
     _check("max_pool2d_backward", _both("max_pool2d_backward", [gy, cpu[1]], [x]), dt, 4)
+    y_shape = (N, C, *(_pool_out(*a, 1, bool(ceil)) for a in zip((H, W), k, s, p)))
+    gy = rng.standard_normal(y_shape).astype(dt)
     x = rng.standard_normal((N, C, H, W)).astype(dt)
-    for cip in (True, False):
+    for cip, divisor in ((True, None), (False, None), (False, 5)):
+        what = f"count_include_pad={cip} divisor_override={divisor}"
         _check(
-            f"avg_pool2d_forward count_include_pad={cip}",
-            _both("avg_pool2d_forward", [x], [np.empty(y_shape, dt)], k, s, p, cip),
+            f"avg_pool2d_forward {what}",
+            _both("avg_pool2d_forward", [x], [np.empty(y_shape, dt)], k, s, p, cip, divisor),
             dt,
             9,
         )
         _check(
-            f"avg_pool2d_backward count_include_pad={cip}",
-            _both("avg_pool2d_backward", [gy], [x], k, s, p, cip),
+            f"avg_pool2d_backward {what}",
+            _both("avg_pool2d_backward", [gy], [x], k, s, p, cip, divisor),
             dt,
             9,
         )
+
+
+def run_adaptive_max_pool(spec, rng):
+    """torch's adaptive windows (written out here), max_pool2d's rule and indices."""
+    dt = spec["dtype"]
+    N, C, H, W, (OH, OW) = spec["geom"]
+    windows = [
+        [(i * n // o, -(-(i + 1) * n // o)) for i in range(o)] for n, o in ((H, OH), (W, OW))
+    ]
+    x = rng.integers(-3, 4, size=(N, C, H, W)).astype(dt)  # ties
+    x[-1, -1, 2, 1] = np.nan
+    y_shape = (N, C, OH, OW)
+    outs = [np.empty(y_shape, dt), np.empty(y_shape, np.int64)]
+    cpu, gpu = _both("adaptive_max_pool2d_forward", [x], outs, *windows)
+    _check("adaptive_max_pool2d_forward", (cpu, gpu), dt)
+    gy = rng.standard_normal(y_shape).astype(dt)
+    _check("max_pool2d_backward", _both("max_pool2d_backward", [gy, cpu[1]], [x]), dt, 6)
 
 
 def run_linear(spec, rng):
@@ -723,6 +755,7 @@ RUNNERS = {
     "conv_nonfinite": run_conv_nonfinite,
     "streams": run_streams,
     "pool": run_pool,
+    "adaptive_max_pool": run_adaptive_max_pool,
     "linear": run_linear,
     "relu_backward": run_relu_backward,
     "softmax_xent": run_softmax_xent,

@@ -61,16 +61,23 @@ class Dask:
             "max_pool2d_backward", grad_out, indices, plane=plane, dtype=grad_out.dtype
         )
 
-    def avg_pool2d(self, x, geom, count_include_pad):
-        return _pool.pool2d("avg_pool2d", x, geom, x.dtype, count_include_pad=count_include_pad)
+    def avg_pool2d(self, x, geom, count_include_pad, divisor_override):
+        return _pool.pool2d(
+            "avg_pool2d",
+            x,
+            geom,
+            x.dtype,
+            count_include_pad=count_include_pad,
+            divisor_override=divisor_override,
+        )
 
-    def avg_pool2d_backward(self, grad_out, input_shape, geom, count_include_pad):
+    def avg_pool2d_backward(self, grad_out, input_shape, geom, count_include_pad, divisor_override):
         return _pool.per_plane(
             "avg_pool2d_backward",
             grad_out,
             plane=input_shape[2:],
             dtype=grad_out.dtype,
-            args=(geom, count_include_pad),
+            args=(geom, count_include_pad, divisor_override),
         )
 
     def adaptive_avg_pool2d(self, x, windows_h, windows_w):
@@ -85,6 +92,9 @@ class Dask:
             dtype=grad_out.dtype,
             args=(windows_h, windows_w),
         )
+
+    def adaptive_max_pool2d(self, x, windows_h, windows_w, return_indices):
+        return _pool.adaptive_max_pool2d(x, windows_h, windows_w, return_indices)
 
     # --------------------------------------------------------------------- elementwise
     def relu(self, x):
