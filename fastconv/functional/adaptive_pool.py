@@ -14,6 +14,7 @@ from .. import _dispatch
 from .._typing import Array, IntPair
 from .._validation import arrays as _arrays
 from .._validation import as_int, as_shape
+from ._batch import unbatched
 from .pool import avg_pool2d, avg_pool2d_backward
 
 __all__ = [
@@ -34,6 +35,7 @@ def _input(x):
     return x, dtype
 
 
+@unbatched(x="N, C, H, W")
 def global_avg_pool2d(x: Array) -> Array:
     """Mean over each plane: x (N, C, H, W) -> y (N, C, 1, 1) (follow with a reshape or Flatten
     for (N, C))."""
@@ -41,6 +43,7 @@ def global_avg_pool2d(x: Array) -> Array:
     return avg_pool2d(x, x.shape[2:])
 
 
+@unbatched(grad_out="N, C, 1, 1", input_shape="N, C, H, W")
 def global_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of global_avg_pool2d: grad_out (N, C, 1, 1) -> grad_input of `input_shape`
     (N, C, H, W), each cell grad_out / (H * W)."""
@@ -72,6 +75,7 @@ def _tiles(size, out):
     return size % out == 0
 
 
+@unbatched(x="N, C, H, W")
 def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
     """Adaptive average pooling: x (N, C, H, W) -> y (N, C, OH, OW) for any H, W.
 
@@ -88,6 +92,7 @@ def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
     return be.adaptive_avg_pool2d(x, adaptive_windows(H, OH), adaptive_windows(W, OW))
 
 
+@unbatched(grad_out="N, C, OH, OW", input_shape="N, C, H, W")
 def adaptive_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of adaptive_avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`
     (N, C, H, W); each output's gradient spread evenly over its window."""

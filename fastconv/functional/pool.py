@@ -9,6 +9,7 @@ from .. import _dispatch
 from .._typing import Array, IntPair, Padding
 from .._validation import arrays as _arrays
 from .._validation import as_shape, pool_geometry
+from ._batch import unbatched
 
 
 def _input(x):
@@ -19,6 +20,7 @@ def _input(x):
     return be, x
 
 
+@unbatched(x="N, C, H, W")
 def max_pool2d(
     x: Array,
     kernel_size: IntPair,
@@ -42,6 +44,7 @@ def max_pool2d(
     return be.max_pool2d(x, geom, bool(return_indices))
 
 
+@unbatched(grad_out="N, C, OH, OW", indices="N, C, OH, OW", input_shape="N, C, H, W")
 def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of max_pool2d: grad_out (N, C, OH, OW) and the indices from
     max_pool2d(..., return_indices=True) -> grad_input of `input_shape` (N, C, H, W)."""
@@ -66,6 +69,7 @@ def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[i
     return be.max_pool2d_backward(grad_out, indices, (N, C, H, W))
 
 
+@unbatched(x="N, C, H, W")
 def avg_pool2d(
     x: Array,
     kernel_size: IntPair,
@@ -88,6 +92,7 @@ def avg_pool2d(
     return be.avg_pool2d(x, geom, bool(count_include_pad))
 
 
+@unbatched(grad_out="N, C, OH, OW", input_shape="N, C, H, W")
 def avg_pool2d_backward(
     grad_out: Array,
     input_shape: Sequence[int],
