@@ -116,15 +116,33 @@ def unbatched(results: Union[str, Tuple[int, ...]] = "all", **layouts: str) -> C
         if arguments[0].position is None:
             raise TypeError(f"{op.__name__}: the leading argument must be positional")
         first = arguments[0]
-        lead_name, lead_position, lead_ndim = first.name, first.position, first.ndim
+        p0, name0, ndim0 = first.position, first.name, first.ndim
+        never = 1 << 30  # the position of a keyword-only argument
+        rest = [
+            (never if a.position is None else a.position, a.name, a.ndim, a.shape)
+            for a in arguments[1:]
+        ]
         ndarray = np.ndarray
 
         @functools.wraps(op)
         def run(*args: Any, **kwargs: Any) -> Any:
-            # the hot path (~0.2 us): a batched ndarray leads, positionally (the other arguments
-            # are then the op's to check)
-            value = args[lead_position] if len(args) > lead_position else kwargs.get(lead_name)
-            if type(value) is ndarray and value.ndim == lead_ndim:
+            # the hot path: batched ndarrays (and shape tuples), the op's to check further
+            n = len(args)
+            v = args[p0] if n > p0 else kwargs.get(name0)
+            if type(v) is ndarray and v.ndim == ndim0:
+                for position, name, ndim, shape in rest:
+                    v = args[position] if n > position else kwargs.get(name)
+                    if v is None:
+                        continue
+                    if not (
+                        (type(v) is tuple and len(v) == ndim)
+                        if shape
+                        else (type(v) is ndarray and v.ndim == ndim)
+                    ):
+                        break
+                else:
+                    return op(*args, **kwargs)
+            if first.get(args, kwargs) is None:  # the op says what it misses
                 return op(*args, **kwargs)
             given = []
             for a in arguments:
