@@ -452,3 +452,26 @@ def test_linear_layer_on_sequences_sums_the_parameter_gradients():
     one = layer(x[0, 0])
     assert one.shape == (3,)
     np.testing.assert_allclose(one, y[0, 0])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.MaxPool2D(2, ceil_mode=True),
+        lambda: nn.AvgPool2D(3, 2, 1),
+        lambda: nn.AdaptiveAvgPool2D((3, 4)),
+        lambda: nn.GlobalAvgPool2D(),
+    ],
+    ids=["MaxPool2D", "AvgPool2D", "AdaptiveAvgPool2D", "GlobalAvgPool2D"],
+)
+def test_pooling_layers_take_one_sample(make):
+    x = _rand(np.random.default_rng(14), (3, 7, 6))
+    one, batched = make(), make()
+    y = one(x)
+    yb = batched(x[None])
+    assert y.shape == yb.shape[1:]
+    np.testing.assert_array_equal(y, yb[0])
+    g = _rand(np.random.default_rng(15), y.shape)
+    gx = one.backward(g)
+    assert gx.shape == x.shape
+    np.testing.assert_array_equal(gx, batched.backward(g[None])[0])
