@@ -620,7 +620,7 @@ _BAD_INTS = [
     object(),
 ]
 _BAD_ARRAYS = [
-    np.ones((2, 4, 6)),
+    np.ones((4, 6)),  # (a 3-D x is one sample (C, H, W), as torch takes it)
     np.ones((2, 4, 6, 6), complex),
     np.array("abc"),
     np.ones((2, 4, 6, 6), object),
@@ -658,7 +658,7 @@ def _families():
     }
     conv_bad = dict(
         geometry,
-        x=_BAD_ARRAYS + [np.ones((2, 3, 6, 6)), np.ones((2, 4, 0, 6))],
+        x=_BAD_ARRAYS + [np.ones((2, 3, 6, 6)), np.ones((2, 4, 0, 6)), np.ones((3, 6, 6))],
         weight=_BAD_ARRAYS
         + [
             np.ones((6, 3, 3, 3)),
@@ -685,7 +685,8 @@ def _families():
     pool_avg = dict(pool, max=False)
     dense = dict(x=np.ones((3, 5)), weight=np.ones((4, 5)), bias=np.ones(4))
     dense_bad = {
-        "x": [np.ones((3, 4)), np.ones(5), np.ones((3, 5), complex), "x"],
+        # (x (5,) is one sample and (2, 3, 5) a batch of sequences: linear takes (*, IN))
+        "x": [np.ones((3, 4)), np.ones(4), np.ones(()), np.ones((3, 5), complex), "x"],
         "weight": [np.ones((4, 6)), np.ones(4), "w"],
         "bias": [np.ones(3), np.ones((4, 1)), "b"],
         "activation": ["tanh", 1, "RELU"],

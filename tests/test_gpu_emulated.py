@@ -12,8 +12,10 @@ synchronisation logic. tests/gpu_emulation/run_cases.py holds the cases: tiny co
 C == 1, stride, asymmetric padding, dilation, several tiles, split reductions, NaN/inf; float32
 and float64), max (dilated, adaptive) and average (divisor_override) pooling forward and
 backward, linear, relu_backward and softmax cross-entropy, each against
-fastconv._backend.cpu.ops within float tolerances, plus a self-check that the emulator catches a
-missing barrier, a divergent barrier and a wrong argument type.
+fastconv._backend.cpu.ops within float tolerances; the public cross_entropy (torch's options, NaN
+rows for class indices out of range) and unbatched conv2d / max_pool2d on device arrays against
+the same calls on NumPy arrays; plus a self-check that the emulator catches a missing barrier, a
+divergent barrier and a wrong argument type.
 
 How it runs: one child process (PYTHONPATH = the fake cupy first, so this process's real CuPy
 and fastconv state are untouched) builds the emulator and all kernel files (at most 2 g++ at a

@@ -58,4 +58,6 @@ ARRAY_OPS = (
     "linear_backward",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
+    "cross_entropy",
+    "cross_entropy_backward",
 )

@@ -17,6 +17,7 @@ from .. import _dispatch
 from .._typing import Array, IntPair
 from .._validation import adaptive_output_size, adaptive_windows, as_shape
 from .._validation import arrays as _arrays
+from ._batch import unbatched
 from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
@@ -39,6 +40,7 @@ def _input(x):
     return x, dtype
 
 
+@unbatched(x="N, C, H, W")
 def global_avg_pool2d(x: Array) -> Array:
     """Mean over each plane: x (N, C, H, W) -> y (N, C, 1, 1) (follow with a reshape or Flatten
     for (N, C))."""
@@ -46,6 +48,7 @@ def global_avg_pool2d(x: Array) -> Array:
     return avg_pool2d(x, x.shape[2:])
 
 
+@unbatched(grad_out="N, C, 1, 1", input_shape="N, C, H, W")
 def global_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of global_avg_pool2d: grad_out (N, C, 1, 1) -> grad_input of `input_shape`
     (N, C, H, W), each cell grad_out / (H * W)."""
@@ -57,6 +60,7 @@ def _tiles(size, out):
     return size % out == 0
 
 
+@unbatched(x="N, C, H, W")
 def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
     """Adaptive average pooling: x (N, C, H, W) -> y (N, C, OH, OW) for any H, W.
 
@@ -73,6 +77,7 @@ def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
     return be.adaptive_avg_pool2d(x, adaptive_windows(H, OH), adaptive_windows(W, OW))
 
 
+@unbatched(grad_out="N, C, OH, OW", input_shape="N, C, H, W")
 def adaptive_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of adaptive_avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`
     (N, C, H, W); each output's gradient spread evenly over its window."""
@@ -94,10 +99,12 @@ def adaptive_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) ->
     return be.adaptive_avg_pool2d_backward(grad_out, (N, C, H, W), *windows)
 
 
+@unbatched(x="N, C, H, W")
 def adaptive_max_pool2d(
     x: Array, output_size: IntPair, return_indices: bool = False
 ) -> Union[Array, Tuple[Array, Array]]:
-    """Adaptive max pooling: x (N, C, H, W) -> y (N, C, OH, OW) for any H, W (torch's windows).
+    """Adaptive max pooling: x (N, C, H, W) -> y (N, C, OH, OW) for any H, W (torch's windows);
+    one sample (C, H, W) -> (C, OH, OW).
 
     Parameters
     ----------
@@ -125,6 +132,7 @@ def adaptive_max_pool2d(
     return be.adaptive_max_pool2d(x, *windows, bool(return_indices))
 
 
+@unbatched(grad_out="N, C, OH, OW", indices="N, C, OH, OW", input_shape="N, C, H, W")
 def adaptive_max_pool2d_backward(
     grad_out: Array, indices: Array, input_shape: Sequence[int]
 ) -> Array:

@@ -32,6 +32,7 @@ from .._validation import (
 )
 from .._validation import arrays as _arrays
 from ..arith import conv_transpose_output_size
+from ._batch import unbatched
 
 __all__ = ["conv_transpose2d", "conv_transpose2d_backward", "conv_transpose_output_shape"]
 
@@ -127,6 +128,7 @@ def conv_transpose_output_shape(
     ).output_shape
 
 
+@unbatched(x="N, C_in, H, W")
 def conv_transpose2d(
     x: Array,
     weight: Array,
@@ -189,6 +191,7 @@ def conv_transpose2d(
     return y
 
 
+@unbatched((0,), grad_out="N, C_out, OH, OW", x="N, C_in, H, W")
 def conv_transpose2d_backward(
     grad_out: Array,
     x: Array,

@@ -9,6 +9,7 @@ from .. import _dispatch
 from .._typing import Array, IntPair, Padding
 from .._validation import arrays as _arrays
 from .._validation import as_int, as_shape, pool_geometry
+from ._batch import unbatched
 
 
 def _input(x):
@@ -19,6 +20,7 @@ def _input(x):
     return be, x
 
 
+@unbatched(x="N, C, H, W")
 def max_pool2d(
     x: Array,
     kernel_size: IntPair,
@@ -60,6 +62,7 @@ def max_pool2d(
     return be.max_pool2d(x, geom, bool(return_indices))
 
 
+@unbatched(grad_out="N, C, OH, OW", indices="N, C, OH, OW", input_shape="N, C, H, W")
 def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of max_pool2d (any dilation, and of adaptive_max_pool2d): grad_out (N, C, OH, OW)
     and the indices from max_pool2d(..., return_indices=True) -> grad_input of `input_shape`
@@ -93,6 +96,7 @@ def _divisor_override(value):
     return None if value is None else as_int(value, "divisor_override", 1)
 
 
+@unbatched(x="N, C, H, W")
 def avg_pool2d(
     x: Array,
     kernel_size: IntPair,
@@ -119,6 +123,7 @@ def avg_pool2d(
     return be.avg_pool2d(x, geom, bool(count_include_pad), divisor)
 
 
+@unbatched(grad_out="N, C, OH, OW", input_shape="N, C, H, W")
 def avg_pool2d_backward(
     grad_out: Array,
     input_shape: Sequence[int],

@@ -27,7 +27,7 @@ from .dropout import Dropout
 from .init import INITS
 from .layer import Layer
 from .linear import Linear
-from .loss import SoftmaxCrossEntropy
+from .loss import CrossEntropyLoss, SoftmaxCrossEntropy
 from .pooling import AvgPool2D, MaxPool2D
 from .reshape import Flatten
 from .separable import DepthwiseConv2D, SeparableConv2D
@@ -46,6 +46,7 @@ __all__ = [
     "Flatten",
     "Dropout",
     "SoftmaxCrossEntropy",
+    "CrossEntropyLoss",
     "Sequential",
     "INITS",
     "Conv1D",

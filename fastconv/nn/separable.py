@@ -115,9 +115,9 @@ class SeparableConv2D(Layer):
 
     Shapes
     ------
-    x (N, C, H, W) -> (N, C * M, OH, OW) -> y (N, F, OH, OW); ``depthwise_weight``
-    (C * M, 1, KH, KW), ``pointwise_weight`` (F, C * M, 1, 1), ``bias`` (F,). The forward caches
-    its input, the depthwise output and (with ReLU) its output.
+    x (N, C, H, W) -> (N, C * M, OH, OW) -> y (N, F, OH, OW) (one sample: the same without N);
+    ``depthwise_weight`` (C * M, 1, KH, KW), ``pointwise_weight`` (F, C * M, 1, 1), ``bias``
+    (F,). The forward caches its input, the depthwise output and (with ReLU) its output.
 
     Notes
     -----

@@ -300,6 +300,12 @@ for _dt in (F32, F64):
     CASES[f"optim-{_n}"] = dict(
         kind="optim", device=FEW_THREADS, dtype=_dt, expect={"adam_update", "sgd_update"}
     )
+    CASES[f"cross_entropy-{_n}"] = dict(  # the public ops on device arrays, Eager("gpu")
+        kind="cross_entropy", device=TINY, dtype=_dt, expect={"softmax_xent_forward"}
+    )
+    CASES[f"unbatched-{_n}"] = dict(
+        kind="unbatched", device=DEFAULT, dtype=_dt, expect={"conv_igemm", "max_pool2d_forward"}
+    )
 # Tensor-core (TF32 / 3xTF32) kernels, float32: tc_cases.py. The 64x64, 128x128 and 64x128 tiles,
 # split-K, stride phases, the exact re-computation for a NaN weight, and an sm_70 device.
 for _name in (
@@ -604,6 +610,86 @@ def run_softmax_xent(spec, rng):
         )
 
 
+def _host(a):
+    return a if isinstance(a, (float, type(None))) else cupy.asnumpy(a)
+
+
+def run_cross_entropy(spec, rng):
+    """fastconv.cross_entropy and its backward on device arrays against the same calls on
+    NumPy arrays: weights, ignore_index, reductions, smoothing, probability targets; a class
+    index out of range gives NaN rows on the GPU (the CPU raises)."""
+    import fastconv as fc
+
+    dt = spec["dtype"]
+    x = rng.standard_normal((4, 5, 3)).astype(dt)
+    t = rng.integers(0, 5, (4, 3))
+    t[0, 0] = -100
+    w = (rng.random(5) + 0.5).astype(dt)
+    p = rng.random((4, 5, 3)).astype(dt)
+    options = [
+        dict(),
+        dict(reduction="sum", label_smoothing=0.2),
+        dict(reduction="none", label_smoothing=0.1),
+        dict(ignore_index=1),
+    ]
+    for target in (t, p):
+        for opts in options:
+            if opts.get("ignore_index", -100) != -100:
+                if target is p:  # (torch's rule: no ignore_index with probabilities)
+                    continue
+                target = np.where(t == -100, opts["ignore_index"], t)
+            dev = [cupy.asarray(a) for a in (x, target, w)]
+            host_loss = fc.cross_entropy(x, target, w, **opts)
+            loss = fc.cross_entropy(*dev, **opts)
+            assert fc._compat.is_cupy_array(loss) or np.ndim(loss) == 0, type(loss)
+            _check(
+                f"cross_entropy {opts}",
+                ([np.asarray(host_loss)], [np.asarray(_host(loss))]),
+                dt,
+                15,
+            )
+            none = opts.get("reduction") == "none"
+            g = rng.standard_normal(host_loss.shape).astype(dt) if none else 0.5
+            host_grad = fc.cross_entropy_backward(g, x, target, w, **opts)
+            grad = fc.cross_entropy_backward(cupy.asarray(g) if none else g, *dev, **opts)
+            assert fc._compat.is_cupy_array(grad)
+            _check(f"cross_entropy_backward {opts}", ([host_grad], [cupy.asnumpy(grad)]), dt, 15)
+    bad = t.copy()
+    bad[1, 2] = 7
+    loss = cupy.asnumpy(fc.cross_entropy(cupy.asarray(x), cupy.asarray(bad), reduction="none"))
+    assert np.isnan(loss[1, 2]) and np.isfinite(np.delete(loss.reshape(-1), 5)).all(), loss
+    grad = cupy.asnumpy(fc.cross_entropy_backward(1.0, cupy.asarray(x), cupy.asarray(bad)))
+    assert np.isnan(grad[1, :, 2]).all() and not np.isnan(grad[0]).any()
+
+
+def run_unbatched(spec, rng):
+    """One sample (C, H, W) on device arrays: results and gradients without the batch axis."""
+    import fastconv as fc
+
+    dt = spec["dtype"]
+    x = rng.standard_normal((3, 7, 6)).astype(dt)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dt)
+    dx, dw = cupy.asarray(x), cupy.asarray(w)
+    y = fc.conv2d(dx, dw, None, 1, 1)
+    assert y.shape == (4, 7, 6)
+    _check("conv2d one sample", ([fc.conv2d(x, w, None, 1, 1)], [cupy.asnumpy(y)]), dt, 27)
+    g = rng.standard_normal((4, 7, 6)).astype(dt)
+    host = fc.conv2d_backward(g, x, w, 1, 1)
+    dev = fc.conv2d_backward(cupy.asarray(g), dx, dw, 1, 1)
+    assert dev[0].shape == x.shape
+    _check("conv2d_backward one sample", (list(host), [cupy.asnumpy(a) for a in dev]), dt, 60)
+    py, idx = fc.max_pool2d(dx, 2, return_indices=True)
+    assert py.shape == idx.shape == (3, 3, 3)
+    host_y, host_idx = fc.max_pool2d(x, 2, return_indices=True)
+    _check("max_pool2d one sample", ([host_y, host_idx], [cupy.asnumpy(py), cupy.asnumpy(idx)]), dt)
+    gp = fc.max_pool2d_backward(cupy.asarray(host_y), idx, x.shape)
+    _check(
+        "max_pool2d_backward one sample",
+        ([fc.max_pool2d_backward(host_y, host_idx, x.shape)], [cupy.asnumpy(gp)]),
+        dt,
+    )
+
+
 SELF_CHECK_SOURCE = r"""
 template <typename T>
 __global__ void stale_read(T* out) {  // a missing __syncthreads between write and read
@@ -760,6 +846,8 @@ RUNNERS = {
     "relu_backward": run_relu_backward,
     "softmax_xent": run_softmax_xent,
     "optim": run_optim,
+    "cross_entropy": run_cross_entropy,
+    "unbatched": run_unbatched,
     "self_check": run_self_check,
     "lenet_step": run_lenet_step,
     "lenet_step_tf32": run_lenet_step_tf32,

@@ -15,7 +15,7 @@ How a convolution is cut:
   reduction; with groups, chunks are aligned to whole groups and give their own filters.
 Grad-input is cut like x; grad-weight and grad-bias are sums over the blocks. Pooling is cut
 along N and C, and along H and W when no window runs past the border; adaptive pooling and the
-pooling gradients take whole planes; dense ops and the loss are cut along N.
+pooling gradients take whole planes; dense ops and the losses are cut along N.
 
 Weights are small: a Dask weight is computed once, when the call is made.
 """
@@ -127,3 +127,15 @@ class Dask:
 
     def softmax_cross_entropy_backward(self, log_probs, labels, grad_loss):
         return _dense.softmax_cross_entropy_backward(log_probs, labels, grad_loss)
+
+    def cross_entropy(self, logits, target, weight, ignore_index, reduction, label_smoothing):
+        return _dense.cross_entropy(
+            logits, target, weight, ignore_index, reduction, label_smoothing
+        )
+
+    def cross_entropy_backward(
+        self, grad_out, logits, target, weight, ignore_index, reduction, label_smoothing
+    ):
+        return _dense.cross_entropy_backward(
+            grad_out, logits, target, weight, ignore_index, reduction, label_smoothing
+        )
