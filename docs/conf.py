@@ -19,6 +19,7 @@ sys.path.insert(0, str(DOCS / "_ext"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import fastconv  # noqa: E402
+from fastconv.lenet.data import default_mnist_dir  # noqa: E402
 
 project = "fastconv"
 author = "fastconv developers"
@@ -76,7 +77,7 @@ def _mnist_dir():
     candidates = [
         os.environ.get("FASTCONV_MNIST"),
         ROOT.parent / "shared" / "data" / "mnist",
-        Path(os.environ.get("FASTCONV_DATA", Path.home() / ".cache" / "fastconv")) / "mnist",
+        default_mnist_dir(),  # $FASTCONV_DATA/mnist, where `fastconv-lenet download` puts it
     ]
     for path in candidates:
         if path and all(

@@ -26,15 +26,14 @@ from matplotlib.colors import PowerNorm
 from fastconv import nn, optim
 from fastconv.datasets import mnist
 from fastconv.lenet import LeNet5, evaluate
+from fastconv.lenet.data import default_mnist_dir
 
 
 def find_mnist():
     """The first directory holding the four MNIST files, or None."""
     here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
     candidates = [os.environ.get("FASTCONV_MNIST"), here.parent.parent / "shared/data/mnist"]
-    candidates.append(
-        Path(os.environ.get("FASTCONV_DATA", Path.home() / ".cache/fastconv")) / "mnist"
-    )
+    candidates.append(default_mnist_dir())  # where `fastconv-lenet download` puts it
     for path in candidates:
         if path and all(
             (Path(path) / f"{name}-ubyte.gz").exists() or (Path(path) / f"{name}-ubyte").exists()
