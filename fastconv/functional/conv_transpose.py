@@ -155,9 +155,9 @@ def conv_transpose2d(
 
     Returns
     -------
-    y : ndarray (N, C_out, OH, OW), OH = (H - 1) * stride_h - 2 * padding_h + dilation_h * (KH - 1)
-        + output_padding_h + 1 (likewise OW); the dtype rule over (x, weight, bias); on the
-        inputs' device.
+    y : ndarray (N, C_out, OH, OW)
+        OH = (H - 1) * stride_h - 2 * padding_h + dilation_h * (KH - 1) + output_padding_h + 1
+        (likewise OW); the dtype rule over (x, weight, bias); on the inputs' device.
     """
     be = _dispatch.backend(x=x, weight=weight, bias=bias)
     x = _arrays.as_array(x, "x", 4)
