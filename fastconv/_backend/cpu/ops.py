@@ -326,21 +326,44 @@ def conv2d_grad_bias(grad_y, grad_bias):
     _conv.grad_bias(grad_y, grad_bias, get_num_threads())
 
 
-def max_pool2d_forward(x, y, indices, kernel, stride, padding):
-    _pool.max_forward(x, y, indices, *kernel, *stride, *padding, get_num_threads())
+def max_pool2d_forward(x, y, indices, kernel, stride, padding, dilation):
+    _pool.max_forward(x, y, indices, *kernel, *stride, *padding, *dilation, get_num_threads())
 
 
 def max_pool2d_backward(grad_y, indices, grad_x):
     _pool.max_backward(grad_y, indices, grad_x, get_num_threads())
 
 
-def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad):
-    _pool.avg_forward(x, y, *kernel, *stride, *padding, count_include_pad, get_num_threads())
+def adaptive_max_pool2d_forward(x, y, indices, windows_h, windows_w):
+    rows, cols = (np.asarray(w, np.int64).reshape(-1, 2) for w in (windows_h, windows_w))
+    _pool.adaptive_max_forward(x, y, indices, rows, cols, get_num_threads())
 
 
-def avg_pool2d_backward(grad_y, grad_x, kernel, stride, padding, count_include_pad):
+def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad, divisor_override):
+    _pool.avg_forward(
+        x,
+        y,
+        *kernel,
+        *stride,
+        *padding,
+        count_include_pad,
+        divisor_override or 0,
+        get_num_threads(),
+    )
+
+
+def avg_pool2d_backward(
+    grad_y, grad_x, kernel, stride, padding, count_include_pad, divisor_override
+):
     _pool.avg_backward(
-        grad_y, grad_x, *kernel, *stride, *padding, count_include_pad, get_num_threads()
+        grad_y,
+        grad_x,
+        *kernel,
+        *stride,
+        *padding,
+        count_include_pad,
+        divisor_override or 0,
+        get_num_threads(),
     )
 
 
