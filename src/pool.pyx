@@ -166,7 +166,7 @@ def max_backward(const real[:, :, :, ::1] grad_y, const long long[:, :, :, ::1] 
 cdef inline Py_ssize_t _divisor(Py_ssize_t ih0, Py_ssize_t iw0, Py_ssize_t kh, Py_ssize_t kw,
                                 Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
                                 bint count_include_pad, Py_ssize_t divisor_override) noexcept nogil:
-    if divisor_override > 0:  # torch's divisor_override: one divisor for every window
+    if divisor_override != 0:  # torch's divisor_override: one divisor for every window
         return divisor_override
     if count_include_pad:
         # The window clipped to the padded input (torch's rule): KH*KW except for a ceil-mode
@@ -178,7 +178,7 @@ cdef inline Py_ssize_t _divisor(Py_ssize_t ih0, Py_ssize_t iw0, Py_ssize_t kh, P
 def avg_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y, Py_ssize_t kh, Py_ssize_t kw,
                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                 bint count_include_pad, Py_ssize_t divisor_override, int num_threads):
-    """y = window sum / divisor (divisor_override when > 0; else KH*KW with count_include_pad,
+    """y = window sum / divisor (divisor_override when nonzero; else KH*KW with count_include_pad,
     else the in-image cell count)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3]

@@ -739,7 +739,7 @@ def _families():
             "avg_pool2d divisor_override",
             dict(pool_avg, divisor_override=3),
             _pool_call,
-            {"divisor_override": [0, -1, 1.5, "2", True, (2,), 2j]},
+            {"divisor_override": [0, 1.5, "2", True, (2,), 2j]},
         ),
         (
             "adaptive_max_pool2d",

@@ -98,7 +98,7 @@ def test_torch_positional_order_and_keywords():
         (2, 2, 5, 7, (2, 2), (2, 2), (0, 0), True),
     ],
 )
-@pytest.mark.parametrize("divisor", [1, 3, 16])
+@pytest.mark.parametrize("divisor", [1, 3, 16, -2])  # torch divides by a negative one too
 def test_avg_pool_divisor_override_matches_reference(
     case, divisor, dtype, rng, backend, assert_close
 ):
@@ -196,7 +196,7 @@ def test_errors_name_the_argument():
         fc.max_pool2d(np.ones((1, 1, 2, 5)), 2, 1, 1, (3, 1))
     with pytest.raises(ValueError, match=r"dilation \(w\)"):
         fc.pool_output_shape((1, 1, 5, 2), 2, 1, 1, False, (1, 3))
-    for bad, error in ((0, ValueError), (-2, ValueError), (2.5, TypeError), (True, TypeError)):
+    for bad, error in ((0, ValueError), (2.5, TypeError), (True, TypeError), ("2", TypeError)):
         with pytest.raises(error, match="divisor_override"):
             fc.avg_pool2d(x, 2, divisor_override=bad)
         with pytest.raises(error, match="divisor_override"):
@@ -293,7 +293,7 @@ def test_divisor_override_matches_torch():
     x = rng.standard_normal((2, 3, 9, 8))
     for k, s, p, ceil in [(3, 2, 1, True), ((2, 3), (1, 2), (1, 0), False), (2, 2, 0, True)]:
         for cip in (True, False):
-            for divisor in (None, 1, 5):
+            for divisor in (None, 1, 5, -3):
                 xt = torch.from_numpy(x).requires_grad_()
                 yt = torch.nn.functional.avg_pool2d(xt, k, s, p, ceil, cip, divisor)
                 options = dict(ceil_mode=ceil, count_include_pad=cip, divisor_override=divisor)

@@ -92,8 +92,14 @@ def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[i
 
 
 def _divisor_override(value):
-    """torch's divisor_override: None, or an int >= 1 (torch refuses 0)."""
-    return None if value is None else as_int(value, "divisor_override", 1)
+    """torch's divisor_override: None, or a nonzero int (torch refuses only 0: a negative one
+    divides by it, as torch's does)."""
+    if value is None:
+        return None
+    value = as_int(value, "divisor_override")
+    if value == 0:
+        raise ValueError("divisor_override must be a nonzero int (or None), got 0")
+    return value
 
 
 @unbatched(x="N, C, H, W")
@@ -110,7 +116,7 @@ def avg_pool2d(
     """Average pooling: x (N, C, H, W) -> y (N, C, OH, OW).
 
     count_include_pad=True (torch's default) divides every window by KH*KW, padded zeros included;
-    False divides by the number of cells inside the image. divisor_override (an int >= 1, or None)
+    False divides by the number of cells inside the image. divisor_override (a nonzero int, or None)
     divides every window's sum by that number instead, as torch's does. ceil_mode,
     count_include_pad and divisor_override are keyword-only: torch's 5th positional argument is
     ceil_mode, so a call ported verbatim (`avg_pool2d(x, 3, 2, 1, False)`) fails loudly instead

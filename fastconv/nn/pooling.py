@@ -126,7 +126,7 @@ class AvgPool2D(_Pool):
         the number of cells inside the image.
     ceil_mode : bool, default False
         Round the output size up (see :func:`fastconv.functional.avg_pool2d`).
-    divisor_override : int >= 1 or None, default None
+    divisor_override : nonzero int or None, default None
         Divide every window's sum by this instead (PyTorch's divisor_override).
 
     Shapes

@@ -153,13 +153,13 @@ __global__ void max_pool2d_backward_gather(const T* __restrict__ grad_y,  // IN 
     }
 }
 
-// Number the window's sum is divided by: divisor_override when > 0 (torch's), else with
+// Number the window's sum is divided by: divisor_override when nonzero (torch's), else with
 // count_include_pad (torch's default) its cells in the padded input (KH*KW, except for a
 // ceil-mode window that runs past the bottom/right padding), else its in-image cells.
 __device__ __forceinline__ idx_t avg_pool_divisor(idx_t hs, idx_t ws, idx_t H, idx_t W, int KH,
                                                   int KW, int ph, int pw, int count_include_pad,
                                                   idx_t divisor_override) {
-    if (divisor_override > 0) return divisor_override;
+    if (divisor_override != 0) return divisor_override;
     if (count_include_pad) return (imin64(hs + KH, H + ph) - hs) * (imin64(ws + KW, W + pw) - ws);
     const idx_t h = imin64(hs + KH, H) - imax64(hs, 0);
     const idx_t w = imin64(ws + KW, W) - imax64(ws, 0);
