@@ -61,9 +61,16 @@ def _split(args):
     return plain, flags
 
 
-def _call(fn, args, drop=()):
-    plain, flags = _split({k: v for k, v in args.items() if k not in drop})
+def _call(fn, args):
+    plain, flags = _split(_accepted(fn, args))
     return fn(**_rename(fn, plain), **flags)
+
+
+def _accepted(fn, args):
+    """args without those fastconv's `fn` lacks and torch left at None (cross_entropy's
+    deprecated size_average / reduce: OUT_OF_SCOPE covers them when set)."""
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in args.items() if k in params or k == "input" or v is not None}
 
 
 def _rename(fn, plain):
@@ -124,7 +131,8 @@ def _activation(name):
 
 
 def _cross_entropy_backward(args, y, grad_out):
-    kw = {k: v for k, v in args.items() if k not in ("input", "target")}
+    kw = _accepted(fc.cross_entropy_backward, args)
+    kw = {k: v for k, v in kw.items() if k not in ("input", "target")}
     return {"input": fc.cross_entropy_backward(grad_out, args["input"], args["target"], **kw)}
 
 
