@@ -201,8 +201,11 @@ def test_errors_name_the_argument():
             fc.avg_pool2d(x, 2, divisor_override=bad)
         with pytest.raises(error, match="divisor_override"):
             fc.avg_pool2d_backward(np.ones((1, 2, 3, 3)), x.shape, 2, divisor_override=bad)
-    with pytest.raises(TypeError):  # keyword-only, like ceil_mode and count_include_pad
-        fc.avg_pool2d(x, 2, 2, 0, 4)
+    # torch's positional order: ceil_mode, count_include_pad, divisor_override
+    np.testing.assert_array_equal(
+        fc.avg_pool2d(x, 3, 2, 1, True, False, 2),
+        fc.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False, divisor_override=2),
+    )
     with pytest.raises(ValueError, match="output_size"):
         fc.adaptive_max_pool2d(x, 0)
     with pytest.raises(ValueError, match="output_size"):

@@ -108,7 +108,6 @@ def avg_pool2d(
     kernel_size: IntPair,
     stride: Optional[IntPair] = None,
     padding: Padding = 0,
-    *,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: Optional[int] = None,
@@ -117,10 +116,10 @@ def avg_pool2d(
 
     count_include_pad=True (torch's default) divides every window by KH*KW, padded zeros included;
     False divides by the number of cells inside the image. divisor_override (a nonzero int, or None)
-    divides every window's sum by that number instead, as torch's does. ceil_mode,
-    count_include_pad and divisor_override are keyword-only: torch's 5th positional argument is
-    ceil_mode, so a call ported verbatim (`avg_pool2d(x, 3, 2, 1, False)`) fails loudly instead
-    of meaning something else. ceil_mode as for max_pool2d; a last, partial window is divided by
+    divides every window's sum by that number instead, as torch's does. The arguments are torch's,
+    in torch's order, so a call ported verbatim (`avg_pool2d(x, 3, 2, 1, False)`) means what it
+    means there (earlier fastconv versions took count_include_pad 5th, then made the flags
+    keyword-only). ceil_mode as for max_pool2d; a last, partial window is divided by
     its cells inside the input and the padding (torch's rule).
     """
     be, x = _input(x)

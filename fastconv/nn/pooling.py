@@ -139,8 +139,8 @@ class AvgPool2D(_Pool):
         kernel_size: IntPair,
         stride: Optional[IntPair] = None,
         padding: Padding = 0,
-        count_include_pad: bool = True,
         *,
+        count_include_pad: bool = True,
         ceil_mode: bool = False,
         divisor_override: Optional[int] = None,
     ) -> None:
