@@ -47,7 +47,7 @@ exclude_patterns = [
     "auto_examples/*.zip",
     "auto_examples/*.json",
     "auto_examples/*.md5",
-    "report.md",  # the recipe behind report.png: included in guide/lenet.md
+    "report.md",  # the recipe behind report.png: included in guide/cli.md
 ]
 
 # -- API reference --------------------------------------------------------------------------

@@ -1,14 +1,16 @@
-"""The README and the guides run as written: every ```python block is executed in a fresh
-interpreter and every ```pycon block is run as a doctest, each in an empty folder (so the
-installed fastconv is imported, never the checkout's source folder); every `fastconv-lenet`
-command line in a code block parses. A block whose first line is ``# requires: dask, ...``
-skips where one of those is missing (``gpu``: CuPy with a CUDA device).
+"""The README and the Markdown documentation run as written: every ```python block is executed
+in a fresh interpreter and every ```pycon block is run as a doctest, each in an empty folder (so
+the installed fastconv is imported, never the checkout's source folder); every `fastconv-lenet`
+command line in a code block parses; every relative link resolves. A block whose first line is
+``# requires: dask, ...`` skips where one of those is missing (``gpu``: CuPy with a CUDA device;
+tests/doc_blocks.py).
 
-The guides are the Markdown files under docs/ (docs/INTERNALS.md, the design notes, aside);
-the README stays short and names no path outside the repository.
+The documentation is the Markdown files under docs/ (docs/INTERNALS.md, the design notes,
+aside). The ```python blocks of the site's guides (docs/guide/) are run page by page by
+tests/test_guides.py, so they are not run a second time here; everything else here covers them
+too. The README stays short and names no path outside the repository.
 """
 
-import importlib.util
 import re
 import shlex
 import subprocess
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from doc_blocks import missing, requirements
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -28,9 +31,8 @@ GUIDES = sorted(  # build output and static files (_build/, _static/) aside
     and not any(part.startswith("_") for part in p.relative_to(ROOT).parts)
 )
 FILES = [README] + GUIDES
+SITE_GUIDES = ROOT / "docs" / "guide"  # their ```python blocks: tests/test_guides.py
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
-REQUIRES = re.compile(r"#\s*requires:\s*(.+)")
-KNOWN_REQUIREMENTS = {"dask", "matplotlib", "torch", "cupy", "gpu", "zarr", "safetensors"}
 README_MAX_LINES = 250
 
 
@@ -46,6 +48,8 @@ def _runnable():
     cases = []
     for path in FILES:
         for language, line, code in _blocks(path):
+            if language == "python" and path.parent == SITE_GUIDES:
+                continue  # run by tests/test_guides.py
             if language in ("python", "pycon"):
                 name = f"{path.relative_to(ROOT)}:{line}"
                 cases.append(pytest.param(language, code, id=name))
@@ -55,31 +59,12 @@ def _runnable():
 RUNNABLE = _runnable()
 
 
-def _requirements(code):
-    first = code.lstrip().splitlines()[0] if code.strip() else ""
-    match = REQUIRES.match(first.lstrip(">. "))
-    return [r.strip() for r in match.group(1).split(",")] if match else []
-
-
-def _skip_unless_available(requirement):
-    assert requirement in KNOWN_REQUIREMENTS, f"unknown '# requires: {requirement}'"
-    if requirement != "gpu":
-        if importlib.util.find_spec(requirement) is None:
-            pytest.skip(f"needs {requirement}")
-        return
-    try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            pytest.skip("needs a CUDA device")
-    except Exception as exc:  # ImportError, or a CUDA install without a usable device
-        pytest.skip(f"needs CuPy with a CUDA device: {exc}")
-
-
 @pytest.mark.parametrize("language, code", RUNNABLE)
 def test_code_block_runs(language, code, tmp_path):
-    for requirement in _requirements(code):
-        _skip_unless_available(requirement)
+    for requirement in requirements(code):
+        reason = missing(requirement)
+        if reason:
+            pytest.skip(reason)
     if language == "python":
         (tmp_path / "snippet.py").write_text(code)
         cmd = [sys.executable, "snippet.py"]
@@ -93,9 +78,11 @@ def test_code_block_runs(language, code, tmp_path):
 
 
 def test_every_python_block_is_marked_as_python():
-    """An unmarked block holding Python would escape the test above: the interactive prompt or
-    an import in a plain ``` block must be marked ```pycon / ```python."""
-    assert len(RUNNABLE) >= 5
+    """An unmarked block holding Python would escape the tests that run the blocks (the one above,
+    tests/test_guides.py): the interactive prompt or an import in a plain ``` block must be
+    marked ```pycon / ```python."""
+    found = [lang for path in FILES for lang, _, _ in _blocks(path) if lang in ("python", "pycon")]
+    assert len(found) >= 20 and len(RUNNABLE) >= 4
     for path in FILES:
         for language, line, code in _blocks(path):
             if language in ("python", "pycon"):

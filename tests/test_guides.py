@@ -2,7 +2,10 @@
 docs/index.rst) runs as written: each block in a fresh namespace, the blocks of one page in
 one child process started in a temporary directory (the files a block writes land there).
 Blocks that are not meant to run are marked ``text`` in the sources, not ``python``. A block
-that needs an optional package that is not installed (Dask, CuPy, ...) is skipped."""
+that needs an optional package that is not installed (Dask, CuPy, ...) is skipped, and so is one
+whose first line is ``# requires: torch, gpu, ...`` (tests/doc_blocks.py) where one of those is
+missing (``gpu``: CuPy with a CUDA device). tests/test_doc_snippets.py checks these pages'
+links, command lines and ```pycon blocks; their ```python blocks run only here."""
 
 import json
 import os
@@ -13,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from doc_blocks import missing, requirements
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -64,7 +68,13 @@ def test_the_blocks_are_found():
     "page", [p for p in PAGES if p.is_file() and python_blocks(p)], ids=lambda p: p.name
 )
 def test_guide_blocks_run(page, tmp_path):
-    blocks = [(line, str(page.relative_to(ROOT)), code) for line, code in python_blocks(page)]
+    blocks, skipped = [], []
+    for line, code in python_blocks(page):
+        reasons = [r for r in map(missing, requirements(code)) if r]
+        if reasons:
+            skipped.append(f"{page.name}:{line}: {reasons[0]}")
+        else:
+            blocks.append((line, str(page.relative_to(ROOT)), code))
     env = dict(os.environ, MPLBACKEND="Agg")
     proc = subprocess.run(
         [sys.executable, "-c", _RUNNER],
@@ -76,6 +86,6 @@ def test_guide_blocks_run(page, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, f"a block of {page.name} failed:\n{proc.stderr[-4000:]}"
-    skipped = proc.stdout.count("SKIPPED ")
-    if skipped == len(blocks):
-        pytest.skip(f"every block needs an optional package: {proc.stdout.strip()}")
+    skipped += [s for s in proc.stdout.splitlines() if s.startswith("SKIPPED ")]
+    if len(skipped) == len(python_blocks(page)):
+        pytest.skip(f"every block needs an optional package: {skipped}")

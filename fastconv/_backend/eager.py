@@ -137,7 +137,7 @@ class Eager:
             grad_x[...] = 0
             return grad_x
         # On the GPU the check would read values back (a host synchronisation in every training
-        # step): there, out-of-range indices add nothing instead (docs/gpu.md).
+        # step): there, out-of-range indices add nothing instead (docs/guide/gpu.md).
         H, W = input_shape[2:]
         if self.device == "cpu" and (int(indices.min()) < 0 or int(indices.max()) >= H * W):
             raise ValueError(
@@ -261,7 +261,7 @@ class Eager:
 
     def _labels(self, labels, K):
         # Not on the GPU: reading labels back would synchronise every training step; there a
-        # label outside [0, K) gives a NaN loss instead (docs/gpu.md).
+        # label outside [0, K) gives a NaN loss instead (docs/guide/gpu.md).
         if labels.size and self.device == "cpu":
             if int(labels.min()) < 0 or int(labels.max()) >= K:
                 raise ValueError(f"labels must lie in [0, {K}) (the number of classes)")

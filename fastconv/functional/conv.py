@@ -67,8 +67,9 @@ def conv2d(
 
     Returns
     -------
-    y : ndarray (N, F, OH, OW), float32 or float64 (see the dtype rule in docs/guide.md), on the
-        inputs' device (NumPy or CuPy).
+    y : ndarray (N, F, OH, OW)
+        float32 or float64 (see the dtype rule in docs/guide/dtypes.md), on the inputs' device
+        (NumPy or CuPy).
     """
     be = _dispatch.backend(x=x, weight=weight, bias=bias, out=out)
     x = _arrays.as_array(x, "x", 4)

@@ -45,8 +45,8 @@ def _linear_inputs(x, weight):
 def linear(
     x: Array, weight: Array, bias: Optional[Array] = None, *, activation: Optional[str] = None
 ) -> Array:
-    """Fully connected layer: x (*, IN), weight (OUT, IN), bias (OUT,) -> x @ weight.T + bias
-    (*, OUT); activation None or 'relu' (fused).
+    """Fully connected layer: x ``(*, IN)``, weight (OUT, IN), bias (OUT,) -> x @ weight.T + bias
+    ``(*, OUT)``; activation None or 'relu' (fused).
 
     ``*`` is any number of leading axes, none included (torch's rule): (N, IN) is a batch,
     (IN,) one sample, (B, T, IN) a batch of sequences (run as (B * T, IN) rows, a view).
@@ -67,8 +67,8 @@ def linear(
 def linear_backward(
     grad_out: Array, x: Array, weight: Array, *, needs: Union[str, Sequence[str]] = NEEDS
 ) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
-    """Gradients of linear: grad_out (*, OUT), x (*, IN), weight (OUT, IN) ->
-    (grad_input (*, IN), grad_weight (OUT, IN), grad_bias (OUT,)), None where not in `needs`;
+    """Gradients of linear: grad_out ``(*, OUT)``, x ``(*, IN)``, weight (OUT, IN) ->
+    (grad_input ``(*, IN)``, grad_weight (OUT, IN), grad_bias (OUT,)), None where not in `needs`;
     grad_weight and grad_bias are sums over all the leading axes ``*``."""
     needs = as_needs(needs)
     be = _dispatch.backend(grad_out=grad_out, x=x, weight=weight)

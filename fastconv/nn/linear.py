@@ -33,7 +33,7 @@ class Linear(Layer):
 
     Shapes
     ------
-    x (*, IN) -> y (*, OUT), ``*`` any leading axes (none: one sample (IN,) -> (OUT,); (B, T, IN)
+    x ``(*, IN)`` -> y ``(*, OUT)``, ``*`` any leading axes (none: one sample (IN,) -> (OUT,); (B, T, IN)
     for sequences); ``weight`` (OUT, IN), ``bias`` (OUT,).
     """
 
@@ -74,7 +74,7 @@ class Linear(Layer):
         self._cache = None
 
     def forward(self, x: Array) -> Array:
-        """x (*, IN) -> y (*, OUT): any leading axes, none included (torch's rule)."""
+        """x ``(*, IN)`` -> y ``(*, OUT)``: any leading axes, none included (torch's rule)."""
         check_features(self, x)
         y = F.linear(
             x,
@@ -86,7 +86,7 @@ class Linear(Layer):
         return y
 
     def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
-        """grad (*, OUT) -> grad wrt x (*, IN) (None if not input_grad); accumulates
+        """grad ``(*, OUT)`` -> grad wrt x ``(*, IN)`` (None if not input_grad); accumulates
         weight.grad and bias.grad (sums over all the leading axes)."""
         x, y = self._cached(self._cache)
         if self.activation == "relu":
