@@ -1,59 +1,115 @@
 # Winograd grad-weight F(3x3, 4x4) (included by winograd.pyx): see winograd_wgrad.h.
 #
-# grad_w[f, c] = G^T M[f, c] G with M[p] (F x C) = sum over tiles t of Ud[p][f][t] V[p][c][t]:
+# grad_w[f, c] = G^T M[f, c] G with M[p][c][f] = sum over tiles t of V[p][c][t] Ud[p][t][f]:
 # V the forward's input transform of the 6x6 windows (fw_input), Ud = A u A^T of the tiles' 4x4
 # grad_y blocks; the tiles are the forward's (_axis_tiles, _tiles: any padding, and dilation as
 # the sub-grids x[..., i::dh, j::dw], by addressing).
-# Flow: the tiles are taken in super-blocks sized so that their V and Ud stay in the caches; per
-# super-block, the threads transform chunks of channels and of filters, then run the 36 GEMMs
-# M[p] (+)= Ud[p] @ V[p]^T (SciPy's BLAS: its packing is a copy of data used once here, unlike the
-# forward's weights), split by point and block of filters. Last, the kernel transform per filter.
-# Threads: every element of M is summed by one GEMM call per super-block, the super-blocks in
-# order, and the super-blocks and the GEMMs' shapes follow from the shapes alone: the result is
-# bitwise the same for any thread count.
+# Work items: (run of tiles, block of filters, block of channels). An item walks its run in
+# blocks of tiles sized for L2: input transform of its channels, grad_y transform of its filters,
+# then the 36 GEMMs into its part of the run's partial M (own kernel: wg_gemm). Many tiles and
+# few channels (early layers) take several runs, each with its own partial M; many channels
+# (M large) take one run and more blocks (the transforms then repeat per block, cheap next to
+# the GEMMs there). Last, per channel: the partials summed in order and the kernel transform.
+# Threads: the runs, blocks and tile blocks follow from the shapes alone and every element of a
+# partial is summed by one item in tile order: bitwise the same result for any thread count.
 from _types cimport real
-from _blas cimport gemm
 
 cdef extern from "winograd_wgrad.h" nogil:
-    void wg_dy_float(int level, const float* gy, Py_ssize_t F, Py_ssize_t OHW, Py_ssize_t OW,
-                     Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles, Py_ssize_t nT,
-                     float* Ud, Py_ssize_t FT)
-    void wg_dy_double(int level, const double* gy, Py_ssize_t F, Py_ssize_t OHW, Py_ssize_t OW,
-                      Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles, Py_ssize_t nT,
-                      double* Ud, Py_ssize_t FT)
+    int WG_COLS
+    void wg_dy_float(int level, const float* gy, Py_ssize_t nf, Py_ssize_t nfp, Py_ssize_t OHW,
+                     Py_ssize_t OW, Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles,
+                     Py_ssize_t nv, float* Ud, Py_ssize_t PU)
+    void wg_dy_double(int level, const double* gy, Py_ssize_t nf, Py_ssize_t nfp,
+                      Py_ssize_t OHW, Py_ssize_t OW, Py_ssize_t dh, Py_ssize_t dw,
+                      const fw_tile* tiles, Py_ssize_t nv, double* Ud, Py_ssize_t PU)
     void wg_input_double(int level, const double* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                          Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles, Py_ssize_t nT,
                          double* Vt, Py_ssize_t CT)
-    void wg_kernel_float(int level, const float* Mf, Py_ssize_t PS, Py_ssize_t C, float* dwf)
-    void wg_kernel_double(int level, const double* Mf, Py_ssize_t PS, Py_ssize_t C, double* dwf)
+    void wg_gemm_float(int level, const float* Vt, Py_ssize_t ldv, Py_ssize_t PV,
+                       const float* Ud, Py_ssize_t PU, Py_ssize_t K, Py_ssize_t nc,
+                       Py_ssize_t nfp, float* M, Py_ssize_t ldm, Py_ssize_t PM, int add)
+    void wg_gemm_double(int level, const double* Vt, Py_ssize_t ldv, Py_ssize_t PV,
+                        const double* Ud, Py_ssize_t PU, Py_ssize_t K, Py_ssize_t nc,
+                        Py_ssize_t nfp, double* M, Py_ssize_t ldm, Py_ssize_t PM, int add)
+    void wg_kernel_float(int level, const float* Mc, Py_ssize_t P, Py_ssize_t PR, Py_ssize_t PM,
+                         Py_ssize_t F, Py_ssize_t C, float* dwc)
+    void wg_kernel_double(int level, const double* Mc, Py_ssize_t P, Py_ssize_t PR,
+                          Py_ssize_t PM, Py_ssize_t F, Py_ssize_t C, double* dwc)
 
-cdef enum:
-    # A super-block's V and Ud (36 (C + F) T elements) aim at this many bytes.
-    WG_SUPER_BYTES = 4194304
-    WG_CHUNK = 8  # channels (filters) per item of the input (grad_y) transform
-    WG_MAX_FB = 128  # filters per GEMM item
-
-cdef Py_ssize_t _wgrad_tiles = 0  # 0: by shape (wgrad_tiles()); else forced, for tests/tuning
-
-
-def set_wgrad_tiles(Py_ssize_t value):
-    """Force `value` tiles per super-block of grad-weight (a positive multiple of 16), or 0 for
-    the shape's choice; for tests and tuning. Returns the old setting."""
-    global _wgrad_tiles
-    if value < 0 or value % MIN_BLOCK_TILES:
-        raise ValueError(f"value must be 0 or a positive multiple of {MIN_BLOCK_TILES}, got {value}")
-    previous = _wgrad_tiles
-    _wgrad_tiles = value
-    return previous
+# Tuning (set_wgrad_config): a tile block's V and Ud aim at this many bytes (per thread); blocks
+# of at most this many channels / filters; at least this many items, as runs of tiles, while
+# the runs' partial M stay within this many bytes.
+cdef Py_ssize_t _wg_block_bytes = 524288
+cdef Py_ssize_t _wg_channels = 64  # float32; float64: half
+cdef Py_ssize_t _wg_items = 8
+cdef Py_ssize_t _wg_partial_bytes = 16777216
+cdef Py_ssize_t _wg_tiles = 0  # tiles per block; 0: from _wg_block_bytes
 
 
-def wgrad_tiles(Py_ssize_t C, Py_ssize_t F, Py_ssize_t itemsize):
-    """Tiles per super-block of grad-weight for C channels, F filters, elements of `itemsize`
-    bytes: V and Ud (36 (C + F) T elements) about WG_SUPER_BYTES."""
-    if _wgrad_tiles:
-        return _wgrad_tiles
-    cdef Py_ssize_t T = WG_SUPER_BYTES // (36 * itemsize * (C + F))
-    return max(MIN_BLOCK_TILES, T // MIN_BLOCK_TILES * MIN_BLOCK_TILES)
+def set_wgrad_config(Py_ssize_t tiles=-1, Py_ssize_t block_bytes=-1, Py_ssize_t channels=-1,
+                     Py_ssize_t items=-1, Py_ssize_t partial_bytes=-1):
+    """Set grad-weight's work split (tests and tuning; -1 keeps a value): tiles per block (a
+    multiple of 16; 0: from block_bytes), bytes of a block's transforms, channels (filters) per
+    block (a multiple of 32), items aimed at, bytes of the partial sums. Returns the old values
+    as a dict of the same names."""
+    global _wg_tiles, _wg_block_bytes, _wg_channels, _wg_items, _wg_partial_bytes
+    if tiles != -1 and (tiles < 0 or tiles % MIN_BLOCK_TILES):
+        raise ValueError(f"tiles must be 0 or a positive multiple of {MIN_BLOCK_TILES}, got {tiles}")
+    if channels != -1 and (channels <= 0 or channels % WG_COLS):
+        raise ValueError(f"channels must be a positive multiple of {WG_COLS}, got {channels}")
+    for name, value in (("block_bytes", block_bytes), ("items", items),
+                        ("partial_bytes", partial_bytes)):
+        if value != -1 and value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    old = dict(tiles=_wg_tiles, block_bytes=_wg_block_bytes, channels=_wg_channels,
+               items=_wg_items, partial_bytes=_wg_partial_bytes)
+    if tiles != -1:
+        _wg_tiles = tiles
+    if block_bytes != -1:
+        _wg_block_bytes = block_bytes
+    if channels != -1:
+        _wg_channels = channels
+    if items != -1:
+        _wg_items = items
+    if partial_bytes != -1:
+        _wg_partial_bytes = partial_bytes
+    return old
+
+
+ctypedef struct _WgPlan:
+    int lvl, in_lvl, dy_lvl, fused
+    Py_ssize_t Tb, CB, FB, n_cb, n_fb, P, R, Fp, PM, PR, PU, PL
+
+
+cdef _WgPlan _wg_plan(const _Geometry* g, Py_ssize_t itemsize):
+    """The work split of grad-weight for g's shapes (see the top of this file)."""
+    cdef _WgPlan w
+    cdef Py_ssize_t C = g.C, F = g.F, cols = WG_COLS, TB = MIN_BLOCK_TILES
+    cdef Py_ssize_t most = max(cols, _wg_channels * 4 // itemsize // cols * cols)
+    w.n_cb = (C + most - 1) // most
+    w.CB = (C + w.n_cb - 1) // w.n_cb
+    w.n_fb = (F + most - 1) // most
+    w.FB = ((F + w.n_fb - 1) // w.n_fb + cols - 1) // cols * cols
+    w.n_fb = (F + w.FB - 1) // w.FB
+    w.Fp = (F + cols - 1) // cols * cols
+    w.PM = C * w.Fp + 16  # a cache line more than a point's C x Fp (as FW_PSTRIDE)
+    w.PR = 36 * w.PM
+    cdef Py_ssize_t blocks = w.n_fb * w.n_cb
+    cdef Py_ssize_t P = max(1, (_wg_items + blocks - 1) // blocks)
+    P = min(P, max(1, _wg_partial_bytes // (w.PR * itemsize)))
+    w.R = ((g.n_tiles + P - 1) // P + TB - 1) // TB * TB
+    w.P = (g.n_tiles + w.R - 1) // w.R
+    # One run: each item sums its block of M in its own buffer (PL: its point stride) and
+    # transforms it into grad_w at once, while it is in cache; no partials, no second pass.
+    w.fused = w.P == 1
+    w.PL = w.CB * w.FB + 16
+    if _wg_tiles:
+        w.Tb = _wg_tiles
+    else:
+        w.Tb = _wg_block_bytes // (36 * itemsize * (w.CB + w.FB)) // TB * TB
+        w.Tb = max(TB, min(w.Tb, (w.R + TB - 1) // TB * TB))
+    w.PU = w.Tb * w.FB + 16
+    return w
 
 
 def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
@@ -63,8 +119,7 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
 
     grad_y: (N, F, OH, OW), x: (N, C, H, W), grad_w: (F, C, 3, 3) written in full, float32 or
     float64, C-contiguous; pt, pl: the forward's top and left padding (any integer: bottom and
-    right follow from OH, OW); dh, dw >= 1: its dilation. No size is 0. Calls BLAS from the
-    OpenMP threads: the caller holds BLAS to one thread.
+    right follow from OH, OW); dh, dw >= 1: its dilation. No size is 0.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = grad_y.shape[1], OH = grad_y.shape[2], OW = grad_y.shape[3]
@@ -108,66 +163,79 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
 
 
 cdef _wgrad(const _Geometry* g, const real* gy, const real* x, real* gw, int num_threads):
-    cdef Py_ssize_t C = g.C, F = g.F, n_tiles = g.n_tiles
-    cdef Py_ssize_t HW = g.H * g.W, OHW = g.OH * g.OW, TB = MIN_BLOCK_TILES
-    cdef Py_ssize_t S = wgrad_tiles(C, F, sizeof(real))
-    cdef Py_ssize_t n_sb = (n_tiles + S - 1) // S
-    if n_sb == 1:
-        S = (n_tiles + TB - 1) // TB * TB
-    # Workspace: the super-block's tile list (64 bytes per fw_tile), V, Ud, and M with its points
-    # a cache line more than F C apart (as FW_PSTRIDE).
-    cdef Py_ssize_t PS = F * C + 16, tile_size = S * 64 // sizeof(real)
-    cdef Py_ssize_t v_size = 36 * FW_PSTRIDE(C, S), u_size = 36 * FW_PSTRIDE(F, S)
+    cdef _WgPlan w = _wg_plan(g, sizeof(real))
+    w.lvl = g.lvl
+    w.in_lvl = g.in_lvl
+    # grad_y's gathers take 32-bit lane offsets of up to 15 planes
+    w.dy_lvl = g.lvl if g.OH * g.OW < 2**27 else 0
+    cdef Py_ssize_t n_items = w.P * w.n_fb * w.n_cb, C = g.C
+    # Shared: the partials (P x 36 x C x Fp; none when fused). Per thread: the tile list (64
+    # bytes per fw_tile), V (36 x CB x Tb), Ud (36 x Tb x FB), the fused item's M (36 x CB x FB),
+    # each 64-byte aligned.
+    cdef Py_ssize_t e = 64 // sizeof(real), shared = (0 if w.fused else w.P * w.PR) + e
+    cdef Py_ssize_t tile_size = w.Tb * e, v_size = 36 * FW_PSTRIDE(w.CB, w.Tb) + e
+    cdef Py_ssize_t u_size = 36 * w.PU + e, stride = tile_size + v_size + u_size + e
+    if w.fused:
+        stride += 36 * w.PL
+    cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64",
-                                      tile_size + v_size + u_size + 36 * PS + 64)
-    cdef real* base = &ws[0] + (64 - (<size_t>&ws[0]) % 64) % 64 // sizeof(real)
-    cdef fw_tile* tiles = <fw_tile*>base
-    cdef real* V = base + tile_size
-    cdef real* Ud = V + v_size
-    cdef real* M = Ud + u_size
-    cdef Py_ssize_t n_xc = (C + WG_CHUNK - 1) // WG_CHUNK, n_fc = (F + WG_CHUNK - 1) // WG_CHUNK
-    cdef Py_ssize_t n_fb = (F + WG_MAX_FB - 1) // WG_MAX_FB
-    cdef Py_ssize_t FB = (F + n_fb - 1) // n_fb
-    cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, max(n_xc + n_fc, 36 * n_fb)))
-    cdef Py_ssize_t sb, t0, nv, Tv, k, item, c0, f0, n, p, f, CTv, FTv
-    cdef int lvl = g.lvl, in_lvl = g.in_lvl
-    with nogil:
-        for sb in range(n_sb):
-            t0 = sb * S
-            nv = min(S, n_tiles - t0)
-            Tv = (nv + TB - 1) // TB * TB  # whole vectors at every level
-            CTv = FW_PSTRIDE(C, Tv)
-            FTv = FW_PSTRIDE(F, Tv)
-            with parallel(num_threads=nt):
-                for k in prange(Tv // TB, schedule="static"):
-                    _tiles(g, t0 + k * TB, TB, tiles + k * TB)
-                for item in prange(n_xc + n_fc, schedule="dynamic"):
-                    if item < n_xc:
-                        c0 = item * WG_CHUNK
-                        n = min(WG_CHUNK, C - c0)
-                        if real is float:
-                            fw_input(in_lvl, x + c0 * HW, n, g.H, g.W, g.dh, g.dw, tiles, Tv,
-                                     V + c0 * Tv, CTv)
-                        else:
-                            wg_input_double(lvl, x + c0 * HW, n, g.H, g.W, g.dh, g.dw, tiles,
-                                            Tv, V + c0 * Tv, CTv)
-                    else:
-                        f0 = (item - n_xc) * WG_CHUNK
-                        n = min(WG_CHUNK, F - f0)
-                        if real is float:
-                            wg_dy_float(lvl, gy + f0 * OHW, n, OHW, g.OW, g.dh, g.dw, tiles, Tv,
-                                        Ud + f0 * Tv, FTv)
-                        else:
-                            wg_dy_double(lvl, gy + f0 * OHW, n, OHW, g.OW, g.dh, g.dw, tiles,
-                                         Tv, Ud + f0 * Tv, FTv)
-                for item in prange(36 * n_fb, schedule="dynamic"):
-                    p = item // n_fb
-                    f0 = (item - p * n_fb) * FB
-                    gemm(False, True, <int>min(FB, F - f0), <int>C, <int>nv, <real>1,
-                         Ud + p * FTv + f0 * Tv, <int>Tv, V + p * CTv, <int>Tv,
-                         <real>(0 if sb == 0 else 1), M + p * PS + f0 * C, <int>C)
-        for f in prange(F, num_threads=nt, schedule="static"):
+                                      shared + stride * nt)
+    cdef real* M = &ws[0] + (64 - (<size_t>&ws[0]) % 64) % 64 // sizeof(real)
+    cdef real* base = M + shared
+    cdef real* work
+    cdef Py_ssize_t item, c
+    with nogil, parallel(num_threads=nt):
+        work = base + omp_get_thread_num() * stride
+        work = work + (64 - (<size_t>work) % 64) % 64 // sizeof(real)
+        for item in prange(n_items, schedule="dynamic"):
+            _wgrad_item(g, &w, gy, x, M, gw, item, <fw_tile*>work, work + tile_size,
+                        work + tile_size + v_size, work + tile_size + v_size + u_size)
+        if not w.fused:
+            for c in prange(C, schedule="static"):
+                if real is float:
+                    wg_kernel_float(w.lvl, M + c * w.Fp, w.P, w.PR, w.PM, g.F, C, gw + 9 * c)
+                else:
+                    wg_kernel_double(w.lvl, M + c * w.Fp, w.P, w.PR, w.PM, g.F, C, gw + 9 * c)
+
+
+cdef void _wgrad_item(const _Geometry* g, const _WgPlan* w, const real* gy, const real* x,
+                      real* M, real* gw, Py_ssize_t item, fw_tile* tiles, real* V, real* Ud,
+                      real* Mloc) noexcept nogil:
+    """Item (run r, filter block, channel block): its part of partial r of M; fused, its
+    block of grad_w."""
+    cdef Py_ssize_t blocks = w.n_fb * w.n_cb, r = item // blocks
+    cdef Py_ssize_t fb = (item - r * blocks) // w.n_cb, cb = item - r * blocks - fb * w.n_cb
+    cdef Py_ssize_t c0 = cb * w.CB, nc = min(w.CB, g.C - c0)
+    cdef Py_ssize_t f0 = fb * w.FB, nf = min(w.FB, g.F - f0)
+    cdef Py_ssize_t nfp = (nf + WG_COLS - 1) // WG_COLS * WG_COLS
+    cdef Py_ssize_t t_end = min((r + 1) * w.R, g.n_tiles), t0, nv, Tv, CTv, c
+    cdef Py_ssize_t HW = g.H * g.W, OHW = g.OH * g.OW, TB = MIN_BLOCK_TILES
+    cdef real* Mr = Mloc if w.fused else M + r * w.PR + c0 * w.Fp + f0
+    cdef Py_ssize_t ldm = w.FB if w.fused else w.Fp, PM = w.PL if w.fused else w.PM
+    cdef int add = 0
+    t0 = r * w.R
+    while t0 < t_end:
+        nv = min(w.Tb, t_end - t0)
+        Tv = (nv + TB - 1) // TB * TB  # whole vectors at every level; past n_tiles: zero tiles
+        CTv = FW_PSTRIDE(nc, Tv)
+        _tiles(g, t0, Tv, tiles)
+        if real is float:
+            fw_input(w.in_lvl, x + c0 * HW, nc, g.H, g.W, g.dh, g.dw, tiles, Tv, V, CTv)
+            wg_dy_float(w.dy_lvl, gy + f0 * OHW, nf, nfp, OHW, g.OW, g.dh, g.dw, tiles, nv, Ud,
+                        w.PU)
+            wg_gemm_float(w.lvl, V, Tv, CTv, Ud, w.PU, nv, nc, nfp, Mr, ldm, PM, add)
+        else:
+            wg_input_double(w.lvl, x + c0 * HW, nc, g.H, g.W, g.dh, g.dw, tiles, Tv, V, CTv)
+            wg_dy_double(w.dy_lvl, gy + f0 * OHW, nf, nfp, OHW, g.OW, g.dh, g.dw, tiles, nv, Ud,
+                         w.PU)
+            wg_gemm_double(w.lvl, V, Tv, CTv, Ud, w.PU, nv, nc, nfp, Mr, ldm, PM, add)
+        add = 1
+        t0 = t0 + nv
+    if w.fused:
+        for c in range(nc):
             if real is float:
-                wg_kernel_float(lvl, M + f * C, PS, C, gw + f * 9 * C)
+                wg_kernel_float(w.lvl, Mloc + c * ldm, 1, 0, PM, nf, g.C,
+                                gw + 9 * (f0 * g.C + c0 + c))
             else:
-                wg_kernel_double(lvl, M + f * C, PS, C, gw + f * 9 * C)
+                wg_kernel_double(w.lvl, Mloc + c * ldm, 1, 0, PM, nf, g.C,
+                                 gw + 9 * (f0 * g.C + c0 + c))

@@ -9,7 +9,8 @@ the geometry and the SIMD level of the direct kernels, among
 - "depthwise": direct kernels for one input channel per group (groups > 1);
 - "matmul":    one GEMM when the kernel covers the whole unpadded input (a 1x1 output, as
                LeNet-5's C5): the convolution is then exactly a dense layer;
-- "winograd":  Winograd F(4x4, 3x3), float32, 3x3 kernels, stride 1, one group;
+- "winograd":  Winograd F(4x4, 3x3), float32, 3x3 kernels, stride 1, one group; grad-weight by
+               F(3x3, 4x4), float32 and float64;
 - "fft":       FFT convolution (scipy.fft) for large kernels.
 
 `runnable` says which algorithms can compute a pass exactly; `choose` is the "auto" choice, from
@@ -105,9 +106,23 @@ _WINOGRAD_MIN_CHANNELS = 64
 _WINOGRAD_MIN_TILES = 32
 
 
+def _winograd_grad_weight_shape(conv):
+    """Winograd grad-weight, F(3x3, 4x4), runs 3x3 convolutions with stride 1 and one group (any
+    padding, any dilation), float32 and float64."""
+    return conv.w_shape[2:] == (3, 3) and conv.groups == 1 and tuple(conv.stride) == (1, 1)
+
+
+# Winograd grad-weight's domain: @@MEASURED@@
+_WINOGRAD_WGRAD_MIN_CHANNELS = 16
+
+
 def winograd_pays(pass_, conv):
-    """Whether Winograd is the choice for `pass_` (forward or grad-input) of `conv`."""
-    if pass_ == "grad_weight" or not _winograd_shape(conv):
+    """Whether Winograd is the choice for `pass_` of `conv`."""
+    if pass_ == "grad_weight":
+        return _winograd_grad_weight_shape(conv) and (
+            min(conv.w_shape[:2]) >= _WINOGRAD_WGRAD_MIN_CHANNELS
+        )
+    if not _winograd_shape(conv):
         return False
     F, C = conv.w_shape[0], conv.w_shape[1]
     N, OH, OW = conv.y_shape[0], conv.y_shape[2], conv.y_shape[3]
@@ -139,7 +154,7 @@ def runnable(pass_, conv, level):
             out.append("depthwise")
     if _is_matmul(conv):
         out.append("matmul")
-    if pass_ != "grad_weight" and _winograd_shape(conv):
+    if _winograd_grad_weight_shape(conv) if pass_ == "grad_weight" else _winograd_shape(conv):
         out.append("winograd")
     out.append("fft")  # any padding, stride (polyphase), dilation and groups
     return tuple(out)
