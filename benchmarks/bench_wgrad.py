@@ -39,7 +39,9 @@ from fastconv._backend.cpu import planner as _planner  # noqa: E402
 def grad_weight_without_winograd():
     """The planner as before this change: grad-weight never chooses Winograd."""
     pays = _planner.winograd_pays
-    _planner.winograd_pays = lambda pass_, conv: pass_ != "grad_weight" and pays(pass_, conv)
+    _planner.winograd_pays = lambda pass_, conv, level=1: (
+        pass_ != "grad_weight" and pays(pass_, conv, level)
+    )
     for cached in (_planner.choose, _planner.resolve, _planner.fuses):
         cached.cache_clear()
     try:
@@ -65,7 +67,9 @@ def main():
     ap.add_argument("--json", default=None, help="write the records here")
     args = ap.parse_args()
     bench_winograd.CLOCK = (
-        bench_winograd.time.process_time if args.clock == "cpu" else bench_winograd.time.perf_counter
+        bench_winograd.time.process_time
+        if args.clock == "cpu"
+        else bench_winograd.time.perf_counter
     )
 
     import torch
@@ -100,7 +104,16 @@ def main():
         pad, dil = (p, p), (d, d)
         tx, tw, tg = (torch.from_numpy(a) for a in (x, w, gy))
         ref = conv_bwd(
-            tg.double(), tx.double(), tw.double(), [case.F], (1, 1), pad, dil, False, [0, 0], 1,
+            tg.double(),
+            tx.double(),
+            tw.double(),
+            [case.F],
+            (1, 1),
+            pad,
+            dil,
+            False,
+            [0, 0],
+            1,
             [False, True, False],
         )[1].numpy()
 
@@ -117,7 +130,9 @@ def main():
 
         passes = {
             "gw": {
-                "before": lambda: fastconv.conv2d_grad_weight(gy, x, w.shape, 1, p, d, algorithm="gemm"),
+                "before": lambda: fastconv.conv2d_grad_weight(
+                    gy, x, w.shape, 1, p, d, algorithm="gemm"
+                ),
                 "after": lambda: fastconv.conv2d_grad_weight(
                     gy, x, w.shape, 1, p, d, algorithm="winograd"
                 ),

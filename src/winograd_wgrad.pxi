@@ -112,6 +112,21 @@ cdef _WgPlan _wg_plan(const _Geometry* g, Py_ssize_t itemsize):
     return w
 
 
+def wgrad_split(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F,
+                Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+                Py_ssize_t dw, Py_ssize_t itemsize):
+    """The work split grad_weight takes for these shapes (as its arguments; itemsize 4 or 8),
+    as a dict: runs (partial sums; 1: fused), filter_blocks, channel_blocks, tiles (per block),
+    run_tiles, n_tiles; for tests and tuning."""
+    cdef _Geometry g
+    g.C, g.H, g.W, g.F, g.OH, g.OW = C, H, W, F, OH, OW
+    g.n_tiles = N * _axis_tiles(OH, H, pt, dh, NULL, NULL, NULL, NULL) * _axis_tiles(
+        OW, W, pl, dw, NULL, NULL, NULL, NULL)
+    cdef _WgPlan w = _wg_plan(&g, itemsize)
+    return dict(runs=w.P, filter_blocks=w.n_fb, channel_blocks=w.n_cb, tiles=w.Tb,
+                run_tiles=w.R, n_tiles=g.n_tiles)
+
+
 def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
                 real[:, :, :, ::1] grad_w, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
                 Py_ssize_t dw, int num_threads):

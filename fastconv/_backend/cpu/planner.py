@@ -112,15 +112,28 @@ def _winograd_grad_weight_shape(conv):
     return conv.w_shape[2:] == (3, 3) and conv.groups == 1 and tuple(conv.stride) == (1, 1)
 
 
-# Winograd grad-weight's domain: @@MEASURED@@
+# Winograd grad-weight's domain, from benchmarks/results/wgrad_sweep_*.json (Ice Lake AVX-512,
+# 1 thread, CPU time, medians of 5 interleaved reps on a shared machine; batch 8, padding 1, sizes
+# 7..112) against the choice before it (direct below 64 filters, else GEMM): float32 0.31-0.64x
+# the time wherever C, F >= 32 (float64 0.44-0.87x), 0.44-0.67x at (C, F) = (16, 64), 0.69-1.0x
+# at (64, 16); at C = F = 16 0.81-0.91x from 28x28 up but 1.05-1.28x below, at C = F = 8 and
+# C = 3 mostly slower (0.74-2.3x). At the baseline SIMD level (SSE2, forced) 0.97-1.5x GEMM's time.
+# Small outputs (8 x 128 channels, 1x1 to 5x5) 0.3-1.2x GEMM's time, but "matmul" (a 1x1 output
+# of the unpadded input) 8x faster than either.
 _WINOGRAD_WGRAD_MIN_CHANNELS = 16
+_WINOGRAD_WGRAD_MIN_PAIRS = 1024  # C * F
 
 
-def winograd_pays(pass_, conv):
-    """Whether Winograd is the choice for `pass_` of `conv`."""
+def winograd_pays(pass_, conv, level=1):
+    """Whether Winograd is the choice for `pass_` of `conv` (grad-weight: with SIMD `level`)."""
     if pass_ == "grad_weight":
-        return _winograd_grad_weight_shape(conv) and (
-            min(conv.w_shape[:2]) >= _WINOGRAD_WGRAD_MIN_CHANNELS
+        F, C = conv.w_shape[:2]
+        return (
+            _winograd_grad_weight_shape(conv)
+            and level > 0
+            and not _is_matmul(conv)
+            and min(C, F) >= _WINOGRAD_WGRAD_MIN_CHANNELS
+            and C * F >= _WINOGRAD_WGRAD_MIN_PAIRS
         )
     if not _winograd_shape(conv):
         return False
@@ -237,7 +250,7 @@ def choose(pass_, conv, level, transforms=True):
     F, Cg, KH, KW = conv.w_shape
     if transforms and fft_pays(pass_, conv):
         return "fft"
-    if transforms and winograd_pays(pass_, conv):
+    if transforms and winograd_pays(pass_, conv, level):
         return "winograd"
     if "matmul" in can:
         # LeNet-5's C5 (16x5x5 -> 120 on 5x5 inputs): 2-3x faster as one GEMM than as im2col.
