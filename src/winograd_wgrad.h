@@ -1,5 +1,6 @@
-/* Winograd grad-weight, F(3x3, 4x4), float32 and float64: the transforms of grad_y and of the
- * summed products, vectorised over tiles (grad_y) or channels (the weights), per instruction set.
+/* Winograd grad-weight, F(3x3, 4x4), float32 and float64: grad_y's transform (vectorised over
+ * filters), the GEMM over tiles, the kernel transform (vectorised over filters), per instruction
+ * set.
  *
  * grad_w[f, c] = sum over images and 4x4 output tiles of the correlation of the tile's grad_y
  * block u (4x4) with its 6x6 input window d. By the transposition principle the forward's
@@ -9,10 +10,13 @@
  *     grad_w (3x3) = G^T [ (A u A^T) . (B^T d B) ] G
  *
  * so the input transform is the forward's (fw_input), grad_y's is A u A^T (4x4 -> 6x6), and the
- * kernel transform G^T M G runs once per (filter, channel) after M[p][f][c] = sum over tiles of
- * Ud[p][f][t] V[p][c][t] (36 GEMMs whose inner dimension is the tiles). Float32 error against a
- * float64 reference: 1.2e-6 .. 3.2e-6 relative to max |grad_w| at C = F = 64..512 (a NumPy model
- * of these sums; the tests bound it by 5e-5).
+ * kernel transform G^T M G runs once per (filter, channel) after M[p][c][f] = sum over tiles t of
+ * V[p][c][t] Ud[p][t][f]: 36 GEMMs whose inner dimension is the tiles, 2.25 multiplies per
+ * output and (filter, channel) pair instead of 9. Layouts: V as fw_input writes it (tiles along
+ * rows: broadcast by the GEMM), Ud with filters along rows (the GEMM's vectors), so neither is
+ * packed. Float32 error against a float64 reference: 6e-7 .. 1.1e-6 relative to max |grad_w| on
+ * the test shapes and the ResNet layers (GEMM's own float32 error there: 2e-7 .. 5e-7); the
+ * tests bound it by 5e-5.
  *
  * The float32 input transform is fw_input (winograd_f43.h, with its gathers); wg_input here is the
  * float64 one (windows gathered through a buffer). Constants are written in double and cast to
