@@ -5,6 +5,7 @@ backward before and after the planner chose it.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_wgrad.py --threads 2
     ... --threads 1 --clock cpu --json out.json   # CPU time: steadier on a shared machine
+    ... --sweep --threads 1 --clock cpu --json sweep.json   # the planner's threshold (below)
 
 Columns, grad-weight (gw) and the whole backward (bw: grad-input, grad-weight, grad-bias):
   before   gw: fastconv.conv2d_grad_weight(algorithm="gemm"); bw: fastconv.conv2d_backward with
@@ -15,6 +16,10 @@ Columns, grad-weight (gw) and the whole backward (bw: grad-input, grad-weight, g
 Times are medians of --reps reps, the columns interleaved rep by rep (the order rotates), so
 machine noise hits all columns alike; busy% is the CPU share other processes took meanwhile (as
 bench_conv.py measures it). err: max |gw - ref| / max |ref|, ref in float64.
+
+--sweep: grad-weight only, Winograd forced against the algorithm the planner chose before it
+(direct or GEMM), batch 8, padding 1, (C, F) from 3 to 512 and sizes 7 to 112 (the planner's
+threshold cites this).
 """
 
 import argparse
@@ -52,6 +57,53 @@ def grad_weight_without_winograd():
             cached.cache_clear()
 
 
+SWEEP_CHANNELS = [(8, 8), (16, 16), (32, 32), (64, 64), (128, 128), (256, 256), (512, 512)]
+SWEEP_CHANNELS += [(3, 64), (16, 64), (64, 16), (32, 128), (128, 32), (64, 256), (256, 64)]
+
+
+def sweep(args):
+    """Winograd grad-weight against the choice before it over SWEEP_CHANNELS x sizes."""
+    rng = np.random.default_rng(0)
+    records = []
+    most = 8 * 256 * 56 * 56 if args.dtype == "float32" else 8 * 128 * 56 * 56
+    for C, F in SWEEP_CHANNELS:
+        for HW in (7, 14, 28, 56, 112):
+            N = args.batch or 8
+            if N * max(C, F) * HW * HW > most:
+                continue
+            x = rng.standard_normal((N, C, HW, HW)).astype(args.dtype)
+            gy = rng.standard_normal((N, F, HW, HW)).astype(args.dtype)
+            w_shape = (F, C, 3, 3)
+            with grad_weight_without_winograd():
+                before = fastconv.conv2d_plan(x.shape, w_shape, 1, 1, dtype=args.dtype)
+            fns = {
+                name: lambda name=name: fastconv.conv2d_grad_weight(
+                    gy, x, w_shape, 1, 1, algorithm=name
+                )
+                for name in (before["grad_weight"], "winograd")
+            }
+            med = bench_winograd.interleaved(fns, args.reps, args.min_rep_s)
+            b, wt = med[before["grad_weight"]] * 1e3, med["winograd"] * 1e3
+            records.append(
+                dict(
+                    N=N,
+                    C=C,
+                    F=F,
+                    HW=HW,
+                    before=before["grad_weight"],
+                    before_ms=b,
+                    winograd_ms=wt,
+                    ratio=wt / b,
+                )
+            )
+            print(
+                f"{N}x{C}x{HW}x{HW}>{F:<4} {before['grad_weight']:7} {b:9.3f} ms  winograd "
+                f"{wt:9.3f} ms  ratio {wt / b:5.2f}",
+                flush=True,
+            )
+    return records
+
+
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,6 +117,7 @@ def main():
     ap.add_argument("--passes", default="gw,bw", help="gw, bw or both")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     ap.add_argument("--json", default=None, help="write the records here")
+    ap.add_argument("--sweep", action="store_true", help="the threshold sweep (see above)")
     args = ap.parse_args()
     bench_winograd.CLOCK = (
         bench_winograd.time.process_time
@@ -72,10 +125,18 @@ def main():
         else bench_winograd.time.perf_counter
     )
 
+    fastconv.set_num_threads(args.threads)
+    if args.sweep:
+        records = sweep(args)
+        if args.json:
+            env = dict(threads=args.threads, clock=args.clock, reps=args.reps, dtype=args.dtype)
+            with open(args.json, "w") as f:
+                json.dump({"environment": env, "records": records}, f, indent=1)
+        return
+
     import torch
 
     torch.set_num_threads(args.threads)
-    fastconv.set_num_threads(args.threads)
     conv_bwd = torch.ops.aten.convolution_backward
     cases = [
         c
