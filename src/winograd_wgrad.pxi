@@ -210,7 +210,8 @@ cdef _wgrad(const _Geometry* g, const real* gy, const real* x, real* gw, int num
             _wgrad_item(g, &w, gy, x, M, gw, item, <fw_tile*>work, work + tile_size,
                         work + tile_size + v_size, work + tile_size + v_size + u_size)
         if not w.fused:
-            for c in prange(C, schedule="static"):
+            # dynamic: on a busy machine a thread that starts late finds the work done
+            for c in prange(C, schedule="dynamic", chunksize=4):
                 if real is float:
                     wg_kernel_float(w.lvl, M + c * w.Fp, w.P, w.PR, w.PM, g.F, C, gw + 9 * c)
                 else:

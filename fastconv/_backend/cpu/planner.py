@@ -112,14 +112,14 @@ def _winograd_grad_weight_shape(conv):
     return conv.w_shape[2:] == (3, 3) and conv.groups == 1 and tuple(conv.stride) == (1, 1)
 
 
-# Winograd grad-weight's domain, from benchmarks/results/wgrad_sweep_*.json (Ice Lake AVX-512,
-# 1 thread, CPU time, medians of 5 interleaved reps on a shared machine; batch 8, padding 1, sizes
-# 7..112) against the choice before it (direct below 64 filters, else GEMM): float32 0.31-0.64x
-# the time wherever C, F >= 32 (float64 0.44-0.87x), 0.44-0.67x at (C, F) = (16, 64), 0.69-1.0x
-# at (64, 16); at C = F = 16 0.81-0.91x from 28x28 up but 1.05-1.28x below, at C = F = 8 and
-# C = 3 mostly slower (0.74-2.3x). At the baseline SIMD level (SSE2, forced) 0.97-1.5x GEMM's time.
-# Small outputs (8 x 128 channels, 1x1 to 5x5) 0.3-1.2x GEMM's time, but "matmul" (a 1x1 output
-# of the unpadded input) 8x faster than either.
+# Winograd grad-weight's domain, from benchmarks/results/wgrad_sweep_*.json (bench_wgrad.py
+# --sweep; Ice Lake AVX-512, 1 thread, CPU time, medians of 5 interleaved reps on a shared
+# machine; batch 8, padding 1, sizes 7..112) against the choice before it (direct below 64
+# filters, else GEMM): 0.34-0.86x the time wherever C, F >= 32 (float64 0.44-0.88x), 0.44-0.73x
+# at (C, F) = (16, 64) (float64 0.61-0.75x), 0.70-1.11x at (64, 16) (0.84-1.06x); at C = F = 16
+# 1.03-1.54x (0.86-1.35x), at C = F = 8 and C = 3 mostly slower (0.66-2.4x). One-off runs: at
+# the baseline SIMD level (SSE2, forced) 0.97-1.5x GEMM's time; small outputs (8 x 128 channels,
+# 1x1 to 5x5) 0.3-1.2x GEMM's, but "matmul" (a 1x1 output of the unpadded input) 8x faster.
 _WINOGRAD_WGRAD_MIN_CHANNELS = 16
 _WINOGRAD_WGRAD_MIN_PAIRS = 1024  # C * F
 
