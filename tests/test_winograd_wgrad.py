@@ -330,3 +330,23 @@ def test_property_against_reference():
         assert rel_err(winograd(g, x, geom), reference(g, x, geom, tblr)) <= 1e-12
 
     check()
+
+
+def test_forced_through_backward_and_layer(rng):
+    """algorithm="winograd" on conv2d_backward and nn.Conv2D (float32: every pass can run it;
+    before grad-weight could, forcing it there raised)."""
+    import fastconv.nn
+
+    x = rng.standard_normal((2, 4, 10, 9)).astype(np.float32)
+    layer = fastconv.nn.Conv2D(4, 6, 3, padding=1, algorithm="winograd", rng=0)
+    y = layer.forward(x)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    layer.backward(g)
+    rx, rw, rb = conv2d_backward_ref(g, x, layer.weight.data, 1, (1, 1, 1, 1))
+    assert rel_err(layer.weight.grad, rw) <= TOL[x.dtype]
+    assert rel_err(layer.bias.grad, rb) <= TOL[x.dtype]
+    gx, gw, gb = fastconv.conv2d_backward(g, x, layer.weight.data, padding=1, algorithm="winograd")
+    np.testing.assert_array_equal(
+        gw, fastconv.conv2d_grad_weight(g, x, gw.shape, padding=1, algorithm="winograd")
+    )
+    assert rel_err(gx, rx) <= TOL[x.dtype]
