@@ -61,13 +61,13 @@ __device__ __forceinline__ idx_t imin64(idx_t a, idx_t b) { return a < b ? a : b
     for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < (total); \
          i += (idx_t)gridDim.x * blockDim.x)
 
-// Element i of a (planes, rows, cols) array as its plane, row and column.
-struct PlaneCell {
-    idx_t plane, row, col;
-};
-__device__ __forceinline__ PlaneCell plane_cell(idx_t i, idx_t rows, idx_t cols) {
+// Element i of a (planes, rows, cols) array: its plane, row and column.
+__device__ __forceinline__ void plane_position(idx_t i, idx_t rows, idx_t cols, idx_t& plane,
+                                               idx_t& row, idx_t& col) {
+    col = i % cols;
     const idx_t t = i / cols;
-    return {t / rows, t % rows, i % cols};
+    row = t % rows;
+    plane = t / rows;
 }
 
 // ReLU that keeps NaN (like numpy.maximum(v, 0)): `v > 0 ? v : 0` would turn NaN into 0.

@@ -20,12 +20,13 @@ __global__ void depthwise_forward(const T* __restrict__ x,       // IN  (N, C, H
     const int M = F / C;
     const idx_t total = N * F * OH * OW;
     FC_GRID_STRIDE(i, total) {
-        const PlaneCell o = plane_cell(i, OH, OW);  // plane n * F + f
-        const int f = (int)(o.plane % F);
-        const T* xp = x + (o.plane / F * C + f / M) * H * W;
+        idx_t plane, oh, ow;  // plane n * F + f
+        plane_position(i, OH, OW, plane, oh, ow);
+        const int f = (int)(plane % F);
+        const T* xp = x + (plane / F * C + f / M) * H * W;
         const T* wp = weight + (idx_t)f * KH * KW;
-        const idx_t ih0 = o.row * sh - pt;
-        const idx_t iw0 = o.col * sw - pl;
+        const idx_t ih0 = oh * sh - pt;
+        const idx_t iw0 = ow * sw - pl;
         T acc = T(0);
         for (int kh = 0; kh < KH; ++kh) {
             const idx_t ih = ih0 + (idx_t)kh * dh;
@@ -57,9 +58,10 @@ __global__ void depthwise_grad_input(const T* __restrict__ grad_y,  // IN  (N, F
     const int M = F / C;
     const idx_t total = N * C * H * W;
     FC_GRID_STRIDE(i, total) {
-        const PlaneCell e = plane_cell(i, H, W);  // plane n * C + c
-        const idx_t n = e.plane / C, ih = e.row, iw = e.col;
-        const int c = (int)(e.plane % C);
+        idx_t plane, ih, iw;  // plane n * C + c
+        plane_position(i, H, W, plane, ih, iw);
+        const idx_t n = plane / C;
+        const int c = (int)(plane % C);
         T acc = T(0);
         for (int m = 0; m < M; ++m) {
             const int f = c * M + m;
