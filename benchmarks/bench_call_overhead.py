@@ -2,13 +2,16 @@
 """Per-call overhead of small calls, and one LeNet-5 training step, for one or two builds.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_call_overhead.py \\
-        [BEFORE AFTER] [--threads 2] [--rounds 5] [--json out.json]
+        [BEFORE AFTER ...] [--threads 2] [--rounds 5] [--clock wall|cpu] [--json out.json]
 
 Times `conv2d` and `conv2d_backward` of a (1, 1, 8, 8) input with four 3x3 filters (float32:
 what NumPy code embedding fastconv calls many times, where the Python side is most of the
 time), and one LeNet-5 training step at batch 64 (forward, backward, SGD step). With two folders
 (each holding a built `fastconv` package, e.g. a worktree built in place), each round runs one
 process per build, alternating which goes first, and the table gives the medians over rounds.
+--clock cpu times the process's CPU time instead of the wall clock: on a machine shared with
+other work, time the process waits for a core then does not count (the small calls run on one
+thread; the LeNet-5 step's CPU time adds up its threads').
 """
 
 import argparse
@@ -26,6 +29,7 @@ from fastconv import nn, optim
 from fastconv.lenet import LeNet5
 
 fastconv.set_num_threads(int(sys.argv[1]))
+clock = time.process_time if sys.argv[2] == "cpu" else time.perf_counter
 x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
 w = np.random.default_rng(1).standard_normal((4, 1, 3, 3)).astype(np.float32)
 g = np.ones((1, 4, 6, 6), np.float32)
@@ -36,10 +40,10 @@ def per_call(fn, n=20000):
         fn()
     best = []
     for _ in range(5):
-        t = time.perf_counter()
+        t = clock()
         for _ in range(n):
             fn()
-        best.append((time.perf_counter() - t) / n)
+        best.append((clock() - t) / n)
     return min(best) * 1e6
 
 
@@ -66,13 +70,13 @@ print(json.dumps(out))
 """
 
 
-def run(folder, threads):
+def run(folder, threads, clock):
     env = dict(os.environ)
     if folder:
         env["PYTHONPATH"] = os.path.abspath(folder)
     cwd = os.path.abspath(folder) if folder else None
     done = subprocess.run(
-        [sys.executable, "-c", _WORKER, str(threads)],
+        [sys.executable, "-c", _WORKER, str(threads), clock],
         capture_output=True,
         text=True,
         env=env,
@@ -84,9 +88,10 @@ def run(folder, threads):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("folders", nargs="*", help="BEFORE AFTER (each with a built fastconv/)")
+    ap.add_argument("folders", nargs="*", help="BEFORE AFTER ... (each with a built fastconv/)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     builds = args.folders or [None]
@@ -94,10 +99,13 @@ def main(argv=None):
     for r in range(args.rounds):
         order = builds if r % 2 == 0 else builds[::-1]
         for b in order:
-            results[b].append(run(b, args.threads))
+            results[b].append(run(b, args.threads, args.clock))
     keys = ("conv2d_us", "conv2d_backward_us", "lenet_step_ms")
     names = [b or "this build" for b in builds]
-    print(f"threads {args.threads}, {args.rounds} rounds, medians (each round: best of 5 reps)")
+    print(
+        f"threads {args.threads}, {args.rounds} rounds, {args.clock} clock, medians (each round: "
+        "best of 5 reps)"
+    )
     print("| measure | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     table = {}
@@ -107,7 +115,8 @@ def main(argv=None):
         print(f"| {k} | " + " | ".join(f"{m:.2f}" for m in meds) + " |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "medians": table, "runs": results}, f, indent=1)
+            out = {"threads": args.threads, "clock": args.clock, "medians": table}
+            json.dump({**out, "runs": results}, f, indent=1)
     return 0
 
 

@@ -11,6 +11,15 @@ A public op validates its arguments, then asks here:
 NumPy arrays go to the CPU backend, CuPy arrays to the GPU backend, and a call with any Dask
 array to the Dask backend (which runs the others on its blocks); the three have the same array
 interface (fastconv._backend.ARRAY_OPS). The dtype rule is fastconv._validation.arrays'.
+
+Validation is a pure function of a call's array types, shapes, dtypes and layouts and of its
+other arguments. Code embedding fastconv makes many small calls with the same few of those, so an
+op may remember what validation gave for a call's `signature` in a `Memo` and skip it next time:
+
+    key = _dispatch.signature((x, weight, bias), (stride, padding, ...))  # None: validate
+    known = _CONV2D_SEEN.get(key)               # a _dispatch.Memo: (be, geom) seen before
+    ...                                         # else validate as above, then
+    _CONV2D_SEEN.remember(key, (be, geom))
 """
 
 import numpy as np
@@ -18,6 +27,8 @@ import numpy as np
 from . import _compat
 from ._backend import eager as _eager
 from ._validation import arrays as _arrays
+from ._validation import plain
+from ._validation.memo import Memo  # noqa: F401  (the ops' memos of validated calls)
 
 _BACKENDS: dict = {}  # "cpu" / "gpu" / "dask" -> the backend, made on first use
 
@@ -86,3 +97,29 @@ def output(be, out, shape, dtype, **inputs):
     if be is _BACKENDS.get("dask"):
         raise TypeError("out= cannot be used with Dask arrays (the result is lazy)")
     return _arrays.check_out(out, shape, dtype, inputs)
+
+
+def signature(arrays, arguments):
+    """The key of a call on `arrays` with the other `arguments` for a Memo, or None (validate in
+    full): (shapes, dtype, arguments) where every array (None kept as None) is a C-contiguous
+    NumPy ndarray of one dtype, float32 or float64 (the CPU backend, no copy, no cast), and the
+    arguments are plain (ints, strs, None, tuples of them: values equal only to values of their
+    own validity)."""
+    key = []
+    dtype = None
+    for a in arrays:
+        if a is None:
+            key.append(None)
+            continue
+        if type(a) is not np.ndarray or not a.flags.c_contiguous:
+            return None
+        if dtype is None:
+            dtype = a.dtype
+        elif a.dtype != dtype:
+            return None
+        key.append(a.shape)
+    if dtype not in _arrays.NATIVE_FLOATS or not plain(arguments):
+        return None
+    key.append(dtype)
+    key.append(arguments)
+    return tuple(key)

@@ -13,3 +13,8 @@ cdef extern from *:
     int FASTCONV_OPENMP
     int omp_get_max_threads() noexcept nogil
     int omp_get_thread_num() noexcept nogil
+
+# One thread, no region: an OpenMP parallel region costs a futex syscall at its closing barrier
+# even with one thread (libgomp wakes the barrier's waiters unconditionally: ~1-3 us in this
+# project's VMs, a fifth of a small convolution's call), so a kernel whose work runs on one thread
+# (num_threads 1, or one work item) runs its items in a plain loop instead.

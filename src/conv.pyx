@@ -62,6 +62,12 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64", stride * nt)
     cdef real* work
     cdef const real* b = &bias[0] if has_bias else NULL
+    if nt == 1:  # one thread, no region (_omp.pxd)
+        with nogil:
+            for item in range(n_items):
+                _forward_tile(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], b, &y[0, 0, 0, 0], &ws[0], g,
+                              has_bias, relu, tile(t, item))
+        return
     with nogil, parallel(num_threads=nt):
         work = _thread_work(&ws[0], stride)
         for item in prange(n_items, schedule="dynamic"):
@@ -87,6 +93,15 @@ cdef void _input_item(const real* dy, const real* w, real* dx, real* dcols, Geom
     col2im_add(dcols, g, c0, c1, dx + n * g.C * HW)
 
 
+cdef inline void _input_chunk(const real* dy, const real* w, real* dx, real* dcols, Geometry g,
+                              Py_ssize_t item, Py_ssize_t chunks, Py_ssize_t cc) noexcept nogil:
+    """grad_input()'s work item `item`: chunk item % chunks (of cc channels) of the group and
+    image it counts."""
+    cdef Py_ssize_t Cg = g.C // g.G, grp = (item // chunks) % g.G
+    cdef Py_ssize_t c0 = grp * Cg + (item % chunks) * cc
+    _input_item(dy, w, dx, dcols, g, item // (g.G * chunks), grp, c0, min(c0 + cc, (grp + 1) * Cg))
+
+
 def grad_input(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] weight,
                real[:, :, :, ::1] grad_x, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
                Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int num_threads):
@@ -103,16 +118,20 @@ def grad_input(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] weight,
     cdef Py_ssize_t n_items = N * G * chunks
     cdef Py_ssize_t stride = 0 if g.pointwise else cc * KK * OHW
     cdef int nt = <int>min(<Py_ssize_t>num_threads, n_items)
-    cdef Py_ssize_t item, grp, c0
+    cdef Py_ssize_t item
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64", max(1, stride * nt))
     cdef real* dcols
+    if nt == 1:  # one thread, no region (_omp.pxd)
+        with nogil:
+            for item in range(n_items):
+                _input_chunk(&grad_y[0, 0, 0, 0], &weight[0, 0, 0, 0], &grad_x[0, 0, 0, 0],
+                             &ws[0], g, item, chunks, cc)
+        return
     with nogil, parallel(num_threads=nt):
         dcols = _thread_work(&ws[0], stride)
         for item in prange(n_items, schedule="dynamic"):
-            grp = (item // chunks) % G
-            c0 = grp * Cg + (item % chunks) * cc
-            _input_item(&grad_y[0, 0, 0, 0], &weight[0, 0, 0, 0], &grad_x[0, 0, 0, 0], dcols,
-                        g, item // (G * chunks), grp, c0, min(c0 + cc, (grp + 1) * Cg))
+            _input_chunk(&grad_y[0, 0, 0, 0], &weight[0, 0, 0, 0], &grad_x[0, 0, 0, 0], dcols,
+                         g, item, chunks, cc)
 
 
 cdef void _weight_tiles(const real* x, const real* dy, real* dw_out, Py_ssize_t ld_dw,
@@ -141,20 +160,36 @@ cdef bint _by_chunks(Geometry g):
     return g.C >= MIN_CHANNELS_FOR_SPLIT and g.F * g.C // g.G * g.KH * g.KW > PARTIALS_MAX_WEIGHT
 
 
+cdef inline real _sum_parts(const real* first, Py_ssize_t parts, Py_ssize_t stride) noexcept nogil:
+    """first[0] + first[stride] + ... (parts terms), in that order, in `real`."""
+    cdef real total = 0
+    cdef Py_ssize_t p
+    for p in range(parts):
+        total = total + first[p * stride]
+    return total
+
+
 cdef _partial_sums(const real* x, const real* dy, real* dwp, Geometry g, int num_threads,
                    const real* w, real* y):
     """grad_w as at most WEIGHT_PARTIALS partial sums over fixed runs of tiles (by the shapes,
     not the threads), added up in order; with w (not NULL), y = conv(x, w) on the way."""
     cdef Tiling t = tiling(g.C * g.KH * g.KW, g.N, g.OH, g.OW)
     cdef Py_ssize_t n_items = min(t.count, WEIGHT_PARTIALS), per_item = (t.count + n_items - 1) // n_items
-    cdef Py_ssize_t stride = (g.C * g.KH * g.KW + g.F) * tile_columns(t), item, e, p
+    cdef Py_ssize_t stride = (g.C * g.KH * g.KW + g.F) * tile_columns(t), item, e
     cdef Py_ssize_t size = g.F * g.C // g.G * g.KH * g.KW
     cdef int nt = <int>min(<Py_ssize_t>num_threads, n_items)
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64",
                                       stride * nt + n_items * size)
     cdef real* work
     cdef real* part = &ws[0] + stride * nt
-    cdef real total
+    if nt == 1:  # one thread, no region (_omp.pxd)
+        with nogil:
+            for item in range(n_items):
+                _weight_tiles(x, dy, part + item * size, size // g.F, &ws[0], g, t,
+                              item * per_item, min(t.count, (item + 1) * per_item), 0, g.C, w, y)
+            for e in range(size):
+                dwp[e] = _sum_parts(part + e, n_items, size)
+        return
     with nogil, parallel(num_threads=nt):
         work = _thread_work(&ws[0], stride)
         for item in prange(n_items, schedule="dynamic"):
@@ -162,10 +197,18 @@ cdef _partial_sums(const real* x, const real* dy, real* dwp, Geometry g, int num
                           min(t.count, (item + 1) * per_item), 0, g.C, w, y)
     with nogil:
         for e in prange(size, num_threads=num_threads, schedule="static"):
-            total = 0
-            for p in range(n_items):
-                total = total + part[p * size + e]
-            dwp[e] = total
+            dwp[e] = _sum_parts(part + e, n_items, size)
+
+
+cdef inline void _weight_chunk(const real* x, const real* dy, real* dw_out, real* work,
+                               Geometry g, Tiling t, Py_ssize_t item, Py_ssize_t chunks,
+                               Py_ssize_t cc) noexcept nogil:
+    """grad_weight()'s work item `item`: chunk item % chunks (of cc channels) of a group's
+    columns of grad_w, over every tile."""
+    cdef Py_ssize_t Cg = g.C // g.G, grp = item // chunks
+    cdef Py_ssize_t c0 = grp * Cg + (item - grp * chunks) * cc
+    _weight_tiles(x, dy, dw_out, Cg * g.KH * g.KW, work, g, t, 0, t.count, c0,
+                  min(c0 + cc, (grp + 1) * Cg), NULL, NULL)
 
 
 def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
@@ -185,17 +228,21 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef Py_ssize_t cc = (Cg + chunks - 1) // chunks
     chunks = (Cg + cc - 1) // cc
     cdef Tiling t = tiling(cc * KK, g.N, g.OH, g.OW)
-    cdef Py_ssize_t n_items = G * chunks, stride = (cc * KK + Fg) * tile_columns(t), item, grp, c0
+    cdef Py_ssize_t n_items = G * chunks, stride = (cc * KK + Fg) * tile_columns(t), item
     cdef int nt = <int>min(<Py_ssize_t>num_threads, n_items)
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64", stride * nt)
     cdef real* work
+    if nt == 1:  # one thread, no region (_omp.pxd)
+        with nogil:
+            for item in range(n_items):
+                _weight_chunk(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0], &grad_w[0, 0, 0, 0], &ws[0],
+                              g, t, item, chunks, cc)
+        return
     with nogil, parallel(num_threads=nt):
         work = _thread_work(&ws[0], stride)
         for item in prange(n_items, schedule="dynamic"):
-            grp = item // chunks
-            c0 = grp * Cg + (item - grp * chunks) * cc
-            _weight_tiles(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0], &grad_w[0, 0, 0, 0], Cg * KK,
-                          work, g, t, 0, t.count, c0, min(c0 + cc, (grp + 1) * Cg), NULL, NULL)
+            _weight_chunk(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0], &grad_w[0, 0, 0, 0], work, g, t,
+                          item, chunks, cc)
 
 
 def forward_and_grad_weight(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight,

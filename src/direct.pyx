@@ -4,7 +4,9 @@
 # summed by one item, or by a fixed number of partial sums added in a fixed order: results do not
 # depend on the thread count.
 from cython.parallel cimport parallel, prange
-from libc.string cimport memset
+from libc.math cimport isfinite
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -73,47 +75,73 @@ cdef inline void _grad_weight_block(int lvl, const real* x, const Py_ssize_t* ta
         fc_direct_grad_weight_double(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw)
 
 
-cdef Py_ssize_t[::1] _tap_offsets(Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t plane,
-                                  Py_ssize_t row, Py_ssize_t dh, Py_ssize_t dw, bint kh_major):
-    """Offsets of taps (c, kh, kw), or (kh, c, kw) if kh_major, in a window of `plane`-element
-    planes and `row`-element rows. (Typed loops: NumPy's per-call overhead was most of a small
-    convolution's time.)"""
-    cdef Py_ssize_t[::1] offsets = np.empty(C * KH * KW, dtype=np.intp)
+# The tables a call builds (tap offsets, kernel rows, packed weights and bias) go into one
+# malloc'd block, filled by typed loops: a small convolution spent most of its ~8 us outside the
+# kernel allocating and converting NumPy arrays for them.
+cdef void _tap_offsets(Py_ssize_t* offsets, Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW,
+                       Py_ssize_t plane, Py_ssize_t row, Py_ssize_t dh, Py_ssize_t dw,
+                       bint kh_major) noexcept nogil:
+    """offsets[C * KH * KW]: offsets of taps (c, kh, kw), or (kh, c, kw) if kh_major, in a window
+    of `plane`-element planes and `row`-element rows."""
     cdef Py_ssize_t c, kh, kw, k
     for c in range(C):
         for kh in range(KH):
             for kw in range(KW):
                 k = ((kh * C + c) if kh_major else (c * KH + kh)) * KW + kw
                 offsets[k] = c * plane + kh * dh * row + kw * dw
-    return offsets
 
 
-cdef int[:, ::1] _kernel_rows(Py_ssize_t OH, Py_ssize_t H, Py_ssize_t KH, Py_ssize_t sh,
-                              Py_ssize_t pt, Py_ssize_t dh):
-    """(OH, 2): per output row, the kernel rows [lo, hi) that read input rows (not padding);
+cdef void _kernel_rows(int* rows, Py_ssize_t OH, Py_ssize_t H, Py_ssize_t KH, Py_ssize_t sh,
+                       Py_ssize_t pt, Py_ssize_t dh) noexcept nogil:
+    """rows[OH, 2]: per output row, the kernel rows [lo, hi) that read input rows (not padding);
     (KH, 0) when none do."""
-    cdef int[:, ::1] rows = np.empty((OH, 2), dtype=np.intc)
     cdef Py_ssize_t oh, kh, ih
     for oh in range(OH):
-        rows[oh, 0] = <int>KH
-        rows[oh, 1] = 0
+        rows[2 * oh] = <int>KH
+        rows[2 * oh + 1] = 0
         for kh in range(KH):
             ih = oh * sh - pt + kh * dh
             if 0 <= ih < H:
-                rows[oh, 0] = <int>min(rows[oh, 0], kh)
-                rows[oh, 1] = <int>(kh + 1)
-    return rows
+                rows[2 * oh] = <int>min(rows[2 * oh], kh)
+                rows[2 * oh + 1] = <int>(kh + 1)
 
 
-cdef real[:, :, ::1] _pack(const real[:, ::1] a, Py_ssize_t BL):
-    """(rows, K) -> (blocks, K, BL): blocks of BL rows as columns, rows past the end zero."""
-    cdef Py_ssize_t rows = a.shape[0], K = a.shape[1], blocks = (rows + BL - 1) // BL, f, k
-    cdef real[:, :, ::1] packed = np.zeros((blocks, K, BL),
-                                           dtype=np.float32 if real is float else np.float64)
-    for f in range(rows):
-        for k in range(K):
-            packed[f // BL, k, f % BL] = a[f, k]
-    return packed
+cdef void _pack(const real* w, Py_ssize_t F, Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW,
+                bint kh_major, Py_ssize_t BL, real* packed) noexcept nogil:
+    """weight (F, C, KH, KW) -> packed (blocks, K, BL): blocks of BL filters as columns, taps k
+    in the order of _tap_offsets, filters past F zero."""
+    cdef Py_ssize_t K = C * KH * KW, blocks = (F + BL - 1) // BL, f, c, kh, kw, k
+    memset(packed, 0, blocks * K * BL * sizeof(real))
+    for f in range(F):
+        for c in range(C):
+            for kh in range(KH):
+                for kw in range(KW):
+                    k = ((kh * C + c) if kh_major else (c * KH + kh)) * KW + kw
+                    packed[((f // BL) * K + k) * BL + f % BL] = w[((f * C + c) * KH + kh) * KW + kw]
+
+
+cdef void _pack_bias(const real* bias, Py_ssize_t F, bint has_bias, Py_ssize_t padded_F,
+                     real* out) noexcept nogil:
+    """out[padded_F]: the bias, zero past F (or everywhere without one)."""
+    memset(out, 0, padded_F * sizeof(real))
+    if has_bias:
+        memcpy(out, bias, F * sizeof(real))
+
+
+cdef bint _all_finite(const real* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not isfinite(a[i]):
+            return False
+    return True
+
+
+cdef void* _tables(size_t size) except NULL:
+    """`size` bytes for a call's tables (freed by the caller)."""
+    cdef void* p = malloc(max(<size_t>1, size))
+    if p == NULL:
+        raise MemoryError()
+    return p
 
 
 cdef (Py_ssize_t, Py_ssize_t, bint) _window_shape(Geometry g, Py_ssize_t rows):
@@ -131,6 +159,29 @@ cdef _check_one_group(Py_ssize_t groups):
         raise ValueError(f"the direct kernel needs groups == 1, got {groups}")
 
 
+cdef void _forward_item(int lvl, Geometry g, Py_ssize_t item, Py_ssize_t runs, Py_ssize_t rows,
+                        bint padded, Py_ssize_t R, Py_ssize_t XW, const real* xp, real* window,
+                        const Py_ssize_t* tapoff, const int* khr, const real* wpack,
+                        const real* bpack, Py_ssize_t BL, real* yp, bint relu) noexcept nogil:
+    """forward()'s work item `item`: output rows [oh0, oh0 + rows) of one image, every block of
+    filters, from x or (padded) its window copied into `window`; khr NULL: no rows skipped."""
+    cdef Py_ssize_t n = item // runs, oh0 = (item % runs) * rows, blk
+    cdef Py_ssize_t K = g.C * g.KH * g.KW, OHW = g.OH * g.OW, blocks = (g.F + BL - 1) // BL
+    cdef const real* xw
+    if padded:
+        copy_window(xp + n * g.C * g.H * g.W, g.C, g.H, g.W, oh0 * g.sh - g.pt, R, -g.pl, XW,
+                    window)
+        xw = window
+    else:
+        xw = xp + (n * g.C * g.H + oh0 * g.sh) * g.W
+    for blk in range(blocks):
+        _forward_block(lvl, xw, XW, tapoff, g.KH, g.C * g.KW,
+                       khr + 2 * oh0 if khr != NULL else NULL, wpack + blk * K * BL,
+                       bpack + blk * BL, yp + (n * g.F + blk * BL) * OHW + oh0 * g.OW, OHW,
+                       min(BL, g.F - blk * BL), g.OW, g.sh, g.sw,
+                       (min(g.OH, oh0 + rows) - oh0) * g.OW, relu)
+
+
 def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const real[::1] bias,
             real[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, bint has_bias, bint relu,
@@ -144,17 +195,10 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     if _rows_layout(g, lvl, sizeof(real), False):
         _forward_rows(x, weight, bias, y, g, lvl, has_bias, relu, num_threads)
         return
-    cdef Py_ssize_t C = g.C, H = g.H, W = g.W, F = g.F, OH = g.OH, OW = g.OW, OHW = OH * OW
+    cdef Py_ssize_t C = g.C, H = g.H, F = g.F, OH = g.OH, OW = g.OW
     dtype = np.float32 if real is float else np.float64
     cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
-    # Taps in (kh, c, kw) order, so that the kernel rows an output row needs are one range.
-    cdef const real[:, ::1] w_kh_major = np.ascontiguousarray(
-        np.asarray(weight).transpose(0, 2, 1, 3)).reshape(F, C * g.KH * g.KW)
-    cdef const real[:, :, ::1] wpack = _pack(w_kh_major, BL)
-    bias_arr = np.zeros(blocks * BL, dtype=dtype)
-    if has_bias:
-        bias_arr[:F] = bias
-    cdef const real[::1] bpack = bias_arr
+    cdef Py_ssize_t K = C * g.KH * g.KW
     cdef Py_ssize_t rows = max(1, min(OH, PIXELS_PER_ITEM // OW))
     cdef Py_ssize_t runs = (OH + rows - 1) // rows
     rows = (OH + runs - 1) // runs  # balance the runs of an image
@@ -162,35 +206,43 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     cdef Py_ssize_t R, XW
     cdef bint padded
     R, XW, padded = _window_shape(g, rows)
-    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, g.KH, g.KW, R * XW, XW, dh, dw, True)
-    # Kernel rows that read only padding contribute 0 * w: skipped, unless a weight is not
-    # finite (0 * inf = NaN, as the GEMM path gives).
-    cdef bint skip_rows = padded and bool(np.isfinite(weight).all())
-    cdef const int[:, ::1] khr = _kernel_rows(OH, H, g.KH, sh, pt, dh)
     cdef Py_ssize_t n_items = g.N * runs, stride = C * R * XW if padded else 0
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
-    cdef real[::1] ws = get_workspace(dtype, max(1, stride * nt))
-    cdef Py_ssize_t item, n, oh0, blk
-    cdef const real* xw
+    cdef real[::1] ws
+    cdef real* wsp = NULL  # the windows: none without padding
+    if padded:
+        ws = get_workspace(dtype, stride * nt)
+        wsp = &ws[0]
+    # Tables: tap offsets, packed weights (taps in (kh, c, kw) order, so that the kernel rows an
+    # output row needs are one range), packed bias, kernel rows per output row.
+    cdef Py_ssize_t* tapoff = <Py_ssize_t*>_tables(
+        K * sizeof(Py_ssize_t) + blocks * BL * (K + 1) * sizeof(real) + 2 * OH * sizeof(int))
+    cdef real* wpack = <real*>(tapoff + K)
+    cdef real* bpack = wpack + blocks * K * BL
+    cdef int* khr = <int*>(bpack + blocks * BL)
+    _tap_offsets(tapoff, C, g.KH, g.KW, R * XW, XW, dh, dw, True)
+    _pack(&weight[0, 0, 0, 0], F, C, g.KH, g.KW, True, BL, wpack)
+    _pack_bias(&bias[0] if has_bias else NULL, F, has_bias, blocks * BL, bpack)
+    _kernel_rows(khr, OH, H, g.KH, sh, pt, dh)
+    # Kernel rows that read only padding contribute 0 * w: skipped, unless a weight is not
+    # finite (0 * inf = NaN, as the GEMM path gives).
+    cdef bint skip_rows = padded and _all_finite(&weight[0, 0, 0, 0], F * K)
+    cdef Py_ssize_t item
     cdef real* window
     cdef const real* xp = &x[0, 0, 0, 0]
     cdef real* yp = &y[0, 0, 0, 0]
-    with nogil, parallel(num_threads=nt):
-        window = &ws[0] + omp_get_thread_num() * stride
-        for item in prange(n_items, schedule="dynamic"):
-            n = item // runs
-            oh0 = (item % runs) * rows
-            if padded:
-                copy_window(xp + n * C * H * W, C, H, W, oh0 * sh - pt, R, -pl, XW, window)
-                xw = window
-            else:
-                xw = xp + (n * C * H + oh0 * sh) * W
-            for blk in range(blocks):
-                _forward_block(lvl, xw, XW, &tapoff[0], g.KH, C * g.KW,
-                               &khr[oh0, 0] if skip_rows else NULL, &wpack[blk, 0, 0],
-                               &bpack[blk * BL], yp + (n * F + blk * BL) * OHW + oh0 * OW, OHW,
-                               min(BL, F - blk * BL), OW, sh, sw, (min(OH, oh0 + rows) - oh0) * OW,
-                               relu)
+    if nt == 1:  # one thread, no region (_omp.pxd)
+        with nogil:
+            for item in range(n_items):
+                _forward_item(lvl, g, item, runs, rows, padded, R, XW, xp, wsp, tapoff,
+                              khr if skip_rows else NULL, wpack, bpack, BL, yp, relu)
+    else:
+        with nogil, parallel(num_threads=nt):
+            window = wsp + omp_get_thread_num() * stride
+            for item in prange(n_items, schedule="dynamic"):
+                _forward_item(lvl, g, item, runs, rows, padded, R, XW, xp, window, tapoff,
+                              khr if skip_rows else NULL, wpack, bpack, BL, yp, relu)
+    free(tapoff)
 
 
 cdef inline double _sum_parts(const double* first, Py_ssize_t parts,
@@ -204,6 +256,70 @@ cdef inline double _sum_parts(const double* first, Py_ssize_t parts,
 
 
 include "direct_rows.pxi"
+
+
+ctypedef struct _WeightSplit:
+    # grad_weight()'s work: parts of the batch (per_part images each) x runs of taps (per_run
+    # each); BL filters per block; the window (R x XW per channel) if padded
+    Py_ssize_t tap_runs, per_run, per_part, parts, BL, R, XW
+    bint padded
+
+
+cdef void _grad_weight_item(int lvl, Geometry g, _WeightSplit sp, Py_ssize_t item,
+                            const real* xp, const real* gyp, const Py_ssize_t* tapoff,
+                            const Py_ssize_t* pixoff, real* work, real* partial,
+                            double* bparts) noexcept nogil:
+    """grad_weight()'s work item `item`: its taps of its part's partial sums (`partial`), and
+    with bparts (not NULL) the first run of taps also sums the part's grad_y planes for grad_b.
+    `work`: the thread's window, then its transposed grad_y."""
+    cdef Py_ssize_t F = g.F, OHW = g.OH * g.OW, K = g.C * g.KH * g.KW, BL = sp.BL
+    cdef Py_ssize_t blocks = (F + BL - 1) // BL, part_size = blocks * K * BL
+    cdef Py_ssize_t part = item // sp.tap_runs, k0 = (item % sp.tap_runs) * sp.per_run
+    cdef Py_ssize_t k1 = min(K, k0 + sp.per_run), blk, k, n, f, j
+    cdef real* gyt = work + (g.C * sp.R * sp.XW if sp.padded else 0)
+    cdef real* lane
+    cdef const real* row
+    cdef const real* xw
+    for blk in range(blocks):
+        for k in range(k0, k1):
+            memset(partial + part * part_size + (blk * K + k) * BL, 0, BL * sizeof(real))
+    for n in range(part * sp.per_part, min(g.N, (part + 1) * sp.per_part)):
+        if sp.padded:
+            copy_window(xp + n * g.C * g.H * g.W, g.C, g.H, g.W, -g.pt, sp.R, -g.pl, sp.XW, work)
+            xw = work
+        else:
+            xw = xp + n * g.C * g.H * g.W
+        # grad_y of image n as (block, pixel, lane), lanes past F zero: one filter's row at a
+        # time (contiguous reads; pixel-major reads strode OHW apart per lane)
+        for f in range(blocks * BL):
+            lane = gyt + (f // BL) * OHW * BL + f % BL
+            if f < F:
+                row = gyp + (n * F + f) * OHW
+                for j in range(OHW):
+                    lane[j * BL] = row[j]
+                if bparts != NULL and k0 == 0:
+                    bparts[part * F + f] += run_sum(row, OHW)
+            else:
+                for j in range(OHW):
+                    lane[j * BL] = 0
+        for blk in range(blocks):
+            _grad_weight_block(lvl, xw, tapoff, k0, k1, pixoff, gyt + blk * OHW * BL, OHW,
+                               partial + part * part_size + blk * K * BL)
+
+
+cdef void _grad_weight_sums(Geometry g, _WeightSplit sp, Py_ssize_t f, const real* partial,
+                            const double* bparts, real* dwp, real* gbp) noexcept nogil:
+    """grad_w[f] (and grad_b[f] into gbp, not NULL) from the parts' partial sums, in order."""
+    cdef Py_ssize_t K = g.C * g.KH * g.KW, BL = sp.BL, blk = f // BL, k, part
+    cdef Py_ssize_t part_size = (g.F + BL - 1) // BL * K * BL
+    cdef real s
+    for k in range(K):
+        s = 0
+        for part in range(sp.parts):
+            s = s + partial[part * part_size + (blk * K + k) * BL + f - blk * BL]
+        dwp[f * K + k] = s
+    if gbp != NULL:
+        gbp[f] = <real>_sum_parts(bparts + f, sp.parts, g.F)
 
 
 def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
@@ -222,7 +338,7 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     if _rows_layout(g, _level, sizeof(real), True):
         _grad_weight_rows(grad_y, x, grad_w, grad_b, has_bias, g, _level, num_threads)
         return
-    cdef Py_ssize_t N = g.N, C = g.C, H = g.H, W = g.W, F = g.F
+    cdef Py_ssize_t N = g.N, C = g.C, F = g.F
     cdef Py_ssize_t OHW = g.OH * g.OW, K = C * g.KH * g.KW
     dtype = np.float32 if real is float else np.float64
     cdef int lvl = _level
@@ -230,9 +346,6 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef Py_ssize_t R, XW
     cdef bint padded
     R, XW, padded = _window_shape(g, g.OH)
-    cdef const Py_ssize_t[::1] tapoff = _tap_offsets(C, g.KH, g.KW, R * XW, XW, dh, dw, False)
-    # Output pixels are taps of a 1-channel "kernel" of OH x OW with steps sh, sw.
-    cdef const Py_ssize_t[::1] pixoff = _tap_offsets(1, g.OH, g.OW, 0, XW, sh, sw, False)
     cdef Py_ssize_t parts = min(N, WEIGHT_PARTIALS), per_part = (N + parts - 1) // parts
     parts = (N + per_part - 1) // per_part
     # Taps per item: a multiple of the register block; runs split the taps when parts are few.
@@ -246,58 +359,38 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef real[::1] ws = get_workspace(dtype, stride * nt + parts * part_size)
     cdef real* partial = &ws[0] + stride * nt
-    cdef double[::1] bias_parts = np.zeros(parts * F)  # grad_b per part
-    cdef double* bparts = &bias_parts[0]
-    cdef Py_ssize_t item, part, k0, k1, n, blk, f, j, i, k
-    cdef real s
-    cdef const real* xw
+    # Tables: grad_b per part (in double), tap offsets, and the output pixels' offsets (taps of
+    # a 1-channel "kernel" of OH x OW with steps sh, sw).
+    cdef double* bparts = <double*>_tables(
+        parts * F * sizeof(double) + (K + OHW) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* tapoff = <Py_ssize_t*>(bparts + parts * F)
+    cdef Py_ssize_t* pixoff = tapoff + K
+    memset(bparts, 0, parts * F * sizeof(double))
+    _tap_offsets(tapoff, C, g.KH, g.KW, R * XW, XW, dh, dw, False)
+    _tap_offsets(pixoff, 1, g.OH, g.OW, 0, XW, sh, sw, False)
+    cdef _WeightSplit split
+    split.tap_runs, split.per_run, split.per_part, split.parts = tap_runs, per_run, per_part, parts
+    split.BL, split.padded, split.R, split.XW = BL, padded, R, XW
+    cdef Py_ssize_t item, f
     cdef real* work
-    cdef real* gyt
-    cdef real* lane
-    cdef const real* row
     cdef const real* xp = &x[0, 0, 0, 0]
     cdef const real* gyp = &grad_y[0, 0, 0, 0]
     cdef real* dwp = &grad_w[0, 0, 0, 0]
-    with nogil, parallel(num_threads=nt):
-        work = &ws[0] + omp_get_thread_num() * stride
-        gyt = work + (C * R * XW if padded else 0)
-        for item in prange(n_items, schedule="dynamic"):
-            part = item // tap_runs
-            k0 = (item % tap_runs) * per_run
-            k1 = min(K, k0 + per_run)
-            for blk in range(blocks):
-                for k in range(k0, k1):
-                    memset(partial + part * part_size + (blk * K + k) * BL, 0, BL * sizeof(real))
-            for n in range(part * per_part, min(N, (part + 1) * per_part)):
-                if padded:
-                    copy_window(xp + n * C * H * W, C, H, W, -pt, R, -pl, XW, work)
-                    xw = work
-                else:
-                    xw = xp + n * C * H * W
-                # grad_y of image n as (block, pixel, lane), lanes past F zero: one filter's row
-                # at a time (contiguous reads; pixel-major reads strode OHW apart per lane)
-                for f in range(blocks * BL):
-                    lane = gyt + (f // BL) * OHW * BL + f % BL
-                    if f < F:
-                        row = gyp + (n * F + f) * OHW
-                        for j in range(OHW):
-                            lane[j * BL] = row[j]
-                        if has_bias and k0 == 0:
-                            bparts[part * F + f] += run_sum(row, OHW)
-                    else:
-                        for j in range(OHW):
-                            lane[j * BL] = 0
-                for blk in range(blocks):
-                    _grad_weight_block(lvl, xw, &tapoff[0], k0, k1, &pixoff[0],
-                                       gyt + blk * OHW * BL, OHW,
-                                       partial + part * part_size + blk * K * BL)
-    with nogil:
-        for f in prange(F, num_threads=nt, schedule="static"):
-            blk = f // BL
-            for k in range(K):
-                s = 0
-                for part in range(parts):
-                    s = s + partial[part * part_size + (blk * K + k) * BL + f - blk * BL]
-                dwp[f * K + k] = s
-            if has_bias:
-                grad_b[f] = <real>_sum_parts(bparts + f, parts, F)
+    cdef real* gbp = &grad_b[0] if has_bias else NULL
+    if nt == 1:  # one thread, no region (_omp.pxd)
+        with nogil:
+            for item in range(n_items):
+                _grad_weight_item(lvl, g, split, item, xp, gyp, tapoff, pixoff, &ws[0],
+                                  partial, bparts if has_bias else NULL)
+            for f in range(F):
+                _grad_weight_sums(g, split, f, partial, bparts, dwp, gbp)
+    else:
+        with nogil, parallel(num_threads=nt):
+            work = &ws[0] + omp_get_thread_num() * stride
+            for item in prange(n_items, schedule="dynamic"):
+                _grad_weight_item(lvl, g, split, item, xp, gyp, tapoff, pixoff, work,
+                                  partial, bparts if has_bias else NULL)
+        with nogil:
+            for f in prange(F, num_threads=nt, schedule="static"):
+                _grad_weight_sums(g, split, f, partial, bparts, dwp, gbp)
+    free(bparts)

@@ -1,8 +1,5 @@
 # The row-vectorised direct kernels (direct_rows.h) and the choice between them and the
 # filter-vectorised ones; textually included by direct.pyx (its helpers and enums).
-from libc.stdlib cimport free, malloc
-
-
 cdef extern from "direct_rows.h" nogil:
     int fc_vector_bytes(int level)
     int FC_ROWS_FO
@@ -88,45 +85,64 @@ cdef _forward_rows(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight,
                    bint has_bias, bint relu, int num_threads):
     """forward() by the row-vectorised kernel: a work item is a run of output rows of one image,
     all filter blocks, read from a zero-padded window of rows wide enough for whole blocks."""
-    cdef Py_ssize_t C = g.C, H = g.H, W = g.W, F = g.F, OH = g.OH, OW = g.OW, OHW = OH * OW
+    cdef Py_ssize_t C = g.C, H = g.H, F = g.F, OH = g.OH, OW = g.OW
     dtype = np.float32 if real is float else np.float64
     cdef Py_ssize_t FO = FC_ROWS_FO, blocks = (F + FO - 1) // FO
     cdef Py_ssize_t RB = fc_rows_block(lvl, sizeof(real))
-    cdef const real[:, ::1] w2 = np.asarray(weight).reshape(F, -1)
-    cdef const real[:, :, ::1] wpack = _pack(w2, FO)
-    bias_arr = np.zeros(blocks * FO, dtype=dtype)
-    if has_bias:
-        bias_arr[:F] = bias
-    cdef const real[::1] bpack = bias_arr
     cdef Py_ssize_t rows = max(1, min(OH, PIXELS_PER_ITEM // OW))
     cdef Py_ssize_t runs = (OH + rows - 1) // rows
     rows = (OH + runs - 1) // runs  # balance the runs of an image
     runs = (OH + rows - 1) // rows
     cdef Py_ssize_t R = (rows - 1) * g.sh + (g.KH - 1) * g.dh + 1
     cdef Py_ssize_t XWP = (OW + RB - 1) // RB * RB + (g.KW - 1) * g.dw
-    # Kernel rows that read only padding rows are skipped when every weight is finite (else
-    # 0 * inf must give NaN, as on the GEMM path).
-    cdef bint pads_rows = g.pt > 0 or (OH - 1) * g.sh + (g.KH - 1) * g.dh - g.pt >= H
-    cdef bint skip_rows = pads_rows and bool(np.isfinite(weight).all())
-    cdef const int[:, ::1] khr = _kernel_rows(OH, H, g.KH, g.sh, g.pt, g.dh)
     cdef Py_ssize_t n_items = g.N * runs, stride = C * R * XWP
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef real[::1] ws = get_workspace(dtype, stride * nt)
-    cdef Py_ssize_t item, n, oh0, blk
+    # Tables (direct.pyx): packed weights (taps in (c, kh, kw) order), packed bias, kernel rows.
+    cdef Py_ssize_t K = C * g.KH * g.KW
+    cdef real* wpack = <real*>_tables(blocks * FO * (K + 1) * sizeof(real) + 2 * OH * sizeof(int))
+    cdef real* bpack = wpack + blocks * K * FO
+    cdef int* khr = <int*>(bpack + blocks * FO)
+    _pack(&weight[0, 0, 0, 0], F, C, g.KH, g.KW, False, FO, wpack)
+    _pack_bias(&bias[0] if has_bias else NULL, F, has_bias, blocks * FO, bpack)
+    _kernel_rows(khr, OH, H, g.KH, g.sh, g.pt, g.dh)
+    # Kernel rows that read only padding rows are skipped when every weight is finite (else
+    # 0 * inf must give NaN, as on the GEMM path).
+    cdef bint pads_rows = g.pt > 0 or (OH - 1) * g.sh + (g.KH - 1) * g.dh - g.pt >= H
+    cdef bint skip_rows = pads_rows and _all_finite(&weight[0, 0, 0, 0], F * K)
+    cdef Py_ssize_t item
     cdef real* window
     cdef const real* xp = &x[0, 0, 0, 0]
     cdef real* yp = &y[0, 0, 0, 0]
-    with nogil, parallel(num_threads=nt):
-        window = &ws[0] + omp_get_thread_num() * stride
-        for item in prange(n_items, schedule="dynamic"):
-            n = item // runs
-            oh0 = (item % runs) * rows
-            copy_window(xp + n * C * H * W, C, H, W, oh0 * g.sh - g.pt, R, -g.pl, XWP, window)
-            for blk in range(blocks):
-                _rows_block(lvl, window, C, R, XWP, g, &khr[oh0, 0] if skip_rows else NULL,
-                            &wpack[blk, 0, 0], &bpack[blk * FO],
-                            yp + (n * F + blk * FO) * OHW + oh0 * OW, OHW, min(FO, F - blk * FO),
-                            min(OH, oh0 + rows) - oh0, relu)
+    cdef const int* skips = khr if skip_rows else NULL
+    if nt == 1:  # one thread, no region (_omp.pxd)
+        with nogil:
+            for item in range(n_items):
+                _rows_item(lvl, g, item, runs, rows, R, XWP, xp, &ws[0], skips, wpack, bpack, yp,
+                           relu)
+    else:
+        with nogil, parallel(num_threads=nt):
+            window = &ws[0] + omp_get_thread_num() * stride
+            for item in prange(n_items, schedule="dynamic"):
+                _rows_item(lvl, g, item, runs, rows, R, XWP, xp, window, skips, wpack, bpack, yp,
+                           relu)
+    free(wpack)
+
+
+cdef void _rows_item(int lvl, Geometry g, Py_ssize_t item, Py_ssize_t runs, Py_ssize_t rows,
+                     Py_ssize_t R, Py_ssize_t XWP, const real* xp, real* window, const int* khr,
+                     const real* wpack, const real* bpack, real* yp, bint relu) noexcept nogil:
+    """_forward_rows()'s work item `item`: output rows [oh0, oh0 + rows) of one image, every
+    block of filters, from its window copied into `window`; khr NULL: no rows skipped."""
+    cdef Py_ssize_t n = item // runs, oh0 = (item % runs) * rows, blk, FO = FC_ROWS_FO
+    cdef Py_ssize_t K = g.C * g.KH * g.KW, OHW = g.OH * g.OW
+    copy_window(xp + n * g.C * g.H * g.W, g.C, g.H, g.W, oh0 * g.sh - g.pt, R, -g.pl, XWP,
+                window)
+    for blk in range((g.F + FO - 1) // FO):
+        _rows_block(lvl, window, g.C, R, XWP, g, khr + 2 * oh0 if khr != NULL else NULL,
+                    wpack + blk * K * FO, bpack + blk * FO,
+                    yp + (n * g.F + blk * FO) * OHW + oh0 * g.OW, OHW, min(FO, g.F - blk * FO),
+                    min(g.OH, oh0 + rows) - oh0, relu)
 
 
 cdef inline void _rows_block(int lvl, const real* x, Py_ssize_t C, Py_ssize_t R, Py_ssize_t XWP,
@@ -151,7 +167,7 @@ cdef _grad_weight_rows(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1]
     filters): per image it runs the kernel over x (or its zero-padded window) and the pair's
     grad_y planes into the item's vector partial sums (and sums the planes for grad_b); at the
     end the lanes, then the parts, are added up in a fixed order."""
-    cdef Py_ssize_t N = g.N, C = g.C, H = g.H, W = g.W, F = g.F, OH = g.OH, OW = g.OW
+    cdef Py_ssize_t N = g.N, C = g.C, F = g.F, OH = g.OH, OW = g.OW
     cdef Py_ssize_t KH = g.KH, KW = g.KW, OHW = OH * OW
     dtype = np.float32 if real is float else np.float64
     cdef Py_ssize_t VL = fc_vector_bytes(lvl) // sizeof(real), FG = FC_ROWS_GF, KG = FC_ROWS_GK
@@ -168,58 +184,84 @@ cdef _grad_weight_rows(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1]
     cdef real[::1] ws = get_workspace(dtype, stride * nt + n_items * item_size + OHW + VL)
     cdef real* sums = &ws[0] + stride * nt
     cdef real* zero = sums + n_items * item_size
-    cdef double[::1] bias_parts = np.zeros(parts * F)  # grad_b per part
-    cdef double* bparts = &bias_parts[0]
+    # Tables (direct.pyx): grad_b per part (in double), then each thread's filter planes.
+    cdef double* bparts = <double*>_tables(parts * F * sizeof(double) + nt * FG * sizeof(real*))
+    cdef const real** gpp = <const real**>(bparts + parts * F)
+    memset(bparts, 0, parts * F * sizeof(double))
     # vectors must be aligned to the element only (the kernel's vector type says so)
     memset(sums, 0, (n_items * item_size + OHW + VL) * sizeof(real))
-    cdef Py_ssize_t item, part, pair, n, f, c, kh, kw, k, lane, i
-    cdef const real** gpp = <const real**>malloc(nt * FG * sizeof(real*))
-    cdef const real** gp
-    if gpp == NULL:
-        raise MemoryError()
-    cdef const real* xw
+    cdef Py_ssize_t item, f
     cdef real* window
-    cdef real s
     cdef const real* xp = &x[0, 0, 0, 0]
     cdef const real* gyp = &grad_y[0, 0, 0, 0]
     cdef real* dwp = &grad_w[0, 0, 0, 0]
+    cdef real* gbp = &grad_b[0] if has_bias else NULL
+    cdef double* bias_sums = bparts if has_bias else NULL
+    if nt == 1:  # one thread, no region (_omp.pxd)
+        with nogil:
+            for item in range(n_items):
+                _rows_gw_item(lvl, g, item, pairs, per_part, padded, R, XW, xp, gyp, zero,
+                              &ws[0], gpp, sums + item * item_size, bias_sums)
+            for f in range(F):
+                _rows_gw_sums(g, f, parts, pairs, item_size, VL, sums, bparts, dwp, gbp)
+    else:
+        with nogil, parallel(num_threads=nt):
+            window = &ws[0] + omp_get_thread_num() * stride
+            for item in prange(n_items, schedule="dynamic"):
+                _rows_gw_item(lvl, g, item, pairs, per_part, padded, R, XW, xp, gyp, zero,
+                              window, gpp + omp_get_thread_num() * FG, sums + item * item_size,
+                              bias_sums)
+        with nogil:
+            for f in prange(F, num_threads=nt, schedule="static"):
+                _rows_gw_sums(g, f, parts, pairs, item_size, VL, sums, bparts, dwp, gbp)
+    free(bparts)
+
+
+cdef void _rows_gw_item(int lvl, Geometry g, Py_ssize_t item, Py_ssize_t pairs,
+                        Py_ssize_t per_part, bint padded, Py_ssize_t R, Py_ssize_t XW,
+                        const real* xp, const real* gyp, const real* zero, real* window,
+                        const real** gp, real* accv, double* bparts) noexcept nogil:
+    """_grad_weight_rows()'s work item `item` (a part of the batch, a pair of filters) into its
+    vector partial sums `accv`; with bparts (not NULL) the pair's grad_y planes summed for
+    grad_b. `window`, `gp`: the thread's window and filter planes."""
+    cdef Py_ssize_t FG = FC_ROWS_GF, F = g.F, OHW = g.OH * g.OW
+    cdef Py_ssize_t part = item // pairs, pair = item % pairs, n, f
+    cdef const real* xw
+    for n in range(part * per_part, min(g.N, (part + 1) * per_part)):
+        if padded:
+            copy_window(xp + n * g.C * g.H * g.W, g.C, g.H, g.W, -g.pt, R, -g.pl, XW, window)
+            xw = window
+        else:
+            xw = xp + n * g.C * g.H * g.W
+        for f in range(FG):
+            gp[f] = gyp + (n * F + pair * FG + f) * OHW if pair * FG + f < F else zero
+            if bparts != NULL and pair * FG + f < F:
+                bparts[part * F + pair * FG + f] += run_sum(gp[f], OHW)
+        _rows_gw_block(lvl, xw, g.C, R if padded else g.H, XW, gp, g, accv)
+
+
+cdef void _rows_gw_sums(Geometry g, Py_ssize_t f, Py_ssize_t parts, Py_ssize_t pairs,
+                        Py_ssize_t item_size, Py_ssize_t VL, const real* sums,
+                        const double* bparts, real* dwp, real* gbp) noexcept nogil:
+    """grad_w[f] (and grad_b[f] into gbp, not NULL) from the items' lanes, then parts, in
+    order."""
+    cdef Py_ssize_t FG = FC_ROWS_GF, KG = FC_ROWS_GK, KB = (g.KW + KG - 1) // KG
+    cdef Py_ssize_t pair = f // FG, c, kh, kw, part, lane
+    cdef real s
     cdef const real* acc
-    with nogil, parallel(num_threads=nt):
-        window = &ws[0] + omp_get_thread_num() * stride
-        gp = gpp + omp_get_thread_num() * FG  # this thread's filter planes
-        for item in prange(n_items, schedule="dynamic"):
-            part = item // pairs
-            pair = item % pairs
-            for n in range(part * per_part, min(N, (part + 1) * per_part)):
-                if padded:
-                    copy_window(xp + n * C * H * W, C, H, W, -g.pt, R, -g.pl, XW, window)
-                    xw = window
-                else:
-                    xw = xp + n * C * H * W
-                for f in range(FG):
-                    gp[f] = (gyp + (n * F + pair * FG + f) * OHW if pair * FG + f < F
-                             else zero)
-                    if has_bias and pair * FG + f < F:
-                        bparts[part * F + pair * FG + f] += run_sum(gp[f], OHW)
-                _rows_gw_block(lvl, xw, C, R if padded else H, XW, gp, g,
-                               sums + item * item_size)
-    free(gpp)
-    with nogil:
-        for f in prange(F, num_threads=nt, schedule="static"):
-            pair = f // FG
-            for c in range(C):
-                for kh in range(KH):
-                    for kw in range(KW):
-                        s = 0
-                        for part in range(parts):
-                            acc = (sums + (part * pairs + pair) * item_size
-                                   + ((((c * KH + kh) * KB + kw // KG) * FG + f % FG) * KG
-                                      + kw % KG) * VL)
-                            for lane in range(VL):
-                                s = s + acc[lane]
-                        dwp[((f * C + c) * KH + kh) * KW + kw] = s
-            if has_bias:
-                grad_b[f] = <real>_sum_parts(bparts + f, parts, F)
+    for c in range(g.C):
+        for kh in range(g.KH):
+            for kw in range(g.KW):
+                s = 0
+                for part in range(parts):
+                    acc = (sums + (part * pairs + pair) * item_size
+                           + ((((c * g.KH + kh) * KB + kw // KG) * FG + f % FG) * KG
+                              + kw % KG) * VL)
+                    for lane in range(VL):
+                        s = s + acc[lane]
+                dwp[((f * g.C + c) * g.KH + kh) * g.KW + kw] = s
+    if gbp != NULL:
+        gbp[f] = <real>_sum_parts(bparts + f, parts, g.F)
 
 
 cdef inline void _rows_gw_block(int lvl, const real* x, Py_ssize_t C, Py_ssize_t XH,

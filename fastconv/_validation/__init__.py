@@ -44,6 +44,7 @@ from .values import (
     as_reduction,
     as_shape,
     as_single,
+    plain,
 )
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "shapes_geometry",
     "conv_padding",
     "output_size",
+    "plain",
     "pool_geometry",
     "pool_output_shape",
     "pool_output_size",

@@ -6,7 +6,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .values import as_int, as_pair, as_shape
+from .values import as_int, as_pair, as_shape, plain
 
 # Every GEMM dimension and leading dimension must fit BLAS's 32-bit int: a plane (H * W, OH * OW),
 # an im2col row (C * KH * KW) and the filters (F).
@@ -73,15 +73,6 @@ def output_size(size, kernel, stride, dilation, pad_before, pad_after):
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _plain(value):
-    """Whether `value` is a str, an int or (nested) tuples of ints, exactly: the argument forms a
-    cache may key on (True == 1 and 2.0 == 2 hash alike, but only ints are valid)."""
-    kind = type(value)
-    if kind is int or kind is str:
-        return True
-    return kind is tuple and all(type(v) is int or _plain(v) for v in value)
-
-
 def conv_geometry(
     input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, names=("x", "weight")
 ):
@@ -90,7 +81,7 @@ def conv_geometry(
     `names`: what the caller calls the input and the weight (or their shapes), for messages.
     A pure function of its arguments: cached for the plain forms (ints, tuples of ints, str),
     since embedding code makes many small calls with the same few geometries."""
-    if type(groups) is int and _plain(stride) and _plain(padding) and _plain(dilation):
+    if type(groups) is int and plain(stride) and plain(padding) and plain(dilation):
         shapes = (tuple(input_shape), tuple(weight_shape))
         return _cached_geometry(*shapes, stride, padding, dilation, groups, names)
     return _conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups, names)

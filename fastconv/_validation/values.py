@@ -42,6 +42,19 @@ def as_single(value, name, minimum):
     return as_int(value, name, minimum)
 
 
+def plain(value):
+    """Whether `value` is None, a str, an int or (nested) tuples of these, exactly: the argument
+    forms a cache of validated calls may key on (True == 1 and 2.0 == 2 hash alike, but only
+    ints are valid)."""
+    if type(value) is not tuple:
+        return type(value) is int or type(value) is str or value is None
+    for v in value:  # a loop, not all(...): called on every call of some ops
+        kind = type(v)
+        if not (kind is int or kind is str or v is None or (kind is tuple and plain(v))):
+            return False
+    return True
+
+
 def as_real(value, name):
     """`value` (a Python or NumPy real number, or a 0-d real array) as a Python float."""
     a = value if hasattr(value, "dtype") else np.asarray(value)

@@ -24,6 +24,11 @@ from .._validation import (
 from .._validation import arrays as _arrays
 from ._batch import unbatched
 
+# Calls validated before, by signature (fastconv._dispatch.signature): the backend and what
+# validation gave. A call of a known signature goes straight to the backend.
+_CONV2D_SEEN = _dispatch.Memo()
+_CONV2D_BACKWARD_SEEN = _dispatch.Memo()
+
 
 def _check_grad_out(grad_out, shape, names):
     if tuple(grad_out.shape) != tuple(shape):
@@ -71,6 +76,12 @@ def conv2d(
         float32 or float64 (see the dtype rule in docs/guide/dtypes.md), on the inputs' device
         (NumPy or CuPy).
     """
+    arguments = (stride, padding, dilation, groups, activation, algorithm)
+    key = None if out is not None else _dispatch.signature((x, weight, bias), arguments)
+    known = _CONV2D_SEEN.get(key)
+    if known is not None:
+        be, geom = known
+        return be.conv2d(x, weight, bias, geom, activation == "relu", algorithm, None)
     be = _dispatch.backend(x=x, weight=weight, bias=bias, out=out)
     x = _arrays.as_array(x, "x", 4)
     weight = _arrays.as_array(weight, "weight", 4)
@@ -87,6 +98,7 @@ def conv2d(
     dtype = _dispatch.dtype(x=x, weight=weight, bias=bias)
     out = _dispatch.output(be, out, geom.output_shape, dtype, x=x, weight=weight, bias=bias)
     x, weight, bias = _dispatch.inputs(dtype, x, weight, bias)
+    _CONV2D_SEEN.remember(key, (be, geom))
     return be.conv2d(x, weight, bias, geom, activation == "relu", algorithm, out)
 
 
@@ -118,6 +130,12 @@ def conv2d_backward(
     (grad_input (N, C, H, W), grad_weight (F, C // groups, KH, KW), grad_bias (F,)), each None
     when not in `needs`; dtype: the dtype rule over (grad_out, x, weight).
     """
+    arguments = (stride, padding, dilation, groups, needs, algorithm)
+    key = _dispatch.signature((grad_out, x, weight), arguments)
+    known = _CONV2D_BACKWARD_SEEN.get(key)
+    if known is not None:
+        be, geom, needs = known
+        return be.conv2d_backward(grad_out, x, weight, geom, needs, algorithm)
     needs = as_needs(needs)
     algorithm = as_algorithm(algorithm)
     be = _dispatch.backend(grad_out=grad_out, x=x, weight=weight)
@@ -128,6 +146,7 @@ def conv2d_backward(
     _check_grad_out(grad_out, geom.output_shape, ("x", "weight"))
     dtype = _dispatch.dtype(grad_out=grad_out, x=x, weight=weight)
     grad_out, x, weight = _dispatch.inputs(dtype, grad_out, x, weight)
+    _CONV2D_BACKWARD_SEEN.remember(key, (be, geom, frozenset(needs)))
     return be.conv2d_backward(grad_out, x, weight, geom, needs, algorithm)
 
 

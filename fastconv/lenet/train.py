@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections import namedtuple
 from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
@@ -212,15 +213,7 @@ def fit(
         "train_images": len(labels),
     }
     opt = _make_optimizer(optimizer, model.parameters(), lr, float(weight_decay))
-    shuffle_rng = shuffle_generator(seed)
-    position = {
-        "epoch": 0,
-        "batch": 0,
-        "loss_sum": 0.0,
-        "correct": 0,
-        "seen": 0,
-        "rng": shuffle_rng.bit_generator.state,
-    }
+    position = _epoch_start(0, shuffle_generator(seed).bit_generator.state)
     history = []
     if resume is not None:
         ckpt = read_checkpoint(resume)  # checked, never unpickled
@@ -246,44 +239,27 @@ def fit(
     previous_threads = set_num_threads(threads) if threads is not None else None
     try:
         with _StopOnSigint() as stop:
-            _run_epochs(
-                model,
-                opt,
-                data,
-                images,
-                labels,
-                int(epochs),
-                int(batch_size),
-                position,
-                history,
-                args,
-                save,
-                stop,
-                progress,
-                log,
-            )
+            run = _Run(model, opt, data, int(epochs), args, save, progress, log)
+            _run_epochs(run, position, history, stop)
     finally:
         if previous_threads is not None:
             set_num_threads(previous_threads)
     return history
 
 
-def _run_epochs(
-    model,
-    opt,
-    data,
-    images,
-    labels,
-    epochs,
-    batch_size,
-    position,
-    history,
-    args,
-    save,
-    stop,
-    progress,
-    log,
-):
+def _epoch_start(epoch, rng_state):
+    """The position at the start of `epoch` (from 0), shuffled by a generator in `rng_state`."""
+    return {"epoch": epoch, "batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "rng": rng_state}
+
+
+# What fit's epochs run with: the same for all of them.
+_Run = namedtuple("_Run", "model opt data epochs args save progress log")
+
+
+def _run_epochs(run, position, history, stop):
+    """fit's epochs from `position` on, appending to `history`; `stop`: _StopOnSigint."""
+    model, opt, data, epochs, args, save, progress, log = run
+    images, labels, batch_size = data.train_images, data.train_labels, args["batch_size"]
     xp = array_module(images)
     loss_fn = nn.SoftmaxCrossEntropy()
     n = len(labels)
@@ -366,14 +342,7 @@ def _run_epochs(
             "test_seconds": time.perf_counter() - test_start,
         }
         history.append(record)
-        position = {
-            "epoch": epoch + 1,
-            "batch": 0,
-            "loss_sum": 0.0,
-            "correct": 0,
-            "seen": 0,
-            "rng": shuffle_rng.bit_generator.state,
-        }
+        position = _epoch_start(epoch + 1, shuffle_rng.bit_generator.state)
         checkpoint_now()
         log(
             f"epoch {epoch + 1:>2}/{epochs}  train loss {record['train_loss']:.4f}  "

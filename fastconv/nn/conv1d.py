@@ -10,6 +10,7 @@ from .._validation import as_int
 from ..parameter import Parameter
 from .checks import check_input
 from .conv_base import ConvLayer
+from .layer import fused_backward, fused_forward
 
 __all__ = ["Conv1D"]
 
@@ -81,25 +82,9 @@ class Conv1D(ConvLayer):
     def forward(self, x: Array) -> Array:
         """x (N, C, L) -> y (N, F, OL)."""
         check_input(self, x, "in_channels", ("N", "C", "L"))
-        y = F.conv1d(
-            x,
-            self.weight.data,
-            None if self.bias is None else self.bias.data,
-            activation=self.activation,
-            **self._geometry(),
-        )
-        self._cache = (x, y) if self.training else None
-        return y
+        return fused_forward(self, F.conv1d, x, **self._geometry())
 
     def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad (N, F, OL) -> grad wrt x (N, C, L) (None if not input_grad); accumulates
         weight.grad and bias.grad."""
-        x, y = self._cached(self._cache)
-        if self.activation == "relu":
-            grad = F.relu_backward(grad, y)
-        needs = self._needs(input_grad)
-        grad_x, grad_weight, grad_bias = F.conv1d_backward(
-            grad, x, self.weight.data, needs=needs, **self._geometry()
-        )
-        self._accumulate(grad_weight, grad_bias)
-        return grad_x
+        return fused_backward(self, F.conv1d_backward, grad, input_grad, **self._geometry())

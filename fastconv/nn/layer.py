@@ -28,6 +28,7 @@ from typing import (
 import numpy as np
 
 from .. import _compat
+from .. import functional as F
 from .._typing import Array, DTypeLike, RNGLike
 from ..parameter import Parameter, array_module
 from .init import as_generator, initial_weights
@@ -404,6 +405,32 @@ class Layer:
         return ""
 
 
+def fused_forward(layer: "_Fused", op: Any, x: Array, **geometry: Any) -> Array:
+    """y = op(x, weight, bias, activation=, **geometry) for a layer whose public op fuses the
+    bias and ReLU (Conv2D, Conv1D, Linear); in training mode (x, y) kept for backward: the op's
+    backward needs the input, the fused ReLU's its output."""
+    bias = None if layer.bias is None else layer.bias.data
+    y = op(x, layer.weight.data, bias, activation=layer.activation, **geometry)
+    layer._cache = (x, y) if layer.training else None
+    return y
+
+
+def fused_backward(
+    layer: "_Fused", op_backward: Any, grad: Array, input_grad: bool, **geometry: Any
+) -> Optional[Array]:
+    """The input's gradient (None if not `input_grad`) of a fused_forward layer by its op's
+    backward, through the fused ReLU first; accumulates weight.grad and bias.grad."""
+    x, y = layer._cached(layer._cache)
+    if layer.activation == "relu":
+        grad = F.relu_backward(grad, y)
+    needs = layer._needs(input_grad)
+    grad_x, grad_weight, grad_bias = op_backward(
+        grad, x, layer.weight.data, needs=needs, **geometry
+    )
+    layer._accumulate(grad_weight, grad_bias)
+    return grad_x
+
+
 class _Weighted(Protocol):
     """What Layer's weighted-layer helpers need of ``self`` (Conv2D, Conv1D, ConvTranspose2D,
     Linear declare these attributes; other layers have no ``weight``)."""
@@ -412,3 +439,18 @@ class _Weighted(Protocol):
     bias: Optional[Parameter]
 
     def _new_parameter(self, name: str, data: Array) -> Parameter: ...
+
+
+class _Fused(_Weighted, Protocol):
+    """What fused_forward / fused_backward need of a layer besides _Weighted's: the fused
+    activation and the (input, output) cache (Conv2D, Conv1D, Linear)."""
+
+    activation: Optional[str]
+    training: bool
+    _cache: Optional[Tuple[Array, Array]]
+
+    def _cached(self, cache: Optional[_T]) -> _T: ...
+
+    def _needs(self, input_grad: bool) -> Tuple[str, ...]: ...
+
+    def _accumulate(self, grad_weight: Array, grad_bias: Optional[Array]) -> None: ...

@@ -10,7 +10,7 @@ from .._validation import as_activation
 from ..parameter import Parameter
 from .checks import check_features
 from .init import check_init, default_init
-from .layer import Layer
+from .layer import Layer, fused_backward, fused_forward
 
 __all__ = ["Linear"]
 
@@ -76,25 +76,12 @@ class Linear(Layer):
     def forward(self, x: Array) -> Array:
         """x ``(*, IN)`` -> y ``(*, OUT)``: any leading axes, none included (torch's rule)."""
         check_features(self, x)
-        y = F.linear(
-            x,
-            self.weight.data,
-            None if self.bias is None else self.bias.data,
-            activation=self.activation,
-        )
-        self._cache = (x, y) if self.training else None
-        return y
+        return fused_forward(self, F.linear, x)
 
     def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad ``(*, OUT)`` -> grad wrt x ``(*, IN)`` (None if not input_grad); accumulates
         weight.grad and bias.grad (sums over all the leading axes)."""
-        x, y = self._cached(self._cache)
-        if self.activation == "relu":
-            grad = F.relu_backward(grad, y)
-        needs = self._needs(input_grad)
-        grad_x, grad_weight, grad_bias = F.linear_backward(grad, x, self.weight.data, needs=needs)
-        self._accumulate(grad_weight, grad_bias)
-        return grad_x
+        return fused_backward(self, F.linear_backward, grad, input_grad)
 
     def extra_repr(self) -> str:
         parts = [f"{self.in_features}, {self.out_features}"]

@@ -176,27 +176,23 @@ def _steps(
     ]
 
 
-def _conv2d(layer: Conv2D, shape: _Shape) -> _Out:
-    out = F.conv_output_shape(
+def _conv(layer: Union[Conv2D, Conv1D], shape: _Shape, output_shape: Any, step: _Step) -> _Out:
+    """A convolution's rule: `output_shape` (F.conv_output_shape or F.conv1d_output_shape) of
+    its geometry, one product per tap of a filter for each output."""
+    out = output_shape(
         (1,) + shape, layer.weight.shape, layer.stride, layer.padding, layer.dilation, layer.groups
     )[1:]
-    taps = int(np.prod(layer.weight.shape[1:]))
-    return (
-        out,
-        int(np.prod(out)) * taps,
-        _steps(layer.kernel_size, _pair(layer.stride), _pair(layer.dilation)),
-    )
+    return out, int(np.prod(out)) * int(np.prod(layer.weight.shape[1:])), step
+
+
+def _conv2d(layer: Conv2D, shape: _Shape) -> _Out:
+    step = _steps(layer.kernel_size, _pair(layer.stride), _pair(layer.dilation))
+    return _conv(layer, shape, F.conv_output_shape, step)
 
 
 def _separable(layer: SeparableConv2D, shape: _Shape) -> _Out:
-    mid = F.conv_output_shape(
-        (1,) + shape,
-        layer.depthwise_weight.shape,
-        layer.stride,
-        layer.padding,
-        layer.dilation,
-        layer.in_channels,
-    )[1:]
+    geometry = (layer.stride, layer.padding, layer.dilation, layer.in_channels)  # depthwise
+    mid = F.conv_output_shape((1,) + shape, layer.depthwise_weight.shape, *geometry)[1:]
     out = (layer.out_channels,) + mid[1:]
     macs = int(np.prod(mid)) * int(np.prod(layer.kernel_size)) + int(np.prod(out)) * mid[0]
     return out, macs, _steps(layer.kernel_size, _pair(layer.stride), _pair(layer.dilation))
@@ -221,19 +217,12 @@ def _conv_transpose(layer: ConvTranspose2D, shape: _Shape) -> _Out:
 
 
 def _conv1d(layer: Conv1D, shape: _Shape) -> _Out:
-    out = F.conv1d_output_shape(
-        (1,) + shape, layer.weight.shape, layer.stride, layer.padding, layer.dilation, layer.groups
-    )[1:]
-    taps = int(np.prod(layer.weight.shape[1:]))
-    return (
-        out,
-        int(np.prod(out)) * taps,
-        _steps(
-            (layer.kernel_size,),
-            (as_single(layer.stride, "stride", 1),),
-            (as_single(layer.dilation, "dilation", 1),),
-        ),
+    stride, dilation = (
+        as_single(layer.stride, "stride", 1),
+        as_single(layer.dilation, "dilation", 1),
     )
+    step = _steps((layer.kernel_size,), (stride,), (dilation,))
+    return _conv(layer, shape, F.conv1d_output_shape, step)
 
 
 def _pool(layer: Union[MaxPool2D, AvgPool2D], shape: _Shape) -> _Out:

@@ -16,6 +16,7 @@ from ..._kernels import direct as _direct_module
 from ..._kernels import optim as _optim_module
 from ..._kernels import pool as _pool_module
 from ..._kernels import winograd as _winograd_module
+from ..._validation.memo import Memo
 from .. import OPS  # noqa: F401  (the interface: the op names this module exports)
 from . import fft as _fft
 from . import planner as _planner
@@ -98,13 +99,23 @@ def _finite(a):
     return bool(np.isfinite(total) or np.isfinite(a).all())
 
 
+# _choice's answers that no operand's values decided (the planner asked for no finiteness),
+# which are then the answers for any operands of the call's shapes: a small convolution's call
+# spent ~2.5 us getting them.
+_CHOICES = Memo(4096)
+
+
 def _choice(pass_, algorithm, shapes, geometry, **operands):
     """(algorithm, flipped): planner.for_operands for the convolution of `shapes` (x, weight,
     y) and `geometry` (stride, padding, dilation, groups) on these operands, their finiteness
     measured only where asked."""
-    x_shape, w_shape, y_shape = shapes
-    first = next(iter(operands.values()))
-    conv = _problem(x_shape, w_shape, y_shape, *geometry, first.dtype)
+    dtype = next(iter(operands.values())).dtype
+    level = _direct_module.level()
+    key = (pass_, algorithm, shapes, geometry, dtype, level)
+    known = _CHOICES.get(key)
+    if known is not None:
+        return known
+    conv = _problem(*shapes, *geometry, dtype)
     seen = {}
 
     def finite(name):
@@ -112,7 +123,10 @@ def _choice(pass_, algorithm, shapes, geometry, **operands):
             seen[name] = _finite(operands[name])
         return seen[name]
 
-    return _planner.for_operands(algorithm, pass_, conv, _level(), finite)
+    chosen = _planner.for_operands(algorithm, pass_, conv, level, finite)
+    if not seen:
+        _CHOICES.remember(key, chosen)
+    return chosen
 
 
 _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}

@@ -19,7 +19,13 @@ from ..._kernels import openmp as _openmp
 MAX_THREADS = 4096
 
 _lock = threading.Lock()
-_local = threading.local()  # .n: this Python thread's count inside `limited`
+
+
+class _Local(threading.local):
+    n = None  # this Python thread's count inside `limited` (a class default: no AttributeError)
+
+
+_local = _Local()
 _num_threads = None  # None: OpenMP's default (OMP_NUM_THREADS or the number of cores)
 _blas = None  # threadpoolctl controllers of the loaded BLAS libraries, found on first use
 _blas_calls = None  # (get_num_threads, set_num_threads) per controller
@@ -34,7 +40,7 @@ def openmp_enabled():
 
 def get_num_threads():
     """The number of threads fastconv's CPU kernels use (from the calling Python thread)."""
-    local = getattr(_local, "n", None)
+    local = _local.n
     if local is not None:
         return local
     if _num_threads is not None:
@@ -69,7 +75,7 @@ def set_num_threads(n):
 def limited(n):
     """Within the block, kernels called from this Python thread use at most `n` threads (and
     other threads are unaffected): what a Dask task uses to share the cores with its siblings."""
-    previous = getattr(_local, "n", None)
+    previous = _local.n
     _local.n = max(1, min(int(n), get_num_threads()))
     try:
         yield
@@ -105,8 +111,20 @@ def _thread_calls():
     return _blas_calls
 
 
+def _c_calls():
+    """The addresses of the C (get, set) functions per BLAS library, for the compiled
+    BlasSingleThread; None when a library has none (not OpenBLAS): _BlasSingleThread then."""
+    import ctypes
+
+    calls = _thread_calls()
+    if not all(isinstance(f, ctypes._CFuncPtr) for pair in calls for f in pair):
+        return None
+    return [tuple(ctypes.cast(f, ctypes.c_void_p).value for f in pair) for pair in calls]
+
+
 class _BlasSingleThread:
-    """Context manager: BLAS on one thread while at least one kernel runs."""
+    """Context manager: BLAS on one thread while at least one kernel runs (Python calls: where
+    a BLAS library is not OpenBLAS)."""
 
     def __enter__(self):
         global _blas_depth, _blas_saved
@@ -130,7 +148,9 @@ class _BlasSingleThread:
         return False
 
 
-blas_single_thread = _BlasSingleThread()
+# BLAS held to one thread while at least one kernel runs: C calls where every library is
+# OpenBLAS, else _BlasSingleThread.
+blas_single_thread = _openmp.BlasSingleThread(_c_calls, _BlasSingleThread())
 
 
 def blas_info():

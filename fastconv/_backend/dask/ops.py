@@ -25,6 +25,11 @@ from . import dense as _dense
 from . import pool as _pool
 
 
+def _whole_planes(op, grad_out, input_shape, *args):
+    """A pooling gradient `op`(grad_out, input_shape, *args) on whole planes (N, C) blocks."""
+    return _pool.per_plane(op, grad_out, plane=input_shape[2:], dtype=grad_out.dtype, args=args)
+
+
 class Dask:
     """The array ops on Dask arrays (a peer of fastconv._backend.eager.Eager)."""
 
@@ -72,12 +77,8 @@ class Dask:
         )
 
     def avg_pool2d_backward(self, grad_out, input_shape, geom, count_include_pad, divisor_override):
-        return _pool.per_plane(
-            "avg_pool2d_backward",
-            grad_out,
-            plane=input_shape[2:],
-            dtype=grad_out.dtype,
-            args=(geom, count_include_pad, divisor_override),
+        return _whole_planes(
+            "avg_pool2d_backward", grad_out, input_shape, geom, count_include_pad, divisor_override
         )
 
     def adaptive_avg_pool2d(self, x, windows_h, windows_w):
@@ -85,12 +86,8 @@ class Dask:
         return _pool.planes("adaptive_avg_pool2d", x, out_plane, x.dtype, windows_h, windows_w)
 
     def adaptive_avg_pool2d_backward(self, grad_out, input_shape, windows_h, windows_w):
-        return _pool.per_plane(
-            "adaptive_avg_pool2d_backward",
-            grad_out,
-            plane=input_shape[2:],
-            dtype=grad_out.dtype,
-            args=(windows_h, windows_w),
+        return _whole_planes(
+            "adaptive_avg_pool2d_backward", grad_out, input_shape, windows_h, windows_w
         )
 
     def adaptive_max_pool2d(self, x, windows_h, windows_w, return_indices):

@@ -55,22 +55,37 @@ __device__ __forceinline__ double fc_log(double v) { return log(v); }
 __device__ __forceinline__ idx_t imax64(idx_t a, idx_t b) { return a > b ? a : b; }
 __device__ __forceinline__ idx_t imin64(idx_t a, idx_t b) { return a < b ? a : b; }
 
+// The grid-stride loop of the one-thread-per-element kernels: i over [0, total), each thread
+// from its global id, in steps of the grid's thread count.
+#define FC_GRID_STRIDE(i, total)                                                  \
+    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < (total); \
+         i += (idx_t)gridDim.x * blockDim.x)
+
+// Element i of a (planes, rows, cols) array: its plane, row and column.
+__device__ __forceinline__ void plane_position(idx_t i, idx_t rows, idx_t cols, idx_t& plane,
+                                               idx_t& row, idx_t& col) {
+    col = i % cols;
+    const idx_t t = i / cols;
+    row = t % rows;
+    plane = t / rows;
+}
+
 // ReLU that keeps NaN (like numpy.maximum(v, 0)): `v > 0 ? v : 0` would turn NaN into 0.
 template <typename T>
 __device__ __forceinline__ T relu_keep_nan(T v) {
     return v < T(0) ? T(0) : v;
 }
 
-// Sum of one value per thread over the block, in a fixed tree order (so results are
-// deterministic). Needs blockDim.x == REDUCE_THREADS (a power of two); every thread of the
+// One value per thread combined over the block by `combine` in a fixed tree order (so results
+// are deterministic). Needs blockDim.x == REDUCE_THREADS (a power of two); every thread of the
 // block must call it; all threads get the result.
-template <typename T>
-__device__ T block_sum(T v, T* smem) {
+template <typename T, typename Combine>
+__device__ T block_reduce(T v, T* smem, Combine combine) {
     const int t = threadIdx.x;
     smem[t] = v;
     __syncthreads();
     for (int s = REDUCE_THREADS / 2; s > 0; s >>= 1) {
-        if (t < s) smem[t] += smem[t + s];
+        if (t < s) smem[t] = combine(smem[t], smem[t + s]);
         __syncthreads();
     }
     const T r = smem[0];
@@ -78,20 +93,19 @@ __device__ T block_sum(T v, T* smem) {
     return r;
 }
 
-// Maximum over the block (NaN-propagating), same contract as block_sum.
+struct SumOf {
+    template <typename T>
+    __device__ T operator()(T a, T b) const { return a + b; }
+};
+
+struct MaxOf {  // NaN-propagating
+    template <typename T>
+    __device__ T operator()(T a, T b) const { return (fc_isnan(a) || a >= b) ? a : b; }
+};
+
+// Sum and maximum (NaN-propagating) over the block: block_reduce's contract.
 template <typename T>
-__device__ T block_max(T v, T* smem) {
-    const int t = threadIdx.x;
-    smem[t] = v;
-    __syncthreads();
-    for (int s = REDUCE_THREADS / 2; s > 0; s >>= 1) {
-        if (t < s) {
-            const T a = smem[t], b = smem[t + s];
-            smem[t] = (fc_isnan(a) || a >= b) ? a : b;
-        }
-        __syncthreads();
-    }
-    const T r = smem[0];
-    __syncthreads();
-    return r;
-}
+__device__ T block_sum(T v, T* smem) { return block_reduce(v, smem, SumOf()); }
+
+template <typename T>
+__device__ T block_max(T v, T* smem) { return block_reduce(v, smem, MaxOf()); }

@@ -19,15 +19,11 @@ __global__ void depthwise_forward(const T* __restrict__ x,       // IN  (N, C, H
                                   int has_bias, int relu) {
     const int M = F / C;
     const idx_t total = N * F * OH * OW;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const idx_t ow = i % OW;
-        idx_t t = i / OW;
-        const idx_t oh = t % OH;
-        t /= OH;
-        const int f = (int)(t % F);
-        const idx_t n = t / F;
-        const T* xp = x + (n * C + f / M) * H * W;
+    FC_GRID_STRIDE(i, total) {
+        idx_t plane, oh, ow;  // plane n * F + f
+        plane_position(i, OH, OW, plane, oh, ow);
+        const int f = (int)(plane % F);
+        const T* xp = x + (plane / F * C + f / M) * H * W;
         const T* wp = weight + (idx_t)f * KH * KW;
         const idx_t ih0 = oh * sh - pt;
         const idx_t iw0 = ow * sw - pl;
@@ -61,14 +57,11 @@ __global__ void depthwise_grad_input(const T* __restrict__ grad_y,  // IN  (N, F
                                      int dh, int dw) {
     const int M = F / C;
     const idx_t total = N * C * H * W;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-        const idx_t iw = i % W;
-        idx_t t = i / W;
-        const idx_t ih = t % H;
-        t /= H;
-        const int c = (int)(t % C);
-        const idx_t n = t / C;
+    FC_GRID_STRIDE(i, total) {
+        idx_t plane, ih, iw;  // plane n * C + c
+        plane_position(i, H, W, plane, ih, iw);
+        const idx_t n = plane / C;
+        const int c = (int)(plane % C);
         T acc = T(0);
         for (int m = 0; m < M; ++m) {
             const int f = c * M + m;

@@ -136,8 +136,7 @@ __global__ void splitk_reduce(const T* __restrict__ partial,  // IN  (splits, n)
                               const T* __restrict__ bias,     // IN  (F,); when has_bias
                               T* __restrict__ out,            // OUT (n,) = (N, F, plane)
                               idx_t n, int splits, idx_t plane, int F, int has_bias, int relu) {
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    FC_GRID_STRIDE(i, n) {
         T v = T(0);
         for (int s = 0; s < splits; ++s) v += partial[(idx_t)s * n + i];
         if (has_bias) v += bias[(i / plane) % F];

@@ -203,8 +203,7 @@ __global__ void wgrad_reduce(const T* __restrict__ partial,       // IN  (splits
                              T* __restrict__ grad_bias,           // OUT (F,) when has_bias
                              idx_t nw, int F, int splits, int has_bias) {
     const idx_t n = nw + (has_bias ? F : 0);
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    FC_GRID_STRIDE(i, n) {
         const bool w = i < nw;
         const T* src = w ? partial + i : bias_partial + (i - nw);
         const idx_t ld = w ? nw : F;

@@ -8,8 +8,7 @@ __global__ void relu_backward(const T* __restrict__ grad_y,  // IN  (n,)
                               const T* __restrict__ y,       // IN  (n,)
                               T* __restrict__ grad_x,        // OUT (n,)
                               idx_t n) {
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    FC_GRID_STRIDE(i, n) {
         grad_x[i] = y[i] > T(0) ? grad_y[i] : T(0);
     }
 }
@@ -20,8 +19,7 @@ __global__ void bias_act(T* __restrict__ y,             // IN/OUT (rows, cols)
                          const T* __restrict__ bias,    // IN (cols,); read only when has_bias
                          idx_t rows, idx_t cols, int has_bias, int relu) {
     const idx_t total = rows * cols;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    FC_GRID_STRIDE(i, total) {
         T v = y[i];
         if (has_bias) v += bias[i % cols];
         if (relu) v = relu_keep_nan(v);
@@ -72,8 +70,7 @@ __global__ void softmax_xent_backward(const T* __restrict__ log_probs,       // 
                                       T* __restrict__ grad_logits,           // OUT (N, K)
                                       idx_t N, idx_t K, T scale) {
     const idx_t total = N * K;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    FC_GRID_STRIDE(i, total) {
         const idx_t row = i / K;
         const idx_t col = i - row * K;
         T v = fc_exp(log_probs[i]);

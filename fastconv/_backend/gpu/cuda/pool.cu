@@ -6,15 +6,6 @@
 // list (integer atomicExch only), then a gather pass sums each list in ascending output order.
 #include "common.cuh"
 
-// Element i of a (planes, rows, cols) array: its plane, row and column.
-__device__ __forceinline__ void plane_position(idx_t i, idx_t rows, idx_t cols, idx_t& plane,
-                                               idx_t& row, idx_t& col) {
-    col = i % cols;
-    const idx_t t = i / cols;
-    row = t % rows;
-    plane = t / rows;
-}
-
 // *y, *index = the max of the nh rows h0, h0 + dh, ... and the nw columns w0, w0 + dw, ... of
 // a plane xp (row length W), index = ih*W + iw of the winner. Row-major scan, a later cell wins
 // only if strictly greater (first max wins), a NaN beats any number and the first NaN stays
@@ -63,8 +54,7 @@ __global__ void max_pool2d_forward(const T* __restrict__ x,          // IN  (pla
                                    idx_t planes, idx_t H, idx_t W, idx_t OH, idx_t OW, int KH,
                                    int KW, int sh, int sw, int ph, int pw, int dh, int dw) {
     const idx_t total = planes * OH * OW;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    FC_GRID_STRIDE(i, total) {
         idx_t plane, oh, ow;
         plane_position(i, OH, OW, plane, oh, ow);
         const idx_t hs = oh * sh - ph;
@@ -88,8 +78,7 @@ __global__ void adaptive_max_pool2d_forward(
     const long long* __restrict__ windows,  // IN  (OH + OW, 2): (start, stop) of rows, columns
     idx_t planes, idx_t H, idx_t W, idx_t OH, idx_t OW) {
     const idx_t total = planes * OH * OW;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    FC_GRID_STRIDE(i, total) {
         idx_t plane, oh, ow;
         plane_position(i, OH, OW, plane, oh, ow);
         const long long* rows = windows + 2 * oh;
@@ -110,8 +99,7 @@ __global__ void max_pool2d_backward_link(const long long* __restrict__ indices, 
                                          int* __restrict__ next,  // OUT (planes, OHW)
                                          idx_t planes, idx_t OHW, idx_t HW) {
     const idx_t total = planes * OHW;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    FC_GRID_STRIDE(i, total) {
         const idx_t idx = indices[i];
         const idx_t plane = i / OHW;
         if (idx < 0 || idx >= HW) continue;  // never on a list: next[i] is never read
@@ -131,8 +119,7 @@ __global__ void max_pool2d_backward_gather(const T* __restrict__ grad_y,  // IN 
                                            T* __restrict__ grad_x,        // OUT (planes, HW)
                                            idx_t planes, idx_t OHW, idx_t HW) {
     const idx_t total = planes * HW;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    FC_GRID_STRIDE(i, total) {
         const int first = head[i];
         T acc = T(0);
         if (first >= 0) {
@@ -173,8 +160,7 @@ __global__ void avg_pool2d_forward(const T* __restrict__ x,  // IN  (planes, H, 
                                    int KW, int sh, int sw, int ph, int pw, int count_include_pad,
                                    idx_t divisor_override) {
     const idx_t total = planes * OH * OW;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    FC_GRID_STRIDE(i, total) {
         idx_t plane, oh, ow;
         plane_position(i, OH, OW, plane, oh, ow);
         const T* xp = x + plane * H * W;
@@ -201,8 +187,7 @@ __global__ void avg_pool2d_backward(const T* __restrict__ grad_y,  // IN  (plane
                                     int KW, int sh, int sw, int ph, int pw,
                                     int count_include_pad, idx_t divisor_override) {
     const idx_t total = planes * H * W;
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    FC_GRID_STRIDE(i, total) {
         idx_t plane, ih, iw;
         plane_position(i, H, W, plane, ih, iw);
         const T* gp = grad_y + plane * OH * OW;

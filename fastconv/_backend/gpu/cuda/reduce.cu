@@ -10,8 +10,7 @@ template <typename T>
 __global__ void sum_splits(const T* __restrict__ partial,  // IN  (splits, n)
                            T* __restrict__ out,            // OUT (n,)
                            idx_t n, int splits) {
-    const idx_t stride = (idx_t)gridDim.x * blockDim.x;
-    for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    FC_GRID_STRIDE(i, n) {
         T acc = T(0);
         for (int s = 0; s < splits; ++s) acc += partial[(idx_t)s * n + i];
         out[i] = acc;
