@@ -13,8 +13,10 @@ the geometry and the SIMD level of the direct kernels, among
 - "fft":       FFT convolution (scipy.fft) for large kernels.
 
 `runnable` says which algorithms can compute a pass exactly; `choose` is the "auto" choice, from
-the measurements the thresholds cite; `resolve` checks a user's choice; `fuses` says which pairs
-of passes run as one call; `for_operands` is what runs on given data: the paths that skip or
+the measurements the thresholds cite; `resolve` checks a user's choice; `worth_timing` which
+runnable ones autotuning (autotune.py) times; `fuses` says which pairs of passes go to one
+backend call and `fused` which of those compute both passes in one; `for_operands` is what runs
+on given data: the paths that skip or
 transform padded taps (direct grad-input, depthwise, winograd, fft) would turn inf into NaN
 differently from NumPy, so operands holding inf or NaN take the exact paths, whatever the plan.
 The backend (ops.py) asks these and runs what they say; nothing else chooses.
@@ -166,6 +168,21 @@ def fft_pays(pass_, conv):
     return min(KH, KW) >= sides[_PASS_INDEX[pass_]]
 
 
+# Autotuning times FFT only where its kernel has at least this many taps per stride phase
+# (ceil(KH / sh) * ceil(KW / sw)): with fewer it lost to the heuristic's choice in every case
+# measured, and one of its runs can cost seconds. FILLED IN BELOW
+_FFT_MIN_TAPS = 16
+
+
+def worth_timing(algorithm, pass_, conv):
+    """Whether autotuning times `algorithm` (runnable) for `pass_` of `conv`: all but FFT on
+    kernels of few taps per stride phase."""
+    if algorithm != "fft":
+        return True
+    (KH, KW), (sh, sw) = conv.w_shape[2:], conv.stride
+    return -(-KH // sh) * -(-KW // sw) >= _FFT_MIN_TAPS
+
+
 # The algorithms that transform whole tiles or planes: an inf or NaN anywhere in one spreads to
 # every output of it, so the backend computes inputs that are not finite on the exact paths.
 TRANSFORMS = ("winograd", "fft")
@@ -243,17 +260,36 @@ def choose(pass_, conv, level, transforms=True):
 FUSIONS = ("grad_weight_bias", "forward_grad_weight")
 
 
+def nonempty(conv):
+    """Whether x, the weight and y all hold elements."""
+    return min(np.prod(conv.x_shape), np.prod(conv.w_shape), np.prod(conv.y_shape)) > 0
+
+
 @functools.lru_cache(maxsize=4096)
 def fuses(fusion, algorithm, conv, level):
-    """Whether `fusion` (one of FUSIONS) runs as one call for `conv`: only under the "auto"
-    choice (a forced algorithm runs as asked) and on non-empty arrays; forward + grad-weight only
-    where both passes choose GEMM."""
-    sizes = (np.prod(conv.x_shape), np.prod(conv.w_shape), np.prod(conv.y_shape))
-    if algorithm != "auto" or min(sizes) == 0:
+    """Whether `fusion` (one of FUSIONS) goes to one backend call for `conv`: only under the
+    "auto" choice (a forced algorithm runs as asked) and on non-empty arrays; forward +
+    grad-weight only where both passes choose GEMM. (The grad-weight + grad-bias call computes
+    both in one pass where grad-weight runs on the direct kernels: `fused`.)"""
+    if algorithm != "auto" or not nonempty(conv):
         return False
     if fusion == "grad_weight_bias":
         return True
-    return choose("forward", conv, level) == "gemm" == choose("grad_weight", conv, level)
+    return fused(
+        fusion, algorithm, conv, choose("forward", conv, level), choose("grad_weight", conv, level)
+    )
+
+
+def fused(fusion, algorithm, conv, forward, grad_weight):
+    """Whether `fusion` computes its two passes in one pass over the data when the forward and
+    grad-weight passes run `forward` and `grad_weight` (the algorithms chosen, "auto" resolved):
+    grad-weight + grad-bias on the direct kernels, forward + grad-weight where both are GEMM;
+    never for a forced algorithm."""
+    if algorithm != "auto" or not nonempty(conv):
+        return False
+    if fusion == "grad_weight_bias":
+        return grad_weight == "direct"
+    return forward == "gemm" == grad_weight
 
 
 @functools.lru_cache(maxsize=4096)
