@@ -86,12 +86,17 @@ def test_race_keeps_the_heuristic_within_the_margin():
 
 
 def test_race_stays_within_its_budget():
-    """Rounds after the first stop before they cost more than _EXTRA x the best time."""
+    """Rounds after the first stop before they cost more than _EXTRA x the best time (or
+    _EXTRA_FLOOR seconds: more rounds for small convolutions), and after _ROUNDS."""
     for n in range(1, 8):
         calls = []
         at.race([str(i) for i in range(n)], lambda name: None, fake_times({}, calls))
         assert len(calls) - n <= at._EXTRA
         assert (len(calls) == n) == (n == 1 or n > at._EXTRA)  # one round only when no more fits
+    calls = []
+    tiny = at._EXTRA_FLOOR / 100
+    at.race(["a", "b"], lambda name: None, fake_times({"a": tiny, "b": tiny}, calls))
+    assert len(calls) == 2 * at._ROUNDS
 
 
 def test_race_uses_the_least_of_the_runs():
@@ -466,3 +471,17 @@ def test_cache_entries_that_cannot_run_are_ignored(tmp_path, rng, monkeypatch):
     assert plan.sources["forward"] == "autotune"  # re-measured
     assert plan.sources["grad_input"] == "autotune cache" and plan["grad_input"] == "gemm"
     assert plan.seconds["grad_input"]["gemm"] is None  # "fast" is no time
+
+
+def test_a_candidate_out_of_memory_drops_out(rng, monkeypatch):
+    x, w, b, g = data(rng)
+    names = at.candidates("forward", _conv(), LEVEL)
+
+    def run(name, target):
+        if name == names[0]:
+            raise MemoryError
+        target[...] = 0
+
+    assert at._measure(lambda name: run(name, None), names[0]) == float("inf")
+    tuned, written = at.tune("forward", _conv(), LEVEL, run, np.empty((2, 16, 12, 12), np.float32))
+    assert tuned.algorithm != names[0] and tuned.seconds[names[0]] is None

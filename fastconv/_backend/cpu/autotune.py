@@ -204,23 +204,29 @@ def forget():
 # ------------------------------------------------------------------------ measuring
 # How a key's candidates are raced (benchmarks/bench_autotune.py measured the cost and the
 # choices): round 0 runs each candidate once; after round r the candidates further than
-# _KEEP[r] x the best time so far drop out (round 0's first runs pay the first-call costs: page
-# faults, workspaces, FFT plans: a loose bound); a candidate's time is the least of its runs
-# (noise from other processes only adds time). Rounds stop when one candidate is left, after
-# len(_KEEP) rounds, or when the next round would take the rounds after round 0 past _EXTRA x
-# the best time (or _EXTRA_FLOOR seconds, for the smallest convolutions).
+# _KEEP[min(r, 2)] x the best time so far drop out (round 0's first runs pay the first-call
+# costs: page faults, workspaces, FFT plans: a loose bound); a candidate's time is the least of
+# its runs (other processes only add time). Rounds stop when one candidate is left, after
+# _ROUNDS rounds, or when the next round would take the rounds after round 0 past _EXTRA x the
+# best time, or _EXTRA_FLOOR seconds if more: small convolutions get more rounds, where a
+# scheduler tick of another process weighs most.
 _KEEP = (3.0, 1.3, 1.1)
+_ROUNDS = 8
 _EXTRA = 4.0
-_EXTRA_FLOOR = 0.002
+_EXTRA_FLOOR = 0.02
 # The heuristic's choice is kept unless another candidate is this much faster: the choices stay
 # put where two algorithms are within noise of each other.
 _MARGIN = 0.97
 
 
 def _measure(run, name):
-    """Seconds one run(name) takes (wall clock: what the caller waits for)."""
+    """Seconds one run(name) takes (wall clock: what the caller waits for); inf when it runs out
+    of memory (it drops out of the race; were it the only one, the call itself raises)."""
     t0 = time.perf_counter()
-    run(name)
+    try:
+        run(name)
+    except MemoryError:
+        return math.inf
     return time.perf_counter() - t0
 
 
@@ -235,7 +241,7 @@ def race(candidates, run, measure):
     extra = 0.0  # seconds spent after round 0
     contenders = list(candidates)
     last = None
-    for r, keep in enumerate(_KEEP):
+    for r in range(_ROUNDS):
         # round 0: the heuristic last; later: slowest first, the leader last
         order = (
             contenders[1:] + contenders[:1]
@@ -248,7 +254,7 @@ def race(candidates, run, measure):
             best[name] = min(best.get(name, math.inf), t)
             last = name
         fastest = min(best[c] for c in contenders)
-        contenders = [c for c in contenders if best[c] <= keep * fastest]
+        contenders = [c for c in contenders if best[c] <= _KEEP[min(r, 2)] * fastest]
         if len(contenders) == 1:
             break
         if extra + sum(best[c] for c in contenders) > max(_EXTRA * fastest, _EXTRA_FLOOR):
@@ -284,6 +290,7 @@ def tune(pass_, conv, level, run, out):
     if written:
         np.copyto(out, scratch)
     seconds = {a: best.get(a) for a in _planner.runnable(pass_, conv, level)}
+    seconds = {a: None if t is None or math.isinf(t) else t for a, t in seconds.items()}
     return Tuned(winner, seconds, "measured"), written
 
 
