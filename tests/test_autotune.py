@@ -129,25 +129,34 @@ def _conv(dtype=np.float32):
 LEVEL = fastconv._kernels.direct.level()
 
 
+# (x shape, weight shape, padding): a 3x3 (gemm, direct, winograd) and an 11x11 (gemm,
+# direct, fft) convolution
+GEOMETRIES = [(X_SHAPE, W_SHAPE, 1), ((2, 4, 24, 24), (4, 4, 11, 11), 5)]
+
+
 @pytest.mark.parametrize("pass_", PASSES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_each_winner_computes_what_forcing_it_computes(pass_, dtype, rng, monkeypatch):
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=["3x3", "11x11"])
+def test_each_winner_computes_what_forcing_it_computes(geometry, pass_, dtype, rng, monkeypatch):
     """Whichever candidate is the fastest, the call returns bitwise what forcing it returns,
     on the tuning call and after, and the plan names it."""
-    x, w, b, g = data(rng, dtype)
-    names = at.candidates(pass_, _conv(dtype), LEVEL)
+    x_shape, w_shape, padding = geometry
+    x, w, b, g = data(rng, dtype, x_shape, w_shape, padding)
+    conv = planner.Conv(x_shape, w_shape, g.shape, (1, 1), (padding,) * 2, (1, 1), 1, x.dtype)
+    names = at.candidates(pass_, conv, LEVEL)
     assert len(names) >= 2
     for fastest in names:
         at.forget()
         monkeypatch.setattr(at, "_measure", fake_times({fastest: 0.1}))
         with fastconv.autotune():
-            got = run_pass(pass_, x, w, b, g)
-            plan = fastconv.conv2d_plan(X_SHAPE, W_SHAPE, padding=1, dtype=dtype)
-            again = run_pass(pass_, x, w, b, g)
+            got = run_pass(pass_, x, w, b, g, padding=padding)
+            plan = fastconv.conv2d_plan(x_shape, w_shape, padding=padding, dtype=dtype)
+            again = run_pass(pass_, x, w, b, g, padding=padding)
         assert plan[pass_] == fastest and plan.sources[pass_] == "autotune"
-        forced = run_pass(pass_, x, w, b, g, algorithm=fastest)
+        forced = run_pass(pass_, x, w, b, g, algorithm=fastest, padding=padding)
         np.testing.assert_array_equal(got, forced)
         np.testing.assert_array_equal(again, forced)
+    assert ("fft" in names) == (w_shape[2] == 11)
 
 
 def test_a_winner_that_did_not_run_last_is_run_again(rng, monkeypatch):
@@ -376,8 +385,6 @@ def test_environment_switches_it_on(tmp_path):
     assert _run_python(code, tmp_path).stdout.split("|")[:2] == ["False", "heuristic"]
     on = _run_python(code, tmp_path, FASTCONV_AUTOTUNE="1").stdout.split("|")
     assert on[:4] == ["True", "autotune", "autotune", "autotune"]
-    off = _run_python(code, tmp_path, FASTCONV_AUTOTUNE="off")
-    assert off.stdout.split("|")[0] == "False" and not off.stderr
     odd = _run_python(code, tmp_path, FASTCONV_AUTOTUNE="maybe")
     assert odd.stdout.split("|")[0] == "False" and "FASTCONV_AUTOTUNE='maybe'" in odd.stderr
 
@@ -485,3 +492,13 @@ def test_a_candidate_out_of_memory_drops_out(rng, monkeypatch):
     assert at._measure(lambda name: run(name, None), names[0]) == float("inf")
     tuned, written = at.tune("forward", _conv(), LEVEL, run, np.empty((2, 16, 12, 12), np.float32))
     assert tuned.algorithm != names[0] and tuned.seconds[names[0]] is None
+
+
+@pytest.mark.parametrize("value, on", [("1", True), (" ON ", True), ("yes", True), ("0", False)])
+def test_environment_values(value, on, monkeypatch):
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert at._env_flag() is on
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "off")
+    assert at._env_flag() is False

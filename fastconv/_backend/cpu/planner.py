@@ -156,31 +156,40 @@ _FFT_CHANNELS = (7, 7, 7)  # 8x16x64x64 > 16 up to 8x64x28x28 > 64: >= 256 pairs
 _PASS_INDEX = {"forward": 0, "grad_input": 1, "grad_weight": 2}
 
 
+def _fft_side(pass_, conv):
+    """The crossover kernel side of FFT for `pass_` of `conv`'s class (filter-channel pairs)."""
+    F, Cg = conv.w_shape[:2]
+    pairs = Cg * (F // conv.groups)
+    sides = _FFT_ONE_PLANE if pairs == 1 else _FFT_FEW_CHANNELS if pairs < 256 else _FFT_CHANNELS
+    return sides[_PASS_INDEX[pass_]]
+
+
 def fft_pays(pass_, conv):
     """Whether FFT beats the other algorithms on `pass_` of `conv`, by the measured crossover:
     stride 1 and no dilation (the measured cases), outputs of at least 16x16."""
-    F, Cg, KH, KW = conv.w_shape
+    KH, KW = conv.w_shape[2:]
     OH, OW = conv.y_shape[2:]
     if tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1) or OH * OW < 256:
         return False
-    pairs = Cg * (F // conv.groups)
-    sides = _FFT_ONE_PLANE if pairs == 1 else _FFT_FEW_CHANNELS if pairs < 256 else _FFT_CHANNELS
-    return min(KH, KW) >= sides[_PASS_INDEX[pass_]]
+    return min(KH, KW) >= _fft_side(pass_, conv)
 
 
-# Autotuning times FFT only where its kernel has at least this many taps per stride phase
-# (ceil(KH / sh) * ceil(KW / sw)): with fewer it lost to the heuristic's choice in every case
-# measured, and one of its runs can cost seconds. FILLED IN BELOW
-_FFT_MIN_TAPS = 16
+# Autotuning times FFT only where the kernel's smaller side per stride phase (ceil(KH / sh),
+# ceil(KW / sw)) reaches this fraction of the crossover side above for its pass and class of
+# convolution: nearer the crossover it may win on another machine; further below it lost to
+# the best algorithm by 2.5-130x on every pass of bench_conv.py's suite (5x5, 7x7 stride 2 and
+# smaller kernels; benchmarks/results/autotune_1thread.json, Ice Lake AVX-512), and one of its
+# runs can take seconds (8x256x56x56 1x1: 3.4 s against 43 ms).
+_FFT_TIMED_FRACTION = 0.7
 
 
 def worth_timing(algorithm, pass_, conv):
     """Whether autotuning times `algorithm` (runnable) for `pass_` of `conv`: all but FFT on
-    kernels of few taps per stride phase."""
+    kernels well below its crossover."""
     if algorithm != "fft":
         return True
     (KH, KW), (sh, sw) = conv.w_shape[2:], conv.stride
-    return -(-KH // sh) * -(-KW // sw) >= _FFT_MIN_TAPS
+    return min(-(-KH // sh), -(-KW // sw)) >= _FFT_TIMED_FRACTION * _fft_side(pass_, conv)
 
 
 # The algorithms that transform whole tiles or planes: an inf or NaN anywhere in one spreads to
