@@ -41,10 +41,32 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
-from bench_conv import LoadMeter, build_suite, cpu_model, make_data  # noqa: E402
+from bench_conv import Case, LoadMeter, build_suite, cpu_model, make_data  # noqa: E402
 
 PASSES = ("forward", "grad_input", "grad_weight")
 SHORT = {"forward": "fwd", "grad_input": "gin", "grad_weight": "gw"}
+
+
+def wide_cases():
+    """--wide: convolutions with 64 filters of few taps each (3 to 16 channels), where the
+    heuristic's "direct" for grad-weight was checked against GEMM (planner.py cites them)."""
+    return [
+        Case("wide-c3-224-k7s2", 8, 3, 224, 224, 64, (7, 7), stride=2, padding=3),
+        Case("wide-c3-224-k3s2", 8, 3, 224, 224, 64, (3, 3), stride=2, padding=1),
+        Case("wide-c3-112-k3", 8, 3, 112, 112, 64, (3, 3), padding=1),
+        Case("wide-c8-56-k3s2", 8, 8, 56, 56, 64, (3, 3), stride=2, padding=1),
+        Case("wide-c16-56-k3", 8, 16, 56, 56, 64, (3, 3), padding=1),
+    ]
+
+
+def few_channel_cases():
+    """--few: 3x3 stride-1 convolutions with 16 to 64 channels, below the 64 at which the
+    heuristic's Winograd was measured on AVX2 (planner.py cites them)."""
+    return [
+        Case(f"few-c{C}-f{F}-{hw}", 8, C, hw, hw, F, (3, 3), padding=1)
+        for hw in (56, 28, 14)
+        for C, F in ((16, 32), (32, 32), (32, 64), (64, 32))
+    ]
 
 
 def call(fc, case, data, pass_, algorithm, tuned=False):
@@ -260,13 +282,17 @@ def main(argv=None):
     ap.add_argument("--cases", default=None, help="regex over case names")
     ap.add_argument("--quick", action="store_true", help="bench_conv's --quick suite (batch / 4)")
     ap.add_argument("--skip-compare", action="store_true", help="only the tuning phase")
+    ap.add_argument("--wide", action="store_true", help="add wide_cases() to the suite")
+    ap.add_argument("--few", action="store_true", help="add few_channel_cases() to the suite")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
     import fastconv as fc
 
     fc.set_num_threads(args.threads)
-    suite = [c for c in build_suite(args.quick) if not args.cases or re.search(args.cases, c.name)]
+    suite = build_suite(args.quick) + (wide_cases() if args.wide else [])
+    suite += few_channel_cases() if args.few else []
+    suite = [c for c in suite if not args.cases or re.search(args.cases, c.name)]
     out = sys.stdout
     print(
         f"# autotune vs heuristic vs forced; {datetime.datetime.now().isoformat(timespec='seconds')}",

@@ -205,8 +205,9 @@ def forget():
 # How a key's candidates are raced (benchmarks/bench_autotune.py measured the cost and the
 # choices): round 0 runs each candidate once; after round r the candidates further than
 # _KEEP[min(r, 2)] x the best time so far drop out (round 0's first runs pay the first-call
-# costs: page faults, workspaces, FFT plans: a loose bound); a candidate's time is the least of
-# its runs (other processes only add time). Rounds stop when one candidate is left, after
+# costs: page faults, workspaces, FFT plans: a loose bound; and after round 0 only if a second
+# round of all would not fit the budget below); a candidate's time is the least of its runs
+# (other processes only add time). Rounds stop when one candidate is left, after
 # _ROUNDS rounds, or when the next round would take the rounds after round 0 past _EXTRA x the
 # best time, or _EXTRA_FLOOR seconds if more: small convolutions get more rounds, where a
 # scheduler tick of another process weighs most.
@@ -254,10 +255,14 @@ def race(candidates, run, measure):
             best[name] = min(best.get(name, math.inf), t)
             last = name
         fastest = min(best[c] for c in contenders)
-        contenders = [c for c in contenders if best[c] <= _KEEP[min(r, 2)] * fastest]
+        budget = max(_EXTRA * fastest, _EXTRA_FLOOR)
+        if r > 0 or extra + sum(best[c] for c in contenders) > budget:
+            # (after round 0 only when a second round of all would not fit: a single run
+            # may have been slowed down several times by another process)
+            contenders = [c for c in contenders if best[c] <= _KEEP[min(r, 2)] * fastest]
         if len(contenders) == 1:
             break
-        if extra + sum(best[c] for c in contenders) > max(_EXTRA * fastest, _EXTRA_FLOOR):
+        if extra + sum(best[c] for c in contenders) > budget:
             break
     winner = min(contenders, key=lambda c: best[c])
     if heuristic in contenders and best[winner] > _MARGIN * best[heuristic]:

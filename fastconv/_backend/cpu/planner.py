@@ -52,16 +52,30 @@ def window_fits(in_hw, out_hw, kernel_hw, stride, dilation):
     return span_h * span_w <= _WINDOW_FACTOR * (H * W + OH * OW)
 
 
-def direct_fits(filters, taps, dtype, level):
+def direct_fits(filters, taps, dtype, level, wide=True):
     """Whether the SIMD direct kernels beat im2col + GEMM for `filters` outputs per pixel (the
     SIMD lanes) of `taps` = C * KH * KW products each (one group). Measured with AVX2 (2 threads,
     forward): direct 1.3-3x faster from 4 up to 32 float32 (2 to 16 float64) filters, and up to
-    64 / 32 when taps <= 160 (7x7 on RGB); about even at 64 float32 filters of 3x3x64; GEMM faster
-    beyond, and for a single filter (grad-input of a one-channel input: 2x)."""
+    64 / 32 when taps <= 160 (7x7 on RGB; only if `wide`); about even at 64 float32 filters of
+    3x3x64; GEMM faster beyond, and for a single filter (grad-input of a one-channel input:
+    2x)."""
     if level == 0:
         return False
     filter_bytes = filters * np.dtype(dtype).itemsize
-    return 16 <= filter_bytes and (filter_bytes <= 128 or (filter_bytes <= 256 and taps <= 160))
+    if not 16 <= filter_bytes:
+        return False
+    return filter_bytes <= 128 or (wide and filter_bytes <= 256 and taps <= 160)
+
+
+# Grad-weight with AVX-512 keeps to 128 bytes of filters (32 float32): the wide extension above
+# was measured for the forward pass with AVX2; on Ice Lake AVX-512, for grad-weight with 64
+# float32 filters of 27 to 147 taps (3 to 16 channels, 56x56 to 224x224, batch 8: the wide-*
+# cases of benchmarks/bench_autotune.py and the suite's 7x7s2-c3-224-f64) GEMM took 0.51-0.73x
+# the direct kernels' time on one thread (autotune_extra_1thread_before.json, minima of 11
+# interleaved reps) and 0.53-0.97x on two (a busy machine: minima of 15). The forward pass
+# stays: about even there (0.92-1.08x).
+def _direct_wide(pass_, level):
+    return not (pass_ == "grad_weight" and level >= 2)
 
 
 def _is_matmul(conv):
@@ -102,12 +116,18 @@ def _winograd_shape(conv):
 # tiles of 4x4 outputs per batch of 8), 0.47 / 0.59x on the dilated one, 2-3x faster than GEMM;
 # at C = F = 512 on 7x7 (32 tiles, each transformed weight used by few tiles) 0.44 / 0.44x torch
 # with the kernel's few-tiles schedule (src/winograd_few.h, 15 reps, idle machine; 0.96 / 1.15x
-# before it). Fewer channels were not measured: they stay on direct/GEMM.
+# before it). Fewer channels were not measured there: they stay on direct/GEMM with AVX2.
+# With AVX-512 (Ice Lake; the few-* cases of benchmarks/bench_autotune.py: 3x3 'same', batch 8,
+# 14x14 to 56x56; autotune_extra_1thread_before.json, one thread, minima of 11 interleaved
+# reps) Winograd took 0.17-0.91x the best other algorithm's time in all 18 forward and
+# grad-input passes with C and F >= 32 (0.33-0.64x on two threads at 28x28, a busy machine);
+# with 16 channels 0.32-0.64x on 28x28 and 56x56 but 0.92 / 1.71x on 14x14: not taken.
 _WINOGRAD_MIN_CHANNELS = 64
+_WINOGRAD_MIN_CHANNELS_AVX512 = 32
 _WINOGRAD_MIN_TILES = 32
 
 
-def winograd_pays(pass_, conv):
+def winograd_pays(pass_, conv, level):
     """Whether Winograd is the choice for `pass_` (forward or grad-input) of `conv`."""
     if pass_ == "grad_weight" or not _winograd_shape(conv):
         return False
@@ -116,7 +136,8 @@ def winograd_pays(pass_, conv):
     H, W = conv.x_shape[2:]
     rows, cols = (OH, OW) if pass_ == "forward" else (H, W)
     tiles = N * -(-rows // 4) * -(-cols // 4)
-    return min(C, F) >= _WINOGRAD_MIN_CHANNELS and tiles >= _WINOGRAD_MIN_TILES
+    channels = _WINOGRAD_MIN_CHANNELS_AVX512 if level >= 2 else _WINOGRAD_MIN_CHANNELS
+    return min(C, F) >= channels and tiles >= _WINOGRAD_MIN_TILES
 
 
 def runnable(pass_, conv, level):
@@ -248,7 +269,7 @@ def choose(pass_, conv, level, transforms=True):
     F, Cg, KH, KW = conv.w_shape
     if transforms and fft_pays(pass_, conv):
         return "fft"
-    if transforms and winograd_pays(pass_, conv):
+    if transforms and winograd_pays(pass_, conv, level):
         return "winograd"
     if "matmul" in can:
         # LeNet-5's C5 (16x5x5 -> 120 on 5x5 inputs): 2-3x faster as one GEMM than as im2col.
@@ -257,7 +278,7 @@ def choose(pass_, conv, level, transforms=True):
         return "depthwise"
     if "direct" in can:
         lanes, taps = (Cg, F * KH * KW) if pass_ == "grad_input" else (F, Cg * KH * KW)
-        if direct_fits(lanes, taps, conv.dtype, level):
+        if direct_fits(lanes, taps, conv.dtype, level, _direct_wide(pass_, level)):
             return "direct"
     return "gemm"
 
