@@ -106,10 +106,21 @@ def seconds(fn, calls=1):
     return (time.perf_counter() - t0) / calls
 
 
+def warm_process(fc):
+    """One small call of each algorithm, untuned: the process's one-time costs (OpenMP's and
+    BLAS's threads, SciPy's FFT module) are not the tuning's."""
+    x = np.ones((2, 8, 16, 16), np.float32)
+    w = np.ones((8, 8, 3, 3), np.float32)
+    for a in fc.conv2d_algorithms(x.shape, w.shape, padding=1)["forward"]:
+        fc.conv2d(x, w, padding=1, algorithm=a)
+        fc.conv2d_backward(fc.conv2d(x, w, padding=1), x, w, padding=1, algorithm="gemm")
+
+
 def tune_suite(fc, suite, args):
     """Phase 1: {case name: {pass: {"first_ms", "tuned_ms", "cost_ms"}}, "plan": ...}."""
     from fastconv._backend.cpu import autotune
 
+    warm_process(fc)
     autotune.forget()
     out = {}
     for case in suite:
@@ -244,6 +255,40 @@ def summarise(fc, suite, tuning, timing, algorithms, stat):
     return rows, worst, auto_worst
 
 
+def merge(paths, out_path):
+    """The tables of several runs (each over some of the cases) as one; the tuning cost is the
+    sum of theirs."""
+    runs = [json.load(open(p)) for p in paths]
+    out = sys.stdout
+    cost = sum(r["tuning_cost_s"] for r in runs)
+    busy = [r["tuning_busy"] for r in runs if r.get("tuning_busy") is not None]
+    print(f"# merged {len(runs)} runs: {', '.join(paths)}", file=out)
+    print(f"# {runs[0]['environment']}", file=out)
+    print(
+        f"# tuning the {sum(len(r['tuning']) for r in runs)} cases x 3 passes: {cost:.2f} s "
+        f"(other load while tuning {min(busy, default=0) * 100:.0f}-{max(busy, default=0) * 100:.0f}% "
+        f"of the CPUs)",
+        file=out,
+    )
+    merged = {"runs": paths, "tuning_cost_s": cost}
+    for stat in ("min", "median"):
+        rows = [row for r in runs for row in r[stat]["rows"]]
+        worst = max(row["tuned_over_best"] for row in rows)
+        auto_worst = max(row["auto_over_best"] for row in rows)
+        print(f"\n## {stat} of the reps, ms", file=out)
+        print(table(rows), file=out)
+        print(
+            f"# {stat}: worst tuned/best {worst:.3f}; worst auto/best {auto_worst:.3f}; "
+            f"tuning cost {cost:.2f} s",
+            file=out,
+        )
+        merged[stat] = {"rows": rows, "worst_tuned_over_best": worst}
+        merged[stat]["worst_auto_over_best"] = auto_worst
+    if out_path:
+        with open(out_path, "w") as f:
+            json.dump(merged, f, indent=1, default=str)
+
+
 def table(rows):
     names = ("gemm", "direct", "depthwise", "matmul", "winograd", "fft")
     head = (
@@ -285,7 +330,15 @@ def main(argv=None):
     ap.add_argument("--wide", action="store_true", help="add wide_cases() to the suite")
     ap.add_argument("--few", action="store_true", help="add few_channel_cases() to the suite")
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        help="print the tables of these --json results (one case or more each) as one",
+    )
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.json)
 
     import fastconv as fc
 
