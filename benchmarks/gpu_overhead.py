@@ -73,7 +73,7 @@ def cases(cupy, np):
         ("conv2d_grad_input", "conv2d_grad_input", (y, w, x, *geom, "auto")),
         ("conv2d_grad_weight", "conv2d_grad_weight", (y, x, w, *geom, "auto")),
         ("conv2d_grad_bias", "conv2d_grad_bias", (y, b)),
-        ("max_pool2d_forward", "max_pool2d_forward", (y, p, idx, (2, 2), (2, 2), (0, 0))),
+        ("max_pool2d_forward", "max_pool2d_forward", (y, p, idx, (2, 2), (2, 2), (0, 0), (1, 1))),
         ("max_pool2d_backward", "max_pool2d_backward", (p, idx, y)),
         ("relu_backward", "relu_backward", (y, y, y)),
         # (linear_forward's figure is mostly NumPy's matmul standing in for cuBLAS)

@@ -8,26 +8,47 @@
 #   PYTHON=/path/to/python3 bash benchmarks/gpu_verify.sh   (default: `python3` on the PATH)
 #
 # Steps, their time limits, and ESTIMATED times on one H100 with 16 CPU cores (estimates, not
-# measurements: the script has not run on a GPU yet; the build's from a full build here, with
-# setuptools 65.5: 92 s with -j 2 on 2 busy cores, about 100 CPU-seconds, 15 s of it src/conv.pyx):
+# measurements: the script has not run on a GPU yet). CPU figures were measured on this
+# project's 2-core VM (Xeon 2.8 GHz; an H100 host's cores are as fast or faster), as CPU
+# seconds since the VM is shared; the GPU parts are reasoned from launch counts and sizes:
 #   step       limit  estimate  what
 #   precheck     30 s    ~10 s  one line naming what is missing (numpy, scipy, Cython, pytest,
 #                               threadpoolctl, tqdm, CuPy with a visible CUDA device, a C compiler,
 #                               Python's headers; torch optional: without it, no torch columns);
-#                               stops here when anything required is missing
-#   build       120 s    ~30 s  benchmarks/build_inplace.py: setup.py's extensions, built without
-#                               pyproject's metadata (its PEP 639 fields need setuptools >= 77)
-#   tests       100 s    ~60 s  the GPU tests (NVRTC compiles the 8 .cu files, 58 kernels; CuPy
-#                               caches the binaries on disk for the steps below)
-#   memcheck     40 s    ~25 s  compute-sanitizer memcheck on 14 GPU tests (CuPy's pool off, so
-#                               every array is its own allocation); skipped without the tool
-#   racecheck    40 s    ~25 s  compute-sanitizer racecheck on 5 tests of the shared-memory kernels
-#   conv_gpu     80 s    ~60 s  bench_conv.py --device gpu: 15 cases, fastconv fp32 / tf32 / 3xtf32,
-#                               torch with TF32 off and on, forward and backward, 5 reps
-#   lenet_gpu    40 s    ~25 s  bench_lenet_gpu.py: LeNet-5 epochs of 60000 synthetic images,
-#                               fastconv and torch interleaved, median of 3
+#                               stops here when anything required is missing. Imports 2 s of
+#                               CPU here (CPU torch; CUDA torch from a cold disk 3-5 s), CUDA
+#                               initialisation 2-4 s
+#   build        90 s    ~25 s  benchmarks/build_inplace.py: setup.py's extensions, built without
+#                               pyproject's metadata (its PEP 639 fields need setuptools >= 77).
+#                               Measured here, one module at a time: 80 CPU-s in all, the longest
+#                               src/direct.pyx 13.6 s and src/conv.pyx 13.1 s (Cython + gcc -O3);
+#                               with 16 jobs the wall time is about the longest module's
+#   tests        80 s    ~40 s  the GPU tests (NVRTC compiles the 8 .cu files, 58 kernels, for
+#                               this GPU: 15 CPU-s for sm_90 with NVRTC 13.0 here, conv_tc.cu 6.7
+#                               of it; CuPy caches the binaries on disk for the steps below); 131
+#                               GPU tests on tiny shapes (N <= 4, C <= 20: tens of ms each); the
+#                               39 others 5 CPU-s here (the pre-check rehearsal the most)
+#   memcheck     50 s    ~25 s  compute-sanitizer memcheck on 14 GPU tests (CuPy's pool off, so
+#                               every array is its own allocation); skipped without the tool.
+#                               About 10 s to start Python and the sanitizer and instrument the
+#                               cached modules, then a few launches per test, each 10-100x slower
+#   racecheck    50 s    ~25 s  compute-sanitizer racecheck on 5 tests of the shared-memory
+#                               kernels: the same start; every shared-memory access is checked
+#   conv_gpu    100 s    ~50 s  bench_conv.py --device gpu: 14 cases, fastconv fp32 / tf32 /
+#                               3xtf32, torch with TF32 off and on, forward and backward, 5 reps.
+#                               Per case and phase, each of the 5 columns: 2 warm-ups, then 5 reps
+#                               of at most 50 calls or ~20 ms, and 2 untimed calls each: <= 0.15 s,
+#                               <= 21 s in all; the host's data and float64 reference 2.6 CPU-s
+#                               (measured); first calls, error checks, cuDNN's loading ~15 s
+#   lenet_gpu    50 s    ~20 s  bench_lenet_gpu.py: LeNet-5 epochs of 60000 synthetic images,
+#                               fastconv and torch interleaved, median of 3 (a warm-up epoch
+#                               each: 8 epochs of 938 steps). fastconv's Python per step 1.2 CPU-ms
+#                               here with launches stubbed (27 launches, 12 CuPy ops), about 1.6
+#                               ms with CuPy's own cost: ~1.5 s an epoch (the GPU's ~0.25 ms of
+#                               tiny kernels per step is hidden); torch's eager step ~0.7 ms
 #   total       450 s (each step killed 2 s after its limit: at most 464 s, under 8 minutes);
-#               about 4 minutes expected.
+#               about 3.5 minutes expected. The limits leave each step 2x its estimate or more
+#               (conv_gpu 1.8x: cuDNN's first call per shape is the least known part).
 #
 # Every step's output is teed to the console, to OUT/verify.log and to
 # benchmarks/results/gpu_<GPU name>/<step>.log (the GPU name sanitised, e.g.
@@ -262,7 +283,7 @@ TORCH_GPU="$(read_env torch_gpu)"
 JOBS="$(nproc 2>/dev/null || echo 4)"
 
 # ------------------------------------------------------------------------------ build, tests
-step build 120 "$PY" benchmarks/build_inplace.py -j "$JOBS"
+step build 90 "$PY" benchmarks/build_inplace.py -j "$JOBS"
 if [ "${RESULT[build]}" != "passed" ]; then
     summary
     exit 1
@@ -271,7 +292,7 @@ fi
 # CuPy caches them on disk for the steps below), plans, the precision switch, these scripts.
 # The nvcc/NVRTC cross-compile tests ran where the code was written
 # (benchmarks/results/ptxas_sm80_sm90.log, nvrtc_sm80_sm90.log).
-step tests 100 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_backend.py \
+step tests 80 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_backend.py \
     tests/test_gpu_plans.py tests/test_gpu_precision.py tests/test_gpu_scripts.py
 
 # ------------------------------------------------------------------------------ sanitizers
@@ -309,9 +330,9 @@ if [ -z "$SANITIZER" ] && [ -x "$CUDA_BIN/compute-sanitizer" ]; then
     SANITIZER="$CUDA_BIN/compute-sanitizer"
 fi
 if [ -n "$SANITIZER" ]; then
-    step memcheck 40 "$SANITIZER" --tool memcheck --error-exitcode 9 --print-limit 20 \
+    step memcheck 50 "$SANITIZER" --tool memcheck --error-exitcode 9 --print-limit 20 \
         "$PY" -c "$NO_POOL" -q -p no:cacheprovider "${MEMCHECK_TESTS[@]}"
-    step racecheck 40 "$SANITIZER" --tool racecheck --error-exitcode 9 --print-limit 20 \
+    step racecheck 50 "$SANITIZER" --tool racecheck --error-exitcode 9 --print-limit 20 \
         "$PY" -c "$NO_POOL" -q -p no:cacheprovider "${RACECHECK_TESTS[@]}"
 else
     skip memcheck "no compute-sanitizer" "compute-sanitizer is not on the PATH nor in $CUDA_BIN"
@@ -327,9 +348,9 @@ if [ "$TORCH_GPU" = "True" ]; then
     CONV_IMPLS="$CONV_IMPLS,torch"
     LENET_IMPLS="$LENET_IMPLS,torch"
 fi
-step conv_gpu 80 "$PY" benchmarks/bench_conv.py --device gpu --impls "$CONV_IMPLS" --reps 5 \
+step conv_gpu 100 "$PY" benchmarks/bench_conv.py --device gpu --impls "$CONV_IMPLS" --reps 5 \
     --json "$RES/conv_gpu.json"
-step lenet_gpu 40 "$PY" benchmarks/bench_lenet_gpu.py --impls "$LENET_IMPLS" --reps 3 \
+step lenet_gpu 50 "$PY" benchmarks/bench_lenet_gpu.py --impls "$LENET_IMPLS" --reps 3 \
     --json "$RES/lenet_gpu.json"
 
 summary

@@ -1,4 +1,4 @@
-"""Print a bench_conv.py JSON record as the Markdown table the README shows.
+"""Print a bench_conv.py JSON record as the Markdown table benchmarks/README.md shows.
 
 python benchmarks/markdown_table.py benchmarks/results/conv_cpu_2threads.json
 """

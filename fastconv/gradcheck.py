@@ -37,9 +37,9 @@ class TensorCheck:
     ----------
     name : str
     max_abs_error : float
-        max |analytic - numerical| over the checked elements.
+        ``max |analytic - numerical|`` over the checked elements.
     max_rel_error : float
-        max |analytic - numerical| / max(|analytic|, |numerical|) (0 where both are 0).
+        ``max |analytic - numerical| / max(|analytic|, |numerical|)`` (0 where both are 0).
     checked, total : int
         Elements compared, elements in the tensor.
     worst_index : tuple
@@ -47,7 +47,7 @@ class TensorCheck:
     analytic, numerical : float
         The two values at ``worst_index``.
     passed : bool
-        Every checked element has |analytic - numerical| <= atol + rtol * |numerical|.
+        Every checked element has ``|analytic - numerical| <= atol + rtol * |numerical|``.
     """
 
     def __init__(self, name, analytic, numerical, index, total, rtol, atol):

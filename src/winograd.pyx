@@ -330,3 +330,4 @@ cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, fw_tile* ti
 
 
 include "winograd_few.pxi"
+include "winograd_wgrad.pxi"

@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reference import (  # noqa: E402
+    adaptive_max_pool2d_ref,
     avg_pool2d_ref,
     conv1d_ref,
     conv2d_backward_ref,
@@ -167,6 +168,33 @@ def check_valid_pool(seed):
     _check_close(
         "avg_pool2d", a, avg_pool2d_ref(x, kernel, stride, padding, include), kernel[0] * kernel[1]
     )
+    # then (drawn after the above, which the seeds keep reproducing): a dilated max pool, ceil
+    # mode, divisor_override and adaptive max pooling
+    dilation, kernel, padding = _dilated_pool(rng, H, W)
+    ceil_mode = bool(rng.integers(2))
+    y, idx = fastconv.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, True)
+    y_ref, idx_ref = max_pool2d_ref(x, kernel, stride, padding, ceil_mode, dilation)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+    divisor = int(rng.integers(1, 10))
+    kw = dict(ceil_mode=ceil_mode, count_include_pad=include, divisor_override=divisor)
+    a = fastconv.avg_pool2d(x, kernel, stride, padding, **kw)
+    expected = avg_pool2d_ref(x, kernel, stride, padding, include, ceil_mode, divisor)
+    _check_close("avg_pool2d divisor_override", a, expected, kernel[0] * kernel[1])
+    out = (int(rng.integers(1, 2 * H + 1)), int(rng.integers(1, 2 * W + 1)))
+    y, idx = fastconv.adaptive_max_pool2d(x, out, return_indices=True)
+    y_ref, idx_ref = adaptive_max_pool2d_ref(x, out)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+
+
+def _dilated_pool(rng, H, W):
+    """(dilation, kernel, padding) of a valid dilated pool over H x W: each dilated kernel
+    spans at most the input, padding at most half the kernel (so no window is all padding)."""
+    dilation = tuple(int(rng.choice([1, 2, 3])) for _ in range(2))
+    kernel = tuple(int(rng.integers(1, (n - 1) // d + 2)) for n, d in zip((H, W), dilation))
+    padding = tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel)
+    return dilation, kernel, padding
 
 
 # ------------------------------------------------------------- every algorithm, every SIMD level
@@ -472,6 +500,24 @@ def _dask_pool(rng, seed):
         fastconv.adaptive_avg_pool2d_backward(g, x.shape),
     )
     _same_lazily("global_avg_pool2d", fastconv.global_avg_pool2d(xd), fastconv.global_avg_pool2d(x))
+    # then (drawn after the above): dilated max pooling (halos of dilated windows) and adaptive
+    # max pooling
+    dilation, kernel, padding = _dilated_pool(rng, H, W)
+    args = (kernel, stride, padding, dilation, ceil_mode, True)
+    y, idx = fastconv.max_pool2d(x, *args)
+    yd, idxd = fastconv.max_pool2d(_chunked(x, rng), *args)
+    _same_lazily("max_pool2d dilated", yd, y)
+    _same_lazily("max_pool2d dilated indices", idxd, idx)
+    y, idx = fastconv.adaptive_max_pool2d(x, out, True)
+    yd, idxd = fastconv.adaptive_max_pool2d(xd, out, True)
+    _same_lazily("adaptive_max_pool2d", yd, y)
+    _same_lazily("adaptive_max_pool2d indices", idxd, idx)
+    g = rng.standard_normal(y.shape)
+    _same_lazily(
+        "adaptive_max_pool2d_backward",
+        fastconv.adaptive_max_pool2d_backward(_chunked(g, rng), idxd, x.shape),
+        fastconv.adaptive_max_pool2d_backward(g, idx, x.shape),
+    )
 
 
 def _dask_dense(rng, seed):
@@ -574,7 +620,7 @@ _BAD_INTS = [
     object(),
 ]
 _BAD_ARRAYS = [
-    np.ones((2, 4, 6)),
+    np.ones((4, 6)),  # (a 3-D x is one sample (C, H, W), as torch takes it)
     np.ones((2, 4, 6, 6), complex),
     np.array("abc"),
     np.ones((2, 4, 6, 6), object),
@@ -612,7 +658,7 @@ def _families():
     }
     conv_bad = dict(
         geometry,
-        x=_BAD_ARRAYS + [np.ones((2, 3, 6, 6)), np.ones((2, 4, 0, 6))],
+        x=_BAD_ARRAYS + [np.ones((2, 3, 6, 6)), np.ones((2, 4, 0, 6)), np.ones((3, 6, 6))],
         weight=_BAD_ARRAYS
         + [
             np.ones((6, 3, 3, 3)),
@@ -639,7 +685,8 @@ def _families():
     pool_avg = dict(pool, max=False)
     dense = dict(x=np.ones((3, 5)), weight=np.ones((4, 5)), bias=np.ones(4))
     dense_bad = {
-        "x": [np.ones((3, 4)), np.ones(5), np.ones((3, 5), complex), "x"],
+        # (x (5,) is one sample and (2, 3, 5) a batch of sequences: linear takes (*, IN))
+        "x": [np.ones((3, 4)), np.ones(4), np.ones(()), np.ones((3, 5), complex), "x"],
         "weight": [np.ones((4, 6)), np.ones(4), "w"],
         "bias": [np.ones(3), np.ones((4, 1)), "b"],
         "activation": ["tanh", 1, "RELU"],
@@ -682,6 +729,27 @@ def _families():
         ),
         ("max_pool2d", pool, _pool_call, pool_bad),
         ("avg_pool2d", pool_avg, _pool_call, pool_bad),
+        (
+            "max_pool2d dilated",
+            dict(pool, dilation=2),
+            _pool_call,
+            {"dilation": [d for d in _BAD_INTS if d is not None] + [(1, 6)]},
+        ),
+        (
+            "avg_pool2d divisor_override",
+            dict(pool_avg, divisor_override=3),
+            _pool_call,
+            {"divisor_override": [0, 1.5, "2", True, (2,), 2j]},
+        ),
+        (
+            "adaptive_max_pool2d",
+            dict(x=_X, output_size=(3, None)),
+            lambda a: fastconv.adaptive_max_pool2d(a["x"], a["output_size"]),
+            {
+                "x": _BAD_ARRAYS[1:] + [np.ones((2, 4, 0, 6))],
+                "output_size": [0, -1, 1.5, "2", (1, 2, 3), (2, 0), True],
+            },
+        ),
         (
             "linear",
             dense,

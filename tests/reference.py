@@ -18,6 +18,7 @@ __all__ = [
     "MEDIUM_CASES",
     "Case",
     "adaptive_avg_pool2d_ref",
+    "adaptive_max_pool2d_ref",
     "avg_pool2d_ref",
     "case_kwargs",
     "case_tblr",
@@ -34,6 +35,7 @@ __all__ = [
     "pad_tblr",
     "pool_out_size",
     "same_padding",
+    "scatter_ref",
     "sigmoid_ref",
 ]
 
@@ -330,16 +332,18 @@ def case_kwargs(case):
 
 
 # ------------------------------------------------------------------ pooling, dense, loss
-def max_pool2d_ref(x, kernel, stride, padding, ceil_mode=False):
+def max_pool2d_ref(x, kernel, stride, padding, ceil_mode=False, dilation=1):
     """Naive max pooling (float64): a loop over windows; padded cells are -inf (never win).
+    Window (i, j) reads x[i * sh - ph + kh * dh, j * sw - pw + kw * dw] for kh < KH, kw < KW.
 
     Returns (y, indices) with indices = ih * W + iw of the first maximum in row-major order (a NaN
     wins, like torch)."""
     x = np.asarray(x, dtype=np.float64)
     N, C, H, W = x.shape
     (KH, KW), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
-    OH = pool_out_size(H, KH, sh, ph, ceil_mode)
-    OW = pool_out_size(W, KW, sw, pw, ceil_mode)
+    dh, dw = _pair(dilation)
+    OH = pool_out_size(H, KH, sh, ph, ceil_mode, dh)
+    OW = pool_out_size(W, KW, sw, pw, ceil_mode, dw)
     y = np.empty((N, C, OH, OW))
     idx = np.empty((N, C, OH, OW), np.int64)
     for n in range(N):
@@ -349,7 +353,7 @@ def max_pool2d_ref(x, kernel, stride, padding, ceil_mode=False):
                     best, at = -np.inf, -1
                     for kh in range(KH):
                         for kw in range(KW):
-                            ih, iw = i * sh - ph + kh, j * sw - pw + kw
+                            ih, iw = i * sh - ph + kh * dh, j * sw - pw + kw * dw
                             if not (0 <= ih < H and 0 <= iw < W):
                                 continue
                             v = x[n, c, ih, iw]
@@ -357,6 +361,43 @@ def max_pool2d_ref(x, kernel, stride, padding, ceil_mode=False):
                                 best, at = v, ih * W + iw
                     y[n, c, i, j], idx[n, c, i, j] = best, at
     return y, idx
+
+
+def adaptive_max_pool2d_ref(x, out_hw):
+    """torch's adaptive windows (output row i: rows [floor(i H / OH), ceil((i+1) H / OH))), the
+    max of each by a loop in row-major order (first max wins, a NaN wins). float64 (y, indices)."""
+    x = np.asarray(x, dtype=np.float64)
+    N, C, H, W = x.shape
+    OH, OW = out_hw
+    y = np.empty((N, C, OH, OW))
+    idx = np.empty((N, C, OH, OW), np.int64)
+    for n in range(N):
+        for c in range(C):
+            for i in range(OH):
+                rows = range(math.floor(i * H / OH), math.ceil((i + 1) * H / OH))
+                for j in range(OW):
+                    cols = range(math.floor(j * W / OW), math.ceil((j + 1) * W / OW))
+                    best, at = -np.inf, -1
+                    for ih in rows:
+                        for iw in cols:
+                            v = x[n, c, ih, iw]
+                            if at < 0 or v > best or (np.isnan(v) and not np.isnan(best)):
+                                best, at = v, ih * W + iw
+                    y[n, c, i, j], idx[n, c, i, j] = best, at
+    return y, idx
+
+
+def scatter_ref(grad_out, indices, input_shape):
+    """max pooling's gradient: grad_out added at each (plane, index), by np.add.at (float64)."""
+    N, C = input_shape[:2]
+    grad = np.zeros(input_shape)
+    planes = np.asarray(indices).reshape(N * C, -1)
+    np.add.at(
+        grad.reshape(N * C, -1),
+        (np.arange(N * C)[:, None], planes),
+        np.asarray(grad_out, np.float64).reshape(N * C, -1),
+    )
+    return grad
 
 
 def linear_ref(x, w, b=None):
@@ -487,10 +528,11 @@ def conv1d_ref(x, w, b=None, stride=1, pad=(0, 0), dilation=1, groups=1):
     return y
 
 
-def pool_out_size(size, kernel, stride, pad, ceil_mode):
-    """torch's pooled length: floor or ceil of (size + 2 pad - kernel) / stride, plus one; in
-    ceil mode the last window must start inside the input or its left padding."""
-    n = (size + 2 * pad - kernel) / stride
+def pool_out_size(size, kernel, stride, pad, ceil_mode, dilation=1):
+    """torch's pooled length: floor or ceil of (size + 2 pad - span) / stride, plus one, span =
+    dilation (kernel - 1) + 1; in ceil mode the last window must start inside the input or its
+    left padding."""
+    n = (size + 2 * pad - dilation * (kernel - 1) - 1) / stride
     out = (math.ceil(n) if ceil_mode else math.floor(n)) + 1
     if ceil_mode and (out - 1) * stride >= size + pad:
         out -= 1
@@ -503,9 +545,10 @@ def _pool_windows(size, kernel, stride, pad, ceil_mode):
     return [(o * stride - pad, o * stride - pad + kernel) for o in range(out)]
 
 
-def avg_pool2d_ref(x, kernel, stride, pad, count_include_pad=True, ceil_mode=False):
-    """Window sums over the cells inside the input, divided by the window's cells inside the
-    padded input (count_include_pad) or inside the input. float64."""
+def avg_pool2d_ref(x, kernel, stride, pad, count_include_pad=True, ceil_mode=False, divisor=None):
+    """Window sums over the cells inside the input, divided by `divisor` (torch's
+    divisor_override) when given, else by the window's cells inside the padded input
+    (count_include_pad) or inside the input. float64."""
     x = np.asarray(x, dtype=np.float64)
     H, W = x.shape[2:]
     kernel, stride, pad = _pair(kernel), _pair(stride), _pair(pad)
@@ -515,7 +558,9 @@ def avg_pool2d_ref(x, kernel, stride, pad, count_include_pad=True, ceil_mode=Fal
     for i, (a, b) in enumerate(rows):
         for j, (c, d) in enumerate(cols):
             s = x[:, :, max(a, 0) : min(b, H), max(c, 0) : min(d, W)].sum(axis=(2, 3))
-            if count_include_pad:
+            if divisor is not None:
+                n = divisor
+            elif count_include_pad:
                 n = (min(b, H + pad[0]) - a) * (min(d, W + pad[1]) - c)
             else:
                 n = (min(b, H) - max(a, 0)) * (min(d, W) - max(c, 0))

@@ -640,6 +640,43 @@ def test_report_renders_a_png(tmp_path, tiny, capsys):
     error_line(capsys, "--digit 40 is out of range", "40 images")
 
 
+def test_report_reads_at_a_glance_after_one_epoch(tmp_path, monkeypatch):
+    """After one epoch each curve is one point: every point has a marker and its value beside
+    it, the legend sits off the data (inside, it hid the train-accuracy point), and the
+    confusion matrix, the filters and both layers' feature maps have colour bars."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from fastconv.lenet.report import render_report
+
+    drawn = []
+    save = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))
+    )
+    rng = np.random.default_rng(0)
+    images = rng.random((20, 1, 32, 32)).astype(np.float32)
+    labels = np.arange(20) % 10
+    history = [dict(epoch=1, train_loss=1.87, train_accuracy=0.36, test_accuracy=0.77)]
+    render_report(LeNet5(seed=0), images, labels, tmp_path / "r.png", history=history, dpi=30)
+    (fig,) = drawn
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # the layout as saved
+    axes = {ax.get_title().split(" (")[0]: ax for ax in fig.get_axes()}
+    loss, accuracy = axes["training loss"], axes["accuracy"]
+    for ax, values in ((loss, ["1.8700"]), (accuracy, ["36.00%", "77.00%"])):
+        lines = ax.get_lines()
+        assert lines and all(line.get_marker() not in (None, "", "None") for line in lines)
+        assert sorted(t.get_text() for t in ax.texts) == values  # each last value labelled
+    legend = accuracy.get_legend()
+    assert legend is not None
+    assert not legend.get_window_extent(renderer).overlaps(accuracy.get_window_extent(renderer))
+    bars = sorted(ax.get_ylabel() for ax in fig.get_axes() if hasattr(ax, "_colorbar"))
+    assert bars == ["activation", "activation", "share of the true digit's images", "weight"]
+
+
 def test_report_of_a_saved_model_without_history(tmp_path, tiny, capsys):
     pytest.importorskip("matplotlib")
     data, _ = tiny

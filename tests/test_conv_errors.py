@@ -187,7 +187,8 @@ def test_conv_output_shape_wrong_length(input_shape, weight_shape, match):
 @pytest.mark.parametrize(
     "overrides, exc, match",
     [
-        pytest.param(dict(x=np.zeros((4, 8, 8))), ValueError, names("x"), id="x_3d"),
+        # (4, 8, 8) is one sample (C, H, W), as torch takes it: a 3-D x with other channels
+        pytest.param(dict(x=np.zeros((5, 8, 8))), ValueError, names("x"), id="x_3d"),
         pytest.param(dict(x=np.zeros((2, 4, 8, 8, 1))), ValueError, names("x"), id="x_5d"),
         pytest.param(dict(x=np.zeros((8, 8))), ValueError, names("x"), id="x_2d"),
         pytest.param(dict(x=np.float64(1.0)), ValueError, names("x"), id="x_scalar"),

@@ -184,8 +184,8 @@ def test_bad_arrays_name_the_argument():
     w = np.zeros((3, 2, 3, 3))
     with pytest.raises(ValueError, match="weight"):
         fc.conv_transpose2d(x, np.zeros((4, 2, 3, 3)))
-    with pytest.raises(ValueError, match="x must be 4-D"):
-        fc.conv_transpose2d(x[0], w)
+    with pytest.raises(ValueError, match=r"x must be 4-D \(N, C_in, H, W\) or 3-D \(C_in, H, W\)"):
+        fc.conv_transpose2d(x[0, 0], w)
     with pytest.raises(ValueError, match="bias"):
         fc.conv_transpose2d(x, w, np.zeros(3))
     with pytest.raises(TypeError, match="x"):

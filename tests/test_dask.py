@@ -285,7 +285,7 @@ print(grown // 1024)
 
 
 def test_tasks_hold_a_few_blocks_never_the_array(tmp_path):
-    """The README's promise: peak memory of a few blocks per worker, never the array."""
+    """benchmarks/README.md's Dask promise: peak memory of a few blocks per worker, never the array."""
     import subprocess
     import sys
 

@@ -211,7 +211,7 @@ def test_concurrent_calls_from_python_threads(monkeypatch):
 
 
 # Peak resident memory of one forced-FFT call in a fresh process, after imports and inputs: the
-# README's bound is max(64 MiB, 3x the arrays) of workspace.
+# docs/guide/threads.md's bound is max(64 MiB, 3x the arrays) of workspace.
 _PEAK_SCRIPT = """
 import resource, sys
 import numpy as np, fastconv

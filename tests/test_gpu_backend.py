@@ -250,11 +250,30 @@ def test_max_pool2d(case, dtype, rng):
     x = rng.integers(-3, 4, size=(N, C, H, W)).astype(dtype)  # many ties: first max must win
     x[0, 0, 1, 1] = np.nan  # NaN wins its windows
     y_shape = _pool_out(case)
-    cpu, gpu = _both(
-        "max_pool2d_forward", [x], [np.empty(y_shape, dtype), np.empty(y_shape, np.int64)], k, s, p
-    )
+    outs = [np.empty(y_shape, dtype), np.empty(y_shape, np.int64)]
+    cpu, gpu = _both("max_pool2d_forward", [x], outs, k, s, p, (1, 1))
     _check(cpu, gpu, dtype)
     gy = rng.standard_normal(y_shape).astype(dtype)
+    _check(*_both("max_pool2d_backward", [gy, cpu[1]], [x]), dtype, reduction=4)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool2d_dilated_and_adaptive(dtype, rng):
+    x = rng.integers(-3, 4, size=(2, 3, 10, 9)).astype(dtype)  # ties
+    x[1, 2, 3, 4] = np.nan
+    # 3x2 kernel, stride (1, 2), padding 1, dilation (2, 3): spans 5x4, OH = 10 + 2 - 5 + 1,
+    # OW = (9 + 2 - 4) // 2 + 1
+    y_shape = (2, 3, 8, 4)
+    outs = [np.empty(y_shape, dtype), np.empty(y_shape, np.int64)]
+    cpu, gpu = _both("max_pool2d_forward", [x], outs, (3, 2), (1, 2), (1, 1), (2, 3))
+    _check(cpu, gpu, dtype)
+    windows = ([(0, 4), (3, 7), (6, 10)], [(0, 2), (1, 4), (3, 6), (5, 8), (7, 9)])  # torch's
+    outs = [np.empty((2, 3, 3, 5), dtype), np.empty((2, 3, 3, 5), np.int64)]
+    cpu, gpu = _both("adaptive_max_pool2d_forward", [x], outs, *windows)
+    _check(cpu, gpu, dtype)
+    gy = rng.standard_normal((2, 3, 3, 5)).astype(dtype)
     _check(*_both("max_pool2d_backward", [gy, cpu[1]], [x]), dtype, reduction=4)
 
 
@@ -267,9 +286,11 @@ def test_avg_pool2d(case, dtype, count_include_pad, rng):
     N, C, H, W, k, s, p = case
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     y = np.empty(_pool_out(case), dtype)
-    _check(*_both("avg_pool2d_forward", [x], [y], k, s, p, count_include_pad), dtype, 9)
-    gy = rng.standard_normal(y.shape).astype(dtype)
-    _check(*_both("avg_pool2d_backward", [gy], [x], k, s, p, count_include_pad), dtype, 9)
+    for divisor in (None, 7):
+        args = (k, s, p, count_include_pad, divisor)
+        _check(*_both("avg_pool2d_forward", [x], [y], *args), dtype, 9)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        _check(*_both("avg_pool2d_backward", [gy], [x], *args), dtype, 9)
 
 
 @pytest.mark.gpu
@@ -338,7 +359,7 @@ def test_backward_passes_are_bitwise_reproducible(rng):
         _gpu.conv2d_grad_weight(gy, x, gw, *params, "auto")
         y = cp.empty((4, 6, 16, 17), x.dtype)  # 3x3 stride-2 windows overlap
         idx = cp.empty(y.shape, np.int64)
-        _gpu.max_pool2d_forward(x, y, idx, (3, 3), (2, 2), (1, 1))
+        _gpu.max_pool2d_forward(x, y, idx, (3, 3), (2, 2), (1, 1), (1, 1))
         gp = cp.empty(x.shape, x.dtype)
         _gpu.max_pool2d_backward(gpool, idx, gp)
         runs.append([cp.asnumpy(a) for a in (gx, gw, gp)])

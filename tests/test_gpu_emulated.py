@@ -10,9 +10,12 @@ emulator checks every argument's C++ type), and each kernel's indexing and block
 synchronisation logic. tests/gpu_emulation/run_cases.py holds the cases: tiny convolutions
 (forward with/without bias and ReLU, grad_input, grad_weight, grad_bias; groups, depthwise,
 C == 1, stride, asymmetric padding, dilation, several tiles, split reductions, NaN/inf; float32
-and float64), max/avg pooling forward and backward, linear, relu_backward and softmax
-cross-entropy, each against fastconv._backend.cpu.ops within float tolerances, plus a self-check that the
-emulator catches a missing barrier, a divergent barrier and a wrong argument type.
+and float64), max (dilated, adaptive) and average (divisor_override) pooling forward and
+backward, linear, relu_backward and softmax cross-entropy, each against
+fastconv._backend.cpu.ops within float tolerances; the public cross_entropy (torch's options, NaN
+rows for class indices out of range) and unbatched conv2d / max_pool2d on device arrays against
+the same calls on NumPy arrays; plus a self-check that the emulator catches a missing barrier, a
+divergent barrier and a wrong argument type.
 
 How it runs: one child process (PYTHONPATH = the fake cupy first, so this process's real CuPy
 and fastconv state are untouched) builds the emulator and all kernel files (at most 2 g++ at a

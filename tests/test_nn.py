@@ -221,13 +221,35 @@ def test_layers_name_their_argument_for_wrong_channels(make, shape):
 
 
 @pytest.mark.parametrize("make, shape", INPUT_CHECKED)
-def test_layers_hint_at_a_missing_batch_axis(make, shape):
+def test_layers_take_one_sample_without_its_batch_axis(make, shape):
+    """torch's modules take (C, H, W) / (C, L) / (IN,): one sample, the result and the gradient
+    without the batch axis, the same numbers as a batch of one."""
+    batched, one = make(), make()
+    one.load_state_dict(batched.state_dict())
+    x = np.random.default_rng(0).standard_normal(shape[1:]).astype(np.float32)
+    y1, yb = one(x), batched(x[None])
+    assert y1.shape == yb.shape[1:]
+    np.testing.assert_allclose(y1, yb[0], rtol=1e-6, atol=1e-6)
+    g = np.random.default_rng(1).standard_normal(y1.shape).astype(np.float32)
+    g1, gb = one.backward(g), batched.backward(g[None])
+    assert g1.shape == x.shape
+    np.testing.assert_allclose(g1, gb[0], rtol=1e-6, atol=1e-6)
+    for p1, pb in zip(one.parameters(), batched.parameters()):
+        np.testing.assert_allclose(p1.grad, pb.grad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, shape", INPUT_CHECKED)
+def test_layers_name_both_forms_for_a_wrong_ndim(make, shape):
     layer = make()
-    one = shape[1:]
-    message = input_error(layer, one)
-    assert re.match(layer_head(layer) + rf"takes {len(shape)}-D x ", message), message
-    assert message.endswith(f": the batch axis is missing? x[None] has shape {(1,) + one}")
-    assert layer(np.zeros(one, np.float32)[None]).shape[0] == 1  # the hint's fix runs
+    message = input_error(layer, (3,) * (len(shape) - 2) if len(shape) > 2 else ())
+    if len(shape) == 2:  # Linear: (*, IN)
+        assert (
+            message
+            == "Linear(in_features=3, ...) takes x (*, IN) with at least one axis, got a 0-d x"
+        )
+        return
+    assert re.match(layer_head(layer) + rf"takes {len(shape)}-D x \(N, ", message), message
+    assert f" or {len(shape) - 1}-D (C" in message, message
 
 
 @pytest.mark.parametrize("make, shape", CHANNELS_CHECKED)
@@ -239,21 +261,22 @@ def test_layers_hint_at_channels_last(make, shape):
     assert re.match(layer_head(layer) + "got x with ", message), message
     assert message.endswith(f"; channels last? x.transpose{order} puts them on axis 1")
     assert layer(last.transpose(order)).shape[0] == shape[0]  # the hint's fix runs
-    message = input_error(layer, last.shape[1:])  # one sample, channels last, no batch axis
-    assert message.endswith(
-        f": one channels-last sample? x[None].transpose{order} has shape {(1,) + shape[1:]}"
-    )
-    assert layer(last[0][None].transpose(order)).shape[0] == 1
+    message = input_error(layer, last.shape[1:])  # one sample, channels last
+    one = (len(shape) - 2,) + tuple(range(len(shape) - 2))
+    assert re.match(layer_head(layer) + r"got x with \d+ channels \(axis 0 of \(C", message)
+    assert message.endswith(f"; channels last? x.transpose{one} puts them on axis 0"), message
+    assert layer(last[0].transpose(one)).shape[0] == layer(last.transpose(order)).shape[1]
 
 
 def test_linear_hints_at_flattening_and_other_ndims_get_no_hint():
     message = input_error(nn.Linear(12, 4), (2, 3, 2, 2))
     assert message == (
-        "Linear(in_features=12, ...) takes 2-D x (N, IN), got 4-D x of shape (2, 3, 2, 2): "
-        "not flattened? x.reshape(len(x), -1) (or nn.Flatten()) has shape (2, 12)"
+        "Linear(in_features=12, ...) got x with 2 features (the last axis of (*, IN) "
+        "(2, 3, 2, 2)): not flattened? x.reshape(len(x), -1) (or nn.Flatten()) has shape (2, 12)"
     )
     assert input_error(nn.Conv2D(3, 4, 3), (8, 8)) == (
-        "Conv2D(in_channels=3, ...) takes 4-D x (N, C, H, W), got 2-D x of shape (8, 8)"
+        "Conv2D(in_channels=3, ...) takes 4-D x (N, C, H, W) or 3-D (C, H, W) for one sample, "
+        "got 2-D x of shape (8, 8)"
     )
 
 

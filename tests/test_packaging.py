@@ -95,6 +95,8 @@ def test_pyproject_extras_and_metadata():
     extras = project["optional-dependencies"]
     assert extras["cuda12"] == ["cupy-cuda12x>=13"] and extras["cuda13"] == ["cupy-cuda13x>=13.6"]
     assert "gpu" not in extras and extras["plot"] == ["matplotlib>=3.6"]
+    # .safetensors weights files; CI installs it through `test` so those tests run
+    assert extras["safetensors"] == ["safetensors>=0.4"] and "safetensors>=0.4" in extras["test"]
     assert project["license"] == "BSD-3-Clause" and project["license-files"] == ["LICENSE"]
     # PEP 639: no License classifier next to a license expression
     assert not [c for c in project["classifiers"] if c.startswith("License ::")]

@@ -39,12 +39,41 @@ def test_one_element_tuples_for_the_2d_ops_and_pools():
     np.testing.assert_array_equal(fc.avg_pool2d(x, 2, []), fc.avg_pool2d(x, 2))
 
 
-def test_verbatim_port_of_torch_avg_pool_fails_loudly():
+def test_verbatim_port_of_torch_avg_pool_means_what_it_means_in_torch():
+    """The issue's two cases: torch's 5th positional argument is ceil_mode, its 6th
+    count_include_pad (an old fastconv order read the 5th as count_include_pad)."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 8))
+    np.testing.assert_array_equal(
+        fc.avg_pool2d(x, 3, 2, 1, False), fc.avg_pool2d(x, 3, 2, 1, ceil_mode=False)
+    )
+    assert fc.avg_pool2d(x, 3, 2, 0, True).shape == (2, 3, 3, 4)  # ceil mode: 3, 4 windows
+    np.testing.assert_array_equal(
+        fc.avg_pool2d(x, 3, 2, 1, True, False, 4),
+        fc.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False, divisor_override=4),
+    )
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    for args in (
+        (3, 2, 1, False),
+        (3, 2, 0, True),
+        (3, 2, 1, True, False),
+        (2, 1, 1, False, True, 3),
+    ):
+        expected = F.avg_pool2d(torch.from_numpy(x), *args).numpy()
+        np.testing.assert_allclose(fc.avg_pool2d(x, *args), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_flags_without_a_torch_order_stay_keyword_only():
+    """avg_pool2d_backward has no torch counterpart, and nn.AvgPool2D's 4th positional argument
+    was count_include_pad where torch's is ceil_mode: their flags are keyword-only, so a call in
+    either order fails loudly instead of meaning something else."""
+    from fastconv import nn
+
     x = np.ones((1, 1, 6, 6))
-    with pytest.raises(TypeError):  # torch: (x, kernel, stride, padding, ceil_mode, ...)
-        fc.avg_pool2d(x, 3, 2, 1, False)
     with pytest.raises(TypeError):
         fc.avg_pool2d_backward(np.ones((1, 1, 3, 3)), x.shape, 3, 2, 1, False)
+    with pytest.raises(TypeError):
+        nn.AvgPool2D(3, 2, 1, True)
 
 
 @pytest.mark.parametrize("bad", [(), (1, 2, 3)])

@@ -262,7 +262,8 @@ def test_applies():
     assert not can((4, 3, 3, 3), dtype=np.float64)
     assert not can((4, 3, 5, 5))
     assert not can((6, 3, 3, 3), groups=3)
-    assert "winograd" not in fastconv.conv2d_algorithms((2, 3, 9, 9), (4, 3, 3, 3))["grad_weight"]
+    # grad-weight by F(3x3, 4x4) (float32 and float64): tests/test_winograd_wgrad.py
+    assert "winograd" in fastconv.conv2d_algorithms((2, 3, 9, 9), (4, 3, 3, 3))["grad_weight"]
     plan = fastconv.conv2d_plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
     assert plan["forward"] == plan["grad_input"] == "winograd"
     plan = fastconv.conv2d_plan((1, 512, 7, 7), (512, 512, 3, 3), padding=1)

@@ -21,6 +21,7 @@ OPS = (
     "conv2d_grad_weight_bias",
     "max_pool2d_forward",
     "max_pool2d_backward",
+    "adaptive_max_pool2d_forward",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
     "relu_backward",
@@ -46,6 +47,7 @@ ARRAY_OPS = (
     "avg_pool2d_backward",
     "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d",
     "relu",
     "relu_backward",
     "sigmoid",
@@ -56,4 +58,6 @@ ARRAY_OPS = (
     "linear_backward",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
+    "cross_entropy",
+    "cross_entropy_backward",
 )

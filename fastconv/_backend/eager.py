@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _compat
 from . import ARRAY_OPS  # noqa: F401  (the interface: the op names this class has)
+from . import losses as _losses
 
 
 def _kernel_args(geom):
@@ -117,7 +118,17 @@ class Eager:
         y = self._empty(geom.output_shape, x.dtype)
         indices = self._empty(geom.output_shape, np.int64)
         if y.size:
-            self.kernels.max_pool2d_forward(x, y, indices, *_pool_args(geom))
+            self.kernels.max_pool2d_forward(x, y, indices, *_pool_args(geom), geom.dilation)
+        return (y, indices) if return_indices else y
+
+    def adaptive_max_pool2d(self, x, windows_h, windows_w, return_indices):
+        """Maxima over torch's adaptive windows [(start, stop)] of rows and of columns, with
+        max_pool2d's indices (which max_pool2d_backward takes)."""
+        shape = x.shape[:2] + (len(windows_h), len(windows_w))
+        y = self._empty(shape, x.dtype)
+        indices = self._empty(shape, np.int64)
+        if y.size:
+            self.kernels.adaptive_max_pool2d_forward(x, y, indices, windows_h, windows_w)
         return (y, indices) if return_indices else y
 
     def max_pool2d_backward(self, grad_out, indices, input_shape):
@@ -126,7 +137,7 @@ class Eager:
             grad_x[...] = 0
             return grad_x
         # On the GPU the check would read values back (a host synchronisation in every training
-        # step): there, out-of-range indices add nothing instead (README, GPU backend).
+        # step): there, out-of-range indices add nothing instead (docs/guide/gpu.md).
         H, W = input_shape[2:]
         if self.device == "cpu" and (int(indices.min()) < 0 or int(indices.max()) >= H * W):
             raise ValueError(
@@ -135,18 +146,22 @@ class Eager:
         self.kernels.max_pool2d_backward(grad_out, indices, grad_x)
         return grad_x
 
-    def avg_pool2d(self, x, geom, count_include_pad):
+    def avg_pool2d(self, x, geom, count_include_pad, divisor_override):
         y = self._empty(geom.output_shape, x.dtype)
         if y.size:
-            self.kernels.avg_pool2d_forward(x, y, *_pool_args(geom), count_include_pad)
+            self.kernels.avg_pool2d_forward(
+                x, y, *_pool_args(geom), count_include_pad, divisor_override
+            )
         return y
 
-    def avg_pool2d_backward(self, grad_out, input_shape, geom, count_include_pad):
+    def avg_pool2d_backward(self, grad_out, input_shape, geom, count_include_pad, divisor_override):
         grad_x = self._empty(input_shape, grad_out.dtype)
         if grad_out.size == 0:
             grad_x[...] = 0
             return grad_x
-        self.kernels.avg_pool2d_backward(grad_out, grad_x, *_pool_args(geom), count_include_pad)
+        self.kernels.avg_pool2d_backward(
+            grad_out, grad_x, *_pool_args(geom), count_include_pad, divisor_override
+        )
         return grad_x
 
     def adaptive_avg_pool2d(self, x, windows_h, windows_w):
@@ -246,7 +261,7 @@ class Eager:
 
     def _labels(self, labels, K):
         # Not on the GPU: reading labels back would synchronise every training step; there a
-        # label outside [0, K) gives a NaN loss instead (README, GPU backend).
+        # label outside [0, K) gives a NaN loss instead (docs/guide/gpu.md).
         if labels.size and self.device == "cpu":
             if int(labels.min()) < 0 or int(labels.max()) >= K:
                 raise ValueError(f"labels must lie in [0, {K}) (the number of classes)")
@@ -266,6 +281,70 @@ class Eager:
         grad = self._empty((N, K), log_probs.dtype)
         self.kernels.softmax_cross_entropy_backward(log_probs, labels, grad, grad_loss / N)
         return grad
+
+    def _log_softmax(self, logits):
+        """log_probs (M, C), stable: the kernels' softmax cross-entropy forward, whose labels
+        (zeros here) only choose the losses it also writes."""
+        M, C = logits.shape
+        log_probs = self._empty((M, C), logits.dtype)
+        if M:
+            labels = self.xp.zeros(M, np.int64)
+            losses = self._empty((M,), logits.dtype)
+            self.kernels.softmax_cross_entropy_forward(logits, labels, log_probs, losses)
+        return log_probs
+
+    def _bad_targets(self, result, target, ignore_index, C):
+        """Class indices outside [0, C) that are not ignore_index: a ValueError on the CPU;
+        NaN rows on the GPU, where checking would read values back (a host synchronisation
+        in every training step), as for softmax_cross_entropy's labels."""
+        if target.ndim != 1 or target.size == 0:
+            return result
+        bad = _losses.out_of_range(target, ignore_index, C)
+        if self.device == "cpu":
+            if bad.any():
+                raise ValueError(
+                    f"target must hold class indices in [0, {C}) or ignore_index "
+                    f"({ignore_index}), got {int(target[bad][0])}"
+                )
+            return result
+        return self.xp.where(bad if result.ndim == 1 else bad[:, None], np.nan, result)
+
+    def cross_entropy(self, logits, target, weight, ignore_index, reduction, label_smoothing):
+        """logits (M, C), target (M,) int64 class indices or (M, C) probabilities -> the losses
+        (M,) ('none') or their sum or mean, 0-d (fastconv._backend.losses has the formulas)."""
+        xp = self.xp
+        M, C = logits.shape
+        log_probs = self._log_softmax(logits)
+        losses = _losses.losses(xp, log_probs, target, weight, ignore_index, label_smoothing)
+        losses = self._bad_targets(losses, target, ignore_index, C)
+        if reduction == "none":
+            return losses
+        total = self._array(losses.sum())
+        if reduction == "sum":
+            return total
+        count = _losses.denominator(xp, target, weight, ignore_index, C, logits.dtype)
+        with np.errstate(invalid="ignore", divide="ignore"):  # no rows counted: NaN, as torch
+            return self._array(xp.asarray(total / count, dtype=logits.dtype))
+
+    def cross_entropy_backward(
+        self, grad_out, logits, target, weight, ignore_index, reduction, label_smoothing
+    ):
+        """grad_logits (M, C) of cross_entropy; grad_out (M,) for reduction 'none', else a
+        float or a 0-d array (of logits' dtype)."""
+        xp = self.xp
+        M, C = logits.shape
+        if M == 0:
+            return self._empty((0, C), logits.dtype)
+        log_probs = self._log_softmax(logits)
+        # A 'mean' that counts nothing divides by 0: NaN (ignored rows stay 0), as torch's
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = grad_out
+            if reduction == "mean":
+                scale = grad_out / _losses.denominator(
+                    xp, target, weight, ignore_index, C, logits.dtype
+                )
+            grad = _losses.grad(xp, log_probs, target, weight, ignore_index, label_smoothing, scale)
+        return self._bad_targets(grad, target, ignore_index, C)
 
 
 def cpu():

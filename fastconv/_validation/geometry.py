@@ -193,22 +193,41 @@ def conv_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1
     return geom.output_shape
 
 
-PoolGeometry = namedtuple("PoolGeometry", "kernel stride padding output_shape")
-PoolGeometry.__doc__ = "Normalised pooling arguments: (h, w) pairs and output_shape (N, C, OH, OW)."
+PoolGeometry = namedtuple("PoolGeometry", "kernel stride padding dilation output_shape")
+PoolGeometry.__doc__ = """Normalised pooling arguments: kernel, stride, padding (symmetric) and
+dilation as (h, w) pairs; output_shape (N, C, OH, OW)."""
 
 
-def pool_output_size(size, kernel, stride, pad, ceil_mode=False):
-    """Pooled length of one axis (torch's rule). ceil_mode counts a last, partial window, provided
-    it starts inside the input or its left padding (never in the right padding alone)."""
+def pool_output_size(size, kernel, stride, pad, ceil_mode=False, dilation=1):
+    """Pooled length of one axis (torch's rule), over the dilated kernel dilation * (kernel - 1)
+    + 1. ceil_mode counts a last, partial window, provided it starts inside the input or its
+    left padding (never in the right padding alone)."""
     if not ceil_mode:
-        return output_size(size, kernel, stride, 1, pad, pad)
-    out = -(-(size + 2 * pad - kernel) // stride) + 1
+        return output_size(size, kernel, stride, dilation, pad, pad)
+    out = -(-(size + 2 * pad - dilation * (kernel - 1) - 1) // stride) + 1
     if (out - 1) * stride >= size + pad:
         out -= 1
     return out
 
 
-def pool_geometry(input_shape, kernel_size, stride=None, padding=0, ceil_mode=False, x_name="x"):
+def _first_empty_window(size, kernel, stride, pad, dilation, out):
+    """The first of `out` outputs whose dilated window holds no input cell (all its taps in the
+    padding or skipping over the input), or None. Only windows starting in the left padding can
+    be empty (any other starts on an input cell: a ceil-mode last window starts before size),
+    and only when dilated (pad <= kernel / 2: an undilated one reaches cell 0)."""
+    if dilation == 1:
+        return None
+    for o in range(min(out, -(-pad // stride))):
+        start = o * stride - pad  # < 0
+        first = -(-(-start) // dilation)  # the first tap at or after input cell 0
+        if first >= kernel or start + first * dilation >= size:
+            return o
+    return None
+
+
+def pool_geometry(
+    input_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, x_name="x"
+):
     """Validate pooling arguments for x (N, C, H, W) -> PoolGeometry (floor mode unless
     ceil_mode, like torch). `x_name`: what the caller calls the input (or its shape)."""
     N, C, H, W = input_shape
@@ -217,27 +236,71 @@ def pool_geometry(input_shape, kernel_size, stride=None, padding=0, ceil_mode=Fa
     default_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)
     stride = kernel if default_stride else as_pair(stride, "stride", 1)
     padding = as_pair(padding, "padding", 0)
+    dilation = as_pair(dilation, "dilation", 1)
     if not isinstance(ceil_mode, (bool, np.bool_)):
         raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
     for axis, k, p in zip(("h", "w"), kernel, padding):
+        # torch's rule: half the kernel_size, whatever the dilation
         if 2 * p > k:
             raise ValueError(f"padding ({axis}) must be at most half the kernel size {k}, got {p}")
-    OH = pool_output_size(H, kernel[0], stride[0], padding[0], ceil_mode)
-    OW = pool_output_size(W, kernel[1], stride[1], padding[1], ceil_mode)
+    OH = pool_output_size(H, kernel[0], stride[0], padding[0], ceil_mode, dilation[0])
+    OW = pool_output_size(W, kernel[1], stride[1], padding[1], ceil_mode, dilation[1])
     if OH < 1 or OW < 1:
+        dilated = ""
+        if dilation != (1, 1):
+            dilated = f" at dilation {dilation} ({_dilated(kernel[0], dilation[0])}x"
+            dilated += f"{_dilated(kernel[1], dilation[1])})"
         raise ValueError(
             f"output size would be {OH}x{OW} (< 1): {x_name} ({H}x{W}) with "
-            f"padding {padding} is smaller than kernel_size {kernel}"
+            f"padding {padding} is smaller than kernel_size {kernel}{dilated}"
         )
+    axes = zip(("h", "w"), (H, W), kernel, stride, padding, dilation, (OH, OW))
+    for axis, size, k, s, p, d, out in axes:
+        # torch returns -inf there, with an index outside the plane: refused instead
+        empty = _first_empty_window(size, k, s, p, d, out)
+        if empty is not None:
+            raise ValueError(
+                f"dilation ({axis}) {d} with padding {p}: output {empty} along {axis} would "
+                f"pool no cell of {x_name} ({H}x{W}) (its {k} taps fall in the padding or "
+                f"skip over the input)"
+            )
     # A stride past the padded input gives one window per axis, as the clamped stride does (and
-    # fits the kernels' C integers).
+    # fits the kernels' C integers); so does any dilation of a size-1 kernel axis.
     stride = (min(stride[0], H + 2 * padding[0]), min(stride[1], W + 2 * padding[1]))
-    return PoolGeometry(kernel, stride, padding, (N, C, OH, OW))
+    dilation = (1 if kernel[0] == 1 else dilation[0], 1 if kernel[1] == 1 else dilation[1])
+    return PoolGeometry(kernel, stride, padding, dilation, (N, C, OH, OW))
 
 
-def pool_output_shape(input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
-    """Output shape (N, C, OH, OW) of max_pool2d/avg_pool2d for x of `input_shape` (N, C, H, W)."""
+def _dilated(kernel, dilation):
+    return dilation * (kernel - 1) + 1
+
+
+def pool_output_shape(
+    input_shape, kernel_size, stride=None, padding=0, ceil_mode=False, dilation=1
+):
+    """Output shape (N, C, OH, OW) of max_pool2d/avg_pool2d for x of `input_shape` (N, C, H, W)
+    (dilation: max_pool2d's)."""
     input_shape = as_shape(input_shape, "input_shape", 4)
     return pool_geometry(
-        input_shape, kernel_size, stride, padding, ceil_mode, "input_shape"
+        input_shape, kernel_size, stride, padding, dilation, ceil_mode, "input_shape"
     ).output_shape
+
+
+def adaptive_output_size(output_size, H, W):
+    """An adaptive pool's output_size: int, (oh, ow) or None entries (keep the input's size),
+    -> (OH, OW)."""
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 2:
+            raise ValueError(f"output_size must be an int or a pair (h, w), got {output_size!r}")
+        return tuple(
+            size if o is None else as_int(o, f"output_size[{i}]", 1)
+            for i, (o, size) in enumerate(zip(output_size, (H, W)))
+        )
+    o = as_int(output_size, "output_size", 1)
+    return o, o
+
+
+def adaptive_windows(size, out):
+    """torch's adaptive windows of one axis: [(start, stop)] for each of `out` outputs over
+    `size` inputs, start = floor(i size / out), stop = ceil((i + 1) size / out)."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]

@@ -99,3 +99,22 @@ def as_shape(shape, name, ndim):
     if not isinstance(shape, (tuple, list)) or len(shape) != ndim:
         raise ValueError(f"{name} must be a tuple of {ndim} ints, got {shape!r}")
     return tuple(as_int(v, f"{name}[{i}]", 0) for i, v in enumerate(shape))
+
+
+# How a loss reduces its per-sample values (torch's names).
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def as_reduction(value, name="reduction"):
+    """`value` checked to be one of REDUCTIONS."""
+    if not isinstance(value, str) or value not in REDUCTIONS:
+        raise ValueError(f"{name} must be one of {REDUCTIONS}, got {value!r}")
+    return value
+
+
+def as_fraction(value, name):
+    """A real number in [0, 1] (label smoothing), as a Python float."""
+    value = as_real(value, name)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value

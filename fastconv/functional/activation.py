@@ -50,7 +50,7 @@ def relu_backward(grad_out: Array, y: Array) -> Array:
 def sigmoid(x: Array) -> Array:
     """1 / (1 + exp(-x)) elementwise, without overflow for any x.
 
-    Computed from z = exp(-|x|) in (0, 1]: 1 / (1 + z) for x >= 0, z / (1 + z) for x < 0, so no
+    Computed from ``z = exp(-|x|)`` in (0, 1]: 1 / (1 + z) for x >= 0, z / (1 + z) for x < 0, so no
     exp overflows and the small values of the negative tail keep their relative precision
     (sigmoid(-100) = 3.7e-44 in float64, where (1 + tanh(x / 2)) / 2 gives 0). NaN stays NaN.
 

@@ -1,26 +1,32 @@
-"""Public global and adaptive average pooling and their gradients (NCHW, torch's semantics).
+"""Public global and adaptive average pooling, adaptive max pooling, and their gradients (NCHW,
+torch's semantics).
 
 Global pooling is avg_pool2d with the whole plane as its window (the pooling kernels of either
-backend). Adaptive pooling to (OH, OW) uses torch's windows: output row i averages input rows
-[floor(i H / OH), ceil((i + 1) H / OH)); when OH divides H (and OW divides W) they are the tiles
-of avg_pool2d with kernel = stride = H / OH, which runs. Otherwise the windows have two sizes and
-may overlap: the mean is taken over rows, then over columns, one window at a time with the array
-module's reductions (OH + OW vectorised steps; no BLAS, so the same numbers for any thread count).
+backend). Adaptive pooling to (OH, OW) uses torch's windows (fastconv._validation.adaptive_windows):
+output row i pools input rows [floor(i H / OH), ceil((i + 1) H / OH)). When OH divides H (and OW
+divides W) they are the tiles of avg_pool2d / max_pool2d with kernel = stride = H / OH, which
+run. Otherwise the windows have two sizes and may overlap: the average is a mean over rows, then
+over columns, one window at a time with the array module's reductions (OH + OW vectorised steps;
+no BLAS, so the same numbers for any thread count); the max is a kernel of each backend over the
+windows (max_pool2d's rule and indices, so max_pool2d_backward is its gradient).
 """
 
-from typing import Sequence
+from typing import Sequence, Tuple, Union
 
 from .. import _dispatch
 from .._typing import Array, IntPair
+from .._validation import adaptive_output_size, adaptive_windows, as_shape
 from .._validation import arrays as _arrays
-from .._validation import as_int, as_shape
-from .pool import avg_pool2d, avg_pool2d_backward
+from ._batch import unbatched
+from .pool import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
     "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_backward",
     "adaptive_windows",
 ]
 
@@ -34,6 +40,7 @@ def _input(x):
     return x, dtype
 
 
+@unbatched(x="N, C, H, W")
 def global_avg_pool2d(x: Array) -> Array:
     """Mean over each plane: x (N, C, H, W) -> y (N, C, 1, 1) (follow with a reshape or Flatten
     for (N, C))."""
@@ -41,6 +48,7 @@ def global_avg_pool2d(x: Array) -> Array:
     return avg_pool2d(x, x.shape[2:])
 
 
+@unbatched(grad_out="N, C, 1, 1", input_shape="N, C, H, W")
 def global_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of global_avg_pool2d: grad_out (N, C, 1, 1) -> grad_input of `input_shape`
     (N, C, H, W), each cell grad_out / (H * W)."""
@@ -48,30 +56,11 @@ def global_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) -> A
     return avg_pool2d_backward(grad_out, input_shape, (input_shape[2], input_shape[3]))
 
 
-def _output_size(output_size, H, W):
-    """int, (oh, ow) or None entries (keep the input's size) -> (OH, OW)."""
-    if isinstance(output_size, (tuple, list)):
-        if len(output_size) != 2:
-            raise ValueError(f"output_size must be an int or a pair (h, w), got {output_size!r}")
-        sizes = [
-            size if o is None else as_int(o, f"output_size[{i}]", 1)
-            for i, (o, size) in enumerate(zip(output_size, (H, W)))
-        ]
-        return tuple(sizes)
-    o = as_int(output_size, "output_size", 1)
-    return o, o
-
-
-def adaptive_windows(size, out):
-    """torch's adaptive windows of one axis: [(start, stop)] for each of `out` outputs over
-    `size` inputs, start = floor(i size / out), stop = ceil((i + 1) size / out)."""
-    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
-
-
 def _tiles(size, out):
     return size % out == 0
 
 
+@unbatched(x="N, C, H, W")
 def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
     """Adaptive average pooling: x (N, C, H, W) -> y (N, C, OH, OW) for any H, W.
 
@@ -80,7 +69,7 @@ def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
     """
     x, dtype = _input(x)
     N, C, H, W = x.shape
-    OH, OW = _output_size(output_size, H, W)
+    OH, OW = adaptive_output_size(output_size, H, W)
     if _tiles(H, OH) and _tiles(W, OW):
         return avg_pool2d(x, (H // OH, W // OW))
     be = _dispatch.backend(x=x)
@@ -88,6 +77,7 @@ def adaptive_avg_pool2d(x: Array, output_size: IntPair) -> Array:
     return be.adaptive_avg_pool2d(x, adaptive_windows(H, OH), adaptive_windows(W, OW))
 
 
+@unbatched(grad_out="N, C, OH, OW", input_shape="N, C, H, W")
 def adaptive_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) -> Array:
     """Gradient of adaptive_avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`
     (N, C, H, W); each output's gradient spread evenly over its window."""
@@ -107,3 +97,46 @@ def adaptive_avg_pool2d_backward(grad_out: Array, input_shape: Sequence[int]) ->
     (grad_out,) = _dispatch.inputs(_dispatch.dtype(grad_out=grad_out), grad_out)
     windows = adaptive_windows(H, OH), adaptive_windows(W, OW)
     return be.adaptive_avg_pool2d_backward(grad_out, (N, C, H, W), *windows)
+
+
+@unbatched(x="N, C, H, W")
+def adaptive_max_pool2d(
+    x: Array, output_size: IntPair, return_indices: bool = False
+) -> Union[Array, Tuple[Array, Array]]:
+    """Adaptive max pooling: x (N, C, H, W) -> y (N, C, OH, OW) for any H, W (torch's windows);
+    one sample (C, H, W) -> (C, OH, OW).
+
+    Parameters
+    ----------
+    x : array (N, C, H, W), H, W >= 1
+    output_size : int or (OH, OW)
+        An entry None keeps the input's size. OH may exceed H (windows then repeat input rows).
+    return_indices : bool, default False
+        Also return the indices adaptive_max_pool2d_backward needs.
+
+    Returns
+    -------
+    y : array (N, C, OH, OW)
+    indices : int64 array (N, C, OH, OW), with return_indices
+        ih * W + iw of each window's max within its plane, max_pool2d's rule: ties go to the
+        first in row-major order, a NaN in the window wins.
+    """
+    x, dtype = _input(x)
+    N, C, H, W = x.shape
+    OH, OW = adaptive_output_size(output_size, H, W)
+    if _tiles(H, OH) and _tiles(W, OW):
+        return max_pool2d(x, (H // OH, W // OW), return_indices=return_indices)
+    be = _dispatch.backend(x=x)
+    (x,) = _dispatch.inputs(dtype, x)
+    windows = adaptive_windows(H, OH), adaptive_windows(W, OW)
+    return be.adaptive_max_pool2d(x, *windows, bool(return_indices))
+
+
+@unbatched(grad_out="N, C, OH, OW", indices="N, C, OH, OW", input_shape="N, C, H, W")
+def adaptive_max_pool2d_backward(
+    grad_out: Array, indices: Array, input_shape: Sequence[int]
+) -> Array:
+    """Gradient of adaptive_max_pool2d: grad_out (N, C, OH, OW) and the indices from
+    adaptive_max_pool2d(..., return_indices=True) -> grad_input of `input_shape` (N, C, H, W),
+    each grad_out added at its window's max (max_pool2d_backward: the indices are the same kind)."""
+    return max_pool2d_backward(grad_out, indices, input_shape)

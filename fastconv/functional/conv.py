@@ -22,6 +22,7 @@ from .._validation import (
     shapes_geometry,
 )
 from .._validation import arrays as _arrays
+from ._batch import unbatched
 
 
 def _check_grad_out(grad_out, shape, names):
@@ -32,6 +33,7 @@ def _check_grad_out(grad_out, shape, names):
         )
 
 
+@unbatched(x="N, C, H, W", out="N, F, OH, OW")
 def conv2d(
     x: Array,
     weight: Array,
@@ -65,8 +67,9 @@ def conv2d(
 
     Returns
     -------
-    y : ndarray (N, F, OH, OW), float32 or float64 (see the dtype rule in the README), on the
-        inputs' device (NumPy or CuPy).
+    y : ndarray (N, F, OH, OW)
+        float32 or float64 (see the dtype rule in docs/guide/dtypes.md), on the inputs' device
+        (NumPy or CuPy).
     """
     be = _dispatch.backend(x=x, weight=weight, bias=bias, out=out)
     x = _arrays.as_array(x, "x", 4)
@@ -87,6 +90,7 @@ def conv2d(
     return be.conv2d(x, weight, bias, geom, activation == "relu", algorithm, out)
 
 
+@unbatched((0,), grad_out="N, F, OH, OW", x="N, C, H, W")
 def conv2d_backward(
     grad_out: Array,
     x: Array,
@@ -127,6 +131,7 @@ def conv2d_backward(
     return be.conv2d_backward(grad_out, x, weight, geom, needs, algorithm)
 
 
+@unbatched(grad_out="N, F, OH, OW", input_shape="N, C, H, W")
 def conv2d_grad_input(
     grad_out: Array,
     weight: Array,
@@ -157,6 +162,7 @@ def conv2d_grad_input(
     return be.conv2d_grad_input(grad_out, weight, input_shape, geom, algorithm)
 
 
+@unbatched((), grad_out="N, F, OH, OW", x="N, C, H, W")
 def conv2d_grad_weight(
     grad_out: Array,
     x: Array,

@@ -11,6 +11,7 @@ from .._typing import Array, IntPair, Padding
 from .._validation import arrays as _arrays
 from .._validation import as_shape, as_single, conv_output_shape, output_size
 from ..arith import _axis_padding
+from ._batch import unbatched
 from .conv import conv2d, conv2d_backward, conv2d_grad_input, conv2d_grad_weight
 
 __all__ = [
@@ -69,6 +70,7 @@ def conv1d_output_shape(
     return shape
 
 
+@unbatched(x="N, C, L", out="N, F, OL")
 def conv1d(
     x: Array,
     weight: Array,
@@ -113,6 +115,7 @@ def conv1d(
     return out if out is not None else y.reshape(shape)
 
 
+@unbatched((0,), grad_out="N, F, OL", x="N, C, L")
 def conv1d_backward(
     grad_out: Array,
     x: Array,
@@ -148,6 +151,7 @@ def conv1d_backward(
     )
 
 
+@unbatched(grad_out="N, F, OL", input_shape="N, C, L")
 def conv1d_grad_input(
     grad_out: Array,
     weight: Array,
@@ -168,6 +172,7 @@ def conv1d_grad_input(
     return gx.reshape(input_shape)
 
 
+@unbatched((), grad_out="N, F, OL", x="N, C, L")
 def conv1d_grad_weight(
     grad_out: Array,
     x: Array,

@@ -32,6 +32,7 @@ from .._validation import (
 )
 from .._validation import arrays as _arrays
 from ..arith import conv_transpose_output_size
+from ._batch import unbatched
 
 __all__ = ["conv_transpose2d", "conv_transpose2d_backward", "conv_transpose_output_shape"]
 
@@ -127,6 +128,7 @@ def conv_transpose_output_shape(
     ).output_shape
 
 
+@unbatched(x="N, C_in, H, W")
 def conv_transpose2d(
     x: Array,
     weight: Array,
@@ -153,9 +155,9 @@ def conv_transpose2d(
 
     Returns
     -------
-    y : ndarray (N, C_out, OH, OW), OH = (H - 1) * stride_h - 2 * padding_h + dilation_h * (KH - 1)
-        + output_padding_h + 1 (likewise OW); the dtype rule over (x, weight, bias); on the
-        inputs' device.
+    y : ndarray (N, C_out, OH, OW)
+        OH = (H - 1) * stride_h - 2 * padding_h + dilation_h * (KH - 1) + output_padding_h + 1
+        (likewise OW); the dtype rule over (x, weight, bias); on the inputs' device.
     """
     be = _dispatch.backend(x=x, weight=weight, bias=bias)
     x = _arrays.as_array(x, "x", 4)
@@ -189,6 +191,7 @@ def conv_transpose2d(
     return y
 
 
+@unbatched((0,), grad_out="N, C_out, OH, OW", x="N, C_in, H, W")
 def conv_transpose2d_backward(
     grad_out: Array,
     x: Array,

@@ -1,5 +1,6 @@
 """Public dense ops: linear (fully connected) and its gradients, softmax cross-entropy."""
 
+import math
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -17,23 +18,41 @@ __all__ = [
 ]
 
 
+def _rows(a, name, letter):
+    """(*, IN) -> (rows (M, IN), the leading shape *): torch's linear takes any leading axes,
+    none included. A reshape: a view of a C-contiguous array (lazy for Dask)."""
+    a = _arrays.as_array(a, name)
+    if a.ndim == 0:
+        raise ValueError(f"{name} must have at least 1 dimension (*, {letter}), got a 0-d array")
+    lead = tuple(a.shape[:-1])
+    if a.ndim == 2:  # the hot path
+        return a, lead
+    return a.reshape(math.prod(lead), a.shape[-1]), lead
+
+
 def _linear_inputs(x, weight):
-    x = _arrays.as_array(x, "x", 2)
+    """(x as rows (M, IN), x's leading shape, weight (OUT, IN))."""
+    x, lead = _rows(x, "x", "IN")
     weight = _arrays.as_array(weight, "weight", 2)
     if x.shape[1] != weight.shape[1]:
         raise ValueError(
-            f"x has {x.shape[1]} features but weight expects weight.shape[1] = {weight.shape[1]}"
+            f"x has {x.shape[1]} features (its last axis) but weight expects weight.shape[1] = "
+            f"{weight.shape[1]}"
         )
-    return x, weight
+    return x, lead, weight
 
 
 def linear(
     x: Array, weight: Array, bias: Optional[Array] = None, *, activation: Optional[str] = None
 ) -> Array:
-    """Fully connected layer: x (N, IN), weight (OUT, IN), bias (OUT,) -> x @ weight.T + bias
-    (N, OUT); activation None or 'relu' (fused)."""
+    """Fully connected layer: x ``(*, IN)``, weight (OUT, IN), bias (OUT,) -> x @ weight.T + bias
+    ``(*, OUT)``; activation None or 'relu' (fused).
+
+    ``*`` is any number of leading axes, none included (torch's rule): (N, IN) is a batch,
+    (IN,) one sample, (B, T, IN) a batch of sequences (run as (B * T, IN) rows, a view).
+    """
     be = _dispatch.backend(x=x, weight=weight, bias=bias)
-    x, weight = _linear_inputs(x, weight)
+    x, lead, weight = _linear_inputs(x, weight)
     if bias is not None:
         bias = _arrays.as_array(bias, "bias", 1)
         if bias.shape[0] != weight.shape[0]:
@@ -41,25 +60,33 @@ def linear(
     activation = as_activation(activation)
     dtype = _dispatch.dtype(x=x, weight=weight, bias=bias)
     x, weight, bias = _dispatch.inputs(dtype, x, weight, bias)
-    return be.linear(x, weight, bias, activation == "relu")
+    y = be.linear(x, weight, bias, activation == "relu")
+    return y if len(lead) == 1 else y.reshape(lead + (weight.shape[0],))
 
 
 def linear_backward(
     grad_out: Array, x: Array, weight: Array, *, needs: Union[str, Sequence[str]] = NEEDS
 ) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
-    """Gradients of linear: grad_out (N, OUT), x (N, IN), weight (OUT, IN) ->
-    (grad_input (N, IN), grad_weight (OUT, IN), grad_bias (OUT,)), None where not in `needs`."""
+    """Gradients of linear: grad_out ``(*, OUT)``, x ``(*, IN)``, weight (OUT, IN) ->
+    (grad_input ``(*, IN)``, grad_weight (OUT, IN), grad_bias (OUT,)), None where not in `needs`;
+    grad_weight and grad_bias are sums over all the leading axes ``*``."""
     needs = as_needs(needs)
     be = _dispatch.backend(grad_out=grad_out, x=x, weight=weight)
-    x, weight = _linear_inputs(x, weight)
-    grad_out = _arrays.as_array(grad_out, "grad_out", 2)
-    if tuple(grad_out.shape) != (x.shape[0], weight.shape[0]):
+    x, lead, weight = _linear_inputs(x, weight)
+    grad_out = _arrays.as_array(grad_out, "grad_out")
+    if tuple(grad_out.shape) != lead + (weight.shape[0],):
         raise ValueError(
-            f"grad_out must have shape {(x.shape[0], weight.shape[0])}, got {tuple(grad_out.shape)}"
+            f"grad_out must have shape {lead + (weight.shape[0],)} (x's leading axes, OUT), "
+            f"got {tuple(grad_out.shape)}"
         )
+    if len(lead) != 1:
+        grad_out = grad_out.reshape(x.shape[0], weight.shape[0])
     dtype = _dispatch.dtype(grad_out=grad_out, x=x, weight=weight)
     grad_out, x, weight = _dispatch.inputs(dtype, grad_out, x, weight)
-    return be.linear_backward(grad_out, x, weight, needs)
+    grad_input, grad_weight, grad_bias = be.linear_backward(grad_out, x, weight, needs)
+    if grad_input is not None and len(lead) != 1:
+        grad_input = grad_input.reshape(lead + (weight.shape[1],))
+    return grad_input, grad_weight, grad_bias
 
 
 def _labels(labels, n):

@@ -1,5 +1,5 @@
-"""Public 2-D max and average pooling and their gradients (NCHW, floor or ceil mode, torch's
-semantics)."""
+"""Public 2-D max and average pooling and their gradients (NCHW, floor or ceil mode, max pooling
+dilated, average pooling with a divisor_override: torch's semantics)."""
 
 from typing import Optional, Sequence, Tuple, Union
 
@@ -8,7 +8,8 @@ import numpy as np
 from .. import _dispatch
 from .._typing import Array, IntPair, Padding
 from .._validation import arrays as _arrays
-from .._validation import as_shape, pool_geometry
+from .._validation import as_int, as_shape, pool_geometry
+from ._batch import unbatched
 
 
 def _input(x):
@@ -19,32 +20,53 @@ def _input(x):
     return be, x
 
 
+@unbatched(x="N, C, H, W")
 def max_pool2d(
     x: Array,
     kernel_size: IntPair,
     stride: Optional[IntPair] = None,
     padding: Padding = 0,
-    *,
-    return_indices: bool = False,
+    dilation: IntPair = 1,
     ceil_mode: bool = False,
+    return_indices: bool = False,
 ) -> Union[Array, Tuple[Array, Array]]:
-    """Max pooling.
+    """Max pooling, with torch's arguments in torch's order.
 
-    x (N, C, H, W); kernel_size, stride (default: kernel_size), padding: int or (h, w); padding at
-    most half the kernel, padded cells never win. Returns y (N, C, OH, OW), and with
-    return_indices also indices (N, C, OH, OW) int64: ih * W + iw of each max within its plane
-    (ties: the first in row-major order; a NaN in the window wins), what max_pool2d_backward needs.
-    ceil_mode=True rounds OH, OW up (torch's rule): a last, partial window is kept when it starts
-    inside the input or its left padding; it is clipped to the input.
+    Parameters
+    ----------
+    x : array (N, C, H, W)
+    kernel_size : int or (KH, KW)
+    stride : int or (h, w), default kernel_size
+    padding : int or (h, w), default 0
+        At most half the kernel size (torch's rule, whatever the dilation); padded cells never
+        win.
+    dilation : int or (h, w), default 1
+        Spacing of the window's cells: window (oh, ow) reads rows oh * sh - ph + i * dh,
+        i < KH (columns alike), spanning dh * (KH - 1) + 1 rows. A window whose cells all fall
+        in the padding or skip over the input is refused (torch returns -inf there).
+    ceil_mode : bool, default False
+        Round OH, OW up (torch's rule): a last, partial window is kept when it starts inside
+        the input or its left padding; it is clipped to the input.
+    return_indices : bool, default False
+        Also return the indices max_pool2d_backward needs.
+
+    Returns
+    -------
+    y : array (N, C, OH, OW)
+    indices : int64 array (N, C, OH, OW), with return_indices
+        ih * W + iw of each max within its plane (ties: the first in row-major order; a NaN in
+        the window wins).
     """
     be, x = _input(x)
-    geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
+    geom = pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     return be.max_pool2d(x, geom, bool(return_indices))
 
 
+@unbatched(grad_out="N, C, OH, OW", indices="N, C, OH, OW", input_shape="N, C, H, W")
 def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[int]) -> Array:
-    """Gradient of max_pool2d: grad_out (N, C, OH, OW) and the indices from
-    max_pool2d(..., return_indices=True) -> grad_input of `input_shape` (N, C, H, W)."""
+    """Gradient of max_pool2d (any dilation, and of adaptive_max_pool2d): grad_out (N, C, OH, OW)
+    and the indices from max_pool2d(..., return_indices=True) -> grad_input of `input_shape`
+    (N, C, H, W), each grad_out added at its index."""
     be = _dispatch.backend(grad_out=grad_out, indices=indices)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     indices = _arrays.as_array(indices, "indices", 4)
@@ -60,34 +82,53 @@ def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[i
             f"{(N, C, H, W)}, got {tuple(grad_out.shape)}"
         )
     if indices.dtype.kind not in "iu":
-        raise TypeError(f"indices must be an integer array (from max_pool2d), got {indices.dtype}")
+        raise TypeError(
+            f"indices must be an integer array (from max_pool2d or adaptive_max_pool2d), "
+            f"got {indices.dtype}"
+        )
     (grad_out,) = _dispatch.inputs(_dispatch.dtype(grad_out=grad_out), grad_out)
     (indices,) = _dispatch.inputs(np.dtype(np.int64), indices)
     return be.max_pool2d_backward(grad_out, indices, (N, C, H, W))
 
 
+def _divisor_override(value):
+    """torch's divisor_override: None, or a nonzero int (torch refuses only 0: a negative one
+    divides by it, as torch's does)."""
+    if value is None:
+        return None
+    value = as_int(value, "divisor_override")
+    if value == 0:
+        raise ValueError("divisor_override must be a nonzero int (or None), got 0")
+    return value
+
+
+@unbatched(x="N, C, H, W")
 def avg_pool2d(
     x: Array,
     kernel_size: IntPair,
     stride: Optional[IntPair] = None,
     padding: Padding = 0,
-    *,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
+    divisor_override: Optional[int] = None,
 ) -> Array:
     """Average pooling: x (N, C, H, W) -> y (N, C, OH, OW).
 
     count_include_pad=True (torch's default) divides every window by KH*KW, padded zeros included;
-    False divides by the number of cells inside the image. ceil_mode and count_include_pad are
-    keyword-only: torch's 5th positional argument is ceil_mode, so a call ported verbatim
-    (`avg_pool2d(x, 3, 2, 1, False)`) fails loudly instead of meaning something else. ceil_mode as for max_pool2d; a last,
-    partial window is divided by its cells inside the input and the padding (torch's rule).
+    False divides by the number of cells inside the image. divisor_override (a nonzero int, or None)
+    divides every window's sum by that number instead, as torch's does. The arguments are torch's,
+    in torch's order, so a call ported verbatim (`avg_pool2d(x, 3, 2, 1, False)`) means what it
+    means there (earlier fastconv versions took count_include_pad 5th, then made the flags
+    keyword-only). ceil_mode as for max_pool2d; a last, partial window is divided by
+    its cells inside the input and the padding (torch's rule).
     """
     be, x = _input(x)
-    geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode)
-    return be.avg_pool2d(x, geom, bool(count_include_pad))
+    geom = pool_geometry(x.shape, kernel_size, stride, padding, ceil_mode=ceil_mode)
+    divisor = _divisor_override(divisor_override)
+    return be.avg_pool2d(x, geom, bool(count_include_pad), divisor)
 
 
+@unbatched(grad_out="N, C, OH, OW", input_shape="N, C, H, W")
 def avg_pool2d_backward(
     grad_out: Array,
     input_shape: Sequence[int],
@@ -97,15 +138,20 @@ def avg_pool2d_backward(
     *,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
+    divisor_override: Optional[int] = None,
 ) -> Array:
-    """Gradient of avg_pool2d: grad_out (N, C, OH, OW) -> grad_input of `input_shape`."""
+    """Gradient of avg_pool2d (the same arguments): grad_out (N, C, OH, OW) -> grad_input of
+    `input_shape` (N, C, H, W)."""
     be = _dispatch.backend(grad_out=grad_out)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     input_shape = as_shape(input_shape, "input_shape", 4)
-    geom = pool_geometry(input_shape, kernel_size, stride, padding, ceil_mode, "input_shape")
+    geom = pool_geometry(
+        input_shape, kernel_size, stride, padding, ceil_mode=ceil_mode, x_name="input_shape"
+    )
+    divisor = _divisor_override(divisor_override)
     if tuple(grad_out.shape) != geom.output_shape:
         raise ValueError(
             f"grad_out must have shape {geom.output_shape}, got {tuple(grad_out.shape)}"
         )
     (grad_out,) = _dispatch.inputs(_dispatch.dtype(grad_out=grad_out), grad_out)
-    return be.avg_pool2d_backward(grad_out, input_shape, geom, bool(count_include_pad))
+    return be.avg_pool2d_backward(grad_out, input_shape, geom, bool(count_include_pad), divisor)

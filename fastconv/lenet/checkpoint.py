@@ -4,19 +4,21 @@ A checkpoint is an uncompressed .npz archive (a zip of .npy arrays) written by
 :func:`fastconv.lenet.fit` (``FORMAT`` entry, the model as "model.<name>", the optimiser as
 "optimizer.<key>", JSON strings for the rest) or by ``LeNet5.save()`` (the state dict only).
 NumPy would offer to unpickle anything that is not an archive and suggest ``allow_pickle=True``
-(which runs arbitrary code); this module looks at the first bytes instead and says what the
-file is.
+(which runs arbitrary code); :mod:`fastconv.nn.weights` (the one reader of weights files) looks at
+the first bytes instead and says what the file is. A model to evaluate may also be a
+.safetensors file (a LeNet-5 trained in PyTorch, its state dict saved with safetensors).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import zipfile
-import zlib
 from typing import Any, Dict, Union
 
 import numpy as np
+
+from ..nn import weights
+from ..nn.weights import WeightsFileError
 
 __all__ = [
     "FORMAT",
@@ -35,45 +37,17 @@ PathLike = Union[str, "os.PathLike[str]"]
 _JSON_ENTRIES = ("args", "history", "position", "layer_rngs", "model_config")
 _ARGS_KEYS = ("batch_size", "lr", "optimizer", "seed", "lr_decay")
 
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
-_NPY_MAGIC = b"\x93NUMPY"
-_GZIP_MAGIC = b"\x1f\x8b"
+_NPZ = "a checkpoint (.npz archive)"
+_MODEL = "a checkpoint or model file (.npz or .safetensors)"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WeightsFileError):
     """A file is not a readable checkpoint; the message names the file and says why (one line).
 
     Attributes
     ----------
     path : str
     """
-
-    def __init__(self, path: PathLike, message: str) -> None:
-        self.path = os.fspath(path)
-        super().__init__(f"{self.path}: {message}")
-
-
-def _what_it_is(head: bytes) -> str:
-    """What a file that is not a zip archive looks like, from its first bytes."""
-    if not head:
-        return "empty file, not a checkpoint"
-    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
-        return (
-            "a Python pickle, not a checkpoint; fastconv never unpickles files (that can "
-            "run arbitrary code)"
-        )
-    if head.startswith(_NPY_MAGIC):
-        return "a single NumPy array (.npy), not a checkpoint (.npz archive)"
-    if head.startswith(_GZIP_MAGIC):
-        return "gzip-compressed data, not a checkpoint (.npz archive)"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
-        return "a text file, not a checkpoint (.npz archive)"
-    shown = " ".join(f"{b:02x}" for b in head[:4])
-    return f"not a checkpoint (.npz archive): it starts with the bytes {shown}"
 
 
 def read_npz(path: PathLike) -> Dict[str, np.ndarray]:
@@ -95,31 +69,7 @@ def read_npz(path: PathLike) -> Dict[str, np.ndarray]:
     OSError
         The file cannot be opened (FileNotFoundError, IsADirectoryError, PermissionError).
     """
-    with open(path, "rb") as f:
-        head = f.read(512)
-    if not head.startswith(_ZIP_MAGIC):
-        raise CheckpointError(path, _what_it_is(head))
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            entries = {name: archive[name] for name in archive.files}
-    except ValueError as exc:
-        if "pickle" in str(exc) or "Object arrays" in str(exc):
-            raise CheckpointError(
-                path,
-                "holds pickled Python objects; fastconv never unpickles "
-                "files (that can run arbitrary code)",
-            ) from None
-        raise CheckpointError(path, f"corrupt array in the archive ({exc})") from None
-    except (zipfile.BadZipFile, EOFError, zlib.error, OSError, KeyError) as exc:
-        raise CheckpointError(
-            path, f"truncated or corrupt archive ({type(exc).__name__}: {exc})"
-        ) from None
-    for name, value in entries.items():
-        if not isinstance(value, np.ndarray):  # a zip member whose name does not end in .npy
-            raise CheckpointError(
-                path, f"a zip archive whose member {name!r} is not a NumPy array: not a checkpoint"
-            )
-    return entries
+    return weights.read_npz(path, expected=_NPZ, error=CheckpointError)
 
 
 def checkpoint_json(entries: Dict[str, np.ndarray], name: str) -> Any:
@@ -189,6 +139,7 @@ def completed_epochs(path: PathLike) -> int:
 
 
 def read_model_entries(path: PathLike) -> Dict[str, np.ndarray]:
-    """The checked entries of a training checkpoint, or the state dict of a ``save()`` file."""
-    entries = read_npz(path)
+    """The checked entries of a training checkpoint, or the state dict of a ``save()`` file
+    (.npz or .safetensors: a LeNet-5 trained elsewhere, e.g. in PyTorch)."""
+    entries = weights.read_weights_file(path, expected=_MODEL, error=CheckpointError)
     return _checked(path, entries) if "format" in entries else entries

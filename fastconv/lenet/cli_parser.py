@@ -238,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         required=True,
         metavar="PATH",
-        help="a checkpoint from `train --save` or a LeNet5.save() file",
+        help="a checkpoint from `train --save`, or a LeNet5.save() / state-dict file (.npz, or "
+        ".safetensors: e.g. a LeNet-5 trained in PyTorch)",
     )
     ev.add_argument(
         "--batch-size", type=_positive_int, default=500, metavar="B", help="images per forward pass"

@@ -151,23 +151,46 @@ def _curves(ax_loss: Any, ax_acc: Any, history: Optional[Sequence[Dict[str, Any]
         ax_acc.set_title("accuracy")
         return
     epochs = [h["epoch"] for h in history]
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:red")
+    loss = [h["train_loss"] for h in history]
+    train = [100 * h["train_accuracy"] for h in history]
+    test = [100 * h["test_accuracy"] for h in history]
+    # Big markers and the last value written beside its point: after one epoch each curve is a
+    # single dot, which must still read at a glance.
+    ax_loss.plot(epochs, loss, "o-", color="tab:red", markersize=7)
+    _label_last(ax_loss, epochs, loss, "{:.4f}", "tab:red")
     ax_loss.set_title("training loss (cross-entropy)")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("mean loss over the epoch")
-    train = [100 * h["train_accuracy"] for h in history]
-    test = [100 * h["test_accuracy"] for h in history]
-    ax_acc.plot(epochs, train, "o-", label="train (during the epoch)", color="tab:blue")
-    ax_acc.plot(epochs, test, "s-", label="test (after the epoch)", color="tab:green")
+    ax_acc.plot(
+        epochs, train, "o-", label="train (during the epoch)", color="tab:blue", markersize=7
+    )
+    ax_acc.plot(epochs, test, "s-", label="test (after the epoch)", color="tab:green", markersize=7)
+    _label_last(ax_acc, epochs, train, "{:.2f}%", "tab:blue")
+    _label_last(ax_acc, epochs, test, "{:.2f}%", "tab:green")
     ax_acc.set_title(f"accuracy (last test: {test[-1]:.2f}%)")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("%")
-    ax_acc.legend(loc="lower right")
+    # Below the axes, never over the data (inside, it hid the first epoch's train point).
+    ax_acc.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=2, frameon=False)
     for ax in (ax_loss, ax_acc):
         ax.grid(True, alpha=0.3)
         ax.set_xticks(epochs if len(epochs) <= 12 else ax.get_xticks())
-        if len(epochs) == 1:
-            ax.set_xlim(0.5, 1.5)
+        # Room on the right for the last point's label.
+        ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5 + 0.15 * (epochs[-1] - epochs[0] + 1))
+        ax.margins(y=0.15)
+
+
+def _label_last(ax: Any, xs: Sequence[float], ys: Sequence[float], fmt: str, color: str) -> None:
+    """Write the curve's last value just right of its last point."""
+    ax.annotate(
+        fmt.format(ys[-1]),
+        (xs[-1], ys[-1]),
+        xytext=(8, 0),
+        textcoords="offset points",
+        va="center",
+        color=color,
+        fontsize=9,
+    )
 
 
 def _confusion(ax: Any, confusion: np.ndarray, accuracy: float, PowerNorm: Any) -> None:
@@ -175,7 +198,9 @@ def _confusion(ax: Any, confusion: np.ndarray, accuracy: float, PowerNorm: Any) 
     rows = confusion.sum(axis=1, keepdims=True)
     rate = confusion / np.maximum(rows, 1)
     # A low gamma makes the few errors visible next to the ~99% diagonal.
-    ax.imshow(rate, cmap="Blues", norm=PowerNorm(gamma=0.35, vmin=0, vmax=1))
+    image = ax.imshow(rate, cmap="Blues", norm=PowerNorm(gamma=0.35, vmin=0, vmax=1))
+    bar = ax.figure.colorbar(image, ax=ax, shrink=0.8, pad=0.02)
+    bar.set_label("share of the true digit's images")
     for i in range(k):
         for j in range(k):
             if confusion[i, j]:
@@ -215,25 +240,39 @@ def _maps(
     ax.axis("off")
 
     upper, lower = cast(Any, middle.subfigures(2, 1))
+    # One colour scale per row, with its colour bar: the filters on a scale symmetric about 0,
+    # each layer's feature maps on the range of all its maps, so that they compare.
     bound = float(np.abs(filters).max()) or 1.0
-    for i, a in enumerate(upper.subplots(1, len(filters))):
-        a.imshow(filters[i], cmap="RdBu_r", vmin=-bound, vmax=bound)
-        a.set_title(f"{i}", fontsize=9)
-        a.axis("off")
+    _row(upper, filters, "RdBu_r", -bound, bound, "weight")
     upper.suptitle("C1: the six learned 5x5 filters (red +, blue -)", fontsize=11)
-    for i, a in enumerate(lower.subplots(1, len(c1))):
-        a.imshow(c1[i], cmap="magma")
-        a.set_title(f"{i}", fontsize=9)
-        a.axis("off")
+    _row(lower, c1, "magma", *_range(c1), "activation")
     lower.suptitle(f"C1's feature maps of the digit ({c1.shape[1]}x{c1.shape[2]})", fontsize=11)
 
     cols = 4
     axes = right.subplots(int(np.ceil(len(c3) / cols)), cols)
+    low, high = _range(c3)
     for i, a in enumerate(axes.flat):
         if i < len(c3):
-            a.imshow(c3[i], cmap="magma")
+            image = a.imshow(c3[i], cmap="magma", vmin=low, vmax=high)
         a.axis("off")
+    right.colorbar(image, ax=axes, shrink=0.6, pad=0.03).set_label("activation")
     right.suptitle(f"C3's {len(c3)} feature maps ({c3.shape[1]}x{c3.shape[2]})", fontsize=11)
+
+
+def _range(maps: np.ndarray) -> "tuple[float, float]":
+    """(min, max) of all the maps, widened when they are all one value (imshow needs a span)."""
+    low, high = float(maps.min()), float(maps.max())
+    return (low, high) if high > low else (low - 0.5, high + 0.5)
+
+
+def _row(fig: Any, maps: np.ndarray, cmap: str, low: float, high: float, label: str) -> None:
+    """The maps side by side, numbered, on one colour scale with its colour bar at the right."""
+    axes = fig.subplots(1, len(maps))
+    for i, a in enumerate(axes):
+        image = a.imshow(maps[i], cmap=cmap, vmin=low, vmax=high)
+        a.set_title(f"{i}", fontsize=9)
+        a.axis("off")
+    fig.colorbar(image, ax=axes, shrink=0.8, pad=0.02).set_label(label)
 
 
 def history_from_entries(entries: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:

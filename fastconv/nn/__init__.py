@@ -12,11 +12,13 @@
     ['0.bias', '0.weight', '2.bias', '2.weight']
 
 See :class:`Layer` for what every layer offers (parameters, train/eval, state_dict, save/load,
-to(device)) and :mod:`fastconv.gradcheck` to check a layer's backward numerically.
+to(device)) and :mod:`fastconv.gradcheck` to check a layer's backward numerically. State dicts
+have PyTorch's names and layouts; :func:`save_weights` / :func:`load_weights` write and read them
+as .npz or .safetensors files (never pickled), so weights move between fastconv and PyTorch.
 """
 
 from .activation import ReLU, Sigmoid, Tanh
-from .adaptive_pooling import AdaptiveAvgPool2D, GlobalAvgPool2D
+from .adaptive_pooling import AdaptiveAvgPool2D, AdaptiveMaxPool2D, GlobalAvgPool2D
 from .container import Sequential
 from .conv import Conv2D
 from .conv1d import Conv1D
@@ -25,11 +27,12 @@ from .dropout import Dropout
 from .init import INITS
 from .layer import Layer
 from .linear import Linear
-from .loss import SoftmaxCrossEntropy
+from .loss import CrossEntropyLoss, SoftmaxCrossEntropy
 from .pooling import AvgPool2D, MaxPool2D
 from .reshape import Flatten
 from .separable import DepthwiseConv2D, SeparableConv2D
 from .summary import ModelSummary, summary
+from .weights import load_weights, save_weights
 
 __all__ = [
     "Layer",
@@ -43,6 +46,7 @@ __all__ = [
     "Flatten",
     "Dropout",
     "SoftmaxCrossEntropy",
+    "CrossEntropyLoss",
     "Sequential",
     "INITS",
     "Conv1D",
@@ -51,6 +55,9 @@ __all__ = [
     "SeparableConv2D",
     "GlobalAvgPool2D",
     "AdaptiveAvgPool2D",
+    "AdaptiveMaxPool2D",
     "summary",
     "ModelSummary",
+    "save_weights",
+    "load_weights",
 ]

@@ -66,7 +66,7 @@ class Tanh(_Elementwise):
 
 
 class Sigmoid(_Elementwise):
-    """1 / (1 + exp(-x)), without overflow for large |x| (see fastconv.functional.sigmoid)."""
+    """1 / (1 + exp(-x)), without overflow for large ``|x|`` (see fastconv.functional.sigmoid)."""
 
     def _apply(self, x: Array) -> Array:
         return F.sigmoid(x)

@@ -39,7 +39,8 @@ class Conv2D(ConvLayer):
 
     Shapes
     ------
-    x (N, C, H, W) -> y (N, F, OH, OW); ``weight`` (F, C // groups, KH, KW), ``bias`` (F,).
+    x (N, C, H, W) -> y (N, F, OH, OW), or one sample (C, H, W) -> (F, OH, OW) as torch takes
+    it; ``weight`` (F, C // groups, KH, KW), ``bias`` (F,).
     """
 
     GEOMETRY = (

@@ -36,7 +36,8 @@ class Conv1D(ConvLayer):
 
     Shapes
     ------
-    x (N, C, L) -> y (N, F, OL); ``weight`` (F, C // groups, K), ``bias`` (F,).
+    x (N, C, L) -> y (N, F, OL), or one sample (C, L) -> (F, OL); ``weight`` (F, C // groups, K),
+    ``bias`` (F,).
     """
 
     GEOMETRY = (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1))

@@ -34,7 +34,8 @@ class ConvTranspose2D(ConvLayer):
 
     Shapes
     ------
-    x (N, C_in, H, W) -> y (N, C_out, OH, OW), OH = (H - 1) * stride - 2 * padding
+    x (N, C_in, H, W) -> y (N, C_out, OH, OW) (or one sample, (C_in, H, W) -> (C_out, OH, OW)),
+    OH = (H - 1) * stride - 2 * padding
     + dilation * (KH - 1) + output_padding + 1; ``weight`` (C_in, C_out // groups, KH, KW),
     ``bias`` (C_out,).
     """

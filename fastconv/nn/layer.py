@@ -11,22 +11,42 @@ dotted names of :meth:`Layer.named_parameters` (``"c1.weight"``).
 """
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    ClassVar,
+    Dict,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Protocol,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 import numpy as np
 
 from .. import _compat
-from .._atomic import save_npz_atomic
 from .._typing import Array, DTypeLike, RNGLike
 from ..parameter import Parameter, array_module
 from .init import as_generator, initial_weights
+from .weights import host_array, load_weights, save_weights
 
-__all__ = ["Layer", "accumulate_grad"]
+__all__ = ["Layer", "IncompatibleKeys", "accumulate_grad"]
 
 _DEVICES = ("cpu", "gpu")
 
 _T = TypeVar("_T")
 _L = TypeVar("_L", bound="Layer")
+
+
+class IncompatibleKeys(NamedTuple):
+    """What :meth:`Layer.load_state_dict` returns (PyTorch's fields): the parameters the state
+    lacked and the names in it that fit no parameter (both empty after a strict load)."""
+
+    missing_keys: List[str]
+    unexpected_keys: List[str]
 
 
 def accumulate_grad(param: Parameter, grad: Array) -> None:
@@ -48,6 +68,10 @@ class Layer:
     training : bool
         True after construction and :meth:`train`; False after :meth:`eval`.
     """
+
+    # Parameter attribute -> its state_dict name where the two differ (PyTorch's name
+    # has a dot: SeparableConv2D's `depthwise_weight` is torch's `depthwise.weight`).
+    _STATE_NAMES: ClassVar[Mapping[str, str]] = {}
 
     # set in __init__ (through object.__setattr__, which type checkers miss)
     training: bool
@@ -201,36 +225,76 @@ class Layer:
         """Drop what the last forward cached (layers with a cache override this)."""
 
     # -- state ------------------------------------------------------------------------
+    def _state_parameters(self) -> Dict[str, Parameter]:
+        """dict state-dict name -> Parameter: :meth:`named_parameters` with each layer's
+        _STATE_NAMES applied (PyTorch's names where a layer's attributes differ from them)."""
+        out = {self._STATE_NAMES.get(name, name): p for name, p in self._parameters.items()}
+        for child_name, child in self._children.items():
+            for name, p in child._state_parameters().items():
+                out[f"{child_name}.{name}"] = p
+        return out
+
+    def _legacy_state_names(self) -> Dict[str, str]:
+        """dict state-dict name -> the name fastconv 0.x saved it under (its attribute path), for
+        the parameters whose _STATE_NAMES renamed them: files saved before stay loadable."""
+        out = {new: old for old, new in self._STATE_NAMES.items() if old in self._parameters}
+        for child_name, child in self._children.items():
+            for new, old in child._legacy_state_names().items():
+                out[f"{child_name}.{new}"] = f"{child_name}.{old}"
+        return out
+
     def state_dict(self) -> Dict[str, Any]:
-        """dict dotted name -> NumPy copy of the parameter's data (CuPy data is copied to host)."""
+        """dict dotted name -> NumPy copy of the parameter's data (CuPy data is copied to host).
+
+        The names and layouts are PyTorch's: ``"0.weight"``, ``"c1.bias"``, nested Sequentials
+        as ``"1.0.weight"``; convolution weights (F, C // groups, KH, KW), transposed ones
+        (C_in, C_out // groups, KH, KW), linear (OUT, IN). A :class:`SeparableConv2D` gives
+        ``depthwise.weight``, ``pointwise.weight`` and ``pointwise.bias``, a torch module with
+        a depthwise and a pointwise Conv2d. So ``torch_model.load_state_dict({k:
+        torch.from_numpy(v) for k, v in state.items()})`` loads it into a torch model of the
+        same structure. (fastconv has no buffers: no BatchNorm running statistics.)
+        """
         return {
-            name: _compat.to_numpy(p.data, copy=True) for name, p in self.named_parameters().items()
+            name: _compat.to_numpy(p.data, copy=True)
+            for name, p in self._state_parameters().items()
         }
 
-    def load_state_dict(
-        self, state: Mapping[str, Any], strict: bool = True
-    ) -> Tuple[List[str], List[str]]:
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
         """Copy arrays from ``state`` (name -> array) into the parameters, in place.
 
         The data arrays are written into (not rebound), so an optimiser built on this layer
-        keeps working. Values are cast to each parameter's dtype and device.
+        keeps working; the arrays of ``state`` are only read (copied in). Values are cast to each
+        parameter's dtype and device.
 
         Parameters
         ----------
-        state : mapping name -> array (e.g. :meth:`state_dict`, or ``np.load`` of :meth:`save`)
+        state : mapping name -> array
+            :meth:`state_dict`, :func:`fastconv.nn.load_weights` of a file, or a PyTorch
+            ``model.state_dict()`` (tensors are accepted as they are: torch is not imported,
+            tensors are read through their ``detach().cpu().numpy()``). NumPy or CuPy arrays.
         strict : bool, default True
-            True: a missing or unexpected name raises ValueError. False: those are skipped.
-            A shape mismatch always raises.
+            True: a missing or unexpected name raises ValueError. False: those are skipped and
+            returned. A shape mismatch always raises.
 
         Returns
         -------
-        (missing, unexpected) : lists of names (both empty when strict succeeds).
+        IncompatibleKeys(missing_keys, unexpected_keys) : a named tuple of two lists of names,
+            both empty when strict succeeds (PyTorch's return value).
 
         Raises
         ------
-        ValueError naming the parameter; nothing is changed when it is raised.
+        ValueError naming the parameter (and both shapes, for a shape mismatch); TypeError
+        naming the entry for a value that is not a numeric array. Nothing is changed when
+        either is raised.
         """
-        params = self.named_parameters()
+        params = self._state_parameters()
+        legacy = {
+            new: old
+            for new, old in self._legacy_state_names().items()
+            if new not in state and old in state
+        }
+        if legacy:  # a file written under the attribute names: read it under those
+            state = {next((n for n, o in legacy.items() if o == k), k): v for k, v in state.items()}
         missing = [name for name in params if name not in state]
         unexpected = [name for name in state if name not in params]
         if strict and (missing or unexpected):
@@ -244,39 +308,48 @@ class Layer:
         for name, p in params.items():
             if name not in state:
                 continue
-            value = _compat.to_numpy(state[name])
+            value = host_array(state[name], name)
             if tuple(value.shape) != tuple(p.data.shape):
                 raise ValueError(
                     f"parameter {name!r}: the state has shape {tuple(value.shape)}, "
                     f"this {type(self).__name__} has {tuple(p.data.shape)}"
                 )
-            updates.append((p, value))
+            # Cast here, before any parameter is written: a failure changes nothing.
+            updates.append((p, value.astype(p.data.dtype, copy=False)))
         for p, value in updates:
-            p.data[...] = array_module(p.data).asarray(value, dtype=p.data.dtype)
-        return missing, unexpected
+            p.data[...] = array_module(p.data).asarray(value)
+        return IncompatibleKeys(missing, unexpected)
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
-        """Write :meth:`state_dict` to ``path`` as an uncompressed .npz, atomically.
+        """Write :meth:`state_dict` to ``path`` atomically: :func:`fastconv.nn.save_weights`.
 
-        The name is used as given (no ".npz" appended). Read it back with :meth:`load`.
+        The name is used as given (no suffix appended); one ending in ".safetensors" gives that
+        format (with the safetensors package), any other an uncompressed .npz. Read it back
+        with :meth:`load`.
         """
-        save_npz_atomic(path, **self.state_dict())
+        save_weights(path, self)
 
     def load(
         self: _L, path: Union[str, "os.PathLike[str]"], strict: bool = True, prefix: str = ""
     ) -> _L:
-        """Load parameters from a .npz written by :meth:`save` (see :meth:`load_state_dict`).
+        """Load parameters from an .npz or .safetensors file (see :func:`fastconv.nn.load_weights`
+        and :meth:`load_state_dict`).
 
         ``prefix`` selects the entries whose names start with it (stripped before matching):
         ``prefix="model."`` reads the model out of a :mod:`fastconv.lenet` checkpoint.
         Returns self.
+
+        Raises
+        ------
+        fastconv.nn.weights.WeightsFileError (a ValueError, one line naming the file) for a file
+        that is not a weights file (never unpickled); ValueError / TypeError as
+        :meth:`load_state_dict`; OSError when the file cannot be read.
         """
-        with np.load(path, allow_pickle=False) as archive:
-            state = {
-                name[len(prefix) :]: archive[name]
-                for name in archive.files
-                if name.startswith(prefix)
-            }
+        state = {
+            name[len(prefix) :]: value
+            for name, value in load_weights(path).items()
+            if name.startswith(prefix)
+        }
         self.load_state_dict(state, strict=strict)
         return self
 

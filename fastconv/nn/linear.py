@@ -8,7 +8,7 @@ from .. import functional as F
 from .._typing import Array, DTypeLike, RNGLike
 from .._validation import as_activation
 from ..parameter import Parameter
-from .checks import check_input
+from .checks import check_features
 from .init import check_init, default_init
 from .layer import Layer
 
@@ -33,7 +33,8 @@ class Linear(Layer):
 
     Shapes
     ------
-    x (N, IN) -> y (N, OUT); ``weight`` (OUT, IN), ``bias`` (OUT,).
+    x ``(*, IN)`` -> y ``(*, OUT)``, ``*`` any leading axes (none: one sample (IN,) -> (OUT,); (B, T, IN)
+    for sequences); ``weight`` (OUT, IN), ``bias`` (OUT,).
     """
 
     weight: Parameter
@@ -73,8 +74,8 @@ class Linear(Layer):
         self._cache = None
 
     def forward(self, x: Array) -> Array:
-        """x (N, IN) -> y (N, OUT)."""
-        check_input(self, x, "in_features", ("N", "IN"))
+        """x ``(*, IN)`` -> y ``(*, OUT)``: any leading axes, none included (torch's rule)."""
+        check_features(self, x)
         y = F.linear(
             x,
             self.weight.data,
@@ -85,8 +86,8 @@ class Linear(Layer):
         return y
 
     def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
-        """grad (N, OUT) -> grad wrt x (N, IN) (None if not input_grad); accumulates
-        weight.grad and bias.grad."""
+        """grad ``(*, OUT)`` -> grad wrt x ``(*, IN)`` (None if not input_grad); accumulates
+        weight.grad and bias.grad (sums over all the leading axes)."""
         x, y = self._cached(self._cache)
         if self.activation == "relu":
             grad = F.relu_backward(grad, y)

@@ -1,6 +1,7 @@
-"""MaxPool2D and AvgPool2D: 2-D pooling layers (NCHW, floor or ceil mode, PyTorch's semantics)."""
+"""MaxPool2D and AvgPool2D: 2-D pooling layers (NCHW, floor or ceil mode, PyTorch's semantics),
+and the base every pooling layer shares (nn.adaptive_pooling's too)."""
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from .. import functional as F
 from .._typing import Array, IntPair, Padding
@@ -9,7 +10,60 @@ from .layer import Layer
 __all__ = ["MaxPool2D", "AvgPool2D"]
 
 
-class MaxPool2D(Layer):
+class _Pool(Layer):
+    """A pooling layer: no parameters; a training-mode forward caches what its backward needs,
+    the input shape and, for max pooling, the argmax indices.
+
+    Subclasses implement ``_pool(x) -> (y, indices or None)`` and
+    ``_pool_backward(grad, indices, input_shape) -> grad wrt x``.
+    """
+
+    _cache: Optional[Tuple[Any, Tuple[int, ...]]]  # (indices or None, input shape)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache = None
+
+    def _clear_cache(self) -> None:
+        self._cache = None
+
+    def _pool(self, x: Array) -> Tuple[Array, Optional[Array]]:
+        raise NotImplementedError
+
+    def _pool_backward(
+        self, grad: Array, indices: Optional[Array], input_shape: Tuple[int, ...]
+    ) -> Array:
+        raise NotImplementedError
+
+    def _forward(self, x: Array) -> Tuple[Array, Optional[Array]]:
+        """(y, indices or None), the cache set for backward (training mode) or cleared."""
+        y, indices = self._pool(x)
+        self._cache = (indices, tuple(x.shape)) if self.training else None
+        return y, indices
+
+    def forward(self, x: Array) -> Array:
+        """x (N, C, H, W) -> y (N, C, OH, OW)."""
+        return self._forward(x)[0]
+
+    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
+        """grad (N, C, OH, OW) -> grad wrt x (N, C, H, W): each output's gradient goes to its
+        window's max (max pooling) or is spread over its window (average pooling)."""
+        indices, input_shape = self._cached(self._cache)
+        if not input_grad:
+            return None
+        return self._pool_backward(grad, indices, input_shape)
+
+
+class _MaxPool(_Pool):
+    """Max pooling: its backward is the scatter of max_pool2d_backward at the cached indices."""
+
+    def _pool_backward(
+        self, grad: Array, indices: Optional[Array], input_shape: Tuple[int, ...]
+    ) -> Array:
+        return F.max_pool2d_backward(grad, indices, input_shape)
+
+
+class MaxPool2D(_MaxPool):
     """Max pooling over KH x KW windows.
 
     Parameters
@@ -17,6 +71,8 @@ class MaxPool2D(Layer):
     kernel_size : int or (KH, KW)
     stride : int or (h, w), default kernel_size
     padding : int or (h, w), default 0 (at most half the kernel; padded cells never win)
+    dilation : int or (h, w), default 1
+        Spacing of the window's cells (see :func:`fastconv.functional.max_pool2d`).
     ceil_mode : bool, default False
         Round the output size up (see :func:`fastconv.functional.max_pool2d`).
 
@@ -26,13 +82,12 @@ class MaxPool2D(Layer):
     (N, C, OH, OW), which is all its backward needs.
     """
 
-    _cache: Optional[Tuple[Array, Tuple[int, ...]]]  # (indices, input shape)
-
     def __init__(
         self,
         kernel_size: IntPair,
         stride: Optional[IntPair] = None,
         padding: Padding = 0,
+        dilation: IntPair = 1,
         *,
         ceil_mode: bool = False,
     ) -> None:
@@ -40,45 +95,25 @@ class MaxPool2D(Layer):
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = padding
+        self.dilation = dilation
         self.ceil_mode = ceil_mode
-        self._cache = None
 
-    def _clear_cache(self) -> None:
-        self._cache = None
-
-    def forward(self, x: Array) -> Array:
-        """x (N, C, H, W) -> y (N, C, OH, OW)."""
-        if not self.training:
-            return F.max_pool2d(
-                x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode
-            )
-        y, indices = F.max_pool2d(
-            x,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            return_indices=True,
-            ceil_mode=self.ceil_mode,
-        )
-        self._cache = (indices, tuple(x.shape))
-        return y
-
-    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
-        """grad (N, C, OH, OW) -> grad wrt x (N, C, H, W): each grad goes to its window's max."""
-        indices, input_shape = self._cached(self._cache)
-        if not input_grad:
-            return None
-        return F.max_pool2d_backward(grad, indices, input_shape)
+    def _pool(self, x: Array) -> Tuple[Array, Optional[Array]]:
+        geometry = (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        if not self.training:  # nothing to cache
+            return F.max_pool2d(x, *geometry), None
+        return F.max_pool2d(x, *geometry, return_indices=True)
 
     def extra_repr(self) -> str:
+        dilation = "" if self.dilation == 1 else f", dilation={self.dilation!r}"
         ceil = ", ceil_mode=True" if self.ceil_mode else ""
         return (
             f"kernel_size={self.kernel_size!r}, stride={self.stride!r}, "
-            f"padding={self.padding!r}{ceil}"
+            f"padding={self.padding!r}{dilation}{ceil}"
         )
 
 
-class AvgPool2D(Layer):
+class AvgPool2D(_Pool):
     """Average pooling over KH x KW windows.
 
     Parameters
@@ -91,22 +126,23 @@ class AvgPool2D(Layer):
         the number of cells inside the image.
     ceil_mode : bool, default False
         Round the output size up (see :func:`fastconv.functional.avg_pool2d`).
+    divisor_override : nonzero int or None, default None
+        Divide every window's sum by this instead (PyTorch's divisor_override).
 
     Shapes
     ------
     x (N, C, H, W) -> y (N, C, OH, OW); only the input shape is cached.
     """
 
-    _input_shape: Optional[Tuple[int, ...]]
-
     def __init__(
         self,
         kernel_size: IntPair,
         stride: Optional[IntPair] = None,
         padding: Padding = 0,
-        count_include_pad: bool = True,
         *,
+        count_include_pad: bool = True,
         ceil_mode: bool = False,
+        divisor_override: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.kernel_size = kernel_size
@@ -114,42 +150,31 @@ class AvgPool2D(Layer):
         self.padding = padding
         self.count_include_pad = bool(count_include_pad)
         self.ceil_mode = ceil_mode
-        self._input_shape = None
+        self.divisor_override = divisor_override
 
-    def _clear_cache(self) -> None:
-        self._input_shape = None
-
-    def forward(self, x: Array) -> Array:
-        """x (N, C, H, W) -> y (N, C, OH, OW)."""
-        y = F.avg_pool2d(
-            x,
-            self.kernel_size,
-            self.stride,
-            self.padding,
+    def _options(self) -> dict:
+        return dict(
             ceil_mode=self.ceil_mode,
             count_include_pad=self.count_include_pad,
+            divisor_override=self.divisor_override,
         )
-        self._input_shape = tuple(x.shape) if self.training else None
-        return y
 
-    def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
-        """grad (N, C, OH, OW) -> grad wrt x (N, C, H, W), spread evenly over each window."""
-        input_shape = self._cached(self._input_shape)
-        if not input_grad:
-            return None
-        return F.avg_pool2d_backward(
-            grad,
-            input_shape,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            ceil_mode=self.ceil_mode,
-            count_include_pad=self.count_include_pad,
-        )
+    def _pool(self, x: Array) -> Tuple[Array, Optional[Array]]:
+        geometry = (self.kernel_size, self.stride, self.padding)
+        return F.avg_pool2d(x, *geometry, **self._options()), None
+
+    def _pool_backward(
+        self, grad: Array, indices: Optional[Array], input_shape: Tuple[int, ...]
+    ) -> Array:
+        geometry = (self.kernel_size, self.stride, self.padding)
+        return F.avg_pool2d_backward(grad, input_shape, *geometry, **self._options())
 
     def extra_repr(self) -> str:
         ceil = ", ceil_mode=True" if self.ceil_mode else ""
+        divisor = (
+            "" if self.divisor_override is None else f", divisor_override={self.divisor_override}"
+        )
         return (
             f"kernel_size={self.kernel_size!r}, stride={self.stride!r}, "
-            f"padding={self.padding!r}, count_include_pad={self.count_include_pad}{ceil}"
+            f"padding={self.padding!r}, count_include_pad={self.count_include_pad}{ceil}{divisor}"
         )

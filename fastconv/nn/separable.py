@@ -115,10 +115,24 @@ class SeparableConv2D(Layer):
 
     Shapes
     ------
-    x (N, C, H, W) -> (N, C * M, OH, OW) -> y (N, F, OH, OW); ``depthwise_weight``
-    (C * M, 1, KH, KW), ``pointwise_weight`` (F, C * M, 1, 1), ``bias`` (F,). The forward caches
-    its input, the depthwise output and (with ReLU) its output.
+    x (N, C, H, W) -> (N, C * M, OH, OW) -> y (N, F, OH, OW) (one sample: the same without N);
+    ``depthwise_weight`` (C * M, 1, KH, KW), ``pointwise_weight`` (F, C * M, 1, 1), ``bias``
+    (F,). The forward caches its input, the depthwise output and (with ReLU) its output.
+
+    Notes
+    -----
+    In :meth:`state_dict` (PyTorch's names) the three parameters are ``depthwise.weight``,
+    ``pointwise.weight`` and ``pointwise.bias``: those of a torch module holding
+    ``depthwise = nn.Conv2d(C, C * M, kernel_size, groups=C, bias=False)`` and ``pointwise =
+    nn.Conv2d(C * M, F, 1)``. (A torch ``nn.Sequential`` of those two convolutions matches a
+    fastconv ``Sequential(DepthwiseConv2D(C, kernel_size, M, bias=False), Conv2D(C * M, F, 1))``.)
     """
+
+    _STATE_NAMES = {
+        "depthwise_weight": "depthwise.weight",
+        "pointwise_weight": "pointwise.weight",
+        "bias": "pointwise.bias",
+    }
 
     depthwise_weight: Parameter
     pointwise_weight: Parameter

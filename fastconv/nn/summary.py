@@ -26,9 +26,9 @@ import numpy as np
 
 from .. import arith
 from .. import functional as F
-from .._validation import as_pair, as_single
+from .._validation import adaptive_output_size, adaptive_windows, as_pair, as_single
 from .activation import ReLU, Sigmoid, Tanh
-from .adaptive_pooling import AdaptiveAvgPool2D, GlobalAvgPool2D
+from .adaptive_pooling import AdaptiveAvgPool2D, AdaptiveMaxPool2D, GlobalAvgPool2D
 from .conv import Conv2D
 from .conv1d import Conv1D
 from .conv_transpose import ConvTranspose2D
@@ -237,26 +237,22 @@ def _conv1d(layer: Conv1D, shape: _Shape) -> _Out:
 
 
 def _pool(layer: Union[MaxPool2D, AvgPool2D], shape: _Shape) -> _Out:
+    dilation = getattr(layer, "dilation", 1)  # max pooling's
     out = F.pool_output_shape(
-        (1,) + shape, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode
+        (1,) + shape, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode, dilation
     )[1:]
     kernel = _pair(layer.kernel_size)
     default = layer.stride is None or (isinstance(layer.stride, (tuple, list)) and not layer.stride)
     stride = kernel if default else _pair(layer.stride)  # torch's stride=() is the default too
-    return out, 0, _steps(kernel, stride)
+    return out, 0, _steps(kernel, stride, _pair(dilation))
 
 
 def _global_pool(layer: GlobalAvgPool2D, shape: _Shape) -> _Out:
     return (shape[0], 1, 1), 0, _ALL
 
 
-def _adaptive_pool(layer: AdaptiveAvgPool2D, shape: _Shape) -> _Out:
-    from ..functional.adaptive_pool import adaptive_windows
-
-    out_size = layer.output_size
-    if not isinstance(out_size, (tuple, list)):
-        out_size = (out_size, out_size)
-    out = (shape[0],) + tuple(size if o is None else int(o) for o, size in zip(out_size, shape[1:]))
+def _adaptive_pool(layer: Union[AdaptiveAvgPool2D, AdaptiveMaxPool2D], shape: _Shape) -> _Out:
+    out = (shape[0],) + tuple(adaptive_output_size(layer.output_size, *shape[1:]))
     kernel, stride = [], []
     for size, o in zip(shape[1:], out[1:]):
         windows = adaptive_windows(size, o)
@@ -289,7 +285,7 @@ _RULES: List[Tuple[Any, Callable[[Any, _Shape], _Out]]] = [
     (Conv2D, _conv2d),
     ((MaxPool2D, AvgPool2D), _pool),
     (GlobalAvgPool2D, _global_pool),
-    (AdaptiveAvgPool2D, _adaptive_pool),
+    ((AdaptiveAvgPool2D, AdaptiveMaxPool2D), _adaptive_pool),
     (Flatten, _flatten),
     (Linear, _linear),
     ((ReLU, Tanh, Sigmoid, Dropout), _same),

@@ -22,7 +22,8 @@
 //     CUDA's limits on the launch configuration, and that every thread of a block reaches the
 //     same `__syncthreads()` (same source line) the same number of times: a barrier in
 //     divergent code, or a thread returning while others wait at a barrier, is an error here
-//     (undefined behaviour, usually a hang or garbage, on a GPU).
+//     (undefined behaviour, usually a hang or garbage, on a GPU); and that every operand of
+//     the tensor-core product mma_tf32_16x8x8 is a TF32 value (a missed conversion; see there).
 //
 // What passing under this emulator does NOT prove
 //   * No warps: there is no lock-step execution, no warp shuffles/votes (the kernels use none),
@@ -58,6 +59,7 @@
 #include <ucontext.h>
 
 #include <cstddef>
+#include <initializer_list>
 #include <mutex>
 #include <type_traits>
 #include <utility>
@@ -162,6 +164,12 @@ struct MmaDeposit {
 };
 inline MmaDeposit mma_deposits[2][MAX_THREADS];
 inline unsigned mma_calls[MAX_THREADS];
+// A harness that calls device code outside any launch (tests/gpu_emulation/bank_probe.cpp)
+// sets this: mma_tf32_16x8x8 then only hands it the calling thread's operands.
+inline void (*mma_probe)(const unsigned (&a)[4], const unsigned (&b)[2]) = nullptr;
+// Operands handed to mma_tf32_16x8x8 that are not TF32 values, in this launch (see there).
+inline unsigned long long mma_raw_operands = 0;
+inline unsigned mma_raw_thread = 0, mma_raw_bits = 0;
 constexpr int MMA_LINE = -1;  // the "barrier line" the rendezvous parks at
 
 inline void syncthreads(int line) {
@@ -295,6 +303,7 @@ int launch(const char* name, void (*k)(Args...), unsigned gx, unsigned gy, unsig
             return 4;
         }
     }
+    mma_raw_operands = 0;
     Bound<Args...> bound{k, args};
     body = &Bound<Args...>::run;
     body_arg = &bound;
@@ -306,6 +315,15 @@ int launch(const char* name, void (*k)(Args...), unsigned gx, unsigned gy, unsig
         if (run_block((unsigned)nt) != 0) {
             fprintf(stderr, "EMU: in kernel %s\n", name);
             return 5;
+        }
+        if (mma_raw_operands != 0) {
+            fprintf(stderr,
+                    "EMU: %s, block (%u,%u,%u): %llu mma_tf32_16x8x8 operands are not TF32 "
+                    "values (low 13 bits set; thread %u passed 0x%08x): a missed "
+                    "cvt.rna.tf32.f32\n",
+                    name, block_idx.x, block_idx.y, block_idx.z, mma_raw_operands,
+                    mma_raw_thread, mma_raw_bits);
+            return 6;
         }
     }
     return 0;
@@ -333,9 +351,22 @@ inline unsigned tf32_bits(float x) {
 // d += A (16x8) * B (8x8) for the warp of the calling thread; fragments as mma.m16n8k8 .tf32:
 // g = lane / 4, t = lane % 4; a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4], a3 = A[g+8][t+4];
 // b0 = B[t][g], b1 = B[t+4][g]; d0 = D[g][2t], d1 = D[g][2t+1], d2 = D[g+8][2t], d3 = D[g+8][2t+1].
+// Every operand must be a TF32 value, a float whose low 13 mantissa bits are zero (what
+// tf32_bits / cvt.rna.tf32.f32 returns): the kernels convert each value once, when they store
+// it to shared memory (igemm_mma.cuh), and a tensor core does not round what it is given (the
+// bits below TF32's mantissa are not part of a .tf32 operand), so a value that missed the
+// conversion would be multiplied without the round-to-nearest the error bounds assume. Such an
+// operand fails the launch here (the emulator's own check: nothing on a GPU would notice).
 inline void mma_tf32_16x8x8(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
     using namespace ::emu;
+    if (mma_probe != nullptr) return mma_probe(a, b);
     const unsigned me = current;
+    for (unsigned v : {a[0], a[1], a[2], a[3], b[0], b[1]}) {
+        if ((v & 0x1fffu) != 0 && mma_raw_operands++ == 0) {
+            mma_raw_thread = me;
+            mma_raw_bits = v;
+        }
+    }
     MmaDeposit* set = mma_deposits[mma_calls[me]++ & 1];
     for (int q = 0; q < 4; ++q) set[me].a[q] = a[q];
     for (int q = 0; q < 2; ++q) set[me].b[q] = b[q];

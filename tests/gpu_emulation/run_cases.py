@@ -137,15 +137,25 @@ CONV = {
     ),
 }
 
-# Pooling: N, C, H, W, kernel, stride, padding[, ceil_mode].
+# Pooling: N, C, H, W, kernel, stride, padding, dilation[, ceil_mode] (dilation: max pooling's;
+# average pooling runs the undilated windows).
 POOL = {
-    "overlap": (2, 3, 7, 8, (3, 3), (2, 2), (1, 1)),
-    "rect": (1, 2, 6, 5, (2, 3), (1, 2), (1, 0)),
-    "tiled": (2, 2, 4, 4, (2, 2), (2, 2), (0, 0)),
-    "floor_uncovered": (1, 2, 8, 7, (3, 3), (2, 2), (0, 0)),  # last row/column in no window
+    "overlap": (2, 3, 7, 8, (3, 3), (2, 2), (1, 1), (1, 1)),
+    "rect": (1, 2, 6, 5, (2, 3), (1, 2), (1, 0), (1, 1)),
+    "tiled": (2, 2, 4, 4, (2, 2), (2, 2), (0, 0), (1, 1)),
+    "floor_uncovered": (1, 2, 8, 7, (3, 3), (2, 2), (0, 0), (1, 1)),  # last row/col in no window
     # ceil mode: last windows run past the input (and past the right padding: divisor < KH*KW)
-    "ceil_overhang": (1, 2, 8, 7, (3, 3), (2, 2), (1, 1), True),
-    "ceil_2x2_odd": (2, 1, 5, 7, (2, 2), (2, 2), (0, 0), True),
+    "ceil_overhang": (1, 2, 8, 7, (3, 3), (2, 2), (1, 1), (1, 1), True),
+    "ceil_2x2_odd": (2, 1, 5, 7, (2, 2), (2, 2), (0, 0), (1, 1), True),
+    # dilated max pooling: taps skipping over the padding and the border, non-square
+    "dilated": (2, 2, 9, 8, (3, 2), (1, 2), (1, 1), (2, 3)),
+    "dilated_ceil": (1, 2, 10, 9, (3, 3), (2, 3), (1, 0), (3, 2), True),
+}
+# Adaptive max pooling: N, C, H, W, (OH, OW): uneven, overlapping windows, and more outputs
+# than inputs along W (windows repeating columns).
+ADAPTIVE_MAX = {
+    "uneven": (2, 3, 7, 9, (3, 4)),
+    "upsample_w": (1, 2, 5, 3, (2, 7)),
 }
 
 
@@ -250,22 +260,21 @@ CASES["conv-nonfinite_stride2-float32"] = dict(  # the exact re-computation in p
 CASES["conv-nonfinite_depthwise-float32"] = dict(
     kind="conv_nonfinite", geom=CONV["depthwise_x2"][0], device=DEFAULT, expect=set(), dtype=F32
 )
-for _name, _geom in POOL.items():
-    for _dt in (F32, F64):
-        CASES[f"pool-{_name}-{np.dtype(_dt).name}"] = dict(
-            kind="pool",
-            geom=_geom,
-            device=FEW_THREADS,
-            dtype=_dt,
-            launch_check=_FEW,
-            expect={
-                "max_pool2d_forward",
-                "max_pool2d_backward_link",
-                "max_pool2d_backward_gather",
-                "avg_pool2d_forward",
-                "avg_pool2d_backward",
-            },
-        )
+_MAX_POOL_BACKWARD = {"max_pool2d_backward_link", "max_pool2d_backward_gather"}
+for _kind, _table, _kernels in (
+    ("pool", POOL, {"max_pool2d_forward", "avg_pool2d_forward", "avg_pool2d_backward"}),
+    ("adaptive_max_pool", ADAPTIVE_MAX, {"adaptive_max_pool2d_forward"}),
+):
+    for _name, _geom in _table.items():
+        for _dt in (F32, F64):
+            CASES[f"{_kind}-{_name}-{np.dtype(_dt).name}"] = dict(
+                kind=_kind,
+                geom=_geom,
+                device=FEW_THREADS,
+                dtype=_dt,
+                launch_check=_FEW,
+                expect=_kernels | _MAX_POOL_BACKWARD,
+            )
 for _dt in (F32, F64):
     _n = np.dtype(_dt).name
     CASES[f"linear-{_n}"] = dict(
@@ -290,6 +299,12 @@ for _dt in (F32, F64):
     )
     CASES[f"optim-{_n}"] = dict(
         kind="optim", device=FEW_THREADS, dtype=_dt, expect={"adam_update", "sgd_update"}
+    )
+    CASES[f"cross_entropy-{_n}"] = dict(  # the public ops on device arrays, Eager("gpu")
+        kind="cross_entropy", device=TINY, dtype=_dt, expect={"softmax_xent_forward"}
+    )
+    CASES[f"unbatched-{_n}"] = dict(
+        kind="unbatched", device=DEFAULT, dtype=_dt, expect={"conv_igemm", "max_pool2d_forward"}
     )
 # Tensor-core (TF32 / 3xTF32) kernels, float32: tc_cases.py. The 64x64, 128x128 and 64x128 tiles,
 # split-K, stride phases, the exact re-computation for a NaN weight, and an sm_70 device.
@@ -413,7 +428,7 @@ def run_streams(spec, rng):
     dt = spec["dtype"]
     _gpu.clear_plans()
     x, w, b, gy, params = _conv_inputs(spec["geom"], dt, rng)
-    pool = ((3, 3), (2, 2), (1, 1))
+    pool = ((3, 3), (2, 2), (1, 1), (1, 1))
     px = rng.integers(-3, 4, size=x.shape).astype(dt)
     ph, pw = (x.shape[2] - 1) // 2 + 1, (x.shape[3] - 1) // 2 + 1
     pshape = (*x.shape[:2], ph, pw)
@@ -494,39 +509,62 @@ def run_conv_nonfinite(spec, rng):
             _check(op, _both(op, ins, outs, *params, *extra), dt, 100)
 
 
+def _pool_out(size, k, s, p, d, ceil):
+    """torch's rule over the dilated kernel; ceil mode keeps a last window starting before
+    size + p."""
+    span = d * (k - 1) + 1
+    if not ceil:
+        return (size + 2 * p - span) // s + 1
+    o = -(-(size + 2 * p - span) // s) + 1
+    return o - 1 if (o - 1) * s >= size + p else o
+
+
 def run_pool(spec, rng):
     dt = spec["dtype"]
-    N, C, H, W, k, s, p, *ceil = spec["geom"]
-
-    def out(size, k, s, p):  # torch's rule; ceil mode keeps a last window starting before H + p
-        if not ceil:
-            return (size + 2 * p - k) // s + 1
-        o = -(-(size + 2 * p - k) // s) + 1
-        return o - 1 if (o - 1) * s >= size + p else o
-
-    y_shape = (N, C, out(H, k[0], s[0], p[0]), out(W, k[1], s[1], p[1]))
+    N, C, H, W, k, s, p, d, *ceil = spec["geom"]
+    y_shape = (N, C, *(_pool_out(*a, bool(ceil)) for a in zip((H, W), k, s, p, d)))
     x = rng.integers(-3, 4, size=(N, C, H, W)).astype(dt)  # many ties: the first max must win
     x[0, 0, 1, 1] = np.nan  # a NaN wins its windows
     cpu, gpu = _both(
-        "max_pool2d_forward", [x], [np.empty(y_shape, dt), np.empty(y_shape, np.int64)], k, s, p
+        "max_pool2d_forward", [x], [np.empty(y_shape, dt), np.empty(y_shape, np.int64)], k, s, p, d
     )
     _check("max_pool2d_forward", (cpu, gpu), dt)
     gy = rng.standard_normal(y_shape).astype(dt)
     _check("max_pool2d_backward", _both("max_pool2d_backward", [gy, cpu[1]], [x]), dt, 4)
+    y_shape = (N, C, *(_pool_out(*a, 1, bool(ceil)) for a in zip((H, W), k, s, p)))
+    gy = rng.standard_normal(y_shape).astype(dt)
     x = rng.standard_normal((N, C, H, W)).astype(dt)
-    for cip in (True, False):
+    for cip, divisor in ((True, None), (False, None), (False, 5)):
+        what = f"count_include_pad={cip} divisor_override={divisor}"
         _check(
-            f"avg_pool2d_forward count_include_pad={cip}",
-            _both("avg_pool2d_forward", [x], [np.empty(y_shape, dt)], k, s, p, cip),
+            f"avg_pool2d_forward {what}",
+            _both("avg_pool2d_forward", [x], [np.empty(y_shape, dt)], k, s, p, cip, divisor),
             dt,
             9,
         )
         _check(
-            f"avg_pool2d_backward count_include_pad={cip}",
-            _both("avg_pool2d_backward", [gy], [x], k, s, p, cip),
+            f"avg_pool2d_backward {what}",
+            _both("avg_pool2d_backward", [gy], [x], k, s, p, cip, divisor),
             dt,
             9,
         )
+
+
+def run_adaptive_max_pool(spec, rng):
+    """torch's adaptive windows (written out here), max_pool2d's rule and indices."""
+    dt = spec["dtype"]
+    N, C, H, W, (OH, OW) = spec["geom"]
+    windows = [
+        [(i * n // o, -(-(i + 1) * n // o)) for i in range(o)] for n, o in ((H, OH), (W, OW))
+    ]
+    x = rng.integers(-3, 4, size=(N, C, H, W)).astype(dt)  # ties
+    x[-1, -1, 2, 1] = np.nan
+    y_shape = (N, C, OH, OW)
+    outs = [np.empty(y_shape, dt), np.empty(y_shape, np.int64)]
+    cpu, gpu = _both("adaptive_max_pool2d_forward", [x], outs, *windows)
+    _check("adaptive_max_pool2d_forward", (cpu, gpu), dt)
+    gy = rng.standard_normal(y_shape).astype(dt)
+    _check("max_pool2d_backward", _both("max_pool2d_backward", [gy, cpu[1]], [x]), dt, 6)
 
 
 def run_linear(spec, rng):
@@ -572,6 +610,86 @@ def run_softmax_xent(spec, rng):
         )
 
 
+def _host(a):
+    return a if isinstance(a, (float, type(None))) else cupy.asnumpy(a)
+
+
+def run_cross_entropy(spec, rng):
+    """fastconv.cross_entropy and its backward on device arrays against the same calls on
+    NumPy arrays: weights, ignore_index, reductions, smoothing, probability targets; a class
+    index out of range gives NaN rows on the GPU (the CPU raises)."""
+    import fastconv as fc
+
+    dt = spec["dtype"]
+    x = rng.standard_normal((4, 5, 3)).astype(dt)
+    t = rng.integers(0, 5, (4, 3))
+    t[0, 0] = -100
+    w = (rng.random(5) + 0.5).astype(dt)
+    p = rng.random((4, 5, 3)).astype(dt)
+    options = [
+        dict(),
+        dict(reduction="sum", label_smoothing=0.2),
+        dict(reduction="none", label_smoothing=0.1),
+        dict(ignore_index=1),
+    ]
+    for target in (t, p):
+        for opts in options:
+            if opts.get("ignore_index", -100) != -100:
+                if target is p:  # (torch's rule: no ignore_index with probabilities)
+                    continue
+                target = np.where(t == -100, opts["ignore_index"], t)
+            dev = [cupy.asarray(a) for a in (x, target, w)]
+            host_loss = fc.cross_entropy(x, target, w, **opts)
+            loss = fc.cross_entropy(*dev, **opts)
+            assert fc._compat.is_cupy_array(loss) or np.ndim(loss) == 0, type(loss)
+            _check(
+                f"cross_entropy {opts}",
+                ([np.asarray(host_loss)], [np.asarray(_host(loss))]),
+                dt,
+                15,
+            )
+            none = opts.get("reduction") == "none"
+            g = rng.standard_normal(host_loss.shape).astype(dt) if none else 0.5
+            host_grad = fc.cross_entropy_backward(g, x, target, w, **opts)
+            grad = fc.cross_entropy_backward(cupy.asarray(g) if none else g, *dev, **opts)
+            assert fc._compat.is_cupy_array(grad)
+            _check(f"cross_entropy_backward {opts}", ([host_grad], [cupy.asnumpy(grad)]), dt, 15)
+    bad = t.copy()
+    bad[1, 2] = 7
+    loss = cupy.asnumpy(fc.cross_entropy(cupy.asarray(x), cupy.asarray(bad), reduction="none"))
+    assert np.isnan(loss[1, 2]) and np.isfinite(np.delete(loss.reshape(-1), 5)).all(), loss
+    grad = cupy.asnumpy(fc.cross_entropy_backward(1.0, cupy.asarray(x), cupy.asarray(bad)))
+    assert np.isnan(grad[1, :, 2]).all() and not np.isnan(grad[0]).any()
+
+
+def run_unbatched(spec, rng):
+    """One sample (C, H, W) on device arrays: results and gradients without the batch axis."""
+    import fastconv as fc
+
+    dt = spec["dtype"]
+    x = rng.standard_normal((3, 7, 6)).astype(dt)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dt)
+    dx, dw = cupy.asarray(x), cupy.asarray(w)
+    y = fc.conv2d(dx, dw, None, 1, 1)
+    assert y.shape == (4, 7, 6)
+    _check("conv2d one sample", ([fc.conv2d(x, w, None, 1, 1)], [cupy.asnumpy(y)]), dt, 27)
+    g = rng.standard_normal((4, 7, 6)).astype(dt)
+    host = fc.conv2d_backward(g, x, w, 1, 1)
+    dev = fc.conv2d_backward(cupy.asarray(g), dx, dw, 1, 1)
+    assert dev[0].shape == x.shape
+    _check("conv2d_backward one sample", (list(host), [cupy.asnumpy(a) for a in dev]), dt, 60)
+    py, idx = fc.max_pool2d(dx, 2, return_indices=True)
+    assert py.shape == idx.shape == (3, 3, 3)
+    host_y, host_idx = fc.max_pool2d(x, 2, return_indices=True)
+    _check("max_pool2d one sample", ([host_y, host_idx], [cupy.asnumpy(py), cupy.asnumpy(idx)]), dt)
+    gp = fc.max_pool2d_backward(cupy.asarray(host_y), idx, x.shape)
+    _check(
+        "max_pool2d_backward one sample",
+        ([fc.max_pool2d_backward(host_y, host_idx, x.shape)], [cupy.asnumpy(gp)]),
+        dt,
+    )
+
+
 SELF_CHECK_SOURCE = r"""
 template <typename T>
 __global__ void stale_read(T* out) {  // a missing __syncthreads between write and read
@@ -594,13 +712,24 @@ __global__ void block_total(T* out) {  // barriers done right: every thread sums
     __syncthreads();
     out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }
+template <typename T>
+__global__ void warp_mma(T* out) {  // one m16n8k8 of ones: out = 8 in every lane's d0..d3
+    const T x = out[threadIdx.x];   // 1.0 (a TF32 value), or 1 + 2^-20 (not one)
+    const unsigned v = __float_as_uint(x);
+    const unsigned a[4] = {v, v, v, v}, b[2] = {v, v};
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mma_tf32_16x8x8(d, a, b);
+    out[threadIdx.x] = d[0] + d[1] + d[2] + d[3];
+}
 """
 
 
 def run_self_check(spec, rng):
     """The emulator catches what it claims to: a missing barrier (stale shared memory), a
-    barrier in divergent code, a wrong argument type; unwritten outputs read as NaN."""
+    barrier in divergent code, a wrong argument type, an mma operand that is not TF32;
+    unwritten outputs read as NaN."""
     exprs = ["stale_read<float>", "divergent_barrier<float>", "block_total<double>"]
+    exprs.append("warp_mma<float>")
     mod = cupy.RawModule(code=SELF_CHECK_SOURCE, options=("-std=c++17",), name_expressions=exprs)
     out = cupy.empty(8, np.float32)
     mod.get_function("stale_read<float>")((1,), (8,), (out,))
@@ -621,6 +750,18 @@ def run_self_check(spec, rng):
     mod.get_function("block_total<double>")((3,), (16,), (total,))
     np.testing.assert_array_equal(total.get(), np.full(48, 120.0))
     assert np.isnan(cupy.empty(3, np.float32).get()).all()
+    mma = mod.get_function("warp_mma<float>")
+    ones = cupy.asarray(np.ones(32, np.float32))
+    mma((1,), (32,), (ones,))
+    np.testing.assert_array_equal(ones.get(), np.full(32, 32.0))  # 4 outputs of 8 each
+    raw = np.ones(32, np.float32)
+    raw[5] = np.float32(1 + 2.0**-20)  # below TF32's 10 mantissa bits: not converted
+    try:
+        mma((1,), (32,), (cupy.asarray(raw),))
+    except RuntimeError as exc:
+        assert "(code 6)" in str(exc), exc  # cuda_emu.h's code for a non-TF32 operand
+    else:
+        raise AssertionError("an mma operand that is not a TF32 value not caught")
 
 
 def run_optim(spec, rng):
@@ -700,10 +841,13 @@ RUNNERS = {
     "conv_nonfinite": run_conv_nonfinite,
     "streams": run_streams,
     "pool": run_pool,
+    "adaptive_max_pool": run_adaptive_max_pool,
     "linear": run_linear,
     "relu_backward": run_relu_backward,
     "softmax_xent": run_softmax_xent,
     "optim": run_optim,
+    "cross_entropy": run_cross_entropy,
+    "unbatched": run_unbatched,
     "self_check": run_self_check,
     "lenet_step": run_lenet_step,
     "lenet_step_tf32": run_lenet_step_tf32,

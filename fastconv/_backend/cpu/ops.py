@@ -312,6 +312,16 @@ def _winograd_grad_input(grad_y, weight, grad_x, padding, dilation):
     _winograd.grad_input(grad_y, weight, grad_x, *padding, *dilation, get_num_threads())
 
 
+def _winograd_grad_weight(grad_y, x, grad_weight, padding, dilation):
+    """grad_weight of a stride-1, one-group 3x3 convolution by Winograd F(3x3, 4x4): per tile of
+    4x4 outputs, G^T [(A grad_y A^T) . (B^T x B)] G, the products summed over tiles in the
+    Winograd domain first (src/winograd_wgrad.h). grad_y (N, F, OH, OW), x (N, C, H, W),
+    grad_weight (F, C, 3, 3) written in full, float32 or float64; padding (top, left) and
+    dilation (dh, dw) of the forward convolution. The kernel has its own GEMM: BLAS's threads
+    need no limit. Bitwise the same for any thread count."""
+    _winograd.grad_weight(grad_y, x, grad_weight, *padding, *dilation, get_num_threads())
+
+
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
     shapes, geometry = (
         (x.shape, grad_weight.shape, grad_y.shape),
@@ -324,6 +334,9 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
     algorithm, _ = _choice("grad_weight", algorithm, shapes, geometry, grad_y=grad_y, x=x)
     if algorithm == "fft":
         _fft.conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups)
+        return
+    if algorithm == "winograd":
+        _winograd_grad_weight(grad_y, x, grad_weight, padding, dilation)
         return
     args = (*stride, *padding, *dilation, groups, get_num_threads())
     if algorithm == "direct":
@@ -423,21 +436,44 @@ def conv2d_grad_bias(grad_y, grad_bias):
     _conv.grad_bias(grad_y, grad_bias, get_num_threads())
 
 
-def max_pool2d_forward(x, y, indices, kernel, stride, padding):
-    _pool.max_forward(x, y, indices, *kernel, *stride, *padding, get_num_threads())
+def max_pool2d_forward(x, y, indices, kernel, stride, padding, dilation):
+    _pool.max_forward(x, y, indices, *kernel, *stride, *padding, *dilation, get_num_threads())
 
 
 def max_pool2d_backward(grad_y, indices, grad_x):
     _pool.max_backward(grad_y, indices, grad_x, get_num_threads())
 
 
-def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad):
-    _pool.avg_forward(x, y, *kernel, *stride, *padding, count_include_pad, get_num_threads())
+def adaptive_max_pool2d_forward(x, y, indices, windows_h, windows_w):
+    rows, cols = (np.asarray(w, np.int64).reshape(-1, 2) for w in (windows_h, windows_w))
+    _pool.adaptive_max_forward(x, y, indices, rows, cols, get_num_threads())
 
 
-def avg_pool2d_backward(grad_y, grad_x, kernel, stride, padding, count_include_pad):
+def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad, divisor_override):
+    _pool.avg_forward(
+        x,
+        y,
+        *kernel,
+        *stride,
+        *padding,
+        count_include_pad,
+        divisor_override or 0,
+        get_num_threads(),
+    )
+
+
+def avg_pool2d_backward(
+    grad_y, grad_x, kernel, stride, padding, count_include_pad, divisor_override
+):
     _pool.avg_backward(
-        grad_y, grad_x, *kernel, *stride, *padding, count_include_pad, get_num_threads()
+        grad_y,
+        grad_x,
+        *kernel,
+        *stride,
+        *padding,
+        count_include_pad,
+        divisor_override or 0,
+        get_num_threads(),
     )
 
 

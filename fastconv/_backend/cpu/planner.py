@@ -9,7 +9,8 @@ the geometry and the SIMD level of the direct kernels, among
 - "depthwise": direct kernels for one input channel per group (groups > 1);
 - "matmul":    one GEMM when the kernel covers the whole unpadded input (a 1x1 output, as
                LeNet-5's C5): the convolution is then exactly a dense layer;
-- "winograd":  Winograd F(4x4, 3x3), float32, 3x3 kernels, stride 1, one group;
+- "winograd":  Winograd F(4x4, 3x3), float32, 3x3 kernels, stride 1, one group; grad-weight by
+               F(3x3, 4x4), float32 and float64;
 - "fft":       FFT convolution (scipy.fft) for large kernels.
 
 `runnable` says which algorithms can compute a pass exactly; `choose` is the "auto" choice, from
@@ -127,9 +128,37 @@ _WINOGRAD_MIN_CHANNELS_AVX512 = 32
 _WINOGRAD_MIN_TILES = 32
 
 
-def winograd_pays(pass_, conv, level):
-    """Whether Winograd is the choice for `pass_` (forward or grad-input) of `conv`."""
-    if pass_ == "grad_weight" or not _winograd_shape(conv):
+def _winograd_grad_weight_shape(conv):
+    """Winograd grad-weight, F(3x3, 4x4), runs 3x3 convolutions with stride 1 and one group (any
+    padding, any dilation), float32 and float64."""
+    return conv.w_shape[2:] == (3, 3) and conv.groups == 1 and tuple(conv.stride) == (1, 1)
+
+
+# Winograd grad-weight's domain, from benchmarks/results/wgrad_sweep_*.json (bench_wgrad.py
+# --sweep; Ice Lake AVX-512, 1 thread, CPU time, medians of 5 interleaved reps on a shared
+# machine; batch 8, padding 1, sizes 7..112) against the choice before it (direct below 64
+# filters, else GEMM): 0.34-0.86x the time wherever C, F >= 32 (float64 0.44-0.88x), 0.44-0.73x
+# at (C, F) = (16, 64) (float64 0.61-0.75x), 0.70-1.11x at (64, 16) (0.84-1.06x); at C = F = 16
+# 1.03-1.54x (0.86-1.35x), at C = F = 8 and C = 3 mostly slower (0.66-2.4x). One-off runs: at
+# the baseline SIMD level (SSE2, forced) 0.97-1.5x GEMM's time; small outputs (8 x 128 channels,
+# 1x1 to 5x5) 0.3-1.2x GEMM's, but "matmul" (a 1x1 output of the unpadded input) 8x faster.
+_WINOGRAD_WGRAD_MIN_CHANNELS = 16
+_WINOGRAD_WGRAD_MIN_PAIRS = 1024  # C * F
+
+
+def winograd_pays(pass_, conv, level=1):
+    """Whether Winograd is the choice for `pass_` of `conv` (with SIMD `level`: grad-weight
+    needs SIMD; the forward and grad-input take 32 channels with AVX-512, 64 below)."""
+    if pass_ == "grad_weight":
+        F, C = conv.w_shape[:2]
+        return (
+            _winograd_grad_weight_shape(conv)
+            and level > 0
+            and not _is_matmul(conv)
+            and min(C, F) >= _WINOGRAD_WGRAD_MIN_CHANNELS
+            and C * F >= _WINOGRAD_WGRAD_MIN_PAIRS
+        )
+    if not _winograd_shape(conv):
         return False
     F, C = conv.w_shape[0], conv.w_shape[1]
     N, OH, OW = conv.y_shape[0], conv.y_shape[2], conv.y_shape[3]
@@ -162,7 +191,7 @@ def runnable(pass_, conv, level):
             out.append("depthwise")
     if _is_matmul(conv):
         out.append("matmul")
-    if pass_ != "grad_weight" and _winograd_shape(conv):
+    if _winograd_grad_weight_shape(conv) if pass_ == "grad_weight" else _winograd_shape(conv):
         out.append("winograd")
     out.append("fft")  # any padding, stride (polyphase), dilation and groups
     return tuple(out)

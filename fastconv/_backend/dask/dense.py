@@ -1,8 +1,9 @@
-"""Dense ops, the elementwise ops and the loss over Dask arrays (cut along N)."""
+"""Dense ops, the elementwise ops and the losses over Dask arrays (cut along N)."""
 
 import numpy as np
 
 from ... import _compat
+from .. import losses as _losses
 from ._common import (
     _as_dask,
     _concrete,
@@ -134,4 +135,121 @@ def softmax_cross_entropy_backward(log_probs, labels, grad_loss):
         N=log_probs.shape[0],
         dtype=log_probs.dtype,
         meta=_meta(log_probs, log_probs.dtype, 2),
+    )
+
+
+# ---------------------------------------------------------- cross-entropy (torch's options)
+def _targets(target, logits, probs):
+    """Class indices as an (M, 1) column, probabilities (M, C), chunked like logits' rows."""
+    if probs:
+        return _as_dask(target).rechunk(logits.chunks)
+    return _labels_like(target, logits)
+
+
+def _block_losses(logits, target, probs, weight, ignore_index, label_smoothing):
+    logits, target = _contiguous(logits, target if probs else target[:, 0])
+    return _eager(logits).cross_entropy(
+        logits, target, weight, ignore_index, "none", label_smoothing
+    )
+
+
+def _block_weights(target, weight, ignore_index, C, weights_dtype):
+    target = _contiguous(target[:, 0])[0]
+    xp = _compat.array_module(target)
+    return _losses.target_weights(xp, target, weight, ignore_index, C, weights_dtype)[2]
+
+
+def _count(target, probs, weight, ignore_index, C, dtype):
+    """The denominator of 'mean' (fastconv._backend.losses.denominator), lazily."""
+    if probs:
+        return target.shape[0]
+    weights = target.map_blocks(
+        _block_weights,
+        weight=weight,
+        ignore_index=ignore_index,
+        C=C,
+        weights_dtype=dtype,  # (map_blocks takes `dtype` for itself)
+        dtype=dtype,
+        drop_axis=1,
+        meta=_meta(target, dtype, 1),
+    )
+    return weights.sum()
+
+
+def cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing):
+    """Lazy losses by row chunks; their sum or mean (a tree sum) for the reductions."""
+    logits = _as_dask(logits).rechunk({1: -1})
+    probs = target.ndim == 2
+    target = _targets(target, logits, probs)
+    weight = _concrete(weight)
+    dtype = logits.dtype
+    losses = logits.map_blocks(
+        _in_task(_block_losses),
+        target,
+        probs=probs,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        drop_axis=1,
+        dtype=dtype,
+        meta=_meta(logits, dtype, 1),
+    )
+    if reduction == "none":
+        return losses
+    total = losses.sum()
+    if reduction == "sum":
+        return total
+    count = _count(target, probs, weight, ignore_index, logits.shape[1], dtype)
+    return _divide(total, count)
+
+
+def _ratio(a, b):
+    with np.errstate(invalid="ignore", divide="ignore"):  # nothing counted: NaN, as torch
+        return a / b
+
+
+def _divide(a, b):
+    """a / b of a 0-d Dask array and a count (0-d Dask or int), lazily, without NumPy's
+    warning for 0 / 0."""
+    da = _import_dask()
+    return da.map_blocks(_ratio, a, b, dtype=a.dtype, meta=_meta(a, a.dtype, 0))
+
+
+def _block_grad(logits, target, scale, probs, weight, ignore_index, label_smoothing):
+    logits, target = _contiguous(logits, target if probs else target[:, 0])
+    # a row chunk's multipliers (a column), or the one for all rows (a 0-d block)
+    scale = scale[:, 0] if scale.ndim else float(scale)
+    return _eager(logits).cross_entropy_backward(
+        scale, logits, target, weight, ignore_index, "none", label_smoothing
+    )
+
+
+def cross_entropy_backward(
+    grad_out, logits, target, weight, ignore_index, reduction, label_smoothing
+):
+    """Lazy grad_logits by row chunks; 'mean' divides by its lazy denominator."""
+    da = _import_dask()
+    logits = _as_dask(logits).rechunk({1: -1})
+    probs = target.ndim == 2
+    target = _targets(target, logits, probs)
+    weight = _concrete(weight)
+    dtype = logits.dtype
+    if reduction == "none":
+        scale = _labels_like(grad_out, logits)
+    else:
+        scale = grad_out if _compat.is_dask_array(grad_out) else da.asarray(grad_out, dtype=dtype)
+        if reduction == "mean":
+            scale = _divide(
+                scale, _count(target, probs, weight, ignore_index, logits.shape[1], dtype)
+            )
+    return logits.map_blocks(
+        _in_task(_block_grad),
+        target,
+        scale,
+        probs=probs,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        dtype=dtype,
+        meta=_meta(logits, dtype, 2),
     )

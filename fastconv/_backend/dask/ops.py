@@ -15,7 +15,7 @@ How a convolution is cut:
   reduction; with groups, chunks are aligned to whole groups and give their own filters.
 Grad-input is cut like x; grad-weight and grad-bias are sums over the blocks. Pooling is cut
 along N and C, and along H and W when no window runs past the border; adaptive pooling and the
-pooling gradients take whole planes; dense ops and the loss are cut along N.
+pooling gradients take whole planes; dense ops and the losses are cut along N.
 
 Weights are small: a Dask weight is computed once, when the call is made.
 """
@@ -61,16 +61,23 @@ class Dask:
             "max_pool2d_backward", grad_out, indices, plane=plane, dtype=grad_out.dtype
         )
 
-    def avg_pool2d(self, x, geom, count_include_pad):
-        return _pool.pool2d("avg_pool2d", x, geom, x.dtype, count_include_pad=count_include_pad)
+    def avg_pool2d(self, x, geom, count_include_pad, divisor_override):
+        return _pool.pool2d(
+            "avg_pool2d",
+            x,
+            geom,
+            x.dtype,
+            count_include_pad=count_include_pad,
+            divisor_override=divisor_override,
+        )
 
-    def avg_pool2d_backward(self, grad_out, input_shape, geom, count_include_pad):
+    def avg_pool2d_backward(self, grad_out, input_shape, geom, count_include_pad, divisor_override):
         return _pool.per_plane(
             "avg_pool2d_backward",
             grad_out,
             plane=input_shape[2:],
             dtype=grad_out.dtype,
-            args=(geom, count_include_pad),
+            args=(geom, count_include_pad, divisor_override),
         )
 
     def adaptive_avg_pool2d(self, x, windows_h, windows_w):
@@ -85,6 +92,9 @@ class Dask:
             dtype=grad_out.dtype,
             args=(windows_h, windows_w),
         )
+
+    def adaptive_max_pool2d(self, x, windows_h, windows_w, return_indices):
+        return _pool.adaptive_max_pool2d(x, windows_h, windows_w, return_indices)
 
     # --------------------------------------------------------------------- elementwise
     def relu(self, x):
@@ -117,3 +127,15 @@ class Dask:
 
     def softmax_cross_entropy_backward(self, log_probs, labels, grad_loss):
         return _dense.softmax_cross_entropy_backward(log_probs, labels, grad_loss)
+
+    def cross_entropy(self, logits, target, weight, ignore_index, reduction, label_smoothing):
+        return _dense.cross_entropy(
+            logits, target, weight, ignore_index, reduction, label_smoothing
+        )
+
+    def cross_entropy_backward(
+        self, grad_out, logits, target, weight, ignore_index, reduction, label_smoothing
+    ):
+        return _dense.cross_entropy_backward(
+            grad_out, logits, target, weight, ignore_index, reduction, label_smoothing
+        )

@@ -39,8 +39,10 @@ def pool2d(op, x, geom, dtype, **kwargs):
     x = _as_dask(x)
     N, C, OH, OW = geom.output_shape
     (kh, kw), (sh, sw), (ph, pw) = geom.kernel, geom.stride, geom.padding
-    whole_planes = (ph, pw) != (0, 0) or (OH - 1) * sh + kh > x.shape[2]
-    whole_planes = whole_planes or (OW - 1) * sw + kw > x.shape[3]
+    dh, dw = geom.dilation
+    # the dilated windows' extent: (k - 1) * d + 1 input cells
+    whole_planes = (ph, pw) != (0, 0) or (OH - 1) * sh + (kh - 1) * dh + 1 > x.shape[2]
+    whole_planes = whole_planes or (OW - 1) * sw + (kw - 1) * dw + 1 > x.shape[3]
     if whole_planes:
         x = x.rechunk({2: -1, 3: -1})
     rows = _out_ranges(x.chunks[2], OH, sh, ph)
@@ -55,8 +57,8 @@ def pool2d(op, x, geom, dtype, **kwargs):
             for r in rows:
                 row = []
                 for q in cols:
-                    _, _, a0, a1 = _window(*r, sh, ph, kh, 1, x.shape[2])
-                    _, _, b0, b1 = _window(*q, sw, pw, kw, 1, x.shape[3])
+                    _, _, a0, a1 = _window(*r, sh, ph, kh, dh, x.shape[2])
+                    _, _, b0, b1 = _window(*q, sw, pw, kw, dw, x.shape[3])
                     xb = x[n0:n1, c0:c1, a0:a1, b0:b1]
                     shape = (n1 - n0, c1 - c0, r[1] - r[0], q[1] - q[0])
                     block_geom = geom._replace(output_shape=shape)
@@ -75,23 +77,26 @@ def pool2d(op, x, geom, dtype, **kwargs):
     return da.concatenate(n_blocks, axis=0)
 
 
-def planes(op, x, out_plane, dtype, *args):
+def planes(op, x, out_plane, dtype, *args, item=None):
     """`op(x_block, *args)` (a backend's op) over whole (N-chunk, C-chunk) planes of x, each
-    giving (n, c) + out_plane: ops whose windows span the plane (adaptive pooling)."""
+    giving (n, c) + out_plane: ops whose windows span the plane (adaptive pooling). `item`:
+    which of the op's results to keep, when it returns several."""
     x = _as_dask(x).rechunk({2: -1, 3: -1})
     return x.map_blocks(
         _in_task(_plane_op),
         op,
         args,
+        item,
         chunks=(x.chunks[0], x.chunks[1], (out_plane[0],), (out_plane[1],)),
         dtype=dtype,
         meta=_meta(x, dtype, 4),
     )
 
 
-def _plane_op(block, op, args):
+def _plane_op(block, op, args, item):
     (block,) = _contiguous(block)
-    return getattr(_eager(block), op)(block, *args)
+    result = getattr(_eager(block), op)(block, *args)
+    return result if item is None else result[item]
 
 
 def _plane_grad(first, *others, op, plane, args):
@@ -123,3 +128,13 @@ def max_pool2d(x, geom, return_indices):
     if not return_indices:
         return y
     return y, pool2d("indices", x, geom, np.dtype(np.int64))
+
+
+def adaptive_max_pool2d(x, windows_h, windows_w, return_indices):
+    """Over whole planes: the indices (ih * W + iw) are the plane's own."""
+    out_plane = (len(windows_h), len(windows_w))
+    args = (windows_h, windows_w, True)
+    y = planes("adaptive_max_pool2d", x, out_plane, x.dtype, *args, item=0)
+    if not return_indices:
+        return y
+    return y, planes("adaptive_max_pool2d", x, out_plane, np.dtype(np.int64), *args, item=1)

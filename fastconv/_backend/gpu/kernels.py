@@ -34,6 +34,7 @@ KERNELS = {
     "reduce.cu": ("sum_splits", "conv2d_grad_bias_partial"),
     "pool.cu": (
         "max_pool2d_forward",
+        "adaptive_max_pool2d_forward",
         "max_pool2d_backward_link",
         "max_pool2d_backward_gather",
         "avg_pool2d_forward",

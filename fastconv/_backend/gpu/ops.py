@@ -73,8 +73,9 @@ def _pool_args(x_shape, y_shape, kernel, stride, padding):
     return (*_i64(N * C, H, W, y_shape[2], y_shape[3]), *_i32(*kernel, *stride, *padding))
 
 
-def max_pool2d_forward(x, y, indices, kernel, stride, padding):
-    """y, indices (N,C,OH,OW) = max and flat argmax ih*W+iw over the windows of x (N,C,H,W).
+def max_pool2d_forward(x, y, indices, kernel, stride, padding, dilation):
+    """y, indices (N,C,OH,OW) = max and flat argmax ih*W+iw over the (dilated) windows of x
+    (N,C,H,W).
 
     First max wins; a NaN wins; padded cells never win.
     """
@@ -90,7 +91,37 @@ def max_pool2d_forward(x, y, indices, kernel, stride, padding):
                 y,
                 indices,
                 *_pool_args(x.shape, y.shape, tuple(kernel), tuple(stride), tuple(padding)),
+                *_i32(*dilation),
             ),
+        )
+
+
+@functools.lru_cache(maxsize=64)  # the same few input sizes every training step
+def _window_table(device, windows_h, windows_w):
+    """The adaptive windows [(start, stop)] of rows, then of columns, as one int64 device
+    array (OH + OW, 2) on `device`, uploaded once (read-only: shared by all streams)."""
+    cupy = _compat.require_cupy()
+    with cupy.cuda.Device(device):
+        return cupy.asarray(np.array(windows_h + windows_w, np.int64).reshape(-1, 2))
+
+
+def adaptive_max_pool2d_forward(x, y, indices, windows_h, windows_w):
+    """y, indices (N,C,OH,OW) = max and flat argmax ih*W+iw over torch's adaptive windows of x
+    (N,C,H,W): [(start, stop)] of rows and columns (max_pool2d_forward's rule)."""
+    cupy = _compat.require_cupy()
+    N, C, H, W = x.shape
+    with x.device:
+        table = _window_table(
+            cupy.cuda.runtime.getDevice(),
+            tuple(map(tuple, windows_h)),
+            tuple(map(tuple, windows_w)),
+        )
+        _launch_1d(
+            "pool.cu",
+            "adaptive_max_pool2d_forward",
+            x.dtype,
+            y.size,
+            (x, y, indices, table, *_i64(N * C, H, W, y.shape[2], y.shape[3])),
         )
 
 
@@ -130,9 +161,9 @@ def max_pool2d_backward(grad_y, indices, grad_x):
         )
 
 
-def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad):
-    """y (N,C,OH,OW) = window means of x (N,C,H,W); divisor KH*KW if count_include_pad,
-    else the number of non-padded cells."""
+def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad, divisor_override):
+    """y (N,C,OH,OW) = window means of x (N,C,H,W); divisor divisor_override if not None, else
+    KH*KW if count_include_pad, else the number of non-padded cells."""
     _compat.require_cupy()
     with x.device:
         _launch_1d(
@@ -145,11 +176,14 @@ def avg_pool2d_forward(x, y, kernel, stride, padding, count_include_pad):
                 y,
                 *_pool_args(x.shape, y.shape, tuple(kernel), tuple(stride), tuple(padding)),
                 *_i32(count_include_pad),
+                *_i64(divisor_override or 0),
             ),
         )
 
 
-def avg_pool2d_backward(grad_y, grad_x, kernel, stride, padding, count_include_pad):
+def avg_pool2d_backward(
+    grad_y, grad_x, kernel, stride, padding, count_include_pad, divisor_override
+):
     """grad_x (N,C,H,W) from grad_y (N,C,OH,OW): each window's gradient spread over its cells."""
     _compat.require_cupy()
     with grad_x.device:
@@ -165,6 +199,7 @@ def avg_pool2d_backward(grad_y, grad_x, kernel, stride, padding, count_include_p
                     grad_x.shape, grad_y.shape, tuple(kernel), tuple(stride), tuple(padding)
                 ),
                 *_i32(count_include_pad),
+                *_i64(divisor_override or 0),
             ),
         )
 

@@ -41,9 +41,8 @@
 // 3xTF32 tensor cores, float; conv_tc.cu).
 template <typename T, int BM, int BN, typename Tile>
 __device__ __forceinline__ void conv_igemm_body(CONV_IGEMM_PARAMS) {
-    using S = TileShape<BM, BN>;
-    __shared__ __align__(16) T As[2 * IGEMM_BK * S::A_LD];
-    __shared__ __align__(16) T Bs[2 * IGEMM_BK * S::B_LD];
+    __shared__ __align__(16) T As[2 * Tile::A_BUF];
+    __shared__ __align__(16) T Bs[2 * Tile::B_BUF];
     __shared__ int block_bad;
 
     const int tid = threadIdx.x;

@@ -42,12 +42,14 @@ struct ConvLoader {
         }
     }
 
-    __device__ __forceinline__ void store(T* As, T* Bs) const {
+    // A[m][k] and B[k][n] into shared memory, laid out (and converted) as the math wants.
+    template <typename Math>
+    __device__ __forceinline__ void store(const Math& math, T* As, T* Bs) const {
 #pragma unroll
         for (int r = 0; r < A_LOADS; ++r)
-            As[(tid % IGEMM_BK) * S::A_LD + tid / IGEMM_BK + A_STEP * r] = ra[r];
+            math.store_a(As, tid % IGEMM_BK, tid / IGEMM_BK + A_STEP * r, ra[r]);
 #pragma unroll
-        for (int r = 0; r < B_LOADS; ++r) Bs[(tid / BN + B_STEP * r) * S::B_LD + tid % BN] = rb[r];
+        for (int r = 0; r < B_LOADS; ++r) math.store_b(Bs, tid / BN + B_STEP * r, tid % BN, rb[r]);
     }
 };
 

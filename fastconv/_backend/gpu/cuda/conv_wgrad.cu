@@ -75,12 +75,13 @@ struct WgradLoader {
         }
     }
 
-    __device__ __forceinline__ void store(T* As, T* Bs) const {
+    template <typename Math>  // through the math's store_a / store_b (its layout, conversion)
+    __device__ __forceinline__ void store(const Math& math, T* As, T* Bs) const {
         const int k = tid % IGEMM_BK;
 #pragma unroll
-        for (int r = 0; r < A_LOADS; ++r) As[k * S::A_LD + tid / IGEMM_BK + STEP * r] = ra[r];
+        for (int r = 0; r < A_LOADS; ++r) math.store_a(As, k, tid / IGEMM_BK + STEP * r, ra[r]);
 #pragma unroll
-        for (int r = 0; r < B_LOADS; ++r) Bs[k * S::B_LD + tid / IGEMM_BK + STEP * r] = rb[r];
+        for (int r = 0; r < B_LOADS; ++r) math.store_b(Bs, k, tid / IGEMM_BK + STEP * r, rb[r]);
     }
 };
 
@@ -100,10 +101,9 @@ struct WgradLoader {
 // The kernel body, for any main-loop math: FmaTile (fp32) or MmaTile (tensor cores, conv_tc.cu).
 template <typename T, int BM, int BN, typename Tile>
 __device__ __forceinline__ void conv_wgrad_body(CONV_WGRAD_PARAMS) {
-    using S = TileShape<BM, BN>;
     using L = WgradLoader<T, BM, BN>;
-    __shared__ __align__(16) T As[2 * IGEMM_BK * S::A_LD];
-    __shared__ __align__(16) T Bs[2 * IGEMM_BK * S::B_LD];
+    __shared__ __align__(16) T As[2 * Tile::A_BUF];
+    __shared__ __align__(16) T Bs[2 * Tile::B_BUF];
 
     const int tid = threadIdx.x;
     const int k0 = blockIdx.x * BN;

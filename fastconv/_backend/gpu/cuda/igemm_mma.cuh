@@ -53,14 +53,44 @@ __device__ __forceinline__ void mma_tf32_16x8x8(float (&d)[4], const unsigned (&
 // the block's BM*BN/64 threads); a warp tile is 2 x 8 mma tiles of 16 x 8. Each thread keeps
 // 64 accumulators, as the fp32 tile does, viewed as acc[4][16]: row(i), col(j) in the block
 // tile, acc[2*mi + h][2*ni + c] = mma tile (mi, ni)'s element c0..c3 (h: row + 8, c: column + 1).
-// Operands are read from the k-major shared tiles As[k][m], Bs[k][n]: lanes (g, t) read
-// k = t (+4), m or n = g + ...; the rows' pad of 4 elements puts k rows 4 banks apart, so the
-// 32 lanes hit 32 different banks.
+//
+// Shared memory. The operands are converted once, when the loaders store them (store_a /
+// store_b): TF32 keeps tf32(x); 3xTF32 keeps big = tf32(x) and, one plane further (A_PLANE /
+// B_PLANE elements on), small = tf32(x - big). So a fragment load is a plain 32-bit load into
+// the mma's operand register, without the cvt (and, for 3xTF32, the subtraction) that every
+// warp reading the value would otherwise repeat: each A element is read by BN/64 warps, each B
+// element by BM/32.
+// Layout and banks (32 banks of 4 bytes; a warp's 32-bit access takes one pass when its lanes
+// hit 32 different banks, or the same word). Both operands are k-major with rows of
+// LD = BM + MMA_PAD (BN + MMA_PAD) elements, and rows 4..7 sit MMA_SKEW elements further on:
+// element (k, m) at k*LD + m + (k >= 4 ? MMA_SKEW : 0).
+//  * fragment loads: lanes (g, t) read k = t (or t + 4, all lanes), m = 8j + g (j the same for
+//    the warp), so the bank is t*LD + g + const (mod 32). A pad of 4 (LD = 4 mod 32, what this
+//    tile used before) gives 4t + g: 20 banks for 32 lanes, lanes (g, t) and (g - 4, t + 1) on
+//    the same bank, a 2-way conflict on every fragment load. The pad of 8 gives 8t + g: all 32.
+//  * the loaders' stores: a warp stores k = tid % 8 at 4 consecutive m (tid / 8 + ...); with
+//    LD = 8 (mod 32) alone, rows k and k + 4 would share banks (2-way). The skew of 4 moves
+//    rows 4..7 by 4 banks: 8k + (k & 4) + 0..3 covers all 32. Being one constant for all lanes,
+//    it leaves the fragment loads' banks distinct, and costs them no register: row t + 4 is
+//    row t's address plus 4*LD + 4. (conv's B stores write 32 consecutive n of one row:
+//    conflict-free in any layout.)
+// tests/test_gpu_banks.py runs these very store and load functions for each lane of a warp
+// and counts the distinct words per bank.
+enum : int {
+    MMA_PAD = 8,
+    MMA_SKEW = 4,
+};
+
 template <int BM, int BN, int PREC>
 struct MmaTile {
     static_assert(PREC == PREC_TF32 || PREC == PREC_3XTF32, "tensor-core precision");
     static constexpr int R = 4, C = 16;
     static constexpr int WARPS_N = BN / 64;
+    static constexpr int A_LD = BM + MMA_PAD, B_LD = BN + MMA_PAD;
+    static constexpr int PLANES = PREC == PREC_3XTF32 ? 2 : 1;  // big (, small)
+    static constexpr int A_PLANE = IGEMM_BK * A_LD + MMA_SKEW;
+    static constexpr int B_PLANE = IGEMM_BK * B_LD + MMA_SKEW;
+    static constexpr int A_BUF = PLANES * A_PLANE, B_BUF = PLANES * B_PLANE;  // one slice
     int g, t, r0, c0;  // lane row group, lane in group, warp tile's first row and column
 
     __device__ __forceinline__ explicit MmaTile(int tid)
@@ -68,10 +98,39 @@ struct MmaTile {
     __device__ __forceinline__ int row(int i) const { return r0 + (i >> 1) * 16 + (i & 1) * 8 + g; }
     __device__ __forceinline__ int col(int j) const { return c0 + (j >> 1) * 8 + 2 * t + (j & 1); }
 
-    // big = tf32(x); small = tf32(x - big) (3xTF32 only).
-    __device__ __forceinline__ static void split(float x, unsigned& big, unsigned& small) {
-        big = tf32_bits(x);
-        if constexpr (PREC == PREC_3XTF32) small = tf32_bits(x - __uint_as_float(big));
+    // Where element (k, m), 0 <= k < 8, of an operand with rows of ld elements lives (the skew
+    // above).
+    __device__ __forceinline__ static int at(int ld, int k, int m) {
+        return k * ld + m + (k >> 2) * MMA_SKEW;
+    }
+
+    // x as TF32 at p[0]; for 3xTF32 also the rounded rest tf32(x - big) at p[PLANE].
+    template <int PLANE>
+    __device__ __forceinline__ static void put(float* p, float x) {
+        const unsigned big = tf32_bits(x);
+        p[0] = __uint_as_float(big);
+        if constexpr (PREC == PREC_3XTF32)
+            p[PLANE] = __uint_as_float(tf32_bits(x - __uint_as_float(big)));
+    }
+    __device__ __forceinline__ static void store_a(float* As, int k, int m, float v) {
+        put<A_PLANE>(As + at(A_LD, k, m), v);
+    }
+    __device__ __forceinline__ static void store_b(float* Bs, int k, int n, float v) {
+        put<B_PLANE>(Bs + at(B_LD, k, n), v);
+    }
+
+    // One operand register (and its small part for 3xTF32): already TF32 in shared memory.
+    template <int PLANE>
+    __device__ __forceinline__ static void frag(const float* p, unsigned& big, unsigned& small) {
+        big = __float_as_uint(p[0]);
+        if constexpr (PREC == PREC_3XTF32) small = __float_as_uint(p[PLANE]);
+    }
+
+    // b0, b1 = (t, g), (t+4, g) of mma column ni.
+    __device__ __forceinline__ static void frag_b(const float* pb, int ni, unsigned (&b)[2],
+                                                  unsigned (&bs)[2]) {
+        frag<B_PLANE>(pb + ni * 8, b[0], bs[0]);
+        frag<B_PLANE>(pb + ni * 8 + 4 * B_LD + MMA_SKEW, b[1], bs[1]);
     }
 
     __device__ __forceinline__ static void mma(float (&acc)[4][16], int mi, int ni,
@@ -85,28 +144,33 @@ struct MmaTile {
         acc[2 * mi + 1][2 * ni + 1] = d[3];
     }
 
-    // acc += one IGEMM_BK (= the mma's k of 8) slice.
+    // acc += one IGEMM_BK (= the mma's k of 8) slice. Lane (g, t) reads rows k = t and t + 4:
+    // at(ld, t + 4, m) = at(ld, t, m) + 4*ld + MMA_SKEW, since t < 4. TF32 loads all its
+    // fragments first (24 registers); 3xTF32, with twice as many, loads B's per mma column
+    // (4 live instead of 32): each order is the one ptxas compiles without spills, for every
+    // tile on sm_80 and sm_90 (benchmarks/results/ptxas_sm80_sm90.log).
     __device__ __forceinline__ void operator()(float (&acc)[4][16], const float* As,
                                                const float* Bs) const {
-        using S = TileShape<BM, BN>;
+        constexpr bool B_FIRST = PREC == PREC_TF32;
         unsigned a[2][4], as[2][4], b[8][2], bs[8][2];
+        const float* pa = As + at(A_LD, t, r0 + g);
+        const float* pb = Bs + at(B_LD, t, c0 + g);
 #pragma unroll
-        for (int mi = 0; mi < 2; ++mi) {
-            const int m = r0 + mi * 16 + g;
+        for (int mi = 0; mi < 2; ++mi) {  // a0..a3 = (g, t), (g+8, t), (g, t+4), (g+8, t+4)
+            frag<A_PLANE>(pa + mi * 16, a[mi][0], as[mi][0]);
+            frag<A_PLANE>(pa + mi * 16 + 8, a[mi][1], as[mi][1]);
+            frag<A_PLANE>(pa + mi * 16 + 4 * A_LD + MMA_SKEW, a[mi][2], as[mi][2]);
+            frag<A_PLANE>(pa + mi * 16 + 8 + 4 * A_LD + MMA_SKEW, a[mi][3], as[mi][3]);
+        }
+        if constexpr (B_FIRST) {
 #pragma unroll
-            for (int q = 0; q < 4; ++q)  // q: a0..a3 = (g, t), (g+8, t), (g, t+4), (g+8, t+4)
-                split(As[(t + (q >> 1) * 4) * S::A_LD + m + (q & 1) * 8], a[mi][q], as[mi][q]);
+            for (int ni = 0; ni < 8; ++ni) frag_b(pb, ni, b[ni], bs[ni]);
         }
 #pragma unroll
         for (int ni = 0; ni < 8; ++ni) {
-            const int n = c0 + ni * 8 + g;
-            split(Bs[t * S::B_LD + n], b[ni][0], bs[ni][0]);
-            split(Bs[(t + 4) * S::B_LD + n], b[ni][1], bs[ni][1]);
-        }
+            if constexpr (!B_FIRST) frag_b(pb, ni, b[ni], bs[ni]);
 #pragma unroll
-        for (int mi = 0; mi < 2; ++mi) {
-#pragma unroll
-            for (int ni = 0; ni < 8; ++ni) {
+            for (int mi = 0; mi < 2; ++mi) {
                 if constexpr (PREC == PREC_3XTF32) {  // the small terms first
                     mma(acc, mi, ni, as[mi], b[ni]);
                     mma(acc, mi, ni, a[mi], bs[ni]);

@@ -11,9 +11,13 @@
 // slice i out of one buffer, each thread holds slice i+1 in registers (loaded from global memory
 // before the math, so the loads are in flight during it) and stores it into the other buffer
 // afterwards: one __syncthreads per slice. (cp.async would skip the registers on sm_80+, but the
-// CPU emulator the tests run cannot execute it.) Rows are padded by IGEMM_PAD elements: the
-// loaders store a warp's values at k = tid % 8 and m = tid / 8 + ..., and the pad of 4 moves
-// each k row by 4 banks, so those stores hit 32 different banks; rows stay 16-byte aligned.
+// CPU emulator the tests run cannot execute it.) The shared-memory layout belongs to the math:
+// the loaders say which element (k, m) a value is (store_a / store_b of FmaTile or MmaTile) and
+// the math puts it where its own reads want it. FmaTile's rows are padded by IGEMM_PAD
+// elements: the loaders store a warp's values at k = tid % 8 and m = tid / 8 + ... (4
+// consecutive m), and the pad of 4 moves each k row by 4 banks, so those stores hit 32
+// different banks; rows stay 16-byte aligned. (MmaTile pads by 8 and swizzles: igemm_mma.cuh.
+// tests/test_gpu_banks.py checks every store and fragment load of both, lane by lane.)
 //
 // Tile shapes (rows x columns, threads): 128x128 (256), 64x128 (128), 64x64 (64); the host
 // (fastconv/_backend/gpu_plans.py) picks one per problem shape.
@@ -28,7 +32,7 @@ template <int BM, int BN>
 struct TileShape {
     static constexpr int THREADS = (BM / 8) * (BN / 8);
     static constexpr int TX = BN / 8;  // threads along the columns
-    static constexpr int A_LD = BM + IGEMM_PAD;
+    static constexpr int A_LD = BM + IGEMM_PAD;  // FmaTile's rows
     static constexpr int B_LD = BN + IGEMM_PAD;
     static_assert(BM % 32 == 0 && BN % 64 == 0 && THREADS >= BN, "unsupported tile shape");
 };
@@ -96,7 +100,17 @@ __device__ __forceinline__ void tile_fma(T (&acc)[8][8], const T* As, const T* B
 // that loop: the shape the fp32 kernels had, which ptxas keeps out of local memory for double.)
 template <typename T, int BM, int BN>
 struct FmaTile {
+    using S = TileShape<BM, BN>;
     static constexpr int R = 8, C = 8;
+    // One slice's shared memory: k-major rows of A_LD (B_LD) elements, nothing converted.
+    static constexpr int A_BUF = IGEMM_BK * S::A_LD;
+    static constexpr int B_BUF = IGEMM_BK * S::B_LD;
+    __device__ __forceinline__ static void store_a(T* As, int k, int m, T v) {
+        As[k * S::A_LD + m] = v;
+    }
+    __device__ __forceinline__ static void store_b(T* Bs, int k, int n, T v) {
+        Bs[k * S::B_LD + n] = v;
+    }
     int tx, ty;
     __device__ __forceinline__ explicit FmaTile(int tid)
         : tx(tid % TileShape<BM, BN>::TX), ty(tid / TileShape<BM, BN>::TX) {}
@@ -109,25 +123,25 @@ struct FmaTile {
 
 // The double-buffered main loop over slices [k_begin, k_end) (k_end - k_begin a multiple of
 // IGEMM_BK; nothing when empty). The loader supplies load(k0) (global -> its registers) and
-// store(As, Bs) (its registers -> shared memory); math(acc, As, Bs) adds one slice's products
-// (FmaTile, MmaTile). Every thread of the block must call this with the same range (it has
-// barriers).
+// store(math, As, Bs) (its registers -> shared memory, through math.store_a / store_b);
+// math(acc, As, Bs) adds one slice's products (FmaTile, MmaTile), whose A_BUF / B_BUF elements
+// one buffer of As0 / Bs0 holds. Every thread of the block must call this with the same range
+// (it has barriers).
 template <typename T, int BM, int BN, typename Loader, typename Math, typename Acc>
 __device__ __forceinline__ void igemm_mainloop(const Math& math, Acc& acc, Loader& ld, T* As0,
                                                T* Bs0, long long k_begin, long long k_end) {
-    using S = TileShape<BM, BN>;
-    constexpr int A_BUF = IGEMM_BK * S::A_LD;
-    constexpr int B_BUF = IGEMM_BK * S::B_LD;
+    constexpr int A_BUF = Math::A_BUF;
+    constexpr int B_BUF = Math::B_BUF;
     if (k_begin >= k_end) return;
     ld.load(k_begin);
-    ld.store(As0, Bs0);
+    ld.store(math, As0, Bs0);
     __syncthreads();
     int buf = 0;
     for (long long k0 = k_begin; k0 < k_end; k0 += IGEMM_BK) {
         const bool more = k0 + IGEMM_BK < k_end;
         if (more) ld.load(k0 + IGEMM_BK);  // in flight during the math below
         math(acc, As0 + buf * A_BUF, Bs0 + buf * B_BUF);
-        if (more) ld.store(As0 + (buf ^ 1) * A_BUF, Bs0 + (buf ^ 1) * B_BUF);
+        if (more) ld.store(math, As0 + (buf ^ 1) * A_BUF, Bs0 + (buf ^ 1) * B_BUF);
         // One barrier per slice: it orders this slice's reads of `buf` before the next
         // iteration's stores into it, and this iteration's stores before the next reads.
         __syncthreads();
