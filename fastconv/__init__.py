@@ -68,6 +68,7 @@ except ImportError as exc:
 
 del conv  # only imported to check the build
 # The rest imports the kernels: only after the check above can say what is wrong.
+from ._backend.cpu.autotune import autotune, get_autotune, set_autotune  # noqa: E402
 from ._backend.cpu.threads import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
 from ._backend.gpu.precision import get_gpu_precision, gpu_precision, set_gpu_precision  # noqa: E402
 from ._config import show_config  # noqa: E402
@@ -85,4 +86,7 @@ __all__ = _functional_all + [
     "set_gpu_precision",
     "get_gpu_precision",
     "gpu_precision",
+    "set_autotune",
+    "get_autotune",
+    "autotune",
 ]

@@ -1,27 +1,14 @@
 """show_config(): what was compiled in and what runs, for bug reports and benchmark headers."""
 
-import platform
-
 import numpy as np
 import scipy
 
 from . import _compat
+from ._backend.cpu import autotune as _autotune
 from ._backend.cpu import threads as _threads
 from ._backend.gpu import precision as _gpu_precision
 from ._kernels import direct as _direct
 from ._version import __version__
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 _SIMD_NAMES = {0: "baseline (direct kernels unused)", 1: "AVX2 + FMA", 2: "AVX-512"}
 
@@ -49,8 +36,10 @@ def config():
             for info in _threads.blas_info()
         ],
         "openblas_coretype_env": _threads.coretype_env(),
-        "cpu": _cpu_model(),
+        "cpu": _autotune.cpu_model(),
         "simd": _SIMD_NAMES[_direct.level()],
+        "autotune": _autotune.get_autotune(),
+        "autotune_cache": _autotune.cache_path(),
         "cupy": getattr(_compat.cupy, "__version__", None),
         "gpu_available": _compat.gpu_available(),
         "gpu_precision": _gpu_precision.get_gpu_precision(),
@@ -59,7 +48,7 @@ def config():
 
 def show_config():
     """Print fastconv's version, OpenMP, thread count, BLAS (core type), CPU (and the SIMD level of
-    the direct kernels) and GPU support."""
+    the direct kernels), autotuning and GPU support."""
     c = config()
     print(f"fastconv {c['fastconv']} (numpy {c['numpy']}, scipy {c['scipy']})")
     print(f"  OpenMP compiled in: {c['openmp']}")
@@ -76,6 +65,11 @@ def show_config():
     )
     print(f"  CPU: {c['cpu']}")
     print(f"  direct kernels (few-filter convolutions): {c['simd']}")
+    cache = c["autotune_cache"]
+    print(
+        f"  autotune: {'on' if c['autotune'] else 'off'} (fastconv.set_autotune), disk cache: "
+        + (cache if cache else "none")
+    )
     print(
         f"  GPU: cupy {c['cupy']}, device available: {c['gpu_available']}, float32 convolution "
         f"precision: {c['gpu_precision']} (fastconv.set_gpu_precision)"

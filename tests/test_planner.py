@@ -26,6 +26,31 @@ def test_plan_matches_known_choices():
     assert wide == {"forward": "gemm", "grad_input": "gemm", "grad_weight": "gemm"}
 
 
+def test_wide_grad_weight_takes_gemm_with_avx512():
+    """64 filters of 7x7 on RGB: direct for the forward pass (any SIMD level); grad-weight on
+    GEMM with AVX-512, where it measured 0.51-0.73x the direct kernels' time (planner.py)."""
+    plan = fastconv.conv2d_plan((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    assert plan["forward"] == ("direct" if SIMD else "gemm")
+    avx512 = direct_kernels.level() >= 2
+    assert plan["grad_weight"] == ("gemm" if avx512 or not SIMD else "direct")
+    assert plan.fusions["grad_weight_bias"] is (SIMD and not avx512)
+
+
+@pytest.mark.skipif(direct_kernels.detected_level() < 2, reason="needs AVX-512")
+def test_avx512_thresholds_leave_avx2_as_measured(request):
+    """The AVX-512 measurements change nothing with AVX2: 64-filter grad-weight stays direct,
+    32-channel 3x3 stays off Winograd."""
+    previous = direct_kernels.set_level(1)
+    request.addfinalizer(lambda: direct_kernels.set_level(previous))
+    wide = fastconv.conv2d_plan((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    assert wide["grad_weight"] == "direct"
+    few = fastconv.conv2d_plan((8, 32, 56, 56), (32, 32, 3, 3), padding=1)
+    assert few["forward"] != "winograd" and few["grad_input"] != "winograd"
+    direct_kernels.set_level(2)
+    few = fastconv.conv2d_plan((8, 32, 56, 56), (32, 32, 3, 3), padding=1)
+    assert few["forward"] == few["grad_input"] == "winograd"
+
+
 def test_algorithms_lists_what_runs():
     algs = fastconv.conv2d_algorithms((2, 4, 9, 9), (8, 4, 3, 3), stride=2)
     assert algs["forward"][0] == "gemm" and "gemm" in algs["grad_input"]

@@ -269,4 +269,7 @@ def test_applies():
     plan = fastconv.conv2d_plan((1, 512, 7, 7), (512, 512, 3, 3), padding=1)
     assert plan["forward"] != "winograd"  # 4 tiles: the weight transform would dominate
     plan = fastconv.conv2d_plan((8, 32, 56, 56), (32, 32, 3, 3), padding=1)
+    # 32 channels: measured to pay with AVX-512 (planner.py), not measured with AVX2
+    assert (plan["forward"] == "winograd") is (fastconv._kernels.direct.level() >= 2)
+    plan = fastconv.conv2d_plan((8, 16, 56, 56), (16, 16, 3, 3), padding=1)
     assert plan["forward"] != "winograd"  # below the measured channel counts

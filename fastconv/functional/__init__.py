@@ -19,6 +19,7 @@ from .adaptive_pool import (
     global_avg_pool2d_backward,
 )
 from .conv import (
+    ConvPlan,
     conv2d,
     conv2d_algorithms,
     conv2d_backward,
@@ -51,6 +52,7 @@ __all__ = [
     "conv_output_shape",
     "conv2d_plan",
     "conv2d_algorithms",
+    "ConvPlan",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",

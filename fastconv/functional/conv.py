@@ -6,7 +6,7 @@ and calls the backend. Inputs are never
 modified.
 """
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -227,6 +227,73 @@ def _plan_args(input_shape, weight_shape, stride, padding, dilation, groups, dty
     return kernels, (input_shape, weight_shape, geom.output_shape, *args, dtype)
 
 
+_FUSION_TEXT = {
+    "grad_weight_bias": "grad_weight + grad_bias in one pass over grad_out (conv2d_backward)",
+    "forward_grad_weight": "forward + grad_weight sharing one im2col (conv_transpose2d_backward)",
+}
+
+
+class ConvPlan(Dict[str, str]):
+    """What conv2d and its gradients run for one convolution: conv2d_plan's answer.
+
+    A dict {"forward": algorithm, "grad_input": algorithm, "grad_weight": algorithm}, equal to
+    the plain dict of the same items, with three more attributes (``str(plan)`` shows them all):
+
+    Attributes
+    ----------
+    fusions : dict
+        {"grad_weight_bias": bool, "forward_grad_weight": bool}: whether conv2d_backward computes
+        grad_weight and grad_bias (when both are asked for) in one pass over grad_out, and
+        whether the two gradients of the transposed convolution that is this convolution's
+        adjoint (conv_transpose2d_backward: this forward and this grad-weight) share one
+        im2col. Never with a forced algorithm.
+    sources : dict
+        {pass: where its algorithm comes from}: "heuristic" (the planner's "auto" rule),
+        "forced" (``algorithm=``), "autotune" (measured in this process) or "autotune cache"
+        (read from the autotune disk cache).
+    seconds : dict
+        {pass: {algorithm: seconds per call, None where not timed}} for the autotuned passes
+        (the least of each candidate's timed runs; {} for the others).
+    """
+
+    fusions: Dict[str, bool]
+    sources: Dict[str, str]
+    seconds: Dict[str, Dict[str, Optional[float]]]
+
+    def __init__(
+        self,
+        algorithms: Mapping[str, str],
+        fusions: Mapping[str, bool],
+        sources: Mapping[str, str],
+        seconds: Mapping[str, Mapping[str, Optional[float]]],
+    ) -> None:
+        super().__init__(algorithms)
+        self.fusions = dict(fusions)
+        self.sources = dict(sources)
+        self.seconds = {p: dict(t) for p, t in seconds.items()}
+
+    def __repr__(self) -> str:
+        return (
+            f"ConvPlan({dict(self)!r}, fusions={self.fusions!r}, sources={self.sources!r}, "
+            f"seconds={self.seconds!r})"
+        )
+
+    def __str__(self) -> str:
+        lines = []
+        for pass_, algorithm in self.items():
+            line = f"{pass_:<12} {algorithm:<10} {self.sources.get(pass_, '')}"
+            times = self.seconds.get(pass_)
+            if times:
+                timed = sorted((t, a) for a, t in times.items() if t is not None)
+                parts = [f"{a} {t * 1e3:.3g} ms" for t, a in timed]
+                parts += [f"{a} not timed" for a, t in times.items() if t is None]
+                line += ": " + ", ".join(parts)
+            lines.append(line)
+        for fusion, on in self.fusions.items():
+            lines.append(f"{'fused' if on else 'not fused'}: {_FUSION_TEXT.get(fusion, fusion)}")
+        return "\n".join(lines)
+
+
 def conv2d_plan(
     input_shape: Sequence[int],
     weight_shape: Sequence[int],
@@ -238,8 +305,8 @@ def conv2d_plan(
     dtype: DTypeLike = np.float32,
     algorithm: str = "auto",
     device: str = "cpu",
-) -> Dict[str, str]:
-    """Which algorithm computes each pass of this convolution.
+) -> ConvPlan:
+    """What computes each pass of this convolution: algorithms, fusions, autotuning's times.
 
     Parameters
     ----------
@@ -251,15 +318,18 @@ def conv2d_plan(
 
     Returns
     -------
-    {"forward": name, "grad_input": name, "grad_weight": name}. For finite data: inputs holding
-    inf or NaN are computed on paths that keep NumPy's inf/NaN semantics ("gemm"), whatever the
-    plan.
+    ConvPlan: a dict {"forward": name, "grad_input": name, "grad_weight": name} with
+    ``fusions``, ``sources`` and ``seconds`` (see ConvPlan; ``print(plan)`` shows them). For
+    finite data: inputs holding inf or NaN are computed on paths that keep NumPy's inf/NaN
+    semantics ("gemm"), whatever the plan. With autotuning on (set_autotune) and "auto", the
+    passes of a CPU convolution not tuned yet are tuned by this call, on random data of these
+    shapes, so that the plan is what the calls will run.
     """
     algorithm = as_algorithm(algorithm)
     be, args = _plan_args(
         input_shape, weight_shape, stride, padding, dilation, groups, dtype, device
     )
-    return be.conv2d_plan(*args, algorithm)
+    return ConvPlan(**be.conv2d_plan(*args, algorithm))
 
 
 def conv2d_algorithms(

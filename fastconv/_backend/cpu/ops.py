@@ -18,6 +18,7 @@ from ..._kernels import pool as _pool_module
 from ..._kernels import winograd as _winograd_module
 from ..._validation.memo import Memo
 from .. import OPS  # noqa: F401  (the interface: the op names this module exports)
+from . import autotune as _autotune
 from . import fft as _fft
 from . import planner as _planner
 from .threads import blas_single_thread, get_num_threads
@@ -71,9 +72,51 @@ def _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype
 
 
 def conv2d_plan(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm):
-    """{pass: algorithm} for the three passes, with `algorithm` ("auto" or a name) resolved."""
+    """What runs: {"algorithms": {pass: algorithm}, "fusions": {fusion: computed in one pass},
+    "sources": {pass: "heuristic" | "forced" | "autotune" | "autotune cache"}, "seconds": {pass:
+    {algorithm: seconds or None}} for the autotuned passes}, `algorithm` ("auto" or a name)
+    resolved. With autotuning on for this thread, passes not tuned yet are tuned now on random
+    data of these shapes, so that the plan is what the calls will run."""
     conv = _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype)
-    return {p: _planner.resolve(algorithm, p, conv, _level()) for p in _planner.PASSES}
+    level = _level()
+    chosen = {p: _planner.resolve(algorithm, p, conv, level) for p in _planner.PASSES}
+    source = "forced" if algorithm != "auto" else "heuristic"
+    sources, seconds = dict.fromkeys(_planner.PASSES, source), {}
+    if algorithm == "auto" and _autotune.active and _autotune.enabled() and _planner.nonempty(conv):
+        for p in _planner.PASSES:
+            tuned = _autotune.lookup(p, conv, level)
+            if tuned is None:
+                _tune_on_random_data(p, conv)
+                tuned = _autotune.lookup(p, conv, level)
+            chosen[p] = tuned.algorithm
+            sources[p] = "autotune" if tuned.source == "measured" else "autotune cache"
+            seconds[p] = dict(tuned.seconds)
+    fusions = {
+        f: _planner.fused(f, algorithm, conv, chosen["forward"], chosen["grad_weight"])
+        for f in _planner.FUSIONS
+    }
+    return {"algorithms": chosen, "fusions": fusions, "sources": sources, "seconds": seconds}
+
+
+def _tune_on_random_data(pass_, conv):
+    """Run `pass_` of `conv` once under autotuning, on random data of its shapes (the times
+    do not depend on the values, only on their being finite)."""
+    rng = np.random.default_rng(0)
+    dtype = conv.dtype
+
+    def normal(shape):
+        return rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+
+    geometry = (conv.stride, conv.padding, conv.dilation, conv.groups)
+    if pass_ == "forward":
+        x, w = normal(conv.x_shape), normal(conv.w_shape)
+        conv2d_forward(x, w, None, np.empty(conv.y_shape, dtype), *geometry, False, "auto")
+    elif pass_ == "grad_input":
+        gy, w = normal(conv.y_shape), normal(conv.w_shape)
+        conv2d_grad_input(gy, w, np.empty(conv.x_shape, dtype), *geometry, "auto")
+    else:
+        gy, x = normal(conv.y_shape), normal(conv.x_shape)
+        conv2d_grad_weight(gy, x, np.empty(conv.w_shape, dtype), *geometry, "auto")
 
 
 def conv2d_algorithms(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
@@ -85,8 +128,11 @@ def conv2d_algorithms(x_shape, w_shape, y_shape, stride, padding, dilation, grou
 def conv2d_fuses(
     fusion, x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm
 ):
-    """Whether the pair of passes `fusion` (planner.FUSIONS) runs as one backend call."""
+    """Whether the pair of passes `fusion` (planner.FUSIONS) goes to one backend call."""
     conv = _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype)
+    if _autotune.active and fusion == "forward_grad_weight" and algorithm == "auto":
+        # conv2d_forward_and_grad_weight fuses them if the tuned choices are both GEMM
+        return _planner.nonempty(conv)
     return _planner.fuses(fusion, algorithm, conv, _level())
 
 
@@ -129,6 +175,15 @@ def _choice(pass_, algorithm, shapes, geometry, **operands):
     return chosen
 
 
+def _tuned(pass_, shapes, geometry, run, out, *operands):
+    """autotune.pick for the convolution of `shapes` (x, weight, y) and `geometry`:
+    (algorithm, written); run(name, target) computes the pass by `name` into `target`."""
+    conv = _problem(*shapes, *geometry, out.dtype)
+    return _autotune.pick(
+        pass_, conv, _level(), run, out, lambda: all(_finite(a) for a in operands)
+    )
+
+
 _NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
 
 
@@ -157,6 +212,14 @@ def _on_blas(algorithm, dense, op, *args):
 
 def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, algorithm):
     shapes, geometry = (x.shape, weight.shape, y.shape), (stride, padding, dilation, groups)
+    if algorithm == "auto" and _autotune.active:
+
+        def run(name, target):
+            conv2d_forward(x, weight, bias, target, *geometry, relu, name)
+
+        algorithm, written = _tuned("forward", shapes, geometry, run, y, x, weight)
+        if written:
+            return
     algorithm, _ = _choice("forward", algorithm, shapes, geometry, x=x, weight=weight)
     if algorithm == "fft":
         _fft.conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu)
@@ -211,6 +274,14 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups,
         (grad_x.shape, weight.shape, grad_y.shape),
         (stride, padding, dilation, groups),
     )
+    if algorithm == "auto" and _autotune.active:
+
+        def run(name, target):
+            conv2d_grad_input(grad_y, weight, target, *geometry, name)
+
+        algorithm, written = _tuned("grad_input", shapes, geometry, run, grad_x, grad_y, weight)
+        if written:
+            return
     algorithm, flipped = _choice(
         "grad_input", algorithm, shapes, geometry, grad_y=grad_y, weight=weight
     )
@@ -270,6 +341,10 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
         (x.shape, grad_weight.shape, grad_y.shape),
         (stride, padding, dilation, groups),
     )
+    if algorithm == "auto" and _autotune.active:
+        algorithm, written = _tuned_grad_weight(grad_y, x, grad_weight, shapes, geometry)
+        if written:
+            return
     algorithm, _ = _choice("grad_weight", algorithm, shapes, geometry, grad_y=grad_y, x=x)
     if algorithm == "fft":
         _fft.conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups)
@@ -290,6 +365,13 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
     _on_blas(algorithm, dense, "grad_weight", grad_y, x, grad_weight, *args)
 
 
+def _tuned_grad_weight(grad_y, x, grad_weight, shapes, geometry):
+    def run(name, target):
+        conv2d_grad_weight(grad_y, x, target, *geometry, name)
+
+    return _tuned("grad_weight", shapes, geometry, run, grad_weight, grad_y, x)
+
+
 def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, dilation, groups):
     """grad_weight and grad_bias by the planner's choice: from one pass over grad_y on the direct
     kernels (LeNet-5 at batch 64: the separate grad-bias pass was ~0.2 ms of a 7 ms step),
@@ -298,7 +380,10 @@ def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, 
         (x.shape, grad_weight.shape, grad_y.shape),
         (stride, padding, dilation, groups),
     )
-    algorithm, _ = _choice("grad_weight", "auto", shapes, geometry, grad_y=grad_y, x=x)
+    algorithm = "auto"
+    if _autotune.active:
+        algorithm, _ = _tuned_grad_weight(grad_y, x, grad_weight, shapes, geometry)
+    algorithm, _ = _choice("grad_weight", algorithm, shapes, geometry, grad_y=grad_y, x=x)
     if algorithm == "direct":
         _direct.grad_weight(
             grad_y,
@@ -326,10 +411,22 @@ def conv2d_forward_and_grad_weight(
     im2col + GEMM, one im2col per tile serves both GEMMs, bitwise the two calls' results
     (4x4 stride-2 8x64x28x28 -> 32x56x56: 22.8 -> 20.0 ms on one thread)."""
     shapes, geometry = (x.shape, weight.shape, y.shape), (stride, padding, dilation, groups)
+    forward = backward = "auto"
+    if _autotune.active:
+        forward, _ = _tuned(
+            "forward",
+            shapes,
+            geometry,
+            lambda name, target: conv2d_forward(x, weight, None, target, *geometry, False, name),
+            y,
+            x,
+            weight,
+        )
+        backward, _ = _tuned_grad_weight(grad_y, x, grad_weight, shapes, geometry)
     if (
-        _choice("forward", "auto", shapes, geometry, x=x, weight=weight)[0]
+        _choice("forward", forward, shapes, geometry, x=x, weight=weight)[0]
         == "gemm"
-        == _choice("grad_weight", "auto", shapes, geometry, grad_y=grad_y, x=x)[0]
+        == _choice("grad_weight", backward, shapes, geometry, grad_y=grad_y, x=x)[0]
     ):
         with blas_single_thread:
             _conv.forward_and_grad_weight(
@@ -345,8 +442,8 @@ def conv2d_forward_and_grad_weight(
                 get_num_threads(),
             )
         return
-    conv2d_forward(x, weight, None, y, stride, padding, dilation, groups, False, "auto")
-    conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, "auto")
+    conv2d_forward(x, weight, None, y, stride, padding, dilation, groups, False, forward)
+    conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, backward)
 
 
 def conv2d_grad_bias(grad_y, grad_bias):

@@ -14,8 +14,10 @@ the geometry and the SIMD level of the direct kernels, among
 - "fft":       FFT convolution (scipy.fft) for large kernels.
 
 `runnable` says which algorithms can compute a pass exactly; `choose` is the "auto" choice, from
-the measurements the thresholds cite; `resolve` checks a user's choice; `fuses` says which pairs
-of passes run as one call; `for_operands` is what runs on given data: the paths that skip or
+the measurements the thresholds cite; `resolve` checks a user's choice; `worth_timing` which
+runnable ones autotuning (autotune.py) times; `fuses` says which pairs of passes go to one
+backend call and `fused` which of those compute both passes in one; `for_operands` is what runs
+on given data: the paths that skip or
 transform padded taps (direct grad-input, depthwise, winograd, fft) would turn inf into NaN
 differently from NumPy, so operands holding inf or NaN take the exact paths, whatever the plan.
 The backend (ops.py) asks these and runs what they say; nothing else chooses.
@@ -51,16 +53,30 @@ def window_fits(in_hw, out_hw, kernel_hw, stride, dilation):
     return span_h * span_w <= _WINDOW_FACTOR * (H * W + OH * OW)
 
 
-def direct_fits(filters, taps, dtype, level):
+def direct_fits(filters, taps, dtype, level, wide=True):
     """Whether the SIMD direct kernels beat im2col + GEMM for `filters` outputs per pixel (the
     SIMD lanes) of `taps` = C * KH * KW products each (one group). Measured with AVX2 (2 threads,
     forward): direct 1.3-3x faster from 4 up to 32 float32 (2 to 16 float64) filters, and up to
-    64 / 32 when taps <= 160 (7x7 on RGB); about even at 64 float32 filters of 3x3x64; GEMM faster
-    beyond, and for a single filter (grad-input of a one-channel input: 2x)."""
+    64 / 32 when taps <= 160 (7x7 on RGB; only if `wide`); about even at 64 float32 filters of
+    3x3x64; GEMM faster beyond, and for a single filter (grad-input of a one-channel input:
+    2x)."""
     if level == 0:
         return False
     filter_bytes = filters * np.dtype(dtype).itemsize
-    return 16 <= filter_bytes and (filter_bytes <= 128 or (filter_bytes <= 256 and taps <= 160))
+    if not 16 <= filter_bytes:
+        return False
+    return filter_bytes <= 128 or (wide and filter_bytes <= 256 and taps <= 160)
+
+
+# Grad-weight with AVX-512 keeps to 128 bytes of filters (32 float32): the wide extension above
+# was measured for the forward pass with AVX2; on Ice Lake AVX-512, for grad-weight with 64
+# float32 filters of 27 to 147 taps (3 to 16 channels, 56x56 to 224x224, batch 8: the wide-*
+# cases of benchmarks/bench_autotune.py and the suite's 7x7s2-c3-224-f64) GEMM took 0.51-0.73x
+# the direct kernels' time on one thread (autotune_extra_1thread_before.json, minima of 11
+# interleaved reps) and 0.53-0.97x on two (a busy machine: minima of 15). The forward pass
+# stays: about even there (0.92-1.08x).
+def _direct_wide(pass_, level):
+    return not (pass_ == "grad_weight" and level >= 2)
 
 
 def _is_matmul(conv):
@@ -101,8 +117,14 @@ def _winograd_shape(conv):
 # tiles of 4x4 outputs per batch of 8), 0.47 / 0.59x on the dilated one, 2-3x faster than GEMM;
 # at C = F = 512 on 7x7 (32 tiles, each transformed weight used by few tiles) 0.44 / 0.44x torch
 # with the kernel's few-tiles schedule (src/winograd_few.h, 15 reps, idle machine; 0.96 / 1.15x
-# before it). Fewer channels were not measured: they stay on direct/GEMM.
+# before it). Fewer channels were not measured there: they stay on direct/GEMM with AVX2.
+# With AVX-512 (Ice Lake; the few-* cases of benchmarks/bench_autotune.py: 3x3 'same', batch 8,
+# 14x14 to 56x56; autotune_extra_1thread_before.json, one thread, minima of 11 interleaved
+# reps) Winograd took 0.17-0.91x the best other algorithm's time in all 18 forward and
+# grad-input passes with C and F >= 32 (0.33-0.64x on two threads at 28x28, a busy machine);
+# with 16 channels 0.32-0.64x on 28x28 and 56x56 but 0.92 / 1.71x on 14x14: not taken.
 _WINOGRAD_MIN_CHANNELS = 64
+_WINOGRAD_MIN_CHANNELS_AVX512 = 32
 _WINOGRAD_MIN_TILES = 32
 
 
@@ -125,7 +147,8 @@ _WINOGRAD_WGRAD_MIN_PAIRS = 1024  # C * F
 
 
 def winograd_pays(pass_, conv, level=1):
-    """Whether Winograd is the choice for `pass_` of `conv` (grad-weight: with SIMD `level`)."""
+    """Whether Winograd is the choice for `pass_` of `conv` (with SIMD `level`: grad-weight
+    needs SIMD; the forward and grad-input take 32 channels with AVX-512, 64 below)."""
     if pass_ == "grad_weight":
         F, C = conv.w_shape[:2]
         return (
@@ -142,7 +165,8 @@ def winograd_pays(pass_, conv, level=1):
     H, W = conv.x_shape[2:]
     rows, cols = (OH, OW) if pass_ == "forward" else (H, W)
     tiles = N * -(-rows // 4) * -(-cols // 4)
-    return min(C, F) >= _WINOGRAD_MIN_CHANNELS and tiles >= _WINOGRAD_MIN_TILES
+    channels = _WINOGRAD_MIN_CHANNELS_AVX512 if level >= 2 else _WINOGRAD_MIN_CHANNELS
+    return min(C, F) >= channels and tiles >= _WINOGRAD_MIN_TILES
 
 
 def runnable(pass_, conv, level):
@@ -182,16 +206,40 @@ _FFT_CHANNELS = (7, 7, 7)  # 8x16x64x64 > 16 up to 8x64x28x28 > 64: >= 256 pairs
 _PASS_INDEX = {"forward": 0, "grad_input": 1, "grad_weight": 2}
 
 
+def _fft_side(pass_, conv):
+    """The crossover kernel side of FFT for `pass_` of `conv`'s class (filter-channel pairs)."""
+    F, Cg = conv.w_shape[:2]
+    pairs = Cg * (F // conv.groups)
+    sides = _FFT_ONE_PLANE if pairs == 1 else _FFT_FEW_CHANNELS if pairs < 256 else _FFT_CHANNELS
+    return sides[_PASS_INDEX[pass_]]
+
+
 def fft_pays(pass_, conv):
     """Whether FFT beats the other algorithms on `pass_` of `conv`, by the measured crossover:
     stride 1 and no dilation (the measured cases), outputs of at least 16x16."""
-    F, Cg, KH, KW = conv.w_shape
+    KH, KW = conv.w_shape[2:]
     OH, OW = conv.y_shape[2:]
     if tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1) or OH * OW < 256:
         return False
-    pairs = Cg * (F // conv.groups)
-    sides = _FFT_ONE_PLANE if pairs == 1 else _FFT_FEW_CHANNELS if pairs < 256 else _FFT_CHANNELS
-    return min(KH, KW) >= sides[_PASS_INDEX[pass_]]
+    return min(KH, KW) >= _fft_side(pass_, conv)
+
+
+# Autotuning times FFT only where the kernel's smaller side per stride phase (ceil(KH / sh),
+# ceil(KW / sw)) reaches this fraction of the crossover side above for its pass and class of
+# convolution: nearer the crossover it may win on another machine; further below it lost to
+# the best algorithm by 2.5-130x on every pass of bench_conv.py's suite (5x5, 7x7 stride 2 and
+# smaller kernels; benchmarks/results/autotune_1thread.json, Ice Lake AVX-512), and one of its
+# runs can take seconds (8x256x56x56 1x1: 3.4 s against 43 ms).
+_FFT_TIMED_FRACTION = 0.7
+
+
+def worth_timing(algorithm, pass_, conv):
+    """Whether autotuning times `algorithm` (runnable) for `pass_` of `conv`: all but FFT on
+    kernels well below its crossover."""
+    if algorithm != "fft":
+        return True
+    (KH, KW), (sh, sw) = conv.w_shape[2:], conv.stride
+    return min(-(-KH // sh), -(-KW // sw)) >= _FFT_TIMED_FRACTION * _fft_side(pass_, conv)
 
 
 # The algorithms that transform whole tiles or planes: an inf or NaN anywhere in one spreads to
@@ -259,7 +307,7 @@ def choose(pass_, conv, level, transforms=True):
         return "depthwise"
     if "direct" in can:
         lanes, taps = (Cg, F * KH * KW) if pass_ == "grad_input" else (F, Cg * KH * KW)
-        if direct_fits(lanes, taps, conv.dtype, level):
+        if direct_fits(lanes, taps, conv.dtype, level, _direct_wide(pass_, level)):
             return "direct"
     return "gemm"
 
@@ -271,17 +319,36 @@ def choose(pass_, conv, level, transforms=True):
 FUSIONS = ("grad_weight_bias", "forward_grad_weight")
 
 
+def nonempty(conv):
+    """Whether x, the weight and y all hold elements."""
+    return min(np.prod(conv.x_shape), np.prod(conv.w_shape), np.prod(conv.y_shape)) > 0
+
+
 @functools.lru_cache(maxsize=4096)
 def fuses(fusion, algorithm, conv, level):
-    """Whether `fusion` (one of FUSIONS) runs as one call for `conv`: only under the "auto"
-    choice (a forced algorithm runs as asked) and on non-empty arrays; forward + grad-weight only
-    where both passes choose GEMM."""
-    sizes = (np.prod(conv.x_shape), np.prod(conv.w_shape), np.prod(conv.y_shape))
-    if algorithm != "auto" or min(sizes) == 0:
+    """Whether `fusion` (one of FUSIONS) goes to one backend call for `conv`: only under the
+    "auto" choice (a forced algorithm runs as asked) and on non-empty arrays; forward +
+    grad-weight only where both passes choose GEMM. (The grad-weight + grad-bias call computes
+    both in one pass where grad-weight runs on the direct kernels: `fused`.)"""
+    if algorithm != "auto" or not nonempty(conv):
         return False
     if fusion == "grad_weight_bias":
         return True
-    return choose("forward", conv, level) == "gemm" == choose("grad_weight", conv, level)
+    return fused(
+        fusion, algorithm, conv, choose("forward", conv, level), choose("grad_weight", conv, level)
+    )
+
+
+def fused(fusion, algorithm, conv, forward, grad_weight):
+    """Whether `fusion` computes its two passes in one pass over the data when the forward and
+    grad-weight passes run `forward` and `grad_weight` (the algorithms chosen, "auto" resolved):
+    grad-weight + grad-bias on the direct kernels, forward + grad-weight where both are GEMM;
+    never for a forced algorithm."""
+    if algorithm != "auto" or not nonempty(conv):
+        return False
+    if fusion == "grad_weight_bias":
+        return grad_weight == "direct"
+    return forward == "gemm" == grad_weight
 
 
 @functools.lru_cache(maxsize=4096)

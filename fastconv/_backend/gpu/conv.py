@@ -243,9 +243,21 @@ def _run_igemm(plan, A, B, bias, out, relu):
 
 
 def conv2d_plan(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm):
-    """{pass: algorithm} for the three passes, with `algorithm` ("auto" or a name) resolved."""
+    """What runs, as the CPU backend's conv2d_plan says it: the algorithms ("auto" resolved),
+    the fusions (grad-weight + grad-bias from one launch under "auto"; no forward + grad-weight
+    kernel), where each choice comes from; nothing measured (no autotuning on the GPU)."""
     _compat.require_cupy()
-    return {p: gpu_plans.resolve(algorithm, p, w_shape) for p in gpu_plans.PASSES}
+    chosen = {p: gpu_plans.resolve(algorithm, p, w_shape) for p in gpu_plans.PASSES}
+    source = "forced" if algorithm != "auto" else "heuristic"
+    return {
+        "algorithms": chosen,
+        "fusions": {
+            "grad_weight_bias": gpu_plans.fuses("grad_weight_bias", algorithm, y_shape),
+            "forward_grad_weight": gpu_plans.fuses("forward_grad_weight", algorithm, y_shape),
+        },
+        "sources": dict.fromkeys(gpu_plans.PASSES, source),
+        "seconds": {},
+    }
 
 
 def conv2d_algorithms(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype):
