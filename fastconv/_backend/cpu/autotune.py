@@ -203,11 +203,13 @@ def forget():
 
 # ------------------------------------------------------------------------ measuring
 # How a key's candidates are raced (benchmarks/bench_autotune.py measured the cost and the
-# choices): round 0 runs each candidate once; after round r the candidates further than
-# _KEEP[min(r, 2)] x the best time so far drop out (round 0's first runs pay the first-call
-# costs: page faults, workspaces, FFT plans: a loose bound; and after round 0 only if a second
-# round of all would not fit the budget below); a candidate's time is the least of its runs
-# (other processes only add time). Rounds stop when one candidate is left, after
+# choices): each candidate runs once untimed first (a first call's costs: page faults of its
+# workspaces, glibc's malloc threshold, FFT plans); round 0 then times each once; after round
+# r the candidates further than
+# _KEEP[min(r, 2)] x the best time so far drop out (after round 0 only if a second round of
+# all would not fit the budget below: one run may have been slowed down several times by
+# another process); a candidate's time is the least of its runs (other processes only add
+# time). Rounds stop when one candidate is left, after
 # _ROUNDS rounds, or when the next round would take the rounds after round 0 past _EXTRA x the
 # best time, or _EXTRA_FLOOR seconds if more: small convolutions get more rounds, where a
 # scheduler tick of another process weighs most.
@@ -215,9 +217,11 @@ _KEEP = (3.0, 1.3, 1.1)
 _ROUNDS = 8
 _EXTRA = 4.0
 _EXTRA_FLOOR = 0.02
-# The heuristic's choice is kept unless another candidate is this much faster: the choices stay
-# put where two algorithms are within noise of each other.
-_MARGIN = 0.97
+# The heuristic's choice is kept unless another candidate is more than 5% faster: where two
+# algorithms are within noise of each other the choice stays put (a quiet machine measured
+# the depthwise 3x3 grad-weight of benchmarks/bench_conv.py's suite 3.6% slower than GEMM
+# while tuning and 10% faster afterwards).
+_MARGIN = 0.95
 
 
 def _measure(run, name):
@@ -233,15 +237,21 @@ def _measure(run, name):
 
 def race(candidates, run, measure):
     """Time `candidates` (names; the first is the heuristic's choice) by measure(run, name) in
-    interleaved rounds; return (winner, {name: seconds}, the name run last).
+    interleaved rounds, after one untimed run each; return (winner, {name: seconds}, the name
+    run last).
 
     In each round the current leader runs last, so that, when it wins, the scratch output holds
     its result."""
     heuristic = candidates[0]
     best = {}
     extra = 0.0  # seconds spent after round 0
-    contenders = list(candidates)
     last = None
+    for name in candidates:  # untimed: the first call's costs
+        if math.isinf(measure(run, name)):
+            best[name] = math.inf  # out of memory: out of the race
+    contenders = [c for c in candidates if c not in best]
+    if not contenders:  # the call itself will raise
+        return heuristic, best, last
     for r in range(_ROUNDS):
         # round 0: the heuristic last; later: slowest first, the leader last
         order = (
@@ -257,8 +267,6 @@ def race(candidates, run, measure):
         fastest = min(best[c] for c in contenders)
         budget = max(_EXTRA * fastest, _EXTRA_FLOOR)
         if r > 0 or extra + sum(best[c] for c in contenders) > budget:
-            # (after round 0 only when a second round of all would not fit: a single run
-            # may have been slowed down several times by another process)
             contenders = [c for c in contenders if best[c] <= _KEEP[min(r, 2)] * fastest]
         if len(contenders) == 1:
             break
@@ -289,7 +297,8 @@ def tune(pass_, conv, level, run, out):
     import numpy as np
 
     names = candidates(pass_, conv, level)
-    scratch = np.zeros_like(out)  # written before the race: no page faults in round 0's times
+    scratch = np.empty_like(out)
+    scratch.fill(0)  # every page touched now, not in a candidate's time
     winner, best, last = race(names, lambda name: run(name, scratch), _measure)
     written = last == winner
     if written:
