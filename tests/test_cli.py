@@ -225,11 +225,19 @@ if __name__ == '__main__':
 IMPORT_MARKS = ("numpy", "scipy", "fastconv._kernels.conv", "fastconv.lenet.cli")
 
 
+def _sigint_default():
+    """In the child: SIGINT back to its default. A shell starts background jobs (`cmd &`, as a
+    CI runner may) with SIGINT ignored, which children inherit; Python then installs no
+    KeyboardInterrupt handler, and these tests would measure the runner, not fastconv."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def ctrl_c_after_import(command, mark, cwd):
     """Run `python -X importtime *command`, send SIGINT as soon as the import of `mark` (or of a
     submodule of it) is done; returns (exit status, stderr without the import-time lines)."""
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", *command],
+        preexec_fn=_sigint_default,  # SIGINT as a terminal delivers it
         cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -282,6 +290,7 @@ def test_ctrl_c_once_the_command_trains_still_saves_the_checkpoint(tmp_path, tin
         [sys.executable, "-m", "fastconv.lenet", "train", "--data", str(data)]
         + ["--save", str(ckpt), "--epochs", "1000"]
         + TINY,
+        preexec_fn=_sigint_default,  # SIGINT as a terminal delivers it
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -313,6 +322,7 @@ def test_only_the_command_exits_at_once_on_ctrl_c(monkeypatch, tmp_path):
         assert started_as_command() is command, argv
     result = subprocess.run(
         [sys.executable, "-c", "import fastconv, signal; print(signal.getsignal(2).__name__)"],
+        preexec_fn=_sigint_default,  # SIGINT as a terminal delivers it
         capture_output=True,
         text=True,
         timeout=60,
