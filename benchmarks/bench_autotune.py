@@ -7,12 +7,12 @@
 Two phases, in one process:
 
 1. Tuning: with nothing tuned, each case's three passes (forward with bias, grad-input,
-   grad-weight) are called once under ``fastconv.autotune()``; the tuning cost of a pass is that
+   grad-weight) are called once with autotuning on; the tuning cost of a pass is that
    first call's wall time less the least of 5 calls once tuned. Their sum is the cost of
    tuning the suite.
 2. Comparison, per case and pass, interleaved rep by rep (the order rotated each rep): "auto"
    (the heuristic, autotuning off), every algorithm that can run the pass (``algorithm=``) and
-   the autotuned call. A rep is as many back-to-back calls as last >= --min-rep-ms (1 ms: one
+   the autotuned call (autotuning on for the process during its reps). A rep is as many back-to-back calls as last >= --min-rep-ms (1 ms: one
    call for all but the smallest passes); its time the mean call. Medians and minima of --reps
    reps: on a machine shared with other work the minimum is the steadier estimate (a rep that
    no other process interrupted). An algorithm whose warm-up call takes more than
@@ -70,34 +70,30 @@ def few_channel_cases():
     ]
 
 
-def call(fc, case, data, pass_, algorithm, tuned=False):
-    """A zero-argument callable running `pass_` of `case` on `data` by `algorithm`
-    (under fastconv.autotune() when `tuned`)."""
+def call(fc, case, data, pass_, algorithm):
+    """A zero-argument callable running `pass_` of `case` on `data` by `algorithm`."""
     x, w, b, gy = data
     s, p, d, g = case.stride, case.padding, case.dilation, case.groups
     if pass_ == "forward":
+        return lambda: fc.conv2d(x, w, b, s, p, d, g, algorithm=algorithm)
+    if pass_ == "grad_input":
+        return lambda: fc.conv2d_grad_input(gy, w, x.shape, s, p, d, g, algorithm=algorithm)
+    return lambda: fc.conv2d_grad_weight(gy, x, w.shape, s, p, d, g, algorithm=algorithm)
 
-        def fn():
-            return fc.conv2d(x, w, b, s, p, d, g, algorithm=algorithm)
 
-    elif pass_ == "grad_input":
+class Autotuned:
+    """A callable's calls with autotuning on for the process (as a program that turned it on
+    runs them), around each timed rep: `with Autotuned(fc):`."""
 
-        def fn():
-            return fc.conv2d_grad_input(gy, w, x.shape, s, p, d, g, algorithm=algorithm)
+    def __init__(self, fc, on=True):
+        self.fc, self.on = fc, on
 
-    else:
+    def __enter__(self):
+        self.previous = self.fc.set_autotune(self.on) if self.on else None
 
-        def fn():
-            return fc.conv2d_grad_weight(gy, x, w.shape, s, p, d, g, algorithm=algorithm)
-
-    if not tuned:
-        return fn
-
-    def under_autotune():
-        with fc.autotune():
-            return fn()
-
-    return under_autotune
+    def __exit__(self, *exc):
+        if self.on:
+            self.fc.set_autotune(self.previous)
 
 
 def seconds(fn, calls=1):
@@ -128,16 +124,17 @@ def tune_suite(fc, suite, args):
         data = make_data(case)
         rec = {}
         for pass_ in PASSES:
-            fn = call(fc, case, data, pass_, "auto", tuned=True)
+            fn = call(fc, case, data, pass_, "auto")
             gc.collect()
-            first = seconds(fn)
-            after = min(seconds(fn) for _ in range(5))
+            with Autotuned(fc):
+                first = seconds(fn)
+                after = min(seconds(fn) for _ in range(5))
             rec[pass_] = {
                 "first_ms": first * 1e3,
                 "tuned_ms": after * 1e3,
                 "cost_ms": (first - after) * 1e3,
             }
-        with fc.autotune():
+        with Autotuned(fc):
             plan = case_plan(fc, case)
         rec["plan"] = {
             "algorithms": dict(plan),
@@ -180,8 +177,11 @@ def compare_case(fc, case, args):
     for pass_ in PASSES:
         columns = [("auto", call(fc, case, data, pass_, "auto"))]
         columns += [(a, call(fc, case, data, pass_, a)) for a in can[pass_]]
-        columns += [("tuned", call(fc, case, data, pass_, "auto", tuned=True))]
-        warm = {name: min(seconds(fn) for _ in range(args.warmup)) for name, fn in columns}
+        columns += [("tuned", call(fc, case, data, pass_, "auto"))]
+        warm = {}
+        for name, fn in columns:
+            with Autotuned(fc, name == "tuned"):
+                warm[name] = min(seconds(fn) for _ in range(args.warmup))
         fastest = min(warm.values())
         plan = []
         for name, fn in columns:
@@ -196,7 +196,8 @@ def compare_case(fc, case, args):
                 k = r % len(plan)
                 for name, fn, calls, reps, times in plan[k:] + plan[:k]:
                     if r < reps:
-                        times.append(seconds(fn, calls))
+                        with Autotuned(fc, name == "tuned"):
+                            times.append(seconds(fn, calls))
         finally:
             gc.enable()
         busy = meter.other()

@@ -523,3 +523,20 @@ def test_environment_values(value, on, monkeypatch):
         assert at._env_flag() is on
     monkeypatch.setenv("FASTCONV_AUTOTUNE", "off")
     assert at._env_flag() is False
+
+
+def test_tuned_calls_look_the_winner_up_by_their_arguments(rng, monkeypatch):
+    x, w, b, g = data(rng)
+    calls = []
+    monkeypatch.setattr(at, "_measure", fake_times({}, calls))
+    with fastconv.autotune():
+        run_pass("forward", x, w, b, g)
+        tuned = len(calls)
+        (key,) = at._known
+        assert key[0] == "forward" and at.known(key) == at.lookup("forward", _conv(), LEVEL)[0]
+        with fastconv.autotune(False):
+            assert at.known(key) is None  # this thread does not tune: the heuristic
+        run_pass("forward", x, w, b, g)
+    assert len(calls) == tuned > 0
+    at.forget()
+    assert at._known == {} and at._results == {}

@@ -61,7 +61,15 @@ def _env_flag():
 
 _settings_lock = threading.Lock()
 _tune_lock = threading.RLock()  # one tuning at a time: two side by side would time each other
-_local = threading.local()  # .enabled: this Python thread's setting inside autotune()
+
+
+class _Local(threading.local):
+    # this Python thread's setting inside autotune() (a class default: no AttributeError to
+    # raise and catch on every call)
+    enabled: Optional[bool] = None
+
+
+_local = _Local()
 _enabled = _env_flag()
 _blocks = 0  # autotune(True) blocks open in any thread
 # What the kernel ops check first, on every call: false unless the process setting is on or some
@@ -74,6 +82,10 @@ Tuned.__doc__ = """A key's winner, {algorithm: seconds, None where not timed}, a
 from: "measured" (in this process) or "cache" (the disk cache)."""
 
 _results: Dict[tuple, Tuned] = {}  # (pass, Conv, level, threads) -> Tuned
+# The same winners by the kernel ops' own arguments, (pass, (x, weight, y shapes), (stride,
+# padding, dilation, groups), dtype char, level, threads): a tuned call's look-up without
+# building the planner's Conv (~0.5 us instead of ~2 us)
+_known: Dict[tuple, str] = {}
 
 
 def _update_active():
@@ -89,7 +101,7 @@ def get_autotune() -> bool:
     bool: the setting of an enclosing ``autotune()`` block of this thread, else the process
     setting (``set_autotune``; at import ``FASTCONV_AUTOTUNE``), False by default.
     """
-    local = getattr(_local, "enabled", None)
+    local = _local.enabled
     return _enabled if local is None else local
 
 
@@ -181,7 +193,7 @@ def autotune(enabled: bool = True) -> Iterator[None]:
     """
     global _blocks
     enabled = _as_bool(enabled, "enabled")
-    previous = getattr(_local, "enabled", None)
+    previous = _local.enabled
     _local.enabled = enabled
     with _settings_lock:
         _blocks += enabled
@@ -199,6 +211,12 @@ def forget():
     """Drop the winners measured or read so far in this process (the disk cache stays)."""
     with _tune_lock:
         _results.clear()
+        _known.clear()
+
+
+def known(call_key):
+    """The winner already known for `call_key` (see _known) when this thread tunes, else None."""
+    return _known.get(call_key) if get_autotune() else None
 
 
 # ------------------------------------------------------------------------ measuring
@@ -322,16 +340,19 @@ def lookup(pass_, conv, level):
     return found
 
 
-def pick(pass_, conv, level, run, out, finite):
+def pick(pass_, conv, level, run, out, finite, call_key=None):
     """(algorithm, written): the algorithm autotuning keeps for `pass_` of `conv` at this thread
     count ("auto" where this thread does not tune, or where the operands hold inf or NaN and
     nothing is known yet: measured on finite data only), tuned now if it is new; written when
     the tuning left the winner's result in `out`. run(name, target) computes the pass by `name`
-    into `target`; finite() says whether the operands are finite."""
+    into `target`; finite() says whether the operands are finite; `call_key` (see _known)
+    remembers the answer for `known`."""
     if not get_autotune():
         return "auto", False
     found = lookup(pass_, conv, level)
     if found is not None:
+        if call_key is not None:
+            _known[call_key] = found.algorithm
         return found.algorithm, False
     with _tune_lock:
         key = (pass_, conv, level, get_num_threads())
@@ -342,6 +363,8 @@ def pick(pass_, conv, level, run, out, finite):
             return "auto", False
         found, written = tune(pass_, conv, level, run, out)
         _results[key] = found
+        if call_key is not None:
+            _known[call_key] = found.algorithm
         if _cache_path is not None:
             _write_entry(_cache_path, pass_, conv, level, key[3], found)
     return found.algorithm, written

@@ -177,10 +177,16 @@ def _choice(pass_, algorithm, shapes, geometry, **operands):
 
 def _tuned(pass_, shapes, geometry, run, out, *operands):
     """autotune.pick for the convolution of `shapes` (x, weight, y) and `geometry`:
-    (algorithm, written); run(name, target) computes the pass by `name` into `target`."""
+    (algorithm, written); run(name, target) computes the pass by `name` into `target`. A key
+    tuned before costs one dictionary look-up (autotune.known)."""
+    level = _level()
+    call_key = (pass_, shapes, geometry, out.dtype.char, level, get_num_threads())
+    algorithm = _autotune.known(call_key)
+    if algorithm is not None:
+        return algorithm, False
     conv = _problem(*shapes, *geometry, out.dtype)
     return _autotune.pick(
-        pass_, conv, _level(), run, out, lambda: all(_finite(a) for a in operands)
+        pass_, conv, level, run, out, lambda: all(_finite(a) for a in operands), call_key
     )
 
 
