@@ -71,10 +71,11 @@ def direct_fits(filters, taps, dtype, level, wide=True):
 # Grad-weight with AVX-512 keeps to 128 bytes of filters (32 float32): the wide extension above
 # was measured for the forward pass with AVX2; on Ice Lake AVX-512, for grad-weight with 64
 # float32 filters of 27 to 147 taps (3 to 16 channels, 56x56 to 224x224, batch 8: the wide-*
-# cases of benchmarks/bench_autotune.py and the suite's 7x7s2-c3-224-f64) GEMM took 0.51-0.73x
-# the direct kernels' time on one thread (autotune_extra_1thread_before.json, minima of 11
-# interleaved reps) and 0.53-0.97x on two (a busy machine: minima of 15). The forward pass
-# stays: about even there (0.92-1.08x).
+# cases of benchmarks/bench_autotune.py, like the suite's 7x7s2-c3-224-f64) GEMM took
+# 0.51-0.73x the direct kernels' time on one thread (benchmarks/results/
+# autotune_extra_1thread_before.json, minima of 11 interleaved reps, a busy machine) and
+# 0.50-0.71x on two (autotune_extra_2threads.json, minima of 15, a quiet one). The forward
+# pass stays: about even there (0.96-1.09x).
 def _direct_wide(pass_, level):
     return not (pass_ == "grad_weight" and level >= 2)
 
@@ -119,10 +120,13 @@ def _winograd_shape(conv):
 # with the kernel's few-tiles schedule (src/winograd_few.h, 15 reps, idle machine; 0.96 / 1.15x
 # before it). Fewer channels were not measured there: they stay on direct/GEMM with AVX2.
 # With AVX-512 (Ice Lake; the few-* cases of benchmarks/bench_autotune.py: 3x3 'same', batch 8,
-# 14x14 to 56x56; autotune_extra_1thread_before.json, one thread, minima of 11 interleaved
-# reps) Winograd took 0.17-0.91x the best other algorithm's time in all 18 forward and
-# grad-input passes with C and F >= 32 (0.33-0.64x on two threads at 28x28, a busy machine);
-# with 16 channels 0.32-0.64x on 28x28 and 56x56 but 0.92 / 1.71x on 14x14: not taken.
+# 14x14 to 56x56, C and F from 16 to 64) Winograd took 0.17-0.91x the best other algorithm's
+# time in all 18 forward and grad-input passes with C and F >= 32 on one thread
+# (benchmarks/results/autotune_extra_1thread_before.json, minima of 11 interleaved reps, a
+# busy machine), and on two 0.42-0.85x in 17 of them, 1.10x in one (14x14, C = 32, F = 64,
+# grad-input; autotune_extra_2threads.json, minima of 15, a quiet machine). With 16 channels
+# it won on 28x28 and 56x56 but lost on 14x14 (1.1-1.8x), and C = F = 16 lost on 56x56 too in
+# a one-off run: left to autotuning.
 _WINOGRAD_MIN_CHANNELS = 64
 _WINOGRAD_MIN_CHANNELS_AVX512 = 32
 _WINOGRAD_MIN_TILES = 32
