@@ -99,7 +99,7 @@ plt.show()
 # sum of products; the direct kernels and FFT compute it without the column matrix. All agree
 # with the GEMM to rounding:
 
-print("planner's choice:", fastconv.conv2d_plan(x.shape, weight.shape, dtype=np.float64))
+print("planner's choice:", dict(fastconv.conv2d_plan(x.shape, weight.shape, dtype=np.float64)))
 for algorithm in fastconv.conv2d_algorithms(x.shape, weight.shape, dtype=np.float64)["forward"]:
     other = fastconv.conv2d(x, weight, algorithm=algorithm)
     print(f"{algorithm:>9}: max |difference| = {np.abs(other - y_gemm).max():.1e}")

@@ -48,7 +48,7 @@ print(
     "weight:",
     weight.shape,
     " planner:",
-    fastconv.conv2d_plan(x.shape, weight.shape, padding="same"),
+    dict(fastconv.conv2d_plan(x.shape, weight.shape, padding="same")),
 )
 
 y = fastconv.conv2d(x, weight, padding="same")  # (1, 4, 512, 512)
