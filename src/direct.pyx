@@ -20,22 +20,23 @@ cdef extern from "direct_conv.h" nogil:
     int FC_PIX
     int fc_simd_level()
     int fc_direct_block(int level, int itemsize)
+    int fc_direct_vectors(int level, int itemsize, Py_ssize_t F)
     void fc_direct_forward_float(int level, const float* x, Py_ssize_t XW,
                                  const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
                                  const int* khr, const float* wpack, const float* bias, float* y,
                                  Py_ssize_t YPLANE, Py_ssize_t FB, Py_ssize_t OW, Py_ssize_t sh,
-                                 Py_ssize_t sw, Py_ssize_t npix, int relu)
+                                 Py_ssize_t sw, Py_ssize_t npix, int relu, int nv)
     void fc_direct_forward_double(int level, const double* x, Py_ssize_t XW,
                                   const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
                                   const int* khr, const double* wpack, const double* bias,
                                   double* y, Py_ssize_t YPLANE, Py_ssize_t FB, Py_ssize_t OW,
-                                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t npix, int relu)
+                                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t npix, int relu, int nv)
     void fc_direct_grad_weight_float(int level, const float* x, const Py_ssize_t* tapoff,
                                      Py_ssize_t k0, Py_ssize_t k1, const Py_ssize_t* pixoff,
-                                     const float* gyt, Py_ssize_t npix, float* dw)
+                                     const float* gyt, Py_ssize_t npix, float* dw, int nv)
     void fc_direct_grad_weight_double(int level, const double* x, const Py_ssize_t* tapoff,
                                       Py_ssize_t k0, Py_ssize_t k1, const Py_ssize_t* pixoff,
-                                      const double* gyt, Py_ssize_t npix, double* dw)
+                                      const double* gyt, Py_ssize_t npix, double* dw, int nv)
 
 cdef enum:
     # Forward: output pixels per work item, enough to amortise the call and the window copy, few
@@ -45,6 +46,7 @@ cdef enum:
     # per item at most (a part's taps split among items when the batch is small).
     WEIGHT_PARTIALS = 8
     TAPS_PER_ITEM = 64
+    GRAD_Y_CHUNK_BYTES = 32768
 
 include "simd_level.pxi"
 
@@ -53,24 +55,27 @@ cdef inline void _forward_block(int lvl, const real* x, Py_ssize_t XW, const Py_
                                 Py_ssize_t KH, Py_ssize_t KTAPS, const int* khr,
                                 const real* wpack, const real* bias, real* y, Py_ssize_t YPLANE,
                                 Py_ssize_t FB, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
-                                Py_ssize_t npix, int relu) noexcept nogil:
-    """fc_direct_forward_<dtype> (direct_conv.h): one block of filters over a run of pixels."""
+                                Py_ssize_t npix, int relu, int nv) noexcept nogil:
+    """fc_direct_forward_<dtype> (direct_conv.h): one block of filters (nv vectors) over a run
+    of pixels."""
     if real is float:
         fc_direct_forward_float(lvl, x, XW, tapoff, KH, KTAPS, khr, wpack, bias, y, YPLANE, FB,
-                                OW, sh, sw, npix, relu)
+                                OW, sh, sw, npix, relu, nv)
     else:
         fc_direct_forward_double(lvl, x, XW, tapoff, KH, KTAPS, khr, wpack, bias, y, YPLANE, FB,
-                                 OW, sh, sw, npix, relu)
+                                 OW, sh, sw, npix, relu, nv)
 
 
 cdef inline void _grad_weight_block(int lvl, const real* x, const Py_ssize_t* tapoff,
                                     Py_ssize_t k0, Py_ssize_t k1, const Py_ssize_t* pixoff,
-                                    const real* gyt, Py_ssize_t npix, real* dw) noexcept nogil:
-    """fc_direct_grad_weight_<dtype> (direct_conv.h): taps [k0, k1) of one block of filters."""
+                                    const real* gyt, Py_ssize_t npix, real* dw,
+                                    int nv) noexcept nogil:
+    """fc_direct_grad_weight_<dtype> (direct_conv.h): taps [k0, k1) of one block of filters (nv
+    vectors)."""
     if real is float:
-        fc_direct_grad_weight_float(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw)
+        fc_direct_grad_weight_float(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw, nv)
     else:
-        fc_direct_grad_weight_double(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw)
+        fc_direct_grad_weight_double(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw, nv)
 
 
 cdef Py_ssize_t[::1] _tap_offsets(Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t plane,
@@ -146,7 +151,9 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
         return
     cdef Py_ssize_t C = g.C, H = g.H, W = g.W, F = g.F, OH = g.OH, OW = g.OW, OHW = OH * OW
     dtype = np.float32 if real is float else np.float64
-    cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
+    # A block of filters: nv vectors (direct_conv.h's register block)
+    cdef int nv = fc_direct_vectors(lvl, sizeof(real), F)
+    cdef Py_ssize_t BL = nv * fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
     # Taps in (kh, c, kw) order, so that the kernel rows an output row needs are one range.
     cdef const real[:, ::1] w_kh_major = np.ascontiguousarray(
         np.asarray(weight).transpose(0, 2, 1, 3)).reshape(F, C * g.KH * g.KW)
@@ -190,7 +197,7 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
                                &khr[oh0, 0] if skip_rows else NULL, &wpack[blk, 0, 0],
                                &bpack[blk * BL], yp + (n * F + blk * BL) * OHW + oh0 * OW, OHW,
                                min(BL, F - blk * BL), OW, sh, sw, (min(OH, oh0 + rows) - oh0) * OW,
-                               relu)
+                               relu, nv)
 
 
 cdef inline double _sum_parts(const double* first, Py_ssize_t parts,
@@ -226,7 +233,8 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef Py_ssize_t OHW = g.OH * g.OW, K = C * g.KH * g.KW
     dtype = np.float32 if real is float else np.float64
     cdef int lvl = _level
-    cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
+    cdef int nv = fc_direct_vectors(lvl, sizeof(real), F)
+    cdef Py_ssize_t BL = nv * fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
     cdef Py_ssize_t R, XW
     cdef bint padded
     R, XW, padded = _window_shape(g, g.OH)
@@ -241,14 +249,18 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
                                           (K + TAPS_PER_ITEM - 1) // TAPS_PER_ITEM))
     cdef Py_ssize_t per_run = ((K + tap_runs - 1) // tap_runs + FC_PIX - 1) // FC_PIX * FC_PIX
     tap_runs = (K + per_run - 1) // per_run
+    # Pixels per kernel call: grad_y is transposed a chunk at a time into a buffer that stays in
+    # L1 while every tap of the item reads it (the whole image's transposed grad_y, 3.2 MB for
+    # 64 filters of 112 x 112, was written filter by filter and read again from L3).
+    cdef Py_ssize_t chunk = min(OHW, max(FC_PIX, GRAD_Y_CHUNK_BYTES // (BL * sizeof(real))))
     cdef Py_ssize_t n_items = parts * tap_runs, part_size = blocks * K * BL
-    cdef Py_ssize_t stride = (C * R * XW if padded else 0) + blocks * OHW * BL
+    cdef Py_ssize_t stride = (C * R * XW if padded else 0) + chunk * BL
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef real[::1] ws = get_workspace(dtype, stride * nt + parts * part_size)
     cdef real* partial = &ws[0] + stride * nt
     cdef double[::1] bias_parts = np.zeros(parts * F)  # grad_b per part
     cdef double* bparts = &bias_parts[0]
-    cdef Py_ssize_t item, part, k0, k1, n, blk, f, j, i, k
+    cdef Py_ssize_t item, part, k0, k1, n, blk, f, j, i, k, p0, pc, npc
     cdef real s
     cdef const real* xw
     cdef real* work
@@ -274,23 +286,26 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
                     xw = work
                 else:
                     xw = xp + n * C * H * W
-                # grad_y of image n as (block, pixel, lane), lanes past F zero: one filter's row
-                # at a time (contiguous reads; pixel-major reads strode OHW apart per lane)
-                for f in range(blocks * BL):
-                    lane = gyt + (f // BL) * OHW * BL + f % BL
-                    if f < F:
-                        row = gyp + (n * F + f) * OHW
-                        for j in range(OHW):
-                            lane[j * BL] = row[j]
-                        if has_bias and k0 == 0:
-                            bparts[part * F + f] += run_sum(row, OHW)
-                    else:
-                        for j in range(OHW):
-                            lane[j * BL] = 0
+                if has_bias and k0 == 0:
+                    for f in range(F):
+                        bparts[part * F + f] += run_sum(gyp + (n * F + f) * OHW, OHW)
                 for blk in range(blocks):
-                    _grad_weight_block(lvl, xw, &tapoff[0], k0, k1, &pixoff[0],
-                                       gyt + blk * OHW * BL, OHW,
-                                       partial + part * part_size + blk * K * BL)
+                    for pc in range((OHW + chunk - 1) // chunk):
+                        p0 = pc * chunk
+                        npc = min(chunk, OHW - p0)
+                        # this chunk of grad_y as (pixel, lane), lanes past F zero: one filter's
+                        # run at a time (contiguous reads)
+                        for f in range(blk * BL, blk * BL + BL):
+                            lane = gyt + f - blk * BL
+                            if f < F:
+                                row = gyp + (n * F + f) * OHW + p0
+                                for j in range(npc):
+                                    lane[j * BL] = row[j]
+                            else:
+                                for j in range(npc):
+                                    lane[j * BL] = 0
+                        _grad_weight_block(lvl, xw, &tapoff[0], k0, k1, &pixoff[p0], gyt, npc,
+                                           partial + part * part_size + blk * K * BL, nv)
     with nogil:
         for f in prange(F, num_threads=nt, schedule="static"):
             blk = f // BL
