@@ -249,6 +249,12 @@ DEPTHWISE = [
             "depthwise_wide", N=2, C=3, H=9, W=70, F=3, groups=3, padding=(1, 2)
         ),  # SIMD runs + tail
         _case("depthwise_crop", N=1, C=2, H=8, W=40, F=2, groups=2, KH=2, KW=3, padding=3),
+        # stride 2 down, 1 across (the SIMD grad-weight), 2 filters a channel, column tails
+        _case(
+            "depthwise_sh2_x2", N=2, C=3, H=11, W=37, F=6, groups=3, stride=(2, 1), padding=(1, 2)
+        ),
+        # 49 taps: the grad-weight kernel's passes of at most 9
+        _case("depthwise_7x7", N=2, C=2, H=12, W=40, F=2, groups=2, KH=7, KW=7, padding=3),
     ]
     if c.groups > 1 and c.C == c.groups
 ]
@@ -278,3 +284,38 @@ def test_depthwise_forward_and_grad_input(case, dtype, simd_level, rng, assert_c
     assert_close(got, gx, dtype, case.F // case.groups * reduction)
     got = fastconv.conv2d_grad_weight(g, x, w.shape, **kw)
     assert_close(got, gw, dtype, case.N * g.shape[2] * g.shape[3])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", DEPTHWISE)
+def test_depthwise_grad_weight_and_bias_in_one_pass(case, dtype, simd_level, rng, assert_close):
+    """conv2d_backward's grad_weight and grad_bias ("auto": the depthwise kernels, one pass over
+    grad_y with SIMD), at every SIMD level."""
+    x, w, _, g = inputs(case, rng, dtype)
+    tblr = case_tblr(case)
+    _, gw_ref, gb_ref = conv2d_backward_ref(g, x, w, case.stride, tblr, case.dilation, case.groups)
+    _, gw, gb = fastconv.conv2d_backward(g, x, w, needs=("weight", "bias"), **case_kwargs(case))
+    terms = case.N * g.shape[2] * g.shape[3]
+    assert_close(gw, gw_ref, dtype, terms)
+    assert_close(gb, gb_ref, dtype, terms)
+
+
+@pytest.mark.parametrize("where", ["grad_y_border", "x_tail"])
+def test_depthwise_grad_weight_nonfinite_as_in_numpy(where, simd_level, rng):
+    """An inf meets the padding as 0 * inf = NaN, as on the GEMM path (the SIMD kernel multiplies
+    a zero-padded copy; the scalar one skips padded taps and is not given such operands), and
+    reaches exactly the sums that contain it, also from the columns past the last whole vector."""
+    x = rng.standard_normal((2, 3, 9, 37))
+    w = rng.standard_normal((3, 1, 3, 3))
+    g = rng.standard_normal((2, 3, 9, 37))
+    if where == "grad_y_border":
+        g[1, 1, 0, 5] = np.inf  # the top row: its kh = 0 taps read padding
+    else:
+        x[0, 2, 4, 35] = np.inf  # a column past the last whole vector at any level
+    _, gw, gb = fastconv.conv2d_backward(g, x, w, padding=1, groups=3, needs=("weight", "bias"))
+    with np.errstate(invalid="ignore"):
+        _, gw_ref, gb_ref = conv2d_backward_ref(g, x, w, 1, (1, 1, 1, 1), 1, 3)
+    assert not np.isfinite(gw_ref).all()
+    for got, expected in ((gw, gw_ref), (gb, gb_ref)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
