@@ -12,11 +12,16 @@ from sums cimport run_sum
 from _blas cimport gemm
 from _omp cimport omp_get_thread_num
 from geometry cimport Geometry, geometry
-from conv_tiles cimport forward_gemms, tile_cols, weight_gemms
+from conv_tiles cimport fc_gemm_filters, forward_gemms, tile_cols, weight_gemms
 from im2col cimport col2im_add
 from tiles cimport Tile, Tiling, tile, tile_columns, tiling
 
+import numpy as np
+
 from fastconv._kernels.workspace import get_workspace
+
+cdef extern from "simd.h" nogil:
+    int fc_simd_level()
 
 cdef enum:
     # Grad-weight: split by channel chunks (no reduction) from this many channels on; else a fixed
@@ -28,6 +33,53 @@ cdef enum:
     # Grad-input: work items aimed at, and the dcols budget of one item.
     INPUT_ITEMS = 8
     DCOLS_ELEMENTS = 262144
+    # Forward: the SIMD GEMM for weights up to this size (_simd_gemm).
+    SIMD_GEMM_WEIGHT_BYTES = 1048576
+
+
+include "simd_level.pxi"
+
+cdef int _gemm = 0  # 0: by shape (_simd_gemm); 1: BLAS; 2: the SIMD GEMM (conv_gemm.h)
+
+
+def set_gemm(str name):
+    """Force the forward's tile GEMM: "blas", "simd" (conv_gemm.h, at this module's level; one
+    group) or "auto" (by shape); for tests. Returns the previous setting."""
+    global _gemm
+    names = ("auto", "blas", "simd")
+    if name not in names:
+        raise ValueError(f"name must be one of {names}, got {name!r}")
+    previous = names[_gemm]
+    _gemm = names.index(name)
+    return previous
+
+
+cdef bint _simd_gemm(Geometry g, Py_ssize_t itemsize):
+    """Whether the forward's tiles take the SIMD GEMM (conv_gemm.h) rather than BLAS: one group,
+    SIMD, and weights that stay in L2 while the tiles stream past them. Ice Lake-SP, one thread,
+    CPU time, medians of 11-21 interleaved reps on a loaded machine, BLAS -> SIMD (F x K
+    weights): 1x1 256 -> 64 on 8 x 56 x 56 (64 KB) 0.81x, stride-2 3x3 64 -> 128 (288 KB) 0.79x,
+    3x3 64 -> 64 (144 KB) 0.74x, 128 -> 128 (576 KB) 0.86x, 256 -> 256 (2.3 MB) 0.99x, 512 ->
+    512 on 7 x 7 (9.4 MB) 1.20x. AVX2 (the same CPU, OpenBLAS's Haswell kernels): 0.78-0.99x."""
+    if g.G != 1 or _gemm == 1:
+        return False
+    if _gemm == 2:
+        return True
+    return _level > 0 and g.F * g.C * g.KH * g.KW * itemsize <= SIMD_GEMM_WEIGHT_BYTES
+
+
+cdef real[:, :, ::1] _pack_filters(const real[:, :, :, ::1] weight, Py_ssize_t FO):
+    """(F, C, KH, KW) -> (ceil(F / FO), C KH KW, FO): blocks of FO filters as columns, the
+    filters past F zero (conv_gemm.h's layout)."""
+    cdef Py_ssize_t F = weight.shape[0], K = weight.shape[1] * weight.shape[2] * weight.shape[3]
+    cdef Py_ssize_t blocks = (F + FO - 1) // FO, f, k
+    cdef const real* w = &weight[0, 0, 0, 0]
+    cdef real[:, :, ::1] packed = np.zeros((blocks, K, FO),
+                                           dtype=np.float32 if real is float else np.float64)
+    for f in range(F):
+        for k in range(K):
+            packed[f // FO, k, f % FO] = w[f * K + k]
+    return packed
 
 
 cdef inline Py_ssize_t _width(Tile s) noexcept nogil:
@@ -41,11 +93,12 @@ cdef inline real* _thread_work(real* ws, Py_ssize_t stride) noexcept nogil:
 
 
 cdef void _forward_tile(const real* x, const real* w, const real* bias, real* y, real* work,
-                        Geometry g, bint has_bias, bint relu, Tile s) noexcept nogil:
+                        Geometry g, bint has_bias, bint relu, Tile s, const real* wpack,
+                        int lvl) noexcept nogil:
     cdef Py_ssize_t ld
     cdef const real* cols = tile_cols(x, g, 0, g.C, s, work, &ld)
     forward_gemms(cols, ld, w, bias, y, work + g.C * g.KH * g.KW * _width(s), g,
-                  has_bias, relu, s)
+                  has_bias, relu, s, wpack, lvl)
 
 
 def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const real[::1] bias,
@@ -62,11 +115,17 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64", stride * nt)
     cdef real* work
     cdef const real* b = &bias[0] if has_bias else NULL
+    cdef int lvl = _level
+    cdef const real[:, :, ::1] packed
+    cdef const real* wpack = NULL
+    if _simd_gemm(g, sizeof(real)):
+        packed = _pack_filters(weight, fc_gemm_filters(lvl))
+        wpack = &packed[0, 0, 0]
     with nogil, parallel(num_threads=nt):
         work = _thread_work(&ws[0], stride)
         for item in prange(n_items, schedule="dynamic"):
             _forward_tile(&x[0, 0, 0, 0], &weight[0, 0, 0, 0], b, &y[0, 0, 0, 0], work, g,
-                          has_bias, relu, tile(t, item))
+                          has_bias, relu, tile(t, item), wpack, lvl)
 
 
 cdef void _input_item(const real* dy, const real* w, real* dx, real* dcols, Geometry g,
@@ -131,7 +190,7 @@ cdef void _weight_tiles(const real* x, const real* dy, real* dw_out, Py_ssize_t 
         cols = tile_cols(x, g, c0, c1, s, work, &ld)
         buf = work + (c1 - c0) * g.KH * g.KW * _width(s)  # F x T: y's, then dy's rows
         if w != NULL:
-            forward_gemms(cols, ld, w, NULL, y, buf, g, False, False, s)
+            forward_gemms(cols, ld, w, NULL, y, buf, g, False, False, s, NULL, 0)
         weight_gemms(cols, ld, dy, dw_out, ld_dw, buf, item > t0, g, c0, c1, s)
 
 

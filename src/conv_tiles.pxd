@@ -10,6 +10,15 @@ from geometry cimport Geometry
 from im2col cimport im2col
 from tiles cimport Tile
 
+cdef extern from "conv_gemm.h" nogil:
+    int fc_gemm_filters(int level)
+    void fc_conv_gemm_float(int level, const float* wpack, Py_ssize_t F, Py_ssize_t K,
+                            const float* cols, Py_ssize_t ldc, Py_ssize_t T, float* y,
+                            Py_ssize_t ldy)
+    void fc_conv_gemm_double(int level, const double* wpack, Py_ssize_t F, Py_ssize_t K,
+                             const double* cols, Py_ssize_t ldc, Py_ssize_t T, double* y,
+                             Py_ssize_t ldy)
+
 
 cdef inline void _gather_rows(const real* src, Py_ssize_t F, Py_ssize_t f0, Py_ssize_t f1,
                               Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t q0, Py_ssize_t q1,
@@ -68,9 +77,11 @@ cdef inline const real* tile_cols(const real* x, Geometry g, Py_ssize_t c0, Py_s
 
 cdef inline void forward_gemms(const real* cols, Py_ssize_t ldb, const real* w,
                                const real* bias, real* y, real* ybuf, Geometry g, bint has_bias,
-                               bint relu, Tile s) noexcept nogil:
+                               bint relu, Tile s, const real* wpack, int lvl) noexcept nogil:
     """y at the tile's positions = weight @ cols per group (+ bias) (then ReLU); ybuf: F x T
-    elements for a tile of several images (its rows are then scattered to their planes)."""
+    elements for a tile of several images (its rows are then scattered to their planes). With
+    wpack (one group: the weights packed for conv_gemm.h at SIMD level lvl) the SIMD GEMM,
+    else BLAS."""
     cdef Py_ssize_t OH = g.OH, OW = g.OW, F = g.F, G = g.G, q0 = s.q0, q1 = s.q1
     cdef Py_ssize_t T = (q1 - q0) * (s.ow1 - s.ow0), OHW = OH * OW
     cdef Py_ssize_t at = (q0 % OH) * OW + s.ow0  # the tile's first position in its image
@@ -85,8 +96,14 @@ cdef inline void forward_gemms(const real* cols, Py_ssize_t ldb, const real* w,
         else:
             out = ybuf + grp * Fg * T
             ldc = T
-        gemm(False, False, <int>Fg, <int>T, <int>Kg, <real>1, w + grp * Fg * Kg, <int>Kg,
-             cols + grp * Kg * ldb, <int>ldb, <real>0, out, <int>ldc)
+        if wpack != NULL:
+            if real is float:
+                fc_conv_gemm_float(lvl, wpack, Fg, Kg, cols, ldb, T, out, ldc)
+            else:
+                fc_conv_gemm_double(lvl, wpack, Fg, Kg, cols, ldb, T, out, ldc)
+        else:
+            gemm(False, False, <int>Fg, <int>T, <int>Kg, <real>1, w + grp * Fg * Kg, <int>Kg,
+                 cols + grp * Kg * ldb, <int>ldb, <real>0, out, <int>ldc)
     if not single:
         _scatter_rows(ybuf, F, OH, OW, q0, q1, y)
     if has_bias or relu:

@@ -23,6 +23,7 @@ from reference import (
 
 import fastconv
 from fastconv._backend.cpu import planner as _planner
+from fastconv._kernels import conv as conv_kernels
 from fastconv._kernels import direct as direct_kernels
 
 DTYPES = [np.float32, np.float64]
@@ -90,6 +91,26 @@ def test_forward(case, dtype, path, rng, assert_close):
     relu = fastconv.conv2d(x, w, b, **kw, activation="relu")
     assert_close(relu, np.maximum(expected, 0), dtype, reduction)
     assert_close(fastconv.conv2d(x, w, **kw), expected - b[:, None, None], dtype, reduction)
+
+
+@pytest.mark.parametrize("level", range(conv_kernels.detected_level() + 1))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ONE_GROUP)
+def test_forward_simd_gemm(case, dtype, level, rng, assert_close, request):
+    """The GEMM path's forward with its SIMD tile GEMM (conv_gemm.h) forced at every level, and
+    with BLAS: tiles of part of an image, of several images, 1x1 on the input itself, partial
+    register blocks of filters and of columns."""
+    previous, previous_level = conv_kernels.set_gemm("simd"), conv_kernels.set_level(level)
+    request.addfinalizer(lambda: conv_kernels.set_gemm(previous))
+    request.addfinalizer(lambda: conv_kernels.set_level(previous_level))
+    x, w, b, _ = inputs(case, rng, dtype)
+    expected = conv2d_ref(x, w, b, case.stride, case_tblr(case), case.dilation)
+    kw = dict(case_kwargs(case), algorithm="gemm")
+    reduction = case.C * case.KH * case.KW
+    simd = fastconv.conv2d(x, w, b, **kw, activation="relu")
+    assert_close(simd, np.maximum(expected, 0), dtype, reduction)
+    conv_kernels.set_gemm("blas")
+    assert_close(fastconv.conv2d(x, w, b, **kw), expected, dtype, reduction)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -319,3 +340,9 @@ def test_depthwise_grad_weight_nonfinite_as_in_numpy(where, simd_level, rng):
     for got, expected in ((gw, gw_ref), (gb, gb_ref)):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
         np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+
+
+def test_set_gemm_refuses_unknown_names():
+    with pytest.raises(ValueError, match="name must be one of"):
+        conv_kernels.set_gemm("mkl")
+    assert conv_kernels.set_gemm("auto") == "auto"
