@@ -35,6 +35,7 @@ from reference import (  # noqa: E402
 )
 
 import fastconv  # noqa: E402
+from fastconv._kernels import conv as _conv  # noqa: E402
 from fastconv._kernels import direct as _direct  # noqa: E402
 from fastconv._kernels import pool as _pool  # noqa: E402
 from fastconv._kernels import winograd as _winograd  # noqa: E402
@@ -171,7 +172,7 @@ def check_valid_pool(seed):
 
 # ------------------------------------------------------------- every algorithm, every SIMD level
 
-_SIMD_MODULES = (_direct, _winograd, _pool)
+_SIMD_MODULES = (_conv, _direct, _winograd, _pool)
 
 
 def check_forced_algorithms(seed):
