@@ -8,8 +8,8 @@
  * read in place: a register block holds FO filters x PV vectors of columns; each k loads PV
  * vectors of one row of cols and broadcasts FO weights from the packed W (wpack[f / FO][k][f %
  * FO], packed once per call). A block's columns are taken a chunk of K rows at a time, which
- * stays in L1 while every filter group reads it (the partial sums wait in y), and the next
- * chunk's rows are prefetched meanwhile.
+ * stays in L1 while every filter group reads it (the partial sums wait in y), and the same rows
+ * of the next block's columns are prefetched meanwhile.
  *
  * Compiled once per instruction set (simd.h). Each y element is summed over k in order by one
  * call, from zero: results depend on the shapes only, never on the thread count.
@@ -43,7 +43,7 @@ TARGET static inline __attribute__((always_inline)) void fc_gemm_block_##SFX(   
         int FO, int PV, const T *wk, fc_idx K, const T *c, fc_idx ldc, T *y, fc_idx ldy,          \
         fc_idx fb, const T *next, int first) {                                                     \
     typedef fc_gvec_##SFX V;                                                                       \
-    enum { VL = VBYTES / sizeof(T), FM = 12, PM = 6 }; /* at most */                                              \
+    enum { VL = VBYTES / sizeof(T), FM = 8, PM = 3 }; /* FO, PV at most */                         \
     V acc[FM][PM];                                                                                 \
     for (int f = 0; f < FO; f++)                                                                   \
         for (int v = 0; v < PV; v++)                                                               \
@@ -51,9 +51,9 @@ TARGET static inline __attribute__((always_inline)) void fc_gemm_block_##SFX(   
     for (fc_idx k = 0; k < K; k++) {                                                               \
         V xv[PM];                                                                                  \
         for (int v = 0; v < PV; v++) xv[v] = *(const V *)(c + k * ldc + v * VL);                   \
-        if (next) /* the next block's columns of this row, one line per vector */                 \
+        if (next) /* the same row of the next block, a line per vector, into L2 */               \
             for (int v = 0; v < PV; v++)                                                           \
-                __builtin_prefetch(next + k * ldc + v * VL, 0, 3);                                 \
+                __builtin_prefetch(next + k * ldc + v * VL, 0, 2);                                 \
         for (int f = 0; f < FO; f++)                                                               \
             for (int v = 0; v < PV; v++) acc[f][v] += wk[k * FO + f] * xv[v];                      \
     }                                                                                              \
@@ -65,7 +65,7 @@ TARGET static inline __attribute__((always_inline)) void fc_gemm_block_##SFX(   
 TARGET static inline __attribute__((always_inline)) void fc_gemm_column_##SFX(                     \
         int FO, const T *wk, fc_idx K, const T *c, fc_idx ldc, T *y, fc_idx ldy, fc_idx fb,       \
         int first) {                                                                               \
-    T acc[12] = {0};                                                                                \
+    T acc[8] = {0};                                                                                 \
     for (int f = 0; f < FO && f < fb; f++) acc[f] = first ? 0 : y[f * ldy];                        \
     for (fc_idx k = 0; k < K; k++)                                                                 \
         for (int f = 0; f < FO; f++) acc[f] += wk[k * FO + f] * c[k * ldc];                        \
@@ -86,8 +86,7 @@ TARGET static inline __attribute__((always_inline)) void fc_gemm_run_##SFX(     
     for (; t + PV * VL <= Tn; t += PV * VL)                                                        \
         for (fc_idx k0 = 0; k0 < K; k0 += KC) {                                                    \
             const fc_idx kn = K - k0 < KC ? K - k0 : KC;                                           \
-            const T *next = k0 + KC < K ? cols + (k0 + KC) * ldc + t                               \
-                            : t + 2 * PV * VL <= Tn ? cols + t + PV * VL : NULL;                   \
+            const T *next = t + 2 * PV * VL <= Tn ? cols + k0 * ldc + t + PV * VL : NULL;         \
             for (fc_idx g = 0; g < groups; g++)                                                    \
                 fc_gemm_block_##SFX(FO, PV, wpack + (g * K + k0) * FO, kn, cols + k0 * ldc + t,    \
                                     ldc, y + g * FO * ldy + t, ldy, F - g * FO,                    \
