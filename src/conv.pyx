@@ -14,11 +14,11 @@ from _omp cimport omp_get_thread_num
 from geometry cimport Geometry, geometry
 from conv_tiles cimport fc_gemm_filters, forward_gemms, tile_cols, weight_gemms
 from im2col cimport col2im_add
-from tiles cimport Tile, Tiling, tile, tile_columns, tiling
+from tiles cimport Tile, Tiling, tile, tile_columns, tile_ld, tiling
 
 import numpy as np
 
-from fastconv._kernels.workspace import get_workspace
+from fastconv._kernels.workspace import aligned_zeros, get_workspace
 
 cdef extern from "simd.h" nogil:
     int fc_simd_level()
@@ -74,8 +74,8 @@ cdef real[:, :, ::1] _pack_filters(const real[:, :, :, ::1] weight, Py_ssize_t F
     cdef Py_ssize_t F = weight.shape[0], K = weight.shape[1] * weight.shape[2] * weight.shape[3]
     cdef Py_ssize_t blocks = (F + FO - 1) // FO, f, k
     cdef const real* w = &weight[0, 0, 0, 0]
-    cdef real[:, :, ::1] packed = np.zeros((blocks, K, FO),
-                                           dtype=np.float32 if real is float else np.float64)
+    cdef real[:, :, ::1] packed = aligned_zeros((blocks, K, FO),
+                                                np.float32 if real is float else np.float64)
     for f in range(F):
         for k in range(K):
             packed[f // FO, k, f % FO] = w[f * K + k]
@@ -97,7 +97,7 @@ cdef void _forward_tile(const real* x, const real* w, const real* bias, real* y,
                         int lvl) noexcept nogil:
     cdef Py_ssize_t ld
     cdef const real* cols = tile_cols(x, g, 0, g.C, s, work, &ld)
-    forward_gemms(cols, ld, w, bias, y, work + g.C * g.KH * g.KW * _width(s), g,
+    forward_gemms(cols, ld, w, bias, y, work + g.C * g.KH * g.KW * tile_ld(_width(s)), g,
                   has_bias, relu, s, wpack, lvl)
 
 
@@ -109,7 +109,7 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     cdef Geometry g = geometry(x.shape, weight.shape, y.shape, sh, sw, pt, pl, dh, dw, groups)
     cdef Py_ssize_t K = g.C * g.KH * g.KW
     cdef Tiling t = tiling(K, g.N, g.OH, g.OW)
-    cdef Py_ssize_t n_items = t.count, stride = (K + g.F) * tile_columns(t)
+    cdef Py_ssize_t n_items = t.count, stride = (K + g.F) * tile_ld(tile_columns(t))
     cdef int nt = <int>min(<Py_ssize_t>num_threads, n_items)
     cdef Py_ssize_t item
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64", stride * nt)
@@ -188,7 +188,7 @@ cdef void _weight_tiles(const real* x, const real* dy, real* dw_out, Py_ssize_t 
     for item in range(t0, t1):
         s = tile(t, item)
         cols = tile_cols(x, g, c0, c1, s, work, &ld)
-        buf = work + (c1 - c0) * g.KH * g.KW * _width(s)  # F x T: y's, then dy's rows
+        buf = work + (c1 - c0) * g.KH * g.KW * tile_ld(_width(s))  # F x T: y's, then dy's rows
         if w != NULL:
             forward_gemms(cols, ld, w, NULL, y, buf, g, False, False, s, NULL, 0)
         weight_gemms(cols, ld, dy, dw_out, ld_dw, buf, item > t0, g, c0, c1, s)
@@ -206,7 +206,7 @@ cdef _partial_sums(const real* x, const real* dy, real* dwp, Geometry g, int num
     not the threads), added up in order; with w (not NULL), y = conv(x, w) on the way."""
     cdef Tiling t = tiling(g.C * g.KH * g.KW, g.N, g.OH, g.OW)
     cdef Py_ssize_t n_items = min(t.count, WEIGHT_PARTIALS), per_item = (t.count + n_items - 1) // n_items
-    cdef Py_ssize_t stride = (g.C * g.KH * g.KW + g.F) * tile_columns(t), item, e, p
+    cdef Py_ssize_t stride = (g.C * g.KH * g.KW + g.F) * tile_ld(tile_columns(t)), item, e, p
     cdef Py_ssize_t size = g.F * g.C // g.G * g.KH * g.KW
     cdef int nt = <int>min(<Py_ssize_t>num_threads, n_items)
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64",
@@ -244,7 +244,8 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef Py_ssize_t cc = (Cg + chunks - 1) // chunks
     chunks = (Cg + cc - 1) // cc
     cdef Tiling t = tiling(cc * KK, g.N, g.OH, g.OW)
-    cdef Py_ssize_t n_items = G * chunks, stride = (cc * KK + Fg) * tile_columns(t), item, grp, c0
+    cdef Py_ssize_t n_items = G * chunks, item, grp, c0
+    cdef Py_ssize_t stride = (cc * KK + Fg) * tile_ld(tile_columns(t))
     cdef int nt = <int>min(<Py_ssize_t>num_threads, n_items)
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64", stride * nt)
     cdef real* work

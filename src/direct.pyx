@@ -14,7 +14,7 @@ from _omp cimport omp_get_thread_num
 from geometry cimport Geometry, geometry
 from window cimport copy_window
 
-from fastconv._kernels.workspace import get_workspace
+from fastconv._kernels.workspace import aligned_zeros, get_workspace
 
 cdef extern from "direct_conv.h" nogil:
     int FC_PIX
@@ -111,10 +111,11 @@ cdef int[:, ::1] _kernel_rows(Py_ssize_t OH, Py_ssize_t H, Py_ssize_t KH, Py_ssi
 
 
 cdef real[:, :, ::1] _pack(const real[:, ::1] a, Py_ssize_t BL):
-    """(rows, K) -> (blocks, K, BL): blocks of BL rows as columns, rows past the end zero."""
+    """(rows, K) -> (blocks, K, BL): blocks of BL rows as columns, rows past the end zero; on a
+    cache line (the kernels load a vector of BL per tap)."""
     cdef Py_ssize_t rows = a.shape[0], K = a.shape[1], blocks = (rows + BL - 1) // BL, f, k
-    cdef real[:, :, ::1] packed = np.zeros((blocks, K, BL),
-                                           dtype=np.float32 if real is float else np.float64)
+    cdef real[:, :, ::1] packed = aligned_zeros((blocks, K, BL),
+                                                np.float32 if real is float else np.float64)
     for f in range(rows):
         for k in range(K):
             packed[f // BL, k, f % BL] = a[f, k]

@@ -342,6 +342,24 @@ def test_depthwise_grad_weight_nonfinite_as_in_numpy(where, simd_level, rng):
         np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
 
 
+@pytest.mark.parametrize("level", range(conv_kernels.detected_level() + 1))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simd_gemm_any_alignment(dtype, level, rng, assert_close, request):
+    """A 1x1 convolution's SIMD GEMM reads x in place and starts its blocks at a vector
+    boundary: x starting 0..15 elements past a cache line gives the same results."""
+    previous, previous_level = conv_kernels.set_gemm("simd"), conv_kernels.set_level(level)
+    request.addfinalizer(lambda: conv_kernels.set_gemm(previous))
+    request.addfinalizer(lambda: conv_kernels.set_level(previous_level))
+    shape, w = (2, 5, 9, 16), rng.standard_normal((7, 5, 1, 1)).astype(dtype)
+    size = int(np.prod(shape))
+    base = rng.standard_normal(size + 16).astype(dtype)
+    for offset in range(16):
+        x = base[offset : offset + size].reshape(shape)
+        assert x.flags.c_contiguous
+        y = fastconv.conv2d(x, w, algorithm="gemm")
+        assert_close(y, conv2d_ref(x, w, None, 1, (0, 0, 0, 0), 1), dtype, 5)
+
+
 def test_set_gemm_refuses_unknown_names():
     with pytest.raises(ValueError, match="name must be one of"):
         conv_kernels.set_gemm("mkl")
