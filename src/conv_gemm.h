@@ -39,10 +39,13 @@ static int fc_gemm_filters(int level) { return FC_GEMM_FO(fc_vector_bytes(level)
 #define FC_DEFINE_GEMM(SFX, T, VBYTES, TARGET)                                                     \
 typedef T fc_gvec_##SFX __attribute__((vector_size(VBYTES), aligned(sizeof(T))));                  \
 /* y[f * ldy + v * VL + i] for f < fb, v < PV, i < VL: one register block of FO filters (wk: their \
- * packed weights) and PV * VL columns of cols. */                                                \
+ * packed weights) and PV * VL columns of cols, added to y's values unless first; with last, the \
+ * sums are final: + b[f] (b not NULL), then ReLU if asked (v <= 0 is false for NaN: kept, as in \
+ * the separate pass this replaces). */                                                            \
 TARGET static inline __attribute__((always_inline)) void fc_gemm_block_##SFX(                      \
         int FO, int PV, const T *wk, fc_idx K, const T *c, fc_idx ldc, T *y, fc_idx ldy,          \
-        fc_idx fb, const T *next, int first, fc_idx pk, fc_idx pstep) {                            \
+        fc_idx fb, const T *next, int first, fc_idx pk, fc_idx pstep, int last, const T *b,       \
+        int relu) {                                                                                \
     typedef fc_gvec_##SFX V;                                                                       \
     enum { VL = VBYTES / sizeof(T), FM = 8, PM = 3 }; /* FO, PV at most */                         \
     V acc[FM][PM];                                                                                 \
@@ -59,26 +62,36 @@ TARGET static inline __attribute__((always_inline)) void fc_gemm_block_##SFX(   
         for (int f = 0; f < FO; f++)                                                               \
             for (int v = 0; v < PV; v++) acc[f][v] += wk[k * FO + f] * xv[v];                      \
     }                                                                                              \
+    typedef __typeof__(acc[0][0] <= acc[0][0]) M;                                                 \
     for (int f = 0; f < FO; f++)                                                                   \
         if (f < fb)                                                                                \
-            for (int v = 0; v < PV; v++) *(V *)(y + f * ldy + v * VL) = acc[f][v];                 \
+            for (int v = 0; v < PV; v++) {                                                         \
+                V a = acc[f][v];                                                                   \
+                if (last && b) a += b[f];                                                          \
+                if (last && relu) a = (V)((M)a & ~(a <= (V){0}));                                  \
+                *(V *)(y + f * ldy + v * VL) = a;                                                  \
+            }                                                                                      \
 }                                                                                                  \
 /* The same for one column: FO scalar sums. */                                                     \
 TARGET static inline __attribute__((always_inline)) void fc_gemm_column_##SFX(                     \
         int FO, const T *wk, fc_idx K, const T *c, fc_idx ldc, T *y, fc_idx ldy, fc_idx fb,       \
-        int first) {                                                                               \
+        const T *b, int relu) {                                                                    \
     T acc[8] = {0};                                                                                \
-    for (int f = 0; f < FO && f < fb; f++) acc[f] = first ? 0 : y[f * ldy];                        \
     for (fc_idx k = 0; k < K; k++)                                                                 \
         for (int f = 0; f < FO; f++) acc[f] += wk[k * FO + f] * c[k * ldc];                        \
-    for (int f = 0; f < FO && f < fb; f++) y[f * ldy] = acc[f];                                    \
+    for (int f = 0; f < FO && f < fb; f++) {                                                       \
+        T a = acc[f];                                                                              \
+        if (b) a += b[f];                                                                          \
+        y[f * ldy] = relu && a <= 0 ? (T)0 : a;                                                    \
+    }                                                                                              \
 }                                                                                                  \
-/* y (F x T, rows ldy apart) = W @ cols (K x T, rows ldc apart); wpack: (ceil(F / FO), K, FO),    \
- * the filters past F zero. Blocks of PV vectors of columns, then single vectors, then single    \
- * columns; a block runs every filter group before the next block (its columns stay in L1). */    \
+/* y (F x T, rows ldy apart) = W @ cols (K x T, rows ldc apart) (+ bias, not NULL) (then ReLU);   \
+ * wpack: (ceil(F / FO), K, FO), the filters past F zero. Blocks of PV vectors of columns, then   \
+ * single vectors, then single columns; a block runs every filter group before the next block    \
+ * (its columns stay in L1). */                                                                    \
 TARGET static inline __attribute__((always_inline)) void fc_gemm_run_##SFX(                        \
         int FO, int PV, const T *wpack, fc_idx F, fc_idx K, const T *cols, fc_idx ldc, fc_idx Tn, \
-        T *y, fc_idx ldy) {                                                                        \
+        T *y, fc_idx ldy, const T *bias, int relu) {                                               \
     enum { VL = VBYTES / sizeof(T) };                                                              \
     const fc_idx groups = (F + FO - 1) / FO;                                                       \
     /* rows of cols per pass: a block's PV * VL columns of them stay in L1 while every filter    \
@@ -94,7 +107,7 @@ TARGET static inline __attribute__((always_inline)) void fc_gemm_run_##SFX(     
     if (lead > 0 && lead + PV * VL <= Tn) {                                                        \
         for (fc_idx g = 0; g < groups; g++)                                                        \
             fc_gemm_block_##SFX(FO, 1, wpack + g * K * FO, K, cols, ldc, y + g * FO * ldy, ldy,    \
-                                F - g * FO, NULL, 1, 0, 1);                                        \
+                                F - g * FO, NULL, 1, 0, 1, 1, bias ? bias + g * FO : NULL, relu);  \
         t = lead;                                                                                  \
     }                                                                                              \
     for (; t + PV * VL <= Tn; t += PV * VL)                                                        \
@@ -104,7 +117,8 @@ TARGET static inline __attribute__((always_inline)) void fc_gemm_run_##SFX(     
             for (fc_idx g = 0; g < groups; g++)                                                    \
                 fc_gemm_block_##SFX(FO, PV, wpack + (g * K + k0) * FO, kn, cols + k0 * ldc + t,    \
                                     ldc, y + g * FO * ldy + t, ldy, F - g * FO,                    \
-                                    next, k0 == 0, g, groups);                                     \
+                                    next, k0 == 0, g, groups, k0 + kn == K,                        \
+                                    bias ? bias + g * FO : NULL, relu);                            \
         }                                                                                          \
     /* single vectors; a last, partial one moves left to end at column Tn when there is room:  \
      * it recomputes some columns (bitwise the same sums) instead of going column by column */    \
@@ -112,24 +126,26 @@ TARGET static inline __attribute__((always_inline)) void fc_gemm_run_##SFX(     
         if (t + VL > Tn) t = Tn - VL;                                                              \
         for (fc_idx g = 0; g < groups; g++)                                                        \
             fc_gemm_block_##SFX(FO, 1, wpack + g * K * FO, K, cols + t, ldc,                       \
-                                y + g * FO * ldy + t, ldy, F - g * FO, NULL, 1, 0, 1);             \
+                                y + g * FO * ldy + t, ldy, F - g * FO, NULL, 1, 0, 1, 1,           \
+                                bias ? bias + g * FO : NULL, relu);                                \
     }                                                                                              \
     for (; t < Tn; t++)                                                                            \
         for (fc_idx g = 0; g < groups; g++)                                                        \
             fc_gemm_column_##SFX(FO, wpack + g * K * FO, K, cols + t, ldc, y + g * FO * ldy + t,   \
-                                 ldy, F - g * FO, 1);                                              \
+                                 ldy, F - g * FO, bias ? bias + g * FO : NULL, relu);              \
 }                                                                                                  \
 TARGET static void fc_gemm_##SFX(const T *wpack, fc_idx F, fc_idx K, const T *cols, fc_idx ldc,    \
-                                fc_idx Tn, T *y, fc_idx ldy) {                                     \
-    fc_gemm_run_##SFX(FC_GEMM_FO(VBYTES), FC_GEMM_PV(VBYTES), wpack, F, K, cols, ldc, Tn, y, ldy); \
+                                fc_idx Tn, T *y, fc_idx ldy, const T *bias, int relu) {            \
+    fc_gemm_run_##SFX(FC_GEMM_FO(VBYTES), FC_GEMM_PV(VBYTES), wpack, F, K, cols, ldc, Tn, y, ldy,  \
+                      bias, relu);                                                                 \
 }
 
 FC_SIMD_INSTANTIATE(FC_DEFINE_GEMM)
 
 #define FC_DEFINE_GEMM_ENTRY(T)                                                                    \
 static void fc_conv_gemm_##T(int level, const T *wpack, fc_idx F, fc_idx K, const T *cols,         \
-                             fc_idx ldc, fc_idx Tn, T *y, fc_idx ldy) {                            \
-    FC_DISPATCH(fc_gemm, T, wpack, F, K, cols, ldc, Tn, y, ldy);                                   \
+                             fc_idx ldc, fc_idx Tn, T *y, fc_idx ldy, const T *bias, int relu) {   \
+    FC_DISPATCH(fc_gemm, T, wpack, F, K, cols, ldc, Tn, y, ldy, bias, relu);                       \
 }
 FC_DEFINE_GEMM_ENTRY(float)
 FC_DEFINE_GEMM_ENTRY(double)

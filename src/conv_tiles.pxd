@@ -14,10 +14,10 @@ cdef extern from "conv_gemm.h" nogil:
     int fc_gemm_filters(int level)
     void fc_conv_gemm_float(int level, const float* wpack, Py_ssize_t F, Py_ssize_t K,
                             const float* cols, Py_ssize_t ldc, Py_ssize_t T, float* y,
-                            Py_ssize_t ldy)
+                            Py_ssize_t ldy, const float* bias, int relu)
     void fc_conv_gemm_double(int level, const double* wpack, Py_ssize_t F, Py_ssize_t K,
                              const double* cols, Py_ssize_t ldc, Py_ssize_t T, double* y,
-                             Py_ssize_t ldy)
+                             Py_ssize_t ldy, const double* bias, int relu)
 
 
 cdef inline void _gather_rows(const real* src, Py_ssize_t F, Py_ssize_t f0, Py_ssize_t f1,
@@ -97,17 +97,19 @@ cdef inline void forward_gemms(const real* cols, Py_ssize_t ldb, const real* w,
         else:
             out = ybuf + grp * Fg * T
             ldc = T
-        if wpack != NULL:
+        if wpack != NULL:  # one group; bias and ReLU fused
             if real is float:
-                fc_conv_gemm_float(lvl, wpack, Fg, Kg, cols, ldb, T, out, ldc)
+                fc_conv_gemm_float(lvl, wpack, Fg, Kg, cols, ldb, T, out, ldc,
+                                   bias if has_bias else NULL, relu)
             else:
-                fc_conv_gemm_double(lvl, wpack, Fg, Kg, cols, ldb, T, out, ldc)
+                fc_conv_gemm_double(lvl, wpack, Fg, Kg, cols, ldb, T, out, ldc,
+                                    bias if has_bias else NULL, relu)
         else:
             gemm(False, False, <int>Fg, <int>T, <int>Kg, <real>1, w + grp * Fg * Kg, <int>Kg,
                  cols + grp * Kg * ldb, <int>ldb, <real>0, out, <int>ldc)
     if not single:
         _scatter_rows(ybuf, F, OH, OW, q0, q1, y)
-    if has_bias or relu:
+    if (has_bias or relu) and wpack == NULL:
         _bias_relu(y, bias, has_bias, relu, F, OH, OW, s)
 
 

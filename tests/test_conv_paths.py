@@ -360,6 +360,26 @@ def test_simd_gemm_any_alignment(dtype, level, rng, assert_close, request):
         assert_close(y, conv2d_ref(x, w, None, 1, (0, 0, 0, 0), 1), dtype, 5)
 
 
+@pytest.mark.parametrize("level", range(conv_kernels.detected_level() + 1))
+def test_simd_gemm_fused_bias_relu_keeps_nan(level, rng, request):
+    """The SIMD GEMM adds the bias and applies ReLU in its last pass: NaN stays NaN (as
+    np.maximum and torch.relu give), -inf becomes 0, in whole blocks, single vectors and the
+    last columns alike."""
+    previous, previous_level = conv_kernels.set_gemm("simd"), conv_kernels.set_level(level)
+    request.addfinalizer(lambda: conv_kernels.set_gemm(previous))
+    request.addfinalizer(lambda: conv_kernels.set_level(previous_level))
+    x = rng.standard_normal((1, 3, 9, 67))
+    w, b = rng.standard_normal((10, 3, 3, 3)), rng.standard_normal(10)
+    x[0, 1, 4, [3, 40, 66]] = np.nan
+    x[0, 2, 0, 20] = -np.inf
+    y = fastconv.conv2d(x, w, b, padding=1, activation="relu", algorithm="gemm")
+    with np.errstate(invalid="ignore"):
+        expected = np.maximum(conv2d_ref(x, w, b, 1, (1, 1, 1, 1), 1), 0)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    finite = ~np.isnan(expected)
+    np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-10, atol=1e-10)
+
+
 def test_set_gemm_refuses_unknown_names():
     with pytest.raises(ValueError, match="name must be one of"):
         conv_kernels.set_gemm("mkl")
