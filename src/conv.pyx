@@ -12,7 +12,8 @@ from sums cimport run_sum
 from _blas cimport gemm
 from _omp cimport omp_get_thread_num
 from geometry cimport Geometry, geometry
-from conv_tiles cimport fc_gemm_filters, forward_gemms, tile_cols, weight_gemms
+from conv_tiles cimport (fc_conv_gemm_double, fc_conv_gemm_float, fc_gemm_filters, forward_gemms,
+                         tile_cols, weight_gemms)
 from im2col cimport col2im_add
 from tiles cimport Tile, Tiling, tile, tile_columns, tile_ld, tiling
 
@@ -33,8 +34,9 @@ cdef enum:
     # Grad-input: work items aimed at, and the dcols budget of one item.
     INPUT_ITEMS = 8
     DCOLS_ELEMENTS = 262144
-    # Forward: the SIMD GEMM for weights up to this size (_simd_gemm).
+    # The SIMD GEMM for weights up to this size and sums of at least this many terms (_simd_gemm).
     SIMD_GEMM_WEIGHT_BYTES = 1048576
+    SIMD_GEMM_MIN_K = 16
 
 
 include "simd_level.pxi"
@@ -43,8 +45,9 @@ cdef int _gemm = 0  # 0: by shape (_simd_gemm); 1: BLAS; 2: the SIMD GEMM (conv_
 
 
 def set_gemm(str name):
-    """Force the forward's tile GEMM: "blas", "simd" (conv_gemm.h, at this module's level; one
-    group) or "auto" (by shape); for tests. Returns the previous setting."""
+    """Force the GEMM of the forward's tiles and of grad-input: "blas", "simd" (conv_gemm.h, at
+    this module's level; one group) or "auto" (by shape); for tests. Returns the previous
+    setting."""
     global _gemm
     names = ("auto", "blas", "simd")
     if name not in names:
@@ -54,18 +57,22 @@ def set_gemm(str name):
     return previous
 
 
-cdef bint _simd_gemm(Geometry g, Py_ssize_t itemsize):
-    """Whether the forward's tiles take the SIMD GEMM (conv_gemm.h) rather than BLAS: one group,
-    SIMD, and weights that stay in L2 while the tiles stream past them. Ice Lake-SP, one thread,
-    CPU time, medians of 11-21 interleaved reps on a loaded machine, BLAS -> SIMD (F x K
-    weights): 1x1 256 -> 64 on 8 x 56 x 56 (64 KB) 0.81x, stride-2 3x3 64 -> 128 (288 KB) 0.79x,
-    3x3 64 -> 64 (144 KB) 0.74x, 128 -> 128 (576 KB) 0.86x, 256 -> 256 (2.3 MB) 0.99x, 512 ->
-    512 on 7 x 7 (9.4 MB) 1.20x. AVX2 (the same CPU, OpenBLAS's Haswell kernels): 0.78-0.99x."""
+cdef bint _simd_gemm(Geometry g, Py_ssize_t itemsize, Py_ssize_t K):
+    """Whether the forward's tiles and grad-input take the SIMD GEMM (conv_gemm.h) rather than
+    BLAS: one group, SIMD, and weights that stay in L2 while the tiles stream past them. Ice
+    Lake-SP, one thread, CPU time, medians of 11-21 interleaved reps on a loaded machine, forward,
+    BLAS -> SIMD (F x K weights): 1x1 256 -> 64 on 8 x 56 x 56 (64 KB) 0.81x, stride-2 3x3 64 ->
+    128 (288 KB) 0.79x, 3x3 64 -> 64 (144 KB) 0.74x, 128 -> 128 (576 KB) 0.86x, 256 -> 256
+    (2.3 MB) 0.99x, 512 -> 512 on 7 x 7 (9.4 MB) 1.20x. AVX2 (the same CPU, OpenBLAS's Haswell
+    kernels): 0.78-0.99x. Grad-input: 1x1 0.82x, stride-2 3x3 0.80x, 7x7 stride-2 stem (147 rows
+    of 64) 0.46x; LeNet-5's conv1 (25 rows of K = 6 filters) 1.07-1.12x: a sum of K terms per
+    register block's load and store of y, so K below SIMD_GEMM_MIN_K stays on BLAS."""
     if g.G != 1 or _gemm == 1:
         return False
     if _gemm == 2:
         return True
-    return _level > 0 and g.F * g.C * g.KH * g.KW * itemsize <= SIMD_GEMM_WEIGHT_BYTES
+    return (_level > 0 and g.F * g.C * g.KH * g.KW * itemsize <= SIMD_GEMM_WEIGHT_BYTES
+            and K >= SIMD_GEMM_MIN_K)
 
 
 cdef real[:, :, ::1] _pack_filters(const real[:, :, :, ::1] weight, Py_ssize_t FO):
@@ -79,6 +86,26 @@ cdef real[:, :, ::1] _pack_filters(const real[:, :, :, ::1] weight, Py_ssize_t F
     for f in range(F):
         for k in range(K):
             packed[f // FO, k, f % FO] = w[f * K + k]
+    return packed
+
+
+cdef real[:, :, :, ::1] _pack_transposed(const real[:, :, :, ::1] weight, Py_ssize_t cc,
+                                         Py_ssize_t FO):
+    """(F, C, KH, KW) -> (chunks, ceil(cc KH KW / FO), F, FO): per chunk of cc channels, its rows
+    (c, kh, kw) of the transposed weights in blocks of FO as columns, rows past C zero
+    (conv_gemm.h's layout for grad-input's GEMM, one group)."""
+    cdef Py_ssize_t F = weight.shape[0], C = weight.shape[1]
+    cdef Py_ssize_t KK = weight.shape[2] * weight.shape[3], rows = cc * KK
+    cdef Py_ssize_t chunks = (C + cc - 1) // cc, blocks = (rows + FO - 1) // FO, j, r, f, c
+    cdef const real* w = &weight[0, 0, 0, 0]
+    cdef real[:, :, :, ::1] packed = aligned_zeros((chunks, blocks, F, FO),
+                                                   np.float32 if real is float else np.float64)
+    for j in range(chunks):
+        for r in range(rows):
+            c = j * cc + r // KK
+            if c < C:
+                for f in range(F):
+                    packed[j, r // FO, f, r % FO] = w[(f * C + c) * KK + r % KK]
     return packed
 
 
@@ -118,7 +145,7 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     cdef int lvl = _level
     cdef const real[:, :, ::1] packed
     cdef const real* wpack = NULL
-    if _simd_gemm(g, sizeof(real)):
+    if _simd_gemm(g, sizeof(real), K):
         packed = _pack_filters(weight, fc_gemm_filters(lvl))
         wpack = &packed[0, 0, 0]
     with nogil, parallel(num_threads=nt):
@@ -129,19 +156,32 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
 
 
 cdef void _input_item(const real* dy, const real* w, real* dx, real* dcols, Geometry g,
-                      Py_ssize_t n, Py_ssize_t grp, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+                      Py_ssize_t n, Py_ssize_t grp, Py_ssize_t c0, Py_ssize_t c1,
+                      const real* wpack, int lvl) noexcept nogil:
     """grad_x[n, c0:c1] for channels [c0, c1) of group grp: a GEMM into their columns, then a
-    col2im that touches only those channels."""
+    col2im that touches only those channels. With wpack (one group: this chunk's rows of the
+    transposed weights packed for conv_gemm.h) the SIMD GEMM, else BLAS."""
     cdef Py_ssize_t Cg = g.C // g.G, Fg = g.F // g.G, KK = g.KH * g.KW, Kg = Cg * KK
     cdef Py_ssize_t OHW = g.OH * g.OW, HW = g.H * g.W
+    cdef real* out = dx + (n * g.C + c0) * HW if g.pointwise else dcols
+    if wpack != NULL:
+        if real is float:
+            fc_conv_gemm_float(lvl, wpack, (c1 - c0) * KK, Fg, dy + n * g.F * OHW, OHW, OHW, out,
+                               OHW, NULL, 0)
+        else:
+            fc_conv_gemm_double(lvl, wpack, (c1 - c0) * KK, Fg, dy + n * g.F * OHW, OHW, OHW,
+                                out, OHW, NULL, 0)
     if g.pointwise:
+        if wpack != NULL:
+            return
         gemm(True, False, <int>(c1 - c0), <int>OHW, <int>Fg, <real>1,
              w + grp * Fg * Kg + (c0 - grp * Cg), <int>Kg, dy + (n * g.F + grp * Fg) * OHW,
              <int>OHW, <real>0, dx + (n * g.C + c0) * HW, <int>HW)
         return
-    gemm(True, False, <int>((c1 - c0) * KK), <int>OHW, <int>Fg, <real>1,
-         w + grp * Fg * Kg + (c0 - grp * Cg) * KK, <int>Kg,
-         dy + (n * g.F + grp * Fg) * OHW, <int>OHW, <real>0, dcols, <int>OHW)
+    if wpack == NULL:
+        gemm(True, False, <int>((c1 - c0) * KK), <int>OHW, <int>Fg, <real>1,
+             w + grp * Fg * Kg + (c0 - grp * Cg) * KK, <int>Kg,
+             dy + (n * g.F + grp * Fg) * OHW, <int>OHW, <real>0, dcols, <int>OHW)
     memset(dx + (n * g.C + c0) * HW, 0, (c1 - c0) * HW * sizeof(real))
     col2im_add(dcols, g, c0, c1, dx + n * g.C * HW)
 
@@ -162,16 +202,25 @@ def grad_input(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] weight,
     cdef Py_ssize_t n_items = N * G * chunks
     cdef Py_ssize_t stride = 0 if g.pointwise else cc * KK * OHW
     cdef int nt = <int>min(<Py_ssize_t>num_threads, n_items)
-    cdef Py_ssize_t item, grp, c0
-    cdef real[::1] ws = get_workspace("float32" if real is float else "float64", max(1, stride * nt))
+    cdef Py_ssize_t item, grp, c0, chunk_size = 0
+    cdef real[::1] ws = get_workspace("float32" if real is float else "float64",
+                                      max(1, tile_ld(stride) * nt))
     cdef real* dcols
+    cdef int lvl = _level
+    cdef const real[:, :, :, ::1] packed
+    cdef const real* wpack = NULL
+    if _simd_gemm(g, sizeof(real), g.F):
+        packed = _pack_transposed(weight, cc, fc_gemm_filters(lvl))
+        wpack = &packed[0, 0, 0, 0]
+        chunk_size = packed.shape[1] * packed.shape[2] * packed.shape[3]
     with nogil, parallel(num_threads=nt):
-        dcols = _thread_work(&ws[0], stride)
+        dcols = _thread_work(&ws[0], tile_ld(stride))
         for item in prange(n_items, schedule="dynamic"):
             grp = (item // chunks) % G
             c0 = grp * Cg + (item % chunks) * cc
             _input_item(&grad_y[0, 0, 0, 0], &weight[0, 0, 0, 0], &grad_x[0, 0, 0, 0], dcols,
-                        g, item // (G * chunks), grp, c0, min(c0 + cc, (grp + 1) * Cg))
+                        g, item // (G * chunks), grp, c0, min(c0 + cc, (grp + 1) * Cg),
+                        wpack + (item % chunks) * chunk_size if wpack != NULL else NULL, lvl)
 
 
 cdef void _weight_tiles(const real* x, const real* dy, real* dw_out, Py_ssize_t ld_dw,

@@ -96,21 +96,24 @@ def test_forward(case, dtype, path, rng, assert_close):
 @pytest.mark.parametrize("level", range(conv_kernels.detected_level() + 1))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", ONE_GROUP)
-def test_forward_simd_gemm(case, dtype, level, rng, assert_close, request):
-    """The GEMM path's forward with its SIMD tile GEMM (conv_gemm.h) forced at every level, and
-    with BLAS: tiles of part of an image, of several images, 1x1 on the input itself, partial
-    register blocks of filters and of columns."""
+def test_simd_gemm(case, dtype, level, rng, assert_close, request):
+    """The GEMM path's forward and grad-input with the SIMD GEMM (conv_gemm.h) forced at every
+    level, and with BLAS: tiles of part of an image, of several images, 1x1 on the input itself,
+    channel chunks, partial register blocks of filters and of columns."""
     previous, previous_level = conv_kernels.set_gemm("simd"), conv_kernels.set_level(level)
     request.addfinalizer(lambda: conv_kernels.set_gemm(previous))
     request.addfinalizer(lambda: conv_kernels.set_level(previous_level))
-    x, w, b, _ = inputs(case, rng, dtype)
+    x, w, b, g = inputs(case, rng, dtype)
     expected = conv2d_ref(x, w, b, case.stride, case_tblr(case), case.dilation)
+    gx_ref, _, _ = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
     kw = dict(case_kwargs(case), algorithm="gemm")
     reduction = case.C * case.KH * case.KW
-    simd = fastconv.conv2d(x, w, b, **kw, activation="relu")
-    assert_close(simd, np.maximum(expected, 0), dtype, reduction)
-    conv_kernels.set_gemm("blas")
-    assert_close(fastconv.conv2d(x, w, b, **kw), expected, dtype, reduction)
+    for gemm in ("simd", "blas"):
+        conv_kernels.set_gemm(gemm)
+        relu = fastconv.conv2d(x, w, b, **kw, activation="relu")
+        assert_close(relu, np.maximum(expected, 0), dtype, reduction)
+        gx = fastconv.conv2d_grad_input(g, w, x.shape, **kw)
+        assert_close(gx, gx_ref, dtype, case.F * case.KH * case.KW)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
