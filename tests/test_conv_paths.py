@@ -93,6 +93,57 @@ def test_forward(case, dtype, path, rng, assert_close):
     assert_close(fastconv.conv2d(x, w, **kw), expected - b[:, None, None], dtype, reduction)
 
 
+@pytest.mark.parametrize("level", range(direct_kernels.detected_level() + 1))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ONE_GROUP)
+def test_direct_row_reuse(case, dtype, level, rng, assert_close, request):
+    """The filter-vectorised forward over whole output rows (each input value broadcast once per
+    kernel row: fc_forward_rr, AVX-512's choice) forced at every level, for the forward and
+    grad-input's forward pass: the same sums in the same order as tap by tap."""
+    previous, previous_level = direct_kernels.set_row_reuse("on"), direct_kernels.set_level(level)
+    previous_layout = direct_kernels.set_layout("filters")
+    request.addfinalizer(lambda: direct_kernels.set_row_reuse(previous))
+    request.addfinalizer(lambda: direct_kernels.set_level(previous_level))
+    request.addfinalizer(lambda: direct_kernels.set_layout(previous_layout))
+    x, w, b, g = inputs(case, rng, dtype)
+    expected = conv2d_ref(x, w, b, case.stride, case_tblr(case), case.dilation)
+    kw = dict(case_kwargs(case), algorithm="direct")
+    y = fastconv.conv2d(x, w, b, **kw, activation="relu")
+    assert_close(y, np.maximum(expected, 0), dtype, case.C * case.KH * case.KW)
+    gx = forced(
+        fastconv.conv2d_grad_input, case, "direct", "grad_input", g, w, x.shape, **case_kwargs(case)
+    )
+    direct_kernels.set_row_reuse("off")
+    np.testing.assert_array_equal(y, fastconv.conv2d(x, w, b, **kw, activation="relu"))
+    if gx is not None:
+        gx_ref, _, _ = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
+        assert_close(gx, gx_ref, dtype, case.F * case.KH * case.KW)
+        gx_off = fastconv.conv2d_grad_input(g, w, x.shape, **kw)
+        np.testing.assert_array_equal(gx, gx_off)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_direct_row_reuse_bitwise_identical_across_threads(dtype, rng, request):
+    previous = direct_kernels.set_row_reuse("on")
+    request.addfinalizer(lambda: direct_kernels.set_row_reuse(previous))
+    case = EXTRA_CASES[1]._replace(N=5)  # LeNet-5 conv2: rows of 2 x 5 pixels
+    x, w, b, _ = inputs(case, rng, dtype)
+    old = fastconv.set_num_threads(1)
+    request.addfinalizer(lambda: fastconv.set_num_threads(old))
+    results = []
+    for threads in (1, 2, 3):
+        fastconv.set_num_threads(threads)
+        results.append(fastconv.conv2d(x, w, b, algorithm="direct", activation="relu"))
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+
+
+def test_set_row_reuse_refuses_unknown_names():
+    with pytest.raises(ValueError, match="name must be one of"):
+        direct_kernels.set_row_reuse("always")
+    assert direct_kernels.set_row_reuse("auto") == "auto"
+
+
 @pytest.mark.parametrize("level", range(conv_kernels.detected_level() + 1))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", ONE_GROUP)
