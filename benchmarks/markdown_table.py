@@ -38,9 +38,12 @@ def table(data):
     for phase, label in (("fwd", "forward"), ("bwd", "backward")):
         torch = geo[phase].get("fastconv/torch", {})
         numpy = geo[phase].get("numpy/fastconv", {})
+        # a column left out (--impls) leaves its geometric mean None
+        torch_mean = torch.get("geomean") if torch.get("geomean") is not None else float("nan")
+        numpy_mean = numpy.get("geomean") if numpy.get("geomean") is not None else float("nan")
         lines.append(
-            f"Geometric mean, {label}: fastconv/torch time {torch.get('geomean', float('nan')):.3f} "
-            f"({torch.get('cases', 0)} cases); numpy/fastconv {numpy.get('geomean', float('nan')):.2f} "
+            f"Geometric mean, {label}: fastconv/torch time {torch_mean:.3f} "
+            f"({torch.get('cases', 0)} cases); numpy/fastconv {numpy_mean:.2f} "
             f"({numpy.get('cases', 0)} cases)."
         )
     return lines

@@ -8,7 +8,16 @@ from _blas cimport gemm
 from _select cimport relu
 from geometry cimport Geometry
 from im2col cimport im2col
-from tiles cimport Tile
+from tiles cimport Tile, tile_ld
+
+cdef extern from "conv_gemm.h" nogil:
+    int fc_gemm_filters(int level)
+    void fc_conv_gemm_float(int level, const float* wpack, Py_ssize_t F, Py_ssize_t K,
+                            const float* cols, Py_ssize_t ldc, Py_ssize_t T, float* y,
+                            Py_ssize_t ldy, const float* bias, int relu)
+    void fc_conv_gemm_double(int level, const double* wpack, Py_ssize_t F, Py_ssize_t K,
+                             const double* cols, Py_ssize_t ldc, Py_ssize_t T, double* y,
+                             Py_ssize_t ldy, const double* bias, int relu)
 
 
 cdef inline void _gather_rows(const real* src, Py_ssize_t F, Py_ssize_t f0, Py_ssize_t f1,
@@ -55,22 +64,25 @@ cdef inline void _bias_relu(real* y, const real* bias, bint has_bias, bint do_re
 
 cdef inline const real* tile_cols(const real* x, Geometry g, Py_ssize_t c0, Py_ssize_t c1,
                                   Tile s, real* work, Py_ssize_t* ld) noexcept nogil:
-    """The tile's im2col matrix for channels [c0, c1), rows (c, kh, kw), written to work; or,
-    for a 1x1 stride-1 convolution on one image's positions, x itself. *ld: its row stride."""
+    """The tile's im2col matrix for channels [c0, c1), rows (c, kh, kw), written to work (rows
+    tile_ld(positions) apart); or, for a 1x1 stride-1 convolution on one image's positions, x
+    itself. *ld: its row stride."""
     cdef Py_ssize_t OH = g.OH, OW = g.OW
     if g.pointwise and (s.q1 - 1) // OH == s.q0 // OH:
         ld[0] = OH * OW
         return x + (s.q0 // OH * g.C + c0) * OH * OW + (s.q0 % OH) * OW + s.ow0
-    im2col(x, g, c0, c1, s, work)
-    ld[0] = (s.q1 - s.q0) * (s.ow1 - s.ow0)
+    ld[0] = tile_ld((s.q1 - s.q0) * (s.ow1 - s.ow0))
+    im2col(x, g, c0, c1, s, work, ld[0])
     return work
 
 
 cdef inline void forward_gemms(const real* cols, Py_ssize_t ldb, const real* w,
                                const real* bias, real* y, real* ybuf, Geometry g, bint has_bias,
-                               bint relu, Tile s) noexcept nogil:
+                               bint relu, Tile s, const real* wpack, int lvl) noexcept nogil:
     """y at the tile's positions = weight @ cols per group (+ bias) (then ReLU); ybuf: F x T
-    elements for a tile of several images (its rows are then scattered to their planes)."""
+    elements for a tile of several images (its rows are then scattered to their planes). With
+    wpack (one group: the weights packed for conv_gemm.h at SIMD level lvl) the SIMD GEMM,
+    else BLAS."""
     cdef Py_ssize_t OH = g.OH, OW = g.OW, F = g.F, G = g.G, q0 = s.q0, q1 = s.q1
     cdef Py_ssize_t T = (q1 - q0) * (s.ow1 - s.ow0), OHW = OH * OW
     cdef Py_ssize_t at = (q0 % OH) * OW + s.ow0  # the tile's first position in its image
@@ -85,11 +97,19 @@ cdef inline void forward_gemms(const real* cols, Py_ssize_t ldb, const real* w,
         else:
             out = ybuf + grp * Fg * T
             ldc = T
-        gemm(False, False, <int>Fg, <int>T, <int>Kg, <real>1, w + grp * Fg * Kg, <int>Kg,
-             cols + grp * Kg * ldb, <int>ldb, <real>0, out, <int>ldc)
+        if wpack != NULL:  # one group; bias and ReLU fused
+            if real is float:
+                fc_conv_gemm_float(lvl, wpack, Fg, Kg, cols, ldb, T, out, ldc,
+                                   bias if has_bias else NULL, relu)
+            else:
+                fc_conv_gemm_double(lvl, wpack, Fg, Kg, cols, ldb, T, out, ldc,
+                                    bias if has_bias else NULL, relu)
+        else:
+            gemm(False, False, <int>Fg, <int>T, <int>Kg, <real>1, w + grp * Fg * Kg, <int>Kg,
+                 cols + grp * Kg * ldb, <int>ldb, <real>0, out, <int>ldc)
     if not single:
         _scatter_rows(ybuf, F, OH, OW, q0, q1, y)
-    if has_bias or relu:
+    if (has_bias or relu) and wpack == NULL:
         _bias_relu(y, bias, has_bias, relu, F, OH, OW, s)
 
 

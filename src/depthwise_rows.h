@@ -60,7 +60,72 @@ TARGET static void fc_depthwise_plane_##SFX(const T *x, fc_idx XW, const T *w, f
     }                                                                                              \
 }
 
+/* Taps per pass of the grad-weight kernel: one vector accumulator each (3x3 in one pass over the
+ * plane; AVX2's 16 registers hold them, a grad_y vector, an input vector and the bias sum). */
+#define FC_DWG_TAPS 9
+/* Output rows per flush of the float accumulators into double: each lane's float partial sum has
+ * at most this many rows' terms (a 112-column row, 16 lanes: 7 a row). */
+#define FC_DWG_ROWS 8
+
+/* Depthwise grad-weight (and grad-bias) of one plane, stride 1 along W: for taps t in [t0, t1)
+ * (t = kh * KW + kw, t1 - t0 <= FC_DWG_TAPS),
+ *     acc[t] += sum over oh < OH, ow < OW of gy[oh * OW + ow] * x[(oh sh + kh dh) XW + ow + kw dw]
+ * and with bias (not NULL) *bias += sum of gy. x: the zero-padded plane (rows XW apart, every tap
+ * inside). Sums in float over FC_DWG_ROWS rows per lane (whole vectors; the columns past the last
+ * whole vector in scalars), then in double: lanes in order, then the scalars. The order depends
+ * on the shapes only. */
+#define FC_DEFINE_DW_GRAD_WEIGHT(SFX, T, VBYTES, TARGET)                                           \
+typedef double fc_dwdvec_##SFX __attribute__((vector_size(VBYTES * 8 / sizeof(T)), aligned(8)));   \
+TARGET static void fc_depthwise_gw_plane_##SFX(const T *x, fc_idx XW, const T *gy, fc_idx OH,      \
+                                              fc_idx OW, fc_idx KW, fc_idx t0, fc_idx t1,          \
+                                              fc_idx sh, fc_idx dh, fc_idx dw, double *acc,        \
+                                              double *bias) {                                      \
+    typedef fc_dwvec_##SFX vec;                                                                    \
+    typedef fc_dwdvec_##SFX dvec;                                                                  \
+    enum { VL = VBYTES / sizeof(T), NT = FC_DWG_TAPS };                                            \
+    const fc_idx nt = t1 - t0, full = OW / VL * VL;                                                \
+    fc_idx toff[NT];                                                                               \
+    for (fc_idx t = 0; t < NT; t++) {                                                              \
+        const fc_idx tt = t0 + (t < nt ? t : nt - 1);                                              \
+        toff[t] = tt / KW * dh * XW + tt % KW * dw;                                                \
+    }                                                                                              \
+    dvec dsum[NT + 1];                                                                             \
+    double tail[NT + 1];                                                                           \
+    for (int t = 0; t <= NT; t++) dsum[t] = (dvec){0}, tail[t] = 0;                                \
+    for (fc_idx r0 = 0; r0 < OH; r0 += FC_DWG_ROWS) {                                              \
+        const fc_idx r1 = OH - r0 < FC_DWG_ROWS ? OH : r0 + FC_DWG_ROWS;                           \
+        vec a[NT + 1]; /* a[NT]: the bias sum */                                                   \
+        for (int t = 0; t <= NT; t++) a[t] = (vec){0};                                             \
+        for (fc_idx oh = r0; oh < r1; oh++) {                                                      \
+            const T *g = gy + oh * OW, *xr = x + oh * sh * XW;                                     \
+            for (fc_idx ow = 0; ow < full; ow += VL) {                                             \
+                const vec gv = *(const vec *)(g + ow);                                             \
+                a[NT] += gv;                                                                       \
+                /* constant trip count: the accumulators stay in registers; taps past nt repeat  \
+                 * the last and are dropped */                                                     \
+                for (int t = 0; t < NT; t++) a[t] += gv * *(const vec *)(xr + toff[t] + ow);       \
+            }                                                                                      \
+            for (fc_idx ow = full; ow < OW; ow++) {                                                \
+                tail[NT] += g[ow];                                                                 \
+                for (int t = 0; t < nt; t++) tail[t] += (double)g[ow] * xr[toff[t] + ow];          \
+            }                                                                                      \
+        }                                                                                          \
+        for (int t = 0; t <= NT; t++) dsum[t] += __builtin_convertvector(a[t], dvec);              \
+    }                                                                                              \
+    for (int t = 0; t <= NT; t++) {                                                                \
+        if (t >= nt && t < NT) continue;                                                           \
+        double s = 0;                                                                              \
+        for (int l = 0; l < VL; l++) s += dsum[t][l];                                              \
+        s += tail[t];                                                                              \
+        if (t == NT) {                                                                             \
+            if (bias) *bias += s;                                                                  \
+        } else                                                                                     \
+            acc[t0 + t] += s;                                                                      \
+    }                                                                                              \
+}
+
 FC_SIMD_INSTANTIATE(FC_DEFINE_DEPTHWISE)
+FC_SIMD_INSTANTIATE(FC_DEFINE_DW_GRAD_WEIGHT)
 
 #define FC_DEFINE_DEPTHWISE_ENTRY(T)                                                               \
 static void fc_depthwise_plane_##T(int level, const T *x, fc_idx XW, const T *w, fc_idx KH,        \
@@ -70,5 +135,14 @@ static void fc_depthwise_plane_##T(int level, const T *x, fc_idx XW, const T *w,
 }
 FC_DEFINE_DEPTHWISE_ENTRY(float)
 FC_DEFINE_DEPTHWISE_ENTRY(double)
+
+#define FC_DEFINE_DW_GRAD_WEIGHT_ENTRY(T)                                                          \
+static void fc_depthwise_gw_plane_##T(int level, const T *x, fc_idx XW, const T *gy, fc_idx OH,    \
+                                      fc_idx OW, fc_idx KW, fc_idx t0, fc_idx t1, fc_idx sh,       \
+                                      fc_idx dh, fc_idx dw, double *acc, double *bias) {           \
+    FC_DISPATCH(fc_depthwise_gw_plane, T, x, XW, gy, OH, OW, KW, t0, t1, sh, dh, dw, acc, bias);   \
+}
+FC_DEFINE_DW_GRAD_WEIGHT_ENTRY(float)
+FC_DEFINE_DW_GRAD_WEIGHT_ENTRY(double)
 
 #endif

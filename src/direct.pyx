@@ -22,22 +22,36 @@ cdef extern from "direct_conv.h" nogil:
     int FC_PIX
     int fc_simd_level()
     int fc_direct_block(int level, int itemsize)
+    int fc_direct_vectors(int level, int itemsize, Py_ssize_t F)
     void fc_direct_forward_float(int level, const float* x, Py_ssize_t XW,
                                  const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
                                  const int* khr, const float* wpack, const float* bias, float* y,
                                  Py_ssize_t YPLANE, Py_ssize_t FB, Py_ssize_t OW, Py_ssize_t sh,
-                                 Py_ssize_t sw, Py_ssize_t npix, int relu)
+                                 Py_ssize_t sw, Py_ssize_t npix, int relu, int nv)
     void fc_direct_forward_double(int level, const double* x, Py_ssize_t XW,
                                   const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
                                   const int* khr, const double* wpack, const double* bias,
                                   double* y, Py_ssize_t YPLANE, Py_ssize_t FB, Py_ssize_t OW,
-                                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t npix, int relu)
+                                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t npix, int relu, int nv)
+    int fc_direct_row_reuse(Py_ssize_t KW, Py_ssize_t OW)
+    void fc_direct_forward_rr_float(int level, const float* x, Py_ssize_t XW,
+                                    const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
+                                    Py_ssize_t KW, const int* khr, const float* wpack,
+                                    const float* bias, float* y, Py_ssize_t YPLANE,
+                                    Py_ssize_t FB, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t npix,
+                                    int relu)
+    void fc_direct_forward_rr_double(int level, const double* x, Py_ssize_t XW,
+                                     const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
+                                     Py_ssize_t KW, const int* khr, const double* wpack,
+                                     const double* bias, double* y, Py_ssize_t YPLANE,
+                                     Py_ssize_t FB, Py_ssize_t OW, Py_ssize_t sh,
+                                     Py_ssize_t npix, int relu)
     void fc_direct_grad_weight_float(int level, const float* x, const Py_ssize_t* tapoff,
                                      Py_ssize_t k0, Py_ssize_t k1, const Py_ssize_t* pixoff,
-                                     const float* gyt, Py_ssize_t npix, float* dw)
+                                     const float* gyt, Py_ssize_t npix, float* dw, int nv)
     void fc_direct_grad_weight_double(int level, const double* x, const Py_ssize_t* tapoff,
                                       Py_ssize_t k0, Py_ssize_t k1, const Py_ssize_t* pixoff,
-                                      const double* gyt, Py_ssize_t npix, double* dw)
+                                      const double* gyt, Py_ssize_t npix, double* dw, int nv)
 
 cdef enum:
     # Forward: output pixels per work item, enough to amortise the call and the window copy, few
@@ -47,6 +61,8 @@ cdef enum:
     # per item at most (a part's taps split among items when the batch is small).
     WEIGHT_PARTIALS = 8
     TAPS_PER_ITEM = 64
+    GRAD_Y_CHUNK_BYTES = 32768
+    CACHE_LINE = 64
 
 include "simd_level.pxi"
 
@@ -55,24 +71,59 @@ cdef inline void _forward_block(int lvl, const real* x, Py_ssize_t XW, const Py_
                                 Py_ssize_t KH, Py_ssize_t KTAPS, const int* khr,
                                 const real* wpack, const real* bias, real* y, Py_ssize_t YPLANE,
                                 Py_ssize_t FB, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
-                                Py_ssize_t npix, int relu) noexcept nogil:
-    """fc_direct_forward_<dtype> (direct_conv.h): one block of filters over a run of pixels."""
+                                Py_ssize_t npix, int relu, int nv) noexcept nogil:
+    """fc_direct_forward_<dtype> (direct_conv.h): one block of filters (nv vectors) over a run
+    of pixels."""
     if real is float:
         fc_direct_forward_float(lvl, x, XW, tapoff, KH, KTAPS, khr, wpack, bias, y, YPLANE, FB,
-                                OW, sh, sw, npix, relu)
+                                OW, sh, sw, npix, relu, nv)
     else:
         fc_direct_forward_double(lvl, x, XW, tapoff, KH, KTAPS, khr, wpack, bias, y, YPLANE, FB,
-                                 OW, sh, sw, npix, relu)
+                                 OW, sh, sw, npix, relu, nv)
+
+
+cdef inline void _forward_rr_block(int lvl, const real* x, Py_ssize_t XW,
+                                   const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
+                                   Py_ssize_t KW, const int* khr, const real* wpack,
+                                   const real* bias, real* y, Py_ssize_t YPLANE, Py_ssize_t FB,
+                                   Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t npix,
+                                   int relu) noexcept nogil:
+    """fc_direct_forward_rr_<dtype> (direct_conv.h): one vector of filters over whole output
+    rows, each input value broadcast once for the taps of a row that read it."""
+    if real is float:
+        fc_direct_forward_rr_float(lvl, x, XW, tapoff, KH, KTAPS, KW, khr, wpack, bias, y, YPLANE,
+                                   FB, OW, sh, npix, relu)
+    else:
+        fc_direct_forward_rr_double(lvl, x, XW, tapoff, KH, KTAPS, KW, khr, wpack, bias, y,
+                                    YPLANE, FB, OW, sh, npix, relu)
+
+
+cdef int _row_reuse = 0  # 0: AVX-512 only; 1: at any level; 2: never
+
+
+def set_row_reuse(str name):
+    """Whether the filter-vectorised forward broadcasts each input value once per kernel row
+    where the shape allows (direct_conv.h's fc_forward_rr): "auto" (with AVX-512), "on" (at any
+    level) or "off"; for tests. Returns the previous setting."""
+    global _row_reuse
+    names = ("auto", "on", "off")
+    if name not in names:
+        raise ValueError(f"name must be one of {names}, got {name!r}")
+    previous = names[_row_reuse]
+    _row_reuse = names.index(name)
+    return previous
 
 
 cdef inline void _grad_weight_block(int lvl, const real* x, const Py_ssize_t* tapoff,
                                     Py_ssize_t k0, Py_ssize_t k1, const Py_ssize_t* pixoff,
-                                    const real* gyt, Py_ssize_t npix, real* dw) noexcept nogil:
-    """fc_direct_grad_weight_<dtype> (direct_conv.h): taps [k0, k1) of one block of filters."""
+                                    const real* gyt, Py_ssize_t npix, real* dw,
+                                    int nv) noexcept nogil:
+    """fc_direct_grad_weight_<dtype> (direct_conv.h): taps [k0, k1) of one block of filters (nv
+    vectors)."""
     if real is float:
-        fc_direct_grad_weight_float(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw)
+        fc_direct_grad_weight_float(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw, nv)
     else:
-        fc_direct_grad_weight_double(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw)
+        fc_direct_grad_weight_double(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw, nv)
 
 
 # The tables a call builds (tap offsets, kernel rows, packed weights and bias) go into one
@@ -137,11 +188,17 @@ cdef bint _all_finite(const real* a, Py_ssize_t n) noexcept nogil:
 
 
 cdef void* _tables(size_t size) except NULL:
-    """`size` bytes for a call's tables (freed by the caller)."""
-    cdef void* p = malloc(max(<size_t>1, size))
+    """`size` bytes for a call's tables (freed by the caller), CACHE_LINE more for _aligned."""
+    cdef void* p = malloc(size + CACHE_LINE)
     if p == NULL:
         raise MemoryError()
     return p
+
+
+cdef inline void* _aligned(void* p) noexcept nogil:
+    """p rounded up to a cache line: packed weights start on one (the kernels load a vector of
+    BL per tap; a vector split over two lines costs a second load)."""
+    return <void*>((<size_t>p + CACHE_LINE - 1) // CACHE_LINE * CACHE_LINE)
 
 
 cdef (Py_ssize_t, Py_ssize_t, bint) _window_shape(Geometry g, Py_ssize_t rows):
@@ -162,9 +219,11 @@ cdef _check_one_group(Py_ssize_t groups):
 cdef void _forward_item(int lvl, Geometry g, Py_ssize_t item, Py_ssize_t runs, Py_ssize_t rows,
                         bint padded, Py_ssize_t R, Py_ssize_t XW, const real* xp, real* window,
                         const Py_ssize_t* tapoff, const int* khr, const real* wpack,
-                        const real* bpack, Py_ssize_t BL, real* yp, bint relu) noexcept nogil:
+                        const real* bpack, Py_ssize_t BL, real* yp, bint relu, int nv,
+                        bint rr) noexcept nogil:
     """forward()'s work item `item`: output rows [oh0, oh0 + rows) of one image, every block of
-    filters, from x or (padded) its window copied into `window`; khr NULL: no rows skipped."""
+    filters (nv vectors each; rr: whole rows, fc_forward_rr), from x or (padded) its window
+    copied into `window`; khr NULL: no rows skipped."""
     cdef Py_ssize_t n = item // runs, oh0 = (item % runs) * rows, blk
     cdef Py_ssize_t K = g.C * g.KH * g.KW, OHW = g.OH * g.OW, blocks = (g.F + BL - 1) // BL
     cdef const real* xw
@@ -174,12 +233,18 @@ cdef void _forward_item(int lvl, Geometry g, Py_ssize_t item, Py_ssize_t runs, P
         xw = window
     else:
         xw = xp + (n * g.C * g.H + oh0 * g.sh) * g.W
+    cdef const int* rows_khr = khr + 2 * oh0 if khr != NULL else NULL
+    cdef Py_ssize_t npix = (min(g.OH, oh0 + rows) - oh0) * g.OW
     for blk in range(blocks):
-        _forward_block(lvl, xw, XW, tapoff, g.KH, g.C * g.KW,
-                       khr + 2 * oh0 if khr != NULL else NULL, wpack + blk * K * BL,
-                       bpack + blk * BL, yp + (n * g.F + blk * BL) * OHW + oh0 * g.OW, OHW,
-                       min(BL, g.F - blk * BL), g.OW, g.sh, g.sw,
-                       (min(g.OH, oh0 + rows) - oh0) * g.OW, relu)
+        if rr:
+            _forward_rr_block(lvl, xw, XW, tapoff, g.KH, g.C * g.KW, g.KW, rows_khr,
+                              wpack + blk * K * BL, bpack + blk * BL,
+                              yp + (n * g.F + blk * BL) * OHW + oh0 * g.OW, OHW,
+                              min(BL, g.F - blk * BL), g.OW, g.sh, npix, relu)
+        else:
+            _forward_block(lvl, xw, XW, tapoff, g.KH, g.C * g.KW, rows_khr, wpack + blk * K * BL,
+                           bpack + blk * BL, yp + (n * g.F + blk * BL) * OHW + oh0 * g.OW, OHW,
+                           min(BL, g.F - blk * BL), g.OW, g.sh, g.sw, npix, relu, nv)
 
 
 def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const real[::1] bias,
@@ -197,7 +262,9 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
         return
     cdef Py_ssize_t C = g.C, H = g.H, F = g.F, OH = g.OH, OW = g.OW
     dtype = np.float32 if real is float else np.float64
-    cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
+    # A block of filters: nv vectors (direct_conv.h's register block)
+    cdef int nv = fc_direct_vectors(lvl, sizeof(real), F)
+    cdef Py_ssize_t BL = nv * fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
     cdef Py_ssize_t K = C * g.KH * g.KW
     cdef Py_ssize_t rows = max(1, min(OH, PIXELS_PER_ITEM // OW))
     cdef Py_ssize_t runs = (OH + rows - 1) // rows
@@ -206,6 +273,13 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
     cdef Py_ssize_t R, XW
     cdef bint padded
     R, XW, padded = _window_shape(g, rows)
+    # Whole output rows, each input value broadcast once per kernel row (fc_forward_rr): one
+    # vector of filters, stride and dilation 1 along W. Ice Lake-SP, one thread, min of 21
+    # interleaved: LeNet-5 conv2 forward AVX-512 0.47 -> 0.37 ms (batch 64), 1.77 -> 1.34 ms
+    # (256); AVX2 0.48 -> 0.53 ms (its 5 pixels' sums are 5 chains of dependent multiply-adds,
+    # fewer than two FMA units' latency hides), so AVX-512 only.
+    cdef bint rr = (_row_reuse != 2 and (lvl == 2 or _row_reuse == 1) and nv == 1 and sw == 1
+                    and dw == 1 and fc_direct_row_reuse(g.KW, OW))
     cdef Py_ssize_t n_items = g.N * runs, stride = C * R * XW if padded else 0
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef real[::1] ws
@@ -215,11 +289,12 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
         wsp = &ws[0]
     # Tables: tap offsets, packed weights (taps in (kh, c, kw) order, so that the kernel rows an
     # output row needs are one range), packed bias, kernel rows per output row.
-    cdef Py_ssize_t* tapoff = <Py_ssize_t*>_tables(
+    cdef void* tables = _tables(
         K * sizeof(Py_ssize_t) + blocks * BL * (K + 1) * sizeof(real) + 2 * OH * sizeof(int))
-    cdef real* wpack = <real*>(tapoff + K)
+    cdef real* wpack = <real*>_aligned(tables)
     cdef real* bpack = wpack + blocks * K * BL
-    cdef int* khr = <int*>(bpack + blocks * BL)
+    cdef Py_ssize_t* tapoff = <Py_ssize_t*>(bpack + blocks * BL)
+    cdef int* khr = <int*>(tapoff + K)
     _tap_offsets(tapoff, C, g.KH, g.KW, R * XW, XW, dh, dw, True)
     _pack(&weight[0, 0, 0, 0], F, C, g.KH, g.KW, True, BL, wpack)
     _pack_bias(&bias[0] if has_bias else NULL, F, has_bias, blocks * BL, bpack)
@@ -235,14 +310,14 @@ def forward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight, const r
         with nogil:
             for item in range(n_items):
                 _forward_item(lvl, g, item, runs, rows, padded, R, XW, xp, wsp, tapoff,
-                              khr if skip_rows else NULL, wpack, bpack, BL, yp, relu)
+                              khr if skip_rows else NULL, wpack, bpack, BL, yp, relu, nv, rr)
     else:
         with nogil, parallel(num_threads=nt):
             window = wsp + omp_get_thread_num() * stride
             for item in prange(n_items, schedule="dynamic"):
                 _forward_item(lvl, g, item, runs, rows, padded, R, XW, xp, window, tapoff,
-                              khr if skip_rows else NULL, wpack, bpack, BL, yp, relu)
-    free(tapoff)
+                              khr if skip_rows else NULL, wpack, bpack, BL, yp, relu, nv, rr)
+    free(tables)
 
 
 cdef inline double _sum_parts(const double* first, Py_ssize_t parts,
@@ -262,6 +337,9 @@ ctypedef struct _WeightSplit:
     # grad_weight()'s work: parts of the batch (per_part images each) x runs of taps (per_run
     # each); BL filters per block; the window (R x XW per channel) if padded
     Py_ssize_t tap_runs, per_run, per_part, parts, BL, R, XW
+    # nv vectors of filters per block; grad_y transposed `chunk` pixels at a time
+    int nv
+    Py_ssize_t chunk
     bint padded
 
 
@@ -275,7 +353,7 @@ cdef void _grad_weight_item(int lvl, Geometry g, _WeightSplit sp, Py_ssize_t ite
     cdef Py_ssize_t F = g.F, OHW = g.OH * g.OW, K = g.C * g.KH * g.KW, BL = sp.BL
     cdef Py_ssize_t blocks = (F + BL - 1) // BL, part_size = blocks * K * BL
     cdef Py_ssize_t part = item // sp.tap_runs, k0 = (item % sp.tap_runs) * sp.per_run
-    cdef Py_ssize_t k1 = min(K, k0 + sp.per_run), blk, k, n, f, j
+    cdef Py_ssize_t k1 = min(K, k0 + sp.per_run), blk, k, n, f, j, pc, p0, npc
     cdef real* gyt = work + (g.C * sp.R * sp.XW if sp.padded else 0)
     cdef real* lane
     cdef const real* row
@@ -289,22 +367,26 @@ cdef void _grad_weight_item(int lvl, Geometry g, _WeightSplit sp, Py_ssize_t ite
             xw = work
         else:
             xw = xp + n * g.C * g.H * g.W
-        # grad_y of image n as (block, pixel, lane), lanes past F zero: one filter's row at a
-        # time (contiguous reads; pixel-major reads strode OHW apart per lane)
-        for f in range(blocks * BL):
-            lane = gyt + (f // BL) * OHW * BL + f % BL
-            if f < F:
-                row = gyp + (n * F + f) * OHW
-                for j in range(OHW):
-                    lane[j * BL] = row[j]
-                if bparts != NULL and k0 == 0:
-                    bparts[part * F + f] += run_sum(row, OHW)
-            else:
-                for j in range(OHW):
-                    lane[j * BL] = 0
+        if bparts != NULL and k0 == 0:
+            for f in range(F):
+                bparts[part * F + f] += run_sum(gyp + (n * F + f) * OHW, OHW)
         for blk in range(blocks):
-            _grad_weight_block(lvl, xw, tapoff, k0, k1, pixoff, gyt + blk * OHW * BL, OHW,
-                               partial + part * part_size + blk * K * BL)
+            for pc in range((OHW + sp.chunk - 1) // sp.chunk):
+                p0 = pc * sp.chunk
+                npc = min(sp.chunk, OHW - p0)
+                # this chunk of grad_y as (pixel, lane), lanes past F zero: one filter's run at
+                # a time (contiguous reads); it stays in L1 while every tap of the item reads it
+                for f in range(blk * BL, blk * BL + BL):
+                    lane = gyt + f - blk * BL
+                    if f < F:
+                        row = gyp + (n * F + f) * OHW + p0
+                        for j in range(npc):
+                            lane[j * BL] = row[j]
+                    else:
+                        for j in range(npc):
+                            lane[j * BL] = 0
+                _grad_weight_block(lvl, xw, tapoff, k0, k1, pixoff + p0, gyt, npc,
+                                   partial + part * part_size + blk * K * BL, sp.nv)
 
 
 cdef void _grad_weight_sums(Geometry g, _WeightSplit sp, Py_ssize_t f, const real* partial,
@@ -342,7 +424,8 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef Py_ssize_t OHW = g.OH * g.OW, K = C * g.KH * g.KW
     dtype = np.float32 if real is float else np.float64
     cdef int lvl = _level
-    cdef Py_ssize_t BL = fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
+    cdef int nv = fc_direct_vectors(lvl, sizeof(real), F)
+    cdef Py_ssize_t BL = nv * fc_direct_block(lvl, sizeof(real)), blocks = (F + BL - 1) // BL
     cdef Py_ssize_t R, XW
     cdef bint padded
     R, XW, padded = _window_shape(g, g.OH)
@@ -354,8 +437,12 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
                                           (K + TAPS_PER_ITEM - 1) // TAPS_PER_ITEM))
     cdef Py_ssize_t per_run = ((K + tap_runs - 1) // tap_runs + FC_PIX - 1) // FC_PIX * FC_PIX
     tap_runs = (K + per_run - 1) // per_run
+    # Pixels per kernel call: grad_y is transposed a chunk at a time into a buffer that stays in
+    # L1 while every tap of the item reads it (the whole image's transposed grad_y, 3.2 MB for
+    # 64 filters of 112 x 112, was written filter by filter and read again from L3).
+    cdef Py_ssize_t chunk = min(OHW, max(FC_PIX, GRAD_Y_CHUNK_BYTES // (BL * sizeof(real))))
     cdef Py_ssize_t n_items = parts * tap_runs, part_size = blocks * K * BL
-    cdef Py_ssize_t stride = (C * R * XW if padded else 0) + blocks * OHW * BL
+    cdef Py_ssize_t stride = (C * R * XW if padded else 0) + chunk * BL
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef real[::1] ws = get_workspace(dtype, stride * nt + parts * part_size)
     cdef real* partial = &ws[0] + stride * nt
@@ -371,6 +458,7 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef _WeightSplit split
     split.tap_runs, split.per_run, split.per_part, split.parts = tap_runs, per_run, per_part, parts
     split.BL, split.padded, split.R, split.XW = BL, padded, R, XW
+    split.nv, split.chunk = nv, chunk
     cdef Py_ssize_t item, f
     cdef real* work
     cdef const real* xp = &x[0, 0, 0, 0]

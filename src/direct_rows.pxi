@@ -72,7 +72,8 @@ cdef bint _rows_layout(Geometry g, int lvl, Py_ssize_t itemsize, bint grad_weigh
         return False
     if _layout == 2:
         return True
-    cdef double filters_use = _used(g.F, VB), rows_use
+    # filters per block: one or more vectors (fc_direct_vectors)
+    cdef double filters_use = _used(g.F, VB * fc_direct_vectors(lvl, itemsize, g.F)), rows_use
     if grad_weight:
         rows_use = _used(g.OW, VB) * _used(g.F, FC_ROWS_GF) * _used(g.KW, FC_ROWS_GK)
     else:

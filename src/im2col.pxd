@@ -23,10 +23,11 @@ cdef inline void _row(real* dst, const real* src, Py_ssize_t lo, Py_ssize_t hi, 
 
 
 cdef inline void im2col(const real* x, Geometry g, Py_ssize_t c0, Py_ssize_t c1, Tile s,
-                        real* cols) noexcept nogil:
+                        real* cols, Py_ssize_t ld) noexcept nogil:
     """cols[((c - c0) * KH + kh) * KW + kw, (q - q0) * TW + ow - ow0] = x_padded[n, c, ih, iw]
-    over the tile's rows q (of the flattened (n, oh)) and columns ow in [ow0, ow1), TW wide."""
-    cdef Py_ssize_t OH = g.OH, sw = g.sw, q0 = s.q0, TW = s.ow1 - s.ow0, T = (s.q1 - q0) * TW
+    over the tile's rows q (of the flattened (n, oh)) and columns ow in [ow0, ow1), TW wide;
+    rows ld >= (q1 - q0) * TW apart."""
+    cdef Py_ssize_t OH = g.OH, sw = g.sw, q0 = s.q0, TW = s.ow1 - s.ow0, T = ld
     cdef Py_ssize_t c, kh, kw, q, n, oh, lo, hi
     cdef TapRange r, t
     cdef real* dst

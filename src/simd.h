@@ -37,23 +37,37 @@ static int fc_vector_bytes(int level) { return level == 2 ? 64 : level == 1 ? 32
 #include <immintrin.h>
 
 /* out[j] lane i = r[i] lane j: an 8x8 float32 block transposed in registers (unpack pairs,
- * shuffle quads, swap 128-bit halves). */
-FC_TARGET_AVX2 static inline void fc_transpose8x8_avx2(const __m256 r[8], __m256 out[8]) {
-    __m256 t[8], s[8];
-    for (int j = 0; j < 8; j += 2) {
-        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
-        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+ * shuffle quads, swap 128-bit halves). Defined once per target that inlines it (an AVX2 + FMA
+ * function does not inline into an AVX-512F one: GCC's avx512f does not imply fma). */
+#define FC_DEFINE_TRANSPOSE8X8(SFX, TARGET)                                                        \
+    TARGET static inline void fc_transpose8x8_##SFX(const __m256 r[8], __m256 out[8]) {            \
+        __m256 t[8], s[8];                                                                         \
+        for (int j = 0; j < 8; j += 2) {                                                           \
+            t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);                                             \
+            t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);                                         \
+        }                                                                                          \
+        for (int j = 0; j < 8; j += 4) {                                                           \
+            s[j] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(1, 0, 1, 0));                     \
+            s[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(3, 2, 3, 2));                 \
+            s[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(1, 0, 1, 0));             \
+            s[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(3, 2, 3, 2));             \
+        }                                                                                          \
+        for (int i = 0; i < 4; i++) {                                                              \
+            out[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);                                 \
+            out[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);                             \
+        }                                                                                          \
     }
-    for (int j = 0; j < 8; j += 4) {
-        s[j] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        s[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        s[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        s[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 4; i++) {
-        out[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
-        out[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
-    }
+FC_DEFINE_TRANSPOSE8X8(avx2, FC_TARGET_AVX2)
+FC_DEFINE_TRANSPOSE8X8(avx512, FC_TARGET_AVX512)
+
+/* out[j] lane i = r[i] lane j: a 4x4 float64 block transposed in registers. */
+FC_TARGET_AVX512 static inline void fc_transpose4x4_pd_avx512(const __m256d r[4], __m256d out[4]) {
+    const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    out[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    out[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    out[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    out[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
 }
 #endif
 

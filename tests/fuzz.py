@@ -36,6 +36,7 @@ from reference import (  # noqa: E402
 )
 
 import fastconv  # noqa: E402
+from fastconv._kernels import conv as _conv  # noqa: E402
 from fastconv._kernels import direct as _direct  # noqa: E402
 from fastconv._kernels import pool as _pool  # noqa: E402
 from fastconv._kernels import winograd as _winograd  # noqa: E402
@@ -199,7 +200,7 @@ def _dilated_pool(rng, H, W):
 
 # ------------------------------------------------------------- every algorithm, every SIMD level
 
-_SIMD_MODULES = (_direct, _winograd, _pool)
+_SIMD_MODULES = (_conv, _direct, _winograd, _pool)
 
 
 def check_forced_algorithms(seed):

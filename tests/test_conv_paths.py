@@ -23,6 +23,7 @@ from reference import (
 
 import fastconv
 from fastconv._backend.cpu import planner as _planner
+from fastconv._kernels import conv as conv_kernels
 from fastconv._kernels import direct as direct_kernels
 
 DTYPES = [np.float32, np.float64]
@@ -90,6 +91,80 @@ def test_forward(case, dtype, path, rng, assert_close):
     relu = fastconv.conv2d(x, w, b, **kw, activation="relu")
     assert_close(relu, np.maximum(expected, 0), dtype, reduction)
     assert_close(fastconv.conv2d(x, w, **kw), expected - b[:, None, None], dtype, reduction)
+
+
+@pytest.mark.parametrize("level", range(direct_kernels.detected_level() + 1))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ONE_GROUP)
+def test_direct_row_reuse(case, dtype, level, rng, assert_close, request):
+    """The filter-vectorised forward over whole output rows (each input value broadcast once per
+    kernel row: fc_forward_rr, AVX-512's choice) forced at every level, for the forward and
+    grad-input's forward pass: the same sums in the same order as tap by tap."""
+    previous, previous_level = direct_kernels.set_row_reuse("on"), direct_kernels.set_level(level)
+    previous_layout = direct_kernels.set_layout("filters")
+    request.addfinalizer(lambda: direct_kernels.set_row_reuse(previous))
+    request.addfinalizer(lambda: direct_kernels.set_level(previous_level))
+    request.addfinalizer(lambda: direct_kernels.set_layout(previous_layout))
+    x, w, b, g = inputs(case, rng, dtype)
+    expected = conv2d_ref(x, w, b, case.stride, case_tblr(case), case.dilation)
+    kw = dict(case_kwargs(case), algorithm="direct")
+    y = fastconv.conv2d(x, w, b, **kw, activation="relu")
+    assert_close(y, np.maximum(expected, 0), dtype, case.C * case.KH * case.KW)
+    gx = forced(
+        fastconv.conv2d_grad_input, case, "direct", "grad_input", g, w, x.shape, **case_kwargs(case)
+    )
+    direct_kernels.set_row_reuse("off")
+    np.testing.assert_array_equal(y, fastconv.conv2d(x, w, b, **kw, activation="relu"))
+    if gx is not None:
+        gx_ref, _, _ = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
+        assert_close(gx, gx_ref, dtype, case.F * case.KH * case.KW)
+        gx_off = fastconv.conv2d_grad_input(g, w, x.shape, **kw)
+        np.testing.assert_array_equal(gx, gx_off)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_direct_row_reuse_bitwise_identical_across_threads(dtype, rng, request):
+    previous = direct_kernels.set_row_reuse("on")
+    request.addfinalizer(lambda: direct_kernels.set_row_reuse(previous))
+    case = EXTRA_CASES[1]._replace(N=5)  # LeNet-5 conv2: rows of 2 x 5 pixels
+    x, w, b, _ = inputs(case, rng, dtype)
+    old = fastconv.set_num_threads(1)
+    request.addfinalizer(lambda: fastconv.set_num_threads(old))
+    results = []
+    for threads in (1, 2, 3):
+        fastconv.set_num_threads(threads)
+        results.append(fastconv.conv2d(x, w, b, algorithm="direct", activation="relu"))
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+
+
+def test_set_row_reuse_refuses_unknown_names():
+    with pytest.raises(ValueError, match="name must be one of"):
+        direct_kernels.set_row_reuse("always")
+    assert direct_kernels.set_row_reuse("auto") == "auto"
+
+
+@pytest.mark.parametrize("level", range(conv_kernels.detected_level() + 1))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ONE_GROUP)
+def test_simd_gemm(case, dtype, level, rng, assert_close, request):
+    """The GEMM path's forward and grad-input with the SIMD GEMM (conv_gemm.h) forced at every
+    level, and with BLAS: tiles of part of an image, of several images, 1x1 on the input itself,
+    channel chunks, partial register blocks of filters and of columns."""
+    previous, previous_level = conv_kernels.set_gemm("simd"), conv_kernels.set_level(level)
+    request.addfinalizer(lambda: conv_kernels.set_gemm(previous))
+    request.addfinalizer(lambda: conv_kernels.set_level(previous_level))
+    x, w, b, g = inputs(case, rng, dtype)
+    expected = conv2d_ref(x, w, b, case.stride, case_tblr(case), case.dilation)
+    gx_ref, _, _ = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
+    kw = dict(case_kwargs(case), algorithm="gemm")
+    reduction = case.C * case.KH * case.KW
+    for gemm in ("simd", "blas"):
+        conv_kernels.set_gemm(gemm)
+        relu = fastconv.conv2d(x, w, b, **kw, activation="relu")
+        assert_close(relu, np.maximum(expected, 0), dtype, reduction)
+        gx = fastconv.conv2d_grad_input(g, w, x.shape, **kw)
+        assert_close(gx, gx_ref, dtype, case.F * case.KH * case.KW)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -249,6 +324,12 @@ DEPTHWISE = [
             "depthwise_wide", N=2, C=3, H=9, W=70, F=3, groups=3, padding=(1, 2)
         ),  # SIMD runs + tail
         _case("depthwise_crop", N=1, C=2, H=8, W=40, F=2, groups=2, KH=2, KW=3, padding=3),
+        # stride 2 down, 1 across (the SIMD grad-weight), 2 filters a channel, column tails
+        _case(
+            "depthwise_sh2_x2", N=2, C=3, H=11, W=37, F=6, groups=3, stride=(2, 1), padding=(1, 2)
+        ),
+        # 49 taps: the grad-weight kernel's passes of at most 9
+        _case("depthwise_7x7", N=2, C=2, H=12, W=40, F=2, groups=2, KH=7, KW=7, padding=3),
     ]
     if c.groups > 1 and c.C == c.groups
 ]
@@ -278,3 +359,82 @@ def test_depthwise_forward_and_grad_input(case, dtype, simd_level, rng, assert_c
     assert_close(got, gx, dtype, case.F // case.groups * reduction)
     got = fastconv.conv2d_grad_weight(g, x, w.shape, **kw)
     assert_close(got, gw, dtype, case.N * g.shape[2] * g.shape[3])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", DEPTHWISE)
+def test_depthwise_grad_weight_and_bias_in_one_pass(case, dtype, simd_level, rng, assert_close):
+    """conv2d_backward's grad_weight and grad_bias ("auto": the depthwise kernels, one pass over
+    grad_y with SIMD), at every SIMD level."""
+    x, w, _, g = inputs(case, rng, dtype)
+    tblr = case_tblr(case)
+    _, gw_ref, gb_ref = conv2d_backward_ref(g, x, w, case.stride, tblr, case.dilation, case.groups)
+    _, gw, gb = fastconv.conv2d_backward(g, x, w, needs=("weight", "bias"), **case_kwargs(case))
+    terms = case.N * g.shape[2] * g.shape[3]
+    assert_close(gw, gw_ref, dtype, terms)
+    assert_close(gb, gb_ref, dtype, terms)
+
+
+@pytest.mark.parametrize("where", ["grad_y_border", "x_tail"])
+def test_depthwise_grad_weight_nonfinite_as_in_numpy(where, simd_level, rng):
+    """An inf meets the padding as 0 * inf = NaN, as on the GEMM path (the SIMD kernel multiplies
+    a zero-padded copy; the scalar one skips padded taps and is not given such operands), and
+    reaches exactly the sums that contain it, also from the columns past the last whole vector."""
+    x = rng.standard_normal((2, 3, 9, 37))
+    w = rng.standard_normal((3, 1, 3, 3))
+    g = rng.standard_normal((2, 3, 9, 37))
+    if where == "grad_y_border":
+        g[1, 1, 0, 5] = np.inf  # the top row: its kh = 0 taps read padding
+    else:
+        x[0, 2, 4, 35] = np.inf  # a column past the last whole vector at any level
+    _, gw, gb = fastconv.conv2d_backward(g, x, w, padding=1, groups=3, needs=("weight", "bias"))
+    with np.errstate(invalid="ignore"):
+        _, gw_ref, gb_ref = conv2d_backward_ref(g, x, w, 1, (1, 1, 1, 1), 1, 3)
+    assert not np.isfinite(gw_ref).all()
+    for got, expected in ((gw, gw_ref), (gb, gb_ref)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+
+
+@pytest.mark.parametrize("level", range(conv_kernels.detected_level() + 1))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simd_gemm_any_alignment(dtype, level, rng, assert_close, request):
+    """A 1x1 convolution's SIMD GEMM reads x in place and starts its blocks at a vector
+    boundary: x starting 0..15 elements past a cache line gives the same results."""
+    previous, previous_level = conv_kernels.set_gemm("simd"), conv_kernels.set_level(level)
+    request.addfinalizer(lambda: conv_kernels.set_gemm(previous))
+    request.addfinalizer(lambda: conv_kernels.set_level(previous_level))
+    shape, w = (2, 5, 9, 16), rng.standard_normal((7, 5, 1, 1)).astype(dtype)
+    size = int(np.prod(shape))
+    base = rng.standard_normal(size + 16).astype(dtype)
+    for offset in range(16):
+        x = base[offset : offset + size].reshape(shape)
+        assert x.flags.c_contiguous
+        y = fastconv.conv2d(x, w, algorithm="gemm")
+        assert_close(y, conv2d_ref(x, w, None, 1, (0, 0, 0, 0), 1), dtype, 5)
+
+
+@pytest.mark.parametrize("level", range(conv_kernels.detected_level() + 1))
+def test_simd_gemm_fused_bias_relu_keeps_nan(level, rng, request):
+    """The SIMD GEMM adds the bias and applies ReLU in its last pass: NaN stays NaN (as
+    np.maximum and torch.relu give), -inf becomes 0, in whole blocks, single vectors and the
+    last columns alike."""
+    previous, previous_level = conv_kernels.set_gemm("simd"), conv_kernels.set_level(level)
+    request.addfinalizer(lambda: conv_kernels.set_gemm(previous))
+    request.addfinalizer(lambda: conv_kernels.set_level(previous_level))
+    x = rng.standard_normal((1, 3, 9, 67))
+    w, b = rng.standard_normal((10, 3, 3, 3)), rng.standard_normal(10)
+    x[0, 1, 4, [3, 40, 66]] = np.nan
+    x[0, 2, 0, 20] = -np.inf
+    y = fastconv.conv2d(x, w, b, padding=1, activation="relu", algorithm="gemm")
+    with np.errstate(invalid="ignore"):
+        expected = np.maximum(conv2d_ref(x, w, b, 1, (1, 1, 1, 1), 1), 0)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    finite = ~np.isnan(expected)
+    np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-10, atol=1e-10)
+
+
+def test_set_gemm_refuses_unknown_names():
+    with pytest.raises(ValueError, match="name must be one of"):
+        conv_kernels.set_gemm("mkl")
+    assert conv_kernels.set_gemm("auto") == "auto"

@@ -132,10 +132,13 @@ def test_bitwise_identical_across_thread_counts(restore_threads, x_shape, w_shap
     fastconv.set_num_threads(2)
     two = _run_all(x, w, b, g, kw)
     again = _run_all(x, w, b, g, kw)
-    for i, (a, c, d) in enumerate(zip(one, two, again)):
+    fastconv.set_num_threads(3)  # more threads than this machine may have, uneven splits
+    three = _run_all(x, w, b, g, kw)
+    for i, (a, c, d, e) in enumerate(zip(one, two, again, three)):
         assert a.dtype == dtype
         np.testing.assert_array_equal(a, c, err_msg=f"result {i}: 1 vs 2 threads")
         np.testing.assert_array_equal(c, d, err_msg=f"result {i}: two runs on 2 threads")
+        np.testing.assert_array_equal(a, e, err_msg=f"result {i}: 1 vs 3 threads")
     # and they are right, not just stable
     ref_y = _reference_forward(x, w, b, kw)
     expected = (ref_y, np.maximum(ref_y, 0)) + conv2d_backward_ref(g, x, w, *_ref_args(x, w, kw))

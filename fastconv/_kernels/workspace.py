@@ -11,10 +11,30 @@ import numpy as np
 # Buffers above this size are not kept: a one-off huge call should not pin its memory for good.
 _KEEP_BYTES = 64 * 2**20
 _local = threading.local()
+# Buffers start on a cache line: NumPy's large arrays start 16 bytes past one, which splits every
+# 64-byte vector load across two lines (a 1x1 convolution's SIMD GEMM: 9.7 -> 11.8 ms).
+ALIGN = 64
+
+
+def aligned_empty(shape, dtype):
+    """np.empty(shape, dtype) starting on an ALIGN-byte boundary."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * dtype.itemsize + ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start : start + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def aligned_zeros(shape, dtype):
+    """np.zeros(shape, dtype) starting on an ALIGN-byte boundary."""
+    out = aligned_empty(shape, dtype)
+    out.fill(0)
+    return out
 
 
 def get_workspace(dtype, size):
-    """A 1-D array of at least `size` elements of `dtype`; contents are garbage."""
+    """A 1-D array of at least `size` elements of `dtype`, ALIGN-byte aligned; contents are
+    garbage."""
     dtype = np.dtype(dtype)
     cache = getattr(_local, "buffers", None)
     if cache is None:
@@ -22,7 +42,7 @@ def get_workspace(dtype, size):
     buf = cache.get(dtype)
     if buf is not None and buf.size >= size:
         return buf
-    buf = np.empty(max(int(size), 1), dtype=dtype)
+    buf = aligned_empty(max(int(size), 1), dtype)
     if buf.nbytes <= _KEEP_BYTES:
         cache[dtype] = buf
     return buf

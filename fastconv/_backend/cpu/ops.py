@@ -380,8 +380,8 @@ def _tuned_grad_weight(grad_y, x, grad_weight, shapes, geometry):
 
 def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, dilation, groups):
     """grad_weight and grad_bias by the planner's choice: from one pass over grad_y on the direct
-    kernels (LeNet-5 at batch 64: the separate grad-bias pass was ~0.2 ms of a 7 ms step),
-    else the two ops."""
+    and depthwise kernels (LeNet-5 at batch 64: the separate grad-bias pass was ~0.2 ms of a
+    7 ms step), else the two ops."""
     shapes, geometry = (
         (x.shape, grad_weight.shape, grad_y.shape),
         (stride, padding, dilation, groups),
@@ -403,6 +403,10 @@ def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, 
             groups,
             get_num_threads(),
         )
+        return
+    if algorithm == "depthwise":
+        args = (*stride, *padding, *dilation, groups, get_num_threads())
+        _depthwise.grad_weight_bias(grad_y, x, grad_weight, grad_bias, *args)
         return
     conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm)
     conv2d_grad_bias(grad_y, grad_bias)

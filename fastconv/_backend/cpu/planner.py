@@ -260,6 +260,14 @@ OPERANDS = {
 _DEPTHWISE_SKIPS = {"forward": "weight", "grad_weight": "grad_y"}
 
 
+def depthwise_skips(conv, level):
+    """Whether the depthwise forward and grad-weight skip padded taps: the scalar loops do; the
+    SIMD kernels (stride 1 along W) multiply a zero-padded copy of the input, so 0 * inf gives
+    NaN there as on the GEMM path, and their operands need no finiteness check (a pass over
+    grad_y: a fifth of depthwise 3x3 8 x 32 x 112 x 112's grad-weight, Ice Lake-SP)."""
+    return level == 0 or conv.stride[1] != 1
+
+
 def depthwise_flips(conv, level):
     """Whether depthwise grad-input runs as the SIMD forward over flipped weights: one filter per
     channel, stride 1, SIMD, and a window of bounded size."""
@@ -278,14 +286,15 @@ def for_operands(algorithm, pass_, conv, level, finite):
     as a forward pass over the flipped weights). `finite(name)` says whether the operand `name`
     (OPERANDS) holds only finite values; it is asked only where the answer changes the choice:
     a transform would spread an inf or NaN over whole planes or tiles (the exact choice
-    instead); the depthwise kernels skip padded taps, and the flipped grad-input multiplies
+    instead); the scalar depthwise kernels skip padded taps, and the flipped grad-input multiplies
     padding by the weights, where 0 * inf must give NaN as the GEMM path does."""
     chosen = resolve(algorithm, pass_, conv, level)
     first, second = OPERANDS[pass_]
     if chosen in TRANSFORMS and not (finite(first) and finite(second)):
         chosen = choose(pass_, conv, level, transforms=False)
     if pass_ != "grad_input":
-        if chosen == "depthwise" and not finite(_DEPTHWISE_SKIPS[pass_]):
+        skips = chosen == "depthwise" and depthwise_skips(conv, level)
+        if skips and not finite(_DEPTHWISE_SKIPS[pass_]):
             return "gemm", False
         return chosen, False
     flipped = chosen == "direct" or (chosen == "depthwise" and depthwise_flips(conv, level))
