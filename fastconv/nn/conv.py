@@ -76,11 +76,10 @@ class Conv2D(ConvLayer):
         dtype: DTypeLike = np.float32,
         algorithm: str = "auto",
     ) -> None:
-        super().__init__()
         kernel = as_pair(kernel_size, "kernel_size", 1)
         geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         algorithm = as_algorithm(algorithm)
-        self._arguments(in_channels, out_channels, kernel, activation, init, **geometry)
+        super().__init__(in_channels, out_channels, kernel, activation, init, **geometry)
         self.algorithm = algorithm
         kh, kw = kernel
         shape = (self.out_channels, self.in_channels // self.groups, kh, kw)

@@ -65,10 +65,9 @@ class Conv1D(ConvLayer):
         rng: RNGLike = None,
         dtype: DTypeLike = np.float32,
     ) -> None:
-        super().__init__()
         k = as_int(kernel_size, "kernel_size", 1)
         geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        self._arguments(in_channels, out_channels, k, activation, init, **geometry)
+        super().__init__(in_channels, out_channels, k, activation, init, **geometry)
         shape = (self.out_channels, self.in_channels // self.groups, k)
         fan_in, fan_out = shape[1] * k, self.out_channels // self.groups * k
         self._new_weight_and_bias(

@@ -71,7 +71,6 @@ class ConvTranspose2D(ConvLayer):
         rng: RNGLike = None,
         dtype: DTypeLike = np.float32,
     ) -> None:
-        super().__init__()
         kernel = as_pair(kernel_size, "kernel_size", 1)
         geometry = dict(
             stride=stride,
@@ -80,7 +79,7 @@ class ConvTranspose2D(ConvLayer):
             groups=groups,
             dilation=dilation,
         )
-        self._arguments(in_channels, out_channels, kernel, None, init, **geometry)
+        super().__init__(in_channels, out_channels, kernel, None, init, **geometry)
         kh, kw = kernel
         shape = (self.in_channels, self.out_channels // self.groups, kh, kw)
         fan_in = self.in_channels // self.groups * kh * kw
