@@ -51,6 +51,7 @@ class Conv2D(ConvLayer):
         ("groups", 1),
         ("algorithm", "auto"),
     )
+    _CACHE = "_cache"
     kernel_size: Tuple[int, int]
     stride: IntPair
     padding: Padding
@@ -88,10 +89,6 @@ class Conv2D(ConvLayer):
         self._new_weight_and_bias(
             shape, fan_in, fan_out, self.init, rng, dtype, bias, self.out_channels
         )
-        self._cache = None
-
-    def _clear_cache(self) -> None:
-        self._cache = None
 
     def forward(self, x: Array) -> Array:
         """x (N, C, H, W) -> y (N, F, OH, OW)."""

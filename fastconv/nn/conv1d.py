@@ -42,6 +42,7 @@ class Conv1D(ConvLayer):
     """
 
     GEOMETRY = (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1))
+    _CACHE = "_cache"
     kernel_size: int
     stride: int
     padding: Padding
@@ -73,10 +74,6 @@ class Conv1D(ConvLayer):
         self._new_weight_and_bias(
             shape, fan_in, fan_out, self.init, rng, dtype, bias, self.out_channels
         )
-        self._cache = None
-
-    def _clear_cache(self) -> None:
-        self._cache = None
 
     def forward(self, x: Array) -> Array:
         """x (N, C, L) -> y (N, F, OL)."""

@@ -47,6 +47,7 @@ class ConvTranspose2D(ConvLayer):
         ("groups", 1),
         ("dilation", 1),
     )
+    _CACHE = "_input"
     kernel_size: Tuple[int, int]
     stride: IntPair
     padding: Padding
@@ -87,10 +88,6 @@ class ConvTranspose2D(ConvLayer):
         self._new_weight_and_bias(
             shape, fan_in, fan_out, self.init, rng, dtype, bias, self.out_channels
         )
-        self._input = None
-
-    def _clear_cache(self) -> None:
-        self._input = None
 
     def forward(self, x: Array) -> Array:
         """x (N, C_in, H, W) -> y (N, C_out, OH, OW)."""

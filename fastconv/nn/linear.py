@@ -36,6 +36,7 @@ class Linear(WeightedLayer):
     for sequences); ``weight`` (OUT, IN), ``bias`` (OUT,).
     """
 
+    _CACHE = "_cache"
     weight: Parameter
     bias: Optional[Parameter]
     _cache: Optional[Tuple[Array, Array]]  # (input, output)
@@ -64,10 +65,6 @@ class Linear(WeightedLayer):
             bias,
             self.out_features,
         )
-        self._cache = None
-
-    def _clear_cache(self) -> None:
-        self._cache = None
 
     def forward(self, x: Array) -> Array:
         """x ``(*, IN)`` -> y ``(*, OUT)``: any leading axes, none included (torch's rule)."""

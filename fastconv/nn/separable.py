@@ -134,6 +134,7 @@ class SeparableConv2D(WeightedLayer):
         "bias": "pointwise.bias",
     }
 
+    _CACHE = "_cache"
     depthwise_weight: Parameter
     pointwise_weight: Parameter
     bias: Optional[Parameter]
@@ -184,10 +185,6 @@ class SeparableConv2D(WeightedLayer):
             self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
         else:
             self.bias = None
-        self._cache = None
-
-    def _clear_cache(self) -> None:
-        self._cache = None
 
     def _depthwise(self) -> Dict[str, Any]:
         return dict(
