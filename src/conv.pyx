@@ -50,10 +50,8 @@ def set_gemm(str name):
     setting."""
     global _gemm
     names = ("auto", "blas", "simd")
-    if name not in names:
-        raise ValueError(f"name must be one of {names}, got {name!r}")
     previous = names[_gemm]
-    _gemm = names.index(name)
+    _gemm = _switch_index(name, names)
     return previous
 
 
