@@ -14,7 +14,7 @@ from _omp cimport omp_get_thread_num
 from geometry cimport Geometry, geometry
 from conv_tiles cimport (fc_conv_gemm_double, fc_conv_gemm_float, fc_gemm_filters, forward_gemms,
                          tile_cols, weight_gemms)
-from im2col cimport col2im_add
+from im2col cimport col2im, col2im_buffer
 from tiles cimport Tile, Tiling, tile, tile_columns, tile_ld, tiling
 
 import numpy as np
@@ -165,8 +165,9 @@ cdef void _input_item(const real* dy, const real* w, real* dx, real* dcols, Geom
                       Py_ssize_t n, Py_ssize_t grp, Py_ssize_t c0, Py_ssize_t c1,
                       const real* wpack, int lvl) noexcept nogil:
     """grad_x[n, c0:c1] for channels [c0, c1) of group grp: a GEMM into their columns, then a
-    col2im that touches only those channels. With wpack (one group: this chunk's rows of the
-    transposed weights packed for conv_gemm.h) the SIMD GEMM, else BLAS."""
+    col2im that touches only those channels (its buffer after the columns in dcols). With
+    wpack (one group: this chunk's rows of the transposed weights packed for conv_gemm.h) the
+    SIMD GEMM, else BLAS."""
     cdef Py_ssize_t Cg = g.C // g.G, Fg = g.F // g.G, KK = g.KH * g.KW, Kg = Cg * KK
     cdef Py_ssize_t OHW = g.OH * g.OW, HW = g.H * g.W
     cdef real* out = dx + (n * g.C + c0) * HW if g.pointwise else dcols
@@ -188,8 +189,7 @@ cdef void _input_item(const real* dy, const real* w, real* dx, real* dcols, Geom
         gemm(True, False, <int>((c1 - c0) * KK), <int>OHW, <int>Fg, <real>1,
              w + grp * Fg * Kg + (c0 - grp * Cg) * KK, <int>Kg,
              dy + (n * g.F + grp * Fg) * OHW, <int>OHW, <real>0, dcols, <int>OHW)
-    memset(dx + (n * g.C + c0) * HW, 0, (c1 - c0) * HW * sizeof(real))
-    col2im_add(dcols, g, c0, c1, dx + n * g.C * HW)
+    col2im(dcols, g, c0, c1, dx + n * g.C * HW, dcols + tile_ld((c1 - c0) * KK * OHW), lvl)
 
 
 cdef inline void _input_chunk(const real* dy, const real* w, real* dx, real* dcols, Geometry g,
@@ -217,7 +217,7 @@ def grad_input(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] weight,
     cdef Py_ssize_t cc = (Cg + chunks - 1) // chunks
     chunks = (Cg + cc - 1) // cc
     cdef Py_ssize_t n_items = N * G * chunks
-    cdef Py_ssize_t stride = 0 if g.pointwise else cc * KK * OHW
+    cdef Py_ssize_t stride = 0 if g.pointwise else tile_ld(cc * KK * OHW) + col2im_buffer(g)
     cdef int nt = <int>min(<Py_ssize_t>num_threads, n_items)
     cdef Py_ssize_t item, chunk_size = 0
     cdef real[::1] ws = get_workspace("float32" if real is float else "float64",
