@@ -44,6 +44,8 @@ CASES = [
     _geom("dil2_valid", N=2, C=3, H=12, W=13, F=4, padding=0, dilation=2),
     _geom("dil_2x3_asym", N=1, C=3, H=16, W=21, F=5, padding=((1, 3), (0, 2)), dilation=(2, 3)),
     _geom("pad3", N=2, C=3, H=8, W=9, F=4, padding=3),
+    # columns 6 apart: grad_y's gathers (AVX-512 loads rows for up to 5), 17 filters: a lane tail
+    _geom("dil6_f17", N=1, C=2, H=20, W=29, F=17, padding=6, dilation=6),
     _geom("channels_64x48", N=2, C=64, H=14, W=14, F=48),
     _geom("channels_70x40", N=2, C=70, H=14, W=13, F=40),
     _geom("many_tiles", N=3, C=8, H=30, W=27, F=10),
