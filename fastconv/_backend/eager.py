@@ -54,7 +54,9 @@ class Eager:
         fused = "weight" in needs and "bias" in needs
         if fused and self._fuses("grad_weight_bias", x, weight.shape, geom, algorithm):
             grad_weight = self._empty(weight.shape, grad_out.dtype) if gw_out is None else gw_out
-            grad_bias = self._empty((weight.shape[0],), grad_out.dtype) if gb_out is None else gb_out
+            grad_bias = (
+                self._empty((weight.shape[0],), grad_out.dtype) if gb_out is None else gb_out
+            )
             self.kernels.conv2d_grad_weight_bias(
                 grad_out, x, grad_weight, grad_bias, *_kernel_args(geom)
             )

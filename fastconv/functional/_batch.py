@@ -185,8 +185,8 @@ def unbatched(results: Union[str, Tuple[int, ...]] = "all", **layouts: str) -> C
             if batched:
                 return result
             if out is not None and result is kwargs["out"]:  # out= given: the caller's array
-                return out if "out" not in layouts else next(
-                    v for a, v, _ in given if a.name == "out"
+                return (
+                    out if "out" not in layouts else next(v for a, v, _ in given if a.name == "out")
                 )
             if type(out) is tuple and type(result) is tuple:  # the caller's arrays, not views
                 return tuple(r if o is None else o for o, r in zip(out, _strip(result, results)))

@@ -119,10 +119,10 @@ def linear_backward(
             out = (out[0].reshape(x.shape), out[1], out[2])
     grad_out, x, weight = _dispatch.inputs(dtype, grad_out, x, weight)
     grad_input, grad_weight, grad_bias = be.linear_backward(grad_out, x, weight, needs, out)
-    if given is not None and given[0] is not None:
-        grad_input = given[0]
     if grad_input is not None and len(lead) != 1:
         grad_input = grad_input.reshape(lead + (weight.shape[1],))
+    if given is not None and given[0] is not None:
+        grad_input = given[0]  # the caller's array (written through the rows' view)
     return grad_input, grad_weight, grad_bias
 
 

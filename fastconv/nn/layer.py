@@ -285,10 +285,10 @@ class Layer:
         for a in arrays:
             if a is None:
                 key.append(None)
-            elif _compat.is_dask_array(a):
-                return None
-            else:
+            elif type(a) is np.ndarray or not _compat.is_dask_array(a):
                 key.append((type(a), a.shape, a.dtype))
+            else:
+                return None
         return tuple(key)
 
     def _kept(self, key: Any) -> Any:

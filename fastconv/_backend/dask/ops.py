@@ -65,7 +65,12 @@ class Dask:
     def max_pool2d_backward(self, grad_out, indices, input_shape, out):
         plane = input_shape[2:]
         return _pool.per_plane(
-            "max_pool2d_backward", grad_out, indices, plane=plane, dtype=grad_out.dtype, args=(None,)
+            "max_pool2d_backward",
+            grad_out,
+            indices,
+            plane=plane,
+            dtype=grad_out.dtype,
+            args=(None,),
         )
 
     def avg_pool2d(self, x, geom, count_include_pad, divisor_override):
@@ -116,9 +121,7 @@ class Dask:
 
     # --------------------------------------------------------------------------- dense
     def linear(self, x, weight, bias, relu, out):
-        return _dense.rows(
-            "linear", x, weight, bias, out_cols=weight.shape[0], relu=relu, out=None
-        )
+        return _dense.rows("linear", x, weight, bias, out_cols=weight.shape[0], relu=relu, out=None)
 
     def linear_backward(self, grad_out, x, weight, needs, out):
         return _dense.linear_backward(grad_out, x, weight, needs)
