@@ -14,6 +14,11 @@ from .._validation import arrays as _arrays
 __all__ = ["relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward"]
 
 
+# relu_backward's calls validated before, by signature (fastconv._dispatch.signature): the
+# backend. Four per LeNet-5 step.
+_RELU_BACKWARD_SEEN = _dispatch.Memo()
+
+
 def _input(x):
     """(backend, x in the computing dtype); elementwise ops take any layout."""
     be = _dispatch.backend(x=x)
@@ -47,7 +52,15 @@ def relu_backward(grad_out: Array, y: Array, *, out: Optional[Array] = None) -> 
     `out`: an array of that shape and the result dtype, C-contiguous, written and returned; it
     may be grad_out itself (in place, as NumPy's ufuncs allow), but may not otherwise overlap
     grad_out or y."""
+    key = _dispatch.signature((grad_out, y), ())
+    be = _RELU_BACKWARD_SEEN.get(key)
+    if be is not None:  # validated before: C-contiguous NumPy arrays of one shape and dtype
+        if out is not None:
+            shape = grad_out.shape
+            out = _dispatch.output(be, out, shape, y.dtype, grad_out, grad_out=grad_out, y=y)
+        return be.relu_backward(grad_out, y, out)
     be, grad_out, y = _grad_inputs(grad_out, y)
+    _RELU_BACKWARD_SEEN.remember(key, be)
     original = grad_out
     grad_out, y = _dispatch.inputs(grad_out.dtype, grad_out, y)
     if out is not None:

@@ -18,6 +18,12 @@ __all__ = [
 ]
 
 
+# Calls validated before, by signature (fastconv._dispatch.signature), as conv2d keeps them: the
+# backend (and linear_backward's needs). Two of each per LeNet-5 step.
+_LINEAR_SEEN = _dispatch.Memo()
+_LINEAR_BACKWARD_SEEN = _dispatch.Memo()
+
+
 def _rows(a, name, letter):
     """(*, IN) -> (rows (M, IN), the leading shape *): torch's linear takes any leading axes,
     none included. A reshape: a view of a C-contiguous array (lazy for Dask)."""
@@ -58,6 +64,17 @@ def linear(
     `out`: an array ``(*, OUT)`` of the result dtype, C-contiguous, not overlapping an input,
     written and returned.
     """
+    key = (
+        _dispatch.signature((x, weight, bias), (activation,))
+        if type(x) is np.ndarray and x.ndim == 2
+        else None
+    )
+    be = _LINEAR_SEEN.get(key)
+    if be is not None:  # validated before: (N, IN) rows, C-contiguous, one native dtype
+        if out is not None:
+            shape = (x.shape[0], weight.shape[0])
+            out = _dispatch.output(be, out, shape, x.dtype, x=x, weight=weight, bias=bias)
+        return be.linear(x, weight, bias, activation == "relu", out)
     be = _dispatch.backend(x=x, weight=weight, bias=bias)
     x, lead, weight = _linear_inputs(x, weight)
     if bias is not None:
@@ -66,6 +83,7 @@ def linear(
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     activation = as_activation(activation)
     dtype = _dispatch.dtype(x=x, weight=weight, bias=bias)
+    _LINEAR_SEEN.remember(key, be)
     given = out
     if out is not None:
         out = _dispatch.output(
@@ -95,6 +113,17 @@ def linear_backward(
     returned), each of its gradient's shape and the result dtype, C-contiguous, not
     overlapping an input or another entry; None entries are allocated, and the entry of a
     gradient not in `needs` must be None."""
+    key = (
+        _dispatch.signature((grad_out, x, weight), (needs,))
+        if type(x) is np.ndarray and x.ndim == 2
+        else None
+    )
+    known = _LINEAR_BACKWARD_SEEN.get(key)
+    if known is not None:  # validated before: (N, *) rows, C-contiguous, one native dtype
+        be, needs = known
+        if out is not None:
+            out = _linear_backward_out(be, out, needs, x, weight, x.dtype, grad_out)
+        return be.linear_backward(grad_out, x, weight, needs, out)
     needs = as_needs(needs)
     be = _dispatch.backend(grad_out=grad_out, x=x, weight=weight)
     x, lead, weight = _linear_inputs(x, weight)
@@ -109,21 +138,29 @@ def linear_backward(
     dtype = _dispatch.dtype(grad_out=grad_out, x=x, weight=weight)
     given = out
     if out is not None:
-        specs = (
-            ("grad_input", lead + (x.shape[1],), dtype) if "input" in needs else None,
-            ("grad_weight", tuple(weight.shape), dtype) if "weight" in needs else None,
-            ("grad_bias", (weight.shape[0],), dtype) if "bias" in needs else None,
-        )
-        out = _dispatch.outputs(be, out, specs, grad_out=grad_out, x=x, weight=weight)
+        out = _linear_backward_out(be, out, needs, x, weight, dtype, grad_out, lead)
         if out[0] is not None and len(lead) != 1:  # the rows' view (out[0] is C-contiguous)
             out = (out[0].reshape(x.shape), out[1], out[2])
     grad_out, x, weight = _dispatch.inputs(dtype, grad_out, x, weight)
+    _LINEAR_BACKWARD_SEEN.remember(key, (be, frozenset(needs)))
     grad_input, grad_weight, grad_bias = be.linear_backward(grad_out, x, weight, needs, out)
     if grad_input is not None and len(lead) != 1:
         grad_input = grad_input.reshape(lead + (weight.shape[1],))
     if given is not None and given[0] is not None:
         grad_input = given[0]  # the caller's array (written through the rows' view)
     return grad_input, grad_weight, grad_bias
+
+
+def _linear_backward_out(be, out, needs, x, weight, dtype, grad_out, lead=None):
+    """linear_backward's out= checked: (grad_input, grad_weight, grad_bias); x as rows (M, IN),
+    `lead` x's leading axes (default (M,))."""
+    lead = (x.shape[0],) if lead is None else lead
+    specs = (
+        ("grad_input", lead + (x.shape[1],), dtype) if "input" in needs else None,
+        ("grad_weight", tuple(weight.shape), dtype) if "weight" in needs else None,
+        ("grad_bias", (weight.shape[0],), dtype) if "bias" in needs else None,
+    )
+    return _dispatch.outputs(be, out, specs, grad_out=grad_out, x=x, weight=weight)
 
 
 def _labels(labels, n):
