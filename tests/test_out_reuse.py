@@ -389,6 +389,18 @@ def test_reuse_hands_back_the_same_arrays_and_is_off_by_default(rng):
     assert model.forward(x) is not y1
 
 
+def test_reuse_keeps_a_buffer_per_input_shape(rng):
+    """Inputs of 9x9 and 8x8 both pool to 4x4: their gradients' buffers are apart."""
+    pool = nn.MaxPool2D(2).reuse_buffers(True)
+    for size in (9, 8, 9, 8):
+        x = rng.standard_normal((2, 3, size, size)).astype(np.float32)
+        y = pool(x)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        got = pool.backward(g)
+        _, idx = fc.max_pool2d(x, 2, return_indices=True)
+        np.testing.assert_array_equal(got, fc.max_pool2d_backward(g, idx, x.shape))
+
+
 def test_reuse_accumulates_into_existing_grads_correctly(rng):
     """Two backwards without zero_grad add up: the kept gradient buffer that p.grad already is
     is not written over."""

@@ -275,10 +275,10 @@ class Layer:
         cannot reuse buffers, whatever the mode)."""
         return self._buffers is not None
 
-    def _buffer_key(self, name: str, *arrays: Optional[Array]) -> Any:
-        """The key of result `name` of a call on `arrays` (their types, shapes and dtypes;
-        None kept) among the kept buffers, or None: reuse off, or a Dask array (lazy: no
-        out=)."""
+    def _buffer_key(self, name: Any, *arrays: Optional[Array]) -> Any:
+        """The key of result `name` (hashable: a str, or a tuple with what else decides the
+        result's shape) of a call on `arrays` (their types, shapes and dtypes; None kept) among
+        the kept buffers, or None: reuse off, or a Dask array (lazy: no out=)."""
         if self._buffers is None:
             return None
         key: List[Any] = [name]

@@ -54,7 +54,8 @@ class _MaxPool(_Pool):
     def _pool_backward(
         self, grad: Array, indices: Optional[Array], input_shape: Tuple[int, ...]
     ) -> Array:
-        key = self._buffer_key("grad_x", grad, indices)
+        # (the input shape too: inputs of two sizes can pool to one output size)
+        key = self._buffer_key(("grad_x", input_shape), grad, indices)
         if key is None:
             return F.max_pool2d_backward(grad, indices, input_shape)
         out = self._kept(key)
