@@ -466,7 +466,10 @@ def test_a_lenet_step_allocates_nothing_after_the_first(opt_name):
     loss_fn.reuse_buffers(True)
     steps([0])  # the first step with reuse allocates the buffers
     largest = _largest_allocations(lambda: steps([2, 3]))
-    assert largest[0] <= 1024, f"a step allocated {largest[0]} bytes in {largest[1]}"
+    # 2 KB: below every per-batch array of the step (the logits, 64 x 10 float32, are the
+    # smallest: 2.5 KB) and above NumPy's own bookkeeping in a reduction (~1 KB whatever the
+    # size: the labels' range check, the loss's mean), which is no array
+    assert largest[0] <= 2048, f"a step allocated {largest[0]} bytes in {largest[1]}"
 
 
 def test_fit_trains_with_reuse_and_gives_the_same_results(monkeypatch):
