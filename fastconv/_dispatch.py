@@ -89,14 +89,26 @@ def inputs(dtype, *arrays):
     return [None if a is None else contiguous(a, dtype) for a in arrays]
 
 
-def output(be, out, shape, dtype, **inputs):
-    """`out` checked to take a result of `shape` and `dtype` (not overlapping `inputs`), or
-    None when not given. A lazy result has no out=."""
+def output(be, out, shape, dtype, may_be=None, **inputs):
+    """`out` checked to take a result of `shape` and `dtype` (not overlapping `inputs`, except
+    that it may be the input `may_be` itself), or None when not given. A lazy result has no
+    out=."""
     if out is None:
         return None
     if be is _BACKENDS.get("dask"):
         raise TypeError("out= cannot be used with Dask arrays (the result is lazy)")
-    return _arrays.check_out(out, shape, dtype, inputs)
+    return _arrays.check_out(out, shape, dtype, inputs, may_be=may_be)
+
+
+def outputs(be, out, specs, **inputs):
+    """`out` of an op with several results checked (see _validation.arrays.check_outs: a tuple,
+    one entry per (name, shape, dtype) of `specs`, None entries allocated), or None when not
+    given. A lazy result has no out=."""
+    if out is None:
+        return None
+    if be is _BACKENDS.get("dask"):
+        raise TypeError("out= cannot be used with Dask arrays (the result is lazy)")
+    return _arrays.check_outs(out, specs, inputs)
 
 
 def signature(arrays, arguments):

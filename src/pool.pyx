@@ -149,10 +149,13 @@ def adaptive_max_forward(const real[:, :, :, ::1] x, real[:, :, :, ::1] y,
 
 def max_backward(const real[:, :, :, ::1] grad_y, const long long[:, :, :, ::1] indices,
                  real[:, :, :, ::1] grad_x, int num_threads):
-    """grad_x[n, c].flat[indices] += grad_y (scatter within the plane)."""
+    """grad_x[n, c].flat[indices] += grad_y (scatter within the plane). Returns the number of
+    indices outside [0, H*W), which add nothing: checked here, in the pass that reads them
+    anyway, rather than by two reductions over the indices before (the caller raises)."""
     cdef Py_ssize_t N = grad_x.shape[0], C = grad_x.shape[1]
     cdef Py_ssize_t HW = grad_x.shape[2] * grad_x.shape[3]
-    cdef Py_ssize_t OHW = grad_y.shape[2] * grad_y.shape[3], plane, j
+    cdef Py_ssize_t OHW = grad_y.shape[2] * grad_y.shape[3], plane, j, bad = 0
+    cdef long long at
     cdef const real* dy = &grad_y[0, 0, 0, 0]
     cdef const long long* ip = &indices[0, 0, 0, 0]
     cdef real* dx = &grad_x[0, 0, 0, 0]
@@ -160,7 +163,12 @@ def max_backward(const real[:, :, :, ::1] grad_y, const long long[:, :, :, ::1] 
         for plane in prange(N * C, num_threads=num_threads, schedule="static"):
             memset(dx + plane * HW, 0, HW * sizeof(real))
             for j in range(OHW):
-                dx[plane * HW + ip[plane * OHW + j]] += dy[plane * OHW + j]
+                at = ip[plane * OHW + j]
+                if <unsigned long long>at < <unsigned long long>HW:  # 0 <= at < HW
+                    dx[plane * HW + at] += dy[plane * OHW + j]
+                else:
+                    bad += 1
+    return bad
 
 
 cdef inline Py_ssize_t _divisor(Py_ssize_t ih0, Py_ssize_t iw0, Py_ssize_t kh, Py_ssize_t kw,

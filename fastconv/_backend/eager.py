@@ -44,23 +44,27 @@ class Eager:
             self.kernels.conv2d_forward(x, weight, bias, y, *_kernel_args(geom), relu, algorithm)
         return y
 
-    def conv2d_backward(self, grad_out, x, weight, geom, needs, algorithm):
-        """(grad_input, grad_weight, grad_bias), None where not in `needs`."""
+    def conv2d_backward(self, grad_out, x, weight, geom, needs, algorithm, out):
+        """(grad_input, grad_weight, grad_bias), None where not in `needs`; written into the
+        arrays of `out` (a checked triple, None entries allocated) where given."""
+        gi_out, gw_out, gb_out = (None, None, None) if out is None else out
         grad_input = grad_weight = grad_bias = None
         if "input" in needs:
-            grad_input = self.conv2d_grad_input(grad_out, weight, x.shape, geom, algorithm)
+            grad_input = self._grad_input(grad_out, weight, x.shape, geom, algorithm, gi_out)
         fused = "weight" in needs and "bias" in needs
         if fused and self._fuses("grad_weight_bias", x, weight.shape, geom, algorithm):
-            grad_weight = self._empty(weight.shape, grad_out.dtype)
-            grad_bias = self._empty((weight.shape[0],), grad_out.dtype)
+            grad_weight = self._empty(weight.shape, grad_out.dtype) if gw_out is None else gw_out
+            grad_bias = (
+                self._empty((weight.shape[0],), grad_out.dtype) if gb_out is None else gb_out
+            )
             self.kernels.conv2d_grad_weight_bias(
                 grad_out, x, grad_weight, grad_bias, *_kernel_args(geom)
             )
             return grad_input, grad_weight, grad_bias
         if "weight" in needs:
-            grad_weight = self.conv2d_grad_weight(grad_out, x, weight.shape, geom, algorithm)
+            grad_weight = self._grad_weight(grad_out, x, weight.shape, geom, algorithm, gw_out)
         if "bias" in needs:
-            grad_bias = self._grad_bias(grad_out)
+            grad_bias = self._grad_bias(grad_out, gb_out)
         return grad_input, grad_weight, grad_bias
 
     def _fuses(self, fusion, x, w_shape, geom, algorithm):
@@ -69,24 +73,27 @@ class Eager:
         args = (x.shape, w_shape, y_shape, *_kernel_args(geom), x.dtype, algorithm)
         return self.kernels.conv2d_fuses(fusion, *args)
 
-    def _grad_bias(self, grad_out):
-        grad_bias = self._empty((grad_out.shape[1],), grad_out.dtype)
+    def _grad_bias(self, grad_out, grad_bias=None):
+        if grad_bias is None:
+            grad_bias = self._empty((grad_out.shape[1],), grad_out.dtype)
         if grad_out.size == 0:
             grad_bias[...] = 0
         else:
             self.kernels.conv2d_grad_bias(grad_out, grad_bias)
         return grad_bias
 
-    def conv2d_grad_input(self, grad_out, weight, input_shape, geom, algorithm):
-        grad_input = self._empty(input_shape, grad_out.dtype)
+    def _grad_input(self, grad_out, weight, input_shape, geom, algorithm, grad_input=None):
+        if grad_input is None:
+            grad_input = self._empty(input_shape, grad_out.dtype)
         if grad_input.size:
             self.kernels.conv2d_grad_input(
                 grad_out, weight, grad_input, *_kernel_args(geom), algorithm
             )
         return grad_input
 
-    def conv2d_grad_weight(self, grad_out, x, weight_shape, geom, algorithm):
-        grad_weight = self._empty(weight_shape, grad_out.dtype)
+    def _grad_weight(self, grad_out, x, weight_shape, geom, algorithm, grad_weight=None):
+        if grad_weight is None:
+            grad_weight = self._empty(weight_shape, grad_out.dtype)
         if grad_out.size == 0:
             grad_weight[...] = 0
         else:
@@ -94,6 +101,12 @@ class Eager:
                 grad_out, x, grad_weight, *_kernel_args(geom), algorithm
             )
         return grad_weight
+
+    def conv2d_grad_input(self, grad_out, weight, input_shape, geom, algorithm):
+        return self._grad_input(grad_out, weight, input_shape, geom, algorithm)
+
+    def conv2d_grad_weight(self, grad_out, x, weight_shape, geom, algorithm):
+        return self._grad_weight(grad_out, x, weight_shape, geom, algorithm)
 
     def conv2d_and_grad_weight(self, x, weight, grad_y, geom):
         """(conv2d(x, weight), conv2d_grad_weight(grad_y, x)): both gradients of a transposed
@@ -114,9 +127,14 @@ class Eager:
         return self._grad_bias(grad_out)
 
     # ------------------------------------------------------------------------- pooling
-    def max_pool2d(self, x, geom, return_indices):
-        y = self._empty(geom.output_shape, x.dtype)
-        indices = self._empty(geom.output_shape, np.int64)
+    def max_pool2d(self, x, geom, return_indices, out):
+        """y, and (y, indices) with return_indices; written into `out` where given (a checked
+        pair (y, indices), None entries allocated)."""
+        y, indices = (None, None) if out is None else out
+        if y is None:
+            y = self._empty(geom.output_shape, x.dtype)
+        if indices is None:
+            indices = self._empty(geom.output_shape, np.int64)
         if y.size:
             self.kernels.max_pool2d_forward(x, y, indices, *_pool_args(geom), geom.dilation)
         return (y, indices) if return_indices else y
@@ -131,18 +149,15 @@ class Eager:
             self.kernels.adaptive_max_pool2d_forward(x, y, indices, windows_h, windows_w)
         return (y, indices) if return_indices else y
 
-    def max_pool2d_backward(self, grad_out, indices, input_shape):
-        grad_x = self._empty(input_shape, grad_out.dtype)
+    def max_pool2d_backward(self, grad_out, indices, input_shape, out):
+        grad_x = self._empty(input_shape, grad_out.dtype) if out is None else out
         if grad_out.size == 0:
             grad_x[...] = 0
             return grad_x
-        # On the GPU the check would read values back (a host synchronisation in every training
-        # step): there, out-of-range indices add nothing instead (docs/guide/gpu.md).
-        H, W = input_shape[2:]
-        if self.device == "cpu" and (int(indices.min()) < 0 or int(indices.max()) >= H * W):
-            raise ValueError(
-                f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape {tuple(input_shape)}"
-            )
+        # The CPU kernel checks the indices as it scatters (ValueError for one outside [0, H*W),
+        # grad_x then undefined). On the GPU the check would read values back (a host
+        # synchronisation in every training step): there, out-of-range indices add nothing
+        # instead (docs/guide/gpu.md).
         self.kernels.max_pool2d_backward(grad_out, indices, grad_x)
         return grad_x
 
@@ -200,8 +215,9 @@ class Eager:
     def relu(self, x):
         return self._array(self.xp.maximum(x, 0))
 
-    def relu_backward(self, grad_out, y):
-        grad_x = self._empty(grad_out.shape, grad_out.dtype)
+    def relu_backward(self, grad_out, y, out):
+        """grad_out where y > 0, else 0; into `out` where given (which may be grad_out)."""
+        grad_x = self._empty(grad_out.shape, grad_out.dtype) if out is None else out
         if grad_x.size:
             self.kernels.relu_backward(grad_out, y, grad_x)
         return grad_x
@@ -231,22 +247,29 @@ class Eager:
         return self._array(grad_out * (1 - y * y))
 
     # --------------------------------------------------------------------------- dense
-    def linear(self, x, weight, bias, relu):
-        y = self._empty((x.shape[0], weight.shape[0]), x.dtype)
+    def linear(self, x, weight, bias, relu, out):
+        y = self._empty((x.shape[0], weight.shape[0]), x.dtype) if out is None else out
         if y.size == 0:
             return y
         if x.shape[1] == 0:
             y[...] = 0 if bias is None else bias
-            return self.relu(y) if relu else y
+            if relu:
+                self.xp.maximum(y, 0, out=y)
+            return y
         self.kernels.linear_forward(x, weight, bias, y, relu)
         return y
 
-    def linear_backward(self, grad_out, x, weight, needs):
+    def linear_backward(self, grad_out, x, weight, needs, out):
+        """(grad_input, grad_weight, grad_bias), None where not in `needs`; written into the
+        arrays of `out` (a checked triple, None entries allocated) where given."""
         dtype = grad_out.dtype
+        given = dict(zip(("input", "weight", "bias"), (None,) * 3 if out is None else out))
+        shapes = {"input": x.shape, "weight": weight.shape, "bias": (weight.shape[0],)}
         grads = {
-            "input": self._empty(x.shape, dtype) if "input" in needs else None,
-            "weight": self._empty(weight.shape, dtype) if "weight" in needs else None,
-            "bias": self._empty((weight.shape[0],), dtype) if "bias" in needs else None,
+            name: (self._empty(shapes[name], dtype) if given[name] is None else given[name])
+            if name in needs
+            else None
+            for name in shapes
         }
         if grad_out.size == 0 or x.shape[1] == 0:
             for g in grads.values():
@@ -267,18 +290,19 @@ class Eager:
                 raise ValueError(f"labels must lie in [0, {K}) (the number of classes)")
         return labels
 
-    def softmax_cross_entropy(self, logits, labels):
+    def softmax_cross_entropy(self, logits, labels, out):
+        """(mean loss (0-d), log_probs (N, K)); log_probs written into `out` where given."""
         N, K = logits.shape
         labels = self._labels(labels, K)
-        log_probs = self._empty((N, K), logits.dtype)
+        log_probs = self._empty((N, K), logits.dtype) if out is None else out
         losses = self._empty((N,), logits.dtype)
         self.kernels.softmax_cross_entropy_forward(logits, labels, log_probs, losses)
         return losses.mean(), log_probs
 
-    def softmax_cross_entropy_backward(self, log_probs, labels, grad_loss):
+    def softmax_cross_entropy_backward(self, log_probs, labels, grad_loss, out):
         N, K = log_probs.shape
         labels = self._labels(labels, K)
-        grad = self._empty((N, K), log_probs.dtype)
+        grad = self._empty((N, K), log_probs.dtype) if out is None else out
         self.kernels.softmax_cross_entropy_backward(log_probs, labels, grad, grad_loss / N)
         return grad
 

@@ -65,8 +65,25 @@ def contiguous(a, dtype):
     return xp.ascontiguousarray(a, dtype=dtype)
 
 
-def check_out(out, shape, dtype, inputs, name="out"):
-    """Validate a user-provided output array; `inputs` maps names to arrays it must not overlap."""
+def check_out(out, shape, dtype, inputs, name="out", may_be=None):
+    """Validate a user-provided output array; `inputs` maps names to arrays it must not overlap
+    (except `may_be`, an input that `out` may be itself: an elementwise op written in place)."""
+    if (  # the hot path (a training step's buffers): a fitting NumPy array, NumPy inputs
+        type(out) is np.ndarray
+        and out.shape == shape
+        and out.dtype == dtype
+        and out.flags.c_contiguous
+        and out.flags.writeable
+    ):
+        for other in inputs.values():
+            if other is None or (out is other and other is may_be):
+                continue
+            if type(other) is not np.ndarray:
+                break
+            if np.may_share_memory(out, other) and np.shares_memory(out, other):
+                break  # the full check below names the input
+        else:
+            return out
     if not hasattr(out, "dtype") or not hasattr(out, "flags"):
         raise TypeError(f"{name} must be an array, got {type(out).__name__}")
     if tuple(out.shape) != tuple(shape):
@@ -79,6 +96,31 @@ def check_out(out, shape, dtype, inputs, name="out"):
         raise ValueError(f"{name} must be writeable")
     xp = _compat.array_module(out)
     for other_name, other in inputs.items():
-        if other is not None and _compat.array_module(other) is xp and xp.shares_memory(out, other):
+        if other is None or (out is other and other is may_be):
+            continue
+        if _compat.array_module(other) is xp and xp.shares_memory(out, other):
             raise ValueError(f"{name} must not share memory with {other_name}")
     return out
+
+
+def check_outs(outs, specs, inputs):
+    """Validate ``out=`` of an op with several results: a tuple with one entry per result, each
+    None (allocate it) or an array checked as check_out does against its ``(name, shape,
+    dtype)`` in `specs` (a spec of None: the result is not computed, its entry must be None);
+    no entry may overlap `inputs` (names -> arrays) or another entry. Returns the tuple."""
+    if not isinstance(outs, tuple) or len(outs) != len(specs):
+        raise TypeError(
+            f"out must be a tuple of {len(specs)} arrays or None "
+            f"({', '.join(spec[0] if spec else 'None' for spec in specs)}), got "
+            f"{type(outs).__name__}" + (f" of {len(outs)}" if isinstance(outs, tuple) else "")
+        )
+    others = dict(inputs)
+    for i, (o, spec) in enumerate(zip(outs, specs)):
+        if o is None:
+            continue
+        if spec is None:
+            raise ValueError(f"out[{i}] must be None: that result is not computed (see needs)")
+        result, shape, dtype = spec
+        check_out(o, shape, dtype, others, name=f"out[{i}] ({result})")
+        others[f"out[{i}]"] = o
+    return outs

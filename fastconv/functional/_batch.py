@@ -169,11 +169,27 @@ def unbatched(results: Union[str, Tuple[int, ...]] = "all", **layouts: str) -> C
                     call[a.position] = v
                 else:
                     kwargs[a.name] = v
+            out = kwargs.get("out")
+            if not batched and out is not None and "out" not in layouts:
+                # an out= not named in layouts takes the results' shapes: the per-sample ones
+                # get the batch axis too (views of the caller's arrays)
+                if type(out) is tuple:
+                    per_sample = range(len(out)) if results == "all" else results
+                    kwargs["out"] = tuple(
+                        o[None] if i in per_sample and hasattr(o, "ndim") else o
+                        for i, o in enumerate(out)
+                    )
+                elif hasattr(out, "ndim"):
+                    kwargs["out"] = out[None]
             result = op(*call, **kwargs)
             if batched:
                 return result
-            if "out" in kwargs and result is kwargs["out"]:  # out= given: the caller's array
-                return next(v for a, v, _ in given if a.name == "out")
+            if out is not None and result is kwargs["out"]:  # out= given: the caller's array
+                return (
+                    out if "out" not in layouts else next(v for a, v, _ in given if a.name == "out")
+                )
+            if type(out) is tuple and type(result) is tuple:  # the caller's arrays, not views
+                return tuple(r if o is None else o for o, r in zip(out, _strip(result, results)))
             return _strip(result, results)
 
         return cast(Op, run)

@@ -5,11 +5,18 @@ tanh' = 1 - y^2. Computed with the array module's ufuncs (elementwise, so the sa
 any thread count); the dtype rule of the other ops applies (float32/float64 results).
 """
 
+from typing import Optional
+
 from .. import _dispatch
 from .._typing import Array
 from .._validation import arrays as _arrays
 
 __all__ = ["relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward"]
+
+
+# relu_backward's calls validated before, by signature (fastconv._dispatch.signature): the
+# backend. Four per LeNet-5 step.
+_RELU_BACKWARD_SEEN = _dispatch.Memo()
 
 
 def _input(x):
@@ -38,13 +45,31 @@ def relu(x: Array) -> Array:
     return be.relu(x)
 
 
-def relu_backward(grad_out: Array, y: Array) -> Array:
+def relu_backward(grad_out: Array, y: Array, *, out: Optional[Array] = None) -> Array:
     """Gradient of relu (or of a fused activation='relu'): grad_out where y > 0, else 0.
 
-    grad_out and y (the ReLU's output) have the same shape; returns grad_input of that shape."""
+    grad_out and y (the ReLU's output) have the same shape; returns grad_input of that shape.
+    `out`: an array of that shape and the result dtype, C-contiguous, written and returned; it
+    may be grad_out itself (in place, as NumPy's ufuncs allow), but may not otherwise overlap
+    grad_out or y."""
+    key = _dispatch.signature((grad_out, y), ())
+    be = _RELU_BACKWARD_SEEN.get(key)
+    if be is not None:  # validated before: C-contiguous NumPy arrays of one shape and dtype
+        if out is not None:
+            shape = grad_out.shape
+            out = _dispatch.output(be, out, shape, y.dtype, grad_out, grad_out=grad_out, y=y)
+        return be.relu_backward(grad_out, y, out)
     be, grad_out, y = _grad_inputs(grad_out, y)
+    _RELU_BACKWARD_SEEN.remember(key, be)
+    original = grad_out
     grad_out, y = _dispatch.inputs(grad_out.dtype, grad_out, y)
-    return be.relu_backward(grad_out, y)
+    if out is not None:
+        # in place only on the caller's own array (not on a contiguous copy made above)
+        may_be = grad_out if grad_out is original else None
+        out = _dispatch.output(
+            be, out, tuple(grad_out.shape), grad_out.dtype, may_be, grad_out=grad_out, y=y
+        )
+    return be.relu_backward(grad_out, y, out)
 
 
 def sigmoid(x: Array) -> Array:

@@ -77,11 +77,15 @@ def conv2d(
         (NumPy or CuPy).
     """
     arguments = (stride, padding, dilation, groups, activation, algorithm)
-    key = None if out is not None else _dispatch.signature((x, weight, bias), arguments)
+    key = _dispatch.signature((x, weight, bias), arguments)
     known = _CONV2D_SEEN.get(key)
     if known is not None:
         be, geom = known
-        return be.conv2d(x, weight, bias, geom, activation == "relu", algorithm, None)
+        if out is not None:  # (the key fixes one native dtype: x's)
+            out = _dispatch.output(
+                be, out, geom.output_shape, x.dtype, x=x, weight=weight, bias=bias
+            )
+        return be.conv2d(x, weight, bias, geom, activation == "relu", algorithm, out)
     be = _dispatch.backend(x=x, weight=weight, bias=bias, out=out)
     x = _arrays.as_array(x, "x", 4)
     weight = _arrays.as_array(weight, "weight", 4)
@@ -114,6 +118,7 @@ def conv2d_backward(
     *,
     needs: Union[str, Sequence[str]] = NEEDS,
     algorithm: str = "auto",
+    out: Optional[Tuple[Optional[Array], Optional[Array], Optional[Array]]] = None,
 ) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
     """Gradients of conv2d with respect to its input, weight and bias.
 
@@ -124,6 +129,10 @@ def conv2d_backward(
     stride, padding, dilation, groups : as given to conv2d.
     needs : names from ("input", "weight", "bias"); gradients not named are not computed.
     algorithm : "auto" or an algorithm name (as for conv2d) for both gradient passes.
+    out : (grad_input, grad_weight, grad_bias), optional: arrays the gradients are written into
+        (and returned), each of its gradient's shape and the result dtype, C-contiguous, not
+        overlapping an input or another entry; None entries are allocated, and the entry of a
+        gradient not in `needs` must be None.
 
     Returns
     -------
@@ -135,7 +144,9 @@ def conv2d_backward(
     known = _CONV2D_BACKWARD_SEEN.get(key)
     if known is not None:
         be, geom, needs = known
-        return be.conv2d_backward(grad_out, x, weight, geom, needs, algorithm)
+        if out is not None:
+            out = _backward_out(be, out, needs, x, weight, x.dtype, grad_out)
+        return be.conv2d_backward(grad_out, x, weight, geom, needs, algorithm, out)
     needs = as_needs(needs)
     algorithm = as_algorithm(algorithm)
     be = _dispatch.backend(grad_out=grad_out, x=x, weight=weight)
@@ -145,9 +156,22 @@ def conv2d_backward(
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     _check_grad_out(grad_out, geom.output_shape, ("x", "weight"))
     dtype = _dispatch.dtype(grad_out=grad_out, x=x, weight=weight)
+    out = _backward_out(be, out, needs, x, weight, dtype, grad_out)
     grad_out, x, weight = _dispatch.inputs(dtype, grad_out, x, weight)
     _CONV2D_BACKWARD_SEEN.remember(key, (be, geom, frozenset(needs)))
-    return be.conv2d_backward(grad_out, x, weight, geom, needs, algorithm)
+    return be.conv2d_backward(grad_out, x, weight, geom, needs, algorithm, out)
+
+
+def _backward_out(be, out, needs, x, weight, dtype, grad_out):
+    """conv2d_backward's out= checked: (grad_input, grad_weight, grad_bias), or None."""
+    if out is None:
+        return None
+    specs = (
+        ("grad_input", tuple(x.shape), dtype) if "input" in needs else None,
+        ("grad_weight", tuple(weight.shape), dtype) if "weight" in needs else None,
+        ("grad_bias", (weight.shape[0],), dtype) if "bias" in needs else None,
+    )
+    return _dispatch.outputs(be, out, specs, grad_out=grad_out, x=x, weight=weight)
 
 
 @unbatched(grad_out="N, F, OH, OW", input_shape="N, C, H, W")

@@ -18,6 +18,12 @@ __all__ = [
 ]
 
 
+# Calls validated before, by signature (fastconv._dispatch.signature), as conv2d keeps them: the
+# backend (and linear_backward's needs). Two of each per LeNet-5 step.
+_LINEAR_SEEN = _dispatch.Memo()
+_LINEAR_BACKWARD_SEEN = _dispatch.Memo()
+
+
 def _rows(a, name, letter):
     """(*, IN) -> (rows (M, IN), the leading shape *): torch's linear takes any leading axes,
     none included. A reshape: a view of a C-contiguous array (lazy for Dask)."""
@@ -43,14 +49,32 @@ def _linear_inputs(x, weight):
 
 
 def linear(
-    x: Array, weight: Array, bias: Optional[Array] = None, *, activation: Optional[str] = None
+    x: Array,
+    weight: Array,
+    bias: Optional[Array] = None,
+    *,
+    activation: Optional[str] = None,
+    out: Optional[Array] = None,
 ) -> Array:
     """Fully connected layer: x ``(*, IN)``, weight (OUT, IN), bias (OUT,) -> x @ weight.T + bias
     ``(*, OUT)``; activation None or 'relu' (fused).
 
     ``*`` is any number of leading axes, none included (torch's rule): (N, IN) is a batch,
     (IN,) one sample, (B, T, IN) a batch of sequences (run as (B * T, IN) rows, a view).
+    `out`: an array ``(*, OUT)`` of the result dtype, C-contiguous, not overlapping an input,
+    written and returned.
     """
+    key = (
+        _dispatch.signature((x, weight, bias), (activation,))
+        if type(x) is np.ndarray and x.ndim == 2
+        else None
+    )
+    be = _LINEAR_SEEN.get(key)
+    if be is not None:  # validated before: (N, IN) rows, C-contiguous, one native dtype
+        if out is not None:
+            shape = (x.shape[0], weight.shape[0])
+            out = _dispatch.output(be, out, shape, x.dtype, x=x, weight=weight, bias=bias)
+        return be.linear(x, weight, bias, activation == "relu", out)
     be = _dispatch.backend(x=x, weight=weight, bias=bias)
     x, lead, weight = _linear_inputs(x, weight)
     if bias is not None:
@@ -59,17 +83,47 @@ def linear(
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     activation = as_activation(activation)
     dtype = _dispatch.dtype(x=x, weight=weight, bias=bias)
+    _LINEAR_SEEN.remember(key, be)
+    given = out
+    if out is not None:
+        out = _dispatch.output(
+            be, out, lead + (weight.shape[0],), dtype, x=x, weight=weight, bias=bias
+        )
+        out = out.reshape(x.shape[0], weight.shape[0])  # a view: out is C-contiguous
     x, weight, bias = _dispatch.inputs(dtype, x, weight, bias)
-    y = be.linear(x, weight, bias, activation == "relu")
+    y = be.linear(x, weight, bias, activation == "relu", out)
+    if given is not None:
+        return given
     return y if len(lead) == 1 else y.reshape(lead + (weight.shape[0],))
 
 
 def linear_backward(
-    grad_out: Array, x: Array, weight: Array, *, needs: Union[str, Sequence[str]] = NEEDS
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    *,
+    needs: Union[str, Sequence[str]] = NEEDS,
+    out: Optional[Tuple[Optional[Array], Optional[Array], Optional[Array]]] = None,
 ) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
     """Gradients of linear: grad_out ``(*, OUT)``, x ``(*, IN)``, weight (OUT, IN) ->
     (grad_input ``(*, IN)``, grad_weight (OUT, IN), grad_bias (OUT,)), None where not in `needs`;
-    grad_weight and grad_bias are sums over all the leading axes ``*``."""
+    grad_weight and grad_bias are sums over all the leading axes ``*``.
+
+    `out`: (grad_input, grad_weight, grad_bias), arrays the gradients are written into (and
+    returned), each of its gradient's shape and the result dtype, C-contiguous, not
+    overlapping an input or another entry; None entries are allocated, and the entry of a
+    gradient not in `needs` must be None."""
+    key = (
+        _dispatch.signature((grad_out, x, weight), (needs,))
+        if type(x) is np.ndarray and x.ndim == 2
+        else None
+    )
+    known = _LINEAR_BACKWARD_SEEN.get(key)
+    if known is not None:  # validated before: (N, *) rows, C-contiguous, one native dtype
+        be, needs = known
+        if out is not None:
+            out = _linear_backward_out(be, out, needs, x, weight, x.dtype, grad_out)
+        return be.linear_backward(grad_out, x, weight, needs, out)
     needs = as_needs(needs)
     be = _dispatch.backend(grad_out=grad_out, x=x, weight=weight)
     x, lead, weight = _linear_inputs(x, weight)
@@ -82,11 +136,31 @@ def linear_backward(
     if len(lead) != 1:
         grad_out = grad_out.reshape(x.shape[0], weight.shape[0])
     dtype = _dispatch.dtype(grad_out=grad_out, x=x, weight=weight)
+    given = out
+    if out is not None:
+        out = _linear_backward_out(be, out, needs, x, weight, dtype, grad_out, lead)
+        if out[0] is not None and len(lead) != 1:  # the rows' view (out[0] is C-contiguous)
+            out = (out[0].reshape(x.shape), out[1], out[2])
     grad_out, x, weight = _dispatch.inputs(dtype, grad_out, x, weight)
-    grad_input, grad_weight, grad_bias = be.linear_backward(grad_out, x, weight, needs)
+    _LINEAR_BACKWARD_SEEN.remember(key, (be, frozenset(needs)))
+    grad_input, grad_weight, grad_bias = be.linear_backward(grad_out, x, weight, needs, out)
     if grad_input is not None and len(lead) != 1:
         grad_input = grad_input.reshape(lead + (weight.shape[1],))
+    if given is not None and given[0] is not None:
+        grad_input = given[0]  # the caller's array (written through the rows' view)
     return grad_input, grad_weight, grad_bias
+
+
+def _linear_backward_out(be, out, needs, x, weight, dtype, grad_out, lead=None):
+    """linear_backward's out= checked: (grad_input, grad_weight, grad_bias); x as rows (M, IN),
+    `lead` x's leading axes (default (M,))."""
+    lead = (x.shape[0],) if lead is None else lead
+    specs = (
+        ("grad_input", lead + (x.shape[1],), dtype) if "input" in needs else None,
+        ("grad_weight", tuple(weight.shape), dtype) if "weight" in needs else None,
+        ("grad_bias", (weight.shape[0],), dtype) if "bias" in needs else None,
+    )
+    return _dispatch.outputs(be, out, specs, grad_out=grad_out, x=x, weight=weight)
 
 
 def _labels(labels, n):
@@ -109,27 +183,37 @@ def _rows_and_classes(a, name):
     return a
 
 
-def softmax_cross_entropy(logits: Array, labels: Array) -> Tuple[Array, Array]:
+def softmax_cross_entropy(
+    logits: Array, labels: Array, *, out: Optional[Array] = None
+) -> Tuple[Array, Array]:
     """Mean cross-entropy of softmax(logits) against integer labels, computed stably.
 
     logits (N, K), labels (N,) ints in [0, K) -> (loss, log_probs): loss is a 0-d array (the mean
-    over the batch), log_probs (N, K) is what softmax_cross_entropy_backward needs."""
+    over the batch), log_probs (N, K) is what softmax_cross_entropy_backward needs. `out`: an
+    array (N, K) of the result dtype, C-contiguous, not overlapping an input, that log_probs
+    is written into (and returned as)."""
     be = _dispatch.backend(logits=logits, labels=labels)
     logits = _rows_and_classes(logits, "logits")
     labels = _labels(labels, logits.shape[0])
-    (logits,) = _dispatch.inputs(_dispatch.dtype(logits=logits), logits)
-    return be.softmax_cross_entropy(logits, labels)
+    dtype = _dispatch.dtype(logits=logits)
+    out = _dispatch.output(be, out, tuple(logits.shape), dtype, logits=logits, labels=labels)
+    (logits,) = _dispatch.inputs(dtype, logits)
+    return be.softmax_cross_entropy(logits, labels, out)
 
 
 def softmax_cross_entropy_backward(
-    log_probs: Array, labels: Array, grad_loss: float = 1.0
+    log_probs: Array, labels: Array, grad_loss: float = 1.0, *, out: Optional[Array] = None
 ) -> Array:
     """Gradient of the mean softmax cross-entropy with respect to the logits:
     log_probs (N, K) from softmax_cross_entropy -> grad_logits (N, K) =
-    (softmax - onehot(labels)) * grad_loss / N."""
+    (softmax - onehot(labels)) * grad_loss / N. `out`: an array (N, K) of the result dtype,
+    C-contiguous, not overlapping an input, written and returned."""
     grad_loss = as_real(grad_loss, "grad_loss")
     be = _dispatch.backend(log_probs=log_probs, labels=labels)
     log_probs = _rows_and_classes(log_probs, "log_probs")
     labels = _labels(labels, log_probs.shape[0])
-    (log_probs,) = _dispatch.inputs(_dispatch.dtype(log_probs=log_probs), log_probs)
-    return be.softmax_cross_entropy_backward(log_probs, labels, grad_loss)
+    dtype = _dispatch.dtype(log_probs=log_probs)
+    shape = tuple(log_probs.shape)
+    out = _dispatch.output(be, out, shape, dtype, log_probs=log_probs, labels=labels)
+    (log_probs,) = _dispatch.inputs(dtype, log_probs)
+    return be.softmax_cross_entropy_backward(log_probs, labels, grad_loss, out)

@@ -11,6 +11,11 @@ from .._validation import arrays as _arrays
 from .._validation import as_int, as_shape, pool_geometry
 from ._batch import unbatched
 
+# Calls validated before, by signature (fastconv._dispatch.signature), as conv2d keeps them: the
+# backend and what validation gave. A LeNet-5 step makes four pooling calls.
+_MAX_POOL2D_SEEN = _dispatch.Memo()
+_MAX_POOL2D_BACKWARD_SEEN = _dispatch.Memo()
+
 
 def _input(x):
     """(backend, x C-contiguous in the computing dtype)."""
@@ -29,6 +34,8 @@ def max_pool2d(
     dilation: IntPair = 1,
     ceil_mode: bool = False,
     return_indices: bool = False,
+    *,
+    out: Union[None, Array, Tuple[Optional[Array], Optional[Array]]] = None,
 ) -> Union[Array, Tuple[Array, Array]]:
     """Max pooling, with torch's arguments in torch's order.
 
@@ -49,6 +56,9 @@ def max_pool2d(
         the input or its left padding; it is clipped to the input.
     return_indices : bool, default False
         Also return the indices max_pool2d_backward needs.
+    out : ndarray (N, C, OH, OW), or with return_indices a pair (y, indices), optional
+        Arrays the results are written into and returned: y of the result dtype, indices int64
+        (a None entry is allocated); C-contiguous, not overlapping x or each other.
 
     Returns
     -------
@@ -57,16 +67,51 @@ def max_pool2d(
         ih * W + iw of each max within its plane (ties: the first in row-major order; a NaN in
         the window wins).
     """
-    be, x = _input(x)
-    geom = pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    return be.max_pool2d(x, geom, bool(return_indices))
+    key = None
+    if type(ceil_mode) is bool and type(return_indices) is bool:  # (bools are not plain())
+        arguments = (kernel_size, stride, padding, dilation, int(ceil_mode), int(return_indices))
+        key = _dispatch.signature((x,), arguments)
+    known = _MAX_POOL2D_SEEN.get(key)
+    if known is not None:
+        be, geom = known
+    else:
+        be, x = _input(x)
+        geom = pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        _MAX_POOL2D_SEEN.remember(key, (be, geom))
+    if out is not None:
+        shape = geom.output_shape
+        if return_indices:
+            specs = (("y", shape, x.dtype), ("indices", shape, np.dtype(np.int64)))
+            out = _dispatch.outputs(be, out, specs, x=x)
+        else:
+            out = (_dispatch.output(be, out, shape, x.dtype, x=x), None)
+    return be.max_pool2d(x, geom, bool(return_indices), out)
 
 
 @unbatched(grad_out="N, C, OH, OW", indices="N, C, OH, OW", input_shape="N, C, H, W")
-def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[int]) -> Array:
+def max_pool2d_backward(
+    grad_out: Array, indices: Array, input_shape: Sequence[int], *, out: Optional[Array] = None
+) -> Array:
     """Gradient of max_pool2d (any dilation, and of adaptive_max_pool2d): grad_out (N, C, OH, OW)
     and the indices from max_pool2d(..., return_indices=True) -> grad_input of `input_shape`
-    (N, C, H, W), each grad_out added at its index."""
+    (N, C, H, W), each grad_out added at its index. `out`: an array of that shape and the result
+    dtype, C-contiguous, not overlapping grad_out or indices, written and returned."""
+    key = None
+    if (
+        type(indices) is np.ndarray
+        and indices.dtype == np.int64
+        and indices.flags.c_contiguous
+        and type(input_shape) is tuple
+    ):
+        key = _dispatch.signature((grad_out,), (indices.shape, input_shape))
+    known = _MAX_POOL2D_BACKWARD_SEEN.get(key)
+    if known is not None:
+        be, shape = known
+        if out is not None:
+            out = _dispatch.output(
+                be, out, shape, grad_out.dtype, grad_out=grad_out, indices=indices
+            )
+        return be.max_pool2d_backward(grad_out, indices, shape, out)
     be = _dispatch.backend(grad_out=grad_out, indices=indices)
     grad_out = _arrays.as_array(grad_out, "grad_out", 4)
     indices = _arrays.as_array(indices, "indices", 4)
@@ -86,9 +131,12 @@ def max_pool2d_backward(grad_out: Array, indices: Array, input_shape: Sequence[i
             f"indices must be an integer array (from max_pool2d or adaptive_max_pool2d), "
             f"got {indices.dtype}"
         )
-    (grad_out,) = _dispatch.inputs(_dispatch.dtype(grad_out=grad_out), grad_out)
+    dtype = _dispatch.dtype(grad_out=grad_out)
+    out = _dispatch.output(be, out, (N, C, H, W), dtype, grad_out=grad_out, indices=indices)
+    (grad_out,) = _dispatch.inputs(dtype, grad_out)
     (indices,) = _dispatch.inputs(np.dtype(np.int64), indices)
-    return be.max_pool2d_backward(grad_out, indices, (N, C, H, W))
+    _MAX_POOL2D_BACKWARD_SEEN.remember(key, (be, (N, C, H, W)))
+    return be.max_pool2d_backward(grad_out, indices, (N, C, H, W), out)
 
 
 def _divisor_override(value):

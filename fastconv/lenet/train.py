@@ -195,6 +195,10 @@ def fit(
     Notes
     -----
     On CPU, calls :func:`keep_freed_memory` (a process-wide malloc setting, on glibc).
+    Trains with the model's buffer reuse on (:meth:`fastconv.nn.Layer.reuse_buffers`), so that a
+    step allocates no array after the first: the parameters' ``grad`` arrays are then the
+    layers' kept buffers. Reuse is turned off again afterwards (its buffers dropped) unless it
+    was on before.
     """
     lr = DEFAULT_LR.get(optimizer, 1e-3) if lr is None else float(lr)
     if int(epochs) < 0 or int(batch_size) < 1:
@@ -237,11 +241,15 @@ def fit(
     if array_module(images) is np:
         keep_freed_memory()
     previous_threads = set_num_threads(threads) if threads is not None else None
+    was_reusing = any(layer.reusing_buffers for layer in model.modules())
+    model.reuse_buffers(True)
     try:
         with _StopOnSigint() as stop:
             run = _Run(model, opt, data, int(epochs), args, save, progress, log)
             _run_epochs(run, position, history, stop)
     finally:
+        if not was_reusing:
+            model.reuse_buffers(False)
         if previous_threads is not None:
             set_num_threads(previous_threads)
     return history
@@ -261,12 +269,15 @@ def _run_epochs(run, position, history, stop):
     model, opt, data, epochs, args, save, progress, log = run
     images, labels, batch_size = data.train_images, data.train_labels, args["batch_size"]
     xp = array_module(images)
-    loss_fn = nn.SoftmaxCrossEntropy()
+    loss_fn = nn.SoftmaxCrossEntropy().reuse_buffers(True)
     n = len(labels)
     num_batches = math.ceil(n / batch_size)
-    # Batches are gathered into these buffers (np.take(..., out=)): no per-batch allocation.
+    # Batches are gathered into these buffers (np.take(..., out=)), the predictions counted in
+    # these: no per-batch allocation (the layers reuse theirs, see fit's Notes).
     x_buf = xp.empty((batch_size,) + tuple(images.shape[1:]), dtype=images.dtype)
     y_buf = xp.empty(batch_size, dtype=labels.dtype)
+    predicted_buf = xp.empty(batch_size, dtype=np.int64)
+    hits_buf = xp.empty(batch_size, dtype=bool)
     augmentation = make_augmentation(args.get("augment", "none"), augment_generator(args["seed"]))
     if augmentation is not None:
         augmented_buf = xp.empty_like(x_buf)
@@ -306,7 +317,8 @@ def _run_epochs(run, position, history, stop):
             model.backward(loss_fn.backward(), input_grad=False)
             opt.step()
             loss_sum += loss.astype(np.float64) * k
-            correct += xp.count_nonzero(logits.argmax(axis=1) == y)
+            predicted = logits.argmax(axis=1, out=predicted_buf[:k])
+            correct += xp.count_nonzero(xp.equal(predicted, y, out=hits_buf[:k]))
             position.update(batch=b + 1, seen=position["seen"] + k)
             if bar is not None:
                 bar.update(1)

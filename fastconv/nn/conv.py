@@ -44,6 +44,7 @@ class Conv2D(ConvLayer):
     it; ``weight`` (F, C // groups, KH, KW), ``bias`` (F,).
     """
 
+    _REUSES_BUFFERS = True  # conv2d and conv2d_backward take out=
     GEOMETRY = (
         ("stride", 1),
         ("padding", 0),

@@ -37,6 +37,7 @@ from .weights import host_array, load_weights, save_weights
 __all__ = ["Layer", "IncompatibleKeys", "accumulate_grad"]
 
 _DEVICES = ("cpu", "gpu")
+_MAX_BUFFERS = 16  # kept results per layer (by call signature) before the oldest are dropped
 
 _T = TypeVar("_T")
 _L = TypeVar("_L", bound="Layer")
@@ -78,15 +79,21 @@ class Layer:
     # __init__ and _clear_cache set it to None.
     _CACHE: ClassVar[Optional[str]] = None
 
+    # Whether this layer's forward and backward can write into kept buffers (their public ops
+    # take out=): reuse_buffers() turns reuse on for these layers only.
+    _REUSES_BUFFERS: ClassVar[bool] = False
+
     # set in __init__ (through object.__setattr__, which type checkers miss)
     training: bool
     _parameters: Dict[str, Parameter]
     _children: Dict[str, "Layer"]
+    _buffers: Optional[Dict[Any, Any]]  # the kept results by call signature; None: reuse off
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_children", {})
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_buffers", None)
         if self._CACHE is not None:
             object.__setattr__(self, self._CACHE, None)
 
@@ -233,6 +240,69 @@ class Layer:
         this)."""
         if self._CACHE is not None:
             object.__setattr__(self, self._CACHE, None)
+
+    # -- buffer reuse -----------------------------------------------------------------
+    def reuse_buffers(self: _L, mode: bool = True) -> _L:
+        """Write results into buffers kept per input shape (``mode=True``) or allocate each one
+        afresh (False, the default), recursively; returns self.
+
+        With reuse on, a layer that supports it (Conv2D, Linear, MaxPool2D,
+        SoftmaxCrossEntropy; the others allocate as before) keeps what its forward and backward
+        return after a first call with given input shapes, dtypes and array types, and writes
+        the next call's results with the same ones into those arrays (the public functions'
+        ``out=``) instead of allocating: a training step at a fixed batch size then allocates
+        no array after the first (a new shape, such as a shorter last batch, gets buffers of its
+        own). The parameter gradients go the same way: a backward that finds ``p.grad`` None
+        (after ``zero_grad(set_to_none=True)``) sets it to the layer's kept array.
+
+        **An array returned with reuse on is overwritten by the layer's next call on inputs of
+        the same shape** (outputs by the next forward, gradients, ``p.grad`` included, by the
+        next backward): copy what you keep across calls (``y.copy()``). This is why reuse is
+        opt-in, as PyTorch's in-place ops and preallocated ``out=`` are: the results are bitwise
+        those of the allocating path. :func:`fastconv.lenet.fit` trains with reuse on (and
+        restores the previous mode); turning reuse off drops the buffers.
+        """
+        for layer in self.modules():
+            if not (mode and type(layer)._REUSES_BUFFERS):
+                object.__setattr__(layer, "_buffers", None)
+            elif layer._buffers is None:
+                object.__setattr__(layer, "_buffers", {})
+        return self
+
+    @property
+    def reusing_buffers(self) -> bool:
+        """bool: whether :meth:`reuse_buffers` is on for this layer (False for a layer that
+        cannot reuse buffers, whatever the mode)."""
+        return self._buffers is not None
+
+    def _buffer_key(self, name: Any, *arrays: Optional[Array]) -> Any:
+        """The key of result `name` (hashable: a str, or a tuple with what else decides the
+        result's shape) of a call on `arrays` (their types, shapes and dtypes; None kept) among
+        the kept buffers, or None: reuse off, or a Dask array (lazy: no out=)."""
+        if self._buffers is None:
+            return None
+        key: List[Any] = [name]
+        for a in arrays:
+            if a is None:
+                key.append(None)
+            elif type(a) is np.ndarray or not _compat.is_dask_array(a):
+                key.append((type(a), a.shape, a.dtype))
+            else:
+                return None
+        return tuple(key)
+
+    def _kept(self, key: Any) -> Any:
+        """The buffer kept under `key` (from _buffer_key), or None: allocate, then _keep."""
+        return None if key is None or self._buffers is None else self._buffers.get(key)
+
+    def _keep(self, key: Any, result: _T) -> _T:
+        """Keep `result` (an array or a tuple of arrays and Nones) under `key`; returns it."""
+        buffers = self._buffers
+        if key is not None and buffers is not None:
+            if len(buffers) >= _MAX_BUFFERS and key not in buffers:
+                buffers.clear()  # many shapes seen: keep the newest ones only
+            buffers[key] = result
+        return result
 
     # -- state ------------------------------------------------------------------------
     def _state_parameters(self) -> Dict[str, Parameter]:
@@ -382,6 +452,7 @@ class Layer:
             p.grad = None if p.grad is None else move(p.grad)
         for layer in self.modules():
             layer._clear_cache()
+            layer._drop_buffers()
         return self
 
     def astype(self: _L, dtype: DTypeLike) -> _L:
@@ -397,7 +468,13 @@ class Layer:
             p.grad = None if p.grad is None else p.grad.astype(dtype)
         for layer in self.modules():
             layer._clear_cache()
+            layer._drop_buffers()
         return self
+
+    def _drop_buffers(self) -> None:
+        """Forget the kept buffers (reuse stays as it was): their device or dtype is stale."""
+        if self._buffers is not None:
+            self._buffers.clear()
 
     def __repr__(self) -> str:
         extra = self.extra_repr()
@@ -417,9 +494,18 @@ class Layer:
 def fused_forward(layer: "_Fused", op: Any, x: Array, **geometry: Any) -> Array:
     """y = op(x, weight, bias, activation=, **geometry) for a layer whose public op fuses the
     bias and ReLU (Conv2D, Conv1D, Linear); in training mode (x, y) kept for backward: the op's
-    backward needs the input, the fused ReLU's its output."""
+    backward needs the input, the fused ReLU's its output. With reuse on (Layer.reuse_buffers;
+    the op then takes out=), y is written into the layer's kept buffer."""
+    weight = layer.weight.data
     bias = None if layer.bias is None else layer.bias.data
-    y = op(x, layer.weight.data, bias, activation=layer.activation, **geometry)
+    key = layer._buffer_key("y", x, weight, bias)
+    if key is None:
+        y = op(x, weight, bias, activation=layer.activation, **geometry)
+    else:
+        out = layer._kept(key)
+        y = op(x, weight, bias, activation=layer.activation, out=out, **geometry)
+        if out is None:
+            layer._keep(key, y)
     layer._cache = (x, y) if layer.training else None
     return y
 
@@ -428,16 +514,34 @@ def fused_backward(
     layer: "_Fused", op_backward: Any, grad: Array, input_grad: bool, **geometry: Any
 ) -> Optional[Array]:
     """The input's gradient (None if not `input_grad`) of a fused_forward layer by its op's
-    backward, through the fused ReLU first; accumulates weight.grad and bias.grad."""
+    backward, through the fused ReLU first; accumulates weight.grad and bias.grad. With reuse
+    on, every gradient is written into a kept buffer (see Layer.reuse_buffers)."""
     x, y = layer._cached(layer._cache)
-    if layer.activation == "relu":
-        grad = F.relu_backward(grad, y)
+    weight = layer.weight.data
     needs = layer._needs(input_grad)
-    grad_x, grad_weight, grad_bias = op_backward(
-        grad, x, layer.weight.data, needs=needs, **geometry
-    )
-    layer._accumulate(grad_weight, grad_bias)
-    return grad_x
+    key = layer._buffer_key("grads" if input_grad else "parameter grads", grad, x, weight)
+    if key is None:
+        if layer.activation == "relu":
+            grad = F.relu_backward(grad, y)
+        grad_x, grad_weight, grad_bias = op_backward(grad, x, weight, needs=needs, **geometry)
+        layer._accumulate(grad_weight, grad_bias)
+        return grad_x
+    kept = layer._kept(key)
+    relu_out, grads_out = (None, None) if kept is None else kept
+    if layer.activation == "relu":
+        grad = F.relu_backward(grad, y, out=relu_out)
+    if grads_out is not None:
+        # not into the array that a parameter's grad already is: it is added to
+        grads_out = (
+            grads_out[0],
+            None if grads_out[1] is layer.weight.grad else grads_out[1],
+            None if layer.bias is None or grads_out[2] is layer.bias.grad else grads_out[2],
+        )
+    grads = op_backward(grad, x, weight, needs=needs, out=grads_out, **geometry)
+    if grads_out is None or any(a is not b for a, b in zip(grads_out, grads)):
+        layer._keep(key, (grad if layer.activation == "relu" else None, tuple(grads)))
+    layer._accumulate(grads[1], grads[2])
+    return grads[0]
 
 
 class _Weighted(Protocol):
@@ -463,3 +567,9 @@ class _Fused(_Weighted, Protocol):
     def _needs(self, input_grad: bool) -> Tuple[str, ...]: ...
 
     def _accumulate(self, grad_weight: Array, grad_bias: Optional[Array]) -> None: ...
+
+    def _buffer_key(self, name: Any, *arrays: Optional[Array]) -> Any: ...
+
+    def _kept(self, key: Any) -> Any: ...
+
+    def _keep(self, key: Any, result: _T) -> _T: ...

@@ -37,6 +37,7 @@ class Linear(WeightedLayer):
     """
 
     _CACHE = "_cache"
+    _REUSES_BUFFERS = True  # linear and linear_backward take out=
     weight: Parameter
     bias: Optional[Parameter]
     _cache: Optional[Tuple[Array, Array]]  # (input, output)

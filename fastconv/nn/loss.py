@@ -29,12 +29,17 @@ class SoftmaxCrossEntropy(Layer):
     """
 
     _CACHE = "_cache"
+    _REUSES_BUFFERS = True  # its functions take out=
     _cache: Optional[Tuple[Array, Array]]  # (log_probs, labels)
 
     # A loss takes (logits, labels), not Layer.forward's one input.
     def forward(self, logits: Array, labels: Array) -> Array:  # type: ignore[override]
         """logits (N, K), labels (N,) -> mean loss (0-d array)."""
-        loss, log_probs = F.softmax_cross_entropy(logits, labels)
+        key = self._buffer_key("log_probs", logits, labels)
+        out = self._kept(key)
+        loss, log_probs = F.softmax_cross_entropy(logits, labels, out=out)
+        if out is None:
+            self._keep(key, log_probs)
         # Cached in eval mode too: the loss has no mode-dependent behaviour, and evaluating a
         # loss and then asking for its gradient is a common pattern.
         self._cache = (log_probs, labels)
@@ -45,7 +50,10 @@ class SoftmaxCrossEntropy(Layer):
         log_probs, labels = self._cached(self._cache)
         if not input_grad:
             return None
-        return F.softmax_cross_entropy_backward(log_probs, labels, float(grad))
+        key = self._buffer_key("grad", log_probs, labels)
+        out = self._kept(key)
+        grad_logits = F.softmax_cross_entropy_backward(log_probs, labels, float(grad), out=out)
+        return grad_logits if out is not None else self._keep(key, grad_logits)
 
 
 class CrossEntropyLoss(Layer):

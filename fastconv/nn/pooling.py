@@ -54,7 +54,13 @@ class _MaxPool(_Pool):
     def _pool_backward(
         self, grad: Array, indices: Optional[Array], input_shape: Tuple[int, ...]
     ) -> Array:
-        return F.max_pool2d_backward(grad, indices, input_shape)
+        # (the input shape too: inputs of two sizes can pool to one output size)
+        key = self._buffer_key(("grad_x", input_shape), grad, indices)
+        if key is None:
+            return F.max_pool2d_backward(grad, indices, input_shape)
+        out = self._kept(key)
+        grad_x = F.max_pool2d_backward(grad, indices, input_shape, out=out)
+        return grad_x if out is not None else self._keep(key, grad_x)
 
 
 class MaxPool2D(_MaxPool):
@@ -92,11 +98,21 @@ class MaxPool2D(_MaxPool):
         self.dilation = dilation
         self.ceil_mode = ceil_mode
 
+    _REUSES_BUFFERS = True  # max_pool2d and max_pool2d_backward take out=
+
     def _pool(self, x: Array) -> Tuple[Array, Optional[Array]]:
         geometry = (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
-        if not self.training:  # nothing to cache
-            return F.max_pool2d(x, *geometry), None
-        return F.max_pool2d(x, *geometry, return_indices=True)
+        indices = self.training  # else nothing to cache
+        key = self._buffer_key("y, indices" if indices else "y", x)
+        if key is None:
+            if not indices:
+                return F.max_pool2d(x, *geometry), None
+            return F.max_pool2d(x, *geometry, return_indices=True)
+        out = self._kept(key)
+        result = F.max_pool2d(x, *geometry, return_indices=indices, out=out)
+        if out is None:
+            self._keep(key, result)
+        return result if indices else (result, None)
 
     def extra_repr(self) -> str:
         dilation = "" if self.dilation == 1 else f", dilation={self.dilation!r}"

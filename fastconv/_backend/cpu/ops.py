@@ -6,6 +6,7 @@ thread meanwhile.
 """
 
 import functools
+import threading
 
 import numpy as np
 
@@ -244,13 +245,33 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, 
     _on_blas(algorithm, dense, "forward", x, weight, bias, y, *args)
 
 
+_flipped = threading.local()  # per thread: {(shape, dtype): the flipped weight's buffer}
+
+
+def _flipped_weight(weight):
+    """weight (F, Cg, KH, KW) transposed and flipped, (Cg, F, KH, KW) C-contiguous, in a buffer
+    kept per thread, shape and dtype (so that a training step's grad-input allocates nothing)."""
+    buffers = getattr(_flipped, "buffers", None)
+    if buffers is None:
+        buffers = _flipped.buffers = {}
+    F, Cg, KH, KW = weight.shape
+    key = (weight.shape, weight.dtype)
+    flipped = buffers.get(key)
+    if flipped is None:
+        if len(buffers) >= 32:  # many layers or shapes: keep the newest ones only
+            buffers.clear()
+        flipped = buffers[key] = np.empty((Cg, F, KH, KW), weight.dtype)
+    np.copyto(flipped, weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    return flipped
+
+
 def _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups):
     """grad_x for stride 1 as the convolution of grad_y, padded by the kernel's reach less the
     forward padding, with the flipped, transposed weight: a forward pass of a direct kernel.
     That padding is multiplied by the weights, where the GEMM path adds nothing: finite weights
     only."""
     F, Cg, KH, KW = weight.shape
-    flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    flipped = _flipped_weight(weight)
     if kernel is _depthwise:
         flipped = flipped.reshape(F, 1, KH, KW)
     (dh, dw), (pt, pl) = dilation, padding
@@ -481,7 +502,12 @@ def max_pool2d_forward(x, y, indices, kernel, stride, padding, dilation):
 
 
 def max_pool2d_backward(grad_y, indices, grad_x):
-    _pool.max_backward(grad_y, indices, grad_x, get_num_threads())
+    """grad_x: grad_y scattered at the indices; ValueError if one lies outside [0, H*W)."""
+    if _pool.max_backward(grad_y, indices, grad_x, get_num_threads()):
+        H, W = grad_x.shape[2:]
+        raise ValueError(
+            f"indices must lie in [0, H*W) = [0, {H * W}) for input_shape {tuple(grad_x.shape)}"
+        )
 
 
 def adaptive_max_pool2d_forward(x, y, indices, windows_h, windows_w):

@@ -40,7 +40,7 @@ def rows(op, x, *operands, out_cols, **kwargs):
 def _linear_t(a, b):
     """a.T @ b for a block pair (a (N, OUT), b (N, IN) -> (OUT, IN)): linear(a.T, b.T)."""
     a_t, b_t = _contiguous(a.T, b.T)
-    return _eager(a).linear(a_t, b_t, None, False)
+    return _eager(a).linear(a_t, b_t, None, False, None)
 
 
 def linear_backward(grad_out, x, weight, needs):
@@ -53,7 +53,7 @@ def linear_backward(grad_out, x, weight, needs):
     gi = gw = gb = None
     if "input" in needs:  # grad_out @ weight = linear(grad_out, weight.T)
         weight_t = _compat.array_module(weight).ascontiguousarray(weight.T)
-        gi = rows("linear", grad_out, weight_t, None, out_cols=x.shape[1], relu=False)
+        gi = rows("linear", grad_out, weight_t, None, out_cols=x.shape[1], relu=False, out=None)
     if "weight" in needs:
         run = _in_task(_linear_t)
         parts = [
@@ -73,7 +73,7 @@ def linear_backward(grad_out, x, weight, needs):
     return gi, gw, gb
 
 
-def elementwise(op, first, *others):
+def elementwise(op, first, *others, **kwargs):
     """A backend's elementwise `op` over aligned blocks of same-shaped arrays."""
     first = _as_dask(first)
     others = [_as_dask(o).rechunk(first.chunks) for o in others]
@@ -81,7 +81,7 @@ def elementwise(op, first, *others):
         _in_task(_block_op),
         *others,
         op=op,
-        kwargs={},
+        kwargs=kwargs,
         dtype=first.dtype,
         meta=_meta(first, first.dtype, first.ndim),
     )
@@ -95,7 +95,7 @@ def _labels_like(labels, rows_of):
 
 def _log_probs(z, labels):
     z, labels = _contiguous(z, labels[:, 0])
-    return _eager(z).softmax_cross_entropy(z, labels)[1]
+    return _eager(z).softmax_cross_entropy(z, labels, None)[1]
 
 
 def _row_losses(log_probs, labels):
@@ -121,7 +121,7 @@ def _scaled_backward(log_probs, labels, grad_loss, N):
     # the backend divides by the block's rows: scale to the batch's N
     log_probs, labels = _contiguous(log_probs, labels[:, 0])
     scale = grad_loss * log_probs.shape[0] / N
-    return _eager(log_probs).softmax_cross_entropy_backward(log_probs, labels, scale)
+    return _eager(log_probs).softmax_cross_entropy_backward(log_probs, labels, scale, None)
 
 
 def softmax_cross_entropy_backward(log_probs, labels, grad_loss):

@@ -40,7 +40,8 @@ class Dask:
     def conv2d(self, x, weight, bias, geom, relu, algorithm, out):
         return _conv.conv2d(x, weight, bias, geom, relu, algorithm)
 
-    def conv2d_backward(self, grad_out, x, weight, geom, needs, algorithm):
+    def conv2d_backward(self, grad_out, x, weight, geom, needs, algorithm, out):
+        # `out` is None: the dispatcher refuses out= for lazy results
         return _conv.conv2d_backward(grad_out, x, weight, geom, needs, algorithm)
 
     def conv2d_grad_input(self, grad_out, weight, input_shape, geom, algorithm):
@@ -57,13 +58,19 @@ class Dask:
         return y, _conv.conv2d_grad_weight(grad_y, x, weight.shape, geom, "auto")
 
     # ------------------------------------------------------------------------- pooling
-    def max_pool2d(self, x, geom, return_indices):
+    def max_pool2d(self, x, geom, return_indices, out):
+        # `out` is None here and below: the dispatcher refuses out= for lazy results
         return _pool.max_pool2d(x, geom, return_indices)
 
-    def max_pool2d_backward(self, grad_out, indices, input_shape):
+    def max_pool2d_backward(self, grad_out, indices, input_shape, out):
         plane = input_shape[2:]
         return _pool.per_plane(
-            "max_pool2d_backward", grad_out, indices, plane=plane, dtype=grad_out.dtype
+            "max_pool2d_backward",
+            grad_out,
+            indices,
+            plane=plane,
+            dtype=grad_out.dtype,
+            args=(None,),
         )
 
     def avg_pool2d(self, x, geom, count_include_pad, divisor_override):
@@ -97,8 +104,8 @@ class Dask:
     def relu(self, x):
         return _dense.elementwise("relu", x)
 
-    def relu_backward(self, grad_out, y):
-        return _dense.elementwise("relu_backward", grad_out, y)
+    def relu_backward(self, grad_out, y, out):
+        return _dense.elementwise("relu_backward", grad_out, y, out=None)
 
     def sigmoid(self, x):
         return _dense.elementwise("sigmoid", x)
@@ -113,16 +120,16 @@ class Dask:
         return _dense.elementwise("tanh_backward", grad_out, y)
 
     # --------------------------------------------------------------------------- dense
-    def linear(self, x, weight, bias, relu):
-        return _dense.rows("linear", x, weight, bias, out_cols=weight.shape[0], relu=relu)
+    def linear(self, x, weight, bias, relu, out):
+        return _dense.rows("linear", x, weight, bias, out_cols=weight.shape[0], relu=relu, out=None)
 
-    def linear_backward(self, grad_out, x, weight, needs):
+    def linear_backward(self, grad_out, x, weight, needs, out):
         return _dense.linear_backward(grad_out, x, weight, needs)
 
-    def softmax_cross_entropy(self, logits, labels):
+    def softmax_cross_entropy(self, logits, labels, out):
         return _dense.softmax_cross_entropy(logits, labels)
 
-    def softmax_cross_entropy_backward(self, log_probs, labels, grad_loss):
+    def softmax_cross_entropy_backward(self, log_probs, labels, grad_loss, out):
         return _dense.softmax_cross_entropy_backward(log_probs, labels, grad_loss)
 
     def cross_entropy(self, logits, target, weight, ignore_index, reduction, label_smoothing):

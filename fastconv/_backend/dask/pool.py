@@ -26,7 +26,7 @@ def _indices_block(xb, geom, plane, origin):
     """max_pool2d's indices for a block of a larger plane (H, W) whose top-left cell is at
     `origin`: ih * W + iw in the whole plane."""
     (xb,) = _contiguous(xb)
-    _, idx = _eager(xb).max_pool2d(xb, geom, True)
+    _, idx = _eager(xb).max_pool2d(xb, geom, True, None)
     W_block = xb.shape[3]
     return (idx // W_block + origin[0]) * plane[1] + idx % W_block + origin[1]
 
@@ -124,7 +124,7 @@ def per_plane(op, first, *others, plane, dtype, args=()):
 
 
 def max_pool2d(x, geom, return_indices):
-    y = pool2d("max_pool2d", x, geom, x.dtype, return_indices=False)
+    y = pool2d("max_pool2d", x, geom, x.dtype, return_indices=False, out=None)
     if not return_indices:
         return y
     return y, pool2d("indices", x, geom, np.dtype(np.int64))
