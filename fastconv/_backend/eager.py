@@ -49,10 +49,10 @@ class Eager:
 
     def conv2d_backward(self, grad_out, x, weight, geom, needs, algorithm):
         """(grad_input, grad_weight, grad_bias), None where not in `needs`."""
-        dtype = grad_out.dtype
-        grad_input = self._empty(x.shape, dtype) if "input" in needs else None
-        grad_weight = self._empty(weight.shape, dtype) if "weight" in needs else None
-        grad_bias = self._empty((weight.shape[0],), dtype) if "bias" in needs else None
+        dtype, empty = grad_out.dtype, self.xp.empty
+        grad_input = empty(x.shape, dtype) if "input" in needs else None
+        grad_weight = empty(weight.shape, dtype) if "weight" in needs else None
+        grad_bias = empty(weight.shape[:1], dtype) if "bias" in needs else None
         prepared = self._backward_prepared
         args = _kernel_args(geom)
         if prepared is not None and prepared(

@@ -284,33 +284,37 @@ def _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups, 
     )
 
 
-# The passes of a convolution by the planner's choice, prepared once per (choice, dtype,
+# The backward passes of a convolution by the planner's choice, prepared once per (choice, dtype,
 # geometry): what ran per call before (the algorithm's branches, the closures over the 2-D views,
 # the kernel's specialisation for the dtype, its geometry arguments) is decided when the step is
-# made. Each step is run(a, b, out, num_threads) (grad_weight_bias: run(grad_y, x, grad_weight,
-# grad_bias, num_threads)); with BLAS held to one thread where the kernel calls it from OpenMP
-# threads. A step is a pure function of its key: bounded by the LRU.
+# made. Each step is run(grad_y, x, weight, grad_x, grad_weight, grad_bias, num_threads): it
+# reads its pass's operands and writes its outputs (the others may be None), with BLAS held to
+# one thread where the kernel calls it from OpenMP threads. One signature for all: a prepared
+# conv2d_backward runs its steps without a wrapper each. A step is a pure function of its key:
+# bounded by the LRU.
 _STEPS = 1024
 
 
 @functools.lru_cache(maxsize=_STEPS)
 def _grad_input_step(algorithm, flipped, dtype, stride, padding, dilation, groups):
-    """run(grad_y, weight, grad_x, num_threads): grad-input by `algorithm` (as forward passes
-    over the flipped weights where `flipped`)."""
+    """The grad-input step (grad_y, weight -> grad_x) by `algorithm` (as forward passes over
+    the flipped weights where `flipped`)."""
     if algorithm == "fft":
-        return lambda gy, w, gx, nt: _fft.conv2d_grad_input(
+        return lambda gy, x, w, gx, gw, gb, nt: _fft.conv2d_grad_input(
             gy, w, gx, stride, padding, dilation, groups
         )
     if algorithm == "winograd":
-        return lambda gy, w, gx, nt: _winograd_grad_input(gy, w, gx, padding, dilation, nt)
+        return lambda gy, x, w, gx, gw, gb, nt: _winograd_grad_input(
+            gy, w, gx, padding, dilation, nt
+        )
     if flipped:
         kernel = _direct if algorithm == "direct" else _depthwise
-        return lambda gy, w, gx, nt: _flipped_forward(
+        return lambda gy, x, w, gx, gw, gb, nt: _flipped_forward(
             kernel, gy, w, gx, padding, dilation, groups, nt
         )
     if algorithm == "matmul":
 
-        def run(gy, w, gx, nt):
+        def run(gy, x, w, gx, gw, gb, nt):
             gx2, w2, gy2 = _matrices(gx, w, gy)
             with blas_single_thread:
                 _dense.linear_grad_input(gy2, w2, gx2, nt)
@@ -319,7 +323,7 @@ def _grad_input_step(algorithm, flipped, dtype, stride, padding, dilation, group
     kernel = (_depthwise if algorithm == "depthwise" else _conv).typed("grad_input", dtype)
     args = (*stride, *padding, *dilation, groups)
 
-    def run(gy, w, gx, nt):
+    def run(gy, x, w, gx, gw, gb, nt):
         with blas_single_thread:
             kernel(gy, w, gx, *args, nt)
 
@@ -343,7 +347,7 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups,
         "grad_input", algorithm, shapes, geometry, grad_y=grad_y, weight=weight
     )
     step = _grad_input_step(algorithm, flipped, grad_y.dtype, *geometry)
-    step(grad_y, weight, grad_x, get_num_threads())
+    step(grad_y, None, weight, grad_x, None, None, get_num_threads())
 
 
 def _winograd_forward(x, weight, bias, y, padding, dilation, relu):
@@ -382,20 +386,22 @@ def _winograd_grad_weight(grad_y, x, grad_weight, padding, dilation, num_threads
 
 @functools.lru_cache(maxsize=_STEPS)
 def _grad_weight_step(algorithm, dtype, stride, padding, dilation, groups):
-    """run(grad_y, x, grad_weight, num_threads): grad-weight by `algorithm`."""
+    """The grad-weight step (grad_y, x -> grad_weight) by `algorithm`."""
     if algorithm == "fft":
-        return lambda gy, x, gw, nt: _fft.conv2d_grad_weight(
+        return lambda gy, x, w, gx, gw, gb, nt: _fft.conv2d_grad_weight(
             gy, x, gw, stride, padding, dilation, groups
         )
     if algorithm == "winograd":
-        return lambda gy, x, gw, nt: _winograd_grad_weight(gy, x, gw, padding, dilation, nt)
+        return lambda gy, x, w, gx, gw, gb, nt: _winograd_grad_weight(
+            gy, x, gw, padding, dilation, nt
+        )
     args = (*stride, *padding, *dilation, groups)
     if algorithm == "direct":
         direct, no_bias = _direct.typed("grad_weight", dtype), _NO_BIAS[np.dtype(dtype)]
-        return lambda gy, x, gw, nt: direct(gy, x, gw, no_bias, False, *args, nt)
+        return lambda gy, x, w, gx, gw, gb, nt: direct(gy, x, gw, no_bias, False, *args, nt)
     if algorithm == "matmul":
 
-        def run(gy, x, gw, nt):
+        def run(gy, x, w, gx, gw, gb, nt):
             x2, gw2, gy2 = _matrices(x, gw, gy)
             with blas_single_thread:
                 _dense.linear_grad_weight(gy2, x2, gw2, nt)
@@ -403,7 +409,7 @@ def _grad_weight_step(algorithm, dtype, stride, padding, dilation, groups):
         return run
     kernel = (_depthwise if algorithm == "depthwise" else _conv).typed("grad_weight", dtype)
 
-    def run(gy, x, gw, nt):
+    def run(gy, x, w, gx, gw, gb, nt):
         with blas_single_thread:
             kernel(gy, x, gw, *args, nt)
 
@@ -421,7 +427,7 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
             return
     algorithm, _ = _choice("grad_weight", algorithm, shapes, geometry, grad_y=grad_y, x=x)
     step = _grad_weight_step(algorithm, grad_y.dtype, *geometry)
-    step(grad_y, x, grad_weight, get_num_threads())
+    step(grad_y, x, None, None, grad_weight, None, get_num_threads())
 
 
 def _tuned_grad_weight(grad_y, x, grad_weight, shapes, geometry):
@@ -433,15 +439,16 @@ def _tuned_grad_weight(grad_y, x, grad_weight, shapes, geometry):
 
 @functools.lru_cache(maxsize=_STEPS)
 def _grad_weight_bias_step(algorithm, dtype, stride, padding, dilation, groups):
-    """run(grad_y, x, grad_weight, grad_bias, num_threads) where `algorithm` computes both in
-    one pass over grad_y (the direct and depthwise kernels), else None."""
+    """The step of grad-weight and grad-bias (grad_y, x -> grad_weight, grad_bias) where
+    `algorithm` computes both in one pass over grad_y (the direct and depthwise kernels), else
+    None."""
     args = (*stride, *padding, *dilation, groups)
     if algorithm == "direct":
         direct = _direct.typed("grad_weight", dtype)
-        return lambda gy, x, gw, gb, nt: direct(gy, x, gw, gb, True, *args, nt)
+        return lambda gy, x, w, gx, gw, gb, nt: direct(gy, x, gw, gb, True, *args, nt)
     if algorithm == "depthwise":
         depthwise = _depthwise.typed("grad_weight_bias", dtype)
-        return lambda gy, x, gw, gb, nt: depthwise(gy, x, gw, gb, *args, nt)
+        return lambda gy, x, w, gx, gw, gb, nt: depthwise(gy, x, gw, gb, *args, nt)
     return None
 
 
@@ -459,7 +466,7 @@ def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, 
     algorithm, _ = _choice("grad_weight", algorithm, shapes, geometry, grad_y=grad_y, x=x)
     step = _grad_weight_bias_step(algorithm, grad_y.dtype, *geometry)
     if step is not None:
-        step(grad_y, x, grad_weight, grad_bias, get_num_threads())
+        step(grad_y, x, None, None, grad_weight, grad_bias, get_num_threads())
         return
     conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm)
     conv2d_grad_bias(grad_y, grad_bias)
@@ -482,13 +489,25 @@ def _fixed_choice(pass_, algorithm, conv, level):
         return None
 
 
-def _backward_steps(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype, algorithm,
-                    wants_input, wants_weight, wants_bias, level):  # fmt: skip
-    """The steps conv2d_backward_prepared runs for every call of these arguments: each
-    run(grad_y, x, weight, grad_x, grad_weight, grad_bias, num_threads), in the order and with
-    the kernels of Eager.conv2d_backward's ops (grad-input; grad-weight and grad-bias in one
-    backend call where the planner fuses them, else one each); () where a choice depends on the
-    operands' values or an array is empty (the ops then run one by one)."""
+def _backward_steps(
+    x_shape,
+    w_shape,
+    y_shape,
+    stride,
+    padding,
+    dilation,
+    groups,
+    dtype,
+    algorithm,
+    wants_input,
+    wants_weight,
+    wants_bias,
+    level,
+):
+    """The steps conv2d_backward_prepared runs for every call of these arguments, in the order
+    and with the kernels of Eager.conv2d_backward's ops (grad-input; grad-weight and grad-bias in
+    one backend call where the planner fuses them, else one each); () where a choice depends on
+    the operands' values or an array is empty (the ops then run one by one)."""
     conv = _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype)
     if not _planner.nonempty(conv):
         return ()
@@ -498,8 +517,7 @@ def _backward_steps(x_shape, w_shape, y_shape, stride, padding, dilation, groups
         chosen = _fixed_choice("grad_input", algorithm, conv, level)
         if chosen is None:
             return ()
-        grad_input = _grad_input_step(*chosen, dtype, *geometry)
-        steps.append(lambda gy, x, w, gx, gw, gb, nt: grad_input(gy, w, gx, nt))
+        steps.append(_grad_input_step(*chosen, dtype, *geometry))
     fused = wants_weight and wants_bias
     if fused and _planner.fuses("grad_weight_bias", algorithm, conv, level):
         chosen = _fixed_choice("grad_weight", algorithm, conv, level)
@@ -507,18 +525,16 @@ def _backward_steps(x_shape, w_shape, y_shape, stride, padding, dilation, groups
             return ()
         both = _grad_weight_bias_step(chosen[0], dtype, *geometry)
         if both is not None:
-            steps.append(lambda gy, x, w, gx, gw, gb, nt: both(gy, x, gw, gb, nt))
+            steps.append(both)
             return tuple(steps)
         algorithm = chosen[0]  # conv2d_grad_weight_bias: the two ops, the weight's by this
     if wants_weight:
         chosen = _fixed_choice("grad_weight", algorithm, conv, level)
         if chosen is None:
             return ()
-        grad_weight = _grad_weight_step(chosen[0], dtype, *geometry)
-        steps.append(lambda gy, x, w, gx, gw, gb, nt: grad_weight(gy, x, gw, nt))
+        steps.append(_grad_weight_step(chosen[0], dtype, *geometry))
     if wants_bias:
-        grad_bias = _conv.typed("grad_bias", dtype)
-        steps.append(lambda gy, x, w, gx, gw, gb, nt: grad_bias(gy, gb, nt))
+        steps.append(_grad_bias_step(dtype))
     return tuple(steps)
 
 
@@ -608,6 +624,13 @@ def conv2d_forward_and_grad_weight(
         return
     conv2d_forward(x, weight, None, y, stride, padding, dilation, groups, False, forward)
     conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, backward)
+
+
+@functools.lru_cache(maxsize=None)  # one per dtype
+def _grad_bias_step(dtype):
+    """The grad-bias step (grad_y -> grad_bias)."""
+    kernel = _conv.typed("grad_bias", dtype)
+    return lambda gy, x, w, gx, gw, gb, nt: kernel(gy, gb, nt)
 
 
 def conv2d_grad_bias(grad_y, grad_bias):
