@@ -125,9 +125,10 @@ def signature(arrays, arguments):
             continue
         if type(a) is not np.ndarray or not a.flags.c_contiguous:
             return None
+        kind = a.dtype
         if dtype is None:
-            dtype = a.dtype
-        elif a.dtype != dtype:
+            dtype = kind
+        elif kind is not dtype and kind != dtype:  # `is`: NumPy's dtypes of its float types
             return None
         key.append(a.shape)
     if dtype not in _arrays.NATIVE_FLOATS or not plain(arguments):

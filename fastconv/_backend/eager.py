@@ -29,6 +29,9 @@ class Eager:
 
     def __init__(self, device, kernels, xp):
         self.device, self.kernels, self.xp = device, kernels, xp
+        # The CPU's conv2d_backward in one kernel backend call, by steps prepared per signature
+        # (cpu/ops.py); None: the ops one by one.
+        self._backward_prepared = getattr(kernels, "conv2d_backward_prepared", None)
 
     def __repr__(self):
         return f"Eager({self.device!r})"
@@ -48,23 +51,30 @@ class Eager:
         """(grad_input, grad_weight, grad_bias), None where not in `needs`; written into the
         arrays of `out` (a checked triple, None entries allocated) where given."""
         gi_out, gw_out, gb_out = (None, None, None) if out is None else out
+        dtype, empty = grad_out.dtype, self.xp.empty
         grad_input = grad_weight = grad_bias = None
         if "input" in needs:
-            grad_input = self._grad_input(grad_out, weight, x.shape, geom, algorithm, gi_out)
-        fused = "weight" in needs and "bias" in needs
-        if fused and self._fuses("grad_weight_bias", x, weight.shape, geom, algorithm):
-            grad_weight = self._empty(weight.shape, grad_out.dtype) if gw_out is None else gw_out
-            grad_bias = (
-                self._empty((weight.shape[0],), grad_out.dtype) if gb_out is None else gb_out
-            )
-            self.kernels.conv2d_grad_weight_bias(
-                grad_out, x, grad_weight, grad_bias, *_kernel_args(geom)
-            )
-            return grad_input, grad_weight, grad_bias
+            grad_input = empty(x.shape, dtype) if gi_out is None else gi_out
         if "weight" in needs:
-            grad_weight = self._grad_weight(grad_out, x, weight.shape, geom, algorithm, gw_out)
+            grad_weight = empty(weight.shape, dtype) if gw_out is None else gw_out
         if "bias" in needs:
-            grad_bias = self._grad_bias(grad_out, gb_out)
+            grad_bias = empty(weight.shape[:1], dtype) if gb_out is None else gb_out
+        prepared = self._backward_prepared
+        args = _kernel_args(geom)
+        if prepared is not None and prepared(
+            grad_out, x, weight, grad_input, grad_weight, grad_bias, *args, algorithm
+        ):
+            return grad_input, grad_weight, grad_bias
+        if grad_input is not None:
+            self._grad_input_into(grad_out, weight, grad_input, geom, algorithm)
+        fused = grad_weight is not None and grad_bias is not None
+        if fused and self._fuses("grad_weight_bias", x, weight.shape, geom, algorithm):
+            self.kernels.conv2d_grad_weight_bias(grad_out, x, grad_weight, grad_bias, *args)
+            return grad_input, grad_weight, grad_bias
+        if grad_weight is not None:
+            self._grad_weight_into(grad_out, x, grad_weight, geom, algorithm)
+        if grad_bias is not None:
+            self._grad_bias_into(grad_out, grad_bias)
         return grad_input, grad_weight, grad_bias
 
     def _fuses(self, fusion, x, w_shape, geom, algorithm):
@@ -73,27 +83,21 @@ class Eager:
         args = (x.shape, w_shape, y_shape, *_kernel_args(geom), x.dtype, algorithm)
         return self.kernels.conv2d_fuses(fusion, *args)
 
-    def _grad_bias(self, grad_out, grad_bias=None):
-        if grad_bias is None:
-            grad_bias = self._empty((grad_out.shape[1],), grad_out.dtype)
+    def _grad_bias_into(self, grad_out, grad_bias):
         if grad_out.size == 0:
             grad_bias[...] = 0
         else:
             self.kernels.conv2d_grad_bias(grad_out, grad_bias)
         return grad_bias
 
-    def _grad_input(self, grad_out, weight, input_shape, geom, algorithm, grad_input=None):
-        if grad_input is None:
-            grad_input = self._empty(input_shape, grad_out.dtype)
+    def _grad_input_into(self, grad_out, weight, grad_input, geom, algorithm):
         if grad_input.size:
             self.kernels.conv2d_grad_input(
                 grad_out, weight, grad_input, *_kernel_args(geom), algorithm
             )
         return grad_input
 
-    def _grad_weight(self, grad_out, x, weight_shape, geom, algorithm, grad_weight=None):
-        if grad_weight is None:
-            grad_weight = self._empty(weight_shape, grad_out.dtype)
+    def _grad_weight_into(self, grad_out, x, grad_weight, geom, algorithm):
         if grad_out.size == 0:
             grad_weight[...] = 0
         else:
@@ -103,10 +107,12 @@ class Eager:
         return grad_weight
 
     def conv2d_grad_input(self, grad_out, weight, input_shape, geom, algorithm):
-        return self._grad_input(grad_out, weight, input_shape, geom, algorithm)
+        grad_input = self._empty(input_shape, grad_out.dtype)
+        return self._grad_input_into(grad_out, weight, grad_input, geom, algorithm)
 
     def conv2d_grad_weight(self, grad_out, x, weight_shape, geom, algorithm):
-        return self._grad_weight(grad_out, x, weight_shape, geom, algorithm)
+        grad_weight = self._empty(weight_shape, grad_out.dtype)
+        return self._grad_weight_into(grad_out, x, grad_weight, geom, algorithm)
 
     def conv2d_and_grad_weight(self, x, weight, grad_y, geom):
         """(conv2d(x, weight), conv2d_grad_weight(grad_y, x)): both gradients of a transposed
@@ -124,7 +130,7 @@ class Eager:
 
     def conv2d_grad_bias(self, grad_out):
         """grad_out (N, F, OH, OW) summed over N, OH, OW: (F,)."""
-        return self._grad_bias(grad_out)
+        return self._grad_bias_into(grad_out, self._empty((grad_out.shape[1],), grad_out.dtype))
 
     # ------------------------------------------------------------------------- pooling
     def max_pool2d(self, x, geom, return_indices, out):

@@ -59,8 +59,14 @@ def plain(value):
         return type(value) is int or type(value) is str or value is None
     for v in value:  # a loop, not all(...): called on every call of some ops
         kind = type(v)
-        if not (kind is int or kind is str or v is None or (kind is tuple and plain(v))):
+        if kind is int or kind is str or v is None:
+            continue
+        if kind is not tuple:
             return False
+        for u in v:  # one level inline (pairs, needs=(...)): a call less; deeper by recursion
+            kind = type(u)
+            if not (kind is int or kind is str or u is None or (kind is tuple and plain(u))):
+                return False
     return True
 
 

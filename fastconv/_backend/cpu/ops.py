@@ -47,6 +47,15 @@ class _Typed:
         setattr(self, name, fn)  # looked up once
         return fn
 
+    def typed(self, name, dtype):
+        """`name`'s specialisation for `dtype` (float32: "float", float64: "double"), for callers
+        that know the dtype before the call (the prepared passes below)."""
+        fn = getattr(self._module, name)
+        signatures = getattr(fn, "__signatures__", None)
+        if signatures is None:
+            return fn
+        return signatures["float" if np.dtype(dtype) == np.float32 else "double"]
+
 
 _conv, _dense, _depthwise, _direct = (
     _Typed(m) for m in (_conv_module, _dense_module, _depthwise_module, _direct_module)
@@ -265,7 +274,7 @@ def _flipped_weight(weight):
     return flipped
 
 
-def _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups):
+def _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups, num_threads):
     """grad_x for stride 1 as the convolution of grad_y, padded by the kernel's reach less the
     forward padding, with the flipped, transposed weight: a forward pass of a direct kernel.
     That padding is multiplied by the weights, where the GEMM path adds nothing: finite weights
@@ -290,8 +299,54 @@ def _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups):
         groups,
         False,
         False,
-        get_num_threads(),
+        num_threads,
     )
+
+
+# The backward passes of a convolution by the planner's choice, prepared once per (choice, dtype,
+# geometry): what ran per call before (the algorithm's branches, the closures over the 2-D views,
+# the kernel's specialisation for the dtype, its geometry arguments) is decided when the step is
+# made. Each step is run(grad_y, x, weight, grad_x, grad_weight, grad_bias, num_threads): it
+# reads its pass's operands and writes its outputs (the others may be None), with BLAS held to
+# one thread where the kernel calls it from OpenMP threads. One signature for all: a prepared
+# conv2d_backward runs its steps without a wrapper each. A step is a pure function of its key:
+# bounded by the LRU.
+_STEPS = 1024
+
+
+@functools.lru_cache(maxsize=_STEPS)
+def _grad_input_step(algorithm, flipped, dtype, stride, padding, dilation, groups):
+    """The grad-input step (grad_y, weight -> grad_x) by `algorithm` (as forward passes over
+    the flipped weights where `flipped`)."""
+    if algorithm == "fft":
+        return lambda gy, x, w, gx, gw, gb, nt: _fft.conv2d_grad_input(
+            gy, w, gx, stride, padding, dilation, groups
+        )
+    if algorithm == "winograd":
+        return lambda gy, x, w, gx, gw, gb, nt: _winograd_grad_input(
+            gy, w, gx, padding, dilation, nt
+        )
+    if flipped:
+        kernel = _direct if algorithm == "direct" else _depthwise
+        return lambda gy, x, w, gx, gw, gb, nt: _flipped_forward(
+            kernel, gy, w, gx, padding, dilation, groups, nt
+        )
+    if algorithm == "matmul":
+
+        def run(gy, x, w, gx, gw, gb, nt):
+            gx2, w2, gy2 = _matrices(gx, w, gy)
+            with blas_single_thread:
+                _dense.linear_grad_input(gy2, w2, gx2, nt)
+
+        return run
+    kernel = (_depthwise if algorithm == "depthwise" else _conv).typed("grad_input", dtype)
+    args = (*stride, *padding, *dilation, groups)
+
+    def run(gy, x, w, gx, gw, gb, nt):
+        with blas_single_thread:
+            kernel(gy, w, gx, *args, nt)
+
+    return run
 
 
 def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups, algorithm):
@@ -310,23 +365,8 @@ def conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups,
     algorithm, flipped = _choice(
         "grad_input", algorithm, shapes, geometry, grad_y=grad_y, weight=weight
     )
-    if algorithm == "fft":
-        _fft.conv2d_grad_input(grad_y, weight, grad_x, stride, padding, dilation, groups)
-        return
-    if algorithm == "winograd":
-        _winograd_grad_input(grad_y, weight, grad_x, padding, dilation)
-        return
-    if flipped:
-        kernel = _direct if algorithm == "direct" else _depthwise
-        _flipped_forward(kernel, grad_y, weight, grad_x, padding, dilation, groups)
-        return
-
-    def dense(nt):
-        gx2, w2, gy2 = _matrices(grad_x, weight, grad_y)
-        _dense.linear_grad_input(gy2, w2, gx2, nt)
-
-    args = (*stride, *padding, *dilation, groups, get_num_threads())
-    _on_blas(algorithm, dense, "grad_input", grad_y, weight, grad_x, *args)
+    step = _grad_input_step(algorithm, flipped, grad_y.dtype, *geometry)
+    step(grad_y, None, weight, grad_x, None, None, get_num_threads())
 
 
 def _winograd_forward(x, weight, bias, y, padding, dilation, relu):
@@ -342,23 +382,57 @@ def _winograd_forward(x, weight, bias, y, padding, dilation, relu):
     _winograd.forward(x, weight, bias, y, *padding, *dilation, has_bias, relu, get_num_threads())
 
 
-def _winograd_grad_input(grad_y, weight, grad_x, padding, dilation):
+def _winograd_grad_input(grad_y, weight, grad_x, padding, dilation, num_threads=None):
     """grad_x of a stride-1, one-group 3x3 convolution by Winograd F(4x4, 3x3): the
     convolution of grad_y, padded by 2 * d - the forward padding (negative is fine: out-of-image
     taps read as zeros), with the weights rotated 180 degrees and transposed (F <-> C), which
     the kernel's weight transform reads in place. grad_y (N, F, OH, OW), weight (F, C, 3, 3),
-    grad_x (N, C, H, W) written in full; padding (top, left) of the forward convolution."""
-    _winograd.grad_input(grad_y, weight, grad_x, *padding, *dilation, get_num_threads())
+    grad_x (N, C, H, W) written in full; padding (top, left) of the forward convolution;
+    num_threads None: get_num_threads()."""
+    nt = get_num_threads() if num_threads is None else num_threads
+    _winograd.grad_input(grad_y, weight, grad_x, *padding, *dilation, nt)
 
 
-def _winograd_grad_weight(grad_y, x, grad_weight, padding, dilation):
+def _winograd_grad_weight(grad_y, x, grad_weight, padding, dilation, num_threads):
     """grad_weight of a stride-1, one-group 3x3 convolution by Winograd F(3x3, 4x4): per tile of
     4x4 outputs, G^T [(A grad_y A^T) . (B^T x B)] G, the products summed over tiles in the
     Winograd domain first (src/winograd_wgrad.h). grad_y (N, F, OH, OW), x (N, C, H, W),
     grad_weight (F, C, 3, 3) written in full, float32 or float64; padding (top, left) and
     dilation (dh, dw) of the forward convolution. The kernel has its own GEMM: BLAS's threads
     need no limit. Bitwise the same for any thread count."""
-    _winograd.grad_weight(grad_y, x, grad_weight, *padding, *dilation, get_num_threads())
+    _winograd.grad_weight(grad_y, x, grad_weight, *padding, *dilation, num_threads)
+
+
+@functools.lru_cache(maxsize=_STEPS)
+def _grad_weight_step(algorithm, dtype, stride, padding, dilation, groups):
+    """The grad-weight step (grad_y, x -> grad_weight) by `algorithm`."""
+    if algorithm == "fft":
+        return lambda gy, x, w, gx, gw, gb, nt: _fft.conv2d_grad_weight(
+            gy, x, gw, stride, padding, dilation, groups
+        )
+    if algorithm == "winograd":
+        return lambda gy, x, w, gx, gw, gb, nt: _winograd_grad_weight(
+            gy, x, gw, padding, dilation, nt
+        )
+    args = (*stride, *padding, *dilation, groups)
+    if algorithm == "direct":
+        direct, no_bias = _direct.typed("grad_weight", dtype), _NO_BIAS[np.dtype(dtype)]
+        return lambda gy, x, w, gx, gw, gb, nt: direct(gy, x, gw, no_bias, False, *args, nt)
+    if algorithm == "matmul":
+
+        def run(gy, x, w, gx, gw, gb, nt):
+            x2, gw2, gy2 = _matrices(x, gw, gy)
+            with blas_single_thread:
+                _dense.linear_grad_weight(gy2, x2, gw2, nt)
+
+        return run
+    kernel = (_depthwise if algorithm == "depthwise" else _conv).typed("grad_weight", dtype)
+
+    def run(gy, x, w, gx, gw, gb, nt):
+        with blas_single_thread:
+            kernel(gy, x, gw, *args, nt)
+
+    return run
 
 
 def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, algorithm):
@@ -371,28 +445,8 @@ def conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups
         if written:
             return
     algorithm, _ = _choice("grad_weight", algorithm, shapes, geometry, grad_y=grad_y, x=x)
-    _grad_weight_by(algorithm, grad_y, x, grad_weight, *geometry)
-
-
-def _grad_weight_by(algorithm, grad_y, x, grad_weight, stride, padding, dilation, groups):
-    """grad_weight by `algorithm`, chosen for these operands (_choice)."""
-    if algorithm == "fft":
-        _fft.conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups)
-        return
-    if algorithm == "winograd":
-        _winograd_grad_weight(grad_y, x, grad_weight, padding, dilation)
-        return
-    args = (*stride, *padding, *dilation, groups, get_num_threads())
-    if algorithm == "direct":
-        no_bias, _ = _bias_or_empty(None, x.dtype)
-        _direct.grad_weight(grad_y, x, grad_weight, no_bias, False, *args)
-        return
-
-    def dense(nt):
-        x2, gw2, gy2 = _matrices(x, grad_weight, grad_y)
-        _dense.linear_grad_weight(gy2, x2, gw2, nt)
-
-    _on_blas(algorithm, dense, "grad_weight", grad_y, x, grad_weight, *args)
+    step = _grad_weight_step(algorithm, grad_y.dtype, *geometry)
+    step(grad_y, x, None, None, grad_weight, None, get_num_threads())
 
 
 def _tuned_grad_weight(grad_y, x, grad_weight, shapes, geometry):
@@ -400,6 +454,21 @@ def _tuned_grad_weight(grad_y, x, grad_weight, shapes, geometry):
         conv2d_grad_weight(grad_y, x, target, *geometry, name)
 
     return _tuned("grad_weight", shapes, geometry, run, grad_weight, grad_y, x)
+
+
+@functools.lru_cache(maxsize=_STEPS)
+def _grad_weight_bias_step(algorithm, dtype, stride, padding, dilation, groups):
+    """The step of grad-weight and grad-bias (grad_y, x -> grad_weight, grad_bias) where
+    `algorithm` computes both in one pass over grad_y (the direct and depthwise kernels), else
+    None."""
+    args = (*stride, *padding, *dilation, groups)
+    if algorithm == "direct":
+        direct = _direct.typed("grad_weight", dtype)
+        return lambda gy, x, w, gx, gw, gb, nt: direct(gy, x, gw, gb, True, *args, nt)
+    if algorithm == "depthwise":
+        depthwise = _depthwise.typed("grad_weight_bias", dtype)
+        return lambda gy, x, w, gx, gw, gb, nt: depthwise(gy, x, gw, gb, *args, nt)
+    return None
 
 
 def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, dilation, groups):
@@ -426,27 +495,124 @@ def conv2d_grad_weight_bias(grad_y, x, grad_weight, grad_bias, stride, padding, 
 
     checks = {"grad_y": grad_y_finite}
     algorithm, _ = _choice("grad_weight", algorithm, shapes, geometry, checks, grad_y=grad_y, x=x)
-    if algorithm == "direct":
-        _direct.grad_weight(
-            grad_y,
-            x,
-            grad_weight,
-            grad_bias,
-            True,
-            *stride,
-            *padding,
-            *dilation,
-            groups,
-            get_num_threads(),
-        )
+    step = _grad_weight_bias_step(algorithm, grad_y.dtype, *geometry)
+    if step is not None:
+        step(grad_y, x, None, None, grad_weight, grad_bias, get_num_threads())
         return
-    if algorithm == "depthwise":
-        args = (*stride, *padding, *dilation, groups, get_num_threads())
-        _depthwise.grad_weight_bias(grad_y, x, grad_weight, grad_bias, *args)
-        return
-    _grad_weight_by(algorithm, grad_y, x, grad_weight, *geometry)
+    step = _grad_weight_step(algorithm, grad_y.dtype, *geometry)
+    step(grad_y, x, None, None, grad_weight, None, get_num_threads())
     if not summed:
         conv2d_grad_bias(grad_y, grad_bias)
+
+
+class _OperandsAsked(Exception):
+    """The planner asked for an operand's values (planner.for_operands' `finite`)."""
+
+
+def _fixed_choice(pass_, algorithm, conv, level):
+    """planner.for_operands' answer for `pass_` of `conv` where no operand's values decide it
+    (no finiteness asked: the answer for any operands of these shapes), else None."""
+
+    def finite(name):
+        raise _OperandsAsked
+
+    try:
+        return _planner.for_operands(algorithm, pass_, conv, level, finite)
+    except _OperandsAsked:
+        return None
+
+
+def _backward_steps(
+    x_shape,
+    w_shape,
+    y_shape,
+    stride,
+    padding,
+    dilation,
+    groups,
+    dtype,
+    algorithm,
+    wants_input,
+    wants_weight,
+    wants_bias,
+    level,
+):
+    """The steps conv2d_backward_prepared runs for every call of these arguments, in the order
+    and with the kernels of Eager.conv2d_backward's ops (grad-input; grad-weight and grad-bias in
+    one backend call where the planner fuses them, else one each); () where a choice depends on
+    the operands' values or an array is empty (the ops then run one by one)."""
+    conv = _problem(x_shape, w_shape, y_shape, stride, padding, dilation, groups, dtype)
+    if not _planner.nonempty(conv):
+        return ()
+    geometry = (stride, padding, dilation, groups)
+    steps = []
+    if wants_input:
+        chosen = _fixed_choice("grad_input", algorithm, conv, level)
+        if chosen is None:
+            return ()
+        steps.append(_grad_input_step(*chosen, dtype, *geometry))
+    fused = wants_weight and wants_bias
+    if fused and _planner.fuses("grad_weight_bias", algorithm, conv, level):
+        chosen = _fixed_choice("grad_weight", algorithm, conv, level)
+        if chosen is None:
+            return ()
+        both = _grad_weight_bias_step(chosen[0], dtype, *geometry)
+        if both is not None:
+            steps.append(both)
+            return tuple(steps)
+        algorithm = chosen[0]  # conv2d_grad_weight_bias: the two ops, the weight's by this
+    if wants_weight:
+        chosen = _fixed_choice("grad_weight", algorithm, conv, level)
+        if chosen is None:
+            return ()
+        steps.append(_grad_weight_step(chosen[0], dtype, *geometry))
+    if wants_bias:
+        steps.append(_grad_bias_step(dtype))
+    return tuple(steps)
+
+
+# conv2d_backward_prepared's steps by call: bounded; the key holds everything the planner's
+# answers depend on (shapes, geometry, dtype, algorithm, the gradients asked for, the direct
+# kernels' SIMD level); the thread count is read per call; autotuning bypasses it.
+_BACKWARDS = Memo(1024)
+
+
+def conv2d_backward_prepared(
+    grad_y, x, weight, grad_x, grad_weight, grad_bias, stride, padding, dilation, groups, algorithm
+):
+    """Eager.conv2d_backward's passes in one call: grad_x, grad_weight, grad_bias (each the
+    array to write, or None: not asked for) of conv2d(x, weight), bitwise what the ops give one
+    by one, by steps prepared once per signature (a small call spent ~10 us deciding the same
+    things again in each op). Not in OPS (a CPU extra). Returns False, having written nothing,
+    where the steps would depend on more than the signature (autotuning on, an operand's
+    values asked for by the planner, an empty array): the caller then runs the ops."""
+    if _autotune.active:
+        return False
+    key = (
+        x.shape,
+        weight.shape,
+        grad_y.shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        grad_y.dtype,
+        algorithm,
+        grad_x is not None,
+        grad_weight is not None,
+        grad_bias is not None,
+        _direct_module.level(),
+    )
+    steps = _BACKWARDS.get(key)
+    if steps is None:
+        steps = _backward_steps(*key)
+        _BACKWARDS.remember(key, steps)
+    if not steps:
+        return False
+    nt = get_num_threads()
+    for step in steps:
+        step(grad_y, x, weight, grad_x, grad_weight, grad_bias, nt)
+    return True
 
 
 def conv2d_forward_and_grad_weight(
@@ -491,6 +657,13 @@ def conv2d_forward_and_grad_weight(
         return
     conv2d_forward(x, weight, None, y, stride, padding, dilation, groups, False, forward)
     conv2d_grad_weight(grad_y, x, grad_weight, stride, padding, dilation, groups, backward)
+
+
+@functools.lru_cache(maxsize=None)  # one per dtype
+def _grad_bias_step(dtype):
+    """The grad-bias step (grad_y -> grad_bias)."""
+    kernel = _conv.typed("grad_bias", dtype)
+    return lambda gy, x, w, gx, gw, gb, nt: kernel(gy, gb, nt)
 
 
 def conv2d_grad_bias(grad_y, grad_bias):
