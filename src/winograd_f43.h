@@ -167,7 +167,7 @@ TARGET static void fw_input_##SFX(const float *x, fc_idx C, fc_idx H, fc_idx W, 
     const fc_idx HW = H * W;                                                                       \
     for (fc_idx t0 = 0; t0 < T; t0 += VL) {                                                        \
         const fw_tile *tl = tiles + t0;                                                            \
-        fw_gplan_##SFX(tl, &plan);                                                                 \
+        fw_gplan_##SFX(tl, dw, &plan);                                                             \
         for (fc_idx c = 0; c < C; c++) {                                                           \
             fw_gather_##SFX(x + c * HW, tl, dh * W, dw, &plan, d);                                 \
             for (int l = 0; l < 6; l++) FW_BT6(V, (d + l), 6, (t + l), 6);  /* B^T d */            \

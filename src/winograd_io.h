@@ -35,7 +35,10 @@ typedef float fw_vec_base __attribute__((vector_size(16), aligned(4)));
     }
 
 typedef struct { int scalar; } fw_plan_base;
-static inline void fw_gplan_base(const fw_tile *tl, fw_plan_base *g) { (void)tl; g->scalar = 1; }
+static inline void fw_gplan_base(const fw_tile *tl, fc_idx cs, fw_plan_base *g) {
+    (void)tl, (void)cs;
+    g->scalar = 1;
+}
 FW_GATHER_SCALAR(base, 4)
 static inline void fw_gather_base(const float *xc, const fw_tile *tl, fc_idx rs, fc_idx cs,
                                   const fw_plan_base *g, fw_vec_base *d) {
@@ -162,8 +165,14 @@ FC_TARGET_AVX512 static inline void fw_store_avx512(const fw_vec_avx512 *o, cons
 
 #ifdef FC_X86_DISPATCH
 /* Lane offsets are 32-bit: the caller takes the baseline gather for inputs of 2^31 elements or more. */
-typedef struct { __m256i idx; __m256 mask[36]; int all; } fw_plan_avx2;
-FC_TARGET_AVX2 static void fw_gplan_avx2(const fw_tile *tl, fw_plan_avx2 *g) {
+/* lo, hi: for columns 1 or 2 apart (fw_rows_avx2), the load masks of window row k of tile v:
+ * all lanes for tiles whose rows lie in the image (row8), else the in-image columns (cs = 1:
+ * lane l for column l; cs = 2: lane 2 l of the first 8 floats, lane 2 l - 8 of the next 8), none
+ * for rows outside; built once per group of tiles for all its channels (built per channel, with
+ * a branch per tile and row: 3x3 64 -> 64 on 8 x 56 x 56 8.0 -> 7.8 ms, Ice Lake-SP, one thread,
+ * minima of 20 calls in 3 interleaved runs; about even with dilation 2 and at 512 x 7 x 7). */
+typedef struct { __m256i idx; __m256 mask[36]; int all, masked; __m256i lo[6][8], hi[6][8]; } fw_plan_avx2;
+FC_TARGET_AVX2 static void fw_gplan_avx2(const fw_tile *tl, fc_idx cs, fw_plan_avx2 *g) {
     int off[8], m[8], all = 1;
     for (int v = 0; v < 8; v++) off[v] = (int)(tl[v].xoff - tl[0].xoff);
     g->idx = _mm256_loadu_si256((const __m256i *)off);
@@ -175,6 +184,23 @@ FC_TARGET_AVX2 static void fw_gplan_avx2(const fw_tile *tl, fw_plan_avx2 *g) {
         g->mask[k] = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)m));
     }
     g->all = all != 0;
+    g->masked = 0;
+    for (int v = 0; v < 8; v++) g->masked |= !tl[v].row8;
+    if (cs > 2 || !g->masked) return;
+    const __m256i bits = cs == 1 ? _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 0, 0)
+                                 : _mm256_setr_epi32(1, 0, 2, 0, 4, 0, 8, 0);
+    const __m256i bits2 = _mm256_setr_epi32(16, 0, 32, 0, 0, 0, 0, 0);
+    const __m256i z = _mm256_setzero_si256(), ones = _mm256_set1_epi32(-1);
+    for (int v = 0; v < 8; v++) {
+        const __m256i c = _mm256_set1_epi32(tl[v].cols);
+        const __m256i clo = _mm256_cmpgt_epi32(_mm256_and_si256(c, bits), z);
+        const __m256i chi = _mm256_cmpgt_epi32(_mm256_and_si256(c, bits2), z);
+        for (int k = 0; k < 6; k++) {
+            const int in = (tl[v].rows >> k) & 1;
+            g->lo[k][v] = tl[v].row8 ? ones : in ? clo : z;
+            g->hi[k][v] = tl[v].row8 ? ones : in ? chi : z;
+        }
+    }
 }
 FW_GATHER_SCALAR(avx2, 8)
 /* Columns 1 or 2 apart (cs, the dilation along W): each lane's window row is one unaligned
@@ -190,51 +216,26 @@ FC_TARGET_AVX2 static inline __attribute__((always_inline)) __m256 fw_row_avx2(c
     return _mm256_permutevar8x32_ps(e, _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
 }
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void fw_rows_avx2(
-        const float *xc, const fw_tile *tl, fc_idx rs, fc_idx cs, fw_vec_avx2 *d) {
+        const float *xc, const fw_tile *tl, fc_idx rs, fc_idx cs, const fw_plan_avx2 *g,
+        fw_vec_avx2 *d) {
+    /* Groups with tiles at the border: each window row of every tile one masked load (cs = 2:
+     * two, of the even elements; zero outside the image; masked lanes are not read, so no
+     * fault), with the plan's masks, instead of staging the window element by element: all 32
+     * tiles of 512 x 7 x 7 are border tiles, and staging made the input transform 8% of that
+     * convolution; with cs = 2 (dilation 2: 49% of the tiles of 8 x 64 x 56 x 56 padded by 2 are
+     * border tiles) the staging loop took 28% of the convolution's samples (perf, Ice Lake-SP,
+     * 1 thread). */
+    const int masked = g->masked;
     const float *src[8];
-    /* Tiles at the border: each window row one masked load (cs = 2: two, of the even
-     * elements; zero outside the image; masked lanes are not read, so no fault) instead of
-     * staging the window element by element: all 32 tiles of 512 x 7 x 7 are border tiles, and
-     * staging made the input transform 8% of that convolution; with cs = 2 (dilation 2: 49% of
-     * the tiles of 8 x 64 x 56 x 56 padded by 2 are border tiles) the staging loop took 28% of
-     * the convolution's samples (perf, Ice Lake-SP, 1 thread). */
-    int masked = 0, rm[8];
-    __m256i cm[8], cm2[8];
-    for (int v = 0; v < 8; v++) masked |= !tl[v].row8;
-    if (masked) {
-        /* cs = 1: column l is lane l; cs = 2: lane 2 l of the first 8 floats (l < 4), lane
-         * 2 l - 8 of the next 8 (l = 4, 5) */
-        const __m256i bits = cs == 1 ? _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 0, 0)
-                                     : _mm256_setr_epi32(1, 0, 2, 0, 4, 0, 8, 0);
-        const __m256i bits2 = _mm256_setr_epi32(16, 0, 32, 0, 0, 0, 0, 0);
-        for (int v = 0; v < 8; v++) {
-            const int all = tl[v].row8;
-            const __m256i c = _mm256_set1_epi32(all ? 63 : tl[v].cols);
-            src[v] = xc + tl[v].xoff;
-            rm[v] = all ? 63 : tl[v].rows;
-            cm[v] = _mm256_cmpgt_epi32(_mm256_and_si256(c, bits), _mm256_setzero_si256());
-            cm2[v] = _mm256_cmpgt_epi32(_mm256_and_si256(c, bits2), _mm256_setzero_si256());
-        }
-    }
-    if (!masked)
-        for (int v = 0; v < 8; v++) src[v] = xc + tl[v].xoff;
+    for (int v = 0; v < 8; v++) src[v] = xc + tl[v].xoff;
     for (int k = 0; k < 6; k++) {
         __m256 r[8];
-        if (masked && cs == 1) /* plain loads for the inner tiles (a mixed group: 3x3-c64-56) */
-            for (int v = 0; v < 8; v++)
-                r[v] = tl[v].row8 ? _mm256_loadu_ps(src[v] + k * rs)
-                                  : _mm256_maskload_ps(src[v] + k * rs, (rm[v] >> k) & 1
-                                                       ? cm[v] : _mm256_setzero_si256());
+        if (masked && cs == 1)
+            for (int v = 0; v < 8; v++) r[v] = _mm256_maskload_ps(src[v] + k * rs, g->lo[k][v]);
         else if (masked) /* cs = 2 */
             for (int v = 0; v < 8; v++) {
-                if (tl[v].row8) {
-                    r[v] = fw_row_avx2(src[v] + k * rs, 2);
-                    continue;
-                }
-                const __m256i z = _mm256_setzero_si256(), on = (rm[v] >> k) & 1 ? cm[v] : z;
-                const __m256 lo = _mm256_maskload_ps(src[v] + k * rs, on);
-                const __m256 hi = _mm256_maskload_ps(src[v] + k * rs + 8,
-                                                     (rm[v] >> k) & 1 ? cm2[v] : z);
+                const __m256 lo = _mm256_maskload_ps(src[v] + k * rs, g->lo[k][v]);
+                const __m256 hi = _mm256_maskload_ps(src[v] + k * rs + 8, g->hi[k][v]);
                 r[v] = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(lo, hi, 0x88),
                                                 _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
             }
@@ -265,9 +266,9 @@ FC_TARGET_AVX2 static inline void fw_gather_avx2(const float *xc, const fw_tile 
                                                  fw_vec_avx2 *d) {
     const float *b = xc + tl[0].xoff;
     if (cs == 1) { /* constant cs: two specialised copies of the inlined loop */
-        fw_rows_avx2(xc, tl, rs, 1, d);
+        fw_rows_avx2(xc, tl, rs, 1, g, d);
     } else if (cs == 2) {
-        fw_rows_avx2(xc, tl, rs, 2, d);
+        fw_rows_avx2(xc, tl, rs, 2, g, d);
     } else if (g->all) {
         for (int k = 0; k < 6; k++)
             for (int l = 0; l < 6; l++)
@@ -281,8 +282,9 @@ FC_TARGET_AVX2 static inline void fw_gather_avx2(const float *xc, const fw_tile 
 }
 
 typedef struct { __m512i idx; __mmask16 mask[36]; int all; } fw_plan_avx512;
-FC_TARGET_AVX512 static void fw_gplan_avx512(const fw_tile *tl, fw_plan_avx512 *g) {
+FC_TARGET_AVX512 static void fw_gplan_avx512(const fw_tile *tl, fc_idx cs, fw_plan_avx512 *g) {
     int off[16], all = 1;
+    (void)cs;
     for (int v = 0; v < 16; v++) off[v] = (int)(tl[v].xoff - tl[0].xoff);
     g->idx = _mm512_loadu_si512((const void *)off);
     for (int k = 0; k < 36; k++) {
