@@ -67,6 +67,10 @@ cdef enum:
     WEIGHT_ITEMS = 16  # filters of the weight transform split in this many parts
     # With fewer tile blocks than this, the few-tiles path (threads take blocks of filters).
     MIN_ITEMS = 8
+    # The forward's shared path with AVX-512 from this many tiles, below this many channels
+    # (measured: _convolve).
+    SHARED_MIN_TILES_AVX512 = 128
+    SHARED_MAX_CHANNELS_AVX512 = 384
 
 ctypedef struct _Geometry:
     int lvl, in_lvl, relu
@@ -247,7 +251,16 @@ cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssi
         # few-tiles path 1.35-2.7x faster at C = F = 256, 512 with 32 or 128 tiles, even at
         # C = F = 256 with 392 tiles, 5-30% slower at C = F = 128 with 128 to 392 tiles and
         # 0-12% at C = F = 64 with 98 to 128 (where the shared U is reused enough).
-        if _few_tiles == 1 or (_few_tiles == -1 and (n_blocks < MIN_ITEMS or (
+        # With AVX-512 (Ice Lake-SP, 1.25 MB L2) the shared path won the forward at C = F = 256
+        # from 128 tiles on: one thread, CPU time, minima of 30 alternating calls, shared / few
+        # 0.78x with 256 tiles, 0.84x with 128 (8 x 14 x 14), 1.00x with 64, 1.11x with 32; at
+        # C = F = 384 with 128 tiles 1.04x, at 512 1.00x (128 tiles) and 1.28x (32). Two
+        # threads (wall, minima of 40, a loaded machine): 0.81-0.93x with 128 tiles (4 blocks
+        # of 32, two per thread), 1.08x with 64. Grad-input (sk = -1) was not measured: it
+        # keeps the rule above.
+        shared = (g.lvl == 2 and sk == 1 and g.n_tiles >= SHARED_MIN_TILES_AVX512
+                  and FEW_MIN_CHANNELS <= min(C, F) < SHARED_MAX_CHANNELS_AVX512)
+        if _few_tiles == 1 or (_few_tiles == -1 and not shared and (n_blocks < MIN_ITEMS or (
                 min(C, F) >= FEW_MIN_CHANNELS and g.n_tiles <= FEW_MAX_TILES))):
             return _convolve_few(&g, num_threads)
         return _convolve_shared(&g, num_threads)
