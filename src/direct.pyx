@@ -107,10 +107,8 @@ def set_row_reuse(str name):
     level) or "off"; for tests. Returns the previous setting."""
     global _row_reuse
     names = ("auto", "on", "off")
-    if name not in names:
-        raise ValueError(f"name must be one of {names}, got {name!r}")
     previous = names[_row_reuse]
-    _row_reuse = names.index(name)
+    _row_reuse = _switch_index(name, names)
     return previous
 
 

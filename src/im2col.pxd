@@ -3,7 +3,6 @@
 # a tile is whole output rows, possibly spanning several images.
 from _types cimport real
 from geometry cimport Geometry, TapRange, tap_cols, tap_rows
-from taps cimport tap_axpy
 from tiles cimport Tile
 
 cdef extern from "im2col_rows.h" nogil:
@@ -13,6 +12,14 @@ cdef extern from "im2col_rows.h" nogil:
     void fc_im2col_rows_double(int level, double* dst, const double* src, Py_ssize_t lo,
                                Py_ssize_t hi, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t rows,
                                Py_ssize_t sstep, Py_ssize_t dstep)
+    void fc_col2im_plane_float(int level, const float* dcols, Py_ssize_t OH, Py_ssize_t OW,
+                               float* dx, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH,
+                               Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                               Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, float* buf)
+    void fc_col2im_plane_double(int level, const double* dcols, Py_ssize_t OH, Py_ssize_t OW,
+                                double* dx, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH,
+                                Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
+                                Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, double* buf)
 
 
 cdef inline void _rows(real* dst, const real* src, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
@@ -67,11 +74,24 @@ cdef inline void im2col(const real* x, Geometry g, Py_ssize_t c0, Py_ssize_t c1,
                         n = n + 1
 
 
-cdef inline void col2im_add(const real* dcols, Geometry g, Py_ssize_t c0, Py_ssize_t c1,
-                            real* dx_image) noexcept nogil:
-    """dx_image[c, ih, iw] += dcols[...] for channels [c0, c1) of one image (dcols: whole image)."""
-    cdef Py_ssize_t c, k, KK = g.KH * g.KW, OHW = g.OH * g.OW
+cdef inline Py_ssize_t col2im_buffer(Geometry g) noexcept nogil:
+    """Elements of col2im's buffer: the sw column phases of every row of a plane (none for
+    sw = 1, which adds into the plane itself)."""
+    return 0 if g.sw == 1 else g.H * ((g.W + g.sw - 1) // g.sw * g.sw)
+
+
+cdef inline void col2im(const real* dcols, Geometry g, Py_ssize_t c0, Py_ssize_t c1,
+                        real* dx_image, real* buf, int level) noexcept nogil:
+    """dx_image[c] = col2im of dcols for channels [c0, c1) of one image (dcols: their rows, every
+    position), every element written, each tap adding contiguous runs (im2col_rows.h).
+    buf: col2im_buffer(g) elements."""
+    cdef Py_ssize_t c, KK = g.KH * g.KW, OHW = g.OH * g.OW, HW = g.H * g.W
     for c in range(c0, c1):
-        for k in range(KK):
-            tap_axpy(g, k // g.KW, k % g.KW, <real>1, dcols + ((c - c0) * KK + k) * OHW,
-                     dx_image + c * g.H * g.W, True)
+        if real is float:
+            fc_col2im_plane_float(level, dcols + (c - c0) * KK * OHW, g.OH, g.OW,
+                                  dx_image + c * HW, g.H, g.W, g.KH, g.KW, g.sh, g.sw, g.pt,
+                                  g.pl, g.dh, g.dw, buf)
+        else:
+            fc_col2im_plane_double(level, dcols + (c - c0) * KK * OHW, g.OH, g.OW,
+                                   dx_image + c * HW, g.H, g.W, g.KH, g.KW, g.sh, g.sw, g.pt,
+                                   g.pl, g.dh, g.dw, buf)

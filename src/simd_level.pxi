@@ -1,6 +1,7 @@
 # The run-time SIMD level of a module of SIMD kernels (textually included: each module keeps its
-# own level, so tests can force one module's kernels without touching the others'). The including
-# module declares fc_simd_level() from simd.h.
+# own level, so tests can force one module's kernels without touching the others'), and the
+# lookup behind a module's other test switches. The including module declares fc_simd_level()
+# from simd.h.
 cdef int _detected = fc_simd_level()
 cdef int _level = _detected
 
@@ -23,3 +24,10 @@ def set_level(int value):
     previous = _level
     _level = value
     return previous
+
+
+cdef inline int _switch_index(str name, tuple names) except -1:
+    """The position of `name` among a test switch's settings `names` (ValueError naming them)."""
+    if name not in names:
+        raise ValueError(f"name must be one of {names}, got {name!r}")
+    return names.index(name)

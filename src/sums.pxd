@@ -1,6 +1,8 @@
 # Sums of contiguous runs in double, with eight interleaved partial sums: one running sum is a
 # chain of dependent adds (4 cycles each on current x86), eight keep the adder busy. The order is
 # fixed by the run's length alone, so results do not depend on threads.
+from libc.stdint cimport uint32_t, uint64_t
+
 from _types cimport real
 
 
@@ -20,3 +22,19 @@ cdef inline double run_sum(const real* p, Py_ssize_t n) noexcept nogil:
     for j in range(n - n % 8, n):
         s0 = s0 + p[j]
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+cdef inline Py_ssize_t nonfinite_count(const real* p, Py_ssize_t n) noexcept nogil:
+    """How many of p[0], ..., p[n - 1] are inf or NaN (every exponent bit set), n < 2**32: a
+    sum of integer compares, which vectorises (a float sum's order is fixed)."""
+    cdef uint32_t count = 0
+    cdef Py_ssize_t j
+    cdef const uint32_t* u = <const uint32_t*>p
+    cdef const uint64_t* v = <const uint64_t*>p
+    if real is float:
+        for j in range(n):
+            count = count + ((u[j] & 0x7f800000u) == 0x7f800000u)
+    else:
+        for j in range(n):
+            count = count + ((v[j] & 0x7ff0000000000000u) == 0x7ff0000000000000u)
+    return count

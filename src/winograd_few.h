@@ -40,15 +40,33 @@
 /* g[k] lane v = tap k (k < 9) of the v-th of VL kernels stored 9 floats apart from wb, their taps
  * in order (sk = 1) or reversed (sk = -1; wb: tap 0 of the first, so tap k at wb + 9 v - k). AVX2:
  * eight row loads and an 8 x 8 transpose give 8 taps, one gather the ninth (with nine gathers
- * the transform took 0.2 of 512 x 7 x 7's time, 0.15 with this). Elsewhere gathers (AVX-512:
- * not measured). */
+ * the transform took 0.2 of 512 x 7 x 7's time, 0.15 with this); AVX-512 the same per half of
+ * its 16 kernels. The baseline gathers lane by lane. */
 static inline void fwf_taps_base(const float *wb, const int *idx, fc_idx sk, fw_vec_base *g) {
     fw_gather9_base(wb, idx, sk, g);
 }
 #ifdef FC_X86_DISPATCH
+/* AVX-512: the AVX2 steps for each half of the 16 kernels (eight 8-float rows, a transpose, an
+ * 8-lane gather for the ninth tap), the halves joined. A 16-lane gather took ~27 cycles on this
+ * project's Ice Lake-SP VM; with nine of them the weight transform was a quarter of the kernel's
+ * time in 512 x 7 x 7's grad-input (perf). */
 FC_TARGET_AVX512 static inline void fwf_taps_avx512(const float *wb, const int *idx, fc_idx sk,
                                                     fw_vec_avx512 *g) {
-    fw_gather9_avx512(wb, idx, sk, g);
+    const int up = sk > 0;
+    const __m256i ix = _mm256_loadu_si256((const __m256i *)idx); /* kernels 0..7: 9 v */
+    __m256 half[2][9];
+    for (int h = 0; h < 2; h++) {
+        const float *wh = wb + 72 * h;
+        const float *r0 = up ? wh : wh - 8; /* row v, element i: tap i (up) or 8 - i */
+        __m256 r[8], t[8];
+        for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(r0 + 9 * j);
+        fc_transpose8x8_avx512(r, t);
+        for (int i = 0; i < 8; i++) half[h][up ? i : 8 - i] = t[i];
+        half[h][up ? 8 : 0] = _mm256_i32gather_ps(wh + (up ? 8 : 0), ix, 4);
+    }
+    for (int k = 0; k < 9; k++)
+        g[k] = (fw_vec_avx512)_mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castpd256_pd512(_mm256_castps_pd(half[0][k])), _mm256_castps_pd(half[1][k]), 1));
 }
 FC_TARGET_AVX2 static inline void fwf_taps_avx2(const float *wb, const int *idx, fc_idx sk,
                                                 fw_vec_avx2 *g) {

@@ -150,6 +150,77 @@ FC_TARGET_AVX2 static inline wg_vec_double_avx2 wg_lanes_load_double_avx2(
 }
 #endif
 
+/* The 4 x 4 grad_y block of one tile for VL filters: u[4 i + j] lane v = the value at row i,
+ * column j of filter v's block (g: filter 0's (0, 0); planes OHW, rows rs, columns dw apart), zero
+ * past the tile's vh x vw real outputs and in lanes v >= nl. By the lane loads above, except: */
+#define WG_DY_GATHER(SFX, T, TARGET)                                                               \
+    TARGET static inline void wg_dy_block_##SFX(const T *g, fc_idx OHW, fc_idx rs, fc_idx dw,      \
+                                                int vh, int vw, int nl,                            \
+                                                const wg_lanes_##SFX *lanes, wg_vec_##SFX *u) {    \
+        const wg_vec_##SFX zero = {0};                                                             \
+        (void)OHW;                                                                                 \
+        (void)nl;                                                                                  \
+        for (int i = 0; i < 4; i++)                                                                \
+            for (int j = 0; j < 4; j++)                                                            \
+                u[4 * i + j] = i < vh && j < vw ? wg_lanes_load_##SFX(g + i * rs + j * dw, lanes)  \
+                                                : zero;                                            \
+    }
+WG_DY_GATHER(float_base, float, )
+WG_DY_GATHER(double_base, double, )
+#ifdef FC_X86_DISPATCH
+WG_DY_GATHER(double_avx512, double, FC_TARGET_AVX512)
+WG_DY_GATHER(float_avx2, float, FC_TARGET_AVX2)
+WG_DY_GATHER(double_avx2, double, FC_TARGET_AVX2)
+
+/* float32, AVX-512, columns up to 5 apart: row loads and transposes instead of 16 gathers. On
+ * Ice Lake-SP (this project's VM) a 16-lane gather took ~27 cycles: grad_y's transform was 17% of
+ * the 3x3 64 -> 64 grad-weight (perf), its 16 gathers per tile and 16 filters 155 ns against 40 ns
+ * for these loads (thread CPU time, a C loop). Per row i: filter v's 4 values (one masked load of
+ * the columns j dw, packed by a compress when dw > 1) in the low 128 bits; filters q, q + 4,
+ * q + 8, q + 12 combined into z[q] (128-bit lane L: filter q + 4 L); a 4 x 4 transpose in every
+ * lane then puts value j of filter 4 L + q at element 4 L + q of u[4 i + j]. */
+FC_TARGET_AVX512 static inline void wg_dy_block_float_avx512(
+        const float *g, fc_idx OHW, fc_idx rs, fc_idx dw, int vh, int vw, int nl,
+        const wg_lanes_float_avx512 *lanes, wg_vec_float_avx512 *u) {
+    if (dw > 5) { /* the columns span more than a vector */
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                u[4 * i + j] = i < vh && j < vw
+                                   ? wg_lanes_load_float_avx512(g + i * rs + j * dw, lanes)
+                                   : (wg_vec_float_avx512)_mm512_setzero_ps();
+        return;
+    }
+    __mmask16 m = 0;
+    for (int j = 0; j < vw; j++) m |= (__mmask16)(1u << (j * dw));
+    for (int i = 0; i < 4; i++) {
+        if (i >= vh) {
+            for (int j = 0; j < 4; j++) u[4 * i + j] = (wg_vec_float_avx512)_mm512_setzero_ps();
+            continue;
+        }
+        __m512 z[4];
+        for (int q = 0; q < 4; q++) {
+            __m512 x[4];
+            for (int L = 0; L < 4; L++) {
+                const int v = q + 4 * L;
+                x[L] = v < nl ? _mm512_maskz_loadu_ps(m, g + v * OHW + i * rs)
+                              : _mm512_setzero_ps();
+                if (dw > 1) x[L] = _mm512_maskz_compress_ps(m, x[L]);
+            }
+            const __m512 ab = _mm512_shuffle_f32x4(x[0], x[1], 0x00); /* x0 x0 x1 x1 */
+            const __m512 cd = _mm512_shuffle_f32x4(x[2], x[3], 0x00);
+            z[q] = _mm512_shuffle_f32x4(ab, cd, 0x88); /* x0 x1 x2 x3 */
+        }
+        const __m512 t0 = _mm512_unpacklo_ps(z[0], z[1]), t1 = _mm512_unpacklo_ps(z[2], z[3]);
+        const __m512 t2 = _mm512_unpackhi_ps(z[0], z[1]), t3 = _mm512_unpackhi_ps(z[2], z[3]);
+        u[4 * i + 0] = (wg_vec_float_avx512)_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 1] = (wg_vec_float_avx512)_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * i + 2] = (wg_vec_float_avx512)_mm512_shuffle_ps(t2, t3, _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 3] = (wg_vec_float_avx512)_mm512_shuffle_ps(t2, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    }
+}
+#endif
+#undef WG_DY_GATHER
+
 /* Elements a GEMM column block spans: Ud's rows and M's column blocks are padded to a multiple
  * of it (two vectors of the widest level, both types). */
 #define WG_COLS 32
@@ -177,12 +248,8 @@ TARGET static void wg_dy_##SFX(const T *gy, fc_idx nf, fc_idx nfp, fc_idx OHW, f
                 for (int p = 0; p < 36; p++) *(V *)(dst + p * PU) = zero;                          \
                 continue;                                                                          \
             }                                                                                      \
-            const T *g = gy + f0 * OHW + tiles[t].yoff;                                            \
-            const int vh = tiles[t].vh, vw = tiles[t].vw;                                          \
-            for (int i = 0; i < 4; i++)                                                            \
-                for (int j = 0; j < 4; j++)                                                        \
-                    u[4 * i + j] = i < vh && j < vw                                                \
-                        ? wg_lanes_load_##SFX(g + i * rs + j * dw, &lanes) : zero;                 \
+            wg_dy_block_##SFX(gy + f0 * OHW + tiles[t].yoff, OHW, rs, dw, tiles[t].vh,            \
+                              tiles[t].vw, nl, &lanes, u);                                         \
             for (int j = 0; j < 4; j++) WG_A4(T, V, (u + j), 4, (s + j), 4);  /* A u: 6 x 4 */     \
             for (int p = 0; p < 6; p++) WG_A4(T, V, (s + 4 * p), 1, (d + 6 * p), 1); /* (.) A^T */ \
             for (int p = 0; p < 36; p++) *(V *)(dst + p * PU) = d[p];                              \
@@ -219,72 +286,78 @@ TARGET static void wg_input_##SFX(const T *x, fc_idx C, fc_idx H, fc_idx W, fc_i
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
+/* Rows [0, RB) of a block of M (m: its first row, rows ldm apart) (+)= v (RB rows of V, ldv     \
+ * apart) @ Ud (K rows of nfp, from Up), in column blocks of 2 vectors: RB x 2 accumulators, V     \
+ * broadcast along its rows, Ud read as vectors. With add, the block's rows of M are prefetched   \
+ * as its sums start: they wait in L2 (all 36 points' M) and their loads at the end were a fifth  \
+ * of this GEMM's time (perf, Ice Lake-SP, 3x3 64 -> 64 on 56 x 56). */                            \
+TARGET static inline __attribute__((always_inline)) void wg_gemm_rows_##SFX(                       \
+        int RB, const T *v, fc_idx ldv, const T *Up, fc_idx K, fc_idx nfp, T *m, fc_idx ldm,       \
+        int add) {                                                                                 \
+    typedef wg_vec_##SFX V;                                                                        \
+    enum { VL = VBYTES / sizeof(T), RM = 8 };                                                      \
+    for (fc_idx f = 0; f < nfp; f += 2 * VL) {                                                     \
+        V a[RM][2];                                                                                \
+        T *mf = m + f;                                                                             \
+        for (int r = 0; r < RB; r++) {                                                             \
+            a[r][0] = (V){0};                                                                      \
+            a[r][1] = (V){0};                                                                      \
+            if (add) {                                                                             \
+                __builtin_prefetch(mf + r * ldm, 1, 3);                                            \
+                __builtin_prefetch(mf + r * ldm + VL, 1, 3);                                       \
+            }                                                                                      \
+        }                                                                                          \
+        const T *u = Up + f;                                                                       \
+        for (fc_idx t = 0; t < K; t++) {                                                           \
+            const V b0 = *(const V *)(u + t * nfp), b1 = *(const V *)(u + t * nfp + VL);           \
+            for (int r = 0; r < RB; r++) {                                                         \
+                const T w = v[r * ldv + t];                                                        \
+                a[r][0] += w * b0;                                                                 \
+                a[r][1] += w * b1;                                                                 \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < RB; r++) {                                                             \
+            T *mr = mf + r * ldm;                                                                  \
+            if (add) {                                                                             \
+                a[r][0] += *(V *)mr;                                                               \
+                a[r][1] += *(V *)(mr + VL);                                                        \
+            }                                                                                      \
+            *(V *)mr = a[r][0];                                                                    \
+            *(V *)(mr + VL) = a[r][1];                                                             \
+        }                                                                                          \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
 /* For the 36 points p: M[p][c][f] (+)= sum over t < K of V[p][c][t] Ud[p][t][f], for c < nc and   \
  * f < nfp (a multiple of WG_COLS); V rows ldv apart, points PV; Ud rows nfp apart, points PU; M   \
- * rows ldm apart, points PM; add: accumulate, else overwrite. 6 x 2-vector register blocks (12    \
- * accumulators: AVX2 has 16 registers), V broadcast along its rows, Ud read as vectors: both      \
- * operands as the transforms wrote them, nothing packed (OpenBLAS's copies of both took half as    \
- * long as its multiply here). Each M element is summed over t in order by one call. */           \
+ * rows ldm apart, points PM; add: accumulate, else overwrite. Blocks of 6 rows (12 accumulators:  \
+ * AVX2 has 16 registers), of 8 with AVX-512 (32 registers; 64 channels, the blocks' size, then   \
+ * need no rows one at a time, which ran at the latency of 2 dependent chains), then 4, 2, 1;     \
+ * both operands as the transforms wrote them, nothing packed (OpenBLAS's copies of both took     \
+ * half as long as its multiply here). Each M element is summed over t in order by one call,     \
+ * whatever the block. */                                                                          \
 TARGET static void wg_gemm_##SFX(const T *Vt, fc_idx ldv, fc_idx PV, const T *Ud, fc_idx PU,       \
                                  fc_idx K, fc_idx nc, fc_idx nfp, T *M, fc_idx ldm, fc_idx PM,     \
                                  int add) {                                                        \
-    typedef wg_vec_##SFX V;                                                                        \
-    enum { VL = VBYTES / sizeof(T) };                                                              \
     for (int p = 0; p < 36; p++) {                                                                 \
         const T *Vp = Vt + p * PV, *Up = Ud + p * PU;                                              \
         T *Mp = M + p * PM;                                                                        \
         fc_idx c = 0;                                                                              \
-        for (; c + 6 <= nc; c += 6) {                                                              \
-            const T *v0 = Vp + c * ldv, *v1 = v0 + ldv, *v2 = v1 + ldv;                            \
-            const T *v3 = v2 + ldv, *v4 = v3 + ldv, *v5 = v4 + ldv;                                \
-            for (fc_idx f = 0; f < nfp; f += 2 * VL) {                                             \
-                V a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0};                \
-                V a30 = {0}, a31 = {0}, a40 = {0}, a41 = {0}, a50 = {0}, a51 = {0};                \
-                const T *u = Up + f;                                                               \
-                for (fc_idx t = 0; t < K; t++) {                                                   \
-                    const V b0 = *(const V *)(u + t * nfp), b1 = *(const V *)(u + t * nfp + VL);   \
-                    a00 += v0[t] * b0; a01 += v0[t] * b1;                                          \
-                    a10 += v1[t] * b0; a11 += v1[t] * b1;                                          \
-                    a20 += v2[t] * b0; a21 += v2[t] * b1;                                          \
-                    a30 += v3[t] * b0; a31 += v3[t] * b1;                                          \
-                    a40 += v4[t] * b0; a41 += v4[t] * b1;                                          \
-                    a50 += v5[t] * b0; a51 += v5[t] * b1;                                          \
-                }                                                                                  \
-                T *m = Mp + c * ldm + f;                                                           \
-                if (add) {                                                                         \
-                    a00 += *(V *)(m + 0 * ldm); a01 += *(V *)(m + 0 * ldm + VL);                   \
-                    a10 += *(V *)(m + 1 * ldm); a11 += *(V *)(m + 1 * ldm + VL);                   \
-                    a20 += *(V *)(m + 2 * ldm); a21 += *(V *)(m + 2 * ldm + VL);                   \
-                    a30 += *(V *)(m + 3 * ldm); a31 += *(V *)(m + 3 * ldm + VL);                   \
-                    a40 += *(V *)(m + 4 * ldm); a41 += *(V *)(m + 4 * ldm + VL);                   \
-                    a50 += *(V *)(m + 5 * ldm); a51 += *(V *)(m + 5 * ldm + VL);                   \
-                }                                                                                  \
-                *(V *)(m + 0 * ldm) = a00; *(V *)(m + 0 * ldm + VL) = a01;                         \
-                *(V *)(m + 1 * ldm) = a10; *(V *)(m + 1 * ldm + VL) = a11;                         \
-                *(V *)(m + 2 * ldm) = a20; *(V *)(m + 2 * ldm + VL) = a21;                         \
-                *(V *)(m + 3 * ldm) = a30; *(V *)(m + 3 * ldm + VL) = a31;                         \
-                *(V *)(m + 4 * ldm) = a40; *(V *)(m + 4 * ldm + VL) = a41;                         \
-                *(V *)(m + 5 * ldm) = a50; *(V *)(m + 5 * ldm + VL) = a51;                         \
-            }                                                                                      \
+        if (VBYTES == 64)                                                                          \
+            for (; c + 8 <= nc; c += 8)                                                            \
+                wg_gemm_rows_##SFX(8, Vp + c * ldv, ldv, Up, K, nfp, Mp + c * ldm, ldm, add);      \
+        for (; c + 6 <= nc; c += 6)                                                                \
+            wg_gemm_rows_##SFX(6, Vp + c * ldv, ldv, Up, K, nfp, Mp + c * ldm, ldm, add);          \
+        if (c + 4 <= nc) {                                                                         \
+            wg_gemm_rows_##SFX(4, Vp + c * ldv, ldv, Up, K, nfp, Mp + c * ldm, ldm, add);          \
+            c += 4;                                                                                \
         }                                                                                          \
-        for (; c < nc; c++) { /* the last rows, one at a time */                                   \
-            const T *v0 = Vp + c * ldv;                                                            \
-            for (fc_idx f = 0; f < nfp; f += 2 * VL) {                                             \
-                V a00 = {0}, a01 = {0};                                                            \
-                const T *u = Up + f;                                                               \
-                for (fc_idx t = 0; t < K; t++) {                                                   \
-                    a00 += v0[t] * *(const V *)(u + t * nfp);                                      \
-                    a01 += v0[t] * *(const V *)(u + t * nfp + VL);                                 \
-                }                                                                                  \
-                T *m = Mp + c * ldm + f;                                                           \
-                if (add) {                                                                         \
-                    a00 += *(V *)m;                                                                \
-                    a01 += *(V *)(m + VL);                                                         \
-                }                                                                                  \
-                *(V *)m = a00;                                                                     \
-                *(V *)(m + VL) = a01;                                                              \
-            }                                                                                      \
+        if (c + 2 <= nc) {                                                                         \
+            wg_gemm_rows_##SFX(2, Vp + c * ldv, ldv, Up, K, nfp, Mp + c * ldm, ldm, add);          \
+            c += 2;                                                                                \
         }                                                                                          \
+        if (c < nc)                                                                                \
+            wg_gemm_rows_##SFX(1, Vp + c * ldv, ldv, Up, K, nfp, Mp + c * ldm, ldm, add);          \
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \

@@ -534,3 +534,22 @@ def test_errors_leave_out_untouched():
     with pytest.raises(ValueError):
         conv(out=out)
     np.testing.assert_array_equal(out, 7.0)
+
+
+def test_an_array_where_a_shape_belongs_is_named_by_its_shape():
+    """conv2d_plan takes shapes; handed the arrays themselves, the message names each array
+    by its shape and dtype (its repr would fill a screen) and says what to pass."""
+    x = np.zeros((64, 6, 14, 14), np.float32)
+    with pytest.raises(ValueError) as info:
+        fastconv.conv2d_plan(x, (16, 6, 5, 5))
+    message = str(info.value)
+    assert message == (
+        "input_shape must be a tuple of 4 ints, got an array of shape (64, 6, 14, 14) and dtype "
+        "float32 (pass the array's .shape)"
+    )
+
+
+def test_a_long_bad_argument_is_cut_in_the_message():
+    with pytest.raises(ValueError) as info:
+        fastconv.conv2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), stride=list(range(500)))
+    assert len(str(info.value)) < 200 and str(info.value).endswith("...")

@@ -6,6 +6,7 @@ from reference import conv2d_backward_ref, conv2d_ref
 
 import fastconv
 import fastconv.nn
+from fastconv._kernels import conv as conv_kernels
 from fastconv._kernels import direct as direct_kernels
 
 SIMD = direct_kernels.level() > 0
@@ -168,3 +169,22 @@ def test_dilated_kernel_of_the_input_size_is_not_a_matmul(dtype, assert_close):
     rx, rw, _ = conv2d_backward_ref(g, x, w, pad=(0, 1, 0, 0), dilation=(2, 1))
     assert_close(gx, rx, dtype, 2)
     assert_close(gw, rw, dtype, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_kernel(dtype):
+    """The finiteness check behind for_operands (_kernels.conv.all_finite): an inf, -inf or NaN
+    anywhere (chunk edges included) at 1, 2 and 3 threads; the largest finite values,
+    subnormals and -0.0 are finite; an empty array is."""
+    n = 3 * 262144 + 5  # FINITE_CHUNK elements per chunk: four chunks, the last partial
+    finite = np.array([np.finfo(dtype).max, -np.finfo(dtype).max, np.finfo(dtype).tiny / 2, -0.0])
+    a = np.resize(finite.astype(dtype), n)
+    for threads in (1, 2, 3):
+        assert conv_kernels.all_finite(a, threads)
+        assert conv_kernels.all_finite(a[:0], threads)
+    for value in (np.inf, -np.inf, np.nan):
+        for position in (0, 262143, 262144, n - 1):
+            b = a.copy()
+            b[position] = value
+            for threads in (1, 2, 3):
+                assert not conv_kernels.all_finite(b, threads), (value, position, threads)

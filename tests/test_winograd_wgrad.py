@@ -44,6 +44,8 @@ CASES = [
     _geom("dil2_valid", N=2, C=3, H=12, W=13, F=4, padding=0, dilation=2),
     _geom("dil_2x3_asym", N=1, C=3, H=16, W=21, F=5, padding=((1, 3), (0, 2)), dilation=(2, 3)),
     _geom("pad3", N=2, C=3, H=8, W=9, F=4, padding=3),
+    # columns 6 apart: grad_y's gathers (AVX-512 loads rows for up to 5), 17 filters: a lane tail
+    _geom("dil6_f17", N=1, C=2, H=20, W=29, F=17, padding=6, dilation=6),
     _geom("channels_64x48", N=2, C=64, H=14, W=14, F=48),
     _geom("channels_70x40", N=2, C=70, H=14, W=13, F=40),
     _geom("many_tiles", N=3, C=8, H=30, W=27, F=10),
@@ -350,3 +352,53 @@ def test_forced_through_backward_and_layer(rng):
         gw, fastconv.conv2d_grad_weight(g, x, gw.shape, padding=1, algorithm="winograd")
     )
     assert rel_err(gx, rx) <= TOL[x.dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", [np.nan, np.inf, "inf-inf"])
+def test_backward_grad_y_not_finite(value, dtype, rng):
+    """conv2d_backward where grad-weight chooses Winograd asks whether grad_y is finite through
+    grad-bias's sums: NaN, inf, inf and -inf in one plane (a NaN sum) land where NumPy puts
+    them (the exact path)."""
+    x, w, g = _backward_operands(rng, dtype)
+    if value == "inf-inf":
+        g[1, 3, 2, 2], g[0, 3, 5, 1] = np.inf, -np.inf
+    else:
+        g[1, 3, 2, 2] = value
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = conv2d_backward_ref(g, x, w, 1, (1, 1, 1, 1))
+        got = fastconv.conv2d_backward(g, x, w, padding=1)
+    for name, a, ref in zip(("grad_input", "grad_weight", "grad_bias"), got, expected):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(ref), err_msg=name)
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(ref), err_msg=name)
+        ok = np.isfinite(ref)
+        assert rel_err(a[ok], ref[ok]) <= TOL[np.dtype(dtype)], name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_grad_bias_overflow_keeps_winograd(dtype, rng):
+    """Finite grad_y whose grad-bias sums overflow (inf in float32; float64 sums past 1.8e308):
+    the full check finds it finite, and grad-weight is Winograd's, bitwise."""
+    x, w, g = _backward_operands(rng, dtype)
+    g[:, 5] = 1e37 if dtype == np.float32 else 1e307
+    x *= 1e-3
+    with np.errstate(over="ignore"):
+        gx, gw, gb = fastconv.conv2d_backward(g, x, w, padding=1)
+    assert np.isinf(gb[5]) and np.isfinite(np.delete(gb, 5)).all()
+    forced = fastconv.conv2d_grad_weight(g, x, w.shape, padding=1, algorithm="winograd")
+    np.testing.assert_array_equal(gw, forced)
+    _, rw, _ = conv2d_backward_ref(g, x, w, 1, (1, 1, 1, 1))
+    others = np.arange(w.shape[0]) != 5  # filter 5's transformed grad_y overflows
+    assert rel_err(gw[others], rw[others]) <= TOL[np.dtype(dtype)]
+
+
+def _backward_operands(rng, dtype):
+    """x, w, grad_y of a convolution whose backward the planner gives Winograd grad-weight."""
+    N, C, H, W, F = 2, 32, 8, 8, 32
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C, 3, 3)).astype(dtype)
+    g = rng.standard_normal((N, F, H, W)).astype(dtype)
+    assert fastconv.conv2d_plan(x.shape, w.shape, padding=1, dtype=dtype)["grad_weight"] == (
+        "winograd"
+    )
+    return x, w, g

@@ -6,7 +6,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .values import as_int, as_pair, as_shape, plain
+from .values import as_int, as_pair, as_shape, plain, shown
 
 # Every GEMM dimension and leading dimension must fit BLAS's 32-bit int: a plane (H * W, OH * OW),
 # an im2col row (C * KH * KW) and the filters (F).
@@ -46,20 +46,20 @@ def conv_padding(padding, hw, khw, stride, dilation):
                 hw[1], khw[1], stride[1], dilation[1]
             )
         raise ValueError(
-            f"padding must be an int, a pair, a pair of pairs, 'valid' or 'same'; got {padding!r}"
+            f"padding must be an int, a pair, a pair of pairs, 'valid' or 'same'; got {shown(padding)}"
         )
     if isinstance(padding, (tuple, list)):
         if len(padding) not in (1, 2):  # (p,): torch's one-element form, as as_pair takes it
             raise ValueError(
                 f"padding must be an int, (ph, pw) or ((top, bottom), (left, right)); "
-                f"got {padding!r}"
+                f"got {shown(padding)}"
             )
         if len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
             out = []
             for axis, pair in zip(("h", "w"), padding):
                 if len(pair) != 2:
                     raise ValueError(
-                        f"padding must be ((top, bottom), (left, right)); got {padding!r}"
+                        f"padding must be ((top, bottom), (left, right)); got {shown(padding)}"
                     )
                 out += [as_int(p, f"padding ({axis})", 0) for p in pair]
             return tuple(out)
@@ -282,7 +282,9 @@ def adaptive_output_size(output_size, H, W):
     -> (OH, OW)."""
     if isinstance(output_size, (tuple, list)):
         if len(output_size) != 2:
-            raise ValueError(f"output_size must be an int or a pair (h, w), got {output_size!r}")
+            raise ValueError(
+                f"output_size must be an int or a pair (h, w), got {shown(output_size)}"
+            )
         return tuple(
             size if o is None else as_int(o, f"output_size[{i}]", 1)
             for i, (o, size) in enumerate(zip(output_size, (H, W)))

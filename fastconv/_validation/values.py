@@ -6,6 +6,15 @@ import operator
 import numpy as np
 
 
+def shown(value):
+    """`value` for an error message: an array by its shape and dtype (its repr could fill a
+    screen), anything else by a repr cut to 120 characters."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def as_int(value, name, minimum=None):
     """`value` as a Python int (NumPy integers accepted, bool and float refused)."""
     if isinstance(value, bool):
@@ -27,7 +36,7 @@ def as_pair(value, name, minimum):
             v = as_int(value[0], f"{name}[0]", minimum)
             return (v, v)
         if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
+            raise ValueError(f"{name} must be an int or a pair (h, w), got {shown(value)}")
         return tuple(as_int(v, f"{name}[{i}]", minimum) for i, v in enumerate(value))
     v = as_int(value, name, minimum)
     return (v, v)
@@ -37,7 +46,7 @@ def as_single(value, name, minimum):
     """An int, or one int in a 1-tuple (torch's nn.Conv1d stores stride=(2,)), -> int."""
     if isinstance(value, (tuple, list)):
         if len(value) != 1:  # a type error, as any other non-int was before 1-tuples were taken
-            raise TypeError(f"{name} must be an int or a 1-tuple (n,), got {value!r}")
+            raise TypeError(f"{name} must be an int or a 1-tuple (n,), got {shown(value)}")
         return as_int(value[0], f"{name}[0]", minimum)
     return as_int(value, name, minimum)
 
@@ -59,7 +68,7 @@ def as_real(value, name):
     """`value` (a Python or NumPy real number, or a 0-d real array) as a Python float."""
     a = value if hasattr(value, "dtype") else np.asarray(value)
     if isinstance(value, bool) or a.dtype.kind not in "iuf" or a.ndim != 0:
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}"[:200])
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {shown(value)}")
     return float(value)
 
 
@@ -89,7 +98,7 @@ FUSED_ACTIVATIONS = (None, "relu")
 def as_activation(value, name="activation"):
     """`value` checked to be one of FUSED_ACTIVATIONS."""
     if not (value is None or isinstance(value, str)) or value not in FUSED_ACTIVATIONS:
-        raise ValueError(f"{name} must be None or 'relu', got {value!r}")
+        raise ValueError(f"{name} must be None or 'relu', got {shown(value)}")
     return value
 
 
@@ -103,14 +112,15 @@ def as_algorithm(value, name="algorithm"):
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str from {CONV_ALGORITHMS}, got {type(value).__name__}")
     if value not in CONV_ALGORITHMS:
-        raise ValueError(f"{name} must be one of {CONV_ALGORITHMS}, got {value!r}")
+        raise ValueError(f"{name} must be one of {CONV_ALGORITHMS}, got {shown(value)}")
     return value
 
 
 def as_shape(shape, name, ndim):
     """A tuple of `ndim` non-negative ints."""
     if not isinstance(shape, (tuple, list)) or len(shape) != ndim:
-        raise ValueError(f"{name} must be a tuple of {ndim} ints, got {shape!r}")
+        hint = " (pass the array's .shape)" if hasattr(shape, "shape") else ""
+        raise ValueError(f"{name} must be a tuple of {ndim} ints, got {shown(shape)}{hint}")
     return tuple(as_int(v, f"{name}[{i}]", 0) for i, v in enumerate(shape))
 
 
@@ -121,7 +131,7 @@ REDUCTIONS = ("none", "mean", "sum")
 def as_reduction(value, name="reduction"):
     """`value` checked to be one of REDUCTIONS."""
     if not isinstance(value, str) or value not in REDUCTIONS:
-        raise ValueError(f"{name} must be one of {REDUCTIONS}, got {value!r}")
+        raise ValueError(f"{name} must be one of {REDUCTIONS}, got {shown(value)}")
     return value
 
 

@@ -167,18 +167,8 @@ def conv2d_grad_input(
     grad_out (N, F, OH, OW), weight (F, C // groups, KH, KW), input_shape (N, C, H, W)
     -> grad_input (N, C, H, W). `algorithm` as for conv2d.
     """
-    algorithm = as_algorithm(algorithm)
-    be = _dispatch.backend(grad_out=grad_out, weight=weight)
-    grad_out = _arrays.as_array(grad_out, "grad_out", 4)
-    weight = _arrays.as_array(weight, "weight", 4)
-    input_shape = as_shape(input_shape, "input_shape", 4)
-    geom = conv_geometry(
-        input_shape, weight.shape, stride, padding, dilation, groups, ("input_shape", "weight")
-    )
-    _check_grad_out(grad_out, geom.output_shape, ("input_shape", "weight"))
-    dtype = _dispatch.dtype(grad_out=grad_out, weight=weight)
-    grad_out, weight = _dispatch.inputs(dtype, grad_out, weight)
-    return be.conv2d_grad_input(grad_out, weight, input_shape, geom, algorithm)
+    geometry = (stride, padding, dilation, groups)
+    return _one_gradient("input", grad_out, weight, input_shape, geometry, algorithm)
 
 
 @unbatched((), grad_out="N, F, OH, OW", x="N, C, H, W")
@@ -198,18 +188,30 @@ def conv2d_grad_weight(
     grad_out (N, F, OH, OW), x (N, C, H, W), weight_shape (F, C // groups, KH, KW)
     -> grad_weight (F, C // groups, KH, KW). `algorithm` as for conv2d.
     """
-    algorithm = as_algorithm(algorithm)
-    be = _dispatch.backend(grad_out=grad_out, x=x)
-    grad_out = _arrays.as_array(grad_out, "grad_out", 4)
-    x = _arrays.as_array(x, "x", 4)
-    weight_shape = as_shape(weight_shape, "weight_shape", 4)
-    geom = conv_geometry(
-        x.shape, weight_shape, stride, padding, dilation, groups, ("x", "weight_shape")
+    geometry = (stride, padding, dilation, groups)
+    return _one_gradient("weight", grad_out, x, weight_shape, geometry, algorithm)
+
+
+def _one_gradient(wrt, grad_out, operand, shape, geometry, algorithm):
+    """conv2d_grad_input (`wrt` "input": `operand` is the weight, `shape` the input's) or
+    conv2d_grad_weight ("weight": `operand` is x, `shape` the weight's), validated and run."""
+    operand_name, shape_name = (
+        ("weight", "input_shape") if wrt == "input" else ("x", "weight_shape")
     )
-    _check_grad_out(grad_out, geom.output_shape, ("x", "weight_shape"))
-    dtype = _dispatch.dtype(grad_out=grad_out, x=x)
-    grad_out, x = _dispatch.inputs(dtype, grad_out, x)
-    return be.conv2d_grad_weight(grad_out, x, weight_shape, geom, algorithm)
+    algorithm = as_algorithm(algorithm)
+    be = _dispatch.backend(grad_out=grad_out, **{operand_name: operand})
+    grad_out = _arrays.as_array(grad_out, "grad_out", 4)
+    operand = _arrays.as_array(operand, operand_name, 4)
+    shape = as_shape(shape, shape_name, 4)
+    if wrt == "input":  # conv_geometry takes the input's side first
+        shapes, names = (shape, operand.shape), (shape_name, operand_name)
+    else:
+        shapes, names = (operand.shape, shape), (operand_name, shape_name)
+    geom = conv_geometry(*shapes, *geometry, names)
+    _check_grad_out(grad_out, geom.output_shape, names)
+    dtype = _dispatch.dtype(grad_out=grad_out, **{operand_name: operand})
+    grad_out, operand = _dispatch.inputs(dtype, grad_out, operand)
+    return getattr(be, f"conv2d_grad_{wrt}")(grad_out, operand, shape, geom, algorithm)
 
 
 def _plan_args(input_shape, weight_shape, stride, padding, dilation, groups, dtype, device):

@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=_HelpFormatter,
         )
 
+    def batch_size(sub: argparse.ArgumentParser, default: int, help: str) -> None:
+        sub.add_argument(
+            "--batch-size", type=_positive_int, default=default, metavar="B", help=help
+        )
+
+    def model_option(sub: argparse.ArgumentParser, help: str) -> None:
+        sub.add_argument("--model", required=True, metavar="PATH", help=help)
+
     down = add("download", "download MNIST (MD5-verified, with a progress bar) and check it")
     down.add_argument(
         "--data",
@@ -163,9 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train K epochs beyond those the --resume checkpoint has "
         "completed (without --resume: K epochs)",
     )
-    train.add_argument(
-        "--batch-size", type=_positive_int, default=64, metavar="B", help="images per step"
-    )
+    batch_size(train, 64, "images per step")
     train.add_argument(
         "--lr",
         type=_positive_float,
@@ -234,16 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = add("evaluate", "accuracy and confusion matrix on the test set")
     common(ev)
-    ev.add_argument(
-        "--model",
-        required=True,
-        metavar="PATH",
-        help="a checkpoint from `train --save`, or a LeNet5.save() / state-dict file (.npz, or "
+    model_option(
+        ev,
+        "a checkpoint from `train --save`, or a LeNet5.save() / state-dict file (.npz, or "
         ".safetensors: e.g. a LeNet-5 trained in PyTorch)",
     )
-    ev.add_argument(
-        "--batch-size", type=_positive_int, default=500, metavar="B", help="images per forward pass"
-    )
+    batch_size(ev, 500, "images per forward pass")
     ev.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -261,12 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
         'into a PNG (needs matplotlib: pip install "fastconv[plot]")',
     )
     common(rep, device=False)
-    rep.add_argument(
-        "--model",
-        required=True,
-        metavar="PATH",
-        help="a checkpoint from `train --save` (its history gives the curves) or a "
-        "LeNet5.save() file",
+    model_option(
+        rep,
+        "a checkpoint from `train --save` (its history gives the curves) or a LeNet5.save() file",
     )
     rep.add_argument("--out", metavar="PNG", default="report.png", help="the picture to write")
     rep.add_argument(

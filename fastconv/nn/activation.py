@@ -16,14 +16,8 @@ __all__ = ["ReLU", "Tanh", "Sigmoid"]
 class _Elementwise(Layer):
     """An activation y = f(x) whose backward needs only y."""
 
+    _CACHE = "_output"
     _output: Optional[Array]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._output = None
-
-    def _clear_cache(self) -> None:
-        self._output = None
 
     def forward(self, x: Array) -> Array:
         """x (any shape) -> y (same shape)."""

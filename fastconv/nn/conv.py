@@ -51,6 +51,7 @@ class Conv2D(ConvLayer):
         ("groups", 1),
         ("algorithm", "auto"),
     )
+    _CACHE = "_cache"
     kernel_size: Tuple[int, int]
     stride: IntPair
     padding: Padding
@@ -76,11 +77,10 @@ class Conv2D(ConvLayer):
         dtype: DTypeLike = np.float32,
         algorithm: str = "auto",
     ) -> None:
-        super().__init__()
         kernel = as_pair(kernel_size, "kernel_size", 1)
         geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         algorithm = as_algorithm(algorithm)
-        self._arguments(in_channels, out_channels, kernel, activation, init, **geometry)
+        super().__init__(in_channels, out_channels, kernel, activation, init, **geometry)
         self.algorithm = algorithm
         kh, kw = kernel
         shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
@@ -89,10 +89,6 @@ class Conv2D(ConvLayer):
         self._new_weight_and_bias(
             shape, fan_in, fan_out, self.init, rng, dtype, bias, self.out_channels
         )
-        self._cache = None
-
-    def _clear_cache(self) -> None:
-        self._cache = None
 
     def forward(self, x: Array) -> Array:
         """x (N, C, H, W) -> y (N, F, OH, OW)."""

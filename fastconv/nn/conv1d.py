@@ -42,6 +42,7 @@ class Conv1D(ConvLayer):
     """
 
     GEOMETRY = (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1))
+    _CACHE = "_cache"
     kernel_size: int
     stride: int
     padding: Padding
@@ -65,19 +66,14 @@ class Conv1D(ConvLayer):
         rng: RNGLike = None,
         dtype: DTypeLike = np.float32,
     ) -> None:
-        super().__init__()
         k = as_int(kernel_size, "kernel_size", 1)
         geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        self._arguments(in_channels, out_channels, k, activation, init, **geometry)
+        super().__init__(in_channels, out_channels, k, activation, init, **geometry)
         shape = (self.out_channels, self.in_channels // self.groups, k)
         fan_in, fan_out = shape[1] * k, self.out_channels // self.groups * k
         self._new_weight_and_bias(
             shape, fan_in, fan_out, self.init, rng, dtype, bias, self.out_channels
         )
-        self._cache = None
-
-    def _clear_cache(self) -> None:
-        self._cache = None
 
     def forward(self, x: Array) -> Array:
         """x (N, C, L) -> y (N, F, OL)."""

@@ -1,6 +1,7 @@
-"""What the convolution layers (Conv2D, Conv1D, ConvTranspose2D) share: their constructor's
-channel, kernel, geometry, activation and init arguments, the geometry they pass to their
-functional op, and their repr."""
+"""What the weighted layers share. WeightedLayer (Linear, the convolution layers, the separable
+one): the activation and init arguments. ConvLayer (Conv2D, Conv1D, ConvTranspose2D): their
+constructor's channel, kernel and geometry arguments, the geometry they pass to their functional
+op, and their repr."""
 
 from typing import Any, Dict, Optional, Tuple
 
@@ -9,10 +10,24 @@ from .checks import check_groups
 from .init import check_init, default_init
 from .layer import Layer
 
-__all__ = ["ConvLayer", "describe"]
+__all__ = ["WeightedLayer", "ConvLayer", "describe"]
 
 
-class ConvLayer(Layer):
+class WeightedLayer(Layer):
+    """A layer with weights, an optional bias and an optional fused activation: checks and keeps
+    the `activation` and `init` arguments (init None: the activation's default scheme)."""
+
+    activation: Optional[str]
+    init: str
+
+    def __init__(self, activation: Optional[str], init: Optional[str]) -> None:
+        super().__init__()
+        as_activation(activation)
+        self.activation = activation
+        self.init = check_init(init if init is not None else default_init(activation))
+
+
+class ConvLayer(WeightedLayer):
     """A convolution layer's common arguments. Subclasses set GEOMETRY: the keyword arguments
     (with their defaults) that they keep as attributes, pass to their op, and show in their
     repr where they differ from the default."""
@@ -22,10 +37,8 @@ class ConvLayer(Layer):
     out_channels: int
     kernel_size: Any  # (KH, KW), or K for Conv1D
     groups: int
-    activation: Optional[str]
-    init: str
 
-    def _arguments(
+    def __init__(
         self,
         in_channels: int,
         out_channels: int,
@@ -34,9 +47,9 @@ class ConvLayer(Layer):
         init: Optional[str],
         **geometry: Any,
     ) -> None:
-        """Check and keep the arguments every convolution layer takes (`geometry`: those of
-        GEOMETRY, groups included)."""
-        as_activation(activation)
+        """Check and keep the arguments every convolution layer takes (`kernel_size` checked by
+        the subclass; `geometry`: those of GEOMETRY, groups included)."""
+        super().__init__(activation, init)
         check_groups(in_channels, out_channels, geometry["groups"])
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
@@ -44,8 +57,6 @@ class ConvLayer(Layer):
         for name, value in geometry.items():
             setattr(self, name, value)
         self.groups = int(geometry["groups"])
-        self.activation = activation
-        self.init = check_init(init if init is not None else default_init(activation))
 
     def _geometry(self) -> Dict[str, Any]:
         """The keyword arguments of the layer's functional op, from GEOMETRY."""

@@ -47,6 +47,7 @@ class ConvTranspose2D(ConvLayer):
         ("groups", 1),
         ("dilation", 1),
     )
+    _CACHE = "_input"
     kernel_size: Tuple[int, int]
     stride: IntPair
     padding: Padding
@@ -71,7 +72,6 @@ class ConvTranspose2D(ConvLayer):
         rng: RNGLike = None,
         dtype: DTypeLike = np.float32,
     ) -> None:
-        super().__init__()
         kernel = as_pair(kernel_size, "kernel_size", 1)
         geometry = dict(
             stride=stride,
@@ -80,7 +80,7 @@ class ConvTranspose2D(ConvLayer):
             groups=groups,
             dilation=dilation,
         )
-        self._arguments(in_channels, out_channels, kernel, None, init, **geometry)
+        super().__init__(in_channels, out_channels, kernel, None, init, **geometry)
         kh, kw = kernel
         shape = (self.in_channels, self.out_channels // self.groups, kh, kw)
         fan_in = self.in_channels // self.groups * kh * kw
@@ -88,10 +88,6 @@ class ConvTranspose2D(ConvLayer):
         self._new_weight_and_bias(
             shape, fan_in, fan_out, self.init, rng, dtype, bias, self.out_channels
         )
-        self._input = None
-
-    def _clear_cache(self) -> None:
-        self._input = None
 
     def forward(self, x: Array) -> Array:
         """x (N, C_in, H, W) -> y (N, C_out, OH, OW)."""

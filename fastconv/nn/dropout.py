@@ -33,6 +33,7 @@ class Dropout(Layer):
     x (any shape) -> y (same shape); the mask (same shape, x's dtype) is cached for backward.
     """
 
+    _CACHE = "_mask"
     p: float
     rng: np.random.Generator
     _mask: Optional[Array]
@@ -43,10 +44,6 @@ class Dropout(Layer):
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
         self.rng = as_generator(rng)
-        self._mask = None
-
-    def _clear_cache(self) -> None:
-        self._mask = None
 
     def _uniform(self, xp: Any, shape: Tuple[int, ...], dtype: DTypeLike) -> Array:
         if xp is np:

@@ -74,6 +74,10 @@ class Layer:
     # has a dot: SeparableConv2D's `depthwise_weight` is torch's `depthwise.weight`).
     _STATE_NAMES: ClassVar[Mapping[str, str]] = {}
 
+    # The attribute where forward keeps what backward needs (None: the layer caches nothing);
+    # __init__ and _clear_cache set it to None.
+    _CACHE: ClassVar[Optional[str]] = None
+
     # set in __init__ (through object.__setattr__, which type checkers miss)
     training: bool
     _parameters: Dict[str, Parameter]
@@ -83,6 +87,8 @@ class Layer:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_children", {})
         object.__setattr__(self, "training", True)
+        if self._CACHE is not None:
+            object.__setattr__(self, self._CACHE, None)
 
     # -- registration -----------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
@@ -223,7 +229,10 @@ class Layer:
         return self.train(False)
 
     def _clear_cache(self) -> None:
-        """Drop what the last forward cached (layers with a cache override this)."""
+        """Drop what the last forward cached (the _CACHE attribute; layers with more override
+        this)."""
+        if self._CACHE is not None:
+            object.__setattr__(self, self._CACHE, None)
 
     # -- state ------------------------------------------------------------------------
     def _state_parameters(self) -> Dict[str, Parameter]:

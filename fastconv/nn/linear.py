@@ -6,16 +6,15 @@ import numpy as np
 
 from .. import functional as F
 from .._typing import Array, DTypeLike, RNGLike
-from .._validation import as_activation
 from ..parameter import Parameter
 from .checks import check_features
-from .init import check_init, default_init
-from .layer import Layer, fused_backward, fused_forward
+from .conv_base import WeightedLayer, describe
+from .layer import fused_backward, fused_forward
 
 __all__ = ["Linear"]
 
 
-class Linear(Layer):
+class Linear(WeightedLayer):
     """Fully connected layer: y = x @ weight.T + bias, then ReLU when activation='relu'.
 
     Parameters
@@ -37,6 +36,7 @@ class Linear(Layer):
     for sequences); ``weight`` (OUT, IN), ``bias`` (OUT,).
     """
 
+    _CACHE = "_cache"
     weight: Parameter
     bias: Optional[Parameter]
     _cache: Optional[Tuple[Array, Array]]  # (input, output)
@@ -51,12 +51,9 @@ class Linear(Layer):
         rng: RNGLike = None,
         dtype: DTypeLike = np.float32,
     ) -> None:
-        super().__init__()
-        as_activation(activation)
+        super().__init__(activation, init)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self.activation = activation
-        self.init = check_init(init if init is not None else default_init(activation))
         shape = (self.out_features, self.in_features)
         self._new_weight_and_bias(
             shape,
@@ -68,10 +65,6 @@ class Linear(Layer):
             bias,
             self.out_features,
         )
-        self._cache = None
-
-    def _clear_cache(self) -> None:
-        self._cache = None
 
     def forward(self, x: Array) -> Array:
         """x ``(*, IN)`` -> y ``(*, OUT)``: any leading axes, none included (torch's rule)."""
@@ -84,10 +77,4 @@ class Linear(Layer):
         return fused_backward(self, F.linear_backward, grad, input_grad)
 
     def extra_repr(self) -> str:
-        parts = [f"{self.in_features}, {self.out_features}"]
-        if self.bias is None:
-            parts.append("bias=False")
-        if self.activation is not None:
-            parts.append(f"activation={self.activation!r}")
-        parts.append(f"dtype={self.weight.dtype}")
-        return ", ".join(parts)
+        return describe(f"{self.in_features}, {self.out_features}", self, (), self.weight.dtype)

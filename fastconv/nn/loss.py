@@ -28,14 +28,8 @@ class SoftmaxCrossEntropy(Layer):
     ``float(loss)`` for a Python number). The forward caches the log-probabilities (N, K).
     """
 
+    _CACHE = "_cache"
     _cache: Optional[Tuple[Array, Array]]  # (log_probs, labels)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache = None
-
-    def _clear_cache(self) -> None:
-        self._cache = None
 
     # A loss takes (logits, labels), not Layer.forward's one input.
     def forward(self, logits: Array, labels: Array) -> Array:  # type: ignore[override]
@@ -79,6 +73,7 @@ class CrossEntropyLoss(Layer):
     forward caches its input and target.
     """
 
+    _CACHE = "_cache"
     _cache: Optional[Tuple[Array, Array]]  # (input, target)
 
     def __init__(
@@ -94,10 +89,6 @@ class CrossEntropyLoss(Layer):
         self.ignore_index = as_int(ignore_index, "ignore_index")
         self.reduction = as_reduction(reduction)
         self.label_smoothing = as_fraction(label_smoothing, "label_smoothing")
-        self._cache = None
-
-    def _clear_cache(self) -> None:
-        self._cache = None
 
     def _options(self, input: Array) -> Any:
         weight = self.weight

@@ -18,14 +18,8 @@ class _Pool(Layer):
     ``_pool_backward(grad, indices, input_shape) -> grad wrt x``.
     """
 
+    _CACHE = "_cache"
     _cache: Optional[Tuple[Any, Tuple[int, ...]]]  # (indices or None, input shape)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache = None
-
-    def _clear_cache(self) -> None:
-        self._cache = None
 
     def _pool(self, x: Array) -> Tuple[Array, Optional[Array]]:
         raise NotImplementedError

@@ -15,14 +15,8 @@ class Flatten(Layer):
     backward reshapes the gradient back.
     """
 
+    _CACHE = "_input_shape"
     _input_shape: Optional[Tuple[int, ...]]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._input_shape = None
-
-    def _clear_cache(self) -> None:
-        self._input_shape = None
 
     def forward(self, x: Array) -> Array:
         """x (N, ...) -> (N, prod(...))."""

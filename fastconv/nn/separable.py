@@ -11,13 +11,13 @@ import numpy as np
 
 from .. import functional as F
 from .._typing import Array, DTypeLike, IntPair, Padding, RNGLike
-from .._validation import as_activation, as_pair
+from .._validation import as_pair
 from ..parameter import Parameter
 from .checks import check_input
 from .conv import Conv2D
-from .conv_base import describe
-from .init import as_generator, check_init, default_init, initial_weights
-from .layer import Layer, accumulate_grad
+from .conv_base import WeightedLayer, describe
+from .init import as_generator, initial_weights
+from .layer import accumulate_grad
 
 __all__ = ["DepthwiseConv2D", "SeparableConv2D"]
 
@@ -92,7 +92,7 @@ class DepthwiseConv2D(Conv2D):
         return describe(head, self, _GEOMETRY, self.weight.dtype)
 
 
-class SeparableConv2D(Layer):
+class SeparableConv2D(WeightedLayer):
     """Depthwise-separable 2-D convolution: depthwise (groups = C, no bias), then pointwise 1x1
     with the one bias (and the optional fused ReLU), as Keras' SeparableConv2D.
 
@@ -134,6 +134,7 @@ class SeparableConv2D(Layer):
         "bias": "pointwise.bias",
     }
 
+    _CACHE = "_cache"
     depthwise_weight: Parameter
     pointwise_weight: Parameter
     bias: Optional[Parameter]
@@ -154,8 +155,7 @@ class SeparableConv2D(Layer):
         rng: RNGLike = None,
         dtype: DTypeLike = np.float32,
     ) -> None:
-        super().__init__()
-        as_activation(activation)
+        super().__init__(activation, init)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         if self.in_channels < 1 or self.out_channels < 1:
@@ -167,8 +167,6 @@ class SeparableConv2D(Layer):
         self.stride = stride
         self.padding = padding
         self.dilation = dilation
-        self.activation = activation
-        self.init = check_init(init if init is not None else default_init(activation))
         rng = as_generator(rng)
         kh, kw = self.kernel_size
         M = self.depth_multiplier
@@ -187,10 +185,6 @@ class SeparableConv2D(Layer):
             self._new_parameter("bias", np.zeros(self.out_channels, dtype=dtype))
         else:
             self.bias = None
-        self._cache = None
-
-    def _clear_cache(self) -> None:
-        self._cache = None
 
     def _depthwise(self) -> Dict[str, Any]:
         return dict(
