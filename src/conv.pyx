@@ -123,7 +123,7 @@ cdef void _forward_tile(const real* x, const real* w, const real* bias, real* y,
                         Geometry g, bint has_bias, bint relu, Tile s, const real* wpack,
                         int lvl) noexcept nogil:
     cdef Py_ssize_t ld
-    cdef const real* cols = tile_cols(x, g, 0, g.C, s, work, &ld)
+    cdef const real* cols = tile_cols(x, g, 0, g.C, s, work, &ld, lvl)
     forward_gemms(cols, ld, w, bias, y, work + g.C * g.KH * g.KW * tile_ld(_width(s)), g,
                   has_bias, relu, s, wpack, lvl)
 
@@ -258,7 +258,7 @@ cdef void _weight_tiles(const real* x, const real* dy, real* dw_out, Py_ssize_t 
         memset(dw_out, 0, g.F * ld_dw * sizeof(real))
     for item in range(t0, t1):
         s = tile(t, item)
-        cols = tile_cols(x, g, c0, c1, s, work, &ld)
+        cols = tile_cols(x, g, c0, c1, s, work, &ld, lvl)
         buf = work + (c1 - c0) * g.KH * g.KW * tile_ld(_width(s))  # F x T: y's, then dy's rows
         if w != NULL:
             forward_gemms(cols, ld, w, NULL, y, buf, g, False, False, s, wpack, lvl)

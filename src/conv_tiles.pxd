@@ -63,16 +63,16 @@ cdef inline void _bias_relu(real* y, const real* bias, bint has_bias, bint do_re
 
 
 cdef inline const real* tile_cols(const real* x, Geometry g, Py_ssize_t c0, Py_ssize_t c1,
-                                  Tile s, real* work, Py_ssize_t* ld) noexcept nogil:
+                                  Tile s, real* work, Py_ssize_t* ld, int lvl) noexcept nogil:
     """The tile's im2col matrix for channels [c0, c1), rows (c, kh, kw), written to work (rows
     tile_ld(positions) apart); or, for a 1x1 stride-1 convolution on one image's positions, x
-    itself. *ld: its row stride."""
+    itself. *ld: its row stride. lvl: the SIMD level of im2col's copies."""
     cdef Py_ssize_t OH = g.OH, OW = g.OW
     if g.pointwise and (s.q1 - 1) // OH == s.q0 // OH:
         ld[0] = OH * OW
         return x + (s.q0 // OH * g.C + c0) * OH * OW + (s.q0 % OH) * OW + s.ow0
     ld[0] = tile_ld((s.q1 - s.q0) * (s.ow1 - s.ow0))
-    im2col(x, g, c0, c1, s, work, ld[0])
+    im2col(x, g, c0, c1, s, work, ld[0], lvl)
     return work
 
 

@@ -6,10 +6,12 @@ from geometry cimport Geometry, TapRange, tap_cols, tap_rows
 from tiles cimport Tile
 
 cdef extern from "im2col_rows.h" nogil:
-    void fc_im2col_row_float(float* dst, const float* src, Py_ssize_t lo, Py_ssize_t hi,
-                             Py_ssize_t n, Py_ssize_t stride)
-    void fc_im2col_row_double(double* dst, const double* src, Py_ssize_t lo, Py_ssize_t hi,
-                              Py_ssize_t n, Py_ssize_t stride)
+    void fc_im2col_rows_float(int level, float* dst, const float* src, Py_ssize_t lo,
+                              Py_ssize_t hi, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t rows,
+                              Py_ssize_t sstep, Py_ssize_t dstep)
+    void fc_im2col_rows_double(int level, double* dst, const double* src, Py_ssize_t lo,
+                               Py_ssize_t hi, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t rows,
+                               Py_ssize_t sstep, Py_ssize_t dstep)
     void fc_col2im_plane_float(int level, const float* dcols, Py_ssize_t OH, Py_ssize_t OW,
                                float* dx, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH,
                                Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt,
@@ -20,22 +22,25 @@ cdef extern from "im2col_rows.h" nogil:
                                 Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, double* buf)
 
 
-cdef inline void _row(real* dst, const real* src, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
-                      Py_ssize_t stride) noexcept nogil:
-    """dst[:lo] = 0, dst[lo:hi] = src[lo * stride:hi * stride:stride], dst[hi:n] = 0."""
+cdef inline void _rows(real* dst, const real* src, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
+                       Py_ssize_t stride, Py_ssize_t rows, Py_ssize_t sstep,
+                       int lvl) noexcept nogil:
+    """For r < rows: dst[r n:][:lo] = 0, dst[r n:][lo:hi] = src[r sstep:][lo * stride:hi *
+    stride:stride], dst[r n:][hi:n] = 0 (by the copy of SIMD level lvl)."""
     if real is float:
-        fc_im2col_row_float(dst, src, lo, hi, n, stride)
+        fc_im2col_rows_float(lvl, dst, src, lo, hi, n, stride, rows, sstep, n)
     else:
-        fc_im2col_row_double(dst, src, lo, hi, n, stride)
+        fc_im2col_rows_double(lvl, dst, src, lo, hi, n, stride, rows, sstep, n)
 
 
 cdef inline void im2col(const real* x, Geometry g, Py_ssize_t c0, Py_ssize_t c1, Tile s,
-                        real* cols, Py_ssize_t ld) noexcept nogil:
+                        real* cols, Py_ssize_t ld, int lvl) noexcept nogil:
     """cols[((c - c0) * KH + kh) * KW + kw, (q - q0) * TW + ow - ow0] = x_padded[n, c, ih, iw]
     over the tile's rows q (of the flattened (n, oh)) and columns ow in [ow0, ow1), TW wide;
-    rows ld >= (q1 - q0) * TW apart."""
+    rows ld >= (q1 - q0) * TW apart; copied by the row kernels of SIMD level lvl (the same
+    values at any level)."""
     cdef Py_ssize_t OH = g.OH, sw = g.sw, q0 = s.q0, TW = s.ow1 - s.ow0, T = ld
-    cdef Py_ssize_t c, kh, kw, q, n, oh, lo, hi
+    cdef Py_ssize_t c, kh, kw, q, n, oh, lo, hi, run
     cdef TapRange r, t
     cdef real* dst
     for c in range(c0, c1):
@@ -49,16 +54,21 @@ cdef inline void im2col(const real* x, Geometry g, Py_ssize_t c0, Py_ssize_t c1,
                 n = q0 // OH
                 oh = q0 - n * OH
                 dst = cols + ((c - c0) * g.KH * g.KW + kh * g.KW + kw) * T
-                for q in range(q0, s.q1):
+                q = q0
+                while q < s.q1:
                     if oh < r.lo or oh >= r.hi:
-                        _row(dst, x, 0, 0, TW, sw)
+                        run = 1
+                        _rows(dst, x, 0, 0, TW, sw, 1, 0, lvl)
                     else:
-                        # plain loops, not memcpy/memset: rows are often a few elements long
-                        # (LeNet: OW = 10), where a library call per row costs more than the copy
-                        _row(dst, x + ((n * g.C + c) * g.H + oh * g.sh + r.offset) * g.W
-                             + t.offset + s.ow0 * sw, lo, hi, TW, sw)
-                    dst = dst + TW
-                    oh = oh + 1
+                        # the rows of this image that read the input (plain loops, not
+                        # memcpy/memset: rows are often a few elements long, LeNet: OW = 10,
+                        # where a library call per row costs more than the copy)
+                        run = min(r.hi - oh, s.q1 - q)
+                        _rows(dst, x + ((n * g.C + c) * g.H + oh * g.sh + r.offset) * g.W
+                              + t.offset + s.ow0 * sw, lo, hi, TW, sw, run, g.sh * g.W, lvl)
+                    dst = dst + run * TW
+                    q = q + run
+                    oh = oh + run
                     if oh == OH:
                         oh = 0
                         n = n + 1

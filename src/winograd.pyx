@@ -36,12 +36,12 @@ cdef extern from "winograd_f43.h" nogil:
     void fw_input(int level, const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                   Py_ssize_t dh, Py_ssize_t dw, const fw_tile* tiles, Py_ssize_t T, float* Vt,
                   Py_ssize_t CT)
-    void fw_gemm(int level, const float* U, Py_ssize_t F, Py_ssize_t C, const float* Vt,
+    int fw_gemm(int level, const float* U, Py_ssize_t F, Py_ssize_t C, const float* Vt,
                  Py_ssize_t T, Py_ssize_t f0, Py_ssize_t f1, Py_ssize_t G, float* M,
                  const float* bias,
                  int relu, const fw_tile* tiles, float* y, Py_ssize_t OHW, Py_ssize_t OW,
                  Py_ssize_t dh, Py_ssize_t dw)
-    void fw_output(int level, const float* M, Py_ssize_t FM, Py_ssize_t F, Py_ssize_t T,
+    int fw_output(int level, const float* M, Py_ssize_t FM, Py_ssize_t F, Py_ssize_t T,
                    const float* bias, int relu, const fw_tile* tiles, float* y, Py_ssize_t OHW,
                    Py_ssize_t OW, Py_ssize_t dh, Py_ssize_t dw)
     int FW_FR
@@ -67,6 +67,10 @@ cdef enum:
     WEIGHT_ITEMS = 16  # filters of the weight transform split in this many parts
     # With fewer tile blocks than this, the few-tiles path (threads take blocks of filters).
     MIN_ITEMS = 8
+    # The forward's shared path with AVX-512 from this many tiles, below this many channels
+    # (measured: _convolve).
+    SHARED_MIN_TILES_AVX512 = 128
+    SHARED_MAX_CHANNELS_AVX512 = 384
 
 ctypedef struct _Geometry:
     int lvl, in_lvl, relu
@@ -154,6 +158,10 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
     x: (N, C, H, W), weight: (F, C, 3, 3), bias: (F,) or empty, y: (N, F, OH, OW), all float32
     and C-contiguous; pt, pl: top and left padding (any integer: bottom and right follow from OH,
     OW); dh, dw >= 1: dilation. No size is 0.
+
+    Returns whether every output came out finite before bias and ReLU; if not (an inf or NaN in
+    x or the weights, or overflow), y holds the transform's values, which may differ from the
+    exact convolution's where it would be finite: the caller recomputes y on an exact path.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], F = weight.shape[0]
     if weight.shape[1] != C or weight.shape[2] != 3 or weight.shape[3] != 3:
@@ -162,8 +170,8 @@ def forward(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
         raise ValueError(f"y must have shape ({N}, {F}, OH, OW), got {tuple(y.shape)[:4]}")
     if has_bias and bias.shape[0] != F:
         raise ValueError(f"bias must have shape ({F},), got ({bias.shape[0]},)")
-    _convolve(x, &weight[0, 0, 0, 0], F, 9 * C, 9, 1, &bias[0] if has_bias else NULL, y, pt, pl,
-              dh, dw, relu, num_threads)
+    return _convolve(x, &weight[0, 0, 0, 0], F, 9 * C, 9, 1, &bias[0] if has_bias else NULL, y,
+                     pt, pl, dh, dw, relu, num_threads)
 
 
 def grad_input(const float[:, :, :, ::1] grad_y, const float[:, :, :, ::1] weight,
@@ -191,7 +199,7 @@ cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssi
                Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw, bint relu,
                int num_threads):
     """y = conv(x, w) (+ bias) (then ReLU): tap k of filter f, channel c is w[f sf + c sc + k sk];
-    bias: F values or NULL."""
+    bias: F values or NULL. Returns whether every output before bias and ReLU was finite."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3]
     if y.shape[1] != F:
@@ -243,19 +251,27 @@ cdef _convolve(const float[:, :, :, ::1] x, const float* w, Py_ssize_t F, Py_ssi
         # few-tiles path 1.35-2.7x faster at C = F = 256, 512 with 32 or 128 tiles, even at
         # C = F = 256 with 392 tiles, 5-30% slower at C = F = 128 with 128 to 392 tiles and
         # 0-12% at C = F = 64 with 98 to 128 (where the shared U is reused enough).
-        if _few_tiles == 1 or (_few_tiles == -1 and (n_blocks < MIN_ITEMS or (
+        # With AVX-512 (Ice Lake-SP, 1.25 MB L2) the shared path won the forward at C = F = 256
+        # from 128 tiles on: one thread, CPU time, minima of 30 alternating calls, shared / few
+        # 0.78x with 256 tiles, 0.84x with 128 (8 x 14 x 14), 1.00x with 64, 1.11x with 32; at
+        # C = F = 384 with 128 tiles 1.04x, at 512 1.00x (128 tiles) and 1.28x (32). Two
+        # threads (wall, minima of 40, a loaded machine): 0.81-0.93x with 128 tiles (4 blocks
+        # of 32, two per thread), 1.08x with 64. Grad-input (sk = -1) was not measured: it
+        # keeps the rule above.
+        shared = (g.lvl == 2 and sk == 1 and g.n_tiles >= SHARED_MIN_TILES_AVX512
+                  and FEW_MIN_CHANNELS <= min(C, F) < SHARED_MAX_CHANNELS_AVX512)
+        if _few_tiles == 1 or (_few_tiles == -1 and not shared and (n_blocks < MIN_ITEMS or (
                 min(C, F) >= FEW_MIN_CHANNELS and g.n_tiles <= FEW_MAX_TILES))):
-            _convolve_few(&g, num_threads)
-        else:
-            _convolve_shared(&g, num_threads)
+            return _convolve_few(&g, num_threads)
+        return _convolve_shared(&g, num_threads)
     finally:
         free(g.row_start)
         free(g.row_mask)
 
 
-cdef _convolve_shared(_Geometry* g, int num_threads):
+cdef bint _convolve_shared(_Geometry* g, int num_threads) except? False:
     """The weights transformed once into a shared U; then each thread takes whole blocks of tiles
-    for all filters (_block)."""
+    for all filters (_block). Returns whether every output before bias and ReLU was finite."""
     cdef Py_ssize_t T = g.T, C = g.C, F = g.F, FR = FW_FR, Fp = (F + FR - 1) // FR * FR
     cdef Py_ssize_t n_items = (g.n_tiles + T - 1) // T
     # Shared: U (36 Fp C). Per thread: V (36 C T), M (36 G FR T), the block's tile list
@@ -265,7 +281,7 @@ cdef _convolve_shared(_Geometry* g, int num_threads):
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
     cdef float[::1] ws = get_workspace("float32", u_size + stride * nt + 16)
     cdef float* U = &ws[0] + (16 - (<size_t>&ws[0] // 4) % 16) % 16  # 64-byte aligned
-    cdef Py_ssize_t item, f0, f1
+    cdef Py_ssize_t item, f0, f1, nonfinite = 0
     cdef float* work
     cdef float* Vt
     cdef float* M
@@ -283,7 +299,8 @@ cdef _convolve_shared(_Geometry* g, int num_threads):
         Vt = <float*>(tiles + T)
         M = Vt + 36 * C * T + 36 * 16
         for item in prange(n_items, schedule="dynamic"):
-            _block(g, item, U, tiles, Vt, M)
+            nonfinite += _block(g, item, U, tiles, Vt, M)
+    return nonfinite == 0
 
 
 cdef void _tiles(const _Geometry* g, Py_ssize_t t0, Py_ssize_t T, fw_tile* tiles) noexcept nogil:
@@ -316,17 +333,18 @@ cdef void _tiles(const _Geometry* g, Py_ssize_t t0, Py_ssize_t T, fw_tile* tiles
             tiles[k].row8 = 0
 
 
-cdef void _block(const _Geometry* g, Py_ssize_t blk, const float* U, fw_tile* tiles, float* Vt,
-                 float* M) noexcept nogil:
-    """Tiles [blk T, blk T + T), all filters: input transform, GEMM, output transform into y."""
+cdef int _block(const _Geometry* g, Py_ssize_t blk, const float* U, fw_tile* tiles, float* Vt,
+                float* M) noexcept nogil:
+    """Tiles [blk T, blk T + T), all filters: input transform, GEMM, output transform into y.
+    Returns 1 if an output before bias and ReLU was inf or NaN, else 0."""
     cdef Py_ssize_t T = g.T, lanes = fw_lanes(g.lvl)
     cdef Py_ssize_t nv = min(T, g.n_tiles - blk * T)
     cdef Py_ssize_t Tv = (nv + lanes - 1) // lanes * lanes
     cdef Py_ssize_t Fp = (g.F + FW_FR - 1) // FW_FR * FW_FR
     _tiles(g, blk * T, T, tiles)
     fw_input(g.in_lvl, g.x, g.C, g.H, g.W, g.dh, g.dw, tiles, Tv, Vt, FW_PSTRIDE(g.C, Tv))
-    fw_gemm(g.lvl, U, g.F, g.C, Vt, Tv, 0, Fp, g.G, M, g.bias, g.relu, tiles, g.y, g.OH * g.OW,
-            g.OW, g.dh, g.dw)
+    return fw_gemm(g.lvl, U, g.F, g.C, Vt, Tv, 0, Fp, g.G, M, g.bias, g.relu, tiles, g.y,
+                   g.OH * g.OW, g.OW, g.dh, g.dw)
 
 
 include "winograd_few.pxi"

@@ -167,7 +167,7 @@ TARGET static void fw_input_##SFX(const float *x, fc_idx C, fc_idx H, fc_idx W, 
     const fc_idx HW = H * W;                                                                       \
     for (fc_idx t0 = 0; t0 < T; t0 += VL) {                                                        \
         const fw_tile *tl = tiles + t0;                                                            \
-        fw_gplan_##SFX(tl, &plan);                                                                 \
+        fw_gplan_##SFX(tl, dw, &plan);                                                             \
         for (fc_idx c = 0; c < C; c++) {                                                           \
             fw_gather_##SFX(x + c * HW, tl, dh * W, dw, &plan, d);                                 \
             for (int l = 0; l < 6; l++) FW_BT6(V, (d + l), 6, (t + l), 6);  /* B^T d */            \
@@ -179,14 +179,18 @@ TARGET static void fw_input_##SFX(const float *x, fc_idx C, fc_idx H, fc_idx W, 
 }                                                                                                  \
                                                                                                    \
 /* y at each tile's outputs = (A^T M A) (+ bias) (then ReLU) from M[p][f][t], f < F, t < T; M      \
- * holds FM >= F rows per point. */                                                                \
-TARGET static void fw_output_##SFX(const float *M, fc_idx FM, fc_idx F, fc_idx T, const float *bias,\
+ * holds FM >= F rows per point. Returns whether an output before bias and ReLU was inf or NaN  \
+ * (their sums times 0 are kept: 0 for finite ones, NaN otherwise): an inf or NaN in a tile's      \
+ * input window or in a weight makes outputs of the tile inf or NaN, so the caller can compute    \
+ * such inputs on an exact path without a pass over them first (and overflowing finite sums    \
+ * only send it there too). */                                                                    \
+TARGET static int fw_output_##SFX(const float *M, fc_idx FM, fc_idx F, fc_idx T, const float *bias,\
                                   int relu, const fw_tile *tiles, float *y, fc_idx OHW,            \
                                   fc_idx OW, fc_idx dh, fc_idx dw) {                               \
     typedef fw_vec_##SFX V;                                                                        \
     typedef int IV __attribute__((vector_size(sizeof(V))));                                        \
     enum { VL = FW_VL_##SFX };                                                                     \
-    V m[36], t[24], o[16];                                                                         \
+    V m[36], t[24], o[16], chk = {0};                                                              \
     const fc_idx FT = FW_PSTRIDE(FM, T);                                                           \
     for (fc_idx t0 = 0; t0 < T; t0 += VL) {                                                        \
         const fw_tile *tl = tiles + t0;                                                            \
@@ -197,6 +201,10 @@ TARGET static void fw_output_##SFX(const float *M, fc_idx FM, fc_idx F, fc_idx T
             for (int j = 0; j < 6; j++) FW_AT6(V, (m + j), 6, (t + j), 6);  /* A^T m: 4 x 6 */     \
             for (int i = 0; i < 4; i++) FW_AT6(V, (t + 6 * i), 1, (o + 4 * i), 1);  /* (.) A */    \
             const float b = bias ? bias[f] : 0.0f;                                                 \
+            V s8[8];                                                                               \
+            for (int k = 0; k < 8; k++) s8[k] = o[k] + o[k + 8];                                   \
+            for (int k = 0; k < 4; k++) s8[k] += s8[k + 4];                                        \
+            chk += ((s8[0] + s8[1]) + (s8[2] + s8[3])) * 0.0f;                                     \
             for (int k = 0; k < 16; k++) {                                                         \
                 o[k] += b;                                                                         \
                 /* o <= 0 is false for NaN: ReLU keeps NaN, as the other paths do. */              \
@@ -205,6 +213,9 @@ TARGET static void fw_output_##SFX(const float *M, fc_idx FM, fc_idx F, fc_idx T
             fw_store_##SFX(o, tl, y + f * OHW, OW, dh, dw);                                        \
         }                                                                                          \
     }                                                                                              \
+    int bad = 0;                                                                                   \
+    for (int k = 0; k < VL; k++) bad |= chk[k] != chk[k];                                          \
+    return bad;                                                                                    \
 }                                                                                                  \
                                                                                                    \
 /* For filters f in [f0, f1) (multiples of FW_FR; F filters are real), in groups of G blocks of    \
@@ -216,12 +227,13 @@ TARGET static void fw_output_##SFX(const float *M, fc_idx FM, fc_idx F, fc_idx T
  * V is written by fw_input in the layout read here, so nothing is repacked per block (OpenBLAS's  \
  * packing of U cost more than its multiply at C = 256). Each element is summed over c in order    \
  * by one call: no dependence on the thread count. M: 36 * FW_PSTRIDE(G * FW_FR, T) floats. */     \
-TARGET static void fw_gemm_##SFX(const float *U, fc_idx F, fc_idx C, const float *Vt, fc_idx T,    \
+TARGET static int fw_gemm_##SFX(const float *U, fc_idx F, fc_idx C, const float *Vt, fc_idx T,     \
                                 fc_idx f0, fc_idx f1, fc_idx G, float *M, const float *bias,       \
                                 int relu, const fw_tile *tiles, float *y, fc_idx OHW, fc_idx OW,   \
                                 fc_idx dh, fc_idx dw) {                                            \
     typedef fw_vec_##SFX V;                                                                        \
     enum { VL = FW_VL_##SFX };                                                                     \
+    int bad = 0;                                                                                   \
     for (fc_idx g0 = f0; g0 < f1; g0 += G * FW_FR) {                                               \
         const fc_idx g1 = f1 - g0 < G * FW_FR ? f1 : g0 + G * FW_FR;                               \
         for (int p = 0; p < 36; p++) {                                                             \
@@ -268,9 +280,10 @@ TARGET static void fw_gemm_##SFX(const float *U, fc_idx F, fc_idx C, const float
         }                                                                                          \
         const fc_idx nf = F - g0 < g1 - g0 ? F - g0 : g1 - g0;                                     \
         if (nf > 0)                                                                                \
-            fw_output_##SFX(M, G * FW_FR, nf, T, bias ? bias + g0 : NULL, relu, tiles,             \
-                            y + g0 * OHW, OHW, OW, dh, dw);                                        \
+            bad |= fw_output_##SFX(M, G * FW_FR, nf, T, bias ? bias + g0 : NULL, relu, tiles,      \
+                                   y + g0 * OHW, OHW, OW, dh, dw);                                 \
     }                                                                                              \
+    return bad;                                                                                    \
 }
 
 #ifdef FC_X86_DISPATCH
@@ -289,6 +302,14 @@ FW_DEFINE(base, 16, )
 #else
 #define FW_DISPATCH(KERNEL, ...) KERNEL##_base(__VA_ARGS__)
 #endif
+/* The same for kernels that return an int. */
+#ifdef FC_X86_DISPATCH
+#define FW_DISPATCH_INT(KERNEL, ...)                                                               \
+    (level == 2 ? KERNEL##_avx512(__VA_ARGS__)                                                     \
+     : level == 1 ? KERNEL##_avx2(__VA_ARGS__) : KERNEL##_base(__VA_ARGS__))
+#else
+#define FW_DISPATCH_INT(KERNEL, ...) KERNEL##_base(__VA_ARGS__)
+#endif
 
 /* Tiles per vector at `level`: blocks hold a multiple of it. */
 static int fw_lanes(int level) { return fc_vector_bytes(level) / 4; }
@@ -301,15 +322,16 @@ static void fw_input(int level, const float *x, fc_idx C, fc_idx H, fc_idx W, fc
                      fc_idx dw, const fw_tile *tiles, fc_idx T, float *Vt, fc_idx CT) {
     FW_DISPATCH(fw_input, x, C, H, W, dh, dw, tiles, T, Vt, CT);
 }
-static void fw_gemm(int level, const float *U, fc_idx F, fc_idx C, const float *Vt, fc_idx T,
-                    fc_idx f0, fc_idx f1, fc_idx G, float *M, const float *bias, int relu,
-                    const fw_tile *tiles, float *y, fc_idx OHW, fc_idx OW, fc_idx dh, fc_idx dw) {
-    FW_DISPATCH(fw_gemm, U, F, C, Vt, T, f0, f1, G, M, bias, relu, tiles, y, OHW, OW, dh, dw);
+static int fw_gemm(int level, const float *U, fc_idx F, fc_idx C, const float *Vt, fc_idx T,
+                   fc_idx f0, fc_idx f1, fc_idx G, float *M, const float *bias, int relu,
+                   const fw_tile *tiles, float *y, fc_idx OHW, fc_idx OW, fc_idx dh, fc_idx dw) {
+    return FW_DISPATCH_INT(fw_gemm, U, F, C, Vt, T, f0, f1, G, M, bias, relu, tiles, y, OHW, OW,
+                           dh, dw);
 }
-static void fw_output(int level, const float *M, fc_idx FM, fc_idx F, fc_idx T, const float *bias,
-                      int relu, const fw_tile *tiles, float *y, fc_idx OHW, fc_idx OW, fc_idx dh,
-                      fc_idx dw) {
-    FW_DISPATCH(fw_output, M, FM, F, T, bias, relu, tiles, y, OHW, OW, dh, dw);
+static int fw_output(int level, const float *M, fc_idx FM, fc_idx F, fc_idx T, const float *bias,
+                     int relu, const fw_tile *tiles, float *y, fc_idx OHW, fc_idx OW, fc_idx dh,
+                     fc_idx dw) {
+    return FW_DISPATCH_INT(fw_output, M, FM, F, T, bias, relu, tiles, y, OHW, OW, dh, dw);
 }
 
 #endif

@@ -10,10 +10,11 @@ cdef enum:
     FEW_MAX_TILES = 256
 
 
-cdef _convolve_few(_Geometry* g, int num_threads):
+cdef bint _convolve_few(_Geometry* g, int num_threads) except? False:
     """Blocks of at most FEW_BLOCK_TILES tiles: their input transforms (split by channels), then
     per (tile block, FWF_FB filters) item: chunks of FWF_CC channels, each weight-transformed and
-    multiplied into the item's M, then its output transform."""
+    multiplied into the item's M, then its output transform. Returns whether every output before
+    bias and ReLU was finite."""
     cdef Py_ssize_t C = g.C, F = g.F, lanes = fw_lanes(g.lvl), FB = fwf_fb(g.lvl)
     cdef Py_ssize_t n_tb = (g.n_tiles + FEW_BLOCK_TILES - 1) // FEW_BLOCK_TILES
     cdef Py_ssize_t TB = (g.n_tiles + n_tb - 1) // n_tb  # balanced blocks
@@ -30,6 +31,7 @@ cdef _convolve_few(_Geometry* g, int num_threads):
     cdef fw_tile* tiles = <fw_tile*>base
     cdef float* V = base + 16 * n_tb * TB
     cdef Py_ssize_t item, tb, Tv, c0, nc, f0, nf, ci, CC = FWF_CC, n_cc = (C + CC - 1) // CC
+    cdef Py_ssize_t nonfinite = 0
     cdef float* U
     cdef float* M
     for tb in range(n_tb):
@@ -62,8 +64,11 @@ cdef _convolve_few(_Geometry* g, int num_threads):
                                 U, FB)
                 fwf_gemm(g.lvl, U, g.sc != 9, V + tb * v_size + c0 * Tv, pstv, Tv, nc, M,
                          FW_PSTRIDE(FB, Tv), c0 == 0)
-            fw_output(g.lvl, M, FB, nf, Tv, g.bias + f0 if g.bias != NULL else NULL, g.relu,
-                      tiles + tb * TB, g.y + f0 * g.OH * g.OW, g.OH * g.OW, g.OW, g.dh, g.dw)
+            nonfinite += fw_output(g.lvl, M, FB, nf, Tv,
+                                   g.bias + f0 if g.bias != NULL else NULL, g.relu,
+                                   tiles + tb * TB, g.y + f0 * g.OH * g.OW, g.OH * g.OW, g.OW,
+                                   g.dh, g.dw)
+    return nonfinite == 0
 
 
 cdef inline Py_ssize_t _valid(const _Geometry* g, Py_ssize_t tb, Py_ssize_t TB,

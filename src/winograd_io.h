@@ -35,7 +35,10 @@ typedef float fw_vec_base __attribute__((vector_size(16), aligned(4)));
     }
 
 typedef struct { int scalar; } fw_plan_base;
-static inline void fw_gplan_base(const fw_tile *tl, fw_plan_base *g) { (void)tl; g->scalar = 1; }
+static inline void fw_gplan_base(const fw_tile *tl, fc_idx cs, fw_plan_base *g) {
+    (void)tl, (void)cs;
+    g->scalar = 1;
+}
 FW_GATHER_SCALAR(base, 4)
 static inline void fw_gather_base(const float *xc, const fw_tile *tl, fc_idx rs, fc_idx cs,
                                   const fw_plan_base *g, fw_vec_base *d) {
@@ -113,16 +116,63 @@ FC_TARGET_AVX2 static inline void fw_store_avx2(const fw_vec_avx2 *o, const fw_t
     }
 }
 FW_STORE_SCALAR(avx512, 16)
+/* One tile's output row r (its 4 values in lanes 0-3) at p: columns dw = 1 or 2 apart, its vw
+ * real ones. Masked 512-bit stores write only their unmasked elements (no fault, and the other
+ * sub-grid's outputs between them are left alone); AVX-512F has no narrower masked store. */
+FC_TARGET_AVX512 static inline __attribute__((always_inline)) void fw_put_avx512(
+        float *p, __m128 r, int vw, fc_idx dw) {
+    if (dw == 1 && vw == 4) {
+        _mm_storeu_ps(p, r);
+    } else if (dw == 1) {
+        _mm512_mask_storeu_ps(p, (__mmask16)((1 << vw) - 1), _mm512_castps128_ps512(r));
+    } else { /* dw = 2: values to the even lanes */
+        const __m512 e = _mm512_maskz_expand_ps(0x55, _mm512_castps128_ps512(r));
+        _mm512_mask_storeu_ps(p, (__mmask16)(0x55 & ((1 << (2 * vw - 1)) - 1)), e);
+    }
+}
+/* Columns 1 or 2 apart: per output row a 4 x 16 transpose (within 128-bit lanes) gives each
+ * tile's 4 values as one 128-bit lane. The scalar stores took a fifth of the samples of 3x3
+ * 64 -> 64 on 8 x 56 x 56 (perf, Ice Lake-SP, 1 thread). */
 FC_TARGET_AVX512 static inline void fw_store_avx512(const fw_vec_avx512 *o, const fw_tile *tl,
                                                     float *yf, fc_idx OW, fc_idx dh, fc_idx dw) {
-    fw_store_scalar_avx512(o, tl, yf, OW, dh, dw);
+    if (dw > 2) {
+        fw_store_scalar_avx512(o, tl, yf, OW, dh, dw);
+        return;
+    }
+    for (int i = 0; i < 4; i++) {
+        const __m512 a = (__m512)o[4 * i], b = (__m512)o[4 * i + 1];
+        const __m512 c = (__m512)o[4 * i + 2], d = (__m512)o[4 * i + 3];
+        const __m512 t0 = _mm512_unpacklo_ps(a, b), t1 = _mm512_unpackhi_ps(a, b);
+        const __m512 t2 = _mm512_unpacklo_ps(c, d), t3 = _mm512_unpackhi_ps(c, d);
+        /* s[j], 128-bit lane L: tile 4 L + j's row i */
+        const __m512 s[4] = {_mm512_shuffle_ps(t0, t2, 0x44), _mm512_shuffle_ps(t0, t2, 0xEE),
+                             _mm512_shuffle_ps(t1, t3, 0x44), _mm512_shuffle_ps(t1, t3, 0xEE)};
+        const fc_idx row = i * dh * OW;
+#define FW_PUT_LANE(L)                                                                             \
+        for (int j = 0; j < 4; j++) {                                                              \
+            const fw_tile *tv = tl + 4 * (L) + j;                                                  \
+            if (i < tv->vh) fw_put_avx512(yf + tv->yoff + row, _mm512_extractf32x4_ps(s[j], L),    \
+                                          tv->vw, dw);                                             \
+        }
+        FW_PUT_LANE(0)
+        FW_PUT_LANE(1)
+        FW_PUT_LANE(2)
+        FW_PUT_LANE(3)
+#undef FW_PUT_LANE
+    }
 }
 #endif
 
 #ifdef FC_X86_DISPATCH
 /* Lane offsets are 32-bit: the caller takes the baseline gather for inputs of 2^31 elements or more. */
-typedef struct { __m256i idx; __m256 mask[36]; int all; } fw_plan_avx2;
-FC_TARGET_AVX2 static void fw_gplan_avx2(const fw_tile *tl, fw_plan_avx2 *g) {
+/* lo, hi: for columns 1 or 2 apart (fw_rows_avx2), the load masks of window row k of tile v:
+ * all lanes for tiles whose rows lie in the image (row8), else the in-image columns (cs = 1:
+ * lane l for column l; cs = 2: lane 2 l of the first 8 floats, lane 2 l - 8 of the next 8), none
+ * for rows outside; built once per group of tiles for all its channels (built per channel, with
+ * a branch per tile and row: 3x3 64 -> 64 on 8 x 56 x 56 8.0 -> 7.8 ms, Ice Lake-SP, one thread,
+ * minima of 20 calls in 3 interleaved runs; about even with dilation 2 and at 512 x 7 x 7). */
+typedef struct { __m256i idx; __m256 mask[36]; int all, masked; __m256i lo[6][8], hi[6][8]; } fw_plan_avx2;
+FC_TARGET_AVX2 static void fw_gplan_avx2(const fw_tile *tl, fc_idx cs, fw_plan_avx2 *g) {
     int off[8], m[8], all = 1;
     for (int v = 0; v < 8; v++) off[v] = (int)(tl[v].xoff - tl[0].xoff);
     g->idx = _mm256_loadu_si256((const __m256i *)off);
@@ -134,6 +184,23 @@ FC_TARGET_AVX2 static void fw_gplan_avx2(const fw_tile *tl, fw_plan_avx2 *g) {
         g->mask[k] = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)m));
     }
     g->all = all != 0;
+    g->masked = 0;
+    for (int v = 0; v < 8; v++) g->masked |= !tl[v].row8;
+    if (cs > 2 || !g->masked) return;
+    const __m256i bits = cs == 1 ? _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 0, 0)
+                                 : _mm256_setr_epi32(1, 0, 2, 0, 4, 0, 8, 0);
+    const __m256i bits2 = _mm256_setr_epi32(16, 0, 32, 0, 0, 0, 0, 0);
+    const __m256i z = _mm256_setzero_si256(), ones = _mm256_set1_epi32(-1);
+    for (int v = 0; v < 8; v++) {
+        const __m256i c = _mm256_set1_epi32(tl[v].cols);
+        const __m256i clo = _mm256_cmpgt_epi32(_mm256_and_si256(c, bits), z);
+        const __m256i chi = _mm256_cmpgt_epi32(_mm256_and_si256(c, bits2), z);
+        for (int k = 0; k < 6; k++) {
+            const int in = (tl[v].rows >> k) & 1;
+            g->lo[k][v] = tl[v].row8 ? ones : in ? clo : z;
+            g->hi[k][v] = tl[v].row8 ? ones : in ? chi : z;
+        }
+    }
 }
 FW_GATHER_SCALAR(avx2, 8)
 /* Columns 1 or 2 apart (cs, the dilation along W): each lane's window row is one unaligned
@@ -149,56 +216,31 @@ FC_TARGET_AVX2 static inline __attribute__((always_inline)) __m256 fw_row_avx2(c
     return _mm256_permutevar8x32_ps(e, _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
 }
 FC_TARGET_AVX2 static inline __attribute__((always_inline)) void fw_rows_avx2(
-        const float *xc, const fw_tile *tl, fc_idx rs, fc_idx cs, fw_vec_avx2 *d) {
-    float stage[8][6][16];
+        const float *xc, const fw_tile *tl, fc_idx rs, fc_idx cs, const fw_plan_avx2 *g,
+        fw_vec_avx2 *d) {
+    /* Groups with tiles at the border: each window row of every tile one masked load (cs = 2:
+     * two, of the even elements; zero outside the image; masked lanes are not read, so no
+     * fault), with the plan's masks, instead of staging the window element by element: all 32
+     * tiles of 512 x 7 x 7 are border tiles, and staging made the input transform 8% of that
+     * convolution; with cs = 2 (dilation 2: 49% of the tiles of 8 x 64 x 56 x 56 padded by 2 are
+     * border tiles) the staging loop took 28% of the convolution's samples (perf, Ice Lake-SP,
+     * 1 thread). */
+    const int masked = g->masked;
     const float *src[8];
-    fc_idx step[8];
-    /* cs = 1 and tiles at the border: each window row one masked load (zero outside the image;
-     * masked lanes are not read, so no fault) instead of staging the window element by element:
-     * all 32 tiles of 512 x 7 x 7 are border tiles, and staging made the input transform 8%
-     * of that convolution. */
-    int masked = 0, rm[8];
-    __m256i cm[8];
-    for (int v = 0; v < 8; v++) masked |= cs == 1 && !tl[v].row8;
-    if (masked) {
-        const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 0, 0);
-        for (int v = 0; v < 8; v++) {
-            const int all = tl[v].row8;
-            src[v] = xc + tl[v].xoff;
-            rm[v] = all ? 63 : tl[v].rows;
-            cm[v] = _mm256_cmpgt_epi32(
-                _mm256_and_si256(_mm256_set1_epi32(all ? 63 : tl[v].cols), bits),
-                _mm256_setzero_si256());
-        }
-    }
-    for (int v = 0; v < 8 && !masked; v++) {
-        if (tl[v].row8) {
-            src[v] = xc + tl[v].xoff;
-            step[v] = rs;
-            continue;
-        }
-        const int rows = tl[v].rows, cols = tl[v].cols;
-        for (int k = 0; k < 6; k++) {
-            for (int l = 0; l < 6; l++)
-                stage[v][k][2 * l] = ((rows >> k) & (cols >> l) & 1)
-                    ? xc[tl[v].xoff + k * rs + l * cs] : 0.0f;
-            for (int l = 0; l < 6; l++) stage[v][k][2 * l + 1] = 0.0f;
-            for (int l = 12; l < 16; l++) stage[v][k][l] = 0.0f;
-            if (cs == 1) /* pack: stage row = the 6 values then zeros */
-                for (int l = 0; l < 8; l++) stage[v][k][l] = l < 6 ? stage[v][k][2 * l] : 0.0f;
-        }
-        src[v] = stage[v][0];
-        step[v] = 16;
-    }
+    for (int v = 0; v < 8; v++) src[v] = xc + tl[v].xoff;
     for (int k = 0; k < 6; k++) {
         __m256 r[8];
-        if (masked) /* plain loads for the inner tiles (a mixed group: 3x3-c64-56) */
-            for (int v = 0; v < 8; v++)
-                r[v] = tl[v].row8 ? _mm256_loadu_ps(src[v] + k * rs)
-                                  : _mm256_maskload_ps(src[v] + k * rs, (rm[v] >> k) & 1
-                                                       ? cm[v] : _mm256_setzero_si256());
+        if (masked && cs == 1)
+            for (int v = 0; v < 8; v++) r[v] = _mm256_maskload_ps(src[v] + k * rs, g->lo[k][v]);
+        else if (masked) /* cs = 2 */
+            for (int v = 0; v < 8; v++) {
+                const __m256 lo = _mm256_maskload_ps(src[v] + k * rs, g->lo[k][v]);
+                const __m256 hi = _mm256_maskload_ps(src[v] + k * rs + 8, g->hi[k][v]);
+                r[v] = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(lo, hi, 0x88),
+                                                _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
+            }
         else
-            for (int v = 0; v < 8; v++) r[v] = fw_row_avx2(src[v] + k * step[v], cs);
+            for (int v = 0; v < 8; v++) r[v] = fw_row_avx2(src[v] + k * rs, cs);
         const __m256 r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
         const __m256 r4 = r[4], r5 = r[5], r6 = r[6], r7 = r[7];
         const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
@@ -224,9 +266,9 @@ FC_TARGET_AVX2 static inline void fw_gather_avx2(const float *xc, const fw_tile 
                                                  fw_vec_avx2 *d) {
     const float *b = xc + tl[0].xoff;
     if (cs == 1) { /* constant cs: two specialised copies of the inlined loop */
-        fw_rows_avx2(xc, tl, rs, 1, d);
+        fw_rows_avx2(xc, tl, rs, 1, g, d);
     } else if (cs == 2) {
-        fw_rows_avx2(xc, tl, rs, 2, d);
+        fw_rows_avx2(xc, tl, rs, 2, g, d);
     } else if (g->all) {
         for (int k = 0; k < 6; k++)
             for (int l = 0; l < 6; l++)
@@ -240,8 +282,9 @@ FC_TARGET_AVX2 static inline void fw_gather_avx2(const float *xc, const fw_tile 
 }
 
 typedef struct { __m512i idx; __mmask16 mask[36]; int all; } fw_plan_avx512;
-FC_TARGET_AVX512 static void fw_gplan_avx512(const fw_tile *tl, fw_plan_avx512 *g) {
+FC_TARGET_AVX512 static void fw_gplan_avx512(const fw_tile *tl, fc_idx cs, fw_plan_avx512 *g) {
     int off[16], all = 1;
+    (void)cs;
     for (int v = 0; v < 16; v++) off[v] = (int)(tl[v].xoff - tl[0].xoff);
     g->idx = _mm512_loadu_si512((const void *)off);
     for (int k = 0; k < 36; k++) {

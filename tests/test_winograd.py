@@ -217,6 +217,63 @@ def test_non_finite_propagates(geom, value, rng):
         assert rel_err(got[clean], ref[clean]) <= FORWARD_TOL
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("geom", [named("basic"), named("dil2"), named("channels_64")])
+def test_kernel_reports_non_finite_outputs(geom, value, level, block, rng):
+    """The forward kernel's answer (planner.CHECKS_OUTPUT): True on finite data, False when an
+    inf or NaN in x (here in a border tile, at every SIMD level and path) or in a weight reached
+    an output, ReLU or not (-inf through ReLU is 0 but is reported)."""
+    x, w, b, _ = make(geom, rng)
+    N, C, H, W, F, pad, dilation = geom
+    OH, OW = output_hw((H, W), (3, 3), 1, pad, dilation)
+    y = np.empty((N, F, OH, OW), np.float32)
+    assert _cpu._winograd_forward(x, w, b, y, (pad[0], pad[2]), dilation, True)
+    bad_x = x.copy()
+    bad_x[-1, C - 1, H - 1, 0] = value
+    assert not _cpu._winograd_forward(bad_x, w, b, y, (pad[0], pad[2]), dilation, True)
+    bad_w = w.copy()
+    bad_w[F - 1, 0, 1, 2] = value
+    assert not _cpu._winograd_forward(x, bad_w, None, y, (pad[0], pad[2]), dilation, False)
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("where", ["x_nan", "x_inf", "x_neg_inf", "weight_nan", "weight_inf"])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_non_finite_data_gets_the_exact_result(where, dilation, activation, rng):
+    """conv2d with Winograd chosen (forced, and "auto" at a shape it takes) on data holding inf
+    or NaN: the kernel reports it and the backend computes the exact path instead, so inf and NaN
+    land where the reference puts them (Winograd alone would spread them over whole tiles)."""
+    x = rng.standard_normal((2, 32, 14, 13)).astype(np.float32)
+    w = (rng.standard_normal((32, 32, 3, 3)) / 17).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    kind, value = where.split("_", 1)
+    value = {"nan": np.nan, "inf": np.inf, "neg_inf": -np.inf}[value]
+    if kind == "x":
+        x[1, 5, 6, 7] = value
+    else:
+        w[3, 4, 1, 1] = value
+    with np.errstate(invalid="ignore"):
+        expected = conv2d_ref(x, w, b, 1, (dilation,) * 4, dilation)
+        if activation:
+            expected = np.where(np.isnan(expected), expected, np.maximum(expected, 0))
+    special = ~np.isfinite(expected)
+    assert special.any() and not special.all()
+    for algorithm in ("winograd", "auto"):
+        y = fastconv.conv2d(
+            x,
+            w,
+            b,
+            padding=dilation,
+            dilation=dilation,
+            activation=activation,
+            algorithm=algorithm,
+        )
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+        np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+        np.testing.assert_array_equal(np.isneginf(y), np.isneginf(expected))
+        assert rel_err(y[~special], expected[~special]) <= FORWARD_TOL
+
+
 def test_relu_keeps_nan(rng):
     geom = named("basic").values[0]
     x, w, b, _ = make(geom, rng)

@@ -239,7 +239,10 @@ def conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, 
         _fft.conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu)
         return
     if algorithm == "winograd":
-        _winograd_forward(x, weight, bias, y, padding, dilation, relu)
+        if not _winograd_forward(x, weight, bias, y, padding, dilation, relu):
+            # an inf or NaN came out (planner.CHECKS_OUTPUT): y again on the exact path
+            exact = _planner.exact("forward", _problem(*shapes, *geometry, x.dtype), _level())
+            conv2d_forward(x, weight, bias, y, stride, padding, dilation, groups, relu, exact)
         return
     bias, has_bias = _bias_or_empty(bias, x.dtype)
     args = (*stride, *padding, *dilation, groups, has_bias, relu, get_num_threads())
@@ -376,10 +379,13 @@ def _winograd_forward(x, weight, bias, y, padding, dilation, relu):
     float32 and C-contiguous; padding (top, left), bottom and right following from OH, OW;
     dilation (dh, dw) by sub-grid addressing. Accurate to about 3e-6 relative to max|y|
     (tests/test_winograd.py bounds it by 1e-5). The kernel has its own GEMM (OpenBLAS repacked
-    the transformed weights for every block): BLAS's threads need no limit.
+    the transformed weights for every block): BLAS's threads need no limit. Returns whether
+    every output came out finite (else y must be computed again on an exact path).
     """
     bias, has_bias = _bias_or_empty(bias, x.dtype)
-    _winograd.forward(x, weight, bias, y, *padding, *dilation, has_bias, relu, get_num_threads())
+    return _winograd.forward(
+        x, weight, bias, y, *padding, *dilation, has_bias, relu, get_num_threads()
+    )
 
 
 def _winograd_grad_input(grad_y, weight, grad_x, padding, dilation, num_threads=None):

@@ -19,7 +19,8 @@ runnable ones autotuning (autotune.py) times; `fuses` says which pairs of passes
 backend call and `fused` which of those compute both passes in one; `for_operands` is what runs
 on given data: the paths that skip or
 transform padded taps (direct grad-input, depthwise, winograd, fft) would turn inf into NaN
-differently from NumPy, so operands holding inf or NaN take the exact paths, whatever the plan.
+differently from NumPy, so operands holding inf or NaN take the exact paths, whatever the plan
+(found before the call, or by the kernel itself where CHECKS_OUTPUT says so).
 The backend (ops.py) asks these and runs what they say; nothing else chooses.
 """
 
@@ -250,6 +251,22 @@ def worth_timing(algorithm, pass_, conv):
 # every output of it, so the backend computes inputs that are not finite on the exact paths.
 TRANSFORMS = ("winograd", "fft")
 
+# The (algorithm, pass) whose kernel reports whether an output came out inf or NaN (Winograd's
+# forward: an inf or NaN in a tile's input window or in a weight makes outputs of the tile inf or
+# NaN, and the output transform sums them on the way out): they run without the passes over
+# their operands first, and on such a report the backend computes the pass again on `exact`'s
+# choice. Those passes, as NumPy sums on one thread, took 7% of 3x3 64 -> 64 on 8 x 56 x 56
+# (0.41 of 6.1 ms) and 11% of 512 -> 512 on 8 x 7 x 7 (0.67 of 6.2 ms) at 2 threads, Ice
+# Lake-SP (the weights alone 0.63 ms there); conv.all_finite over the threads still reads both
+# operands once more (8 x 64 x 56 x 56: 0.17 ms on two threads).
+CHECKS_OUTPUT = frozenset({("winograd", "forward")})
+
+
+def exact(pass_, conv, level):
+    """What computes `pass_` of `conv` on operands holding inf or NaN in place of a transform."""
+    return choose(pass_, conv, level, transforms=False)
+
+
 # The two operands of each pass (forward: y = x * weight; grad_input from grad_y and weight;
 # grad_weight from grad_y and x), and the one whose padded taps the depthwise kernels skip.
 OPERANDS = {
@@ -290,8 +307,9 @@ def for_operands(algorithm, pass_, conv, level, finite):
     padding by the weights, where 0 * inf must give NaN as the GEMM path does."""
     chosen = resolve(algorithm, pass_, conv, level)
     first, second = OPERANDS[pass_]
-    if chosen in TRANSFORMS and not (finite(first) and finite(second)):
-        chosen = choose(pass_, conv, level, transforms=False)
+    checked = (chosen, pass_) in CHECKS_OUTPUT  # by the kernel, afterwards
+    if chosen in TRANSFORMS and not checked and not (finite(first) and finite(second)):
+        chosen = exact(pass_, conv, level)
     if pass_ != "grad_input":
         skips = chosen == "depthwise" and depthwise_skips(conv, level)
         if skips and not finite(_DEPTHWISE_SKIPS[pass_]):
