@@ -69,16 +69,13 @@ def direct_fits(filters, taps, dtype, level, wide=True):
     return filter_bytes <= 128 or (wide and filter_bytes <= 256 and taps <= 160)
 
 
-# Grad-weight with AVX-512 keeps to 128 bytes of filters (32 float32): the wide extension above
-# was measured for the forward pass with AVX2; on Ice Lake AVX-512, for grad-weight with 64
-# float32 filters of 27 to 147 taps (3 to 16 channels, 56x56 to 224x224, batch 8: the wide-*
-# cases of benchmarks/bench_autotune.py, like the suite's 7x7s2-c3-224-f64) GEMM took
-# 0.51-0.73x the direct kernels' time on one thread (benchmarks/results/
-# autotune_extra_1thread_before.json, minima of 11 interleaved reps, a busy machine) and
-# 0.50-0.71x on two (autotune_extra_2threads.json, minima of 15, a quiet one). The forward
-# pass stays: about even there (0.96-1.09x).
-def _direct_wide(pass_, level):
-    return not (pass_ == "grad_weight" and level >= 2)
+# The wide extension above holds for grad-weight with AVX-512 too since its direct kernel takes
+# two filter vectors per register block and transposes grad_y a chunk at a time in L1 (it held
+# GEMM's 0.50-0.73x of the direct time before: autotune_extra_*_before / autotune_extra_2threads).
+# Ice Lake-SP, grad-weight of 64 float32 filters, 27 to 147 taps (the wide-* cases of
+# benchmarks/bench_autotune.py and the suite's 7x7s2-c3-224-f64), direct against GEMM, minima of
+# interleaved reps on a quiet machine: 0.73-0.95x GEMM's time on two threads, 0.72-0.94x on one
+# (benchmarks/results/autotune_wide_gw_{2threads,1thread}.log).
 
 
 def _is_matmul(conv):
@@ -338,7 +335,7 @@ def choose(pass_, conv, level, transforms=True):
         return "depthwise"
     if "direct" in can:
         lanes, taps = (Cg, F * KH * KW) if pass_ == "grad_input" else (F, Cg * KH * KW)
-        if direct_fits(lanes, taps, conv.dtype, level, _direct_wide(pass_, level)):
+        if direct_fits(lanes, taps, conv.dtype, level):
             return "direct"
     return "gemm"
 
