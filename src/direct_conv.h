@@ -56,18 +56,23 @@ FC_TARGET_AVX2 static inline int fc_tstore_float_avx2(const void *acc, float *y,
     for (fc_idx f = 0; f < FB; f++) _mm256_storeu_ps(y + f * YPLANE, t[f]);
     return 1;
 }
+/* AVX-512 float32: the 8 pixels' accumulators (16 filters each), ReLU'd if `relu` (kept where
+ * not (v <= 0): NaN too, as in the GEMM path's ReLU), split into filters 0-7 (lo) and 8-15 (hi). */
+FC_TARGET_AVX512 static inline void fc_split_halves_float_avx512(const __m512 *a, int relu,
+                                                                  __m256 lo[8], __m256 hi[8]) {
+    for (int q = 0; q < 8; q++) {
+        __m512 r = _mm512_loadu_ps((const float *)&a[q]);
+        if (relu) r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_NLE_UQ), r);
+        lo[q] = _mm512_castps512_ps256(r);
+        hi[q] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r), 1));
+    }
+}
 /* AVX-512 float32: 8 pixels x 16 filters as two 8 x 8 transposes of the vectors' halves. */
 FC_TARGET_AVX512 static inline int fc_tstore_float_avx512(const void *acc, float *y,
                                                          fc_idx YPLANE, fc_idx FB, int relu) {
     const __m512 *a = (const __m512 *)acc;
     __m256 lo[8], hi[8], t[8];
-    for (int q = 0; q < 8; q++) {
-        __m512 r = _mm512_loadu_ps((const float *)&a[q]);
-        /* kept where not (v <= 0): NaN too, as in the GEMM path's ReLU */
-        if (relu) r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_NLE_UQ), r);
-        lo[q] = _mm512_castps512_ps256(r);
-        hi[q] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r), 1));
-    }
+    fc_split_halves_float_avx512(a, relu, lo, hi);
     fc_transpose8x8_avx512(lo, t);
     for (fc_idx f = 0; f < FB && f < 8; f++) _mm256_storeu_ps(y + f * YPLANE, t[f]);
     if (FB > 8) {
@@ -115,12 +120,7 @@ FC_TARGET_AVX512 static inline int fc_tstore_n_float_avx512(const void *acc, flo
     const __m512 *a = (const __m512 *)acc;
     const __mmask16 m = (__mmask16)((1u << n) - 1);
     __m256 lo[8], hi[8], t[8];
-    for (int q = 0; q < 8; q++) {
-        __m512 r = _mm512_loadu_ps((const float *)&a[q]);
-        if (relu) r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_NLE_UQ), r);
-        lo[q] = _mm512_castps512_ps256(r);
-        hi[q] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r), 1));
-    }
+    fc_split_halves_float_avx512(a, relu, lo, hi);
     fc_transpose8x8_avx512(lo, t);
     for (fc_idx f = 0; f < FB && f < 8; f++)
         _mm512_mask_storeu_ps(y + f * YPLANE, m, _mm512_castps256_ps512(t[f]));
