@@ -137,7 +137,6 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
-    conv_bwd = torch.ops.aten.convolution_backward
     cases = [
         c
         for c in build_suite(False)
@@ -164,24 +163,14 @@ def main():
         p, d = case.padding, case.dilation
         pad, dil = (p, p), (d, d)
         tx, tw, tg = (torch.from_numpy(a) for a in (x, w, gy))
-        ref = conv_bwd(
-            tg.double(),
-            tx.double(),
-            tw.double(),
-            [case.F],
-            (1, 1),
-            pad,
-            dil,
-            False,
-            [0, 0],
-            1,
-            [False, True, False],
+        ref = bench_winograd.torch_backward(
+            tg.double(), tx.double(), tw.double(), pad, dil, [False, True, False]
         )[1].numpy()
 
         def torch_pass(mask):
             def run():
                 with torch.inference_mode():
-                    return conv_bwd(tg, tx, tw, [case.F], (1, 1), pad, dil, False, [0, 0], 1, mask)
+                    return bench_winograd.torch_backward(tg, tx, tw, pad, dil, mask)
 
             return run
 
