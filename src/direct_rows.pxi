@@ -3,18 +3,18 @@
 cdef extern from "direct_rows.h" nogil:
     int fc_vector_bytes(int level)
     int FC_ROWS_FO
-    int fc_rows_block(int level, int itemsize)
+    int fc_rows_block(int level, int itemsize, int two_rows)
     void fc_rows_forward_float(int level, const float* x, Py_ssize_t C, Py_ssize_t R,
                                Py_ssize_t XWP, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sh,
                                Py_ssize_t dh, Py_ssize_t dw, const int* khr, const float* wpack,
                                const float* bias, float* y, Py_ssize_t YPLANE, Py_ssize_t FB,
-                               Py_ssize_t OW, Py_ssize_t nrows, int relu)
+                               Py_ssize_t OW, Py_ssize_t nrows, int relu, int two_rows)
     void fc_rows_forward_double(int level, const double* x, Py_ssize_t C, Py_ssize_t R,
                                 Py_ssize_t XWP, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sh,
                                 Py_ssize_t dh, Py_ssize_t dw, const int* khr,
                                 const double* wpack, const double* bias, double* y,
                                 Py_ssize_t YPLANE, Py_ssize_t FB, Py_ssize_t OW,
-                                Py_ssize_t nrows, int relu)
+                                Py_ssize_t nrows, int relu, int two_rows)
     int FC_ROWS_GF, FC_ROWS_GK
     void fc_rows_grad_weight_float(int level, const float* x, Py_ssize_t C, Py_ssize_t XH,
                                    Py_ssize_t XW, const float* const* gp, Py_ssize_t OH,
@@ -25,15 +25,19 @@ cdef extern from "direct_rows.h" nogil:
                                     Py_ssize_t OW, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sh,
                                     Py_ssize_t dh, Py_ssize_t dw, double* accv)
 
-cdef int _layout = 0  # 0: by shape (_rows_layout); 1: filters; 2: rows (stride 1 along W)
+# 0: by shape (_rows_layout); 1: filters; 2: rows (stride 1 along W), the forward's register
+# block by shape (_two_rows); 3: rows, two vectors of one row; 4: rows, a vector of two rows
+cdef int _layout = 0
 
 
 def set_layout(str name):
     """Force the forward and grad-weight kernels' vectorisation: "filters", "rows" (only where the
     stride along W is 1, and for grad-weight output rows of a vector at least; elsewhere
-    filters) or "auto" (by shape); for tests. Returns the previous setting."""
+    filters; the forward's register block by shape), "rows1" or "rows2" (rows, the forward's
+    block two vectors of one row or one vector of two rows) or "auto" (by shape); for tests.
+    Returns the previous setting."""
     global _layout
-    names = ("auto", "filters", "rows")
+    names = ("auto", "filters", "rows", "rows1", "rows2")
     if name not in names:
         raise ValueError(f"name must be one of {names}, got {name!r}")
     previous = names[_layout]
@@ -41,15 +45,28 @@ def set_layout(str name):
     return previous
 
 
+cdef Geometry _float32_geometry(x_shape, w_shape, y_shape, Py_ssize_t stride,
+                               Py_ssize_t padding) except *:
+    """The Geometry of uses_rows's and uses_two_rows's arguments."""
+    cdef Py_ssize_t[4] xs, ws, ys
+    for i in range(4):
+        xs[i], ws[i], ys[i] = x_shape[i], w_shape[i], y_shape[i]
+    return geometry(xs, ws, ys, stride, stride, padding, padding, 1, 1, 1)
+
+
 def uses_rows(x_shape, w_shape, y_shape, Py_ssize_t stride, Py_ssize_t padding,
               bint grad_weight=False):
     """Whether forward() (or grad_weight()) on these shapes, float32 at this module's level, runs
     along rows."""
-    cdef Py_ssize_t[4] xs, ws, ys
-    for i in range(4):
-        xs[i], ws[i], ys[i] = x_shape[i], w_shape[i], y_shape[i]
-    cdef Geometry g = geometry(xs, ws, ys, stride, stride, padding, padding, 1, 1, 1)
+    cdef Geometry g = _float32_geometry(x_shape, w_shape, y_shape, stride, padding)
     return _rows_layout(g, _level, 4, grad_weight)
+
+
+def uses_two_rows(x_shape, w_shape, y_shape, Py_ssize_t stride, Py_ssize_t padding):
+    """Whether the row-vectorised forward on these shapes, float32 at this module's level, takes
+    register blocks of one vector of two output rows (else two vectors of one row)."""
+    cdef Geometry g = _float32_geometry(x_shape, w_shape, y_shape, stride, padding)
+    return _two_rows(g, _level, 4)
 
 
 cdef double _used(Py_ssize_t n, Py_ssize_t block):
@@ -70,15 +87,27 @@ cdef bint _rows_layout(Geometry g, int lvl, Py_ssize_t itemsize, bint grad_weigh
     # grad-weight loads a row's last vector ending at the row's end: rows of a vector at least
     if g.sw != 1 or _layout == 1 or (grad_weight and g.OW < VB):
         return False
-    if _layout == 2:
+    if _layout >= 2:
         return True
     # filters per block: one or more vectors (fc_direct_vectors)
     cdef double filters_use = _used(g.F, VB * fc_direct_vectors(lvl, itemsize, g.F)), rows_use
     if grad_weight:
         rows_use = _used(g.OW, VB) * _used(g.F, FC_ROWS_GF) * _used(g.KW, FC_ROWS_GK)
     else:
-        rows_use = _used(g.OW, fc_rows_block(lvl, itemsize)) * _used(g.F, FC_ROWS_FO)
+        rows_use = _used(g.OW, fc_rows_block(lvl, itemsize, _two_rows(g, lvl, itemsize)))
+        rows_use *= _used(g.F, FC_ROWS_FO)
     return rows_use > filters_use
+
+
+cdef bint _two_rows(Geometry g, int lvl, Py_ssize_t itemsize):
+    """Whether the row-vectorised forward's register block is one vector of two output rows
+    rather than two vectors of one: where that leaves fewer lanes empty (rows of a vector or
+    less; LeNet-5's conv2 grad-input, 14 columns, at AVX-512: 538 -> 313 us at batch 64, two
+    threads, Ice Lake-SP)."""
+    if _layout == 3 or _layout == 4:
+        return _layout == 4
+    cdef Py_ssize_t VB = fc_vector_bytes(lvl) // itemsize
+    return _used(g.OW, VB) > _used(g.OW, 2 * VB)
 
 
 cdef _forward_rows(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight,
@@ -89,7 +118,8 @@ cdef _forward_rows(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight,
     cdef Py_ssize_t C = g.C, H = g.H, F = g.F, OH = g.OH, OW = g.OW
     dtype = np.float32 if real is float else np.float64
     cdef Py_ssize_t FO = FC_ROWS_FO, blocks = (F + FO - 1) // FO
-    cdef Py_ssize_t RB = fc_rows_block(lvl, sizeof(real))
+    cdef bint two_rows = _two_rows(g, lvl, sizeof(real))
+    cdef Py_ssize_t RB = fc_rows_block(lvl, sizeof(real), two_rows)
     cdef Py_ssize_t rows = max(1, min(OH, PIXELS_PER_ITEM // OW))
     cdef Py_ssize_t runs = (OH + rows - 1) // rows
     rows = (OH + runs - 1) // runs  # balance the runs of an image
@@ -120,19 +150,20 @@ cdef _forward_rows(const real[:, :, :, ::1] x, const real[:, :, :, ::1] weight,
         with nogil:
             for item in range(n_items):
                 _rows_item(lvl, g, item, runs, rows, R, XWP, xp, &ws[0], skips, wpack, bpack, yp,
-                           relu)
+                           relu, two_rows)
     else:
         with nogil, parallel(num_threads=nt):
             window = &ws[0] + omp_get_thread_num() * stride
             for item in prange(n_items, schedule="dynamic"):
                 _rows_item(lvl, g, item, runs, rows, R, XWP, xp, window, skips, wpack, bpack, yp,
-                           relu)
+                           relu, two_rows)
     free(wpack)
 
 
 cdef void _rows_item(int lvl, Geometry g, Py_ssize_t item, Py_ssize_t runs, Py_ssize_t rows,
                      Py_ssize_t R, Py_ssize_t XWP, const real* xp, real* window, const int* khr,
-                     const real* wpack, const real* bpack, real* yp, bint relu) noexcept nogil:
+                     const real* wpack, const real* bpack, real* yp, bint relu,
+                     bint two_rows) noexcept nogil:
     """_forward_rows()'s work item `item`: output rows [oh0, oh0 + rows) of one image, every
     block of filters, from its window copied into `window`; khr NULL: no rows skipped."""
     cdef Py_ssize_t n = item // runs, oh0 = (item % runs) * rows, blk, FO = FC_ROWS_FO
@@ -143,20 +174,20 @@ cdef void _rows_item(int lvl, Geometry g, Py_ssize_t item, Py_ssize_t runs, Py_s
         _rows_block(lvl, window, g.C, R, XWP, g, khr + 2 * oh0 if khr != NULL else NULL,
                     wpack + blk * K * FO, bpack + blk * FO,
                     yp + (n * g.F + blk * FO) * OHW + oh0 * g.OW, OHW, min(FO, g.F - blk * FO),
-                    min(g.OH, oh0 + rows) - oh0, relu)
+                    min(g.OH, oh0 + rows) - oh0, relu, two_rows)
 
 
 cdef inline void _rows_block(int lvl, const real* x, Py_ssize_t C, Py_ssize_t R, Py_ssize_t XWP,
                              Geometry g, const int* khr, const real* wpack, const real* bias,
                              real* y, Py_ssize_t YPLANE, Py_ssize_t FB, Py_ssize_t nrows,
-                             int relu) noexcept nogil:
+                             int relu, bint two_rows) noexcept nogil:
     """fc_rows_forward_<dtype> (direct_rows.h): one block of filters over a run of rows."""
     if real is float:
         fc_rows_forward_float(lvl, x, C, R, XWP, g.KH, g.KW, g.sh, g.dh, g.dw, khr, wpack, bias,
-                              y, YPLANE, FB, g.OW, nrows, relu)
+                              y, YPLANE, FB, g.OW, nrows, relu, two_rows)
     else:
         fc_rows_forward_double(lvl, x, C, R, XWP, g.KH, g.KW, g.sh, g.dh, g.dw, khr, wpack,
-                               bias, y, YPLANE, FB, g.OW, nrows, relu)
+                               bias, y, YPLANE, FB, g.OW, nrows, relu, two_rows)
 
 
 

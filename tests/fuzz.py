@@ -212,7 +212,7 @@ def check_forced_algorithms(seed):
     x, w = np.ascontiguousarray(x, dtype), np.ascontiguousarray(w, dtype)
     b = None if b is None else b.astype(dtype)
     levels = [m.set_level(int(rng.integers(m.detected_level() + 1))) for m in _SIMD_MODULES]
-    layout = _direct.set_layout(("filters", "rows")[rng.integers(2)])
+    layout = _direct.set_layout(("filters", "rows1", "rows2")[rng.integers(3)])
     try:
         _check_algorithms(seed, x, w, b, kwargs, activation)
     finally:

@@ -28,11 +28,13 @@ from fastconv._kernels import direct as direct_kernels
 
 DTYPES = [np.float32, np.float64]
 # The direct forward vectorises along filters or along output rows (direct_rows.h, chosen by
-# shape); both are forced at every level (rows only where the stride along W is 1).
+# shape; its register block two vectors of one row, "rows1", or one vector of two rows, "rows2");
+# each is forced at every level (rows only where the stride along W is 1).
+LAYOUTS = ("filters", "rows1", "rows2")
 PATHS = ["gemm"] + [
     f"direct{level}-{layout}"
     for level in range(direct_kernels.detected_level() + 1)
-    for layout in ("filters", "rows")
+    for layout in LAYOUTS
 ]
 EXTRA_CASES = [
     _case("many_filters", N=2, C=3, H=9, W=8, F=37, padding=1),  # several blocks, a partial one
@@ -208,7 +210,7 @@ def test_grad_weight_and_bias_in_one_pass(case, dtype, layout, rng, assert_close
     assert_close(gb, gb_ref, dtype, case.N * OH * OW)
 
 
-@pytest.mark.parametrize("layout", ["filters", "rows"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N", [1, 3, 20])  # one part, one image per part, several per part
 def test_direct_bitwise_identical_across_threads(N, dtype, layout, rng):
@@ -236,7 +238,7 @@ def test_direct_bitwise_identical_across_threads(N, dtype, layout, rng):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("path_name", ["gemm", "direct-filters", "direct-rows"])
+@pytest.mark.parametrize("path_name", ["gemm"] + [f"direct-{layout}" for layout in LAYOUTS])
 def test_nonfinite_weights_meet_padding_as_in_numpy(path_name, rng, request):
     """A padded tap is 0 * w: with w = inf that is NaN on both paths (as torch gives), and
     grad_input (where the direct reuse would multiply padding) stays on the GEMM path."""
@@ -305,6 +307,51 @@ def test_rows_layout_is_chosen_where_it_fills_more_lanes():
     )
     with pytest.raises(ValueError, match="name must be one of"):
         direct_kernels.set_layout("columns")
+
+
+def test_rows_register_block_is_chosen_where_it_fills_more_lanes():
+    """Rows of a vector or less take one vector of two rows per register block (LeNet-5's conv2
+    grad-input, 14 columns, at AVX-512); wider rows two vectors of one (conv1's 28 columns)."""
+    if direct_kernels.level() != 2:
+        pytest.skip("the choice shown is AVX-512's")
+    assert direct_kernels.uses_two_rows((64, 16, 10, 10), (6, 16, 5, 5), (64, 6, 14, 14), 1, 4)
+    assert not direct_kernels.uses_two_rows((64, 1, 32, 32), (6, 1, 5, 5), (64, 6, 28, 28), 1, 0)
+
+
+@pytest.mark.parametrize("level", range(direct_kernels.detected_level() + 1))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "N, C, H, W, F, padding, rows",
+    [
+        (3, 16, 10, 10, 6, 4, 14),  # LeNet-5's conv2 grad-input: kernel rows skipped per row
+        (2, 3, 9, 13, 5, (3, 1), 11),  # odd row count: a block's second row missing; FB < 6
+        (2, 2, 8, 37, 7, 2, 8),  # rows of several vectors, a partial last block; two filter blocks
+        (1, 1, 601, 5, 3, 2, 601),  # several runs of rows per image, of 101 rows each
+    ],
+)
+def test_rows_register_blocks_give_the_same_bits(
+    N, C, H, W, F, padding, rows, dtype, level, rng, assert_close, request
+):
+    """Both register blocks of the row-vectorised forward sum the same products in the same
+    order: bitwise equal results, with and without ReLU, where rows skip padded kernel rows."""
+    if not direct_kernels.level():
+        pytest.skip("no SIMD direct kernels on this CPU")
+    previous, previous_level = direct_kernels.set_layout("rows1"), direct_kernels.set_level(level)
+    request.addfinalizer(lambda: direct_kernels.set_layout(previous))
+    request.addfinalizer(lambda: direct_kernels.set_level(previous_level))
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C, 5, 5)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    kw = dict(padding=padding, algorithm="direct")
+    one_row = [fastconv.conv2d(x, w, b, **kw, activation=act) for act in (None, "relu")]
+    assert one_row[0].shape[2] == rows
+    direct_kernels.set_layout("rows2")
+    two_rows = [fastconv.conv2d(x, w, b, **kw, activation=act) for act in (None, "relu")]
+    for got_one, got_two in zip(one_row, two_rows):
+        np.testing.assert_array_equal(got_one, got_two)
+    ph, pw = padding if isinstance(padding, tuple) else (padding, padding)
+    expected = conv2d_ref(x, w, b, 1, (ph, ph, pw, pw), 1)
+    assert_close(one_row[0], expected, dtype, C * 25)
 
 
 def test_set_level_refuses_what_the_cpu_lacks():
