@@ -510,3 +510,98 @@ def test_gpu_layers_match_cpu(rng):
     assert isinstance(gx, cupy.ndarray) and gx.shape == x.shape
     assert isinstance(gpu.state_dict()["0.weight"], np.ndarray)
     assert isinstance(gpu.to("cpu")[0].weight.data, np.ndarray)
+
+
+def _layer_by_layer_backward(model, grad, input_grad):
+    """Sequential.backward written out: each layer's own backward, last first."""
+    layers = list(model)
+    for i in range(len(layers) - 1, -1, -1):
+        grad = layers[i].backward(grad, input_grad=input_grad or i > 0)
+    return grad
+
+
+def _grads_both_ways(make, x, grad_y, reuse, input_grad=True):
+    """(Sequential.backward's result and parameter grads, the layer-by-layer ones), from two
+    equal models (make(): a fresh Sequential) on the same input."""
+    results = []
+    for run in (
+        lambda m, g: m.backward(g, input_grad=input_grad),
+        lambda m, g: _layer_by_layer_backward(m, g, input_grad),
+    ):
+        model = make().reuse_buffers(reuse)
+        for _ in range(2):  # with reuse, the second step writes into the first one's buffers
+            for p in model.parameters():
+                p.grad = None
+            model.forward(x)
+            grad_x = run(model, grad_y)
+        results.append(
+            ([] if grad_x is None else [grad_x.copy()])
+            + [p.grad.copy() for p in model.parameters()]
+        )
+    return results
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "make",
+    [
+        # LeNet-5's pairs: fused ReLU, 2x2 max pooling
+        lambda dtype: nn.Sequential(
+            nn.Conv2D(2, 4, 3, activation="relu", rng=0, dtype=dtype),
+            nn.MaxPool2D(2),
+            nn.Conv2D(4, 3, 3, activation="relu", rng=1, dtype=dtype),
+            nn.MaxPool2D(2),
+        ),
+        # a ReLU layer; overlapping, padded, ceil-mode windows; a Linear's fused ReLU
+        lambda dtype: nn.Sequential(
+            nn.Conv2D(2, 4, 3, padding=1, rng=0, dtype=dtype),
+            nn.ReLU(),
+            nn.MaxPool2D(3, stride=2, padding=1, ceil_mode=True),
+            nn.Flatten(),
+            nn.Linear(144, 6, activation="relu", rng=2, dtype=dtype),
+        ),
+        # adaptive max pooling after a ReLU; a pooling after no ReLU
+        lambda dtype: nn.Sequential(
+            nn.Conv2D(2, 3, 3, activation="relu", rng=0, dtype=dtype),
+            nn.AdaptiveMaxPool2D((3, 4)),
+            nn.MaxPool2D(2),
+        ),
+    ],
+    ids=["lenet", "relu_layer_overlapping", "adaptive"],
+)
+def test_relu_derivative_after_max_pooling_is_bitwise_the_same(make, dtype, reuse, rng):
+    """Sequential takes a ReLU's derivative on the max pooling's output after it (a quarter
+    of the size): the gradients equal those of each layer's own backward bit for bit, with
+    ties, zeros, infs and NaNs in the pooled values and the gradients."""
+    x = rng.integers(-2, 3, (3, 2, 10, 10)).astype(dtype)
+    x[0, 0, 2, 3], x[1, 1, 5, 5], x[2, 0, 7, 1] = np.nan, np.inf, -np.inf
+    model = make(dtype)
+    y = model.forward(x)
+    grad_y = rng.integers(-2, 3, y.shape).astype(dtype)
+    grad_y.flat[::7] = np.inf
+    grad_y.flat[::11] = -0.0
+    grad_y.flat[::13] = np.nan
+    for input_grad in (True, False):
+        folded, plain = _grads_both_ways(lambda: make(dtype), x, grad_y, reuse, input_grad)
+        assert len(folded) == len(plain)
+        for a, b in zip(folded, plain):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
+
+
+def test_relu_derivative_after_max_pooling_skips_the_full_size_one(monkeypatch, rng):
+    """In LeNet-5's conv -> max-pool pairs the ReLU's derivative runs on the pooled gradient
+    only: relu_backward never sees a conv output's shape."""
+    from fastconv.lenet import LeNet5
+
+    model = LeNet5(seed=0)
+    x = rng.standard_normal((2, 1, 32, 32)).astype(np.float32)
+    logits = model.forward(x)
+    shapes = []
+    relu_backward = F.relu_backward
+    monkeypatch.setattr(
+        F, "relu_backward", lambda g, y, **kw: shapes.append(g.shape) or relu_backward(g, y, **kw)
+    )
+    model.backward(np.ones_like(logits), input_grad=False)
+    assert shapes == [(2, 84), (2, 120, 1, 1), (2, 16, 5, 5), (2, 6, 14, 14)]

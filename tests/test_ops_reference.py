@@ -49,10 +49,19 @@ def pool_level(request):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    "shape", [(2, 3, 14, 17), (1, 2, 4, 32), (1, 1, 3, 37), (2, 1, 2, 2), (3, 2, 28, 28)]
+    "shape",
+    [
+        (2, 3, 14, 17),
+        (1, 2, 4, 32),
+        (1, 1, 3, 37),
+        (2, 1, 2, 2),
+        (3, 2, 28, 28),
+        (2, 3, 11, 10),  # LeNet-5's second pooling (5 wide), an odd row left out
+        (1, 2, 4, 71),  # AVX-512: two whole steps of 16 windows and 3 by masks
+    ],
 )
 def test_max_pool_2x2_specials(dtype, shape, pool_level):
-    # The 2x2 kernel over several widths (8- and 4-wide steps and scalar columns); ties, signed
+    # The 2x2 kernel over several widths (16-, 8- and 4-wide steps, masked and scalar columns); ties, signed
     # zeros, +-inf and NaN (the first NaN wins and stays) in every position of the window.
     rng = np.random.default_rng(4)
     x = rng.integers(-2, 3, shape).astype(dtype)

@@ -48,6 +48,13 @@ class ReLU(_Elementwise):
     def _derivative_times(self, grad: Array, y: Array) -> Array:
         return F.relu_backward(grad, y)
 
+    def _relu_output(self) -> bool:
+        return True
+
+    def _backward_masked(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
+        self._cached(self._output)  # (a forward ran, as backward checks)
+        return grad if input_grad else None
+
 
 class Tanh(_Elementwise):
     """tanh(x)."""

@@ -49,10 +49,25 @@ class Sequential(Layer):
 
     def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """Backpropagate through every layer in reverse; returns grad wrt the first input (or
-        None when ``input_grad`` is False: the first layer then skips that computation)."""
-        last = len(self._sequence) - 1
-        for i in range(last, -1, -1):
-            grad = self._sequence[i].backward(grad, input_grad=input_grad or i > 0)
+        None when ``input_grad`` is False: the first layer then skips that computation).
+
+        A max pooling after a ReLU (a layer's fused one, or a ReLU layer) takes the ReLU's
+        derivative on its own output, a quarter of the ReLU's at 2x2: bitwise the same
+        gradients (see Layer._grad_before_relu)."""
+        i = len(self._sequence) - 1
+        while i >= 0:
+            layer = self._sequence[i]
+            if i > 0 and self._sequence[i - 1]._relu_output():
+                before_relu = layer._grad_before_relu(grad)
+                if before_relu is not None:
+                    i -= 1
+                    grad = self._sequence[i]._backward_masked(
+                        before_relu, input_grad=input_grad or i > 0
+                    )
+                    i -= 1
+                    continue
+            grad = layer.backward(grad, input_grad=input_grad or i > 0)
+            i -= 1
         return grad
 
     def summary(self, input_shape: Sequence[int]) -> "ModelSummary":

@@ -5,6 +5,7 @@ op, and their repr."""
 
 from typing import Any, Dict, Optional, Tuple
 
+from .._typing import Array
 from .._validation import as_activation
 from .checks import check_groups
 from .init import check_init, default_init
@@ -25,6 +26,18 @@ class WeightedLayer(Layer):
         as_activation(activation)
         self.activation = activation
         self.init = check_init(init if init is not None else default_init(activation))
+
+    def _relu_output(self) -> bool:
+        return self.activation == "relu"
+
+    def _backward_masked(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
+        # backward() with fused_backward told to skip the ReLU's derivative (layers that take
+        # it elsewhere mask twice, which changes nothing)
+        object.__setattr__(self, "_relu_masked", True)
+        try:
+            return self.backward(grad, input_grad=input_grad)
+        finally:
+            object.__setattr__(self, "_relu_masked", False)
 
 
 class ConvLayer(WeightedLayer):

@@ -83,6 +83,9 @@ class Layer:
     # take out=): reuse_buffers() turns reuse on for these layers only.
     _REUSES_BUFFERS: ClassVar[bool] = False
 
+    # True only inside _backward_masked: fused_backward then skips the fused ReLU's derivative.
+    _relu_masked: bool = False
+
     # set in __init__ (through object.__setattr__, which type checkers miss)
     training: bool
     _parameters: Dict[str, Parameter]
@@ -185,6 +188,27 @@ class Layer:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
+
+    # -- a ReLU's derivative taken after max pooling (Sequential.backward) ------------------
+    # A max pooling's backward sends each output's gradient to one input cell, whose value is
+    # that output's; so for an input y = relu(z), the gradient wrt z (the scattered gradient
+    # where y > 0, else 0) is the scatter of (grad where pooled output > 0, else 0): bitwise the
+    # same, with the ReLU's mask taken on the pooled output, a quarter of the size at 2x2.
+    def _relu_output(self) -> bool:
+        """Whether this layer's output is a ReLU's (its fused activation, or a ReLU layer)."""
+        return False
+
+    def _backward_masked(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
+        """backward() for a `grad` that the ReLU's derivative has already masked (only called
+        where _relu_output() is True). Masking twice changes nothing (grad where y > 0, else
+        0): by default this is backward()."""
+        return self.backward(grad, input_grad=input_grad)
+
+    def _grad_before_relu(self, grad: Array) -> Optional[Array]:
+        """For a layer whose input is a ReLU's output: the gradient wrt that ReLU's input, if
+        this layer computes it more cheaply than backward() then the ReLU's derivative (max
+        pooling: see above), else None."""
+        return None
 
     def _cached(self, cache: Optional[_T]) -> _T:
         """``cache`` if a training-mode forward has filled it, else a clear RuntimeError."""
@@ -514,21 +538,23 @@ def fused_backward(
     layer: "_Fused", op_backward: Any, grad: Array, input_grad: bool, **geometry: Any
 ) -> Optional[Array]:
     """The input's gradient (None if not `input_grad`) of a fused_forward layer by its op's
-    backward, through the fused ReLU first; accumulates weight.grad and bias.grad. With reuse
+    backward, through the fused ReLU first (unless the layer's _backward_masked runs it: the
+    gradient is masked already); accumulates weight.grad and bias.grad. With reuse
     on, every gradient is written into a kept buffer (see Layer.reuse_buffers)."""
     x, y = layer._cached(layer._cache)
     weight = layer.weight.data
     needs = layer._needs(input_grad)
+    relu = layer.activation == "relu" and not layer._relu_masked
     key = layer._buffer_key("grads" if input_grad else "parameter grads", grad, x, weight)
     if key is None:
-        if layer.activation == "relu":
+        if relu:
             grad = F.relu_backward(grad, y)
         grad_x, grad_weight, grad_bias = op_backward(grad, x, weight, needs=needs, **geometry)
         layer._accumulate(grad_weight, grad_bias)
         return grad_x
     kept = layer._kept(key)
     relu_out, grads_out = (None, None) if kept is None else kept
-    if layer.activation == "relu":
+    if relu:
         grad = F.relu_backward(grad, y, out=relu_out)
     if grads_out is not None:
         # not into the array that a parameter's grad already is: it is added to
@@ -538,8 +564,9 @@ def fused_backward(
             None if layer.bias is None or grads_out[2] is layer.bias.grad else grads_out[2],
         )
     grads = op_backward(grad, x, weight, needs=needs, out=grads_out, **geometry)
-    if grads_out is None or any(a is not b for a, b in zip(grads_out, grads)):
-        layer._keep(key, (grad if layer.activation == "relu" else None, tuple(grads)))
+    new_relu = relu and relu_out is None  # (none kept yet, or only by a masked call)
+    if new_relu or grads_out is None or any(a is not b for a, b in zip(grads_out, grads)):
+        layer._keep(key, (grad if relu else relu_out, tuple(grads)))
     layer._accumulate(grads[1], grads[2])
     return grads[0]
 
@@ -560,6 +587,7 @@ class _Fused(_Weighted, Protocol):
 
     activation: Optional[str]
     training: bool
+    _relu_masked: bool
     _cache: Optional[Tuple[Array, Array]]
 
     def _cached(self, cache: Optional[_T]) -> _T: ...

@@ -12,14 +12,14 @@ __all__ = ["MaxPool2D", "AvgPool2D"]
 
 class _Pool(Layer):
     """A pooling layer: no parameters; a training-mode forward caches what its backward needs,
-    the input shape and, for max pooling, the argmax indices.
+    the input shape and, for max pooling, the argmax indices (and the output).
 
     Subclasses implement ``_pool(x) -> (y, indices or None)`` and
     ``_pool_backward(grad, indices, input_shape) -> grad wrt x``.
     """
 
     _CACHE = "_cache"
-    _cache: Optional[Tuple[Any, Tuple[int, ...]]]  # (indices or None, input shape)
+    _cache: Optional[Tuple[Any, Tuple[int, ...], Array]]  # (indices or None, input shape, y)
 
     def _pool(self, x: Array) -> Tuple[Array, Optional[Array]]:
         raise NotImplementedError
@@ -32,7 +32,7 @@ class _Pool(Layer):
     def _forward(self, x: Array) -> Tuple[Array, Optional[Array]]:
         """(y, indices or None), the cache set for backward (training mode) or cleared."""
         y, indices = self._pool(x)
-        self._cache = (indices, tuple(x.shape)) if self.training else None
+        self._cache = (indices, tuple(x.shape), y) if self.training else None
         return y, indices
 
     def forward(self, x: Array) -> Array:
@@ -42,7 +42,7 @@ class _Pool(Layer):
     def backward(self, grad: Array, *, input_grad: bool = True) -> Optional[Array]:
         """grad (N, C, OH, OW) -> grad wrt x (N, C, H, W): each output's gradient goes to its
         window's max (max pooling) or is spread over its window (average pooling)."""
-        indices, input_shape = self._cached(self._cache)
+        indices, input_shape, _ = self._cached(self._cache)
         if not input_grad:
             return None
         return self._pool_backward(grad, indices, input_shape)
@@ -50,6 +50,16 @@ class _Pool(Layer):
 
 class _MaxPool(_Pool):
     """Max pooling: its backward is the scatter of max_pool2d_backward at the cached indices."""
+
+    def _grad_before_relu(self, grad: Array) -> Optional[Array]:
+        # the ReLU's derivative on the pooled output (Layer._grad_before_relu), then backward
+        y = self._cached(self._cache)[2]
+        key = self._buffer_key("relu grad", grad, y)
+        out = self._kept(key)
+        masked = F.relu_backward(grad, y, out=out)
+        if out is None:
+            self._keep(key, masked)
+        return self.backward(masked)
 
     def _pool_backward(
         self, grad: Array, indices: Optional[Array], input_shape: Tuple[int, ...]
