@@ -8,7 +8,7 @@
  * earlier version gave them to a branching C loop, which mispredicted on random data and made
  * the whole kernel slower than the scalar one at LeNet's 14-wide rows. AVX-512 takes 16 windows
  * a step and a row's last ones by masks, so no column is left (LeNet-5's two poolings, batch
- * 64, two threads, Ice Lake-SP: 100 -> xx us and 52 -> xx us).
+ * 64, two threads, Ice Lake-SP, max_pool2d with out=: 102 -> 38 us and 55 -> 31 us).
  */
 #ifndef FASTCONV_POOL_2X2_H
 #define FASTCONV_POOL_2X2_H
