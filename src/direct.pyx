@@ -416,7 +416,8 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     _check_one_group(groups)
     cdef Geometry g = geometry(x.shape, grad_w.shape, grad_y.shape, sh, sw, pt, pl, dh, dw, groups)
     if _rows_layout(g, _level, sizeof(real), True):
-        _grad_weight_rows(grad_y, x, grad_w, grad_b, has_bias, g, _level, num_threads)
+        _grad_weight_rows(grad_y, x, grad_w, grad_b, has_bias, g, _rows_gw_level(_level),
+                          num_threads)
         return
     cdef Py_ssize_t N = g.N, C = g.C, F = g.F
     cdef Py_ssize_t OHW = g.OH * g.OW, K = C * g.KH * g.KW

@@ -153,6 +153,7 @@ TARGET static inline __attribute__((always_inline)) void fc_rows_gw_step_##SFX( 
         if (k >= kn) break;                                                                        \
         fc_rvec_##SFX xv = *(const fc_rvec_##SFX *)(xr + j + k * dw);                              \
         if (masked) xv = (fc_rvec_##SFX)((mask_t)xv & keep);                                       \
+        FC_IN_REGISTER(xv); /* one load for the FC_ROWS_GF filters */                              \
         for (int f = 0; f < FC_ROWS_GF; f++) acc[f][k] += g[f] * xv;                               \
     }                                                                                              \
 }                                                                                                  \

@@ -84,19 +84,29 @@ cdef bint _rows_layout(Geometry g, int lvl, Py_ssize_t itemsize, bint grad_weigh
     grad-weight 1205 -> 590 us. conv2 (16 filters, 10 columns) stays on filters: forward 889 us
     there vs 948 us (batch 256: 2661 vs 3231 us); grad-weight 754 vs 2365 us."""
     cdef Py_ssize_t VB = fc_vector_bytes(lvl) // itemsize
+    cdef Py_ssize_t VR = fc_vector_bytes(_rows_gw_level(lvl)) // itemsize
     # grad-weight loads a row's last vector ending at the row's end: rows of a vector at least
-    if g.sw != 1 or _layout == 1 or (grad_weight and g.OW < VB):
+    if g.sw != 1 or _layout == 1 or (grad_weight and g.OW < VR):
         return False
     if _layout >= 2:
         return True
     # filters per block: one or more vectors (fc_direct_vectors)
     cdef double filters_use = _used(g.F, VB * fc_direct_vectors(lvl, itemsize, g.F)), rows_use
     if grad_weight:
-        rows_use = _used(g.OW, VB) * _used(g.F, FC_ROWS_GF) * _used(g.KW, FC_ROWS_GK)
+        rows_use = _used(g.OW, VR) * _used(g.F, FC_ROWS_GF) * _used(g.KW, FC_ROWS_GK)
     else:
         rows_use = _used(g.OW, fc_rows_block(lvl, itemsize, _two_rows(g, lvl, itemsize)))
         rows_use *= _used(g.F, FC_ROWS_FO)
     return rows_use > filters_use
+
+
+cdef inline int _rows_gw_level(int lvl) noexcept nogil:
+    """The instruction set the row-vectorised grad-weight runs at: AVX2's vectors where the CPU
+    has AVX-512. Each of its FMAs loads a vector at any column offset, and a 64-byte load at
+    such an offset nearly always spans two cache lines: at AVX-512 it ran 1.2-1.6x slower than
+    at AVX2 over six few-filter shapes (LeNet-5's conv1 among them; one thread, CPU time,
+    Ice Lake-SP). The forward's loads are a third of its FMAs: it keeps AVX-512."""
+    return min(lvl, 1)
 
 
 cdef bint _two_rows(Geometry g, int lvl, Py_ssize_t itemsize):
