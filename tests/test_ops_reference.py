@@ -125,20 +125,33 @@ def _scatter_ref(grad_y, indices, input_shape):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "shape, kernel, stride",
-    [((2, 3, 9, 11), 2, 2), ((1, 2, 8, 8), 2, 2), ((2, 2, 9, 9), 3, 2), ((1, 1, 7, 6), (1, 2), 1)],
+    [
+        ((2, 3, 9, 11), 2, 2),
+        ((1, 2, 8, 8), 2, 2),
+        ((1, 2, 5, 71), 2, 2),  # 35 windows a row
+        ((2, 2, 9, 9), 3, 2),
+        ((2, 1, 9, 9), 3, 3),  # windows of 3 whose winners leave the 2x2 blocks
+        ((1, 1, 7, 6), (1, 2), 1),
+    ],
 )
-def test_max_pool_backward_against_a_scatter(dtype, shape, kernel, stride):
-    # 2x2 stride 2 (one pass per plane, odd sizes leave cells outside every block) and windows
-    # whose winners leave their 2x2 block (the zero-and-scatter path), ties included.
+def test_max_pool_backward_against_a_scatter(dtype, shape, kernel, stride, pool_level):
+    # 2x2 stride 2 (odd sizes leave cells outside every block) and windows whose winners leave
+    # their 2x2 block, ties included, at every level the forward's indices come from; gradients
+    # with -0, infs and NaN (the scatter's 0 + g turns -0 into 0).
     rng = np.random.default_rng(5)
     x = rng.integers(-2, 3, shape).astype(dtype)
     y, idx = fastconv.max_pool2d(x, kernel, stride, return_indices=True)
     gy = rng.standard_normal(y.shape).astype(dtype)
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0], dtype)
+    hits = rng.random(y.shape) < 0.2
+    gy[hits] = rng.choice(specials, hits.sum())
     gx = fastconv.max_pool2d_backward(gy, idx, shape)
-    np.testing.assert_array_equal(gx, _scatter_ref(gy, idx, shape).astype(dtype))
+    expected = _scatter_ref(gy, idx, shape).astype(dtype)
+    np.testing.assert_array_equal(gx, expected)
+    np.testing.assert_array_equal(np.signbit(gx), np.signbit(expected))
 
 
-def test_max_pool_backward_any_indices_in_the_plane():
+def test_max_pool_backward_any_indices_in_the_plane(pool_level):
     # Indices need not come from a 2x2 forward: one plane in blocks, one scattering to a cell
     # that another output also picks (the gradients add).
     gy = np.arange(1.0, 9.0).reshape(2, 1, 2, 2)
