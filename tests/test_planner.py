@@ -51,6 +51,27 @@ def test_avx512_thresholds_leave_avx2_as_measured(request):
     assert few["forward"] == few["grad_input"] == "winograd"
 
 
+@pytest.mark.skipif(direct_kernels.detected_level() < 2, reason="needs AVX-512")
+def test_avx512_grad_weight_takes_direct_where_measured(request):
+    """With AVX-512, up to 128 float32 filters of >= 256 taps with N*OH*OW >= 4 * taps take the
+    direct grad-weight (the stride-2 3x3 and the 1x1 of bench_conv.py's suite); outside that
+    (few products per tap, 256 filters, float64, dilation, AVX2) GEMM stays."""
+    previous = direct_kernels.set_level(2)
+    request.addfinalizer(lambda: direct_kernels.set_level(previous))
+    s2 = dict(stride=2, padding=1)
+    assert fastconv.conv2d_plan((8, 64, 56, 56), (128, 64, 3, 3), **s2)["grad_weight"] == "direct"
+    assert fastconv.conv2d_plan((8, 256, 56, 56), (64, 256, 1, 1))["grad_weight"] == "direct"
+    for x_shape, w_shape, kwargs in [
+        ((8, 128, 28, 28), (128, 128, 3, 3), s2),  # 8 * 14 * 14 < 4 * 1152
+        ((8, 256, 28, 28), (256, 256, 1, 1), {}),  # 256 filters
+        ((8, 64, 56, 56), (128, 64, 3, 3), dict(s2, dtype=np.float64)),
+        ((8, 64, 56, 56), (128, 64, 3, 3), dict(s2, dilation=2)),
+    ]:
+        assert fastconv.conv2d_plan(x_shape, w_shape, **kwargs)["grad_weight"] == "gemm"
+    direct_kernels.set_level(1)
+    assert fastconv.conv2d_plan((8, 64, 56, 56), (128, 64, 3, 3), **s2)["grad_weight"] == "gemm"
+
+
 def test_algorithms_lists_what_runs():
     algs = fastconv.conv2d_algorithms((2, 4, 9, 9), (8, 4, 3, 3), stride=2)
     assert algs["forward"][0] == "gemm" and "gemm" in algs["grad_input"]

@@ -78,6 +78,37 @@ def direct_fits(filters, taps, dtype, level, wide=True):
 # (benchmarks/results/autotune_wide_gw_{2threads,1thread}.log).
 
 
+# With AVX-512 the direct grad-weight beats GEMM past direct_fits's domain too: for up to 128
+# float32 filters of 256 taps or more (C * KH * KW), where each (filter, tap) sum runs over at
+# least four times as many products as there are taps (N * OH * OW >= 4 * taps), it took
+# 0.60-0.87x GEMM's time in 23 of the 26 such cases with 64 or 128 filters of
+# benchmarks/bench_gw_direct.py's sweep (1x1 over 256 channels, 3x3 over 64 to 256, outputs 14x14
+# to 56x56, stride 1 and 2, batch 8; 2 threads, medians of 15 interleaved reps, Ice Lake-SP:
+# results/gw_direct_sweep_2threads.log), and drew with it (0.93-1.02x) on 128 filters of 1x1x256.
+# Outside it direct lost or drew: 3x3x256 on 14x14 (few products per tap) up to 1.7x GEMM's
+# time, 256 filters of 1x1x256 0.93-1.09x, 128 and 256 of 1x1x64 1.1-1.5x.
+_DIRECT_GW_MAX_FILTERS = 128
+_DIRECT_GW_MIN_TAPS = 256
+_DIRECT_GW_PRODUCTS_PER_TAP = 4
+
+
+def _direct_grad_weight_wide(conv, level):
+    """Whether the direct grad-weight takes `conv` by the AVX-512 rule above (beyond
+    direct_fits): float32, one group, no dilation."""
+    F, Cg, KH, KW = conv.w_shape
+    N, _, OH, OW = conv.y_shape
+    taps = Cg * KH * KW
+    return (
+        level >= 2
+        and np.dtype(conv.dtype) == np.float32
+        and conv.groups == 1
+        and tuple(conv.dilation) == (1, 1)
+        and F <= _DIRECT_GW_MAX_FILTERS
+        and taps >= _DIRECT_GW_MIN_TAPS
+        and N * OH * OW >= _DIRECT_GW_PRODUCTS_PER_TAP * taps
+    )
+
+
 def _is_matmul(conv):
     """Whether the one output's window is exactly the unpadded input. Dilation counts: a dilated
     kernel of the input's size reaches past it (into bottom/right padding, which `padding` does
@@ -336,6 +367,8 @@ def choose(pass_, conv, level, transforms=True):
     if "direct" in can:
         lanes, taps = (Cg, F * KH * KW) if pass_ == "grad_input" else (F, Cg * KH * KW)
         if direct_fits(lanes, taps, conv.dtype, level):
+            return "direct"
+        if pass_ == "grad_weight" and _direct_grad_weight_wide(conv, level):
             return "direct"
     return "gemm"
 
