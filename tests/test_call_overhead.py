@@ -389,6 +389,26 @@ def test_operand_dependent_choices_are_never_prepared(rng, x_shape, w_shape, kw,
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_prepared_grad_input_measures_the_weights_where_the_planner_asks(monkeypatch, rng, bad):
+    """The direct kernels' grad-input (a forward over the flipped weights) multiplies padding
+    by the weights, so a weight that is not finite sends it to GEMM (0 * inf is NaN there as in
+    NumPy): the prepared step measures the weights on every call, as the op does, and gives the
+    ops' bits both ways (LeNet-5's conv2 grad-input, padded)."""
+    x = rng.standard_normal((2, 6, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    g = rng.standard_normal((2, 16, 10, 10)).astype(np.float32)
+    if fastconv.conv2d_plan(x.shape, w.shape)["grad_input"] != "direct":
+        pytest.skip("grad-input is not on the direct kernels here")
+    cpu_ops._BACKWARDS.clear()
+    for weights in (w, np.where(np.arange(w.size).reshape(w.shape) == 7, bad, w), w):
+        want = _one_by_one(monkeypatch, g, x, weights)
+        for _ in range(2):
+            _same(fastconv.conv2d_backward(g, x, weights), want)
+    assert len(cpu_ops._BACKWARDS) == 1 and list(cpu_ops._BACKWARDS.values())[0] != ()
+    assert np.isnan(want[0]).sum() == 0  # (finite weights again: no NaN)
+
+
 def test_prepared_backward_keeps_the_errors(rng):
     x = rng.standard_normal((1, 1, 8, 8)).astype(np.float32)
     w = rng.standard_normal((4, 1, 5, 5)).astype(np.float32)

@@ -528,6 +528,48 @@ def _fixed_choice(pass_, algorithm, conv, level):
         return None
 
 
+_OPERAND_INDEX = {"grad_y": 0, "x": 1, "weight": 2}  # in a step's arguments
+
+
+def _grad_input_prepared(algorithm, conv, level, dtype, geometry):
+    """The grad-input step of conv2d_backward_prepared, or None (the ops run one by one): by
+    planner.for_operands' answer where no operand's values decide it; where one operand's
+    finiteness does (the direct kernels' flipped forward multiplies padding by the weights, so
+    a weight that is not finite sends it to GEMM: LeNet-5's conv2), a step that measures it as
+    the op does (_finite) and runs the answer's kernel."""
+    asked = []
+
+    def finite_then(name):
+        asked.append(name)
+        return True
+
+    when_finite = _planner.for_operands(algorithm, "grad_input", conv, level, finite_then)
+    if not asked:
+        return _grad_input_step(*when_finite, dtype, *geometry)
+    name = asked[0]
+    if any(other != name for other in asked):
+        return None
+
+    def not_finite(other):
+        if other != name:
+            raise _OperandsAsked
+        return False
+
+    try:
+        otherwise = _planner.for_operands(algorithm, "grad_input", conv, level, not_finite)
+    except _OperandsAsked:
+        return None
+    index = _OPERAND_INDEX[name]
+    finite_step = _grad_input_step(*when_finite, dtype, *geometry)
+    other_step = _grad_input_step(*otherwise, dtype, *geometry)
+
+    def run(gy, x, w, gx, gw, gb, nt):
+        step = finite_step if _finite((gy, x, w)[index]) else other_step
+        step(gy, x, w, gx, gw, gb, nt)
+
+    return run
+
+
 def _backward_steps(
     x_shape,
     w_shape,
@@ -553,10 +595,10 @@ def _backward_steps(
     geometry = (stride, padding, dilation, groups)
     steps = []
     if wants_input:
-        chosen = _fixed_choice("grad_input", algorithm, conv, level)
-        if chosen is None:
+        step = _grad_input_prepared(algorithm, conv, level, dtype, geometry)
+        if step is None:
             return ()
-        steps.append(_grad_input_step(*chosen, dtype, *geometry))
+        steps.append(step)
     fused = wants_weight and wants_bias
     if fused and _planner.fuses("grad_weight_bias", algorithm, conv, level):
         chosen = _fixed_choice("grad_weight", algorithm, conv, level)
