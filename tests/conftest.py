@@ -57,6 +57,19 @@ def _gpu_backend():
     return Backend("gpu", cupy)
 
 
+@pytest.fixture
+def restore_threads():
+    """Whatever a test sets, fastconv's thread count goes back to what it was."""
+    import fastconv
+
+    before = fastconv.get_num_threads()
+    try:
+        yield before
+    finally:
+        fastconv.set_num_threads(before)
+    assert fastconv.get_num_threads() == before
+
+
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 def backend(request):
     if request.param == "cpu":

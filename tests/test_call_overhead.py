@@ -15,13 +15,6 @@ from fastconv._validation import plain
 from fastconv._validation.memo import Memo
 
 
-@pytest.fixture
-def restore_threads():
-    before = fastconv.get_num_threads()
-    yield
-    fastconv.set_num_threads(before)
-
-
 def _small(rng, dtype=np.float32):
     x = rng.standard_normal((1, 1, 8, 8)).astype(dtype)
     w = rng.standard_normal((4, 1, 3, 3)).astype(dtype)

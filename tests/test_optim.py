@@ -564,13 +564,20 @@ def rules_level(request):
     _rules.set_level(previous)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("wd", [0.0, 0.05])
 @pytest.mark.parametrize("kind", ["adam", "sgd", "sgd_nesterov", "sgd_plain"])
-def test_fused_steps_equal_the_ufunc_formulas_bitwise(kind, wd, dtype, rules_level):
+def test_fused_steps_equal_the_ufunc_formulas_bitwise(
+    kind, wd, dtype, threads, rules_level, restore_threads
+):
+    import fastconv
+
+    fastconv.set_num_threads(threads)
     rng = np.random.default_rng(7)
-    # odd sizes: vector bodies and scalar tails
-    shapes = [(6, 3, 5, 5), (6,), (0, 4), (37,)]
+    # odd sizes: vector bodies and scalar tails; one past 2 x 8192 elements, which is updated
+    # in chunks of 8192 over the threads (the last one of 3 elements)
+    shapes = [(6, 3, 5, 5), (6,), (0, 4), (37,), (3, 8193)]
     params = [Parameter(rng.standard_normal(s).astype(dtype)) for s in shapes]
     ref = [p.data.copy() for p in params]
     state = [[np.zeros_like(r), np.zeros_like(r)] for r in ref]

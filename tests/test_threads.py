@@ -10,17 +10,6 @@ from reference import conv2d_backward_ref, conv2d_ref, pad_tblr
 import fastconv
 
 
-@pytest.fixture
-def restore_threads():
-    """Whatever a test sets, the thread count goes back to what it was."""
-    before = fastconv.get_num_threads()
-    try:
-        yield before
-    finally:
-        fastconv.set_num_threads(before)
-    assert fastconv.get_num_threads() == before
-
-
 def test_openmp_enabled_is_bool():
     assert isinstance(fastconv.openmp_enabled(), bool)
 

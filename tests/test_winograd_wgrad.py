@@ -88,13 +88,6 @@ def level(request):
     winograd_kernels.set_level(previous)
 
 
-@pytest.fixture
-def restore_threads():
-    before = fastconv.get_num_threads()
-    yield
-    fastconv.set_num_threads(before)
-
-
 def make(geom, rng, dtype):
     N, C, H, W, F, padding, dilation = geom
     tblr = pad_tblr(padding, (H, W), (3, 3), 1, dilation)

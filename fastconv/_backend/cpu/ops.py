@@ -795,14 +795,16 @@ def softmax_cross_entropy_backward(log_probs, labels, grad_logits, scale):
 def adam_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay):
     """One Adam step over every parameter, in place: params[i], exp_avgs[i], exp_avg_sqs[i]
     (C-contiguous, of one shape and dtype per i); steps[i] >= 1 counts this step."""
+    nt = get_num_threads()
     for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
         flat = (p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1))
-        _optim.adam(*flat, lr, beta1, beta2, eps, weight_decay, t)
+        _optim.adam(*flat, lr, beta1, beta2, eps, weight_decay, t, nt)
 
 
 def sgd_update(params, grads, buffers, firsts, lr, momentum, nesterov, weight_decay):
     """One SGD step over every parameter, in place; buffers[i] (momentum, None when momentum is
     0) starts as the gradient where firsts[i]."""
+    nt = get_num_threads()
     for p, g, buf, first in zip(params, grads, buffers, firsts):
         flat = (p.reshape(-1), g.reshape(-1), (p if buf is None else buf).reshape(-1))
-        _optim.sgd(*flat, lr, momentum, nesterov, weight_decay, first)
+        _optim.sgd(*flat, lr, momentum, nesterov, weight_decay, first, nt)
