@@ -31,6 +31,7 @@ if HERE not in sys.path:
 from bench_conv import cpu_model  # noqa: E402
 
 import fastconv  # noqa: E402
+from fastconv._backend.cpu import planner as _planner  # noqa: E402
 
 BATCH = 8
 
@@ -83,9 +84,12 @@ def main(argv=None):
                 done.append(1e3 * (time.perf_counter() - t0))
         gemm, direct = (statistics.median(times[n]) for n in ("gemm", "direct"))
         taps, pixels = C * K * K, BATCH * side * side
-        plan = fastconv.conv2d_plan(x.shape, w_shape, **geometry)
-        auto = str(plan).splitlines()[2].split()[1]  # the grad_weight line's algorithm
-        in_rule = taps >= 256 and F <= 128 and pixels >= 4 * taps
+        auto = fastconv.conv2d_plan(x.shape, w_shape, **geometry)["grad_weight"]
+        in_rule = (
+            taps >= _planner._DIRECT_GW_MIN_TAPS
+            and F <= _planner._DIRECT_GW_MAX_FILTERS
+            and pixels >= _planner._DIRECT_GW_PRODUCTS_PER_TAP * taps
+        )
         row = dict(
             F=F,
             C=C,
