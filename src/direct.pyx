@@ -34,6 +34,7 @@ cdef extern from "direct_conv.h" nogil:
                                   double* y, Py_ssize_t YPLANE, Py_ssize_t FB, Py_ssize_t OW,
                                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t npix, int relu, int nv)
     int fc_direct_row_reuse(Py_ssize_t KW, Py_ssize_t OW)
+    int fc_direct_grad_weight_row_reuse(Py_ssize_t KW, Py_ssize_t OW)
     void fc_direct_forward_rr_float(int level, const float* x, Py_ssize_t XW,
                                     const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
                                     Py_ssize_t KW, const int* khr, const float* wpack,
@@ -52,6 +53,14 @@ cdef extern from "direct_conv.h" nogil:
     void fc_direct_grad_weight_double(int level, const double* x, const Py_ssize_t* tapoff,
                                       Py_ssize_t k0, Py_ssize_t k1, const Py_ssize_t* pixoff,
                                       const double* gyt, Py_ssize_t npix, double* dw, int nv)
+    void fc_direct_grad_weight_rr_float(int level, const float* x, const Py_ssize_t* tapoff,
+                                        Py_ssize_t k0, Py_ssize_t k1, Py_ssize_t KW,
+                                        Py_ssize_t XWS, Py_ssize_t OW, Py_ssize_t rows,
+                                        const float* gyt, float* dw)
+    void fc_direct_grad_weight_rr_double(int level, const double* x, const Py_ssize_t* tapoff,
+                                         Py_ssize_t k0, Py_ssize_t k1, Py_ssize_t KW,
+                                         Py_ssize_t XWS, Py_ssize_t OW, Py_ssize_t rows,
+                                         const double* gyt, double* dw)
 
 cdef enum:
     # Forward: output pixels per work item, enough to amortise the call and the window copy, few
@@ -102,9 +111,9 @@ cdef int _row_reuse = 0  # 0: AVX-512 only; 1: at any level; 2: never
 
 
 def set_row_reuse(str name):
-    """Whether the filter-vectorised forward broadcasts each input value once per kernel row
-    where the shape allows (direct_conv.h's fc_forward_rr): "auto" (with AVX-512), "on" (at any
-    level) or "off"; for tests. Returns the previous setting."""
+    """Whether the filter-vectorised forward and grad-weight broadcast each input value once per
+    kernel row where the shape allows (direct_conv.h's fc_forward_rr, fc_grad_weight_rr): "auto"
+    (with AVX-512), "on" (at any level) or "off"; for tests. Returns the previous setting."""
     global _row_reuse
     names = ("auto", "on", "off")
     previous = names[_row_reuse]
@@ -122,6 +131,18 @@ cdef inline void _grad_weight_block(int lvl, const real* x, const Py_ssize_t* ta
         fc_direct_grad_weight_float(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw, nv)
     else:
         fc_direct_grad_weight_double(lvl, x, tapoff, k0, k1, pixoff, gyt, npix, dw, nv)
+
+
+cdef inline void _grad_weight_rr_block(int lvl, const real* x, const Py_ssize_t* tapoff,
+                                       Py_ssize_t k0, Py_ssize_t k1, Py_ssize_t KW,
+                                       Py_ssize_t XWS, Py_ssize_t OW, Py_ssize_t rows,
+                                       const real* gyt, real* dw) noexcept nogil:
+    """fc_direct_grad_weight_rr_<dtype> (direct_conv.h): whole kernel rows [k0, k1) of taps of
+    one vector of filters over whole output rows."""
+    if real is float:
+        fc_direct_grad_weight_rr_float(lvl, x, tapoff, k0, k1, KW, XWS, OW, rows, gyt, dw)
+    else:
+        fc_direct_grad_weight_rr_double(lvl, x, tapoff, k0, k1, KW, XWS, OW, rows, gyt, dw)
 
 
 # The tables a call builds (tap offsets, kernel rows, packed weights and bias) go into one
@@ -335,10 +356,11 @@ ctypedef struct _WeightSplit:
     # grad_weight()'s work: parts of the batch (per_part images each) x runs of taps (per_run
     # each); BL filters per block; the window (R x XW per channel) if padded
     Py_ssize_t tap_runs, per_run, per_part, parts, BL, R, XW
-    # nv vectors of filters per block; grad_y transposed `chunk` pixels at a time
+    # nv vectors of filters per block; grad_y transposed `chunk` pixels at a time (whole output
+    # rows where a row fits); rr: by fc_grad_weight_rr (runs of taps are whole kernel rows)
     int nv
     Py_ssize_t chunk
-    bint padded
+    bint padded, rr
 
 
 cdef void _grad_weight_item(int lvl, Geometry g, _WeightSplit sp, Py_ssize_t item,
@@ -383,8 +405,13 @@ cdef void _grad_weight_item(int lvl, Geometry g, _WeightSplit sp, Py_ssize_t ite
                     else:
                         for j in range(npc):
                             lane[j * BL] = 0
-                _grad_weight_block(lvl, xw, tapoff, k0, k1, pixoff + p0, gyt, npc,
-                                   partial + part * part_size + blk * K * BL, sp.nv)
+                if sp.rr:
+                    _grad_weight_rr_block(lvl, xw + pixoff[p0], tapoff, k0, k1, g.KW,
+                                          g.sh * sp.XW, g.OW, npc // g.OW, gyt,
+                                          partial + part * part_size + blk * K * BL)
+                else:
+                    _grad_weight_block(lvl, xw, tapoff, k0, k1, pixoff + p0, gyt, npc,
+                                       partial + part * part_size + blk * K * BL, sp.nv)
 
 
 cdef void _grad_weight_sums(Geometry g, _WeightSplit sp, Py_ssize_t f, const real* partial,
@@ -430,16 +457,27 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     R, XW, padded = _window_shape(g, g.OH)
     cdef Py_ssize_t parts = min(N, WEIGHT_PARTIALS), per_part = (N + parts - 1) // parts
     parts = (N + per_part - 1) // per_part
-    # Taps per item: a multiple of the register block; runs split the taps when parts are few.
-    cdef Py_ssize_t tap_runs = max(1, min((K + FC_PIX - 1) // FC_PIX,
-                                          (2 * num_threads + parts - 1) // parts,
-                                          (K + TAPS_PER_ITEM - 1) // TAPS_PER_ITEM))
-    cdef Py_ssize_t per_run = ((K + tap_runs - 1) // tap_runs + FC_PIX - 1) // FC_PIX * FC_PIX
-    tap_runs = (K + per_run - 1) // per_run
     # Pixels per kernel call: grad_y is transposed a chunk at a time into a buffer that stays in
     # L1 while every tap of the item reads it (the whole image's transposed grad_y, 3.2 MB for
-    # 64 filters of 112 x 112, was written filter by filter and read again from L3).
+    # 64 filters of 112 x 112, was written filter by filter and read again from L3); whole
+    # output rows where one fits, as fc_grad_weight_rr takes them (the same sums either way).
     cdef Py_ssize_t chunk = min(OHW, max(FC_PIX, GRAD_Y_CHUNK_BYTES // (BL * sizeof(real))))
+    if chunk >= g.OW:
+        chunk = chunk // g.OW * g.OW
+    # Each input value broadcast once per kernel row (fc_grad_weight_rr), as the forward's
+    # fc_forward_rr, and on the same shapes: LeNet-5 conv2's grad-weight (16 filters, 6 x 5 x 5
+    # taps, 10 x 10 pixels), batch 64, AVX-512, one thread: see _grad_weight_item's caller.
+    cdef bint rr = (_row_reuse != 2 and (lvl == 2 or _row_reuse == 1) and nv == 1 and g.sw == 1
+                    and g.dw == 1 and fc_direct_grad_weight_row_reuse(g.KW, g.OW)
+                    and chunk >= g.OW)
+    # Taps per item: a multiple of the register block (whole kernel rows for rr); runs split the
+    # taps when parts are few.
+    cdef Py_ssize_t block = g.KW if rr else FC_PIX
+    cdef Py_ssize_t tap_runs = max(1, min((K + block - 1) // block,
+                                          (2 * num_threads + parts - 1) // parts,
+                                          (K + TAPS_PER_ITEM - 1) // TAPS_PER_ITEM))
+    cdef Py_ssize_t per_run = ((K + tap_runs - 1) // tap_runs + block - 1) // block * block
+    tap_runs = (K + per_run - 1) // per_run
     cdef Py_ssize_t n_items = parts * tap_runs, part_size = blocks * K * BL
     cdef Py_ssize_t stride = (C * R * XW if padded else 0) + chunk * BL
     cdef int nt = <int>max(1, min(<Py_ssize_t>num_threads, n_items))
@@ -457,7 +495,7 @@ def grad_weight(const real[:, :, :, ::1] grad_y, const real[:, :, :, ::1] x,
     cdef _WeightSplit split
     split.tap_runs, split.per_run, split.per_part, split.parts = tap_runs, per_run, per_part, parts
     split.BL, split.padded, split.R, split.XW = BL, padded, R, XW
-    split.nv, split.chunk = nv, chunk
+    split.nv, split.chunk, split.rr = nv, chunk, rr
     cdef Py_ssize_t item, f
     cdef real* work
     cdef const real* xp = &x[0, 0, 0, 0]

@@ -99,9 +99,10 @@ def test_forward(case, dtype, path, rng, assert_close):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", ONE_GROUP)
 def test_direct_row_reuse(case, dtype, level, rng, assert_close, request):
-    """The filter-vectorised forward over whole output rows (each input value broadcast once per
-    kernel row: fc_forward_rr, AVX-512's choice) forced at every level, for the forward and
-    grad-input's forward pass: the same sums in the same order as tap by tap."""
+    """The filter-vectorised forward and grad-weight over whole output rows (each input value
+    broadcast once per kernel row: fc_forward_rr and fc_grad_weight_rr, AVX-512's choice) forced
+    at every level, for the forward, grad-input's forward pass and grad-weight (with grad-bias
+    from the same pass): the same sums in the same order as tap by tap."""
     previous, previous_level = direct_kernels.set_row_reuse("on"), direct_kernels.set_level(level)
     previous_layout = direct_kernels.set_layout("filters")
     request.addfinalizer(lambda: direct_kernels.set_row_reuse(previous))
@@ -115,8 +116,17 @@ def test_direct_row_reuse(case, dtype, level, rng, assert_close, request):
     gx = forced(
         fastconv.conv2d_grad_input, case, "direct", "grad_input", g, w, x.shape, **case_kwargs(case)
     )
+    parameter_grads = dict(needs=("weight", "bias"), **kw)
+    _, gw, gb = fastconv.conv2d_backward(g, x, w, **parameter_grads)
+    _, gw_ref, gb_ref = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
+    OH, OW = g.shape[2:]
+    assert_close(gw, gw_ref, dtype, case.N * OH * OW)
+    assert_close(gb, gb_ref, dtype, case.N * OH * OW)
     direct_kernels.set_row_reuse("off")
     np.testing.assert_array_equal(y, fastconv.conv2d(x, w, b, **kw, activation="relu"))
+    _, gw_off, gb_off = fastconv.conv2d_backward(g, x, w, **parameter_grads)
+    np.testing.assert_array_equal(gw, gw_off)
+    np.testing.assert_array_equal(gb, gb_off)
     if gx is not None:
         gx_ref, _, _ = conv2d_backward_ref(g, x, w, case.stride, case_tblr(case), case.dilation)
         assert_close(gx, gx_ref, dtype, case.F * case.KH * case.KW)
@@ -132,12 +142,16 @@ def test_direct_row_reuse_bitwise_identical_across_threads(dtype, rng, request):
     x, w, b, _ = inputs(case, rng, dtype)
     old = fastconv.set_num_threads(1)
     request.addfinalizer(lambda: fastconv.set_num_threads(old))
+    g = rng.standard_normal((case.N, case.F, 10, 10)).astype(dtype)
     results = []
     for threads in (1, 2, 3):
         fastconv.set_num_threads(threads)
-        results.append(fastconv.conv2d(x, w, b, algorithm="direct", activation="relu"))
+        y = fastconv.conv2d(x, w, b, algorithm="direct", activation="relu")
+        _, gw, gb = fastconv.conv2d_backward(g, x, w, needs=("weight", "bias"), algorithm="direct")
+        results.append((y, gw, gb))
     for other in results[1:]:
-        np.testing.assert_array_equal(results[0], other)
+        for first, result in zip(results[0], other):
+            np.testing.assert_array_equal(first, result)
 
 
 def test_set_row_reuse_refuses_unknown_names():
