@@ -575,11 +575,15 @@ def test_fused_steps_equal_the_ufunc_formulas_bitwise(
 
     fastconv.set_num_threads(threads)
     rng = np.random.default_rng(7)
-    # odd sizes: vector bodies and scalar tails; one past 2 x 8192 elements, which is updated
-    # in chunks of 8192 over the threads (the last one of 3 elements)
-    shapes = [(6, 3, 5, 5), (6,), (0, 4), (37,), (3, 8193)]
-    params = [Parameter(rng.standard_normal(s).astype(dtype)) for s in shapes]
+    # odd sizes: vector bodies and scalar tails; one past 2 x 8192 elements: the parameters go to
+    # the kernel in one call, in chunks of 8192 over the threads (the last one of 3 elements);
+    # one parameter of the other dtype (a call of its own)
+    other = np.float64 if dtype == np.float32 else np.float32
+    shapes = [(6, 3, 5, 5), (6,), (0, 4), (37,), (3, 8193), (5, 7)]
+    dtypes = [dtype] * (len(shapes) - 1) + [other]
+    params = [Parameter(rng.standard_normal(s).astype(d)) for s, d in zip(shapes, dtypes)]
     ref = [p.data.copy() for p in params]
+    steps = [0] * len(params)
     state = [[np.zeros_like(r), np.zeros_like(r)] for r in ref]
     if kind == "adam":
         opt = Adam(params, lr=3e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=wd)
@@ -589,12 +593,16 @@ def test_fused_steps_equal_the_ufunc_formulas_bitwise(
             params, lr=0.1, momentum=momentum, nesterov=kind == "sgd_nesterov", weight_decay=wd
         )
     for t in range(1, 5):
-        for p, r, (a, b) in zip(params, ref, state):
-            p.grad = rng.standard_normal(p.shape).astype(dtype)
+        for i, (p, r, (a, b)) in enumerate(zip(params, ref, state)):
+            if t == 2 and i == 1:  # no gradient: not stepped, its step count one behind after
+                p.grad = None
+                continue
+            steps[i] += 1
+            p.grad = rng.standard_normal(p.shape).astype(p.dtype)
             if kind == "adam":
-                _adam_ufuncs(r, p.grad, a, b, t, 3e-3, 0.8, 0.99, 1e-6, wd)
+                _adam_ufuncs(r, p.grad, a, b, steps[i], 3e-3, 0.8, 0.99, 1e-6, wd)
             else:
-                _sgd_ufuncs(r, p.grad, a, t == 1, 0.1, opt.momentum, opt.nesterov, wd)
+                _sgd_ufuncs(r, p.grad, a, steps[i] == 1, 0.1, opt.momentum, opt.nesterov, wd)
         opt.step()
         for p, r in zip(params, ref):
             np.testing.assert_array_equal(p.data, r, err_msg=f"step {t}")

@@ -60,7 +60,8 @@ class _Typed:
 _conv, _dense, _depthwise, _direct = (
     _Typed(m) for m in (_conv_module, _dense_module, _depthwise_module, _direct_module)
 )
-_optim, _pool, _winograd = (_Typed(m) for m in (_optim_module, _pool_module, _winograd_module))
+_pool, _winograd = (_Typed(m) for m in (_pool_module, _winograd_module))
+_optim = _optim_module  # (its functions take lists of parameters, not typed arrays)
 
 
 def _level():
@@ -794,17 +795,26 @@ def softmax_cross_entropy_backward(log_probs, labels, grad_logits, scale):
 
 def adam_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay):
     """One Adam step over every parameter, in place: params[i], exp_avgs[i], exp_avg_sqs[i]
-    (C-contiguous, of one shape and dtype per i); steps[i] >= 1 counts this step."""
-    nt = get_num_threads()
-    for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
-        flat = (p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1))
-        _optim.adam(*flat, lr, beta1, beta2, eps, weight_decay, t, nt)
+    (C-contiguous, of one shape and dtype per i); steps[i] >= 1 counts this step. One kernel
+    call per dtype, its parameters' chunks spread over the threads."""
+    for columns in _by_dtype(params, grads, exp_avgs, exp_avg_sqs, steps):
+        _optim.adam(*columns, lr, beta1, beta2, eps, weight_decay, get_num_threads())
 
 
 def sgd_update(params, grads, buffers, firsts, lr, momentum, nesterov, weight_decay):
     """One SGD step over every parameter, in place; buffers[i] (momentum, None when momentum is
-    0) starts as the gradient where firsts[i]."""
-    nt = get_num_threads()
-    for p, g, buf, first in zip(params, grads, buffers, firsts):
-        flat = (p.reshape(-1), g.reshape(-1), (p if buf is None else buf).reshape(-1))
-        _optim.sgd(*flat, lr, momentum, nesterov, weight_decay, first, nt)
+    0) starts as the gradient where firsts[i]. One kernel call per dtype."""
+    for columns in _by_dtype(params, grads, buffers, firsts):
+        _optim.sgd(*columns, lr, momentum, nesterov, weight_decay, get_num_threads())
+
+
+def _by_dtype(params, *others):
+    """The lists (params, *others) (one entry per parameter) split by the parameters' dtype:
+    one tuple of lists per dtype, in order of first appearance."""
+    dtype = params[0].dtype if params else None
+    if all(p.dtype == dtype for p in params):  # the usual case: one dtype (or none)
+        return [(list(params), *map(list, others))] if params else []
+    groups = {}
+    for i, p in enumerate(params):
+        groups.setdefault(p.dtype, []).append(i)
+    return [tuple([c[i] for i in picked] for c in (params, *others)) for picked in groups.values()]
