@@ -35,6 +35,10 @@ cdef extern from "direct_conv.h" nogil:
                                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t npix, int relu, int nv)
     int fc_direct_row_reuse(Py_ssize_t KW, Py_ssize_t OW)
     int fc_direct_grad_weight_row_reuse(Py_ssize_t KW, Py_ssize_t OW)
+    void fc_grad_y_lanes_float(int level, const float* src, Py_ssize_t ld, Py_ssize_t nf,
+                               Py_ssize_t npix, float* dst, Py_ssize_t BL)
+    void fc_grad_y_lanes_double(int level, const double* src, Py_ssize_t ld, Py_ssize_t nf,
+                                Py_ssize_t npix, double* dst, Py_ssize_t BL)
     void fc_direct_forward_rr_float(int level, const float* x, Py_ssize_t XW,
                                     const Py_ssize_t* tapoff, Py_ssize_t KH, Py_ssize_t KTAPS,
                                     Py_ssize_t KW, const int* khr, const float* wpack,
@@ -373,9 +377,9 @@ cdef void _grad_weight_item(int lvl, Geometry g, _WeightSplit sp, Py_ssize_t ite
     cdef Py_ssize_t F = g.F, OHW = g.OH * g.OW, K = g.C * g.KH * g.KW, BL = sp.BL
     cdef Py_ssize_t blocks = (F + BL - 1) // BL, part_size = blocks * K * BL
     cdef Py_ssize_t part = item // sp.tap_runs, k0 = (item % sp.tap_runs) * sp.per_run
-    cdef Py_ssize_t k1 = min(K, k0 + sp.per_run), blk, k, n, f, j, pc, p0, npc
+    cdef Py_ssize_t k1 = min(K, k0 + sp.per_run), blk, k, n, f, v, pc, p0, npc
+    cdef Py_ssize_t VL = BL // sp.nv  # filters per vector
     cdef real* gyt = work + (g.C * sp.R * sp.XW if sp.padded else 0)
-    cdef real* lane
     cdef const real* row
     cdef const real* xw
     for blk in range(blocks):
@@ -394,17 +398,17 @@ cdef void _grad_weight_item(int lvl, Geometry g, _WeightSplit sp, Py_ssize_t ite
             for pc in range((OHW + sp.chunk - 1) // sp.chunk):
                 p0 = pc * sp.chunk
                 npc = min(sp.chunk, OHW - p0)
-                # this chunk of grad_y as (pixel, lane), lanes past F zero: one filter's run at
-                # a time (contiguous reads); it stays in L1 while every tap of the item reads it
-                for f in range(blk * BL, blk * BL + BL):
-                    lane = gyt + f - blk * BL
-                    if f < F:
-                        row = gyp + (n * F + f) * OHW + p0
-                        for j in range(npc):
-                            lane[j * BL] = row[j]
+                # this chunk of grad_y as (pixel, lane), lanes past F zero, a vector of filters
+                # at a time; it stays in L1 while every tap of the item reads it
+                for v in range(sp.nv):
+                    f = blk * BL + v * VL
+                    row = gyp + (n * F + min(f, F - 1)) * OHW + p0  # (not read past F)
+                    if real is float:
+                        fc_grad_y_lanes_float(lvl, row, OHW, max(0, min(VL, F - f)), npc,
+                                              gyt + f - blk * BL, BL)
                     else:
-                        for j in range(npc):
-                            lane[j * BL] = 0
+                        fc_grad_y_lanes_double(lvl, row, OHW, max(0, min(VL, F - f)), npc,
+                                               gyt + f - blk * BL, BL)
                 if sp.rr:
                     _grad_weight_rr_block(lvl, xw + pixoff[p0], tapoff, k0, k1, g.KW,
                                           g.sh * sp.XW, g.OW, npc // g.OW, gyt,
