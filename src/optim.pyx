@@ -12,7 +12,8 @@
 # parameters of 6 to 48,000 elements, the small ones on one thread); up to 2 * CHUNK elements in
 # all run on one thread, next to which an OpenMP fork costs more than it saves. The rules are
 # element-wise: the same bits for any split.
-from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release,
+                             PyObject_GetBuffer)
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdlib cimport calloc, free
@@ -51,6 +52,12 @@ ctypedef struct _Item:
     Py_ssize_t n
     double a  # Adam: -step_size; SGD: unused
     double b  # Adam: sqrt(1 - beta2 ** step); SGD: 1.0 where the buffer starts as the gradient
+
+
+ctypedef struct _Rule:
+    # the update and its hyper-parameters (Adam: beta1, beta2, eps; SGD: lr, momentum, nesterov)
+    bint adam, single, nesterov
+    double lr, beta1, beta2, eps, momentum, weight_decay
 
 
 cdef class _Chunks:
@@ -112,13 +119,6 @@ cdef _Chunks _chunks(list columns, tuple writable, list a, list b, Py_ssize_t it
     return c
 
 
-cdef int _threads(_Chunks c, int num_threads):
-    """The threads a call runs on: one up to 2 * CHUNK elements in all."""
-    if c.total <= 2 * CHUNK:
-        return 1
-    return <int>max(1, min(<Py_ssize_t>num_threads, c.n_items))
-
-
 cdef void _adam(real* p, const real* g, real* m, real* v, Py_ssize_t n, real wd, bint decay,
                 real one_minus_beta1, real beta2, real one_minus_beta2, real bias2_root,
                 real eps, real minus_step) noexcept nogil:
@@ -153,16 +153,10 @@ def adam(list params, list grads, list exp_avgs, list exp_avg_sqs, list steps, d
     bias2_roots = [sqrt(1.0 - beta2 ** t) for t in steps]
     cdef _Chunks c = _chunks([params, grads, exp_avgs, exp_avg_sqs], (True, False, True, True),
                              minus_steps, bias2_roots, 4 if single else 8)
-    cdef int nt = _threads(c, num_threads)
-    cdef Py_ssize_t i
-    if nt == 1:  # no region
-        with nogil:
-            for i in range(c.n_items):
-                _adam_item(&c.items[i], single, weight_decay, beta1, beta2, eps)
-    else:
-        with nogil:
-            for i in prange(c.n_items, num_threads=nt, schedule="dynamic"):
-                _adam_item(&c.items[i], single, weight_decay, beta1, beta2, eps)
+    cdef _Rule rule
+    rule.adam, rule.single, rule.beta1, rule.beta2, rule.eps = True, single, beta1, beta2, eps
+    rule.weight_decay = weight_decay
+    _run(c, &rule, num_threads)
 
 
 cdef void _sgd(real* p, const real* g, real* buf, Py_ssize_t n, real wd, bint decay,
@@ -199,13 +193,30 @@ def sgd(list params, list grads, list buffers, list firsts, double lr, double mo
     cdef bint single = params[0].dtype == np.float32
     cdef _Chunks c = _chunks([params, grads, buffers], (True, False, True), [0.0] * len(params),
                              [1.0 if f else 0.0 for f in firsts], 4 if single else 8)
-    cdef int nt = _threads(c, num_threads)
+    cdef _Rule rule
+    rule.adam, rule.single, rule.lr, rule.momentum = False, single, lr, momentum
+    rule.nesterov, rule.weight_decay = nesterov, weight_decay
+    _run(c, &rule, num_threads)
+
+
+cdef void _run(_Chunks c, const _Rule* rule, int num_threads):
+    """`rule` over the chunks of `c`: on one thread up to 2 * CHUNK elements in all (next to
+    which an OpenMP fork costs more than it saves), else over the threads."""
+    cdef int nt = 1 if c.total <= 2 * CHUNK else <int>max(1, min(<Py_ssize_t>num_threads,
+                                                                  c.n_items))
     cdef Py_ssize_t i
     if nt == 1:  # no region
         with nogil:
             for i in range(c.n_items):
-                _sgd_item(&c.items[i], single, lr, momentum, nesterov, weight_decay)
+                _run_item(rule, &c.items[i])
     else:
         with nogil:
             for i in prange(c.n_items, num_threads=nt, schedule="dynamic"):
-                _sgd_item(&c.items[i], single, lr, momentum, nesterov, weight_decay)
+                _run_item(rule, &c.items[i])
+
+
+cdef inline void _run_item(const _Rule* r, const _Item* it) noexcept nogil:
+    if r.adam:
+        _adam_item(it, r.single, r.weight_decay, r.beta1, r.beta2, r.eps)
+    else:
+        _sgd_item(it, r.single, r.lr, r.momentum, r.nesterov, r.weight_decay)
