@@ -533,10 +533,13 @@ FC_DEFINE_GRAD_Y_LANES(avx512, FC_TARGET_AVX512, 16)
 static void fc_grad_y_lanes_float(int level, const float *src, fc_idx ld, fc_idx nf, fc_idx npix,
                                   float *dst, fc_idx BL) {
 #ifdef FC_X86_DISPATCH
-    if (level == 2) return fc_grad_y_lanes_avx512(src, ld, nf, npix, dst, BL);
-    if (level == 1) return fc_grad_y_lanes_avx2(src, ld, nf, npix, dst, BL);
+    if (level == 2)
+        fc_grad_y_lanes_avx512(src, ld, nf, npix, dst, BL);
+    else if (level == 1)
+        fc_grad_y_lanes_avx2(src, ld, nf, npix, dst, BL);
+    else
 #endif
-    fc_grad_y_lanes_scalar_float(src, ld, nf, fc_vector_bytes(level) / 4, 0, npix, dst, BL);
+        fc_grad_y_lanes_scalar_float(src, ld, nf, fc_vector_bytes(level) / 4, 0, npix, dst, BL);
 }
 static void fc_grad_y_lanes_double(int level, const double *src, fc_idx ld, fc_idx nf,
                                    fc_idx npix, double *dst, fc_idx BL) {
