@@ -75,8 +75,9 @@ class Adam(Optimizer):
             )
 
     def step(self) -> None:
-        """Apply one update to every parameter that has a gradient (one fused pass each on the
-        CPU, one multi-tensor kernel launch for all on the GPU)."""
+        """Apply one update to every parameter that has a gradient (one fused pass over each, all
+        of a dtype in one call spread over the threads, on the CPU; one multi-tensor kernel
+        launch for all on the GPU)."""
         # data, grad, exp_avg, exp_avg_sq, step
         columns: Tuple[List[Any], ...] = ([], [], [], [], [])
         for i, p in enumerate(self.params):

@@ -58,8 +58,9 @@ class SGD(Optimizer):
         _check_nonnegative("weight_decay", weight_decay)
 
     def step(self) -> None:
-        """Apply one update to every parameter that has a gradient (one fused pass each on the
-        CPU, one multi-tensor kernel launch for all on the GPU)."""
+        """Apply one update to every parameter that has a gradient (one fused pass over each, all
+        of a dtype in one call spread over the threads, on the CPU; one multi-tensor kernel
+        launch for all on the GPU)."""
         # data, grad, momentum buffer (or None), first step
         columns: Tuple[List[Any], ...] = ([], [], [], [])
         for i, p in enumerate(self.params):
