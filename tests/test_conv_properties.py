@@ -121,7 +121,11 @@ BAD_PAIRS = st.one_of(
     BAD_INTS,
     st.tuples(BAD_INTS, st.integers(1, 3)),
     st.tuples(st.integers(1, 3), BAD_INTS),
-    st.lists(st.integers(1, 3), min_size=0, max_size=5).filter(lambda v: len(v) != 2).map(tuple),
+    st.tuples(BAD_INTS),
+    # lengths other than 1 (torch's 1-tuple form, valid since issue 22) and 2
+    st.lists(st.integers(1, 3), min_size=0, max_size=5)
+    .filter(lambda v: len(v) not in (1, 2))
+    .map(tuple),
 )
 BAD_PADDING = st.one_of(
     st.integers(-5, -1),
