@@ -15,8 +15,11 @@ Two phases, in one process:
    the autotuned call (autotuning on for the process during its reps). A rep is as many back-to-back calls as last >= --min-rep-ms (1 ms: one
    call for all but the smallest passes); its time the mean call. Medians and minima of --reps
    reps: on a machine shared with other work the minimum is the steadier estimate (a rep that
-   no other process interrupted). An algorithm whose warm-up call takes more than
-   --hopeless x the fastest warm-up gets one rep (it is not the best; it can cost seconds).
+   no other process interrupted). A forced algorithm whose warm-up call takes more than
+   --hopeless x the fastest warm-up gets one rep (it is not the best; it can cost seconds). The
+   heuristic's and the autotuned columns always get every rep: they run one of the forced
+   algorithms, and a warm-up that a stall of the machine slowed used to leave them one sample
+   (a run on this VM measured a tuned/best of 20, one 10 ms rep of a 0.5 ms kernel).
 
 The table gives, per case and pass, the times (ms: minima, then medians), the algorithm
 autotuning chose, its time over the best forced algorithm's ("tuned/best": the issue asks for
@@ -186,7 +189,8 @@ def compare_case(fc, case, args):
         plan = []
         for name, fn in columns:
             calls = max(1, min(50, math.ceil(args.min_rep_ms / 1e3 / max(warm[name], 1e-9))))
-            reps = 1 if warm[name] > args.hopeless * fastest else args.reps
+            hopeless = name not in ("auto", "tuned") and warm[name] > args.hopeless * fastest
+            reps = 1 if hopeless else args.reps
             plan.append((name, fn, calls, reps, []))
         meter = LoadMeter()
         gc.collect()
